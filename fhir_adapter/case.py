@@ -1,0 +1,321 @@
+"""The evidence for one procedure: everything the rules may look at, gathered from a store.
+
+Assembly only follows references and joins; it knows no coding rule. A dangling
+reference is not an error: the evidence is absent, and the case remembers the
+reference so that a finding can say what was missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_adapter.sources.store import Resource, ResourceStore, reference_string, values_at
+
+# Collections a rule may name in `from:` (see mappings/*.yaml).
+COLLECTIONS = (
+    "procedure",
+    "patient",
+    "encounter",
+    "conditions",
+    "reason_conditions",
+    "observations",
+    "reports",
+    "documents",
+    "session_procedures",
+    "same_performer_procedures",
+    "practitioners",
+    "roles",
+    "organizations",
+    "locations",
+    "coverage",
+)
+
+_EXCLUDED_VERIFICATION = {"entered-in-error", "refuted"}
+_INACTIVE_CLINICAL = {"inactive", "resolved", "remission"}
+
+
+def has_coding(resource: Resource, path: tuple[str, ...], system: str, code: str) -> bool:
+    """True when a CodeableConcept at `path` carries system|code."""
+    for cc in values_at(resource, path):
+        for coding in (cc.get("coding") or []) if isinstance(cc, dict) else ():
+            if isinstance(coding, dict) and coding.get("system") == system:
+                value = coding.get("code")
+                if isinstance(value, str) and value.strip() == code:
+                    return True
+    return False
+
+
+def service_date(procedure: Resource, encounter: Resource | None) -> str | None:
+    """The date of service (YYYY-MM-DD) from the Procedure, else the Encounter."""
+    candidates = [
+        procedure.get("performedDateTime"),
+        (procedure.get("performedPeriod") or {}).get("start"),
+        ((encounter or {}).get("period") or {}).get("start"),
+    ]
+    for value in candidates:
+        if isinstance(value, str) and len(value) >= 10:
+            return value[:10]
+    return None
+
+
+def performed_sort_key(procedure: Resource, key: str) -> tuple[str, str]:
+    start = procedure.get("performedDateTime") or (procedure.get("performedPeriod") or {}).get(
+        "start"
+    )
+    return (start if isinstance(start, str) else "9999", key)
+
+
+@dataclass
+class Case:
+    """One Procedure coded with the pack's CPT code and the evidence around it."""
+
+    key: str
+    procedure: Resource
+    patient: Resource | None = None
+    patient_ref: str | None = None
+    encounter: Resource | None = None
+    encounter_ref: str | None = None
+    date: str | None = None
+    conditions: list[Resource] = field(default_factory=list)
+    reason_conditions: list[Resource] = field(default_factory=list)
+    observations: list[Resource] = field(default_factory=list)
+    reports: list[Resource] = field(default_factory=list)
+    documents: list[Resource] = field(default_factory=list)
+    session_procedures: list[Resource] = field(default_factory=list)
+    same_performer_procedures: list[Resource] = field(default_factory=list)
+    same_code_earlier: list[Resource] = field(default_factory=list)
+    practitioners: list[Resource] = field(default_factory=list)
+    roles: list[Resource] = field(default_factory=list)
+    organizations: list[Resource] = field(default_factory=list)
+    locations: list[Resource] = field(default_factory=list)
+    coverage: list[Resource] = field(default_factory=list)
+    provider_ref: str | None = None
+    insurer_ref: str | None = None
+    # reference strings that pointed nowhere, by the collection they were meant for
+    unresolved: dict[str, list[str]] = field(default_factory=dict)
+    _refs: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def collection(self, name: str) -> list[Resource]:
+        """A named collection as a list (single resources become a 0/1-element list)."""
+        value = getattr(self, name)
+        if isinstance(value, list):
+            return value
+        return [value] if value is not None else []
+
+    def ref(self, resource: Resource) -> str:
+        """The reference string of a gathered resource, for evidence and output."""
+        return self._refs.get(id(resource)) or (
+            f"{resource.get('resourceType')}/{resource.get('id', '?')}"
+        )
+
+
+class _Builder:
+    def __init__(self, store: ResourceStore, case: Case) -> None:
+        self.store = store
+        self.case = case
+        self._seen: dict[str, set[int]] = {}
+
+    def follow(self, ref: Any, container: Resource | None, into: str) -> Resource | None:
+        """Resolve a reference, remembering a dangling one under `into`."""
+        text = reference_string(ref)
+        if text is None:
+            return None
+        found = self.store.resolve(text, container)
+        if found is None:
+            self.case.unresolved.setdefault(into, []).append(text)
+            return None
+        self.remember(found, text if text.startswith("#") else None)
+        return found
+
+    def remember(self, resource: Resource, local: str | None = None) -> None:
+        if id(resource) not in self.case._refs:
+            try:
+                key = local or self.store.key_of(resource)
+            except KeyError:
+                key = local or f"{resource['resourceType']}/{resource.get('id', '?')}"
+            self.case._refs[id(resource)] = key
+
+    def add(self, into: str, resource: Resource | None, rtype: str | tuple[str, ...]) -> None:
+        if resource is None:
+            return
+        types = (rtype,) if isinstance(rtype, str) else rtype
+        if resource.get("resourceType") not in types:
+            return
+        if into == "conditions" or into == "reason_conditions":
+            status = _code_of(resource.get("verificationStatus"))
+            if status in _EXCLUDED_VERIFICATION:
+                return
+        seen = self._seen.setdefault(into, set())
+        if id(resource) in seen:
+            return
+        seen.add(id(resource))
+        self.remember(resource)
+        getattr(self.case, into).append(resource)
+
+
+def _code_of(cc: Any) -> str | None:
+    for coding in (cc or {}).get("coding") or [] if isinstance(cc, dict) else []:
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            return str(coding["code"])
+    return None
+
+
+def find_procedures(store: ResourceStore, system: str, code: str) -> list[Resource]:
+    """Procedures carrying system|code, in a stable order (by key)."""
+    found = [p for p in store.of_type("Procedure") if has_coding(p, ("code",), system, code)]
+    return sorted(found, key=store.key_of)
+
+
+def assemble_cases(store: ResourceStore, system: str, code: str) -> Iterator[Case]:
+    """Every case in the store, one per Procedure coded system|code."""
+    for procedure in find_procedures(store, system, code):
+        yield assemble(store, procedure, system, code)
+
+
+def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) -> Case:
+    """Gather the evidence for one Procedure (see Case for what is gathered)."""
+    case = Case(key=store.key_of(procedure), procedure=procedure)
+    b = _Builder(store, case)
+    b.remember(procedure)
+
+    case.patient = b.follow(procedure.get("subject"), procedure, "patient")
+    case.patient_ref = store.canonical(procedure.get("subject"))
+    case.encounter = b.follow(procedure.get("encounter"), procedure, "encounter")
+    case.encounter_ref = store.canonical(procedure.get("encounter"))
+    case.date = service_date(procedure, case.encounter)
+    enc = case.encounter or {}
+
+    # Conditions: stated reasons, encounter diagnoses, active conditions of the encounter.
+    for ref in procedure.get("reasonReference") or []:
+        target = b.follow(ref, procedure, "reason_conditions")
+        b.add("reason_conditions", target, "Condition")
+        b.add("conditions", target, "Condition")
+        b.add("observations", target, "Observation")
+        b.add("reports", target, ("DiagnosticReport",))
+        b.add("documents", target, ("DocumentReference",))
+    for diag in enc.get("diagnosis") or []:
+        if isinstance(diag, dict):
+            b.add("conditions", b.follow(diag.get("condition"), enc, "conditions"), "Condition")
+    if case.encounter_ref:
+        for cond in store.referrers(case.encounter_ref, "Condition"):
+            if _code_of(cond.get("clinicalStatus")) not in _INACTIVE_CLINICAL:
+                b.add("conditions", cond, "Condition")
+
+    # Reports, documents and observations tied to the procedure or the encounter.
+    for ref in procedure.get("report") or []:
+        target = b.follow(ref, procedure, "reports")
+        b.add("reports", target, "DiagnosticReport")
+        b.add("documents", target, "DocumentReference")
+    anchors = [case.key] + ([case.encounter_ref] if case.encounter_ref else [])
+    for anchor in anchors:
+        for rtype, into in (
+            ("DiagnosticReport", "reports"),
+            ("DocumentReference", "documents"),
+            ("Observation", "observations"),
+        ):
+            for found in store.referrers(anchor, rtype):
+                b.add(into, found, rtype)
+    for report in list(case.reports):
+        for ref in report.get("result") or []:
+            b.add("observations", b.follow(ref, report, "observations"), "Observation")
+
+    _gather_session(store, case, b, system, code)
+    _gather_people_and_places(case, b)
+    _gather_coverage(store, case)
+    return case
+
+
+def _gather_session(
+    store: ResourceStore, case: Case, b: _Builder, system: str, code: str
+) -> None:
+    """Other Procedures of the same session: same encounter, else same patient and day."""
+    if case.encounter_ref:
+        others: Iterable[Resource] = store.referrers(case.encounter_ref, "Procedure")
+    elif case.patient_ref and case.date:
+        others = [
+            p
+            for p in store.referrers(case.patient_ref, "Procedure")
+            if not p.get("encounter") and service_date(p, None) == case.date
+        ]
+    else:
+        others = []
+    mine = _actor_keys(store, case.procedure)
+    own_key = performed_sort_key(case.procedure, case.key)
+    for other in others:
+        if other is case.procedure or other.get("status") in ("entered-in-error", "not-done"):
+            continue
+        b.add("session_procedures", other, "Procedure")
+        if has_coding(other, ("code",), system, code):
+            if performed_sort_key(other, store.key_of(other)) < own_key:
+                case.same_code_earlier.append(other)
+        elif mine and mine & _actor_keys(store, other):
+            b.add("same_performer_procedures", other, "Procedure")
+
+
+def _actor_keys(store: ResourceStore, procedure: Resource) -> set[str]:
+    keys = set()
+    for performer in procedure.get("performer") or []:
+        key = store.canonical((performer or {}).get("actor"))
+        if key:
+            keys.add(key)
+    return keys
+
+
+def _gather_people_and_places(case: Case, b: _Builder) -> None:
+    procedure, enc = case.procedure, case.encounter or {}
+    for performer in procedure.get("performer") or []:
+        if not isinstance(performer, dict):
+            continue
+        actor = b.follow(performer.get("actor"), procedure, "practitioners")
+        if actor is None:
+            continue
+        if case.provider_ref is None and actor.get("resourceType") in (
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+        ):
+            case.provider_ref = case.ref(actor)
+        b.add("practitioners", actor, "Practitioner")
+        b.add("roles", actor, "PractitionerRole")
+        b.add("organizations", actor, "Organization")
+        if actor.get("resourceType") == "PractitionerRole":
+            person = b.follow(actor.get("practitioner"), actor, "practitioners")
+            b.add("practitioners", person, "Practitioner")
+        if actor.get("resourceType") == "Practitioner":
+            for role in b.store.referrers(case.ref(actor), "PractitionerRole"):
+                b.add("roles", role, "PractitionerRole")
+        org = b.follow(performer.get("onBehalfOf"), procedure, "organizations")
+        b.add("organizations", org, "Organization")
+    if case.provider_ref is None and enc.get("serviceProvider"):
+        org = b.follow(enc.get("serviceProvider"), enc, "organizations")
+        if org is not None:
+            b.add("organizations", org, "Organization")
+            case.provider_ref = case.ref(org)
+    b.add("locations", b.follow(procedure.get("location"), procedure, "locations"), "Location")
+    for loc in enc.get("location") or []:
+        if isinstance(loc, dict):
+            b.add("locations", b.follow(loc.get("location"), enc, "locations"), "Location")
+
+
+def _gather_coverage(store: ResourceStore, case: Case) -> None:
+    """The Coverage of the patient that is active on the date of service."""
+    if not case.patient_ref:
+        return
+    active = []
+    for cov in store.referrers(case.patient_ref, "Coverage"):
+        if cov.get("status", "active") != "active":
+            continue
+        period = cov.get("period") or {}
+        start, end = str(period.get("start", ""))[:10], str(period.get("end", ""))[:10]
+        if case.date and ((start and start > case.date) or (end and end < case.date)):
+            continue
+        active.append(cov)
+    active.sort(key=lambda c: (c.get("order", 99), store.key_of(c)))
+    for cov in active:
+        case._refs[id(cov)] = store.key_of(cov)
+    case.coverage = active[:1]
+    if case.coverage:
+        payors = case.coverage[0].get("payor") or []
+        case.insurer_ref = store.canonical(payors[0]) if payors else None

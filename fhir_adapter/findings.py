@@ -1,0 +1,99 @@
+"""What the rules conclude about a case: findings, modifiers, met criteria, with evidence.
+
+These plain records are the contract between the rules and everything after
+them (write-back, reports); they hold references, never live resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Where something was found (or looked for): resource, element path, quoted text."""
+
+    reference: str
+    path: str
+    snippet: str | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reference": self.reference, "path": self.path}
+        if self.snippet is not None:
+            out["snippet"] = self.snippet
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A problem with the case; `code` is the public contract downstream systems key on."""
+
+    code: str
+    severity: str
+    message: str
+    evidence: tuple[Evidence, ...] = ()
+    actcode: str | None = None
+    source: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "evidence": [e.to_json() for e in self.evidence],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Modifier:
+    """A CPT modifier applied to the 47382 line, with why."""
+
+    code: str
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "reason": self.reason,
+            "evidence": [e.to_json() for e in self.evidence],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """A rule's outcome: met (with the evidence that satisfied it) or not."""
+
+    rule: str
+    met: bool
+    evidence: tuple[Evidence, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "met": self.met,
+            "evidence": [e.to_json() for e in self.evidence],
+        }
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """The rules' verdict on one case."""
+
+    procedure: str
+    patient: str | None
+    encounter: str | None
+    findings: list[Finding] = field(default_factory=list)
+    modifiers: list[Modifier] = field(default_factory=list)
+    criteria: list[Criterion] = field(default_factory=list)
+    place_of_service: str | None = None
+    blocked: bool = False
+    unresolved: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        return "issues" if self.blocked else "claim"

@@ -1,0 +1,26 @@
+"""What a compiled matcher sees: the case, its text index and the derived facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_adapter.case import Case
+from fhir_adapter.findings import Evidence
+from fhir_adapter.rules.text import TextIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A derived value (None when unknown), the system of a coded value, and its evidence."""
+
+    value: Any
+    evidence: tuple[Evidence, ...] = ()
+    system: str | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    case: Case
+    text: TextIndex
+    facts: dict[str, Fact] = field(default_factory=dict)

@@ -1,0 +1,360 @@
+"""Load a rule pack, check it against the schema, and compile it once to plain Python.
+
+Compiling turns value sets into sets, text patterns into regexes, FHIRPath into
+compiled functions and every matcher into a closure over dicts, so that
+evaluating a case never parses YAML, regex or FHIRPath again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from fhir_adapter.case import COLLECTIONS
+from fhir_adapter.errors import PackError
+from fhir_adapter.findings import Evidence
+from fhir_adapter.rules.context import Context
+from fhir_adapter.rules.schema import Matcher, PackModel
+from fhir_adapter.rules.text import TEXT_SOURCES, NegationScope, find_affirmed
+from fhir_adapter.rules.valuesets import ValueSet, codings
+from fhir_adapter.sources.store import values_at
+
+MatchFn = Callable[[Context], list[Evidence]]
+
+FACTS = (
+    "place_of_service",
+    "coverage",
+    "provider",
+    "earlier_same_session",
+    "tumor_count",
+    "tumor_max_size_cm",
+)
+
+
+@dataclass
+class CompiledRule:
+    finding: str
+    kind: str
+    severity: str
+    actcode: str | None
+    message: str
+    source: str
+    when: list[MatchFn]
+    any: list[MatchFn]
+    looks_in: tuple[str, ...]
+
+
+@dataclass
+class CompiledModifier:
+    code: str
+    reason: str
+    any: list[MatchFn]
+
+
+@dataclass
+class Pack:
+    """A compiled rule pack; build it with `load_pack`."""
+
+    model: PackModel
+    path: str
+    systems: dict[str, str]
+    valuesets: dict[str, ValueSet]
+    patterns: dict[str, list[re.Pattern[str]]]
+    scope: NegationScope
+    rules: list[CompiledRule] = field(default_factory=list)
+    modifiers: list[CompiledModifier] = field(default_factory=list)
+
+    @property
+    def procedure_system(self) -> str:
+        return self.systems[self.model.procedure.system]
+
+    @property
+    def procedure_code(self) -> str:
+        return self.model.procedure.code
+
+    def system(self, alias: str) -> str:
+        return self.systems.get(alias, alias)
+
+    def severity_rank(self, severity: str) -> int:
+        return self.model.severity_order.index(severity)  # type: ignore[arg-type]
+
+    def finding_codes(self) -> list[str]:
+        return [r.finding for r in self.rules]
+
+
+def default_pack_path() -> Path:
+    """mappings/cpt-47382.yaml from the source tree, else from the installed package."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "mappings", here / "_data" / "mappings"):
+        path = candidate / "cpt-47382.yaml"
+        if path.is_file():
+            return path
+    raise PackError("the bundled rule pack mappings/cpt-47382.yaml is missing from this install")
+
+
+def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
+    """Read, validate and compile a pack; a broken pack raises PackError naming file and rule."""
+    p = Path(path) if path is not None else default_pack_path()
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PackError(f"{p}: cannot read rule pack: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise PackError(f"{p}: not valid YAML: {exc}") from None
+    try:
+        model = PackModel.model_validate(raw)
+    except ValidationError as exc:
+        raise PackError(f"{p}: {_describe(exc, raw)}") from None
+    return _Compiler(model, str(p)).compile()
+
+
+def _describe(exc: ValidationError, raw: Any) -> str:
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = list(err["loc"])
+        where = ".".join(str(x) for x in loc)
+        if len(loc) >= 2 and loc[0] in ("rules", "modifiers") and isinstance(loc[1], int):
+            try:
+                item = raw[loc[0]][loc[1]]
+                name = item.get("finding") or item.get("code")
+                where = f"{loc[0][:-1]} {name!r} ({'.'.join(str(x) for x in loc[2:]) or 'entry'})"
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass
+        lines.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "invalid rule pack: " + "; ".join(lines) + (f" (+{more} more)" if more > 0 else "")
+
+
+class _Compiler:
+    def __init__(self, model: PackModel, path: str) -> None:
+        self.model = model
+        self.path = path
+        self.where = "pack"
+
+    def fail(self, message: str) -> PackError:
+        return PackError(f"{self.path}: {self.where}: {message}")
+
+    def compile(self) -> Pack:
+        m = self.model
+        self.where = "procedure"
+        if m.procedure.system not in m.systems:
+            raise self.fail(f"unknown system alias {m.procedure.system!r}")
+        valuesets = {name: self._valueset(name) for name in m.valuesets}
+        patterns = {}
+        for name, sources in m.text.patterns.items():
+            self.where = f"text pattern {name!r}"
+            patterns[name] = [self._regex(s) for s in sources]
+        pack = Pack(m, self.path, dict(m.systems), valuesets, patterns, NegationScope(m.text))
+        self._check_facts()
+        seen: set[str] = set()
+        for rule in m.rules:
+            self.where = f"rule {rule.finding!r}"
+            if rule.finding in seen:
+                raise self.fail("finding code defined twice")
+            seen.add(rule.finding)
+            looks: list[str] = []
+            pack.rules.append(
+                CompiledRule(
+                    rule.finding,
+                    rule.kind,
+                    rule.severity,
+                    rule.actcode,
+                    rule.message,
+                    rule.source,
+                    [self._matcher(x, pack, []) for x in rule.when],
+                    [self._matcher(x, pack, looks) for x in rule.any],
+                    tuple(dict.fromkeys(looks)),
+                )
+            )
+        for mod in m.modifiers:
+            self.where = f"modifier {mod.code!r}"
+            pack.modifiers.append(
+                CompiledModifier(mod.code, mod.reason, [self._matcher(x, pack, []) for x in mod.any])
+            )
+        if m.default_block_on not in m.severity_order:
+            raise PackError(f"{self.path}: default_block_on is not in severity_order")
+        return pack
+
+    def _check_facts(self) -> None:
+        f = self.model.facts
+        self.where = "facts"
+        for vs in (f.tumor_count.observations, f.tumor_count.body_sites, f.tumor_max_size_cm.observations):
+            if vs not in self.model.valuesets:
+                raise self.fail(f"unknown value set {vs!r}")
+        for pat in (f.tumor_count.patterns, f.tumor_max_size_cm.patterns):
+            if pat not in self.model.text.patterns:
+                raise self.fail(f"unknown pattern group {pat!r}")
+
+    def _system(self, alias: str) -> str:
+        if alias in self.model.systems:
+            return self.model.systems[alias]
+        if "://" in alias or alias.startswith("urn:"):
+            return alias
+        raise self.fail(f"unknown system alias {alias!r}")
+
+    def _valueset(self, name: str) -> ValueSet:
+        from fhir_adapter.rules.valuesets import normalize_code
+
+        self.where = f"value set {name!r}"
+        d = self.model.valuesets[name]
+        vs = ValueSet(name)
+        for group in d.include:
+            system = self._system(group.system)
+            vs.codes.setdefault(system, set()).update(normalize_code(system, c) for c in group.codes)
+            for lo, hi in group.ranges:
+                if not (lo.isdigit() and hi.isdigit()):
+                    raise self.fail(f"range {lo}-{hi} is not numeric")
+                vs.ranges.setdefault(system, []).append((int(lo), int(hi)))
+        for group in d.exclude:
+            system = self._system(group.system)
+            vs.excluded.setdefault(system, set()).update(normalize_code(system, c) for c in group.codes)
+        return vs
+
+    def _regex(self, source: str) -> re.Pattern[str]:
+        try:
+            return re.compile(source, re.I)
+        except re.error as exc:
+            raise self.fail(f"bad regular expression {source!r}: {exc}") from None
+
+    def _collections(self, names: list[str]) -> tuple[str, ...]:
+        for name in names:
+            if name not in COLLECTIONS:
+                raise self.fail(f"unknown collection {name!r} (one of {', '.join(COLLECTIONS)})")
+        return tuple(names)
+
+    def _matcher(self, m: Matcher, pack: Pack, looks: list[str]) -> MatchFn:
+        try:
+            kind = m.kind()
+        except ValueError as exc:
+            raise self.fail(str(exc)) from None
+        if kind == "codes":
+            assert m.codes is not None
+            if m.codes.valueset not in pack.valuesets:
+                raise self.fail(f"unknown value set {m.codes.valueset!r}")
+            sources = self._collections(m.codes.from_)
+            looks.extend(sources)
+            return _codes_matcher(sources, tuple(m.codes.path), pack.valuesets[m.codes.valueset])
+        if kind == "text":
+            assert m.text is not None
+            if m.text.patterns not in pack.patterns:
+                raise self.fail(f"unknown pattern group {m.text.patterns!r}")
+            sources = tuple(m.text.in_ or TEXT_SOURCES)
+            bad = [s for s in sources if s not in TEXT_SOURCES]
+            if bad:
+                raise self.fail(f"unknown text source {bad[0]!r} (one of {', '.join(TEXT_SOURCES)})")
+            looks.extend(sources)
+            return _text_matcher(sources, pack.patterns[m.text.patterns], pack.scope)
+        if kind == "fhirpath":
+            assert m.fhirpath is not None
+            sources = self._collections(m.fhirpath.from_)
+            looks.extend(sources)
+            return _fhirpath_matcher(sources, m.fhirpath.expression, self.fail)
+        if kind == "value":
+            assert m.value is not None
+            sources = self._collections(m.value.from_)
+            looks.extend(sources)
+            return _value_matcher(sources, tuple(m.value.path), frozenset(m.value.in_))
+        assert m.fact is not None
+        fact = m.fact
+        if fact.name not in FACTS:
+            raise self.fail(f"unknown fact {fact.name!r} (one of {', '.join(FACTS)})")
+        vs = None
+        if fact.valueset is not None:
+            if fact.valueset not in pack.valuesets:
+                raise self.fail(f"unknown value set {fact.valueset!r}")
+            vs = pack.valuesets[fact.valueset]
+        return _fact_matcher(fact.name, vs, fact.min, fact.max)
+
+
+def _codes_matcher(sources: tuple[str, ...], path: tuple[str, ...], vs: ValueSet) -> MatchFn:
+    label = ".".join(path)
+
+    def match(ctx: Context) -> list[Evidence]:
+        out = []
+        for source in sources:
+            for resource in ctx.case.collection(source):
+                for coding in codings(list(values_at(resource, path))):
+                    if vs.contains(coding.get("system"), coding.get("code")):
+                        note = f"{coding.get('code')} {coding.get('display') or ''}".strip()
+                        out.append(
+                            Evidence(ctx.case.ref(resource), f"{resource['resourceType']}.{label}", None, note)
+                        )
+                        break
+        return out
+
+    return match
+
+
+def _text_matcher(
+    sources: tuple[str, ...], patterns: list[re.Pattern[str]], scope: NegationScope
+) -> MatchFn:
+    def match(ctx: Context) -> list[Evidence]:
+        return find_affirmed(ctx.text, sources, patterns, scope)
+
+    return match
+
+
+def _fhirpath_matcher(
+    sources: tuple[str, ...], expression: str, fail: Callable[[str], PackError]
+) -> MatchFn:
+    import fhirpathpy
+
+    try:
+        compiled = fhirpathpy.compile(expression)
+    except Exception as exc:  # fhirpathpy raises bare Exceptions on syntax errors
+        raise fail(f"bad FHIRPath {expression!r}: {exc}") from None
+
+    def match(ctx: Context) -> list[Evidence]:
+        out = []
+        for source in sources:
+            for resource in ctx.case.collection(source):
+                result = compiled(resource)
+                if result and result != [False]:
+                    out.append(
+                        Evidence(ctx.case.ref(resource), f"{resource['resourceType']}", None, expression)
+                    )
+        return out
+
+    return match
+
+
+def _value_matcher(sources: tuple[str, ...], path: tuple[str, ...], allowed: frozenset[str]) -> MatchFn:
+    label = ".".join(path)
+
+    def match(ctx: Context) -> list[Evidence]:
+        out = []
+        for source in sources:
+            for resource in ctx.case.collection(source):
+                for value in values_at(resource, path):
+                    if isinstance(value, str) and value.strip() in allowed:
+                        out.append(
+                            Evidence(ctx.case.ref(resource), f"{resource['resourceType']}.{label}", None, value)
+                        )
+        return out
+
+    return match
+
+
+def _fact_matcher(name: str, vs: ValueSet | None, lo: float | None, hi: float | None) -> MatchFn:
+    def match(ctx: Context) -> list[Evidence]:
+        fact = ctx.facts.get(name)
+        if fact is None or fact.value is None or fact.value == [] or fact.value is False:
+            return []
+        if vs is not None and not vs.contains(fact.system, str(fact.value)):
+            return []
+        if (lo is not None or hi is not None) and not isinstance(fact.value, int | float):
+            return []
+        if lo is not None and fact.value < lo:
+            return []
+        if hi is not None and fact.value > hi:
+            return []
+        return list(fact.evidence)
+
+    return match

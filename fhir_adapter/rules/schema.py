@@ -1,0 +1,183 @@
+"""The shape of a rule pack (mappings/*.yaml), checked when the pack is loaded."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Severity = Literal["low", "moderate", "high"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+class CodesMatch(_Strict):
+    """Codings found at `path` of the resources in `from` that are in `valueset`."""
+
+    from_: list[str] = Field(alias="from")
+    path: list[str]
+    valueset: str
+
+    _lists = field_validator("from_", mode="before")(_as_list)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return value.split(".") if isinstance(value, str) else value
+
+
+class TextMatch(_Strict):
+    """A named pattern group affirmed (not negated) in the text of `in` sources."""
+
+    patterns: str
+    in_: list[str] | None = Field(default=None, alias="in")
+
+
+class FhirPathMatch(_Strict):
+    """A FHIRPath expression, compiled once, true on some resource of `from`."""
+
+    from_: list[str] = Field(alias="from")
+    expression: str
+
+    _lists = field_validator("from_", mode="before")(_as_list)
+
+
+class ValueMatch(_Strict):
+    """A primitive at `path` whose value is one of `in`."""
+
+    from_: list[str] = Field(alias="from")
+    path: list[str]
+    in_: list[str] = Field(alias="in")
+
+    _lists = field_validator("from_", mode="before")(_as_list)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return value.split(".") if isinstance(value, str) else value
+
+
+class FactMatch(_Strict):
+    """A fact the engine derives (place of service, coverage, tumor count...)."""
+
+    name: str
+    valueset: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class Matcher(_Strict):
+    codes: CodesMatch | None = None
+    text: TextMatch | None = None
+    fhirpath: FhirPathMatch | None = None
+    value: ValueMatch | None = None
+    fact: FactMatch | None = None
+
+    def kind(self) -> str:
+        set_ = [k for k in ("codes", "text", "fhirpath", "value", "fact") if getattr(self, k)]
+        if len(set_) != 1:
+            raise ValueError("a matcher has exactly one of codes, text, fhirpath, value, fact")
+        return set_[0]
+
+
+class Rule(_Strict):
+    finding: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    kind: Literal["require", "forbid"]
+    severity: Severity
+    actcode: str | None = None
+    message: str
+    source: str
+    when: list[Matcher] = []
+    any: list[Matcher] = Field(min_length=1)
+
+
+class ModifierRule(_Strict):
+    code: str
+    reason: str
+    source: str
+    any: list[Matcher] = Field(min_length=1)
+
+
+class CodeGroup(_Strict):
+    system: str
+    codes: list[str] = []
+    ranges: list[tuple[str, str]] = []
+
+
+class ValueSetDef(_Strict):
+    description: str
+    source: str
+    include: list[CodeGroup] = Field(min_length=1)
+    exclude: list[CodeGroup] = []
+
+
+class ProcedureDef(_Strict):
+    system: str
+    code: str
+    display: str
+
+
+class Canonical(_Strict):
+    finding_system: str
+    identifier_system: str
+
+
+class ClassInference(_Strict):
+    source: str
+    system: str
+    map: dict[str, str]
+
+
+class PlaceOfService(_Strict):
+    infer_from_encounter_class: ClassInference
+    names: dict[str, str] = {}
+
+
+class TextConfig(_Strict):
+    window: int = Field(default=3, ge=0, le=20)
+    negation_pre: list[str] = []
+    negation_post: list[str] = []
+    history_pre: list[str] = []
+    terminators: list[str] = []
+    patterns: dict[str, list[str]]
+    numbers: dict[str, int] = {}
+
+
+class CountFact(_Strict):
+    observations: str
+    body_sites: str
+    patterns: str
+
+
+class SizeFact(_Strict):
+    observations: str
+    patterns: str
+
+
+class Facts(_Strict):
+    tumor_count: CountFact
+    tumor_max_size_cm: SizeFact
+
+
+class PackModel(_Strict):
+    pack: str
+    version: str
+    title: str
+    procedure: ProcedureDef
+    canonical: Canonical
+    systems: dict[str, str]
+    valuesets: dict[str, ValueSetDef]
+    crosswalks: dict[str, dict[str, str]] = {}
+    place_of_service: PlaceOfService
+    text: TextConfig
+    facts: Facts
+    severity_order: list[Severity] = ["low", "moderate", "high"]
+    default_block_on: Severity = "high"
+    rules: list[Rule] = Field(min_length=1)
+    modifiers: list[ModifierRule] = []

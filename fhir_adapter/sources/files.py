@@ -1,0 +1,144 @@
+"""Read FHIR R4 JSON from files: Bundles, single resources, NDJSON, directories, gzip.
+
+Input is parsed with orjson into plain dicts, never through the R4B models: real
+exports carry vendor elements and timezone-less dateTimes that the models reject,
+and the models cost ~59x the parse (see shared/reference/measured-here.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_adapter.errors import InputError
+from fhir_adapter.sources.resource_types import RESOURCE_TYPES
+
+JSON_SUFFIXES = (".json", ".json.gz")
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+# Bundle entries that legitimately carry no resource.
+_RESOURCELESS_METHODS = {"DELETE", "GET", "HEAD"}
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One resource as read, with the Bundle fullUrl it came under and where it was."""
+
+    resource: dict[str, Any]
+    full_url: str | None
+    origin: str
+
+
+def read_paths(paths: Iterable[str | Path]) -> Iterator[Loaded]:
+    """Yield every resource in the given files and directories, Bundles flattened."""
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            for child in sorted(p.rglob("*")):
+                if child.is_file() and _is_input(child):
+                    yield from read_file(child)
+        elif p.is_file():
+            yield from read_file(p)
+        else:
+            raise InputError("no such file or directory", source=str(p))
+
+
+def _is_input(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(JSON_SUFFIXES + NDJSON_SUFFIXES)
+
+
+def read_file(path: Path) -> Iterator[Loaded]:
+    """Yield the resources of one file; the suffix says JSON or NDJSON."""
+    name = path.name.lower()
+    data = _read_bytes(path)
+    if name.endswith(NDJSON_SUFFIXES):
+        yield from read_ndjson_bytes(data, str(path))
+    else:
+        yield from read_json_bytes(data, str(path))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as exc:  # gzip raises EOFError on truncation
+        raise InputError(f"cannot read file: {exc}", source=str(path)) from None
+
+
+def read_json_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
+    """One JSON document: a resource or a Bundle."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(
+            f"malformed JSON (column {exc.colno}): {exc.msg}", source=origin, line=exc.lineno
+        ) from None
+    yield from _flatten(value, None, origin, None)
+
+
+def read_ndjson_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
+    """One resource per line, as Bulk Data writes them; blank lines are allowed."""
+    for lineno, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(
+                f"malformed JSON (column {exc.colno}): {exc.msg}", source=origin, line=lineno
+            ) from None
+        yield from _flatten(value, None, origin, lineno)
+
+
+def check_resource(value: Any, origin: str, line: int | None, where: str = "") -> dict[str, Any]:
+    """Return `value` if it looks like a FHIR resource, else raise a clear InputError."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{prefix}expected a FHIR resource (a JSON object), found {type(value).__name__}",
+            source=origin,
+            line=line,
+        )
+    rtype = value.get("resourceType")
+    if not isinstance(rtype, str):
+        raise InputError(
+            f"{prefix}not a FHIR resource: no resourceType", source=origin, line=line
+        )
+    if rtype not in RESOURCE_TYPES:
+        raise InputError(
+            f"{prefix}unknown resourceType {rtype!r} (not FHIR R4)", source=origin, line=line
+        )
+    rid = value.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise InputError(f"{prefix}{rtype}.id must be a string", source=origin, line=line)
+    return value
+
+
+def _flatten(value: Any, full_url: str | None, origin: str, line: int | None) -> Iterator[Loaded]:
+    resource = check_resource(value, origin, line)
+    if resource["resourceType"] != "Bundle":
+        yield Loaded(resource, full_url, origin)
+        return
+    entries = resource.get("entry") or []
+    if not isinstance(entries, list):
+        raise InputError("Bundle.entry must be a list", source=origin, line=line)
+    for index, entry in enumerate(entries):
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where} is not an object", source=origin, line=line)
+        child = entry.get("resource")
+        if child is None:
+            method = str((entry.get("request") or {}).get("method", "")).upper()
+            if method in _RESOURCELESS_METHODS or "response" in entry:
+                continue
+            raise InputError(f"{where} has no resource", source=origin, line=line)
+        check_resource(child, origin, line, where)
+        url = entry.get("fullUrl")
+        yield from _flatten(child, url if isinstance(url, str) else None, origin, line)

@@ -1,0 +1,157 @@
+"""An in-memory index of resources that resolves references the ways real data writes them.
+
+Every source (files, NDJSON, a FHIR server) fills a store; case assembly only
+ever asks a store. References resolve through Bundle `fullUrl` (including
+`urn:uuid:`), relative `Type/id`, absolute URLs whose tail is `Type/id`, version
+suffixes (`/_history/n`) and contained resources (`#id`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from fhir_adapter.sources.files import Loaded
+
+Resource = dict[str, Any]
+
+_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
+
+# Elements whose references let us find "who points at X" (patient, encounter,
+# procedure). Technical plumbing for joins, not a coding rule.
+REVERSE_PATHS: tuple[tuple[str, ...], ...] = (
+    ("subject",),
+    ("patient",),
+    ("beneficiary",),
+    ("encounter",),
+    ("partOf",),
+    ("focus",),
+    ("context", "encounter"),
+    ("context", "related"),
+    ("practitioner",),
+)
+
+
+def reference_string(ref: Any) -> str | None:
+    """The `reference` of a Reference (or a bare string), else None."""
+    if isinstance(ref, dict):
+        ref = ref.get("reference")
+    return ref if isinstance(ref, str) and ref else None
+
+
+def tail_key(ref: str) -> str | None:
+    """`Type/id` at the end of a relative or absolute reference, without the version."""
+    m = _TAIL.search(ref)
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def values_at(resource: Any, path: tuple[str, ...]) -> Iterator[Any]:
+    """Walk a dotted path through dicts and lists, yielding every value found."""
+    if not path:
+        if isinstance(resource, list):
+            yield from resource
+        elif resource is not None:
+            yield resource
+        return
+    if isinstance(resource, list):
+        for item in resource:
+            yield from values_at(item, path)
+    elif isinstance(resource, dict):
+        yield from values_at(resource.get(path[0]), path[1:])
+
+
+class ResourceStore:
+    """Resources keyed by `Type/id` (or fullUrl when they have no id)."""
+
+    def __init__(self, loaded: Iterable[Loaded] = ()) -> None:
+        self._by_key: dict[str, Resource] = {}
+        self._alias: dict[str, str] = {}
+        self._by_type: dict[str, list[str]] = defaultdict(list)
+        self._reverse: dict[str, list[str]] | None = None
+        self._anon = 0
+        for item in loaded:
+            self.add(item.resource, item.full_url)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def add(self, resource: Resource, full_url: str | None = None) -> str:
+        """Store a resource (a later copy of the same `Type/id` replaces the earlier)."""
+        rtype = resource["resourceType"]
+        rid = resource.get("id")
+        if rid:
+            key = f"{rtype}/{rid}"
+        elif full_url:
+            key = full_url
+        else:
+            self._anon += 1
+            key = f"{rtype}/#anonymous-{self._anon}"
+        if key not in self._by_key:
+            self._by_type[rtype].append(key)
+        self._by_key[key] = resource
+        if full_url:
+            self._alias[full_url] = key
+        self._reverse = None
+        return key
+
+    def key_of(self, resource: Resource) -> str:
+        """The key a stored resource is known by (its `Type/id` where it has one)."""
+        rid = resource.get("id")
+        if rid:
+            return f"{resource['resourceType']}/{rid}"
+        for key in self._by_type.get(resource["resourceType"], ()):
+            if self._by_key[key] is resource:
+                return key
+        raise KeyError("resource is not in this store")
+
+    def get(self, key: str) -> Resource | None:
+        return self._by_key.get(key)
+
+    def of_type(self, rtype: str) -> list[Resource]:
+        return [self._by_key[k] for k in self._by_type.get(rtype, ())]
+
+    def canonical(self, ref: Any) -> str | None:
+        """The store key a reference points at, whether or not that resource is here."""
+        text = reference_string(ref)
+        if text is None or text.startswith("#"):
+            return None
+        if text in self._alias:
+            return self._alias[text]
+        if text in self._by_key:
+            return text
+        return tail_key(text) or text
+
+    def resolve(self, ref: Any, container: Resource | None = None) -> Resource | None:
+        """The resource a Reference points at, or None when it is dangling."""
+        text = reference_string(ref)
+        if text is None:
+            return None
+        if text.startswith("#"):
+            for contained in (container or {}).get("contained") or []:
+                if isinstance(contained, dict) and contained.get("id") == text[1:]:
+                    return contained
+            return None
+        key = self.canonical(text)
+        return self._by_key.get(key) if key else None
+
+    def referrers(self, target: str, rtype: str | None = None) -> list[Resource]:
+        """Resources of `rtype` whose subject/encounter/partOf/... point at `target`."""
+        if self._reverse is None:
+            self._reverse = self._build_reverse()
+        keys = self._reverse.get(target, ())
+        out = [self._by_key[k] for k in keys]
+        return [r for r in out if rtype is None or r["resourceType"] == rtype]
+
+    def _build_reverse(self) -> dict[str, list[str]]:
+        reverse: dict[str, list[str]] = defaultdict(list)
+        for key, resource in self._by_key.items():
+            seen: set[str] = set()
+            for path in REVERSE_PATHS:
+                for ref in values_at(resource, path):
+                    target = self.canonical(ref)
+                    if target and target not in seen:
+                        seen.add(target)
+                        reverse[target].append(key)
+        return reverse

@@ -96,6 +96,7 @@ class Case:
     # reference strings that pointed nowhere, by the collection they were meant for
     unresolved: dict[str, list[str]] = field(default_factory=dict)
     _refs: dict[int, str] = field(default_factory=dict, repr=False)
+    _by_ref: dict[str, Resource] = field(default_factory=dict, repr=False)
 
     def collection(self, name: str) -> list[Resource]:
         """A named collection as a list (single resources become a 0/1-element list)."""
@@ -109,6 +110,23 @@ class Case:
         return self._refs.get(id(resource)) or (
             f"{resource.get('resourceType')}/{resource.get('id', '?')}"
         )
+
+    def resource(self, ref: str | None) -> Resource | None:
+        """The gathered resource known by `ref` (as returned by `ref()`), if any."""
+        return self._by_ref.get(ref) if ref else None
+
+    def reference_json(self, ref: str | None) -> dict[str, Any] | None:
+        """A Reference for output: `Type/id` when the target has an id, else a logical
+        reference by business identifier (a `urn:uuid:` means nothing outside its Bundle)."""
+        if ref is None:
+            return None
+        target = self._by_ref.get(ref)
+        if ref.startswith("urn:") and target is not None:
+            for ident in target.get("identifier") or []:
+                if isinstance(ident, dict) and ident.get("value"):
+                    keep = {k: ident[k] for k in ("system", "value") if k in ident}
+                    return {"type": target["resourceType"], "identifier": keep}
+        return {"reference": ref}
 
 
 class _Builder:
@@ -136,6 +154,7 @@ class _Builder:
             except KeyError:
                 key = local or f"{resource['resourceType']}/{resource.get('id', '?')}"
             self.case._refs[id(resource)] = key
+            self.case._by_ref.setdefault(key, resource)
 
     def add(self, into: str, resource: Resource | None, rtype: str | tuple[str, ...]) -> None:
         if resource is None:
@@ -315,7 +334,12 @@ def _gather_coverage(store: ResourceStore, case: Case) -> None:
     active.sort(key=lambda c: (c.get("order", 99), store.key_of(c)))
     for cov in active:
         case._refs[id(cov)] = store.key_of(cov)
+        case._by_ref.setdefault(store.key_of(cov), cov)
     case.coverage = active[:1]
     if case.coverage:
         payors = case.coverage[0].get("payor") or []
         case.insurer_ref = store.canonical(payors[0]) if payors else None
+        payer = store.resolve(payors[0], case.coverage[0]) if payors else None
+        if payer is not None and case.insurer_ref:
+            case._refs[id(payer)] = case.insurer_ref
+            case._by_ref.setdefault(case.insurer_ref, payer)

@@ -66,16 +66,16 @@ class Modifier:
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
-    """A rule's outcome: met (with the evidence that satisfied it) or not."""
+    """A rule the case passed, with the evidence that satisfied it (none for a `forbid`)."""
 
     rule: str
-    met: bool
+    passed: bool
     evidence: tuple[Evidence, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
-            "met": self.met,
+            "passed": self.passed,
             "evidence": [e.to_json() for e in self.evidence],
         }
 

@@ -183,6 +183,15 @@ class _Compiler:
         return pack
 
     def _check_facts(self) -> None:
+        c = self.model.claim
+        self.where = "claim"
+        for vs in (c.primary_diagnoses, c.guidance_items):
+            if vs not in self.model.valuesets:
+                raise self.fail(f"unknown value set {vs!r}")
+        if c.diagnosis_crosswalk and c.diagnosis_crosswalk not in self.model.crosswalks:
+            raise self.fail(f"unknown crosswalk {c.diagnosis_crosswalk!r}")
+        self._system(c.diagnosis_system)
+        self._system(c.place_of_service_system)
         f = self.model.facts
         self.where = "facts"
         for vs in (f.tumor_count.observations, f.tumor_count.body_sites, f.tumor_max_size_cm.observations):

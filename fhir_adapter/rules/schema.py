@@ -165,6 +165,15 @@ class Facts(_Strict):
     tumor_max_size_cm: SizeFact
 
 
+class ClaimConfig(_Strict):
+    primary_diagnoses: str
+    guidance_items: str
+    diagnosis_crosswalk: str | None = None
+    max_diagnosis_pointers: int = Field(default=4, ge=1, le=12)
+    diagnosis_system: str
+    place_of_service_system: str
+
+
 class PackModel(_Strict):
     pack: str
     version: str
@@ -173,6 +182,7 @@ class PackModel(_Strict):
     canonical: Canonical
     systems: dict[str, str]
     valuesets: dict[str, ValueSetDef]
+    claim: ClaimConfig
     crosswalks: dict[str, dict[str, str]] = {}
     place_of_service: PlaceOfService
     text: TextConfig

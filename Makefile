@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint fixtures clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## Evaluate the bundled fixtures and print the findings table (exit 0 whatever it found).
+demo: $(STAMP)
+	@$(BIN)/fhir-adapter evaluate fixtures/cases --out out/bundles; rc=$$?; \
+	  if [ $$rc -le 1 ]; then echo "(transaction Bundles written to out/bundles)"; exit 0; else exit $$rc; fi
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check fhir_adapter tests tools
+	$(BIN)/ruff format --check fhir_adapter tests tools
+	$(BIN)/mypy
+
+## Regenerate fixtures/cases from tools/make_fixtures.py.
+fixtures: $(STAMP)
+	$(BIN)/python tools/make_fixtures.py
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,126 @@
+"""One transaction Bundle per case: the Claim (if not blocked) and a DetectedIssue per finding.
+
+Entries are conditional creates on the deterministic identifier, so posting the
+same Bundle twice stores nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_adapter.case import Case
+from fhir_adapter.findings import Evaluation, Finding
+from fhir_adapter.rules.pack import Pack
+from fhir_adapter.writeback.claim import build_claim
+from fhir_adapter.writeback.identity import case_token, full_url
+
+
+@dataclass
+class CaseOutput:
+    """What one case writes: resources with their fullUrls, and the Bundle."""
+
+    evaluation: Evaluation
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    full_urls: list[str] = field(default_factory=list)
+
+    def bundle(self, method: str = "create") -> dict[str, Any]:
+        """A transaction; `create` posts with ifNoneExist, `upsert` PUTs conditionally."""
+        entries = []
+        for url, resource in zip(self.full_urls, self.resources, strict=True):
+            ident = resource["identifier"][0]
+            query = f"identifier={ident['system']}|{ident['value']}"
+            rtype = resource["resourceType"]
+            if method == "upsert":
+                request = {"method": "PUT", "url": f"{rtype}?{query}"}
+            else:
+                request = {"method": "POST", "url": rtype, "ifNoneExist": query}
+            entries.append({"fullUrl": url, "resource": resource, "request": request})
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    def report(self) -> dict[str, Any]:
+        """The case's row in the JSON report (a stable interface for scripts)."""
+        e = self.evaluation
+        return {
+            "procedure": e.procedure,
+            "patient": e.patient,
+            "encounter": e.encounter,
+            "outcome": e.outcome,
+            "place_of_service": e.place_of_service,
+            "findings": [f.to_json() for f in e.findings],
+            "modifiers": [m.to_json() for m in e.modifiers],
+            "criteria": [c.to_json() for c in e.criteria],
+            "unresolved_references": list(e.unresolved),
+            "resources": list(self.resources),
+        }
+
+
+def _writable(reference: str) -> bool:
+    """Only server-resolvable references go into written resources."""
+    return not reference.startswith(("#", "urn:")) and "/" in reference
+
+
+def build_output(pack: Pack, case: Case, evaluation: Evaluation, now: str) -> CaseOutput:
+    """The resources one evaluated case writes; `now` stamps created/identified."""
+    out = CaseOutput(evaluation)
+    token = case_token(case.procedure, case.key)
+    system = pack.model.canonical.identifier_system
+    claim_url = None
+    if not evaluation.blocked:
+        value = f"claim-{token}"
+        claim = build_claim(pack, case, evaluation, {"system": system, "value": value}, now)
+        claim_url = full_url(value)
+        out.resources.append(claim)
+        out.full_urls.append(claim_url)
+    for finding in evaluation.findings:
+        value = f"issue-{token}-{finding.code}"
+        out.resources.append(_detected_issue(pack, case, finding, system, value, now, claim_url))
+        out.full_urls.append(full_url(value))
+    return out
+
+
+def _detected_issue(
+    pack: Pack,
+    case: Case,
+    finding: Finding,
+    system: str,
+    value: str,
+    now: str,
+    claim_url: str | None,
+) -> dict[str, Any]:
+    codings = [
+        {
+            "system": pack.model.canonical.finding_system,
+            "code": finding.code,
+            "display": finding.message,
+        }
+    ]
+    if finding.actcode:
+        codings.append({"system": pack.system("actcode"), "code": finding.actcode})
+    implicated = [case.reference_json(case.key) or {"reference": case.key}]
+    if claim_url:
+        implicated.append({"reference": claim_url})
+    refs = list(dict.fromkeys(e.reference for e in finding.evidence if _writable(e.reference)))
+    lines = [finding.message]
+    for e in finding.evidence:
+        part = f"- {e.reference} {e.path}"
+        if e.snippet:
+            part += f': "{e.snippet}"'
+        if e.note:
+            part += f" ({e.note})"
+        lines.append(part)
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "identifier": [{"system": system, "value": value}],
+        "status": "final",
+        "code": {"coding": codings, "text": finding.code},
+        "severity": finding.severity,
+        "identifiedDateTime": now,
+        "implicated": implicated,
+        "detail": "\n".join(lines),
+    }
+    if case.patient_ref:
+        issue["patient"] = case.reference_json(case.patient_ref)
+    if refs:
+        issue["evidence"] = [{"detail": [{"reference": r} for r in refs]}]
+    return issue

@@ -1,0 +1,30 @@
+"""Deterministic identifiers: the same Procedure always yields the same Claim/DetectedIssue ids.
+
+Writing a case twice must never create duplicates, so every written resource
+carries an identifier derived from the Procedure (its business identifier when
+it has one, which survives a reload into another server, else `Procedure/id`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+_NAMESPACE = uuid.UUID("6f0c2d5e-47a3-4b82-9c1e-47382a0d0e11")
+
+
+def procedure_identity(procedure: dict[str, Any], key: str) -> str:
+    for ident in procedure.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+            return f"{ident['system']}|{ident['value']}"
+    return key
+
+
+def case_token(procedure: dict[str, Any], key: str) -> str:
+    """A short stable token for the case (hex of a SHA-256)."""
+    return hashlib.sha256(procedure_identity(procedure, key).encode()).hexdigest()[:24]
+
+
+def full_url(identifier_value: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, identifier_value)}"

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fhir_adapter import ResourceStore, evaluate_store, load_pack
+from fhir_adapter.rules import Pack
+from fhir_adapter.sources.files import Loaded
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "fixtures" / "cases"
+
+
+def fixture_names() -> list[str]:
+    return sorted(p.name[: -len(".expected.yaml")] for p in CASES.glob("*.expected.yaml"))
+
+
+def load_bundle(name: str) -> dict[str, Any]:
+    return json.loads((CASES / f"{name}.json").read_text())
+
+
+def load_expected(name: str) -> dict[str, Any]:
+    return yaml.safe_load((CASES / f"{name}.expected.yaml").read_text())
+
+
+def store_of(resources: list[dict[str, Any]]) -> ResourceStore:
+    return ResourceStore(Loaded(r, None, "test") for r in resources)
+
+
+@pytest.fixture(scope="session")
+def pack() -> Pack:
+    return load_pack()
+
+
+@pytest.fixture
+def good_case() -> list[dict[str, Any]]:
+    """The resources of guidance example 1 (a clean claim), free to mutate."""
+    bundle = load_bundle("ex1-hcc-ct")
+    return [copy.deepcopy(e["resource"]) for e in bundle["entry"]]
+
+
+def by_id(resources: list[dict[str, Any]], rid: str) -> dict[str, Any]:
+    return next(r for r in resources if r.get("id") == rid)
+
+
+def findings_of(pack: Pack, resources: list[dict[str, Any]], **kw: Any) -> dict[str, set[str]]:
+    """procedure key -> finding codes."""
+    outs = evaluate_store(store_of(resources), pack, now="2026-11-27T00:00:00+00:00", **kw)
+    return {o.evaluation.procedure: {f.code for f in o.evaluation.findings} for o in outs}

@@ -1,0 +1,72 @@
+"""Every bundled fixture end to end against the outcome written next to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_adapter import evaluate_paths
+from fhir_adapter.rules import Pack
+from fhir_adapter.writeback.validate import validate_resource
+
+from .conftest import CASES, fixture_names, load_expected
+
+NOW = "2026-11-27T12:00:00+00:00"
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_fixture_matches_expected(name: str, pack: Pack) -> None:
+    expected = load_expected(name)
+    outputs = evaluate_paths([CASES / f"{name}.json"], pack, now=NOW)
+    got = {
+        o.evaluation.procedure: {
+            "outcome": o.evaluation.outcome,
+            "findings": sorted(f.code for f in o.evaluation.findings),
+            "modifiers": sorted(m.code for m in o.evaluation.modifiers),
+        }
+        for o in outputs
+    }
+    want = {
+        c["procedure"]: {k: c[k] for k in ("outcome", "findings", "modifiers")}
+        for c in expected["cases"]
+    }
+    assert got == want
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_fixture_output_is_valid_r4(name: str, pack: Pack) -> None:
+    for output in evaluate_paths([CASES / f"{name}.json"], pack, now=NOW):
+        bundle = output.bundle()
+        validate_resource(bundle)
+        for resource in output.resources:
+            validate_resource(resource)
+        kinds = [r["resourceType"] for r in output.resources]
+        assert kinds.count("Claim") == (0 if output.evaluation.blocked else 1)
+        assert kinds.count("DetectedIssue") == len(output.evaluation.findings)
+
+
+def test_every_finding_code_is_exercised_and_absent_elsewhere(pack: Pack) -> None:
+    produced: dict[str, set[str]] = {}
+    clean = 0
+    for name in fixture_names():
+        for case in load_expected(name)["cases"]:
+            for code in case["findings"]:
+                produced.setdefault(code, set()).add(name)
+            clean += not case["findings"]
+    assert set(produced) == set(pack.finding_codes())
+    # each code appears in a few fixtures only, and several cases have none at all
+    assert all(len(names) <= 2 for names in produced.values())
+    assert clean >= 5
+
+
+def test_all_fixtures_at_once_equal_one_by_one(pack: Pack) -> None:
+    """Loading every fixture into one store changes nothing (ids do not collide)."""
+    together = {
+        o.evaluation.procedure: sorted(f.code for f in o.evaluation.findings)
+        for o in evaluate_paths([CASES], pack, now=NOW)
+    }
+    alone = {}
+    for name in fixture_names():
+        for o in evaluate_paths([CASES / f"{name}.json"], pack, now=NOW):
+            alone[o.evaluation.procedure] = sorted(f.code for f in o.evaluation.findings)
+    assert together == alone
+    assert len(together) == sum(len(load_expected(n)["cases"]) for n in fixture_names())

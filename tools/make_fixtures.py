@@ -1,0 +1,555 @@
+"""Write fixtures/cases/*.json (FHIR R4 Bundles) and their *.expected.yaml.
+
+Run `python tools/make_fixtures.py` after changing a case here. The expected
+outcome of every case is written by hand below, never computed by the adapter.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OUT = Path(__file__).resolve().parent.parent / "fixtures" / "cases"
+
+CPT = "http://www.ama-assn.org/go/cpt"
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+SCT = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+NUCC = "http://nucc.org/provider-taxonomy"
+ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+IDS = "http://example.org/fhir/sid/procedure-id"
+
+DATE = "2026-10-14"
+WHEN = f"{DATE}T09:30:00-04:00"
+
+GOOD_NOTE = (
+    "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
+    "segment VI under CT guidance. The tumor is unresectable because of Child-Pugh B cirrhosis "
+    "with portal hypertension; laparoscopic or open surgery was not chosen. "
+    "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
+    "Post-ablation CT showed complete ablation with an adequate margin. No complications."
+)
+
+
+def cc(system: str, code: str, display: str | None = None, text: str | None = None) -> dict[str, Any]:
+    coding: dict[str, Any] = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    out: dict[str, Any] = {"coding": [coding]}
+    if text:
+        out["text"] = text
+    return out
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def ref(resource: dict[str, Any]) -> dict[str, str]:
+    return {"reference": f"{resource['resourceType']}/{resource['id']}"}
+
+
+class CaseBuilder:
+    """A complete, claimable 47382 case; variations edit its resources."""
+
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        s = slug
+        self.patient = {
+            "resourceType": "Patient",
+            "id": f"{s}-pt",
+            "identifier": [{"system": "http://example.org/fhir/sid/mrn", "value": f"MRN-{s}"}],
+            "name": [{"family": "Fixture", "given": [s]}],
+            "gender": "female",
+            "birthDate": "1956-03-02",
+        }
+        self.payer = {"resourceType": "Organization", "id": f"{s}-payer", "name": "Acme Health Plan"}
+        self.hospital = {"resourceType": "Organization", "id": f"{s}-hosp", "name": "General Hospital"}
+        self.coverage = {
+            "resourceType": "Coverage",
+            "id": f"{s}-cov",
+            "status": "active",
+            "beneficiary": ref(self.patient),
+            "payor": [ref(self.payer)],
+            "period": {"start": "2026-01-01", "end": "2026-12-31"},
+        }
+        self.practitioner = {
+            "resourceType": "Practitioner",
+            "id": f"{s}-dr",
+            "name": [{"family": "Ablate", "given": ["Ira"], "prefix": ["Dr."]}],
+        }
+        self.role = {
+            "resourceType": "PractitionerRole",
+            "id": f"{s}-role",
+            "practitioner": ref(self.practitioner),
+            "specialty": [cc(NUCC, "2085R0204X", "Vascular & Interventional Radiology Physician")],
+        }
+        self.location = {
+            "resourceType": "Location",
+            "id": f"{s}-loc",
+            "name": "Interventional Radiology Suite",
+            "type": [cc(POS, "22", "On Campus-Outpatient Hospital")],
+        }
+        self.condition = {
+            "resourceType": "Condition",
+            "id": f"{s}-dx",
+            "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
+            "verificationStatus": cc(
+                "http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed"
+            ),
+            "code": {
+                "coding": [
+                    {"system": ICD, "code": "C22.0", "display": "Liver cell carcinoma"},
+                    {"system": SCT, "code": "109841003", "display": "Liver cell carcinoma (disorder)"},
+                ]
+            },
+            "subject": ref(self.patient),
+        }
+        self.encounter = {
+            "resourceType": "Encounter",
+            "id": f"{s}-enc",
+            "status": "finished",
+            "class": {"system": ACT, "code": "AMB", "display": "ambulatory"},
+            "subject": ref(self.patient),
+            "period": {"start": f"{DATE}T08:00:00-04:00", "end": f"{DATE}T14:00:00-04:00"},
+            "location": [{"location": ref(self.location)}],
+            "serviceProvider": ref(self.hospital),
+            "diagnosis": [{"condition": ref(self.condition), "rank": 1}],
+        }
+        self.condition["encounter"] = ref(self.encounter)
+        self.procedure: dict[str, Any] = {
+            "resourceType": "Procedure",
+            "id": f"{s}-rfa",
+            "identifier": [{"system": IDS, "value": f"{s}-rfa"}],
+            "status": "completed",
+            "code": cc(
+                CPT,
+                "47382",
+                "Ablation, 1 or more liver tumor(s), percutaneous, radiofrequency",
+                "Percutaneous radiofrequency ablation of liver tumor",
+            ),
+            "subject": ref(self.patient),
+            "encounter": ref(self.encounter),
+            "performedDateTime": WHEN,
+            "performer": [{"actor": ref(self.practitioner)}],
+            "location": ref(self.location),
+            "reasonReference": [ref(self.condition)],
+            "bodySite": [cc(SCT, "277960005", "Couinaud hepatic segment VI")],
+            "outcome": cc(SCT, "385669000", "Successful"),
+            "note": [{"text": GOOD_NOTE}],
+        }
+        self.tumor = {
+            "resourceType": "Observation",
+            "id": f"{s}-size",
+            "status": "final",
+            "code": cc(LOINC, "21889-1", "Size Tumor"),
+            "subject": ref(self.patient),
+            "encounter": ref(self.encounter),
+            "partOf": [ref(self.procedure)],
+            "bodySite": cc(SCT, "277960005", "Couinaud hepatic segment VI"),
+            "component": [
+                {
+                    "code": cc(LOINC, "33728-7", "Size.maximum dimension in Tumor"),
+                    "valueQuantity": {
+                        "value": 2.1,
+                        "unit": "cm",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "cm",
+                    },
+                }
+            ],
+        }
+        self.guidance = {
+            "resourceType": "Procedure",
+            "id": f"{s}-guide",
+            "status": "completed",
+            "code": cc(
+                CPT,
+                "77013",
+                "Computed tomography guidance for, and monitoring of, parenchymal tissue ablation",
+            ),
+            "subject": ref(self.patient),
+            "encounter": ref(self.encounter),
+            "performedDateTime": WHEN,
+            "performer": [{"actor": ref(self.practitioner)}],
+        }
+        self.extra: list[dict[str, Any]] = []
+        self.drop: set[str] = set()
+
+    def resources(self) -> list[dict[str, Any]]:
+        items = [
+            self.patient,
+            self.payer,
+            self.hospital,
+            self.coverage,
+            self.practitioner,
+            self.role,
+            self.location,
+            self.condition,
+            self.encounter,
+            self.procedure,
+            self.tumor,
+            self.guidance,
+            *self.extra,
+        ]
+        return [copy.deepcopy(r) for r in items if r["id"] not in self.drop]
+
+    def collection(self) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "id": f"fixture-{self.slug}",
+            "type": "collection",
+            "entry": [
+                {"fullUrl": f"http://example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r}
+                for r in self.resources()
+            ],
+        }
+
+
+def expect(procedure: str, outcome: str, findings: list[str] = (), modifiers: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    return {
+        "procedure": procedure,
+        "outcome": outcome,
+        "findings": sorted(findings),
+        "modifiers": sorted(modifiers),
+    }
+
+
+CASES: list[tuple[str, str, list[str], Any]] = []
+
+
+def case(slug: str, description: str, exercises: list[str]) -> Any:
+    def register(fn: Any) -> Any:
+        CASES.append((slug, description, exercises, fn))
+        return fn
+
+    return register
+
+
+@case(
+    "ex1-hcc-ct",
+    "Guidance example 1: a single small hepatocellular carcinoma ablated under CT guidance",
+    ["structured documentation", "negated approach ('laparoscopic or open surgery was not chosen')",
+     "explicit POS 22", "CT guidance code 77013 billed as its own line"],
+)
+def ex1() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("ex1-hcc-ct")
+    return b.collection(), [expect("Procedure/ex1-hcc-ct-rfa", "claim")]
+
+
+@case(
+    "ex2-crc-mets-us",
+    "Guidance example 2: three colorectal metastases ablated under ultrasound guidance at an ASC",
+    ["documentation only in an attached operative note (DocumentReference, text/plain)",
+     "'cryoablation was considered and not chosen' is not a modality mismatch",
+     "C78.7 with C18.7 secondary diagnosis", "POS 24"],
+)
+def ex2() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("ex2-crc-mets-us")
+    b.condition["code"] = cc(ICD, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct")
+    primary = copy.deepcopy(b.condition)
+    primary["id"] = "ex2-crc-mets-us-primary"
+    primary["code"] = cc(ICD, "C18.7", "Malignant neoplasm of sigmoid colon")
+    b.encounter["diagnosis"].append({"condition": ref(primary), "rank": 2})
+    b.location["type"] = [cc(POS, "24", "Ambulatory Surgical Center")]
+    b.guidance["code"] = cc(CPT, "76940", "Ultrasound guidance for, and monitoring of, parenchymal tissue ablation")
+    del b.procedure["note"], b.procedure["bodySite"], b.procedure["outcome"]
+    b.drop.add(b.tumor["id"])
+    note = (
+        "OPERATIVE NOTE\n\n"
+        "Indication: three colorectal metastases to the liver (segments II, IV and VII), measuring "
+        "1.8 cm, 2.4 cm and 1.2 cm. The patient declined repeat hepatectomy after a prior right "
+        "colectomy. Cryoablation was considered and not chosen.\n\n"
+        "Procedure: under real-time ultrasound guidance three RF electrodes were placed "
+        "percutaneously. Radiofrequency energy was delivered at 120 W for 10 minutes per lesion.\n\n"
+        "Result: the ablation zone covered each lesion with a 5 mm margin. No residual enhancement "
+        "on contrast ultrasound. No complications."
+    )
+    doc = {
+        "resourceType": "DocumentReference",
+        "id": "ex2-crc-mets-us-opnote",
+        "status": "current",
+        "type": cc(LOINC, "28570-0", "Procedure note"),
+        "subject": ref(b.patient),
+        "date": WHEN,
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "data": b64(note)}}],
+        "context": {"encounter": [ref(b.encounter)], "related": [ref(b.procedure)]},
+    }
+    b.extra += [primary, doc]
+    return b.collection(), [expect("Procedure/ex2-crc-mets-us-rfa", "claim")]
+
+
+@case(
+    "ex3-large-palliative",
+    "Guidance example 3: a large unresectable tumor treated palliatively, inpatient, under MRI guidance",
+    ["documentation in an HTML imaging report (DiagnosticReport.presentedForm)",
+     "place of service inferred from Encounter.class IMP", "modifier 22 (size >= 5 cm, technically challenging)"],
+)
+def ex3() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("ex3-large-palliative")
+    b.encounter["class"] = {"system": ACT, "code": "IMP", "display": "inpatient encounter"}
+    b.location["type"] = [cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")]
+    b.guidance["code"] = cc(CPT, "77022", "Magnetic resonance imaging guidance for, and monitoring of, parenchymal tissue ablation")
+    b.tumor["component"][0]["valueQuantity"]["value"] = 6.5
+    b.tumor["bodySite"] = cc(SCT, "277962002", "Couinaud hepatic segment VIII")
+    b.procedure["bodySite"] = [cc(SCT, "277962002", "Couinaud hepatic segment VIII")]
+    b.procedure["note"] = [{"text": "Palliative percutaneous ablation, see MRI report."}]
+    del b.procedure["outcome"]
+    report_html = (
+        "<html><body><h1>MRI-guided radiofrequency ablation</h1>"
+        "<p>A solitary 6.5 cm hepatocellular carcinoma in segment VIII, unresectable owing to "
+        "its central location adjacent to the hepatic veins. Treatment intent: palliative.</p>"
+        "<p>Under MRI guidance two electrodes were placed; the procedure was technically "
+        "challenging and RF energy was applied at 200&nbsp;W for 24 minutes in overlapping zones.</p>"
+        "<p>Post-ablation MRI: ablation zone encompasses the tumor; no residual enhancement.</p>"
+        "</body></html>"
+    )
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "ex3-large-palliative-mri",
+        "status": "final",
+        "code": {"text": "MRI-guided ablation report"},
+        "subject": ref(b.patient),
+        "encounter": ref(b.encounter),
+        "effectiveDateTime": WHEN,
+        "presentedForm": [{"contentType": "text/html", "data": b64(report_html)}],
+    }
+    b.procedure["report"] = [ref(report)]
+    b.extra.append(report)
+    return b.collection(), [expect("Procedure/ex3-large-palliative-rfa", "claim", modifiers=["22"])]
+
+
+@case("v01-not-completed", "Procedure still in progress", ["procedure-not-completed"])
+def v01() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v01-not-completed")
+    b.procedure["status"] = "in-progress"
+    return b.collection(), [expect("Procedure/v01-not-completed-rfa", "issues", ["procedure-not-completed"])]
+
+
+@case("v02-stopped", "Procedure stopped early: billable with modifier 52", ["modifier 52", "Procedure.statusReason"])
+def v02() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v02-stopped")
+    b.procedure["status"] = "stopped"
+    b.procedure["statusReason"] = {"text": "Ablation was terminated early because of hypotension."}
+    b.procedure["outcome"] = cc(SCT, "385670004", "Partially successful")
+    return b.collection(), [expect("Procedure/v02-stopped-rfa", "claim", modifiers=["52"])]
+
+
+@case("v03-laparoscopic", "Documentation shows a laparoscopic approach", ["approach-mismatch from text"])
+def v03() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v03-laparoscopic")
+    b.procedure["note"] = [{"text": GOOD_NOTE.replace(
+        "Percutaneous radiofrequency ablation", "Laparoscopic radiofrequency ablation").replace(
+        "laparoscopic or open surgery was not chosen", "resection was not attempted")}]
+    return b.collection(), [expect("Procedure/v03-laparoscopic-rfa", "issues", ["approach-mismatch"])]
+
+
+@case("v04-cryo", "Cryoablation documented and a cryoablation code in the session", ["modality-mismatch"])
+def v04() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v04-cryo")
+    b.procedure["note"] = [{"text": GOOD_NOTE.replace(
+        "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode.",
+        "Two cryoprobes were placed and two freeze-thaw cycles of 10 minutes were delivered at 150 W equivalent.")}]
+    return b.collection(), [expect("Procedure/v04-cryo-rfa", "issues", ["modality-mismatch"])]
+
+
+@case("v05-microwave", "Percutaneous microwave ablation is reported with 47382", ["microwave is not a mismatch"])
+def v05() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v05-microwave")
+    b.procedure["note"] = [{"text": GOOD_NOTE.replace(
+        "Percutaneous radiofrequency ablation", "Percutaneous microwave ablation").replace(
+        "RF energy was applied at 150 W", "Microwave energy was applied at 100 W")}]
+    return b.collection(), [expect("Procedure/v05-microwave-rfa", "claim")]
+
+
+@case("v06-two-in-session", "Two 47382 Procedures in the same encounter", ["units-exceeded on the later one"])
+def v06() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v06-two-in-session")
+    second = copy.deepcopy(b.procedure)
+    second["id"] = "v06-two-in-session-rfa2"
+    second["identifier"] = [{"system": IDS, "value": "v06-two-in-session-rfa2"}]
+    second["performedDateTime"] = f"{DATE}T10:15:00-04:00"
+    b.extra.append(second)
+    return b.collection(), [
+        expect("Procedure/v06-two-in-session-rfa", "claim"),
+        expect("Procedure/v06-two-in-session-rfa2", "issues", ["units-exceeded"]),
+    ]
+
+
+@case("v07-no-liver-dx", "Only cirrhosis is coded; the stated reason dangles", ["diagnosis-unsupported", "dangling reference"])
+def v07() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v07-no-liver-dx")
+    b.condition["code"] = cc(ICD, "K74.60", "Unspecified cirrhosis of liver")
+    b.procedure["reasonReference"] = [{"reference": "Condition/v07-no-liver-dx-missing"}]
+    return b.collection(), [expect("Procedure/v07-no-liver-dx-rfa", "issues", ["diagnosis-unsupported"])]
+
+
+@case("v08-no-rationale", "Nothing says why ablation was chosen over resection", ["necessity-rationale-missing"])
+def v08() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v08-no-rationale")
+    b.procedure["note"] = [{"text": (
+        "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
+        "segment VI under CT guidance. RF energy was applied at 150 W for 12 minutes. "
+        "Post-ablation CT showed complete ablation. The patient is not unresectable. No complications.")}]
+    return b.collection(), [expect("Procedure/v08-no-rationale-rfa", "issues", ["necessity-rationale-missing"])]
+
+
+@case("v09-office", "Performed in an office (POS 11)", ["place-of-service-not-covered"])
+def v09() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v09-office")
+    b.location["type"] = [cc(POS, "11", "Office")]
+    return b.collection(), [expect("Procedure/v09-office-rfa", "issues", ["place-of-service-not-covered"])]
+
+
+@case("v10-pos-unknown", "Ambulatory encounter, no POS anywhere", ["place-of-service-unknown (moderate: claim still written)"])
+def v10() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v10-pos-unknown")
+    b.location["type"] = [cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")]
+    return b.collection(), [expect("Procedure/v10-pos-unknown-rfa", "claim", ["place-of-service-unknown"])]
+
+
+@case("v11-coverage-expired", "The only Coverage ended before the date of service", ["coverage-missing"])
+def v11() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v11-coverage-expired")
+    b.coverage["period"] = {"start": "2025-01-01", "end": "2025-12-31"}
+    return b.collection(), [expect("Procedure/v11-coverage-expired-rfa", "issues", ["coverage-missing"])]
+
+
+@case("v12-doc-gaps", "Bare documentation: no size, count, location, guidance, energy or confirmation",
+      ["doc-tumor-size", "doc-tumor-count", "doc-tumor-location", "doc-imaging-guidance", "doc-energy",
+       "doc-ablation-confirmation", "moderate findings do not block"])
+def v12() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v12-doc-gaps")
+    b.procedure["note"] = [{"text": (
+        "Radiofrequency ablation of hepatic lesion performed percutaneously. The tumor is "
+        "unresectable because of cirrhosis. Patient tolerated the procedure well.")}]
+    del b.procedure["bodySite"], b.procedure["outcome"]
+    b.drop.update({b.tumor["id"], b.guidance["id"]})
+    codes = ["doc-tumor-size", "doc-tumor-count", "doc-tumor-location", "doc-imaging-guidance",
+             "doc-energy", "doc-ablation-confirmation"]
+    return b.collection(), [expect("Procedure/v12-doc-gaps-rfa", "claim", codes)]
+
+
+@case("v13-specialty", "Performed by a family physician", ["specialty-unexpected (low)"])
+def v13() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v13-specialty")
+    b.role["specialty"] = [cc(NUCC, "207Q00000X", "Family Medicine Physician")]
+    return b.collection(), [expect("Procedure/v13-specialty-rfa", "claim", ["specialty-unexpected"])]
+
+
+@case("v14-no-provider", "No performer and no service provider", ["provider-missing", "specialty-unexpected"])
+def v14() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v14-no-provider")
+    del b.procedure["performer"], b.encounter["serviceProvider"]
+    b.drop.update({b.role["id"], b.practitioner["id"]})
+    del b.guidance["performer"]
+    return b.collection(), [expect("Procedure/v14-no-provider-rfa", "issues", ["provider-missing", "specialty-unexpected"])]
+
+
+@case("v15-messy-transaction", "Transaction Bundle with urn:uuid references; SNOMED-only and undotted ICD codes; "
+      "timezone-less dateTime; vendor extension",
+      ["urn:uuid resolution", "C220 == C22.0", "SNOMED CT crosswalk to ICD-10-CM"])
+def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v15-messy-transaction")
+    b.condition["code"] = cc(SCT, "109841003", "Liver cell carcinoma (disorder)")
+    second = copy.deepcopy(b.condition)
+    second["id"] = "v15-messy-transaction-dx2"
+    second["code"] = cc(ICD, "C220 ")
+    b.encounter["diagnosis"].append({"condition": ref(second)})
+    b.procedure["performedDateTime"] = f"{DATE}T09:30:00"
+    b.procedure["extension"] = [{"url": "http://vendor.example/fhir/ext/room", "valueString": "IR-2"}]
+    b.extra.append(second)
+    resources = b.resources()
+    urls = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}" for r in resources}
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (urls.get(v, v) if k == "reference" else rewrite(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(x) for x in node]
+        return node
+
+    entries = []
+    keep_id = "Procedure/v15-messy-transaction-rfa"
+    for r in resources:
+        key = f"{r['resourceType']}/{r['id']}"
+        body = rewrite(r)
+        if key != keep_id:
+            body.pop("id")
+        entries.append({"fullUrl": urls[key], "resource": body,
+                        "request": {"method": "POST", "url": r["resourceType"]}})
+    bundle = {"resourceType": "Bundle", "id": "fixture-v15-messy-transaction", "type": "transaction", "entry": entries}
+    return bundle, [expect(keep_id, "claim")]
+
+
+@case("v16-modifier-51", "Another surgical procedure (paracentesis) by the same performer in the session",
+      ["modifier 51", "imaging guidance does not count for 51"])
+def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v16-modifier-51")
+    other = copy.deepcopy(b.guidance)
+    other["id"] = "v16-modifier-51-para"
+    other["code"] = cc(CPT, "49083", "Abdominal paracentesis (diagnostic or therapeutic); with imaging guidance")
+    b.extra.append(other)
+    return b.collection(), [expect("Procedure/v16-modifier-51-rfa", "claim", modifiers=["51"])]
+
+
+@case("v17-five-tumors", "Five tumors ablated in one session, documented in the imaging report conclusion",
+      ["modifier 22 from tumor count", "DiagnosticReport.conclusion"])
+def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v17-five-tumors")
+    b.procedure["note"] = [{"text": "Percutaneous RFA, bridge to liver transplant. See CT report."}]
+    del b.procedure["bodySite"], b.procedure["outcome"]
+    b.drop.add(b.tumor["id"])
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "v17-five-tumors-ct",
+        "status": "final",
+        "code": {"text": "CT-guided ablation"},
+        "subject": ref(b.patient),
+        "encounter": ref(b.encounter),
+        "conclusion": (
+            "Five hepatocellular carcinoma nodules in segments V to VIII, largest 2.8 cm, were "
+            "ablated under CT guidance at 150 W. Post-ablation CT: complete ablation of all five nodules."
+        ),
+    }
+    b.extra.append(report)
+    return b.collection(), [expect("Procedure/v17-five-tumors-rfa", "claim", modifiers=["22"])]
+
+
+@case("v18-history-not-approach", "History of a prior open resection is not an open approach today; a refuted "
+      "diagnosis does not count", ["history context", "verificationStatus refuted"])
+def v18() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v18-history-not-approach")
+    b.procedure["note"] = [{"text": GOOD_NOTE + " History of open resection of segment II in 2021."}]
+    refuted = copy.deepcopy(b.condition)
+    refuted["id"] = "v18-history-not-approach-refuted"
+    refuted["code"] = cc(ICD, "C78.7")
+    refuted["verificationStatus"] = cc("http://terminology.hl7.org/CodeSystem/condition-ver-status", "refuted")
+    b.encounter["diagnosis"].append({"condition": ref(refuted)})
+    b.extra.append(refuted)
+    return b.collection(), [expect("Procedure/v18-history-not-approach-rfa", "claim")]
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*"):
+        old.unlink()
+    index = []
+    for slug, description, exercises, fn in CASES:
+        bundle, expected = fn()
+        (OUT / f"{slug}.json").write_text(json.dumps(bundle, indent=2) + "\n")
+        doc = {"name": slug, "description": description, "exercises": exercises, "cases": expected}
+        (OUT / f"{slug}.expected.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
+        index.append(slug)
+    print(f"wrote {len(index)} fixtures to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

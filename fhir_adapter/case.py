@@ -135,14 +135,15 @@ class _Builder:
         self.case = case
         self._seen: dict[str, set[int]] = {}
 
-    def follow(self, ref: Any, container: Resource | None, into: str) -> Resource | None:
-        """Resolve a reference, remembering a dangling one under `into`."""
+    def follow(self, ref: Any, container: Resource | None, *into: str) -> Resource | None:
+        """Resolve a reference, remembering a dangling one under each collection in `into`."""
         text = reference_string(ref)
         if text is None:
             return None
         found = self.store.resolve(text, container)
         if found is None:
-            self.case.unresolved.setdefault(into, []).append(text)
+            for name in into:
+                self.case.unresolved.setdefault(name, []).append(text)
             return None
         self.remember(found, text if text.startswith("#") else None)
         return found
@@ -208,7 +209,7 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
 
     # Conditions: stated reasons, encounter diagnoses, active conditions of the encounter.
     for ref in procedure.get("reasonReference") or []:
-        target = b.follow(ref, procedure, "reason_conditions")
+        target = b.follow(ref, procedure, "reason_conditions", "conditions")
         b.add("reason_conditions", target, "Condition")
         b.add("conditions", target, "Condition")
         b.add("observations", target, "Observation")
@@ -246,9 +247,7 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
     return case
 
 
-def _gather_session(
-    store: ResourceStore, case: Case, b: _Builder, system: str, code: str
-) -> None:
+def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, code: str) -> None:
     """Other Procedures of the same session: same encounter, else same patient and day."""
     if case.encounter_ref:
         others: Iterable[Resource] = store.referrers(case.encounter_ref, "Procedure")

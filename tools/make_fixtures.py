@@ -38,7 +38,9 @@ GOOD_NOTE = (
 )
 
 
-def cc(system: str, code: str, display: str | None = None, text: str | None = None) -> dict[str, Any]:
+def cc(
+    system: str, code: str, display: str | None = None, text: str | None = None
+) -> dict[str, Any]:
     coding: dict[str, Any] = {"system": system, "code": code}
     if display:
         coding["display"] = display
@@ -70,8 +72,16 @@ class CaseBuilder:
             "gender": "female",
             "birthDate": "1956-03-02",
         }
-        self.payer = {"resourceType": "Organization", "id": f"{s}-payer", "name": "Acme Health Plan"}
-        self.hospital = {"resourceType": "Organization", "id": f"{s}-hosp", "name": "General Hospital"}
+        self.payer = {
+            "resourceType": "Organization",
+            "id": f"{s}-payer",
+            "name": "Acme Health Plan",
+        }
+        self.hospital = {
+            "resourceType": "Organization",
+            "id": f"{s}-hosp",
+            "name": "General Hospital",
+        }
         self.coverage = {
             "resourceType": "Coverage",
             "id": f"{s}-cov",
@@ -100,14 +110,20 @@ class CaseBuilder:
         self.condition = {
             "resourceType": "Condition",
             "id": f"{s}-dx",
-            "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
+            "clinicalStatus": cc(
+                "http://terminology.hl7.org/CodeSystem/condition-clinical", "active"
+            ),
             "verificationStatus": cc(
                 "http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed"
             ),
             "code": {
                 "coding": [
                     {"system": ICD, "code": "C22.0", "display": "Liver cell carcinoma"},
-                    {"system": SCT, "code": "109841003", "display": "Liver cell carcinoma (disorder)"},
+                    {
+                        "system": SCT,
+                        "code": "109841003",
+                        "display": "Liver cell carcinoma (disorder)",
+                    },
                 ]
             },
             "subject": ref(self.patient),
@@ -213,7 +229,9 @@ class CaseBuilder:
         }
 
 
-def expect(procedure: str, outcome: str, findings: list[str] = (), modifiers: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def expect(
+    procedure: str, outcome: str, findings: list[str] = (), modifiers: list[str] = ()
+) -> dict[str, Any]:  # type: ignore[assignment]
     return {
         "procedure": procedure,
         "outcome": outcome,
@@ -236,8 +254,12 @@ def case(slug: str, description: str, exercises: list[str]) -> Any:
 @case(
     "ex1-hcc-ct",
     "Guidance example 1: a single small hepatocellular carcinoma ablated under CT guidance",
-    ["structured documentation", "negated approach ('laparoscopic or open surgery was not chosen')",
-     "explicit POS 22", "CT guidance code 77013 billed as its own line"],
+    [
+        "structured documentation",
+        "negated approach ('laparoscopic or open surgery was not chosen')",
+        "explicit POS 22",
+        "CT guidance code 77013 billed as its own line",
+    ],
 )
 def ex1() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("ex1-hcc-ct")
@@ -247,19 +269,26 @@ def ex1() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "ex2-crc-mets-us",
     "Guidance example 2: three colorectal metastases ablated under ultrasound guidance at an ASC",
-    ["documentation only in an attached operative note (DocumentReference, text/plain)",
-     "'cryoablation was considered and not chosen' is not a modality mismatch",
-     "C78.7 with C18.7 secondary diagnosis", "POS 24"],
+    [
+        "documentation only in an attached operative note (DocumentReference, text/plain)",
+        "'cryoablation was considered and not chosen' is not a modality mismatch",
+        "C78.7 with C18.7 secondary diagnosis",
+        "POS 24",
+    ],
 )
 def ex2() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("ex2-crc-mets-us")
-    b.condition["code"] = cc(ICD, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct")
+    b.condition["code"] = cc(
+        ICD, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct"
+    )
     primary = copy.deepcopy(b.condition)
     primary["id"] = "ex2-crc-mets-us-primary"
     primary["code"] = cc(ICD, "C18.7", "Malignant neoplasm of sigmoid colon")
     b.encounter["diagnosis"].append({"condition": ref(primary), "rank": 2})
     b.location["type"] = [cc(POS, "24", "Ambulatory Surgical Center")]
-    b.guidance["code"] = cc(CPT, "76940", "Ultrasound guidance for, and monitoring of, parenchymal tissue ablation")
+    b.guidance["code"] = cc(
+        CPT, "76940", "Ultrasound guidance for, and monitoring of, parenchymal tissue ablation"
+    )
     del b.procedure["note"], b.procedure["bodySite"], b.procedure["outcome"]
     b.drop.add(b.tumor["id"])
     note = (
@@ -279,7 +308,9 @@ def ex2() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "type": cc(LOINC, "28570-0", "Procedure note"),
         "subject": ref(b.patient),
         "date": WHEN,
-        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "data": b64(note)}}],
+        "content": [
+            {"attachment": {"contentType": "text/plain; charset=utf-8", "data": b64(note)}}
+        ],
         "context": {"encounter": [ref(b.encounter)], "related": [ref(b.procedure)]},
     }
     b.extra += [primary, doc]
@@ -289,14 +320,23 @@ def ex2() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "ex3-large-palliative",
     "Guidance example 3: a large unresectable tumor treated palliatively, inpatient, under MRI guidance",
-    ["documentation in an HTML imaging report (DiagnosticReport.presentedForm)",
-     "place of service inferred from Encounter.class IMP", "modifier 22 (size >= 5 cm, technically challenging)"],
+    [
+        "documentation in an HTML imaging report (DiagnosticReport.presentedForm)",
+        "place of service inferred from Encounter.class IMP",
+        "modifier 22 (size >= 5 cm, technically challenging)",
+    ],
 )
 def ex3() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("ex3-large-palliative")
     b.encounter["class"] = {"system": ACT, "code": "IMP", "display": "inpatient encounter"}
-    b.location["type"] = [cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")]
-    b.guidance["code"] = cc(CPT, "77022", "Magnetic resonance imaging guidance for, and monitoring of, parenchymal tissue ablation")
+    b.location["type"] = [
+        cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")
+    ]
+    b.guidance["code"] = cc(
+        CPT,
+        "77022",
+        "Magnetic resonance imaging guidance for, and monitoring of, parenchymal tissue ablation",
+    )
     b.tumor["component"][0]["valueQuantity"]["value"] = 6.5
     b.tumor["bodySite"] = cc(SCT, "277962002", "Couinaud hepatic segment VIII")
     b.procedure["bodySite"] = [cc(SCT, "277962002", "Couinaud hepatic segment VIII")]
@@ -330,10 +370,16 @@ def ex3() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def v01() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v01-not-completed")
     b.procedure["status"] = "in-progress"
-    return b.collection(), [expect("Procedure/v01-not-completed-rfa", "issues", ["procedure-not-completed"])]
+    return b.collection(), [
+        expect("Procedure/v01-not-completed-rfa", "issues", ["procedure-not-completed"])
+    ]
 
 
-@case("v02-stopped", "Procedure stopped early: billable with modifier 52", ["modifier 52", "Procedure.statusReason"])
+@case(
+    "v02-stopped",
+    "Procedure stopped early: billable with modifier 52",
+    ["modifier 52", "Procedure.statusReason"],
+)
 def v02() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v02-stopped")
     b.procedure["status"] = "stopped"
@@ -342,34 +388,65 @@ def v02() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return b.collection(), [expect("Procedure/v02-stopped-rfa", "claim", modifiers=["52"])]
 
 
-@case("v03-laparoscopic", "Documentation shows a laparoscopic approach", ["approach-mismatch from text"])
+@case(
+    "v03-laparoscopic",
+    "Documentation shows a laparoscopic approach",
+    ["approach-mismatch from text"],
+)
 def v03() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v03-laparoscopic")
-    b.procedure["note"] = [{"text": GOOD_NOTE.replace(
-        "Percutaneous radiofrequency ablation", "Laparoscopic radiofrequency ablation").replace(
-        "laparoscopic or open surgery was not chosen", "resection was not attempted")}]
-    return b.collection(), [expect("Procedure/v03-laparoscopic-rfa", "issues", ["approach-mismatch"])]
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "Percutaneous radiofrequency ablation", "Laparoscopic radiofrequency ablation"
+            ).replace("laparoscopic or open surgery was not chosen", "resection was not attempted")
+        }
+    ]
+    return b.collection(), [
+        expect("Procedure/v03-laparoscopic-rfa", "issues", ["approach-mismatch"])
+    ]
 
 
-@case("v04-cryo", "Cryoablation documented and a cryoablation code in the session", ["modality-mismatch"])
+@case(
+    "v04-cryo",
+    "Cryoablation documented and a cryoablation code in the session",
+    ["modality-mismatch"],
+)
 def v04() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v04-cryo")
-    b.procedure["note"] = [{"text": GOOD_NOTE.replace(
-        "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode.",
-        "Two cryoprobes were placed and two freeze-thaw cycles of 10 minutes were delivered at 150 W equivalent.")}]
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode.",
+                "Two cryoprobes were placed and two freeze-thaw cycles of 10 minutes were delivered at 150 W equivalent.",
+            )
+        }
+    ]
     return b.collection(), [expect("Procedure/v04-cryo-rfa", "issues", ["modality-mismatch"])]
 
 
-@case("v05-microwave", "Percutaneous microwave ablation is reported with 47382", ["microwave is not a mismatch"])
+@case(
+    "v05-microwave",
+    "Percutaneous microwave ablation is reported with 47382",
+    ["microwave is not a mismatch"],
+)
 def v05() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v05-microwave")
-    b.procedure["note"] = [{"text": GOOD_NOTE.replace(
-        "Percutaneous radiofrequency ablation", "Percutaneous microwave ablation").replace(
-        "RF energy was applied at 150 W", "Microwave energy was applied at 100 W")}]
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "Percutaneous radiofrequency ablation", "Percutaneous microwave ablation"
+            ).replace("RF energy was applied at 150 W", "Microwave energy was applied at 100 W")
+        }
+    ]
     return b.collection(), [expect("Procedure/v05-microwave-rfa", "claim")]
 
 
-@case("v06-two-in-session", "Two 47382 Procedures in the same encounter", ["units-exceeded on the later one"])
+@case(
+    "v06-two-in-session",
+    "Two 47382 Procedures in the same encounter",
+    ["units-exceeded on the later one"],
+)
 def v06() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v06-two-in-session")
     second = copy.deepcopy(b.procedure)
@@ -383,57 +460,111 @@ def v06() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
-@case("v07-no-liver-dx", "Only cirrhosis is coded; the stated reason dangles", ["diagnosis-unsupported", "dangling reference"])
+@case(
+    "v07-no-liver-dx",
+    "Only cirrhosis is coded; the stated reason dangles",
+    ["diagnosis-unsupported", "dangling reference"],
+)
 def v07() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v07-no-liver-dx")
     b.condition["code"] = cc(ICD, "K74.60", "Unspecified cirrhosis of liver")
     b.procedure["reasonReference"] = [{"reference": "Condition/v07-no-liver-dx-missing"}]
-    return b.collection(), [expect("Procedure/v07-no-liver-dx-rfa", "issues", ["diagnosis-unsupported"])]
+    return b.collection(), [
+        expect("Procedure/v07-no-liver-dx-rfa", "issues", ["diagnosis-unsupported"])
+    ]
 
 
-@case("v08-no-rationale", "Nothing says why ablation was chosen over resection", ["necessity-rationale-missing"])
+@case(
+    "v08-no-rationale",
+    "Nothing says why ablation was chosen over resection",
+    ["necessity-rationale-missing"],
+)
 def v08() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v08-no-rationale")
-    b.procedure["note"] = [{"text": (
-        "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
-        "segment VI under CT guidance. RF energy was applied at 150 W for 12 minutes. "
-        "Post-ablation CT showed complete ablation. The patient is not unresectable. No complications.")}]
-    return b.collection(), [expect("Procedure/v08-no-rationale-rfa", "issues", ["necessity-rationale-missing"])]
+    b.procedure["note"] = [
+        {
+            "text": (
+                "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
+                "segment VI under CT guidance. RF energy was applied at 150 W for 12 minutes. "
+                "Post-ablation CT showed complete ablation. The patient is not unresectable. No complications."
+            )
+        }
+    ]
+    return b.collection(), [
+        expect("Procedure/v08-no-rationale-rfa", "issues", ["necessity-rationale-missing"])
+    ]
 
 
 @case("v09-office", "Performed in an office (POS 11)", ["place-of-service-not-covered"])
 def v09() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v09-office")
     b.location["type"] = [cc(POS, "11", "Office")]
-    return b.collection(), [expect("Procedure/v09-office-rfa", "issues", ["place-of-service-not-covered"])]
+    return b.collection(), [
+        expect("Procedure/v09-office-rfa", "issues", ["place-of-service-not-covered"])
+    ]
 
 
-@case("v10-pos-unknown", "Ambulatory encounter, no POS anywhere", ["place-of-service-unknown (moderate: claim still written)"])
+@case(
+    "v10-pos-unknown",
+    "Ambulatory encounter, no POS anywhere",
+    ["place-of-service-unknown (moderate: claim still written)"],
+)
 def v10() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v10-pos-unknown")
-    b.location["type"] = [cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")]
-    return b.collection(), [expect("Procedure/v10-pos-unknown-rfa", "claim", ["place-of-service-unknown"])]
+    b.location["type"] = [
+        cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")
+    ]
+    return b.collection(), [
+        expect("Procedure/v10-pos-unknown-rfa", "claim", ["place-of-service-unknown"])
+    ]
 
 
-@case("v11-coverage-expired", "The only Coverage ended before the date of service", ["coverage-missing"])
+@case(
+    "v11-coverage-expired",
+    "The only Coverage ended before the date of service",
+    ["coverage-missing"],
+)
 def v11() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v11-coverage-expired")
     b.coverage["period"] = {"start": "2025-01-01", "end": "2025-12-31"}
-    return b.collection(), [expect("Procedure/v11-coverage-expired-rfa", "issues", ["coverage-missing"])]
+    return b.collection(), [
+        expect("Procedure/v11-coverage-expired-rfa", "issues", ["coverage-missing"])
+    ]
 
 
-@case("v12-doc-gaps", "Bare documentation: no size, count, location, guidance, energy or confirmation",
-      ["doc-tumor-size", "doc-tumor-count", "doc-tumor-location", "doc-imaging-guidance", "doc-energy",
-       "doc-ablation-confirmation", "moderate findings do not block"])
+@case(
+    "v12-doc-gaps",
+    "Bare documentation: no size, count, location, guidance, energy or confirmation",
+    [
+        "doc-tumor-size",
+        "doc-tumor-count",
+        "doc-tumor-location",
+        "doc-imaging-guidance",
+        "doc-energy",
+        "doc-ablation-confirmation",
+        "moderate findings do not block",
+    ],
+)
 def v12() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v12-doc-gaps")
-    b.procedure["note"] = [{"text": (
-        "Radiofrequency ablation of hepatic lesion performed percutaneously. The tumor is "
-        "unresectable because of cirrhosis. Patient tolerated the procedure well.")}]
+    b.procedure["note"] = [
+        {
+            "text": (
+                "Radiofrequency ablation of hepatic lesion performed percutaneously. The tumor is "
+                "unresectable because of cirrhosis. Patient tolerated the procedure well."
+            )
+        }
+    ]
     del b.procedure["bodySite"], b.procedure["outcome"]
     b.drop.update({b.tumor["id"], b.guidance["id"]})
-    codes = ["doc-tumor-size", "doc-tumor-count", "doc-tumor-location", "doc-imaging-guidance",
-             "doc-energy", "doc-ablation-confirmation"]
+    codes = [
+        "doc-tumor-size",
+        "doc-tumor-count",
+        "doc-tumor-location",
+        "doc-imaging-guidance",
+        "doc-energy",
+        "doc-ablation-confirmation",
+    ]
     return b.collection(), [expect("Procedure/v12-doc-gaps-rfa", "claim", codes)]
 
 
@@ -441,21 +572,34 @@ def v12() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def v13() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v13-specialty")
     b.role["specialty"] = [cc(NUCC, "207Q00000X", "Family Medicine Physician")]
-    return b.collection(), [expect("Procedure/v13-specialty-rfa", "claim", ["specialty-unexpected"])]
+    return b.collection(), [
+        expect("Procedure/v13-specialty-rfa", "claim", ["specialty-unexpected"])
+    ]
 
 
-@case("v14-no-provider", "No performer and no service provider", ["provider-missing", "specialty-unexpected"])
+@case(
+    "v14-no-provider",
+    "No performer and no service provider",
+    ["provider-missing", "specialty-unexpected"],
+)
 def v14() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v14-no-provider")
     del b.procedure["performer"], b.encounter["serviceProvider"]
     b.drop.update({b.role["id"], b.practitioner["id"]})
     del b.guidance["performer"]
-    return b.collection(), [expect("Procedure/v14-no-provider-rfa", "issues", ["provider-missing", "specialty-unexpected"])]
+    return b.collection(), [
+        expect(
+            "Procedure/v14-no-provider-rfa", "issues", ["provider-missing", "specialty-unexpected"]
+        )
+    ]
 
 
-@case("v15-messy-transaction", "Transaction Bundle with urn:uuid references; SNOMED-only and undotted ICD codes; "
-      "timezone-less dateTime; vendor extension",
-      ["urn:uuid resolution", "C220 == C22.0", "SNOMED CT crosswalk to ICD-10-CM"])
+@case(
+    "v15-messy-transaction",
+    "Transaction Bundle with urn:uuid references; SNOMED-only and undotted ICD codes; "
+    "timezone-less dateTime; vendor extension",
+    ["urn:uuid resolution", "C220 == C22.0", "SNOMED CT crosswalk to ICD-10-CM"],
+)
 def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v15-messy-transaction")
     b.condition["code"] = cc(SCT, "109841003", "Liver cell carcinoma (disorder)")
@@ -464,14 +608,21 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     second["code"] = cc(ICD, "C220 ")
     b.encounter["diagnosis"].append({"condition": ref(second)})
     b.procedure["performedDateTime"] = f"{DATE}T09:30:00"
-    b.procedure["extension"] = [{"url": "http://vendor.example/fhir/ext/room", "valueString": "IR-2"}]
+    b.procedure["extension"] = [
+        {"url": "http://vendor.example/fhir/ext/room", "valueString": "IR-2"}
+    ]
     b.extra.append(second)
     resources = b.resources()
-    urls = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}" for r in resources}
+    urls = {
+        f"{r['resourceType']}/{r['id']}": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}"
+        for r in resources
+    }
 
     def rewrite(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: (urls.get(v, v) if k == "reference" else rewrite(v)) for k, v in node.items()}
+            return {
+                k: (urls.get(v, v) if k == "reference" else rewrite(v)) for k, v in node.items()
+            }
         if isinstance(node, list):
             return [rewrite(x) for x in node]
         return node
@@ -483,25 +634,43 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         body = rewrite(r)
         if key != keep_id:
             body.pop("id")
-        entries.append({"fullUrl": urls[key], "resource": body,
-                        "request": {"method": "POST", "url": r["resourceType"]}})
-    bundle = {"resourceType": "Bundle", "id": "fixture-v15-messy-transaction", "type": "transaction", "entry": entries}
+        entries.append(
+            {
+                "fullUrl": urls[key],
+                "resource": body,
+                "request": {"method": "POST", "url": r["resourceType"]},
+            }
+        )
+    bundle = {
+        "resourceType": "Bundle",
+        "id": "fixture-v15-messy-transaction",
+        "type": "transaction",
+        "entry": entries,
+    }
     return bundle, [expect(keep_id, "claim")]
 
 
-@case("v16-modifier-51", "Another surgical procedure (paracentesis) by the same performer in the session",
-      ["modifier 51", "imaging guidance does not count for 51"])
+@case(
+    "v16-modifier-51",
+    "Another surgical procedure (paracentesis) by the same performer in the session",
+    ["modifier 51", "imaging guidance does not count for 51"],
+)
 def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v16-modifier-51")
     other = copy.deepcopy(b.guidance)
     other["id"] = "v16-modifier-51-para"
-    other["code"] = cc(CPT, "49083", "Abdominal paracentesis (diagnostic or therapeutic); with imaging guidance")
+    other["code"] = cc(
+        CPT, "49083", "Abdominal paracentesis (diagnostic or therapeutic); with imaging guidance"
+    )
     b.extra.append(other)
     return b.collection(), [expect("Procedure/v16-modifier-51-rfa", "claim", modifiers=["51"])]
 
 
-@case("v17-five-tumors", "Five tumors ablated in one session, documented in the imaging report conclusion",
-      ["modifier 22 from tumor count", "DiagnosticReport.conclusion"])
+@case(
+    "v17-five-tumors",
+    "Five tumors ablated in one session, documented in the imaging report conclusion",
+    ["modifier 22 from tumor count", "DiagnosticReport.conclusion"],
+)
 def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v17-five-tumors")
     b.procedure["note"] = [{"text": "Percutaneous RFA, bridge to liver transplant. See CT report."}]
@@ -523,15 +692,23 @@ def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return b.collection(), [expect("Procedure/v17-five-tumors-rfa", "claim", modifiers=["22"])]
 
 
-@case("v18-history-not-approach", "History of a prior open resection is not an open approach today; a refuted "
-      "diagnosis does not count", ["history context", "verificationStatus refuted"])
+@case(
+    "v18-history-not-approach",
+    "History of a prior open resection is not an open approach today; a refuted "
+    "diagnosis does not count",
+    ["history context", "verificationStatus refuted"],
+)
 def v18() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v18-history-not-approach")
-    b.procedure["note"] = [{"text": GOOD_NOTE + " History of open resection of segment II in 2021."}]
+    b.procedure["note"] = [
+        {"text": GOOD_NOTE + " History of open resection of segment II in 2021."}
+    ]
     refuted = copy.deepcopy(b.condition)
     refuted["id"] = "v18-history-not-approach-refuted"
     refuted["code"] = cc(ICD, "C78.7")
-    refuted["verificationStatus"] = cc("http://terminology.hl7.org/CodeSystem/condition-ver-status", "refuted")
+    refuted["verificationStatus"] = cc(
+        "http://terminology.hl7.org/CodeSystem/condition-ver-status", "refuted"
+    )
     b.encounter["diagnosis"].append({"condition": ref(refuted)})
     b.extra.append(refuted)
     return b.collection(), [expect("Procedure/v18-history-not-approach-rfa", "claim")]

@@ -18,7 +18,9 @@ from fhir_adapter.rules.valuesets import codings
 from fhir_adapter.sources.store import Resource
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_LESION = re.compile(r"\b(?:lesions?|tumou?rs?|nodules?|metastas[ie]s|mass(?:es)?|HCC|carcinoma)\b", re.I)
+_LESION = re.compile(
+    r"\b(?:lesions?|tumou?rs?|nodules?|metastas[ie]s|mass(?:es)?|HCC|carcinoma)\b", re.I
+)
 _NOT_TUMOR_SIZE = re.compile(r"\b(?:margin|zone|needle|probe|electrode|antenna|gauge)\b", re.I)
 
 
@@ -28,7 +30,10 @@ def derive_facts(pack: Pack, case: Case, text: TextIndex) -> dict[str, Fact]:
         "coverage": _ref_fact(case, case.coverage[:1], "Coverage", "active on the date of service"),
         "provider": _provider(case),
         "earlier_same_session": _ref_fact(
-            case, case.same_code_earlier, "Procedure.code", "same patient and session, performed first"
+            case,
+            case.same_code_earlier,
+            "Procedure.code",
+            "same patient and session, performed first",
         ),
         "tumor_count": tumor_count(pack, case, text),
         "tumor_max_size_cm": tumor_max_size_cm(pack, case, text),
@@ -46,7 +51,11 @@ def _ref_fact(case: Case, resources: list[Resource], path: str, note: str) -> Fa
 def _provider(case: Case) -> Fact:
     if not case.provider_ref:
         return Fact(None)
-    path = "Procedure.performer.actor" if case.practitioners or case.roles else "Encounter.serviceProvider"
+    path = (
+        "Procedure.performer.actor"
+        if case.practitioners or case.roles
+        else "Encounter.serviceProvider"
+    )
     return Fact(case.provider_ref, (Evidence(case.provider_ref, path),))
 
 
@@ -80,7 +89,7 @@ def place_of_service(pack: Pack, case: Case) -> Fact:
 
 
 def _extension_values(resource: Resource) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for ext in resource.get("extension") or []:
         if isinstance(ext, dict):
             out.extend(v for k, v in ext.items() if k in ("valueCodeableConcept", "valueCoding"))
@@ -95,7 +104,8 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     best = 0
     evidence: list[Evidence] = []
     lesions = [
-        o for o in case.observations
+        o
+        for o in case.observations
         if any(obs_vs.contains(c.get("system"), c.get("code")) for c in codings(o.get("code")))
     ]
     if lesions:
@@ -105,14 +115,17 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
             for o in lesions
         )
     sites = {
-        c.get("code") for c in codings(case.procedure.get("bodySite"))
+        c.get("code")
+        for c in codings(case.procedure.get("bodySite"))
         if site_vs.contains(c.get("system"), c.get("code"))
     }
     if len(sites) > best:
         best = len(sites)
         evidence.append(Evidence(case.key, "Procedure.bodySite", None, f"{len(sites)} segment(s)"))
     numbers = pack.model.text.numbers
-    for unit, sentence, m in iter_affirmed(text, TEXT_SOURCES, pack.patterns[cfg.patterns], pack.scope):
+    for unit, sentence, m in iter_affirmed(
+        text, TEXT_SOURCES, pack.patterns[cfg.patterns], pack.scope
+    ):
         word = m.group(0).split()[0].lower()
         n = int(word) if word.isdigit() else numbers.get(word)
         if n is None or n > 50:
@@ -129,17 +142,25 @@ def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:
     best: float | None = None
     evidence: list[Evidence] = []
     for obs in case.observations:
-        if not any(obs_vs.contains(c.get("system"), c.get("code")) for c in codings(obs.get("code"))):
+        if not any(
+            obs_vs.contains(c.get("system"), c.get("code")) for c in codings(obs.get("code"))
+        ):
             continue
         quantities = [obs.get("valueQuantity")] + [
-            comp.get("valueQuantity") for comp in obs.get("component") or [] if isinstance(comp, dict)
+            comp.get("valueQuantity")
+            for comp in obs.get("component") or []
+            if isinstance(comp, dict)
         ]
         for q in quantities:
             cm = _centimetres(q)
             if cm is not None and (best is None or cm > best):
                 best = cm
-                evidence = [Evidence(case.ref(obs), "Observation.valueQuantity", None, f"{cm:g} cm")]
-    for unit, sentence, m in iter_affirmed(text, TEXT_SOURCES, pack.patterns[cfg.patterns], pack.scope):
+                evidence = [
+                    Evidence(case.ref(obs), "Observation.valueQuantity", None, f"{cm:g} cm")
+                ]
+    for unit, sentence, m in iter_affirmed(
+        text, TEXT_SOURCES, pack.patterns[cfg.patterns], pack.scope
+    ):
         tail = sentence[m.end() : m.end() + 30]
         if not _LESION.search(sentence) or _NOT_TUMOR_SIZE.search(tail):
             continue

@@ -176,7 +176,9 @@ class _Compiler:
         for mod in m.modifiers:
             self.where = f"modifier {mod.code!r}"
             pack.modifiers.append(
-                CompiledModifier(mod.code, mod.reason, [self._matcher(x, pack, []) for x in mod.any])
+                CompiledModifier(
+                    mod.code, mod.reason, [self._matcher(x, pack, []) for x in mod.any]
+                )
             )
         if m.default_block_on not in m.severity_order:
             raise PackError(f"{self.path}: default_block_on is not in severity_order")
@@ -194,7 +196,11 @@ class _Compiler:
         self._system(c.place_of_service_system)
         f = self.model.facts
         self.where = "facts"
-        for vs in (f.tumor_count.observations, f.tumor_count.body_sites, f.tumor_max_size_cm.observations):
+        for vs in (
+            f.tumor_count.observations,
+            f.tumor_count.body_sites,
+            f.tumor_max_size_cm.observations,
+        ):
             if vs not in self.model.valuesets:
                 raise self.fail(f"unknown value set {vs!r}")
         for pat in (f.tumor_count.patterns, f.tumor_max_size_cm.patterns):
@@ -216,14 +222,18 @@ class _Compiler:
         vs = ValueSet(name)
         for group in d.include:
             system = self._system(group.system)
-            vs.codes.setdefault(system, set()).update(normalize_code(system, c) for c in group.codes)
+            vs.codes.setdefault(system, set()).update(
+                normalize_code(system, c) for c in group.codes
+            )
             for lo, hi in group.ranges:
                 if not (lo.isdigit() and hi.isdigit()):
                     raise self.fail(f"range {lo}-{hi} is not numeric")
                 vs.ranges.setdefault(system, []).append((int(lo), int(hi)))
         for group in d.exclude:
             system = self._system(group.system)
-            vs.excluded.setdefault(system, set()).update(normalize_code(system, c) for c in group.codes)
+            vs.excluded.setdefault(system, set()).update(
+                normalize_code(system, c) for c in group.codes
+            )
         return vs
 
     def _regex(self, source: str) -> re.Pattern[str]:
@@ -257,7 +267,9 @@ class _Compiler:
             sources = tuple(m.text.in_ or TEXT_SOURCES)
             bad = [s for s in sources if s not in TEXT_SOURCES]
             if bad:
-                raise self.fail(f"unknown text source {bad[0]!r} (one of {', '.join(TEXT_SOURCES)})")
+                raise self.fail(
+                    f"unknown text source {bad[0]!r} (one of {', '.join(TEXT_SOURCES)})"
+                )
             looks.extend(sources)
             return _text_matcher(sources, pack.patterns[m.text.patterns], pack.scope)
         if kind == "fhirpath":
@@ -293,7 +305,12 @@ def _codes_matcher(sources: tuple[str, ...], path: tuple[str, ...], vs: ValueSet
                     if vs.contains(coding.get("system"), coding.get("code")):
                         note = f"{coding.get('code')} {coding.get('display') or ''}".strip()
                         out.append(
-                            Evidence(ctx.case.ref(resource), f"{resource['resourceType']}.{label}", None, note)
+                            Evidence(
+                                ctx.case.ref(resource),
+                                f"{resource['resourceType']}.{label}",
+                                None,
+                                note,
+                            )
                         )
                         break
         return out
@@ -310,31 +327,63 @@ def _text_matcher(
     return match
 
 
+def check_fhirpath_syntax(expression: str) -> None:
+    """Raise ValueError on a syntax error: fhirpathpy's own parser silently recovers from them."""
+    from antlr4 import CommonTokenStream, InputStream, Token
+    from antlr4.error.ErrorListener import ErrorListener
+    from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+    from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+    class _Raise(ErrorListener):  # type: ignore[misc]
+        def syntaxError(
+            self, recognizer: Any, symbol: Any, line: int, col: int, msg: str, e: Any
+        ) -> None:
+            raise ValueError(f"column {col + 1}: {msg}")
+
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Raise())
+    tokens = CommonTokenStream(lexer)
+    parser = FHIRPathParser(tokens)
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Raise())
+    parser.expression()
+    if tokens.LA(1) != Token.EOF:
+        raise ValueError(f"unexpected {tokens.LT(1).text!r} after the expression")
+
+
 def _fhirpath_matcher(
     sources: tuple[str, ...], expression: str, fail: Callable[[str], PackError]
 ) -> MatchFn:
     import fhirpathpy
 
     try:
-        compiled = fhirpathpy.compile(expression)
-    except Exception as exc:  # fhirpathpy raises bare Exceptions on syntax errors
+        check_fhirpath_syntax(expression)
+        from fhirpathpy.models import models
+
+        compiled = fhirpathpy.compile(expression, models["r4"])
+    except Exception as exc:  # fhirpathpy raises bare Exceptions on unknown functions
         raise fail(f"bad FHIRPath {expression!r}: {exc}") from None
 
     def match(ctx: Context) -> list[Evidence]:
         out = []
         for source in sources:
             for resource in ctx.case.collection(source):
-                result = compiled(resource)
+                result = compiled(resource, {})
                 if result and result != [False]:
                     out.append(
-                        Evidence(ctx.case.ref(resource), f"{resource['resourceType']}", None, expression)
+                        Evidence(
+                            ctx.case.ref(resource), f"{resource['resourceType']}", None, expression
+                        )
                     )
         return out
 
     return match
 
 
-def _value_matcher(sources: tuple[str, ...], path: tuple[str, ...], allowed: frozenset[str]) -> MatchFn:
+def _value_matcher(
+    sources: tuple[str, ...], path: tuple[str, ...], allowed: frozenset[str]
+) -> MatchFn:
     label = ".".join(path)
 
     def match(ctx: Context) -> list[Evidence]:
@@ -344,7 +393,12 @@ def _value_matcher(sources: tuple[str, ...], path: tuple[str, ...], allowed: fro
                 for value in values_at(resource, path):
                     if isinstance(value, str) and value.strip() in allowed:
                         out.append(
-                            Evidence(ctx.case.ref(resource), f"{resource['resourceType']}.{label}", None, value)
+                            Evidence(
+                                ctx.case.ref(resource),
+                                f"{resource['resourceType']}.{label}",
+                                None,
+                                value,
+                            )
                         )
         return out
 

@@ -108,9 +108,7 @@ def check_resource(value: Any, origin: str, line: int | None, where: str = "") -
         )
     rtype = value.get("resourceType")
     if not isinstance(rtype, str):
-        raise InputError(
-            f"{prefix}not a FHIR resource: no resourceType", source=origin, line=line
-        )
+        raise InputError(f"{prefix}not a FHIR resource: no resourceType", source=origin, line=line)
     if rtype not in RESOURCE_TYPES:
         raise InputError(
             f"{prefix}unknown resourceType {rtype!r} (not FHIR R4)", source=origin, line=line

@@ -117,7 +117,10 @@ def build_claim(
         "item": items,
     }
     insurer = case.resource(case.insurer_ref)
-    if case.insurer_ref and (insurer or {}).get("resourceType", case.insurer_ref.split("/")[0]) == "Organization":
+    if (
+        case.insurer_ref
+        and (insurer or {}).get("resourceType", case.insurer_ref.split("/")[0]) == "Organization"
+    ):
         claim["insurer"] = case.reference_json(case.insurer_ref)
     if diagnoses:
         claim["diagnosis"] = [
@@ -125,7 +128,15 @@ def build_claim(
                 "sequence": i,
                 "diagnosisCodeableConcept": {"coding": [coding]},
                 **(
-                    {"type": [{"coding": [{"system": pack.system("diagnosistype"), "code": "principal"}]}]}
+                    {
+                        "type": [
+                            {
+                                "coding": [
+                                    {"system": pack.system("diagnosistype"), "code": "principal"}
+                                ]
+                            }
+                        ]
+                    }
                     if i == 1
                     else {}
                 ),

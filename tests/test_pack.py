@@ -1,0 +1,122 @@
+"""The rule pack is data: schema-checked on load, and a YAML edit changes behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fhir_adapter import PackError, load_pack
+from fhir_adapter.rules import default_pack_path
+
+from .conftest import by_id, findings_of
+
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def _raw() -> dict[str, Any]:
+    return yaml.safe_load(default_pack_path().read_text())
+
+
+def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "pack.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
+    return next(r for r in raw["rules"] if r["finding"] == code)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (
+            lambda r: _rule(r, "doc-energy").pop("message"),
+            "rule 'doc-energy' (message): Field required",
+        ),
+        (
+            lambda r: _rule(r, "doc-energy").update(severity="urgent"),
+            "rule 'doc-energy' (severity)",
+        ),
+        (
+            lambda r: _rule(r, "diagnosis-unsupported")["any"][0]["codes"].update(valueset="nope"),
+            "rule 'diagnosis-unsupported': unknown value set 'nope'",
+        ),
+        (
+            lambda r: r["text"]["patterns"].update({"energy-applied": ["(unclosed"]}),
+            "text pattern 'energy-applied': bad regular expression",
+        ),
+        (
+            lambda r: _rule(r, "procedure-not-completed")["any"][0]["fhirpath"].update(
+                expression="status = = 'x'"
+            ),
+            "rule 'procedure-not-completed': bad FHIRPath",
+        ),
+        (
+            lambda r: _rule(r, "doc-energy")["any"][0]["text"].update({"in": ["emails"]}),
+            "rule 'doc-energy': unknown text source 'emails'",
+        ),
+        (
+            lambda r: _rule(r, "coverage-missing")["any"][0]["fact"].update(name="weather"),
+            "rule 'coverage-missing': unknown fact 'weather'",
+        ),
+        (lambda r: _rule(r, "doc-energy").update(extra_key=1), "rule 'doc-energy' (extra_key)"),
+        (
+            lambda r: r["valuesets"]["pos-covered"]["include"][0].update(system="nosuch"),
+            "value set 'pos-covered': unknown system alias 'nosuch'",
+        ),
+        (
+            lambda r: r["rules"].append(dict(_rule(r, "doc-energy"))),
+            "rule 'doc-energy': finding code defined twice",
+        ),
+    ],
+)
+def test_broken_pack_names_file_and_rule(tmp_path: Path, breakage: Any, message: str) -> None:
+    raw = _raw()
+    breakage(raw)
+    path = _write(tmp_path, raw)
+    with pytest.raises(PackError) as err:
+        load_pack(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_unreadable_and_non_yaml(tmp_path: Path) -> None:
+    with pytest.raises(PackError, match="cannot read"):
+        load_pack(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: [\n")
+    with pytest.raises(PackError, match="not valid YAML"):
+        load_pack(bad)
+
+
+def test_a_new_code_is_a_yaml_edit(tmp_path: Path, good_case: list[dict[str, Any]]) -> None:
+    by_id(good_case, "ex1-hcc-ct-dx")["code"] = {"coding": [{"system": ICD, "code": "D01.5"}]}
+    stock = load_pack()
+    assert "diagnosis-unsupported" in findings_of(stock, good_case)["Procedure/ex1-hcc-ct-rfa"]
+    raw = _raw()
+    raw["valuesets"]["liver-tumor-dx"]["include"][0]["codes"].append("D01.5")
+    edited = load_pack(_write(tmp_path, raw))
+    assert "diagnosis-unsupported" not in findings_of(edited, good_case)["Procedure/ex1-hcc-ct-rfa"]
+
+
+def test_a_severity_is_a_yaml_edit(tmp_path: Path, good_case: list[dict[str, Any]]) -> None:
+    raw = _raw()
+    _rule(raw, "specialty-unexpected")["severity"] = "high"
+    pack = load_pack(_write(tmp_path, raw))
+    by_id(good_case, "ex1-hcc-ct-role")["specialty"] = []
+    from fhir_adapter import evaluate_store
+
+    from .conftest import store_of
+
+    out = evaluate_store(store_of(good_case), pack)[0]
+    assert out.evaluation.outcome == "issues"
+
+
+def test_every_rule_names_its_source() -> None:
+    pack = load_pack()
+    assert all(r.source for r in pack.model.rules)
+    assert all(vs.source for vs in pack.model.valuesets.values())

@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",
     )
+    fx = sub.add_parser("fixtures", help="the bundled 47382 test cases with known answers")
+    fx_sub = fx.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
+    fx_list = fx_sub.add_parser("list", help="each case, what it exercises, its expected result")
+    fx_list.add_argument("--format", choices=("table", "json"), default="table")
+    fx_write = fx_sub.add_parser("write", help="write the fixtures into DIR")
+    fx_write.add_argument("directory", metavar="DIR")
+    fx_write.add_argument(
+        "--as", dest="form", choices=("bundle", "transaction", "ndjson"), default="bundle"
+    )
     return parser
 
 
@@ -75,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "fixtures":
+            return _fixtures(args)
     except AdapterError as exc:
         print(f"fhir-adapter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -101,6 +112,32 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         write_bundles(outputs, args.out)
     return _emit(outputs, args.format)
+
+
+def _fixtures(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fhir_adapter.catalog import list_fixtures, write_fixtures
+
+    if args.fixtures_command == "write":
+        written = write_fixtures(Path(args.directory), args.form)
+        print(f"wrote {len(written)} files to {args.directory}")
+        return 0
+    cases = list_fixtures()
+    if args.format == "json":
+        import orjson
+
+        doc = [c.summary() for c in cases]
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    for c in cases:
+        print(f"{c.name}: {c.description}")
+        print(f"    exercises: {'; '.join(c.exercises)}")
+        for e in c.expected:
+            findings = ", ".join(e["findings"]) or "no findings"
+            mods = f"; modifiers {', '.join(e['modifiers'])}" if e["modifiers"] else ""
+            print(f"    {e['procedure']}: {e['outcome']} ({findings}{mods})")
+    return 0
 
 
 def _emit(outputs: Sequence[object], fmt: str) -> int:

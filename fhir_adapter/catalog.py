@@ -1,0 +1,129 @@
+"""The bundled fixtures as a product: known 47382 cases with known answers.
+
+Other teams use them in their own pipelines' integration tests, through
+`fhir-adapter fixtures ...` or the pytest plugin.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from fhir_adapter.errors import AdapterError
+
+
+def fixtures_dir() -> Path:
+    """fixtures/cases of the source tree, else the copy installed with the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "fixtures" / "cases", here / "_data" / "fixtures" / "cases"):
+        if candidate.is_dir():
+            return candidate
+    raise AdapterError("the bundled fixtures are missing from this install")
+
+
+@dataclass(frozen=True)
+class FixtureCase:
+    """One fixture Bundle and what the adapter must conclude about each case in it."""
+
+    name: str
+    description: str
+    exercises: list[str]
+    expected: list[dict[str, Any]]
+    path: Path = field(repr=False)
+
+    def bundle(self) -> dict[str, Any]:
+        """The fixture as stored (a collection or transaction Bundle)."""
+        value: dict[str, Any] = orjson.loads(self.path.read_bytes())
+        return value
+
+    def resources(self) -> list[dict[str, Any]]:
+        return [e["resource"] for e in self.bundle().get("entry", [])]
+
+    def transaction(self) -> dict[str, Any]:
+        """An idempotent transaction: PUT Type/id for resources with ids, else POST.
+
+        Posting it twice stores nothing new for resources with ids; entries
+        without ids (the urn:uuid fixture) are conditional creates on their
+        first identifier when they have one.
+        """
+        source = self.bundle()
+        entries = []
+        for entry in source.get("entry", []):
+            resource = copy.deepcopy(entry["resource"])
+            rtype = resource["resourceType"]
+            if resource.get("id"):
+                request: dict[str, Any] = {"method": "PUT", "url": f"{rtype}/{resource['id']}"}
+            else:
+                request = {"method": "POST", "url": rtype}
+                ident = next(
+                    (
+                        i
+                        for i in resource.get("identifier") or []
+                        if i.get("system") and i.get("value")
+                    ),
+                    None,
+                )
+                if ident:
+                    request["ifNoneExist"] = f"identifier={ident['system']}|{ident['value']}"
+            entries.append(
+                {"fullUrl": entry.get("fullUrl"), "resource": resource, "request": request}
+            )
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "exercises": self.exercises,
+            "cases": self.expected,
+        }
+
+
+def list_fixtures() -> list[FixtureCase]:
+    out = []
+    for meta in sorted(fixtures_dir().glob("*.expected.yaml")):
+        name = meta.name[: -len(".expected.yaml")]
+        doc = yaml.safe_load(meta.read_text(encoding="utf-8"))
+        out.append(
+            FixtureCase(
+                name,
+                doc["description"],
+                list(doc.get("exercises") or []),
+                list(doc["cases"]),
+                meta.with_name(f"{name}.json"),
+            )
+        )
+    return out
+
+
+def write_fixtures(directory: Path, form: str = "bundle") -> list[Path]:
+    """Write every fixture as `bundle` (as stored), `transaction` or `ndjson` (one file per type)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    cases = list_fixtures()
+    if form == "ndjson":
+        by_type: dict[str, list[bytes]] = defaultdict(list)
+        for case in cases:
+            for resource in case.resources():
+                by_type[resource["resourceType"]].append(orjson.dumps(resource))
+        for rtype, lines in sorted(by_type.items()):
+            path = directory / f"{rtype}.ndjson"
+            path.write_bytes(b"\n".join(lines) + b"\n")
+            written.append(path)
+    else:
+        for case in cases:
+            value = case.bundle() if form == "bundle" else case.transaction()
+            path = directory / f"{case.name}.json"
+            path.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2))
+            written.append(path)
+    for case in cases:
+        meta = directory / f"{case.name}.expected.yaml"
+        meta.write_text(yaml.safe_dump(case.summary(), sort_keys=False), encoding="utf-8")
+        written.append(meta)
+    return written

@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+NODE_DEPS := tests/fhir_server/node_modules/.installed
+
 .PHONY: demo test lint fixtures clean
 
 $(STAMP): pyproject.toml
@@ -17,8 +19,13 @@ demo: $(STAMP)
 	@$(BIN)/fhir-adapter evaluate fixtures/cases --out out/bundles; rc=$$?; \
 	  if [ $$rc -le 1 ]; then echo "(transaction Bundles written to out/bundles)"; exit 0; else exit $$rc; fi
 
+# The real FHIR server of the integration tests (Medplum, with its own Node 22 from npm).
+$(NODE_DEPS): tests/fhir_server/package.json tests/fhir_server/package-lock.json
+	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## Run the whole test suite.
-test: $(STAMP)
+test: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -31,4 +38,4 @@ fixtures: $(STAMP)
 	$(BIN)/python tools/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out tests/fhir_server/node_modules

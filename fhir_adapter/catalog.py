@@ -10,12 +10,15 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
 
 from fhir_adapter.errors import AdapterError
+
+if TYPE_CHECKING:
+    from fhir_adapter.sources.rest import FhirClient
 
 
 def fixtures_dir() -> Path:
@@ -46,34 +49,29 @@ class FixtureCase:
         return [e["resource"] for e in self.bundle().get("entry", [])]
 
     def transaction(self) -> dict[str, Any]:
-        """An idempotent transaction: PUT Type/id for resources with ids, else POST.
+        """An idempotent transaction: every entry is a PUT to a fixed id.
 
-        Posting it twice stores nothing new for resources with ids; entries
-        without ids (the urn:uuid fixture) are conditional creates on their
-        first identifier when they have one.
+        Resources that have no id (the urn:uuid fixture) get the UUID of their
+        fullUrl as id, so loading twice stores nothing new and no entry needs a
+        conditional search.
         """
         source = self.bundle()
         entries = []
         for entry in source.get("entry", []):
             resource = copy.deepcopy(entry["resource"])
             rtype = resource["resourceType"]
-            if resource.get("id"):
-                request: dict[str, Any] = {"method": "PUT", "url": f"{rtype}/{resource['id']}"}
-            else:
-                request = {"method": "POST", "url": rtype}
-                ident = next(
-                    (
-                        i
-                        for i in resource.get("identifier") or []
-                        if i.get("system") and i.get("value")
-                    ),
-                    None,
-                )
-                if ident:
-                    request["ifNoneExist"] = f"identifier={ident['system']}|{ident['value']}"
-            entries.append(
-                {"fullUrl": entry.get("fullUrl"), "resource": resource, "request": request}
-            )
+            url = entry.get("fullUrl") or ""
+            if not resource.get("id"):
+                if not url.startswith("urn:uuid:"):
+                    raise AdapterError(
+                        f"fixture {self.name}: a {rtype} has neither id nor urn:uuid"
+                    )
+                resource["id"] = url.removeprefix("urn:uuid:")
+            request = {"method": "PUT", "url": f"{rtype}/{resource['id']}"}
+            entries.append({"fullUrl": url or None, "resource": resource, "request": request})
+        for entry in entries:
+            if entry["fullUrl"] is None:
+                del entry["fullUrl"]
         return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
     def summary(self) -> dict[str, Any]:
@@ -127,3 +125,13 @@ def write_fixtures(directory: Path, form: str = "bundle") -> list[Path]:
         meta.write_text(yaml.safe_dump(case.summary(), sort_keys=False), encoding="utf-8")
         written.append(meta)
     return written
+
+
+def load_fixtures(client: FhirClient, names: list[str] | None = None) -> int:
+    """Load fixtures into a server, one idempotent transaction each; returns how many."""
+    count = 0
+    for case in list_fixtures():
+        if names is None or case.name in names:
+            client.transaction(case.transaction())
+            count += 1
+    return count

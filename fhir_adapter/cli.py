@@ -43,6 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",
     )
+    run = sub.add_parser(
+        "run",
+        help="evaluate the 47382 Procedures on a FHIR server and write back",
+        description="Search a FHIR R4 server for Procedures coded CPT 47382 (or take the given ids), "
+        "evaluate each case and write one transaction per case (Claim and DetectedIssues, updated in "
+        "place on re-runs). Exit codes as for evaluate.",
+    )
+    _add_server_options(run)
+    run.add_argument("--procedure", action="append", default=[], metavar="ID", help="repeatable")
+    run.add_argument("--patient", metavar="ID", default=_env("PATIENT"))
+    run.add_argument(
+        "--since", metavar="DATE", default=_env("SINCE"), help="performed on/after DATE"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="print what would be written; write nothing"
+    )
+    _add_report_options(run)
+
     fx = sub.add_parser("fixtures", help="the bundled 47382 test cases with known answers")
     fx_sub = fx.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
     fx_list = fx_sub.add_parser("list", help="each case, what it exercises, its expected result")
@@ -52,7 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     fx_write.add_argument(
         "--as", dest="form", choices=("bundle", "transaction", "ndjson"), default="bundle"
     )
+    fx_load = fx_sub.add_parser("load", help="load every fixture into a server (idempotent)")
+    _add_server_options(fx_load)
     return parser
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default=_env("BASE_URL"), help="FHIR R4 base URL")
+    p.add_argument(
+        "--auth",
+        choices=("none", "bearer", "client-secret", "smart-backend"),
+        default=_env("AUTH", "none"),
+        help="bearer: token from FHIR_ADAPTER_TOKEN; client-secret: secret from "
+        "FHIR_ADAPTER_CLIENT_SECRET; smart-backend: --private-key",
+    )
+    p.add_argument("--client-id", default=_env("CLIENT_ID"))
+    p.add_argument("--private-key", metavar="PATH", default=_env("PRIVATE_KEY"))
+    p.add_argument("--key-id", default=_env("KEY_ID"))
+    p.add_argument("--jku", default=_env("JKU"), help="JWKS URL to put in the assertion header")
+    p.add_argument("--token-url", default=_env("TOKEN_URL"), help="default: smart-configuration")
+    p.add_argument("--scope", default=_env("SCOPE"))
+    p.add_argument("--timeout", type=float, default=float(_env("TIMEOUT", "60") or 60))
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
@@ -86,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "fixtures":
             return _fixtures(args)
+        if args.command == "run":
+            return _run(args)
     except AdapterError as exc:
         print(f"fhir-adapter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -114,14 +154,133 @@ def _evaluate(args: argparse.Namespace) -> int:
     return _emit(outputs, args.format)
 
 
+def make_auth(args: argparse.Namespace) -> object | None:
+    """The auth object for the chosen mode; secrets only from the environment or files."""
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.sources import auth
+
+    extra = {"token_endpoint": args.token_url}
+    if args.scope:
+        extra["scope"] = args.scope
+    if args.auth == "none":
+        return None
+    if args.auth == "bearer":
+        return auth.BearerAuth(os.environ.get("FHIR_ADAPTER_TOKEN", ""))
+    if args.auth == "client-secret":
+        return auth.ClientSecretAuth(
+            args.client_id or "", os.environ.get("FHIR_ADAPTER_CLIENT_SECRET", ""), **extra
+        )
+    if not args.private_key:
+        raise AdapterError("--auth smart-backend needs --private-key PATH")
+    try:
+        with open(args.private_key, "rb") as fh:
+            pem = fh.read()
+    except OSError as exc:
+        raise AdapterError(f"cannot read private key {args.private_key}: {exc.strerror}") from None
+    return auth.SmartBackendAuth(
+        args.client_id or "", pem, key_id=args.key_id, jku=args.jku, **extra
+    )
+
+
+def connect(args: argparse.Namespace) -> object:
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.sources.rest import FhirClient
+
+    if not args.base_url:
+        raise AdapterError("--base-url (or FHIR_ADAPTER_BASE_URL) is required")
+    return FhirClient(
+        args.base_url,
+        make_auth(args),  # type: ignore[arg-type]
+        timeout=(min(10.0, args.timeout), args.timeout),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fhir_adapter.pipeline import run_on_server
+    from fhir_adapter.rules import load_pack
+
+    pack = load_pack(args.rules)
+    client = connect(args)
+    progress = _Progress()
+    try:
+        results = run_on_server(
+            client,  # type: ignore[arg-type]
+            pack,
+            procedure_ids=args.procedure,
+            patient=args.patient,
+            since=args.since,
+            block_on=args.block_on,
+            dry_run=args.dry_run,
+            on_case=progress.tick,
+        )
+    finally:
+        progress.done()
+        client.close()  # type: ignore[attr-defined]
+    outputs = [r.output for r in results]
+    if args.dry_run and args.format == "table":
+        for r in results:
+            print(_would_write(r))
+    code = _emit(outputs, args.format)
+    writes = sum(r.written for r in results)
+    verb = "would write" if args.dry_run else "wrote"
+    count = sum(1 for r in results if r.transaction) if args.dry_run else writes
+    print(
+        f"fhir-adapter: {verb} {count} transaction(s) for {len(results)} case(s)", file=sys.stderr
+    )
+    return code
+
+
+def _would_write(result: object) -> str:
+    from fhir_adapter.pipeline import ServerResult
+
+    assert isinstance(result, ServerResult)
+    tx = result.transaction
+    if tx is None:
+        return f"{result.output.evaluation.procedure}: up to date, nothing to write"
+    parts = [f"{e['request']['method']} {e['request']['url']}" for e in tx["entry"]]
+    return f"{result.output.evaluation.procedure}: would write " + "; ".join(parts)
+
+
+class _Progress:
+    """A one-line progress counter on a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.enabled = sys.stderr.isatty()
+        self.count = 0
+        self.start = time.monotonic()
+
+    def tick(self, _result: object) -> None:
+        import time
+
+        self.count += 1
+        if self.enabled:
+            rate = self.count / max(1e-6, time.monotonic() - self.start)
+            sys.stderr.write(f"\r{self.count} case(s) evaluated, {rate:.1f}/s")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.count:
+            sys.stderr.write("\n")
+
+
 def _fixtures(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fhir_adapter.catalog import list_fixtures, write_fixtures
+    from fhir_adapter.catalog import list_fixtures, load_fixtures, write_fixtures
 
+    if args.fixtures_command == "load":
+        client = connect(args)
+        try:
+            loaded = load_fixtures(client)  # type: ignore[arg-type]
+        finally:
+            client.close()  # type: ignore[attr-defined]
+        print(f"loaded {loaded} fixture(s) into {args.base_url}", file=sys.stderr)
+        return 0
     if args.fixtures_command == "write":
         written = write_fixtures(Path(args.directory), args.form)
-        print(f"wrote {len(written)} files to {args.directory}")
+        print(f"wrote {len(written)} files to {args.directory}", file=sys.stderr)
         return 0
     cases = list_fixtures()
     if args.format == "json":

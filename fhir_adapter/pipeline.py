@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.case import assemble_cases
+from fhir_adapter.errors import AdapterError
 from fhir_adapter.rules import Pack, evaluate_case, load_pack
 from fhir_adapter.sources import ResourceStore, read_paths
 from fhir_adapter.writeback import CaseOutput, build_output
+
+if TYPE_CHECKING:  # the server path imports requests; `evaluate` of files does not need it
+    from fhir_adapter.sources.rest import FhirClient
 
 
 def now_iso() -> str:
@@ -47,3 +53,63 @@ def evaluate_paths(
     """Read files/directories (JSON, Bundles, NDJSON) and evaluate every case in them."""
     store = ResourceStore(read_paths(Path(p) for p in paths))
     return evaluate_store(store, pack, block_on=block_on, now=now)
+
+
+@dataclass
+class ServerResult:
+    """One case evaluated against a server, and what was (or would be) written."""
+
+    output: CaseOutput
+    transaction: dict[str, Any] | None
+    written: bool
+    reads: int
+
+
+def run_on_server(
+    client: FhirClient,
+    pack: Pack | None = None,
+    *,
+    procedure_ids: Sequence[str] = (),
+    patient: str | None = None,
+    since: str | None = None,
+    block_on: str | None = None,
+    dry_run: bool = False,
+    now: str | None = None,
+    on_case: Callable[[ServerResult], None] | None = None,
+) -> list[ServerResult]:
+    """Evaluate the 47382 Procedures on a server and write back one transaction per case."""
+    from fhir_adapter.sources.server import ServerSource
+    from fhir_adapter.writeback.identity import case_token
+    from fhir_adapter.writeback.plan import output_queries, plan_write
+
+    pack = pack or load_pack()
+    stamp = now or now_iso()
+    source = ServerSource(client, pack.procedure_system, pack.procedure_code)
+    system = pack.model.canonical.identifier_system
+    results = []
+    for procedures, included in source.procedure_pages(
+        ids=procedure_ids, patient=patient, since=since
+    ):
+        for procedure in procedures:
+            token = case_token(procedure, f"Procedure/{procedure['id']}")
+            gathered = source.gather(procedure, included, output_queries(system, token))
+            evaluation = evaluate_case(pack, gathered.case, block_on)
+            output = build_output(pack, gathered.case, evaluation, stamp)
+            transaction = plan_write(output, gathered.existing, client.base_url)
+            written = False
+            if transaction is not None and not dry_run:
+                client.transaction(transaction)
+                written = True
+            result = ServerResult(output, transaction, written, gathered.reads)
+            results.append(result)
+            if on_case is not None:
+                on_case(result)
+    if procedure_ids:
+        found = {r.output.evaluation.procedure for r in results}
+        missing = [i for i in procedure_ids if f"Procedure/{i}" not in found]
+        if missing:
+            raise AdapterError(
+                f"not found or not coded {pack.procedure_code}: "
+                + ", ".join(f"Procedure/{m}" for m in missing)
+            )
+    return results

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import yaml
 from fhir_adapter import ResourceStore, evaluate_store, load_pack
 from fhir_adapter.rules import Pack
 from fhir_adapter.sources.files import Loaded
+
+from .fhir_server.harness import TestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "fixtures" / "cases"
@@ -52,3 +55,20 @@ def findings_of(pack: Pack, resources: list[dict[str, Any]], **kw: Any) -> dict[
     """procedure key -> finding codes."""
     outs = evaluate_store(store_of(resources), pack, now="2026-11-27T00:00:00+00:00", **kw)
     return {o.evaluation.procedure: {f.code for f in o.evaluation.findings} for o in outs}
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[TestServer]:
+    """One real FHIR server (Medplum FhirRouter + MemoryRepository) for the session."""
+    server = TestServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server(fhir_server: TestServer) -> TestServer:
+    """The session's server, emptied and without auth for this test."""
+    fhir_server.reset()
+    return fhir_server

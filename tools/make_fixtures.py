@@ -605,9 +605,8 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b.condition["code"] = cc(SCT, "109841003", "Liver cell carcinoma (disorder)")
     second = copy.deepcopy(b.condition)
     second["id"] = "v15-messy-transaction-dx2"
-    second["code"] = cc(ICD, "C220 ")
+    second["code"] = cc(ICD, "C220")
     b.encounter["diagnosis"].append({"condition": ref(second)})
-    b.procedure["performedDateTime"] = f"{DATE}T09:30:00"
     b.procedure["extension"] = [
         {"url": "http://vendor.example/fhir/ext/room", "valueString": "IR-2"}
     ]

@@ -13,7 +13,7 @@ from fhir_adapter.case import Case
 from fhir_adapter.findings import Evaluation, Finding
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.writeback.claim import build_claim
-from fhir_adapter.writeback.identity import case_token, full_url
+from fhir_adapter.writeback.identity import case_identifier, case_token, full_url
 
 
 @dataclass
@@ -23,6 +23,7 @@ class CaseOutput:
     evaluation: Evaluation
     resources: list[dict[str, Any]] = field(default_factory=list)
     full_urls: list[str] = field(default_factory=list)
+    case_identifier: dict[str, str] = field(default_factory=dict)
 
     def bundle(self, method: str = "create") -> dict[str, Any]:
         """A transaction; `create` posts with ifNoneExist, `upsert` PUTs conditionally."""
@@ -76,6 +77,9 @@ def build_output(pack: Pack, case: Case, evaluation: Evaluation, now: str) -> Ca
         value = f"issue-{token}-{finding.code}"
         out.resources.append(_detected_issue(pack, case, finding, system, value, now, claim_url))
         out.full_urls.append(full_url(value))
+    for resource in out.resources:
+        resource["identifier"].append(case_identifier(system, token))
+    out.case_identifier = case_identifier(system, token)
     return out
 
 

@@ -28,3 +28,12 @@ def case_token(procedure: dict[str, Any], key: str) -> str:
 
 def full_url(identifier_value: str) -> str:
     return f"urn:uuid:{uuid.uuid5(_NAMESPACE, identifier_value)}"
+
+
+def case_identifier(system: str, token: str) -> dict[str, str]:
+    """The second identifier every written resource carries: which case wrote it.
+
+    Searching on it finds all of a case's earlier output, so that a finding
+    that no longer applies can be cancelled instead of left behind.
+    """
+    return {"system": f"{system}/case", "value": token}

@@ -1,0 +1,385 @@
+"""A small FHIR R4 REST client on one `requests.Session`.
+
+Retries come from urllib3's `Retry` (408/429/5xx, `Retry-After` in seconds or
+HTTP-date, exponential backoff, a total time budget); a POST is retried only
+when the caller marks it idempotent (a transaction of conditional entries, a
+batch of reads, a `_search`). Every request has connect and read timeouts.
+Server errors become `ServerError` carrying the OperationOutcome's text.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+from fhir_adapter.errors import AdapterError
+from fhir_adapter.sources.auth import _OriginBound, _TokenEndpointAuth, origin
+
+FHIR_JSON = "application/fhir+json"
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+SUPPORTED_VERSIONS = ("4.0.", "4.3.")
+_IDEMPOTENT = "X-Fhir-Adapter-Idempotent"
+MAX_GET_URL = 1800
+
+
+class ServerError(AdapterError):
+    """The server answered with an error (the message carries status and details)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, outcome: dict[str, Any] | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+
+
+class PagingError(ServerError):
+    """A searchset's paging cannot be followed safely (loop, cap, foreign host)."""
+
+
+class BudgetRetry(Retry):
+    """urllib3 Retry that gives up once a total time budget is spent."""
+
+    def __init__(self, *args: Any, deadline: float | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.deadline = deadline
+
+    def new(self, **kw: Any) -> BudgetRetry:
+        kw.setdefault("deadline", self.deadline)
+        return super().new(**kw)
+
+    def increment(  # type: ignore[override]
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            wait = new.get_backoff_time()
+            if response is not None:
+                wait = max(wait, self.get_retry_after(response) or 0.0)
+            if wait > remaining:
+                raise MaxRetryError(_pool, url or "", error)
+        return new
+
+
+class _RetryingAdapter(HTTPAdapter):
+    """Picks the retry policy per request: idempotent POSTs may be retried, others not."""
+
+    def __init__(self, retries: int, backoff: float, budget: float) -> None:
+        self._retries = retries
+        self._backoff = backoff
+        self._budget = budget
+        self._lock = threading.Lock()
+        super().__init__(pool_connections=4, pool_maxsize=8, max_retries=0)
+
+    def policy(self, allow_post: bool) -> BudgetRetry:
+        methods = set(Retry.DEFAULT_ALLOWED_METHODS) | ({"POST"} if allow_post else set())
+        return BudgetRetry(
+            total=self._retries,
+            connect=self._retries,
+            read=self._retries,
+            status=self._retries,
+            backoff_factor=self._backoff,
+            backoff_max=30,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset(methods),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            deadline=time.monotonic() + self._budget,
+        )
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> requests.Response:
+        idempotent = request.headers.pop(_IDEMPOTENT, None) is not None
+        with self._lock:
+            self.max_retries = self.policy(idempotent or request.method != "POST")
+            return super().send(request, *args, **kw)
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def outcome_text(outcome: Mapping[str, Any]) -> str:
+    parts = []
+    for issue in outcome.get("issue") or []:
+        if not isinstance(issue, dict):
+            continue
+        text = (
+            (issue.get("details") or {}).get("text")
+            or issue.get("diagnostics")
+            or issue.get("code")
+        )
+        where = ", ".join(issue.get("expression") or issue.get("location") or [])
+        parts.append(f"{text}{f' at {where}' if where else ''}")
+    return "; ".join(str(p) for p in parts) or "no details"
+
+
+class FhirClient:
+    """read / search (with safe paging) / batch / transaction against one FHIR base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: _OriginBound | None = None,
+        *,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        retries: int = 5,
+        backoff: float = 0.5,
+        retry_budget: float = 120.0,
+        max_pages: int = 10_000,
+        check_version: bool = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.timeout = timeout
+        self.max_pages = max_pages
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxies or netrc credentials from the environment
+        self.session.headers.update({"Accept": FHIR_JSON, "User-Agent": "fhir-adapter"})
+        adapter = _RetryingAdapter(retries, backoff, retry_budget)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.auth = auth
+        if auth is not None:
+            auth.bind(self.base_url)
+            self.session.auth = auth
+        self.requests: Counter[str] = Counter()
+        self._capabilities: dict[str, Any] | None = None
+        if isinstance(auth, _TokenEndpointAuth) and auth.token_endpoint is None:
+            auth.configure(self.smart_configuration())
+        if check_version:
+            self.capabilities()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------
+    def url(self, path: str) -> str:
+        return urljoin(self.base_url, path.lstrip("/"))
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        body: Any = None,
+        form: Mapping[str, str] | None = None,
+        idempotent: bool = False,
+        expect: str | None = None,
+        kind: str = "read",
+    ) -> dict[str, Any]:
+        """One HTTP exchange; returns the parsed JSON resource or raises ServerError."""
+        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        headers = {}
+        data: bytes | None = None
+        if body is not None:
+            data = orjson.dumps(body)
+            headers["Content-Type"] = FHIR_JSON
+        elif form is not None:
+            data = urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if idempotent:
+            headers[_IDEMPOTENT] = "1"
+        self.requests[kind] += 1
+        try:
+            resp = self.session.request(
+                method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
+            )
+        except requests.exceptions.RetryError:
+            raise ServerError(f"{method} {_safe(url)}: gave up after retries") from None
+        except requests.Timeout:
+            raise ServerError(f"{method} {_safe(url)}: timed out") from None
+        except requests.ConnectionError as exc:
+            raise ServerError(f"{method} {_safe(url)}: cannot connect ({_reason(exc)})") from None
+        return self._parse(resp, method, url, expect)
+
+    def _parse(
+        self, resp: requests.Response, method: str, url: str, expect: str | None
+    ) -> dict[str, Any]:
+        where = f"{method} {_safe(url)}"
+        try:
+            value = orjson.loads(resp.content) if resp.content else None
+        except orjson.JSONDecodeError:
+            value = None
+            if resp.status_code < 400:
+                raise ServerError(
+                    f"{where}: HTTP {resp.status_code} with a body that is not JSON: "
+                    f"{_excerpt(resp.text)!r}",
+                    status=resp.status_code,
+                ) from None
+        if resp.status_code >= 400:
+            if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+                raise ServerError(
+                    f"{where}: HTTP {resp.status_code}: {outcome_text(value)}",
+                    status=resp.status_code,
+                    outcome=value,
+                )
+            raise ServerError(
+                f"{where}: HTTP {resp.status_code}: {_excerpt(resp.text) or resp.reason}",
+                status=resp.status_code,
+            )
+        if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+            raise ServerError(f"{where}: HTTP {resp.status_code}: the body is not a FHIR resource")
+        if expect and value["resourceType"] != expect:
+            raise ServerError(f"{where}: expected a {expect}, got a {value['resourceType']}")
+        return value
+
+    # -- FHIR interactions --------------------------------------------------
+    def capabilities(self) -> dict[str, Any]:
+        """GET [base]/metadata once; refuses servers that are not FHIR R4 (4.0.x / 4.3.x)."""
+        if self._capabilities is None:
+            cs = self.request("GET", "metadata", expect="CapabilityStatement", kind="metadata")
+            version = str(cs.get("fhirVersion", ""))
+            if not version.startswith(SUPPORTED_VERSIONS):
+                raise ServerError(
+                    f"{_safe(self.base_url)} speaks FHIR {version or 'of unknown version'}; "
+                    "this adapter needs FHIR R4 (4.0.x or 4.3.x)"
+                )
+            self._capabilities = cs
+        return self._capabilities
+
+    def smart_configuration(self) -> dict[str, Any]:
+        url = self.url(".well-known/smart-configuration")
+        self.requests["discovery"] += 1
+        try:
+            resp = self.session.get(
+                url, headers={"Accept": "application/json"}, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise ServerError(f"GET {_safe(url)}: cannot connect ({_reason(exc)})") from None
+        if resp.status_code != 200:
+            raise ServerError(f"GET {_safe(url)}: HTTP {resp.status_code}: no SMART configuration")
+        try:
+            value = resp.json()
+        except ValueError:
+            raise ServerError(f"GET {_safe(url)}: the SMART configuration is not JSON") from None
+        if not isinstance(value, dict):
+            raise ServerError(f"GET {_safe(url)}: the SMART configuration is not a JSON object")
+        return value
+
+    def read(self, rtype: str, rid: str) -> dict[str, Any]:
+        return self.request("GET", f"{rtype}/{rid}", expect=rtype)
+
+    def search_pages(
+        self, rtype: str, params: Sequence[tuple[str, str]] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Searchset pages, following `next` only within the base URL's origin."""
+        query = urlencode(list(params))
+        if len(query) > MAX_GET_URL:
+            page = self.request(
+                "POST",
+                f"{rtype}/_search",
+                form=dict(_merge(params)),
+                idempotent=True,
+                expect="Bundle",
+            )
+        else:
+            page = self.request("GET", f"{rtype}?{query}" if query else rtype, expect="Bundle")
+        seen: set[str] = set()
+        pages = 1
+        while True:
+            yield page
+            nxt = next(
+                (
+                    link.get("url")
+                    for link in page.get("link") or []
+                    if link.get("relation") == "next"
+                ),
+                None,
+            )
+            if not nxt:
+                return
+            if origin(nxt) != origin(self.base_url):
+                raise PagingError(
+                    f"refusing to follow a next link to another origin ({origin(nxt)[1]}); "
+                    "the server's paging is misconfigured"
+                )
+            if nxt in seen:
+                raise PagingError(
+                    f"paging loop: the server sent the same next link twice ({_safe(nxt)})"
+                )
+            seen.add(nxt)
+            pages += 1
+            if pages > self.max_pages:
+                raise PagingError(
+                    f"more than {self.max_pages} pages; raise max_pages to read them all"
+                )
+            page = self.request("GET", nxt, expect="Bundle")
+
+    def search(
+        self, rtype: str, params: Sequence[tuple[str, str]] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Every resource of every page (matches and includes), in server order."""
+        for page in self.search_pages(rtype, params):
+            for entry in page.get("entry") or []:
+                if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                    yield entry["resource"]
+
+    def batch_get(self, urls: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Several reads/searches in one batch round trip; None where an entry failed."""
+        if not urls:
+            return []
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": u}} for u in urls],
+        }
+        reply = self.request("POST", "", body=bundle, idempotent=True, expect="Bundle")
+        out: list[dict[str, Any] | None] = []
+        for entry in reply.get("entry") or []:
+            status = str((entry.get("response") or {}).get("status", ""))
+            resource = entry.get("resource")
+            out.append(resource if status.startswith("2") and isinstance(resource, dict) else None)
+        out.extend([None] * (len(urls) - len(out)))
+        return out
+
+    def transaction(self, bundle: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        """POST a transaction; retried only when every entry is conditional (idempotent)."""
+        return self.request(
+            "POST", "", body=bundle, idempotent=idempotent, expect="Bundle", kind="write"
+        )
+
+
+def _merge(params: Sequence[tuple[str, str]]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for key, value in params:
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    return merged
+
+
+def _safe(url: str) -> str:
+    """A URL for messages: no userinfo, no query values (they can hold identifiers)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return "connection refused" if "refused" in text.lower() else type(exc).__name__

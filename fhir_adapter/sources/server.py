@@ -1,0 +1,183 @@
+"""Gather cases from a FHIR server in few round trips.
+
+Per case: the Procedure search page brings the Procedure with its patient,
+encounter, performers, location and stated reasons (`_include`); one batch
+brings everything that points at the procedure or encounter, the patient's
+Coverage, the performers' roles and the adapter's own earlier output; a last
+batch reads whatever references are still unresolved. At most three reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_adapter.case import Case, assemble, service_date
+from fhir_adapter.sources.rest import FhirClient
+from fhir_adapter.sources.store import ResourceStore, reference_string, tail_key
+
+PROCEDURE_INCLUDES = (
+    "Procedure:subject",
+    "Procedure:encounter",
+    "Procedure:performer",
+    "Procedure:location",
+    "Procedure:reason-reference",
+)
+
+
+@dataclass
+class ServerCase:
+    """A case as gathered from a server, with what the adapter wrote for it before."""
+
+    case: Case
+    store: ResourceStore
+    existing: list[dict[str, Any]] = field(default_factory=list)
+    reads: int = 0
+
+
+def _ref_id(ref: Any, rtype: str | None = None) -> str | None:
+    text = reference_string(ref)
+    key = tail_key(text) if text else None
+    if key and (rtype is None or key.startswith(f"{rtype}/")):
+        return key
+    return None
+
+
+def _bundle_resources(bundle: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    if not bundle:
+        return
+    if bundle.get("resourceType") != "Bundle":
+        yield bundle
+        return
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType"):
+            yield resource
+
+
+class ServerSource:
+    """Finds the Procedures coded system|code on a server and gathers each case."""
+
+    def __init__(self, client: FhirClient, system: str, code: str) -> None:
+        self.client = client
+        self.system = system
+        self.code = code
+
+    def procedure_pages(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        patient: str | None = None,
+        since: str | None = None,
+        page_size: int = 50,
+    ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """(matched Procedures, included resources) for each page of the search."""
+        params: list[tuple[str, str]] = [("code", f"{self.system}|{self.code}")]
+        if ids:
+            params.append(("_id", ",".join(ids)))
+        if patient:
+            params.append(("patient", patient if "/" in patient else f"Patient/{patient}"))
+        if since:
+            params.append(("date", f"ge{since}"))
+        params += [("_include", inc) for inc in PROCEDURE_INCLUDES]
+        params.append(("_count", str(page_size)))
+        for page in self.client.search_pages("Procedure", params):
+            matches: list[dict[str, Any]] = []
+            included: list[dict[str, Any]] = []
+            for entry in page.get("entry") or []:
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if not isinstance(resource, dict):
+                    continue
+                mode = (entry.get("search") or {}).get("mode", "match")
+                (included if mode == "include" else matches).append(resource)
+            yield [m for m in matches if m.get("resourceType") == "Procedure"], included
+
+    def gather(
+        self,
+        procedure: dict[str, Any],
+        included: Sequence[dict[str, Any]],
+        output_queries: Sequence[str] = (),
+    ) -> ServerCase:
+        """Requests 2 and 3 of a case: what points at it, then what is still missing."""
+        store = ResourceStore()
+        for resource in [*included, procedure]:
+            store.add(resource)
+        proc_key = f"Procedure/{procedure['id']}"
+        patient = _ref_id(procedure.get("subject"), "Patient")
+        encounter_key = _ref_id(procedure.get("encounter"), "Encounter")
+        queries: list[str] = [
+            f"Observation?part-of={proc_key}",
+            f"DocumentReference?related={proc_key}",
+        ]
+        if encounter_key:
+            for rtype in (
+                "Condition",
+                "Observation",
+                "DiagnosticReport",
+                "DocumentReference",
+                "Procedure",
+            ):
+                queries.append(f"{rtype}?encounter={encounter_key}")
+        elif patient:
+            date = service_date(procedure, None)
+            if date:
+                queries.append(f"Procedure?subject={patient}&date={date}")
+        if patient:
+            queries.append(f"Coverage?beneficiary={patient}&_include=Coverage:payor")
+        for performer in procedure.get("performer") or []:
+            actor = _ref_id((performer or {}).get("actor"), "Practitioner")
+            if actor:
+                queries.append(f"PractitionerRole?practitioner={actor}")
+        queries.extend(output_queries)
+        # Direct references known now (encounter's diagnoses, locations, provider; reports).
+        known = {store.canonical(r): r for r in store.of_type("Encounter")}
+        direct = self._missing(store, [procedure, *known.values()])
+        before = sum(self.client.requests.values())
+        results = self.client.batch_get(queries + direct)
+        existing: list[dict[str, Any]] = []
+        first_output = len(queries) - len(output_queries)
+        for index, result in enumerate(results):
+            is_output = first_output <= index < len(queries)
+            for resource in _bundle_resources(result):
+                if is_output:
+                    existing.append(resource)
+                else:
+                    store.add(resource)
+        case = assemble(store, procedure, self.system, self.code)
+        leftovers = sorted({r for refs in case.unresolved.values() for r in refs if tail_key(r)})
+        leftovers = [k for k in (tail_key(r) for r in leftovers) if k and store.get(k) is None]
+        if leftovers:
+            for found in self.client.batch_get(leftovers):
+                if found is not None:
+                    store.add(found)
+            case = assemble(store, procedure, self.system, self.code)
+        n_reads = sum(self.client.requests.values()) - before
+        return ServerCase(case, store, existing, n_reads)
+
+    @staticmethod
+    def _missing(store: ResourceStore, resources: Sequence[dict[str, Any]]) -> list[str]:
+        wanted: list[str] = []
+        for resource in resources:
+            refs: list[Any] = []
+            if resource.get("resourceType") == "Encounter":
+                refs += [
+                    d.get("condition")
+                    for d in resource.get("diagnosis") or []
+                    if isinstance(d, dict)
+                ]
+                refs += [
+                    loc.get("location")
+                    for loc in resource.get("location") or []
+                    if isinstance(loc, dict)
+                ]
+                refs.append(resource.get("serviceProvider"))
+            else:
+                refs += list(resource.get("report") or [])
+                refs += list(resource.get("reasonReference") or [])
+                refs.append(resource.get("location"))
+            for ref in refs:
+                key = _ref_id(ref)
+                if key and store.get(key) is None and key not in wanted:
+                    wanted.append(key)
+        return wanted

@@ -1,0 +1,194 @@
+"""End to end against a real FHIR server (Medplum's router + memory store, started on loopback)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from fhir_adapter import AdapterError
+from fhir_adapter.catalog import list_fixtures, load_fixtures
+from fhir_adapter.cli import main
+from fhir_adapter.pipeline import run_on_server
+from fhir_adapter.sources.rest import FhirClient, ServerError
+
+from .fhir_server.harness import TestServer
+
+pytestmark = pytest.mark.server
+
+OUTPUT_SYSTEM = "http://fhir-adapter.org/fhir/sid/cpt-47382-evaluation"
+
+
+def _all(client: FhirClient, rtype: str, **params: str) -> list[dict[str, Any]]:
+    return list(client.search(rtype, [*params.items(), ("_count", "200")]))
+
+
+def _written(client: FhirClient) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+    """procedure -> Claim, procedure -> codes of its live DetectedIssues."""
+    claims = {}
+    for claim in _all(client, "Claim"):
+        if claim.get("status") != "cancelled":
+            ref = claim["item"][0].get("encounter", [{}])[0].get("reference")
+            claims[claim["identifier"][1]["value"]] = {**claim, "_enc": ref}
+    issues: dict[str, set[str]] = {}
+    for issue in _all(client, "DetectedIssue"):
+        if issue.get("status") == "final":
+            proc = issue["implicated"][0]["reference"]
+            issues.setdefault(proc, set()).add(issue["code"]["coding"][0]["code"])
+    return claims, issues
+
+
+def _expected() -> dict[str, dict[str, Any]]:
+    return {c["procedure"]: c for f in list_fixtures() for c in f.expected}
+
+
+def test_run_writes_what_the_fixtures_expect(
+    server: TestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fixtures", "load", "--base-url", server.base]) == 0
+    assert main(["run", "--base-url", server.base, "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    expected = _expected()
+    assert {c["procedure"] for c in report["cases"]} == set(expected)
+
+    with FhirClient(server.base) as client:
+        claims, issues = _written(client)
+        by_proc = {c["procedure"]: c for c in report["cases"]}
+        for proc, want in expected.items():
+            assert issues.get(proc, set()) == set(want["findings"]), proc
+            claim = [r for r in by_proc[proc]["resources"] if r["resourceType"] == "Claim"]
+            assert bool(claim) == (want["outcome"] == "claim"), proc
+            if claim:
+                token = claim[0]["identifier"][1]["value"]
+                stored = claims[token]
+                assert stored["patient"] == claim[0]["patient"]
+                mods = {m["coding"][0]["code"] for m in stored["item"][0].get("modifier", [])}
+                assert mods == set(want["modifiers"]), proc
+        assert len(claims) == sum(1 for w in expected.values() if w["outcome"] == "claim")
+
+
+def test_rerun_writes_nothing_and_duplicates_nothing(server: TestServer) -> None:
+    with FhirClient(server.base) as client:
+        load_fixtures(client)
+        first = run_on_server(client)
+        counts = (len(_all(client, "Claim")), len(_all(client, "DetectedIssue")))
+        second = run_on_server(client)
+        assert (len(_all(client, "Claim")), len(_all(client, "DetectedIssue"))) == counts
+        assert sum(r.written for r in first) == len(first)
+        assert sum(r.written for r in second) == 0
+        # loading the fixtures again stores no second copy either
+        load_fixtures(client)
+        assert len(_all(client, "Procedure", code="http://www.ama-assn.org/go/cpt|47382")) == len(
+            _expected()
+        )
+
+
+def test_changed_evaluation_updates_in_place(server: TestServer) -> None:
+    with FhirClient(server.base) as client:
+        load_fixtures(client, ["v12-doc-gaps", "ex1-hcc-ct"])
+        run_on_server(client)
+        before = {i["identifier"][0]["value"]: i for i in _all(client, "DetectedIssue")}
+        # Documentation arrives for v12: energy and guidance now documented.
+        proc = client.read("Procedure", "v12-doc-gaps-rfa")
+        proc["note"][0]["text"] += " Under CT guidance, RF energy was applied at 150 W."
+        client.transaction(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": proc,
+                        "request": {"method": "PUT", "url": "Procedure/v12-doc-gaps-rfa"},
+                    }
+                ],
+            }
+        )
+        # ex1 turns out not completed: its Claim must be cancelled, an issue raised.
+        ex1 = client.read("Procedure", "ex1-hcc-ct-rfa")
+        ex1["status"] = "in-progress"
+        client.transaction(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": ex1,
+                        "request": {"method": "PUT", "url": "Procedure/ex1-hcc-ct-rfa"},
+                    }
+                ],
+            }
+        )
+        results = run_on_server(client)
+        assert all(r.written for r in results)
+        after = {i["identifier"][0]["value"]: i for i in _all(client, "DetectedIssue")}
+        cancelled = {v["code"]["text"] for v in after.values() if v["status"] == "cancelled"}
+        assert cancelled == {"doc-energy", "doc-imaging-guidance"}
+        assert set(before) <= set(after)  # updated in place, never re-created
+        assert len(after) == len(before) + 1  # + procedure-not-completed for ex1
+        claims = {c["identifier"][1]["value"]: c["status"] for c in _all(client, "Claim")}
+        assert sorted(claims.values()) == ["cancelled", "draft"]
+
+
+def test_dry_run_writes_nothing(server: TestServer, capsys: pytest.CaptureFixture[str]) -> None:
+    with FhirClient(server.base) as client:
+        load_fixtures(client, ["ex1-hcc-ct"])
+    assert main(["run", "--base-url", server.base, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would write POST Claim" in out
+    with FhirClient(server.base) as client:
+        assert _all(client, "Claim") == [] and _all(client, "DetectedIssue") == []
+
+
+def test_requests_per_case(server: TestServer) -> None:
+    with FhirClient(server.base) as client:
+        load_fixtures(client)
+        client.requests.clear()
+        results = run_on_server(client)
+        assert max(r.reads for r in results) <= 2  # + the shared search page
+        search_pages = client.requests["read"] - sum(r.reads for r in results)
+        assert search_pages == 1
+        assert client.requests["write"] == len(results)
+
+
+def test_procedure_and_patient_selection(server: TestServer) -> None:
+    with FhirClient(server.base) as client:
+        load_fixtures(client)
+        one = run_on_server(client, procedure_ids=["v09-office-rfa"], dry_run=True)
+        assert [r.output.evaluation.procedure for r in one] == ["Procedure/v09-office-rfa"]
+        pat = run_on_server(client, patient="v06-two-in-session-pt", dry_run=True)
+        assert len(pat) == 2
+        with pytest.raises(AdapterError, match="Procedure/nope"):
+            run_on_server(client, procedure_ids=["nope"], dry_run=True)
+
+
+def test_invalid_write_is_rejected_and_nothing_is_half_written(server: TestServer) -> None:
+    with FhirClient(server.base) as client:
+        good = {"resourceType": "Basic", "id": "half", "code": {"text": "x"}}
+        bad = copy.deepcopy(good)
+        bad["id"] = "other"
+        bad["unknownElement"] = True
+        tx = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": good, "request": {"method": "PUT", "url": "Basic/half"}},
+                {"resource": bad, "request": {"method": "PUT", "url": "Basic/other"}},
+            ],
+        }
+        with pytest.raises(ServerError) as err:
+            client.transaction(tx)
+        assert err.value.status == 400
+        assert "unknownElement" in str(err.value)
+        assert _all(client, "Basic") == []
+
+
+def test_non_r4_server_is_refused(tmp_path: Any) -> None:
+    other = TestServer(env={"FHIR_VERSION": "5.0.0"})
+    try:
+        with pytest.raises(ServerError, match=r"FHIR 5\.0\.0"):
+            FhirClient(other.base)
+        assert main(["run", "--base-url", other.base]) == 2
+    finally:
+        other.stop()

@@ -185,7 +185,7 @@ class FhirClient:
         path_or_url: str,
         *,
         body: Any = None,
-        form: Mapping[str, str] | None = None,
+        form: Sequence[tuple[str, str]] | None = None,
         idempotent: bool = False,
         expect: str | None = None,
         kind: str = "read",
@@ -264,8 +264,9 @@ class FhirClient:
         url = self.url(".well-known/smart-configuration")
         self.requests["discovery"] += 1
         try:
+            # Discovery happens before there is a token: send it without credentials.
             resp = self.session.get(
-                url, headers={"Accept": "application/json"}, timeout=self.timeout
+                url, headers={"Accept": "application/json"}, timeout=self.timeout, auth=_no_auth
             )
         except requests.RequestException as exc:
             raise ServerError(f"GET {_safe(url)}: cannot connect ({_reason(exc)})") from None
@@ -291,7 +292,7 @@ class FhirClient:
             page = self.request(
                 "POST",
                 f"{rtype}/_search",
-                form=dict(_merge(params)),
+                form=list(params),
                 idempotent=True,
                 expect="Bundle",
             )
@@ -362,11 +363,8 @@ class FhirClient:
         )
 
 
-def _merge(params: Sequence[tuple[str, str]]) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for key, value in params:
-        merged[key] = f"{merged[key]},{value}" if key in merged else value
-    return merged
+def _no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
+    return r
 
 
 def _safe(url: str) -> str:

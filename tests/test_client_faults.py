@@ -90,7 +90,7 @@ def test_retry_after_beyond_the_budget_gives_up_fast() -> None:
     client = _client(retry_budget=2.0)
     responses.add(responses.GET, f"{BASE}/Patient/1", status=429, headers={"Retry-After": "3600"})
     started = time.monotonic()
-    with pytest.raises(ServerError, match="429|gave up"):
+    with pytest.raises(ServerError, match=r"429|gave up"):
         client.read("Patient", "1")
     assert time.monotonic() - started < 5
 
@@ -141,7 +141,7 @@ def test_plain_post_is_not_retried_but_idempotent_transaction_is() -> None:
 def test_timeout_is_a_clear_error() -> None:
     client = _client(retries=1)
     responses.add(responses.GET, f"{BASE}/Patient/1", body=requests.exceptions.ReadTimeout("slow"))
-    with pytest.raises(ServerError, match="timed out|gave up"):
+    with pytest.raises(ServerError, match=r"timed out|gave up"):
         client.read("Patient", "1")
 
 
@@ -258,7 +258,7 @@ def test_redirect_to_another_host_drops_the_token() -> None:
 @responses.activate
 def test_non_r4_and_non_fhir_metadata() -> None:
     responses.add(responses.GET, f"{BASE}/metadata", json={**CS, "fhirVersion": "3.0.2"})
-    with pytest.raises(ServerError, match="FHIR 3.0.2; this adapter needs FHIR R4"):
+    with pytest.raises(ServerError, match=r"FHIR 3\.0\.2; this adapter needs FHIR R4"):
         FhirClient(BASE)
     responses.replace(responses.GET, f"{BASE}/metadata", body="<html>login</html>", status=200)
     with pytest.raises(ServerError, match="not JSON"):

@@ -148,8 +148,8 @@ def test_rejected_assertion_is_a_clear_error(
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_assertion_claims(smart: TokenServer) -> None:
-    pem, jwks = _keypair("RS384")
+def test_assertion_claims() -> None:
+    pem, _ = _keypair("RS384")
     auth = SmartBackendAuth(
         "me", pem, key_id="k1", jku="https://me.example/jwks.json", token_endpoint="https://as/t"
     )

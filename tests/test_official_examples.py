@@ -17,8 +17,20 @@ from fhir_adapter.writeback.validate import validate_resource
 from .fhir_server.harness import HERE, TestServer
 
 EXAMPLES = HERE / "node_modules" / "hl7.fhir.r4.examples"
-CLINICAL = ("Patient", "Practitioner", "PractitionerRole", "Organization", "Location", "Encounter",
-            "Condition", "Procedure", "Observation", "DiagnosticReport", "DocumentReference", "Coverage")
+CLINICAL = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Encounter",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Coverage",
+)
 
 
 def _files(types: tuple[str, ...] | None = None) -> list[Path]:
@@ -54,10 +66,16 @@ def test_examples_load_into_the_server_and_gather(server: TestServer) -> None:
     entries = []
     for loaded in read_paths(_files(CLINICAL)):
         r = loaded.resource
-        entries.append({"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}})
+        entries.append(
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        )
     with FhirClient(server.base) as client:
-        reply = client.request("POST", "", body={"resourceType": "Bundle", "type": "batch", "entry": entries},
-                               expect="Bundle")
+        reply = client.request(
+            "POST",
+            "",
+            body={"resourceType": "Bundle", "type": "batch", "entry": entries},
+            expect="Bundle",
+        )
         statuses = [e["response"]["status"] for e in reply["entry"]]
         stored = sum(s.startswith("2") for s in statuses)
         assert stored >= 0.95 * len(entries)  # Medplum's validator rejects a handful of examples

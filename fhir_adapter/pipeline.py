@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fhir_adapter.case import assemble_cases
+from fhir_adapter.case import assemble, find_procedures
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.rules import Pack, evaluate_case, load_pack
-from fhir_adapter.sources import ResourceStore, read_paths
+from fhir_adapter.sources import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
 
 if TYPE_CHECKING:  # the server path imports requests; `evaluate` of files does not need it
@@ -30,17 +30,58 @@ def evaluate_store(
     *,
     block_on: str | None = None,
     now: str | None = None,
+    workers: int = 1,
 ) -> list[CaseOutput]:
-    """Evaluate every case in `store`, in a stable order."""
+    """Evaluate every case in `store`, in a stable order (the same for any `workers`)."""
     pack = pack or load_pack()
     if block_on is not None and block_on not in pack.model.severity_order:
         raise ValueError(f"block_on must be one of {pack.model.severity_order}")
     stamp = now or now_iso()
-    outputs = []
-    for case in assemble_cases(store, pack.procedure_system, pack.procedure_code):
-        evaluation = evaluate_case(pack, case, block_on)
-        outputs.append(build_output(pack, case, evaluation, stamp))
-    return outputs
+    procedures = find_procedures(store, pack.procedure_system, pack.procedure_code)
+    if workers > 1 and len(procedures) >= 2 * workers:
+        return _evaluate_parallel(store, pack, procedures, block_on, stamp, workers)
+    return [_evaluate_one(store, pack, p, block_on, stamp) for p in procedures]
+
+
+def _evaluate_one(
+    store: ResourceStore, pack: Pack, procedure: dict[str, Any], block_on: str | None, stamp: str
+) -> CaseOutput:
+    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    return build_output(pack, case, evaluate_case(pack, case, block_on), stamp)
+
+
+_SHARED: dict[str, Any] = {}
+
+
+def _evaluate_slice(bounds: tuple[int, int]) -> list[CaseOutput]:
+    s = _SHARED
+    return [
+        _evaluate_one(s["store"], s["pack"], p, s["block_on"], s["stamp"])
+        for p in s["procedures"][bounds[0] : bounds[1]]
+    ]
+
+
+def _evaluate_parallel(
+    store: ResourceStore,
+    pack: Pack,
+    procedures: list[dict[str, Any]],
+    block_on: str | None,
+    stamp: str,
+    workers: int,
+) -> list[CaseOutput]:
+    """Forked workers share the store copy-on-write; slices come back in order."""
+    import multiprocessing
+
+    _SHARED.update(store=store, pack=pack, procedures=procedures, block_on=block_on, stamp=stamp)
+    n = len(procedures)
+    step = max(1, n // (workers * 4))
+    bounds = [(i, min(n, i + step)) for i in range(0, n, step)]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_evaluate_slice, bounds, chunksize=1)
+    finally:
+        _SHARED.clear()
+    return [o for part in parts for o in part]
 
 
 def evaluate_paths(
@@ -49,10 +90,19 @@ def evaluate_paths(
     *,
     block_on: str | None = None,
     now: str | None = None,
+    workers: int = 1,
 ) -> list[CaseOutput]:
-    """Read files/directories (JSON, Bundles, NDJSON) and evaluate every case in them."""
-    store = ResourceStore(read_paths(Path(p) for p in paths))
-    return evaluate_store(store, pack, block_on=block_on, now=now)
+    """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them.
+
+    NDJSON is streamed: only the resources the cases need are kept in memory.
+    """
+    from fhir_adapter.sources.bulk import load_for_cases
+
+    pack = pack or load_pack()
+    store = load_for_cases(
+        [Path(p) for p in paths], pack.procedure_system, pack.procedure_code, workers=workers
+    )
+    return evaluate_store(store, pack, block_on=block_on, now=now, workers=workers)
 
 
 @dataclass

@@ -1,0 +1,314 @@
+"""Stream Bulk Data NDJSON exports into a store that holds only what the cases need.
+
+An export is tens of GB; the cases are a small part of it. Three passes:
+
+1. Procedure lines that mention the CPT code are parsed; the 47382 ones are the cases.
+2. Every line is screened on its raw bytes (its references and ids, by regex) and
+   only candidates are parsed: the resources the cases point at, and those that
+   point at a case's procedure, encounter, patient (Coverage, encounter-less
+   Procedures) or performer (PractitionerRole).
+3. What those point at and is still missing (report results, locations, payors).
+
+Peak memory follows the number of cases, not the size of the export. Files are
+split into newline-aligned byte ranges and screened in parallel processes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_adapter.errors import InputError
+from fhir_adapter.sources.files import JSON_SUFFIXES, NDJSON_SUFFIXES, check_resource, read_file
+from fhir_adapter.sources.resource_types import RESOURCE_TYPES
+from fhir_adapter.sources.store import REVERSE_PATHS, ResourceStore, tail_key, values_at
+
+CHUNK_BYTES = 16 * 1024 * 1024
+_REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
+_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
+_TYPE_PREFIX = re.compile(r"^([A-Z][A-Za-z]+)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A newline-aligned byte range of one NDJSON file (a whole file when gzipped)."""
+
+    path: str
+    start: int
+    end: int  # -1: to the end
+
+    @property
+    def rtype(self) -> str | None:
+        """The resource type the file name announces (`Procedure.ndjson`, `Procedure.000.ndjson`)."""
+        m = _TYPE_PREFIX.match(Path(self.path).name)
+        return m.group(1) if m and m.group(1) in RESOURCE_TYPES else None
+
+
+@dataclass
+class Plan:
+    """What pass 2 and 3 keep."""
+
+    anchors: set[str] = field(default_factory=set)  # procedures, encounters, performers
+    patients: set[str] = field(default_factory=set)
+    needed: set[str] = field(default_factory=set)  # exact Type/id wanted
+
+    def id_bytes(self) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        def ids(keys: Iterable[str]) -> frozenset[bytes]:
+            return frozenset(k.rsplit("/", 1)[-1].encode() for k in keys)
+
+        return ids(self.anchors | self.patients), ids(self.needed)
+
+
+def classify(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
+    """(JSON files, NDJSON files) under the given paths, sorted."""
+    json_files: list[Path] = []
+    ndjson_files: list[Path] = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            children = sorted(c for c in p.rglob("*") if c.is_file())
+        elif p.is_file():
+            children = [p]
+        else:
+            raise InputError("no such file or directory", source=str(p))
+        for child in children:
+            name = child.name.lower()
+            if name.endswith(NDJSON_SUFFIXES):
+                ndjson_files.append(child)
+            elif name.endswith(JSON_SUFFIXES) or child == p:
+                json_files.append(child)
+    return json_files, ndjson_files
+
+
+def chunks_of(files: Sequence[Path], chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    out: list[Chunk] = []
+    for path in files:
+        if path.name.lower().endswith(".gz"):
+            out.append(Chunk(str(path), 0, -1))
+            continue
+        size = path.stat().st_size
+        start = 0
+        with open(path, "rb") as fh:
+            while start < size:
+                end = start + chunk_bytes
+                if end >= size:
+                    out.append(Chunk(str(path), start, -1))
+                    break
+                fh.seek(end)
+                fh.readline()
+                end = fh.tell()
+                out.append(Chunk(str(path), start, end))
+                start = end
+    return out
+
+
+def _lines(chunk: Chunk) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of a chunk."""
+    try:
+        if chunk.end == -1 and chunk.path.lower().endswith(".gz"):
+            with gzip.open(chunk.path, "rb") as fh:
+                data = fh.read()
+        else:
+            with open(chunk.path, "rb") as fh:
+                fh.seek(chunk.start)
+                data = fh.read() if chunk.end == -1 else fh.read(chunk.end - chunk.start)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read file: {exc}", source=chunk.path) from None
+    offset = 0
+    for line in data.split(b"\n"):
+        if line.strip():
+            yield chunk.start + offset, line
+        offset += len(line) + 1
+
+
+def _line_number(chunk: Chunk, offset: int) -> int:
+    """The 1-based line of a byte offset (only computed when reporting an error)."""
+    if chunk.path.lower().endswith(".gz"):
+        with gzip.open(chunk.path, "rb") as fh:
+            return fh.read(offset).count(b"\n") + 1
+    with open(chunk.path, "rb") as fh:
+        return fh.read(offset).count(b"\n") + 1
+
+
+def _parse(chunk: Chunk, offset: int, line: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(
+            f"malformed JSON (column {exc.colno}): {exc.msg}",
+            source=chunk.path,
+            line=_line_number(chunk, offset),
+        ) from None
+    try:
+        return check_resource(value, chunk.path, None)
+    except InputError as exc:
+        raise InputError(
+            str(exc).split(": ", 1)[-1], source=chunk.path, line=_line_number(chunk, offset)
+        ) from None
+
+
+# -- the work each process does on one chunk (parameters inherited through fork) --------
+_JOB: dict[str, Any] = {}
+
+
+def _scan_procedures(chunk: Chunk) -> list[dict[str, Any]]:
+    """Pass 1: Procedures coded system|code."""
+    needle, system, code = _JOB["needle"], _JOB["system"], _JOB["code"]
+    if chunk.rtype not in (None, "Procedure"):
+        return []
+    out = []
+    for offset, line in _lines(chunk):
+        if needle not in line:
+            continue
+        resource = _parse(chunk, offset, line)
+        if resource["resourceType"] != "Procedure":
+            continue
+        for coding in (resource.get("code") or {}).get("coding") or []:
+            if coding.get("system") == system and str(coding.get("code", "")).strip() == code:
+                out.append(resource)
+                break
+    return out
+
+
+def _referenced(resource: dict[str, Any]) -> set[str]:
+    keys = set()
+    for path in REVERSE_PATHS:
+        for ref in values_at(resource, path):
+            text = ref.get("reference") if isinstance(ref, dict) else None
+            key = tail_key(text) if isinstance(text, str) else None
+            if key:
+                keys.add(key)
+    return keys
+
+
+def _scan_related(chunk: Chunk) -> list[dict[str, Any]]:
+    """Pass 2 and 3: resources the plan needs, screened on raw bytes first."""
+    plan: Plan = _JOB["plan"]
+    ref_ids, own_ids = _JOB["ids"]
+    types: set[str] | None = _JOB.get("types")
+    if types is not None and chunk.rtype is not None and chunk.rtype not in types:
+        return []
+    out = []
+    for offset, line in _lines(chunk):
+        by_ref = ref_ids and any(m in ref_ids for m in _REF_ID.findall(line))
+        by_id = own_ids and any(m in own_ids for m in _ID.findall(line))
+        if not (by_ref or by_id):
+            continue
+        resource = _parse(chunk, offset, line)
+        rtype = resource["resourceType"]
+        key = f"{rtype}/{resource.get('id')}"
+        if key in plan.needed:
+            out.append(resource)
+            continue
+        if not by_ref:
+            continue
+        refs = _referenced(resource)
+        if refs & plan.anchors or (
+            rtype in ("Coverage", "Procedure")
+            and refs & plan.patients
+            and not (rtype == "Procedure" and resource.get("encounter"))
+        ):
+            out.append(resource)
+    return out
+
+
+def _run(func: Any, chunks: list[Chunk], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1 or len(chunks) <= 1:
+        results = [func(c) for c in chunks]
+    else:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(min(workers, len(chunks))) as pool:
+            results = pool.map(func, chunks, chunksize=1)
+    return [r for part in results for r in part]
+
+
+def _forward_refs(resource: Any) -> Iterator[str]:
+    if isinstance(resource, dict):
+        for k, v in resource.items():
+            if k == "reference" and isinstance(v, str):
+                yield v
+            elif k != "contained":
+                yield from _forward_refs(v)
+    elif isinstance(resource, list):
+        for item in resource:
+            yield from _forward_refs(item)
+
+
+def load_for_cases(
+    paths: Iterable[str | os.PathLike[str]],
+    system: str,
+    code: str,
+    *,
+    workers: int = 1,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> ResourceStore:
+    """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed)."""
+    json_files, ndjson_files = classify(paths)
+    store = ResourceStore()
+    for path in json_files:
+        for loaded in read_file(path):
+            store.add(loaded.resource, loaded.full_url)
+    if not ndjson_files:
+        return store
+    chunks = chunks_of(ndjson_files, chunk_bytes)
+    _JOB.clear()
+    _JOB.update(needle=f'"{code}"'.encode(), system=system, code=code)
+    procedures = _run(_scan_procedures, chunks, workers)
+    for resource in procedures:
+        store.add(resource)
+    cases = [
+        p
+        for p in store.of_type("Procedure")
+        if any(
+            c.get("system") == system and str(c.get("code", "")).strip() == code
+            for c in (p.get("code") or {}).get("coding") or []
+        )
+    ]
+    plan = Plan()
+    for proc in cases:
+        plan.anchors.add(store.key_of(proc))
+        for ref in _forward_refs(proc):
+            key = tail_key(ref)
+            if key:
+                plan.needed.add(key)
+                if key.startswith("Encounter/"):
+                    plan.anchors.add(key)
+                elif key.startswith("Patient/"):
+                    plan.patients.add(key)
+                elif key.startswith(("Practitioner/", "PractitionerRole/")):
+                    plan.anchors.add(key)
+    plan.needed -= {store.key_of(p) for p in cases}
+    if not cases:
+        return store
+    _JOB.update(plan=plan, ids=plan.id_bytes(), types=None)
+    for resource in _run(_scan_related, chunks, workers):
+        store.add(resource)
+    missing: set[str] = set()
+    for rtype in (
+        "Encounter",
+        "DiagnosticReport",
+        "PractitionerRole",
+        "Coverage",
+        "Condition",
+        "Procedure",
+    ):
+        for resource in store.of_type(rtype):
+            for ref in _forward_refs(resource):
+                key = tail_key(ref)
+                if key and store.get(key) is None:
+                    missing.add(key)
+    if missing:
+        final = Plan(needed=missing)
+        _JOB.update(plan=final, ids=final.id_bytes(), types={k.split("/")[0] for k in missing})
+        for resource in _run(_scan_related, chunks, workers):
+            store.add(resource)
+    _JOB.clear()
+    return store

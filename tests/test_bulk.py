@@ -1,0 +1,81 @@
+"""Streaming Bulk Data input: same answers as loading everything, for any worker count and form."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_adapter import InputError, ResourceStore, evaluate_paths, evaluate_store, read_paths
+from fhir_adapter.rules import Pack
+from fhir_adapter.sources.bulk import load_for_cases
+from fhir_adapter.synth import generate
+
+NOW = "2026-11-27T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    counts = generate(out, 400, seed=7)
+    assert counts["Procedure"] > 400 and counts["Patient"] == 400
+    return out
+
+
+def _reports(outputs: list[Any]) -> list[bytes]:
+    return [orjson.dumps(o.report(), option=orjson.OPT_SORT_KEYS) for o in outputs]
+
+
+def test_streaming_equals_loading_everything(export: Path, pack: Pack) -> None:
+    full = evaluate_store(ResourceStore(read_paths([export])), pack, now=NOW)
+    assert len(full) >= 15
+    streamed = evaluate_paths([export], pack, now=NOW)
+    assert _reports(streamed) == _reports(full)
+    # the stream kept a small part of the export
+    kept = load_for_cases([export], pack.procedure_system, pack.procedure_code)
+    assert len(kept) < 0.3 * sum(1 for _ in read_paths([export]))
+
+
+def test_workers_and_chunks_do_not_change_results(export: Path, pack: Pack) -> None:
+    one = evaluate_paths([export], pack, now=NOW, workers=1)
+    store = load_for_cases(
+        [export], pack.procedure_system, pack.procedure_code, workers=2, chunk_bytes=64 * 1024
+    )
+    two = evaluate_store(store, pack, now=NOW, workers=2)
+    assert _reports(two) == _reports(one)
+
+
+def test_bundle_gzip_and_ndjson_inputs_agree(export: Path, pack: Pack, tmp_path: Path) -> None:
+    resources = [x.resource for x in read_paths([export])]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in resources],
+    }
+    (tmp_path / "all.json").write_bytes(orjson.dumps(bundle))
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    for f in export.iterdir():
+        with open(f, "rb") as src, gzip.open(gz / (f.name + ".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    base = _reports(evaluate_paths([export], pack, now=NOW))
+    assert _reports(evaluate_paths([tmp_path / "all.json"], pack, now=NOW)) == base
+    assert _reports(evaluate_paths([gz], pack, now=NOW, workers=2)) == base
+
+
+def test_bad_line_in_a_chunk_names_file_and_line(tmp_path: Path, pack: Pack) -> None:
+    good = b'{"resourceType":"Patient","id":"p1"}\n'
+    proc = (
+        b'{"resourceType":"Procedure","id":"x","status":"completed","subject":{"reference":"Patient/p1"},'
+        b'"code":{"coding":[{"system":"http://www.ama-assn.org/go/cpt","code":"47382"}]}}\n'
+    )
+    (tmp_path / "Procedure.ndjson").write_bytes(proc)
+    (tmp_path / "Patient.ndjson").write_bytes(
+        good * 5000 + b'{"resourceType":"Patient","id":"p1",\n' + good
+    )
+    with pytest.raises(InputError, match=r"Patient\.ndjson:5001: malformed JSON"):
+        load_for_cases([tmp_path], pack.procedure_system, pack.procedure_code, chunk_bytes=4096)

@@ -135,13 +135,13 @@ class ExportWriter:
 
     def write(self, resource: dict[str, Any]) -> None:
         rtype = resource["resourceType"]
-        fh = self._files.get(rtype)
-        if fh is None:
-            name = f"{rtype}.ndjson" + (".gz" if self.gzipped else "")
-            path = self.out / name
-            fh = gzip.open(path, "wb", compresslevel=1) if self.gzipped else open(path, "wb")  # noqa: SIM115
-            self._files[rtype] = fh
-        fh.write(orjson.dumps(resource) + b"\n")
+        if rtype not in self._files:
+            path = self.out / (f"{rtype}.ndjson" + (".gz" if self.gzipped else ""))
+            opened: IO[bytes] = (
+                gzip.open(path, "wb", compresslevel=1) if self.gzipped else open(path, "wb")  # noqa: SIM115
+            )
+            self._files[rtype] = opened
+        self._files[rtype].write(orjson.dumps(resource) + b"\n")
         self.counts[rtype] = self.counts.get(rtype, 0) + 1
 
     def close(self) -> None:

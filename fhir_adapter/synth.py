@@ -12,7 +12,7 @@ import gzip
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -130,17 +130,17 @@ class ExportWriter:
         self.out = out
         self.gzipped = gzipped
         out.mkdir(parents=True, exist_ok=True)
-        self._files: dict[str, IO[bytes]] = {}
+        self._files: dict[str, gzip.GzipFile | BinaryIO] = {}
         self.counts: dict[str, int] = {}
 
     def write(self, resource: dict[str, Any]) -> None:
         rtype = resource["resourceType"]
         if rtype not in self._files:
             path = self.out / (f"{rtype}.ndjson" + (".gz" if self.gzipped else ""))
-            opened: IO[bytes] = (
-                gzip.open(path, "wb", compresslevel=1) if self.gzipped else open(path, "wb")  # noqa: SIM115
-            )
-            self._files[rtype] = opened
+            if self.gzipped:
+                self._files[rtype] = gzip.GzipFile(path, "wb", compresslevel=1)
+            else:
+                self._files[rtype] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._files[rtype].write(orjson.dumps(resource) + b"\n")
         self.counts[rtype] = self.counts.get(rtype, 0) + 1
 

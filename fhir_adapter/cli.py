@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_options(ev)
     ev.add_argument("--out", metavar="DIR", help="write one transaction Bundle per case into DIR")
     ev.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "0") or 0),
+        help="parallel processes (default: all cores)",
+    )
+    ev.add_argument(
         "--validate",
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",
@@ -60,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
     _add_report_options(run)
+
+    syn = sub.add_parser(
+        "synth", help="write a seeded synthetic Bulk Data NDJSON export (for benchmarks)"
+    )
+    syn.add_argument("directory", metavar="DIR")
+    syn.add_argument("--patients", type=int, default=1000)
+    syn.add_argument("--seed", type=int, default=47382)
+    syn.add_argument("--gzip", action="store_true")
 
     fx = sub.add_parser("fixtures", help="the bundled 47382 test cases with known answers")
     fx_sub = fx.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
@@ -126,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fixtures(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "synth":
+            from fhir_adapter.synth import generate
+
+            counts = generate(args.directory, args.patients, args.seed, args.gzip)
+            print(f"wrote {sum(counts.values())} resources to {args.directory}", file=sys.stderr)
+            return 0
     except AdapterError as exc:
         print(f"fhir-adapter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -137,11 +157,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import time
+
     from fhir_adapter.pipeline import evaluate_paths
     from fhir_adapter.rules import load_pack
 
     pack = load_pack(args.rules)
-    outputs = evaluate_paths(args.paths, pack, block_on=args.block_on)
+    workers = args.workers or os.cpu_count() or 1
+    progress = _Progress()
+    started = time.monotonic()
+    try:
+        outputs = evaluate_paths(
+            args.paths, pack, block_on=args.block_on, workers=workers, on_progress=progress.update
+        )
+    finally:
+        progress.done()
     if args.validate:
         from fhir_adapter.writeback.validate import validate_resource
 
@@ -151,7 +181,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         from fhir_adapter.sinks import write_bundles
 
         write_bundles(outputs, args.out)
-    return _emit(outputs, args.format)
+    code = _emit(outputs, args.format)
+    if progress.enabled:
+        from fhir_adapter.report import summary
+
+        print(f"{summary(outputs)} ({time.monotonic() - started:.1f} s)", file=sys.stderr)
+    return code
 
 
 def make_auth(args: argparse.Namespace) -> object | None:
@@ -242,7 +277,7 @@ def _would_write(result: object) -> str:
 
 
 class _Progress:
-    """A one-line progress counter on a terminal; silent otherwise."""
+    """A one-line progress bar on a terminal (cases, throughput, ETA); silent otherwise."""
 
     def __init__(self) -> None:
         import time
@@ -252,13 +287,23 @@ class _Progress:
         self.start = time.monotonic()
 
     def tick(self, _result: object) -> None:
+        self.update(self.count + 1, 0)
+
+    def update(self, done: int, total: int) -> None:
         import time
 
-        self.count += 1
-        if self.enabled:
-            rate = self.count / max(1e-6, time.monotonic() - self.start)
-            sys.stderr.write(f"\r{self.count} case(s) evaluated, {rate:.1f}/s")
-            sys.stderr.flush()
+        self.count = done
+        if not self.enabled:
+            return
+        rate = done / max(1e-6, time.monotonic() - self.start)
+        line = f"\r{done} case(s), {rate:.1f}/s"
+        if total:
+            width = 30
+            filled = int(width * done / total)
+            eta = (total - done) / rate if rate else 0.0
+            line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases, {rate:.0f}/s, ETA {eta:.0f} s"
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
     def done(self) -> None:
         if self.enabled and self.count:

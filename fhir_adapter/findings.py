@@ -97,3 +97,42 @@ class Evaluation:
     @property
     def outcome(self) -> str:
         return "issues" if self.blocked else "claim"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, losslessly (for moving evaluations between processes)."""
+        return {
+            "procedure": self.procedure,
+            "patient": self.patient,
+            "encounter": self.encounter,
+            "findings": [
+                [f.code, f.severity, f.message, _ev(f.evidence), f.actcode, f.source]
+                for f in self.findings
+            ],
+            "modifiers": [[m.code, m.reason, _ev(m.evidence)] for m in self.modifiers],
+            "criteria": [[c.rule, c.passed, _ev(c.evidence)] for c in self.criteria],
+            "place_of_service": self.place_of_service,
+            "blocked": self.blocked,
+            "unresolved": self.unresolved,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Evaluation:
+        return cls(
+            d["procedure"],
+            d["patient"],
+            d["encounter"],
+            [Finding(c, s, m, _unev(e), a, src) for c, s, m, e, a, src in d["findings"]],
+            [Modifier(c, r, _unev(e)) for c, r, e in d["modifiers"]],
+            [Criterion(r, p, _unev(e)) for r, p, e in d["criteria"]],
+            d["place_of_service"],
+            d["blocked"],
+            d["unresolved"],
+        )
+
+
+def _ev(evidence: tuple[Evidence, ...]) -> list[list[str | None]]:
+    return [[e.reference, e.path, e.snippet, e.note] for e in evidence]
+
+
+def _unev(rows: list[list[Any]]) -> tuple[Evidence, ...]:
+    return tuple(Evidence(*row) for row in rows)

@@ -50,10 +50,14 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             "text pattern 'energy-applied': bad regular expression",
         ),
         (
-            lambda r: _rule(r, "procedure-not-completed")["any"][0]["fhirpath"].update(
-                expression="status = = 'x'"
+            lambda r: _rule(r, "procedure-not-completed")["any"].append(
+                {"fhirpath": {"from": "procedure", "expression": "status = = 'x'"}}
             ),
             "rule 'procedure-not-completed': bad FHIRPath",
+        ),
+        (
+            lambda r: _rule(r, "procedure-not-completed")["any"][0]["value"].update({"in": ["x"]}),
+            "exactly one of `in` and `not_in`",
         ),
         (
             lambda r: _rule(r, "doc-energy")["any"][0]["text"].update({"in": ["emails"]}),
@@ -120,3 +124,28 @@ def test_every_rule_names_its_source() -> None:
     pack = load_pack()
     assert all(r.source for r in pack.model.rules)
     assert all(vs.source for vs in pack.model.valuesets.values())
+
+
+def test_a_fhirpath_rule_in_a_payer_pack(tmp_path: Path, good_case: list[dict[str, Any]]) -> None:
+    raw = _raw()
+    raw["rules"].append(
+        {
+            "finding": "payer-outcome-uncoded",
+            "kind": "forbid",
+            "severity": "moderate",
+            "message": "Procedure.outcome carries no SNOMED CT coding",
+            "source": "example payer policy",
+            "any": [
+                {
+                    "fhirpath": {
+                        "from": "procedure",
+                        "expression": "outcome.coding.where(system = 'http://snomed.info/sct').empty()",
+                    }
+                }
+            ],
+        }
+    )
+    pack = load_pack(_write(tmp_path, raw))
+    assert "payer-outcome-uncoded" not in findings_of(pack, good_case)["Procedure/ex1-hcc-ct-rfa"]
+    by_id(good_case, "ex1-hcc-ct-rfa")["outcome"] = {"text": "fine"}
+    assert "payer-outcome-uncoded" in findings_of(pack, good_case)["Procedure/ex1-hcc-ct-rfa"]

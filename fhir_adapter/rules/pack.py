@@ -22,7 +22,7 @@ from fhir_adapter.errors import PackError
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.context import Context
 from fhir_adapter.rules.schema import Matcher, PackModel
-from fhir_adapter.rules.text import TEXT_SOURCES, NegationScope, find_affirmed
+from fhir_adapter.rules.text import TEXT_SOURCES, NegationScope, any_of, find_affirmed
 from fhir_adapter.rules.valuesets import ValueSet, codings
 from fhir_adapter.sources.store import values_at
 
@@ -68,6 +68,7 @@ class Pack:
     valuesets: dict[str, ValueSet]
     patterns: dict[str, list[re.Pattern[str]]]
     scope: NegationScope
+    screens: dict[str, re.Pattern[str]] = field(default_factory=dict)
     rules: list[CompiledRule] = field(default_factory=list)
     modifiers: list[CompiledModifier] = field(default_factory=list)
 
@@ -152,6 +153,7 @@ class _Compiler:
             self.where = f"text pattern {name!r}"
             patterns[name] = [self._regex(s) for s in sources]
         pack = Pack(m, self.path, dict(m.systems), valuesets, patterns, NegationScope(m.text))
+        pack.screens = {name: any_of(group) for name, group in patterns.items()}
         self._check_facts()
         seen: set[str] = set()
         for rule in m.rules:
@@ -271,7 +273,9 @@ class _Compiler:
                     f"unknown text source {bad[0]!r} (one of {', '.join(TEXT_SOURCES)})"
                 )
             looks.extend(sources)
-            return _text_matcher(sources, pack.patterns[m.text.patterns], pack.scope)
+            return _text_matcher(
+                sources, pack.patterns[m.text.patterns], pack.scope, pack.screens[m.text.patterns]
+            )
         if kind == "fhirpath":
             assert m.fhirpath is not None
             sources = self._collections(m.fhirpath.from_)
@@ -281,7 +285,11 @@ class _Compiler:
             assert m.value is not None
             sources = self._collections(m.value.from_)
             looks.extend(sources)
-            return _value_matcher(sources, tuple(m.value.path), frozenset(m.value.in_))
+            if m.value.in_ is not None:
+                return _value_matcher(sources, tuple(m.value.path), frozenset(m.value.in_))
+            return _value_absent_matcher(
+                sources, tuple(m.value.path), frozenset(m.value.not_in or ())
+            )
         assert m.fact is not None
         fact = m.fact
         if fact.name not in FACTS:
@@ -319,10 +327,13 @@ def _codes_matcher(sources: tuple[str, ...], path: tuple[str, ...], vs: ValueSet
 
 
 def _text_matcher(
-    sources: tuple[str, ...], patterns: list[re.Pattern[str]], scope: NegationScope
+    sources: tuple[str, ...],
+    patterns: list[re.Pattern[str]],
+    scope: NegationScope,
+    screen: re.Pattern[str],
 ) -> MatchFn:
     def match(ctx: Context) -> list[Evidence]:
-        return find_affirmed(ctx.text, sources, patterns, scope)
+        return find_affirmed(ctx.text, sources, patterns, scope, screen=screen)
 
     return match
 
@@ -400,6 +411,31 @@ def _value_matcher(
                                 value,
                             )
                         )
+        return out
+
+    return match
+
+
+def _value_absent_matcher(
+    sources: tuple[str, ...], path: tuple[str, ...], excluded: frozenset[str]
+) -> MatchFn:
+    label = ".".join(path)
+
+    def match(ctx: Context) -> list[Evidence]:
+        out = []
+        for source in sources:
+            for resource in ctx.case.collection(source):
+                values = [v.strip() for v in values_at(resource, path) if isinstance(v, str)]
+                if not values or not (set(values) & excluded):
+                    note = ", ".join(values) or "absent"
+                    out.append(
+                        Evidence(
+                            ctx.case.ref(resource),
+                            f"{resource['resourceType']}.{label}",
+                            None,
+                            note,
+                        )
+                    )
         return out
 
     return match

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["low", "moderate", "high"]
 
@@ -49,11 +49,18 @@ class FhirPathMatch(_Strict):
 
 
 class ValueMatch(_Strict):
-    """A primitive at `path` whose value is one of `in`."""
+    """A primitive at `path` whose value is one of `in` (or, with `not_in`, absent or none of them)."""
 
     from_: list[str] = Field(alias="from")
     path: list[str]
-    in_: list[str] = Field(alias="in")
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ValueMatch:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError("a value matcher has exactly one of `in` and `not_in`")
+        return self
 
     _lists = field_validator("from_", mode="before")(_as_list)
 

@@ -119,15 +119,25 @@ def snippet(sentence: str, start: int, end: int) -> str:
     return ("…" if lo else "") + text[lo : lo + _SNIPPET_MAX] + "…"
 
 
+def any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str]:
+    """One regex that matches where any of the group does: a cheap first screen."""
+    return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.I)
+
+
 def iter_affirmed(
     index: TextIndex,
     sources: tuple[str, ...],
     patterns: list[re.Pattern[str]],
     scope: NegationScope,
+    screen: re.Pattern[str] | None = None,
 ) -> Iterator[tuple[TextUnit, str, re.Match[str]]]:
     """Every affirmed match, in source order, with its unit and sentence."""
+    screen = screen or any_of(patterns)
     for source in sources:
         for unit, sentences in index.sentences(source):
+            # Most narrative mentions none of a group: one search of the whole text settles it.
+            if not screen.search(unit.text):
+                continue
             for sentence in sentences:
                 for pattern in patterns:
                     for m in pattern.finditer(sentence):
@@ -141,11 +151,12 @@ def find_affirmed(
     patterns: list[re.Pattern[str]],
     scope: NegationScope,
     limit: int = 3,
+    screen: re.Pattern[str] | None = None,
 ) -> list[Evidence]:
     """Evidence for affirmed matches (one per sentence, at most `limit`)."""
     found: list[Evidence] = []
     last: tuple[int, str] | None = None
-    for unit, sentence, m in iter_affirmed(index, sources, patterns, scope):
+    for unit, sentence, m in iter_affirmed(index, sources, patterns, scope, screen):
         if last == (id(unit), sentence):
             continue
         last = (id(unit), sentence)

@@ -29,10 +29,11 @@ import orjson
 from fhir_adapter.errors import InputError
 from fhir_adapter.sources.files import JSON_SUFFIXES, NDJSON_SUFFIXES, check_resource, read_file
 from fhir_adapter.sources.resource_types import RESOURCE_TYPES
-from fhir_adapter.sources.store import REVERSE_PATHS, ResourceStore, tail_key, values_at
+from fhir_adapter.sources.store import ResourceStore, tail_key
 
-CHUNK_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
+_REF = re.compile(rb'"reference"\s*:\s*"([^"]+)"')
 _ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
 _TYPE_PREFIX = re.compile(r"^([A-Z][A-Za-z]+)")
 
@@ -60,11 +61,17 @@ class Plan:
     patients: set[str] = field(default_factory=set)
     needed: set[str] = field(default_factory=set)  # exact Type/id wanted
 
-    def id_bytes(self) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    def id_bytes(self) -> tuple[frozenset[bytes], frozenset[bytes], dict[str, frozenset[bytes]]]:
+        """Ids to screen raw lines with: anchors, anchors + patients, exact needs by type."""
+
         def ids(keys: Iterable[str]) -> frozenset[bytes]:
             return frozenset(k.rsplit("/", 1)[-1].encode() for k in keys)
 
-        return ids(self.anchors | self.patients), ids(self.needed)
+        by_type: dict[str, set[str]] = {}
+        for key in self.needed:
+            by_type.setdefault(key.split("/", 1)[0], set()).add(key)
+        needed = {t: ids(keys) for t, keys in by_type.items()}
+        return ids(self.anchors), ids(self.anchors | self.patients), needed
 
 
 def classify(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
@@ -159,8 +166,8 @@ def _parse(chunk: Chunk, offset: int, line: bytes) -> dict[str, Any]:
 _JOB: dict[str, Any] = {}
 
 
-def _scan_procedures(chunk: Chunk) -> list[dict[str, Any]]:
-    """Pass 1: Procedures coded system|code."""
+def _scan_procedures(chunk: Chunk) -> list[bytes]:
+    """Pass 1: Procedures coded system|code (as raw lines: cheaper to ship than dicts)."""
     needle, system, code = _JOB["needle"], _JOB["system"], _JOB["code"]
     if chunk.rtype not in (None, "Procedure"):
         return []
@@ -173,73 +180,62 @@ def _scan_procedures(chunk: Chunk) -> list[dict[str, Any]]:
             continue
         for coding in (resource.get("code") or {}).get("coding") or []:
             if coding.get("system") == system and str(coding.get("code", "")).strip() == code:
-                out.append(resource)
+                out.append(line)
                 break
     return out
 
 
-def _referenced(resource: dict[str, Any]) -> set[str]:
-    keys = set()
-    for path in REVERSE_PATHS:
-        for ref in values_at(resource, path):
-            text = ref.get("reference") if isinstance(ref, dict) else None
-            key = tail_key(text) if isinstance(text, str) else None
-            if key:
-                keys.add(key)
-    return keys
-
-
-def _scan_related(chunk: Chunk) -> list[dict[str, Any]]:
+def _scan_related(chunk: Chunk) -> list[bytes]:
     """Pass 2 and 3: resources the plan needs, screened on raw bytes first."""
     plan: Plan = _JOB["plan"]
-    ref_ids, own_ids = _JOB["ids"]
+    anchor_ids, with_patients, needed_by_type = _JOB["ids"]
     types: set[str] | None = _JOB.get("types")
     if types is not None and chunk.rtype is not None and chunk.rtype not in types:
         return []
+    # A patient reference only matters for Coverage and encounter-less Procedures.
+    ref_ids = with_patients if chunk.rtype in (None, "Coverage", "Procedure") else anchor_ids
+    if chunk.rtype is None:
+        own_ids: frozenset[bytes] = frozenset().union(*needed_by_type.values())
+    else:
+        own_ids = needed_by_type.get(chunk.rtype, frozenset())
     out = []
     for offset, line in _lines(chunk):
-        by_ref = ref_ids and any(m in ref_ids for m in _REF_ID.findall(line))
-        by_id = own_ids and any(m in own_ids for m in _ID.findall(line))
+        by_ref = bool(ref_ids) and not ref_ids.isdisjoint(_REF_ID.findall(line))
+        by_id = bool(own_ids) and not own_ids.isdisjoint(_ID.findall(line))
         if not (by_ref or by_id):
             continue
         resource = _parse(chunk, offset, line)
         rtype = resource["resourceType"]
-        key = f"{rtype}/{resource.get('id')}"
-        if key in plan.needed:
-            out.append(resource)
+        if f"{rtype}/{resource.get('id')}" in plan.needed:
+            out.append(line)
             continue
         if not by_ref:
             continue
-        refs = _referenced(resource)
-        if refs & plan.anchors or (
+        refs = {tail_key(r.decode()) for r in _REF.findall(line)}
+        if not refs.isdisjoint(plan.anchors) or (
             rtype in ("Coverage", "Procedure")
-            and refs & plan.patients
+            and not refs.isdisjoint(plan.patients)
             and not (rtype == "Procedure" and resource.get("encounter"))
         ):
-            out.append(resource)
+            out.append(line)
     return out
 
 
 def _run(func: Any, chunks: list[Chunk], workers: int) -> list[dict[str, Any]]:
+    """Screen the chunks (in parallel) and parse the kept lines, already validated, here."""
     if workers <= 1 or len(chunks) <= 1:
         results = [func(c) for c in chunks]
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(workers, len(chunks))) as pool:
             results = pool.map(func, chunks, chunksize=1)
-    return [r for part in results for r in part]
+    return [orjson.loads(line) for part in results for line in part]
 
 
-def _forward_refs(resource: Any) -> Iterator[str]:
-    if isinstance(resource, dict):
-        for k, v in resource.items():
-            if k == "reference" and isinstance(v, str):
-                yield v
-            elif k != "contained":
-                yield from _forward_refs(v)
-    elif isinstance(resource, list):
-        for item in resource:
-            yield from _forward_refs(item)
+def _forward_refs(resource: dict[str, Any]) -> Iterator[str]:
+    """Every reference string inside a resource (serialising and scanning beats walking)."""
+    for ref in _REF.findall(orjson.dumps(resource)):
+        yield ref.decode()
 
 
 def load_for_cases(

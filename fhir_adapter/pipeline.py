@@ -58,6 +58,7 @@ def evaluate_store(
 def _evaluate_one(
     store: ResourceStore, pack: Pack, procedure: dict[str, Any], block_on: str | None, stamp: str
 ) -> CaseOutput:
+    store.begin_case(procedure)
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
     return build_output(pack, case, evaluate_case(pack, case, block_on), stamp)
 

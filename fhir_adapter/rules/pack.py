@@ -104,7 +104,8 @@ def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
     """Read, validate and compile a pack; a broken pack raises PackError naming file and rule."""
     p = Path(path) if path is not None else default_pack_path()
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
     except OSError as exc:
         raise PackError(f"{p}: cannot read rule pack: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:

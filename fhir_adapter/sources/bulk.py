@@ -29,7 +29,7 @@ import orjson
 from fhir_adapter.errors import InputError
 from fhir_adapter.sources.files import JSON_SUFFIXES, NDJSON_SUFFIXES, check_resource, read_file
 from fhir_adapter.sources.resource_types import RESOURCE_TYPES
-from fhir_adapter.sources.store import ResourceStore, tail_key
+from fhir_adapter.sources.store import CompactStore, ResourceStore, tail_key
 
 CHUNK_BYTES = 4 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
@@ -221,15 +221,15 @@ def _scan_related(chunk: Chunk) -> list[bytes]:
     return out
 
 
-def _run(func: Any, chunks: list[Chunk], workers: int) -> list[dict[str, Any]]:
-    """Screen the chunks (in parallel) and parse the kept lines, already validated, here."""
+def _run(func: Any, chunks: list[Chunk], workers: int) -> list[bytes]:
+    """Screen the chunks (in parallel); the kept lines come back raw (already validated)."""
     if workers <= 1 or len(chunks) <= 1:
         results = [func(c) for c in chunks]
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(workers, len(chunks))) as pool:
             results = pool.map(func, chunks, chunksize=1)
-    return [orjson.loads(line) for part in results for line in part]
+    return [line for part in results for line in part]
 
 
 def _forward_refs(resource: dict[str, Any]) -> Iterator[str]:
@@ -248,7 +248,7 @@ def load_for_cases(
 ) -> ResourceStore:
     """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed)."""
     json_files, ndjson_files = classify(paths)
-    store = ResourceStore()
+    store = CompactStore()
     for path in json_files:
         for loaded in read_file(path):
             store.add(loaded.resource, loaded.full_url)
@@ -257,9 +257,8 @@ def load_for_cases(
     chunks = chunks_of(ndjson_files, chunk_bytes)
     _JOB.clear()
     _JOB.update(needle=f'"{code}"'.encode(), system=system, code=code)
-    procedures = _run(_scan_procedures, chunks, workers)
-    for resource in procedures:
-        store.add(resource)
+    for line in _run(_scan_procedures, chunks, workers):
+        store.add_raw(line)
     cases = [
         p
         for p in store.of_type("Procedure")
@@ -285,8 +284,8 @@ def load_for_cases(
     if not cases:
         return store
     _JOB.update(plan=plan, ids=plan.id_bytes(), types=None)
-    for resource in _run(_scan_related, chunks, workers):
-        store.add(resource)
+    for line in _run(_scan_related, chunks, workers):
+        store.add_raw(line)
     missing: set[str] = set()
     for rtype in (
         "Encounter",
@@ -304,7 +303,8 @@ def load_for_cases(
     if missing:
         final = Plan(needed=missing)
         _JOB.update(plan=final, ids=final.id_bytes(), types={k.split("/")[0] for k in missing})
-        for resource in _run(_scan_related, chunks, workers):
-            store.add(resource)
+        for line in _run(_scan_related, chunks, workers):
+            store.add_raw(line)
     _JOB.clear()
+    store.begin_case()
     return store

@@ -109,8 +109,19 @@ class ResourceStore:
     def get(self, key: str) -> Resource | None:
         return self._by_key.get(key)
 
+    def _has(self, key: str) -> bool:
+        return key in self._by_key
+
+    def begin_case(self, procedure: Resource | None = None) -> None:
+        """Called before each case is assembled (a hook for stores that parse lazily)."""
+
     def of_type(self, rtype: str) -> list[Resource]:
-        return [self._by_key[k] for k in self._by_type.get(rtype, ())]
+        out = []
+        for key in self._by_type.get(rtype, ()):
+            found = self.get(key)
+            if found is not None:
+                out.append(found)
+        return out
 
     def canonical(self, ref: Any) -> str | None:
         """The store key a reference points at, whether or not that resource is here."""
@@ -119,7 +130,7 @@ class ResourceStore:
             return None
         if text in self._alias:
             return self._alias[text]
-        if text in self._by_key:
+        if self._has(text):
             return text
         return tail_key(text) or text
 
@@ -134,24 +145,105 @@ class ResourceStore:
                     return contained
             return None
         key = self.canonical(text)
-        return self._by_key.get(key) if key else None
+        return self.get(key) if key else None
 
     def referrers(self, target: str, rtype: str | None = None) -> list[Resource]:
         """Resources of `rtype` whose subject/encounter/partOf/... point at `target`."""
         if self._reverse is None:
             self._reverse = self._build_reverse()
-        keys = self._reverse.get(target, ())
-        out = [self._by_key[k] for k in keys]
-        return [r for r in out if rtype is None or r["resourceType"] == rtype]
+        out = []
+        for key in self._reverse.get(target, ()):
+            found = self.get(key)
+            if found is not None and (rtype is None or found["resourceType"] == rtype):
+                out.append(found)
+        return out
 
     def _build_reverse(self) -> dict[str, list[str]]:
         reverse: dict[str, list[str]] = defaultdict(list)
         for key, resource in self._by_key.items():
-            seen: set[str] = set()
-            for path in REVERSE_PATHS:
-                for ref in values_at(resource, path):
-                    target = self.canonical(ref)
-                    if target and target not in seen:
-                        seen.add(target)
-                        reverse[target].append(key)
+            for target in self._targets(resource):
+                reverse[target].append(key)
         return reverse
+
+    def _targets(self, resource: Resource) -> set[str]:
+        seen: set[str] = set()
+        for path in REVERSE_PATHS:
+            for ref in values_at(resource, path):
+                target = self.canonical(ref)
+                if target:
+                    seen.add(target)
+        return seen
+
+
+class CompactStore(ResourceStore):
+    """Holds resources as their raw JSON bytes and parses them when a case asks.
+
+    Parsed dicts cost ~4.7x the bytes they came from; keeping bytes lets a large
+    export's cases fit in a fraction of its size. Parsed resources are cached for
+    the current case only, so identity holds while a case is assembled.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._raw: dict[str, bytes] = {}
+        self._raw_reverse: dict[str, list[str]] = defaultdict(list)
+        self._live: dict[str, Resource] = {}
+
+    def __len__(self) -> int:
+        return super().__len__() + len(self._raw)
+
+    def add_raw(self, line: bytes) -> str:
+        """Store one NDJSON line (a resource with an id) without keeping the parsed dict."""
+        import orjson
+
+        resource = orjson.loads(line)
+        rid = resource.get("id")
+        if not rid:
+            return self.add(resource)
+        rtype = resource["resourceType"]
+        key = f"{rtype}/{rid}"
+        if key in self._raw:
+            self._drop_reverse(key)
+        else:
+            self._by_type[rtype].append(key)
+        self._raw[key] = line
+        self._live.pop(key, None)
+        for target in self._targets(resource):
+            self._raw_reverse[target].append(key)
+        return key
+
+    def _drop_reverse(self, key: str) -> None:
+        for keys in self._raw_reverse.values():
+            if key in keys:
+                keys.remove(key)
+
+    def _has(self, key: str) -> bool:
+        return key in self._raw or super()._has(key)
+
+    def get(self, key: str) -> Resource | None:
+        found = self._live.get(key)
+        if found is not None:
+            return found
+        raw = self._raw.get(key)
+        if raw is None:
+            return super().get(key)
+        import orjson
+
+        parsed: Resource = orjson.loads(raw)
+        self._live[key] = parsed
+        return parsed
+
+    def begin_case(self, procedure: Resource | None = None) -> None:
+        self._live.clear()
+        if procedure is not None and procedure.get("id"):
+            self._live[f"{procedure['resourceType']}/{procedure['id']}"] = procedure
+
+    def referrers(self, target: str, rtype: str | None = None) -> list[Resource]:
+        out = super().referrers(target, rtype)
+        for key in self._raw_reverse.get(target, ()):
+            if rtype is not None and not key.startswith(f"{rtype}/"):
+                continue
+            found = self.get(key)
+            if found is not None:
+                out.append(found)
+        return out

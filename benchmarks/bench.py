@@ -1,0 +1,254 @@
+"""Benchmarks for fhir-adapter (run with `make bench`; not part of the test suite).
+
+Every figure is paired with a baseline measured in the same run, because the
+machine is shared and noisy: end-to-end evaluation is reported as a ratio to
+`orjson.loads` of every line of the same export; worker scaling as the ratio of
+1-worker to N-worker time; cold start against a bare `python -c pass`.
+Results go to benchmarks/results.json and the table in benchmarks/README.md.
+
+    python benchmarks/bench.py [--sizes 1000,10000,100000] [--repeat 3] [--no-server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data"
+sys.path.insert(0, str(ROOT))
+
+CHILD = r"""
+import json, resource, sys, time
+from fhir_adapter.pipeline import evaluate_paths
+path, workers = sys.argv[1], int(sys.argv[2])
+t = time.perf_counter()
+outputs = evaluate_paths([path], workers=workers)
+elapsed = time.perf_counter() - t
+claims = sum(1 for o in outputs if not o.evaluation.blocked)
+digest = hash(tuple((o.evaluation.procedure, tuple(f.code for f in o.evaluation.findings)) for o in outputs))
+rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(json.dumps({"seconds": elapsed, "cases": len(outputs), "claims": claims, "rss_kb": rss, "digest": digest}))
+"""
+
+
+def export_for(patients: int) -> Path:
+    from fhir_adapter.synth import generate
+
+    out = DATA / f"patients-{patients}"
+    stamp = out / ".complete"
+    if not stamp.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"generating {patients} patients into {out} ...", file=sys.stderr)
+        counts = generate(out, patients, seed=47382)
+        stamp.write_text(json.dumps(counts))
+    return out
+
+
+def orjson_floor(path: Path) -> tuple[float, int, int]:
+    """Seconds to read and orjson.loads every line; lines; bytes."""
+    lines = size = 0
+    started = time.perf_counter()
+    for f in sorted(path.glob("*.ndjson")):
+        data = f.read_bytes()
+        size += len(data)
+        for line in data.split(b"\n"):
+            if line:
+                orjson.loads(line)
+                lines += 1
+    return time.perf_counter() - started, lines, size
+
+
+def child(path: Path, workers: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(workers)],
+        capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def best(values: list[float]) -> float:
+    return min(values)
+
+
+def measure_size(patients: int, repeat: int) -> dict[str, Any]:
+    path = export_for(patients)
+    floors, one, two = [], [], []
+    runs: dict[int, dict[str, Any]] = {}
+    import gc
+
+    for _ in range(repeat):
+        gc.collect()
+        floors.append(orjson_floor(path)[0])
+        runs[1] = child(path, 1)
+        one.append(runs[1]["seconds"])
+        runs[2] = child(path, 2)
+        two.append(runs[2]["seconds"])
+    _, lines, size = orjson_floor(path)
+    assert runs[1]["digest"] == runs[2]["digest"], "1 and 2 workers disagree"
+    e2e = best(one)
+    return {
+        "patients": patients,
+        "resources": lines,
+        "bytes": size,
+        "cases": runs[1]["cases"],
+        "claims": runs[1]["claims"],
+        "orjson_floor_s": round(best(floors), 3),
+        "e2e_1_worker_s": round(e2e, 3),
+        "e2e_2_workers_s": round(best(two), 3),
+        "ratio_to_orjson": round(e2e / best(floors), 2),
+        "speedup_2_workers": round(e2e / best(two), 2),
+        "cases_per_s": round(runs[1]["cases"] / e2e, 1),
+        "resources_per_s": round(lines / e2e),
+        "peak_rss_mb_1_worker": round(runs[1]["rss_kb"] / 1024, 1),
+        "peak_rss_share_of_disk": round(runs[1]["rss_kb"] * 1024 / size, 3),
+    }
+
+
+def cold_start(repeat: int) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("fhir-adapter")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fhir_adapter.cli"]
+
+    def timed(args: list[str]) -> float:
+        started = time.perf_counter()
+        subprocess.run(args, capture_output=True, check=False)
+        return time.perf_counter() - started
+
+    bare = [timed([sys.executable, "-c", "pass"]) for _ in range(repeat * 3)]
+    helps = [timed([*cmd, "--help"]) for _ in range(repeat * 3)]
+    one_file = [timed([*cmd, "evaluate", str(ROOT / "fixtures/cases/ex1-hcc-ct.json"), "--workers", "1"])
+                for _ in range(repeat * 3)]
+    return {
+        "python_bare_s": round(statistics.median(bare), 3),
+        "help_s": round(statistics.median(helps), 3),
+        "help_over_bare": round(statistics.median(helps) / statistics.median(bare), 2),
+        "evaluate_one_file_s": round(statistics.median(one_file), 3),
+    }
+
+
+def server_run(patients: int) -> dict[str, Any]:
+    from fhir_adapter.pipeline import run_on_server
+    from fhir_adapter.sources.files import read_paths
+    from fhir_adapter.sources.rest import FhirClient
+    from tests.fhir_server.harness import TestServer
+
+    path = export_for(patients)
+    server = TestServer()
+    try:
+        with FhirClient(server.base, timeout=(5, 300)) as client:
+            entries = [
+                {"resource": x.resource, "request": {"method": "PUT", "url": f"{x.resource['resourceType']}/{x.resource['id']}"}}
+                for x in read_paths([path])
+            ]
+            for i in range(0, len(entries), 500):
+                client.request("POST", "", body={"resourceType": "Bundle", "type": "batch", "entry": entries[i:i + 500]},
+                               expect="Bundle")
+            client.requests.clear()
+            started = time.perf_counter()
+            results = run_on_server(client)
+            elapsed = time.perf_counter() - started
+            reads = client.requests["read"]
+            writes = client.requests["write"]
+            started = time.perf_counter()
+            again = run_on_server(client)
+            rerun = time.perf_counter() - started
+        n = len(results)
+        return {
+            "patients": patients,
+            "cases": n,
+            "reads_per_case": round(reads / n, 2),
+            "max_reads_one_case": max(r.reads for r in results) + 1,
+            "writes_per_case": round(writes / n, 2),
+            "cases_per_s_with_writeback": round(n / elapsed, 1),
+            "cases_per_s_rerun_no_changes": round(n / rerun, 1),
+            "rerun_writes": sum(r.written for r in again),
+        }
+    finally:
+        server.stop()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "fhir-adapter": version("fhir-adapter"),
+        "orjson": version("orjson"),
+        "fhir.resources": version("fhir.resources"),
+    }
+
+
+TARGETS = """
+| target | measured | met |
+|---|---|---|
+"""
+
+
+def write_readme(results: dict[str, Any]) -> None:
+    readme = ROOT / "benchmarks" / "README.md"
+    lines = ["| patients | resources | MB | cases | orjson floor s | e2e 1 worker s | × orjson | 2 workers s | speed-up | cases/s | resources/s | peak RSS MB | RSS / disk |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["sizes"]:
+        lines.append(
+            f"| {r['patients']:,} | {r['resources']:,} | {r['bytes'] / 1e6:,.0f} | {r['cases']:,} | {r['orjson_floor_s']} | "
+            f"{r['e2e_1_worker_s']} | {r['ratio_to_orjson']} | {r['e2e_2_workers_s']} | {r['speedup_2_workers']} | "
+            f"{r['cases_per_s']:,} | {r['resources_per_s']:,} | {r['peak_rss_mb_1_worker']} | {r['peak_rss_share_of_disk']:.1%} |"
+        )
+    c = results["cold_start"]
+    lines += ["", f"Cold start: `fhir-adapter --help` {c['help_s']} s (bare `python -c pass` {c['python_bare_s']} s, "
+              f"×{c['help_over_bare']}); `evaluate` of one fixture file {c['evaluate_one_file_s']} s."]
+    if results.get("server"):
+        s = results["server"]
+        lines += ["", f"Against the test FHIR server ({s['patients']:,} patients, {s['cases']} cases): "
+                  f"{s['reads_per_case']} reads per case on average (at most {s['max_reads_one_case']} for one case, "
+                  f"counting the shared search page), {s['writes_per_case']} writes per case, "
+                  f"{s['cases_per_s_with_writeback']} cases/s with write-back, {s['cases_per_s_rerun_no_changes']} cases/s "
+                  f"on a re-run with nothing to change ({s['rerun_writes']} writes)."]
+    v = results["versions"]
+    lines += ["", f"Machine and versions: {v['machine']}, Python {v['python']}, fhir-adapter {v['fhir-adapter']}, "
+              f"orjson {v['orjson']}, fhir.resources {v['fhir.resources']}; measured {results['date']}."]
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n\n<!-- results -->\n<!-- /results -->\n"
+    head, _, rest = text.partition("<!-- results -->")
+    _, _, tail = rest.partition("<!-- /results -->")
+    readme.write_text(head + "<!-- results -->\n" + "\n".join(lines) + "\n<!-- /results -->" + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--server-patients", type=int, default=2000)
+    args = parser.parse_args()
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "versions": versions(), "sizes": []}
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        r = measure_size(size, args.repeat if size < 100_000 else max(1, args.repeat - 1))
+        print(json.dumps(r), file=sys.stderr)
+        results["sizes"].append(r)
+    results["cold_start"] = cold_start(args.repeat)
+    print(json.dumps(results["cold_start"]), file=sys.stderr)
+    if not args.no_server:
+        results["server"] = server_run(args.server_patients)
+        print(json.dumps(results["server"]), file=sys.stderr)
+    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_readme(results)
+    print((ROOT / "benchmarks" / "README.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
+    del resource

@@ -57,12 +57,15 @@ class Chunk:
 class Plan:
     """What pass 2 and 3 keep."""
 
-    anchors: set[str] = field(default_factory=set)  # procedures, encounters, performers
+    anchors: set[str] = field(default_factory=set)  # case procedures and encounters
     patients: set[str] = field(default_factory=set)
+    performers: set[str] = field(default_factory=set)
     needed: set[str] = field(default_factory=set)  # exact Type/id wanted
 
-    def id_bytes(self) -> tuple[frozenset[bytes], frozenset[bytes], dict[str, frozenset[bytes]]]:
-        """Ids to screen raw lines with: anchors, anchors + patients, exact needs by type."""
+    def id_bytes(
+        self,
+    ) -> tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes], dict[str, frozenset[bytes]]]:
+        """Ids to screen raw lines with: anchors, + patients, + performers, exact needs by type."""
 
         def ids(keys: Iterable[str]) -> frozenset[bytes]:
             return frozenset(k.rsplit("/", 1)[-1].encode() for k in keys)
@@ -71,7 +74,12 @@ class Plan:
         for key in self.needed:
             by_type.setdefault(key.split("/", 1)[0], set()).add(key)
         needed = {t: ids(keys) for t, keys in by_type.items()}
-        return ids(self.anchors), ids(self.anchors | self.patients), needed
+        return (
+            ids(self.anchors),
+            ids(self.anchors | self.patients),
+            ids(self.anchors | self.performers),
+            needed,
+        )
 
 
 def classify(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
@@ -188,12 +196,20 @@ def _scan_procedures(chunk: Chunk) -> list[bytes]:
 def _scan_related(chunk: Chunk) -> list[bytes]:
     """Pass 2 and 3: resources the plan needs, screened on raw bytes first."""
     plan: Plan = _JOB["plan"]
-    anchor_ids, with_patients, needed_by_type = _JOB["ids"]
+    anchor_ids, with_patients, with_performers, needed_by_type = _JOB["ids"]
     types: set[str] | None = _JOB.get("types")
     if types is not None and chunk.rtype is not None and chunk.rtype not in types:
         return []
-    # A patient reference only matters for Coverage and encounter-less Procedures.
-    ref_ids = with_patients if chunk.rtype in (None, "Coverage", "Procedure") else anchor_ids
+    # A patient reference only matters for Coverage and encounter-less Procedures,
+    # a performer reference only for PractitionerRole.
+    if chunk.rtype is None:
+        ref_ids = with_patients | with_performers
+    elif chunk.rtype in ("Coverage", "Procedure"):
+        ref_ids = with_patients
+    elif chunk.rtype == "PractitionerRole":
+        ref_ids = with_performers
+    else:
+        ref_ids = anchor_ids
     if chunk.rtype is None:
         own_ids: frozenset[bytes] = frozenset().union(*needed_by_type.values())
     else:
@@ -212,10 +228,14 @@ def _scan_related(chunk: Chunk) -> list[bytes]:
         if not by_ref:
             continue
         refs = {tail_key(r.decode()) for r in _REF.findall(line)}
-        if not refs.isdisjoint(plan.anchors) or (
-            rtype in ("Coverage", "Procedure")
-            and not refs.isdisjoint(plan.patients)
-            and not (rtype == "Procedure" and resource.get("encounter"))
+        if (
+            not refs.isdisjoint(plan.anchors)
+            or (rtype == "PractitionerRole" and not refs.isdisjoint(plan.performers))
+            or (
+                rtype in ("Coverage", "Procedure")
+                and not refs.isdisjoint(plan.patients)
+                and not (rtype == "Procedure" and resource.get("encounter"))
+            )
         ):
             out.append(line)
     return out
@@ -279,7 +299,7 @@ def load_for_cases(
                 elif key.startswith("Patient/"):
                     plan.patients.add(key)
                 elif key.startswith(("Practitioner/", "PractitionerRole/")):
-                    plan.anchors.add(key)
+                    plan.performers.add(key)
     plan.needed -= {store.key_of(p) for p in cases}
     if not cases:
         return store

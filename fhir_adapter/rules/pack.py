@@ -105,7 +105,7 @@ def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
     p = Path(path) if path is not None else default_pack_path()
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=loader)
     except OSError as exc:
         raise PackError(f"{p}: cannot read rule pack: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:

@@ -29,7 +29,7 @@ import orjson
 from fhir_adapter.errors import InputError
 from fhir_adapter.sources.files import JSON_SUFFIXES, NDJSON_SUFFIXES, check_resource, read_file
 from fhir_adapter.sources.resource_types import RESOURCE_TYPES
-from fhir_adapter.sources.store import CompactStore, ResourceStore, tail_key
+from fhir_adapter.sources.store import CompactStore, ResourceStore, reverse_targets, tail_key
 
 CHUNK_BYTES = 4 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
@@ -174,7 +174,22 @@ def _parse(chunk: Chunk, offset: int, line: bytes) -> dict[str, Any]:
 _JOB: dict[str, Any] = {}
 
 
-def _scan_procedures(chunk: Chunk) -> list[bytes]:
+# The raw line, its key, its reverse-index targets, and the keys it points at.
+Kept = tuple[bytes, str, tuple[str, ...], tuple[str, ...]]
+# Resource types whose references pass 3 follows (report results, locations, payors...).
+FOLLOWED = frozenset(
+    {"Encounter", "DiagnosticReport", "PractitionerRole", "Coverage", "Condition", "Procedure"}
+)
+
+
+def _kept(line: bytes, resource: dict[str, Any]) -> Kept:
+    """What the parent stores, worked out in the worker so the parent does not parse."""
+    key = f"{resource['resourceType']}/{resource.get('id')}"
+    forward = {tail_key(r.decode()) for r in _REF.findall(line)}
+    return line, key, tuple(reverse_targets(resource)), tuple(k for k in forward if k)
+
+
+def _scan_procedures(chunk: Chunk) -> list[Kept]:
     """Pass 1: Procedures coded system|code (as raw lines: cheaper to ship than dicts)."""
     needle, system, code = _JOB["needle"], _JOB["system"], _JOB["code"]
     if chunk.rtype not in (None, "Procedure"):
@@ -188,12 +203,12 @@ def _scan_procedures(chunk: Chunk) -> list[bytes]:
             continue
         for coding in (resource.get("code") or {}).get("coding") or []:
             if coding.get("system") == system and str(coding.get("code", "")).strip() == code:
-                out.append(line)
+                out.append(_kept(line, resource))
                 break
     return out
 
 
-def _scan_related(chunk: Chunk) -> list[bytes]:
+def _scan_related(chunk: Chunk) -> list[Kept]:
     """Pass 2 and 3: resources the plan needs, screened on raw bytes first."""
     plan: Plan = _JOB["plan"]
     anchor_ids, with_patients, with_performers, needed_by_type = _JOB["ids"]
@@ -223,7 +238,7 @@ def _scan_related(chunk: Chunk) -> list[bytes]:
         resource = _parse(chunk, offset, line)
         rtype = resource["resourceType"]
         if f"{rtype}/{resource.get('id')}" in plan.needed:
-            out.append(line)
+            out.append(_kept(line, resource))
             continue
         if not by_ref:
             continue
@@ -237,11 +252,11 @@ def _scan_related(chunk: Chunk) -> list[bytes]:
                 and not (rtype == "Procedure" and resource.get("encounter"))
             )
         ):
-            out.append(line)
+            out.append(_kept(line, resource))
     return out
 
 
-def _run(func: Any, chunks: list[Chunk], workers: int) -> list[bytes]:
+def _run(func: Any, chunks: list[Chunk], workers: int) -> list[Kept]:
     """Screen the chunks (in parallel); the kept lines come back raw (already validated)."""
     if workers <= 1 or len(chunks) <= 1:
         results = [func(c) for c in chunks]
@@ -250,12 +265,6 @@ def _run(func: Any, chunks: list[Chunk], workers: int) -> list[bytes]:
         with ctx.Pool(min(workers, len(chunks))) as pool:
             results = pool.map(func, chunks, chunksize=1)
     return [line for part in results for line in part]
-
-
-def _forward_refs(resource: dict[str, Any]) -> Iterator[str]:
-    """Every reference string inside a resource (serialising and scanning beats walking)."""
-    for ref in _REF.findall(orjson.dumps(resource)):
-        yield ref.decode()
 
 
 def load_for_cases(
@@ -277,54 +286,39 @@ def load_for_cases(
     chunks = chunks_of(ndjson_files, chunk_bytes)
     _JOB.clear()
     _JOB.update(needle=f'"{code}"'.encode(), system=system, code=code)
-    for line in _run(_scan_procedures, chunks, workers):
-        store.add_raw(line)
-    cases = [
-        p
-        for p in store.of_type("Procedure")
-        if any(
-            c.get("system") == system and str(c.get("code", "")).strip() == code
-            for c in (p.get("code") or {}).get("coding") or []
-        )
-    ]
-    plan = Plan()
-    for proc in cases:
-        plan.anchors.add(store.key_of(proc))
-        for ref in _forward_refs(proc):
-            key = tail_key(ref)
-            if key:
-                plan.needed.add(key)
-                if key.startswith("Encounter/"):
-                    plan.anchors.add(key)
-                elif key.startswith("Patient/"):
-                    plan.patients.add(key)
-                elif key.startswith(("Practitioner/", "PractitionerRole/")):
-                    plan.performers.add(key)
-    plan.needed -= {store.key_of(p) for p in cases}
+    cases = _run(_scan_procedures, chunks, workers)
     if not cases:
         return store
+    plan = Plan()
+    for line, key, targets, forward in cases:
+        store.add_indexed(line, key, targets)
+        plan.anchors.add(key)
+        for ref in forward:
+            plan.needed.add(ref)
+            if ref.startswith("Encounter/"):
+                plan.anchors.add(ref)
+            elif ref.startswith("Patient/"):
+                plan.patients.add(ref)
+            elif ref.startswith(("Practitioner/", "PractitionerRole/")):
+                plan.performers.add(ref)
+    plan.needed -= {key for _, key, _, _ in cases}
     _JOB.update(plan=plan, ids=plan.id_bytes(), types=None)
-    for line in _run(_scan_related, chunks, workers):
-        store.add_raw(line)
-    missing: set[str] = set()
-    for rtype in (
-        "Encounter",
-        "DiagnosticReport",
-        "PractitionerRole",
-        "Coverage",
-        "Condition",
-        "Procedure",
-    ):
-        for resource in store.of_type(rtype):
-            for ref in _forward_refs(resource):
-                key = tail_key(ref)
-                if key and store.get(key) is None:
-                    missing.add(key)
+    related = _run(_scan_related, chunks, workers)
+    for line, key, targets, _ in related:
+        store.add_indexed(line, key, targets)
+    # Pass 3: what the gathered resources point at and is still missing.
+    missing = {
+        ref
+        for _, key, _, forward in related
+        if key.split("/", 1)[0] in FOLLOWED
+        for ref in forward
+        if not store.has(ref)
+    }
     if missing:
         final = Plan(needed=missing)
         _JOB.update(plan=final, ids=final.id_bytes(), types={k.split("/")[0] for k in missing})
-        for line in _run(_scan_related, chunks, workers):
-            store.add_raw(line)
+        for line, key, targets, _ in _run(_scan_related, chunks, workers):
+            store.add_indexed(line, key, targets)
     _JOB.clear()
     store.begin_case()
     return store

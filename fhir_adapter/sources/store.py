@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fhir_adapter.sources.files import Loaded
@@ -62,6 +62,21 @@ def values_at(resource: Any, path: tuple[str, ...]) -> Iterator[Any]:
         yield from values_at(resource.get(path[0]), path[1:])
 
 
+def reverse_targets(resource: Resource, canonical: Callable[[Any], str | None] | None = None) -> set[str]:
+    """The keys a resource points at through REVERSE_PATHS (tail `Type/id` by default)."""
+    seen: set[str] = set()
+    for path in REVERSE_PATHS:
+        for ref in values_at(resource, path):
+            if canonical is not None:
+                target = canonical(ref)
+            else:
+                text = reference_string(ref)
+                target = tail_key(text) if text else None
+            if target:
+                seen.add(target)
+    return seen
+
+
 class ResourceStore:
     """Resources keyed by `Type/id` (or fullUrl when they have no id)."""
 
@@ -111,6 +126,10 @@ class ResourceStore:
 
     def _has(self, key: str) -> bool:
         return key in self._by_key
+
+    def has(self, key: str) -> bool:
+        """Whether a resource with this key is stored (without parsing it)."""
+        return self._has(key)
 
     def begin_case(self, procedure: Resource | None = None) -> None:
         """Called before each case is assembled (a hook for stores that parse lazily)."""
@@ -166,13 +185,7 @@ class ResourceStore:
         return reverse
 
     def _targets(self, resource: Resource) -> set[str]:
-        seen: set[str] = set()
-        for path in REVERSE_PATHS:
-            for ref in values_at(resource, path):
-                target = self.canonical(ref)
-                if target:
-                    seen.add(target)
-        return seen
+        return reverse_targets(resource, self.canonical)
 
 
 class CompactStore(ResourceStore):
@@ -200,15 +213,18 @@ class CompactStore(ResourceStore):
         rid = resource.get("id")
         if not rid:
             return self.add(resource)
-        rtype = resource["resourceType"]
-        key = f"{rtype}/{rid}"
+        return self.add_indexed(line, f"{resource['resourceType']}/{rid}", self._targets(resource))
+
+    def add_indexed(self, line: bytes, key: str, targets: Iterable[str]) -> str:
+        """Store a line whose key and reverse-index targets were worked out elsewhere."""
+        rtype = key.split("/", 1)[0]
         if key in self._raw:
             self._drop_reverse(key)
         else:
             self._by_type[rtype].append(key)
         self._raw[key] = line
         self._live.pop(key, None)
-        for target in self._targets(resource):
+        for target in targets:
             self._raw_reverse[target].append(key)
         return key
 

@@ -74,7 +74,11 @@ def child(path: Path, workers: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(workers)],
-        capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
@@ -129,8 +133,10 @@ def cold_start(repeat: int) -> dict[str, Any]:
 
     bare = [timed([sys.executable, "-c", "pass"]) for _ in range(repeat * 3)]
     helps = [timed([*cmd, "--help"]) for _ in range(repeat * 3)]
-    one_file = [timed([*cmd, "evaluate", str(ROOT / "fixtures/cases/ex1-hcc-ct.json"), "--workers", "1"])
-                for _ in range(repeat * 3)]
+    one_file = [
+        timed([*cmd, "evaluate", str(ROOT / "fixtures/cases/ex1-hcc-ct.json"), "--workers", "1"])
+        for _ in range(repeat * 3)
+    ]
     return {
         "python_bare_s": round(statistics.median(bare), 3),
         "help_s": round(statistics.median(helps), 3),
@@ -150,12 +156,22 @@ def server_run(patients: int) -> dict[str, Any]:
     try:
         with FhirClient(server.base, timeout=(5, 300)) as client:
             entries = [
-                {"resource": x.resource, "request": {"method": "PUT", "url": f"{x.resource['resourceType']}/{x.resource['id']}"}}
+                {
+                    "resource": x.resource,
+                    "request": {
+                        "method": "PUT",
+                        "url": f"{x.resource['resourceType']}/{x.resource['id']}",
+                    },
+                }
                 for x in read_paths([path])
             ]
             for i in range(0, len(entries), 500):
-                client.request("POST", "", body={"resourceType": "Bundle", "type": "batch", "entry": entries[i:i + 500]},
-                               expect="Bundle")
+                client.request(
+                    "POST",
+                    "",
+                    body={"resourceType": "Bundle", "type": "batch", "entry": entries[i : i + 500]},
+                    expect="Bundle",
+                )
             client.requests.clear()
             started = time.perf_counter()
             results = run_on_server(client)
@@ -200,8 +216,10 @@ TARGETS = """
 
 def write_readme(results: dict[str, Any]) -> None:
     readme = ROOT / "benchmarks" / "README.md"
-    lines = ["| patients | resources | MB | cases | orjson floor s | e2e 1 worker s | × orjson | 2 workers s | speed-up | cases/s | resources/s | peak RSS MB | RSS / disk |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| patients | resources | MB | cases | orjson floor s | e2e 1 worker s | x orjson | 2 workers s | speed-up | cases/s | resources/s | peak RSS MB | RSS / disk |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results["sizes"]:
         lines.append(
             f"| {r['patients']:,} | {r['resources']:,} | {r['bytes'] / 1e6:,.0f} | {r['cases']:,} | {r['orjson_floor_s']} | "
@@ -209,19 +227,32 @@ def write_readme(results: dict[str, Any]) -> None:
             f"{r['cases_per_s']:,} | {r['resources_per_s']:,} | {r['peak_rss_mb_1_worker']} | {r['peak_rss_share_of_disk']:.1%} |"
         )
     c = results["cold_start"]
-    lines += ["", f"Cold start: `fhir-adapter --help` {c['help_s']} s (bare `python -c pass` {c['python_bare_s']} s, "
-              f"×{c['help_over_bare']}); `evaluate` of one fixture file {c['evaluate_one_file_s']} s."]
+    lines += [
+        "",
+        f"Cold start: `fhir-adapter --help` {c['help_s']} s (bare `python -c pass` {c['python_bare_s']} s, "
+        f"x{c['help_over_bare']}); `evaluate` of one fixture file {c['evaluate_one_file_s']} s.",
+    ]
     if results.get("server"):
         s = results["server"]
-        lines += ["", f"Against the test FHIR server ({s['patients']:,} patients, {s['cases']} cases): "
-                  f"{s['reads_per_case']} reads per case on average (at most {s['max_reads_one_case']} for one case, "
-                  f"counting the shared search page), {s['writes_per_case']} writes per case, "
-                  f"{s['cases_per_s_with_writeback']} cases/s with write-back, {s['cases_per_s_rerun_no_changes']} cases/s "
-                  f"on a re-run with nothing to change ({s['rerun_writes']} writes)."]
+        lines += [
+            "",
+            f"Against the test FHIR server ({s['patients']:,} patients, {s['cases']} cases): "
+            f"{s['reads_per_case']} reads per case on average (at most {s['max_reads_one_case']} for one case, "
+            f"counting the shared search page), {s['writes_per_case']} writes per case, "
+            f"{s['cases_per_s_with_writeback']} cases/s with write-back, {s['cases_per_s_rerun_no_changes']} cases/s "
+            f"on a re-run with nothing to change ({s['rerun_writes']} writes).",
+        ]
     v = results["versions"]
-    lines += ["", f"Machine and versions: {v['machine']}, Python {v['python']}, fhir-adapter {v['fhir-adapter']}, "
-              f"orjson {v['orjson']}, fhir.resources {v['fhir.resources']}; measured {results['date']}."]
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n\n<!-- results -->\n<!-- /results -->\n"
+    lines += [
+        "",
+        f"Machine and versions: {v['machine']}, Python {v['python']}, fhir-adapter {v['fhir-adapter']}, "
+        f"orjson {v['orjson']}, fhir.resources {v['fhir.resources']}; measured {results['date']}.",
+    ]
+    text = (
+        readme.read_text()
+        if readme.exists()
+        else "# Benchmarks\n\n<!-- results -->\n<!-- /results -->\n"
+    )
     head, _, rest = text.partition("<!-- results -->")
     _, _, tail = rest.partition("<!-- /results -->")
     readme.write_text(head + "<!-- results -->\n" + "\n".join(lines) + "\n<!-- /results -->" + tail)
@@ -234,7 +265,11 @@ def main() -> None:
     parser.add_argument("--no-server", action="store_true")
     parser.add_argument("--server-patients", type=int, default=2000)
     args = parser.parse_args()
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "versions": versions(), "sizes": []}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "versions": versions(),
+        "sizes": [],
+    }
     for size in [int(s) for s in args.sizes.split(",") if s]:
         r = measure_size(size, args.repeat if size < 100_000 else max(1, args.repeat - 1))
         print(json.dumps(r), file=sys.stderr)

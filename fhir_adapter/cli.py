@@ -10,6 +10,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhir_adapter.rules import Pack
 
 EXIT_USAGE = 2
 SEVERITIES = ("high", "moderate", "low")
@@ -45,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="parallel processes (default: all cores)",
     )
     ev.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default=_env("ENGINE", "local"),
+        help="spark: run on Apache Spark (needs the spark extra); PATH is an NDJSON directory or "
+        "URI and --out receives reports/ and bundles/",
+    )
+    ev.add_argument("--spark-master", default=_env("SPARK_MASTER", "local[2]"))
+    ev.add_argument(
         "--validate",
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",
@@ -66,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
     _add_report_options(run)
+
+    exp = sub.add_parser(
+        "export",
+        help="pull a FHIR Bulk Data $export into a directory (resumable)",
+        description="Kick off $export (system, Patient or Group level), poll until done and download "
+        "every NDJSON file into DIR. Run the same command again to resume an interrupted export; "
+        "--cancel deletes the job under way.",
+    )
+    _add_server_options(exp)
+    exp.add_argument("--out", required=True, metavar="DIR")
+    exp.add_argument("--type", default=_env("EXPORT_TYPES"), help="comma-separated resource types")
+    exp.add_argument("--since", default=None, metavar="INSTANT")
+    level = exp.add_mutually_exclusive_group()
+    level.add_argument("--group", metavar="ID", help="Group/[id]/$export")
+    level.add_argument("--patient-level", action="store_true", help="Patient/$export")
+    exp.add_argument("--cancel", action="store_true", help="cancel the export under way in DIR")
 
     syn = sub.add_parser(
         "synth", help="write a seeded synthetic Bulk Data NDJSON export (for benchmarks)"
@@ -140,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fixtures(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "synth":
             from fhir_adapter.synth import generate
 
@@ -163,6 +193,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fhir_adapter.rules import load_pack
 
     pack = load_pack(args.rules)
+    if args.engine == "spark":
+        return _evaluate_spark(args, pack)
     workers = args.workers or os.cpu_count() or 1
     progress = _Progress()
     started = time.monotonic()
@@ -265,6 +297,45 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+def _export(args: argparse.Namespace) -> int:
+    from fhir_adapter.sources.export import BulkExport
+
+    client = connect(args)
+    say = (
+        (lambda msg: print(f"fhir-adapter: {msg}", file=sys.stderr))
+        if sys.stderr.isatty()
+        else None
+    )
+    job = BulkExport(
+        client,  # type: ignore[arg-type]
+        args.out,
+        types=[t for t in (args.type or "").split(",") if t],
+        since=args.since,
+        group=args.group,
+        patient_level=args.patient_level,
+        on_progress=say,
+    )
+    try:
+        if args.cancel:
+            cancelled = job.cancel()
+            print(
+                "cancelled" if cancelled else "no export under way in that directory",
+                file=sys.stderr,
+            )
+            return 0
+        result = job.run()
+    finally:
+        client.close()  # type: ignore[attr-defined]
+    print(
+        f"fhir-adapter: {len(result.files)} file(s) in {args.out} "
+        f"({result.downloaded} downloaded, {result.skipped} already complete)",
+        file=sys.stderr,
+    )
+    for message in result.error_messages:
+        print(f"fhir-adapter: the server reported: {message}", file=sys.stderr)
+    return 0
+
+
 def _would_write(result: object) -> str:
     from fhir_adapter.pipeline import ServerResult
 
@@ -308,6 +379,34 @@ class _Progress:
     def done(self) -> None:
         if self.enabled and self.count:
             sys.stderr.write("\n")
+
+
+def _evaluate_spark(args: argparse.Namespace, pack: Pack) -> int:
+    from pathlib import Path
+
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.spark import evaluate_on_spark, read_reports
+
+    if len(args.paths) != 1 or not args.out:
+        raise AdapterError("--engine spark takes one input (directory or URI) and needs --out")
+    result = evaluate_on_spark(
+        args.paths[0],
+        args.out,
+        master=args.spark_master,
+        pack=pack,
+        block_on=args.block_on,
+    )
+    if args.format == "json" and Path(result.reports).is_dir():
+        import orjson
+
+        doc = {"cases": read_reports(result.reports)}
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    print(
+        f"fhir-adapter: {result.cases} case(s), {result.claims} claim(s); "
+        f"reports in {result.reports}, bundles in {result.bundles}",
+        file=sys.stderr,
+    )
+    return 1 if result.cases > result.claims else 0
 
 
 def _fixtures(args: argparse.Namespace) -> int:

@@ -69,6 +69,7 @@ class Pack:
     patterns: dict[str, list[re.Pattern[str]]]
     scope: NegationScope
     screens: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    source_text: str = ""
     rules: list[CompiledRule] = field(default_factory=list)
     modifiers: list[CompiledModifier] = field(default_factory=list)
 
@@ -104,17 +105,26 @@ def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
     """Read, validate and compile a pack; a broken pack raises PackError naming file and rule."""
     p = Path(path) if path is not None else default_pack_path()
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=loader)
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PackError(f"{p}: cannot read rule pack: {exc.strerror or exc}") from None
+    return pack_from_text(text, str(p))
+
+
+def pack_from_text(text: str, origin: str = "<rule pack>") -> Pack:
+    """Validate and compile a pack's YAML text (how Spark executors get the driver's pack)."""
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+        raw = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
-        raise PackError(f"{p}: not valid YAML: {exc}") from None
+        raise PackError(f"{origin}: not valid YAML: {exc}") from None
     try:
         model = PackModel.model_validate(raw)
     except ValidationError as exc:
-        raise PackError(f"{p}: {_describe(exc, raw)}") from None
-    return _Compiler(model, str(p)).compile()
+        raise PackError(f"{origin}: {_describe(exc, raw)}") from None
+    pack = _Compiler(model, origin).compile()
+    pack.source_text = text
+    return pack
 
 
 def _describe(exc: ValidationError, raw: Any) -> str:

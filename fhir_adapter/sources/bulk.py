@@ -208,50 +208,67 @@ def _scan_procedures(chunk: Chunk) -> list[Kept]:
     return out
 
 
+def screen_ids(
+    ids: tuple[Any, ...], rtype: str | None
+) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """(reference ids, own ids) worth parsing a line for, given its file's resource type.
+
+    A patient reference only matters for Coverage and encounter-less Procedures,
+    a performer reference only for PractitionerRole.
+    """
+    anchor_ids, with_patients, with_performers, needed_by_type = ids
+    if rtype is None:
+        ref_ids = with_patients | with_performers
+        own_ids: frozenset[bytes] = frozenset().union(*needed_by_type.values())
+    else:
+        ref_ids = {"Coverage": with_patients, "Procedure": with_patients}.get(
+            rtype, with_performers if rtype == "PractitionerRole" else anchor_ids
+        )
+        own_ids = needed_by_type.get(rtype, frozenset())
+    return ref_ids, own_ids
+
+
+def screened(
+    line: bytes, ref_ids: frozenset[bytes], own_ids: frozenset[bytes]
+) -> tuple[bool, bool]:
+    """(points at a wanted id, has a wanted id), from the raw bytes alone."""
+    by_ref = bool(ref_ids) and not ref_ids.isdisjoint(_REF_ID.findall(line))
+    by_id = bool(own_ids) and not own_ids.isdisjoint(_ID.findall(line))
+    return by_ref, by_id
+
+
+def plan_hits(plan: Plan, resource: dict[str, Any], line: bytes) -> set[str]:
+    """The plan keys a resource is kept for: its own key if needed, the anchors it points at.
+
+    Both engines use this: the local one keeps a resource with any hit, Spark also
+    maps the hits to the cases they belong to.
+    """
+    rtype = resource["resourceType"]
+    key = f"{rtype}/{resource.get('id')}"
+    hits = {key} if key in plan.needed else set()
+    refs = {k for k in (tail_key(r.decode()) for r in _REF.findall(line)) if k}
+    hits |= refs & plan.anchors
+    if rtype == "PractitionerRole":
+        hits |= refs & plan.performers
+    if rtype == "Coverage" or (rtype == "Procedure" and not resource.get("encounter")):
+        hits |= refs & plan.patients
+    return hits
+
+
 def _scan_related(chunk: Chunk) -> list[Kept]:
     """Pass 2 and 3: resources the plan needs, screened on raw bytes first."""
     plan: Plan = _JOB["plan"]
-    anchor_ids, with_patients, with_performers, needed_by_type = _JOB["ids"]
     types: set[str] | None = _JOB.get("types")
     if types is not None and chunk.rtype is not None and chunk.rtype not in types:
         return []
-    # A patient reference only matters for Coverage and encounter-less Procedures,
-    # a performer reference only for PractitionerRole.
-    if chunk.rtype is None:
-        ref_ids = with_patients | with_performers
-    elif chunk.rtype in ("Coverage", "Procedure"):
-        ref_ids = with_patients
-    elif chunk.rtype == "PractitionerRole":
-        ref_ids = with_performers
-    else:
-        ref_ids = anchor_ids
-    if chunk.rtype is None:
-        own_ids: frozenset[bytes] = frozenset().union(*needed_by_type.values())
-    else:
-        own_ids = needed_by_type.get(chunk.rtype, frozenset())
+    ref_ids, own_ids = screen_ids(_JOB["ids"], chunk.rtype)
     out = []
     for offset, line in _lines(chunk):
-        by_ref = bool(ref_ids) and not ref_ids.isdisjoint(_REF_ID.findall(line))
-        by_id = bool(own_ids) and not own_ids.isdisjoint(_ID.findall(line))
+        by_ref, by_id = screened(line, ref_ids, own_ids)
         if not (by_ref or by_id):
             continue
         resource = _parse(chunk, offset, line)
-        rtype = resource["resourceType"]
-        if f"{rtype}/{resource.get('id')}" in plan.needed:
-            out.append(_kept(line, resource))
-            continue
-        if not by_ref:
-            continue
-        refs = {tail_key(r.decode()) for r in _REF.findall(line)}
-        if (
-            not refs.isdisjoint(plan.anchors)
-            or (rtype == "PractitionerRole" and not refs.isdisjoint(plan.performers))
-            or (
-                rtype in ("Coverage", "Procedure")
-                and not refs.isdisjoint(plan.patients)
-                and not (rtype == "Procedure" and resource.get("encounter"))
-            )
-        ):
+        if plan_hits(plan, resource, line):
             out.append(_kept(line, resource))
     return out
 

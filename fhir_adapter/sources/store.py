@@ -62,7 +62,9 @@ def values_at(resource: Any, path: tuple[str, ...]) -> Iterator[Any]:
         yield from values_at(resource.get(path[0]), path[1:])
 
 
-def reverse_targets(resource: Resource, canonical: Callable[[Any], str | None] | None = None) -> set[str]:
+def reverse_targets(
+    resource: Resource, canonical: Callable[[Any], str | None] | None = None
+) -> set[str]:
     """The keys a resource points at through REVERSE_PATHS (tail `Type/id` by default)."""
     seen: set[str] = set()
     for path in REVERSE_PATHS:
@@ -200,6 +202,7 @@ class CompactStore(ResourceStore):
         super().__init__()
         self._raw: dict[str, bytes] = {}
         self._raw_reverse: dict[str, list[str]] = defaultdict(list)
+        self._targets_of: dict[str, tuple[str, ...]] = {}
         self._live: dict[str, Resource] = {}
 
     def __len__(self) -> int:
@@ -217,21 +220,22 @@ class CompactStore(ResourceStore):
 
     def add_indexed(self, line: bytes, key: str, targets: Iterable[str]) -> str:
         """Store a line whose key and reverse-index targets were worked out elsewhere."""
-        rtype = key.split("/", 1)[0]
-        if key in self._raw:
-            self._drop_reverse(key)
+        previous = self._raw.get(key)
+        if previous is not None:
+            if previous == line:
+                return key  # the same resource met again (e.g. in two passes)
+            for target in self._targets_of.pop(key, ()):
+                self._raw_reverse[target].remove(key)
         else:
-            self._by_type[rtype].append(key)
+            self._by_type[key.split("/", 1)[0]].append(key)
         self._raw[key] = line
         self._live.pop(key, None)
-        for target in targets:
+        kept = tuple(targets)
+        if kept:
+            self._targets_of[key] = kept
+        for target in kept:
             self._raw_reverse[target].append(key)
         return key
-
-    def _drop_reverse(self, key: str) -> None:
-        for keys in self._raw_reverse.values():
-            if key in keys:
-                keys.remove(key)
 
     def _has(self, key: str) -> bool:
         return key in self._raw or super()._has(key)

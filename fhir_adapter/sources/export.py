@@ -1,0 +1,313 @@
+"""FHIR Bulk Data `$export` client: kick-off, polling, download, resume, cancel.
+
+Follows the Bulk Data Access IG: kick-off with `Accept: application/fhir+json`
+and `Prefer: respond-async`; poll the `Content-Location` with exponential
+backoff, honouring `Retry-After` (seconds or HTTP-date) and reporting
+`X-Progress`; download every output file streamed to disk, sending the bearer
+token only when the manifest says `requiresAccessToken` and only to the files
+it lists; collect the `error` OperationOutcome files. The state is kept in
+`DIR/.fhir-adapter-export.json`, so an interrupted export resumes: it polls the
+same job, and files already complete are not downloaded again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import requests
+
+from fhir_adapter.errors import AdapterError
+from fhir_adapter.sources.rest import FhirClient, ServerError, _safe, outcome_text
+
+STATE_FILE = ".fhir-adapter-export.json"
+
+
+class ExportError(AdapterError):
+    """The export failed or cannot be completed (the message says which step and why)."""
+
+
+@dataclass
+class ExportResult:
+    files: list[Path] = field(default_factory=list)
+    errors: list[Path] = field(default_factory=list)
+    error_messages: list[str] = field(default_factory=list)
+    downloaded: int = 0
+    skipped: int = 0
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """`Retry-After` as seconds: an integer or an HTTP-date."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - time.time())
+
+
+class BulkExport:
+    """One export job against `client`, written into `out`."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        out: str | os.PathLike[str],
+        *,
+        types: Sequence[str] = (),
+        since: str | None = None,
+        group: str | None = None,
+        patient_level: bool = False,
+        budget: float = 6 * 3600,
+        max_poll_interval: float = 120.0,
+        on_progress: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.out = Path(out)
+        self.types = list(types)
+        self.since = since
+        self.group = group
+        self.patient_level = patient_level
+        self.budget = budget
+        self.max_poll_interval = max_poll_interval
+        self.on_progress = on_progress or (lambda _msg: None)
+        self.sleep = sleep
+
+    # -- state -------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE_FILE
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = orjson.loads(self.state_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return state if state.get("request") == self.request_url() else {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, self.state_path)
+
+    def request_url(self) -> str:
+        if self.group:
+            path = f"Group/{self.group}/$export"
+        elif self.patient_level:
+            path = "Patient/$export"
+        else:
+            path = "$export"
+        params = []
+        if self.types:
+            params.append(("_type", ",".join(self.types)))
+        if self.since:
+            params.append(("_since", self.since))
+        return self.client.url(path) + (f"?{urlencode(params)}" if params else "")
+
+    # -- the steps -----------------------------------------------------------
+    def run(self) -> ExportResult:
+        """Kick off (or resume), wait for completion, download what is missing."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = self._load_state()
+        if not state.get("status_url"):
+            state = {"request": self.request_url(), "status_url": self.kick_off(), "done": {}}
+            self._save_state(state)
+        else:
+            self.on_progress("resuming the export already under way")
+        if not state.get("manifest"):
+            state["manifest"] = self.wait(state["status_url"])
+            self._save_state(state)
+        return self.download(state)
+
+    def kick_off(self) -> str:
+        url = self.request_url()
+        resp = self._send(
+            "GET", url, {"Accept": "application/fhir+json", "Prefer": "respond-async"}
+        )
+        if resp.status_code != 202:
+            raise ExportError(f"kick-off {_safe(url)}: {_describe(resp)}")
+        location = resp.headers.get("Content-Location")
+        if not location:
+            raise ExportError(f"kick-off {_safe(url)}: the server sent no Content-Location")
+        self.on_progress("export started")
+        return location
+
+    def wait(self, status_url: str) -> dict[str, Any]:
+        """Poll until the manifest is ready; exponential backoff, Retry-After wins."""
+        deadline = time.monotonic() + self.budget
+        interval = 1.0
+        while True:
+            resp = self._send("GET", status_url, {"Accept": "application/json"})
+            if resp.status_code == 200:
+                try:
+                    manifest: dict[str, Any] = resp.json()
+                except ValueError:
+                    raise ExportError(
+                        f"status {_safe(status_url)}: the manifest is not JSON"
+                    ) from None
+                if not isinstance(manifest.get("output"), list):
+                    raise ExportError(
+                        f"status {_safe(status_url)}: the manifest has no output list"
+                    )
+                return manifest
+            if resp.status_code != 202:
+                raise ExportError(f"status {_safe(status_url)}: {_describe(resp)}")
+            progress = resp.headers.get("X-Progress")
+            if progress:
+                self.on_progress(f"export in progress: {progress}")
+            delay = retry_after_seconds(resp.headers.get("Retry-After"), interval)
+            interval = min(self.max_poll_interval, interval * 2)
+            if time.monotonic() + delay > deadline:
+                raise ExportError(
+                    f"status {_safe(status_url)}: not complete within {self.budget:.0f} s; "
+                    "run the same command again to resume"
+                )
+            self.sleep(min(delay, self.max_poll_interval))
+
+    def cancel(self) -> bool:
+        """DELETE the job under way (if any) and forget it."""
+        state = self._load_state()
+        url = state.get("status_url")
+        if not url:
+            return False
+        resp = self._send("DELETE", url, {"Accept": "application/fhir+json"})
+        if resp.status_code not in (200, 202, 204, 404):
+            raise ExportError(f"cancel {_safe(url)}: {_describe(resp)}")
+        self.state_path.unlink(missing_ok=True)
+        return True
+
+    def download(self, state: dict[str, Any]) -> ExportResult:
+        manifest = state["manifest"]
+        needs_token = bool(manifest.get("requiresAccessToken"))
+        result = ExportResult(manifest=manifest)
+        done: dict[str, str] = state.setdefault("done", {})
+        for kind, entries in (
+            ("output", manifest.get("output") or []),
+            ("error", manifest.get("error") or []),
+        ):
+            for index, entry in enumerate(entries):
+                url = entry.get("url") if isinstance(entry, dict) else None
+                if not isinstance(url, str):
+                    raise ExportError(f"manifest {kind}[{index}] has no url")
+                rtype = str(entry.get("type") or "Resource")
+                name = f"{rtype}.{index:03d}.ndjson"
+                target = (self.out / "errors" / name) if kind == "error" else (self.out / name)
+                if done.get(url) == str(target) and target.exists():
+                    result.skipped += 1
+                else:
+                    self._fetch(url, target, needs_token, entry.get("count"))
+                    done[url] = str(target)
+                    self._save_state(state)
+                    result.downloaded += 1
+                (result.errors if kind == "error" else result.files).append(target)
+        for path in result.errors:
+            for line in path.read_bytes().splitlines():
+                try:
+                    oo = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(oo, dict) and oo.get("resourceType") == "OperationOutcome":
+                    result.error_messages.append(outcome_text(oo))
+        return result
+
+    def _fetch(self, url: str, target: Path, needs_token: bool, count: Any) -> None:
+        """Stream one file to disk; a short or broken file is an error and leaves nothing behind."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        headers = {"Accept": "application/fhir+ndjson"}
+        for attempt in (1, 2):
+            resp = self._send("GET", url, headers, stream=True, token=needs_token)
+            if resp.status_code == 401 and attempt == 1 and self._renew():
+                resp.close()
+                continue
+            if resp.status_code != 200:
+                raise ExportError(f"download {_safe(url)}: {_describe(resp)}")
+            lines = 0
+            try:
+                with open(part, "wb") as fh:
+                    for block in resp.iter_content(1 << 20):
+                        fh.write(block)
+                        lines += block.count(b"\n")
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ConnectionError,
+            ) as exc:
+                part.unlink(missing_ok=True)
+                raise ExportError(
+                    f"download {_safe(url)}: the file was cut short ({type(exc).__name__}); "
+                    "run the same command again to resume"
+                ) from None
+            finally:
+                resp.close()
+            if isinstance(count, int) and lines != count:
+                part.unlink(missing_ok=True)
+                raise ExportError(
+                    f"download {_safe(url)}: {lines} lines where the manifest says {count}; "
+                    "run the same command again to resume"
+                )
+            os.replace(part, target)
+            return
+
+    def _renew(self) -> bool:
+        auth = self.client.auth
+        return bool(auth is not None and auth.invalidate())
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        stream: bool = False,
+        token: bool = True,
+    ) -> requests.Response:
+        """One request through the client's session (retries, timeouts, origin-bound auth).
+
+        With `token=False` no Authorization header is sent at all; with `token=True`
+        the client's auth attaches it, and only for the FHIR server's own origin.
+        """
+        from fhir_adapter.sources.rest import _no_auth
+
+        self.client.requests["export"] += 1
+        auth: Any = None if token else _no_auth
+        try:
+            return self.client.session.request(
+                method,
+                url,
+                headers=headers,
+                timeout=self.client.timeout,
+                stream=stream,
+                auth=auth,
+                allow_redirects=not token,  # never carry a token through a redirect
+            )
+        except requests.exceptions.RetryError:
+            raise ExportError(f"{method} {_safe(url)}: gave up after retries") from None
+        except requests.RequestException as exc:
+            raise ExportError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
+
+
+def _describe(resp: requests.Response) -> str:
+    try:
+        value = resp.json()
+    except ValueError:
+        value = None
+    if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+        return f"HTTP {resp.status_code}: {outcome_text(value)}"
+    text = " ".join((resp.text or "").split())[:200]
+    return f"HTTP {resp.status_code}" + (f": {text}" if text else "")
+
+
+__all__ = ["BulkExport", "ExportError", "ExportResult", "ServerError", "retry_after_seconds"]

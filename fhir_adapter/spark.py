@@ -1,0 +1,218 @@
+"""Evaluate a Bulk Data NDJSON export on Apache Spark with the very same rule pack.
+
+The passes are the local engine's (sources/bulk.py: screening, `plan_hits`),
+run as Spark jobs; each kept resource is keyed by the case(s) it belongs to,
+grouped, and every group is evaluated inside the executors by the same
+`assemble` / `evaluate_case` / `build_output` code the local engine uses, with
+the pack compiled there from the driver's YAML text. No rule exists twice.
+
+Output: `OUT/reports` (one JSON report row per case, the same object as the
+`cases[]` of `--format json`) and `OUT/bundles` (one transaction Bundle per
+line), written as partitioned text files ordered by procedure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_adapter.errors import AdapterError
+from fhir_adapter.rules import Pack, load_pack
+from fhir_adapter.sources.bulk import FOLLOWED, Kept, Plan, _kept, plan_hits, screen_ids, screened
+from fhir_adapter.sources.files import check_resource
+
+
+class SparkUnavailable(AdapterError):
+    """PySpark (or Java) is missing: install the `spark` extra."""
+
+
+@dataclass
+class SparkResult:
+    cases: int
+    claims: int
+    reports: str
+    bundles: str
+
+
+def _session(master: str) -> Any:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkUnavailable(
+            "PySpark is not installed: pip install 'fhir-adapter[spark]' (needs Java 17)"
+        ) from None
+    return (
+        SparkSession.builder.master(master)
+        .appName("fhir-adapter")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .getOrCreate()
+    )
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise AdapterError(f"malformed JSON line in the export: {line[:80]!r}") from None
+    return check_resource(value, "spark input", None)
+
+
+def _coded_cases(lines: Iterable[str], needle: bytes, system: str, code: str) -> Iterator[Kept]:
+    for text in lines:
+        line = text.encode()
+        if needle not in line:
+            continue
+        resource = _parse_line(line)
+        if resource is None or resource["resourceType"] != "Procedure":
+            continue
+        for coding in (resource.get("code") or {}).get("coding") or []:
+            if coding.get("system") == system and str(coding.get("code", "")).strip() == code:
+                yield _kept(line, resource)
+                break
+
+
+def _attributed(
+    lines: Iterable[str], plan: Plan, ids: tuple[Any, ...], cases_of: dict[str, list[str]]
+) -> Iterator[tuple[str, Kept]]:
+    """(case key, kept resource) for every case a line belongs to."""
+    ref_ids, own_ids = screen_ids(ids, None)
+    for text in lines:
+        line = text.encode()
+        by_ref, by_id = screened(line, ref_ids, own_ids)
+        if not (by_ref or by_id):
+            continue
+        resource = _parse_line(line)
+        if resource is None:
+            continue
+        hits = plan_hits(plan, resource, line)
+        if not hits:
+            continue
+        kept = _kept(line, resource)
+        for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
+            yield case, kept
+
+
+def _evaluate_groups(
+    groups: Iterable[tuple[str, Iterable[Kept]]], pack_text: str, block_on: str | None, stamp: str
+) -> Iterator[tuple[str, str, str, bool]]:
+    """Executor side: one store per case, evaluated by the local engine's own code."""
+    from fhir_adapter.pipeline import _evaluate_one
+    from fhir_adapter.rules.pack import pack_from_text
+    from fhir_adapter.sources.store import CompactStore
+
+    pack = pack_from_text(pack_text, "<driver rule pack>")
+    for case_key, members in groups:
+        store = CompactStore()
+        for line, key, targets, _ in members:
+            if not store.has(key):
+                store.add_indexed(line, key, targets)
+        procedure = store.get(case_key)
+        if procedure is None:
+            continue
+        output = _evaluate_one(store, pack, procedure, block_on, stamp)
+        yield (
+            case_key,
+            orjson.dumps(output.report()).decode(),
+            orjson.dumps(output.bundle()).decode(),
+            not output.evaluation.blocked,
+        )
+
+
+def evaluate_on_spark(
+    input_uri: str,
+    out_uri: str,
+    *,
+    master: str = "local[2]",
+    pack: Pack | None = None,
+    block_on: str | None = None,
+    now: str | None = None,
+    spark: Any = None,
+) -> SparkResult:
+    """Run the evaluation of an NDJSON export (directory, glob or URI) on Spark."""
+    from fhir_adapter.pipeline import now_iso
+
+    pack = pack or load_pack()
+    stamp = now or now_iso()
+    session = spark or _session(master)
+    sc = session.sparkContext
+    system, code = pack.procedure_system, pack.procedure_code
+    lines = sc.textFile(input_uri).filter(lambda t: t.strip() != "")
+    needle = f'"{code}"'.encode()
+
+    # Pass 1: the cases.
+    cases: list[Kept] = lines.mapPartitions(
+        lambda it: _coded_cases(it, needle, system, code)
+    ).collect()
+    if not cases:
+        return SparkResult(0, 0, "", "")
+    plan = Plan()
+    cases_of: dict[str, set[str]] = defaultdict(set)
+    for _, key, _, forward in cases:
+        plan.anchors.add(key)
+        cases_of[key].add(key)
+        for ref in forward:
+            plan.needed.add(ref)
+            cases_of[ref].add(key)
+            if ref.startswith("Encounter/"):
+                plan.anchors.add(ref)
+            elif ref.startswith("Patient/"):
+                plan.patients.add(ref)
+            elif ref.startswith(("Practitioner/", "PractitionerRole/")):
+                plan.performers.add(ref)
+    plan.needed -= {key for _, key, _, _ in cases}
+    frozen = {k: sorted(v) for k, v in cases_of.items()}
+
+    # Pass 2: what the cases point at and what points at them, keyed by case.
+    b2 = sc.broadcast((plan, plan.id_bytes(), frozen))
+    pass2 = lines.mapPartitions(lambda it: _attributed(it, *b2.value)).cache()
+
+    # Pass 3: what those point at and nobody has yet, keyed by the cases that need it.
+    have = set(pass2.map(lambda kv: kv[1][1]).distinct().collect()) | {k for _, k, _, _ in cases}
+    wanted = (
+        pass2.filter(lambda kv: kv[1][1].split("/", 1)[0] in FOLLOWED)
+        .flatMap(lambda kv: [(ref, kv[0]) for ref in kv[1][3] if ref not in have])
+        .distinct()
+        .collect()
+    )
+    parts = [pass2, sc.parallelize([(k, kept) for kept in cases for k in [kept[1]]])]
+    if wanted:
+        plan3 = Plan(needed={ref for ref, _ in wanted})
+        need_cases: dict[str, set[str]] = defaultdict(set)
+        for ref, case in wanted:
+            need_cases[ref].add(case)
+        b3 = sc.broadcast((plan3, plan3.id_bytes(), {k: sorted(v) for k, v in need_cases.items()}))
+        parts.append(lines.mapPartitions(lambda it: _attributed(it, *b3.value)))
+
+    # Group by case and evaluate inside the executors with the same compiled pack.
+    pack_text = pack.source_text
+    rows = (
+        sc.union(parts)
+        .groupByKey()
+        .mapPartitions(lambda groups: _evaluate_groups(groups, pack_text, block_on, stamp))
+        .sortBy(lambda row: row[0])
+        .cache()
+    )
+    reports = f"{out_uri.rstrip('/')}/reports"
+    bundles = f"{out_uri.rstrip('/')}/bundles"
+    rows.map(lambda row: row[1]).saveAsTextFile(reports)
+    rows.map(lambda row: row[2]).saveAsTextFile(bundles)
+    counts = rows.map(lambda row: (1, int(row[3]))).reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]))
+    pass2.unpersist()
+    rows.unpersist()
+    return SparkResult(counts[0], counts[1], reports, bundles)
+
+
+def read_reports(directory: str) -> list[dict[str, Any]]:
+    """The report rows Spark wrote (local paths), in order."""
+    from pathlib import Path
+
+    out: list[dict[str, Any]] = []
+    for part in sorted(Path(directory).glob("part-*")):
+        out.extend(json.loads(line) for line in part.read_text().splitlines() if line.strip())
+    return out

@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo test lint fixtures clean
+.PHONY: demo test test-spark bench lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@
 
 ## Evaluate the bundled fixtures and print the findings table (exit 0 whatever it found).
@@ -24,13 +24,21 @@ $(NODE_DEPS): tests/fhir_server/package.json tests/fhir_server/package-lock.json
 	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## Run the whole test suite.
+## Run the whole test suite (Spark tests included).
 test: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest
 
+## Only the Spark engine's tests.
+test-spark: $(STAMP)
+	$(BIN)/python -m pytest -m spark
+
+## Benchmarks: 1k, 10k and 100k generated patients, the test server; writes benchmarks/README.md.
+bench: $(STAMP) $(NODE_DEPS)
+	$(BIN)/python benchmarks/bench.py --sizes 1000,10000,100000
+
 lint: $(STAMP)
-	$(BIN)/ruff check fhir_adapter tests tools
-	$(BIN)/ruff format --check fhir_adapter tests tools
+	$(BIN)/ruff check fhir_adapter tests tools benchmarks
+	$(BIN)/ruff format --check fhir_adapter tests tools benchmarks
 	$(BIN)/mypy
 
 ## Regenerate fixtures/cases from tools/make_fixtures.py.

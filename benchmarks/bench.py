@@ -38,7 +38,8 @@ outputs = evaluate_paths([path], workers=workers)
 elapsed = time.perf_counter() - t
 claims = sum(1 for o in outputs if not o.evaluation.blocked)
 digest = hash(tuple((o.evaluation.procedure, tuple(f.code for f in o.evaluation.findings)) for o in outputs))
-rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+# VmHWM, not ru_maxrss: ru_maxrss survives exec and would count the benchmark's own size.
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"seconds": elapsed, "cases": len(outputs), "claims": claims, "rss_kb": rss, "digest": digest}))
 """
 

@@ -27,7 +27,13 @@ from typing import Any
 import orjson
 
 from fhir_adapter.errors import InputError
-from fhir_adapter.sources.files import JSON_SUFFIXES, NDJSON_SUFFIXES, check_resource, read_file
+from fhir_adapter.sources.files import (
+    JSON_SUFFIXES,
+    NDJSON_SUFFIXES,
+    check_resource,
+    input_files,
+    read_file,
+)
 from fhir_adapter.sources.resource_types import RESOURCE_TYPES
 from fhir_adapter.sources.store import CompactStore, ResourceStore, reverse_targets, tail_key
 
@@ -89,7 +95,7 @@ def classify(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            children = sorted(c for c in p.rglob("*") if c.is_file())
+            children = input_files(p)
         elif p.is_file():
             children = [p]
         else:

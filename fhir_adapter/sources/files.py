@@ -38,13 +38,23 @@ def read_paths(paths: Iterable[str | Path]) -> Iterator[Loaded]:
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            for child in sorted(p.rglob("*")):
-                if child.is_file() and _is_input(child):
+            for child in input_files(p):
+                if _is_input(child):
                     yield from read_file(child)
         elif p.is_file():
             yield from read_file(p)
         else:
             raise InputError("no such file or directory", source=str(p))
+
+
+def input_files(directory: Path) -> list[Path]:
+    """The files under a directory, sorted, leaving out hidden ones (state, .part files)."""
+    return sorted(
+        child
+        for child in directory.rglob("*")
+        if child.is_file()
+        and not any(part.startswith(".") for part in child.relative_to(directory).parts)
+    )
 
 
 def _is_input(path: Path) -> bool:

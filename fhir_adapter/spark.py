@@ -151,21 +151,7 @@ def evaluate_on_spark(
     ).collect()
     if not cases:
         return SparkResult(0, 0, "", "")
-    plan = Plan()
-    cases_of: dict[str, set[str]] = defaultdict(set)
-    for _, key, _, forward in cases:
-        plan.anchors.add(key)
-        cases_of[key].add(key)
-        for ref in forward:
-            plan.needed.add(ref)
-            cases_of[ref].add(key)
-            if ref.startswith("Encounter/"):
-                plan.anchors.add(ref)
-            elif ref.startswith("Patient/"):
-                plan.patients.add(ref)
-            elif ref.startswith(("Practitioner/", "PractitionerRole/")):
-                plan.performers.add(ref)
-    plan.needed -= {key for _, key, _, _ in cases}
+    plan, cases_of = Plan.for_cases(cases)
     frozen = {k: sorted(v) for k, v in cases_of.items()}
 
     # Pass 2: what the cases point at and what points at them, keyed by case.

@@ -298,8 +298,8 @@ class _Compiler:
             looks.extend(sources)
             if m.value.in_ is not None:
                 return _value_matcher(sources, tuple(m.value.path), frozenset(m.value.in_))
-            return _value_absent_matcher(
-                sources, tuple(m.value.path), frozenset(m.value.not_in or ())
+            return _value_matcher(
+                sources, tuple(m.value.path), frozenset(m.value.not_in or ()), absent=True
             )
         assert m.fact is not None
         fact = m.fact
@@ -404,41 +404,21 @@ def _fhirpath_matcher(
 
 
 def _value_matcher(
-    sources: tuple[str, ...], path: tuple[str, ...], allowed: frozenset[str]
+    sources: tuple[str, ...], path: tuple[str, ...], values: frozenset[str], *, absent: bool = False
 ) -> MatchFn:
+    """Matches a primitive in `values`; with `absent`, one that is missing or none of them."""
     label = ".".join(path)
 
     def match(ctx: Context) -> list[Evidence]:
         out = []
         for source in sources:
             for resource in ctx.case.collection(source):
-                for value in values_at(resource, path):
-                    if isinstance(value, str) and value.strip() in allowed:
-                        out.append(
-                            Evidence(
-                                ctx.case.ref(resource),
-                                f"{resource['resourceType']}.{label}",
-                                None,
-                                value,
-                            )
-                        )
-        return out
-
-    return match
-
-
-def _value_absent_matcher(
-    sources: tuple[str, ...], path: tuple[str, ...], excluded: frozenset[str]
-) -> MatchFn:
-    label = ".".join(path)
-
-    def match(ctx: Context) -> list[Evidence]:
-        out = []
-        for source in sources:
-            for resource in ctx.case.collection(source):
-                values = [v.strip() for v in values_at(resource, path) if isinstance(v, str)]
-                if not values or not (set(values) & excluded):
-                    note = ", ".join(values) or "absent"
+                found = [v.strip() for v in values_at(resource, path) if isinstance(v, str)]
+                if absent:
+                    hits = [] if set(found) & values else [", ".join(found) or "absent"]
+                else:
+                    hits = [v for v in found if v in values]
+                for note in hits:
                     out.append(
                         Evidence(
                             ctx.case.ref(resource),

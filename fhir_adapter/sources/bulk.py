@@ -68,6 +68,26 @@ class Plan:
     performers: set[str] = field(default_factory=set)
     needed: set[str] = field(default_factory=set)  # exact Type/id wanted
 
+    @classmethod
+    def for_cases(cls, cases: Sequence[Kept]) -> tuple[Plan, dict[str, set[str]]]:
+        """The pass-2 plan for the given case Procedures, and which cases each plan key serves."""
+        plan = cls()
+        cases_of: dict[str, set[str]] = {}
+        for _, key, _, forward in cases:
+            plan.anchors.add(key)
+            cases_of.setdefault(key, set()).add(key)
+            for ref in forward:
+                plan.needed.add(ref)
+                cases_of.setdefault(ref, set()).add(key)
+                if ref.startswith("Encounter/"):
+                    plan.anchors.add(ref)
+                elif ref.startswith("Patient/"):
+                    plan.patients.add(ref)
+                elif ref.startswith(("Practitioner/", "PractitionerRole/")):
+                    plan.performers.add(ref)
+        plan.needed -= {key for _, key, _, _ in cases}
+        return plan, cases_of
+
     def id_bytes(
         self,
     ) -> tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes], dict[str, frozenset[bytes]]]:
@@ -312,19 +332,9 @@ def load_for_cases(
     cases = _run(_scan_procedures, chunks, workers)
     if not cases:
         return store
-    plan = Plan()
-    for line, key, targets, forward in cases:
+    for line, key, targets, _ in cases:
         store.add_indexed(line, key, targets)
-        plan.anchors.add(key)
-        for ref in forward:
-            plan.needed.add(ref)
-            if ref.startswith("Encounter/"):
-                plan.anchors.add(ref)
-            elif ref.startswith("Patient/"):
-                plan.patients.add(ref)
-            elif ref.startswith(("Practitioner/", "PractitionerRole/")):
-                plan.performers.add(ref)
-    plan.needed -= {key for _, key, _, _ in cases}
+    plan, _ = Plan.for_cases(cases)
     _JOB.update(plan=plan, ids=plan.id_bytes(), types=None)
     related = _run(_scan_related, chunks, workers)
     for line, key, targets, _ in related:

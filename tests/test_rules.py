@@ -288,3 +288,17 @@ def test_detected_issue_points_at_evidence(pack: Pack, good_case: Resources) -> 
     assert {"reference": PROC} in issue["implicated"]
     assert issue["patient"] == {"reference": f"Patient/{P}-pt"}
     assert claim["resourceType"] == "Claim"
+
+
+def test_messy_real_world_values_are_accepted(pack: Pack, good_case: Resources) -> None:
+    """What the R4B models reject on read (stray spaces, no timezone, vendor elements) still works."""
+    by_id(good_case, f"{P}-dx")["code"] = {"coding": [{"system": ICD, "code": " c220 "}]}
+    proc(good_case)["performedDateTime"] = "2026-10-14T09:30:00"
+    proc(good_case)["vendorElement"] = {"x": 1}
+    proc(good_case)["code"]["coding"][0]["code"] = "47382 "
+    outs = evaluate_store(store_of(good_case), pack)
+    assert [o.evaluation.procedure for o in outs] == [PROC]
+    assert outs[0].evaluation.findings == []
+    claim = outs[0].resources[0]
+    assert claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"] == "C22.0"
+    assert claim["item"][0]["servicedDate"] == "2026-10-14"

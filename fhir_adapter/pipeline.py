@@ -197,3 +197,27 @@ def run_on_server(
                 + ", ".join(f"Procedure/{m}" for m in missing)
             )
     return results
+
+
+def connect(base_url: str, auth: Any = None, **options: Any) -> FhirClient:
+    """A client for a FHIR R4 server (checks `/metadata`; discovers SMART endpoints)."""
+    from fhir_adapter.sources.rest import FhirClient
+
+    return FhirClient(base_url, auth, **options)
+
+
+def evaluate_procedure(
+    client: FhirClient, procedure_id: str, pack: Pack | None = None, **options: Any
+) -> ServerResult:
+    """Evaluate one Procedure on the server without writing; `write_back` sends the result."""
+    [result] = run_on_server(client, pack, procedure_ids=[procedure_id], dry_run=True, **options)
+    return result
+
+
+def write_back(client: FhirClient, result: ServerResult) -> bool:
+    """Send a case's planned transaction (if anything changed); True when something was written."""
+    if result.transaction is None or result.written:
+        return False
+    client.transaction(result.transaction)
+    result.written = True
+    return True

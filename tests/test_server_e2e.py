@@ -192,3 +192,19 @@ def test_non_r4_server_is_refused(tmp_path: Any) -> None:
         assert main(["run", "--base-url", other.base]) == 2
     finally:
         other.stop()
+
+
+def test_python_api_one_call_each(server: TestServer) -> None:
+    import fhir_adapter
+
+    client = fhir_adapter.connect(server.base)
+    load_fixtures(client, ["v13-specialty"])
+    result = fhir_adapter.evaluate_procedure(client, "v13-specialty-rfa")
+    assert result.written is False and _all(client, "Claim") == []
+    assert [f.code for f in result.output.evaluation.findings] == ["specialty-unexpected"]
+    assert fhir_adapter.write_back(client, result) is True
+    assert fhir_adapter.write_back(client, result) is False  # already sent
+    assert len(_all(client, "Claim")) == 1 and len(_all(client, "DetectedIssue")) == 1
+    again = fhir_adapter.evaluate_procedure(client, "v13-specialty-rfa")
+    assert again.transaction is None  # the server is current
+    client.close()

@@ -313,6 +313,11 @@ class _Compiler:
         return _fact_matcher(fact.name, vs, fact.min, fact.max)
 
 
+def _at(ctx: Context, resource: dict[str, Any], label: str, note: str) -> Evidence:
+    """Evidence pointing at an element of a gathered resource."""
+    return Evidence(ctx.case.ref(resource), f"{resource['resourceType']}.{label}", None, note)
+
+
 def _codes_matcher(sources: tuple[str, ...], path: tuple[str, ...], vs: ValueSet) -> MatchFn:
     label = ".".join(path)
 
@@ -323,14 +328,7 @@ def _codes_matcher(sources: tuple[str, ...], path: tuple[str, ...], vs: ValueSet
                 for coding in codings(list(values_at(resource, path))):
                     if vs.contains(coding.get("system"), coding.get("code")):
                         note = f"{coding.get('code')} {coding.get('display') or ''}".strip()
-                        out.append(
-                            Evidence(
-                                ctx.case.ref(resource),
-                                f"{resource['resourceType']}.{label}",
-                                None,
-                                note,
-                            )
-                        )
+                        out.append(_at(ctx, resource, label, note))
                         break
         return out
 
@@ -418,15 +416,7 @@ def _value_matcher(
                     hits = [] if set(found) & values else [", ".join(found) or "absent"]
                 else:
                     hits = [v for v in found if v in values]
-                for note in hits:
-                    out.append(
-                        Evidence(
-                            ctx.case.ref(resource),
-                            f"{resource['resourceType']}.{label}",
-                            None,
-                            note,
-                        )
-                    )
+                out.extend(_at(ctx, resource, label, note) for note in hits)
         return out
 
     return match

@@ -408,7 +408,7 @@ def _value_matcher(
     label = ".".join(path)
 
     def match(ctx: Context) -> list[Evidence]:
-        out = []
+        out: list[Evidence] = []
         for source in sources:
             for resource in ctx.case.collection(source):
                 found = [v.strip() for v in values_at(resource, path) if isinstance(v, str)]

@@ -70,3 +70,18 @@ def test_all_fixtures_at_once_equal_one_by_one(pack: Pack) -> None:
             alone[o.evaluation.procedure] = sorted(f.code for f in o.evaluation.findings)
     assert together == alone
     assert len(together) == sum(len(load_expected(n)["cases"]) for n in fixture_names())
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_fixture_input_is_valid_fhir(name: str) -> None:
+    """The fixtures themselves pass the R4B models (the Medplum validator checks them too on load)."""
+    import importlib
+
+    from .conftest import load_bundle
+
+    bundle = load_bundle(name)
+    importlib.import_module("fhir.resources.R4B.bundle").Bundle.model_validate(bundle)
+    for entry in bundle["entry"]:
+        rtype = entry["resource"]["resourceType"]
+        model = getattr(importlib.import_module(f"fhir.resources.R4B.{rtype.lower()}"), rtype)
+        model.model_validate(entry["resource"])

@@ -92,7 +92,7 @@ class _RetryingAdapter(HTTPAdapter):
         methods = set(Retry.DEFAULT_ALLOWED_METHODS) | ({"POST"} if allow_post else set())
         return BudgetRetry(
             total=self._retries,
-            connect=self._retries,
+            connect=min(self._retries, 2),  # a refused connection rarely heals in seconds
             read=self._retries,
             status=self._retries,
             backoff_factor=self._backoff,

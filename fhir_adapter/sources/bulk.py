@@ -37,7 +37,7 @@ from fhir_adapter.sources.files import (
 from fhir_adapter.sources.resource_types import RESOURCE_TYPES
 from fhir_adapter.sources.store import CompactStore, ResourceStore, reverse_targets, tail_key
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 16 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
 _REF = re.compile(rb'"reference"\s*:\s*"([^"]+)"')
 _ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
@@ -299,8 +299,13 @@ def _scan_related(chunk: Chunk) -> list[Kept]:
     return out
 
 
-def _run(func: Any, chunks: list[Chunk], workers: int) -> list[Kept]:
-    """Screen the chunks (in parallel); the kept lines come back raw (already validated)."""
+def _run(func: Any, chunks: list[Chunk], workers: int, types: set[str] | None = None) -> list[Kept]:
+    """Screen the chunks (in parallel); the kept lines come back raw (already validated).
+
+    Chunks whose file name announces a type outside `types` are not even dispatched.
+    """
+    if types is not None:
+        chunks = [c for c in chunks if c.rtype is None or c.rtype in types]
     if workers <= 1 or len(chunks) <= 1:
         results = [func(c) for c in chunks]
     else:
@@ -329,7 +334,7 @@ def load_for_cases(
     chunks = chunks_of(ndjson_files, chunk_bytes)
     _JOB.clear()
     _JOB.update(needle=f'"{code}"'.encode(), system=system, code=code)
-    cases = _run(_scan_procedures, chunks, workers)
+    cases = _run(_scan_procedures, chunks, workers, {"Procedure"})
     if not cases:
         return store
     for line, key, targets, _ in cases:
@@ -349,8 +354,9 @@ def load_for_cases(
     }
     if missing:
         final = Plan(needed=missing)
-        _JOB.update(plan=final, ids=final.id_bytes(), types={k.split("/")[0] for k in missing})
-        for line, key, targets, _ in _run(_scan_related, chunks, workers):
+        types = {k.split("/")[0] for k in missing}
+        _JOB.update(plan=final, ids=final.id_bytes(), types=types)
+        for line, key, targets, _ in _run(_scan_related, chunks, workers, types):
             store.add_indexed(line, key, targets)
     _JOB.clear()
     store.begin_case()

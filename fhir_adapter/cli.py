@@ -159,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if getattr(args, "workers", 0) < 0:
+        parser.error("--workers must be 0 (all cores) or more")
     from fhir_adapter.errors import AdapterError
 
     try:
@@ -178,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except AdapterError as exc:
         print(f"fhir-adapter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # disk full, permission denied, ... on a path the user gave
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"fhir-adapter: error:{where} {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fhir-adapter: interrupted", file=sys.stderr)

@@ -106,3 +106,13 @@ def test_no_cases_is_exit_0_with_a_note(tmp_path: Path) -> None:
     p.write_text('{"resourceType": "Patient", "id": "x"}')
     proc = _run("evaluate", str(p))
     assert proc.returncode == 0 and "no Procedure coded CPT 47382" in proc.stderr
+
+
+def test_unwritable_output_is_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = _run("synth", str(blocker / "sub"), "--patients", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = _run("evaluate", CLEAN, "--out", str(blocker / "sub"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _run("evaluate", CLEAN, "--workers", "-1").returncode == 2

@@ -37,7 +37,7 @@ from fhir_adapter.sources.files import (
 from fhir_adapter.sources.resource_types import RESOURCE_TYPES
 from fhir_adapter.sources.store import CompactStore, ResourceStore, reverse_targets, tail_key
 
-CHUNK_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 8 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
 _REF = re.compile(rb'"reference"\s*:\s*"([^"]+)"')
 _ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')

@@ -15,15 +15,10 @@ from typing import Any
 
 import yaml
 
+from fhir_adapter.synth import ACT, CPT, ICD, LOINC, NUCC, POS, SCT
+
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "cases"
 
-CPT = "http://www.ama-assn.org/go/cpt"
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-SCT = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
-NUCC = "http://nucc.org/provider-taxonomy"
-ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 IDS = "http://example.org/fhir/sid/procedure-id"
 
 DATE = "2026-10-14"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fhir_adapter.rules import Pack
+    from fhir_adapter.sources.auth import _OriginBound
+    from fhir_adapter.sources.rest import FhirClient
 
 EXIT_USAGE = 2
 SEVERITIES = ("high", "moderate", "low")
@@ -227,7 +229,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return code
 
 
-def make_auth(args: argparse.Namespace) -> object | None:
+def make_auth(args: argparse.Namespace) -> _OriginBound | None:
     """The auth object for the chosen mode; secrets only from the environment or files."""
     from fhir_adapter.errors import AdapterError
     from fhir_adapter.sources import auth
@@ -255,7 +257,7 @@ def make_auth(args: argparse.Namespace) -> object | None:
     )
 
 
-def connect(args: argparse.Namespace) -> object:
+def connect(args: argparse.Namespace) -> FhirClient:
     from fhir_adapter.errors import AdapterError
     from fhir_adapter.sources.rest import FhirClient
 
@@ -263,7 +265,7 @@ def connect(args: argparse.Namespace) -> object:
         raise AdapterError("--base-url (or FHIR_ADAPTER_BASE_URL) is required")
     return FhirClient(
         args.base_url,
-        make_auth(args),  # type: ignore[arg-type]
+        make_auth(args),
         timeout=(min(10.0, args.timeout), args.timeout),
     )
 
@@ -277,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         results = run_on_server(
-            client,  # type: ignore[arg-type]
+            client,
             pack,
             procedure_ids=args.procedure,
             patient=args.patient,
@@ -288,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         progress.done()
-        client.close()  # type: ignore[attr-defined]
+        client.close()
     outputs = [r.output for r in results]
     if args.dry_run and args.format == "table":
         for r in results:
@@ -313,7 +315,7 @@ def _export(args: argparse.Namespace) -> int:
         else None
     )
     job = BulkExport(
-        client,  # type: ignore[arg-type]
+        client,
         args.out,
         types=[t for t in (args.type or "").split(",") if t],
         since=args.since,
@@ -331,7 +333,7 @@ def _export(args: argparse.Namespace) -> int:
             return 0
         result = job.run()
     finally:
-        client.close()  # type: ignore[attr-defined]
+        client.close()
     print(
         f"fhir-adapter: {len(result.files)} file(s) in {args.out} "
         f"({result.downloaded} downloaded, {result.skipped} already complete)",
@@ -423,9 +425,9 @@ def _fixtures(args: argparse.Namespace) -> int:
     if args.fixtures_command == "load":
         client = connect(args)
         try:
-            loaded = load_fixtures(client)  # type: ignore[arg-type]
+            loaded = load_fixtures(client)
         finally:
-            client.close()  # type: ignore[attr-defined]
+            client.close()
         print(f"loaded {loaded} fixture(s) into {args.base_url}", file=sys.stderr)
         return 0
     if args.fixtures_command == "write":

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from fhir_adapter.case import has_coding
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.rules import Pack, load_pack
 from fhir_adapter.sources.bulk import FOLLOWED, Kept, Plan, _kept, plan_hits, screen_ids, screened
@@ -55,7 +56,7 @@ def _session(master: str) -> Any:
     )
 
 
-def _parse_line(line: bytes) -> dict[str, Any] | None:
+def _parse_line(line: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -69,12 +70,10 @@ def _coded_cases(lines: Iterable[str], needle: bytes, system: str, code: str) ->
         if needle not in line:
             continue
         resource = _parse_line(line)
-        if resource is None or resource["resourceType"] != "Procedure":
-            continue
-        for coding in (resource.get("code") or {}).get("coding") or []:
-            if coding.get("system") == system and str(coding.get("code", "")).strip() == code:
-                yield _kept(line, resource)
-                break
+        if resource["resourceType"] == "Procedure" and has_coding(
+            resource, ("code",), system, code
+        ):
+            yield _kept(line, resource)
 
 
 def _attributed(
@@ -88,8 +87,6 @@ def _attributed(
         if not (by_ref or by_id):
             continue
         resource = _parse_line(line)
-        if resource is None:
-            continue
         hits = plan_hits(plan, resource, line)
         if not hits:
             continue

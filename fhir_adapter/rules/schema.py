@@ -17,6 +17,10 @@ def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+def _as_path(value: object) -> object:
+    return value.split(".") if isinstance(value, str) else value
+
+
 class CodesMatch(_Strict):
     """Codings found at `path` of the resources in `from` that are in `valueset`."""
 
@@ -26,10 +30,7 @@ class CodesMatch(_Strict):
 
     _lists = field_validator("from_", mode="before")(_as_list)
 
-    @field_validator("path", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return value.split(".") if isinstance(value, str) else value
+    _paths = field_validator("path", mode="before")(_as_path)
 
 
 class TextMatch(_Strict):
@@ -64,10 +65,7 @@ class ValueMatch(_Strict):
 
     _lists = field_validator("from_", mode="before")(_as_list)
 
-    @field_validator("path", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return value.split(".") if isinstance(value, str) else value
+    _paths = field_validator("path", mode="before")(_as_path)
 
 
 class FactMatch(_Strict):

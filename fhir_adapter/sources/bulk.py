@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from fhir_adapter.case import has_coding
 from fhir_adapter.errors import InputError
 from fhir_adapter.sources.files import (
     JSON_SUFFIXES,
@@ -225,12 +226,10 @@ def _scan_procedures(chunk: Chunk) -> list[Kept]:
         if needle not in line:
             continue
         resource = _parse(chunk, offset, line)
-        if resource["resourceType"] != "Procedure":
-            continue
-        for coding in (resource.get("code") or {}).get("coding") or []:
-            if coding.get("system") == system and str(coding.get("code", "")).strip() == code:
-                out.append(_kept(line, resource))
-                break
+        if resource["resourceType"] == "Procedure" and has_coding(
+            resource, ("code",), system, code
+        ):
+            out.append(_kept(line, resource))
     return out
 
 

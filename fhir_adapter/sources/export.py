@@ -227,43 +227,36 @@ class BulkExport:
         """Stream one file to disk; a short or broken file is an error and leaves nothing behind."""
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
-        headers = {"Accept": "application/fhir+ndjson"}
-        for attempt in (1, 2):
-            resp = self._send("GET", url, headers, stream=True, token=needs_token)
-            if resp.status_code == 401 and attempt == 1 and self._renew():
-                resp.close()
-                continue
-            if resp.status_code != 200:
-                raise ExportError(f"download {_safe(url)}: {_describe(resp)}")
-            lines = 0
-            try:
-                with open(part, "wb") as fh:
-                    for block in resp.iter_content(1 << 20):
-                        fh.write(block)
-                        lines += block.count(b"\n")
-            except (
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ConnectionError,
-            ) as exc:
-                part.unlink(missing_ok=True)
-                raise ExportError(
-                    f"download {_safe(url)}: the file was cut short ({type(exc).__name__}); "
-                    "run the same command again to resume"
-                ) from None
-            finally:
-                resp.close()
-            if isinstance(count, int) and lines != count:
-                part.unlink(missing_ok=True)
-                raise ExportError(
-                    f"download {_safe(url)}: {lines} lines where the manifest says {count}; "
-                    "run the same command again to resume"
-                )
-            os.replace(part, target)
-            return
-
-    def _renew(self) -> bool:
-        auth = self.client.auth
-        return bool(auth is not None and auth.invalidate())
+        resp = self._send(
+            "GET", url, {"Accept": "application/fhir+ndjson"}, stream=True, token=needs_token
+        )
+        if resp.status_code != 200:
+            resp.close()
+            raise ExportError(f"download {_safe(url)}: {_describe(resp)}")
+        lines = 0
+        try:
+            with open(part, "wb") as fh:
+                for block in resp.iter_content(1 << 20):
+                    fh.write(block)
+                    lines += block.count(b"\n")
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ConnectionError,
+        ) as exc:
+            part.unlink(missing_ok=True)
+            raise ExportError(
+                f"download {_safe(url)}: the file was cut short ({type(exc).__name__}); "
+                "run the same command again to resume"
+            ) from None
+        finally:
+            resp.close()
+        if isinstance(count, int) and lines != count:
+            part.unlink(missing_ok=True)
+            raise ExportError(
+                f"download {_safe(url)}: {lines} lines where the manifest says {count}; "
+                "run the same command again to resume"
+            )
+        os.replace(part, target)
 
     def _send(
         self,
@@ -277,7 +270,8 @@ class BulkExport:
         """One request through the client's session (retries, timeouts, origin-bound auth).
 
         With `token=False` no Authorization header is sent at all; with `token=True`
-        the client's auth attaches it, and only for the FHIR server's own origin.
+        the client's auth attaches it, only for the FHIR server's own origin, and
+        renews it once on a 401. Redirects to another host drop it (requests does).
         """
         from fhir_adapter.sources.rest import _no_auth
 
@@ -291,7 +285,6 @@ class BulkExport:
                 timeout=self.client.timeout,
                 stream=stream,
                 auth=auth,
-                allow_redirects=not token,  # never carry a token through a redirect
             )
         except requests.exceptions.RetryError:
             raise ExportError(f"{method} {_safe(url)}: gave up after retries") from None

@@ -131,8 +131,7 @@ class ServerSource:
                 queries.append(f"PractitionerRole?practitioner={actor}")
         queries.extend(output_queries)
         # Direct references known now (encounter's diagnoses, locations, provider; reports).
-        known = {store.canonical(r): r for r in store.of_type("Encounter")}
-        direct = self._missing(store, [procedure, *known.values()])
+        direct = self._missing(store, [procedure, *store.of_type("Encounter")])
         before = sum(self.client.requests.values())
         results = self.client.batch_get(queries + direct)
         existing: list[dict[str, Any]] = []
@@ -145,8 +144,8 @@ class ServerSource:
                 else:
                     store.add(resource)
         case = assemble(store, procedure, self.system, self.code)
-        leftovers = sorted({r for refs in case.unresolved.values() for r in refs if tail_key(r)})
-        leftovers = [k for k in (tail_key(r) for r in leftovers) if k and store.get(k) is None]
+        dangling = {tail_key(r) for refs in case.unresolved.values() for r in refs}
+        leftovers = sorted(k for k in dangling if k and not store.has(k))
         if leftovers:
             for found in self.client.batch_get(leftovers):
                 if found is not None:

@@ -126,12 +126,9 @@ class ResourceStore:
     def get(self, key: str) -> Resource | None:
         return self._by_key.get(key)
 
-    def _has(self, key: str) -> bool:
-        return key in self._by_key
-
     def has(self, key: str) -> bool:
         """Whether a resource with this key is stored (without parsing it)."""
-        return self._has(key)
+        return key in self._by_key
 
     def begin_case(self, procedure: Resource | None = None) -> None:
         """Called before each case is assembled (a hook for stores that parse lazily)."""
@@ -151,7 +148,7 @@ class ResourceStore:
             return None
         if text in self._alias:
             return self._alias[text]
-        if self._has(text):
+        if self.has(text):
             return text
         return tail_key(text) or text
 
@@ -208,16 +205,6 @@ class CompactStore(ResourceStore):
     def __len__(self) -> int:
         return super().__len__() + len(self._raw)
 
-    def add_raw(self, line: bytes) -> str:
-        """Store one NDJSON line (a resource with an id) without keeping the parsed dict."""
-        import orjson
-
-        resource = orjson.loads(line)
-        rid = resource.get("id")
-        if not rid:
-            return self.add(resource)
-        return self.add_indexed(line, f"{resource['resourceType']}/{rid}", self._targets(resource))
-
     def add_indexed(self, line: bytes, key: str, targets: Iterable[str]) -> str:
         """Store a line whose key and reverse-index targets were worked out elsewhere."""
         previous = self._raw.get(key)
@@ -226,7 +213,7 @@ class CompactStore(ResourceStore):
                 return key  # the same resource met again (e.g. in two passes)
             for target in self._targets_of.pop(key, ()):
                 self._raw_reverse[target].remove(key)
-        else:
+        elif not super().has(key):
             self._by_type[key.split("/", 1)[0]].append(key)
         self._raw[key] = line
         self._live.pop(key, None)
@@ -237,8 +224,8 @@ class CompactStore(ResourceStore):
             self._raw_reverse[target].append(key)
         return key
 
-    def _has(self, key: str) -> bool:
-        return key in self._raw or super()._has(key)
+    def has(self, key: str) -> bool:
+        return key in self._raw or super().has(key)
 
     def get(self, key: str) -> Resource | None:
         found = self._live.get(key)

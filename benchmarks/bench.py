@@ -45,7 +45,7 @@ print(json.dumps({"seconds": elapsed, "cases": len(outputs), "claims": claims, "
 
 
 def export_for(patients: int) -> Path:
-    from fhir_adapter.synth import generate
+    from fhir_adapter.testing.synth import generate
 
     out = DATA / f"patients-{patients}"
     stamp = out / ".complete"
@@ -147,9 +147,9 @@ def cold_start(repeat: int) -> dict[str, Any]:
 
 
 def server_run(patients: int) -> dict[str, Any]:
+    from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.pipeline import run_on_server
     from fhir_adapter.sources.files import read_paths
-    from fhir_adapter.sources.rest import FhirClient
     from tests.fhir_server.harness import TestServer
 
     path = export_for(patients)

@@ -33,12 +33,12 @@ _LAZY = {
     "run_on_server": "fhir_adapter.pipeline",
     "write_back": "fhir_adapter.pipeline",
     "ServerResult": "fhir_adapter.pipeline",
-    "FhirClient": "fhir_adapter.sources.rest",
-    "ServerError": "fhir_adapter.sources.rest",
-    "BearerAuth": "fhir_adapter.sources.auth",
-    "ClientSecretAuth": "fhir_adapter.sources.auth",
-    "SmartBackendAuth": "fhir_adapter.sources.auth",
-    "BulkExport": "fhir_adapter.sources.export",
+    "FhirClient": "fhir_adapter.client.rest",
+    "ServerError": "fhir_adapter.client.rest",
+    "BearerAuth": "fhir_adapter.client.auth",
+    "ClientSecretAuth": "fhir_adapter.client.auth",
+    "SmartBackendAuth": "fhir_adapter.client.auth",
+    "BulkExport": "fhir_adapter.client.export",
     "evaluate_on_spark": "fhir_adapter.spark",
 }
 

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_adapter.sources.store import Resource, ResourceStore, reference_string, values_at
+from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.elements import Resource
+from fhir_adapter.fhir.references import reference_string
+from fhir_adapter.sources.store import ResourceStore
 
 # Collections a rule may name in `from:` (see mappings/*.yaml).
 COLLECTIONS = (
@@ -34,17 +37,6 @@ COLLECTIONS = (
 
 _EXCLUDED_VERIFICATION = {"entered-in-error", "refuted"}
 _INACTIVE_CLINICAL = {"inactive", "resolved", "remission"}
-
-
-def has_coding(resource: Resource, path: tuple[str, ...], system: str, code: str) -> bool:
-    """True when a CodeableConcept at `path` carries system|code."""
-    for cc in values_at(resource, path):
-        for coding in (cc.get("coding") or []) if isinstance(cc, dict) else ():
-            if isinstance(coding, dict) and coding.get("system") == system:
-                value = coding.get("code")
-                if isinstance(value, str) and value.strip() == code:
-                    return True
-    return False
 
 
 def service_date(procedure: Resource, encounter: Resource | None) -> str | None:

@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AdapterError(Exception):
     """Base class: a problem with the user's input, configuration or server."""
@@ -25,3 +27,34 @@ class InputError(AdapterError):
 
 class PackError(AdapterError):
     """A rule pack that does not match the schema (names the file and the rule)."""
+
+
+class ServerError(AdapterError):
+    """The server answered with an error (the message carries status and details)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, outcome: dict[str, Any] | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+
+
+class PagingError(ServerError):
+    """A searchset's paging cannot be followed safely (loop, cap, foreign host)."""
+
+
+class AuthError(AdapterError):
+    """The token endpoint refused us, or answered something that is not a token."""
+
+
+class ExportError(AdapterError):
+    """The export failed or cannot be completed (the message says which step and why)."""
+
+
+class OutputInvalid(AdapterError):
+    """A resource we were about to write is not valid FHIR R4 (a bug: please report it)."""
+
+
+class SparkUnavailable(AdapterError):
+    """PySpark (or Java) is missing: install the `spark` extra."""

@@ -18,7 +18,7 @@ from fhir_adapter.sources import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
 
 if TYPE_CHECKING:  # the server path imports requests; `evaluate` of files does not need it
-    from fhir_adapter.sources.rest import FhirClient
+    from fhir_adapter.client.rest import FhirClient
 
 
 def now_iso() -> str:
@@ -49,13 +49,13 @@ def evaluate_store(
         return _evaluate_parallel(store, pack, procedures, block_on, stamp, workers, on_progress)
     outputs = []
     for procedure in procedures:
-        outputs.append(_evaluate_one(store, pack, procedure, block_on, stamp))
+        outputs.append(evaluate_one(store, pack, procedure, block_on, stamp))
         if on_progress is not None and (len(outputs) % 64 == 0 or len(outputs) == total):
             on_progress(len(outputs), total)
     return outputs
 
 
-def _evaluate_one(
+def evaluate_one(
     store: ResourceStore, pack: Pack, procedure: dict[str, Any], block_on: str | None, stamp: str
 ) -> CaseOutput:
     store.begin_case(procedure)
@@ -69,7 +69,7 @@ _SHARED: dict[str, Any] = {}
 def _evaluate_slice(bounds: tuple[int, int]) -> list[bytes]:
     s = _SHARED
     return [
-        _evaluate_one(s["store"], s["pack"], p, s["block_on"], s["stamp"]).to_bytes()
+        evaluate_one(s["store"], s["pack"], p, s["block_on"], s["stamp"]).to_bytes()
         for p in s["procedures"][bounds[0] : bounds[1]]
     ]
 
@@ -162,7 +162,7 @@ def run_on_server(
     on_case: Callable[[ServerResult], None] | None = None,
 ) -> list[ServerResult]:
     """Evaluate the 47382 Procedures on a server and write back one transaction per case."""
-    from fhir_adapter.sources.server import ServerSource
+    from fhir_adapter.gather import ServerSource
     from fhir_adapter.writeback.identity import case_token
     from fhir_adapter.writeback.plan import output_queries, plan_write
 
@@ -201,7 +201,7 @@ def run_on_server(
 
 def connect(base_url: str, auth: Any = None, **options: Any) -> FhirClient:
     """A client for a FHIR R4 server (checks `/metadata`; discovers SMART endpoints)."""
-    from fhir_adapter.sources.rest import FhirClient
+    from fhir_adapter.client.rest import FhirClient
 
     return FhirClient(base_url, auth, **options)
 

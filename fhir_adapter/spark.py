@@ -21,15 +21,19 @@ from typing import Any
 
 import orjson
 
-from fhir_adapter.case import has_coding
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import AdapterError, SparkUnavailable
+from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.rules import Pack, load_pack
-from fhir_adapter.sources.bulk import FOLLOWED, Kept, Plan, _kept, plan_hits, screen_ids, screened
+from fhir_adapter.sources.bulk import (
+    FOLLOWED,
+    Kept,
+    Plan,
+    kept_record,
+    plan_hits,
+    screen_ids,
+    screened,
+)
 from fhir_adapter.sources.files import check_resource
-
-
-class SparkUnavailable(AdapterError):
-    """PySpark (or Java) is missing: install the `spark` extra."""
 
 
 @dataclass
@@ -73,7 +77,7 @@ def _coded_cases(lines: Iterable[str], needle: bytes, system: str, code: str) ->
         if resource["resourceType"] == "Procedure" and has_coding(
             resource, ("code",), system, code
         ):
-            yield _kept(line, resource)
+            yield kept_record(line, resource)
 
 
 def _attributed(
@@ -90,7 +94,7 @@ def _attributed(
         hits = plan_hits(plan, resource, line)
         if not hits:
             continue
-        kept = _kept(line, resource)
+        kept = kept_record(line, resource)
         for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
             yield case, kept
 
@@ -99,7 +103,7 @@ def _evaluate_groups(
     groups: Iterable[tuple[str, Iterable[Kept]]], pack_text: str, block_on: str | None, stamp: str
 ) -> Iterator[tuple[str, str, str, bool]]:
     """Executor side: one store per case, evaluated by the local engine's own code."""
-    from fhir_adapter.pipeline import _evaluate_one
+    from fhir_adapter.pipeline import evaluate_one
     from fhir_adapter.rules.pack import pack_from_text
     from fhir_adapter.sources.store import CompactStore
 
@@ -112,7 +116,7 @@ def _evaluate_groups(
         procedure = store.get(case_key)
         if procedure is None:
             continue
-        output = _evaluate_one(store, pack, procedure, block_on, stamp)
+        output = evaluate_one(store, pack, procedure, block_on, stamp)
         yield (
             case_key,
             orjson.dumps(output.report()).decode(),

@@ -13,7 +13,7 @@ import pytest
 from fhir_adapter import InputError, ResourceStore, evaluate_paths, evaluate_store, read_paths
 from fhir_adapter.rules import Pack
 from fhir_adapter.sources.bulk import load_for_cases
-from fhir_adapter.synth import generate
+from fhir_adapter.testing.synth import generate
 
 NOW = "2026-11-27T00:00:00+00:00"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fhir_adapter import evaluate_paths
-from fhir_adapter.catalog import list_fixtures
 from fhir_adapter.cli import main
+from fhir_adapter.testing.catalog import list_fixtures
 
 pytest_plugins = ["pytester"]
 

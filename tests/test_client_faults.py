@@ -13,8 +13,9 @@ import pytest
 import requests
 import responses
 
-from fhir_adapter.sources.auth import BearerAuth
-from fhir_adapter.sources.rest import FhirClient, PagingError, ServerError
+from fhir_adapter.client.auth import BearerAuth
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.errors import PagingError, ServerError
 
 BASE = "https://fhir.example.test/r4"
 TOKEN = "s3cr3t-token-value"

@@ -10,11 +10,12 @@ import pytest
 import responses
 
 from fhir_adapter import evaluate_paths
-from fhir_adapter.catalog import list_fixtures, load_fixtures
 from fhir_adapter.cli import main
-from fhir_adapter.sources.auth import BearerAuth
-from fhir_adapter.sources.export import BulkExport, ExportError, retry_after_seconds
-from fhir_adapter.sources.rest import FhirClient
+from fhir_adapter.client.auth import BearerAuth
+from fhir_adapter.client.export import BulkExport, retry_after_seconds
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.errors import ExportError
+from fhir_adapter.testing.catalog import list_fixtures, load_fixtures
 
 from .fhir_server.harness import TestServer
 

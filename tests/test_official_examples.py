@@ -8,9 +8,9 @@ import pytest
 
 from fhir_adapter import ResourceStore, evaluate_store, load_pack, read_paths
 from fhir_adapter.case import assemble
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.gather import ServerSource
 from fhir_adapter.rules import evaluate_case
-from fhir_adapter.sources.rest import FhirClient
-from fhir_adapter.sources.server import ServerSource
 from fhir_adapter.writeback import build_output
 from fhir_adapter.writeback.validate import validate_resource
 

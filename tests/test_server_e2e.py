@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from fhir_adapter import AdapterError
-from fhir_adapter.catalog import list_fixtures, load_fixtures
 from fhir_adapter.cli import main
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.errors import ServerError
 from fhir_adapter.pipeline import run_on_server
-from fhir_adapter.sources.rest import FhirClient, ServerError
+from fhir_adapter.testing.catalog import list_fixtures, load_fixtures
 
 from .fhir_server.harness import TestServer
 

@@ -14,11 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fhir_adapter.catalog import load_fixtures
 from fhir_adapter.cli import main
+from fhir_adapter.client.auth import SmartBackendAuth, v1_scopes
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.errors import AuthError, ServerError
 from fhir_adapter.pipeline import run_on_server
-from fhir_adapter.sources.auth import AuthError, SmartBackendAuth, v1_scopes
-from fhir_adapter.sources.rest import FhirClient, ServerError
+from fhir_adapter.testing.catalog import load_fixtures
 
 from .fhir_server.harness import TestServer
 from .smart_token_server import TokenServer

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from fhir_adapter import evaluate_paths
-from fhir_adapter.catalog import write_fixtures
 from fhir_adapter.cli import main
-from fhir_adapter.synth import generate
+from fhir_adapter.testing.catalog import write_fixtures
+from fhir_adapter.testing.synth import generate
 
 pyspark = pytest.importorskip("pyspark", reason="the spark extra is not installed")
 pytestmark = pytest.mark.spark

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from fhir_adapter.synth import ACT, CPT, ICD, LOINC, NUCC, POS, SCT
+from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NUCC, POS
+from fhir_adapter.fhir.systems import ICD10CM as ICD
+from fhir_adapter.fhir.systems import SNOMED as SCT
 
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "cases"
 

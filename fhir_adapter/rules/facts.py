@@ -10,12 +10,12 @@ import re
 from typing import Any
 
 from fhir_adapter.case import Case
+from fhir_adapter.fhir.codings import codings
+from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.context import Fact
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.text import TEXT_SOURCES, TextIndex, iter_affirmed, snippet
-from fhir_adapter.rules.valuesets import codings
-from fhir_adapter.sources.store import Resource
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LESION = re.compile(

@@ -19,12 +19,13 @@ from pydantic import ValidationError
 
 from fhir_adapter.case import COLLECTIONS
 from fhir_adapter.errors import PackError
+from fhir_adapter.fhir.codings import codings
+from fhir_adapter.fhir.elements import values_at
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.context import Context
 from fhir_adapter.rules.schema import Matcher, PackModel
 from fhir_adapter.rules.text import TEXT_SOURCES, NegationScope, any_of, find_affirmed
-from fhir_adapter.rules.valuesets import ValueSet, codings
-from fhir_adapter.sources.store import values_at
+from fhir_adapter.rules.valuesets import ValueSet
 
 MatchFn = Callable[[Context], list[Evidence]]
 
@@ -228,7 +229,7 @@ class _Compiler:
         raise self.fail(f"unknown system alias {alias!r}")
 
     def _valueset(self, name: str) -> ValueSet:
-        from fhir_adapter.rules.valuesets import normalize_code
+        from fhir_adapter.fhir.codings import normalize_code
 
         self.where = f"value set {name!r}"
         d = self.model.valuesets[name]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_adapter.case import Case
+from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.schema import TextConfig
-from fhir_adapter.sources.store import Resource
 
 TEXT_SOURCES = ("procedure", "reports", "documents", "observations", "conditions")
 

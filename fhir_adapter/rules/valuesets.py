@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-
-
-def normalize_code(system: str, code: str) -> str:
-    """ICD-10-CM is compared without the dot and in upper case (`C220` == `C22.0`)."""
-    code = code.strip()
-    if system == ICD10CM:
-        return code.replace(".", "").upper()
-    return code
-
-
-def dotted_icd10cm(code: str) -> str:
-    """`C220` -> `C22.0`: the form FHIR and claims print."""
-    bare = normalize_code(ICD10CM, code)
-    return bare if len(bare) <= 3 else f"{bare[:3]}.{bare[3:]}"
+from fhir_adapter.fhir.codings import normalize_code
 
 
 @dataclass
@@ -44,17 +28,3 @@ class ValueSet:
             value = int(norm)
             return any(lo <= value <= hi for lo, hi in self.ranges.get(system, ()))
         return False
-
-
-def codings(value: Any) -> Iterator[dict[str, Any]]:
-    """The Codings inside a CodeableConcept, a Coding, or lists of either."""
-    if isinstance(value, list):
-        for item in value:
-            yield from codings(item)
-    elif isinstance(value, dict):
-        if isinstance(value.get("coding"), list):
-            for coding in value["coding"]:
-                if isinstance(coding, dict):
-                    yield coding
-        elif "code" in value or "system" in value:
-            yield value

@@ -26,8 +26,10 @@ from typing import Any
 
 import orjson
 
-from fhir_adapter.case import has_coding
 from fhir_adapter.errors import InputError
+from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.references import reverse_targets, tail_key
+from fhir_adapter.fhir.resource_types import RESOURCE_TYPES
 from fhir_adapter.sources.files import (
     JSON_SUFFIXES,
     NDJSON_SUFFIXES,
@@ -35,8 +37,7 @@ from fhir_adapter.sources.files import (
     input_files,
     read_file,
 )
-from fhir_adapter.sources.resource_types import RESOURCE_TYPES
-from fhir_adapter.sources.store import CompactStore, ResourceStore, reverse_targets, tail_key
+from fhir_adapter.sources.store import CompactStore, ResourceStore
 
 CHUNK_BYTES = 8 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
@@ -209,7 +210,7 @@ FOLLOWED = frozenset(
 )
 
 
-def _kept(line: bytes, resource: dict[str, Any]) -> Kept:
+def kept_record(line: bytes, resource: dict[str, Any]) -> Kept:
     """What the parent stores, worked out in the worker so the parent does not parse."""
     key = f"{resource['resourceType']}/{resource.get('id')}"
     forward = {tail_key(r.decode()) for r in _REF.findall(line)}
@@ -229,7 +230,7 @@ def _scan_procedures(chunk: Chunk) -> list[Kept]:
         if resource["resourceType"] == "Procedure" and has_coding(
             resource, ("code",), system, code
         ):
-            out.append(_kept(line, resource))
+            out.append(kept_record(line, resource))
     return out
 
 
@@ -294,7 +295,7 @@ def _scan_related(chunk: Chunk) -> list[Kept]:
             continue
         resource = _parse(chunk, offset, line)
         if plan_hits(plan, resource, line):
-            out.append(_kept(line, resource))
+            out.append(kept_record(line, resource))
     return out
 
 

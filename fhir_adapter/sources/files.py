@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from fhir_adapter.errors import InputError
-from fhir_adapter.sources.resource_types import RESOURCE_TYPES
+from fhir_adapter.fhir.resource_types import RESOURCE_TYPES
 
 JSON_SUFFIXES = (".json", ".json.gz")
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")

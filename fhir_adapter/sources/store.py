@@ -8,75 +8,13 @@ suffixes (`/_history/n`) and contained resources (`#id`).
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
+from fhir_adapter.fhir.elements import Resource
+from fhir_adapter.fhir.references import reference_string, reverse_targets, tail_key
 from fhir_adapter.sources.files import Loaded
-
-Resource = dict[str, Any]
-
-_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
-
-# Elements whose references let us find "who points at X" (patient, encounter,
-# procedure). Technical plumbing for joins, not a coding rule.
-REVERSE_PATHS: tuple[tuple[str, ...], ...] = (
-    ("subject",),
-    ("patient",),
-    ("beneficiary",),
-    ("encounter",),
-    ("partOf",),
-    ("focus",),
-    ("context", "encounter"),
-    ("context", "related"),
-    ("practitioner",),
-)
-
-
-def reference_string(ref: Any) -> str | None:
-    """The `reference` of a Reference (or a bare string), else None."""
-    if isinstance(ref, dict):
-        ref = ref.get("reference")
-    return ref if isinstance(ref, str) and ref else None
-
-
-def tail_key(ref: str) -> str | None:
-    """`Type/id` at the end of a relative or absolute reference, without the version."""
-    m = _TAIL.search(ref)
-    return f"{m.group(1)}/{m.group(2)}" if m else None
-
-
-def values_at(resource: Any, path: tuple[str, ...]) -> Iterator[Any]:
-    """Walk a dotted path through dicts and lists, yielding every value found."""
-    if not path:
-        if isinstance(resource, list):
-            yield from resource
-        elif resource is not None:
-            yield resource
-        return
-    if isinstance(resource, list):
-        for item in resource:
-            yield from values_at(item, path)
-    elif isinstance(resource, dict):
-        yield from values_at(resource.get(path[0]), path[1:])
-
-
-def reverse_targets(
-    resource: Resource, canonical: Callable[[Any], str | None] | None = None
-) -> set[str]:
-    """The keys a resource points at through REVERSE_PATHS (tail `Type/id` by default)."""
-    seen: set[str] = set()
-    for path in REVERSE_PATHS:
-        for ref in values_at(resource, path):
-            if canonical is not None:
-                target = canonical(ref)
-            else:
-                text = reference_string(ref)
-                target = tail_key(text) if text else None
-            if target:
-                seen.add(target)
-    return seen
 
 
 class ResourceStore:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_adapter.case import Case
+from fhir_adapter.fhir.codings import codings, dotted_icd10cm
 from fhir_adapter.findings import Evaluation
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.valuesets import codings, dotted_icd10cm
 
 
 def claim_diagnoses(pack: Pack, case: Case) -> list[dict[str, Any]]:

@@ -11,17 +11,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import OutputInvalid
 
 _MODULES = {
     "Bundle": "bundle",
     "Claim": "claim",
     "DetectedIssue": "detectedissue",
 }
-
-
-class OutputInvalid(AdapterError):
-    """A resource we were about to write is not valid FHIR R4 (a bug: please report it)."""
 
 
 def validate_resource(resource: dict[str, Any]) -> None:

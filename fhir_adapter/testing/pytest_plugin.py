@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_adapter.catalog import FixtureCase, list_fixtures
+from fhir_adapter.testing.catalog import FixtureCase, list_fixtures
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -24,14 +24,10 @@ from urllib.parse import urlencode
 import orjson
 import requests
 
-from fhir_adapter.errors import AdapterError
-from fhir_adapter.sources.rest import FhirClient, ServerError, _safe, outcome_text
+from fhir_adapter.client.rest import FhirClient, outcome_text, redact_url
+from fhir_adapter.errors import ExportError, ServerError
 
 STATE_FILE = ".fhir-adapter-export.json"
-
-
-class ExportError(AdapterError):
-    """The export failed or cannot be completed (the message says which step and why)."""
 
 
 @dataclass
@@ -138,10 +134,10 @@ class BulkExport:
             "GET", url, {"Accept": "application/fhir+json", "Prefer": "respond-async"}
         )
         if resp.status_code != 202:
-            raise ExportError(f"kick-off {_safe(url)}: {_describe(resp)}")
+            raise ExportError(f"kick-off {redact_url(url)}: {_describe(resp)}")
         location = resp.headers.get("Content-Location")
         if not location:
-            raise ExportError(f"kick-off {_safe(url)}: the server sent no Content-Location")
+            raise ExportError(f"kick-off {redact_url(url)}: the server sent no Content-Location")
         self.on_progress("export started")
         return location
 
@@ -156,15 +152,15 @@ class BulkExport:
                     manifest: dict[str, Any] = resp.json()
                 except ValueError:
                     raise ExportError(
-                        f"status {_safe(status_url)}: the manifest is not JSON"
+                        f"status {redact_url(status_url)}: the manifest is not JSON"
                     ) from None
                 if not isinstance(manifest.get("output"), list):
                     raise ExportError(
-                        f"status {_safe(status_url)}: the manifest has no output list"
+                        f"status {redact_url(status_url)}: the manifest has no output list"
                     )
                 return manifest
             if resp.status_code != 202:
-                raise ExportError(f"status {_safe(status_url)}: {_describe(resp)}")
+                raise ExportError(f"status {redact_url(status_url)}: {_describe(resp)}")
             progress = resp.headers.get("X-Progress")
             if progress:
                 self.on_progress(f"export in progress: {progress}")
@@ -172,7 +168,7 @@ class BulkExport:
             interval = min(self.max_poll_interval, interval * 2)
             if time.monotonic() + delay > deadline:
                 raise ExportError(
-                    f"status {_safe(status_url)}: not complete within {self.budget:.0f} s; "
+                    f"status {redact_url(status_url)}: not complete within {self.budget:.0f} s; "
                     "run the same command again to resume"
                 )
             self.sleep(min(delay, self.max_poll_interval))
@@ -185,7 +181,7 @@ class BulkExport:
             return False
         resp = self._send("DELETE", url, {"Accept": "application/fhir+json"})
         if resp.status_code not in (200, 202, 204, 404):
-            raise ExportError(f"cancel {_safe(url)}: {_describe(resp)}")
+            raise ExportError(f"cancel {redact_url(url)}: {_describe(resp)}")
         self.state_path.unlink(missing_ok=True)
         return True
 
@@ -232,7 +228,7 @@ class BulkExport:
         )
         if resp.status_code != 200:
             resp.close()
-            raise ExportError(f"download {_safe(url)}: {_describe(resp)}")
+            raise ExportError(f"download {redact_url(url)}: {_describe(resp)}")
         lines = 0
         try:
             with open(part, "wb") as fh:
@@ -245,7 +241,7 @@ class BulkExport:
         ) as exc:
             part.unlink(missing_ok=True)
             raise ExportError(
-                f"download {_safe(url)}: the file was cut short ({type(exc).__name__}); "
+                f"download {redact_url(url)}: the file was cut short ({type(exc).__name__}); "
                 "run the same command again to resume"
             ) from None
         finally:
@@ -253,7 +249,7 @@ class BulkExport:
         if isinstance(count, int) and lines != count:
             part.unlink(missing_ok=True)
             raise ExportError(
-                f"download {_safe(url)}: {lines} lines where the manifest says {count}; "
+                f"download {redact_url(url)}: {lines} lines where the manifest says {count}; "
                 "run the same command again to resume"
             )
         os.replace(part, target)
@@ -273,10 +269,10 @@ class BulkExport:
         the client's auth attaches it, only for the FHIR server's own origin, and
         renews it once on a 401. Redirects to another host drop it (requests does).
         """
-        from fhir_adapter.sources.rest import _no_auth
+        from fhir_adapter.client.rest import no_auth
 
         self.client.requests["export"] += 1
-        auth: Any = None if token else _no_auth
+        auth: Any = None if token else no_auth
         try:
             return self.client.session.request(
                 method,
@@ -287,9 +283,9 @@ class BulkExport:
                 auth=auth,
             )
         except requests.exceptions.RetryError:
-            raise ExportError(f"{method} {_safe(url)}: gave up after retries") from None
+            raise ExportError(f"{method} {redact_url(url)}: gave up after retries") from None
         except requests.RequestException as exc:
-            raise ExportError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
+            raise ExportError(f"{method} {redact_url(url)}: {type(exc).__name__}") from None
 
 
 def _describe(resp: requests.Response) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.auth import AuthBase
 
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import AuthError
 
 # Renew this many seconds before the server says the token expires.
 EXPIRY_MARGIN = 30.0
@@ -34,10 +34,6 @@ DEFAULT_SCOPES = (
     "system/Practitioner.rs system/PractitionerRole.rs system/Location.rs "
     "system/Organization.rs system/Coverage.rs system/Claim.cru system/DetectedIssue.cru"
 )
-
-
-class AuthError(AdapterError):
-    """The token endpoint refused us, or answered something that is not a token."""
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -61,7 +57,7 @@ def v1_scopes(scopes: str) -> str:
     return " ".join(dict.fromkeys(out))
 
 
-class _OriginBound(AuthBase):
+class FhirAuth(AuthBase):
     """Adds `Authorization` only for the bound origin; retries once on 401 with a fresh token."""
 
     def __init__(self) -> None:
@@ -106,7 +102,7 @@ class _OriginBound(AuthBase):
         return f"<{type(self).__name__} (secret hidden)>"
 
 
-class BearerAuth(_OriginBound):
+class BearerAuth(FhirAuth):
     """A static bearer token."""
 
     def __init__(self, token: str) -> None:
@@ -119,7 +115,7 @@ class BearerAuth(_OriginBound):
         return self._token
 
 
-class _TokenEndpointAuth(_OriginBound):
+class TokenEndpointAuth(FhirAuth):
     """client_credentials at a token endpoint, with caching and one renewal on 401."""
 
     def __init__(
@@ -210,7 +206,7 @@ class _TokenEndpointAuth(_OriginBound):
         return token, float(lifetime) if isinstance(lifetime, int | float) else 300.0
 
 
-class ClientSecretAuth(_TokenEndpointAuth):
+class ClientSecretAuth(TokenEndpointAuth):
     """client_credentials grant authenticated with HTTP Basic (client id and secret)."""
 
     def __init__(self, client_id: str, client_secret: str, **kw: Any) -> None:
@@ -226,7 +222,7 @@ class ClientSecretAuth(_TokenEndpointAuth):
         )
 
 
-class SmartBackendAuth(_TokenEndpointAuth):
+class SmartBackendAuth(TokenEndpointAuth):
     """SMART Backend Services: a signed JWT client assertion (RS384 or ES384)."""
 
     def __init__(

@@ -16,13 +16,9 @@ from typing import Any, BinaryIO
 
 import orjson
 
-CPT = "http://www.ama-assn.org/go/cpt"
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-SCT = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
-NUCC = "http://nucc.org/provider-taxonomy"
-ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NUCC, POS
+from fhir_adapter.fhir.systems import ICD10CM as ICD
+from fhir_adapter.fhir.systems import SNOMED as SCT
 
 OTHER_PROCEDURES = [
     ("45378", "Colonoscopy, flexible; diagnostic"),
@@ -155,8 +151,14 @@ def generate(
     seed: int = 47382,
     gzipped: bool = False,
     case_rate: float = 0.08,
+    dense: bool = False,
 ) -> dict[str, int]:
-    """Write an export of `patients` patients into `out`; returns resources written per type."""
+    """Write an export of `patients` patients into `out`; returns resources written per type.
+
+    `dense` makes every patient a 47382 case (a cohort or Group export).
+    """
+    if dense:
+        case_rate = 1.0
     writer = ExportWriter(Path(out), gzipped)
     rng = random.Random(seed + 1)
     try:

@@ -22,29 +22,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from fhir_adapter.errors import AdapterError
-from fhir_adapter.sources.auth import _OriginBound, _TokenEndpointAuth, origin
+from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth, origin
+from fhir_adapter.errors import PagingError, ServerError
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 SUPPORTED_VERSIONS = ("4.0.", "4.3.")
 _IDEMPOTENT = "X-Fhir-Adapter-Idempotent"
 MAX_GET_URL = 1800
-
-
-class ServerError(AdapterError):
-    """The server answered with an error (the message carries status and details)."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, outcome: dict[str, Any] | None = None
-    ):
-        super().__init__(message)
-        self.status = status
-        self.outcome = outcome
-
-
-class PagingError(ServerError):
-    """A searchset's paging cannot be followed safely (loop, cap, foreign host)."""
 
 
 class BudgetRetry(Retry):
@@ -137,7 +122,7 @@ class FhirClient:
     def __init__(
         self,
         base_url: str,
-        auth: _OriginBound | None = None,
+        auth: FhirAuth | None = None,
         *,
         timeout: tuple[float, float] = (5.0, 60.0),
         retries: int = 5,
@@ -161,7 +146,7 @@ class FhirClient:
             self.session.auth = auth
         self.requests: Counter[str] = Counter()
         self._capabilities: dict[str, Any] | None = None
-        if isinstance(auth, _TokenEndpointAuth) and auth.token_endpoint is None:
+        if isinstance(auth, TokenEndpointAuth) and auth.token_endpoint is None:
             auth.configure(self.smart_configuration())
         if check_version:
             self.capabilities()
@@ -208,17 +193,19 @@ class FhirClient:
                 method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
             )
         except requests.exceptions.RetryError:
-            raise ServerError(f"{method} {_safe(url)}: gave up after retries") from None
+            raise ServerError(f"{method} {redact_url(url)}: gave up after retries") from None
         except requests.Timeout:
-            raise ServerError(f"{method} {_safe(url)}: timed out") from None
+            raise ServerError(f"{method} {redact_url(url)}: timed out") from None
         except requests.ConnectionError as exc:
-            raise ServerError(f"{method} {_safe(url)}: cannot connect ({_reason(exc)})") from None
+            raise ServerError(
+                f"{method} {redact_url(url)}: cannot connect ({_reason(exc)})"
+            ) from None
         return self._parse(resp, method, url, expect)
 
     def _parse(
         self, resp: requests.Response, method: str, url: str, expect: str | None
     ) -> dict[str, Any]:
-        where = f"{method} {_safe(url)}"
+        where = f"{method} {redact_url(url)}"
         try:
             value = orjson.loads(resp.content) if resp.content else None
         except orjson.JSONDecodeError:
@@ -254,7 +241,7 @@ class FhirClient:
             version = str(cs.get("fhirVersion", ""))
             if not version.startswith(SUPPORTED_VERSIONS):
                 raise ServerError(
-                    f"{_safe(self.base_url)} speaks FHIR {version or 'of unknown version'}; "
+                    f"{redact_url(self.base_url)} speaks FHIR {version or 'of unknown version'}; "
                     "this adapter needs FHIR R4 (4.0.x or 4.3.x)"
                 )
             self._capabilities = cs
@@ -266,18 +253,24 @@ class FhirClient:
         try:
             # Discovery happens before there is a token: send it without credentials.
             resp = self.session.get(
-                url, headers={"Accept": "application/json"}, timeout=self.timeout, auth=_no_auth
+                url, headers={"Accept": "application/json"}, timeout=self.timeout, auth=no_auth
             )
         except requests.RequestException as exc:
-            raise ServerError(f"GET {_safe(url)}: cannot connect ({_reason(exc)})") from None
+            raise ServerError(f"GET {redact_url(url)}: cannot connect ({_reason(exc)})") from None
         if resp.status_code != 200:
-            raise ServerError(f"GET {_safe(url)}: HTTP {resp.status_code}: no SMART configuration")
+            raise ServerError(
+                f"GET {redact_url(url)}: HTTP {resp.status_code}: no SMART configuration"
+            )
         try:
             value = resp.json()
         except ValueError:
-            raise ServerError(f"GET {_safe(url)}: the SMART configuration is not JSON") from None
+            raise ServerError(
+                f"GET {redact_url(url)}: the SMART configuration is not JSON"
+            ) from None
         if not isinstance(value, dict):
-            raise ServerError(f"GET {_safe(url)}: the SMART configuration is not a JSON object")
+            raise ServerError(
+                f"GET {redact_url(url)}: the SMART configuration is not a JSON object"
+            )
         return value
 
     def read(self, rtype: str, rid: str) -> dict[str, Any]:
@@ -319,7 +312,7 @@ class FhirClient:
                 )
             if nxt in seen:
                 raise PagingError(
-                    f"paging loop: the server sent the same next link twice ({_safe(nxt)})"
+                    f"paging loop: the server sent the same next link twice ({redact_url(nxt)})"
                 )
             seen.add(nxt)
             pages += 1
@@ -363,11 +356,11 @@ class FhirClient:
         )
 
 
-def _no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
+def no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
     return r
 
 
-def _safe(url: str) -> str:
+def redact_url(url: str) -> str:
     """A URL for messages: no userinfo, no query values (they can hold identifiers)."""
     from urllib.parse import urlsplit, urlunsplit
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_adapter.case import Case, assemble, service_date
-from fhir_adapter.sources.rest import FhirClient
-from fhir_adapter.sources.store import ResourceStore, reference_string, tail_key
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.fhir.references import reference_string, tail_key
+from fhir_adapter.sources.store import ResourceStore
 
 PROCEDURE_INCLUDES = (
     "Procedure:subject",

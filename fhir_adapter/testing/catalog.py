@@ -18,12 +18,12 @@ import yaml
 from fhir_adapter.errors import AdapterError
 
 if TYPE_CHECKING:
-    from fhir_adapter.sources.rest import FhirClient
+    from fhir_adapter.client.rest import FhirClient
 
 
 def fixtures_dir() -> Path:
     """fixtures/cases of the source tree, else the copy installed with the package."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here.parent / "fixtures" / "cases", here / "_data" / "fixtures" / "cases"):
         if candidate.is_dir():
             return candidate

@@ -1,0 +1,123 @@
+"""`fhir-adapter evaluate`: files, Bundles and NDJSON exports, locally or on Spark."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from fhir_adapter.cli.options import Progress, add_report_options, emit, env_option
+
+if TYPE_CHECKING:
+    from fhir_adapter.rules import Pack
+
+
+def register(sub: Any) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate FHIR JSON/NDJSON files or directories",
+        description="Evaluate every Procedure coded CPT 47382 in the given files and directories "
+        "(Bundles of any type, single resources, NDJSON, .gz). Exit 0: every case can be "
+        "claimed; 1: some case has a blocking finding; 2: usage or input error.",
+    )
+    ev.add_argument("paths", nargs="+", metavar="PATH")
+    add_report_options(ev)
+    ev.add_argument("--out", metavar="DIR", help="write one transaction Bundle per case into DIR")
+    env_option(
+        ev,
+        "--workers",
+        "WORKERS",
+        "0",
+        type=_workers,
+        help="parallel processes (default 0: all cores)",
+    )
+    env_option(
+        ev,
+        "--engine",
+        "ENGINE",
+        "local",
+        choices=("local", "spark"),
+        help="spark: run on Apache Spark (needs the spark extra); PATH is an NDJSON directory or "
+        "URI and --out receives reports/ and bundles/",
+    )
+    env_option(ev, "--spark-master", "SPARK_MASTER", "local[2]")
+    ev.add_argument(
+        "--validate",
+        action="store_true",
+        help="also validate every written resource against the FHIR R4B models",
+    )
+    ev.set_defaults(handler=run)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (all cores) or more")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from fhir_adapter.pipeline import evaluate_paths
+    from fhir_adapter.rules import load_pack
+
+    pack = load_pack(args.rules)
+    if args.engine == "spark":
+        return _evaluate_spark(args, pack)
+    workers = args.workers or os.cpu_count() or 1
+    progress = Progress()
+    started = time.monotonic()
+    try:
+        outputs = evaluate_paths(
+            args.paths, pack, block_on=args.block_on, workers=workers, on_progress=progress.update
+        )
+    finally:
+        progress.done()
+    if args.validate:
+        from fhir_adapter.writeback.validate import validate_resource
+
+        for output in outputs:
+            validate_resource(output.bundle())
+    if args.out:
+        from fhir_adapter.sinks import write_bundles
+
+        write_bundles(outputs, args.out)
+    code = emit(outputs, args.format)
+    if progress.enabled:
+        from fhir_adapter.report import summary
+
+        print(f"{summary(outputs)} ({time.monotonic() - started:.1f} s)", file=sys.stderr)
+    return code
+
+
+def _evaluate_spark(args: argparse.Namespace, pack: Pack) -> int:
+    from pathlib import Path
+
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.spark import evaluate_on_spark, read_reports
+
+    if len(args.paths) != 1 or not args.out:
+        raise AdapterError("--engine spark takes one input (directory or URI) and needs --out")
+    result = evaluate_on_spark(
+        args.paths[0],
+        args.out,
+        master=args.spark_master,
+        pack=pack,
+        block_on=args.block_on,
+    )
+    if args.format == "json" and Path(result.reports).is_dir():
+        import orjson
+
+        doc = {"cases": read_reports(result.reports)}
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    print(
+        f"fhir-adapter: {result.cases} case(s), {result.claims} claim(s); "
+        f"reports in {result.reports}, bundles in {result.bundles}",
+        file=sys.stderr,
+    )
+    return 1 if result.cases > result.claims else 0

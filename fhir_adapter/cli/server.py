@@ -1,0 +1,134 @@
+"""`fhir-adapter run` and `export`: work against a FHIR server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from fhir_adapter.cli.options import (
+    Progress,
+    add_report_options,
+    add_server_options,
+    connect,
+    emit,
+    env_option,
+)
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="evaluate the 47382 Procedures on a FHIR server and write back",
+        description="Search a FHIR R4 server for Procedures coded CPT 47382 (or take the given ids), "
+        "evaluate each case and write one transaction per case (Claim and DetectedIssues, updated in "
+        "place on re-runs). Exit codes as for evaluate.",
+    )
+    add_server_options(run)
+    run.add_argument("--procedure", action="append", default=[], metavar="ID", help="repeatable")
+    env_option(run, "--patient", "PATIENT", metavar="ID")
+    env_option(run, "--since", "SINCE", metavar="DATE", help="performed on/after DATE")
+    run.add_argument(
+        "--dry-run", action="store_true", help="print what would be written; write nothing"
+    )
+    add_report_options(run)
+    run.set_defaults(handler=run_command)
+
+    exp = sub.add_parser(
+        "export",
+        help="pull a FHIR Bulk Data $export into a directory (resumable)",
+        description="Kick off $export (system, Patient or Group level), poll until done and download "
+        "every NDJSON file into DIR. Run the same command again to resume an interrupted export; "
+        "--cancel deletes the job under way.",
+    )
+    add_server_options(exp)
+    exp.add_argument("--out", required=True, metavar="DIR")
+    env_option(exp, "--type", "EXPORT_TYPES", help="comma-separated resource types")
+    exp.add_argument("--since", default=None, metavar="INSTANT")
+    level = exp.add_mutually_exclusive_group()
+    level.add_argument("--group", metavar="ID", help="Group/[id]/$export")
+    level.add_argument("--patient-level", action="store_true", help="Patient/$export")
+    exp.add_argument("--cancel", action="store_true", help="cancel the export under way in DIR")
+    exp.set_defaults(handler=export_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from fhir_adapter.pipeline import run_on_server
+    from fhir_adapter.rules import load_pack
+
+    pack = load_pack(args.rules)
+    client = connect(args)
+    progress = Progress()
+    try:
+        results = run_on_server(
+            client,
+            pack,
+            procedure_ids=args.procedure,
+            patient=args.patient,
+            since=args.since,
+            block_on=args.block_on,
+            dry_run=args.dry_run,
+            on_case=progress.tick,
+        )
+    finally:
+        progress.done()
+        client.close()
+    outputs = [r.output for r in results]
+    if args.dry_run and args.format == "table":
+        for r in results:
+            print(_would_write(r))
+    code = emit(outputs, args.format)
+    writes = sum(r.written for r in results)
+    verb = "would write" if args.dry_run else "wrote"
+    count = sum(1 for r in results if r.transaction) if args.dry_run else writes
+    print(
+        f"fhir-adapter: {verb} {count} transaction(s) for {len(results)} case(s)", file=sys.stderr
+    )
+    return code
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from fhir_adapter.client.export import BulkExport
+
+    client = connect(args)
+    say = (
+        (lambda msg: print(f"fhir-adapter: {msg}", file=sys.stderr))
+        if sys.stderr.isatty()
+        else None
+    )
+    job = BulkExport(
+        client,
+        args.out,
+        types=[t for t in (args.type or "").split(",") if t],
+        since=args.since,
+        group=args.group,
+        patient_level=args.patient_level,
+        on_progress=say,
+    )
+    try:
+        if args.cancel:
+            cancelled = job.cancel()
+            print(
+                "cancelled" if cancelled else "no export under way in that directory",
+                file=sys.stderr,
+            )
+            return 0
+        result = job.run()
+    finally:
+        client.close()
+    print(
+        f"fhir-adapter: {len(result.files)} file(s) in {args.out} "
+        f"({result.downloaded} downloaded, {result.skipped} already complete)",
+        file=sys.stderr,
+    )
+    for message in result.error_messages:
+        print(f"fhir-adapter: the server reported: {message}", file=sys.stderr)
+    return 0
+
+
+def _would_write(result: Any) -> str:
+    tx = result.transaction
+    if tx is None:
+        return f"{result.output.evaluation.procedure}: up to date, nothing to write"
+    parts = [f"{e['request']['method']} {e['request']['url']}" for e in tx["entry"]]
+    return f"{result.output.evaluation.procedure}: would write " + "; ".join(parts)

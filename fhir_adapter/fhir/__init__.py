@@ -1,0 +1,1 @@
+"""FHIR R4 vocabulary shared by every stage: element paths, references, codings, systems."""

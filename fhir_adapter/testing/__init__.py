@@ -1,0 +1,4 @@
+"""Test tooling (synthetic exports, the fixture catalog, the pytest plugin).
+
+Never imported by the adapter itself, so `import fhir_adapter` loads none of it.
+"""

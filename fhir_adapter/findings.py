@@ -12,12 +12,20 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Where something was found (or looked for): resource, element path, quoted text."""
+    """Where something was found (or looked for): resource, element path, quoted text.
+
+    A text mention carries its ConText `status` (affirmed, negated, hypothetical,
+    historical, uncertain, other: see mappings/) and, when it does not count, the
+    `cue` that ruled it out; `span` is the matched words' [start, end) in `snippet`.
+    """
 
     reference: str
     path: str
     snippet: str | None = None
     note: str | None = None
+    status: str | None = None
+    cue: str | None = None
+    span: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reference": self.reference, "path": self.path}
@@ -25,6 +33,12 @@ class Evidence:
             out["snippet"] = self.snippet
         if self.note is not None:
             out["note"] = self.note
+        if self.status is not None:
+            out["status"] = self.status
+        if self.cue is not None:
+            out["cue"] = self.cue
+        if self.span is not None:
+            out["span"] = list(self.span)
         return out
 
 
@@ -130,9 +144,15 @@ class Evaluation:
         )
 
 
-def _ev(evidence: tuple[Evidence, ...]) -> list[list[str | None]]:
-    return [[e.reference, e.path, e.snippet, e.note] for e in evidence]
+def _ev(evidence: tuple[Evidence, ...]) -> list[list[Any]]:
+    return [
+        [e.reference, e.path, e.snippet, e.note, e.status, e.cue, e.span and list(e.span)]
+        for e in evidence
+    ]
 
 
 def _unev(rows: list[list[Any]]) -> tuple[Evidence, ...]:
-    return tuple(Evidence(*row) for row in rows)
+    return tuple(
+        Evidence(r, p, s, n, st, c, (span[0], span[1]) if span else None)
+        for r, p, s, n, st, c, span in rows
+    )

@@ -45,6 +45,7 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
                     rule.source,
                 )
             )
+            result.criteria.append(Criterion(rule.finding, False, tuple(evidence)))
         else:
             result.criteria.append(Criterion(rule.finding, True, tuple(evidence)))
 

@@ -12,7 +12,6 @@ same job, and files already complete are not downloaded again.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,8 @@ from urllib.parse import urlencode
 
 import orjson
 import requests
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
 
 from fhir_adapter.client.rest import FhirClient, outcome_text, redact_url
 from fhir_adapter.errors import ExportError, ServerError
@@ -41,17 +42,13 @@ class ExportResult:
 
 
 def retry_after_seconds(value: str | None, default: float) -> float:
-    """`Retry-After` as seconds: an integer or an HTTP-date."""
+    """`Retry-After` as seconds (integer or HTTP-date), parsed by urllib3 as retries are."""
     if not value:
         return default
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return Retry().parse_retry_after(value.strip())
+    except InvalidHeader:
         return default
-    return max(0.0, when.timestamp() - time.time())
 
 
 class BulkExport:

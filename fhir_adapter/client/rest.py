@@ -9,7 +9,6 @@ Server errors become `ServerError` carrying the OperationOutcome's text.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,19 +27,27 @@ from fhir_adapter.errors import PagingError, ServerError
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 SUPPORTED_VERSIONS = ("4.0.", "4.3.")
-_IDEMPOTENT = "X-Fhir-Adapter-Idempotent"
 MAX_GET_URL = 1800
 
 
 class BudgetRetry(Retry):
-    """urllib3 Retry that gives up once a total time budget is spent."""
+    """urllib3 Retry that gives up once a per-request time budget is spent.
 
-    def __init__(self, *args: Any, deadline: float | None = None, **kw: Any) -> None:
+    The clock starts at a request's first retry (urllib3 hands each request a
+    fresh chain of `new()` copies), so one policy object serves every request
+    without shared mutable state.
+    """
+
+    def __init__(
+        self, *args: Any, budget: float | None = None, started: float | None = None, **kw: Any
+    ) -> None:
         super().__init__(*args, **kw)
-        self.deadline = deadline
+        self.budget = budget
+        self.started = started
 
     def new(self, **kw: Any) -> BudgetRetry:
-        kw.setdefault("deadline", self.deadline)
+        kw.setdefault("budget", self.budget)
+        kw.setdefault("started", self.started)
         return super().new(**kw)
 
     def increment(  # type: ignore[override]
@@ -53,47 +60,49 @@ class BudgetRetry(Retry):
         _stacktrace: Any = None,
     ) -> Retry:
         new = super().increment(method, url, response, error, _pool, _stacktrace)
-        if self.deadline is not None:
-            remaining = self.deadline - time.monotonic()
-            wait = new.get_backoff_time()
-            if response is not None:
-                wait = max(wait, self.get_retry_after(response) or 0.0)
-            if wait > remaining:
-                raise MaxRetryError(_pool, url or "", error)
+        if self.budget is None:
+            return new
+        now = time.monotonic()
+        started = self.started if self.started is not None else now
+        assert isinstance(new, BudgetRetry)
+        new.started = started
+        wait = new.get_backoff_time()
+        if response is not None:
+            wait = max(wait, self.get_retry_after(response) or 0.0)
+        if now + wait > started + self.budget:
+            raise MaxRetryError(_pool, url or "", error)
         return new
 
 
-class _RetryingAdapter(HTTPAdapter):
-    """Picks the retry policy per request: idempotent POSTs may be retried, others not."""
+def retry_policy(retries: int, backoff: float, budget: float, *, post: bool) -> BudgetRetry:
+    """408/429/5xx and connection errors with backoff; POST only for idempotent sessions."""
+    methods = set(Retry.DEFAULT_ALLOWED_METHODS) | ({"POST"} if post else set())
+    return BudgetRetry(
+        total=retries,
+        connect=min(retries, 2),  # a refused connection rarely heals in seconds
+        read=retries,
+        status=retries,
+        backoff_factor=backoff,
+        backoff_max=30,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset(methods),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        budget=budget,
+    )
 
-    def __init__(self, retries: int, backoff: float, budget: float) -> None:
-        self._retries = retries
-        self._backoff = backoff
-        self._budget = budget
-        self._lock = threading.Lock()
-        super().__init__(pool_connections=4, pool_maxsize=8, max_retries=0)
 
-    def policy(self, allow_post: bool) -> BudgetRetry:
-        methods = set(Retry.DEFAULT_ALLOWED_METHODS) | ({"POST"} if allow_post else set())
-        return BudgetRetry(
-            total=self._retries,
-            connect=min(self._retries, 2),  # a refused connection rarely heals in seconds
-            read=self._retries,
-            status=self._retries,
-            backoff_factor=self._backoff,
-            backoff_max=30,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset(methods),
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            deadline=time.monotonic() + self._budget,
-        )
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> requests.Response:
-        idempotent = request.headers.pop(_IDEMPOTENT, None) is not None
-        with self._lock:
-            self.max_retries = self.policy(idempotent or request.method != "POST")
-            return super().send(request, *args, **kw)
+def retrying_session(policy: BudgetRetry, auth: FhirAuth | None) -> requests.Session:
+    """A Session whose adapters carry `policy`; no proxies or netrc from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    session.headers.update({"Accept": FHIR_JSON, "User-Agent": "fhir-adapter"})
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if auth is not None:
+        session.auth = auth
+    return session
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -134,16 +143,16 @@ class FhirClient:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
         self.max_pages = max_pages
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxies or netrc credentials from the environment
-        self.session.headers.update({"Accept": FHIR_JSON, "User-Agent": "fhir-adapter"})
-        adapter = _RetryingAdapter(retries, backoff, retry_budget)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self.auth = auth
         if auth is not None:
             auth.bind(self.base_url)
-            self.session.auth = auth
+        # Two sessions, one policy each: a POST is replayed only on the idempotent one.
+        self.session = retrying_session(
+            retry_policy(retries, backoff, retry_budget, post=False), auth
+        )
+        self.idempotent_session = retrying_session(
+            retry_policy(retries, backoff, retry_budget, post=True), auth
+        )
         self.requests: Counter[str] = Counter()
         self._capabilities: dict[str, Any] | None = None
         if isinstance(auth, TokenEndpointAuth) and auth.token_endpoint is None:
@@ -153,6 +162,7 @@ class FhirClient:
 
     def close(self) -> None:
         self.session.close()
+        self.idempotent_session.close()
 
     def __enter__(self) -> FhirClient:
         return self
@@ -185,11 +195,10 @@ class FhirClient:
         elif form is not None:
             data = urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        if idempotent:
-            headers[_IDEMPOTENT] = "1"
+        session = self.idempotent_session if idempotent else self.session
         self.requests[kind] += 1
         try:
-            resp = self.session.request(
+            resp = session.request(
                 method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
             )
         except requests.exceptions.RetryError:

@@ -244,3 +244,17 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(None, 3.0) == 3.0
     assert retry_after_seconds("garbage", 2.0) == 2.0
     assert 0 <= retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 5.0) <= 0.001
+
+
+@responses.activate
+def test_last_line_without_newline_matches_the_manifest_count(tmp_path: Path) -> None:
+    client = _client()
+    responses.add(
+        responses.GET, f"{BASE}/$export", status=202, headers={"Content-Location": STATUS}
+    )
+    manifest = _manifest(count=2)
+    manifest["error"] = []
+    responses.add(responses.GET, STATUS, json=manifest)
+    responses.add(responses.GET, FILE, body=LINE + LINE.rstrip(b"\n"))
+    result = BulkExport(client, tmp_path).run()
+    assert [p.read_bytes().count(b"Patient") for p in result.files] == [2]

@@ -227,11 +227,13 @@ class BulkExport:
             resp.close()
             raise ExportError(f"download {redact_url(url)}: {_describe(resp)}")
         lines = 0
+        last = b"\n"
         try:
             with open(part, "wb") as fh:
                 for block in resp.iter_content(1 << 20):
                     fh.write(block)
                     lines += block.count(b"\n")
+                    last = block[-1:] or last
         except (
             requests.exceptions.ChunkedEncodingError,
             requests.exceptions.ConnectionError,
@@ -243,6 +245,8 @@ class BulkExport:
             ) from None
         finally:
             resp.close()
+        if last != b"\n":  # the last resource needs no trailing newline to count
+            lines += 1
         if isinstance(count, int) and lines != count:
             part.unlink(missing_ok=True)
             raise ExportError(

@@ -1,4 +1,4 @@
-"""Where output goes: a directory of transaction Bundles (written all-or-nothing)."""
+"""Where output goes: a directory of transaction Bundles and the HTML report (all-or-nothing)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,20 @@ from fhir_adapter.errors import AdapterError
 from fhir_adapter.writeback import CaseOutput
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+REPORT_HTML = "report.html"
 
 
 def bundle_filename(procedure_key: str) -> str:
     return _UNSAFE.sub("-", procedure_key).strip("-") + ".json"
 
 
-def write_bundles(outputs: Sequence[CaseOutput], directory: str | os.PathLike[str]) -> list[Path]:
-    """One transaction Bundle per case; nothing lands in `directory` unless all were written."""
+def write_bundles(
+    outputs: Sequence[CaseOutput],
+    directory: str | os.PathLike[str],
+    *,
+    report_html: str | None = None,
+) -> list[Path]:
+    """One transaction Bundle per case (and `report.html` when given); all or nothing lands."""
     target = Path(directory)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,10 @@ def write_bundles(outputs: Sequence[CaseOutput], directory: str | os.PathLike[st
             path = staging / name
             path.write_bytes(orjson.dumps(output.bundle(), option=orjson.OPT_INDENT_2))
             staged.append(path)
+        if report_html is not None:
+            page = staging / REPORT_HTML
+            page.write_text(report_html, encoding="utf-8")
+            staged.append(page)
         written = []
         for path in staged:
             final = target / path.name
@@ -46,3 +56,19 @@ def write_bundles(outputs: Sequence[CaseOutput], directory: str | os.PathLike[st
         raise AdapterError(f"cannot write to {target}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_report_html(directory: str | os.PathLike[str], page: str) -> Path:
+    """`report.html` in `directory`, replaced atomically (a reader never sees half a page)."""
+    target = Path(directory) / REPORT_HTML
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise AdapterError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return target

@@ -53,8 +53,11 @@ def test_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_out_writes_one_transaction_per_case(tmp_path: Path) -> None:
     assert main(["evaluate", str(CASES), "--out", str(tmp_path / "b"), "--format", "json"]) == 1
-    files = sorted((tmp_path / "b").iterdir())
+    files = sorted((tmp_path / "b").glob("*.json"))
     assert len(files) == 22
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.suffix != ".json") == [
+        "report.html"
+    ]
     assert all(json.loads(f.read_text())["type"] == "transaction" for f in files)
     assert not [f for f in files if f.name.startswith(".")]
 

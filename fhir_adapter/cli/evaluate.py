@@ -84,10 +84,12 @@ def run(args: argparse.Namespace) -> int:
         for output in outputs:
             validate_resource(output.bundle())
     if args.out:
+        from fhir_adapter.report import render_html
         from fhir_adapter.sinks import write_bundles
 
-        write_bundles(outputs, args.out)
-    code = emit(outputs, args.format)
+        page = render_html(outputs, pack=pack, source=args.paths)
+        write_bundles(outputs, args.out, report_html=page)
+    code = emit(outputs, args.format, pack=pack, source=args.paths)
     if progress.enabled:
         from fhir_adapter.report import summary
 
@@ -110,11 +112,22 @@ def _evaluate_spark(args: argparse.Namespace, pack: Pack) -> int:
         pack=pack,
         block_on=args.block_on,
     )
-    if args.format == "json" and Path(result.reports).is_dir():
-        import orjson
+    if Path(result.reports).is_dir():
+        from fhir_adapter.report import render_csv, render_html
+        from fhir_adapter.sinks import write_report_html
 
-        doc = {"cases": read_reports(result.reports)}
-        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        rows = read_reports(result.reports)
+        page = render_html(rows, pack=pack, source=args.paths)
+        write_report_html(args.out, page)
+        if args.format == "json":
+            import orjson
+
+            doc = {"cases": rows}
+            sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        elif args.format == "html":
+            sys.stdout.write(page)
+        elif args.format == "csv":
+            sys.stdout.write(render_csv(rows))
     print(
         f"fhir-adapter: {result.cases} case(s), {result.claims} claim(s); "
         f"reports in {result.reports}, bundles in {result.bundles}",

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fhir_adapter.client.auth import FhirAuth
     from fhir_adapter.client.rest import FhirClient
+    from fhir_adapter.rules import Pack
 
 EXIT_USAGE = 2
 SEVERITIES = ("high", "moderate", "low")
-FORMATS = ("table", "json")
+FORMATS = ("table", "json", "html", "csv")
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -165,15 +166,25 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def emit(outputs: Sequence[object], fmt: str) -> int:
+def emit(
+    outputs: Sequence[object],
+    fmt: str,
+    *,
+    pack: Pack | None = None,
+    source: Sequence[str] = (),
+) -> int:
     """Print the report in `fmt` on stdout; the exit code says whether anything blocks."""
-    from fhir_adapter.report import exit_code, render_json, render_table
+    from fhir_adapter.report import exit_code, render_csv, render_html, render_json, render_table
     from fhir_adapter.writeback import CaseOutput
 
     cases = [o for o in outputs if isinstance(o, CaseOutput)]
     if fmt == "json":
         sys.stdout.buffer.write(render_json(cases))
         sys.stdout.flush()
+    elif fmt == "html":
+        sys.stdout.write(render_html(cases, pack=pack, source=source))
+    elif fmt == "csv":
+        sys.stdout.write(render_csv(cases))
     else:
         sys.stdout.write(render_table(cases))
     if not cases:

@@ -77,7 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.dry_run and args.format == "table":
         for r in results:
             print(_would_write(r))
-    code = emit(outputs, args.format)
+    code = emit(outputs, args.format, pack=pack, source=[args.base_url])
     writes = sum(r.written for r in results)
     verb = "would write" if args.dry_run else "wrote"
     count = sum(1 for r in results if r.transaction) if args.dry_run else writes

@@ -1,4 +1,4 @@
-"""Reports for people (a table) and for scripts (one JSON object), and the exit code."""
+"""Reports in the terminal (a table) and for scripts (one JSON object), and the exit code."""
 
 from __future__ import annotations
 

@@ -1,0 +1,63 @@
+"""One row per finding, for spreadsheets; a case without findings still gets one row.
+
+Cells that a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, tab, CR at
+the start) get a leading apostrophe: the text came from the input, and a note
+must not become a formula on the coder's machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+
+from fhir_adapter.report.model import ReportRow, case_view, report_rows
+from fhir_adapter.writeback import CaseOutput
+
+HEADER = (
+    "procedure",
+    "patient",
+    "encounter",
+    "date_of_service",
+    "performer",
+    "payer",
+    "place_of_service",
+    "outcome",
+    "modifiers",
+    "finding",
+    "severity",
+    "message",
+    "evidence",
+    "snippets",
+)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA) else value
+
+
+def render_csv(outputs: Iterable[CaseOutput | ReportRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(HEADER)
+    for i, row in enumerate(report_rows(outputs)):
+        c = case_view(i, row)
+        first = [
+            c["procedure"],
+            c["patient"],
+            c["encounter"],
+            c["date"],
+            c["performer"],
+            c["payer"],
+            c["pos"],
+            c["outcome"],
+            ";".join(m["code"] for m in c["modifiers"]),
+        ]
+        findings = c["findings"] or [{"code": "", "severity": "", "message": "", "evidence": []}]
+        for f in findings:
+            evidence = " | ".join(f"{e['ref']} {e['path']}".strip() for e in f["evidence"])
+            snippets = " | ".join(e["snippet"] for e in f["evidence"] if "snippet" in e)
+            cells = [*first, f["code"], f["severity"], f["message"], evidence, snippets]
+            writer.writerow([_cell(v) for v in cells])
+    return buffer.getvalue()

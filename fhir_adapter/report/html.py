@@ -1,0 +1,229 @@
+"""The self-contained HTML worklist: one file, no network, safe with hostile input.
+
+Jinja2 (autoescaping on) renders the overview and the page shell; the cases go
+in as one inert JSON block (Jinja2's `tojson`, which escapes `<`, `>`, `&`, `'`)
+that the inline script renders page by page with `textContent` only, so a batch
+of 10,000 cases opens quickly and nothing from the input is ever markup. A
+Content-Security-Policy allows only this page's own script and style (by hash)
+and no fetches at all: defence in depth if escaping were ever missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from fhir_adapter.report.model import SEVERITIES, ReportRow, case_view, report_rows
+from fhir_adapter.writeback import CaseOutput
+
+if TYPE_CHECKING:
+    from fhir_adapter.rules import Pack
+
+TITLE = "CPT 47382 coding worklist"
+PAGE_SIZES = (25, 50, 100, 250, 500)
+PAGE_SIZE = 50
+TOP_PAYERS = 12
+COLUMNS = (
+    ("procedure", "Procedure"),
+    ("patient", "Patient"),
+    ("date", "Date of service"),
+    ("performer", "Performer"),
+    ("pos", "Setting (POS)"),
+    ("outcome", "Outcome"),
+    ("modifiers", "Modifiers"),
+    ("findings", "Findings"),
+)
+
+
+def _dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+@cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("fhir_adapter.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    # tojson keeps its HTML-safe escaping; orjson only makes 10,000 cases fast to dump.
+    env.policies["json.dumps_function"] = _dumps
+    env.policies["json.dumps_kwargs"] = {}
+    return env
+
+
+@cache
+def _static(name: str) -> str:
+    return (files("fhir_adapter.report") / "static" / name).read_text(encoding="utf-8")
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def _severity_rank(severity: str, order: Sequence[str]) -> int:
+    return order.index(severity) if severity in order else len(order)
+
+
+def _code_sets(rows: Sequence[ReportRow], given: Iterable[str]) -> list[str]:
+    """Code-set releases named by the caller or carried by the report rows, in first-seen order."""
+    found: dict[str, None] = dict.fromkeys(given)
+    for row in rows:
+        value = row.get("code_sets")
+        if isinstance(value, Mapping):
+            found.update(dict.fromkeys(f"{k} {v}" for k, v in value.items()))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, Mapping):
+                    label = " ".join(str(v) for v in item.values() if v not in (None, ""))
+                    found[label] = None
+                elif item:
+                    found[str(item)] = None
+    return [c for c in found if c]
+
+
+def _evaluated_at(rows: Sequence[ReportRow]) -> str:
+    """When the cases were evaluated: the time stamped on what they write."""
+    stamps = {
+        str(r.get("created") or r.get("identifiedDateTime"))
+        for row in rows
+        for r in row.get("resources") or []
+        if isinstance(r, Mapping) and (r.get("created") or r.get("identifiedDateTime"))
+    }
+    if not stamps:
+        return ""
+    first, last = min(stamps), max(stamps)
+    return first if first == last else f"{first} to {last}"
+
+
+def render_html(
+    outputs: Iterable[CaseOutput | ReportRow],
+    *,
+    pack: Pack | None = None,
+    source: Sequence[str] = (),
+    code_sets: Iterable[str] = (),
+    generated: datetime | None = None,
+) -> str:
+    """The whole page for these cases (CaseOutputs or JSON report rows, e.g. Spark's)."""
+    rows = report_rows(outputs)
+    cases = [case_view(i, row) for i, row in enumerate(rows)]
+    order = tuple(reversed(pack.model.severity_order)) if pack is not None else SEVERITIES
+    claims = sum(1 for c in cases if c["outcome"] == "claim")
+
+    per_code: Counter[tuple[str, str]] = Counter()
+    worst: Counter[str] = Counter()
+    modifiers: Counter[str] = Counter()
+    payers: dict[str, list[int]] = {}
+    for c in cases:
+        per_code.update({(f["code"], f["severity"]) for f in c["findings"]})
+        modifiers.update(m["code"] for m in c["modifiers"])
+        severities = [f["severity"] for f in c["findings"]]
+        worst[min(severities, key=lambda s: _severity_rank(s, order)) if severities else ""] += 1
+        tally = payers.setdefault(c["payer"], [0, 0])
+        tally[0 if c["outcome"] == "claim" else 1] += 1
+
+    ranked = sorted(
+        per_code.items(), key=lambda kv: (_severity_rank(kv[0][1], order), -kv[1], kv[0][0])
+    )
+    top = max(per_code.values(), default=1)
+    label_width, bar_room, step = 250, 330, 20
+    bars = [
+        {
+            "code": code,
+            "severity": severity,
+            "severity_class": severity if severity in SEVERITIES else "low",
+            "count": n,
+            "y": i * step,
+            "width": max(2, round(bar_room * n / top)),
+        }
+        for i, ((code, severity), n) in enumerate(ranked)
+    ]
+    known = list(order)
+    severity_rows = [
+        {"label": f"{s}" if s else "no findings", "count": worst[s]}
+        for s in [*known, *sorted(set(worst) - set(known) - {""}), ""]
+        if worst[s]
+    ]
+    outcome_rows = [
+        {"outcome": "claim", "outcome_class": "claim", "label": "ready to bill", "count": claims},
+        {
+            "outcome": "issues",
+            "outcome_class": "issues",
+            "label": "blocked",
+            "count": len(cases) - claims,
+        },
+    ]
+    ranked_payers = sorted(payers.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
+    if len(ranked_payers) > TOP_PAYERS:
+        rest = ranked_payers[TOP_PAYERS - 1 :]
+        other = [sum(t[0] for _, t in rest), sum(t[1] for _, t in rest)]
+        ranked_payers[TOP_PAYERS - 1 :] = [(f"{len(rest)} other payers", other)]
+    payer_rows = [
+        {"payer": p, "cases": sum(t), "claims": t[0], "blocked": t[1]} for p, t in ranked_payers
+    ]
+    pack_label = ""
+    if pack is not None:
+        pack_label = f"{pack.model.pack} {pack.model.version} ({pack.model.title})"
+
+    css, js = _static("report.css"), _static("report.js")
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {_sha256(js)}",
+            f"style-src {_sha256(css)}",
+            "img-src data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
+    when = (generated or datetime.now(UTC)).isoformat(timespec="seconds")
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=TITLE,
+            csp=csp,
+            css=Markup(css),
+            js=Markup(js),
+            cases=cases,
+            totals={
+                "cases": len(cases),
+                "claims": claims,
+                "blocked": len(cases) - claims,
+                "findings": sum(len(c["findings"]) for c in cases),
+            },
+            chart={
+                "bars": bars,
+                "label_width": label_width,
+                "width": label_width + bar_room + 110,
+                "height": max(step, len(bars) * step),
+            },
+            by_severity=severity_rows,
+            by_outcome=outcome_rows,
+            by_payer=payer_rows,
+            modifiers=[{"code": k, "count": v} for k, v in sorted(modifiers.items())],
+            run={
+                "evaluated": _evaluated_at(rows),
+                "generated": when,
+                "source": list(source),
+                "pack": pack_label,
+                "code_sets": _code_sets(rows, code_sets),
+            },
+            severities=order,
+            columns=COLUMNS,
+            page_sizes=PAGE_SIZES,
+            page_size=PAGE_SIZE,
+        )
+    )

@@ -1,0 +1,237 @@
+"""What the worklist shows of a case, read from its JSON report row.
+
+The HTML and CSV reports work from the report rows (`CaseOutput.report()`, or
+the rows the Spark engine wrote), never from live objects, so that every engine
+gets the same page. Date of service, performer and payer are not fields of the
+row: they are read from the Claim when there is one, else from the evidence of
+the criteria that looked for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fhir_adapter.writeback import CaseOutput
+
+SEVERITIES = ("high", "moderate", "low")
+STATUSES = ("affirmed", "negated", "hypothetical", "historical", "uncertain", "other")
+
+ReportRow = Mapping[str, Any]
+NO_COVERAGE = "no active coverage"
+UNKNOWN_PAYER = "not known (no Claim)"
+
+
+def report_rows(outputs: Iterable[CaseOutput | ReportRow]) -> list[ReportRow]:
+    """CaseOutputs and already-serialised rows alike, as report rows."""
+    return [o.report() if isinstance(o, CaseOutput) else o for o in outputs]
+
+
+def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if not isinstance(concept, Mapping):
+        return []
+    return [c for c in concept.get("coding") or [] if isinstance(c, Mapping)]
+
+
+def _code(concept: Any) -> tuple[str, str]:
+    for c in _codings(concept):
+        if c.get("code"):
+            return str(c["code"]), str(c.get("display") or "")
+    text = concept.get("text") if isinstance(concept, Mapping) else None
+    return (str(text), "") if text else ("", "")
+
+
+def _ref(value: Any) -> str:
+    if not isinstance(value, Mapping):
+        return ""
+    if value.get("reference"):
+        return str(value["reference"])
+    ident = value.get("identifier")
+    if isinstance(ident, Mapping) and ident.get("value"):
+        return f"{ident.get('system', '')}|{ident['value']}"
+    return str(value.get("display") or "")
+
+
+def _resources(row: ReportRow, rtype: str) -> list[Mapping[str, Any]]:
+    return [
+        r
+        for r in row.get("resources") or []
+        if isinstance(r, Mapping) and r.get("resourceType") == rtype
+    ]
+
+
+def _evidence(items: Any) -> list[dict[str, Any]]:
+    """Evidence as the page needs it; a span outside its snippet is dropped, not trusted."""
+    out = []
+    for e in items or []:
+        if not isinstance(e, Mapping):
+            continue
+        ev: dict[str, Any] = {
+            "ref": str(e.get("reference") or ""),
+            "path": str(e.get("path") or ""),
+        }
+        snippet = e.get("snippet")
+        if snippet is not None:
+            ev["snippet"] = str(snippet)
+            span = e.get("span")
+            if (
+                isinstance(span, Sequence)
+                and len(span) == 2
+                and all(isinstance(i, int) for i in span)
+                and 0 <= span[0] < span[1] <= len(ev["snippet"])
+            ):
+                ev["span"] = [span[0], span[1]]
+        for key in ("note", "status", "cue"):
+            if e.get(key) is not None:
+                ev[key] = str(e[key])
+        out.append(ev)
+    return out
+
+
+def _criterion_evidence(row: ReportRow, rule: str) -> list[Mapping[str, Any]]:
+    for c in row.get("criteria") or []:
+        if isinstance(c, Mapping) and c.get("rule") == rule:
+            return [e for e in c.get("evidence") or [] if isinstance(e, Mapping)]
+    return []
+
+
+def _claim(row: ReportRow) -> dict[str, Any] | None:
+    """The Claim's lines as a coder reads them: code, modifiers, units, pointers, POS."""
+    claims = _resources(row, "Claim")
+    if not claims:
+        return None
+    claim = claims[0]
+    diagnoses = []
+    by_seq: dict[Any, str] = {}
+    for d in claim.get("diagnosis") or []:
+        code, display = _code(d.get("diagnosisCodeableConcept"))
+        kinds = [k for t in d.get("type") or [] for k, _ in [_code(t)] if k]
+        diagnoses.append(
+            {"seq": d.get("sequence"), "code": code, "display": display, "type": ", ".join(kinds)}
+        )
+        by_seq[d.get("sequence")] = code
+    lines = []
+    for item in claim.get("item") or []:
+        code, display = _code(item.get("productOrService"))
+        quantity = item.get("quantity")
+        units = quantity.get("value") if isinstance(quantity, Mapping) else None
+        pointers = [
+            f"{seq} ({by_seq[seq]})" if by_seq.get(seq) else str(seq)
+            for seq in item.get("diagnosisSequence") or []
+        ]
+        lines.append(
+            {
+                "seq": item.get("sequence"),
+                "code": code,
+                "display": display,
+                "modifiers": [
+                    m for mod in item.get("modifier") or [] for m, _ in [_code(mod)] if m
+                ],
+                "units": "" if units is None else str(units),
+                "dx": pointers,
+                "pos": _code(item.get("locationCodeableConcept"))[0],
+                "date": str(item.get("servicedDate") or ""),
+            }
+        )
+    insurance = [_ref(i.get("coverage")) for i in claim.get("insurance") or []]
+    return {
+        "status": str(claim.get("status") or ""),
+        "provider": _ref(claim.get("provider")),
+        "insurer": _ref(claim.get("insurer")),
+        "coverage": [c for c in insurance if c],
+        "diagnoses": diagnoses,
+        "lines": lines,
+    }
+
+
+def _claim_date(claim: dict[str, Any] | None) -> str:
+    return next((str(ln["date"]) for ln in claim["lines"] if ln["date"]), "") if claim else ""
+
+
+def _issues(row: ReportRow) -> list[dict[str, str]]:
+    out = []
+    for issue in _resources(row, "DetectedIssue"):
+        code = (issue.get("code") or {}).get("text") or ""
+        if not code:
+            code = _code(issue.get("code"))[0]
+        out.append(
+            {
+                "code": str(code),
+                "severity": str(issue.get("severity") or ""),
+                "detail": str(issue.get("detail") or ""),
+            }
+        )
+    return out
+
+
+def _first_ref(evidence: list[Mapping[str, Any]], prefixes: tuple[str, ...]) -> str:
+    for e in evidence:
+        ref = str(e.get("reference") or "")
+        if ref.startswith(prefixes):
+            return ref
+    return ""
+
+
+def case_view(index: int, row: ReportRow) -> dict[str, Any]:
+    """One case, flattened for the page's worklist and case view."""
+    claim = _claim(row)
+    findings = [
+        {
+            "code": str(f.get("code") or ""),
+            "severity": str(f.get("severity") or ""),
+            "message": str(f.get("message") or ""),
+            "evidence": _evidence(f.get("evidence")),
+        }
+        for f in row.get("findings") or []
+        if isinstance(f, Mapping)
+    ]
+    date = row.get("date_of_service") or _claim_date(claim)
+    performer = (
+        row.get("performer")
+        or (claim["provider"] if claim else "")
+        or _first_ref(
+            _criterion_evidence(row, "provider-missing"), ("Practitioner/", "Organization/")
+        )
+    )
+    coverage_evidence = _criterion_evidence(row, "coverage-missing")
+    coverage = (claim["coverage"][0] if claim and claim["coverage"] else "") or _first_ref(
+        coverage_evidence, ("Coverage/",)
+    )
+    payer = row.get("payer") or (claim["insurer"] if claim else "")
+    if not payer:
+        failed = any(f["code"] == "coverage-missing" for f in findings)
+        payer = NO_COVERAGE if failed else UNKNOWN_PAYER
+    return {
+        "i": index,
+        "procedure": str(row.get("procedure") or ""),
+        "patient": str(row.get("patient") or ""),
+        "encounter": str(row.get("encounter") or ""),
+        "outcome": str(row.get("outcome") or ""),
+        "pos": str(row.get("place_of_service") or ""),
+        "date": str(date or ""),
+        "performer": str(performer or ""),
+        "payer": str(payer),
+        "coverage": str(coverage),
+        "findings": findings,
+        "modifiers": [
+            {
+                "code": str(m.get("code") or ""),
+                "reason": str(m.get("reason") or ""),
+                "evidence": _evidence(m.get("evidence")),
+            }
+            for m in row.get("modifiers") or []
+            if isinstance(m, Mapping)
+        ],
+        "criteria": [
+            {
+                "rule": str(c.get("rule") or ""),
+                "passed": bool(c.get("passed")),
+                "evidence": _evidence(c.get("evidence")),
+            }
+            for c in row.get("criteria") or []
+            if isinstance(c, Mapping)
+        ],
+        "claim": claim,
+        "issues": _issues(row),
+        "unresolved": [str(u) for u in row.get("unresolved_references") or []],
+    }

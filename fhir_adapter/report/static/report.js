@@ -1,0 +1,339 @@
+// Worklist and case views of the report. Every value from the input reaches the page through
+// textContent or an attribute, never as markup; the data is parsed from an inert JSON block.
+(function () {
+  "use strict";
+  var SEVERITIES = ["high", "moderate", "low"];
+  var RULED_OUT = { negated: 1, hypothetical: 1, historical: 1, uncertain: 1, other: 1 };
+  var cases = JSON.parse(document.getElementById("report-data").textContent);
+  var byIndex = {};
+  cases.forEach(function (c) {
+    byIndex[c.i] = c;
+    var rank = 3;
+    c.findings.forEach(function (f) {
+      var r = SEVERITIES.indexOf(f.severity);
+      if (r >= 0 && r < rank) { rank = r; }
+    });
+    c._worst = rank;
+    c._codes = c.findings.map(function (f) { return f.code; });
+    c._mods = c.modifiers.map(function (m) { return m.code; }).join(", ");
+    c._text = [c.procedure, c.patient, c.encounter, c.performer, c.payer, c.date, c.pos, c.outcome, c._mods]
+      .concat(c._codes, c.findings.map(function (f) { return f.message; }))
+      .join("\n").toLowerCase();
+  });
+
+  var $ = function (id) { return document.getElementById(id); };
+  var state = { q: "", outcome: "", code: "", severity: "", sort: "", dir: 1, page: 0, size: Number($("f-size").value) };
+  var view = cases;
+
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    if (cls) { node.className = cls; }
+    return node;
+  }
+  function sevClass(s) { return SEVERITIES.indexOf(s) >= 0 ? s : "low"; }
+  function badge(severity) { return el("span", severity, "sev sev-" + sevClass(severity)); }
+  function outcomeBadge(outcome) {
+    return el("span", outcome, "outcome outcome-" + (outcome === "claim" ? "claim" : "issues"));
+  }
+
+  // ---- worklist ---------------------------------------------------------------------------
+  var KEYS = {
+    procedure: function (c) { return c.procedure; },
+    patient: function (c) { return c.patient; },
+    date: function (c) { return c.date; },
+    performer: function (c) { return c.performer; },
+    pos: function (c) { return c.pos; },
+    outcome: function (c) { return c.outcome; },
+    modifiers: function (c) { return c._mods; },
+    findings: function (c) { return (3 - c._worst) * 1000 + c.findings.length; }
+  };
+
+  function applyFilters() {
+    var q = state.q.trim().toLowerCase();
+    view = cases.filter(function (c) {
+      if (state.outcome && c.outcome !== state.outcome) { return false; }
+      if (state.code === "-" && c.findings.length) { return false; }
+      if (state.code && state.code !== "-" && c._codes.indexOf(state.code) < 0) { return false; }
+      if (state.severity && !c.findings.some(function (f) { return f.severity === state.severity; })) { return false; }
+      return !q || c._text.indexOf(q) >= 0;
+    });
+    if (state.sort) {
+      var key = KEYS[state.sort], dir = state.dir;
+      view = view.slice().sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x < y) { return -dir; }
+        if (x > y) { return dir; }
+        return a.i - b.i;
+      });
+    }
+    state.page = 0;
+  }
+
+  function pages() { return Math.max(1, Math.ceil(view.length / state.size)); }
+
+  function row(c) {
+    var tr = document.createElement("tr");
+    tr.dataset.case = String(c.i);
+    var th = el("th");
+    th.scope = "row";
+    var a = el("a", c.procedure);
+    a.href = "#case-" + c.i;
+    th.appendChild(a);
+    tr.appendChild(th);
+    [c.patient, c.date, c.performer, c.pos].forEach(function (v) { tr.appendChild(el("td", v || "—")); });
+    var out = el("td");
+    out.appendChild(outcomeBadge(c.outcome));
+    tr.appendChild(out);
+    tr.appendChild(el("td", c._mods || "—"));
+    var td = el("td");
+    if (c.findings.length) {
+      var ul = el("ul", null, "codes");
+      c.findings.forEach(function (f) {
+        var li = el("li");
+        li.appendChild(badge(f.severity));
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(el("code", f.code, "finding-code"));
+        li.title = f.message;
+        ul.appendChild(li);
+      });
+      td.appendChild(ul);
+    } else {
+      td.textContent = "—";
+    }
+    tr.appendChild(td);
+    return tr;
+  }
+
+  function renderList() {
+    var start = state.page * state.size;
+    var end = Math.min(view.length, start + state.size);
+    var frag = document.createDocumentFragment();
+    for (var k = start; k < end; k++) { frag.appendChild(row(view[k])); }
+    document.querySelector("#cases tbody").replaceChildren(frag);
+    var filtered = view.length === cases.length ? "" : " (filtered from " + cases.length.toLocaleString("en-US") + ")";
+    $("status").textContent = view.length
+      ? "Showing " + (start + 1).toLocaleString("en-US") + "–" + end.toLocaleString("en-US") + " of " +
+        view.length.toLocaleString("en-US") + " case(s)" + filtered + "."
+      : "No case matches the filters" + filtered + ".";
+    $("p-info").textContent = "Page " + (state.page + 1) + " of " + pages();
+    $("p-first").disabled = $("p-prev").disabled = state.page === 0;
+    $("p-next").disabled = $("p-last").disabled = state.page >= pages() - 1;
+    document.querySelectorAll("#cases thead th").forEach(function (th) {
+      var key = th.querySelector("button").dataset.sort;
+      th.setAttribute("aria-sort", key === state.sort ? (state.dir > 0 ? "ascending" : "descending") : "none");
+    });
+  }
+
+  function update() { applyFilters(); renderList(); }
+
+  var typing = null;
+  $("f-q").addEventListener("input", function () {
+    clearTimeout(typing);
+    typing = setTimeout(function () { state.q = $("f-q").value; update(); }, 120);
+  });
+  ["outcome", "code", "severity"].forEach(function (name) {
+    $("f-" + name).addEventListener("change", function () { state[name] = this.value; update(); });
+  });
+  $("f-size").addEventListener("change", function () { state.size = Number(this.value); state.page = 0; renderList(); });
+  $("f-reset").addEventListener("click", function () {
+    ["q", "outcome", "code", "severity"].forEach(function (name) { state[name] = ""; $("f-" + name).value = ""; });
+    update();
+  });
+  document.querySelectorAll("#cases thead button.sort").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var key = button.dataset.sort;
+      state.dir = state.sort === key ? -state.dir : 1;
+      state.sort = key;
+      update();
+    });
+  });
+  function go(page) { state.page = Math.max(0, Math.min(pages() - 1, page)); renderList(); }
+  $("p-first").addEventListener("click", function () { go(0); });
+  $("p-prev").addEventListener("click", function () { go(state.page - 1); });
+  $("p-next").addEventListener("click", function () { go(state.page + 1); });
+  $("p-last").addEventListener("click", function () { go(pages() - 1); });
+  document.querySelectorAll("[data-filter-code]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      state.code = button.dataset.filterCode;
+      $("f-code").value = state.code;
+      update();
+      location.hash = "#worklist";
+      $("f-code").focus();
+    });
+  });
+
+  // ---- case view --------------------------------------------------------------------------
+  function snippet(ev) {
+    var q = el("blockquote", null, "snippet");
+    var s = ev.snippet;
+    if (ev.span) {
+      q.appendChild(document.createTextNode(s.slice(0, ev.span[0])));
+      q.appendChild(el("mark", s.slice(ev.span[0], ev.span[1])));
+      q.appendChild(document.createTextNode(s.slice(ev.span[1])));
+    } else {
+      q.textContent = s;
+    }
+    return q;
+  }
+
+  function evidenceList(items) {
+    if (!items.length) { return el("span", "no evidence recorded", "empty"); }
+    var ul = el("ul", null, "evidence");
+    items.forEach(function (ev) {
+      var li = el("li");
+      var ruledOut = ev.status && RULED_OUT[ev.status];
+      if (ruledOut) { li.className = "ruled-out"; }
+      if (ev.snippet !== undefined) { li.appendChild(snippet(ev)); }
+      if (ev.status) {
+        var label = ruledOut ? ev.status + " — does not count" : ev.status;
+        if (ev.cue) { label += " (cue: “" + ev.cue + "”)"; }
+        li.appendChild(el("span", label, "status " + (ruledOut ? "status-ruled-out" : "status-affirmed")));
+      }
+      if (ev.note) { li.appendChild(el("span", " " + ev.note, "note")); }
+      var where = el("cite", null, "where");
+      where.appendChild(el("code", ev.ref));
+      if (ev.path) {
+        where.appendChild(document.createTextNode(" · "));
+        where.appendChild(el("code", ev.path));
+      }
+      li.appendChild(where);
+      ul.appendChild(li);
+    });
+    return ul;
+  }
+
+  function table(caption, headers, rows) {
+    var t = el("table");
+    t.appendChild(el("caption", caption));
+    var head = el("thead"), hr = el("tr");
+    headers.forEach(function (h) { var th = el("th", h); th.scope = "col"; hr.appendChild(th); });
+    head.appendChild(hr);
+    t.appendChild(head);
+    var body = el("tbody");
+    rows.forEach(function (cells) {
+      var tr = el("tr");
+      cells.forEach(function (v) {
+        var td = el("td");
+        if (v instanceof Node) { td.appendChild(v); } else { td.textContent = v === null || v === undefined || v === "" ? "—" : String(v); }
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    t.appendChild(body);
+    return t;
+  }
+
+  function section(title, id) {
+    var s = el("section");
+    var h = el("h3", title);
+    h.id = id;
+    s.setAttribute("aria-labelledby", id);
+    s.appendChild(h);
+    return s;
+  }
+
+  function facts(pairs) {
+    var dl = el("dl", null, "facts");
+    pairs.forEach(function (p) { dl.appendChild(el("dt", p[0])); dl.appendChild(el("dd", p[1] || "—")); });
+    return dl;
+  }
+
+  function renderCase(c) {
+    var root = $("case");
+    var back = el("a", "← Back to the worklist", "back");
+    back.href = "#worklist";
+    var h = el("h2", "Case " + c.procedure);
+    h.id = "case-h";
+    h.tabIndex = -1;
+    var parts = [back, h];
+    var head = facts([
+      ["Outcome", c.outcome === "claim" ? "claim — ready to bill" : "issues — blocked"],
+      ["Patient", c.patient], ["Encounter", c.encounter], ["Date of service", c.date],
+      ["Performer", c.performer], ["Place of service", c.pos],
+      ["Payer", c.payer], ["Coverage", c.coverage],
+      ["Unresolved references", c.unresolved.join(", ")]
+    ]);
+    parts.push(head);
+
+    var fs = section("Findings (" + c.findings.length + ")", "case-findings");
+    if (c.findings.length) {
+      fs.appendChild(table("What blocks or weakens the claim", ["Severity", "Finding", "Message", "Evidence"],
+        c.findings.map(function (f) { return [badge(f.severity), el("code", f.code), f.message, evidenceList(f.evidence)]; })));
+    } else {
+      fs.appendChild(el("p", "No findings.", "empty"));
+    }
+    parts.push(fs);
+
+    var ms = section("Modifiers (" + c.modifiers.length + ")", "case-modifiers");
+    if (c.modifiers.length) {
+      ms.appendChild(table("Modifiers on the 47382 line", ["Modifier", "Why", "Evidence"],
+        c.modifiers.map(function (m) { return [el("code", m.code), m.reason, evidenceList(m.evidence)]; })));
+    } else {
+      ms.appendChild(el("p", "No modifiers.", "empty"));
+    }
+    parts.push(ms);
+
+    var cs = section("Criteria", "case-criteria");
+    cs.appendChild(table("Each criterion, its verdict and evidence", ["Criterion", "Verdict", "Evidence"],
+      c.criteria.map(function (k) {
+        return [el("code", k.rule), el("span", k.passed ? "✓ pass" : "✗ fail", "outcome " + (k.passed ? "verdict-pass" : "verdict-fail")), evidenceList(k.evidence)];
+      })));
+    parts.push(cs);
+
+    var cl = section("Claim", "case-claim");
+    if (c.claim) {
+      cl.appendChild(facts([["Status", c.claim.status], ["Provider", c.claim.provider], ["Insurer", c.claim.insurer],
+        ["Coverage", c.claim.coverage.join(", ")]]));
+      cl.appendChild(table("Claim lines", ["Line", "Code", "Description", "Modifiers", "Units", "Diagnosis pointers", "POS", "Date"],
+        c.claim.lines.map(function (l) {
+          return [l.seq, el("code", l.code), l.display, l.modifiers.join(", "), l.units, l.dx.join(", "), l.pos, l.date];
+        })));
+      cl.appendChild(table("Diagnoses", ["#", "Code", "Description", "Type"],
+        c.claim.diagnoses.map(function (d) { return [d.seq, el("code", d.code), d.display, d.type]; })));
+    } else {
+      cl.appendChild(el("p", "No Claim: a blocking finding stops it.", "empty"));
+    }
+    parts.push(cl);
+
+    var is = section("Detected issues (" + c.issues.length + ")", "case-issues");
+    if (c.issues.length) {
+      is.appendChild(table("DetectedIssue resources written", ["Code", "Severity", "Detail"],
+        c.issues.map(function (d) { return [el("code", d.code), badge(d.severity), el("pre", d.detail, "detail")]; })));
+    } else {
+      is.appendChild(el("p", "None.", "empty"));
+    }
+    parts.push(is);
+    root.replaceChildren.apply(root, parts);
+    document.title = "Case " + c.procedure + " — " + document.title.split(" — ").pop();
+    return h;
+  }
+
+  // ---- routing: #case-N shows a case, anything else the overview and worklist --------------
+  var baseTitle = document.title;
+  var lastCase = null;
+  function route() {
+    var m = /^#case-(\d+)$/.exec(location.hash);
+    var c = m ? byIndex[Number(m[1])] : undefined;
+    $("overview").hidden = $("worklist").hidden = !!c;
+    $("case").hidden = !c;
+    if (c) {
+      document.title = baseTitle;
+      renderCase(c).focus();
+      window.scrollTo(0, 0);
+      lastCase = c.i;
+    } else {
+      document.title = baseTitle;
+      if (lastCase !== null) {
+        var link = document.querySelector('#cases tr[data-case="' + lastCase + '"] a');
+        if (link) { link.focus(); }
+        lastCase = null;
+      }
+    }
+  }
+  window.addEventListener("hashchange", route);
+
+  update();
+  route();
+  document.body.dataset.ready = "1";
+})();

@@ -28,6 +28,9 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     for rule in pack.rules:
         if rule.when and not all(fn(ctx) for fn in rule.when):
             continue
+        if any(fn(ctx) for fn in rule.unless):
+            result.criteria.append(Criterion(rule.finding, True, _exception(rule, ctx)))
+            continue
         evidence: list[Evidence] = []
         for fn in rule.any:
             evidence.extend(fn(ctx))
@@ -50,6 +53,8 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
             result.criteria.append(Criterion(rule.finding, True, tuple(evidence)))
 
     for mod in pack.modifiers:
+        if not all(fn(ctx) for fn in mod.when) or any(fn(ctx) for fn in mod.unless):
+            continue
         mod_evidence: list[Evidence] = []
         for fn in mod.any:
             mod_evidence.extend(fn(ctx))
@@ -58,6 +63,11 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
 
     result.blocked = any(pack.severity_rank(f.severity) >= threshold for f in result.findings)
     return result
+
+
+def _exception(rule: CompiledRule, ctx: Context) -> tuple[Evidence, ...]:
+    """The documentation that exempts a case from `rule` (its `unless` evidence)."""
+    return tuple(e for fn in rule.unless for e in fn(ctx))
 
 
 def _absence(rule: CompiledRule, case: Case) -> list[Evidence]:

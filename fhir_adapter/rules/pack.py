@@ -36,6 +36,15 @@ FACTS = (
     "earlier_same_session",
     "tumor_count",
     "tumor_max_size_cm",
+    "diagnoses",
+    "principal_diagnosis",
+    "invalid_diagnoses",
+    "excludes1_pairs",
+    "units_exceeded",
+    "guidance_conflict",
+    "ptp_conflicts",
+    "provider_npi",
+    "global_period",
 )
 
 
@@ -50,6 +59,7 @@ class CompiledRule:
     when: list[MatchFn]
     any: list[MatchFn]
     looks_in: tuple[str, ...]
+    unless: list[MatchFn] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +67,8 @@ class CompiledModifier:
     code: str
     reason: str
     any: list[MatchFn]
+    when: list[MatchFn] = field(default_factory=list)
+    unless: list[MatchFn] = field(default_factory=list)
 
 
 @dataclass
@@ -185,13 +197,18 @@ class _Compiler:
                     [self._matcher(x, pack, []) for x in rule.when],
                     [self._matcher(x, pack, looks) for x in rule.any],
                     tuple(dict.fromkeys(looks)),
+                    [self._matcher(x, pack, []) for x in rule.unless],
                 )
             )
         for mod in m.modifiers:
             self.where = f"modifier {mod.code!r}"
             pack.modifiers.append(
                 CompiledModifier(
-                    mod.code, mod.reason, [self._matcher(x, pack, []) for x in mod.any]
+                    mod.code,
+                    mod.reason,
+                    [self._matcher(x, pack, []) for x in mod.any],
+                    [self._matcher(x, pack, []) for x in mod.when],
+                    [self._matcher(x, pack, []) for x in mod.unless],
                 )
             )
         if m.default_block_on not in m.severity_order:
@@ -220,6 +237,16 @@ class _Compiler:
         for pat in (f.tumor_count.patterns, f.tumor_max_size_cm.patterns):
             if pat not in self.model.text.patterns:
                 raise self.fail(f"unknown pattern group {pat!r}")
+        optional_vs = [c.facility_pos]
+        if f.guidance is not None:
+            optional_vs += [f.guidance.ablation, f.guidance.needle_placement]
+            if f.guidance.crosswalk not in self.model.crosswalks:
+                raise self.fail(f"unknown crosswalk {f.guidance.crosswalk!r}")
+        for name in optional_vs:
+            if name is not None and name not in self.model.valuesets:
+                raise self.fail(f"unknown value set {name!r}")
+        if f.distinct_service and f.distinct_service.patterns not in self.model.text.patterns:
+            raise self.fail(f"unknown pattern group {f.distinct_service.patterns!r}")
 
     def _system(self, alias: str) -> str:
         if alias in self.model.systems:

@@ -100,13 +100,17 @@ class Rule(_Strict):
     source: str
     when: list[Matcher] = []
     any: list[Matcher] = Field(min_length=1)
+    # the rule does not apply when one of these finds evidence (e.g. a documented exception)
+    unless: list[Matcher] = []
 
 
 class ModifierRule(_Strict):
     code: str
     reason: str
     source: str
+    when: list[Matcher] = []
     any: list[Matcher] = Field(min_length=1)
+    unless: list[Matcher] = []
 
 
 class CodeGroup(_Strict):
@@ -165,9 +169,48 @@ class SizeFact(_Strict):
     patterns: str
 
 
+class DiagnosisFacts(_Strict):
+    """Which Conditions are diagnoses a professional claim may code (ICD-10-CM guideline IV.H)."""
+
+    source: str
+    uncertain_verification: list[str]
+
+
+class UnitsFact(_Strict):
+    """Units of the pack's code per patient and date of service when no MUE row is loaded."""
+
+    source: str
+    default_max_units: int = Field(default=1, ge=1)
+
+
+class GuidanceFacts(_Strict):
+    """Ablation guidance vs needle-placement guidance, and the code that replaces each needle code."""
+
+    ablation: str
+    needle_placement: str
+    crosswalk: str
+
+
+class DocumentedFact(_Strict):
+    """A fact established by an affirmed pattern group in the text of `in` sources."""
+
+    patterns: str
+    in_: list[str] | None = Field(default=None, alias="in")
+
+
 class Facts(_Strict):
     tumor_count: CountFact
     tumor_max_size_cm: SizeFact
+    diagnoses: DiagnosisFacts | None = None
+    units: UnitsFact | None = None
+    guidance: GuidanceFacts | None = None
+    distinct_service: DocumentedFact | None = None
+
+
+class CodingDef(_Strict):
+    system: str
+    code: str
+    display: str | None = None
 
 
 class ClaimConfig(_Strict):
@@ -177,6 +220,16 @@ class ClaimConfig(_Strict):
     max_diagnosis_pointers: int = Field(default=4, ge=1, le=12)
     diagnosis_system: str
     place_of_service_system: str
+    max_diagnoses: int = Field(default=12, ge=1, le=12)
+    facility_pos: str | None = None  # value set: POS codes that are facilities (Claim.facility, 26)
+    professional_component_modifier: str | None = None  # on PC/TC guidance lines in a facility
+    distinct_service_modifier: str | None = None  # on a PTP column-2 line documented as distinct
+    care_team_role: CodingDef | None = None
+    principal_diagnosis_type: CodingDef | None = None
+    secondary_diagnosis_type: CodingDef | None = None
+    supporting_info_category: CodingDef | None = None
+    taxonomy_system: str | None = None
+    currency: str = "USD"
 
 
 class PackModel(_Strict):

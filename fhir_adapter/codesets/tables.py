@@ -505,11 +505,12 @@ _cache_lock = threading.Lock()
 
 
 def load_tables(directory: str | os.PathLike[str] | None = None) -> PaymentTables:
-    """Every table file of the directory (default: the pack's mappings/tables).
+    """Every table file of the directory (default: $FHIR_ADAPTER_TABLES, else the pack's).
 
     Cached per directory until a file in it changes (name, size or mtime).
     """
-    d = Path(directory).resolve() if directory is not None else default_directory()
+    chosen = directory if directory is not None else os.environ.get("FHIR_ADAPTER_TABLES")
+    d = Path(chosen).resolve() if chosen else default_directory()
     paths = _table_paths(d)
     fingerprint = tuple(
         (p.name, st.st_size, st.st_mtime_ns)

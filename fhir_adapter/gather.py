@@ -70,6 +70,7 @@ class ServerSource:
         *,
         ids: Sequence[str] = (),
         patient: str | None = None,
+        encounter: str | None = None,
         since: str | None = None,
         page_size: int = 50,
     ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
@@ -79,6 +80,10 @@ class ServerSource:
             params.append(("_id", ",".join(ids)))
         if patient:
             params.append(("patient", patient if "/" in patient else f"Patient/{patient}"))
+        if encounter:  # the CDS Hooks encounter-discharge service asks per encounter
+            params.append(
+                ("encounter", encounter if "/" in encounter else f"Encounter/{encounter}")
+            )
         if since:
             params.append(("date", f"ge{since}"))
         params += [("_include", inc) for inc in PROCEDURE_INCLUDES]

@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fhir_adapter.cli import evaluate, fixtures, server, tables
+from fhir_adapter.cli import evaluate, fixtures, serve, server, tables
 from fhir_adapter.cli.options import EXIT_USAGE, check_environment_values
 
-COMMANDS = (evaluate, server, fixtures, tables)
+COMMANDS = (evaluate, server, fixtures, tables, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,225 @@
+"""The ASGI app: discovery, the three services, feedback (Starlette, served by uvicorn).
+
+Starlette rather than FastAPI: the payloads are free-form JSON with FHIR inside,
+parsed with orjson and checked by hand, so FastAPI's models, OpenAPI and
+automatic 422s would add weight (and error shapes we do not want) and nothing
+we use. Evaluation and FHIR reads are blocking, so they run in the threadpool.
+
+Errors are JSON (an OperationOutcome), never a traceback; a 401 says nothing
+about which check failed. Nothing logged carries a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhir_adapter.hooks import handlers
+from fhir_adapter.hooks.data import HookData, HookError, HookRequest, VerifiedServers
+from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
+from fhir_adapter.hooks.security import (
+    DEFAULT_ALGORITHMS,
+    JwksFetcher,
+    JwtVerifier,
+    TrustedClients,
+    Unauthorized,
+)
+from fhir_adapter.hooks.services import (
+    ENCOUNTER_DISCHARGE,
+    SERVICES,
+    discovery_document,
+)
+from fhir_adapter.rules import Pack, load_pack
+
+log = logging.getLogger("fhir_adapter.hooks")
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass
+class HookConfig:
+    """How the service runs. `public_url` is the base the EHR calls (what `aud` must name);
+    without it, the address uvicorn listens on is used (not the Host header, which a caller
+    controls)."""
+
+    trusted_clients: TrustedClients
+    public_url: str | None = None
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    feedback_db: str | Path = "fhir-adapter-feedback.sqlite3"
+    rules: str | Path | None = None
+    block_on: str | None = None
+    jwks_ca_bundle: str | None = None
+    fhir_timeout: tuple[float, float] = (3.0, 10.0)
+    pack: Pack | None = field(default=None, repr=False)
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(value), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _outcome(status: int, message: str) -> Response:
+    code = {
+        400: "structure",
+        404: "not-found",
+        405: "not-supported",
+        412: "not-found",
+        413: "too-long",
+        422: "invalid",
+    }.get(status, "exception")
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": message}],
+    }
+    return _json(body, status)
+
+
+def _unauthorized() -> Response:
+    return _json({"error": "unauthorized"}, 401, {"WWW-Authenticate": "Bearer"})
+
+
+class HookService:
+    """The state shared by all requests: pack, verifier, feedback store, known FHIR servers."""
+
+    def __init__(self, config: HookConfig) -> None:
+        self.config = config
+        self.pack = config.pack or load_pack(config.rules)
+        fetcher = JwksFetcher(verify=config.jwks_ca_bundle or True)
+        self.verifier = JwtVerifier(
+            config.trusted_clients, algorithms=config.algorithms, fetcher=fetcher
+        )
+        self.feedback = FeedbackStore(config.feedback_db)
+        self.verified_servers = VerifiedServers()
+
+    def base_url(self, request: Request) -> str:
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        host, port = request.scope.get("server") or ("127.0.0.1", 80)
+        host = f"[{host}]" if ":" in str(host) else str(host)
+        return f"{request.url.scheme}://{host}:{port}"
+
+    def authenticate(self, request: Request) -> dict[str, Any]:
+        audience = self.base_url(request) + request.url.path
+        return self.verifier.verify(request.headers.get("authorization"), audience)
+
+    async def body(self, request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise HookError("the request body is too large", 413)
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise HookError("the request body is too large", 413)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise HookError("the request body is not JSON", 400) from None
+
+    # -- endpoints ----------------------------------------------------------------
+    async def discovery(self, request: Request) -> Response:
+        return _json(discovery_document())
+
+    async def call(self, request: Request) -> Response:
+        service = SERVICES.get(request.path_params["service_id"])
+        if service is None:
+            raise HookError("no such CDS service", 404)
+        try:
+            claims = await run_in_threadpool(self.authenticate, request)
+        except Unauthorized:
+            return _unauthorized()
+        hook = HookRequest.parse(await self.body(request))
+        if not service.accepts(hook.hook):
+            raise HookError(f"service {service.id} does not answer the {hook.hook} hook", 422)
+        started = time.perf_counter()
+        response = await run_in_threadpool(self._run, service.id, hook)
+        await run_in_threadpool(
+            self.feedback.record_cards, service.id, hook.hook_instance, response["cards"]
+        )
+        log.info(
+            "%s %s from %s: %d card(s) in %.0f ms",
+            service.id,
+            hook.hook_instance,
+            claims.get("iss"),
+            len(response["cards"]),
+            (time.perf_counter() - started) * 1000,
+        )
+        return _json(response)
+
+    def _run(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
+        service = SERVICES[service_id]
+        data = HookData(hook, service, self.verified_servers, self.config.fhir_timeout)
+        try:
+            if service_id == ENCOUNTER_DISCHARGE:
+                return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
+            return handlers.order_check(self.pack, hook, data, self.config.block_on)
+        finally:
+            data.close()
+
+    async def feedback_call(self, request: Request) -> Response:
+        service = SERVICES.get(request.path_params["service_id"])
+        if service is None:
+            raise HookError("no such CDS service", 404)
+        try:
+            await run_in_threadpool(self.authenticate, request)
+        except Unauthorized:
+            return _unauthorized()
+        items = parse_feedback(await self.body(request))
+        await run_in_threadpool(self.feedback.record_feedback, service.id, items)
+        return _json({})
+
+
+async def _hook_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HookError)
+    return _outcome(exc.status, str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _outcome(exc.status_code, str(exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
+    return _outcome(500, "internal error (logged on the service)")
+
+
+def create_app(config: HookConfig) -> Starlette:
+    """The CDS Hooks service as an ASGI app."""
+    svc = HookService(config)
+    app = Starlette(
+        routes=[
+            Route("/cds-services", svc.discovery, methods=["GET"]),
+            Route("/cds-services/{service_id}", svc.call, methods=["POST"]),
+            Route("/cds-services/{service_id}/feedback", svc.feedback_call, methods=["POST"]),
+        ],
+        middleware=[
+            # Browser-based CDS clients call from another origin; the JWT, not cookies,
+            # authenticates, so any origin may send it.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        ],
+        exception_handlers={
+            HookError: _hook_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.service = svc
+    return app

@@ -1,0 +1,212 @@
+"""CDS Hooks cards and actions built from the engine's findings (no rule lives here).
+
+A finding card carries the finding's Coding (the pack's finding system, as on
+the DetectedIssue the adapter writes) as `source.topic`, so an EHR or the
+feedback log can key on the same public codes. Cards the service adds of its
+own (documentation requirements, a Claim ready) use a separate card-type system.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fhir_adapter.findings import Evidence, Finding
+from fhir_adapter.rules.pack import Pack
+from fhir_adapter.writeback.bundle import CaseOutput
+
+CARD_TYPE_SYSTEM = "http://fhir-adapter.org/fhir/CodeSystem/cds-card-type"
+OVERRIDE_SYSTEM = "http://fhir-adapter.org/fhir/CodeSystem/cds-override-reason"
+CRD_COVERAGE_INFO = (
+    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+)
+SOURCE_LABEL = "fhir-adapter: CPT 47382 coding integrity"
+MAX_SUMMARY = 139  # CDS Hooks: summary "<140 characters"
+
+OVERRIDE_REASONS = (
+    {"system": OVERRIDE_SYSTEM, "code": "documented-elsewhere", "display": "Documented elsewhere"},
+    {"system": OVERRIDE_SYSTEM, "code": "will-document", "display": "Will document before billing"},
+    {"system": OVERRIDE_SYSTEM, "code": "not-applicable", "display": "Does not apply to this case"},
+)
+
+# What the operative note must contain, as positive requirements: display text for
+# the documentation rules of the pack (a rule not listed here shows its own message).
+DOCUMENTATION_RULES = {
+    "necessity-rationale-missing": "Why percutaneous ablation rather than resection "
+    "(unresectable, comorbidities, size or location, refusal, bridge to transplant)",
+    "doc-tumor-size": "Tumor size (greatest dimension)",
+    "doc-tumor-count": "Number of tumors ablated",
+    "doc-tumor-location": "Tumor location (Couinaud segment or lobe)",
+    "doc-imaging-guidance": "Imaging guidance modality (CT, MRI or ultrasound)",
+    "doc-energy": "Energy applied (power, time or total energy)",
+    "doc-ablation-confirmation": "Confirmation of ablation (outcome, post-ablation imaging)",
+}
+
+
+def indicator(pack: Pack, severity: str) -> str:
+    """high -> critical, moderate -> warning, low -> info (by rank for other packs' scales)."""
+    order = list(pack.model.severity_order)
+    rank = order.index(severity) if severity in order else 0
+    if rank == len(order) - 1:
+        return "critical"
+    return "info" if rank == 0 else "warning"
+
+
+def shorten(text: str, limit: int = MAX_SUMMARY) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"
+
+
+def _md(text: str) -> str:
+    """Text from the record inside markdown: no markup, no line breaks."""
+    return " ".join(text.split()).replace("\\", "\\\\").replace("`", "'").replace("*", "\\*")
+
+
+def evidence_lines(evidence: Sequence[Evidence], rename: dict[str, str]) -> list[str]:
+    lines = []
+    for e in evidence:
+        ref = rename.get(e.reference, e.reference)
+        line = f"- `{_md(ref)}` {_md(e.path)}"
+        if e.snippet:
+            line += f': "{_md(e.snippet)}"'
+        if e.note:
+            line += f" ({_md(e.note)})"
+        lines.append(line)
+    return lines
+
+
+def finding_coding(pack: Pack, finding: Finding) -> dict[str, str]:
+    return {
+        "system": pack.model.canonical.finding_system,
+        "code": finding.code,
+        "display": finding.message,
+    }
+
+
+def finding_card(
+    pack: Pack, finding: Finding, subject: str, rename: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One card per finding: indicator from severity, the evidence in the detail."""
+    rename = rename or {}
+    detail = [
+        f"**{_md(finding.message)}**",
+        "",
+        f"{_md(subject)}: finding `{finding.code}`, severity {finding.severity}.",
+    ]
+    lines = evidence_lines(finding.evidence, rename)
+    if lines:
+        detail += ["", "Evidence:", *lines]
+    if finding.source:
+        detail += ["", f"Source: {_md(finding.source)}"]
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(finding.message),
+        "detail": "\n".join(detail),
+        "indicator": indicator(pack, finding.severity),
+        "source": {"label": SOURCE_LABEL, "topic": finding_coding(pack, finding)},
+        "overrideReasons": [dict(r) for r in OVERRIDE_REASONS],
+    }
+
+
+def documentation_card(pack: Pack) -> dict[str, Any]:
+    """What the operative note must contain for the claim to pass review later."""
+    codes = [r.finding for r in pack.rules if r.finding in DOCUMENTATION_RULES]
+    items = [DOCUMENTATION_RULES[c] for c in codes]
+    detail = ["The procedure note for CPT 47382 must document:", ""]
+    detail += [f"- {_md(item)}" for item in items]
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": "CPT 47382: document rationale, tumor size/count/location, guidance, "
+        "energy and ablation result",
+        "detail": "\n".join(detail),
+        "indicator": "info",
+        "source": {
+            "label": SOURCE_LABEL,
+            "topic": {
+                "system": CARD_TYPE_SYSTEM,
+                "code": "documentation-requirements",
+                "display": "Documentation requirements",
+            },
+        },
+    }
+
+
+def claim_card(output: CaseOutput, subject: str) -> dict[str, Any] | None:
+    """When the case can be billed: a suggestion that creates the draft Claim."""
+    claims = [r for r in output.resources if r.get("resourceType") == "Claim"]
+    if output.evaluation.blocked or not claims:
+        return None
+    claim = claims[0]
+    ev = output.evaluation
+    mods = ", ".join(m.code for m in ev.modifiers)
+    summary = f"CPT 47382 can be billed for {subject}"
+    if ev.place_of_service:
+        summary += f" (POS {ev.place_of_service}"
+        summary += f", modifiers {mods})" if mods else ")"
+    detail = [f"Nothing blocks the claim for {_md(subject)}."]
+    for m in ev.modifiers:
+        detail.append(f"- modifier {m.code}: {_md(m.reason)}")
+    if ev.findings:
+        detail.append(f"{len(ev.findings)} non-blocking finding(s) are shown as their own cards.")
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(summary),
+        "detail": "\n".join(detail),
+        "indicator": "info",
+        "source": {
+            "label": SOURCE_LABEL,
+            "topic": {"system": CARD_TYPE_SYSTEM, "code": "claim-ready", "display": "Claim ready"},
+        },
+        "suggestions": [
+            {
+                "label": "Create the draft Claim",
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": True,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Create the draft professional Claim for {subject}",
+                        "resource": claim,
+                    }
+                ],
+            }
+        ],
+        "selectionBehavior": "at-most-one",
+    }
+
+
+def coverage_information(
+    *,
+    coverage: str,
+    covered: str,
+    pa_needed: str | None,
+    doc_needed: str | None,
+    date: str,
+    billing_code: dict[str, str],
+) -> dict[str, Any]:
+    """The Da Vinci CRD coverage-information extension (STU2 value sets: CRD temp codes).
+
+    The assertion id is derived from what is asserted, so that repeating the same
+    assertion for the same order and coverage gives the same id.
+    """
+    assertion = uuid.uuid5(
+        uuid.NAMESPACE_URL, f"{CRD_COVERAGE_INFO}|{coverage}|{covered}|{pa_needed}|{doc_needed}"
+    )
+    parts: list[dict[str, Any]] = [
+        {"url": "coverage", "valueReference": {"reference": coverage}},
+        {"url": "covered", "valueCode": covered},
+    ]
+    if pa_needed is not None:
+        parts.append({"url": "pa-needed", "valueCode": pa_needed})
+    if doc_needed is not None:
+        parts.append({"url": "doc-needed", "valueCode": doc_needed})
+    parts += [
+        {"url": "billingCode", "valueCoding": billing_code},
+        {"url": "date", "valueDate": date},
+        {"url": "coverage-assertion-id", "valueString": str(assertion)},
+    ]
+    return {"url": CRD_COVERAGE_INFO, "extension": parts}

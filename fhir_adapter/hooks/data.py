@@ -1,0 +1,263 @@
+"""A hook call's request, and the FHIR data behind it: prefetch first, then `fhirServer`.
+
+Prefetch semantics (CDS Hooks 2.0): a key the client left out is fetched, a
+`null` means there is no such data, an OperationOutcome (as the value, or as an
+error entry of a Bundle) means the client failed and it is fetched too. Fetching
+goes through the project's `FhirClient` (its retries and timeouts) with the
+`fhirAuthorization` token as a `BearerAuth`, which attaches it only to requests
+for the `fhirServer` origin. When needed data can be had neither way the answer
+is 412.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from fhir_adapter.errors import AdapterError, ServerError
+from fhir_adapter.fhir.references import tail_key
+from fhir_adapter.hooks.services import Service, render
+from fhir_adapter.sources.store import ResourceStore
+
+if TYPE_CHECKING:
+    from fhir_adapter.case import Case
+    from fhir_adapter.client.rest import FhirClient
+
+
+class HookError(AdapterError):
+    """A hook call we answer with an HTTP error: `status` and a message safe to show."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class PreconditionFailed(HookError):
+    """Data the service needs is neither prefetched nor readable from `fhirServer` (412)."""
+
+    status = 412
+
+
+@dataclass
+class HookRequest:
+    """The parts of a hook call the service uses. The access token is kept out of `repr`."""
+
+    hook: str
+    hook_instance: str
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None
+    fhir_server: str | None = None
+    access_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, body: Any) -> HookRequest:
+        if not isinstance(body, dict):
+            raise HookError("the hook request must be a JSON object")
+        hook, instance, context = body.get("hook"), body.get("hookInstance"), body.get("context")
+        if not isinstance(hook, str) or not hook:
+            raise HookError("'hook' is required (a string)", 422)
+        if not isinstance(instance, str) or not instance:
+            raise HookError("'hookInstance' is required (a string)", 422)
+        if not isinstance(context, dict):
+            raise HookError("'context' is required (an object)", 422)
+        prefetch = body.get("prefetch")
+        if prefetch is not None and not isinstance(prefetch, dict):
+            raise HookError("'prefetch' must be an object", 422)
+        server = body.get("fhirServer")
+        if server is not None and (not isinstance(server, str) or not server):
+            raise HookError("'fhirServer' must be a URL", 422)
+        token = None
+        auth = body.get("fhirAuthorization")
+        if auth is not None:
+            if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str):
+                raise HookError("'fhirAuthorization' must carry an access_token", 422)
+            if str(auth.get("token_type", "Bearer")).lower() != "bearer":
+                raise HookError("'fhirAuthorization.token_type' must be Bearer", 422)
+            if server is None:
+                raise HookError("'fhirAuthorization' needs 'fhirServer'", 422)
+            token = auth["access_token"]
+        if server is not None:
+            check_fhir_server(server)
+        return cls(hook, instance, context, prefetch, server, token)
+
+    def context_id(self, name: str, required: bool = True) -> str | None:
+        value = self.context.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value or any(c in value for c in "/?&# "):
+            raise HookError(f"context.{name} is required (a logical id)", 422)
+        return value
+
+
+def check_fhir_server(url: str) -> None:
+    """https, or plain http to a loopback address only (a test or a sidecar)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname:
+        host = parts.hostname
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return
+    raise HookError("'fhirServer' must be an https URL", 422)
+
+
+def is_error_outcome(value: Any) -> bool:
+    """An OperationOutcome in place of prefetched data: the client could not fetch it."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("resourceType") == "OperationOutcome":
+        return True
+    if value.get("resourceType") == "Bundle":
+        for entry in value.get("entry") or []:
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(res, dict) and res.get("resourceType") == "OperationOutcome":
+                issues = res.get("issue") or []
+                if any(
+                    i.get("severity") in ("error", "fatal") for i in issues if isinstance(i, dict)
+                ):
+                    return True
+    return False
+
+
+def add_all(store: ResourceStore, value: Any) -> None:
+    """Store the resources of a prefetched or fetched value (a resource or a Bundle of them),
+    with their fullUrls so that `urn:uuid` references resolve."""
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        return
+    if value["resourceType"] != "Bundle":
+        if value["resourceType"] != "OperationOutcome":
+            store.add(value)
+        return
+    for entry in value.get("entry") or []:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        if isinstance(res, dict) and isinstance(rtype, str) and rtype != "OperationOutcome":
+            url = entry.get("fullUrl")
+            store.add(res, url if isinstance(url, str) else None)
+
+
+class VerifiedServers:
+    """fhirServer base URLs whose /metadata said FHIR R4, so each is checked once an hour."""
+
+    TTL = 3600.0
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def fresh(self, base: str) -> bool:
+        with self._lock:
+            at = self._seen.get(base)
+        return at is not None and time.monotonic() - at < self.TTL
+
+    def add(self, base: str) -> None:
+        with self._lock:
+            self._seen[base] = time.monotonic()
+
+
+@dataclass
+class HookData:
+    """Collects a call's data into a ResourceStore; opens the FHIR client only if needed."""
+
+    request: HookRequest
+    service: Service
+    verified: VerifiedServers
+    timeout: tuple[float, float] = (3.0, 10.0)
+    _client: FhirClient | None = None
+    fetched_keys: list[str] = field(default_factory=list)
+    reads: int = 0
+
+    @property
+    def can_fetch(self) -> bool:
+        return self.request.fhir_server is not None
+
+    def client(self, why: str) -> FhirClient:
+        if self._client is not None:
+            return self._client
+        if self.request.fhir_server is None:
+            raise PreconditionFailed(f"{why}: not prefetched, and no fhirServer to read it from")
+        from fhir_adapter.client.auth import BearerAuth
+        from fhir_adapter.client.rest import FhirClient
+
+        token = self.request.access_token
+        client = FhirClient(
+            self.request.fhir_server,
+            BearerAuth(token) if token else None,
+            timeout=self.timeout,
+            retries=2,
+            backoff=0.2,
+            retry_budget=sum(self.timeout),
+            check_version=False,
+        )
+        if not self.verified.fresh(client.base_url):
+            try:
+                client.capabilities()
+            except ServerError as exc:
+                client.close()
+                raise PreconditionFailed(f"{why}: the FHIR server cannot be used: {exc}") from None
+            self.verified.add(client.base_url)
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def prefetched_store(self) -> ResourceStore:
+        """The service's prefetch keys, each from the prefetch or else read from fhirServer."""
+        store = ResourceStore()
+        given = self.request.prefetch or {}
+        wanted: list[tuple[str, str]] = []
+        for key, template in self.service.prefetch.items():
+            query = render(template, self.request.context)
+            if query is None:
+                continue  # a token without a value: the key does not apply to this call
+            if key in given and not is_error_outcome(given[key]):
+                add_all(store, given[key])
+                continue
+            wanted.append((key, query))
+        if wanted:
+            names = ", ".join(k for k, _ in wanted)
+            results = self.fetch([q for _, q in wanted], f"prefetch {names}")
+            for (key, _), result in zip(wanted, results, strict=True):
+                if result is None and key in self.service.required:
+                    raise PreconditionFailed(f"prefetch {key}: the FHIR server could not answer it")
+                add_all(store, result)
+            self.fetched_keys = [k for k, _ in wanted]
+        return store
+
+    def fetch(self, urls: list[str], why: str) -> list[dict[str, Any] | None]:
+        client = self.client(why)
+        try:
+            results = client.batch_get(urls)
+        except ServerError as exc:
+            raise PreconditionFailed(f"{why}: {exc}") from None
+        self.reads += 1
+        return results
+
+    def resolve_leftovers(self, store: ResourceStore, case: Case) -> bool:
+        """Read references the case still cannot resolve (one batch); True if any were found.
+        Without a fhirServer they stay dangling, and the findings say so."""
+        if not self.can_fetch:
+            return False
+        dangling = {tail_key(r) for refs in case.unresolved.values() for r in refs}
+        leftovers = sorted(k for k in dangling if k and not store.has(k))
+        if not leftovers:
+            return False
+        found = False
+        for res in self.fetch(leftovers, "resolving references"):
+            if res is not None:
+                store.add(res)
+                found = True
+        return found

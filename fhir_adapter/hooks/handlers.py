@@ -1,0 +1,261 @@
+"""What each service does with a call: gather the case(s), run the engine, build cards.
+
+Orders and appointments are evaluated as the Procedure they ask for: the draft
+order becomes a planned Procedure (its code, patient, encounter, reasons,
+performer, location, date) and goes through `assemble` and `evaluate_case` like
+any recorded one; only the findings that can already be known before the
+procedure happens are shown. Discharge evaluates the encounter's recorded 47382
+Procedures in full, exactly as `evaluate` and `run` do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fhir_adapter.case import Case, assemble, find_procedures
+from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.references import reference_string
+from fhir_adapter.hooks import cards
+from fhir_adapter.hooks.data import HookData, HookError, HookRequest, add_all
+from fhir_adapter.rules import Pack, evaluate_case
+from fhir_adapter.sources.store import ResourceStore
+from fhir_adapter.writeback import CaseOutput, build_output
+
+# Findings an order can already show: each would block the claim later.
+ORDER_CHECKS = ("diagnosis-unsupported", "coverage-missing", "place-of-service-not-covered")
+REQUESTED_SETTING = "http://fhir-adapter.org/fhir/StructureDefinition/requested-setting"
+ORDER_PREFIX = "order-"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _evaluate(
+    pack: Pack,
+    data: HookData,
+    store: ResourceStore,
+    procedure: dict[str, Any],
+    block_on: str | None,
+) -> tuple[Case, CaseOutput]:
+    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    if case.unresolved and data.resolve_leftovers(store, case):
+        case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    evaluation = evaluate_case(pack, case, block_on)
+    return case, build_output(pack, case, evaluation, now_iso())
+
+
+# -- encounter-discharge ----------------------------------------------------------
+
+
+def encounter_discharge(
+    pack: Pack, request: HookRequest, data: HookData, block_on: str | None = None
+) -> dict[str, Any]:
+    """Every 47382 Procedure of the encounter: a card per finding, a Claim card when billable."""
+    request.context_id("patientId")
+    encounter = request.context_id("encounterId")
+    encounter_key = f"Encounter/{encounter}"
+    outputs: list[CaseOutput] = []
+    if not request.prefetch and data.can_fetch:
+        outputs = _discharge_from_server(pack, data, encounter_key, block_on)
+    else:
+        store = data.prefetched_store()
+        for procedure in find_procedures(store, pack.procedure_system, pack.procedure_code):
+            if store.canonical(procedure.get("encounter")) != encounter_key:
+                continue
+            outputs.append(_evaluate(pack, data, store, procedure, block_on)[1])
+    result: list[dict[str, Any]] = []
+    for output in outputs:
+        subject = output.evaluation.procedure
+        for finding in output.evaluation.findings:
+            result.append(cards.finding_card(pack, finding, subject))
+        claim = cards.claim_card(output, subject)
+        if claim is not None:
+            result.append(claim)
+    return {"cards": result}
+
+
+def _discharge_from_server(
+    pack: Pack, data: HookData, encounter_key: str, block_on: str | None
+) -> list[CaseOutput]:
+    """Nothing prefetched: the same reads as `run` (a search page, then ≤ 2 batches per case)."""
+    from fhir_adapter.errors import ServerError
+    from fhir_adapter.gather import ServerSource
+
+    client = data.client("the encounter's procedures")
+    source = ServerSource(client, pack.procedure_system, pack.procedure_code)
+    outputs = []
+    try:
+        for procedures, included in source.procedure_pages(encounter=encounter_key):
+            data.reads += 1
+            for procedure in procedures:
+                gathered = source.gather(procedure, included)
+                data.reads += gathered.reads
+                evaluation = evaluate_case(pack, gathered.case, block_on)
+                outputs.append(build_output(pack, gathered.case, evaluation, now_iso()))
+    except ServerError as exc:
+        from fhir_adapter.hooks.data import PreconditionFailed
+
+        raise PreconditionFailed(f"reading the encounter's procedures: {exc}") from None
+    return outputs
+
+
+# -- order-sign / order-select / appointment-book --------------------------------
+
+
+def _bundle_resources(value: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        raise HookError(f"context.{what} must be a FHIR Bundle", 422)
+    out = []
+    for entry in value.get("entry") or []:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+            out.append(res)
+    return out
+
+
+def _requested_date(resource: dict[str, Any]) -> str:
+    for value in (
+        resource.get("occurrenceDateTime"),
+        (resource.get("occurrencePeriod") or {}).get("start"),
+        resource.get("start"),
+        (resource.get("requestedPeriod") or [{}])[0].get("start")
+        if isinstance(resource.get("requestedPeriod"), list) and resource["requestedPeriod"]
+        else None,
+        resource.get("authoredOn"),
+    ):
+        if isinstance(value, str) and len(value) >= 10:
+            return value[:10]
+    return dt.date.today().isoformat()
+
+
+def _as_procedure(order: dict[str, Any], request: HookRequest, pack: Pack) -> dict[str, Any] | None:
+    """The planned Procedure an order or appointment asks for (None when it is not 47382)."""
+    rtype = order.get("resourceType")
+    rid = order.get("id")
+    if not isinstance(rid, str) or not rid:
+        return None
+    patient = request.context.get("patientId")
+    encounter = request.context.get("encounterId")
+    system, code = pack.procedure_system, pack.procedure_code
+    proc: dict[str, Any] = {
+        "resourceType": "Procedure",
+        "id": f"{ORDER_PREFIX}{rid}",
+        "status": "preparation",
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+    performers: list[Any] = []
+    locations: list[Any] = []
+    if rtype == "ServiceRequest":
+        if not has_coding(order, ("code",), system, code):
+            return None
+        proc["code"] = order["code"]
+        performers = list(order.get("performer") or [])
+        locations = list(order.get("locationReference") or [])
+        settings = [cc for cc in order.get("locationCode") or [] if isinstance(cc, dict)]
+        proc["extension"] = [
+            {"url": REQUESTED_SETTING, "valueCodeableConcept": cc} for cc in settings
+        ]
+        if order.get("encounter"):
+            proc["encounter"] = order["encounter"]
+    elif rtype == "Appointment":
+        if not (
+            has_coding(order, ("serviceType",), system, code)
+            or has_coding(order, ("reasonCode",), system, code)
+        ):
+            return None
+        proc["code"] = {"coding": [{"system": system, "code": code}]}
+        for participant in order.get("participant") or []:
+            ref = reference_string((participant or {}).get("actor"))
+            if ref and ref.split("/")[-2:-1] in (["Practitioner"], ["PractitionerRole"]):
+                performers.append(participant["actor"])
+            elif ref and ref.split("/")[-2:-1] == ["Location"]:
+                locations.append(participant["actor"])
+    else:
+        return None
+    if "encounter" not in proc and isinstance(encounter, str) and encounter:
+        proc["encounter"] = {"reference": f"Encounter/{encounter}"}
+    for name in ("reasonCode", "reasonReference", "bodySite", "note"):
+        if order.get(name):
+            proc[name] = order[name]
+    if performers:
+        proc["performer"] = [{"actor": p} for p in performers]
+    if locations:
+        proc["location"] = locations[0]
+    proc["performedDateTime"] = _requested_date(order)
+    return {k: v for k, v in proc.items() if v not in ([], None)}
+
+
+def order_check(
+    pack: Pack, request: HookRequest, data: HookData, block_on: str | None = None
+) -> dict[str, Any]:
+    """A 47382 order or appointment: blocking findings known now, documentation, CRD action."""
+    request.context_id("patientId")
+    request.context_id("encounterId", required=False)
+    if request.hook == "appointment-book":
+        orders = _bundle_resources(request.context.get("appointments"), "appointments")
+    else:
+        orders = _bundle_resources(request.context.get("draftOrders"), "draftOrders")
+        selections = request.context.get("selections")
+        if request.hook == "order-select" and isinstance(selections, list):
+            chosen = {s for s in selections if isinstance(s, str)}
+            orders = [o for o in orders if f"{o['resourceType']}/{o.get('id')}" in chosen]
+    planned = [(o, p) for o in orders if (p := _as_procedure(o, request, pack)) is not None]
+    if not planned:
+        return {"cards": []}
+    store = data.prefetched_store()
+    add_all(store, request.context.get("draftOrders") or request.context.get("appointments"))
+    result: list[dict[str, Any]] = []
+    actions: list[dict[str, Any]] = []
+    for order, procedure in planned:
+        store.add(procedure)
+        order_ref = f"{order['resourceType']}/{order['id']}"
+        case, output = _evaluate(pack, data, store, procedure, block_on)
+        rename = {case.key: order_ref}
+        shown = [f for f in output.evaluation.findings if f.code in ORDER_CHECKS]
+        for finding in shown:
+            result.append(cards.finding_card(pack, finding, order_ref, rename))
+        action = _coverage_action(pack, order, case, {f.code for f in shown})
+        if action is not None:
+            actions.append(action)
+    result.append(cards.documentation_card(pack))
+    response: dict[str, Any] = {"cards": result}
+    if actions:
+        response["systemActions"] = actions
+    return response
+
+
+def _coverage_action(
+    pack: Pack, order: dict[str, Any], case: Case, shown: set[str]
+) -> dict[str, Any] | None:
+    """`update` of the draft order with the CRD coverage-information extension, when the
+    patient has a Coverage to name and the order does not carry this assertion already."""
+    if not case.coverage:
+        return None
+    coverage_ref = case.ref(case.coverage[0])
+    if "place-of-service-not-covered" in shown:
+        covered, pa_needed = "not-covered", None
+    elif "diagnosis-unsupported" in shown:
+        covered, pa_needed = "conditional", "conditional"
+    else:
+        covered, pa_needed = "covered", "conditional"
+    ext = cards.coverage_information(
+        coverage=coverage_ref,
+        covered=covered,
+        pa_needed=pa_needed,
+        doc_needed="clinical",
+        date=dt.date.today().isoformat(),
+        billing_code={"system": pack.procedure_system, "code": pack.procedure_code},
+    )
+    existing = [e for e in order.get("extension") or [] if isinstance(e, dict)]
+    if ext in existing:
+        return None  # CRD: no system action unless something is new
+    updated = dict(order)
+    updated["extension"] = [e for e in existing if e.get("url") != cards.CRD_COVERAGE_INFO] + [ext]
+    return {
+        "type": "update",
+        "description": f"Record coverage information ({covered}) on "
+        f"{order['resourceType']}/{order['id']}",
+        "resource": updated,
+    }

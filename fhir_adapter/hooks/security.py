@@ -1,0 +1,303 @@
+"""Who may call the service: the JWT every CDS client sends (CDS Hooks 2.0, security).
+
+The token must be signed with an asymmetric algorithm we accept (ES384, RS384;
+ES256 only when configured), name its key (`kid`) and say `typ: JWT`; its `iss`
+must be a trusted client and the key must come from that client's JWKS, given
+inline in the trusted-clients file or fetched over HTTPS from a `jku` on the
+client's allowlist (never from a URL the token alone names). `aud` is the exact
+URL called, `exp` in the future, `iat` not, and a `jti` is accepted once.
+Any failure is the same `Unauthorized`: the caller learns nothing about which check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+import requests
+
+from fhir_adapter.errors import AdapterError
+
+log = logging.getLogger("fhir_adapter.hooks")
+
+DEFAULT_ALGORITHMS = ("ES384", "RS384")
+ALLOWED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256"})
+LEEWAY = 5.0  # seconds of clock skew tolerated on exp/iat
+JWKS_TTL = 300.0  # cache a fetched JWKS this long
+JWKS_REFRESH_MIN = 30.0  # refetch for an unknown kid at most this often
+MAX_JWKS_BYTES = 256 * 1024
+
+
+class Unauthorized(Exception):
+    """The call is not authenticated; the reason goes to the debug log only, never the caller."""
+
+
+class ConfigError(AdapterError):
+    """The trusted-clients file cannot be used (names the file and the entry)."""
+
+
+@dataclass(frozen=True)
+class TrustedClient:
+    """One CDS client (EHR): its issuer and where its public keys come from."""
+
+    iss: str
+    jwks: dict[str, Any] | None = None
+    jku: tuple[str, ...] = ()
+
+
+@dataclass
+class TrustedClients:
+    """The trusted-clients file: `{"clients": [{"iss", "jwks"} | {"iss", "jku"}]}`."""
+
+    clients: dict[str, TrustedClient] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrustedClients:
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(
+                f"{p}: cannot read the trusted-clients file: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(f"{p}: not JSON: {exc}") from None
+        return cls.from_json(doc, str(p))
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "trusted clients") -> TrustedClients:
+        if not isinstance(doc, dict) or not isinstance(doc.get("clients"), list):
+            raise ConfigError(f'{where}: expected {{"clients": [...]}}')
+        out: dict[str, TrustedClient] = {}
+        for i, entry in enumerate(doc["clients"]):
+            at = f"{where}: clients[{i}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str):
+                raise ConfigError(f"{at}: needs an 'iss' string")
+            iss = entry["iss"]
+            jwks, jku = entry.get("jwks"), entry.get("jku")
+            if (jwks is None) == (jku is None):
+                raise ConfigError(f"{at} ({iss}): give exactly one of 'jwks' and 'jku'")
+            if jwks is not None:
+                keys = jwks.get("keys") if isinstance(jwks, dict) else None
+                if not isinstance(keys, list) or not keys:
+                    raise ConfigError(f"{at} ({iss}): 'jwks' must be {{\"keys\": [...]}}")
+                for key in keys:
+                    if not isinstance(key, dict) or "d" in key or key.get("kty") == "oct":
+                        raise ConfigError(
+                            f"{at} ({iss}): 'jwks' must hold public asymmetric keys only"
+                        )
+                    _public_key(key, key.get("alg"), at)
+            urls = [jku] if isinstance(jku, str) else jku
+            if jku is not None and (
+                not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)
+            ):
+                raise ConfigError(f"{at} ({iss}): 'jku' must be a URL or a list of URLs")
+            for url in urls or []:
+                if urlsplit(url).scheme != "https":
+                    raise ConfigError(f"{at} ({iss}): jku {url!r} must be an https URL")
+            if iss in out:
+                raise ConfigError(f"{at}: issuer {iss!r} is listed twice")
+            out[iss] = TrustedClient(iss, jwks, tuple(urls or ()))
+        return cls(out)
+
+
+def _public_key(jwk: dict[str, Any], alg: str | None, where: str = "") -> Any:
+    try:
+        return jwt.PyJWK(jwk, alg).key
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
+        if where:
+            raise ConfigError(f"{where}: a key cannot be used: {exc}") from None
+        raise Unauthorized("unusable key") from None
+
+
+class JwksFetcher:
+    """Fetches a client's JWKS over HTTPS (no redirects, no proxies from the environment),
+    caching it; `verify` may name a CA bundle (how the tests trust their own HTTPS server)."""
+
+    def __init__(self, verify: bool | str = True, timeout: float = 5.0) -> None:
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.verify = verify
+        self.timeout = timeout
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def keys(self, url: str, kid: str) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(url)
+        if cached is not None:
+            fetched_at, keys = cached
+            fresh = now - fetched_at < JWKS_TTL
+            known = any(k.get("kid") == kid for k in keys)
+            if (fresh and known) or now - fetched_at < JWKS_REFRESH_MIN:
+                return keys
+        keys = self._fetch(url)
+        with self._lock:
+            self._cache[url] = (time.monotonic(), keys)
+        return keys
+
+    def _fetch(self, url: str) -> list[dict[str, Any]]:
+        if urlsplit(url).scheme != "https":
+            raise Unauthorized("jku is not https")
+        self.fetches += 1
+        try:
+            resp = self.session.get(
+                url,
+                timeout=self.timeout,
+                allow_redirects=False,
+                verify=self.verify,
+                headers={"Accept": "application/json"},
+                stream=True,
+            )
+            body = resp.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
+            resp.close()
+        except requests.RequestException as exc:
+            log.warning("cannot fetch the JWKS at %s: %s", url, type(exc).__name__)
+            raise Unauthorized("jwks fetch failed") from None
+        if resp.status_code != 200 or len(body) > MAX_JWKS_BYTES:
+            log.warning("the JWKS at %s answered HTTP %s", url, resp.status_code)
+            raise Unauthorized("jwks fetch failed")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise Unauthorized("jwks is not JSON") from None
+        keys = doc.get("keys") if isinstance(doc, dict) else None
+        if not isinstance(keys, list):
+            raise Unauthorized("jwks has no keys")
+        return [k for k in keys if isinstance(k, dict)]
+
+
+class ReplayCache:
+    """`jti`s seen, per issuer, remembered until their token expires."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        with self._lock:
+            if len(self._seen) > 1024:
+                self._seen = {k: v for k, v in self._seen.items() if v + LEEWAY >= now}
+            key = (iss, jti)
+            if key in self._seen and self._seen[key] + LEEWAY >= now:
+                return False
+            self._seen[key] = exp
+            return True
+
+
+class JwtVerifier:
+    """Checks the CDS client's bearer JWT for one endpoint URL (see the module docstring)."""
+
+    def __init__(
+        self,
+        clients: TrustedClients,
+        *,
+        algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
+        fetcher: JwksFetcher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clients = clients
+        self.algorithms = frozenset(algorithms)
+        unknown = self.algorithms - ALLOWED_ALGORITHMS
+        if unknown:
+            raise ConfigError(
+                f"unsupported JWT algorithm(s) {sorted(unknown)}; "
+                f"choose from {sorted(ALLOWED_ALGORITHMS)}"
+            )
+        self.fetcher = fetcher or JwksFetcher()
+        self.replay = ReplayCache()
+        self.clock = clock
+
+    def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
+        """The verified claims; raises Unauthorized for anything short of a valid token."""
+        try:
+            return self._verify(authorization, audience)
+        except Unauthorized as exc:
+            log.debug("refused a CDS call: %s", exc)
+            raise Unauthorized() from None
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+            log.debug("refused a CDS call: %s", type(exc).__name__)
+            raise Unauthorized() from None
+
+    def _verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("no bearer token")
+        token = token.strip()
+        header = jwt.get_unverified_header(token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms:
+            raise Unauthorized("algorithm not accepted")
+        if header.get("typ") != "JWT":
+            raise Unauthorized("typ is not JWT")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("no kid")
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        iss = unverified.get("iss")
+        client = self.clients.clients.get(iss) if isinstance(iss, str) else None
+        if client is None:
+            raise Unauthorized("issuer not trusted")
+        key = self._key(client, header, kid, alg)
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=client.iss,
+            leeway=LEEWAY,
+            options={
+                "require": ["iss", "aud", "exp", "iat", "jti"],
+                "verify_exp": False,  # checked below against our clock
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+        aud = claims["aud"]
+        if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+            raise Unauthorized("audience")
+        now = self.clock()
+        exp, iat, jti = claims["exp"], claims["iat"], claims["jti"]
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= now - LEEWAY:
+            raise Unauthorized("expired")
+        if not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + LEEWAY:
+            raise Unauthorized("issued in the future")
+        if "nbf" in claims and (
+            not isinstance(claims["nbf"], int | float) or claims["nbf"] > now + LEEWAY
+        ):
+            raise Unauthorized("not yet valid")
+        if not isinstance(jti, str) or not jti:
+            raise Unauthorized("no jti")
+        if not self.replay.first_use(client.iss, jti, float(exp)):
+            raise Unauthorized("jti replayed")
+        return claims
+
+    def _key(self, client: TrustedClient, header: dict[str, Any], kid: str, alg: str) -> Any:
+        if client.jwks is not None:
+            if "jku" in header:
+                raise Unauthorized("jku given for a client with an inline JWKS")
+            keys: list[dict[str, Any]] = client.jwks["keys"]
+        else:
+            url = header.get("jku", client.jku[0] if len(client.jku) == 1 else None)
+            if not isinstance(url, str) or url not in client.jku:
+                raise Unauthorized("jku not on the allowlist")
+            keys = self.fetcher.keys(url, kid)
+        matches = [k for k in keys if k.get("kid") == kid]
+        if len(matches) != 1:
+            raise Unauthorized("kid not found (or not unique)")
+        jwk = matches[0]
+        if jwk.get("alg") not in (None, alg) or "d" in jwk:
+            raise Unauthorized("key does not match the algorithm")
+        if jwk.get("use") not in (None, "sig"):
+            raise Unauthorized("key is not for signatures")
+        return _public_key(jwk, alg)

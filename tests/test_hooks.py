@@ -1,0 +1,676 @@
+"""The CDS Hooks service end to end: uvicorn on loopback, called over HTTP by a signing EHR,
+reading from the real test FHIR server (Medplum) through `fhirServer` or from prefetch."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_adapter import evaluate_paths
+from fhir_adapter.cli import main
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.hooks import HookConfig
+from fhir_adapter.hooks.security import TrustedClients
+from fhir_adapter.hooks.services import render
+from fhir_adapter.rules import Pack
+from fhir_adapter.testing.catalog import list_fixtures, load_fixtures
+
+from .conftest import CASES, findings_of, fixture_names, load_bundle
+from .fhir_server.harness import TestServer
+from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body
+
+pytestmark = pytest.mark.server
+
+DISCHARGE = "cpt-47382-encounter-discharge"
+ORDER_SIGN = "cpt-47382-order-sign"
+APPOINTMENT = "cpt-47382-appointment-book"
+CPT = "http://www.ama-assn.org/go/cpt"
+ORDER_CHECKS = {"diagnosis-unsupported", "coverage-missing", "place-of-service-not-covered"}
+NOW = "2026-11-27T12:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey("ES384")
+
+
+@pytest.fixture(scope="module")
+def service(key: SigningKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookServer]:
+    clients = TrustedClients.from_json({"clients": [{"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}}]})
+    db = tmp_path_factory.mktemp("hooks") / "feedback.sqlite3"
+    server = HookServer(HookConfig(trusted_clients=clients, feedback_db=db))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ehr(service: HookServer, key: SigningKey) -> Ehr:
+    return Ehr(service, key)
+
+
+@pytest.fixture(scope="module")
+def fhir(fhir_server: TestServer) -> Iterator[TestServer]:
+    """The session's FHIR server holding every fixture, for this module's tests."""
+    fhir_server.reset()
+    with FhirClient(fhir_server.base) as client:
+        load_fixtures(client)
+    yield fhir_server
+    fhir_server.reset()
+
+
+def _finding_system(pack: Pack) -> str:
+    return pack.model.canonical.finding_system
+
+
+def topics(pack: Pack, response: dict[str, Any]) -> list[str]:
+    """The finding codes the cards carry as source.topic (the pack's finding system)."""
+    return sorted(
+        c["source"]["topic"]["code"]
+        for c in response["cards"]
+        if (c["source"].get("topic") or {}).get("system") == _finding_system(pack)
+    )
+
+
+def engine_codes(pack: Pack, name: str, drop: str | None = None) -> list[str]:
+    """`evaluate`'s finding codes for the fixture, optionally without every resource of a type."""
+    resources = [r for r in load_bundle_resources(name) if r["resourceType"] != drop]
+    return sorted(c for codes in findings_of(pack, resources).values() for c in codes)
+
+
+def load_bundle_resources(name: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in load_bundle(name)["entry"]]
+
+
+def order_codes(pack: Pack, name: str) -> list[str]:
+    """The findings an order for that fixture's procedure can already show."""
+    return sorted(set(engine_codes(pack, name)) & ORDER_CHECKS)
+
+
+def expected_codes(pack: Pack, name: str) -> tuple[list[str], int]:
+    """What `evaluate` finds in the fixture: all finding codes, and how many cases are billable."""
+    outs = evaluate_paths([CASES / f"{name}.json"], pack, now=NOW)
+    codes = sorted(f.code for o in outs for f in o.evaluation.findings)
+    return codes, sum(not o.evaluation.blocked for o in outs)
+
+
+def stored_procedures(fhir: TestServer, name: str) -> list[dict[str, Any]]:
+    """The fixture's 47382 Procedures as the server holds them (urn:uuid references rewritten)."""
+    [case] = [c for c in list_fixtures() if c.name == name]
+    ids = [
+        e["resource"]["id"]
+        for e in case.transaction()["entry"]
+        if e["resource"]["resourceType"] == "Procedure"
+        and has_coding(e["resource"], ("code",), CPT, "47382")
+    ]
+    with FhirClient(fhir.base) as client:
+        return [client.read("Procedure", i) for i in ids]
+
+
+def _id(ref: dict[str, Any]) -> str:
+    return str(ref["reference"]).split("/")[-1]
+
+
+def discharge_contexts(fhir: TestServer, name: str) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for proc in stored_procedures(fhir, name):
+        enc = _id(proc["encounter"])
+        seen[enc] = {
+            "userId": "Practitioner/clinician",
+            "patientId": _id(proc["subject"]),
+            "encounterId": enc,
+        }
+    return list(seen.values())
+
+
+def ehr_prefetch(
+    fhir: TestServer, ehr: Ehr, service_id: str, context: dict[str, Any]
+) -> dict[str, Any]:
+    """What an EHR sends as prefetch: each discovery template rendered and run on its server."""
+    services = {s["id"]: s for s in ehr.discovery().json()["services"]}
+    out: dict[str, Any] = {}
+    with FhirClient(fhir.base) as client:
+        for k, template in services[service_id]["prefetch"].items():
+            query = render(template, context)
+            if query is not None:
+                out[k] = client.request("GET", query)
+    return out
+
+
+def check_response_shape(response: dict[str, Any]) -> None:
+    for card in response["cards"]:
+        assert len(card["summary"]) < 140
+        assert card["indicator"] in ("info", "warning", "critical")
+        assert card["source"]["label"]
+        assert card["uuid"]
+        if card.get("suggestions"):
+            assert card["selectionBehavior"] in ("at-most-one", "any")
+        for reason in card.get("overrideReasons", []):
+            assert reason["system"] and reason["code"] and reason["display"]
+
+
+# -- discovery -------------------------------------------------------------------
+
+
+def test_discovery_lists_the_three_services_with_allowed_tokens(ehr: Ehr) -> None:
+    resp = ehr.discovery()
+    assert resp.status_code == 200
+    services = {s["id"]: s for s in resp.json()["services"]}
+    assert {k: v["hook"] for k, v in services.items()} == {
+        ORDER_SIGN: "order-sign",
+        APPOINTMENT: "appointment-book",
+        DISCHARGE: "encounter-discharge",
+    }
+    for s in services.values():
+        assert s["description"] and s["title"]
+        for template in s["prefetch"].values():
+            for token in re.findall(r"\{\{(.*?)\}\}", template):
+                # CDS Hooks 2.0: root-level primitive context fields only
+                assert token.strip() in ("context.patientId", "context.encounterId"), token
+            assert "{{" not in re.sub(r"\{\{.*?\}\}", "", template)
+
+
+# -- encounter-discharge: every fixture, both ways ---------------------------------
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_discharge_via_fhir_server_gives_evaluates_findings(
+    name: str, fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    responses = []
+    for context in discharge_contexts(fhir, name):
+        body = hook_body("encounter-discharge", context, fhirServer=fhir.base)
+        resp = ehr.hook(DISCHARGE, body)
+        assert resp.status_code == 200, resp.text
+        responses.append(resp.json())
+    want, billable = expected_codes(pack, name)
+    assert sorted(t for r in responses for t in topics(pack, r)) == want
+    claim_cards = [
+        c for r in responses for c in r["cards"] if c["source"]["topic"]["code"] == "claim-ready"
+    ]
+    assert len(claim_cards) == billable
+    for card in claim_cards:
+        [action] = card["suggestions"][0]["actions"]
+        assert action["type"] == "create" and action["resource"]["resourceType"] == "Claim"
+    for r in responses:
+        check_response_shape(r)
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_discharge_with_full_prefetch_gives_evaluates_findings(
+    name: str, fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    found: list[str] = []
+    for context in discharge_contexts(fhir, name):
+        prefetch = ehr_prefetch(fhir, ehr, DISCHARGE, context)
+        # no fhirServer: everything must come from the prefetch
+        resp = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, prefetch=prefetch))
+        assert resp.status_code == 200, resp.text
+        found += topics(pack, resp.json())
+    assert sorted(found) == expected_codes(pack, name)[0]
+
+
+def test_discharge_card_content(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
+    [context] = discharge_contexts(fhir, "v12-doc-gaps")
+    resp = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, fhirServer=fhir.base))
+    cards = {c["source"]["topic"]["code"]: c for c in resp.json()["cards"]}
+    rules = {r.finding: r for r in pack.rules}
+    for code, card in cards.items():
+        if code in rules:
+            want = {"high": "critical", "moderate": "warning", "low": "info"}[rules[code].severity]
+            assert card["indicator"] == want
+            assert card["source"]["topic"]["system"] == _finding_system(pack)
+            assert "Procedure/v12-doc-gaps-rfa" in card["detail"]
+            assert "searched:" in card["detail"]  # the evidence of an absence
+    billable = expected_codes(pack, "v12-doc-gaps")[1]
+    assert ("claim-ready" in cards) == bool(billable)
+
+
+# -- prefetch semantics --------------------------------------------------------------
+
+
+def test_partial_prefetch_fetches_the_rest(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
+    [context] = discharge_contexts(fhir, "v16-modifier-51")
+    prefetch = ehr_prefetch(fhir, ehr, DISCHARGE, context)
+    for k in ("procedures", "coverage", "reports"):
+        del prefetch[k]
+    without = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, prefetch=prefetch))
+    assert without.status_code == 412  # missing keys and nowhere to fetch them
+    assert without.json()["resourceType"] == "OperationOutcome"
+    body = hook_body("encounter-discharge", context, prefetch=prefetch, fhirServer=fhir.base)
+    resp = ehr.hook(DISCHARGE, body)
+    assert resp.status_code == 200, resp.text
+    assert topics(pack, resp.json()) == expected_codes(pack, "v16-modifier-51")[0]
+
+
+def test_null_prefetch_means_no_data(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
+    [context] = discharge_contexts(fhir, "ex1-hcc-ct")
+    prefetch = ehr_prefetch(fhir, ehr, DISCHARGE, context)
+    prefetch["coverage"] = None  # the EHR says: no Coverage (the server has one)
+    body = hook_body("encounter-discharge", context, prefetch=prefetch, fhirServer=fhir.base)
+    resp = ehr.hook(DISCHARGE, body)
+    assert resp.status_code == 200
+    want = engine_codes(pack, "ex1-hcc-ct", drop="Coverage")
+    assert "coverage-missing" in want
+    assert topics(pack, resp.json()) == want
+
+
+def test_operation_outcome_prefetch_is_fetched_again(
+    fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    [context] = discharge_contexts(fhir, "ex1-hcc-ct")
+    prefetch = ehr_prefetch(fhir, ehr, DISCHARGE, context)
+    prefetch["coverage"] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "EHR timed out"}],
+    }
+    resp = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, prefetch=prefetch))
+    assert resp.status_code == 412  # cannot be had: no fhirServer
+    body = hook_body("encounter-discharge", context, prefetch=prefetch, fhirServer=fhir.base)
+    resp = ehr.hook(DISCHARGE, body)
+    assert resp.status_code == 200
+    want = engine_codes(pack, "ex1-hcc-ct")
+    assert "coverage-missing" not in want
+    assert topics(pack, resp.json()) == want  # the Coverage was read from the server
+    # an error entry inside a searchset counts as a failure too
+    prefetch["coverage"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": prefetch_outcome(), "search": {"mode": "outcome"}}],
+    }
+    resp = ehr.hook(DISCHARGE, body | {"prefetch": prefetch})
+    assert resp.status_code == 200 and topics(pack, resp.json()) == want
+
+
+def prefetch_outcome() -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "fatal", "code": "exception", "diagnostics": "backend down"}],
+    }
+
+
+def test_412_when_the_fhir_server_cannot_be_reached(ehr: Ehr) -> None:
+    from .test_hooks_harness import free_port
+
+    context = {"patientId": "p", "encounterId": "e", "userId": "Practitioner/x"}
+    resp = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context))
+    assert resp.status_code == 412
+    dead = f"http://127.0.0.1:{free_port()}/fhir"
+    resp = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, fhirServer=dead))
+    assert resp.status_code == 412
+    assert "cannot connect" in resp.json()["issue"][0]["diagnostics"]
+
+
+# -- order-sign / order-select / appointment-book -----------------------------------
+
+
+def draft_order(proc: dict[str, Any]) -> dict[str, Any]:
+    """The ServiceRequest that would have ordered this Procedure."""
+    order: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": f"sr-{proc['id']}",
+        "status": "draft",
+        "intent": "order",
+        "code": proc["code"],
+        "subject": proc["subject"],
+        "encounter": proc["encounter"],
+        "occurrenceDateTime": proc.get("performedDateTime")
+        or proc.get("performedPeriod", {}).get("start"),
+    }
+    if proc.get("reasonReference"):
+        order["reasonReference"] = proc["reasonReference"]
+    if proc.get("reasonCode"):
+        order["reasonCode"] = proc["reasonCode"]
+    if proc.get("performer"):
+        order["performer"] = [p["actor"] for p in proc["performer"]]
+    if proc.get("location"):
+        order["locationReference"] = [proc["location"]]
+    return order
+
+
+def order_context(proc: dict[str, Any], orders: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "userId": "Practitioner/clinician",
+        "patientId": _id(proc["subject"]),
+        "encounterId": _id(proc["encounter"]),
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": o} for o in orders],
+        },
+    }
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_order_sign_shows_what_would_block_the_claim(
+    name: str, fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    outs = {o.evaluation.procedure: o for o in evaluate_paths([CASES / f"{name}.json"], pack)}
+    for proc in stored_procedures(fhir, name):
+        if proc["status"] != "completed":
+            continue
+        order = draft_order(proc)
+        body = hook_body("order-sign", order_context(proc, [order]), fhirServer=fhir.base)
+        resp = ehr.hook(ORDER_SIGN, body)
+        assert resp.status_code == 200, resp.text
+        result = resp.json()
+        check_response_shape(result)
+        [evaluated] = [o for k, o in outs.items() if k.endswith(proc["id"])] or [
+            o for o in outs.values() if o.evaluation.procedure.startswith("urn:")
+        ]
+        want = sorted({f.code for f in evaluated.evaluation.findings} & ORDER_CHECKS)
+        assert topics(pack, result) == want
+        doc = [
+            c
+            for c in result["cards"]
+            if c["source"]["topic"]["code"] == "documentation-requirements"
+        ]
+        assert len(doc) == 1 and "Tumor size" in doc[0]["detail"]
+        for card in result["cards"]:
+            if card["source"]["topic"]["system"] == _finding_system(pack):
+                assert card["indicator"] == "critical"
+                assert f"ServiceRequest/{order['id']}" in card["detail"]
+        actions = result.get("systemActions", [])
+        if "coverage-missing" in want:
+            assert actions == []  # no Coverage to name in the CRD extension
+            continue
+        [action] = actions
+        assert action["type"] == "update" and action["resource"]["id"] == order["id"]
+        assert {k: v for k, v in action["resource"].items() if k != "extension"} == order
+        [ext] = action["resource"]["extension"]
+        parts = {e["url"]: e for e in ext["extension"]}
+        assert ext["url"] == (
+            "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+        )
+        covered = parts["covered"]["valueCode"]
+        if "place-of-service-not-covered" in want:
+            assert covered == "not-covered" and "pa-needed" not in parts
+        elif "diagnosis-unsupported" in want:
+            assert covered == "conditional"
+        else:
+            assert covered == "covered"
+        assert parts["coverage"]["valueReference"]["reference"].startswith("Coverage/")
+        assert parts["doc-needed"]["valueCode"] == "clinical"
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", parts["date"]["valueDate"])
+        assert parts["coverage-assertion-id"]["valueString"]
+
+
+def test_order_sign_clean_and_blocked_from_prefetch(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
+    """The same answers from prefetch alone (the order's location is then not readable:
+    the setting comes from the encounter)."""
+    assert "diagnosis-unsupported" in order_codes(pack, "v07-no-liver-dx")
+    for name in ("ex1-hcc-ct", "v07-no-liver-dx"):
+        want = order_codes(pack, name)
+        [proc] = stored_procedures(fhir, name)
+        order = draft_order(proc)
+        context = order_context(proc, [order])
+        prefetch = ehr_prefetch(fhir, ehr, ORDER_SIGN, context)
+        resp = ehr.hook(ORDER_SIGN, hook_body("order-sign", context, prefetch=prefetch))
+        assert resp.status_code == 200, resp.text
+        assert topics(pack, resp.json()) == want
+        assert len(resp.json()["systemActions"]) == 1
+
+
+def test_order_sign_ignores_other_orders_and_repeats_nothing(
+    fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    [proc] = stored_procedures(fhir, "ex1-hcc-ct")
+    other = {
+        "resourceType": "ServiceRequest",
+        "id": "sr-ct",
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": CPT, "code": "74177"}]},
+        "subject": proc["subject"],
+    }
+    resp = ehr.hook(ORDER_SIGN, hook_body("order-sign", order_context(proc, [other])))
+    assert resp.json() == {"cards": []}  # nothing to say, nothing fetched (no fhirServer needed)
+    order = draft_order(proc)
+    body = hook_body("order-sign", order_context(proc, [order, other]), fhirServer=fhir.base)
+    first = ehr.hook(ORDER_SIGN, body).json()
+    [action] = first["systemActions"]
+    # the EHR applied the update; signing again asserts nothing new
+    body["context"]["draftOrders"]["entry"][0]["resource"] = action["resource"]
+    again = ehr.hook(ORDER_SIGN, body).json()
+    assert "systemActions" not in again
+
+
+def test_order_select_looks_at_the_selection_only(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
+    [good] = stored_procedures(fhir, "ex1-hcc-ct")
+    a = draft_order(good)
+    b = a | {"id": "sr-next-year", "occurrenceDateTime": "2027-03-01"}  # after the Coverage ends
+    context = order_context(good, [a, b])
+    base = order_codes(pack, "ex1-hcc-ct")
+    for selected, want in ((a, base), (b, sorted({*base, "coverage-missing"}))):
+        context["selections"] = [f"ServiceRequest/{selected['id']}"]
+        resp = ehr.hook(ORDER_SIGN, hook_body("order-select", context, fhirServer=fhir.base))
+        assert resp.status_code == 200, resp.text
+        assert topics(pack, resp.json()) == want
+
+
+@pytest.mark.parametrize("name", ["ex1-hcc-ct", "v09-office"])
+def test_appointment_book(name: str, fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
+    want = order_codes(pack, name)
+    [proc] = stored_procedures(fhir, name)
+    appt = {
+        "resourceType": "Appointment",
+        "id": f"appt-{proc['id']}",
+        "status": "proposed",
+        "serviceType": [{"coding": [{"system": CPT, "code": "47382"}]}],
+        "reasonReference": proc.get("reasonReference", []),
+        "start": proc.get("performedDateTime") or proc["performedPeriod"]["start"],
+        "participant": [
+            {"actor": proc["subject"], "status": "accepted"},
+            *({"actor": p["actor"], "status": "accepted"} for p in proc.get("performer", [])),
+        ],
+    }
+    context = {
+        "userId": "Practitioner/clinician",
+        "patientId": _id(proc["subject"]),
+        "encounterId": _id(proc["encounter"]),
+        "appointments": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": appt}],
+        },
+    }
+    resp = ehr.hook(APPOINTMENT, hook_body("appointment-book", context, fhirServer=fhir.base))
+    assert resp.status_code == 200, resp.text
+    assert topics(pack, resp.json()) == want
+    [action] = resp.json()["systemActions"]
+    assert action["resource"]["resourceType"] == "Appointment"
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+def test_bad_requests_get_a_status_and_json(ehr: Ehr) -> None:
+    context = {"patientId": "p", "encounterId": "e"}
+    cases: list[tuple[str, Any, int]] = [
+        (DISCHARGE, b"{not json", 400),
+        (DISCHARGE, [1, 2], 400),
+        (DISCHARGE, {"hook": "encounter-discharge", "context": context}, 422),  # no hookInstance
+        (DISCHARGE, hook_body("order-sign", context), 422),  # wrong hook for the service
+        (DISCHARGE, hook_body("encounter-discharge", {"patientId": "p"}), 422),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "encounterId": "a/b"}), 422),
+        (
+            DISCHARGE,
+            hook_body("encounter-discharge", context, fhirServer="http://ehr.example.org/fhir"),
+            422,  # plain http beyond loopback
+        ),
+        (
+            DISCHARGE,
+            hook_body("encounter-discharge", context, fhirAuthorization={"access_token": "t"}),
+            422,  # a token without a server
+        ),
+        (ORDER_SIGN, hook_body("order-sign", {"patientId": "p", "draftOrders": []}), 422),
+        ("no-such-service", hook_body("order-sign", context), 404),
+    ]
+    for service_id, body, status in cases:
+        resp = ehr.post(f"/cds-services/{service_id}", body)
+        assert resp.status_code == status, (body, resp.text)
+        assert resp.headers["content-type"] == "application/json"
+        assert "Traceback" not in resp.text
+        if status != 401:
+            assert resp.json()["resourceType"] == "OperationOutcome"
+    resp = ehr.http.get(ehr.url(f"/cds-services/{DISCHARGE}"), timeout=10)
+    assert resp.status_code == 405 and resp.json()["resourceType"] == "OperationOutcome"
+
+
+# -- feedback --------------------------------------------------------------------------
+
+
+def test_feedback_is_stored_once_and_summarised(
+    fhir: TestServer, ehr: Ehr, service: HookServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [context] = discharge_contexts(fhir, "v12-doc-gaps")
+    cards = ehr.hook(
+        DISCHARGE, hook_body("encounter-discharge", context, fhirServer=fhir.base)
+    ).json()["cards"]
+    findings = [c for c in cards if c.get("overrideReasons")]
+    assert len(findings) >= 2
+    first, energy = findings[0], findings[1]
+    first_topic, energy_topic = (c["source"]["topic"]["code"] for c in (first, energy))
+    feedback = {
+        "feedback": [
+            {
+                "card": first["uuid"],
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": sg["uuid"]} for sg in first.get("suggestions", [])],
+                "outcomeTimestamp": "2026-11-27T10:05:31Z",
+            },
+            {
+                "card": energy["uuid"],
+                "outcome": "overridden",
+                "overrideReason": {
+                    "reason": energy["overrideReasons"][1],
+                    "userComment": "will add the generator log",
+                },
+                "outcomeTimestamp": "2026-11-27T10:06:00Z",
+            },
+        ]
+    }
+    path = f"/cds-services/{DISCHARGE}/feedback"
+    for _ in range(2):  # sent twice: stored once
+        resp = ehr.post(path, feedback)
+        assert resp.status_code == 200, resp.text
+    assert ehr.post(path, feedback, token=None).status_code == 401
+    bad = {"feedback": [{"card": "x", "outcome": "ignored", "outcomeTimestamp": "now"}]}
+    assert ehr.post(path, bad).status_code == 422
+    db = service.app.state.service.config.feedback_db
+    assert main(["feedback", "--feedback-db", str(db), "--format", "json"]) == 0
+    rows = {(r["service"], r["topic"]): r for r in json.loads(capsys.readouterr().out)["topics"]}
+    assert rows[(DISCHARGE, first_topic)]["accepted"] == 1
+    energy_row = rows[(DISCHARGE, energy_topic)]
+    assert energy_row["overridden"] == 1
+    assert energy_row["override_reasons"] == {"will-document": 1}
+    assert energy_row["shown"] >= 1
+    assert main(["feedback", "--feedback-db", str(db)]) == 0
+    assert energy_topic in capsys.readouterr().out
+
+
+def test_feedback_command_without_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["feedback", "--feedback-db", str(tmp_path / "none.sqlite3")]) == 2
+    assert "no feedback database" in capsys.readouterr().err
+
+
+# -- the fhirAuthorization token -----------------------------------------------------
+
+
+def test_fhir_token_goes_to_the_fhir_server_only(
+    fhir: TestServer, ehr: Ehr, pack: Pack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Absolute references to another origin, and a foreign fullUrl in the prefetch, never
+    make the service send the token there; it appears in no response and no log."""
+    from .test_hooks_harness import Origin
+
+    foreign = Origin(lambda path: {"resourceType": "Practitioner", "id": "x"})
+    token = "tok-" + "s3cr3t" * 6
+    try:
+        with FhirClient(fhir.base) as client:
+            proc = copy.deepcopy(client.read("Procedure", "ex2-crc-mets-us-rfa"))
+            proc["id"] = "leak-test-rfa"
+            proc["identifier"] = [{"system": "urn:test", "value": "leak-test"}]
+            proc["performer"] = [{"actor": {"reference": f"{foreign.base}/fhir/Practitioner/x"}}]
+            proc["report"] = [{"reference": f"{foreign.base}/fhir/DiagnosticReport/elsewhere"}]
+            client.transaction(
+                {
+                    "resourceType": "Bundle",
+                    "type": "transaction",
+                    "entry": [
+                        {
+                            "resource": proc,
+                            "request": {"method": "PUT", "url": "Procedure/leak-test-rfa"},
+                        }
+                    ],
+                }
+            )
+        fhir.admin("auth", {"required": True})
+        fhir.admin("tokens", {"token": token, "expires_in": 300})
+        context = {
+            "userId": "Practitioner/clinician",
+            "patientId": _id(proc["subject"]),
+            "encounterId": _id(proc["encounter"]),
+        }
+        caplog.set_level("DEBUG")
+        auth = {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+        body = hook_body(
+            "encounter-discharge", context, fhirServer=fhir.base, fhirAuthorization=auth
+        )
+        resp = ehr.hook(DISCHARGE, body)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["cards"]
+        # partial prefetch with a foreign fullUrl: still only the FHIR server is read
+        prefetch = {
+            "patient": {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [
+                    {
+                        "fullUrl": f"{foreign.base}/fhir/Patient/{context['patientId']}",
+                        "resource": {"resourceType": "Patient", "id": context["patientId"]},
+                    }
+                ],
+            }
+        }
+        resp = ehr.hook(DISCHARGE, body | {"prefetch": prefetch})
+        assert resp.status_code == 200, resp.text
+        assert token not in resp.text
+        # a token the server refuses: 412, and the message does not repeat it
+        wrong = body | {"fhirAuthorization": auth | {"access_token": token + "-wrong"}}
+        resp = ehr.hook(DISCHARGE, wrong)
+        assert resp.status_code == 412
+        assert token not in resp.text
+    finally:
+        fhir.admin("auth", {"required": False})
+        fhir.admin("tokens", {}, method="DELETE")
+        foreign.stop()
+    assert all(token not in json.dumps(headers) for _, _, headers in foreign.seen)
+    assert foreign.seen == []
+    assert token not in caplog.text
+
+
+def test_cards_and_fhir_requests_per_call_are_bounded(fhir: TestServer, ehr: Ehr) -> None:
+    """Reading through fhirServer reuses `run`'s gathering: a search page and <= 2 batches per case."""
+    [context] = discharge_contexts(fhir, "v06-two-in-session")
+    body = hook_body("encounter-discharge", context, fhirServer=fhir.base)
+    ehr.hook(DISCHARGE, body)  # the service has checked this server's /metadata now
+    before = collections.Counter(fhir.counts())
+    resp = ehr.hook(DISCHARGE, body | {"hookInstance": "second"})
+    assert resp.status_code == 200
+    used = collections.Counter(fhir.counts())
+    used.subtract(before)
+    requests = {k: v for k, v in used.items() if v}
+    cases = 2
+    assert requests.get("GET Procedure") == 1  # the search page
+    assert requests.get("POST base", 0) <= 2 * cases  # <= 2 batches per case (reads only)
+    assert set(requests) <= {"GET Procedure", "POST base"}

@@ -70,6 +70,8 @@ class SigningKey:
         for name in drop:
             payload.pop(name, None)
         head = {"kid": self.kid, "typ": "JWT", **(headers or {})}
+        if head["kid"] is None:
+            del head["kid"]  # (a None typ is how PyJWT is told to leave typ out)
         return jwt.encode(payload, self.private, algorithm=alg or self.alg, headers=head)
 
 

@@ -1,0 +1,327 @@
+"""The CDS client's JWT: every way a token can be wrong is refused with the same bare 401;
+keys come inline or from an allowlisted HTTPS jku (cached). Service under uvicorn, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from fhir_adapter.cli import main
+from fhir_adapter.hooks import HookConfig
+from fhir_adapter.hooks.security import TrustedClients
+
+from .test_hooks_harness import (
+    EHR_ISS,
+    Ehr,
+    HookServer,
+    Origin,
+    SigningKey,
+    free_port,
+    hook_body,
+    self_signed,
+    trusted_clients_file,
+)
+
+DISCHARGE = "cpt-47382-encounter-discharge"
+JKU_ISS = "https://ehr2.example.org"
+PATH = f"/cds-services/{DISCHARGE}"
+KEYS = ("patient", "encounter", "procedures", "performers", "procedure-results", "conditions")
+KEYS += ("observations", "reports", "documents", "coverage")
+
+
+def body() -> dict[str, Any]:
+    """A call that succeeds without any FHIR server when authenticated (everything null)."""
+    context = {"userId": "Practitioner/u", "patientId": "p", "encounterId": "e"}
+    return hook_body("encounter-discharge", context, prefetch=dict.fromkeys(KEYS))
+
+
+class Keys:
+    def __init__(self) -> None:
+        self.es384 = SigningKey("ES384")
+        self.rs384 = SigningKey("RS384")
+        self.es256 = SigningKey("ES256")
+        self.remote = SigningKey("ES384")  # published at the jku
+        self.stranger = SigningKey("ES384", kid=self.es384.kid)  # same kid, other key
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    return Keys()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def jwks_host(keys: Keys, tls: tuple[Path, Path]) -> Iterator[Origin]:
+    host = Origin(
+        lambda path: {"keys": [keys.remote.jwk]} if path == "/jwks.json" else None, tls=tls
+    )
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def unlisted_host(keys: Keys, tls: tuple[Path, Path]) -> Iterator[Origin]:
+    host = Origin(lambda path: {"keys": [keys.remote.jwk]}, tls=tls)
+    yield host
+    host.stop()
+
+
+def _clients(keys: Keys, jwks_host: Origin) -> TrustedClients:
+    return TrustedClients.from_json(
+        {
+            "clients": [
+                {
+                    "iss": EHR_ISS,
+                    "jwks": {"keys": [keys.es384.jwk, keys.rs384.jwk, keys.es256.jwk]},
+                },
+                {"iss": JKU_ISS, "jku": f"{jwks_host.base}/jwks.json"},
+            ]
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def service(
+    keys: Keys,
+    jwks_host: Origin,
+    tls: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HookServer]:
+    config = HookConfig(
+        trusted_clients=_clients(keys, jwks_host),
+        feedback_db=tmp_path_factory.mktemp("sec") / "feedback.sqlite3",
+        jwks_ca_bundle=str(tls[0]),
+    )
+    server = HookServer(config)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ehr(service: HookServer, keys: Keys) -> Ehr:
+    return Ehr(service, keys.es384)
+
+
+def refused(resp: requests.Response) -> bool:
+    return (
+        resp.status_code == 401
+        and resp.json() == {"error": "unauthorized"}
+        and resp.headers.get("www-authenticate") == "Bearer"
+    )
+
+
+def test_valid_es384_and_rs384_tokens_are_accepted(ehr: Ehr, keys: Keys) -> None:
+    url = ehr.url(PATH)
+    for key in (keys.es384, keys.rs384):
+        resp = ehr.post(PATH, body(), token=key.sign(url))
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"cards": []}
+    # aud may be an array that contains the URL
+    assert ehr.post(PATH, body(), token=keys.es384.sign([url, "other"])).status_code == 200
+
+
+def _unsigned(payload: dict[str, Any], header: dict[str, Any]) -> str:
+    return jwt.encode(payload, None, algorithm="none", headers=header)  # type: ignore[arg-type]
+
+
+def test_every_wrong_token_is_refused_alike(
+    ehr: Ehr, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = ehr.url(PATH)
+    es = keys.es384
+    now = int(time.time())
+    payload = {"iss": EHR_ISS, "aud": url, "exp": now + 300, "iat": now, "jti": "x"}
+    wrong: dict[tuple[str, str], str | None] = {
+        ("no Authorization header", "no bearer token"): None,
+        ("not a bearer token", "no bearer token"): "Basic " + "dXNlcjpwYXNz",
+        ("not a JWT", "DecodeError"): "Bearer not.a.jwt",
+        ("alg none", "algorithm not accepted"): "Bearer "
+        + _unsigned(payload, {"kid": es.kid, "typ": "JWT"}),
+        ("HS256 with a shared secret", "algorithm not accepted"): "Bearer "
+        + jwt.encode(payload, "s" * 32, algorithm="HS256", headers={"kid": es.kid}),
+        ("ES256 when not configured", "algorithm not accepted"): "Bearer " + keys.es256.sign(url),
+        ("RS256 (not RS384)", "algorithm not accepted"): "Bearer "
+        + keys.rs384.sign(url, alg="RS256"),
+        ("no typ", "typ is not JWT"): "Bearer " + es.sign(url, headers={"typ": None}),
+        ("typ not JWT", "typ is not JWT"): "Bearer " + es.sign(url, headers={"typ": "at+jwt"}),
+        ("no kid", "no kid"): "Bearer " + es.sign(url, headers={"kid": None}),
+        ("unknown kid", "kid not found"): "Bearer " + es.sign(url, headers={"kid": "nobody"}),
+        ("issuer not trusted", "issuer not trusted"): "Bearer "
+        + es.sign(url, iss="https://evil.example.org"),
+        ("signed by another key with the same kid", "InvalidSignatureError"): "Bearer "
+        + keys.stranger.sign(url),
+        ("aud of another service", "InvalidAudienceError"): "Bearer "
+        + es.sign(ehr.url("/cds-services/cpt-47382-order-sign")),
+        ("aud of the discovery endpoint", "InvalidAudienceError"): "Bearer "
+        + es.sign(ehr.url("/cds-services")),
+        ("aud on another host", "InvalidAudienceError"): "Bearer "
+        + es.sign(f"https://cds.example.org{PATH}"),
+        ("aud with a trailing slash", "InvalidAudienceError"): "Bearer " + es.sign(url + "/"),
+        ("no aud", "MissingRequiredClaimError"): "Bearer " + es.sign(url, drop=("aud",)),
+        ("expired", "expired"): "Bearer " + es.sign(url, exp=-60),
+        ("no exp", "MissingRequiredClaimError"): "Bearer " + es.sign(url, drop=("exp",)),
+        ("issued in the future", "issued in the future"): "Bearer " + es.sign(url, iat=120),
+        ("no iat", "MissingRequiredClaimError"): "Bearer " + es.sign(url, drop=("iat",)),
+        ("no jti", "MissingRequiredClaimError"): "Bearer " + es.sign(url, drop=("jti",)),
+        ("jku for a client with an inline JWKS", "jku given"): "Bearer "
+        + es.sign(url, headers={"jku": "https://127.0.0.1:1/jwks.json"}),
+    }
+    caplog.set_level("DEBUG", logger="fhir_adapter.hooks")
+    for (why, reason), header in wrong.items():
+        headers = {"Content-Type": "application/json"}
+        if header is not None:
+            headers["Authorization"] = header
+        caplog.clear()
+        resp = ehr.http.post(url, data=json.dumps(body()), headers=headers, timeout=30)
+        assert refused(resp), (why, resp.status_code, resp.text)
+        assert reason in caplog.text, (why, caplog.text)  # refused for that reason (log only)
+    # the same refusal for feedback
+    feedback = {"feedback": []}
+    assert refused(ehr.post(f"{PATH}/feedback", feedback, token=None))
+    token = es.sign(url)  # aud of the service, not of its feedback endpoint
+    assert refused(ehr.post(f"{PATH}/feedback", feedback, token=token))
+
+
+def test_a_jti_is_accepted_once(ehr: Ehr, keys: Keys) -> None:
+    token = keys.es384.sign(ehr.url(PATH))
+    assert ehr.post(PATH, body(), token=token).status_code == 200
+    assert refused(ehr.post(PATH, body(), token=token))
+    # the same jti from another issuer is another token
+    other = keys.remote.sign(
+        ehr.url(PATH),
+        iss=JKU_ISS,
+        jti=jwt.decode(token, options={"verify_signature": False})["jti"],
+    )
+    assert ehr.post(PATH, body(), token=other).status_code == 200
+
+
+def test_keys_from_an_allowlisted_jku_are_fetched_over_https_and_cached(
+    ehr: Ehr, keys: Keys, jwks_host: Origin, unlisted_host: Origin
+) -> None:
+    url = ehr.url(PATH)
+    before = len(jwks_host.seen)
+    for _ in range(3):
+        token = keys.remote.sign(url, iss=JKU_ISS)
+        resp = ehr.post(PATH, body(), token=token)
+        assert resp.status_code == 200, resp.text
+    assert len(jwks_host.seen) - before <= 1  # cached after the first fetch
+    listed = keys.remote.sign(url, iss=JKU_ISS, headers={"jku": f"{jwks_host.base}/jwks.json"})
+    assert ehr.post(PATH, body(), token=listed).status_code == 200
+    # a jku the token names but the allowlist does not: refused, and never fetched
+    foreign = keys.remote.sign(url, iss=JKU_ISS, headers={"jku": f"{unlisted_host.base}/jwks.json"})
+    assert refused(ehr.post(PATH, body(), token=foreign))
+    assert unlisted_host.seen == []
+    # a key the JWKS does not hold
+    assert refused(ehr.post(PATH, body(), token=keys.es384.sign(url, iss=JKU_ISS)))
+
+
+def test_es256_only_when_configured(keys: Keys, jwks_host: Origin, tmp_path: Path) -> None:
+    config = HookConfig(
+        trusted_clients=_clients(keys, jwks_host),
+        feedback_db=tmp_path / "fb.sqlite3",
+        algorithms=("ES384", "RS384", "ES256"),
+    )
+    server = HookServer(config)
+    try:
+        ehr = Ehr(server, keys.es256)
+        assert ehr.post(PATH, body()).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_jwks_over_plain_http_or_unverified_tls_is_refused(
+    keys: Keys, jwks_host: Origin, tmp_path: Path
+) -> None:
+    from fhir_adapter.hooks.security import ConfigError
+
+    with pytest.raises(ConfigError, match="https"):
+        TrustedClients.from_json({"clients": [{"iss": "a", "jku": "http://127.0.0.1/jwks.json"}]})
+    # without the test CA, the self-signed JWKS host is not trusted: 401, not a crash
+    config = HookConfig(trusted_clients=_clients(keys, jwks_host), feedback_db=tmp_path / "f.db")
+    server = HookServer(config)
+    try:
+        ehr = Ehr(server, keys.remote)
+        token = keys.remote.sign(ehr.url(PATH), iss=JKU_ISS)
+        assert refused(ehr.post(PATH, body(), token=token))
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"clients": {}}, "expected"),
+        ({"clients": [{"jwks": {"keys": []}}]}, "'iss'"),
+        ({"clients": [{"iss": "a"}]}, "exactly one"),
+        ({"clients": [{"iss": "a", "jwks": {"keys": []}, "jku": "https://x"}]}, "exactly one"),
+        ({"clients": [{"iss": "a", "jwks": {"keys": [{"kty": "oct", "k": "AA"}]}}]}, "asymmetric"),
+        ({"clients": [{"iss": "a", "jwks": {"keys": [{"kty": "EC", "crv": "P-384"}]}}]}, "cannot"),
+    ],
+)
+def test_trusted_clients_file_errors_name_the_entry(
+    doc: Any, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps(doc))
+    assert main(["serve", "--trusted-clients", str(path), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "Traceback" not in err
+
+
+def test_private_keys_in_the_trusted_clients_file_are_refused(keys: Keys) -> None:
+    from fhir_adapter.hooks.security import ConfigError
+
+    private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(keys.es384.private))
+    with pytest.raises(ConfigError, match="public"):
+        TrustedClients.from_json({"clients": [{"iss": "a", "jwks": {"keys": [private]}}]})
+
+
+def test_serve_command_runs_the_service(keys: Keys, tmp_path: Path) -> None:
+    """`fhir-adapter serve` as a user runs it: a process on a port, aud built from --host/--port."""
+    clients = trusted_clients_file(
+        tmp_path / "clients.json", [{"iss": EHR_ISS, "jwks": {"keys": [keys.es384.jwk]}}]
+    )
+    port = free_port()
+    cmd = [sys.executable, "-m", "fhir_adapter.cli", "serve", "--port", str(port)]
+    cmd += ["--trusted-clients", str(clients), "--feedback-db", str(tmp_path / "fb.sqlite3")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                resp = requests.get(f"{base}/cds-services", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+        assert len(resp.json()["services"]) == 3
+        token = keys.es384.sign(f"{base}{PATH}")
+        resp = requests.post(
+            f"{base}{PATH}",
+            data=json.dumps(body()),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert resp.status_code == 200, resp.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert b"Traceback" not in err
+    assert token.encode() not in err

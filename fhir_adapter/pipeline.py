@@ -102,6 +102,32 @@ def _evaluate_parallel(
     return outputs
 
 
+def load_store(
+    paths: Iterable[str | os.PathLike[str]],
+    pack: Pack | None = None,
+    *,
+    workers: int = 1,
+    skip_bad_lines: bool = False,
+) -> ResourceStore:
+    """Read files/directories into a store holding what the pack's cases need.
+
+    NDJSON is streamed: only the resources the cases need are kept in memory. A
+    corrupt NDJSON line is an InputError naming file and line, unless
+    `skip_bad_lines`, in which case the store lists them in `bad_lines`.
+    """
+    from fhir_adapter.sources.bulk import load_for_cases
+
+    pack = pack or load_pack()
+    with gc_paused():
+        return load_for_cases(
+            [Path(p) for p in paths],
+            pack.procedure_system,
+            pack.procedure_code,
+            workers=workers,
+            skip_bad_lines=skip_bad_lines,
+        )
+
+
 def evaluate_paths(
     paths: Iterable[str | os.PathLike[str]],
     pack: Pack | None = None,
@@ -111,17 +137,10 @@ def evaluate_paths(
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[CaseOutput]:
-    """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them.
-
-    NDJSON is streamed: only the resources the cases need are kept in memory.
-    """
-    from fhir_adapter.sources.bulk import load_for_cases
-
+    """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them."""
     pack = pack or load_pack()
+    store = load_store(paths, pack, workers=workers)
     with gc_paused():
-        store = load_for_cases(
-            [Path(p) for p in paths], pack.procedure_system, pack.procedure_code, workers=workers
-        )
         return evaluate_store(
             store, pack, block_on=block_on, now=now, workers=workers, on_progress=on_progress
         )

@@ -110,9 +110,9 @@ def _evaluate_groups(
     pack = pack_from_text(pack_text, "<driver rule pack>")
     for case_key, members in groups:
         store = CompactStore()
-        for line, key, targets, _ in members:
-            if not store.has(key):
-                store.add_indexed(line, key, targets)
+        for kept in members:
+            if not store.has(kept.key):
+                store.add_indexed(kept.line, kept.key, kept.targets)
         procedure = store.get(case_key)
         if procedure is None:
             continue
@@ -160,14 +160,14 @@ def evaluate_on_spark(
     pass2 = lines.mapPartitions(lambda it: _attributed(it, *b2.value)).cache()
 
     # Pass 3: what those point at and nobody has yet, keyed by the cases that need it.
-    have = set(pass2.map(lambda kv: kv[1][1]).distinct().collect()) | {k for _, k, _, _ in cases}
+    have = set(pass2.map(lambda kv: kv[1].key).distinct().collect()) | {k.key for k in cases}
     wanted = (
-        pass2.filter(lambda kv: kv[1][1].split("/", 1)[0] in FOLLOWED)
-        .flatMap(lambda kv: [(ref, kv[0]) for ref in kv[1][3] if ref not in have])
+        pass2.filter(lambda kv: kv[1].key.split("/", 1)[0] in FOLLOWED)
+        .flatMap(lambda kv: [(ref, kv[0]) for ref in kv[1].forward if ref not in have])
         .distinct()
         .collect()
     )
-    parts = [pass2, sc.parallelize([(k, kept) for kept in cases for k in [kept[1]]])]
+    parts = [pass2, sc.parallelize([(kept.key, kept) for kept in cases])]
     if wanted:
         plan3 = Plan(needed={ref for ref, _ in wanted})
         need_cases: dict[str, set[str]] = defaultdict(set)

@@ -77,5 +77,5 @@ def test_bad_line_in_a_chunk_names_file_and_line(tmp_path: Path, pack: Pack) -> 
     (tmp_path / "Patient.ndjson").write_bytes(
         good * 5000 + b'{"resourceType":"Patient","id":"p1",\n' + good
     )
-    with pytest.raises(InputError, match=r"Patient\.ndjson:5001: malformed JSON"):
+    with pytest.raises(InputError, match=r"Patient\.ndjson:5001: not a complete JSON object"):
         load_for_cases([tmp_path], pack.procedure_system, pack.procedure_code, chunk_bytes=4096)

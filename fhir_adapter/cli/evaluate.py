@@ -43,6 +43,11 @@ def register(sub: Any) -> None:
     )
     env_option(ev, "--spark-master", "SPARK_MASTER", "local[2]")
     ev.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="go on past truncated or corrupt NDJSON lines; count them in the summary and report",
+    )
+    ev.add_argument(
         "--validate",
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",
@@ -56,14 +61,14 @@ def _workers(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all cores) or more")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 (all cores) or more")
     return value
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from fhir_adapter.pipeline import evaluate_paths
+    from fhir_adapter.pipeline import evaluate_store, gc_paused, load_store
     from fhir_adapter.rules import load_pack
 
     pack = load_pack(args.rules)
@@ -73,11 +78,18 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     started = time.monotonic()
     try:
-        outputs = evaluate_paths(
-            args.paths, pack, block_on=args.block_on, workers=workers, on_progress=progress.update
-        )
+        store = load_store(args.paths, pack, workers=workers, skip_bad_lines=args.skip_bad_lines)
+        with gc_paused():
+            outputs = evaluate_store(
+                store, pack, block_on=args.block_on, workers=workers, on_progress=progress.update
+            )
     finally:
         progress.done()
+    meta = (
+        {"input": {"bad_lines": len(store.bad_lines), "skipped": store.bad_lines[:100]}}
+        if args.skip_bad_lines
+        else None
+    )
     if args.validate:
         from fhir_adapter.writeback.validate import validate_resource
 
@@ -89,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
         page = render_html(outputs, pack=pack, source=args.paths)
         write_bundles(outputs, args.out, report_html=page)
-    code = emit(outputs, args.format, pack=pack, source=args.paths)
+    code = emit(outputs, args.format, pack=pack, source=args.paths, meta=meta)
+    if store.bad_lines:
+        shown = ", ".join(store.bad_lines[:5]) + (" ..." if len(store.bad_lines) > 5 else "")
+        print(
+            f"fhir-adapter: skipped {len(store.bad_lines)} bad NDJSON line(s): {shown}",
+            file=sys.stderr,
+        )
     if progress.enabled:
         from fhir_adapter.report import summary
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fhir_adapter.client.auth import FhirAuth
@@ -172,6 +172,7 @@ def emit(
     *,
     pack: Pack | None = None,
     source: Sequence[str] = (),
+    meta: dict[str, Any] | None = None,
 ) -> int:
     """Print the report in `fmt` on stdout; the exit code says whether anything blocks."""
     from fhir_adapter.report import exit_code, render_csv, render_html, render_json, render_table
@@ -179,7 +180,7 @@ def emit(
 
     cases = [o for o in outputs if isinstance(o, CaseOutput)]
     if fmt == "json":
-        sys.stdout.buffer.write(render_json(cases))
+        sys.stdout.buffer.write(render_json(cases, meta=meta))
         sys.stdout.flush()
     elif fmt == "html":
         sys.stdout.write(render_html(cases, pack=pack, source=source))

@@ -21,8 +21,9 @@ def exit_code(outputs: Sequence[CaseOutput]) -> int:
     return EXIT_BLOCKED if any(o.evaluation.blocked for o in outputs) else EXIT_OK
 
 
-def render_json(outputs: Sequence[CaseOutput]) -> bytes:
-    document: dict[str, Any] = {"cases": [o.report() for o in outputs]}
+def render_json(outputs: Sequence[CaseOutput], *, meta: dict[str, Any] | None = None) -> bytes:
+    """`meta` (e.g. the input's skipped bad lines) goes beside `cases` at the top level."""
+    document: dict[str, Any] = {**(meta or {}), "cases": [o.report() for o in outputs]}
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 

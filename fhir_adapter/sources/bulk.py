@@ -19,10 +19,10 @@ import gzip
 import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -75,19 +75,19 @@ class Plan:
         """The pass-2 plan for the given case Procedures, and which cases each plan key serves."""
         plan = cls()
         cases_of: dict[str, set[str]] = {}
-        for _, key, _, forward in cases:
-            plan.anchors.add(key)
-            cases_of.setdefault(key, set()).add(key)
-            for ref in forward:
+        for case in cases:
+            plan.anchors.add(case.key)
+            cases_of.setdefault(case.key, set()).add(case.key)
+            for ref in case.forward:
                 plan.needed.add(ref)
-                cases_of.setdefault(ref, set()).add(key)
+                cases_of.setdefault(ref, set()).add(case.key)
                 if ref.startswith("Encounter/"):
                     plan.anchors.add(ref)
                 elif ref.startswith("Patient/"):
                     plan.patients.add(ref)
                 elif ref.startswith(("Practitioner/", "PractitionerRole/")):
                     plan.performers.add(ref)
-        plan.needed -= {key for _, key, _, _ in cases}
+        plan.needed -= {case.key for case in cases}
         return plan, cases_of
 
     def id_bytes(
@@ -172,12 +172,12 @@ def _lines(chunk: Chunk) -> Iterator[tuple[int, bytes]]:
         offset += len(line) + 1
 
 
-def _line_number(chunk: Chunk, offset: int) -> int:
+def line_number(path: str, offset: int) -> int:
     """The 1-based line of a byte offset (only computed when reporting an error)."""
-    if chunk.path.lower().endswith(".gz"):
-        with gzip.open(chunk.path, "rb") as fh:
+    if path.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as fh:
             return fh.read(offset).count(b"\n") + 1
-    with open(chunk.path, "rb") as fh:
+    with open(path, "rb") as fh:
         return fh.read(offset).count(b"\n") + 1
 
 
@@ -188,22 +188,56 @@ def _parse(chunk: Chunk, offset: int, line: bytes) -> dict[str, Any]:
         raise InputError(
             f"malformed JSON (column {exc.colno}): {exc.msg}",
             source=chunk.path,
-            line=_line_number(chunk, offset),
+            line=line_number(chunk.path, offset),
         ) from None
     try:
         return check_resource(value, chunk.path, None)
     except InputError as exc:
         raise InputError(
-            str(exc).split(": ", 1)[-1], source=chunk.path, line=_line_number(chunk, offset)
+            str(exc).split(": ", 1)[-1], source=chunk.path, line=line_number(chunk.path, offset)
         ) from None
 
 
-# -- the work each process does on one chunk (parameters inherited through fork) --------
-_JOB: dict[str, Any] = {}
+class Kept(NamedTuple):
+    """A line the parent stores, worked out in the worker so the parent never parses it."""
+
+    line: bytes
+    key: str  # Type/id
+    targets: tuple[str, ...]  # reverse-index targets (who it points at, for joins)
+    forward: tuple[str, ...]  # every Type/id it references
 
 
-# The raw line, its key, its reverse-index targets, and the keys it points at.
-Kept = tuple[bytes, str, tuple[str, ...], tuple[str, ...]]
+@dataclass(frozen=True)
+class BadLine:
+    """A line that is not one complete JSON object (truncated download, corruption)."""
+
+    path: str
+    offset: int
+
+    def where(self) -> str:
+        return f"{self.path}:{line_number(self.path, self.offset)}"
+
+
+@dataclass
+class ScanResult:
+    kept: list[Kept] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    """What one pass looks for; handed to each worker once, by the pool's initializer."""
+
+    needle: bytes = b""
+    system: str = ""
+    code: str = ""
+    plan: Plan | None = None
+    ids: tuple[Any, ...] = ()
+    types: frozenset[str] | None = None
+    check_all: bool = False  # structural check of every line (pass 2 reads every file)
+    skip_bad: bool = False
+
+
 # Resource types whose references pass 3 follows (report results, locations, payors...).
 FOLLOWED = frozenset(
     {"Encounter", "DiagnosticReport", "PractitionerRole", "Coverage", "Condition", "Procedure"}
@@ -214,23 +248,35 @@ def kept_record(line: bytes, resource: dict[str, Any]) -> Kept:
     """What the parent stores, worked out in the worker so the parent does not parse."""
     key = f"{resource['resourceType']}/{resource.get('id')}"
     forward = {tail_key(r.decode()) for r in _REF.findall(line)}
-    return line, key, tuple(reverse_targets(resource)), tuple(k for k in forward if k)
+    return Kept(line, key, tuple(reverse_targets(resource)), tuple(k for k in forward if k))
 
 
-def _scan_procedures(chunk: Chunk) -> list[Kept]:
+def is_complete_object(line: bytes) -> bool:
+    """Cheap structural check: one JSON object, not cut short (what truncation breaks)."""
+    body = line.strip()
+    return body.startswith(b"{") and body.endswith(b"}")
+
+
+def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Pass 1: Procedures coded system|code (as raw lines: cheaper to ship than dicts)."""
-    needle, system, code = _JOB["needle"], _JOB["system"], _JOB["code"]
+    out = ScanResult()
     if chunk.rtype not in (None, "Procedure"):
-        return []
-    out = []
+        return out
     for offset, line in _lines(chunk):
-        if needle not in line:
+        if not is_complete_object(line):
+            if not job.skip_bad:
+                raise _bad_line(chunk.path, offset)
+            out.bad.append(BadLine(chunk.path, offset))
             continue
-        resource = _parse(chunk, offset, line)
+        if job.needle not in line:
+            continue
+        resource = _admit(job, chunk, offset, line, out)
+        if resource is None:
+            continue
         if resource["resourceType"] == "Procedure" and has_coding(
-            resource, ("code",), system, code
+            resource, ("code",), job.system, job.code
         ):
-            out.append(kept_record(line, resource))
+            out.kept.append(kept_record(line, resource))
     return out
 
 
@@ -281,38 +327,111 @@ def plan_hits(plan: Plan, resource: dict[str, Any], line: bytes) -> set[str]:
     return hits
 
 
-def _scan_related(chunk: Chunk) -> list[Kept]:
+def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Pass 2 and 3: resources the plan needs, screened on raw bytes first."""
-    plan: Plan = _JOB["plan"]
-    types: set[str] | None = _JOB.get("types")
-    if types is not None and chunk.rtype is not None and chunk.rtype not in types:
-        return []
-    ref_ids, own_ids = screen_ids(_JOB["ids"], chunk.rtype)
-    out = []
+    out = ScanResult()
+    if job.types is not None and chunk.rtype is not None and chunk.rtype not in job.types:
+        return out
+    assert job.plan is not None
+    ref_ids, own_ids = screen_ids(job.ids, chunk.rtype)
+    # Pass 1 already checked Procedure files; pass 3 revisits lines pass 2 reported.
+    report = job.check_all and chunk.rtype != "Procedure"
     for offset, line in _lines(chunk):
+        if not is_complete_object(line):
+            if report and not job.skip_bad:
+                raise _bad_line(chunk.path, offset)
+            if report:
+                out.bad.append(BadLine(chunk.path, offset))
+            continue
         by_ref, by_id = screened(line, ref_ids, own_ids)
         if not (by_ref or by_id):
             continue
-        resource = _parse(chunk, offset, line)
-        if plan_hits(plan, resource, line):
-            out.append(kept_record(line, resource))
+        resource = _admit(job, chunk, offset, line, out)
+        if resource is not None and plan_hits(job.plan, resource, line):
+            out.kept.append(kept_record(line, resource))
     return out
 
 
-def _run(func: Any, chunks: list[Chunk], workers: int, types: set[str] | None = None) -> list[Kept]:
+def check_lines(job: ScanJob, chunk: Chunk) -> ScanResult:
+    """Only the structural check (when no case was found, nothing else reads the files)."""
+    out = ScanResult()
+    if chunk.rtype == "Procedure":
+        return out
+    for offset, line in _lines(chunk):
+        if not is_complete_object(line):
+            if not job.skip_bad:
+                raise _bad_line(chunk.path, offset)
+            out.bad.append(BadLine(chunk.path, offset))
+    return out
+
+
+def _admit(
+    job: ScanJob, chunk: Chunk, offset: int, line: bytes, out: ScanResult
+) -> dict[str, Any] | None:
+    """The parsed resource; a line that looked whole but does not parse is a bad line too."""
+    try:
+        return _parse(chunk, offset, line)
+    except InputError:
+        if not job.skip_bad:
+            raise
+        out.bad.append(BadLine(chunk.path, offset))
+        return None
+
+
+def _bad_line(path: str, offset: int) -> InputError:
+    return InputError(
+        "not a complete JSON object (a truncated or corrupt line; "
+        "--skip-bad-lines goes on without it)",
+        source=path,
+        line=line_number(path, offset),
+    )
+
+
+ScanFn = Callable[[ScanJob, Chunk], ScanResult]
+_WORKER: tuple[ScanFn, ScanJob] | None = None  # set in each pool process by its initializer
+
+
+def _start_worker(func: ScanFn, job: ScanJob) -> None:
+    global _WORKER
+    _WORKER = (func, job)
+
+
+def _in_worker(chunk: Chunk) -> ScanResult:
+    assert _WORKER is not None
+    func, job = _WORKER
+    return func(job, chunk)
+
+
+def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> ScanResult:
     """Screen the chunks (in parallel); the kept lines come back raw (already validated).
 
-    Chunks whose file name announces a type outside `types` are not even dispatched.
+    Chunks whose file name announces a type outside `job.types` are not even dispatched.
     """
-    if types is not None:
-        chunks = [c for c in chunks if c.rtype is None or c.rtype in types]
+    if job.types is not None:
+        chunks = [c for c in chunks if c.rtype is None or c.rtype in job.types]
     if workers <= 1 or len(chunks) <= 1:
-        results = [func(c) for c in chunks]
+        results = [func(job, c) for c in chunks]
     else:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(workers, len(chunks))) as pool:
-            results = pool.map(func, chunks, chunksize=1)
-    return [line for part in results for line in part]
+        with ctx.Pool(
+            min(workers, len(chunks)), initializer=_start_worker, initargs=(func, job)
+        ) as pool:
+            results = pool.map(_in_worker, chunks, chunksize=1)
+    total = ScanResult()
+    for part in results:
+        total.kept.extend(part.kept)
+        total.bad.extend(part.bad)
+    return total
+
+
+def json_cases(store: ResourceStore, system: str, code: str) -> list[Kept]:
+    """Case Procedures read from JSON files, as plan seeds (so NDJSON beside them joins in)."""
+    out = []
+    for resource in store.of_type("Procedure"):
+        if has_coding(resource, ("code",), system, code):
+            line = orjson.dumps(resource)
+            out.append(kept_record(line, resource))
+    return out
 
 
 def load_for_cases(
@@ -322,8 +441,15 @@ def load_for_cases(
     *,
     workers: int = 1,
     chunk_bytes: int = CHUNK_BYTES,
-) -> ResourceStore:
-    """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed)."""
+    skip_bad_lines: bool = False,
+) -> CompactStore:
+    """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed).
+
+    Cases found in JSON files seed the plan too, so a Bundle of Procedures beside an
+    NDJSON export joins exactly as if everything were in one place. Bad NDJSON lines
+    are an InputError naming file and line, or, with `skip_bad_lines`, are counted
+    in `store.bad_lines`.
+    """
     json_files, ndjson_files = classify(paths)
     store = CompactStore()
     for path in json_files:
@@ -332,32 +458,48 @@ def load_for_cases(
     if not ndjson_files:
         return store
     chunks = chunks_of(ndjson_files, chunk_bytes)
-    _JOB.clear()
-    _JOB.update(needle=f'"{code}"'.encode(), system=system, code=code)
-    cases = _run(_scan_procedures, chunks, workers, {"Procedure"})
+    job = ScanJob(needle=f'"{code}"'.encode(), system=system, code=code, skip_bad=skip_bad_lines)
+    first = run_pass(scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers)
+    bad = list(first.bad)
+    for kept in first.kept:
+        store.add_indexed(kept.line, kept.key, kept.targets)
+    cases = first.kept + json_cases(store, system, code)
     if not cases:
+        bad += run_pass(check_lines, job, chunks, workers).bad
+        store.bad_lines = [b.where() for b in sorted(set(bad), key=lambda b: (b.path, b.offset))]
         return store
-    for line, key, targets, _ in cases:
-        store.add_indexed(line, key, targets)
     plan, _ = Plan.for_cases(cases)
-    _JOB.update(plan=plan, ids=plan.id_bytes(), types=None)
-    related = _run(_scan_related, chunks, workers)
-    for line, key, targets, _ in related:
-        store.add_indexed(line, key, targets)
+    second = run_pass(
+        scan_related, replace(job, plan=plan, ids=plan.id_bytes(), check_all=True), chunks, workers
+    )
+    bad += second.bad
+    related = second.kept + [
+        kept_record(orjson.dumps(r), r)
+        for r in store.whole_resources()
+        if r["resourceType"] in FOLLOWED
+    ]
+    for kept in second.kept:
+        store.add_indexed(kept.line, kept.key, kept.targets)
     # Pass 3: what the gathered resources point at and is still missing.
     missing = {
         ref
-        for _, key, _, forward in related
-        if key.split("/", 1)[0] in FOLLOWED
-        for ref in forward
+        for kept in related
+        if kept.key.split("/", 1)[0] in FOLLOWED
+        for ref in kept.forward
         if not store.has(ref)
     }
     if missing:
         final = Plan(needed=missing)
-        types = {k.split("/")[0] for k in missing}
-        _JOB.update(plan=final, ids=final.id_bytes(), types=types)
-        for line, key, targets, _ in _run(_scan_related, chunks, workers, types):
-            store.add_indexed(line, key, targets)
-    _JOB.clear()
+        types = frozenset(k.split("/")[0] for k in missing)
+        third = run_pass(
+            scan_related,
+            replace(job, plan=final, ids=final.id_bytes(), types=types),
+            chunks,
+            workers,
+        )
+        bad += third.bad
+        for kept in third.kept:
+            store.add_indexed(kept.line, kept.key, kept.targets)
+    store.bad_lines = [b.where() for b in sorted(set(bad), key=lambda b: (b.path, b.offset))]
     store.begin_case()
     return store

@@ -9,7 +9,7 @@ suffixes (`/_history/n`) and contained resources (`#id`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fhir_adapter.fhir.elements import Resource
@@ -26,6 +26,7 @@ class ResourceStore:
         self._by_type: dict[str, list[str]] = defaultdict(list)
         self._reverse: dict[str, list[str]] | None = None
         self._anon = 0
+        self.bad_lines: list[str] = []  # file:line of NDJSON lines skipped as corrupt
         for item in loaded:
             self.add(item.resource, item.full_url)
 
@@ -50,6 +51,10 @@ class ResourceStore:
             self._alias[full_url] = key
         self._reverse = None
         return key
+
+    def whole_resources(self) -> Iterator[Resource]:
+        """The resources added as parsed dicts (for a CompactStore: those from JSON files)."""
+        yield from self._by_key.values()
 
     def key_of(self, resource: Resource) -> str:
         """The key a stored resource is known by (its `Type/id` where it has one)."""

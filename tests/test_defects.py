@@ -1,0 +1,180 @@
+"""Defects found in review, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_adapter import evaluate_paths
+from fhir_adapter.cli import main
+from fhir_adapter.fhir.systems import CPT
+from fhir_adapter.rules import Pack
+
+from .conftest import CASES, findings_of, fixture_names, load_bundle
+
+NOW = "2026-11-27T00:00:00+00:00"
+CLEAN = str(CASES / "ex1-hcc-ct.json")
+
+
+def _reports(paths: list[Path], pack: Pack) -> list[dict[str, Any]]:
+    return [orjson.loads(orjson.dumps(o.report())) for o in evaluate_paths(paths, pack, now=NOW)]
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_bundle_of_procedures_beside_ndjson_equals_one_bundle(
+    name: str, pack: Pack, tmp_path: Path
+) -> None:
+    """An EHR extract (the Procedures, as a Bundle) beside an export (everything else)."""
+    bundle = load_bundle(name)
+    resources = [e["resource"] for e in bundle["entry"]]
+    if any("id" not in r for r in resources):
+        pytest.skip("urn:uuid-only resources cannot be split across files by reference")
+    procedures = [r for r in resources if r["resourceType"] == "Procedure"]
+    others = [r for r in resources if r["resourceType"] != "Procedure"]
+    (tmp_path / "extract.json").write_bytes(
+        orjson.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in procedures],
+            }
+        )
+    )
+    export = tmp_path / "export"
+    export.mkdir()
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in others:
+        by_type.setdefault(r["resourceType"], []).append(r)
+    for rtype, items in by_type.items():
+        (export / f"{rtype}.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in items))
+    whole = _reports([CASES / f"{name}.json"], pack)
+    assert whole
+    assert _reports([tmp_path / "extract.json", export], pack) == whole
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FHIR_ADAPTER_BLOCK_ON", "critical"),
+        ("FHIR_ADAPTER_WORKERS", "two"),
+        ("FHIR_ADAPTER_FORMAT", "xml"),
+        ("FHIR_ADAPTER_WORKERS", "-1"),
+        ("FHIR_ADAPTER_ENGINE", "dask"),
+    ],
+)
+def test_bad_environment_defaults_are_usage_errors(variable: str, value: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fhir_adapter.cli", "evaluate", CLEAN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", variable: value},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert value in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_a_flag_overrides_a_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_FORMAT", "xml")
+    assert main(["evaluate", CLEAN, "--format", "json"]) == 0
+
+
+def _export_with_truncated_observation(tmp_path: Path) -> Path:
+    export = tmp_path / "export"
+    main(["fixtures", "write", str(export), "--as", "ndjson"])
+    for meta in export.glob("*.yaml"):
+        meta.unlink()
+    obs = export / "Observation.ndjson"
+    lines = obs.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2][: len(lines[2]) // 2] + b"\n"  # a download cut short mid-line
+    obs.write_bytes(b"".join(lines))
+    return export
+
+
+def test_truncated_line_in_any_file_is_exit_2_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = _export_with_truncated_observation(tmp_path)
+    assert main(["evaluate", str(export)]) == 2
+    err = capsys.readouterr().err
+    assert "Observation.ndjson:3:" in err and "Traceback" not in err
+
+
+def test_skip_bad_lines_goes_on_and_counts_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = _export_with_truncated_observation(tmp_path)
+    code = main(["evaluate", str(export), "--skip-bad-lines", "--format", "json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code in (0, 1) and report["cases"]
+    assert report["input"]["bad_lines"] == 1
+    assert report["input"]["skipped"][0].endswith("Observation.ndjson:3")
+    assert "skipped 1 bad NDJSON line" in captured.err
+
+
+def test_truncated_line_is_found_when_no_case_is_in_the_export(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"p"}\n{"resou\n')
+    assert main(["evaluate", str(export)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "finding"),
+    [
+        ("47370", "approach-mismatch"),
+        ("47380", "approach-mismatch"),
+        ("47371", "modality-mismatch"),
+        ("47381", "modality-mismatch"),
+        ("47383", "modality-mismatch"),
+    ],
+)
+def test_session_procedure_codes_alone_raise_the_mismatch(
+    code: str, finding: str, pack: Pack, good_case: list[dict[str, Any]]
+) -> None:
+    """The `codes` branch alone: no note mentions another approach or energy."""
+    rfa = next(
+        r
+        for r in good_case
+        if r["resourceType"] == "Procedure" and r["code"]["coding"][0].get("code") == "47382"
+    )
+    other = copy.deepcopy(rfa)
+    other["id"] = "same-session-other"
+    other["code"] = {"coding": [{"system": CPT, "code": code}]}
+    for key in ("note", "text", "report", "reasonReference", "reasonCode", "bodySite"):
+        other.pop(key, None)
+    before = findings_of(pack, good_case)
+    assert finding not in before[f"Procedure/{rfa['id']}"]
+    after = findings_of(pack, [*good_case, other])
+    assert finding in after[f"Procedure/{rfa['id']}"]
+
+
+def test_validate_flag_rejects_an_invalid_output(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--validate really validates: a Claim broken on purpose is exit 2, not a success."""
+    from fhir_adapter.writeback import bundle as bundle_module
+
+    real = bundle_module.CaseOutput.bundle
+
+    def broken(self: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+        out = real(self, *args, **kw)
+        for entry in out["entry"]:
+            if entry["resource"]["resourceType"] == "Claim":
+                entry["resource"]["created"] = "yesterday"
+        return out
+
+    monkeypatch.setattr(bundle_module.CaseOutput, "bundle", broken)
+    assert main(["evaluate", CLEAN]) == 0
+    assert main(["evaluate", CLEAN, "--validate"]) == 2
+    assert "created" in capsys.readouterr().err

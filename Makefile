@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo test test-spark bench lint fixtures clean
+.PHONY: demo test test-spark test-browser screenshots bench lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,26 @@ $(NODE_DEPS): tests/fhir_server/package.json tests/fhir_server/package-lock.json
 	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## Run the whole test suite (Spark tests included).
-test: $(STAMP) $(NODE_DEPS)
+# Debian's Chromium for the HTML report's browser tests (Playwright drives it; Playwright's own
+# browser download is never used). The file itself is the stamp: nothing to do once it exists.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-liberation fonts-dejavu-core
+
+## Run the whole test suite (Spark and browser tests included).
+test: $(STAMP) $(NODE_DEPS) $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+## Only the HTML report's browser tests.
+test-browser: $(STAMP) $(CHROMIUM)
+	$(BIN)/python -m pytest -m browser
+
+## Re-take the README's screenshots of the HTML report (docs/report-*.png).
+screenshots: $(STAMP) $(CHROMIUM)
+	REPORT_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_report_html.py -k screenshots
 
 ## Only the Spark engine's tests.
 test-spark: $(STAMP)

@@ -73,6 +73,66 @@ def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
+class _Strings:
+    """One table of the page's repeated strings (references, paths, messages, snippets).
+
+    Evidence repeats heavily within a case and messages across cases; sending each
+    string once keeps a 10,000-case page a fraction of its naive size.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def __call__(self, text: str | None) -> int:
+        if text is None:
+            return -1
+        found = self.index.get(text)
+        if found is None:
+            found = self.index[text] = len(self.index)
+        return found
+
+    def table(self) -> list[str]:
+        return list(self.index)
+
+
+def _packed(case: dict[str, Any], s: _Strings) -> dict[str, Any]:
+    """The case with evidence as [ref, path, snippet, note, status, cue, start, end] indices."""
+
+    def ev(items: list[dict[str, Any]]) -> list[list[int]]:
+        out = []
+        for e in items:
+            row = [s(e["ref"]), s(e["path"])]
+            row += [s(e.get(k)) for k in ("snippet", "note", "status", "cue")]
+            if "span" in e:
+                row += e["span"]
+            out.append(row)
+        return out
+
+    packed = dict(case)
+    packed["findings"] = [
+        {
+            "code": f["code"],
+            "severity": f["severity"],
+            "message": s(f["message"]),
+            "ev": ev(f["evidence"]),
+        }
+        for f in case["findings"]
+    ]
+    packed["modifiers"] = [
+        {"code": m["code"], "reason": s(m["reason"]), "ev": ev(m["evidence"])}
+        for m in case["modifiers"]
+    ]
+    packed["criteria"] = [
+        [s(c["rule"]), int(c["passed"]), ev(c["evidence"])] for c in case["criteria"]
+    ]
+    if case["claim"]:
+        claim = packed["claim"] = dict(case["claim"])
+        claim["lines"] = [{**ln, "display": s(ln["display"])} for ln in claim["lines"]]
+        claim["diagnoses"] = [{**d, "display": s(d["display"])} for d in claim["diagnoses"]]
+    packed["issues"] = [[s(i["code"]), s(i["severity"]), s(i["detail"])] for i in case["issues"]]
+    return packed
+
+
 def _severity_rank(severity: str, order: Sequence[str]) -> int:
     return order.index(severity) if severity in order else len(order)
 
@@ -177,6 +237,8 @@ def render_html(
     if pack is not None:
         pack_label = f"{pack.model.pack} {pack.model.version} ({pack.model.title})"
 
+    strings = _Strings()
+    packed = [_packed(c, strings) for c in cases]
     css, js = _static("report.css"), _static("report.js")
     csp = "; ".join(
         [
@@ -197,7 +259,8 @@ def render_html(
             csp=csp,
             css=Markup(css),
             js=Markup(js),
-            cases=cases,
+            cases=packed,
+            strings=strings.table(),
             totals={
                 "cases": len(cases),
                 "claims": claims,

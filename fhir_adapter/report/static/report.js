@@ -4,10 +4,25 @@
   "use strict";
   var SEVERITIES = ["high", "moderate", "low"];
   var RULED_OUT = { negated: 1, hypothetical: 1, historical: 1, uncertain: 1, other: 1 };
+  // Repeated strings travel once, in their own table; evidence rows hold indices into it.
+  var S = JSON.parse(document.getElementById("report-strings").textContent);
   var cases = JSON.parse(document.getElementById("report-data").textContent);
   var byIndex = {};
+  function evidence(rows) {
+    return rows.map(function (r) {
+      var e = { ref: S[r[0]], path: S[r[1]] };
+      if (r[2] >= 0) { e.snippet = S[r[2]]; }
+      if (r[3] >= 0) { e.note = S[r[3]]; }
+      if (r[4] >= 0) { e.status = S[r[4]]; }
+      if (r[5] >= 0) { e.cue = S[r[5]]; }
+      if (r.length > 7) { e.span = [r[6], r[7]]; }
+      return e;
+    });
+  }
   cases.forEach(function (c) {
     byIndex[c.i] = c;
+    c.findings.forEach(function (f) { f.message = S[f.message]; });
+    c.modifiers.forEach(function (m) { m.reason = S[m.reason]; });
     var rank = 3;
     c.findings.forEach(function (f) {
       var r = SEVERITIES.indexOf(f.severity);
@@ -259,7 +274,7 @@
     var fs = section("Findings (" + c.findings.length + ")", "case-findings");
     if (c.findings.length) {
       fs.appendChild(table("What blocks or weakens the claim", ["Severity", "Finding", "Message", "Evidence"],
-        c.findings.map(function (f) { return [badge(f.severity), el("code", f.code), f.message, evidenceList(f.evidence)]; })));
+        c.findings.map(function (f) { return [badge(f.severity), el("code", f.code), f.message, evidenceList(evidence(f.ev))]; })));
     } else {
       fs.appendChild(el("p", "No findings.", "empty"));
     }
@@ -268,7 +283,7 @@
     var ms = section("Modifiers (" + c.modifiers.length + ")", "case-modifiers");
     if (c.modifiers.length) {
       ms.appendChild(table("Modifiers on the 47382 line", ["Modifier", "Why", "Evidence"],
-        c.modifiers.map(function (m) { return [el("code", m.code), m.reason, evidenceList(m.evidence)]; })));
+        c.modifiers.map(function (m) { return [el("code", m.code), m.reason, evidenceList(evidence(m.ev))]; })));
     } else {
       ms.appendChild(el("p", "No modifiers.", "empty"));
     }
@@ -277,7 +292,8 @@
     var cs = section("Criteria", "case-criteria");
     cs.appendChild(table("Each criterion, its verdict and evidence", ["Criterion", "Verdict", "Evidence"],
       c.criteria.map(function (k) {
-        return [el("code", k.rule), el("span", k.passed ? "✓ pass" : "✗ fail", "outcome " + (k.passed ? "verdict-pass" : "verdict-fail")), evidenceList(k.evidence)];
+        var passed = k[1] === 1;
+        return [el("code", S[k[0]]), el("span", passed ? "✓ pass" : "✗ fail", "outcome " + (passed ? "verdict-pass" : "verdict-fail")), evidenceList(evidence(k[2]))];
       })));
     parts.push(cs);
 
@@ -287,10 +303,10 @@
         ["Coverage", c.claim.coverage.join(", ")]]));
       cl.appendChild(table("Claim lines", ["Line", "Code", "Description", "Modifiers", "Units", "Diagnosis pointers", "POS", "Date"],
         c.claim.lines.map(function (l) {
-          return [l.seq, el("code", l.code), l.display, l.modifiers.join(", "), l.units, l.dx.join(", "), l.pos, l.date];
+          return [l.seq, el("code", l.code), S[l.display], l.modifiers.join(", "), l.units, l.dx.join(", "), l.pos, l.date];
         })));
       cl.appendChild(table("Diagnoses", ["#", "Code", "Description", "Type"],
-        c.claim.diagnoses.map(function (d) { return [d.seq, el("code", d.code), d.display, d.type]; })));
+        c.claim.diagnoses.map(function (d) { return [d.seq, el("code", d.code), S[d.display], d.type]; })));
     } else {
       cl.appendChild(el("p", "No Claim: a blocking finding stops it.", "empty"));
     }
@@ -299,7 +315,7 @@
     var is = section("Detected issues (" + c.issues.length + ")", "case-issues");
     if (c.issues.length) {
       is.appendChild(table("DetectedIssue resources written", ["Code", "Severity", "Detail"],
-        c.issues.map(function (d) { return [el("code", d.code), badge(d.severity), el("pre", d.detail, "detail")]; })));
+        c.issues.map(function (d) { return [el("code", S[d[0]]), badge(S[d[1]]), el("pre", S[d[2]], "detail")]; })));
     } else {
       is.appendChild(el("p", "None.", "empty"));
     }

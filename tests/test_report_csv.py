@@ -1,0 +1,87 @@
+"""The CSV report: one row per finding, every case present, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from fhir_adapter import CaseOutput, evaluate_paths
+from fhir_adapter.cli import main
+from fhir_adapter.report import render_csv
+from fhir_adapter.report.csv import HEADER
+
+from .conftest import CASES
+
+
+@pytest.fixture(scope="module")
+def outputs() -> list[CaseOutput]:
+    return evaluate_paths([CASES])
+
+
+def parse(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def test_one_row_per_finding_and_one_for_each_clean_case(outputs: list[CaseOutput]) -> None:
+    rows = parse(render_csv(outputs))
+    expected = Counter(
+        (o.evaluation.procedure, f.code, f.severity, f.message)
+        for o in outputs
+        for f in o.evaluation.findings
+    )
+    got = Counter((r["procedure"], r["finding"], r["severity"], r["message"]) for r in rows)
+    clean = [o.evaluation.procedure for o in outputs if not o.evaluation.findings]
+    assert got == expected + Counter((p, "", "", "") for p in clean)
+    assert clean and expected, "the fixtures have both clean and flagged cases"
+    by_procedure = {o.evaluation.procedure: o for o in outputs}
+    for r in rows:
+        e = by_procedure[r["procedure"]].evaluation
+        assert r["outcome"] == e.outcome
+        assert r["patient"] == (e.patient or "")
+        assert r["place_of_service"] == (e.place_of_service or "")
+        assert r["modifiers"] == ";".join(m.code for m in e.modifiers)
+        if r["finding"]:
+            finding = next(f for f in e.findings if f.code == r["finding"])
+            refs = [f"{ev.reference} {ev.path}" for ev in finding.evidence]
+            assert r["evidence"].split(" | ") == (refs or [""])
+
+
+def test_header_and_row_order_follow_the_cases(outputs: list[CaseOutput]) -> None:
+    text = render_csv(outputs)
+    assert text.splitlines()[0].split(",") == list(HEADER)
+    order = list(dict.fromkeys(r["procedure"] for r in parse(text)))
+    assert order == [o.evaluation.procedure for o in outputs]
+
+
+def test_quotes_commas_newlines_and_formulas_survive_a_spreadsheet(
+    outputs: list[CaseOutput],
+) -> None:
+    row: dict[str, Any] = copy.deepcopy(outputs[0].report())
+    snippet = 'He said "stop", then\nleft; 3,5 cm'
+    row["findings"] = [
+        {
+            "code": "doc-energy",
+            "severity": "moderate",
+            "message": '=HYPERLINK("http://evil.example","click")',
+            "evidence": [
+                {"reference": "Procedure/x", "path": "Procedure.note", "snippet": snippet}
+            ],
+        }
+    ]
+    row["patient"] = "@SUM(A1:A9)"
+    (parsed,) = parse(render_csv([row]))
+    assert parsed["message"] == "'" + '=HYPERLINK("http://evil.example","click")'
+    assert parsed["patient"] == "'@SUM(A1:A9)"
+    assert parsed["snippets"] == snippet
+    assert parsed["evidence"] == "Procedure/x Procedure.note"
+
+
+def test_cli_format_csv(outputs: list[CaseOutput], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(CASES), "--format", "csv"]) == 1
+    printed = parse(capsys.readouterr().out)
+    assert [r["procedure"] for r in printed] == [r["procedure"] for r in parse(render_csv(outputs))]

@@ -1,0 +1,555 @@
+"""The HTML worklist, rendered in Debian's headless Chromium driven by Playwright.
+
+Expectations come from the evaluations themselves, never from hard-coded lists.
+`make test` installs /usr/bin/chromium; Playwright's own browser download is not
+used. `make screenshots` writes the README's screenshots to docs/.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_adapter import CaseOutput, evaluate_paths, load_pack
+from fhir_adapter.cli import main
+from fhir_adapter.report import render_html
+from fhir_adapter.rules import Pack
+
+from .conftest import CASES, ROOT
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs it")
+Browser = playwright_api.Browser
+Page = playwright_api.Page
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("FHIR_ADAPTER_CHROMIUM", "/usr/bin/chromium")
+# No DNS at all for the browser's own background traffic; what the page asks for is recorded.
+ARGS = [
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost",
+]
+NOW = "2026-10-15T09:00:00+00:00"
+GENERATED = datetime(2026, 10, 15, 9, 5, tzinfo=UTC)
+PAYLOADS = (
+    "<script>window.__pwned=1</script>",
+    '<img src=x onerror="window.__pwned=2">',
+)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Log:
+    """What a page did besides rendering: requests, CSP violations, errors, dialogs."""
+
+    requests: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[[Path], tuple[Any, Log]]]:
+    """Open a report file in a fresh context that records (and refuses) any fetch."""
+    contexts = []
+    logs: list[Log] = []
+
+    def opener(path: Path) -> tuple[Any, Log]:
+        log = Log()
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        contexts.append(context)
+        logs.append(log)
+
+        def route(r: Any) -> None:
+            if r.request.url == path.as_uri():
+                r.continue_()
+            else:
+                log.foreign.append(r.request.url)
+                r.abort()
+
+        context.route("**/*", route)
+        context.on("request", lambda r: log.requests.append(r.url))
+        context.add_init_script(
+            "window.__csp = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        )
+        page = context.new_page()
+        page.on("pageerror", lambda e: log.errors.append(str(e)))
+        page.on("dialog", lambda d: (log.dialogs.append(d.message), d.dismiss()))
+        page.goto(path.as_uri())
+        page.wait_for_selector("body[data-ready='1']")
+        return page, log
+
+    yield opener
+    for context in contexts:
+        context.close()
+    assert [e for log in logs for e in log.errors] == [], "JavaScript errors on the page"
+
+
+@pytest.fixture(scope="module")
+def report_pack() -> Pack:
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def outputs(report_pack: Pack) -> list[CaseOutput]:
+    return evaluate_paths([CASES], report_pack, now=NOW)
+
+
+def write_page(tmp_path: Path, outputs: list[Any], pack: Pack | None = None) -> Path:
+    path = tmp_path / "report.html"
+    path.write_text(
+        render_html(outputs, pack=pack, source=["fixtures/cases"], generated=GENERATED),
+        encoding="utf-8",
+    )
+    return path
+
+
+def shown_procedures(page: Any) -> list[str]:
+    return page.locator("#cases tbody tr th a").all_inner_texts()
+
+
+def show_all_rows(page: Any) -> None:
+    page.select_option("#f-size", "500")
+
+
+def snippets(output: CaseOutput) -> list[str]:
+    e = output.evaluation
+    groups = [f.evidence for f in e.findings] + [m.evidence for m in e.modifiers]
+    groups += [c.evidence for c in e.criteria]
+    return [ev.snippet for group in groups for ev in group if ev.snippet]
+
+
+def test_every_case_finding_modifier_and_snippet_is_visible(
+    tmp_path: Path, outputs: list[CaseOutput], report_pack: Pack, open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs, report_pack))
+    show_all_rows(page)
+    assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
+    for i, out in enumerate(outputs):
+        e = out.evaluation
+        row = page.locator(f'#cases tbody tr[data-case="{i}"]')
+        expect(row).to_be_visible()
+        cells = row.locator("td")
+        assert cells.nth(4).inner_text() == e.outcome
+        assert cells.nth(5).inner_text().split(", ") == ([m.code for m in e.modifiers] or ["—"])
+        finding_cell = cells.nth(6)
+        assert finding_cell.locator(".finding-code").all_inner_texts() == [
+            f.code for f in e.findings
+        ]
+
+    assert sum(len(o.evaluation.findings) for o in outputs) > 0
+    assert any(o.evaluation.modifiers for o in outputs)
+    for i, out in enumerate(outputs):
+        e = out.evaluation
+        page.locator(f'#cases tbody tr[data-case="{i}"] th a').click()
+        case = page.locator("#case")
+        expect(case).to_be_visible()
+        expect(page.locator("#worklist")).to_be_hidden()
+        expect(page.locator("#case-h")).to_have_text(f"Case {e.procedure}")
+        text = case.inner_text()
+        for f in e.findings:
+            assert f.code in text and f.message in text
+        for m in e.modifiers:
+            assert m.code in text and m.reason in text
+        for c in e.criteria:
+            assert c.rule in text
+        for snippet in snippets(out):
+            assert snippet in text, (e.procedure, snippet)
+        assert len(page.locator("#case-criteria + table tbody tr").all()) == len(e.criteria)
+        verdicts = page.locator("#case-criteria + table tbody tr td:nth-child(2)").all_inner_texts()
+        assert verdicts == ["✓ pass" if c.passed else "✗ fail" for c in e.criteria]
+        claim_lines = page.locator("#case-claim ~ table").first
+        claims = [r for r in out.resources if r["resourceType"] == "Claim"]
+        if claims:
+            codes = claim_lines.locator("tbody tr td:nth-child(2)").all_inner_texts()
+            expected = [i["productOrService"]["coding"][0]["code"] for i in claims[0]["item"]]
+            assert codes == expected
+        issues = page.locator("#case-issues + table tbody tr td:first-child").all_inner_texts()
+        assert issues == [f.code for f in e.findings]
+        page.locator("#case a.back").click()
+        expect(page.locator("#worklist")).to_be_visible()
+
+
+def test_filtering_by_finding_code_shows_exactly_the_cases_with_it(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs))
+    show_all_rows(page)
+    codes = sorted({f.code for o in outputs for f in o.evaluation.findings})
+    options = page.locator("#f-code option").evaluate_all("os => os.map(o => o.value)")
+    assert sorted(options[2:]) == codes
+    for code in codes:
+        page.select_option("#f-code", code)
+        expected = [o.evaluation.procedure for o in outputs if code in finding_codes(o)]
+        assert shown_procedures(page) == expected, code
+    page.select_option("#f-code", "-")
+    assert shown_procedures(page) == [
+        o.evaluation.procedure for o in outputs if not o.evaluation.findings
+    ]
+    page.select_option("#f-code", "")
+    for outcome in ("claim", "issues"):
+        page.select_option("#f-outcome", outcome)
+        assert shown_procedures(page) == [
+            o.evaluation.procedure for o in outputs if o.evaluation.outcome == outcome
+        ]
+    page.select_option("#f-outcome", "")
+    for severity in ("high", "moderate", "low"):
+        page.select_option("#f-severity", severity)
+        assert shown_procedures(page) == [
+            o.evaluation.procedure
+            for o in outputs
+            if any(f.severity == severity for f in o.evaluation.findings)
+        ]
+    page.click("#f-reset")
+    assert len(shown_procedures(page)) == len(outputs)
+
+
+def finding_codes(output: CaseOutput) -> set[str]:
+    return {f.code for f in output.evaluation.findings}
+
+
+def test_overview_counts_and_chart_match_the_batch(
+    tmp_path: Path, outputs: list[CaseOutput], report_pack: Pack, open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs, report_pack))
+    claims = sum(1 for o in outputs if not o.evaluation.blocked)
+    expect(page.locator("#n-cases")).to_have_text(str(len(outputs)))
+    expect(page.locator("#n-claims")).to_have_text(str(claims))
+    expect(page.locator("#n-blocked")).to_have_text(str(len(outputs) - claims))
+    per_code = {
+        c: sum(1 for o in outputs if c in finding_codes(o))
+        for o in outputs
+        for c in finding_codes(o)
+    }
+    rows = page.locator("#by-code tbody tr").evaluate_all(
+        "rs => rs.map(r => [r.cells[0].innerText, Number(r.cells[2].innerText)])"
+    )
+    assert dict(rows) == per_code
+    bars = page.locator("svg.chart g > title").all_text_contents()
+    assert len(bars) == len(per_code)
+    for code, n in per_code.items():
+        assert any(t.startswith(f"{code} (") and t.endswith(f": {n} case(s)") for t in bars)
+    facts = page.locator("#run-facts").inner_text()
+    assert f"{report_pack.model.pack} {report_pack.model.version}" in facts
+    assert "fixtures/cases" in facts and NOW in facts
+    # The overview's finding buttons filter the worklist.
+    code = next(iter(sorted(per_code)))
+    page.locator(f'#by-code button[data-filter-code="{code}"]').click()
+    assert len(shown_procedures(page)) == per_code[code]
+
+
+def test_sorting_and_search_work_from_the_keyboard(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs))
+    show_all_rows(page)
+    procedures = [o.evaluation.procedure for o in outputs]
+    page.locator('button[data-sort="procedure"]').focus()
+    page.keyboard.press("Enter")
+    header = page.locator("#cases thead th").first
+    expect(header).to_have_attribute("aria-sort", "ascending")
+    assert shown_procedures(page) == sorted(procedures)
+    page.keyboard.press("Enter")
+    expect(header).to_have_attribute("aria-sort", "descending")
+    assert shown_procedures(page) == sorted(procedures, reverse=True)
+    page.keyboard.press("Space")
+    expect(header).to_have_attribute("aria-sort", "ascending")
+
+    target = outputs[len(outputs) // 2].evaluation.procedure
+    page.locator("#f-q").focus()
+    page.keyboard.type(target)
+    expect(page.locator("#cases tbody tr")).to_have_count(1)
+    assert shown_procedures(page) == [target]
+    page.keyboard.press("Tab")  # into the filters that follow; none of them traps focus
+    # Open the case from the keyboard and come back to the same row.
+    page.locator("#cases tbody tr th a").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#case-h")).to_be_focused()
+    page.go_back()
+    expect(page.locator("#cases tbody tr th a")).to_be_focused()
+
+
+def test_page_makes_no_network_request(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    path = write_page(tmp_path, outputs)
+    page, log = open_page(path)
+    page.locator("#cases tbody tr th a").first.click()
+    page.go_back()
+    page.select_option("#f-outcome", "issues")
+    page.locator("#f-q").fill("Procedure")
+    page.emulate_media(media="print")
+    page.wait_for_timeout(200)
+    assert log.requests == [path.as_uri()]
+    assert log.foreign == []
+    assert page.evaluate("window.__csp") == []
+    links = page.locator("[src], [href], link, iframe, object, embed").evaluate_all(
+        "es => es.map(e => e.getAttribute('src') || e.getAttribute('href') || e.tagName)"
+    )
+    assert all(link.startswith("#") for link in links), links
+
+
+def _poisoned_fixture(tmp_path: Path) -> Path:
+    bundle = json.loads((CASES / "ex1-hcc-ct.json").read_text())
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        if r["resourceType"] == "Procedure" and r.get("note"):
+            r["note"][0]["text"] = r["note"][0]["text"].replace(
+                "The tumor is unresectable",
+                f"The tumor {PAYLOADS[0]} is unresectable {PAYLOADS[1]}",
+            )
+        if r["resourceType"] == "Condition":
+            r["code"]["coding"][0]["display"] += f" {PAYLOADS[1]}"
+    directory = tmp_path / "poisoned"
+    directory.mkdir()
+    (directory / "ex1.json").write_text(json.dumps(bundle))
+    return directory
+
+
+def test_injected_markup_in_a_note_shows_as_text_and_does_not_run(
+    tmp_path: Path, report_pack: Pack, open_page: Any
+) -> None:
+    outputs = evaluate_paths([_poisoned_fixture(tmp_path)], report_pack, now=NOW)
+    assert any(PAYLOADS[0] in s for o in outputs for s in snippets(o)), "payload not in evidence"
+    # Values the server-side template renders (finding codes, payer, input) get the payload too.
+    row = copy.deepcopy(outputs[0].report())
+    row["procedure"] = "Procedure/evil"
+    row["payer"] = PAYLOADS[1]
+    row["code_sets"] = {"ICD-10-CM": PAYLOADS[0]}
+    row["findings"] = [
+        {"code": PAYLOADS[0], "severity": "high", "message": PAYLOADS[1], "evidence": []}
+    ]
+    path = tmp_path / "report.html"
+    path.write_text(render_html([*outputs, row], source=[PAYLOADS[0]], generated=GENERATED))
+    raw = path.read_text()
+    for payload in PAYLOADS:
+        assert payload not in raw
+
+    page, log = open_page(path)
+    assert "<script>window.__pwned=1</script>" in page.locator("#overview").inner_text()
+    page.select_option("#f-code", PAYLOADS[0])
+    assert shown_procedures(page) == ["Procedure/evil"]
+    page.locator("#f-reset").click()
+    page.locator("#cases tbody tr th a").first.click()
+    text = page.locator("#case").inner_text()
+    assert PAYLOADS[0] in text and PAYLOADS[1] in text
+    page.go_back()
+    page.locator("#cases tbody tr th a").nth(1).click()
+    assert PAYLOADS[0] in page.locator("#case").inner_text()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img").count() == 0
+    assert page.locator("script").count() == 3  # two inert data blocks and the page's own script
+    assert page.evaluate("window.__csp") == []
+    assert log.dialogs == []
+
+
+def _synthetic(outputs: list[CaseOutput], n: int) -> list[dict[str, Any]]:
+    """n report rows: the fixture cases over and over, each with its own procedure id."""
+    base = [o.report() for o in outputs]
+    rows = []
+    for k in range(n):
+        row = dict(base[k % len(base)])
+        row["procedure"] = f"Procedure/synth-{k:05d}"
+        row["patient"] = f"Patient/synth-{k:05d}"
+        rows.append(row)
+    return rows
+
+
+def test_ten_thousand_cases_render_a_first_page_and_page_through(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    rows = _synthetic(outputs, 10_000)
+    path = write_page(tmp_path, rows)
+    page, _ = open_page(path)
+    expect(page.locator("#n-cases")).to_have_text("10000")
+    body = page.locator("#cases tbody tr")
+    expect(body).to_have_count(50)  # only the first page is in the DOM
+    expect(page.locator("#status")).to_have_text("Showing 1\u201350 of 10,000 case(s).")
+    expect(page.locator("#p-info")).to_have_text("Page 1 of 200")
+    expect(page.locator("#p-prev")).to_be_disabled()
+    page.click("#p-next")
+    expect(page.locator("#p-info")).to_have_text("Page 2 of 200")
+    assert shown_procedures(page)[0] == "Procedure/synth-00050"
+    page.click("#p-last")
+    expect(page.locator("#p-info")).to_have_text("Page 200 of 200")
+    assert shown_procedures(page)[-1] == "Procedure/synth-09999"
+    expect(page.locator("#p-next")).to_be_disabled()
+
+    code = sorted({f["code"] for r in rows for f in r["findings"]})[0]
+    expected = sum(1 for r in rows if any(f["code"] == code for f in r["findings"]))
+    page.select_option("#f-code", code)
+    expect(page.locator("#status")).to_contain_text(
+        f"of {expected:,} case(s) (filtered from 10,000)"
+    )
+    page.select_option("#f-code", "")
+    page.locator("#f-q").fill("synth-09876")
+    expect(body).to_have_count(1)
+    page.locator("#cases tbody tr th a").click()
+    expect(page.locator("#case-h")).to_have_text("Case Procedure/synth-09876")
+
+
+def test_ruled_out_mentions_are_marked_and_spans_highlighted(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    row = copy.deepcopy(outputs[0].report())
+    snippet = "No laparoscopic approach was used; the ablation was percutaneous."
+    row["criteria"][0]["evidence"] = [
+        {
+            "reference": "Procedure/x",
+            "path": "Procedure.note[0].text",
+            "snippet": snippet,
+            "status": "negated",
+            "cue": "No",
+            "span": [3, 15],
+        },
+        {
+            "reference": "Procedure/x",
+            "path": "Procedure.note[0].text",
+            "snippet": snippet,
+            "status": "affirmed",
+            "span": [snippet.index("percutaneous"), len(snippet) - 1],
+        },
+        {"reference": "Procedure/x", "path": "Procedure.note[0].text", "snippet": snippet},
+    ]
+    spans = [
+        (ev.snippet, ev.span)
+        for o in outputs
+        for group in [*(f.evidence for f in o.evaluation.findings)]
+        + [c.evidence for c in o.evaluation.criteria]
+        for ev in group
+        if ev.snippet and ev.span
+    ]
+    page, _ = open_page(write_page(tmp_path, [row, *outputs]))
+    page.locator("#cases tbody tr th a").first.click()
+    items = page.locator("#case-criteria + table tbody tr").first.locator("ul.evidence > li")
+    expect(items).to_have_count(3)
+    expect(items.nth(0).locator("mark")).to_have_text("laparoscopic")
+    expect(items.nth(0)).to_have_class("ruled-out")
+    expect(items.nth(0).locator(".status")).to_have_text("negated — does not count (cue: “No”)")
+    expect(items.nth(1).locator("mark")).to_have_text("percutaneous")
+    expect(items.nth(1).locator(".status")).to_have_text("affirmed")
+    expect(items.nth(2).locator("mark")).to_have_count(0)
+    expect(items.nth(2).locator("blockquote")).to_have_text(snippet)
+    # Spans the rules produced (when the text engine records them) highlight the same words.
+    if spans:
+        page.go_back()
+        show_all_rows(page)
+        found = []
+        for i in range(1, len(outputs) + 1):
+            page.locator(f'#cases tbody tr[data-case="{i}"] th a').click()
+            found += page.locator("#case mark").all_inner_texts()
+            page.go_back()
+        for text, (start, end) in spans:
+            assert text[start:end] in found
+
+
+def test_controls_are_labelled_and_badges_have_enough_contrast(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs))
+    unlabelled = page.evaluate(
+        "() => [...document.querySelectorAll('input, select')]"
+        ".filter(e => !e.labels || e.labels.length === 0).map(e => e.id)"
+    )
+    assert unlabelled == []
+    assert page.locator("#cases thead th[scope=col]").count() == 8
+    assert page.locator("#cases tbody th[scope=row]").count() > 0
+    worst = page.evaluate(CONTRAST_JS, ".sev, .outcome, .where, .note, dt, th, td, a")
+    assert worst >= 4.5, worst
+
+
+# WCAG 2 contrast of each matching element's text against its first opaque background.
+CONTRAST_JS = """sel => {
+  const rgb = s => s.match(/[\\d.]+/g).map(Number);
+  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255;
+    return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const bg = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length < 4 || c[3] > 0) return c; } return [255, 255, 255]; };
+  let worst = 21;
+  for (const e of document.querySelectorAll(sel)) {
+    if (!e.offsetParent || !e.textContent.trim()) continue;
+    const a = lum(rgb(getComputedStyle(e).color)), b = lum(bg(e));
+    worst = Math.min(worst, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05));
+  }
+  return worst;
+}"""
+
+
+def test_print_hides_the_controls_and_keeps_the_tables(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs))
+    page.emulate_media(media="print")
+    for hidden in (".filters", ".pager", ".skip"):
+        expect(page.locator(hidden)).to_be_hidden()
+    expect(page.locator("#cases")).to_be_visible()
+    expect(page.locator("svg.chart")).to_be_visible()
+    pdf = page.pdf(format="A4")
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+    page.emulate_media(media="screen")
+    expect(page.locator(".filters")).to_be_visible()
+
+
+def test_cli_writes_the_page_beside_the_bundles_and_on_stdout(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["evaluate", str(CASES), "--out", str(out), "--format", "html"]) == 1
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("<!doctype html>")
+    page, _ = open_page(out / "report.html")
+    show_all_rows(page)
+    assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
+    assert re.search(r"<title>[^<]*22 case\(s\)</title>", stdout)
+
+
+def test_screenshots_of_the_overview_and_a_case(
+    tmp_path: Path, outputs: list[CaseOutput], report_pack: Pack, open_page: Any
+) -> None:
+    """Writes docs/ screenshots when REPORT_SCREENSHOTS names a directory (make screenshots)."""
+    target = Path(os.environ.get("REPORT_SCREENSHOTS") or tmp_path)
+    if not target.is_absolute():
+        target = ROOT / target
+    target.mkdir(parents=True, exist_ok=True)
+    page, _ = open_page(write_page(tmp_path, outputs, report_pack))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    overview = target / "report-overview.png"
+    page.screenshot(path=overview, full_page=False)
+    case = next(
+        o for o in outputs if any(ev.snippet for f in o.evaluation.findings for ev in f.evidence)
+    )
+    index = outputs.index(case)
+    page.locator(f'#cases tbody tr[data-case="{index}"] th a').click()
+    page.locator("#case-h").focus()
+    case_png = target / "report-case.png"
+    page.screenshot(path=case_png, full_page=False)
+    for png in (overview, case_png):
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(data[16:20], "big") == 1280

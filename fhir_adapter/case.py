@@ -28,6 +28,7 @@ COLLECTIONS = (
     "documents",
     "session_procedures",
     "same_performer_procedures",
+    "prior_procedures",
     "practitioners",
     "roles",
     "organizations",
@@ -78,6 +79,8 @@ class Case:
     session_procedures: list[Resource] = field(default_factory=list)
     same_performer_procedures: list[Resource] = field(default_factory=list)
     same_code_earlier: list[Resource] = field(default_factory=list)
+    # the patient's Procedures by the same performer on earlier dates (global periods)
+    prior_procedures: list[Resource] = field(default_factory=list)
     practitioners: list[Resource] = field(default_factory=list)
     roles: list[Resource] = field(default_factory=list)
     organizations: list[Resource] = field(default_factory=list)
@@ -254,7 +257,7 @@ def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, 
     mine = _actor_keys(store, case.procedure)
     own_key = performed_sort_key(case.procedure, case.key)
     for other in others:
-        if other is case.procedure or other.get("status") in ("entered-in-error", "not-done"):
+        if other is case.procedure or other.get("status") in _NOT_DONE:
             continue
         b.add("session_procedures", other, "Procedure")
         if has_coding(other, ("code",), system, code):
@@ -262,6 +265,44 @@ def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, 
                 case.same_code_earlier.append(other)
         elif mine and mine & _actor_keys(store, other):
             b.add("same_performer_procedures", other, "Procedure")
+    _gather_patient_history(store, case, b, system, code, mine, own_key)
+
+
+_NOT_DONE = ("entered-in-error", "not-done")
+
+
+def _gather_patient_history(
+    store: ResourceStore,
+    case: Case,
+    b: _Builder,
+    system: str,
+    code: str,
+    mine: set[str],
+    own_key: tuple[str, str],
+) -> None:
+    """The patient's other Procedures outside the session: the same code earlier on the same
+    date (units are per date of service, across encounters) and earlier completed ones by
+    the same performer (global periods)."""
+    if not case.patient_ref or not case.date:
+        return
+    counted = {id(p) for p in case.same_code_earlier}
+    for other in store.referrers(case.patient_ref, "Procedure"):
+        if other is case.procedure or other.get("status") in _NOT_DONE:
+            continue
+        day = service_date(other, None)
+        if day is None or day > case.date:
+            continue
+        if day == case.date:
+            if (
+                id(other) not in counted
+                and has_coding(other, ("code",), system, code)
+                and performed_sort_key(other, store.key_of(other)) < own_key
+            ):
+                counted.add(id(other))
+                b.remember(other)
+                case.same_code_earlier.append(other)
+        elif other.get("status") == "completed" and mine and mine & _actor_keys(store, other):
+            b.add("prior_procedures", other, "Procedure")
 
 
 def _actor_keys(store: ResourceStore, procedure: Resource) -> set[str]:

@@ -30,7 +30,7 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
 def test_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", BLOCKED, MODERATE, "--format", "json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert list(doc) == ["cases"]
+    assert list(doc) == ["code_sets", "cases"]
     for case in doc["cases"]:
         assert {
             "procedure",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fhir_adapter import evaluate_paths
@@ -30,6 +32,48 @@ def test_fixture_matches_expected(name: str, pack: Pack) -> None:
         for c in expected["cases"]
     }
     assert got == want
+
+
+def claim_summary(claim: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a written Claim the fixtures' expected results spell out by hand."""
+
+    def ref(r: dict[str, Any] | None) -> str | None:
+        if r is None:
+            return None
+        return r.get("reference") or f"{r['type']}|{r['identifier']['value']}"
+
+    items = claim["item"]
+    team = (claim.get("careTeam") or [{}])[0]
+    qualification = team.get("qualification", {}).get("coding", [{}])[0].get("code")
+    return {
+        "lines": [
+            {
+                "code": i["productOrService"]["coding"][0]["code"],
+                "modifiers": [m["coding"][0]["code"] for m in i.get("modifier", [])],
+            }
+            for i in items
+        ],
+        "diagnoses": [
+            d["diagnosisCodeableConcept"]["coding"][0]["code"] for d in claim.get("diagnosis", [])
+        ],
+        "place_of_service": items[0]["locationCodeableConcept"]["coding"][0]["code"],
+        "facility": ref(claim.get("facility")),
+        "rendering": {"provider": ref(team.get("provider")), "taxonomy": qualification},
+        "supporting_info": [ref(s["valueReference"]) for s in claim.get("supportingInfo", [])],
+    }
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_fixture_claim_matches_expected(name: str, pack: Pack) -> None:
+    """Every Claim a fixture writes carries the lines, modifiers, diagnoses, place of service,
+    facility, rendering provider and supporting information written next to it."""
+    expected = {c["procedure"]: c.get("claim") for c in load_expected(name)["cases"]}
+    for output in evaluate_paths([CASES / f"{name}.json"], pack, now=NOW):
+        claims = [r for r in output.resources if r["resourceType"] == "Claim"]
+        want = expected[output.evaluation.procedure]
+        assert (want is None) == (not claims), "expected claim section and written Claim disagree"
+        if claims:
+            assert claim_summary(claims[0]) == want
 
 
 @pytest.mark.parametrize("name", fixture_names())

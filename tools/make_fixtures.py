@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NUCC, POS
+from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NPI, NUCC, POS
 from fhir_adapter.fhir.systems import ICD10CM as ICD
 from fhir_adapter.fhir.systems import SNOMED as SCT
 
@@ -90,6 +90,8 @@ class CaseBuilder:
         self.practitioner = {
             "resourceType": "Practitioner",
             "id": f"{s}-dr",
+            # a valid NPI: Luhn check digit over 80840 + the first nine digits
+            "identifier": [{"system": NPI, "value": "1245319599"}],
             "name": [{"family": "Ablate", "given": ["Ira"], "prefix": ["Dr."]}],
         }
         self.role = {
@@ -101,6 +103,7 @@ class CaseBuilder:
         self.location = {
             "resourceType": "Location",
             "id": f"{s}-loc",
+            "identifier": [{"system": NPI, "value": "1934567896"}],
             "name": "Interventional Radiology Suite",
             "type": [cc(POS, "22", "On Campus-Outpatient Hospital")],
         }
@@ -227,14 +230,46 @@ class CaseBuilder:
 
 
 def expect(
-    procedure: str, outcome: str, findings: list[str] = (), modifiers: list[str] = ()
-) -> dict[str, Any]:  # type: ignore[assignment]
-    return {
+    procedure: str,
+    outcome: str,
+    findings: list[str] = (),  # type: ignore[assignment]
+    modifiers: list[str] = (),  # type: ignore[assignment]
+    claim: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    out = {
         "procedure": procedure,
         "outcome": outcome,
         "findings": sorted(findings),
         "modifiers": sorted(modifiers),
     }
+    if claim is not None:
+        out["claim"] = claim
+    return out
+
+
+def claim(
+    b: CaseBuilder,
+    lines: list[tuple[str, list[str]]],
+    diagnoses: list[str],
+    pos: str,
+    *,
+    facility: bool = True,
+    taxonomy: str | None = "2085R0204X",
+    supporting: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    """What the written Claim carries, by hand: lines with modifiers, diagnoses in order
+    (principal first), place of service on every line, facility, rendering provider."""
+    return {
+        "lines": [{"code": code, "modifiers": mods} for code, mods in lines],
+        "diagnoses": diagnoses,
+        "place_of_service": pos,
+        "facility": f"Location/{b.location['id']}" if facility else None,
+        "rendering": {"provider": f"Practitioner/{b.practitioner['id']}", "taxonomy": taxonomy},
+        "supporting_info": supporting,
+    }
+
+
+RFA = "47382"
 
 
 CASES: list[tuple[str, str, list[str], Any]] = []
@@ -260,7 +295,13 @@ def case(slug: str, description: str, exercises: list[str]) -> Any:
 )
 def ex1() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("ex1-hcc-ct")
-    return b.collection(), [expect("Procedure/ex1-hcc-ct-rfa", "claim")]
+    return b.collection(), [
+        expect(
+            "Procedure/ex1-hcc-ct-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
 
 
 @case(
@@ -311,7 +352,13 @@ def ex2() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "context": {"encounter": [ref(b.encounter)], "related": [ref(b.procedure)]},
     }
     b.extra += [primary, doc]
-    return b.collection(), [expect("Procedure/ex2-crc-mets-us-rfa", "claim")]
+    return b.collection(), [
+        expect(
+            "Procedure/ex2-crc-mets-us-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("76940", ["26"])], ["C78.7", "C18.7"], "24"),
+        )
+    ]
 
 
 @case(
@@ -320,7 +367,9 @@ def ex2() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     [
         "documentation in an HTML imaging report (DiagnosticReport.presentedForm)",
         "place of service inferred from Encounter.class IMP",
-        "modifier 22 (size >= 5 cm, technically challenging)",
+        "a 6.5 cm tumor and 'technically challenging' are no statement of substantially "
+        "greater work: modifier-22-review, 22 not billed",
+        "26 on the MR guidance line (inpatient hospital is a facility)",
     ],
 )
 def ex3() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -360,7 +409,14 @@ def ex3() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     }
     b.procedure["report"] = [ref(report)]
     b.extra.append(report)
-    return b.collection(), [expect("Procedure/ex3-large-palliative-rfa", "claim", modifiers=["22"])]
+    return b.collection(), [
+        expect(
+            "Procedure/ex3-large-palliative-rfa",
+            "claim",
+            ["modifier-22-review"],
+            claim=claim(b, [(RFA, []), ("77022", ["26"])], ["C22.0"], "21"),
+        )
+    ]
 
 
 @case("v01-not-completed", "Procedure still in progress", ["procedure-not-completed"])
@@ -374,15 +430,25 @@ def v01() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 @case(
     "v02-stopped",
-    "Procedure stopped early: billable with modifier 52",
-    ["modifier 52", "Procedure.statusReason"],
+    "Procedure stopped because the patient became hypotensive: billable with modifier 53",
+    ["modifier 53 (discontinued for the patient's well-being)", "Procedure.statusReason"],
 )
 def v02() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v02-stopped")
     b.procedure["status"] = "stopped"
-    b.procedure["statusReason"] = {"text": "Ablation was terminated early because of hypotension."}
+    b.procedure["statusReason"] = {
+        "text": "Ablation was terminated after the first cycle: systolic pressure fell to 70 mmHg "
+        "(hypotension) despite fluid boluses."
+    }
     b.procedure["outcome"] = cc(SCT, "385670004", "Partially successful")
-    return b.collection(), [expect("Procedure/v02-stopped-rfa", "claim", modifiers=["52"])]
+    return b.collection(), [
+        expect(
+            "Procedure/v02-stopped-rfa",
+            "claim",
+            modifiers=["53"],
+            claim=claim(b, [(RFA, ["53"]), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
 
 
 @case(
@@ -436,7 +502,13 @@ def v05() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             ).replace("RF energy was applied at 150 W", "Microwave energy was applied at 100 W")
         }
     ]
-    return b.collection(), [expect("Procedure/v05-microwave-rfa", "claim")]
+    return b.collection(), [
+        expect(
+            "Procedure/v05-microwave-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
 
 
 @case(
@@ -452,7 +524,11 @@ def v06() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     second["performedDateTime"] = f"{DATE}T10:15:00-04:00"
     b.extra.append(second)
     return b.collection(), [
-        expect("Procedure/v06-two-in-session-rfa", "claim"),
+        expect(
+            "Procedure/v06-two-in-session-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
         expect("Procedure/v06-two-in-session-rfa2", "issues", ["units-exceeded"]),
     ]
 
@@ -504,7 +580,7 @@ def v09() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v10-pos-unknown",
     "Ambulatory encounter, no POS anywhere",
-    ["place-of-service-unknown (moderate: claim still written)"],
+    ["place-of-service-unknown (high: no Claim without a place of service)"],
 )
 def v10() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v10-pos-unknown")
@@ -512,7 +588,7 @@ def v10() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "HOSP", "Hospital")
     ]
     return b.collection(), [
-        expect("Procedure/v10-pos-unknown-rfa", "claim", ["place-of-service-unknown"])
+        expect("Procedure/v10-pos-unknown-rfa", "issues", ["place-of-service-unknown"])
     ]
 
 
@@ -562,7 +638,14 @@ def v12() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "doc-energy",
         "doc-ablation-confirmation",
     ]
-    return b.collection(), [expect("Procedure/v12-doc-gaps-rfa", "claim", codes)]
+    return b.collection(), [
+        expect(
+            "Procedure/v12-doc-gaps-rfa",
+            "claim",
+            codes,
+            claim=claim(b, [(RFA, [])], ["C22.0"], "22"),
+        )
+    ]
 
 
 @case("v13-specialty", "Performed by a family physician", ["specialty-unexpected (low)"])
@@ -570,7 +653,12 @@ def v13() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v13-specialty")
     b.role["specialty"] = [cc(NUCC, "207Q00000X", "Family Medicine Physician")]
     return b.collection(), [
-        expect("Procedure/v13-specialty-rfa", "claim", ["specialty-unexpected"])
+        expect(
+            "Procedure/v13-specialty-rfa",
+            "claim",
+            ["specialty-unexpected"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22", taxonomy="207Q00000X"),
+        )
     ]
 
 
@@ -643,13 +731,17 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "type": "transaction",
         "entry": entries,
     }
-    return bundle, [expect(keep_id, "claim")]
+    # Without ids, the output refers to patient, practitioner and location by identifier.
+    summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
+    summary["facility"] = "Location|1934567896"
+    summary["rendering"]["provider"] = "Practitioner|1245319599"
+    return bundle, [expect(keep_id, "claim", claim=summary)]
 
 
 @case(
     "v16-modifier-51",
     "Another surgical procedure (paracentesis) by the same performer in the session",
-    ["modifier 51", "imaging guidance does not count for 51"],
+    ["no modifier 51 on 47382: it belongs on the additional procedure's line"],
 )
 def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v16-modifier-51")
@@ -659,13 +751,22 @@ def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         CPT, "49083", "Abdominal paracentesis (diagnostic or therapeutic); with imaging guidance"
     )
     b.extra.append(other)
-    return b.collection(), [expect("Procedure/v16-modifier-51-rfa", "claim", modifiers=["51"])]
+    return b.collection(), [
+        expect(
+            "Procedure/v16-modifier-51-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
 
 
 @case(
     "v17-five-tumors",
     "Five tumors ablated in one session, documented in the imaging report conclusion",
-    ["modifier 22 from tumor count", "DiagnosticReport.conclusion"],
+    [
+        "five tumors alone are no statement of increased work: modifier-22-review",
+        "DiagnosticReport.conclusion",
+    ],
 )
 def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v17-five-tumors")
@@ -685,7 +786,14 @@ def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ),
     }
     b.extra.append(report)
-    return b.collection(), [expect("Procedure/v17-five-tumors-rfa", "claim", modifiers=["22"])]
+    return b.collection(), [
+        expect(
+            "Procedure/v17-five-tumors-rfa",
+            "claim",
+            ["modifier-22-review"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
 
 
 @case(
@@ -707,7 +815,371 @@ def v18() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
     b.encounter["diagnosis"].append({"condition": ref(refuted)})
     b.extra.append(refuted)
-    return b.collection(), [expect("Procedure/v18-history-not-approach-rfa", "claim")]
+    return b.collection(), [
+        expect(
+            "Procedure/v18-history-not-approach-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
+
+
+def merged(slug: str, *builders: CaseBuilder) -> dict[str, Any]:
+    """One collection Bundle holding several cases (each builder's ids are its own)."""
+    entries = [e for b in builders for e in b.collection()["entry"]]
+    return {
+        "resourceType": "Bundle",
+        "id": f"fixture-{slug}",
+        "type": "collection",
+        "entry": entries,
+    }
+
+
+def condition(b: CaseBuilder, suffix: str, code: str, display: str, status: str) -> dict[str, Any]:
+    """Another Condition of the patient, listed on the encounter."""
+    c = copy.deepcopy(b.condition)
+    c["id"] = f"{b.slug}-{suffix}"
+    c["code"] = cc(ICD, code, display)
+    c["verificationStatus"] = cc(
+        "http://terminology.hl7.org/CodeSystem/condition-ver-status", status
+    )
+    b.encounter["diagnosis"].append(
+        {"condition": ref(c), "rank": len(b.encounter["diagnosis"]) + 1}
+    )
+    b.extra.append(c)
+    return c
+
+
+def procedure_like(
+    b: CaseBuilder, base: dict[str, Any], suffix: str, **fields: Any
+) -> dict[str, Any]:
+    p = copy.deepcopy(base)
+    p["id"] = f"{b.slug}-{suffix}"
+    if "identifier" in p:
+        p["identifier"] = [{"system": IDS, "value": p["id"]}]
+    p.update(fields)
+    b.extra.append(p)
+    return p
+
+
+@case(
+    "v19-dx-provisional",
+    "The liver tumor is only a provisional diagnosis (LI-RADS 4 observation, biopsy pending)",
+    ["diagnosis-unsupported: uncertain diagnoses are not coded (ICD-10-CM IV.H)"],
+)
+def v19() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v19-dx-provisional")
+    b.condition["verificationStatus"] = cc(
+        "http://terminology.hl7.org/CodeSystem/condition-ver-status", "provisional"
+    )
+    b.condition["note"] = [{"text": "LI-RADS 4 observation, probable hepatocellular carcinoma."}]
+    condition(b, "cirrhosis", "K74.60", "Unspecified cirrhosis of liver", "confirmed")
+    return b.collection(), [
+        expect("Procedure/v19-dx-provisional-rfa", "issues", ["diagnosis-unsupported"])
+    ]
+
+
+@case(
+    "v20-dx-invalid",
+    "A comorbidity coded with the category header K74.6 instead of a billable subcode",
+    ["diagnosis-code-invalid (not billable)"],
+)
+def v20() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v20-dx-invalid")
+    condition(b, "cirrhosis", "K74.6", "Other and unspecified cirrhosis of liver", "confirmed")
+    return b.collection(), [
+        expect("Procedure/v20-dx-invalid-rfa", "issues", ["diagnosis-code-invalid"])
+    ]
+
+
+@case(
+    "v21-excludes1",
+    "Primary liver cancer coded together with a secondary liver malignancy (C22 Excludes1 C78.7)",
+    ["diagnosis-excludes1 (moderate: the Claim is written, principal then secondary)"],
+)
+def v21() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v21-excludes1")
+    condition(
+        b,
+        "mets",
+        "C78.7",
+        "Secondary malignant neoplasm of liver and intrahepatic bile duct",
+        "confirmed",
+    )
+    return b.collection(), [
+        expect(
+            "Procedure/v21-excludes1-rfa",
+            "claim",
+            ["diagnosis-excludes1"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0", "C78.7"], "22"),
+        )
+    ]
+
+
+@case(
+    "v22-two-guidance",
+    "Ultrasound targeting followed by CT guidance and monitoring: two ablation-guidance codes",
+    ["guidance-code-conflict", "only the first guidance code is billed, with 26"],
+)
+def v22() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v22-two-guidance")
+    procedure_like(
+        b,
+        b.guidance,
+        "us",
+        code=cc(
+            CPT, "76940", "Ultrasound guidance for, and monitoring of, parenchymal tissue ablation"
+        ),
+        performedDateTime=f"{DATE}T09:45:00-04:00",
+    )
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE
+            + " Contrast ultrasound was also used to monitor the ablation zone after CT targeting."
+        }
+    ]
+    return b.collection(), [
+        expect(
+            "Procedure/v22-two-guidance-rfa",
+            "claim",
+            ["guidance-code-conflict"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
+
+
+@case(
+    "v23-needle-guidance",
+    "Ultrasound guidance coded as needle placement (76942) instead of ablation guidance (76940)",
+    [
+        "guidance-code-conflict naming 76940",
+        "coding-edit-ptp 47382/76942 (indicator 1, no distinct service)",
+    ],
+)
+def v23() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v23-needle-guidance")
+    b.guidance["code"] = cc(
+        CPT,
+        "76942",
+        "Ultrasonic guidance for needle placement, imaging supervision and interpretation",
+    )
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "under CT guidance", "under real-time ultrasound guidance"
+            ).replace("Post-ablation CT showed", "Contrast ultrasound after ablation showed")
+        }
+    ]
+    return b.collection(), [
+        expect(
+            "Procedure/v23-needle-guidance-rfa",
+            "issues",
+            ["coding-edit-ptp", "guidance-code-conflict"],
+        )
+    ]
+
+
+@case(
+    "v24-ptp-biopsy",
+    "Core biopsy in the ablation session: of the ablated tumor (bundled) and of a separate lesion",
+    ["coding-edit-ptp 47382/47000", "a documented separate lesion allows the pair"],
+)
+def v24() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    same = CaseBuilder("v24-ptp-biopsy")
+    biopsy = cc(CPT, "47000", "Biopsy of liver, needle; percutaneous")
+    procedure_like(
+        same,
+        same.guidance,
+        "bx",
+        code=biopsy,
+        performedDateTime=f"{DATE}T09:20:00-04:00",
+        note=[
+            {
+                "text": "18G core biopsy of the segment VI tumor through the introducer before ablation."
+            }
+        ],
+    )
+    other = CaseBuilder("v24-ptp-biopsy-distinct")
+    procedure_like(
+        other,
+        other.guidance,
+        "bx",
+        code=biopsy,
+        performedDateTime=f"{DATE}T09:20:00-04:00",
+        note=[
+            {
+                "text": "18G core biopsy of a separate lesion in segment III, indeterminate on MRI; "
+                "it was not ablated."
+            }
+        ],
+    )
+    other.procedure["note"] = [
+        {"text": GOOD_NOTE + " A separate lesion in segment III was biopsied, not ablated."}
+    ]
+    return merged("v24-ptp-biopsy", same, other), [
+        expect("Procedure/v24-ptp-biopsy-rfa", "issues", ["coding-edit-ptp"]),
+        expect(
+            "Procedure/v24-ptp-biopsy-distinct-rfa",
+            "claim",
+            claim=claim(other, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+    ]
+
+
+@case(
+    "v25-npi",
+    "The rendering physician's NPI fails its check digit; another physician has none",
+    ["provider-npi-invalid (Luhn over 80840 + NPI)"],
+)
+def v25() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    bad = CaseBuilder("v25-npi")
+    bad.practitioner["identifier"] = [{"system": NPI, "value": "1245319590"}]
+    missing = CaseBuilder("v25-npi-missing")
+    missing.practitioner["identifier"] = [
+        {"system": "http://example.org/fhir/sid/staff-id", "value": "IR-0042"}
+    ]
+    return merged("v25-npi", bad, missing), [
+        expect("Procedure/v25-npi-rfa", "issues", ["provider-npi-invalid"]),
+        expect("Procedure/v25-npi-missing-rfa", "issues", ["provider-npi-invalid"]),
+    ]
+
+
+@case(
+    "v26-global-period",
+    "A second 47382 by the same radiologist six days after the first (10-day global period)",
+    ["global-period (no 58/78/79 reason documented)", "the first session is claimable"],
+)
+def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v26-global-period")
+    earlier_day = "2026-10-08"
+    enc = copy.deepcopy(b.encounter)
+    enc["id"] = f"{b.slug}-enc0"
+    enc["period"] = {
+        "start": f"{earlier_day}T08:00:00-04:00",
+        "end": f"{earlier_day}T13:00:00-04:00",
+    }
+    b.extra.append(enc)
+    first = procedure_like(
+        b,
+        b.procedure,
+        "rfa0",
+        encounter=ref(enc),
+        performedDateTime=f"{earlier_day}T09:00:00-04:00",
+    )
+    procedure_like(
+        b,
+        b.guidance,
+        "guide0",
+        encounter=ref(enc),
+        performedDateTime=f"{earlier_day}T09:00:00-04:00",
+    )
+    b.procedure["note"] = [
+        {
+            "text": "Repeat percutaneous radiofrequency ablation of the 2.1 cm hepatocellular "
+            "carcinoma in segment VI under CT guidance: follow-up CT showed residual arterial "
+            "enhancement at the medial margin. The tumor is unresectable because of Child-Pugh B "
+            "cirrhosis with portal hypertension. RF energy was applied at 150 W for 8 minutes. "
+            "Post-ablation CT showed complete ablation with an adequate margin."
+        }
+    ]
+    summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
+    return b.collection(), [
+        expect(f"Procedure/{first['id']}", "claim", claim=summary),
+        expect("Procedure/v26-global-period-rfa", "claim", ["global-period"], claim=summary),
+    ]
+
+
+@case(
+    "v27-modifier-22",
+    "The operative note states substantially greater work (time against the usual, and why)",
+    ["modifier 22 with Claim.supportingInfo pointing at the operative note"],
+)
+def v27() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v27-modifier-22")
+    note = (
+        "OPERATIVE NOTE\n\n"
+        "Procedure: CT-guided percutaneous radiofrequency ablation, segment VII.\n\n"
+        "Increased procedural services: the ablation took 110 minutes compared with the typical "
+        "45 minutes for a single tumor of this size. The 2.1 cm tumor abuts the right "
+        "hemidiaphragm; artificial ascites with 600 mL of dextrose 5% was created to displace "
+        "the diaphragm, and the electrode was repositioned four times under CT to achieve an "
+        "adequate margin.\n\n"
+        "Result: complete ablation on post-ablation CT. No complications."
+    )
+    doc = {
+        "resourceType": "DocumentReference",
+        "id": f"{b.slug}-opnote",
+        "status": "current",
+        "type": cc(LOINC, "28570-0", "Procedure note"),
+        "subject": ref(b.patient),
+        "date": WHEN,
+        "content": [{"attachment": {"contentType": "text/plain", "data": b64(note)}}],
+        "context": {"encounter": [ref(b.encounter)], "related": [ref(b.procedure)]},
+    }
+    b.extra.append(doc)
+    return b.collection(), [
+        expect(
+            "Procedure/v27-modifier-22-rfa",
+            "claim",
+            modifiers=["22"],
+            claim=claim(
+                b,
+                [(RFA, ["22"]), ("77013", ["26"])],
+                ["C22.0"],
+                "22",
+                supporting=[f"DocumentReference/{doc['id']}"],
+            ),
+        )
+    ]
+
+
+@case(
+    "v28-reduced",
+    "Ablation reduced at the operator's discretion (no threat to the patient): modifier 52",
+    ["modifier 52, not 53"],
+)
+def v28() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v28-reduced")
+    b.procedure["status"] = "stopped"
+    b.procedure["statusReason"] = {
+        "text": "The planned second overlapping ablation was not performed at the operator's "
+        "discretion: the electrode track would have crossed the gallbladder fossa; the residual "
+        "margin will be treated with chemoembolization."
+    }
+    b.procedure["outcome"] = cc(SCT, "385670004", "Partially successful")
+    return b.collection(), [
+        expect(
+            "Procedure/v28-reduced-rfa",
+            "claim",
+            modifiers=["52"],
+            claim=claim(b, [(RFA, ["52"]), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
+
+
+@case(
+    "v29-same-day-two-encounters",
+    "A second 47382 on the same date of service in another encounter (admitted that afternoon)",
+    ["units-exceeded per patient and date of service (MUE), across encounters"],
+)
+def v29() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v29-same-day-two-encounters")
+    enc = copy.deepcopy(b.encounter)
+    enc["id"] = f"{b.slug}-enc2"
+    enc["class"] = {"system": ACT, "code": "IMP", "display": "inpatient encounter"}
+    enc["period"] = {"start": f"{DATE}T14:00:00-04:00", "end": f"{DATE}T23:00:00-04:00"}
+    b.extra.append(enc)
+    procedure_like(
+        b, b.procedure, "rfa2", encounter=ref(enc), performedDateTime=f"{DATE}T15:30:00-04:00"
+    )
+    return b.collection(), [
+        expect(
+            "Procedure/v29-same-day-two-encounters-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+        expect("Procedure/v29-same-day-two-encounters-rfa2", "issues", ["units-exceeded"]),
+    ]
 
 
 def main() -> None:

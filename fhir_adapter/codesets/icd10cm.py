@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,9 @@ class _Index:
         self.code_notes: dict[str, list[_RawNote]] = doc["code_notes"]
         self.group_notes: dict[str, list[_RawNote]] = doc["group_notes"]
 
+    def valid(self, code: str) -> bool:
+        return code in self.leaves or code in self.inner
+
     def notes(self, code: str) -> list[tuple[str, _RawNote]]:
         """(node, note): the code's own Excludes1 notes, then each ancestor's, nearest first."""
         out: list[tuple[str, _RawNote]] = []
@@ -116,12 +120,12 @@ def _dot(code: str) -> str:
 
 def normalize(code: str) -> str | None:
     """Upper case, no spaces, no dot ("c22.0" and "C220" -> "C220"); None if it cannot be a code."""
-    c = re.sub(r"\s+", "", code).upper()
+    c = "".join(code.split()).upper()
     if "." in c:
         if c.find(".") != 3 or c.count(".") > 1:
             return None
         c = c.replace(".", "")
-    return c if 3 <= len(c) <= 7 and c.isalnum() else None
+    return c if 3 <= len(c) <= 7 and c.isascii() and c.isalnum() else None
 
 
 def parse_refs(note: str) -> tuple[str, list[tuple[str, str, str]]]:
@@ -173,7 +177,9 @@ def describe_release(package_version: str, data_file: str) -> str:
 
 def build_index() -> dict[str, Any]:
     """Import the package (slow, once) and derive the index from its tabular."""
-    import simple_icd_10_cm as cm  # type: ignore[import-untyped]
+    with warnings.catch_warnings():  # its loader uses importlib.resources' legacy API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import simple_icd_10_cm as cm  # type: ignore[import-untyped]
 
     leaf: list[str] = []
     inner: list[str] = []
@@ -304,7 +310,7 @@ def release() -> str:
 def is_valid(code: str) -> bool:
     """A code of the tabular at any level (category, subcategory, 7th character); not chapters or blocks."""
     c = normalize(code)
-    return c is not None and (c in _get().leaves or c in _get().inner)
+    return c is not None and _get().valid(c)
 
 
 def is_billable(code: str) -> bool:
@@ -321,8 +327,8 @@ def excludes1_conflict(a: str, b: str) -> str | None:
     """
     index = _get()
     ca, cb = normalize(a), normalize(b)
-    if ca is None or cb is None:
-        return None
+    if ca is None or cb is None or not (index.valid(ca) and index.valid(cb)):
+        return None  # an invalid code has no notes (and is a finding of its own)
     for this, other in ((ca, cb), (cb, ca)):
         for node, (text, refs) in index.notes(this):
             for written, low, high in refs:

@@ -22,8 +22,15 @@ def exit_code(outputs: Sequence[CaseOutput]) -> int:
 
 
 def render_json(outputs: Sequence[CaseOutput], *, meta: dict[str, Any] | None = None) -> bytes:
-    """`meta` (e.g. the input's skipped bad lines) goes beside `cases` at the top level."""
-    document: dict[str, Any] = {**(meta or {}), "cases": [o.report() for o in outputs]}
+    """`meta` (e.g. the input's skipped bad lines) goes beside `cases` at the top level,
+    as do the code-set releases the findings were checked against."""
+    from fhir_adapter.codesets import code_set_versions
+
+    document: dict[str, Any] = {
+        **(meta or {}),
+        "code_sets": code_set_versions(),
+        "cases": [o.report() for o in outputs],
+    }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 

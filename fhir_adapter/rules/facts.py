@@ -1,4 +1,5 @@
-"""Facts derived once per case that rules test: setting, coverage, tumor count and size.
+"""Facts derived once per case that rules test: setting, coverage, tumor count and size,
+and what the Claim would carry (diagnoses, guidance, NCCI edits, NPI, global periods).
 
 The code knows how to find each fact in FHIR; which codes and patterns count
 comes from the pack.
@@ -13,6 +14,7 @@ from fhir_adapter.case import Case
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
+from fhir_adapter.rules import billing
 from fhir_adapter.rules.context import Fact
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.text import TEXT_SOURCES, TextIndex, iter_affirmed, snippet
@@ -37,8 +39,84 @@ def derive_facts(pack: Pack, case: Case, text: TextIndex) -> dict[str, Fact]:
         ),
         "tumor_count": tumor_count(pack, case, text),
         "tumor_max_size_cm": tumor_max_size_cm(pack, case, text),
+        "units_exceeded": units_exceeded(pack, case),
+        "guidance_conflict": _evidence_fact(billing.guidance_plan(pack, case).conflicts),
+        "ptp_conflicts": ptp_conflicts(pack, case, text),
+        "provider_npi": provider_npi(case),
+        "global_period": _evidence_fact(billing.global_period_hits(pack, case)),
     }
+    facts.update(diagnosis_facts(pack, case))
     return facts
+
+
+def _evidence_fact(evidence: list[Evidence]) -> Fact:
+    return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
+
+
+def diagnosis_facts(pack: Pack, case: Case) -> dict[str, Fact]:
+    """The Claim's diagnoses, its principal, the invalid codes and the Excludes1 pairs."""
+    dx = billing.claim_diagnoses(pack, case)
+    icd = pack.system(pack.model.claim.diagnosis_system)
+    billable = dx.billable[: pack.model.claim.max_diagnoses]
+    listed = tuple(Evidence(d.reference, d.path, None, d.code) for d in billable)
+    principal = dx.principal
+    pairs = billing.excludes1_pairs(billable)
+    return {
+        "diagnoses": Fact([d.code for d in billable], listed, icd) if billable else Fact(None),
+        "principal_diagnosis": (
+            Fact(
+                principal.code,
+                (
+                    Evidence(
+                        principal.reference, principal.path, None, f"principal: {principal.code}"
+                    ),
+                ),
+                icd,
+            )
+            if principal
+            else Fact(None)
+        ),
+        "invalid_diagnoses": _evidence_fact(
+            [Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]
+        ),
+        "excludes1_pairs": _evidence_fact(
+            [
+                Evidence(b.reference, b.path, None, f"{a.code} with {b.code}: {note}")
+                for a, b, note in pairs
+            ]
+        ),
+    }
+
+
+def units_exceeded(pack: Pack, case: Case) -> Fact:
+    """Earlier Procedures with the pack's code for the patient on the date, beyond the MUE."""
+    allowed, why = billing.max_units(pack, case)
+    earlier = case.same_code_earlier
+    if len(earlier) < allowed:
+        return Fact(None)
+    evidence = tuple(
+        Evidence(
+            case.ref(p), "Procedure.code", None, f"same patient and date, performed first; {why}"
+        )
+        for p in earlier
+    )
+    return Fact([case.ref(p) for p in earlier], evidence)
+
+
+def ptp_conflicts(pack: Pack, case: Case, text: TextIndex) -> Fact:
+    """NCCI PTP edits of the session that no documented distinct service allows."""
+    return _evidence_fact([h.evidence for h in billing.ptp_hits(pack, case, text) if h.conflict])
+
+
+def provider_npi(case: Case) -> Fact:
+    """The rendering provider's NPI when it is present and its check digit holds."""
+    npi, path, resource = billing.provider_npi(case)
+    if resource is None or not billing.is_valid_npi(npi):
+        return Fact(None)
+    return Fact(
+        npi,
+        (Evidence(case.ref(resource), f"{resource['resourceType']}.{path}", None, f"NPI {npi}"),),
+    )
 
 
 def _ref_fact(case: Case, resources: list[Resource], path: str, note: str) -> Fact:

@@ -6,6 +6,7 @@ same Bundle twice stores nothing new.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,15 +75,23 @@ def _writable(reference: str) -> bool:
     return not reference.startswith(("#", "urn:")) and "/" in reference
 
 
-def build_output(pack: Pack, case: Case, evaluation: Evaluation, now: str) -> CaseOutput:
-    """The resources one evaluated case writes; `now` stamps created/identified."""
+def build_output(
+    pack: Pack,
+    case: Case,
+    evaluation: Evaluation,
+    now: str,
+    charges: Mapping[str, float] | None = None,
+) -> CaseOutput:
+    """The resources one evaluated case writes; `now` stamps created/identified; `charges`
+    (a chargemaster, code -> amount) prices the Claim's lines."""
     out = CaseOutput(evaluation)
     token = case_token(case.procedure, case.key)
     system = pack.model.canonical.identifier_system
     claim_url = None
     if not evaluation.blocked:
         value = f"claim-{token}"
-        claim = build_claim(pack, case, evaluation, {"system": system, "value": value}, now)
+        ident = {"system": system, "value": value}
+        claim = build_claim(pack, case, evaluation, ident, now, charges)
         claim_url = full_url(value)
         out.resources.append(claim)
         out.full_urls.append(claim_url)

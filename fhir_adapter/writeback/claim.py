@@ -1,43 +1,52 @@
-"""The professional Claim for a case that nothing blocks."""
+"""The professional Claim (CMS-1500 / 837P) for a case that nothing blocks.
+
+What goes on it is decided in `rules.billing`, the same functions the rules check,
+so a Claim never carries a diagnosis, line or provider the rules did not see.
+The README's "Claim mapping" lists which element carries which CMS-1500 box.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fhir_adapter.case import Case
-from fhir_adapter.fhir.codings import codings, dotted_icd10cm
 from fhir_adapter.findings import Evaluation
+from fhir_adapter.rules import billing
 from fhir_adapter.rules.pack import Pack
+from fhir_adapter.rules.schema import CodingDef
+from fhir_adapter.rules.text import TextIndex
 
 
 def claim_diagnoses(pack: Pack, case: Case) -> list[dict[str, Any]]:
-    """ICD-10-CM codings (dotted) of the case, liver-tumor diagnoses first, no repeats."""
-    cfg = pack.model.claim
-    icd = pack.system(cfg.diagnosis_system)
-    primary = pack.valuesets[cfg.primary_diagnoses]
-    crosswalk = pack.model.crosswalks.get(cfg.diagnosis_crosswalk or "", {})
-    snomed = pack.system("snomed")
-    sources: list[Any] = [c.get("code") for c in case.conditions]
-    sources.append(case.procedure.get("reasonCode"))
-    found: dict[str, dict[str, Any]] = {}
-    for cc in sources:
-        items = list(codings(cc))
-        icd_items = [c for c in items if c.get("system") == icd and isinstance(c.get("code"), str)]
-        if not icd_items:
-            icd_items = [
-                {"system": icd, "code": crosswalk[str(c.get("code")).strip()]}
-                for c in items
-                if c.get("system") == snomed and str(c.get("code")).strip() in crosswalk
-            ]
-        for c in icd_items:
-            code = dotted_icd10cm(c["code"])
-            if code not in found:
-                coding = {"system": icd, "code": code}
-                if c.get("display"):
-                    coding["display"] = c["display"]
-                found[code] = coding
-    ordered = sorted(found.values(), key=lambda c: not primary.contains(icd, c["code"]))
-    return ordered
+    """The Claim's ICD-10-CM codings (dotted), principal first, at most the pack's maximum."""
+    icd = pack.system(pack.model.claim.diagnosis_system)
+    out = []
+    for dx in billing.claim_diagnoses(pack, case).billable[: pack.model.claim.max_diagnoses]:
+        coding = {"system": icd, "code": dx.code}
+        if dx.display:
+            coding["display"] = dx.display
+        out.append(coding)
+    return out
+
+
+def _coding(pack: Pack, c: CodingDef | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    out = {"system": pack.system(c.system), "code": c.code}
+    if c.display:
+        out["display"] = c.display
+    return {"coding": [out]}
+
+
+def _modifier(pack: Pack, code: str) -> dict[str, Any]:
+    """CPT modifiers are numeric; HCPCS Level II ones (XS, ...) carry letters."""
+    system = pack.procedure_system if code.isdigit() else pack.system("hcpcs")
+    return {"coding": [{"system": system, "code": code}]}
+
+
+def _money(amount: float, currency: str) -> dict[str, Any]:
+    return {"value": round(amount, 2), "currency": currency}
 
 
 def build_claim(
@@ -46,57 +55,62 @@ def build_claim(
     evaluation: Evaluation,
     identifier: dict[str, str],
     created: str,
+    charges: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
+    """The Claim: 47382 line, at most one guidance line, each with POS, pointers and modifiers."""
     cfg = pack.model.claim
     diagnoses = claim_diagnoses(pack, case)
     pointers = list(range(1, min(len(diagnoses), cfg.max_diagnosis_pointers) + 1))
-    line: dict[str, Any] = {
-        "sequence": 1,
-        "productOrService": {
-            "coding": [
-                {
-                    "system": pack.procedure_system,
-                    "code": pack.procedure_code,
-                    "display": pack.model.procedure.display,
-                }
-            ]
-        },
-        "quantity": {"value": 1},
-    }
+    pos = evaluation.place_of_service
+    facility = billing.is_facility(pack, pos)
+
+    shared: dict[str, Any] = {}
     if pointers:
-        line["diagnosisSequence"] = pointers
-    if evaluation.modifiers:
-        line["modifier"] = [
-            {"coding": [{"system": pack.procedure_system, "code": m.code}]}
-            for m in evaluation.modifiers
-        ]
+        shared["diagnosisSequence"] = pointers
     if case.date:
-        line["servicedDate"] = case.date
-    if evaluation.place_of_service:
-        pos_coding = {
-            "system": pack.system(cfg.place_of_service_system),
-            "code": evaluation.place_of_service,
-        }
-        name = pack.model.place_of_service.names.get(evaluation.place_of_service)
+        shared["servicedDate"] = case.date
+    if pos:
+        pos_coding = {"system": pack.system(cfg.place_of_service_system), "code": pos}
+        name = pack.model.place_of_service.names.get(pos)
         if name:
             pos_coding["display"] = name
-        line["locationCodeableConcept"] = {"coding": [pos_coding]}
+        shared["locationCodeableConcept"] = {"coding": [pos_coding]}
     if case.encounter_ref:
-        line["encounter"] = [case.reference_json(case.encounter_ref)]
-    items = [line]
-    guidance = pack.valuesets[cfg.guidance_items]
-    billed: set[str] = set()
-    for proc in case.session_procedures:
-        for coding in codings(proc.get("code")):
-            code = coding.get("code")
-            if guidance.contains(coding.get("system"), code) and code not in billed:
-                billed.add(str(code))
-                extra = {k: v for k, v in line.items() if k not in ("modifier", "productOrService")}
-                extra["sequence"] = len(items) + 1
-                extra["productOrService"] = {
-                    "coding": [{k: coding[k] for k in ("system", "code", "display") if k in coding}]
-                }
-                items.append(extra)
+        shared["encounter"] = [case.reference_json(case.encounter_ref)]
+
+    main_coding = {
+        "system": pack.procedure_system,
+        "code": pack.procedure_code,
+        "display": pack.model.procedure.display,
+    }
+    lines: list[tuple[dict[str, Any], list[str]]] = [
+        (main_coding, [m.code for m in evaluation.modifiers])
+    ]
+    plan = billing.guidance_plan(pack, case)
+    if plan.billed is not None:
+        mods = []
+        if facility and cfg.professional_component_modifier and _has_pc_tc(plan.billed):
+            mods.append(cfg.professional_component_modifier)
+        lines.append((plan.billed.coding, mods))
+    _distinct_modifiers(pack, case, lines)
+
+    supporting = _supporting_info(pack, case, evaluation)
+    items = []
+    for seq, (coding, mods) in enumerate(lines, start=1):
+        item: dict[str, Any] = {"sequence": seq}
+        if seq == 1 and supporting:
+            item["informationSequence"] = [s["sequence"] for s in supporting]
+        item["productOrService"] = {"coding": [dict(coding)]}
+        if mods:
+            item["modifier"] = [_modifier(pack, m) for m in mods]
+        item["quantity"] = {"value": 1}
+        item.update(shared)
+        price = charges.get(coding["code"]) if charges is not None else None
+        if price is not None:
+            item["unitPrice"] = _money(price, cfg.currency)
+            item["net"] = _money(price, cfg.currency)
+        items.append(item)
+
     claim: dict[str, Any] = {
         "resourceType": "Claim",
         "identifier": [identifier],
@@ -107,58 +121,103 @@ def build_claim(
         "created": created,
         "provider": case.reference_json(case.provider_ref),
         "priority": {"coding": [{"system": pack.system("processpriority"), "code": "normal"}]},
-        "insurance": [
-            {
-                "sequence": 1,
-                "focal": True,
-                "coverage": case.reference_json(case.ref(case.coverage[0])),
-            }
-        ],
-        "item": items,
     }
+    if facility:
+        location = billing.facility_location(case)
+        if location:
+            claim["facility"] = case.reference_json(location)
+    care_team = _care_team(pack, case)
+    if care_team:
+        claim["careTeam"] = [care_team]
+        for item in items:
+            item["careTeamSequence"] = [1]
+    if supporting:
+        claim["supportingInfo"] = supporting
+    if diagnoses:
+        claim["diagnosis"] = [
+            _diagnosis(pack, i, coding) for i, coding in enumerate(diagnoses, start=1)
+        ]
+    claim["insurance"] = [
+        {"sequence": 1, "focal": True, "coverage": case.reference_json(case.ref(case.coverage[0]))}
+    ]
+    claim["item"] = items
+    if charges is not None and all("net" in item for item in items):
+        total = sum(item["net"]["value"] for item in items)
+        claim["total"] = _money(total, cfg.currency)
     insurer = case.resource(case.insurer_ref)
     if (
         case.insurer_ref
         and (insurer or {}).get("resourceType", case.insurer_ref.split("/")[0]) == "Organization"
     ):
         claim["insurer"] = case.reference_json(case.insurer_ref)
-    if diagnoses:
-        claim["diagnosis"] = [
-            {
-                "sequence": i,
-                "diagnosisCodeableConcept": {"coding": [coding]},
-                **(
-                    {
-                        "type": [
-                            {
-                                "coding": [
-                                    {"system": pack.system("diagnosistype"), "code": "principal"}
-                                ]
-                            }
-                        ]
-                    }
-                    if i == 1
-                    else {}
-                ),
-            }
-            for i, coding in enumerate(diagnoses, start=1)
-        ]
-    provider = case.resource(case.provider_ref) or {}
-    if provider.get("resourceType") in ("Practitioner", "PractitionerRole"):
-        claim["careTeam"] = [
-            {
-                "sequence": 1,
-                "provider": case.reference_json(case.provider_ref),
-                "role": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/claimcareteamrole",
-                            "code": "primary",
-                        }
-                    ]
-                },
-            }
-        ]
-        for item in items:
-            item["careTeamSequence"] = [1]
     return claim
+
+
+def _has_pc_tc(line: billing.GuidanceLine) -> bool:
+    """PC/TC indicator 1 (professional and technical component) in the PFS file; a guidance
+    code missing from the loaded tables is taken as one (the pack lists only such codes)."""
+    row = billing.payment_tables().pfs(line.coding["code"])
+    return row is None or str(row.pctc).strip() == "1"
+
+
+def _distinct_modifiers(
+    pack: Pack, case: Case, lines: list[tuple[dict[str, Any], list[str]]]
+) -> None:
+    """A PTP column-2 line allowed by a documented distinct service gets that modifier."""
+    modifier = pack.model.claim.distinct_service_modifier
+    if not modifier or len(lines) < 2:
+        return
+    hits = billing.ptp_hits(pack, case, TextIndex(case))
+    for coding, mods in lines:
+        for hit in hits:
+            distinct = hit.indicator == "1" and hit.distinct and hit.column2 == coding["code"]
+            if distinct and modifier not in mods:
+                mods.append(modifier)
+
+
+def _supporting_info(pack: Pack, case: Case, evaluation: Evaluation) -> list[dict[str, Any]]:
+    """For modifier 22, the documentation that states the increased work (Medicare asks for
+    the operative report with the claim)."""
+    category = _coding(pack, pack.model.claim.supporting_info_category)
+    if category is None:
+        return []
+    refs: list[str] = []
+    for mod in evaluation.modifiers:
+        if mod.code != "22":
+            continue
+        for e in mod.evidence:
+            if e.reference not in refs and not e.reference.startswith("#"):
+                refs.append(e.reference)
+    return [
+        {"sequence": i, "category": category, "valueReference": case.reference_json(ref)}
+        for i, ref in enumerate(refs, start=1)
+    ]
+
+
+def _care_team(pack: Pack, case: Case) -> dict[str, Any] | None:
+    provider = billing.rendering_provider(case)
+    if provider is None:
+        return None
+    member: dict[str, Any] = {
+        "sequence": 1,
+        "provider": case.reference_json(case.ref(provider)),
+        "responsible": True,
+    }
+    role = _coding(pack, pack.model.claim.care_team_role)
+    if role:
+        member["role"] = role
+    taxonomy = billing.provider_taxonomy(pack, case)
+    if taxonomy:
+        member["qualification"] = {"coding": [taxonomy]}
+    return member
+
+
+def _diagnosis(pack: Pack, sequence: int, coding: dict[str, Any]) -> dict[str, Any]:
+    cfg = pack.model.claim
+    kind = _coding(
+        pack, cfg.principal_diagnosis_type if sequence == 1 else cfg.secondary_diagnosis_type
+    )
+    out: dict[str, Any] = {"sequence": sequence, "diagnosisCodeableConcept": {"coding": [coding]}}
+    if kind:
+        out["type"] = [kind]
+    return out

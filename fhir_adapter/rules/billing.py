@@ -1,0 +1,384 @@
+"""What goes on the Claim, decided once so that what the rules check is what gets billed.
+
+The facts (rules) and the Claim builder (write-back) both call these functions:
+the diagnoses a professional claim may code, the guidance line of the session,
+the NCCI edits between its services and the rendering provider. Which codes count
+comes from the pack and the CMS tables; this module knows where to look in FHIR.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_adapter.case import Case, performed_sort_key, service_date
+from fhir_adapter.codesets import icd10cm, tables
+from fhir_adapter.fhir.codings import codings, dotted_icd10cm
+from fhir_adapter.fhir.elements import Resource
+from fhir_adapter.fhir.systems import NPI
+from fhir_adapter.findings import Evidence
+from fhir_adapter.rules.pack import Pack
+from fhir_adapter.rules.text import TextIndex, find_affirmed
+
+
+@functools.cache
+def payment_tables() -> tables.PaymentTables:
+    """The CMS tables under mappings/tables/, read once per process."""
+    return tables.load_tables()
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """One ICD-10-CM code as it would go on the Claim, and where it was documented."""
+
+    code: str
+    display: str | None
+    reference: str
+    path: str
+    primary: bool
+
+
+@dataclass
+class Diagnoses:
+    """The case's codable diagnoses: billable ones (principal first) and invalid ones."""
+
+    billable: list[Diagnosis] = field(default_factory=list)
+    invalid: list[tuple[Diagnosis, str]] = field(default_factory=list)
+
+    @property
+    def principal(self) -> Diagnosis | None:
+        first = self.billable[0] if self.billable else None
+        return first if first is not None and first.primary else None
+
+
+def verification_code(condition: Resource) -> str | None:
+    for coding in codings(condition.get("verificationStatus")):
+        if isinstance(coding.get("code"), str):
+            return str(coding["code"]).strip()
+    return None
+
+
+def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
+    """Confirmed diagnoses in ICD-10-CM: the stated reasons first, then the encounter's by rank.
+
+    A Condition whose verification status is uncertain (pack: facts.diagnoses) is not a
+    diagnosis (ICD-10-CM guideline IV.H). SNOMED CT codings without an ICD-10-CM one go
+    through the pack's crosswalk. The principal is the first liver-tumor diagnosis.
+    """
+    cfg = pack.model.claim
+    icd = pack.system(cfg.diagnosis_system)
+    snomed = pack.system("snomed")
+    primary_vs = pack.valuesets[cfg.primary_diagnoses]
+    crosswalk = pack.model.crosswalks.get(cfg.diagnosis_crosswalk or "", {})
+    dx_cfg = pack.model.facts.diagnoses
+    uncertain = set(dx_cfg.uncertain_verification) if dx_cfg else set()
+    ranks = _encounter_ranks(case)
+    reasons = {id(c) for c in case.reason_conditions}
+    ordered = sorted(
+        (c for c in case.conditions if verification_code(c) not in uncertain),
+        key=lambda c: (id(c) not in reasons, ranks.get(case.ref(c), 99)),
+    )
+    sources: list[tuple[str, str, Any]] = [
+        (case.ref(c), "Condition.code", c.get("code")) for c in ordered
+    ]
+    sources.append((case.key, "Procedure.reasonCode", case.procedure.get("reasonCode")))
+    found: dict[str, Diagnosis] = {}
+    out = Diagnoses()
+    for reference, path, value in sources:
+        items = list(codings(value))
+        icd_items = [c for c in items if c.get("system") == icd and isinstance(c.get("code"), str)]
+        if not icd_items:
+            icd_items = [
+                {"code": crosswalk[str(c.get("code")).strip()]}
+                for c in items
+                if c.get("system") == snomed and str(c.get("code")).strip() in crosswalk
+            ]
+        for c in icd_items:
+            code = dotted_icd10cm(c["code"])
+            if code in found:
+                continue
+            display = c.get("display") if isinstance(c.get("display"), str) else None
+            dx = Diagnosis(code, display, reference, path, primary_vs.contains(icd, code))
+            found[code] = dx
+            problem = _invalid(code)
+            if problem:
+                out.invalid.append((dx, problem))
+            else:
+                out.billable.append(dx)
+    out.billable.sort(key=lambda d: not d.primary)
+    return out
+
+
+def _invalid(code: str) -> str | None:
+    if not icd10cm.is_valid(code):
+        return f"{code} is not an ICD-10-CM code (release {icd10cm.release()})"
+    if not icd10cm.is_billable(code):
+        return f"{code} is a category, not a billable code: code it to the highest specificity"
+    return None
+
+
+def _encounter_ranks(case: Case) -> dict[str, int]:
+    ranks: dict[str, int] = {}
+    for diag in (case.encounter or {}).get("diagnosis") or []:
+        if not isinstance(diag, dict) or not isinstance(diag.get("rank"), int):
+            continue
+        target = diag.get("condition") or {}
+        ref = target.get("reference") if isinstance(target, dict) else None
+        for c in case.conditions:
+            if isinstance(ref, str) and (ref == case.ref(c) or ref.endswith(f"/{c.get('id')}")):
+                ranks.setdefault(case.ref(c), diag["rank"])
+    return ranks
+
+
+def excludes1_pairs(diagnoses: list[Diagnosis]) -> list[tuple[Diagnosis, Diagnosis, str]]:
+    """Pairs of diagnoses where one's Excludes1 note names the other (either direction)."""
+    out = []
+    for i, a in enumerate(diagnoses):
+        for b in diagnoses[i + 1 :]:
+            note = icd10cm.excludes1_conflict(a.code, b.code)
+            if note:
+                out.append((a, b, note))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class GuidanceLine:
+    """The session's ablation-guidance service billed as its own line."""
+
+    coding: dict[str, str]
+    reference: str
+
+
+@dataclass
+class GuidancePlan:
+    billed: GuidanceLine | None = None
+    conflicts: list[Evidence] = field(default_factory=list)
+
+
+def guidance_plan(pack: Pack, case: Case) -> GuidancePlan:
+    """At most one ablation-guidance line (the first performed); extra or needle codes conflict."""
+    g = pack.model.facts.guidance
+    ablation = pack.valuesets[g.ablation if g else pack.model.claim.guidance_items]
+    needle = pack.valuesets[g.needle_placement] if g else None
+    crosswalk = pack.model.crosswalks.get(g.crosswalk, {}) if g else {}
+    plan = GuidancePlan()
+    procedures = sorted(case.session_procedures, key=lambda p: performed_sort_key(p, case.ref(p)))
+    ablation_codes = "/".join(sorted(c for codes in ablation.codes.values() for c in codes))
+    for proc in procedures:
+        for coding in codings(proc.get("code")):
+            system, code = coding.get("system"), coding.get("code")
+            if not isinstance(code, str):
+                continue
+            code = code.strip()
+            if ablation.contains(system, code):
+                if plan.billed is None:
+                    keep = {
+                        k: str(coding[k]).strip() for k in ("system", "display") if coding.get(k)
+                    }
+                    plan.billed = GuidanceLine({**keep, "code": code}, case.ref(proc))
+                elif plan.billed.coding["code"] != code:
+                    note = (
+                        f"{code} is a second ablation-guidance code in the session; only "
+                        f"{plan.billed.coding['code']} is billed (one guidance code per session)"
+                    )
+                    plan.conflicts.append(Evidence(case.ref(proc), "Procedure.code", None, note))
+            elif needle is not None and needle.contains(system, code):
+                right = crosswalk.get(code)
+                advice = (
+                    f"report {right} (guidance for, and monitoring of, parenchymal tissue ablation)"
+                    if right
+                    else f"it has no ablation equivalent; report the modality's {ablation_codes}"
+                )
+                note = f"{code} is needle-placement guidance, not reported with ablation: {advice}"
+                plan.conflicts.append(Evidence(case.ref(proc), "Procedure.code", None, note))
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class PtpHit:
+    """An NCCI PTP edit between two services of the session, and whether it is allowed."""
+
+    column1: str
+    column2: str
+    indicator: str
+    evidence: Evidence
+    distinct: tuple[Evidence, ...]
+
+    @property
+    def conflict(self) -> bool:
+        return self.indicator == "0" or (self.indicator == "1" and not self.distinct)
+
+
+def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
+    """PTP edits in force on the date of service between the pack's code and the session's
+    services by the same performer (or with no performer recorded)."""
+    if not case.date:
+        return []
+    on = dt.date.fromisoformat(case.date)
+    cpt = pack.procedure_system
+    codes: dict[str, str] = {pack.procedure_code: case.key}
+    mine = {id(p) for p in case.same_performer_procedures}
+    for proc in case.session_procedures:
+        if id(proc) not in mine and proc.get("performer"):
+            continue
+        for coding in codings(proc.get("code")):
+            code = coding.get("code")
+            if coding.get("system") == cpt and isinstance(code, str):
+                codes.setdefault(code.strip(), case.ref(proc))
+    table = payment_tables()
+    distinct_cfg = pack.model.facts.distinct_service
+    distinct: tuple[Evidence, ...] | None = None
+    hits: dict[tuple[str, str], PtpHit] = {}
+    names = sorted(codes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            edit = table.ptp(a, b, on) or table.ptp(b, a, on)
+            if edit is None or edit.modifier_indicator not in ("0", "1"):
+                continue
+            key = (edit.column1, edit.column2)
+            if key in hits:
+                continue
+            if distinct is None:
+                distinct = ()
+                if distinct_cfg is not None:
+                    sources = (*(distinct_cfg.in_ or ("procedure",)), "session_procedures")
+                    patterns = pack.patterns[distinct_cfg.patterns]
+                    distinct = tuple(find_affirmed(text, sources, patterns, pack.scope))
+            status = "" if edit.verified else ", row not verified"
+            note = (
+                f"NCCI PTP {edit.column1} (column 1) / {edit.column2} (column 2), modifier "
+                f"indicator {edit.modifier_indicator} ({edit.source}{status})"
+            )
+            ev = Evidence(codes[edit.column2], "Procedure.code", None, note)
+            hits[key] = PtpHit(edit.column1, edit.column2, edit.modifier_indicator, ev, distinct)
+    return list(hits.values())
+
+
+def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
+    """Earlier surgeries by the same performer whose global period covers the date of service."""
+    if not case.date:
+        return []
+    today = dt.date.fromisoformat(case.date)
+    table = payment_tables()
+    out = []
+    for proc in case.prior_procedures:
+        day = service_date(proc, None)
+        if day is None:
+            continue
+        when = dt.date.fromisoformat(day)
+        for coding in codings(proc.get("code")):
+            code = coding.get("code")
+            if coding.get("system") != pack.procedure_system or not isinstance(code, str):
+                continue
+            days = table.global_days(code.strip())
+            if not days or not (when < today <= when + dt.timedelta(days=days)):
+                continue
+            end = when + dt.timedelta(days=days)
+            note = (
+                f"{code.strip()} on {day} by the same performer: its {days}-day global period "
+                f"runs to {end.isoformat()}"
+            )
+            out.append(Evidence(case.ref(proc), "Procedure.code", None, note))
+            break
+    return out
+
+
+def rendering_provider(case: Case) -> Resource | None:
+    """The performing Practitioner or PractitionerRole (the Claim's rendering provider)."""
+    provider = case.resource(case.provider_ref)
+    if provider is not None and provider.get("resourceType") in (
+        "Practitioner",
+        "PractitionerRole",
+    ):
+        return provider
+    return None
+
+
+def provider_npi(case: Case) -> tuple[str | None, str | None, Resource | None]:
+    """(NPI, where it was found, resource): the rendering provider's NPI, else the provider's.
+
+    A PractitionerRole's own NPI counts, else that of its Practitioner.
+    """
+    provider = case.resource(case.provider_ref)
+    if provider is None:
+        return None, None, None
+    candidates = [provider]
+    if provider.get("resourceType") == "PractitionerRole":
+        candidates += [p for p in case.practitioners if _is_role_person(case, provider, p)]
+    for resource in candidates:
+        for ident in resource.get("identifier") or []:
+            if isinstance(ident, dict) and ident.get("system") == NPI:
+                value = ident.get("value")
+                return (str(value).strip() if value is not None else None), "identifier", resource
+    return None, None, provider
+
+
+def _is_role_person(case: Case, role: Resource, person: Resource) -> bool:
+    ref = (role.get("practitioner") or {}).get("reference")
+    return isinstance(ref, str) and (
+        ref == case.ref(person) or ref.endswith(f"/{person.get('id')}")
+    )
+
+
+def is_valid_npi(npi: str | None) -> bool:
+    """10 digits whose last is the Luhn check digit over '80840' + the first nine (CMS)."""
+    if not npi or len(npi) != 10 or not npi.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed("80840" + npi)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def provider_taxonomy(pack: Pack, case: Case) -> dict[str, str] | None:
+    """The rendering provider's NUCC taxonomy: PractitionerRole.specialty, else a qualification.
+
+    An expected specialty (pack: specialty-expected) is preferred when several are given.
+    """
+    system = pack.system(pack.model.claim.taxonomy_system or "nucc")
+    expected = pack.valuesets.get("specialty-expected")
+    found: list[dict[str, Any]] = []
+    for role in case.roles:
+        found += [c for c in codings(role.get("specialty")) if c.get("system") == system]
+    for person in case.practitioners:
+        for q in person.get("qualification") or []:
+            if isinstance(q, dict):
+                found += [c for c in codings(q.get("code")) if c.get("system") == system]
+    found = [c for c in found if isinstance(c.get("code"), str)]
+    if not found:
+        return None
+    if expected is not None:
+        found.sort(key=lambda c: not expected.contains(system, c["code"]))
+    best = found[0]
+    return {k: str(best[k]).strip() for k in ("system", "code", "display") if best.get(k)}
+
+
+def is_facility(pack: Pack, pos: str | None) -> bool:
+    name = pack.model.claim.facility_pos
+    return bool(pos and name and pack.valuesets[name].contains(pack.system("pos"), pos))
+
+
+def facility_location(case: Case) -> str | None:
+    """The Location the procedure was performed at (else the encounter's first)."""
+    own = case.procedure.get("location")
+    ref = own.get("reference") if isinstance(own, dict) else None
+    for loc in case.locations:
+        if isinstance(ref, str) and (ref == case.ref(loc) or ref.endswith(f"/{loc.get('id')}")):
+            return case.ref(loc)
+    return case.ref(case.locations[0]) if case.locations else None
+
+
+def max_units(pack: Pack, case: Case) -> tuple[int, str]:
+    """Units of the pack's code allowed per date of service, and where that number comes from."""
+    on = dt.date.fromisoformat(case.date) if case.date else None
+    row = payment_tables().mue(pack.procedure_code, on=on)
+    if row is not None:
+        return int(row.value), f"MUE {row.value} per date of service"
+    units = pack.model.facts.units
+    n = units.default_max_units if units else 1
+    return n, f"{n} per date of service ({units.source if units else 'default'})"

@@ -1,0 +1,73 @@
+"""A chargemaster: the provider's charge per CPT/HCPCS code, for Claim unitPrice/net/total.
+
+Accepted as CSV (code, amount; a header row is optional; `$` and thousands separators
+are allowed) or as a JSON/YAML mapping of code to amount.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fhir_adapter.errors import AdapterError
+
+_CODE = re.compile(r"^[0-9A-Z]{5}$")
+
+
+def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Read a chargemaster; an unreadable file or a bad row is an AdapterError naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise AdapterError(f"{p}: cannot read chargemaster: {exc.strerror or exc}") from None
+    if p.suffix.lower() in (".json", ".yaml", ".yml"):
+        try:
+            raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise AdapterError(f"{p}: not a chargemaster mapping: {exc}") from None
+        if not isinstance(raw, dict):
+            raise AdapterError(f"{p}: a chargemaster is a mapping of code to amount")
+        return {_code(p, k): _amount(p, k, v) for k, v in raw.items()}
+    out: dict[str, float] = {}
+    for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2:
+            raise AdapterError(f"{p}:{n}: expected 'code,amount'")
+        if n == 1 and not _looks_numeric(cells[1]):
+            continue  # header
+        out[_code(p, cells[0], n)] = _amount(p, cells[0], cells[1], n)
+    return out
+
+
+def _looks_numeric(text: str) -> bool:
+    return bool(re.fullmatch(r"\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?", text))
+
+
+def _code(p: Path, value: Any, line: int | None = None) -> str:
+    code = str(value).strip().upper()
+    if not _CODE.match(code):
+        where = f"{p}:{line}" if line else str(p)
+        raise AdapterError(f"{where}: {value!r} is not a CPT/HCPCS code")
+    return code
+
+
+def _amount(p: Path, code: Any, value: Any, line: int | None = None) -> float:
+    text = str(value).replace("$", "").replace(",", "").strip()
+    try:
+        amount = float(text)
+    except ValueError:
+        amount = -1.0
+    if not amount >= 0 or amount != amount or amount == float("inf"):
+        where = f"{p}:{line}" if line else str(p)
+        raise AdapterError(f"{where}: charge for {code} is not an amount: {value!r}")
+    return amount

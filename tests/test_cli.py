@@ -11,7 +11,7 @@ import pytest
 
 from fhir_adapter.cli import main
 
-from .conftest import CASES
+from .conftest import CASES, fixture_names, load_expected
 
 CLEAN = str(CASES / "ex1-hcc-ct.json")
 BLOCKED = str(CASES / "v01-not-completed.json")
@@ -54,7 +54,7 @@ def test_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
 def test_out_writes_one_transaction_per_case(tmp_path: Path) -> None:
     assert main(["evaluate", str(CASES), "--out", str(tmp_path / "b"), "--format", "json"]) == 1
     files = sorted((tmp_path / "b").glob("*.json"))
-    assert len(files) == 22
+    assert len(files) == sum(len(load_expected(n)["cases"]) for n in fixture_names())
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.suffix != ".json") == [
         "report.html"
     ]

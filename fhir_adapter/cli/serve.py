@@ -102,7 +102,11 @@ def feedback_command(args: argparse.Namespace) -> int:
 
     if not Path(args.feedback_db).is_file():
         raise AdapterError(f"{args.feedback_db}: no feedback database (has `serve` run here?)")
-    rows = FeedbackStore(args.feedback_db).summary()
+    store = FeedbackStore(args.feedback_db)
+    try:
+        rows = store.summary()
+    finally:
+        store.close()
     if args.format == "json":
         print(json.dumps({"topics": rows}, indent=2))
         return 0

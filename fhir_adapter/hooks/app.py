@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -145,9 +146,6 @@ class HookService:
             raise HookError(f"service {service.id} does not answer the {hook.hook} hook", 422)
         started = time.perf_counter()
         response = await run_in_threadpool(self._run, service.id, hook)
-        await run_in_threadpool(
-            self.feedback.record_cards, service.id, hook.hook_instance, response["cards"]
-        )
         log.info(
             "%s %s from %s: %d card(s) in %.0f ms",
             service.id,
@@ -156,7 +154,11 @@ class HookService:
             len(response["cards"]),
             (time.perf_counter() - started) * 1000,
         )
-        return _json(response)
+        # The cards are logged for the feedback summary after the answer has gone out.
+        record = BackgroundTask(
+            self.feedback.record_cards, service.id, hook.hook_instance, response["cards"]
+        )
+        return Response(orjson.dumps(response), media_type="application/json", background=record)
 
     def _run(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
         service = SERVICES[service_id]

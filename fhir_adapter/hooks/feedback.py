@@ -98,14 +98,18 @@ def _is_instant(text: str) -> bool:
 
 
 class FeedbackStore:
-    """The SQLite file; one short connection per operation (safe across worker threads)."""
+    """The SQLite file, on one connection shared by the worker threads under a lock."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
+            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            # WAL with NORMAL sync: a commit does not wait for fsync (10 ms here); a crash
+            # can lose the last rows of this log, never corrupt it.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             from fhir_adapter.errors import AdapterError
 
@@ -113,13 +117,12 @@ class FeedbackStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._db:
+            yield self._db
+
+    def close(self) -> None:
         with self._lock:
-            db = sqlite3.connect(self.path, timeout=10)
-            try:
-                with db:
-                    yield db
-            finally:
-                db.close()
+            self._db.close()
 
     def record_cards(
         self, service: str, hook_instance: str, cards: Sequence[dict[str, Any]]

@@ -42,8 +42,8 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             "rule 'doc-energy' (severity)",
         ),
         (
-            lambda r: _rule(r, "diagnosis-unsupported")["any"][0]["codes"].update(valueset="nope"),
-            "rule 'diagnosis-unsupported': unknown value set 'nope'",
+            lambda r: _rule(r, "approach-mismatch")["any"][0]["codes"].update(valueset="nope"),
+            "rule 'approach-mismatch': unknown value set 'nope'",
         ),
         (
             lambda r: r["text"]["patterns"].update({"energy-applied": ["(unclosed"]}),
@@ -75,6 +75,26 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
         (
             lambda r: r["rules"].append(dict(_rule(r, "doc-energy"))),
             "rule 'doc-energy': finding code defined twice",
+        ),
+        (
+            lambda r: _rule(r, "approach-mismatch")["any"][0].update(
+                {"text": {"patterns": "energy-applied"}}
+            ),
+            "a matcher has exactly one of codes, text, fhirpath, value, fact",
+        ),
+        (
+            lambda r: _rule(r, "approach-mismatch")["any"].append({}),
+            "a matcher has exactly one of codes, text, fhirpath, value, fact",
+        ),
+        (
+            lambda r: r["claim"].update(facility_pos="no-such-set"),
+            "claim: unknown value set 'no-such-set'",
+        ),
+        (
+            lambda r: _rule(r, "approach-mismatch")["any"][0]["codes"].update(
+                {"from": ["procedure", "emails"]}
+            ),
+            "rule 'approach-mismatch': unknown collection 'emails'",
         ),
     ],
 )

@@ -17,13 +17,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from fhir_adapter.case import COLLECTIONS
 from fhir_adapter.errors import PackError
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import values_at
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.context import Context
-from fhir_adapter.rules.schema import Matcher, PackModel
+from fhir_adapter.rules.schema import (
+    CodesMatcher,
+    FhirPathMatcher,
+    Matcher,
+    PackModel,
+    TextMatcher,
+    ValueMatcher,
+)
 from fhir_adapter.rules.text import TEXT_SOURCES, NegationScope, any_of, find_affirmed
 from fhir_adapter.rules.valuesets import ValueSet
 
@@ -152,7 +158,8 @@ def _describe(exc: ValidationError, raw: Any) -> str:
                 where = f"{loc[0][:-1]} {name!r} ({'.'.join(str(x) for x in loc[2:]) or 'entry'})"
             except (KeyError, IndexError, TypeError, AttributeError):
                 pass
-        lines.append(f"{where}: {err['msg']}")
+        message = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
     more = len(exc.errors()) - 5
     return "invalid rule pack: " + "; ".join(lines) + (f" (+{more} more)" if more > 0 else "")
 
@@ -168,9 +175,6 @@ class _Compiler:
 
     def compile(self) -> Pack:
         m = self.model
-        self.where = "procedure"
-        if m.procedure.system not in m.systems:
-            raise self.fail(f"unknown system alias {m.procedure.system!r}")
         valuesets = {name: self._valueset(name) for name in m.valuesets}
         patterns = {}
         for name, sources in m.text.patterns.items():
@@ -178,13 +182,8 @@ class _Compiler:
             patterns[name] = [self._regex(s) for s in sources]
         pack = Pack(m, self.path, dict(m.systems), valuesets, patterns, NegationScope(m.text))
         pack.screens = {name: any_of(group) for name, group in patterns.items()}
-        self._check_facts()
-        seen: set[str] = set()
         for rule in m.rules:
             self.where = f"rule {rule.finding!r}"
-            if rule.finding in seen:
-                raise self.fail("finding code defined twice")
-            seen.add(rule.finding)
             looks: list[str] = []
             pack.rules.append(
                 CompiledRule(
@@ -211,42 +210,7 @@ class _Compiler:
                     [self._matcher(x, pack, []) for x in mod.unless],
                 )
             )
-        if m.default_block_on not in m.severity_order:
-            raise PackError(f"{self.path}: default_block_on is not in severity_order")
         return pack
-
-    def _check_facts(self) -> None:
-        c = self.model.claim
-        self.where = "claim"
-        for vs in (c.primary_diagnoses, c.guidance_items):
-            if vs not in self.model.valuesets:
-                raise self.fail(f"unknown value set {vs!r}")
-        if c.diagnosis_crosswalk and c.diagnosis_crosswalk not in self.model.crosswalks:
-            raise self.fail(f"unknown crosswalk {c.diagnosis_crosswalk!r}")
-        self._system(c.diagnosis_system)
-        self._system(c.place_of_service_system)
-        f = self.model.facts
-        self.where = "facts"
-        for vs in (
-            f.tumor_count.observations,
-            f.tumor_count.body_sites,
-            f.tumor_max_size_cm.observations,
-        ):
-            if vs not in self.model.valuesets:
-                raise self.fail(f"unknown value set {vs!r}")
-        for pat in (f.tumor_count.patterns, f.tumor_max_size_cm.patterns):
-            if pat not in self.model.text.patterns:
-                raise self.fail(f"unknown pattern group {pat!r}")
-        optional_vs = [c.facility_pos]
-        if f.guidance is not None:
-            optional_vs += [f.guidance.ablation, f.guidance.needle_placement]
-            if f.guidance.crosswalk not in self.model.crosswalks:
-                raise self.fail(f"unknown crosswalk {f.guidance.crosswalk!r}")
-        for name in optional_vs:
-            if name is not None and name not in self.model.valuesets:
-                raise self.fail(f"unknown value set {name!r}")
-        if f.distinct_service and f.distinct_service.patterns not in self.model.text.patterns:
-            raise self.fail(f"unknown pattern group {f.distinct_service.patterns!r}")
 
     def _system(self, alias: str) -> str:
         if alias in self.model.systems:
@@ -283,61 +247,32 @@ class _Compiler:
         except re.error as exc:
             raise self.fail(f"bad regular expression {source!r}: {exc}") from None
 
-    def _collections(self, names: list[str]) -> tuple[str, ...]:
-        for name in names:
-            if name not in COLLECTIONS:
-                raise self.fail(f"unknown collection {name!r} (one of {', '.join(COLLECTIONS)})")
-        return tuple(names)
-
     def _matcher(self, m: Matcher, pack: Pack, looks: list[str]) -> MatchFn:
-        try:
-            kind = m.kind()
-        except ValueError as exc:
-            raise self.fail(str(exc)) from None
-        if kind == "codes":
-            assert m.codes is not None
-            if m.codes.valueset not in pack.valuesets:
-                raise self.fail(f"unknown value set {m.codes.valueset!r}")
-            sources = self._collections(m.codes.from_)
-            looks.extend(sources)
-            return _codes_matcher(sources, tuple(m.codes.path), pack.valuesets[m.codes.valueset])
-        if kind == "text":
-            assert m.text is not None
-            if m.text.patterns not in pack.patterns:
-                raise self.fail(f"unknown pattern group {m.text.patterns!r}")
+        """One closure per matcher; names were resolved by the schema's validator."""
+        if isinstance(m, CodesMatcher):
+            looks.extend(m.codes.from_)
+            return _codes_matcher(
+                tuple(m.codes.from_), tuple(m.codes.path), pack.valuesets[m.codes.valueset]
+            )
+        if isinstance(m, TextMatcher):
             sources = tuple(m.text.in_ or TEXT_SOURCES)
-            bad = [s for s in sources if s not in TEXT_SOURCES]
-            if bad:
-                raise self.fail(
-                    f"unknown text source {bad[0]!r} (one of {', '.join(TEXT_SOURCES)})"
-                )
             looks.extend(sources)
             return _text_matcher(
                 sources, pack.patterns[m.text.patterns], pack.scope, pack.screens[m.text.patterns]
             )
-        if kind == "fhirpath":
-            assert m.fhirpath is not None
-            sources = self._collections(m.fhirpath.from_)
-            looks.extend(sources)
-            return _fhirpath_matcher(sources, m.fhirpath.expression, self.fail)
-        if kind == "value":
-            assert m.value is not None
-            sources = self._collections(m.value.from_)
-            looks.extend(sources)
-            if m.value.in_ is not None:
-                return _value_matcher(sources, tuple(m.value.path), frozenset(m.value.in_))
+        if isinstance(m, FhirPathMatcher):
+            looks.extend(m.fhirpath.from_)
+            return _fhirpath_matcher(tuple(m.fhirpath.from_), m.fhirpath.expression, self.fail)
+        if isinstance(m, ValueMatcher):
+            v = m.value
+            looks.extend(v.from_)
+            if v.in_ is not None:
+                return _value_matcher(tuple(v.from_), tuple(v.path), frozenset(v.in_))
             return _value_matcher(
-                sources, tuple(m.value.path), frozenset(m.value.not_in or ()), absent=True
+                tuple(v.from_), tuple(v.path), frozenset(v.not_in or ()), absent=True
             )
-        assert m.fact is not None
         fact = m.fact
-        if fact.name not in FACTS:
-            raise self.fail(f"unknown fact {fact.name!r} (one of {', '.join(FACTS)})")
-        vs = None
-        if fact.valueset is not None:
-            if fact.valueset not in pack.valuesets:
-                raise self.fail(f"unknown value set {fact.valueset!r}")
-            vs = pack.valuesets[fact.valueset]
+        vs = pack.valuesets[fact.valueset] if fact.valueset is not None else None
         return _fact_matcher(fact.name, vs, fact.min, fact.max)
 
 

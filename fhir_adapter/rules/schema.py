@@ -1,12 +1,55 @@
-"""The shape of a rule pack (mappings/*.yaml), checked when the pack is loaded."""
+"""The shape of a rule pack (mappings/*.yaml), checked when the pack is loaded.
+
+Fields that name another part of the pack (a value set, a pattern group, a fact,
+a collection...) are typed with a `Ref` marker; one model validator resolves them
+all, so a new config field that names a value set is checked without new code.
+Matchers are a discriminated union keyed by the one matcher name each entry has.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 Severity = Literal["low", "moderate", "high"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Marks a field whose value(s) must name an entry of `kind` (see PackModel.names)."""
+
+    kind: str
+
+
+ValueSetName = Annotated[str, Ref("valuesets")]
+PatternName = Annotated[str, Ref("patterns")]
+SystemName = Annotated[str, Ref("systems")]
+CrosswalkName = Annotated[str, Ref("crosswalks")]
+FactName = Annotated[str, Ref("facts")]
+Collections = Annotated[list[str], Ref("collections")]
+TextSources = Annotated[list[str], Ref("text_sources")]
+
+NOUNS = {
+    "valuesets": "value set",
+    "patterns": "pattern group",
+    "systems": "system alias",
+    "crosswalks": "crosswalk",
+    "facts": "fact",
+    "collections": "collection",
+    "text_sources": "text source",
+}
 
 
 class _Strict(BaseModel):
@@ -24,9 +67,9 @@ def _as_path(value: object) -> object:
 class CodesMatch(_Strict):
     """Codings found at `path` of the resources in `from` that are in `valueset`."""
 
-    from_: list[str] = Field(alias="from")
+    from_: Collections = Field(alias="from")
     path: list[str]
-    valueset: str
+    valueset: ValueSetName
 
     _lists = field_validator("from_", mode="before")(_as_list)
 
@@ -36,14 +79,14 @@ class CodesMatch(_Strict):
 class TextMatch(_Strict):
     """A named pattern group affirmed (not negated) in the text of `in` sources."""
 
-    patterns: str
-    in_: list[str] | None = Field(default=None, alias="in")
+    patterns: PatternName
+    in_: TextSources | None = Field(default=None, alias="in")
 
 
 class FhirPathMatch(_Strict):
     """A FHIRPath expression, compiled once, true on some resource of `from`."""
 
-    from_: list[str] = Field(alias="from")
+    from_: Collections = Field(alias="from")
     expression: str
 
     _lists = field_validator("from_", mode="before")(_as_list)
@@ -52,7 +95,7 @@ class FhirPathMatch(_Strict):
 class ValueMatch(_Strict):
     """A primitive at `path` whose value is one of `in` (or, with `not_in`, absent or none of them)."""
 
-    from_: list[str] = Field(alias="from")
+    from_: Collections = Field(alias="from")
     path: list[str]
     in_: list[str] | None = Field(default=None, alias="in")
     not_in: list[str] | None = None
@@ -71,24 +114,59 @@ class ValueMatch(_Strict):
 class FactMatch(_Strict):
     """A fact the engine derives (place of service, coverage, tumor count...)."""
 
-    name: str
-    valueset: str | None = None
+    name: FactName
+    valueset: ValueSetName | None = None
     min: float | None = None
     max: float | None = None
 
 
-class Matcher(_Strict):
-    codes: CodesMatch | None = None
-    text: TextMatch | None = None
-    fhirpath: FhirPathMatch | None = None
-    value: ValueMatch | None = None
-    fact: FactMatch | None = None
+class CodesMatcher(_Strict):
+    codes: CodesMatch
 
-    def kind(self) -> str:
-        set_ = [k for k in ("codes", "text", "fhirpath", "value", "fact") if getattr(self, k)]
-        if len(set_) != 1:
-            raise ValueError("a matcher has exactly one of codes, text, fhirpath, value, fact")
-        return set_[0]
+
+class TextMatcher(_Strict):
+    text: TextMatch
+
+
+class FhirPathMatcher(_Strict):
+    fhirpath: FhirPathMatch
+
+
+class ValueMatcher(_Strict):
+    value: ValueMatch
+
+
+class FactMatcher(_Strict):
+    fact: FactMatch
+
+
+MATCHER_KINDS = ("codes", "text", "fhirpath", "value", "fact")
+
+
+def _matcher_kind(value: Any) -> str | None:
+    """The one matcher name an entry carries (None, and so an error, for zero or several)."""
+    if isinstance(value, dict):
+        present = [k for k in MATCHER_KINDS if k in value]
+        return present[0] if len(present) == 1 else None
+    if isinstance(value, BaseModel):
+        return next((k for k in MATCHER_KINDS if k in type(value).model_fields), None)
+    return None
+
+
+Matcher = Annotated[
+    Union[  # noqa: UP007 - Tag needs the members spelled out
+        Annotated[CodesMatcher, Tag("codes")],
+        Annotated[TextMatcher, Tag("text")],
+        Annotated[FhirPathMatcher, Tag("fhirpath")],
+        Annotated[ValueMatcher, Tag("value")],
+        Annotated[FactMatcher, Tag("fact")],
+    ],
+    Discriminator(
+        _matcher_kind,
+        custom_error_type="matcher",
+        custom_error_message="a matcher has exactly one of codes, text, fhirpath, value, fact",
+    ),
+]
 
 
 class Rule(_Strict):
@@ -103,6 +181,9 @@ class Rule(_Strict):
     # the rule does not apply when one of these finds evidence (e.g. a documented exception)
     unless: list[Matcher] = []
 
+    def label(self) -> str:
+        return f"rule {self.finding!r}"
+
 
 class ModifierRule(_Strict):
     code: str
@@ -112,9 +193,12 @@ class ModifierRule(_Strict):
     any: list[Matcher] = Field(min_length=1)
     unless: list[Matcher] = []
 
+    def label(self) -> str:
+        return f"modifier {self.code!r}"
+
 
 class CodeGroup(_Strict):
-    system: str
+    system: SystemName
     codes: list[str] = []
     ranges: list[tuple[str, str]] = []
 
@@ -127,7 +211,7 @@ class ValueSetDef(_Strict):
 
 
 class ProcedureDef(_Strict):
-    system: str
+    system: SystemName
     code: str
     display: str
 
@@ -159,14 +243,14 @@ class TextConfig(_Strict):
 
 
 class CountFact(_Strict):
-    observations: str
-    body_sites: str
-    patterns: str
+    observations: ValueSetName
+    body_sites: ValueSetName
+    patterns: PatternName
 
 
 class SizeFact(_Strict):
-    observations: str
-    patterns: str
+    observations: ValueSetName
+    patterns: PatternName
 
 
 class DiagnosisFacts(_Strict):
@@ -186,16 +270,16 @@ class UnitsFact(_Strict):
 class GuidanceFacts(_Strict):
     """Ablation guidance vs needle-placement guidance, and the code that replaces each needle code."""
 
-    ablation: str
-    needle_placement: str
-    crosswalk: str
+    ablation: ValueSetName
+    needle_placement: ValueSetName
+    crosswalk: CrosswalkName
 
 
 class DocumentedFact(_Strict):
     """A fact established by an affirmed pattern group in the text of `in` sources."""
 
-    patterns: str
-    in_: list[str] | None = Field(default=None, alias="in")
+    patterns: PatternName
+    in_: TextSources | None = Field(default=None, alias="in")
 
 
 class Facts(_Strict):
@@ -214,14 +298,16 @@ class CodingDef(_Strict):
 
 
 class ClaimConfig(_Strict):
-    primary_diagnoses: str
-    guidance_items: str
-    diagnosis_crosswalk: str | None = None
+    primary_diagnoses: ValueSetName
+    guidance_items: ValueSetName
+    diagnosis_crosswalk: CrosswalkName | None = None
     max_diagnosis_pointers: int = Field(default=4, ge=1, le=12)
-    diagnosis_system: str
-    place_of_service_system: str
+    diagnosis_system: SystemName
+    place_of_service_system: SystemName
     max_diagnoses: int = Field(default=12, ge=1, le=12)
-    facility_pos: str | None = None  # value set: POS codes that are facilities (Claim.facility, 26)
+    facility_pos: ValueSetName | None = (
+        None  # value set: POS codes that are facilities (Claim.facility, 26)
+    )
     professional_component_modifier: str | None = None  # on PC/TC guidance lines in a facility
     distinct_service_modifier: str | None = None  # on a PTP column-2 line documented as distinct
     care_team_role: CodingDef | None = None
@@ -249,3 +335,86 @@ class PackModel(_Strict):
     default_block_on: Severity = "high"
     rules: list[Rule] = Field(min_length=1)
     modifiers: list[ModifierRule] = []
+
+    def names(self) -> dict[str, set[str]]:
+        """What each kind of `Ref` may name: the pack's own entries and the engine's registries."""
+        from fhir_adapter.case import COLLECTIONS
+        from fhir_adapter.rules.pack import FACTS
+        from fhir_adapter.rules.text import TEXT_SOURCES
+
+        return {
+            "valuesets": set(self.valuesets),
+            "patterns": set(self.text.patterns),
+            "systems": set(self.systems),
+            "crosswalks": set(self.crosswalks),
+            "facts": set(FACTS),
+            "collections": set(COLLECTIONS),
+            "text_sources": set(TEXT_SOURCES),
+        }
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> PackModel:
+        names = self.names()
+        problems = []
+        for where, kind, value in _references(self, "pack"):
+            if kind == "systems" and ("://" in value or value.startswith("urn:")):
+                continue  # a full system URL needs no alias
+            if value not in names[kind]:
+                listed = (
+                    ""
+                    if kind in ("valuesets", "patterns")
+                    else f" (one of {', '.join(sorted(names[kind]))})"
+                )
+                problems.append(f"{where}: unknown {NOUNS[kind]} {value!r}{listed}")
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.finding in seen:
+                problems.append(f"{rule.label()}: finding code defined twice")
+            seen.add(rule.finding)
+        if self.default_block_on not in self.severity_order:
+            problems.append("default_block_on is not in severity_order")
+        if problems:
+            raise ValueError("; ".join(dict.fromkeys(problems)))
+        return self
+
+
+def _ref_of(field: FieldInfo) -> Ref | None:
+    for meta in field.metadata:
+        if isinstance(meta, Ref):
+            return meta
+    return _ref_in(field.annotation)
+
+
+def _ref_in(annotation: Any) -> Ref | None:
+    if get_origin(annotation) is Annotated:
+        found = next((m for m in get_args(annotation)[1:] if isinstance(m, Ref)), None)
+        if found is not None:
+            return found
+    for arg in get_args(annotation):
+        found = _ref_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _references(model: BaseModel, where: str) -> Iterator[tuple[str, str, str]]:
+    """(where, kind, name) for every Ref-typed value in a model tree."""
+    label = getattr(model, "label", None)
+    here = label() if callable(label) else where
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        ref = _ref_of(field)
+        if ref is not None and value is not None:
+            for item in [value] if isinstance(value, str) else value:
+                yield here, ref.kind, item
+        children: list[tuple[str, Any]] = []
+        if isinstance(value, BaseModel):
+            children = [(here if here != "pack" else name, value)]
+        elif isinstance(value, list):
+            children = [(here if here != "pack" else name, v) for v in value]
+        elif isinstance(value, dict):
+            noun = "value set" if name == "valuesets" else name
+            children = [(f"{noun} {k!r}", v) for k, v in value.items()]
+        for child_where, child in children:
+            if isinstance(child, BaseModel):
+                yield from _references(child, child_where)

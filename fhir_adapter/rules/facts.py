@@ -7,7 +7,7 @@ comes from the pack.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from typing import Any
 
 from fhir_adapter.case import Case
@@ -17,43 +17,86 @@ from fhir_adapter.findings import Evidence
 from fhir_adapter.rules import billing
 from fhir_adapter.rules.context import Fact
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.text import TEXT_SOURCES, TextIndex, iter_affirmed, snippet
+from fhir_adapter.rules.text import TextIndex, mention_evidence
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_LESION = re.compile(
-    r"\b(?:lesions?|tumou?rs?|nodules?|metastas[ie]s|mass(?:es)?|HCC|carcinoma)\b", re.I
-)
-_NOT_TUMOR_SIZE = re.compile(r"\b(?:margin|zone|needle|probe|electrode|antenna|gauge)\b", re.I)
+
+FactFn = Callable[[Pack, Case, TextIndex], tuple[Fact, ...]]
+
+# Every fact a rule may name, with the function that derives it: the one registry
+# the pack schema checks `fact:` names against and the engine evaluates.
+FACTS: dict[str, FactFn] = {}
+
+
+def provides(*names: str) -> Callable[[FactFn], FactFn]:
+    """Register a deriver for the facts it returns, in this order."""
+
+    def register(fn: FactFn) -> FactFn:
+        for name in names:
+            if name in FACTS:
+                raise RuntimeError(f"fact {name!r} is derived twice")
+            FACTS[name] = fn
+        _ORDER[fn] = names
+        return fn
+
+    return register
+
+
+_ORDER: dict[FactFn, tuple[str, ...]] = {}
 
 
 def derive_facts(pack: Pack, case: Case, text: TextIndex) -> dict[str, Fact]:
-    facts = {
-        "place_of_service": place_of_service(pack, case),
-        "coverage": _ref_fact(case, case.coverage[:1], "Coverage", "active on the date of service"),
-        "provider": _provider(case),
-        "earlier_same_session": _ref_fact(
+    """Every registered fact for `case`, each deriver run once."""
+    out: dict[str, Fact] = {}
+    for fn, names in _ORDER.items():
+        out.update(zip(names, fn(pack, case, text), strict=True))
+    return out
+
+
+@provides("place_of_service")
+def _place(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    return (place_of_service(pack, case),)
+
+
+@provides("coverage", "provider", "earlier_same_session")
+def _references(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    return (
+        _ref_fact(case, case.coverage[:1], "Coverage", "active on the date of service"),
+        _provider(case),
+        _ref_fact(
             case,
             case.same_code_earlier,
             "Procedure.code",
             "same patient and session, performed first",
         ),
-        "tumor_count": tumor_count(pack, case, text),
-        "tumor_max_size_cm": tumor_max_size_cm(pack, case, text),
-        "units_exceeded": units_exceeded(pack, case),
-        "guidance_conflict": _evidence_fact(billing.guidance_plan(pack, case).conflicts),
-        "ptp_conflicts": ptp_conflicts(pack, case, text),
-        "provider_npi": provider_npi(case),
-        "global_period": _evidence_fact(billing.global_period_hits(pack, case)),
-    }
-    facts.update(diagnosis_facts(pack, case))
-    return facts
+    )
+
+
+@provides("tumor_count", "tumor_max_size_cm")
+def _tumors(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    return (tumor_count(pack, case, text), tumor_max_size_cm(pack, case, text))
+
+
+@provides("units_exceeded", "guidance_conflict", "ptp_conflicts", "provider_npi", "global_period")
+def _billing(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    return (
+        units_exceeded(pack, case),
+        _evidence_fact(billing.guidance_plan(pack, case).conflicts),
+        ptp_conflicts(pack, case, text),
+        provider_npi(case),
+        _evidence_fact(billing.global_period_hits(pack, case)),
+    )
+
+
+@provides("diagnoses", "principal_diagnosis", "invalid_diagnoses", "excludes1_pairs")
+def _diagnoses(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    return diagnosis_facts(pack, case)
 
 
 def _evidence_fact(evidence: list[Evidence]) -> Fact:
     return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
 
 
-def diagnosis_facts(pack: Pack, case: Case) -> dict[str, Fact]:
+def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
     """The Claim's diagnoses, its principal, the invalid codes and the Excludes1 pairs."""
     dx = billing.claim_diagnoses(pack, case)
     icd = pack.system(pack.model.claim.diagnosis_system)
@@ -61,9 +104,9 @@ def diagnosis_facts(pack: Pack, case: Case) -> dict[str, Fact]:
     listed = tuple(Evidence(d.reference, d.path, None, d.code) for d in billable)
     principal = dx.principal
     pairs = billing.excludes1_pairs(billable)
-    return {
-        "diagnoses": Fact([d.code for d in billable], listed, icd) if billable else Fact(None),
-        "principal_diagnosis": (
+    return (
+        Fact([d.code for d in billable], listed, icd) if billable else Fact(None),
+        (
             Fact(
                 principal.code,
                 (
@@ -76,16 +119,14 @@ def diagnosis_facts(pack: Pack, case: Case) -> dict[str, Fact]:
             if principal
             else Fact(None)
         ),
-        "invalid_diagnoses": _evidence_fact(
-            [Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]
-        ),
-        "excludes1_pairs": _evidence_fact(
+        _evidence_fact([Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]),
+        _evidence_fact(
             [
                 Evidence(b.reference, b.path, None, f"{a.code} with {b.code}: {note}")
                 for a, b, note in pairs
             ]
         ),
-    }
+    )
 
 
 def units_exceeded(pack: Pack, case: Case) -> Fact:
@@ -200,16 +241,13 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     if len(sites) > best:
         best = len(sites)
         evidence.append(Evidence(case.key, "Procedure.bodySite", None, f"{len(sites)} segment(s)"))
-    numbers = pack.model.text.numbers
-    for unit, sentence, m in iter_affirmed(
-        text, TEXT_SOURCES, pack.patterns[cfg.patterns], pack.scope
-    ):
-        word = m.group(0).split()[0].lower()
-        n = int(word) if word.isdigit() else numbers.get(word)
-        if n is None or n > 50:
+    # Text: the mentions the tumor-count target found and ConText affirmed (shared with rules).
+    for unit, m in text.affirmed(pack.engine, cfg.patterns):
+        n = pack.engine.number(m.words)
+        if n is None or not 0 < n <= 50 or n != int(n):
             continue
-        evidence.append(Evidence(unit.reference, unit.path, snippet(sentence, m.start(), m.end())))
-        best = max(best, n)
+        evidence.append(mention_evidence(unit, m))
+        best = max(best, int(n))
     return Fact(best if best else None, tuple(evidence[:5]))
 
 
@@ -236,20 +274,12 @@ def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:
                 evidence = [
                     Evidence(case.ref(obs), "Observation.valueQuantity", None, f"{cm:g} cm")
                 ]
-    for unit, sentence, m in iter_affirmed(
-        text, TEXT_SOURCES, pack.patterns[cfg.patterns], pack.scope
-    ):
-        tail = sentence[m.end() : m.end() + 30]
-        if not _LESION.search(sentence) or _NOT_TUMOR_SIZE.search(tail):
-            continue
-        unit_mm = m.group(0).lower().rstrip().endswith("mm")
-        values = [float(x) for x in _NUMBER.findall(m.group(0))]
-        if not values:
-            continue
-        cm = max(values) / (10 if unit_mm else 1)
-        if best is None or cm > best:
+    # Text: affirmed tumor-size mentions; a needle, margin or ablation zone is "other", not a tumor.
+    for unit, m in text.affirmed(pack.engine, cfg.patterns):
+        cm = max(pack.engine.lengths_cm(m.words), default=None)
+        if cm is not None and (best is None or cm > best):
             best = cm
-            evidence = [Evidence(unit.reference, unit.path, snippet(sentence, m.start(), m.end()))]
+            evidence = [mention_evidence(unit, m)]
     return Fact(best, tuple(evidence))
 
 

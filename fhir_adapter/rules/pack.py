@@ -30,28 +30,12 @@ from fhir_adapter.rules.schema import (
     TextMatcher,
     ValueMatcher,
 )
-from fhir_adapter.rules.text import TEXT_SOURCES, NegationScope, any_of, find_affirmed
+from fhir_adapter.rules.context_engine import ContextEngine, VocabularyError
+from fhir_adapter.rules.text import TEXT_SOURCES, find_evidence
+from fhir_adapter.rules.vocabulary import merge_includes
 from fhir_adapter.rules.valuesets import ValueSet
 
 MatchFn = Callable[[Context], list[Evidence]]
-
-FACTS = (
-    "place_of_service",
-    "coverage",
-    "provider",
-    "earlier_same_session",
-    "tumor_count",
-    "tumor_max_size_cm",
-    "diagnoses",
-    "principal_diagnosis",
-    "invalid_diagnoses",
-    "excludes1_pairs",
-    "units_exceeded",
-    "guidance_conflict",
-    "ptp_conflicts",
-    "provider_npi",
-    "global_period",
-)
 
 
 @dataclass
@@ -85,9 +69,7 @@ class Pack:
     path: str
     systems: dict[str, str]
     valuesets: dict[str, ValueSet]
-    patterns: dict[str, list[re.Pattern[str]]]
-    scope: NegationScope
-    screens: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    engine: ContextEngine
     source_text: str = ""
     rules: list[CompiledRule] = field(default_factory=list)
     modifiers: list[CompiledModifier] = field(default_factory=list)
@@ -127,16 +109,25 @@ def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PackError(f"{p}: cannot read rule pack: {exc.strerror or exc}") from None
-    return pack_from_text(text, str(p))
+    return pack_from_text(text, str(p), p.parent)
 
 
-def pack_from_text(text: str, origin: str = "<rule pack>") -> Pack:
-    """Validate and compile a pack's YAML text (how Spark executors get the driver's pack)."""
+def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = None) -> Pack:
+    """Validate and compile a pack's YAML text (how Spark executors get the driver's pack).
+
+    `text.include` files are read relative to `base` and merged in; the pack's
+    `source_text` is then the merged YAML, so executors need no files.
+    """
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
         raw = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise PackError(f"{origin}: not valid YAML: {exc}") from None
+    try:
+        if merge_includes(raw, base):
+            text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+    except ValueError as exc:
+        raise PackError(f"{origin}: {exc}") from None
     try:
         model = PackModel.model_validate(raw)
     except ValidationError as exc:
@@ -176,12 +167,12 @@ class _Compiler:
     def compile(self) -> Pack:
         m = self.model
         valuesets = {name: self._valueset(name) for name in m.valuesets}
-        patterns = {}
-        for name, sources in m.text.patterns.items():
-            self.where = f"text pattern {name!r}"
-            patterns[name] = [self._regex(s) for s in sources]
-        pack = Pack(m, self.path, dict(m.systems), valuesets, patterns, NegationScope(m.text))
-        pack.screens = {name: any_of(group) for name, group in patterns.items()}
+        self.where = "text"
+        try:
+            engine = ContextEngine(m.text)
+        except VocabularyError as exc:
+            raise self.fail(str(exc)) from None
+        pack = Pack(m, self.path, dict(m.systems), valuesets, engine)
         for rule in m.rules:
             self.where = f"rule {rule.finding!r}"
             looks: list[str] = []
@@ -257,9 +248,7 @@ class _Compiler:
         if isinstance(m, TextMatcher):
             sources = tuple(m.text.in_ or TEXT_SOURCES)
             looks.extend(sources)
-            return _text_matcher(
-                sources, pack.patterns[m.text.patterns], pack.scope, pack.screens[m.text.patterns]
-            )
+            return _text_matcher(sources, m.text.patterns, pack.engine)
         if isinstance(m, FhirPathMatcher):
             looks.extend(m.fhirpath.from_)
             return _fhirpath_matcher(tuple(m.fhirpath.from_), m.fhirpath.expression, self.fail)
@@ -298,14 +287,11 @@ def _codes_matcher(sources: tuple[str, ...], path: tuple[str, ...], vs: ValueSet
     return match
 
 
-def _text_matcher(
-    sources: tuple[str, ...],
-    patterns: list[re.Pattern[str]],
-    scope: NegationScope,
-    screen: re.Pattern[str],
-) -> MatchFn:
+def _text_matcher(sources: tuple[str, ...], element: str, engine: ContextEngine) -> MatchFn:
+    """Affirmed mentions of a target; ruled-out ones follow, marked, to explain an absence."""
+
     def match(ctx: Context) -> list[Evidence]:
-        return find_affirmed(ctx.text, sources, patterns, scope, screen=screen)
+        return find_evidence(ctx.text, engine, element, sources)
 
     return match
 

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from fhir_adapter.rules.vocabulary import TextConfig
+
 Severity = Literal["low", "moderate", "high"]
 
 
@@ -232,16 +234,6 @@ class PlaceOfService(_Strict):
     names: dict[str, str] = {}
 
 
-class TextConfig(_Strict):
-    window: int = Field(default=3, ge=0, le=20)
-    negation_pre: list[str] = []
-    negation_post: list[str] = []
-    history_pre: list[str] = []
-    terminators: list[str] = []
-    patterns: dict[str, list[str]]
-    numbers: dict[str, int] = {}
-
-
 class CountFact(_Strict):
     observations: ValueSetName
     body_sites: ValueSetName
@@ -339,12 +331,12 @@ class PackModel(_Strict):
     def names(self) -> dict[str, set[str]]:
         """What each kind of `Ref` may name: the pack's own entries and the engine's registries."""
         from fhir_adapter.case import COLLECTIONS
-        from fhir_adapter.rules.pack import FACTS
+        from fhir_adapter.rules.facts import FACTS
         from fhir_adapter.rules.text import TEXT_SOURCES
 
         return {
             "valuesets": set(self.valuesets),
-            "patterns": set(self.text.patterns),
+            "patterns": set(self.text.targets) | set(self.text.patterns),
             "systems": set(self.systems),
             "crosswalks": set(self.crosswalks),
             "facts": set(FACTS),

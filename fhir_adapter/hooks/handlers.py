@@ -14,10 +14,12 @@ import datetime as dt
 from typing import Any
 
 from fhir_adapter.case import Case, assemble, find_procedures
+from fhir_adapter.errors import ServerError
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import reference_string
+from fhir_adapter.gather import ServerSource
 from fhir_adapter.hooks import cards
-from fhir_adapter.hooks.data import HookData, HookError, HookRequest, add_all
+from fhir_adapter.hooks.data import HookData, HookError, HookRequest, PreconditionFailed, add_all
 from fhir_adapter.rules import Pack, evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
@@ -80,9 +82,6 @@ def _discharge_from_server(
     pack: Pack, data: HookData, encounter_key: str, block_on: str | None
 ) -> list[CaseOutput]:
     """Nothing prefetched: the same reads as `run` (a search page, then ≤ 2 batches per case)."""
-    from fhir_adapter.errors import ServerError
-    from fhir_adapter.gather import ServerSource
-
     client = data.client("the encounter's procedures")
     source = ServerSource(client, pack.procedure_system, pack.procedure_code)
     outputs = []
@@ -95,8 +94,6 @@ def _discharge_from_server(
                 evaluation = evaluate_case(pack, gathered.case, block_on)
                 outputs.append(build_output(pack, gathered.case, evaluation, now_iso()))
     except ServerError as exc:
-        from fhir_adapter.hooks.data import PreconditionFailed
-
         raise PreconditionFailed(f"reading the encounter's procedures: {exc}") from None
     return outputs
 
@@ -116,13 +113,15 @@ def _bundle_resources(value: Any, what: str) -> list[dict[str, Any]]:
 
 
 def _requested_date(resource: dict[str, Any]) -> str:
+    """When the procedure is to happen: the order's occurrence or the appointment's start,
+    else when it was ordered, else today (the date coverage is checked for)."""
+    periods = resource.get("requestedPeriod")
+    first_period = periods[0] if isinstance(periods, list) and periods else {}
     for value in (
         resource.get("occurrenceDateTime"),
         (resource.get("occurrencePeriod") or {}).get("start"),
         resource.get("start"),
-        (resource.get("requestedPeriod") or [{}])[0].get("start")
-        if isinstance(resource.get("requestedPeriod"), list) and resource["requestedPeriod"]
-        else None,
+        first_period.get("start") if isinstance(first_period, dict) else None,
         resource.get("authoredOn"),
     ):
         if isinstance(value, str) and len(value) >= 10:

@@ -11,6 +11,7 @@ lazily with orjson afterwards. The index answers exactly what the package answer
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.metadata
 import importlib.util
@@ -297,6 +298,8 @@ def reset() -> None:
     global _index
     with _lock:
         _index = None
+        _lookup.cache_clear()
+        excludes1_conflict.cache_clear()
 
 
 # -- the API -------------------------------------------------------------------------------
@@ -307,28 +310,43 @@ def release() -> str:
     return _get().release
 
 
+# Claims repeat the same few codes, so answers are memoised per input string; a first
+# lookup is a bisection in the index (a few µs), a repeated one a dict hit.
+_MEMO = 1 << 16
+
+
+@functools.lru_cache(maxsize=_MEMO)
+def _lookup(code: str) -> tuple[bool, bool]:
+    """(valid, billable) for the code as typed."""
+    c = normalize(code)
+    if c is None:
+        return False, False
+    index = _get()
+    billable = c in index.leaves
+    return billable or c in index.inner, billable
+
+
 def is_valid(code: str) -> bool:
     """A code of the tabular at any level (category, subcategory, 7th character); not chapters or blocks."""
-    c = normalize(code)
-    return c is not None and _get().valid(c)
+    return _lookup(code)[0]
 
 
 def is_billable(code: str) -> bool:
     """A valid code with no children: only these may go on a claim."""
-    c = normalize(code)
-    return c is not None and c in _get().leaves
+    return _lookup(code)[1]
 
 
+@functools.lru_cache(maxsize=_MEMO)
 def excludes1_conflict(a: str, b: str) -> str | None:
     """The Excludes1 note that forbids coding a with b, in either direction, or None.
 
     Notes are inherited from every ancestor (C22.0 gets C22's note that excludes C78.7)
     and name a code, its category ("D03.-") or a range ("B18.0-B18.1").
     """
-    index = _get()
-    ca, cb = normalize(a), normalize(b)
-    if ca is None or cb is None or not (index.valid(ca) and index.valid(cb)):
+    if not (is_valid(a) and is_valid(b)):
         return None  # an invalid code has no notes (and is a finding of its own)
+    index = _get()
+    ca, cb = normalize(a) or "", normalize(b) or ""
     for this, other in ((ca, cb), (cb, ca)):
         for node, (text, refs) in index.notes(this):
             for written, low, high in refs:

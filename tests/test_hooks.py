@@ -453,6 +453,10 @@ def test_order_select_looks_at_the_selection_only(fhir: TestServer, ehr: Ehr, pa
         resp = ehr.hook(ORDER_SIGN, hook_body("order-select", context, fhirServer=fhir.base))
         assert resp.status_code == 200, resp.text
         assert topics(pack, resp.json()) == want
+        # CRD: a secondary hook's coverage information never says doc-needed clinical/admin
+        for action in resp.json().get("systemActions", []):
+            [ext] = action["resource"]["extension"]
+            assert "doc-needed" not in {e["url"] for e in ext["extension"]}
 
 
 @pytest.mark.parametrize("name", ["ex1-hcc-ct", "v09-office"])

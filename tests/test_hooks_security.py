@@ -325,3 +325,32 @@ def test_serve_command_runs_the_service(keys: Keys, tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=20)
     assert b"Traceback" not in err
     assert token.encode() not in err
+
+
+def test_aud_follows_the_public_url_behind_a_proxy(
+    keys: Keys, jwks_host: Origin, tmp_path: Path
+) -> None:
+    """With --public-url the EHR's aud names the public URL, not the address we listen on."""
+    public = "https://cds.example.org/prefix"
+    config = HookConfig(
+        trusted_clients=_clients(keys, jwks_host),
+        feedback_db=tmp_path / "fb.sqlite3",
+        public_url=public,
+    )
+    server = HookServer(config)
+    try:
+        ehr = Ehr(server, keys.es384)
+        assert refused(ehr.post(PATH, body()))  # aud = the loopback URL
+        token = keys.es384.sign(f"{public}{PATH}")
+        assert ehr.post(PATH, body(), token=token).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_public_url_must_be_an_http_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = trusted_clients_file(tmp_path / "c.json", [{"iss": "a", "jku": "https://x/j"}])
+    args = ["serve", "--trusted-clients", str(clients), "--public-url", "cds.example.org"]
+    assert main(args) == 2
+    assert "--public-url" in capsys.readouterr().err

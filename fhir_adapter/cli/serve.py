@@ -77,10 +77,17 @@ def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise AdapterError(f"--port {args.port} is not a TCP port")
     algorithms = (*DEFAULT_ALGORITHMS, "ES256") if args.allow_es256 else DEFAULT_ALGORITHMS
+    if args.public_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(args.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise AdapterError(f"--public-url {args.public_url!r} is not an http(s) base URL")
+    # Without --public-url, aud is checked against the local address each call came in on.
     public = args.public_url or f"http://{args.host}:{args.port}"
     config = HookConfig(
         trusted_clients=TrustedClients.load(args.trusted_clients),
-        public_url=public if args.public_url or args.port else None,
+        public_url=args.public_url,
         algorithms=algorithms,
         feedback_db=args.feedback_db,
         rules=args.rules,

@@ -215,7 +215,7 @@ def order_check(
         shown = [f for f in output.evaluation.findings if f.code in ORDER_CHECKS]
         for finding in shown:
             result.append(cards.finding_card(pack, finding, order_ref, rename))
-        action = _coverage_action(pack, order, case, {f.code for f in shown})
+        action = _coverage_action(pack, order, case, {f.code for f in shown}, request.hook)
         if action is not None:
             actions.append(action)
     result.append(cards.documentation_card(pack))
@@ -226,7 +226,7 @@ def order_check(
 
 
 def _coverage_action(
-    pack: Pack, order: dict[str, Any], case: Case, shown: set[str]
+    pack: Pack, order: dict[str, Any], case: Case, shown: set[str], hook: str
 ) -> dict[str, Any] | None:
     """`update` of the draft order with the CRD coverage-information extension, when the
     patient has a Coverage to name and the order does not carry this assertion already."""
@@ -243,7 +243,8 @@ def _coverage_action(
         coverage=coverage_ref,
         covered=covered,
         pa_needed=pa_needed,
-        doc_needed="clinical",
+        # CRD: on a secondary hook (order-select) doc-needed must not be clinical or admin
+        doc_needed=None if hook == "order-select" else "clinical",
         date=dt.date.today().isoformat(),
         billing_code={"system": pack.procedure_system, "code": pack.procedure_code},
     )

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import gc
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +34,12 @@ def evaluate_store(
     now: str | None = None,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    charges: Mapping[str, float] | None = None,
 ) -> list[CaseOutput]:
     """Evaluate every case in `store`, in a stable order (the same for any `workers`).
 
-    `on_progress(done, total)` is called as cases complete.
+    `on_progress(done, total)` is called as cases complete; `charges` (a chargemaster,
+    code -> amount) prices the Claims' lines.
     """
     pack = pack or load_pack()
     if block_on is not None and block_on not in pack.model.severity_order:
@@ -46,21 +48,28 @@ def evaluate_store(
     procedures = find_procedures(store, pack.procedure_system, pack.procedure_code)
     total = len(procedures)
     if workers > 1 and total >= 2 * workers:
-        return _evaluate_parallel(store, pack, procedures, block_on, stamp, workers, on_progress)
+        return _evaluate_parallel(
+            store, pack, procedures, block_on, stamp, workers, on_progress, charges
+        )
     outputs = []
     for procedure in procedures:
-        outputs.append(evaluate_one(store, pack, procedure, block_on, stamp))
+        outputs.append(evaluate_one(store, pack, procedure, block_on, stamp, charges))
         if on_progress is not None and (len(outputs) % 64 == 0 or len(outputs) == total):
             on_progress(len(outputs), total)
     return outputs
 
 
 def evaluate_one(
-    store: ResourceStore, pack: Pack, procedure: dict[str, Any], block_on: str | None, stamp: str
+    store: ResourceStore,
+    pack: Pack,
+    procedure: dict[str, Any],
+    block_on: str | None,
+    stamp: str,
+    charges: Mapping[str, float] | None = None,
 ) -> CaseOutput:
     store.begin_case(procedure)
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
-    return build_output(pack, case, evaluate_case(pack, case, block_on), stamp)
+    return build_output(pack, case, evaluate_case(pack, case, block_on), stamp, charges)
 
 
 _SHARED: dict[str, Any] = {}
@@ -69,7 +78,7 @@ _SHARED: dict[str, Any] = {}
 def _evaluate_slice(bounds: tuple[int, int]) -> list[bytes]:
     s = _SHARED
     return [
-        evaluate_one(s["store"], s["pack"], p, s["block_on"], s["stamp"]).to_bytes()
+        evaluate_one(s["store"], s["pack"], p, s["block_on"], s["stamp"], s["charges"]).to_bytes()
         for p in s["procedures"][bounds[0] : bounds[1]]
     ]
 
@@ -82,11 +91,19 @@ def _evaluate_parallel(
     stamp: str,
     workers: int,
     on_progress: Callable[[int, int], None] | None,
+    charges: Mapping[str, float] | None = None,
 ) -> list[CaseOutput]:
     """Forked workers share the store copy-on-write; slices come back in order."""
     import multiprocessing
 
-    _SHARED.update(store=store, pack=pack, procedures=procedures, block_on=block_on, stamp=stamp)
+    _SHARED.update(
+        store=store,
+        pack=pack,
+        procedures=procedures,
+        block_on=block_on,
+        stamp=stamp,
+        charges=charges,
+    )
     n = len(procedures)
     step = max(1, min(512, n // (workers * 4)))
     bounds = [(i, min(n, i + step)) for i in range(0, n, step)]
@@ -136,13 +153,20 @@ def evaluate_paths(
     now: str | None = None,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    charges: Mapping[str, float] | None = None,
 ) -> list[CaseOutput]:
     """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them."""
     pack = pack or load_pack()
     store = load_store(paths, pack, workers=workers)
     with gc_paused():
         return evaluate_store(
-            store, pack, block_on=block_on, now=now, workers=workers, on_progress=on_progress
+            store,
+            pack,
+            block_on=block_on,
+            now=now,
+            workers=workers,
+            on_progress=on_progress,
+            charges=charges,
         )
 
 
@@ -179,6 +203,7 @@ def run_on_server(
     dry_run: bool = False,
     now: str | None = None,
     on_case: Callable[[ServerResult], None] | None = None,
+    charges: Mapping[str, float] | None = None,
 ) -> list[ServerResult]:
     """Evaluate the 47382 Procedures on a server and write back one transaction per case."""
     from fhir_adapter.gather import ServerSource
@@ -197,7 +222,7 @@ def run_on_server(
             token = case_token(procedure, f"Procedure/{procedure['id']}")
             gathered = source.gather(procedure, included, output_queries(system, token))
             evaluation = evaluate_case(pack, gathered.case, block_on)
-            output = build_output(pack, gathered.case, evaluation, stamp)
+            output = build_output(pack, gathered.case, evaluation, stamp, charges)
             transaction = plan_write(output, gathered.existing, client.base_url)
             written = False
             if transaction is not None and not dry_run:

@@ -240,8 +240,8 @@ def test_modifier_evidence_and_claim_line(pack: Pack, good_case: Resources) -> N
     assert {e.path for e in mod.evidence} >= {"Procedure.status", "Procedure.statusReason.text"}
     claim = out.resources[0]
     assert claim["item"][0]["modifier"][0]["coding"][0]["code"] == "52"
-    # the guidance line carries no 47382 modifier
-    assert "modifier" not in claim["item"][1]
+    # the guidance line carries no 47382 modifier, only its professional component
+    assert [m["coding"][0]["code"] for m in claim["item"][1]["modifier"]] == ["26"]
 
 
 def test_claim_diagnoses_dotted_liver_first(pack: Pack, good_case: Resources) -> None:
@@ -302,3 +302,429 @@ def test_messy_real_world_values_are_accepted(pack: Pack, good_case: Resources) 
     claim = outs[0].resources[0]
     assert claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"] == "C22.0"
     assert claim["item"][0]["servicedDate"] == "2026-10-14"
+
+
+# -- the Claim a coder would sign -------------------------------------------------------------
+
+
+def outputs_of(pack: Pack, resources: Resources, **kw: Any) -> list[Any]:
+    return evaluate_store(store_of(resources), pack, now="2026-11-27T00:00:00+00:00", **kw)
+
+
+def add_condition(rs: Resources, cid: str, code: str, status: str = "confirmed") -> None:
+    base = by_id(rs, f"{P}-dx")
+    extra = dict(
+        base,
+        id=cid,
+        code={"coding": [{"system": ICD, "code": code}]},
+        verificationStatus={"coding": [{"code": status}]},
+    )
+    rs.append(extra)
+    by_id(rs, f"{P}-enc")["diagnosis"].append({"condition": {"reference": f"Condition/{cid}"}})
+
+
+def claim_of(pack: Pack, rs: Resources) -> dict[str, Any]:
+    [out] = outputs_of(pack, rs)
+    return next(r for r in out.resources if r["resourceType"] == "Claim")
+
+
+def line_modifiers(claim: dict[str, Any]) -> list[list[str]]:
+    return [[m["coding"][0]["code"] for m in i.get("modifier", [])] for i in claim["item"]]
+
+
+@pytest.mark.parametrize(
+    ("status", "fires"),
+    [
+        ("provisional", {"diagnosis-unsupported"}),
+        ("differential", {"diagnosis-unsupported"}),
+        ("unconfirmed", {"diagnosis-unsupported"}),
+        ("confirmed", set()),
+    ],
+)
+def test_only_confirmed_diagnoses_count(
+    pack: Pack, good_case: Resources, status: str, fires: set[str]
+) -> None:
+    by_id(good_case, f"{P}-dx")["verificationStatus"] = {"coding": [{"code": status}]}
+    assert findings_of(pack, good_case)[PROC] == fires
+
+
+def test_a_code_that_does_not_exist_is_named_with_the_release(
+    pack: Pack, good_case: Resources
+) -> None:
+    add_condition(good_case, "dx-typo", "C22.00")
+    [out] = outputs_of(pack, good_case)
+    [finding] = [f for f in out.evaluation.findings if f.code == "diagnosis-code-invalid"]
+    [ev] = finding.evidence
+    assert ev.reference == "Condition/dx-typo"
+    assert ev.note is not None and "C22.00 is not an ICD-10-CM code" in ev.note
+    assert "2026" in ev.note
+    assert out.evaluation.blocked
+
+
+def test_a_provisional_comorbidity_stays_off_the_claim(pack: Pack, good_case: Resources) -> None:
+    add_condition(good_case, "dx-maybe", "K76.6", "provisional")
+    add_condition(good_case, "dx-yes", "K74.60")
+    claim = claim_of(pack, good_case)
+    codes = [d["diagnosisCodeableConcept"]["coding"][0]["code"] for d in claim["diagnosis"]]
+    assert codes == ["C22.0", "K74.60"]
+
+
+def test_at_most_12_diagnoses_and_4_pointers(pack: Pack, good_case: Resources) -> None:
+    extra = ["K74.60", "K76.6", "R18.8", "I85.00", "J44.9", "I50.9", "N18.4", "E66.01"]
+    extra += ["Z68.41", "D69.6", "D68.4", "Z79.01", "B18.2", "K70.30"]
+    for i, code in enumerate(extra):
+        add_condition(good_case, f"dx{i}", code)
+    claim = claim_of(pack, good_case)
+    assert len(claim["diagnosis"]) == 12
+    assert claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"] == "C22.0"
+    assert [d["type"][0]["coding"][0]["code"] for d in claim["diagnosis"]][:2] == [
+        "principal",
+        "secondary",
+    ]
+    assert all(i["diagnosisSequence"] == [1, 2, 3, 4] for i in claim["item"])
+
+
+@pytest.mark.parametrize(
+    ("reason", "modifiers"),
+    [
+        ("Stopped after one cycle: the patient became hemodynamically unstable.", ["53"]),
+        ("Stopped after one cycle because of brisk bleeding along the electrode track.", ["53"]),
+        ("Stopped after one cycle at the operator's discretion; no hypotension.", ["52"]),
+        ("The remaining margin will be treated with chemoembolization instead.", ["52"]),
+    ],
+)
+def test_53_for_the_patients_safety_else_52(
+    pack: Pack, good_case: Resources, reason: str, modifiers: list[str]
+) -> None:
+    proc(good_case)["status"] = "stopped"
+    proc(good_case)["statusReason"] = {"text": reason}
+    [out] = outputs_of(pack, good_case)
+    assert [m.code for m in out.evaluation.modifiers] == modifiers
+    assert line_modifiers(out.resources[0])[0] == modifiers
+
+
+def test_safety_words_do_not_give_53_on_a_completed_procedure(
+    pack: Pack, good_case: Resources
+) -> None:
+    set_note(FULL + " Transient hypotension responded to fluids; ablation completed.")(good_case)
+    [out] = outputs_of(pack, good_case)
+    assert [m.code for m in out.evaluation.modifiers] == []
+
+
+@pytest.mark.parametrize(
+    ("note", "modifiers", "findings"),
+    [
+        (FULL.replace("2.1 cm", "6.2 cm"), [], {"modifier-22-review"}),
+        (
+            FULL.replace("2.1 cm", "6.2 cm")
+            + " The ablation took substantially longer than usual (95 minutes) because of"
+            " overlapping zones around the hepatic vein.",
+            ["22"],
+            set(),
+        ),
+        (FULL + " Technically challenging.", [], set()),
+        (FULL + " There was no substantially greater work than usual.", [], set()),
+    ],
+)
+def test_22_needs_a_statement(
+    pack: Pack, good_case: Resources, note: str, modifiers: list[str], findings: set[str]
+) -> None:
+    by_id(good_case, f"{P}-size")["component"][0]["valueQuantity"]["value"] = (
+        6.2 if ("6.2" in note) else 2.1
+    )
+    set_note(note)(good_case)
+    [out] = outputs_of(pack, good_case)
+    assert [m.code for m in out.evaluation.modifiers] == modifiers
+    assert {f.code for f in out.evaluation.findings} == findings
+    claim = out.resources[0]
+    if modifiers:
+        assert claim["supportingInfo"][0]["valueReference"] == {"reference": PROC}
+        assert claim["item"][0]["informationSequence"] == [1]
+    else:
+        assert "supportingInfo" not in claim
+
+
+def _earlier_rfa(rs: Resources, day: str, note: str | None = None) -> None:
+    """The same performer's 47382 on an earlier day, in its own encounter."""
+    enc = dict(by_id(rs, f"{P}-enc"), id="enc0", period={"start": f"{day}T08:00:00-04:00"})
+    first = dict(
+        proc(rs),
+        id="rfa0",
+        identifier=[{"system": "urn:x", "value": "rfa0"}],
+        encounter={"reference": "Encounter/enc0"},
+        performedDateTime=f"{day}T09:00:00-04:00",
+    )
+    rs += [enc, first]
+    if note:
+        set_note(note)(rs)
+
+
+@pytest.mark.parametrize(
+    ("day", "note", "fires", "modifiers"),
+    [
+        ("2026-10-08", None, {"global-period"}, []),
+        ("2026-10-04", None, {"global-period"}, []),  # day 10 of 10
+        ("2026-10-03", None, set(), []),  # the global period has ended
+        ("2026-10-08", FULL + " Staged procedure: the second lesion, as planned.", set(), ["58"]),
+        (
+            "2026-10-08",
+            FULL + " This ablation of a new lesion is unrelated to the prior procedure.",
+            set(),
+            ["79"],
+        ),
+    ],
+)
+def test_global_period(
+    pack: Pack,
+    good_case: Resources,
+    day: str,
+    note: str | None,
+    fires: set[str],
+    modifiers: list[str],
+) -> None:
+    _earlier_rfa(good_case, day, note)
+    outs = {o.evaluation.procedure: o.evaluation for o in outputs_of(pack, good_case)}
+    assert {f.code for f in outs[PROC].findings} == fires
+    assert [m.code for m in outs[PROC].modifiers] == modifiers
+    assert outs["Procedure/rfa0"].findings == []
+
+
+def test_another_performer_has_no_global_period(pack: Pack, good_case: Resources) -> None:
+    _earlier_rfa(good_case, "2026-10-08")
+    by_id(good_case, "rfa0")["performer"] = [{"actor": {"reference": "Practitioner/other"}}]
+    assert findings_of(pack, good_case)[PROC] == set()
+
+
+def test_units_are_per_date_of_service_across_encounters(pack: Pack, good_case: Resources) -> None:
+    _earlier_rfa(good_case, "2026-10-14")
+    by_id(good_case, "rfa0")["performedDateTime"] = "2026-10-14T07:00:00-04:00"
+    got = findings_of(pack, good_case)
+    assert got[PROC] == {"units-exceeded"}
+    assert got["Procedure/rfa0"] == set()
+
+
+@pytest.mark.parametrize(
+    ("npi", "fires"),
+    [
+        ("1245319599", set()),
+        ("1245319590", {"provider-npi-invalid"}),
+        ("124531959", {"provider-npi-invalid"}),
+    ],
+)
+def test_npi_on_the_practitioner_behind_a_role(
+    pack: Pack, good_case: Resources, npi: str, fires: set[str]
+) -> None:
+    """A PractitionerRole as performer: the NPI of its Practitioner counts."""
+    proc(good_case)["performer"] = [{"actor": {"reference": f"PractitionerRole/{P}-role"}}]
+    by_id(good_case, f"{P}-dr")["identifier"] = [
+        {"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}
+    ]
+    assert findings_of(pack, good_case)[PROC] == fires
+    if not fires:
+        claim = claim_of(pack, good_case)
+        assert claim["careTeam"][0]["provider"] == {"reference": f"PractitionerRole/{P}-role"}
+
+
+def test_npi_check_digit() -> None:
+    from fhir_adapter.rules.billing import is_valid_npi
+
+    assert is_valid_npi("1234567893") and is_valid_npi("1245319599")
+    assert not is_valid_npi("1234567890")
+    assert not is_valid_npi("12345678930") and not is_valid_npi("123456789X")
+    assert not is_valid_npi(None)
+
+
+def _guidance(rs: Resources, gid: str, code: str, when: str) -> None:
+    rs.append(
+        dict(
+            by_id(rs, f"{P}-guide"),
+            id=gid,
+            code={"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]},
+            performedDateTime=when,
+        )
+    )
+
+
+def test_needle_guidance_names_the_ablation_code(pack: Pack, good_case: Resources) -> None:
+    _guidance(good_case, "g1", "77012", "2026-10-14T09:30:00-04:00")
+    _drop(f"{P}-guide")(good_case)
+    [out] = outputs_of(pack, good_case)
+    [conflict] = [f for f in out.evaluation.findings if f.code == "guidance-code-conflict"]
+    assert conflict.evidence[0].note is not None and "report 77013" in conflict.evidence[0].note
+    assert {f.code for f in out.evaluation.findings} == {
+        "guidance-code-conflict",
+        "coding-edit-ptp",
+    }
+
+
+def test_the_same_guidance_code_twice_is_one_line(pack: Pack, good_case: Resources) -> None:
+    _guidance(good_case, "g2", "77013", "2026-10-14T09:50:00-04:00")
+    claim = claim_of(pack, good_case)
+    assert [i["productOrService"]["coding"][0]["code"] for i in claim["item"]] == ["47382", "77013"]
+    assert findings_of(pack, good_case)[PROC] == set()
+
+
+def _tables_with(tmp_path: Any, row: str) -> Any:
+    import shutil
+
+    from fhir_adapter.codesets import tables
+
+    src = tables.default_directory()
+    dst = tmp_path / "tables"
+    shutil.copytree(src, dst)
+    ptp = next(dst.glob("ptp-*.txt"))
+    ptp.write_text(ptp.read_text() + row + "\n")
+    return tables.load_tables(dst)
+
+
+@pytest.mark.parametrize(
+    ("indicator", "note", "fires", "guidance_mods"),
+    [
+        ("0", FULL, {"coding-edit-ptp"}, None),
+        ("0", FULL + " CT guidance was a separate session.", {"coding-edit-ptp"}, None),
+        ("1", FULL, {"coding-edit-ptp"}, None),
+        ("1", FULL + " CT guidance was for a separate lesion.", set(), ["26", "XS"]),
+        ("9", FULL, set(), ["26"]),
+    ],
+)
+def test_ptp_modifier_indicator(
+    pack: Pack,
+    good_case: Resources,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    indicator: str,
+    note: str,
+    fires: set[str],
+    guidance_mods: list[str] | None,
+) -> None:
+    from fhir_adapter.rules import billing
+
+    row = f"47382\t77013\t\t20260101\t*\t{indicator}\tMutually exclusive procedures"
+    loaded = _tables_with(tmp_path, row)
+    monkeypatch.setattr(billing, "payment_tables", lambda: loaded)
+    set_note(note)(good_case)
+    [out] = outputs_of(pack, good_case)
+    assert {f.code for f in out.evaluation.findings} == fires
+    if guidance_mods is not None:
+        claim = out.resources[0]
+        assert line_modifiers(claim)[1] == guidance_mods
+        xs = claim["item"][1]["modifier"][-1]["coding"][0]
+        assert xs["system"] == (
+            "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+            if guidance_mods[-1] == "XS"
+            else "http://www.ama-assn.org/go/cpt"
+        )
+
+
+def test_ptp_edit_applies_on_the_date_of_service(
+    pack: Pack, good_case: Resources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_adapter.rules import billing
+
+    row = "47382\t77013\t\t20270101\t*\t0\tMutually exclusive procedures"
+    loaded = _tables_with(tmp_path, row)
+    monkeypatch.setattr(billing, "payment_tables", lambda: loaded)
+    assert findings_of(pack, good_case)[PROC] == set()
+
+
+def test_facility_and_26_follow_the_place_of_service(pack: Pack, good_case: Resources) -> None:
+    claim = claim_of(pack, good_case)
+    assert claim["facility"] == {"reference": f"Location/{P}-loc"}
+    # an inpatient encounter with no POS coding: inferred 21, still a facility
+    by_id(good_case, f"{P}-loc")["type"] = []
+    by_id(good_case, f"{P}-enc")["class"] = {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "code": "IMP",
+    }
+    claim = claim_of(pack, good_case)
+    assert claim["item"][1]["locationCodeableConcept"]["coding"][0]["code"] == "21"
+    assert line_modifiers(claim) == [[], ["26"]]
+    assert claim["facility"] == {"reference": f"Location/{P}-loc"}
+
+
+def test_no_place_of_service_no_claim(pack: Pack, good_case: Resources) -> None:
+    by_id(good_case, f"{P}-loc")["type"] = []
+    [out] = outputs_of(pack, good_case)
+    assert out.evaluation.blocked
+    assert [r["resourceType"] for r in out.resources] == ["DetectedIssue"]
+
+
+def test_charges_price_every_line(pack: Pack, good_case: Resources) -> None:
+    [out] = outputs_of(pack, good_case, charges={"47382": 4200.0, "77013": 385.5})
+    claim = out.resources[0]
+    assert [(i["unitPrice"]["value"], i["net"]["value"]) for i in claim["item"]] == [
+        (4200.0, 4200.0),
+        (385.5, 385.5),
+    ]
+    assert claim["total"] == {"value": 4585.5, "currency": "USD"}
+    [out] = outputs_of(pack, good_case, charges={"47382": 4200.0})
+    claim = out.resources[0]
+    assert "net" in claim["item"][0] and "net" not in claim["item"][1]
+    assert "total" not in claim
+    [out] = outputs_of(pack, good_case)
+    assert (
+        not any("unitPrice" in i for i in out.resources[0]["item"])
+        and "total" not in out.resources[0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "want"),
+    [
+        (
+            "cm.csv",
+            'code,amount\n47382,"$4,200.00"\n77013,385.50\n',
+            {"47382": 4200.0, "77013": 385.5},
+        ),
+        ("cm.csv", "# 2026 chargemaster\n47382,4200\n", {"47382": 4200.0}),
+        ("cm.json", '{"47382": 4200, "76940": 310.25}', {"47382": 4200.0, "76940": 310.25}),
+        ("cm.yaml", "'47382': 4200\n", {"47382": 4200.0}),
+    ],
+)
+def test_chargemaster_formats(tmp_path: Any, name: str, text: str, want: dict[str, float]) -> None:
+    from fhir_adapter.writeback.charges import load_charges
+
+    path = tmp_path / name
+    path.write_text(text)
+    assert load_charges(path) == want
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "needle"),
+    [
+        ("cm.csv", "47382,4200\n77013,lots\n", "cm.csv:2: charge for 77013"),
+        ("cm.csv", "47382\n", "expected 'code,amount'"),
+        ("cm.csv", "4738,100\n", "not a CPT/HCPCS code"),
+        ("cm.json", "[1, 2]", "mapping of code to amount"),
+        ("cm.csv", "47382,-5\n", "not an amount"),
+    ],
+)
+def test_chargemaster_errors_name_the_line(
+    tmp_path: Any, name: str, text: str, needle: str
+) -> None:
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.writeback.charges import load_charges
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(AdapterError, match=needle):
+        load_charges(path)
+
+
+def test_charges_option_on_the_command_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from fhir_adapter.cli import main
+
+    from .conftest import CASES
+
+    chargemaster = tmp_path / "charges.csv"
+    chargemaster.write_text("code,amount\n47382,4200\n77013,385.50\n")
+    args = ["evaluate", str(CASES / "ex1-hcc-ct.json"), "--format", "json"]
+    assert main([*args, "--charges", str(chargemaster)]) == 0
+    [case] = json.loads(capsys.readouterr().out)["cases"]
+    claim = case["resources"][0]
+    assert claim["total"]["value"] == 4585.5
+    assert main([*args, "--charges", str(tmp_path / "missing.csv")]) == 2

@@ -61,7 +61,7 @@ class CaseBuilder:
     def __init__(self, slug: str) -> None:
         self.slug = slug
         s = slug
-        self.patient = {
+        self.patient: dict[str, Any] = {
             "resourceType": "Patient",
             "id": f"{s}-pt",
             "identifier": [{"system": "http://example.org/fhir/sid/mrn", "value": f"MRN-{s}"}],
@@ -69,17 +69,17 @@ class CaseBuilder:
             "gender": "female",
             "birthDate": "1956-03-02",
         }
-        self.payer = {
+        self.payer: dict[str, Any] = {
             "resourceType": "Organization",
             "id": f"{s}-payer",
             "name": "Acme Health Plan",
         }
-        self.hospital = {
+        self.hospital: dict[str, Any] = {
             "resourceType": "Organization",
             "id": f"{s}-hosp",
             "name": "General Hospital",
         }
-        self.coverage = {
+        self.coverage: dict[str, Any] = {
             "resourceType": "Coverage",
             "id": f"{s}-cov",
             "status": "active",
@@ -87,27 +87,27 @@ class CaseBuilder:
             "payor": [ref(self.payer)],
             "period": {"start": "2026-01-01", "end": "2026-12-31"},
         }
-        self.practitioner = {
+        self.practitioner: dict[str, Any] = {
             "resourceType": "Practitioner",
             "id": f"{s}-dr",
             # a valid NPI: Luhn check digit over 80840 + the first nine digits
             "identifier": [{"system": NPI, "value": "1245319599"}],
             "name": [{"family": "Ablate", "given": ["Ira"], "prefix": ["Dr."]}],
         }
-        self.role = {
+        self.role: dict[str, Any] = {
             "resourceType": "PractitionerRole",
             "id": f"{s}-role",
             "practitioner": ref(self.practitioner),
             "specialty": [cc(NUCC, "2085R0204X", "Vascular & Interventional Radiology Physician")],
         }
-        self.location = {
+        self.location: dict[str, Any] = {
             "resourceType": "Location",
             "id": f"{s}-loc",
             "identifier": [{"system": NPI, "value": "1934567896"}],
             "name": "Interventional Radiology Suite",
             "type": [cc(POS, "22", "On Campus-Outpatient Hospital")],
         }
-        self.condition = {
+        self.condition: dict[str, Any] = {
             "resourceType": "Condition",
             "id": f"{s}-dx",
             "clinicalStatus": cc(
@@ -128,7 +128,7 @@ class CaseBuilder:
             },
             "subject": ref(self.patient),
         }
-        self.encounter = {
+        self.encounter: dict[str, Any] = {
             "resourceType": "Encounter",
             "id": f"{s}-enc",
             "status": "finished",
@@ -161,7 +161,7 @@ class CaseBuilder:
             "outcome": cc(SCT, "385669000", "Successful"),
             "note": [{"text": GOOD_NOTE}],
         }
-        self.tumor = {
+        self.tumor: dict[str, Any] = {
             "resourceType": "Observation",
             "id": f"{s}-size",
             "status": "final",
@@ -182,7 +182,7 @@ class CaseBuilder:
                 }
             ],
         }
-        self.guidance = {
+        self.guidance: dict[str, Any] = {
             "resourceType": "Procedure",
             "id": f"{s}-guide",
             "status": "completed",
@@ -236,7 +236,7 @@ def expect(
     modifiers: list[str] = (),  # type: ignore[assignment]
     claim: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    out = {
+    out: dict[str, Any] = {
         "procedure": procedure,
         "outcome": outcome,
         "findings": sorted(findings),

@@ -42,6 +42,13 @@ def register(sub: Any) -> None:
         "URI and --out receives reports/ and bundles/",
     )
     env_option(ev, "--spark-master", "SPARK_MASTER", "local[2]")
+    env_option(
+        ev,
+        "--charges",
+        "CHARGES",
+        metavar="FILE",
+        help="chargemaster (CSV code,amount or a JSON/YAML mapping) pricing the Claim lines",
+    )
     ev.add_argument(
         "--skip-bad-lines",
         action="store_true",
@@ -70,18 +77,29 @@ def run(args: argparse.Namespace) -> int:
 
     from fhir_adapter.pipeline import evaluate_store, gc_paused, load_store
     from fhir_adapter.rules import load_pack
+    from fhir_adapter.writeback.charges import load_charges
 
     pack = load_pack(args.rules)
     if args.engine == "spark":
+        if args.charges:
+            from fhir_adapter.errors import AdapterError
+
+            raise AdapterError("--charges is not supported with --engine spark")
         return _evaluate_spark(args, pack)
     workers = args.workers or os.cpu_count() or 1
+    charges = load_charges(args.charges) if args.charges else None
     progress = Progress()
     started = time.monotonic()
     try:
         store = load_store(args.paths, pack, workers=workers, skip_bad_lines=args.skip_bad_lines)
         with gc_paused():
             outputs = evaluate_store(
-                store, pack, block_on=args.block_on, workers=workers, on_progress=progress.update
+                store,
+                pack,
+                block_on=args.block_on,
+                workers=workers,
+                on_progress=progress.update,
+                charges=charges,
             )
     finally:
         progress.done()

@@ -28,6 +28,13 @@ def register(sub: Any) -> None:
     run.add_argument("--procedure", action="append", default=[], metavar="ID", help="repeatable")
     env_option(run, "--patient", "PATIENT", metavar="ID")
     env_option(run, "--since", "SINCE", metavar="DATE", help="performed on/after DATE")
+    env_option(
+        run,
+        "--charges",
+        "CHARGES",
+        metavar="FILE",
+        help="chargemaster (CSV code,amount or a JSON/YAML mapping) pricing the Claim lines",
+    )
     run.add_argument(
         "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
@@ -55,8 +62,10 @@ def register(sub: Any) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from fhir_adapter.pipeline import run_on_server
     from fhir_adapter.rules import load_pack
+    from fhir_adapter.writeback.charges import load_charges
 
     pack = load_pack(args.rules)
+    charges = load_charges(args.charges) if args.charges else None
     client = connect(args)
     progress = Progress()
     try:
@@ -69,6 +78,7 @@ def run_command(args: argparse.Namespace) -> int:
             block_on=args.block_on,
             dry_run=args.dry_run,
             on_case=progress.tick,
+            charges=charges,
         )
     finally:
         progress.done()

@@ -43,6 +43,13 @@ def provides(*names: str) -> Callable[[FactFn], FactFn]:
 
 _ORDER: dict[FactFn, tuple[str, ...]] = {}
 
+# The collections a fact is read from, for the "searched" evidence of a rule that
+# finds nothing (and the references there that dangled): see evaluate._absence.
+LOOKS_IN: dict[str, tuple[str, ...]] = {
+    name: ("reason_conditions", "conditions", "procedure")
+    for name in ("diagnoses", "principal_diagnosis", "invalid_diagnoses", "excludes1_pairs")
+}
+
 
 def derive_facts(pack: Pack, case: Case, text: TextIndex) -> dict[str, Fact]:
     """Every registered fact for `case`, each deriver run once."""

@@ -261,6 +261,9 @@ class _Compiler:
                 tuple(v.from_), tuple(v.path), frozenset(v.not_in or ()), absent=True
             )
         fact = m.fact
+        from fhir_adapter.rules.facts import LOOKS_IN  # facts imports this module
+
+        looks.extend(LOOKS_IN.get(fact.name, ()))
         vs = pack.valuesets[fact.valueset] if fact.valueset is not None else None
         return _fact_matcher(fact.name, vs, fact.min, fact.max)
 

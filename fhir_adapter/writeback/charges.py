@@ -19,6 +19,7 @@ import yaml
 from fhir_adapter.errors import AdapterError
 
 _CODE = re.compile(r"^[0-9A-Z]{5}$")
+_NUMBER = re.compile(r"^-?\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?$")
 
 
 def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
@@ -43,14 +44,10 @@ def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
             continue
         if len(cells) < 2:
             raise AdapterError(f"{p}:{n}: expected 'code,amount'")
-        if n == 1 and not _looks_numeric(cells[1]):
+        if n == 1 and not _CODE.match(cells[0].upper()) and not _NUMBER.match(cells[1]):
             continue  # header
         out[_code(p, cells[0], n)] = _amount(p, cells[0], cells[1], n)
     return out
-
-
-def _looks_numeric(text: str) -> bool:
-    return bool(re.fullmatch(r"\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?", text))
 
 
 def _code(p: Path, value: Any, line: int | None = None) -> str:

@@ -72,14 +72,32 @@ def evaluate_one(
     return build_output(pack, case, evaluate_case(pack, case, block_on), stamp, charges)
 
 
-_SHARED: dict[str, Any] = {}
+@dataclass(frozen=True)
+class EvalJob:
+    """What every evaluation worker needs; handed over once, by the pool's initializer."""
+
+    store: ResourceStore
+    pack: Pack
+    procedures: list[dict[str, Any]]
+    block_on: str | None
+    stamp: str
+    charges: Mapping[str, float] | None
+
+
+_WORKER_JOB: EvalJob | None = None  # set in each pool process by _start_worker
+
+
+def _start_worker(job: EvalJob) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = job
 
 
 def _evaluate_slice(bounds: tuple[int, int]) -> list[bytes]:
-    s = _SHARED
+    job = _WORKER_JOB
+    assert job is not None
     return [
-        evaluate_one(s["store"], s["pack"], p, s["block_on"], s["stamp"], s["charges"]).to_bytes()
-        for p in s["procedures"][bounds[0] : bounds[1]]
+        evaluate_one(job.store, job.pack, p, job.block_on, job.stamp, job.charges).to_bytes()
+        for p in job.procedures[bounds[0] : bounds[1]]
     ]
 
 
@@ -96,26 +114,17 @@ def _evaluate_parallel(
     """Forked workers share the store copy-on-write; slices come back in order."""
     import multiprocessing
 
-    _SHARED.update(
-        store=store,
-        pack=pack,
-        procedures=procedures,
-        block_on=block_on,
-        stamp=stamp,
-        charges=charges,
-    )
+    job = EvalJob(store, pack, procedures, block_on, stamp, charges)
     n = len(procedures)
     step = max(1, min(512, n // (workers * 4)))
     bounds = [(i, min(n, i + step)) for i in range(0, n, step)]
     outputs: list[CaseOutput] = []
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for part in pool.imap(_evaluate_slice, bounds, chunksize=1):
-                outputs.extend(CaseOutput.from_bytes(b) for b in part)
-                if on_progress is not None:
-                    on_progress(len(outputs), n)
-    finally:
-        _SHARED.clear()
+    ctx = multiprocessing.get_context("fork")  # the store is shared copy-on-write
+    with ctx.Pool(workers, initializer=_start_worker, initargs=(job,)) as pool:
+        for part in pool.imap(_evaluate_slice, bounds, chunksize=1):
+            outputs.extend(CaseOutput.from_bytes(b) for b in part)
+            if on_progress is not None:
+                on_progress(len(outputs), n)
     return outputs
 
 

@@ -125,11 +125,12 @@ class ServerSource:
                 "Procedure",
             ):
                 queries.append(f"{rtype}?encounter={encounter_key}")
-        elif patient:
+        if patient:
+            # The patient's Procedures up to the date of service: the session when there is
+            # no encounter, units per date across encounters, global periods of earlier ones.
             date = service_date(procedure, None)
             if date:
-                queries.append(f"Procedure?subject={patient}&date={date}")
-        if patient:
+                queries.append(f"Procedure?subject={patient}&date=le{date}")
             queries.append(f"Coverage?beneficiary={patient}&_include=Coverage:payor")
         for performer in procedure.get("performer") or []:
             actor = _ref_id((performer or {}).get("actor"), "Practitioner")

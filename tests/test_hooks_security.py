@@ -35,7 +35,8 @@ from .test_hooks_harness import (
 DISCHARGE = "cpt-47382-encounter-discharge"
 JKU_ISS = "https://ehr2.example.org"
 PATH = f"/cds-services/{DISCHARGE}"
-KEYS = ("patient", "encounter", "procedures", "performers", "procedure-results", "conditions")
+KEYS = ("patient", "encounter", "procedures", "performers", "procedure-results")
+KEYS += ("patient-procedures", "conditions")
 KEYS += ("observations", "reports", "documents", "coverage")
 
 

@@ -113,6 +113,9 @@ SERVICES: dict[str, Service] = {
                     f"Procedure?{_IN_ENCOUNTER}&_revinclude=Observation:part-of"
                     "&_revinclude=DocumentReference:related"
                 ),
+                # the patient's other Procedures: units per date across encounters and
+                # global periods (2.0 tokens cannot say "up to today", so all of them)
+                "patient-procedures": "Procedure?subject=Patient/{{context.patientId}}",
                 "conditions": f"Condition?{_IN_ENCOUNTER}",
                 "observations": f"Observation?{_IN_ENCOUNTER}",
                 "reports": f"DiagnosticReport?{_IN_ENCOUNTER}&_include=DiagnosticReport:result",
@@ -125,6 +128,7 @@ SERVICES: dict[str, Service] = {
                 "procedures",
                 "performers",
                 "procedure-results",
+                "patient-procedures",
                 "conditions",
                 "observations",
                 "reports",

@@ -1,4 +1,4 @@
-"""Negation and context in free text: mentioned is not documented."""
+"""ConText in free text: mentioned is not documented, and the evidence says why."""
 
 from __future__ import annotations
 
@@ -7,56 +7,124 @@ import base64
 import pytest
 
 from fhir_adapter.rules import Pack
-from fhir_adapter.rules.text import attachment_text, split_sentences
+from fhir_adapter.rules.text import attachment_text, snippet, xhtml_text
 
 
-def affirmed(pack: Pack, group: str, sentence: str) -> bool:
-    for pattern in pack.patterns[group]:
-        for m in pattern.finditer(sentence):
-            if pack.scope.affirmed(sentence, m.start(), m.end()):
-                return True
-    return False
+def status(pack: Pack, element: str, text: str) -> list[tuple[str, str, str | None]]:
+    return [(m.words, m.status, m.cue) for m in pack.engine.classify(text, element)]
 
 
 @pytest.mark.parametrize(
-    ("group", "sentence", "expected"),
+    ("element", "text", "expected"),
     [
-        ("open-or-laparoscopic-approach", "Laparoscopic or open surgery was not chosen.", False),
-        ("open-or-laparoscopic-approach", "Laparoscopic ablation of segment VI.", True),
-        ("open-or-laparoscopic-approach", "Percutaneous rather than open surgery.", False),
-        ("open-or-laparoscopic-approach", "History of open resection in 2019.", False),
-        ("open-or-laparoscopic-approach", "Prior laparoscopic cholecystectomy.", False),
-        ("open-or-laparoscopic-approach", "Converted to open surgery because of bleeding.", True),
-        ("non-rf-energy", "Cryoablation was considered and not chosen.", False),
-        ("non-rf-energy", "Cryoablation was considered, but not chosen.", False),
-        ("non-rf-energy", "Cryoablation was performed with two probes.", True),
-        ("non-rf-energy", "No cryoablation.", False),
-        ("non-rf-energy", "Microwave ablation at 100 W.", False),
-        ("necessity-rationale", "The tumor is unresectable.", True),
-        ("necessity-rationale", "The tumor is not unresectable.", False),
-        ("necessity-rationale", "She is not a surgical candidate given COPD.", True),
-        ("necessity-rationale", "Patient declined surgical resection.", True),
-        ("necessity-rationale", "Cirrhosis with portal hypertension precludes resection.", True),
-        ("necessity-rationale", "No complications.", False),
-        ("ablation-confirmation", "Post-ablation CT showed complete ablation.", True),
-        ("ablation-confirmation", "Ablation was incomplete.", False),
-        ("ablation-confirmation", "No residual enhancement.", True),
+        (
+            "non-rf-energy",
+            "Cryoablation was considered, but not chosen.",
+            [("Cryoablation", "negated", "not chosen")],
+        ),
+        (
+            "non-rf-energy",
+            "Cryoablation was considered, but this option was not pursued.",
+            [("Cryoablation", "negated", "not pursued")],
+        ),
+        (
+            "non-rf-energy",
+            "Cryoablation was considered.",
+            [("Cryoablation", "hypothetical", "was considered")],
+        ),
+        (
+            "non-rf-energy",
+            "History of cryoablation in 2021.",
+            [("cryoablation", "historical", "History of")],
+        ),
+        (
+            "necessity-rationale",
+            "The tumor is not unresectable.",
+            [("unresectable", "negated", "not")],
+        ),
+        (
+            "necessity-rationale",
+            "He is not a surgical candidate.",
+            [("not a surgical candidate", "affirmed", None)],
+        ),
+        (
+            "necessity-rationale",
+            "If the tumor grows it may become unresectable.",
+            [("unresectable", "hypothetical", "may become")],
+        ),
+        (
+            "ablation-confirmation",
+            "Follow-up CT in 4 weeks to confirm complete ablation.",
+            [("complete ablation", "hypothetical", "to confirm")],
+        ),
+        (
+            "ablation-confirmation",
+            "Complete ablation could not be confirmed.",
+            [("Complete ablation", "negated", "could not be confirmed")],
+        ),
+        (
+            "ablation-confirmation",
+            "Possible residual enhancement; probable complete ablation.",
+            [("complete ablation", "uncertain", "probable")],
+        ),
+        ("tumor-count", "Two lung nodules are stable.", [("Two lung nodules", "other", "lung")]),
+        (
+            "non-rf-energy",
+            "Her mother had cryoablation of a liver tumor.",
+            [("cryoablation", "other", "mother")],
+        ),
     ],
 )
-def test_negation_and_context(pack: Pack, group: str, sentence: str, expected: bool) -> None:
-    assert affirmed(pack, group, sentence) is expected
+def test_each_cue_category(
+    pack: Pack, element: str, text: str, expected: list[tuple[str, str, str | None]]
+) -> None:
+    assert status(pack, element, text) == expected
 
 
-def test_negation_does_not_leak_across_clauses(pack: Pack) -> None:
-    sentence = "No ascites was seen; the lesion is unresectable."
-    assert affirmed(pack, "necessity-rationale", sentence)
+def test_a_device_measurement_is_not_the_tumor(pack: Pack) -> None:
+    got = status(
+        pack,
+        "tumor-size",
+        "A 17-gauge electrode with a 3 cm active tip was placed into the 2.1 cm lesion.",
+    )
+    assert got == [("3 cm", "other", "active tip"), ("2.1 cm", "affirmed", None)]
 
 
-def test_sentences_keep_decimals_together() -> None:
-    assert split_sentences("A 2.5 cm lesion. Under CT guidance.") == [
-        "A 2.5 cm lesion.",
-        "Under CT guidance.",
+def test_a_clause_boundary_ends_negation(pack: Pack) -> None:
+    assert status(
+        pack, "necessity-rationale", "No ascites was seen; the lesion is unresectable."
+    ) == [("unresectable", "affirmed", None)]
+
+
+def test_sections_change_what_follows(pack: Pack) -> None:
+    note = "PAST SURGICAL HISTORY: Open right hepatectomy.\nPROCEDURE: Laparoscopic ablation of segment 7."
+    got = status(pack, "open-or-laparoscopic-approach", note)
+    assert got == [
+        ("Open right hepatectomy", "historical", "PAST SURGICAL HISTORY:"),
+        ("Laparoscopic", "affirmed", None),
     ]
+    plan = "Plan:\nRepeat microwave or cryoablation if residual disease."
+    assert [s for _, s, _ in status(pack, "non-rf-energy", plan)] == ["hypothetical"]
+
+
+def test_snippet_span_points_at_the_words() -> None:
+    sentence = "Under   CT\nguidance the electrode was placed " + "x" * 300
+    text, (a, b) = snippet(sentence, 0, len("Under   CT\nguidance"))
+    assert text[a:b] == "Under CT guidance"
+    long = "y " * 200 + "complete ablation" + " z" * 200
+    start = long.index("complete")
+    text, (a, b) = snippet(long, start, start + len("complete ablation"))
+    assert text[a:b] == "complete ablation" and len(text) <= 242
+
+
+def test_xhtml_narrative_is_text() -> None:
+    div = (
+        '<div xmlns="http://www.w3.org/1999/xhtml"><p>Segment&nbsp;VII lesion</p>'
+        "<script>alert(1)</script><!-- hidden cryoablation --><p>Ablated under CT guidance.</p></div>"
+    )
+    text = xhtml_text(div)
+    assert "Segment\xa0VII lesion" in text and "alert" not in text and "cryoablation" not in text
+    assert "\n\n" in text
 
 
 def test_attachments_plain_html_and_others() -> None:

@@ -20,7 +20,7 @@ from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.systems import NPI
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.text import TextIndex, find_affirmed
+from fhir_adapter.rules.text import TextIndex, affirmed_evidence
 
 
 @functools.cache
@@ -244,8 +244,9 @@ def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
                 distinct = ()
                 if distinct_cfg is not None:
                     sources = (*(distinct_cfg.in_ or ("procedure",)), "session_procedures")
-                    patterns = pack.patterns[distinct_cfg.patterns]
-                    distinct = tuple(find_affirmed(text, sources, patterns, pack.scope))
+                    distinct = tuple(
+                        affirmed_evidence(text, pack.engine, distinct_cfg.patterns, sources)
+                    )
             status = "" if edit.verified else ", row not verified"
             note = (
                 f"NCCI PTP {edit.column1} (column 1) / {edit.column2} (column 2), modifier "

@@ -6,8 +6,8 @@ from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding, Modifier
 from fhir_adapter.rules.context import Context
 from fhir_adapter.rules.facts import derive_facts
-from fhir_adapter.rules.pack import CompiledRule, Pack
-from fhir_adapter.rules.text import TextIndex
+from fhir_adapter.rules.pack import CompiledRule, MatchFn, Pack
+from fhir_adapter.rules.text import TextIndex, counts
 
 
 def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evaluation:
@@ -26,18 +26,21 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     result.place_of_service = pos if isinstance(pos, str) else None
 
     for rule in pack.rules:
-        if rule.when and not all(fn(ctx) for fn in rule.when):
+        if rule.when and not all(_found(fn, ctx) for fn in rule.when):
             continue
-        if any(fn(ctx) for fn in rule.unless):
+        if any(_found(fn, ctx) for fn in rule.unless):
             result.criteria.append(Criterion(rule.finding, True, _exception(rule, ctx)))
             continue
         evidence: list[Evidence] = []
+        ruled_out: list[Evidence] = []
         for fn in rule.any:
-            evidence.extend(fn(ctx))
+            for e in fn(ctx):
+                (evidence if counts(e) else ruled_out).append(e)
         failed = not evidence if rule.kind == "require" else bool(evidence)
         if failed:
             if rule.kind == "require":
-                evidence = _absence(rule, case)
+                # what was searched, and the mentions a ConText cue ruled out ("not chosen")
+                evidence = _absence(rule, case) + ruled_out
             result.findings.append(
                 Finding(
                     rule.finding,
@@ -53,11 +56,11 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
             result.criteria.append(Criterion(rule.finding, True, tuple(evidence)))
 
     for mod in pack.modifiers:
-        if not all(fn(ctx) for fn in mod.when) or any(fn(ctx) for fn in mod.unless):
+        if not all(_found(fn, ctx) for fn in mod.when) or any(_found(fn, ctx) for fn in mod.unless):
             continue
         mod_evidence: list[Evidence] = []
         for fn in mod.any:
-            mod_evidence.extend(fn(ctx))
+            mod_evidence.extend(e for e in fn(ctx) if counts(e))
         if mod_evidence:
             result.modifiers.append(Modifier(mod.code, mod.reason, tuple(mod_evidence)))
 
@@ -67,7 +70,12 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
 
 def _exception(rule: CompiledRule, ctx: Context) -> tuple[Evidence, ...]:
     """The documentation that exempts a case from `rule` (its `unless` evidence)."""
-    return tuple(e for fn in rule.unless for e in fn(ctx))
+    return tuple(e for fn in rule.unless for e in fn(ctx) if counts(e))
+
+
+def _found(fn: MatchFn, ctx: Context) -> bool:
+    """A matcher found something that counts (a ruled-out text mention does not)."""
+    return any(counts(e) for e in fn(ctx))
 
 
 def _absence(rule: CompiledRule, case: Case) -> list[Evidence]:

@@ -1,10 +1,12 @@
-"""Free-text evidence: where a case's narrative lives, and negation-aware matching.
+"""Free-text evidence: where a case's narrative lives, and which of its mentions count.
 
-A pattern counts only when it is affirmed: "no complications", "laparoscopic or
-open surgery was not chosen", "cryoablation was considered but not chosen" and
-"prior open resection" do not document the thing they mention. The cue words
-come from the pack; this module only knows how to apply them (NegEx-style, one
-sentence and clause at a time).
+Every text unit of a case (a note, a report conclusion, a narrative `text.div`,
+an attachment) is split and sectioned once, and each element's mentions are
+found and classified once (ConText, see `context_engine`); rule matchers and
+facts (tumor count and size) share those results. A mention counts only when
+it is affirmed: "cryoablation was considered, but not chosen", "prior open
+resection" or "follow-up CT to confirm complete ablation" do not document what
+they mention, and the evidence says which cue ruled them out.
 """
 
 from __future__ import annotations
@@ -20,150 +22,130 @@ from typing import Any
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
-from fhir_adapter.rules.schema import TextConfig
+from fhir_adapter.rules.context_engine import ContextEngine, Document, Mention
 
 TEXT_SOURCES = ("procedure", "reports", "documents", "observations", "conditions")
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])|\n\s*\n|\n(?=\s*[-*\u2022])|(?<=[.!?])$")
-_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+_DROP = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<!\[CDATA\[.*?\]\]>", re.S | re.I)
+_BREAK = re.compile(r"<br\s*/?>|</(?:p|li|div|h\d|tr|table|ul|ol|blockquote|pre)\s*>", re.I)
+_TAG = re.compile(r"<[^>]*>?")
 _SPACE = re.compile(r"\s+")
+_BLANKS = re.compile(r"[ \t\r\f\v]*\n[ \t\r\f\v\n]*\n\s*")
 _SNIPPET_MAX = 240
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextUnit:
-    """One piece of narrative and where it sits."""
+    """One piece of narrative, where it sits, and its prepared form (built on first use)."""
 
+    source: str
     reference: str
     path: str
     text: str
-
-
-def _alternation(cues: list[str]) -> str:
-    return "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
-
-
-class NegationScope:
-    """Decides whether a match inside a sentence is affirmed."""
-
-    def __init__(self, cfg: TextConfig) -> None:
-        pre = cfg.negation_pre + cfg.history_pre
-        self._pre = (
-            re.compile(
-                rf"(?<![\w/])(?:{_alternation(pre)})(?![\w/])(?:\W+\w+){{0,{cfg.window}}}\W*$",
-                re.I,
-            )
-            if pre
-            else None
-        )
-        self._post = (
-            re.compile(rf"(?<!\w)(?:{_alternation(cfg.negation_post)})(?!\w)", re.I)
-            if cfg.negation_post
-            else None
-        )
-        self._post_start = (
-            re.compile(rf"^\W*(?:not\b|(?:{_alternation(cfg.negation_post)})(?!\w))", re.I)
-            if cfg.negation_post
-            else None
-        )
-        terms = [re.escape(t) for t in cfg.terminators]
-        self._terminator = re.compile(
-            r";|:|" + "|".join(rf"\b{t}\b" for t in terms) if terms else r";|:", re.I
-        )
-
-    def affirmed(self, sentence: str, start: int, end: int) -> bool:
-        before = sentence[:start]
-        cuts = list(self._terminator.finditer(before))
-        if cuts:
-            before = before[cuts[-1].end() :]
-        if self._pre is not None and self._pre.search(before):
-            return False
-        after = sentence[end:]
-        cut = self._terminator.search(after)
-        clause = after[: cut.start()] if cut else after
-        if self._post is not None and self._post.search(clause):
-            return False
-        # "X was considered, but not chosen": the negation opens the next clause.
-        return not (
-            cut is not None
-            and self._post_start is not None
-            and self._post_start.search(after[cut.end() :])
-        )
+    doc: Document | None = None
 
 
 class TextIndex:
-    """The sentences of one case, by text source, built once per case."""
+    """The narrative of one case: units per source, and each element's mentions, built once."""
 
     def __init__(self, case: Case) -> None:
         self._case = case
-        self._units: dict[str, list[tuple[TextUnit, list[str]]]] = {}
+        self._units: dict[str, list[TextUnit]] = {}
+        self._mentions: dict[tuple[str, str], list[tuple[TextUnit, Mention]]] = {}
 
-    def sentences(self, source: str) -> list[tuple[TextUnit, list[str]]]:
+    def units(self, source: str) -> list[TextUnit]:
         if source not in self._units:
-            units = list(units_for(self._case, source))
-            self._units[source] = [(u, split_sentences(u.text)) for u in units]
+            self._units[source] = list(units_for(self._case, source))
         return self._units[source]
 
+    def mentions(
+        self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES
+    ) -> Iterator[tuple[TextUnit, Mention]]:
+        """Every mention of `element` in those sources' text, in order, classified once."""
+        for source in sources:
+            found = self._mentions.get((element, source))
+            if found is None:
+                found = []
+                for unit in self.units(source):
+                    if unit.doc is None:
+                        unit.doc = engine.document(unit.text)
+                    found.extend((unit, m) for m in engine.mentions(unit.doc, element))
+                self._mentions[(element, source)] = found
+            yield from found
 
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+    def affirmed(
+        self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES
+    ) -> Iterator[tuple[TextUnit, Mention]]:
+        for unit, m in self.mentions(engine, element, sources):
+            if m.affirmed:
+                yield unit, m
 
 
-def snippet(sentence: str, start: int, end: int) -> str:
-    """The sentence, cut to a readable window around the match."""
-    text = _SPACE.sub(" ", sentence)
-    if len(text) <= _SNIPPET_MAX:
-        return text
-    middle = (start + end) // 2
-    lo = max(0, middle - _SNIPPET_MAX // 2)
-    return ("…" if lo else "") + text[lo : lo + _SNIPPET_MAX] + "…"
+def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
+    """Evidence for a mention: the sentence, the matched words' span, status and ruling cue."""
+    text, span = snippet(m.sentence, m.start, m.end)
+    if m.affirmed:
+        note = f"section: {m.section}" if m.section else None
+        return Evidence(unit.reference, unit.path, text, note, "affirmed", None, span)
+    return Evidence(unit.reference, unit.path, text, "ruled out", m.status, m.cue, span)
 
 
-def any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str]:
-    """One regex that matches where any of the group does: a cheap first screen."""
-    return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.I)
-
-
-def iter_affirmed(
+def find_evidence(
     index: TextIndex,
+    engine: ContextEngine,
+    element: str,
     sources: tuple[str, ...],
-    patterns: list[re.Pattern[str]],
-    scope: NegationScope,
-    screen: re.Pattern[str] | None = None,
-) -> Iterator[tuple[TextUnit, str, re.Match[str]]]:
-    """Every affirmed match, in source order, with its unit and sentence."""
-    screen = screen or any_of(patterns)
-    for source in sources:
-        for unit, sentences in index.sentences(source):
-            # Most narrative mentions none of a group: one search of the whole text settles it.
-            if not screen.search(unit.text):
-                continue
-            for sentence in sentences:
-                for pattern in patterns:
-                    for m in pattern.finditer(sentence):
-                        if scope.affirmed(sentence, m.start(), m.end()):
-                            yield unit, sentence, m
-
-
-def find_affirmed(
-    index: TextIndex,
-    sources: tuple[str, ...],
-    patterns: list[re.Pattern[str]],
-    scope: NegationScope,
     limit: int = 3,
-    screen: re.Pattern[str] | None = None,
 ) -> list[Evidence]:
-    """Evidence for affirmed matches (one per sentence, at most `limit`)."""
-    found: list[Evidence] = []
-    last: tuple[int, str] | None = None
-    for unit, sentence, m in iter_affirmed(index, sources, patterns, scope, screen):
-        if last == (id(unit), sentence):
+    """Affirmed mentions (one per sentence, at most `limit`), then the ruled-out ones.
+
+    Ruled-out evidence (status other than affirmed) never satisfies a rule; it
+    explains a missing element ("cryoablation ... not chosen": negated by "not chosen").
+    """
+    affirmed: list[Evidence] = []
+    ruled_out: list[Evidence] = []
+    seen: set[tuple[int, str]] = set()
+    for unit, m in index.mentions(engine, element, sources):
+        key = (id(unit), m.sentence)
+        if key in seen:
             continue
-        last = (id(unit), sentence)
-        found.append(Evidence(unit.reference, unit.path, snippet(sentence, m.start(), m.end())))
-        if len(found) >= limit:
-            break
-    return found
+        bucket = affirmed if m.affirmed else ruled_out
+        if len(bucket) < limit:
+            seen.add(key)
+            bucket.append(mention_evidence(unit, m))
+    return affirmed + ruled_out
+
+
+def affirmed_evidence(
+    index: TextIndex,
+    engine: ContextEngine,
+    element: str,
+    sources: tuple[str, ...] = TEXT_SOURCES,
+    limit: int = 3,
+) -> list[Evidence]:
+    """Only the affirmed mentions, as evidence (for facts that need a yes)."""
+    return [e for e in find_evidence(index, engine, element, sources, limit) if counts(e)]
+
+
+def counts(evidence: Evidence) -> bool:
+    """Whether evidence satisfies a matcher: anything but a ruled-out text mention."""
+    return evidence.status is None or evidence.status == "affirmed"
+
+
+def snippet(sentence: str, start: int, end: int) -> tuple[str, tuple[int, int]]:
+    """The sentence with whitespace collapsed, cut to a window around [start, end); new span."""
+    pre = _SPACE.sub(" ", sentence[:start])
+    mid = _SPACE.sub(" ", sentence[start:end])
+    text = pre + mid + _SPACE.sub(" ", sentence[end:])
+    lo, hi = len(pre), len(pre) + len(mid)
+    if len(text) <= _SNIPPET_MAX:
+        return text, (lo, hi)
+    cut = max(0, min((lo + hi) // 2 - _SNIPPET_MAX // 2, len(text) - _SNIPPET_MAX))
+    prefix = "…" if cut else ""
+    body = text[cut : cut + _SNIPPET_MAX]
+    suffix = "…" if cut + _SNIPPET_MAX < len(text) else ""
+    shift = len(prefix) - cut
+    return prefix + body + suffix, (max(lo + shift, 0), min(hi + shift, len(prefix) + len(body)))
 
 
 def units_for(case: Case, source: str) -> Iterator[TextUnit]:
@@ -171,12 +153,14 @@ def units_for(case: Case, source: str) -> Iterator[TextUnit]:
     for resource in case.collection(source):
         ref = case.ref(resource)
         rtype = resource.get("resourceType", "")
-        for path, text in _narrative(resource, rtype):
+        for path, text in narrative(resource, rtype):
             if text.strip():
-                yield TextUnit(ref, path, text)
+                yield TextUnit(source, ref, path, text)
 
 
-def _narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
+def narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
+    """(element path, text) for every narrative element the rules read in a resource."""
+
     def strings(field: str, sub: str | None = None) -> Iterator[tuple[str, str]]:
         value = resource.get(field)
         items = value if isinstance(value, list) else [value]
@@ -191,19 +175,21 @@ def _narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
     if rtype == "Procedure":
         for name in ("outcome", "statusReason", "bodySite", "complication", "followUp"):
             yield from strings(name, "text")
+        yield from _div(resource, rtype)
     elif rtype == "DiagnosticReport":
         yield from strings("conclusion")
         yield from strings("conclusionCode", "text")
         for i, att in enumerate(resource.get("presentedForm") or []):
             text = attachment_text(att)
             if text:
-                yield f"DiagnosticReport.presentedForm[{i}].data", text
+                yield f"DiagnosticReport.presentedForm[{i}]", text
+        yield from _div(resource, rtype)
     elif rtype == "DocumentReference":
         yield from strings("description")
         for i, content in enumerate(resource.get("content") or []):
             text = attachment_text((content or {}).get("attachment"))
             if text:
-                yield f"DocumentReference.content[{i}].attachment.data", text
+                yield f"DocumentReference.content[{i}].attachment", text
     elif rtype == "Observation":
         yield from strings("valueString")
         yield from strings("valueCodeableConcept", "text")
@@ -212,25 +198,48 @@ def _narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
         yield from strings("bodySite", "text")
 
 
+def _div(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
+    narrative_ = resource.get("text")
+    div = narrative_.get("div") if isinstance(narrative_, dict) else None
+    if isinstance(div, str) and div:
+        yield f"{rtype}.text.div", xhtml_text(div)
+
+
+def xhtml_text(markup: str) -> str:
+    """Readable text of XHTML narrative: no script/style/comments, tags out, entities decoded.
+
+    Block ends become blank lines so that paragraphs stay separate sentences.
+    """
+    text = _DROP.sub(" ", markup)
+    text = _BREAK.sub("\n\n", text)
+    text = html.unescape(_TAG.sub(" ", text))
+    return _BLANKS.sub("\n\n", text)
+
+
 def attachment_text(attachment: Any) -> str | None:
     """Inline text/plain or text/html attachment data, decoded; None otherwise."""
     if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), str):
         return None
     ctype = str(attachment.get("contentType") or "text/plain").lower()
-    if not ctype.startswith(("text/plain", "text/html")):
+    if not ctype.startswith(("text/plain", "text/html", "application/xhtml")):
         return None
     try:
         raw = base64.b64decode(attachment["data"], validate=False)
     except (binascii.Error, ValueError):
         return None
+    return decode_text(raw, ctype)
+
+
+def decode_text(raw: bytes, content_type: str) -> str:
+    """Bytes of a text/plain or text/html document as text (charset from the content type)."""
+    ctype = content_type.lower()
     charset = "utf-8"
     if "charset=" in ctype:
-        charset = ctype.split("charset=", 1)[1].split(";")[0].strip() or "utf-8"
+        charset = ctype.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
     try:
         text = raw.decode(charset, errors="replace")
     except LookupError:
         text = raw.decode("utf-8", errors="replace")
-    if ctype.startswith("text/html"):
-        text = re.sub(r"(?i)<br\s*/?>|</p>|</li>|</div>|</h\d>", "\n\n", text)
-        text = html.unescape(_TAG.sub(" ", text))
+    if ctype.startswith(("text/html", "application/xhtml")):
+        text = xhtml_text(text)
     return text

@@ -1,0 +1,568 @@
+"""ConText over clinical sentences: is a mention affirmed, negated, hypothetical, historical...?
+
+ConText (Harkema et al., 2009) reads a mention the way a coder does: cue words
+before it ("no", "prior"), after it ("was not chosen", "is planned") or on
+either side ("family history") change what it means, within the clause they
+stand in. This is our own small implementation of that algorithm, measured
+against medspaCy's in benchmarks/bench_text.py (same answers where its default
+rules apply, post-negations such as "considered, but not chosen" added, and a
+small fraction of the cost, which is why it is the engine).
+
+Cost model: a text is lower-cased once; a target is looked for only in texts
+containing one of its keywords, and its regex runs only on the sentences around
+those keywords. Sentences are split and sectioned once per text, and the cues of
+a sentence are found once (a dictionary walk over its words, not a regex per
+cue), then shared by every element.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from fhir_adapter.rules.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
+
+_TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
+_MACRO = re.compile(r"\{([A-Za-z_][\w-]*)\}")
+_SENTENCE = re.compile(
+    r"(?<=[.!?])(?<!\bDr\.)(?<!\bvs\.)(?<!\bapprox\.)(?<!\be\.g\.)(?<!\bi\.e\.)"
+    r"\s+(?=[A-Z0-9(\"'\[\u2022*-])"
+    r"|\n[ \t]*\n"
+    r"|(?<=[.!?:;])[ \t]*\n"
+    r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
+)
+_RANK = {status: i for i, status in enumerate(STATUSES)}
+_DIGITS = r"\d+(?:\.\d+)?"
+_NUMBER_OR_WORD = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+|[\u00b0\u00b5][^\W\d_]*")
+_GENERIC_HEADER = re.compile(r"[ \t]*[A-Z][A-Za-z/&']*(?: [A-Za-z/&']+){0,3}[ \t]*:")
+
+
+class VocabularyError(ValueError):
+    """A vocabulary entry that cannot be compiled; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """A modifier found in a sentence: its words' [start, end) and token range."""
+
+    start: int
+    end: int
+    first: int
+    last: int
+    name: str
+    category: str
+    direction: str
+    window: int
+    only: frozenset[str]
+    skip: frozenset[str]
+    stops: frozenset[str]
+    text: str
+
+    def reaches(self, element: str) -> bool:
+        return (not self.only or element in self.only) and element not in self.skip
+
+
+@dataclass(slots=True)
+class Sentence:
+    """One sentence of a text: its span, its section, and (lazily) its tokens and cues."""
+
+    start: int
+    end: int
+    section: str | None
+    header: str | None
+    tokens: list[tuple[int, int, str]] | None = None
+    starts: list[int] | None = None
+    cues: list[Cue] | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    """A text prepared once: lower-cased, and split into sentences on first use."""
+
+    text: str
+    low: str
+    sentences: list[Sentence] | None = None
+    sentence_starts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A target found in a text, with the ConText status that decides whether it counts."""
+
+    element: str
+    sentence: str
+    start: int
+    end: int
+    status: str
+    cue: str | None
+    section: str | None
+
+    @property
+    def affirmed(self) -> bool:
+        return self.status == "affirmed"
+
+    @property
+    def words(self) -> str:
+        return self.sentence[self.start : self.end]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    keywords: tuple[str, ...]
+    regex: re.Pattern[str]
+    requires: re.Pattern[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _SectionRule:
+    name: str
+    status: str | None
+    only: frozenset[str]
+    skip: frozenset[str]
+
+
+class ContextEngine:
+    """A compiled vocabulary: finds an element's mentions in a text and classifies them."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        self.cfg = cfg
+        self.numbers = {k.lower(): v for k, v in cfg.numbers.items()}
+        self._unit_of: dict[str, str] = {}
+        for kind in cfg.units.values():
+            for canonical, spellings in kind.items():
+                for s in [canonical, *spellings]:
+                    self._unit_of[s.lower()] = canonical
+        self._macros = self._build_macros()
+        self._fillers = frozenset(f.lower() for f in cfg.fillers)
+        self._stops: dict[str, frozenset[str]] = {}
+        for name, mod in cfg.modifiers.items():
+            words: set[str] = set()
+            for stop in mod.stops:
+                for item in cfg.lexicons.get(stop, [stop]):
+                    words.update(t.lower() for t in _TOKEN.findall(item))
+            self._stops[name] = frozenset(words)
+        self._cue_index: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        self._cue_patterns: list[tuple[re.Pattern[str], str]] = []
+        for name, mod in cfg.modifiers.items():
+            self._index_modifier(name, mod)
+        for lst in self._cue_index.values():
+            lst.sort(key=lambda item: -len(item[0]))
+        self._sections: dict[str, _SectionRule] = {}
+        headers: list[str] = []
+        for name, sec in cfg.sections.items():
+            for h in sec.headers:
+                self._sections[_norm_header(h)] = _SectionRule(
+                    name, sec.status, frozenset(sec.only), frozenset(sec.skip)
+                )
+                headers.append(h)
+        alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
+        self._header = (
+            re.compile(rf"[ \t]*(?:[-*#]+[ \t]*)?({alternation})[ \t]*(?::|\n|$)[ \t]*", re.I)
+            if headers
+            else None
+        )
+        self.targets: dict[str, _Target] = {
+            name: self._compile_target(name, t) for name, t in cfg.targets.items()
+        }
+        for name, group in cfg.patterns.items():
+            if name in self.targets:
+                raise VocabularyError(f"text pattern {name!r}: also defined as a target")
+            self.targets[name] = self._compile_target(name, TargetDef(patterns=group))
+
+    # -- compiling ----------------------------------------------------------
+    def _build_macros(self) -> dict[str, str]:
+        cfg = self.cfg
+        words = sorted(self.numbers, key=len, reverse=True)
+        word_alt = "|".join(re.escape(w) for w in words)
+        macros = {
+            "number": f"(?:{_DIGITS}|{word_alt})" if words else _DIGITS,
+            "count": rf"(?:\d{{1,2}}(?![.\d])|{word_alt})" if words else r"\d{1,2}(?![.\d])",
+        }
+        no_negation = r"(?!\b(?:not|no|never|without|cannot|incomplete\w*|failed|unable)\b)"
+        macros["gap"] = rf"(?:{no_negation}[^.;]){{0,60}}"
+        macros["near"] = rf"(?:{no_negation}[^.;]){{0,25}}"
+        for kind, units in cfg.units.items():
+            spellings = {s for canonical, sp in units.items() for s in [canonical, *sp]}
+            alts = sorted(spellings, key=len, reverse=True)
+            macros[kind] = "(?:" + "|".join(_unit_regex(s) for s in alts) + ")"
+        for name, items in cfg.lexicons.items():
+            if name in macros:
+                raise VocabularyError(f"lexicon {name!r}: the name is taken by a unit kind")
+            alts = sorted(items, key=len, reverse=True)
+            macros[name] = "(?:" + "|".join(_term_regex(t, {}) for t in alts) + ")"
+        return macros
+
+    def _expand(self, source: str, where: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in self._macros:
+                raise VocabularyError(
+                    f"{where}: unknown {{{name}}} (one of {sorted(self._macros)})"
+                )
+            return self._macros[name]
+
+        return _MACRO.sub(sub, source)
+
+    def _compile_target(self, name: str, t: TargetDef) -> _Target:
+        where = f"text target {name!r}"
+        alternatives: list[str] = []
+        keywords = tuple(k.lower() for k in t.keywords)
+        for term in t.terms:
+            expanded = _term_regex(term, self._macros, f"{where}, term {term!r}")
+            alternatives.append(expanded)
+            if keywords:
+                _check_keyword(expanded, term, keywords, where)
+        for pattern in t.patterns:
+            expanded = self._expand(pattern, f"{where}, pattern {pattern!r}")
+            try:
+                re.compile(expanded)
+            except re.error as exc:
+                raise VocabularyError(
+                    f"{where}: bad regular expression {pattern!r}: {exc}"
+                ) from None
+            alternatives.append(expanded)
+            if keywords:
+                _check_keyword(expanded, pattern, keywords, where)
+        if not alternatives:
+            raise VocabularyError(f"{where}: no terms or patterns")
+        requires = None
+        if t.requires is not None:
+            if t.requires not in self.cfg.lexicons:
+                raise VocabularyError(f"{where}: requires unknown lexicon {t.requires!r}")
+            requires = re.compile(self._macros[t.requires], re.I)
+        regex = re.compile("|".join(f"(?:{a})" for a in alternatives), re.I)
+        return _Target(keywords, regex, requires)
+
+    def _index_modifier(self, name: str, mod: ModifierDef) -> None:
+        for cue in mod.cues:
+            words = tuple(t.lower() for t in _TOKEN.findall(cue))
+            if not words:
+                raise VocabularyError(f"text modifier {name!r}: empty cue {cue!r}")
+            self._cue_index.setdefault(words[0], []).append((words, name))
+        for pattern in mod.patterns:
+            try:
+                rx = re.compile(self._expand(pattern, f"text modifier {name!r}"), re.I)
+            except re.error as exc:
+                raise VocabularyError(
+                    f"text modifier {name!r}: bad regular expression {pattern!r}: {exc}"
+                ) from None
+            self._cue_patterns.append((rx, name))
+
+    # -- documents ----------------------------------------------------------
+    def document(self, text: str) -> Document:
+        return Document(text, text.lower())
+
+    def sentences(self, doc: Document) -> list[Sentence]:
+        """Split once: sentence spans, each with the section header in force."""
+        if doc.sentences is not None:
+            return doc.sentences
+        text = doc.text
+        out: list[Sentence] = []
+        section: str | None = None
+        header: str | None = None
+        pos = 0
+        bounds = [(m.start(), m.end()) for m in _SENTENCE.finditer(text)]
+        bounds.append((len(text), len(text)))
+        for cut_start, cut_end in bounds:
+            start, end = pos, cut_start
+            pos = cut_end
+            while start < end and text[start].isspace():
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            if start >= end:
+                continue
+            m = self._header.match(text, start, end) if self._header is not None else None
+            if m is not None and self._is_header(m, end):
+                rule = self._sections.get(_norm_header(m.group(1)))
+                section = rule.name if rule else None
+                header = m.group(1)
+                start = m.end()
+                if start >= end:
+                    continue
+            elif _GENERIC_HEADER.match(text, start, end):
+                section, header = None, None  # a header we do not know ends the last one
+            out.append(Sentence(start, end, section, header))
+        doc.sentences = out
+        doc.sentence_starts = [s.start for s in out]
+        return out
+
+    @staticmethod
+    def _is_header(m: re.Match[str], end: int) -> bool:
+        # "History: ..." or a header alone on its line; not "history of" inside a sentence.
+        tail = m.group(0)
+        return ":" in tail or m.end() >= end or "\n" in tail
+
+    def tokens(self, doc: Document, s: Sentence) -> list[tuple[int, int, str]]:
+        if s.tokens is None:
+            low = doc.low
+            s.tokens = [
+                (m.start(), m.end(), low[m.start() : m.end()])
+                for m in _TOKEN.finditer(doc.text, s.start, s.end)
+            ]
+            s.starts = [t[0] for t in s.tokens]
+        return s.tokens
+
+    def cues(self, doc: Document, s: Sentence) -> list[Cue]:
+        """Every modifier in the sentence, longest cue first at each word (computed once)."""
+        if s.cues is not None:
+            return s.cues
+        tokens = self.tokens(doc, s)
+        words = [t[2] for t in tokens]
+        found: list[Cue] = []
+        i = 0
+        mods = self.cfg.modifiers
+        while i < len(words):
+            hit = None
+            for cue_words, name in self._cue_index.get(words[i], ()):
+                n = len(cue_words)
+                if tuple(words[i : i + n]) == cue_words:
+                    hit = (n, name)
+                    break
+            if hit is None:
+                i += 1
+                continue
+            n, name = hit
+            found.append(self._cue(doc, tokens, i, i + n - 1, name, mods[name]))
+            i += n
+        for rx, name in self._cue_patterns:
+            for m in rx.finditer(doc.text, s.start, s.end):
+                if any(c.start < m.end() and m.start() < c.end for c in found):
+                    continue
+                first = bisect.bisect_left(s.starts or [], m.start())
+                last = max(first, bisect.bisect_left(s.starts or [], m.end()) - 1)
+                found.append(self._cue(doc, tokens, first, last, name, mods[name], m))
+        found.sort(key=lambda c: c.start)
+        s.cues = found
+        return found
+
+    def _cue(
+        self,
+        doc: Document,
+        tokens: list[tuple[int, int, str]],
+        first: int,
+        last: int,
+        name: str,
+        mod: ModifierDef,
+        m: re.Match[str] | None = None,
+    ) -> Cue:
+        start = m.start() if m else tokens[first][0]
+        end = m.end() if m else tokens[last][1]
+        direction = "terminate" if mod.category == "terminate" else mod.direction
+        return Cue(
+            start,
+            end,
+            first,
+            last,
+            name,
+            mod.category,
+            direction,
+            self.cfg.window if mod.window is None else mod.window,
+            frozenset(mod.only),
+            frozenset(mod.skip),
+            self._stops.get(name, frozenset()),
+            doc.text[start:end],
+        )
+
+    # -- mentions -----------------------------------------------------------
+    def mentions(self, doc: Document, element: str) -> list[Mention]:
+        """Every mention of `element` in the text, classified; keyword screen first."""
+        target = self.targets[element]
+        low = doc.low
+        candidates: set[int] = set()
+        if not target.keywords:
+            # No keywords (a plain pattern group): one search of the text is the screen.
+            if target.regex.search(doc.text) is None:
+                return []
+            candidates.update(range(len(self.sentences(doc))))
+        present = [k for k in target.keywords if k in low]
+        if not present and not candidates:
+            return []
+        sentences = self.sentences(doc)
+        starts = doc.sentence_starts
+        for k in present:
+            i = low.find(k)
+            while i >= 0:
+                idx = bisect.bisect_right(starts, i) - 1
+                if idx >= 0:
+                    candidates.add(idx)
+                    i = low.find(k, max(sentences[idx].end, i + 1))
+                else:
+                    i = low.find(k, i + 1)
+        out: list[Mention] = []
+        for idx in sorted(candidates):
+            s = sentences[idx]
+            if target.requires is not None and not target.requires.search(doc.text, s.start, s.end):
+                continue
+            for m in target.regex.finditer(doc.text, s.start, s.end):
+                if m.end() == m.start():
+                    continue
+                out.append(self._classify(doc, s, element, m.start(), m.end()))
+        return out
+
+    def _classify(self, doc: Document, s: Sentence, element: str, start: int, end: int) -> Mention:
+        tokens = self.tokens(doc, s)
+        starts = s.starts or []
+        t_first = bisect.bisect_left(starts, start)
+        t_last = max(t_first, bisect.bisect_left(starts, end) - 1)
+        best: Cue | None = None
+        best_key = (len(_RANK), 0)
+        cues = self.cues(doc, s)
+        terminators = [c for c in cues if c.direction == "terminate"]
+        for c in cues:
+            if c.category in ("pseudo", "terminate") or not c.reaches(element):
+                continue
+            ok = False
+            if c.start < end and start < c.end:
+                # A cue inside the mention is part of it ("not a surgical candidate",
+                # "no residual enhancement"), except another organ ("two lung nodules").
+                ok = c.category == "other" and not self._stopped(tokens, c, t_first, t_last + 1)
+            elif c.end <= start and c.direction in ("forward", "bidirectional"):
+                ok = self._forward(tokens, terminators, c, t_first) and not self._stopped(
+                    tokens, c, c.last + 1, t_last + 1
+                )
+            elif c.start >= end and c.direction in ("backward", "bidirectional"):
+                ok = self._backward(tokens, terminators, c, t_last) and not self._stopped(
+                    tokens, c, t_first, c.first
+                )
+            if ok:
+                # the strongest category wins; between equals, the nearest cue
+                key = (_RANK[c.category], max(c.start - end, start - c.end, 0))
+                if key < best_key:
+                    best, best_key = c, key
+        text = doc.text[s.start : s.end]
+        rel_start, rel_end = start - s.start, end - s.start
+        if best is not None:
+            return Mention(element, text, rel_start, rel_end, best.category, best.text, s.section)
+        if s.header is not None:
+            rule = self._sections.get(_norm_header(s.header))
+            if (
+                rule is not None
+                and rule.status is not None
+                and (not rule.only or element in rule.only)
+                and element not in rule.skip
+            ):
+                cue = f"{s.header}:"
+                return Mention(element, text, rel_start, rel_end, rule.status, cue, s.section)
+        return Mention(element, text, rel_start, rel_end, "affirmed", None, s.section)
+
+    @staticmethod
+    def _stopped(tokens: list[tuple[int, int, str]], c: Cue, a: int, b: int) -> bool:
+        """A stop word between cue and mention (or in it) ends the cue's reach ("lung ... liver")."""
+        return bool(c.stops) and any(t[2] in c.stops for t in tokens[a:b])
+
+    @staticmethod
+    def _words_between(tokens: list[tuple[int, int, str]], a: int, b: int) -> int:
+        return sum(1 for t in tokens[a:b] if t[2][:1].isalnum())
+
+    def _forward(
+        self, tokens: list[tuple[int, int, str]], terms: list[Cue], c: Cue, t_first: int
+    ) -> bool:
+        if any(c.last < t.first and t.last < t_first for t in terms):
+            return False
+        return self._words_between(tokens, c.last + 1, t_first) <= c.window
+
+    def _backward(
+        self, tokens: list[tuple[int, int, str]], terms: list[Cue], c: Cue, t_last: int
+    ) -> bool:
+        between = [t for t in terms if t_last < t.first and t.last < c.first]
+        gap_from = t_last + 1
+        if between:
+            # "X was considered, but not chosen": a cue opening a clause of its own
+            # (only fillers before it) reaches back over one conjunction.
+            if len(between) > 1:
+                return False
+            bare = tokens[between[0].last + 1 : c.first]
+            if any(w[2][:1].isalnum() and w[2] not in self._fillers for w in bare):
+                return False
+        words = sum(
+            1
+            for t in tokens[gap_from : c.first]
+            if t[2][:1].isalnum() and t[2] not in self._fillers
+        )
+        return words <= c.window
+
+    # -- convenience --------------------------------------------------------
+    def classify(self, text: str, element: str) -> list[Mention]:
+        """Mentions of `element` in a standalone text (corpus and benchmark use)."""
+        return self.mentions(self.document(text), element)
+
+    def documents(self, text: str, element: str) -> bool:
+        return any(m.affirmed for m in self.classify(text, element))
+
+    def number(self, words: str) -> float | None:
+        """The first number in `words`, as digits or a number word from the vocabulary."""
+        for tok in _NUMBER_OR_WORD.findall(words.lower()):
+            if tok[0].isdigit():
+                return float(tok)
+            if tok in self.numbers:
+                return float(self.numbers[tok])
+        return None
+
+    def lengths_cm(self, words: str) -> Iterator[float]:
+        """Each length in `words` converted to centimetres ("2.1 x 1.8 cm", "21mm", "two cm")."""
+        factors = self.cfg.unit_factors
+        values: list[float] = []
+        for tok in _NUMBER_OR_WORD.findall(words.lower()):
+            if tok[0].isdigit():
+                values.append(float(tok))
+            elif tok in self.numbers:
+                values.append(float(self.numbers[tok]))
+            else:
+                canonical = self._unit_of.get(tok)
+                if canonical is not None and canonical in factors:
+                    for v in values:
+                        yield v * factors[canonical]
+                    values = []
+
+
+def _norm_header(h: str) -> str:
+    return " ".join(_TOKEN.findall(h.lower()))
+
+
+def _unit_regex(spelling: str) -> str:
+    body = re.escape(spelling).replace(r"\ ", r"\s*")
+    return body + (r"(?!\w)" if spelling[-1:].isalnum() else "")
+
+
+def _term_regex(term: str, macros: dict[str, str], where: str = "") -> str:
+    """A whole-words regex for a term: spaces and hyphens interchangeable, {macros} expanded."""
+    parts: list[str] = []
+    pos = 0
+    for m in _MACRO.finditer(term):
+        parts.append(_literal(term[pos : m.start()]))
+        name = m.group(1)
+        if name not in macros:
+            raise VocabularyError(f"{where}: unknown {{{name}}} (one of {sorted(macros)})")
+        parts.append(macros[name])
+        pos = m.end()
+    parts.append(_literal(term[pos:]))
+    body = "".join(parts)
+    stripped = term.strip()
+    head = r"(?<!\w)" if stripped[:1].isalnum() or stripped.startswith("{") else ""
+    tail = r"(?!\w)" if stripped[-1:].isalnum() or stripped.endswith("}") else ""
+    return head + body + tail
+
+
+def _literal(text: str) -> str:
+    out: list[str] = []
+    for ch in text:
+        if ch.isspace():
+            if not out or out[-1] != r"[\s-]+":
+                out.append(r"[\s-]+")
+        elif ch == "-":
+            out.append(r"[\s-]?")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+def _check_keyword(expanded: str, source: str, keywords: tuple[str, ...], where: str) -> None:
+    low = expanded.lower().replace("\\d", "0123456789").replace("\\", "")
+    if not any(k in low for k in keywords):
+        raise VocabularyError(
+            f"{where}: {source!r} contains none of the target's keywords {list(keywords)}; "
+            "a mention is only looked for in text that has one"
+        )

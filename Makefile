@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo test test-spark test-browser screenshots bench lint fixtures clean
+.PHONY: demo test test-spark test-browser screenshots bench bench-report lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: $(STAMP) $(NODE_DEPS) $(CHROMIUM)
 ## Only the HTML report's browser tests.
 test-browser: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m browser
+
+## The HTML report at 10,000 cases: render time, page size, first page, paging, filtering.
+bench-report: $(STAMP) $(CHROMIUM)
+	$(BIN)/python benchmarks/bench_report.py --cases 10000
 
 ## Re-take the README's screenshots of the HTML report (docs/report-*.png).
 screenshots: $(STAMP) $(CHROMIUM)

@@ -36,6 +36,9 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("FHIR_ADAPTER_CHROMIUM", "/usr/bin/chromium")
 # No DNS at all for the browser's own background traffic; what the page asks for is recorded.
 ARGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-domain-reliability",
     "--disable-dev-shm-usage",
     "--disable-background-networking",
     "--disable-component-update",
@@ -527,6 +530,28 @@ def test_cli_writes_the_page_beside_the_bundles_and_on_stdout(
     show_all_rows(page)
     assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
     assert re.search(r"<title>[^<]*22 case\(s\)</title>", stdout)
+
+
+@pytest.mark.spark
+def test_spark_engine_writes_the_page_beside_reports_and_bundles(
+    tmp_path: Path, open_page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from fhir_adapter.testing.catalog import write_fixtures
+
+    ndjson = tmp_path / "fixtures"
+    write_fixtures(ndjson, "ndjson")
+    for meta in ndjson.glob("*.yaml"):
+        meta.unlink()
+    out = tmp_path / "out"
+    args = ["evaluate", "--engine", "spark", str(ndjson), "--out", str(out), "--format", "csv"]
+    assert main(args) == 1
+    local = [o.evaluation.procedure for o in evaluate_paths([ndjson])]
+    printed = capsys.readouterr().out.splitlines()[1:]
+    assert list(dict.fromkeys(line.split(",")[0] for line in printed)) == sorted(local)
+    page, _ = open_page(out / "report.html")
+    show_all_rows(page)
+    assert sorted(shown_procedures(page)) == sorted(local)
 
 
 def test_screenshots_of_the_overview_and_a_case(

@@ -42,7 +42,7 @@ def render_csv(outputs: Iterable[CaseOutput | ReportRow]) -> str:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(HEADER)
     for i, row in enumerate(report_rows(outputs)):
-        c = case_view(i, row)
+        c = case_view(i, row, criteria=False)
         first = [
             c["procedure"],
             c["patient"],

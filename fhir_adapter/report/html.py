@@ -23,7 +23,14 @@ import orjson
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from fhir_adapter.report.model import SEVERITIES, ReportRow, case_view, report_rows
+from fhir_adapter.report.model import (
+    SEVERITIES,
+    EvidenceFn,
+    ReportRow,
+    case_view,
+    report_rows,
+    valid_span,
+)
 from fhir_adapter.writeback import CaseOutput
 
 if TYPE_CHECKING:
@@ -83,9 +90,11 @@ class _Strings:
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
 
-    def __call__(self, text: str | None) -> int:
+    def __call__(self, text: Any) -> int:
         if text is None:
             return -1
+        if not isinstance(text, str):
+            text = str(text)
         found = self.index.get(text)
         if found is None:
             found = self.index[text] = len(self.index)
@@ -95,36 +104,48 @@ class _Strings:
         return list(self.index)
 
 
-def _packed(case: dict[str, Any], s: _Strings) -> dict[str, Any]:
-    """The case with evidence as [ref, path, snippet, note, status, cue, start, end] indices."""
+def _evidence_packer(s: _Strings) -> EvidenceFn:
+    """Evidence as [ref, path, snippet, note, status, cue(, start, end)] string indices."""
 
-    def ev(items: list[dict[str, Any]]) -> list[list[int]]:
+    def pack(items: Any) -> list[Any]:
         out = []
-        for e in items:
-            row = [s(e["ref"]), s(e["path"])]
-            row += [s(e.get(k)) for k in ("snippet", "note", "status", "cue")]
-            if "span" in e:
+        for e in items or ():
+            if not isinstance(e, dict):
+                continue
+            snippet = e.get("snippet")
+            row = [
+                s(e.get("reference") or ""),
+                s(e.get("path") or ""),
+                s(snippet),
+                s(e.get("note")),
+                s(e.get("status")),
+                s(e.get("cue")),
+            ]
+            if snippet is not None and valid_span(e.get("span"), str(snippet)):
                 row += e["span"]
             out.append(row)
         return out
 
+    return pack
+
+
+def _packed(case: dict[str, Any], s: _Strings) -> dict[str, Any]:
+    """The case with its repeated strings replaced by indices into the table."""
     packed = dict(case)
     packed["findings"] = [
         {
             "code": f["code"],
             "severity": f["severity"],
             "message": s(f["message"]),
-            "ev": ev(f["evidence"]),
+            "ev": f["evidence"],
         }
         for f in case["findings"]
     ]
     packed["modifiers"] = [
-        {"code": m["code"], "reason": s(m["reason"]), "ev": ev(m["evidence"])}
+        {"code": m["code"], "reason": s(m["reason"]), "ev": m["evidence"]}
         for m in case["modifiers"]
     ]
-    packed["criteria"] = [
-        [s(c["rule"]), int(c["passed"]), ev(c["evidence"])] for c in case["criteria"]
-    ]
+    packed["criteria"] = [[s(c["rule"]), int(c["passed"]), c["evidence"]] for c in case["criteria"]]
     if case["claim"]:
         claim = packed["claim"] = dict(case["claim"])
         claim["lines"] = [{**ln, "display": s(ln["display"])} for ln in claim["lines"]]
@@ -178,7 +199,9 @@ def render_html(
 ) -> str:
     """The whole page for these cases (CaseOutputs or JSON report rows, e.g. Spark's)."""
     rows = report_rows(outputs)
-    cases = [case_view(i, row) for i, row in enumerate(rows)]
+    strings = _Strings()
+    pack_evidence = _evidence_packer(strings)
+    cases = [case_view(i, row, pack_evidence) for i, row in enumerate(rows)]
     order = tuple(reversed(pack.model.severity_order)) if pack is not None else SEVERITIES
     claims = sum(1 for c in cases if c["outcome"] == "claim")
 
@@ -237,7 +260,6 @@ def render_html(
     if pack is not None:
         pack_label = f"{pack.model.pack} {pack.model.version} ({pack.model.title})"
 
-    strings = _Strings()
     packed = [_packed(c, strings) for c in cases]
     css, js = _static("report.css"), _static("report.js")
     csp = "; ".join(

@@ -9,7 +9,7 @@ the criteria that looked for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fhir_adapter.writeback import CaseOutput
@@ -28,26 +28,26 @@ def report_rows(outputs: Iterable[CaseOutput | ReportRow]) -> list[ReportRow]:
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, dict):
         return []
-    return [c for c in concept.get("coding") or [] if isinstance(c, Mapping)]
+    return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
 
 
 def _code(concept: Any) -> tuple[str, str]:
     for c in _codings(concept):
         if c.get("code"):
             return str(c["code"]), str(c.get("display") or "")
-    text = concept.get("text") if isinstance(concept, Mapping) else None
+    text = concept.get("text") if isinstance(concept, dict) else None
     return (str(text), "") if text else ("", "")
 
 
 def _ref(value: Any) -> str:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         return ""
     if value.get("reference"):
         return str(value["reference"])
     ident = value.get("identifier")
-    if isinstance(ident, Mapping) and ident.get("value"):
+    if isinstance(ident, dict) and ident.get("value"):
         return f"{ident.get('system', '')}|{ident['value']}"
     return str(value.get("display") or "")
 
@@ -56,15 +56,25 @@ def _resources(row: ReportRow, rtype: str) -> list[Mapping[str, Any]]:
     return [
         r
         for r in row.get("resources") or []
-        if isinstance(r, Mapping) and r.get("resourceType") == rtype
+        if isinstance(r, dict) and r.get("resourceType") == rtype
     ]
 
 
-def _evidence(items: Any) -> list[dict[str, Any]]:
-    """Evidence as the page needs it; a span outside its snippet is dropped, not trusted."""
+def valid_span(span: Any, snippet: str) -> bool:
+    """A span is highlighted only when it lies inside its snippet; otherwise it is ignored."""
+    return (
+        isinstance(span, list | tuple)
+        and len(span) == 2
+        and all(type(i) is int for i in span)
+        and 0 <= span[0] < span[1] <= len(snippet)
+    )
+
+
+def evidence_dicts(items: Any) -> list[Any]:
+    """Evidence as plain dicts (ref, path, snippet, note, status, cue, span when valid)."""
     out = []
-    for e in items or []:
-        if not isinstance(e, Mapping):
+    for e in items or ():
+        if not isinstance(e, dict):
             continue
         ev: dict[str, Any] = {
             "ref": str(e.get("reference") or ""),
@@ -73,14 +83,8 @@ def _evidence(items: Any) -> list[dict[str, Any]]:
         snippet = e.get("snippet")
         if snippet is not None:
             ev["snippet"] = str(snippet)
-            span = e.get("span")
-            if (
-                isinstance(span, Sequence)
-                and len(span) == 2
-                and all(isinstance(i, int) for i in span)
-                and 0 <= span[0] < span[1] <= len(ev["snippet"])
-            ):
-                ev["span"] = [span[0], span[1]]
+            if valid_span(e.get("span"), ev["snippet"]):
+                ev["span"] = list(e["span"])
         for key in ("note", "status", "cue"):
             if e.get(key) is not None:
                 ev[key] = str(e[key])
@@ -88,10 +92,13 @@ def _evidence(items: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _criterion_evidence(row: ReportRow, rule: str) -> list[Mapping[str, Any]]:
+EvidenceFn = Callable[[Any], list[Any]]
+
+
+def _criterionevidence(row: ReportRow, rule: str) -> list[Mapping[str, Any]]:
     for c in row.get("criteria") or []:
-        if isinstance(c, Mapping) and c.get("rule") == rule:
-            return [e for e in c.get("evidence") or [] if isinstance(e, Mapping)]
+        if isinstance(c, dict) and c.get("rule") == rule:
+            return [e for e in c.get("evidence") or [] if isinstance(e, dict)]
     return []
 
 
@@ -114,7 +121,7 @@ def _claim(row: ReportRow) -> dict[str, Any] | None:
     for item in claim.get("item") or []:
         code, display = _code(item.get("productOrService"))
         quantity = item.get("quantity")
-        units = quantity.get("value") if isinstance(quantity, Mapping) else None
+        units = quantity.get("value") if isinstance(quantity, dict) else None
         pointers = [
             f"{seq} ({by_seq[seq]})" if by_seq.get(seq) else str(seq)
             for seq in item.get("diagnosisSequence") or []
@@ -172,28 +179,35 @@ def _first_ref(evidence: list[Mapping[str, Any]], prefixes: tuple[str, ...]) -> 
     return ""
 
 
-def case_view(index: int, row: ReportRow) -> dict[str, Any]:
-    """One case, flattened for the page's worklist and case view."""
+def case_view(
+    index: int,
+    row: ReportRow,
+    evidence: EvidenceFn = evidence_dicts,
+    *,
+    criteria: bool = True,
+) -> dict[str, Any]:
+    """One case, flattened for the worklist and case view; `evidence` shapes evidence lists,
+    `criteria=False` skips the criteria (the bulk of the evidence) when they are not shown."""
     claim = _claim(row)
     findings = [
         {
             "code": str(f.get("code") or ""),
             "severity": str(f.get("severity") or ""),
             "message": str(f.get("message") or ""),
-            "evidence": _evidence(f.get("evidence")),
+            "evidence": evidence(f.get("evidence")),
         }
         for f in row.get("findings") or []
-        if isinstance(f, Mapping)
+        if isinstance(f, dict)
     ]
     date = row.get("date_of_service") or _claim_date(claim)
     performer = (
         row.get("performer")
         or (claim["provider"] if claim else "")
         or _first_ref(
-            _criterion_evidence(row, "provider-missing"), ("Practitioner/", "Organization/")
+            _criterionevidence(row, "provider-missing"), ("Practitioner/", "Organization/")
         )
     )
-    coverage_evidence = _criterion_evidence(row, "coverage-missing")
+    coverage_evidence = _criterionevidence(row, "coverage-missing")
     coverage = (claim["coverage"][0] if claim and claim["coverage"] else "") or _first_ref(
         coverage_evidence, ("Coverage/",)
     )
@@ -217,19 +231,19 @@ def case_view(index: int, row: ReportRow) -> dict[str, Any]:
             {
                 "code": str(m.get("code") or ""),
                 "reason": str(m.get("reason") or ""),
-                "evidence": _evidence(m.get("evidence")),
+                "evidence": evidence(m.get("evidence")),
             }
             for m in row.get("modifiers") or []
-            if isinstance(m, Mapping)
+            if isinstance(m, dict)
         ],
         "criteria": [
             {
                 "rule": str(c.get("rule") or ""),
                 "passed": bool(c.get("passed")),
-                "evidence": _evidence(c.get("evidence")),
+                "evidence": evidence(c.get("evidence")),
             }
-            for c in row.get("criteria") or []
-            if isinstance(c, Mapping)
+            for c in (row.get("criteria") or [] if criteria else [])
+            if isinstance(c, dict)
         ],
         "claim": claim,
         "issues": _issues(row),

@@ -21,6 +21,7 @@ import pytest
 
 from fhir_adapter import CaseOutput, evaluate_paths, load_pack
 from fhir_adapter.cli import main
+from fhir_adapter.codesets import code_set_versions
 from fhir_adapter.report import render_html
 from fhir_adapter.rules import Pack
 
@@ -260,10 +261,18 @@ def test_overview_counts_and_chart_match_the_batch(
     facts = page.locator("#run-facts").inner_text()
     assert f"{report_pack.model.pack} {report_pack.model.version}" in facts
     assert "fixtures/cases" in facts and NOW in facts
+    for release in _leaves(code_set_versions()):
+        assert release in facts
     # The overview's finding buttons filter the worklist.
     code = next(iter(sorted(per_code)))
     page.locator(f'#by-code button[data-filter-code="{code}"]').click()
     assert len(shown_procedures(page)) == per_code[code]
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    return [str(value)]
 
 
 def test_sorting_and_search_work_from_the_keyboard(
@@ -529,7 +538,7 @@ def test_cli_writes_the_page_beside_the_bundles_and_on_stdout(
     page, _ = open_page(out / "report.html")
     show_all_rows(page)
     assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
-    assert re.search(r"<title>[^<]*22 case\(s\)</title>", stdout)
+    assert re.search(rf"<title>[^<]* {len(outputs)} case\(s\)</title>", stdout)
 
 
 @pytest.mark.spark

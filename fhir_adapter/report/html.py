@@ -158,21 +158,31 @@ def _severity_rank(severity: str, order: Sequence[str]) -> int:
     return order.index(severity) if severity in order else len(order)
 
 
-def _code_sets(rows: Sequence[ReportRow], given: Iterable[str]) -> list[str]:
-    """Code-set releases named by the caller or carried by the report rows, in first-seen order."""
-    found: dict[str, None] = dict.fromkeys(given)
+def _labels(value: Any, prefix: str = "") -> list[str]:
+    """`{"icd10cm": "...", "cms_tables": {"pfs": "..."}}` as "icd10cm: ...", "cms_tables pfs: ..."."""
+    if isinstance(value, Mapping):
+        out = []
+        for k, v in value.items():
+            out += _labels(v, f"{prefix} {k}".strip())
+        return out
+    if isinstance(value, list | tuple):
+        return [label for item in value for label in _labels(item, prefix)]
+    if value in (None, ""):
+        return []
+    return [f"{prefix}: {value}" if prefix else str(value)]
+
+
+def _code_sets(rows: Sequence[ReportRow], given: Mapping[str, Any] | None) -> list[str]:
+    """The code-set releases behind the findings: the caller's, else this install's, plus any
+    a report row carries (rows from elsewhere, e.g. another engine's output)."""
+    if given is None:
+        from fhir_adapter.codesets import code_set_versions
+
+        given = code_set_versions()
+    found = dict.fromkeys(_labels(given))
     for row in rows:
-        value = row.get("code_sets")
-        if isinstance(value, Mapping):
-            found.update(dict.fromkeys(f"{k} {v}" for k, v in value.items()))
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, Mapping):
-                    label = " ".join(str(v) for v in item.values() if v not in (None, ""))
-                    found[label] = None
-                elif item:
-                    found[str(item)] = None
-    return [c for c in found if c]
+        found.update(dict.fromkeys(_labels(row.get("code_sets"))))
+    return list(found)
 
 
 def _evaluated_at(rows: Sequence[ReportRow]) -> str:
@@ -194,7 +204,7 @@ def render_html(
     *,
     pack: Pack | None = None,
     source: Sequence[str] = (),
-    code_sets: Iterable[str] = (),
+    code_sets: Mapping[str, Any] | None = None,
     generated: datetime | None = None,
 ) -> str:
     """The whole page for these cases (CaseOutputs or JSON report rows, e.g. Spark's)."""

@@ -9,15 +9,22 @@ Resource = dict[str, Any]
 
 
 def values_at(resource: Any, path: tuple[str, ...]) -> Iterator[Any]:
-    """Walk a dotted path through dicts and lists, yielding every value found."""
-    if not path:
-        if isinstance(resource, list):
-            yield from resource
-        elif resource is not None:
-            yield resource
-        return
-    if isinstance(resource, list):
-        for item in resource:
-            yield from values_at(item, path)
-    elif isinstance(resource, dict):
-        yield from values_at(resource.get(path[0]), path[1:])
+    """Walk a dotted path through dicts and lists, yielding every value found.
+
+    Breadth-first over plain lists: the hottest function of an evaluation, so no
+    recursion and no generator per level.
+    """
+    level = resource if isinstance(resource, list) else [resource]
+    for key in path:
+        found: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                value = item.get(key)
+                if isinstance(value, list):
+                    found.extend(value)
+                elif value is not None:
+                    found.append(value)
+        if not found:
+            return iter(())
+        level = found
+    return iter([v for v in level if v is not None])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ def reference_string(ref: Any) -> str | None:
     return ref if isinstance(ref, str) and ref else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def tail_key(ref: str) -> str | None:
     """`Type/id` at the end of a relative or absolute reference, without the version."""
     m = _TAIL.search(ref)

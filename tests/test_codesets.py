@@ -217,3 +217,10 @@ def test_json_report_names_the_code_sets() -> None:
     assert document["code_sets"] == code_set_versions()
     assert document["code_sets"]["icd10cm"].startswith("ICD-10-CM 2026")
     assert set(document["code_sets"]["cms_tables"]) == {"pfs", "mue", "ptp"}
+
+
+def test_relative_xdg_cache_home_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert icd10cm.cache_dir() == Path.home() / ".cache" / "fhir-adapter"
+    monkeypatch.setenv("XDG_CACHE_HOME", "/srv/cache")
+    assert icd10cm.cache_dir() == Path("/srv/cache/fhir-adapter")

@@ -215,8 +215,10 @@ def build_index() -> dict[str, Any]:
 
 
 def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/fhir-adapter (default ~/.cache/fhir-adapter)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """$XDG_CACHE_HOME/fhir-adapter (default ~/.cache/fhir-adapter; a relative value is ignored)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "fhir-adapter"
 
 

@@ -541,6 +541,19 @@ def test_cli_writes_the_page_beside_the_bundles_and_on_stdout(
     assert re.search(rf"<title>[^<]* {len(outputs)} case\(s\)</title>", stdout)
 
 
+def _showcase(output: CaseOutput) -> tuple[bool, ...]:
+    """How much of the case view a case shows off: ruled-out mentions, highlights, a Claim."""
+    e = output.evaluation
+    evidence = [ev for f in e.findings for ev in f.evidence]
+    return (
+        any(ev.status not in (None, "affirmed") for ev in evidence),
+        any(ev.span is not None for ev in evidence),
+        bool(e.findings),
+        not e.blocked,
+        bool(e.modifiers),
+    )
+
+
 @pytest.mark.spark
 def test_spark_engine_writes_the_page_beside_reports_and_bundles(
     tmp_path: Path, open_page: Any, capsys: pytest.CaptureFixture[str]
@@ -572,12 +585,11 @@ def test_screenshots_of_the_overview_and_a_case(
         target = ROOT / target
     target.mkdir(parents=True, exist_ok=True)
     page, _ = open_page(write_page(tmp_path, outputs, report_pack))
-    page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size({"width": 1280, "height": 1500})
     overview = target / "report-overview.png"
     page.screenshot(path=overview, full_page=False)
-    case = next(
-        o for o in outputs if any(ev.snippet for f in o.evaluation.findings for ev in f.evidence)
-    )
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    case = max(outputs, key=_showcase)
     index = outputs.index(case)
     page.locator(f'#cases tbody tr[data-case="{index}"] th a').click()
     page.locator("#case-h").focus()

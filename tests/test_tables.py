@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def test_ptp_text_layout() -> None:
         ("bad-date-ccipra.txt", "'2003-01-01' is not a date"),
         ("header-only-ccipra.txt", "has a header but no rows"),
         ("not-a-table.csv", "not a CMS table"),
-        ("excel.xlsx", "zip/xlsx"),
+        ("excel.xlsx", "an Excel or zip file"),
         ("MCR_MUE_OutpatientHospitalServices_Eff_10-01-2026.csv", "Practitioner Services"),
     ],
 )
@@ -271,6 +272,40 @@ def test_failed_import_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(TablesError, match="more than one PFS"):
         import_files([PFS25, PFS26], into)
     assert {p.name: p.read_bytes() for p in into.iterdir()} == before
+
+
+def test_import_the_cms_zip_downloads(tmp_path: Path) -> None:
+    """The PFS zip holds other files and, from 2026, a QPP twin; a PTP zip an .xlsx twin."""
+    pfs_zip, ptp_zip = tmp_path / "rvu26d.zip", tmp_path / "ccipra-v321r0-f1.zip"
+    with zipfile.ZipFile(pfs_zip, "w") as zf:
+        zf.write(PFS26, PFS26.name)
+        zf.write(PFS26, "PPRRVU2026_Oct_QPP.csv")
+        zf.write(CMS / "not-a-table.csv", "GPCI2026.csv")
+        zf.writestr("RVUPUF26.pdf", b"%PDF-1.4")
+        zf.writestr("__MACOSX/._PPRRVU2026_Oct_nonQPP.csv", b"junk")
+    with zipfile.ZipFile(ptp_zip, "w") as zf:
+        zf.write(PTP[0], "ccipra-v321r0-f1.TXT")
+        zf.write(CMS / "excel.xlsx", "ccipra-v321r0-f1.xlsx")
+    into = tmp_path / "tables"
+    assert import_files([pfs_zip, ptp_zip, PTP[1]], into) == {"pfs": 6, "ptp": 6}
+    assert sorted(p.name for p in into.iterdir()) == [
+        "PPRRVU2026_Oct_nonQPP.csv",
+        "SOURCES.yaml",
+        "ccipra-v321r0.txt",
+    ]
+    assert load_tables(into).ptp("76940", "76942", D(2026, 10, 14)) is not None
+
+
+def test_zip_without_a_table_or_broken(tmp_path: Path) -> None:
+    empty, broken = tmp_path / "empty.zip", tmp_path / "broken.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.write(CMS / "not-a-table.csv", "GPCI2026.csv")
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(TablesError, match="no PPRRVU, practitioner MUE or PTP table inside"):
+        import_files([empty], tmp_path / "t")
+    with pytest.raises(TablesError, match="cannot read the zip"):
+        import_files([broken], tmp_path / "t")
+    assert not (tmp_path / "t").exists()
 
 
 # -- CLI -------------------------------------------------------------------------------------

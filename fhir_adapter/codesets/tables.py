@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,8 @@ def _head(path: Path) -> str:
         raise TablesError(f"{path}: cannot read: {exc.strerror}") from None
     if raw.startswith(b"PK"):
         raise TablesError(
-            f"{path}: a zip/xlsx file; extract the .csv (PFS, MUE) or .txt (PTP) file from the "
-            "CMS download and import that"
+            f"{path}: an Excel or zip file; import the CMS .zip download itself, or the .csv "
+            "(PFS, MUE) or .txt (PTP) file inside it"
         )
     if b"\0" in raw:
         raise TablesError(f"{path}: a binary file, not a CMS table in CSV or text layout")
@@ -561,11 +562,56 @@ def import_files(
     """
     if not paths:
         raise TablesError("no files to import")
-    target = Path(directory)
-    tables = [read_table(p) for p in paths]
+    with tempfile.TemporaryDirectory(prefix="fhir-adapter-import-") as scratch:
+        tables = [read_table(p) for p in _expand(paths, Path(scratch))]
+        return _import(tables, Path(directory))
+
+
+def _expand(paths: Sequence[str | os.PathLike[str]], scratch: Path) -> list[Path]:
+    """The files to read: each path as given, or the CMS tables inside a .zip download.
+
+    A zip holds more than the tables (GPCI, anesthesia, OPPS cap files, PDFs, .xlsx
+    twins): members that are not a table this adapter reads are skipped.
+    """
+    out: list[Path] = []
+    for given in map(Path, paths):
+        if given.suffix.lower() != ".zip":
+            out.append(given)
+            continue
+        found: list[Path] = []
+        try:
+            with zipfile.ZipFile(given) as zf:
+                for n, info in enumerate(zf.infolist()):
+                    name = Path(info.filename).name
+                    if info.is_dir() or info.filename.startswith("__MACOSX/"):
+                        continue
+                    if Path(name).suffix.lower() not in (".csv", ".txt"):
+                        continue
+                    member = scratch / f"{len(out)}-{n}" / name
+                    member.parent.mkdir(parents=True)
+                    with zf.open(info) as src, open(member, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    with contextlib.suppress(TablesError):
+                        sniff(member)
+                        found.append(member)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise TablesError(f"{given}: cannot read the zip: {exc}") from None
+        if not found:
+            raise TablesError(f"{given}: no PPRRVU, practitioner MUE or PTP table inside")
+        out += found
+    return out
+
+
+def _import(tables: list[TableFile], target: Path) -> dict[str, int]:
     by_kind: dict[str, list[TableFile]] = {}
     for t in tables:
         by_kind.setdefault(t.kind, []).append(t)
+    pfs = by_kind.get("pfs", [])
+    non_qpp = [t for t in pfs if "NONQPP" in t.path.name.upper()]
+    if len(pfs) > 1 and len(non_qpp) == 1 and len({t.effective for t in pfs}) == 1:
+        # From 2026 the release has a QPP and a non-QPP file; they differ only in the
+        # conversion factor, not in the indicators read here.
+        by_kind["pfs"] = non_qpp
     for kind in ("pfs", "mue"):
         if len(by_kind.get(kind, [])) > 1:
             names = ", ".join(t.path.name for t in by_kind[kind])

@@ -342,3 +342,18 @@ def test_cli_bad_file_is_one_line_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("fhir-adapter: error: ") and err.count("\n") == 1 and bad in err
     assert not into.exists() or not any(into.iterdir())
+
+
+def test_broken_sources_yaml_is_named(tmp_path: Path) -> None:
+    d = _dir(tmp_path, PFS26)
+    (d / "SOURCES.yaml").write_text("files:\n  PPRRVU2026_Oct_nonQPP.csv: [not, a, mapping]\n")
+    with pytest.raises(TablesError, match=r"SOURCES.yaml: files: PPRRVU2026_Oct_nonQPP.csv"):
+        load_tables(d)
+    (d / "SOURCES.yaml").write_text(
+        "files: {PPRRVU2026_Oct_nonQPP.csv: {verified: true, rows: {'47382': oops}}}\n"
+    )
+    row = load_tables(d).pfs("47382")  # a row entry that is not a mapping: the file's word
+    assert row is not None and row.verified is True and row.source == PFS26.name
+    (d / "SOURCES.yaml").write_text("files: [\n")
+    with pytest.raises(TablesError, match=r"SOURCES\.yaml: cannot read"):
+        load_tables(d)

@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     imp = actions.add_parser(
         "import",
         help="read CMS release files (PPRRVU*.csv, MCR_MUE_PractitionerServices_*.csv, "
-        "ccipra-*.txt) and make them the tables",
+        "ccipra-*.txt, or the .zip downloads holding them) and make them the tables",
     )
     imp.add_argument("files", nargs="+", metavar="FILE")
     env_option(

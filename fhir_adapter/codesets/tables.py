@@ -342,8 +342,13 @@ def _read_sources(directory: Path) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise TablesError(f"{path}: cannot read: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("files", {}), dict):
+    if isinstance(doc, dict) and doc.get("files") is None:
+        doc["files"] = {}
+    if not isinstance(doc, dict) or not isinstance(doc["files"], dict):
         raise TablesError(f"{path}: expected a mapping with 'files:'")
+    for name, entry in doc["files"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("rows") or {}, dict):
+            raise TablesError(f"{path}: files: {name}: expected a mapping (release, source, rows)")
     return doc
 
 
@@ -354,7 +359,9 @@ class _Provenance:
     rows: dict[str, Any]
 
     def of(self, key: str) -> tuple[str, bool]:
-        row = self.rows.get(key) or {}
+        row = self.rows.get(key)
+        if not isinstance(row, dict):
+            row = {}
         return str(row.get("source", self.source)), bool(row.get("verified", self.verified))
 
 

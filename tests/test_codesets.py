@@ -224,3 +224,18 @@ def test_relative_xdg_cache_home_is_ignored(monkeypatch: pytest.MonkeyPatch) -> 
     assert icd10cm.cache_dir() == Path.home() / ".cache" / "fhir-adapter"
     monkeypatch.setenv("XDG_CACHE_HOME", "/srv/cache")
     assert icd10cm.cache_dir() == Path("/srv/cache/fhir-adapter")
+
+
+def test_concurrent_first_runs_build_the_index_once(tmp_path: Path) -> None:
+    """Two processes on an empty cache (parallel workers): one builds, the other waits and reads."""
+    probe = (
+        "import sys; from fhir_adapter.codesets import icd10cm as i; "
+        "i.release(); print('simple_icd_10_cm' in sys.modules)"
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    built = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(built) == ["False", "True"]

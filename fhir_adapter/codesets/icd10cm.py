@@ -11,6 +11,7 @@ lazily with orjson afterwards. The index answers exactly what the package answer
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import importlib.metadata
@@ -20,6 +21,7 @@ import re
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -275,11 +277,38 @@ def load_index_document() -> tuple[dict[str, Any], Path | None]:
     for path in candidates:
         if (doc := _read(path)) is not None:
             return doc, path
-    doc = build_index()
-    for path in candidates:
-        if _write(path, doc):
-            return doc, path
+    # Parallel workers starting on an empty cache would each spend seconds and ~200 MB
+    # building the same index: the first builds it, the others wait and read it.
+    with _build_lock(candidates):
+        for path in candidates:
+            if (doc := _read(path)) is not None:
+                return doc, path
+        doc = build_index()
+        for path in candidates:
+            if _write(path, doc):
+                return doc, path
     return doc, None  # no writable cache: works, but builds again next run
+
+
+@contextlib.contextmanager
+def _build_lock(candidates: list[Path]) -> Iterator[None]:
+    """An exclusive lock file beside the first writable cache location (none on Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path.parent / ".icd10cm.lock", "a")  # noqa: SIM115 (held across the yield)
+        except OSError:
+            continue
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+            return
+    yield
 
 
 _lock = threading.Lock()

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -556,9 +557,14 @@ def _showcase(output: CaseOutput) -> tuple[bool, ...]:
 
 @pytest.mark.spark
 def test_spark_engine_writes_the_page_beside_reports_and_bundles(
-    tmp_path: Path, open_page: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    open_page: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    # Spark's Python workers default to `python3` on PATH; this test's interpreter has the deps.
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     from fhir_adapter.testing.catalog import write_fixtures
 
     ndjson = tmp_path / "fixtures"

@@ -492,8 +492,17 @@ def test_controls_are_labelled_and_badges_have_enough_contrast(
     assert unlabelled == []
     assert page.locator("#cases thead th[scope=col]").count() == 8
     assert page.locator("#cases tbody th[scope=row]").count() > 0
-    worst = page.evaluate(CONTRAST_JS, ".sev, .outcome, .where, .note, dt, th, td, a")
-    assert worst >= 4.5, worst
+    worst, checked = page.evaluate(CONTRAST_JS, ".sev, .outcome, dt, th, td, a")
+    assert worst >= 4.5 and checked > 100, (worst, checked)
+    # The case view of the richest case: highlights, ruled-out mentions, verdicts; Escape leaves.
+    index = outputs.index(max(outputs, key=_showcase))
+    page.locator(f'#cases tbody tr[data-case="{index}"] th a').click()
+    expect(page.locator("#case")).to_be_visible()
+    selector = "#case .status, #case mark, #case .where, #case .note, #case .outcome"
+    worst, checked = page.evaluate(CONTRAST_JS, selector)
+    assert worst >= 4.5 and checked > 10, (worst, checked)
+    page.keyboard.press("Escape")
+    expect(page.locator("#worklist")).to_be_visible()
 
 
 # WCAG 2 contrast of each matching element's text against its first opaque background.
@@ -504,13 +513,14 @@ CONTRAST_JS = """sel => {
     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
   const bg = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
     if (c.length < 4 || c[3] > 0) return c; } return [255, 255, 255]; };
-  let worst = 21;
+  let worst = 21, checked = 0;
   for (const e of document.querySelectorAll(sel)) {
     if (!e.offsetParent || !e.textContent.trim()) continue;
     const a = lum(rgb(getComputedStyle(e).color)), b = lum(bg(e));
     worst = Math.min(worst, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05));
+    checked++;
   }
-  return worst;
+  return [worst, checked];
 }"""
 
 
@@ -540,6 +550,28 @@ def test_cli_writes_the_page_beside_the_bundles_and_on_stdout(
     show_all_rows(page)
     assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
     assert re.search(rf"<title>[^<]* {len(outputs)} case\(s\)</title>", stdout)
+
+
+@pytest.mark.server
+def test_run_against_a_server_prints_the_page(
+    server: Any, tmp_path: Path, open_page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fhir_adapter.client.rest import FhirClient
+    from fhir_adapter.testing.catalog import load_fixtures
+
+    with FhirClient(server.base) as client:
+        load_fixtures(client, ["ex1-hcc-ct", "v12-doc-gaps", "v03-laparoscopic"])
+    main(["run", "--base-url", server.base, "--dry-run", "--format", "json"])
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    main(["run", "--base-url", server.base, "--dry-run", "--format", "html"])
+    path = tmp_path / "run.html"
+    path.write_text(capsys.readouterr().out)
+    page, _ = open_page(path)
+    assert shown_procedures(page) == [c["procedure"] for c in cases]
+    assert server.base in page.locator("#run-facts").inner_text()
+    for i, case in enumerate(cases):
+        codes = page.locator(f'#cases tbody tr[data-case="{i}"] .finding-code').all_inner_texts()
+        assert codes == [f["code"] for f in case["findings"]]
 
 
 def _showcase(output: CaseOutput) -> tuple[bool, ...]:

@@ -348,6 +348,9 @@
     }
   }
   window.addEventListener("hashchange", route);
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && !$("case").hidden) { location.hash = "#worklist"; }
+  });
 
   update();
   route();

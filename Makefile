@@ -26,7 +26,8 @@ $(NODE_DEPS): tests/fhir_server/package.json tests/fhir_server/package-lock.json
 
 # Debian's Chromium for the HTML report's browser tests (Playwright drives it; Playwright's own
 # browser download is never used). The file itself is the stamp: nothing to do once it exists.
-CHROMIUM := /usr/bin/chromium
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 $(CHROMIUM):
 	@if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
 	  $$sudo apt-get update -qq && \

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from fhir_adapter import evaluate_paths  # noqa: E402
 from fhir_adapter.report import render_csv, render_html  # noqa: E402
 from fhir_adapter.testing.synth import generate  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost"]
 
 

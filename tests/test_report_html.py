@@ -35,7 +35,7 @@ expect = playwright_api.expect
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("FHIR_ADAPTER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # `make test` exports its own
 # No DNS at all for the browser's own background traffic; what the page asks for is recorded.
 ARGS = [
     "--disable-gpu",

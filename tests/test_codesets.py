@@ -132,8 +132,8 @@ def test_a_range_naming_a_block_covers_its_odd_categories() -> None:
     index = icd10cm._Index(
         {
             "release": "test",
-            "leaf": icd10cm._SortedCodes.pack(["C4A0", "X011"]),
-            "inner": icd10cm._SortedCodes.pack(["C4A", "X01"]),
+            "leaf": icd10cm._CodeSet.pack(["C4A0", "X011"]),
+            "inner": icd10cm._CodeSet.pack(["C4A", "X01"]),
             "up": {"C4A": ["C43-C44", "2"], "X01": ["X00-X09", "20"]},
             "code_notes": {"X01": [["merkel", [["C43-C44", "C43", "C44"]]]]},
             "group_notes": {},

@@ -31,7 +31,7 @@ from fhir_adapter.errors import AdapterError
 
 PACKAGE = "simple-icd-10-cm"
 # Bump when the index layout or its derivation changes: old cache files are then ignored.
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 
 # One code reference inside an Excludes1 note: "C78.7", "D03.-", "C7A.02-", "B18.0-B18.1", "C00-C14".
 _CODE = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{0,4})?-?"
@@ -44,36 +44,27 @@ class CodeSetError(AdapterError):
     """The ICD-10-CM data cannot be found or read (the message says how to fix it)."""
 
 
-_WIDTH = 7  # the longest code, undotted; shorter codes are padded with spaces
+class _CodeSet:
+    """Codes grouped by category: {"C22": "|0|1|2|3|4|7|8|9|"} ("" is the category itself).
 
-
-class _SortedCodes:
-    """Codes as one sorted string of fixed-width records, searched by bisection.
-
-    One string instead of ~100,000 small ones: nothing to build when loading
-    (a set would cost most of the load time and ~15 MB), ~3 µs per lookup.
+    About 1,900 strings instead of ~100,000: nothing to build when loading (a set
+    would cost most of the load time and ~15 MB), and a lookup is one dict access and
+    one substring search in a short string.
     """
 
-    def __init__(self, blob: str) -> None:
-        if len(blob) % _WIDTH:
-            raise CodeSetError("ICD-10-CM index is corrupt (record width)")
-        self.blob = blob
-        self.count = len(blob) // _WIDTH
+    def __init__(self, buckets: dict[str, str]) -> None:
+        self.buckets = buckets
 
     @staticmethod
-    def pack(codes: list[str]) -> str:
-        return "".join(sorted(c.ljust(_WIDTH) for c in codes))
+    def pack(codes: list[str]) -> dict[str, str]:
+        grouped: dict[str, list[str]] = {}
+        for c in codes:
+            grouped.setdefault(c[:3], []).append(c[3:])
+        return {cat: "|" + "|".join(sorted(rest)) + "|" for cat, rest in sorted(grouped.items())}
 
     def __contains__(self, code: str) -> bool:
-        key = code.ljust(_WIDTH)
-        lo, hi = 0, self.count
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.blob[mid * _WIDTH : (mid + 1) * _WIDTH] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo < self.count and self.blob[lo * _WIDTH : (lo + 1) * _WIDTH] == key
+        bucket = self.buckets.get(code[:3])
+        return bucket is not None and f"|{code[3:]}|" in bucket
 
 
 # An Excludes1 note as stored: [text, [[as written, low, high], ...]]; low/high undotted,
@@ -86,8 +77,8 @@ class _Index:
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.release: str = doc["release"]
-        self.leaves = _SortedCodes(doc["leaf"])
-        self.inner = _SortedCodes(doc["inner"])
+        self.leaves = _CodeSet(doc["leaf"])
+        self.inner = _CodeSet(doc["inner"])
         self.up: dict[str, list[str]] = doc["up"]
         self.code_notes: dict[str, list[_RawNote]] = doc["code_notes"]
         self.group_notes: dict[str, list[_RawNote]] = doc["group_notes"]
@@ -208,8 +199,8 @@ def build_index() -> dict[str, Any]:
         "package": f"{PACKAGE} {version}",
         "data_file": _data_file(),
         "release": describe_release(version, _data_file()),
-        "leaf": _SortedCodes.pack(leaf),
-        "inner": _SortedCodes.pack(inner),
+        "leaf": _CodeSet.pack(leaf),
+        "inner": _CodeSet.pack(inner),
         "up": up,
         "code_notes": code_notes,
         "group_notes": group_notes,
@@ -341,8 +332,7 @@ def release() -> str:
     return _get().release
 
 
-# Claims repeat the same few codes, so answers are memoised per input string; a first
-# lookup is a bisection in the index (a few µs), a repeated one a dict hit.
+# Claims repeat the same few codes, so answers are memoised per input string.
 _MEMO = 1 << 16
 
 

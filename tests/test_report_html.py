@@ -29,8 +29,6 @@ from fhir_adapter.rules import Pack
 from .conftest import CASES, ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs it")
-Browser = playwright_api.Browser
-Page = playwright_api.Page
 expect = playwright_api.expect
 
 pytestmark = pytest.mark.browser
@@ -113,6 +111,7 @@ def open_page(browser: Any) -> Iterator[Callable[[Path], tuple[Any, Log]]]:
     for context in contexts:
         context.close()
     assert [e for log in logs for e in log.errors] == [], "JavaScript errors on the page"
+    assert [d for log in logs for d in log.dialogs] == [], "the page opened a dialog"
 
 
 @pytest.fixture(scope="module")

@@ -199,22 +199,9 @@ def _evaluated_at(rows: Sequence[ReportRow]) -> str:
     return first if first == last else f"{first} to {last}"
 
 
-def render_html(
-    outputs: Iterable[CaseOutput | ReportRow],
-    *,
-    pack: Pack | None = None,
-    source: Sequence[str] = (),
-    code_sets: Mapping[str, Any] | None = None,
-    generated: datetime | None = None,
-) -> str:
-    """The whole page for these cases (CaseOutputs or JSON report rows, e.g. Spark's)."""
-    rows = report_rows(outputs)
-    strings = _Strings()
-    pack_evidence = _evidence_packer(strings)
-    cases = [case_view(i, row, pack_evidence) for i, row in enumerate(rows)]
-    order = tuple(reversed(pack.model.severity_order)) if pack is not None else SEVERITIES
+def _overview(cases: list[dict[str, Any]], order: Sequence[str]) -> dict[str, Any]:
+    """Counts for the overview: totals, the findings chart, outcome, worst severity, payer."""
     claims = sum(1 for c in cases if c["outcome"] == "claim")
-
     per_code: Counter[tuple[str, str]] = Counter()
     worst: Counter[str] = Counter()
     modifiers: Counter[str] = Counter()
@@ -243,82 +230,98 @@ def render_html(
         }
         for i, ((code, severity), n) in enumerate(ranked)
     ]
-    known = list(order)
-    severity_rows = [
-        {"label": f"{s}" if s else "no findings", "count": worst[s]}
-        for s in [*known, *sorted(set(worst) - set(known) - {""}), ""]
-        if worst[s]
-    ]
-    outcome_rows = [
-        {"outcome": "claim", "outcome_class": "claim", "label": "ready to bill", "count": claims},
-        {
-            "outcome": "issues",
-            "outcome_class": "issues",
-            "label": "blocked",
-            "count": len(cases) - claims,
-        },
-    ]
+    unknown = sorted(set(worst) - set(order) - {""})
     ranked_payers = sorted(payers.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
     if len(ranked_payers) > TOP_PAYERS:
         rest = ranked_payers[TOP_PAYERS - 1 :]
         other = [sum(t[0] for _, t in rest), sum(t[1] for _, t in rest)]
         ranked_payers[TOP_PAYERS - 1 :] = [(f"{len(rest)} other payers", other)]
-    payer_rows = [
-        {"payer": p, "cases": sum(t), "claims": t[0], "blocked": t[1]} for p, t in ranked_payers
-    ]
+    return {
+        "totals": {
+            "cases": len(cases),
+            "claims": claims,
+            "blocked": len(cases) - claims,
+            "findings": sum(len(c["findings"]) for c in cases),
+        },
+        "chart": {
+            "bars": bars,
+            "label_width": label_width,
+            "width": label_width + bar_room + 110,
+            "height": max(step, len(bars) * step),
+        },
+        "by_severity": [
+            {"label": s or "no findings", "count": worst[s]}
+            for s in [*order, *unknown, ""]
+            if worst[s]
+        ],
+        "by_outcome": [
+            {
+                "outcome": "claim",
+                "outcome_class": "claim",
+                "label": "ready to bill",
+                "count": claims,
+            },
+            {
+                "outcome": "issues",
+                "outcome_class": "issues",
+                "label": "blocked",
+                "count": len(cases) - claims,
+            },
+        ],
+        "by_payer": [
+            {"payer": p, "cases": sum(t), "claims": t[0], "blocked": t[1]} for p, t in ranked_payers
+        ],
+        "modifiers": [{"code": k, "count": v} for k, v in sorted(modifiers.items())],
+    }
+
+
+def render_html(
+    outputs: Iterable[CaseOutput | ReportRow],
+    *,
+    pack: Pack | None = None,
+    source: Sequence[str] = (),
+    code_sets: Mapping[str, Any] | None = None,
+    generated: datetime | None = None,
+) -> str:
+    """The whole page for these cases (CaseOutputs or JSON report rows, e.g. Spark's)."""
+    rows = report_rows(outputs)
+    strings = _Strings()
+    pack_evidence = _evidence_packer(strings)
+    cases = [case_view(i, row, pack_evidence) for i, row in enumerate(rows)]
+    order = tuple(reversed(pack.model.severity_order)) if pack is not None else SEVERITIES
     pack_label = ""
     if pack is not None:
         pack_label = f"{pack.model.pack} {pack.model.version} ({pack.model.title})"
-
-    packed = [_packed(c, strings) for c in cases]
     css, js = _static("report.css"), _static("report.js")
     csp = "; ".join(
         [
             "default-src 'none'",
             f"script-src {_sha256(js)}",
             f"style-src {_sha256(css)}",
-            "img-src data:",
             "base-uri 'none'",
             "form-action 'none'",
         ]
     )
     when = (generated or datetime.now(UTC)).isoformat(timespec="seconds")
-    return (
-        _environment()
-        .get_template("report.html.j2")
-        .render(
-            title=TITLE,
-            csp=csp,
-            css=Markup(css),
-            js=Markup(js),
-            cases=packed,
-            strings=strings.table(),
-            totals={
-                "cases": len(cases),
-                "claims": claims,
-                "blocked": len(cases) - claims,
-                "findings": sum(len(c["findings"]) for c in cases),
-            },
-            chart={
-                "bars": bars,
-                "label_width": label_width,
-                "width": label_width + bar_room + 110,
-                "height": max(step, len(bars) * step),
-            },
-            by_severity=severity_rows,
-            by_outcome=outcome_rows,
-            by_payer=payer_rows,
-            modifiers=[{"code": k, "count": v} for k, v in sorted(modifiers.items())],
-            run={
-                "evaluated": _evaluated_at(rows),
-                "generated": when,
-                "source": list(source),
-                "pack": pack_label,
-                "code_sets": _code_sets(rows, code_sets),
-            },
-            severities=order,
-            columns=COLUMNS,
-            page_sizes=PAGE_SIZES,
-            page_size=PAGE_SIZE,
-        )
+    packed = [_packed(c, strings) for c in cases]  # before the table is read: it adds strings
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        title=TITLE,
+        csp=csp,
+        css=Markup(css),
+        js=Markup(js),
+        **_overview(cases, order),
+        cases=packed,
+        strings=strings.table(),
+        run={
+            "evaluated": _evaluated_at(rows),
+            "generated": when,
+            "source": list(source),
+            "pack": pack_label,
+            "code_sets": _code_sets(rows, code_sets),
+        },
+        severities=order,
+        columns=COLUMNS,
+        page_sizes=PAGE_SIZES,
+        page_size=PAGE_SIZE,
     )

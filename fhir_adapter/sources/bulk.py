@@ -257,17 +257,25 @@ def is_complete_object(line: bytes) -> bool:
     return body.startswith(b"{") and body.endswith(b"}")
 
 
+def _whole_lines(
+    job: ScanJob, chunk: Chunk, out: ScanResult, report: bool = True
+) -> Iterator[tuple[int, bytes]]:
+    """The chunk's lines that are complete objects; the others raise or, skipped, are counted."""
+    for offset, line in _lines(chunk):
+        if is_complete_object(line):
+            yield offset, line
+        elif report and not job.skip_bad:
+            raise _bad_line(chunk.path, offset)
+        elif report:
+            out.bad.append(BadLine(chunk.path, offset))
+
+
 def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Pass 1: Procedures coded system|code (as raw lines: cheaper to ship than dicts)."""
     out = ScanResult()
     if chunk.rtype not in (None, "Procedure"):
         return out
-    for offset, line in _lines(chunk):
-        if not is_complete_object(line):
-            if not job.skip_bad:
-                raise _bad_line(chunk.path, offset)
-            out.bad.append(BadLine(chunk.path, offset))
-            continue
+    for offset, line in _whole_lines(job, chunk, out):
         if job.needle not in line:
             continue
         resource = _admit(job, chunk, offset, line, out)
@@ -336,13 +344,7 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
     ref_ids, own_ids = screen_ids(job.ids, chunk.rtype)
     # Pass 1 already checked Procedure files; pass 3 revisits lines pass 2 reported.
     report = job.check_all and chunk.rtype != "Procedure"
-    for offset, line in _lines(chunk):
-        if not is_complete_object(line):
-            if report and not job.skip_bad:
-                raise _bad_line(chunk.path, offset)
-            if report:
-                out.bad.append(BadLine(chunk.path, offset))
-            continue
+    for offset, line in _whole_lines(job, chunk, out, report):
         by_ref, by_id = screened(line, ref_ids, own_ids)
         if not (by_ref or by_id):
             continue
@@ -355,13 +357,9 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
 def check_lines(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Only the structural check (when no case was found, nothing else reads the files)."""
     out = ScanResult()
-    if chunk.rtype == "Procedure":
-        return out
-    for offset, line in _lines(chunk):
-        if not is_complete_object(line):
-            if not job.skip_bad:
-                raise _bad_line(chunk.path, offset)
-            out.bad.append(BadLine(chunk.path, offset))
+    if chunk.rtype != "Procedure":
+        for _ in _whole_lines(job, chunk, out):
+            pass
     return out
 
 

@@ -44,15 +44,16 @@ print(json.dumps({"seconds": elapsed, "cases": len(outputs), "claims": claims, "
 """
 
 
-def export_for(patients: int) -> Path:
+def export_for(patients: int, dense: bool = False) -> Path:
+    """A generated export, cached; `dense`: every patient a 47382 case (a cohort export)."""
     from fhir_adapter.testing.synth import generate
 
-    out = DATA / f"patients-{patients}"
+    out = DATA / f"{'dense' if dense else 'patients'}-{patients}"
     stamp = out / ".complete"
     if not stamp.exists():
         out.mkdir(parents=True, exist_ok=True)
         print(f"generating {patients} patients into {out} ...", file=sys.stderr)
-        counts = generate(out, patients, seed=47382)
+        counts = generate(out, patients, seed=47382, dense=dense)
         stamp.write_text(json.dumps(counts))
     return out
 
@@ -89,8 +90,8 @@ def best(values: list[float]) -> float:
     return min(values)
 
 
-def measure_size(patients: int, repeat: int) -> dict[str, Any]:
-    path = export_for(patients)
+def measure_size(patients: int, repeat: int, dense: bool = False) -> dict[str, Any]:
+    path = export_for(patients, dense)
     floors, one, two = [], [], []
     runs: dict[int, dict[str, Any]] = {}
     import gc
@@ -106,6 +107,7 @@ def measure_size(patients: int, repeat: int) -> dict[str, Any]:
     assert runs[1]["digest"] == runs[2]["digest"], "1 and 2 workers disagree"
     e2e = best(one)
     return {
+        "export": "dense" if dense else "sparse",
         "patients": patients,
         "resources": lines,
         "bytes": size,
@@ -255,12 +257,12 @@ TARGETS = """
 def write_readme(results: dict[str, Any]) -> None:
     readme = ROOT / "benchmarks" / "README.md"
     lines = [
-        "| patients | resources | MB | cases | orjson floor s | e2e 1 worker s | x orjson | 2 workers s | speed-up | cases/s | resources/s | peak RSS MB | RSS / disk |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| export | patients | resources | MB | cases | orjson floor s | e2e 1 worker s | x orjson | 2 workers s | speed-up | cases/s | resources/s | peak RSS MB | RSS / disk |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["sizes"]:
         lines.append(
-            f"| {r['patients']:,} | {r['resources']:,} | {r['bytes'] / 1e6:,.0f} | {r['cases']:,} | {r['orjson_floor_s']} | "
+            f"| {r.get('export', 'sparse')} | {r['patients']:,} | {r['resources']:,} | {r['bytes'] / 1e6:,.0f} | {r['cases']:,} | {r['orjson_floor_s']} | "
             f"{r['e2e_1_worker_s']} | {r['ratio_to_orjson']} | {r['e2e_2_workers_s']} | {r['speedup_2_workers']} | "
             f"{r['cases_per_s']:,} | {r['resources_per_s']:,} | {r['peak_rss_mb_1_worker']} | {r['peak_rss_share_of_disk']:.1%} |"
         )
@@ -308,6 +310,9 @@ def write_readme(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument(
+        "--dense", default="4000", help="dense (cohort) export sizes, comma-separated; '' to skip"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-server", action="store_true")
     parser.add_argument("--server-patients", type=int, default=2000)
@@ -320,6 +325,10 @@ def main() -> None:
     }
     for size in [int(s) for s in args.sizes.split(",") if s]:
         r = measure_size(size, args.repeat if size < 100_000 else max(1, args.repeat - 1))
+        print(json.dumps(r), file=sys.stderr)
+        results["sizes"].append(r)
+    for size in [int(s) for s in args.dense.split(",") if s]:
+        r = measure_size(size, args.repeat, dense=True)
         print(json.dumps(r), file=sys.stderr)
         results["sizes"].append(r)
     results["cold_start"] = cold_start(args.repeat)

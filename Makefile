@@ -56,7 +56,7 @@ test-spark: $(STAMP)
 
 ## Benchmarks: 1k, 10k and 100k generated patients, the test server; writes benchmarks/README.md.
 bench: $(STAMP) $(NODE_DEPS)
-	$(BIN)/python benchmarks/bench.py --sizes 1000,10000,100000
+	$(BIN)/python benchmarks/bench.py --sizes 1000,10000,100000 --dense 4000
 
 lint: $(STAMP)
 	$(BIN)/ruff check fhir_adapter tests tools benchmarks

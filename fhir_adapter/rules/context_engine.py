@@ -26,16 +26,21 @@ from fhir_adapter.rules.vocabulary import STATUSES, ModifierDef, TargetDef, Text
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
 _MACRO = re.compile(r"\{([A-Za-z_][\w-]*)\}")
+# Every branch starts with a character class, so the regex engine skips ahead to
+# the next ".", "!", "?" or newline instead of trying each branch at each character.
 _SENTENCE = re.compile(
-    r"(?<=[.!?])(?<!\bDr\.)(?<!\bvs\.)(?<!\bapprox\.)(?<!\be\.g\.)(?<!\bi\.e\.)"
-    r"\s+(?=[A-Z0-9(\"'\[\u2022*-])"
+    r"[.!?][ \t\r\f\v]*\n"
+    r"|[.!?][ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
+    r"|[:;][ \t]*\n"
     r"|\n[ \t]*\n"
-    r"|(?<=[.!?:;])[ \t]*\n"
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
 )
+_NO_BREAK = ("dr", "vs", "approx", "e.g", "i.e", "fig", "no")
 _RANK = {status: i for i, status in enumerate(STATUSES)}
 _DIGITS = r"\d+(?:\.\d+)?"
 _NUMBER_OR_WORD = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+|[\u00b0\u00b5][^\W\d_]*")
+_WORD = re.compile(r"[^\W\d_]+|\d+")
+_KEYWORD = re.compile(r"[^\W_]+")
 _GENERIC_HEADER = re.compile(r"[ \t]*[A-Z][A-Za-z/&']*(?: [A-Za-z/&']+){0,3}[ \t]*:")
 
 
@@ -85,6 +90,9 @@ class Document:
     low: str
     sentences: list[Sentence] | None = None
     sentence_starts: list[int] = field(default_factory=list)
+    elements: frozenset[str] | None = None
+    keywords: frozenset[str] | None = None
+    keyword_sentences: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,7 @@ class Mention:
     status: str
     cue: str | None
     section: str | None
+    sentence_index: int = 0
 
     @property
     def affirmed(self) -> bool:
@@ -110,9 +119,32 @@ class Mention:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    keywords: tuple[str, ...]
+    keywords: frozenset[str]
     regex: re.Pattern[str]
-    requires: re.Pattern[str] | None
+    requires: _Lexicon | None
+    # each term/pattern, and per keyword the terms/patterns containing it: a term or
+    # pattern runs only on the sentences that have one of its keywords
+    parts: tuple[tuple[re.Pattern[str], bool], ...] = ()
+    by_keyword: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexicon:
+    """A word list checked against a sentence's tokens (a set lookup, not a regex scan)."""
+
+    words: frozenset[str]
+    phrases: tuple[tuple[str, ...], ...]
+
+    def found_in(self, tokens: list[tuple[int, int, str]]) -> bool:
+        words = [t[2] for t in tokens]
+        if not self.words.isdisjoint(words):
+            return True
+        return any(
+            tuple(words[i : i + len(p)]) == p
+            for p in self.phrases
+            for i in range(len(words) - len(p) + 1)
+            if words[i] == p[0]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +202,15 @@ class ContextEngine:
             if name in self.targets:
                 raise VocabularyError(f"text pattern {name!r}: also defined as a target")
             self.targets[name] = self._compile_target(name, TargetDef(patterns=group))
+        self._keywords = sorted({k for t in self.targets.values() for k in t.keywords})
+        self._by_keyword: dict[str, frozenset[str]] = {
+            k: frozenset(n for n, t in self.targets.items() if k in t.keywords)
+            for k in self._keywords
+        }
+        self._always = frozenset(n for n, t in self.targets.items() if not t.keywords)
+        # word -> the keywords it contains; texts share most of their words, so after a
+        # few cases the screen is a dictionary lookup per word.
+        self._word_keywords: dict[str, frozenset[str]] = {}
 
     # -- compiling ----------------------------------------------------------
     def _build_macros(self) -> dict[str, str]:
@@ -191,7 +232,8 @@ class ContextEngine:
             if name in macros:
                 raise VocabularyError(f"lexicon {name!r}: the name is taken by a unit kind")
             alts = sorted(items, key=len, reverse=True)
-            macros[name] = "(?:" + "|".join(_term_regex(t, {}) for t in alts) + ")"
+            body = "|".join(_literal(t.strip()) for t in alts)
+            macros[name] = rf"(?<!\w)(?:{body})(?!\w)"
         return macros
 
     def _expand(self, source: str, where: str) -> str:
@@ -209,6 +251,9 @@ class ContextEngine:
         where = f"text target {name!r}"
         alternatives: list[str] = []
         keywords = tuple(k.lower() for k in t.keywords)
+        for k in keywords:
+            if not _KEYWORD.fullmatch(k):
+                raise VocabularyError(f"{where}: keyword {k!r} is not one word (letters or digits)")
         for term in t.terms:
             expanded = _term_regex(term, self._macros, f"{where}, term {term!r}")
             alternatives.append(expanded)
@@ -231,9 +276,30 @@ class ContextEngine:
         if t.requires is not None:
             if t.requires not in self.cfg.lexicons:
                 raise VocabularyError(f"{where}: requires unknown lexicon {t.requires!r}")
-            requires = re.compile(self._macros[t.requires], re.I)
-        regex = re.compile("|".join(f"(?:{a})" for a in alternatives), re.I)
-        return _Target(keywords, regex, requires)
+            entries = [
+                tuple(w.lower() for w in _TOKEN.findall(e)) for e in self.cfg.lexicons[t.requires]
+            ]
+            requires = _Lexicon(
+                frozenset(e[0] for e in entries if len(e) == 1),
+                tuple(e for e in entries if len(e) > 1),
+            )
+        regex = re.compile(_lower_pattern("|".join(f"(?:{a})" for a in alternatives)))
+        parts: list[tuple[re.Pattern[str], bool]] = []
+        by_keyword: dict[str, list[int]] = {}
+        if keywords:
+            for i, alt in enumerate(alternatives):
+                low = _source_text(alt)
+                parts.append(_compile_lower(alt))
+                for k in keywords:
+                    if k in low:
+                        by_keyword.setdefault(k, []).append(i)
+        return _Target(
+            frozenset(keywords),
+            regex,
+            requires,
+            tuple(parts),
+            {k: tuple(v) for k, v in by_keyword.items()},
+        )
 
     def _index_modifier(self, name: str, mod: ModifierDef) -> None:
         for cue in mod.cues:
@@ -243,7 +309,7 @@ class ContextEngine:
             self._cue_index.setdefault(words[0], []).append((words, name))
         for pattern in mod.patterns:
             try:
-                rx = re.compile(self._expand(pattern, f"text modifier {name!r}"), re.I)
+                rx = re.compile(_lower_pattern(self._expand(pattern, f"text modifier {name!r}")))
             except re.error as exc:
                 raise VocabularyError(
                     f"text modifier {name!r}: bad regular expression {pattern!r}: {exc}"
@@ -252,7 +318,10 @@ class ContextEngine:
 
     # -- documents ----------------------------------------------------------
     def document(self, text: str) -> Document:
-        return Document(text, text.lower())
+        low = text.lower()
+        if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep offsets
+            low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+        return Document(text, low)
 
     def sentences(self, doc: Document) -> list[Sentence]:
         """Split once: sentence spans, each with the section header in force."""
@@ -263,7 +332,15 @@ class ContextEngine:
         section: str | None = None
         header: str | None = None
         pos = 0
-        bounds = [(m.start(), m.end()) for m in _SENTENCE.finditer(text)]
+        bounds = []
+        for m in _SENTENCE.finditer(text):
+            cut = m.start()
+            if text[cut] == "." and text[max(0, cut - 7) : cut].lower().endswith(_NO_BREAK):
+                before = text[max(0, cut - 7) : cut].lower()
+                if not before[-1:].isdigit() and _abbreviation(before):
+                    continue  # "approx. 3 cm", "Dr. Lee"
+            # the punctuation stays with its sentence
+            bounds.append((cut + 1 if text[cut] in ".!?:;" else cut, m.end()))
         bounds.append((len(text), len(text)))
         for cut_start, cut_end in bounds:
             start, end = pos, cut_start
@@ -274,15 +351,17 @@ class ContextEngine:
                 end -= 1
             if start >= end:
                 continue
-            m = self._header.match(text, start, end) if self._header is not None else None
-            if m is not None and self._is_header(m, end):
-                rule = self._sections.get(_norm_header(m.group(1)))
+            # a header is a short line or ends in a colon near the start: test only those
+            maybe = end - start <= 60 or ":" in text[start : start + 60]
+            hm = self._header.match(text, start, end) if maybe and self._header else None
+            if hm is not None and self._is_header(hm, end):
+                rule = self._sections.get(_norm_header(hm.group(1)))
                 section = rule.name if rule else None
-                header = m.group(1)
-                start = m.end()
+                header = hm.group(1)
+                start = hm.end()
                 if start >= end:
                     continue
-            elif _GENERIC_HEADER.match(text, start, end):
+            elif maybe and _GENERIC_HEADER.match(text, start, end):
                 section, header = None, None  # a header we do not know ends the last one
             out.append(Sentence(start, end, section, header))
         doc.sentences = out
@@ -328,7 +407,7 @@ class ContextEngine:
             found.append(self._cue(doc, tokens, i, i + n - 1, name, mods[name]))
             i += n
         for rx, name in self._cue_patterns:
-            for m in rx.finditer(doc.text, s.start, s.end):
+            for m in rx.finditer(doc.low, s.start, s.end):
                 if any(c.start < m.end() and m.start() < c.end for c in found):
                     continue
                 first = bisect.bisect_left(s.starts or [], m.start())
@@ -369,40 +448,100 @@ class ContextEngine:
     # -- mentions -----------------------------------------------------------
     def mentions(self, doc: Document, element: str) -> list[Mention]:
         """Every mention of `element` in the text, classified; keyword screen first."""
+        if element not in self.candidates(doc):
+            return []
         target = self.targets[element]
-        low = doc.low
-        candidates: set[int] = set()
+        sentences = self.sentences(doc)
+        runs: list[tuple[int, tuple[re.Pattern[str], bool]]] = []
         if not target.keywords:
             # No keywords (a plain pattern group): one search of the text is the screen.
-            if target.regex.search(doc.text) is None:
+            if target.regex.search(doc.low) is None:
                 return []
-            candidates.update(range(len(self.sentences(doc))))
-        present = [k for k in target.keywords if k in low]
-        if not present and not candidates:
-            return []
-        sentences = self.sentences(doc)
-        starts = doc.sentence_starts
-        for k in present:
-            i = low.find(k)
-            while i >= 0:
-                idx = bisect.bisect_right(starts, i) - 1
-                if idx >= 0:
-                    candidates.add(idx)
-                    i = low.find(k, max(sentences[idx].end, i + 1))
-                else:
-                    i = low.find(k, i + 1)
+            runs = [(i, (target.regex, False)) for i in range(len(sentences))]
+        else:
+            where: dict[int, set[int]] = {}
+            for k in target.keywords & (doc.keywords or frozenset()):
+                hit = self._sentences_with(doc, k)
+                if hit:
+                    for part in target.by_keyword.get(k, ()):
+                        where.setdefault(part, set()).update(hit)
+            runs = [(i, target.parts[part]) for part, idxs in where.items() for i in idxs]
         out: list[Mention] = []
-        for idx in sorted(candidates):
+        seen: set[tuple[int, int]] = set()
+        checked: dict[int, bool] = {}
+        low = doc.low
+        for idx, (regex, bounded) in sorted(runs, key=lambda r: r[0]):
             s = sentences[idx]
-            if target.requires is not None and not target.requires.search(doc.text, s.start, s.end):
-                continue
-            for m in target.regex.finditer(doc.text, s.start, s.end):
-                if m.end() == m.start():
+            if target.requires is not None:
+                ok = checked.get(idx)
+                if ok is None:
+                    ok = checked[idx] = target.requires.found_in(self.tokens(doc, s))
+                if not ok:
                     continue
-                out.append(self._classify(doc, s, element, m.start(), m.end()))
+            for m in regex.finditer(low, s.start, s.end):
+                span = (m.start(), m.end())
+                if span[0] == span[1] or span in seen:
+                    continue
+                if (
+                    bounded
+                    and span[0] > 0
+                    and (low[span[0] - 1].isalnum() or low[span[0] - 1] == "_")
+                ):
+                    continue  # the leading word boundary, checked here (see _compile_lower)
+                seen.add(span)
+                out.append(self._classify(doc, s, idx, element, span[0], span[1]))
+        out.sort(key=lambda m: (m.sentence_index, m.start))
         return out
 
-    def _classify(self, doc: Document, s: Sentence, element: str, start: int, end: int) -> Mention:
+    def _sentences_with(self, doc: Document, keyword: str) -> list[int]:
+        """The sentences in which a keyword occurs (found once per text)."""
+        hit = doc.keyword_sentences.get(keyword)
+        if hit is None:
+            sentences = self.sentences(doc)
+            starts = doc.sentence_starts
+            low = doc.low
+            hit = []
+            whole = len(keyword) <= 2  # "cm", "w": whole words only
+            i = low.find(keyword)
+            while i >= 0:
+                idx = bisect.bisect_right(starts, i) - 1
+                j = i + len(keyword)
+                if whole and (
+                    (i > 0 and low[i - 1].isalpha()) or (j < len(low) and low[j].isalpha())
+                ):
+                    i = low.find(keyword, i + 1)
+                elif idx >= 0 and i < sentences[idx].end:
+                    hit.append(idx)
+                    i = low.find(keyword, sentences[idx].end)
+                else:
+                    i = low.find(keyword, i + 1)
+            doc.keyword_sentences[keyword] = hit
+        return hit
+
+    def candidates(self, doc: Document) -> frozenset[str]:
+        """The targets that may occur in a text: those with a keyword in one of its words."""
+        if doc.elements is None:
+            cache = self._word_keywords
+            found: set[str] = set()
+            for word in set(_WORD.findall(doc.low)):
+                hit = cache.get(word)
+                if hit is None:
+                    if len(cache) > 200_000:
+                        cache.clear()
+                    hit = cache[word] = frozenset(
+                        k for k in self._keywords if (k == word if len(k) <= 2 else k in word)
+                    )
+                found |= hit
+            doc.keywords = frozenset(found)
+            elements = set(self._always)
+            for k in found:
+                elements |= self._by_keyword[k]
+            doc.elements = frozenset(elements)
+        return doc.elements
+
+    def _classify(
+        self, doc: Document, s: Sentence, idx: int, element: str, start: int, end: int
+    ) -> Mention:
         tokens = self.tokens(doc, s)
         starts = s.starts or []
         t_first = bisect.bisect_left(starts, start)
@@ -435,7 +574,9 @@ class ContextEngine:
         text = doc.text[s.start : s.end]
         rel_start, rel_end = start - s.start, end - s.start
         if best is not None:
-            return Mention(element, text, rel_start, rel_end, best.category, best.text, s.section)
+            return Mention(
+                element, text, rel_start, rel_end, best.category, best.text, s.section, idx
+            )
         if s.header is not None:
             rule = self._sections.get(_norm_header(s.header))
             if (
@@ -445,8 +586,8 @@ class ContextEngine:
                 and element not in rule.skip
             ):
                 cue = f"{s.header}:"
-                return Mention(element, text, rel_start, rel_end, rule.status, cue, s.section)
-        return Mention(element, text, rel_start, rel_end, "affirmed", None, s.section)
+                return Mention(element, text, rel_start, rel_end, rule.status, cue, s.section, idx)
+        return Mention(element, text, rel_start, rel_end, "affirmed", None, s.section, idx)
 
     @staticmethod
     def _stopped(tokens: list[tuple[int, int, str]], c: Cue, a: int, b: int) -> bool:
@@ -518,6 +659,11 @@ class ContextEngine:
                     values = []
 
 
+def _abbreviation(before: str) -> bool:
+    word = re.split(r"[^a-z.]", before)[-1]
+    return word in _NO_BREAK
+
+
 def _norm_header(h: str) -> str:
     return " ".join(_TOKEN.findall(h.lower()))
 
@@ -559,8 +705,43 @@ def _literal(text: str) -> str:
     return "".join(out)
 
 
+def _lower_pattern(source: str) -> str:
+    """A regex for lower-cased text: literals lower-cased, escapes (\\W, \\S, \\D) kept."""
+    out: list[str] = []
+    escaped = False
+    for ch in source:
+        out.append(ch if escaped else ch.lower())
+        escaped = not escaped and ch == "\\"
+    return "".join(out)
+
+
+_LEADING_BOUNDARY = (r"\b", r"(?<!\w)")
+
+
+def _compile_lower(expanded: str) -> tuple[re.Pattern[str], bool]:
+    """Compile for lower-cased text, without re.I and without a leading word boundary.
+
+    Python's regex engine skips quickly to places where a pattern can start only
+    when the pattern begins with plain characters: ignore-case and a leading `\\b`
+    both defeat that (measured 3-40x slower), so the text is lower-cased once and
+    the leading boundary is checked by the caller (the bool).
+    """
+    src = _lower_pattern(expanded)
+    bounded = False
+    for lead in _LEADING_BOUNDARY:
+        if src.startswith(lead):
+            src, bounded = src[len(lead) :], True
+            break
+    return re.compile(src), bounded
+
+
+def _source_text(expanded: str) -> str:
+    """A regex's source as the words it can match, roughly: for keyword checks."""
+    return expanded.lower().replace("\\d", "0123456789").replace("\\", "")
+
+
 def _check_keyword(expanded: str, source: str, keywords: tuple[str, ...], where: str) -> None:
-    low = expanded.lower().replace("\\d", "0123456789").replace("\\", "")
+    low = _source_text(expanded)
     if not any(k in low for k in keywords):
         raise VocabularyError(
             f"{where}: {source!r} contains none of the target's keywords {list(keywords)}; "

@@ -69,7 +69,8 @@ class TextIndex:
                 for unit in self.units(source):
                     if unit.doc is None:
                         unit.doc = engine.document(unit.text)
-                    found.extend((unit, m) for m in engine.mentions(unit.doc, element))
+                    if element in engine.candidates(unit.doc):
+                        found.extend((unit, m) for m in engine.mentions(unit.doc, element))
                 self._mentions[(element, source)] = found
             yield from found
 

@@ -19,7 +19,6 @@ from fhir_adapter.rules.context import Fact
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.text import TextIndex, mention_evidence
 
-
 FactFn = Callable[[Pack, Case, TextIndex], tuple[Fact, ...]]
 
 # Every fact a rule may name, with the function that derives it: the one registry

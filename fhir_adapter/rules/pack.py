@@ -22,6 +22,7 @@ from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import values_at
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.context import Context
+from fhir_adapter.rules.context_engine import ContextEngine, VocabularyError
 from fhir_adapter.rules.schema import (
     CodesMatcher,
     FhirPathMatcher,
@@ -30,10 +31,9 @@ from fhir_adapter.rules.schema import (
     TextMatcher,
     ValueMatcher,
 )
-from fhir_adapter.rules.context_engine import ContextEngine, VocabularyError
 from fhir_adapter.rules.text import TEXT_SOURCES, find_evidence
-from fhir_adapter.rules.vocabulary import merge_includes
 from fhir_adapter.rules.valuesets import ValueSet
+from fhir_adapter.rules.vocabulary import merge_includes
 
 MatchFn = Callable[[Context], list[Evidence]]
 

@@ -31,7 +31,7 @@ OVERRIDE_REASONS = (
 )
 
 # What the operative note must contain, as positive requirements: display text for
-# the documentation rules of the pack (a rule not listed here shows its own message).
+# the documentation rules of the pack (another `doc-*` rule shows its own message).
 DOCUMENTATION_RULES = {
     "necessity-rationale-missing": "Why percutaneous ablation rather than resection "
     "(unresectable, comorbidities, size or location, refusal, bridge to transplant)",
@@ -114,8 +114,11 @@ def finding_card(
 
 def documentation_card(pack: Pack) -> dict[str, Any]:
     """What the operative note must contain for the claim to pass review later."""
-    codes = [r.finding for r in pack.rules if r.finding in DOCUMENTATION_RULES]
-    items = [DOCUMENTATION_RULES[c] for c in codes]
+    items = [
+        DOCUMENTATION_RULES.get(r.finding, r.message)
+        for r in pack.rules
+        if r.finding in DOCUMENTATION_RULES or r.finding.startswith("doc-")
+    ]
     detail = ["The procedure note for CPT 47382 must document:", ""]
     detail += [f"- {_md(item)}" for item in items]
     return {

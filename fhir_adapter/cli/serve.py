@@ -34,8 +34,8 @@ def register(sub: Any) -> None:
         "--public-url",
         "PUBLIC_URL",
         metavar="URL",
-        help="the base URL the EHR calls (JWT aud); needed behind a proxy "
-        "(default: http://HOST:PORT)",
+        help="the base URL the EHR calls, which the JWT aud must name; needed behind a "
+        "proxy (default: the local address each call arrives on)",
     )
     env_option(serve, "--feedback-db", "FEEDBACK_DB", DEFAULT_DB, metavar="PATH")
     env_option(serve, "--rules", "RULES", metavar="YAML", help="rule pack (default: bundled)")

@@ -355,3 +355,31 @@ def test_public_url_must_be_an_http_base(
     args = ["serve", "--trusted-clients", str(clients), "--public-url", "cds.example.org"]
     assert main(args) == 2
     assert "--public-url" in capsys.readouterr().err
+
+
+def test_a_broken_or_unreachable_jwks_host_is_a_401_not_an_error(
+    keys: Keys, tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    broken = Origin(lambda path: {"no": "keys"}, tls=tls)
+    mismatched = {**keys.remote.jwk, "alg": "RS384"}  # the EC key published as RSA
+    wrong_alg = Origin(lambda path: {"keys": [mismatched]}, tls=tls)
+    down = f"https://127.0.0.1:{free_port()}/jwks.json"
+    issuers = {"https://broken": broken.base, "https://wrong-alg": wrong_alg.base}
+    clients = [{"iss": iss, "jku": f"{base}/jwks.json"} for iss, base in issuers.items()]
+    clients.append({"iss": "https://down", "jku": down})
+    config = HookConfig(
+        trusted_clients=TrustedClients.from_json({"clients": clients}),
+        feedback_db=tmp_path / "fb.sqlite3",
+        jwks_ca_bundle=str(tls[0]),
+    )
+    server = HookServer(config)
+    try:
+        ehr = Ehr(server, keys.remote)
+        for iss in (*issuers, "https://down"):
+            token = keys.remote.sign(ehr.url(PATH), iss=iss)
+            assert refused(ehr.post(PATH, body(), token=token)), iss
+        assert len(broken.seen) == 1 and len(wrong_alg.seen) == 1
+    finally:
+        server.stop()
+        broken.stop()
+        wrong_alg.stop()

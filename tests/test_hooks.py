@@ -678,3 +678,13 @@ def test_cards_and_fhir_requests_per_call_are_bounded(fhir: TestServer, ehr: Ehr
     assert requests.get("GET Procedure") == 1  # the search page
     assert requests.get("POST base", 0) <= 2 * cases  # <= 2 batches per case (reads only)
     assert set(requests) <= {"GET Procedure", "POST base"}
+
+
+def test_the_services_name_findings_the_pack_has(pack: Pack) -> None:
+    """A renamed finding code in the pack must not silently empty the order cards."""
+    from fhir_adapter.hooks.cards import DOCUMENTATION_RULES
+    from fhir_adapter.hooks.handlers import ORDER_CHECKS as SERVICE_CHECKS
+
+    assert set(SERVICE_CHECKS) == ORDER_CHECKS
+    assert set(pack.finding_codes()) >= ORDER_CHECKS
+    assert set(DOCUMENTATION_RULES) <= set(pack.finding_codes())

@@ -173,9 +173,13 @@ class ContextEngine:
             words: set[str] = set()
             for stop in mod.stops:
                 for item in cfg.lexicons.get(stop, [stop]):
-                    words.update(t.lower() for t in _TOKEN.findall(item))
+                    # the head word of each entry ("target lesion" -> "lesion"; not "LR-5")
+                    toks = [t.lower() for t in _TOKEN.findall(item)]
+                    if toks and toks[-1].isalpha():
+                        words.add(toks[-1])
             self._stops[name] = frozenset(words)
         self._cue_index: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        # several modifiers may share a cue ("previously"): all of them apply
         self._cue_patterns: list[tuple[re.Pattern[str], str]] = []
         for name, mod in cfg.modifiers.items():
             self._index_modifier(name, mod)
@@ -219,7 +223,7 @@ class ContextEngine:
         word_alt = "|".join(re.escape(w) for w in words)
         macros = {
             "number": f"(?:{_DIGITS}|{word_alt})" if words else _DIGITS,
-            "count": rf"(?:\d{{1,2}}(?![.\d])|{word_alt})" if words else r"\d{1,2}(?![.\d])",
+            "count": rf"(?:\d{{1,2}}(?!\d|\.\d)|{word_alt})" if words else r"\d{1,2}(?!\d|\.\d)",
         }
         no_negation = r"(?!\b(?:not|no|never|without|cannot|incomplete\w*|failed|unable)\b)"
         macros["gap"] = rf"(?:{no_negation}[^.;]){{0,60}}"
@@ -394,18 +398,14 @@ class ContextEngine:
         i = 0
         mods = self.cfg.modifiers
         while i < len(words):
-            hit = None
+            n = 0
             for cue_words, name in self._cue_index.get(words[i], ()):
-                n = len(cue_words)
-                if tuple(words[i : i + n]) == cue_words:
-                    hit = (n, name)
-                    break
-            if hit is None:
-                i += 1
-                continue
-            n, name = hit
-            found.append(self._cue(doc, tokens, i, i + n - 1, name, mods[name]))
-            i += n
+                if n and len(cue_words) < n:
+                    break  # sorted longest first: only equally long cues share the place
+                if tuple(words[i : i + len(cue_words)]) == cue_words:
+                    n = len(cue_words)
+                    found.append(self._cue(doc, tokens, i, i + n - 1, name, mods[name]))
+            i += n or 1
         for rx, name in self._cue_patterns:
             for m in rx.finditer(doc.low, s.start, s.end):
                 if any(c.start < m.end() and m.start() < c.end for c in found):
@@ -555,9 +555,15 @@ class ContextEngine:
                 continue
             ok = False
             if c.start < end and start < c.end:
-                # A cue inside the mention is part of it ("not a surgical candidate",
-                # "no residual enhancement"), except another organ ("two lung nodules").
-                ok = c.category == "other" and not self._stopped(tokens, c, t_first, t_last + 1)
+                # A negation or time inside the mention is part of it ("not a surgical
+                # candidate", "tumor board rejected resection", "unrelated to the prior
+                # procedure"); a plan or doubt inside it still counts ("RF energy will
+                # be applied at 150 W"), as does another organ ("two lung nodules").
+                ok = c.category == "other" or (
+                    c.category in ("hypothetical", "uncertain")
+                    and c.first > t_first
+                    and c.last < t_last
+                )
             elif c.end <= start and c.direction in ("forward", "bidirectional"):
                 ok = self._forward(tokens, terminators, c, t_first) and not self._stopped(
                     tokens, c, c.last + 1, t_last + 1

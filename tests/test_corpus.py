@@ -1,0 +1,105 @@
+"""The text engine on labelled clinical sentences (tests/corpus/): accuracy per element.
+
+Each sentence is the note of a minimal 47382 case and goes through the whole rule
+pack, so what is measured is the product's answer (the finding), not an engine
+internal. An element under 95 % fails, listing the sentences it got wrong.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fhir_adapter.case import assemble
+from fhir_adapter.rules import Pack, evaluate_case
+from fhir_adapter.sources.store import ResourceStore
+
+CORPUS = Path(__file__).parent / "corpus"
+THRESHOLD = 0.95
+
+# element (text target) -> the rule that reads it, and whether the rule forbids it
+RULES = {
+    "necessity-rationale": ("necessity-rationale-missing", False),
+    "tumor-size": ("doc-tumor-size", False),
+    "tumor-count": ("doc-tumor-count", False),
+    "tumor-location": ("doc-tumor-location", False),
+    "imaging-guidance": ("doc-imaging-guidance", False),
+    "energy-applied": ("doc-energy", False),
+    "ablation-confirmation": ("doc-ablation-confirmation", False),
+    "open-or-laparoscopic-approach": ("approach-mismatch", True),
+    "non-rf-energy": ("modality-mismatch", True),
+}
+
+
+def load_corpus() -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(CORPUS.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out.setdefault(data["element"], []).extend(data["items"])
+    return out
+
+
+def documented(pack: Pack, element: str, text: str) -> bool:
+    """Whether the pack finds the element documented in a case whose only narrative is `text`."""
+    store = ResourceStore()
+    store.add({"resourceType": "Patient", "id": "p"})
+    procedure = {
+        "resourceType": "Procedure",
+        "id": "rfa",
+        "status": "completed",
+        "code": {"coding": [{"system": pack.procedure_system, "code": pack.procedure_code}]},
+        "subject": {"reference": "Patient/p"},
+        "performedDateTime": "2026-10-15",
+        "note": [{"text": text}],
+    }
+    store.add(procedure)
+    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    finding, forbids = RULES[element]
+    fired = finding in {f.code for f in evaluate_case(pack, case).findings}
+    return fired if forbids else not fired
+
+
+def test_the_corpus_is_large_and_varied() -> None:
+    corpus = load_corpus()
+    items = [i for items in corpus.values() for i in items]
+    assert len(items) >= 150
+    assert set(corpus) == set(RULES)
+    categories = Counter(i["category"] for i in items)
+    for needed in (
+        "affirmed",
+        "negated",
+        "post-negated",
+        "hypothetical",
+        "planned",
+        "considered-rejected",
+        "historical",
+        "family",
+        "other-organ",
+        "device",
+        "margin",
+        "uncertain",
+        "section",
+    ):
+        assert categories[needed] > 0, needed
+    for element, element_items in corpus.items():
+        labels = Counter(i["documents"] for i in element_items)
+        assert labels[True] >= 5 and labels[False] >= 5, element
+
+
+@pytest.mark.parametrize("element", sorted(RULES))
+def test_accuracy_per_element(pack: Pack, element: str) -> None:
+    items = load_corpus()[element]
+    misses = [
+        f"  expected {i['documents']!s:5} ({i['category']}): {i['text']!r}"
+        for i in items
+        if documented(pack, element, i["text"]) is not i["documents"]
+    ]
+    accuracy = 1 - len(misses) / len(items)
+    print(f"{element}: {len(items) - len(misses)}/{len(items)} = {accuracy:.1%}")
+    assert accuracy >= THRESHOLD, f"{element}: {accuracy:.1%} < {THRESHOLD:.0%}\n" + "\n".join(
+        misses
+    )

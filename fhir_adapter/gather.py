@@ -4,11 +4,15 @@ Per case: the Procedure search page brings the Procedure with its patient,
 encounter, performers, location and stated reasons (`_include`); one batch
 brings everything that points at the procedure or encounter, the patient's
 Coverage, the performers' roles and the adapter's own earlier output; a last
-batch reads whatever references are still unresolved. At most three reads.
+batch reads whatever references are still unresolved. At most three reads,
+plus, only when documents or reports carry text attachments by `url`: one batch
+for the `Binary` ones and one GET per other same-origin URL.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +21,11 @@ from fhir_adapter.case import Case, assemble, service_date
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.fhir.references import reference_string, tail_key
 from fhir_adapter.sources.store import ResourceStore
+
+# Attachments given by `url` are read up to this size (the rest of a document is not needed
+# to find a sentence, and a runaway file must not stall the run).
+ATTACHMENT_LIMIT = 1_000_000
+_TEXT_TYPES = ("text/plain", "text/html", "application/xhtml")
 
 PROCEDURE_INCLUDES = (
     "Procedure:subject",
@@ -158,6 +167,7 @@ class ServerSource:
                 if found is not None:
                     store.add(found)
             case = assemble(store, procedure, self.system, self.code)
+        fetch_attachments(self.client, case)
         n_reads = sum(self.client.requests.values()) - before
         return ServerCase(case, store, existing, n_reads)
 
@@ -187,3 +197,66 @@ class ServerSource:
                 if key and store.get(key) is None and key not in wanted:
                     wanted.append(key)
         return wanted
+
+
+def url_attachments(case: Case) -> list[dict[str, Any]]:
+    """Text attachments of the case's documents and reports given by `url`, without data."""
+    found: list[dict[str, Any]] = []
+    for doc in case.documents:
+        for content in doc.get("content") or []:
+            if isinstance(content, dict):
+                found.append(content.get("attachment") or {})
+    for report in case.reports:
+        found.extend(report.get("presentedForm") or [])
+    return [
+        a
+        for a in found
+        if isinstance(a, dict)
+        and isinstance(a.get("url"), str)
+        and not a.get("data")
+        and str(a.get("contentType") or "text/plain").lower().startswith(_TEXT_TYPES)
+    ]
+
+
+def fetch_attachments(client: FhirClient, case: Case, limit: int = ATTACHMENT_LIMIT) -> None:
+    """Read the text of attachments given by `url` on the server's own origin, in place.
+
+    `Binary/...` URLs (relative, or absolute under the base URL) come in one batch,
+    so one read per case whatever their number; any other same-origin URL is one GET
+    each. A URL on another origin is never requested. The text is cut at `limit`
+    bytes and put in the attachment's `data`, where the text layer reads it.
+    """
+    binaries: dict[str, list[dict[str, Any]]] = {}
+    others: list[dict[str, Any]] = []
+    for att in url_attachments(case):
+        url = att["url"]
+        absolute = url if "://" in url else client.url(url)
+        if not client.same_origin(absolute):
+            continue
+        key = tail_key(url)
+        if key and key.startswith("Binary/") and absolute.startswith(client.base_url):
+            binaries.setdefault(key, []).append(att)
+        else:
+            others.append(att)
+    if binaries:
+        keys = sorted(binaries)
+        for key, binary in zip(keys, client.batch_get(keys), strict=True):
+            data = (binary or {}).get("data")
+            if not isinstance(data, str):
+                continue
+            try:
+                raw = base64.b64decode(data, validate=False)[:limit]
+            except (binascii.Error, ValueError):
+                continue
+            for att in binaries[key]:
+                _inline(att, raw, str((binary or {}).get("contentType") or ""))
+    for att in others:
+        got = client.fetch_bytes(att["url"], limit)
+        if got is not None:
+            _inline(att, *got)
+
+
+def _inline(att: dict[str, Any], raw: bytes, content_type: str) -> None:
+    att["data"] = base64.b64encode(raw).decode("ascii")
+    if not att.get("contentType") and content_type:
+        att["contentType"] = content_type

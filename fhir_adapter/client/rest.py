@@ -358,6 +358,42 @@ class FhirClient:
         out.extend([None] * (len(urls) - len(out)))
         return out
 
+    def same_origin(self, url: str) -> bool:
+        """Whether an absolute URL is on the base URL's origin (where the token may go)."""
+        return origin(url) == origin(self.base_url)
+
+    def fetch_bytes(self, url: str, limit: int) -> tuple[bytes, str] | None:
+        """GET a document on the server's own origin: at most `limit` bytes, and its type.
+
+        Another origin is refused without a request (the token is origin-bound anyway,
+        but the content would not be the server's). None on any failure: a missing
+        attachment is missing evidence, not an error of the run.
+        """
+        full = url if "://" in url else self.url(url)
+        if not self.same_origin(full):
+            return None
+        self.requests["attachment"] += 1
+        try:
+            resp = self.session.get(
+                full,
+                headers={"Accept": "text/plain, text/html, */*"},
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=False,  # a redirect could lead anywhere: not followed
+            )
+        except requests.RequestException:
+            return None
+        with resp:
+            if resp.status_code != 200:
+                return None
+            body = b""
+            for chunk in resp.iter_content(65536):
+                body += chunk
+                if len(body) >= limit:
+                    body = body[:limit]
+                    break
+            return body, str(resp.headers.get("Content-Type") or "")
+
     def transaction(self, bundle: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """POST a transaction; retried only when every entry is conditional (idempotent)."""
         return self.request(

@@ -18,6 +18,7 @@ SEVERITIES = ("high", "moderate", "low")
 STATUSES = ("affirmed", "negated", "hypothetical", "historical", "uncertain", "other")
 
 ReportRow = Mapping[str, Any]
+RENDERING_ROLES = ("rendering", "primary")  # CARIN BB, then the base claimcareteamrole
 NO_COVERAGE = "no active coverage"
 UNKNOWN_PAYER = "not known (no Claim)"
 
@@ -95,7 +96,7 @@ def evidence_dicts(items: Any) -> list[Any]:
 EvidenceFn = Callable[[Any], list[Any]]
 
 
-def _criterionevidence(row: ReportRow, rule: str) -> list[Mapping[str, Any]]:
+def _criterion_evidence(row: ReportRow, rule: str) -> list[Mapping[str, Any]]:
     for c in row.get("criteria") or []:
         if isinstance(c, dict) and c.get("rule") == rule:
             return [e for e in c.get("evidence") or [] if isinstance(e, dict)]
@@ -141,9 +142,18 @@ def _claim(row: ReportRow) -> dict[str, Any] | None:
             }
         )
     insurance = [_ref(i.get("coverage")) for i in claim.get("insurance") or []]
+    rendering = next(
+        (
+            _ref(member.get("provider"))
+            for member in claim.get("careTeam") or []
+            if isinstance(member, dict) and _code(member.get("role"))[0] in RENDERING_ROLES
+        ),
+        "",
+    )
     return {
         "status": str(claim.get("status") or ""),
         "provider": _ref(claim.get("provider")),
+        "rendering": rendering,
         "insurer": _ref(claim.get("insurer")),
         "coverage": [c for c in insurance if c],
         "diagnoses": diagnoses,
@@ -202,12 +212,12 @@ def case_view(
     date = row.get("date_of_service") or _claim_date(claim)
     performer = (
         row.get("performer")
-        or (claim["provider"] if claim else "")
+        or (claim["rendering"] or claim["provider"] if claim else "")
         or _first_ref(
-            _criterionevidence(row, "provider-missing"), ("Practitioner/", "Organization/")
+            _criterion_evidence(row, "provider-missing"), ("Practitioner/", "Organization/")
         )
     )
-    coverage_evidence = _criterionevidence(row, "coverage-missing")
+    coverage_evidence = _criterion_evidence(row, "coverage-missing")
     coverage = (claim["coverage"][0] if claim and claim["coverage"] else "") or _first_ref(
         coverage_evidence, ("Coverage/",)
     )

@@ -299,7 +299,8 @@
 
     var cl = section("Claim", "case-claim");
     if (c.claim) {
-      cl.appendChild(facts([["Status", c.claim.status], ["Provider", c.claim.provider], ["Insurer", c.claim.insurer],
+      cl.appendChild(facts([["Status", c.claim.status], ["Billing provider", c.claim.provider],
+        ["Rendering provider", c.claim.rendering], ["Insurer", c.claim.insurer],
         ["Coverage", c.claim.coverage.join(", ")]]));
       cl.appendChild(table("Claim lines", ["Line", "Code", "Description", "Modifiers", "Units", "Diagnosis pointers", "POS", "Date"],
         c.claim.lines.map(function (l) {

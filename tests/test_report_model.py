@@ -1,0 +1,89 @@
+"""What the HTML and CSV reports read from a report row when a field is not in it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from fhir_adapter import CaseOutput, evaluate_paths
+from fhir_adapter.report.model import NO_COVERAGE, UNKNOWN_PAYER, case_view, evidence_dicts
+
+from .conftest import CASES
+
+
+@pytest.fixture(scope="module")
+def outputs() -> list[CaseOutput]:
+    return evaluate_paths([CASES])
+
+
+def _claim(output: CaseOutput) -> dict[str, Any] | None:
+    return next((r for r in output.resources if r["resourceType"] == "Claim"), None)
+
+
+def _ref(reference: dict[str, Any]) -> str:
+    """A Reference as the report shows it: `Type/id`, else `system|value` of its identifier."""
+    if "reference" in reference:
+        return str(reference["reference"])
+    return f"{reference['identifier']['system']}|{reference['identifier']['value']}"
+
+
+def test_claim_gives_date_payer_and_rendering_performer(outputs: list[CaseOutput]) -> None:
+    for i, out in enumerate(outputs):
+        claim = _claim(out)
+        view = case_view(i, out.report())
+        if claim is None:
+            assert view["claim"] is None and view["date"] == ""
+            continue
+        assert view["date"] == claim["item"][0]["servicedDate"]
+        assert view["payer"] == _ref(claim["insurer"])
+        rendering = [
+            _ref(m["provider"])
+            for m in claim.get("careTeam", [])
+            if m["role"]["coding"][0]["code"] in ("rendering", "primary")
+        ]
+        assert view["performer"] == (rendering or [_ref(claim["provider"])])[0]
+        assert [ln["code"] for ln in view["claim"]["lines"]] == [
+            item["productOrService"]["coding"][0]["code"] for item in claim["item"]
+        ]
+
+
+def test_blocked_cases_say_why_the_payer_is_unknown(outputs: list[CaseOutput]) -> None:
+    blocked = [o for o in outputs if _claim(o) is None]
+    assert blocked
+    for out in blocked:
+        view = case_view(0, out.report())
+        no_coverage = any(f.code == "coverage-missing" for f in out.evaluation.findings)
+        assert view["payer"] == (NO_COVERAGE if no_coverage else UNKNOWN_PAYER)
+
+
+def test_fields_a_row_carries_win_over_derived_ones(outputs: list[CaseOutput]) -> None:
+    row = copy.deepcopy(outputs[0].report())
+    row.update(date_of_service="2026-01-02", performer="Practitioner/p", payer="Organization/o")
+    view = case_view(0, row)
+    assert (view["date"], view["performer"], view["payer"]) == (
+        "2026-01-02",
+        "Practitioner/p",
+        "Organization/o",
+    )
+
+
+@pytest.mark.parametrize(
+    ("span", "kept"),
+    [
+        ([0, 3], True),
+        ([2, 11], True),
+        ([3, 3], False),
+        ([5, 12], False),
+        ([-1, 2], False),
+        (["0", "3"], False),
+        ([0, 1, 2], False),
+        (None, False),
+    ],
+)
+def test_only_spans_inside_their_snippet_are_highlighted(span: Any, kept: bool) -> None:
+    (ev,) = evidence_dicts(
+        [{"reference": "R/1", "path": "R.x", "snippet": "not a tumor", "span": span}]
+    )
+    assert ("span" in ev) is kept

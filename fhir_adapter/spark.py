@@ -14,6 +14,8 @@ line), written as partitioned text files ordered by procedure.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -51,13 +53,18 @@ def _session(master: str) -> Any:
         raise SparkUnavailable(
             "PySpark is not installed: pip install 'fhir-adapter[spark]' (needs Java 17)"
         ) from None
-    return (
+    builder = (
         SparkSession.builder.master(master)
         .appName("fhir-adapter")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
-        .getOrCreate()
     )
+    if master.startswith("local"):
+        # Local workers run the driver's interpreter, so they see the packages installed
+        # with it (the ICD-10-CM tabular among them), not whatever `python3` is on PATH;
+        # PySpark reads only the environment for this.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return builder.getOrCreate()
 
 
 def _parse_line(line: bytes) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ NOW = "2026-11-27T00:00:00+00:00"
 def spark() -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
+    # the workers must run this interpreter (its packages), as fhir_adapter.spark arranges
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")
         .appName("fhir-adapter-tests")

@@ -5,7 +5,7 @@ An export is tens of GB; the cases are a small part of it. Three passes:
 1. Procedure lines that mention the CPT code are parsed; the 47382 ones are the cases.
 2. Every line is screened on its raw bytes (its references and ids, by regex) and
    only candidates are parsed: the resources the cases point at, and those that
-   point at a case's procedure, encounter, patient (Coverage, encounter-less
+   point at a case's procedure, encounter, patient (Coverage, the patient's
    Procedures) or performer (PractitionerRole).
 3. What those point at and is still missing (report results, locations, payors).
 
@@ -293,8 +293,9 @@ def screen_ids(
 ) -> tuple[frozenset[bytes], frozenset[bytes]]:
     """(reference ids, own ids) worth parsing a line for, given its file's resource type.
 
-    A patient reference only matters for Coverage and encounter-less Procedures,
-    a performer reference only for PractitionerRole.
+    A patient reference only matters for Coverage and Procedures (the patient's other
+    Procedures: units per date of service, global periods), a performer reference only
+    for PractitionerRole.
     """
     anchor_ids, with_patients, with_performers, needed_by_type = ids
     if rtype is None:
@@ -330,7 +331,7 @@ def plan_hits(plan: Plan, resource: dict[str, Any], line: bytes) -> set[str]:
     hits |= refs & plan.anchors
     if rtype == "PractitionerRole":
         hits |= refs & plan.performers
-    if rtype == "Coverage" or (rtype == "Procedure" and not resource.get("encounter")):
+    if rtype in ("Coverage", "Procedure"):
         hits |= refs & plan.patients
     return hits
 

@@ -728,3 +728,13 @@ def test_charges_option_on_the_command_line(
     claim = case["resources"][0]
     assert claim["total"]["value"] == 4585.5
     assert main([*args, "--charges", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_tables_directory_from_the_environment(
+    pack: Pack, good_case: Resources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FHIR_ADAPTER_TABLES (a new quarter's release) is what the rules read."""
+    _tables_with(tmp_path, "47382\t77013\t\t20260101\t*\t0\tMutually exclusive procedures")
+    assert findings_of(pack, good_case)[PROC] == set()
+    monkeypatch.setenv("FHIR_ADAPTER_TABLES", str(tmp_path / "tables"))
+    assert findings_of(pack, good_case)[PROC] == {"coding-edit-ptp"}

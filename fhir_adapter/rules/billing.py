@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,15 @@ from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.text import TextIndex, affirmed_evidence
 
 
-@functools.cache
 def payment_tables() -> tables.PaymentTables:
-    """The CMS tables under mappings/tables/, read once per process."""
-    return tables.load_tables()
+    """The CMS tables ($FHIR_ADAPTER_TABLES, else mappings/tables/), read once per process
+    and directory: `load_tables` itself would stat every file on each of a case's calls."""
+    return _tables_in(os.environ.get("FHIR_ADAPTER_TABLES") or None)
+
+
+@functools.cache
+def _tables_in(directory: str | None) -> tables.PaymentTables:
+    return tables.load_tables(directory)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,11 +75,14 @@ def test_report_narrative_div_is_read(pack: Pack) -> None:
         "status": "final",
         "code": {"text": "CT abdomen"},
         "subject": {"reference": "Patient/p"},
-        "text": {"status": "generated", "div": f"<div><b>Impression</b>: {RATIONALE}</div>"},
+        "text": {"status": "additional", "div": f"<div><b>Impression</b>: {RATIONALE}</div>"},
     }
     proc = _procedure()
     proc["report"] = [{"reference": "DiagnosticReport/dr"}]
     assert _rationale(pack, [proc, report]) == {"DiagnosticReport.text.div"}
+    # generated narrative only repeats the structured elements: not read again
+    report["text"]["status"] = "generated"
+    assert _rationale(pack, [proc, report]) == set()
 
 
 def _case(resources: list[dict[str, Any]]) -> Any:

@@ -35,6 +35,7 @@ _SENTENCE = re.compile(
     r"|\n[ \t]*\n"
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
 )
+_BREAK_CHARS = re.compile(r"[.!?:;\n]")
 _NO_BREAK = ("dr", "vs", "approx", "e.g", "i.e", "fig", "no")
 _RANK = {status: i for i, status in enumerate(STATUSES)}
 _DIGITS = r"\d+(?:\.\d+)?"
@@ -92,7 +93,6 @@ class Document:
     sentence_starts: list[int] = field(default_factory=list)
     elements: frozenset[str] | None = None
     keywords: frozenset[str] | None = None
-    keyword_sentences: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +336,13 @@ class ContextEngine:
         section: str | None = None
         header: str | None = None
         pos = 0
+        if len(text) < 60 and not _BREAK_CHARS.search(text):
+            # a code's text, a short value: one sentence, no header
+            start = len(text) - len(text.lstrip())
+            end = len(text.rstrip())
+            doc.sentences = [Sentence(start, end, None, None)] if start < end else []
+            doc.sentence_starts = [s.start for s in doc.sentences]
+            return doc.sentences
         bounds = []
         for m in _SENTENCE.finditer(text):
             cut = m.start()
@@ -451,72 +458,51 @@ class ContextEngine:
         if element not in self.candidates(doc):
             return []
         target = self.targets[element]
-        sentences = self.sentences(doc)
-        runs: list[tuple[int, tuple[re.Pattern[str], bool]]] = []
+        low = doc.low
         if not target.keywords:
             # No keywords (a plain pattern group): one search of the text is the screen.
-            if target.regex.search(doc.low) is None:
+            if target.regex.search(low) is None:
                 return []
-            runs = [(i, (target.regex, False)) for i in range(len(sentences))]
+            parts = [(target.regex, False)]
         else:
-            where: dict[int, set[int]] = {}
+            wanted: set[int] = set()
             for k in target.keywords & (doc.keywords or frozenset()):
-                hit = self._sentences_with(doc, k)
-                if hit:
-                    for part in target.by_keyword.get(k, ()):
-                        where.setdefault(part, set()).update(hit)
-            runs = [(i, target.parts[part]) for part, idxs in where.items() for i in idxs]
+                wanted.update(target.by_keyword.get(k, ()))
+            parts = [target.parts[i] for i in sorted(wanted)]
+        sentences = self.sentences(doc)
+        starts = doc.sentence_starts
         out: list[Mention] = []
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
-        low = doc.low
-        for idx, (regex, bounded) in sorted(runs, key=lambda r: r[0]):
-            s = sentences[idx]
-            if target.requires is not None:
-                ok = checked.get(idx)
-                if ok is None:
-                    ok = checked[idx] = target.requires.found_in(self.tokens(doc, s))
-                if not ok:
-                    continue
-            for m in regex.finditer(low, s.start, s.end):
+        for regex, bounded in parts:
+            # one scan of the whole text per term/pattern whose keyword it has
+            for m in regex.finditer(low):
                 span = (m.start(), m.end())
-                if span[0] == span[1] or span in seen:
+                idx = bisect.bisect_right(starts, span[0]) - 1
+                if idx < 0 or span[0] == span[1] or span in seen:
                     continue
+                s = sentences[idx]
+                if span[1] > s.end:  # ran past the sentence: look inside it only
+                    inner = regex.search(low, span[0], s.end)
+                    if inner is None:
+                        continue
+                    span = (inner.start(), inner.end())
                 if (
                     bounded
                     and span[0] > 0
                     and (low[span[0] - 1].isalnum() or low[span[0] - 1] == "_")
                 ):
                     continue  # the leading word boundary, checked here (see _compile_lower)
+                if target.requires is not None:
+                    ok = checked.get(idx)
+                    if ok is None:
+                        ok = checked[idx] = target.requires.found_in(self.tokens(doc, s))
+                    if not ok:
+                        continue
                 seen.add(span)
                 out.append(self._classify(doc, s, idx, element, span[0], span[1]))
         out.sort(key=lambda m: (m.sentence_index, m.start))
         return out
-
-    def _sentences_with(self, doc: Document, keyword: str) -> list[int]:
-        """The sentences in which a keyword occurs (found once per text)."""
-        hit = doc.keyword_sentences.get(keyword)
-        if hit is None:
-            sentences = self.sentences(doc)
-            starts = doc.sentence_starts
-            low = doc.low
-            hit = []
-            whole = len(keyword) <= 2  # "cm", "w": whole words only
-            i = low.find(keyword)
-            while i >= 0:
-                idx = bisect.bisect_right(starts, i) - 1
-                j = i + len(keyword)
-                if whole and (
-                    (i > 0 and low[i - 1].isalpha()) or (j < len(low) and low[j].isalpha())
-                ):
-                    i = low.find(keyword, i + 1)
-                elif idx >= 0 and i < sentences[idx].end:
-                    hit.append(idx)
-                    i = low.find(keyword, sentences[idx].end)
-                else:
-                    i = low.find(keyword, i + 1)
-            doc.keyword_sentences[keyword] = hit
-        return hit
 
     def candidates(self, doc: Document) -> frozenset[str]:
         """The targets that may occur in a text: those with a keyword in one of its words."""

@@ -200,8 +200,12 @@ def narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
 
 
 def _div(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
+    """The narrative, unless it is `generated`: then, by definition, it says only what the
+    structured elements say (which the rules read already), and reading it costs time."""
     narrative_ = resource.get("text")
-    div = narrative_.get("div") if isinstance(narrative_, dict) else None
+    if not isinstance(narrative_, dict) or narrative_.get("status") == "generated":
+        return
+    div = narrative_.get("div")
     if isinstance(div, str) and div:
         yield f"{rtype}.text.div", xhtml_text(div)
 

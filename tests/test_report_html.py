@@ -380,6 +380,14 @@ def test_injected_markup_in_a_note_shows_as_text_and_does_not_run(
     assert log.dialogs == []
 
 
+def test_an_empty_batch_is_a_page_that_says_so(tmp_path: Path, open_page: Any) -> None:
+    page, _ = open_page(write_page(tmp_path, []))
+    expect(page.locator("#n-cases")).to_have_text("0")
+    expect(page.locator("#status")).to_have_text("No case matches the filters.")
+    expect(page.locator("#cases tbody tr")).to_have_count(0)
+    expect(page.locator("#p-next")).to_be_disabled()
+
+
 def _synthetic(outputs: list[CaseOutput], n: int) -> list[dict[str, Any]]:
     """n report rows: the fixture cases over and over, each with its own procedure id."""
     base = [o.report() for o in outputs]

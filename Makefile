@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo test test-spark test-browser screenshots bench bench-report lint fixtures clean
+.PHONY: demo test test-spark test-browser screenshots bench bench-report bench-text lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ test-spark: $(STAMP)
 ## Benchmarks: 1k, 10k and 100k generated patients, the test server; writes benchmarks/README.md.
 bench: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python benchmarks/bench.py --sizes 1000,10000,100000 --dense 4000
+
+## The text engine against medspaCy (installs the nlp-compare extra): corpus accuracy, cost per case.
+bench-text: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[nlp-compare]'
+	$(BIN)/python benchmarks/bench_text.py --patients 4000
 
 lint: $(STAMP)
 	$(BIN)/ruff check fhir_adapter tests tools benchmarks

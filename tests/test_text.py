@@ -140,3 +140,33 @@ def test_attachments_plain_html_and_others() -> None:
     assert attachment_text({"contentType": "application/pdf", "data": "JVBERi0="}) is None
     assert attachment_text({"contentType": "text/plain", "url": "http://x/y"}) is None
     assert attachment_text({"contentType": "text/plain", "data": "!!!not base64"}) in (None, "")
+
+
+def test_a_missing_element_says_which_cue_ruled_it_out(pack: Pack) -> None:
+    from fhir_adapter.case import assemble
+    from fhir_adapter.rules import evaluate_case
+    from fhir_adapter.sources.store import ResourceStore
+
+    note = "Percutaneous RFA. Complete ablation could not be confirmed because of gas artifact."
+    proc = {
+        "resourceType": "Procedure",
+        "id": "rfa",
+        "status": "completed",
+        "code": {"coding": [{"system": pack.procedure_system, "code": pack.procedure_code}]},
+        "subject": {"reference": "Patient/p"},
+        "note": [{"text": note}],
+    }
+    store = ResourceStore()
+    store.add({"resourceType": "Patient", "id": "p"})
+    store.add(proc)
+    case = assemble(store, proc, pack.procedure_system, pack.procedure_code)
+    finding = next(
+        f for f in evaluate_case(pack, case).findings if f.code == "doc-ablation-confirmation"
+    )
+    ruled = [e for e in finding.evidence if e.status is not None]
+    assert len(ruled) == 1
+    ev = ruled[0]
+    assert (ev.status, ev.cue, ev.note) == ("negated", "could not be confirmed", "ruled out")
+    assert ev.snippet == "Complete ablation could not be confirmed because of gas artifact."
+    assert ev.span is not None and ev.snippet[ev.span[0] : ev.span[1]] == "Complete ablation"
+    assert ev.reference == "Procedure/rfa" and ev.path == "Procedure.note[0].text"

@@ -210,7 +210,7 @@ def main() -> None:
             med_us = best(med_text_layer, reps=1) / len(cases) * 1e6
             rows.append((label, score, med_us))
     print(f"dense export: {len(cases)} cases; orjson floor {floor_us:.0f} µs per case\n")
-    head = "| engine | " + " | ".join(elements_in(items)) + " | all | µs / case | × own | × floor |"
+    head = "| engine | " + " | ".join(elements_in(items)) + " | all | µs / case | x own | x floor |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for label, score, us in rows:

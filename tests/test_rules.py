@@ -738,3 +738,12 @@ def test_tables_directory_from_the_environment(
     assert findings_of(pack, good_case)[PROC] == set()
     monkeypatch.setenv("FHIR_ADAPTER_TABLES", str(tmp_path / "tables"))
     assert findings_of(pack, good_case)[PROC] == {"coding-edit-ptp"}
+
+
+def test_an_uncertain_diagnosis_is_named_in_the_finding(pack: Pack, good_case: Resources) -> None:
+    by_id(good_case, f"{P}-dx")["verificationStatus"] = {"coding": [{"code": "provisional"}]}
+    [out] = outputs_of(pack, good_case)
+    [finding] = [f for f in out.evaluation.findings if f.code == "diagnosis-unsupported"]
+    [why] = [e for e in finding.evidence if e.status == "uncertain"]
+    assert (why.reference, why.cue) == (f"Condition/{P}-dx", "provisional")
+    assert why.note is not None and "IV.H" in why.note

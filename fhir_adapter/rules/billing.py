@@ -52,6 +52,8 @@ class Diagnoses:
 
     billable: list[Diagnosis] = field(default_factory=list)
     invalid: list[tuple[Diagnosis, str]] = field(default_factory=list)
+    # Conditions left out as uncertain, with their verification status
+    uncertain: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def principal(self) -> Diagnosis | None:
@@ -82,16 +84,20 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     uncertain = set(dx_cfg.uncertain_verification) if dx_cfg else set()
     ranks = _encounter_ranks(case)
     reasons = {id(c) for c in case.reason_conditions}
-    ordered = sorted(
-        (c for c in case.conditions if verification_code(c) not in uncertain),
-        key=lambda c: (id(c) not in reasons, ranks.get(case.ref(c), 99)),
-    )
+    out = Diagnoses()
+    kept = []
+    for c in case.conditions:
+        status = verification_code(c)
+        if status in uncertain:
+            out.uncertain.append((case.ref(c), str(status)))
+        else:
+            kept.append(c)
+    ordered = sorted(kept, key=lambda c: (id(c) not in reasons, ranks.get(case.ref(c), 99)))
     sources: list[tuple[str, str, Any]] = [
         (case.ref(c), "Condition.code", c.get("code")) for c in ordered
     ]
     sources.append((case.key, "Procedure.reasonCode", case.procedure.get("reasonCode")))
     found: dict[str, Diagnosis] = {}
-    out = Diagnoses()
     for reference, path, value in sources:
         items = list(codings(value))
         icd_items = [c for c in items if c.get("system") == icd and isinstance(c.get("code"), str)]

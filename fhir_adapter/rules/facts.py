@@ -110,6 +110,19 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
     listed = tuple(Evidence(d.reference, d.path, None, d.code) for d in billable)
     principal = dx.principal
     pairs = billing.excludes1_pairs(billable)
+    # Without a principal, the uncertain Conditions left out say why (ruled-out evidence:
+    # it never satisfies a rule, it is shown with the finding).
+    left_out = tuple(
+        Evidence(
+            ref,
+            "Condition.verificationStatus",
+            None,
+            f"{status}: an uncertain diagnosis is not coded (ICD-10-CM guideline IV.H)",
+            status="uncertain",
+            cue=status,
+        )
+        for ref, status in dx.uncertain
+    )
     return (
         Fact([d.code for d in billable], listed, icd) if billable else Fact(None),
         (
@@ -123,7 +136,7 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
                 icd,
             )
             if principal
-            else Fact(None)
+            else Fact(None, left_out)
         ),
         _evidence_fact([Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]),
         _evidence_fact(

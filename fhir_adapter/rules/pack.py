@@ -31,7 +31,7 @@ from fhir_adapter.rules.schema import (
     TextMatcher,
     ValueMatcher,
 )
-from fhir_adapter.rules.text import TEXT_SOURCES, find_evidence
+from fhir_adapter.rules.text import TEXT_SOURCES, counts, find_evidence
 from fhir_adapter.rules.valuesets import ValueSet
 from fhir_adapter.rules.vocabulary import merge_includes
 
@@ -377,8 +377,11 @@ def _value_matcher(
 def _fact_matcher(name: str, vs: ValueSet | None, lo: float | None, hi: float | None) -> MatchFn:
     def match(ctx: Context) -> list[Evidence]:
         fact = ctx.facts.get(name)
-        if fact is None or fact.value is None or fact.value == [] or fact.value is False:
+        if fact is None:
             return []
+        if fact.value is None or fact.value == [] or fact.value is False:
+            # why an absent fact is absent (ruled-out evidence, shown with a finding)
+            return [e for e in fact.evidence if not counts(e)]
         if vs is not None and not vs.contains(fact.system, str(fact.value)):
             return []
         if (lo is not None or hi is not None) and not isinstance(fact.value, int | float):

@@ -545,12 +545,17 @@ def _guidance(rs: Resources, gid: str, code: str, when: str) -> None:
     )
 
 
-def test_needle_guidance_names_the_ablation_code(pack: Pack, good_case: Resources) -> None:
-    _guidance(good_case, "g1", "77012", "2026-10-14T09:30:00-04:00")
+@pytest.mark.parametrize(
+    ("needle", "advice"), [("77012", "report 77013"), ("77002", "(76940/77013/77022)")]
+)
+def test_needle_guidance_names_the_ablation_code(
+    pack: Pack, good_case: Resources, needle: str, advice: str
+) -> None:
+    _guidance(good_case, "g1", needle, "2026-10-14T09:30:00-04:00")
     _drop(f"{P}-guide")(good_case)
     [out] = outputs_of(pack, good_case)
     [conflict] = [f for f in out.evaluation.findings if f.code == "guidance-code-conflict"]
-    assert conflict.evidence[0].note is not None and "report 77013" in conflict.evidence[0].note
+    assert conflict.evidence[0].note is not None and advice in conflict.evidence[0].note
     assert {f.code for f in out.evaluation.findings} == {
         "guidance-code-conflict",
         "coding-edit-ptp",

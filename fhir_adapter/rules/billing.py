@@ -201,7 +201,8 @@ def guidance_plan(pack: Pack, case: Case) -> GuidancePlan:
                 advice = (
                     f"report {right} (guidance for, and monitoring of, parenchymal tissue ablation)"
                     if right
-                    else f"it has no ablation equivalent; report the modality's {ablation_codes}"
+                    else "no ablation-guidance code matches it; report the one of the "
+                    f"modality used ({ablation_codes})"
                 )
                 note = f"{code} is needle-placement guidance, not reported with ablation: {advice}"
                 plan.conflicts.append(Evidence(case.ref(proc), "Procedure.code", None, note))

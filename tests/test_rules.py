@@ -752,3 +752,11 @@ def test_an_uncertain_diagnosis_is_named_in_the_finding(pack: Pack, good_case: R
     [why] = [e for e in finding.evidence if e.status == "uncertain"]
     assert (why.reference, why.cue) == (f"Condition/{P}-dx", "provisional")
     assert why.note is not None and "IV.H" in why.note
+
+
+def test_a_malformed_date_of_service_is_not_a_crash(pack: Pack, good_case: Resources) -> None:
+    proc(good_case)["performedDateTime"] = "2026/10/14 09:30"
+    by_id(good_case, f"{P}-enc")["period"] = {"start": "14-10-2026T08:00"}
+    _earlier_rfa(good_case, "2026-10-08")
+    [out] = [o for o in outputs_of(pack, good_case) if o.evaluation.procedure == PROC]
+    assert "global-period" not in {f.code for f in out.evaluation.findings}

@@ -35,6 +35,14 @@ def _tables_in(directory: str | None) -> tables.PaymentTables:
     return tables.load_tables(directory)
 
 
+def as_date(value: str | None) -> dt.date | None:
+    """A YYYY-MM-DD date of service, None when absent or not a calendar date."""
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     """One ICD-10-CM code as it would go on the Claim, and where it was documented."""
@@ -227,9 +235,9 @@ class PtpHit:
 def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
     """PTP edits in force on the date of service between the pack's code and the session's
     services by the same performer (or with no performer recorded)."""
-    if not case.date:
+    on = as_date(case.date)
+    if on is None:
         return []
-    on = dt.date.fromisoformat(case.date)
     cpt = pack.procedure_system
     codes: dict[str, str] = {pack.procedure_code: case.key}
     mine = {id(p) for p in case.same_performer_procedures}
@@ -272,16 +280,16 @@ def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
 
 def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
     """Earlier surgeries by the same performer whose global period covers the date of service."""
-    if not case.date:
+    today = as_date(case.date)
+    if today is None:
         return []
-    today = dt.date.fromisoformat(case.date)
     table = payment_tables()
     out = []
     for proc in case.prior_procedures:
         day = service_date(proc, None)
-        if day is None:
+        when = as_date(day)
+        if day is None or when is None:
             continue
-        when = dt.date.fromisoformat(day)
         for coding in codings(proc.get("code")):
             code = coding.get("code")
             if coding.get("system") != pack.procedure_system or not isinstance(code, str):
@@ -389,7 +397,7 @@ def facility_location(case: Case) -> str | None:
 
 def max_units(pack: Pack, case: Case) -> tuple[int, str]:
     """Units of the pack's code allowed per date of service, and where that number comes from."""
-    on = dt.date.fromisoformat(case.date) if case.date else None
+    on = as_date(case.date)
     row = payment_tables().mue(pack.procedure_code, on=on)
     if row is not None:
         return int(row.value), f"MUE {row.value} per date of service"

@@ -760,3 +760,18 @@ def test_a_malformed_date_of_service_is_not_a_crash(pack: Pack, good_case: Resou
     _earlier_rfa(good_case, "2026-10-08")
     [out] = [o for o in outputs_of(pack, good_case) if o.evaluation.procedure == PROC]
     assert "global-period" not in {f.code for f in out.evaluation.findings}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "Procedure time was 120 minutes compared with an average of 45 minutes for this ablation.",
+        "The ablation took twice as long as the usual single-tumor ablation.",
+        "An additional 50 minutes beyond the typical procedure time was needed.",
+        "Modifier 22 is appended: hydrodissection and four electrode repositions were needed.",
+    ],
+)
+def test_statements_of_increased_work(pack: Pack, good_case: Resources, statement: str) -> None:
+    set_note(FULL + " " + statement)(good_case)
+    [out] = outputs_of(pack, good_case)
+    assert [m.code for m in out.evaluation.modifiers] == ["22"]

@@ -389,6 +389,7 @@ def test_at_most_12_diagnoses_and_4_pointers(pack: Pack, good_case: Resources) -
     [
         ("Stopped after one cycle: the patient became hemodynamically unstable.", ["53"]),
         ("Stopped after one cycle because of brisk bleeding along the electrode track.", ["53"]),
+        ("Aborted: the patient became bradycardic and hypotensive under sedation.", ["53"]),
         ("Stopped after one cycle at the operator's discretion; no hypotension.", ["52"]),
         ("The remaining margin will be treated with chemoembolization instead.", ["52"]),
     ],

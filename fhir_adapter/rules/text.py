@@ -52,6 +52,7 @@ class TextIndex:
         self._case = case
         self._units: dict[str, list[TextUnit]] = {}
         self._mentions: dict[tuple[str, str], list[tuple[TextUnit, Mention]]] = {}
+        self.evidence: dict[tuple[str, tuple[str, ...], int], list[Evidence]] = {}
 
     def units(self, source: str) -> list[TextUnit]:
         if source not in self._units:
@@ -103,6 +104,10 @@ def find_evidence(
     Ruled-out evidence (status other than affirmed) never satisfies a rule; it
     explains a missing element ("cryoablation ... not chosen": negated by "not chosen").
     """
+    key_ = (element, sources, limit)
+    cached = index.evidence.get(key_)
+    if cached is not None:  # a rule's `when`, `any` and `unless` may ask the same question
+        return list(cached)
     affirmed: list[Evidence] = []
     ruled_out: list[Evidence] = []
     seen: set[tuple[int, str]] = set()
@@ -114,7 +119,8 @@ def find_evidence(
         if len(bucket) < limit:
             seen.add(key)
             bucket.append(mention_evidence(unit, m))
-    return affirmed + ruled_out
+    index.evidence[key_] = affirmed + ruled_out
+    return list(index.evidence[key_])
 
 
 def affirmed_evidence(

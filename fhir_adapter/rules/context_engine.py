@@ -35,6 +35,7 @@ _SENTENCE = re.compile(
     r"|\n[ \t]*\n"
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
 )
+_SHARED_MAX = 200
 _BREAK_CHARS = re.compile(r"[.!?:;\n]")
 _NO_BREAK = ("dr", "vs", "approx", "e.g", "i.e", "fig", "no")
 _RANK = {status: i for i, status in enumerate(STATUSES)}
@@ -93,6 +94,7 @@ class Document:
     sentence_starts: list[int] = field(default_factory=list)
     elements: frozenset[str] | None = None
     keywords: frozenset[str] | None = None
+    found: dict[str, list[Mention]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,8 @@ class ContextEngine:
         # word -> the keywords it contains; texts share most of their words, so after a
         # few cases the screen is a dictionary lookup per word.
         self._word_keywords: dict[str, frozenset[str]] = {}
+        # short texts recur across cases (code texts, values): prepared and matched once
+        self._shared: dict[str, Document] = {}
 
     # -- compiling ----------------------------------------------------------
     def _build_macros(self) -> dict[str, str]:
@@ -322,6 +326,17 @@ class ContextEngine:
 
     # -- documents ----------------------------------------------------------
     def document(self, text: str) -> Document:
+        """A text prepared for matching; short texts (a code's text, a value) are shared."""
+        if len(text) <= _SHARED_MAX:
+            doc = self._shared.get(text)
+            if doc is None:
+                if len(self._shared) >= 20_000:
+                    self._shared.clear()
+                doc = self._shared[text] = self._document(text)
+            return doc
+        return self._document(text)
+
+    def _document(self, text: str) -> Document:
         low = text.lower()
         if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep offsets
             low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
@@ -457,6 +472,12 @@ class ContextEngine:
         """Every mention of `element` in the text, classified; keyword screen first."""
         if element not in self.candidates(doc):
             return []
+        found = doc.found.get(element)
+        if found is None:
+            found = doc.found[element] = self._mentions(doc, element)
+        return found
+
+    def _mentions(self, doc: Document, element: str) -> list[Mention]:
         target = self.targets[element]
         low = doc.low
         if not target.keywords:

@@ -58,3 +58,32 @@ class OutputInvalid(AdapterError):
 
 class SparkUnavailable(AdapterError):
     """PySpark (or Java) is missing: install the `spark` extra."""
+
+
+class HookError(AdapterError):
+    """A hook call we answer with an HTTP error: `status` and a message safe to show."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class PreconditionFailed(HookError):
+    """Data the service needs is neither prefetched nor readable from `fhirServer` (412)."""
+
+    status = 412
+
+
+class ConfigError(AdapterError):
+    """The trusted-clients file cannot be used (names the file and the entry)."""
+
+
+class TablesError(AdapterError):
+    """A table file that is not in a CMS layout this adapter reads, or is malformed."""
+
+
+class CodeSetError(AdapterError):
+    """The ICD-10-CM data cannot be found or read (the message says how to fix it)."""

@@ -247,7 +247,7 @@ def test_es256_only_when_configured(keys: Keys, jwks_host: Origin, tmp_path: Pat
 def test_jwks_over_plain_http_or_unverified_tls_is_refused(
     keys: Keys, jwks_host: Origin, tmp_path: Path
 ) -> None:
-    from fhir_adapter.hooks.security import ConfigError
+    from fhir_adapter.errors import ConfigError
 
     with pytest.raises(ConfigError, match="https"):
         TrustedClients.from_json({"clients": [{"iss": "a", "jku": "http://127.0.0.1/jwks.json"}]})
@@ -284,7 +284,7 @@ def test_trusted_clients_file_errors_name_the_entry(
 
 
 def test_private_keys_in_the_trusted_clients_file_are_refused(keys: Keys) -> None:
-    from fhir_adapter.hooks.security import ConfigError
+    from fhir_adapter.errors import ConfigError
 
     private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(keys.es384.private))
     with pytest.raises(ConfigError, match="public"):

@@ -12,7 +12,8 @@ import yaml
 
 from fhir_adapter.cli import main
 from fhir_adapter.codesets import tables as t
-from fhir_adapter.codesets.tables import TablesError, import_files, load_tables, read_table
+from fhir_adapter.codesets.tables import import_files, load_tables, read_table
+from fhir_adapter.errors import TablesError
 
 CMS = Path(__file__).parent / "data" / "cms"
 PFS26 = CMS / "PPRRVU2026_Oct_nonQPP.csv"

@@ -11,7 +11,6 @@ from fhir_adapter.codesets.tables import (
     PaymentTables,
     PfsRow,
     PtpEdit,
-    TablesError,
     import_files,
     load_tables,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "PaymentTables",
     "PfsRow",
     "PtpEdit",
-    "TablesError",
     "code_set_versions",
     "excludes1_conflict",
     "import_files",

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import CodeSetError
 
 PACKAGE = "simple-icd-10-cm"
 # Bump when the index layout or its derivation changes: old cache files are then ignored.
@@ -38,10 +38,6 @@ _CODE = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{0,4})?-?"
 _REF = re.compile(rf"({_CODE})(?:-({_CODE}))?")
 _GROUP = re.compile(r"\(([^()]*)\)")
 _TABULAR = re.compile(r"tabular-([A-Za-z]+)-(\d{1,2})-(\d{4})\.xml$")
-
-
-class CodeSetError(AdapterError):
-    """The ICD-10-CM data cannot be found or read (the message says how to fix it)."""
 
 
 class _CodeSet:

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import TablesError
 
 SOURCES_FILE = "SOURCES.yaml"
 KINDS = ("pfs", "mue", "ptp")
@@ -48,10 +48,6 @@ _MONTHS = {
         ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
     )
 }
-
-
-class TablesError(AdapterError):
-    """A table file that is not in a CMS layout this adapter reads, or is malformed."""
 
 
 @dataclass(frozen=True)

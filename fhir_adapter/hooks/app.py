@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhir_adapter.errors import HookError
 from fhir_adapter.hooks import handlers
-from fhir_adapter.hooks.data import HookData, HookError, HookRequest, VerifiedServers
+from fhir_adapter.hooks.data import HookData, HookRequest, VerifiedServers
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
 from fhir_adapter.hooks.security import (
     DEFAULT_ALGORITHMS,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fhir_adapter.errors import AdapterError, ServerError
+from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.hooks.services import Service, render
 from fhir_adapter.sources.store import ResourceStore
@@ -26,23 +26,6 @@ from fhir_adapter.sources.store import ResourceStore
 if TYPE_CHECKING:
     from fhir_adapter.case import Case
     from fhir_adapter.client.rest import FhirClient
-
-
-class HookError(AdapterError):
-    """A hook call we answer with an HTTP error: `status` and a message safe to show."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-
-
-class PreconditionFailed(HookError):
-    """Data the service needs is neither prefetched nor readable from `fhirServer` (412)."""
-
-    status = 412
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir_adapter.hooks.data import HookError
+from fhir_adapter.errors import HookError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (

@@ -14,12 +14,12 @@ import datetime as dt
 from typing import Any
 
 from fhir_adapter.case import Case, assemble, find_procedures
-from fhir_adapter.errors import ServerError
+from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import reference_string
 from fhir_adapter.gather import ServerSource
 from fhir_adapter.hooks import cards
-from fhir_adapter.hooks.data import HookData, HookError, HookRequest, PreconditionFailed, add_all
+from fhir_adapter.hooks.data import HookData, HookRequest, add_all
 from fhir_adapter.rules import Pack, evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import ConfigError
 
 log = logging.getLogger("fhir_adapter.hooks")
 
@@ -38,10 +38,6 @@ MAX_JWKS_BYTES = 256 * 1024
 
 class Unauthorized(Exception):
     """The call is not authenticated; the reason goes to the debug log only, never the caller."""
-
-
-class ConfigError(AdapterError):
-    """The trusted-clients file cannot be used (names the file and the entry)."""
 
 
 @dataclass(frozen=True)

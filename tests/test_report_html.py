@@ -306,6 +306,44 @@ def test_sorting_and_search_work_from_the_keyboard(
     expect(page.locator("#cases tbody tr th a")).to_be_focused()
 
 
+def _searchable(output: CaseOutput) -> str:
+    """Everything the search box is documented to look through, for the expectation."""
+    e = output.evaluation
+    parts = [e.procedure, e.patient or "", e.encounter or ""]
+    groups = [(f.code, f.message, f.evidence) for f in e.findings]
+    groups += [(m.code, m.reason, m.evidence) for m in e.modifiers]
+    groups += [(c.rule, "", c.evidence) for c in e.criteria]
+    for code, text, evidence in groups:
+        parts += [code, text, *(ev.snippet or "" for ev in evidence)]
+        parts += [ev.note or "" for ev in evidence]
+    return "\n".join(parts).lower()
+
+
+def test_search_looks_through_the_quoted_evidence(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    page, _ = open_page(write_page(tmp_path, outputs))
+    show_all_rows(page)
+    quoted = sorted(
+        {
+            ev.snippet
+            for o in outputs
+            for c in o.evaluation.criteria
+            for ev in c.evidence
+            if ev.snippet
+        }
+    )
+    assert quoted
+    for snippet in quoted[:: max(1, len(quoted) // 5)]:
+        query = snippet[:24].lower()
+        page.locator("#f-q").fill(query)
+        expected = [o.evaluation.procedure for o in outputs if query in _searchable(o)]
+        assert expected, query
+        expect(page.locator("#cases tbody tr th a")).to_have_text(
+            expected
+        )  # waits out the debounce
+
+
 def test_page_makes_no_network_request(
     tmp_path: Path, outputs: list[CaseOutput], open_page: Any
 ) -> None:

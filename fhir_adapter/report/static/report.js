@@ -31,10 +31,21 @@
     c._worst = rank;
     c._codes = c.findings.map(function (f) { return f.code; });
     c._mods = c.modifiers.map(function (m) { return m.code; }).join(", ");
-    c._text = [c.procedure, c.patient, c.encounter, c.performer, c.payer, c.date, c.pos, c.outcome, c._mods]
-      .concat(c._codes, c.findings.map(function (f) { return f.message; }))
-      .join("\n").toLowerCase();
   });
+
+  // What the search box looks through: ids, codes, messages, reasons and every quoted or
+  // noted piece of evidence. Built on the first search, so that opening the page stays fast.
+  function searchText(c) {
+    if (c._text === undefined) {
+      var parts = [c.procedure, c.patient, c.encounter, c.performer, c.payer, c.date, c.pos, c.outcome, c._mods];
+      var add = function (rows) { rows.forEach(function (r) { if (r[2] >= 0) { parts.push(S[r[2]]); } if (r[3] >= 0) { parts.push(S[r[3]]); } }); };
+      c.findings.forEach(function (f) { parts.push(f.code, f.message); add(f.ev); });
+      c.modifiers.forEach(function (m) { parts.push(m.code, m.reason); add(m.ev); });
+      c.criteria.forEach(function (k) { parts.push(S[k[0]]); add(k[2]); });
+      c._text = parts.join("\n").toLowerCase();
+    }
+    return c._text;
+  }
 
   var $ = function (id) { return document.getElementById(id); };
   var state = { q: "", outcome: "", code: "", severity: "", sort: "", dir: 1, page: 0, size: Number($("f-size").value) };
@@ -71,7 +82,7 @@
       if (state.code === "-" && c.findings.length) { return false; }
       if (state.code && state.code !== "-" && c._codes.indexOf(state.code) < 0) { return false; }
       if (state.severity && !c.findings.some(function (f) { return f.severity === state.severity; })) { return false; }
-      return !q || c._text.indexOf(q) >= 0;
+      return !q || searchText(c).indexOf(q) >= 0;
     });
     if (state.sort) {
       var key = KEYS[state.sort], dir = state.dir;

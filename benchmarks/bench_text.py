@@ -107,7 +107,8 @@ class MedspacyConText:
                 category = CATEGORY[mod.category]
                 kw = {
                     "direction": DIRECTION[mod.direction],
-                    "max_scope": mod.window if mod.window is not None else engine.cfg.window,
+                    # medspaCy counts the scope in tokens and wants at least one
+                    "max_scope": max(1, engine.cfg.window if mod.window is None else mod.window),
                 }
                 if mod.only:
                     kw["allowed_types"] = set(mod.only)

@@ -157,3 +157,25 @@ def test_claim_references_resolve(name: str, claim: dict[str, Any], pack: Pack) 
         resource_by_reference(name, claim[key])
     for insurance in claim["insurance"]:
         assert resource_by_reference(name, insurance["coverage"])["resourceType"] == "Coverage"
+
+
+CHARGEMASTER = CASES.parent / "chargemaster.csv"
+
+
+def test_with_a_chargemaster_every_line_is_priced_and_totalled() -> None:
+    """Box 24F on every line and box 28 their sum, from the example chargemaster."""
+    from fhir_adapter.writeback.charges import load_charges
+
+    charges = load_charges(CHARGEMASTER)
+    priced = 0
+    for output in evaluate_paths([CASES], now=NOW, charges=charges):
+        for claim in [r for r in output.resources if r["resourceType"] == "Claim"]:
+            nets = []
+            for item in claim["item"]:
+                code = item["productOrService"]["coding"][0]["code"]
+                assert item["unitPrice"] == {"value": charges[code], "currency": "USD"}
+                assert item["net"]["value"] == charges[code] * item["quantity"]["value"]
+                nets.append(item["net"]["value"])
+            assert claim["total"] == {"value": round(sum(nets), 2), "currency": "USD"}
+            priced += 1
+    assert priced == len(CLAIMS)

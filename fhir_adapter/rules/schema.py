@@ -306,6 +306,8 @@ class ClaimConfig(_Strict):
     principal_diagnosis_type: CodingDef | None = None
     secondary_diagnosis_type: CodingDef | None = None
     supporting_info_category: CodingDef | None = None
+    # modifiers whose documentation goes with the Claim as supportingInfo (22: the statement)
+    supporting_info_for: list[str] = ["22"]
     taxonomy_system: str | None = None
     currency: str = "USD"
 

@@ -176,14 +176,15 @@ def _distinct_modifiers(
 
 
 def _supporting_info(pack: Pack, case: Case, evaluation: Evaluation) -> list[dict[str, Any]]:
-    """For modifier 22, the documentation that states the increased work (Medicare asks for
-    the operative report with the claim)."""
+    """The documentation behind the modifiers that need it on the claim (22: the statement
+    of increased work; Medicare asks for the operative report with the claim)."""
     category = _coding(pack, pack.model.claim.supporting_info_category)
     if category is None:
         return []
+    wanted = set(pack.model.claim.supporting_info_for)
     refs: list[str] = []
     for mod in evaluation.modifiers:
-        if mod.code != "22":
+        if mod.code not in wanted:
             continue
         for e in mod.evidence:
             if e.reference not in refs and not e.reference.startswith("#"):

@@ -776,3 +776,15 @@ def test_statements_of_increased_work(pack: Pack, good_case: Resources, statemen
     set_note(FULL + " " + statement)(good_case)
     [out] = outputs_of(pack, good_case)
     assert [m.code for m in out.evaluation.modifiers] == ["22"]
+
+
+def test_of_several_taxonomies_the_expected_one_is_reported(
+    pack: Pack, good_case: Resources
+) -> None:
+    nucc = "http://nucc.org/provider-taxonomy"
+    by_id(good_case, f"{P}-role")["specialty"] = [
+        {"coding": [{"system": nucc, "code": "2085R0202X"}]},
+        {"coding": [{"system": nucc, "code": "2085R0204X"}]},
+    ]
+    claim = claim_of(pack, good_case)
+    assert claim["careTeam"][0]["qualification"]["coding"][0]["code"] == "2085R0204X"

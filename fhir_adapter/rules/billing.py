@@ -360,10 +360,11 @@ def is_valid_npi(npi: str | None) -> bool:
 def provider_taxonomy(pack: Pack, case: Case) -> dict[str, str] | None:
     """The rendering provider's NUCC taxonomy: PractitionerRole.specialty, else a qualification.
 
-    An expected specialty (pack: specialty-expected) is preferred when several are given.
+    One in the pack's `claim.taxonomy_preferred` value set wins when several are given.
     """
-    system = pack.system(pack.model.claim.taxonomy_system or "nucc")
-    expected = pack.valuesets.get("specialty-expected")
+    cfg = pack.model.claim
+    system = pack.system(cfg.taxonomy_system or "nucc")
+    expected = pack.valuesets[cfg.taxonomy_preferred] if cfg.taxonomy_preferred else None
     found: list[dict[str, Any]] = []
     for role in case.roles:
         found += [c for c in codings(role.get("specialty")) if c.get("system") == system]

@@ -306,11 +306,20 @@ def _gather_patient_history(
 
 
 def _actor_keys(store: ResourceStore, procedure: Resource) -> set[str]:
+    """The performers, a PractitionerRole also by its Practitioner (so that one procedure
+    recorded by role and another by person are seen as the same performer's)."""
     keys = set()
     for performer in procedure.get("performer") or []:
-        key = store.canonical((performer or {}).get("actor"))
-        if key:
-            keys.add(key)
+        actor = (performer or {}).get("actor") if isinstance(performer, dict) else None
+        key = store.canonical(actor)
+        if not key:
+            continue
+        keys.add(key)
+        if key.startswith("PractitionerRole/"):
+            role = store.resolve(key, procedure)
+            person = store.canonical((role or {}).get("practitioner"))
+            if person:
+                keys.add(person)
     return keys
 
 

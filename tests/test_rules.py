@@ -792,3 +792,10 @@ def test_of_several_taxonomies_the_expected_one_is_reported(
     ]
     claim = claim_of(pack, good_case)
     assert claim["careTeam"][0]["qualification"]["coding"][0]["code"] == "2085R0204X"
+
+
+def test_same_performer_by_role_and_by_person(pack: Pack, good_case: Resources) -> None:
+    """The earlier ablation names the radiologist's PractitionerRole, today's the person."""
+    _earlier_rfa(good_case, "2026-10-08")
+    by_id(good_case, "rfa0")["performer"] = [{"actor": {"reference": f"PractitionerRole/{P}-role"}}]
+    assert findings_of(pack, good_case)[PROC] == {"global-period"}

@@ -211,9 +211,8 @@ def resources(
             "resourceType": "Practitioner",
             "id": f"dr-{i}",
             "active": True,
-            "identifier": [
-                {"system": "http://hl7.org/fhir/sid/us-npi", "value": f"{1000000000 + i}"}
-            ],
+            # a valid NPI (CMS check digit), but every 20th has a wrong last digit
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": _npi(i)}],
             "name": [{"family": f"Doctor{i}", "given": ["Pat"], "prefix": ["Dr."]}],
         }
         yield {
@@ -452,3 +451,14 @@ def _case(
             "effectiveDateTime": f"{day}T11:00:00-05:00",
             "conclusion": f"Post-ablation {guide}: ablation zone encompasses the {size} cm lesion; no residual enhancement.",
         }
+
+
+def _npi(i: int) -> str:
+    """An NPI for doctor `i`: 9 digits and the Luhn check digit over 80840 + them."""
+    base = f"1{i:08d}"
+    total = 0
+    for k, ch in enumerate(reversed("80840" + base)):
+        d = int(ch) * (2 if k % 2 == 0 else 1)  # the check digit's neighbour is doubled
+        total += d - 9 if d > 9 else d
+    check = (10 - total % 10) % 10
+    return base + str((check + 1) % 10 if i % 20 == 19 else check)

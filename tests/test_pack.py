@@ -46,8 +46,10 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             "rule 'approach-mismatch': unknown value set 'nope'",
         ),
         (
-            lambda r: r["text"].setdefault("targets", {}).update(
-                {"energy-applied": {"keywords": ["unclosed"], "patterns": ["(unclosed"]}}
+            lambda r: (
+                r["text"]
+                .setdefault("targets", {})
+                .update({"energy-applied": {"keywords": ["unclosed"], "patterns": ["(unclosed"]}})
             ),
             "text target 'energy-applied': bad regular expression",
         ),

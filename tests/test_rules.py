@@ -799,3 +799,14 @@ def test_same_performer_by_role_and_by_person(pack: Pack, good_case: Resources) 
     _earlier_rfa(good_case, "2026-10-08")
     by_id(good_case, "rfa0")["performer"] = [{"actor": {"reference": f"PractitionerRole/{P}-role"}}]
     assert findings_of(pack, good_case)[PROC] == {"global-period"}
+
+
+def test_a_coded_status_reason_without_text_is_read(pack: Pack, good_case: Resources) -> None:
+    proc(good_case)["status"] = "stopped"
+    proc(good_case)["statusReason"] = {
+        "coding": [{"system": "http://snomed.info/sct", "display": "Hemodynamic instability"}]
+    }
+    [out] = outputs_of(pack, good_case)
+    [mod] = out.evaluation.modifiers
+    assert mod.code == "53"
+    assert "Procedure.statusReason.coding.display" in {e.path for e in mod.evidence}

@@ -177,11 +177,30 @@ def narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
                 idx = f"[{i}]" if isinstance(value, list) else ""
                 yield f"{rtype}.{field}{idx}" + (f".{sub}" if sub else ""), text
 
+    def concepts(field: str) -> Iterator[tuple[str, str]]:
+        """CodeableConcept text, else its codings' displays (a coded-only statusReason)."""
+        value = resource.get(field)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            idx = f"[{i}]" if isinstance(value, list) else ""
+            if isinstance(item.get("text"), str):
+                yield f"{rtype}.{field}{idx}.text", item["text"]
+                continue
+            shown = [
+                c["display"]
+                for c in item.get("coding") or []
+                if isinstance(c, dict) and isinstance(c.get("display"), str)
+            ]
+            if shown:
+                yield f"{rtype}.{field}{idx}.coding.display", "; ".join(shown)
+
     yield from strings("code", "text")
     yield from strings("note", "text")
     if rtype == "Procedure":
         for name in ("outcome", "statusReason", "bodySite", "complication", "followUp"):
-            yield from strings(name, "text")
+            yield from concepts(name)
         yield from _div(resource, rtype)
     elif rtype == "DiagnosticReport":
         yield from strings("conclusion")

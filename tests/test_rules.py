@@ -689,6 +689,7 @@ def test_charges_price_every_line(pack: Pack, good_case: Resources) -> None:
         ("cm.csv", "# 2026 chargemaster\n47382,4200\n", {"47382": 4200.0}),
         ("cm.json", '{"47382": 4200, "76940": 310.25}', {"47382": 4200.0, "76940": 310.25}),
         ("cm.yaml", "'47382': 4200\n", {"47382": 4200.0}),
+        ("cm.csv", "47382,4200\n77013 26,120\n", {"47382": 4200.0, "77013-26": 120.0}),
     ],
 )
 def test_chargemaster_formats(tmp_path: Any, name: str, text: str, want: dict[str, float]) -> None:
@@ -810,3 +811,11 @@ def test_a_coded_status_reason_without_text_is_read(pack: Pack, good_case: Resou
     [mod] = out.evaluation.modifiers
     assert mod.code == "53"
     assert "Procedure.statusReason.coding.display" in {e.path for e in mod.evidence}
+
+
+def test_a_charge_for_the_professional_component(pack: Pack, good_case: Resources) -> None:
+    charges = {"47382": 4200.0, "77013": 538.0, "77013-26": 121.0}
+    [out] = outputs_of(pack, good_case, charges=charges)
+    claim = out.resources[0]
+    assert [i["net"]["value"] for i in claim["item"]] == [4200.0, 121.0]
+    assert claim["total"]["value"] == 4321.0

@@ -1,7 +1,8 @@
 """A chargemaster: the provider's charge per CPT/HCPCS code, for Claim unitPrice/net/total.
 
 Accepted as CSV (code, amount; a header row is optional; `$` and thousands separators
-are allowed) or as a JSON/YAML mapping of code to amount.
+are allowed) or as a JSON/YAML mapping of code to amount. A code may carry the
+modifier its charge is for (`77013-26`), used before the code's own charge.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ import yaml
 
 from fhir_adapter.errors import AdapterError
 
-_CODE = re.compile(r"^[0-9A-Z]{5}$")
+# a code, optionally with the modifier its charge is for ("77013-26": the professional part)
+_CODE = re.compile(r"^([0-9A-Z]{5})(?:[- ]([0-9A-Z]{2}))?$")
 _NUMBER = re.compile(r"^-?\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?$")
 
 
@@ -51,11 +54,20 @@ def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
 
 
 def _code(p: Path, value: Any, line: int | None = None) -> str:
-    code = str(value).strip().upper()
-    if not _CODE.match(code):
+    m = _CODE.match(str(value).strip().upper())
+    if not m:
         where = f"{p}:{line}" if line else str(p)
-        raise AdapterError(f"{where}: {value!r} is not a CPT/HCPCS code")
-    return code
+        raise AdapterError(f"{where}: {value!r} is not a CPT/HCPCS code (or code-modifier)")
+    return f"{m.group(1)}-{m.group(2)}" if m.group(2) else m.group(1)
+
+
+def line_charge(charges: Mapping[str, float], code: str, modifiers: list[str]) -> float | None:
+    """The charge for a line: for the code with one of its modifiers ("77013-26"), else
+    for the code."""
+    for modifier in modifiers:
+        if f"{code}-{modifier}" in charges:
+            return charges[f"{code}-{modifier}"]
+    return charges.get(code)
 
 
 def _amount(p: Path, code: Any, value: Any, line: int | None = None) -> float:

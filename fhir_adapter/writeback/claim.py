@@ -16,6 +16,7 @@ from fhir_adapter.rules import billing
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.schema import CodingDef
 from fhir_adapter.rules.text import TextIndex
+from fhir_adapter.writeback.charges import line_charge
 
 
 def claim_diagnoses(pack: Pack, case: Case) -> list[dict[str, Any]]:
@@ -105,7 +106,7 @@ def build_claim(
             item["modifier"] = [_modifier(pack, m) for m in mods]
         item["quantity"] = {"value": 1}
         item.update(shared)
-        price = charges.get(coding["code"]) if charges is not None else None
+        price = line_charge(charges, coding["code"], mods) if charges is not None else None
         if price is not None:
             item["unitPrice"] = _money(price, cfg.currency)
             item["net"] = _money(price, cfg.currency)

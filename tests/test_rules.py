@@ -429,6 +429,7 @@ def test_safety_words_do_not_give_53_on_a_completed_procedure(
         ),
         (FULL + " Technically challenging.", [], set()),
         (FULL + " There was no substantially greater work than usual.", [], set()),
+        (FULL + " Modifier 22 was not appended.", [], set()),
     ],
 )
 def test_22_needs_a_statement(

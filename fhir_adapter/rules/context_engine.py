@@ -569,8 +569,9 @@ class ContextEngine:
                 # A negation or time inside the mention is part of it ("not a surgical
                 # candidate", "tumor board rejected resection", "unrelated to the prior
                 # procedure"); a plan or doubt inside it still counts ("RF energy will
-                # be applied at 150 W"), as does another organ ("two lung nodules").
-                ok = c.category == "other" or (
+                # be applied at 150 W"), as does another organ ("two lung nodules", a
+                # cue reaching both ways).
+                ok = (c.category == "other" and c.direction == "bidirectional") or (
                     c.category in ("hypothetical", "uncertain")
                     and c.first > t_first
                     and c.last < t_last

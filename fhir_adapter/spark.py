@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +107,11 @@ def _attributed(
 
 
 def _evaluate_groups(
-    groups: Iterable[tuple[str, Iterable[Kept]]], pack_text: str, block_on: str | None, stamp: str
+    groups: Iterable[tuple[str, Iterable[Kept]]],
+    pack_text: str,
+    block_on: str | None,
+    stamp: str,
+    charges: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[str, str, str, bool]]:
     """Executor side: one store per case, evaluated by the local engine's own code."""
     from fhir_adapter.pipeline import evaluate_one
@@ -123,7 +127,7 @@ def _evaluate_groups(
         procedure = store.get(case_key)
         if procedure is None:
             continue
-        output = evaluate_one(store, pack, procedure, block_on, stamp)
+        output = evaluate_one(store, pack, procedure, block_on, stamp, charges)
         yield (
             case_key,
             orjson.dumps(output.report()).decode(),
@@ -141,8 +145,10 @@ def evaluate_on_spark(
     block_on: str | None = None,
     now: str | None = None,
     spark: Any = None,
+    charges: Mapping[str, float] | None = None,
 ) -> SparkResult:
-    """Run the evaluation of an NDJSON export (directory, glob or URI) on Spark."""
+    """Run the evaluation of an NDJSON export (directory, glob or URI) on Spark;
+    `charges` (a chargemaster, code -> amount) prices the Claims' lines."""
     from fhir_adapter.pipeline import now_iso
 
     pack = pack or load_pack()
@@ -185,10 +191,11 @@ def evaluate_on_spark(
 
     # Group by case and evaluate inside the executors with the same compiled pack.
     pack_text = pack.source_text
+    prices = dict(charges) if charges is not None else None  # shipped with the closure
     rows = (
         sc.union(parts)
         .groupByKey()
-        .mapPartitions(lambda groups: _evaluate_groups(groups, pack_text, block_on, stamp))
+        .mapPartitions(lambda groups: _evaluate_groups(groups, pack_text, block_on, stamp, prices))
         .sortBy(lambda row: row[0])
         .cache()
     )

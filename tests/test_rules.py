@@ -820,15 +820,3 @@ def test_a_charge_for_the_professional_component(pack: Pack, good_case: Resource
     claim = out.resources[0]
     assert [i["net"]["value"] for i in claim["item"]] == [4200.0, 121.0]
     assert claim["total"]["value"] == 4321.0
-
-
-def test_charges_are_refused_with_the_spark_engine(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from fhir_adapter.cli import main
-
-    chargemaster = tmp_path / "charges.csv"
-    chargemaster.write_text("47382,4200\n")
-    args = ["evaluate", "--engine", "spark", str(tmp_path), "--out", str(tmp_path / "o")]
-    assert main([*args, "--charges", str(chargemaster)]) == 2
-    assert "--charges is not supported with --engine spark" in capsys.readouterr().err

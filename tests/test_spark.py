@@ -21,6 +21,8 @@ pytestmark = pytest.mark.spark
 
 from fhir_adapter.spark import evaluate_on_spark, read_reports  # noqa: E402
 
+from .conftest import CASES  # noqa: E402
+
 NOW = "2026-11-27T00:00:00+00:00"
 
 
@@ -92,3 +94,28 @@ def test_cli_engine_spark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     local = _local(data)
     assert [r["procedure"] for r in rows] == [r["procedure"] for r in local]
     assert code == (1 if any(r["outcome"] == "issues" for r in local) else 0)
+
+
+def test_charges_on_spark(spark: Any, tmp_path: Path) -> None:
+    """The chargemaster reaches the executors: the Claims carry the same prices as locally."""
+    from fhir_adapter.writeback.charges import load_charges
+
+    charges = load_charges(CASES.parent / "chargemaster.csv")
+    ndjson = tmp_path / "fixtures"
+    write_fixtures(ndjson, "ndjson")
+    result = evaluate_on_spark(
+        str(ndjson), str(tmp_path / "out"), spark=spark, now=NOW, charges=charges
+    )
+    totals = sorted(
+        r["total"]["value"]
+        for row in read_reports(result.reports)
+        for r in row["resources"]
+        if r["resourceType"] == "Claim"
+    )
+    local = sorted(
+        r["total"]["value"]
+        for o in evaluate_paths([ndjson], now=NOW, charges=charges)
+        for r in o.resources
+        if r["resourceType"] == "Claim"
+    )
+    assert totals == local and len(totals) >= 15

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from fhir_adapter.cli.options import Progress, add_report_options, emit, env_option
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from fhir_adapter.rules import Pack
 
 
@@ -80,14 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from fhir_adapter.writeback.charges import load_charges
 
     pack = load_pack(args.rules)
-    if args.engine == "spark":
-        if args.charges:
-            from fhir_adapter.errors import AdapterError
-
-            raise AdapterError("--charges is not supported with --engine spark")
-        return _evaluate_spark(args, pack)
-    workers = args.workers or os.cpu_count() or 1
     charges = load_charges(args.charges) if args.charges else None
+    if args.engine == "spark":
+        return _evaluate_spark(args, pack, charges)
+    workers = args.workers or os.cpu_count() or 1
     progress = Progress()
     started = time.monotonic()
     try:
@@ -133,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _evaluate_spark(args: argparse.Namespace, pack: Pack) -> int:
+def _evaluate_spark(
+    args: argparse.Namespace, pack: Pack, charges: Mapping[str, float] | None
+) -> int:
     from pathlib import Path
 
     from fhir_adapter.errors import AdapterError
@@ -147,6 +147,7 @@ def _evaluate_spark(args: argparse.Namespace, pack: Pack) -> int:
         master=args.spark_master,
         pack=pack,
         block_on=args.block_on,
+        charges=charges,
     )
     if Path(result.reports).is_dir():
         from fhir_adapter.report import render_csv, render_html

@@ -15,7 +15,6 @@ import pytest
 
 from fhir_adapter import evaluate_paths
 from fhir_adapter.codesets import icd10cm
-from fhir_adapter.rules import Pack
 
 from .conftest import CASES, fixture_names, load_bundle
 
@@ -152,7 +151,7 @@ def test_lines_and_modifiers(name: str, claim: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("name", "claim"), CLAIMS, ids=[n for n, _ in CLAIMS])
-def test_claim_references_resolve(name: str, claim: dict[str, Any], pack: Pack) -> None:
+def test_claim_references_resolve(name: str, claim: dict[str, Any]) -> None:
     for key in ("patient", "provider"):
         resource_by_reference(name, claim[key])
     for insurance in claim["insurance"]:

@@ -170,3 +170,24 @@ def test_a_missing_element_says_which_cue_ruled_it_out(pack: Pack) -> None:
     assert ev.snippet == "Complete ablation could not be confirmed because of gas artifact."
     assert ev.span is not None and ev.snippet[ev.span[0] : ev.span[1]] == "Complete ablation"
     assert ev.reference == "Procedure/rfa" and ev.path == "Procedure.note[0].text"
+
+
+def test_the_detected_issue_names_the_ruling_cue(pack: Pack) -> None:
+    from fhir_adapter import ResourceStore, evaluate_store
+
+    store = ResourceStore()
+    store.add({"resourceType": "Patient", "id": "p"})
+    store.add(
+        {
+            "resourceType": "Procedure",
+            "id": "rfa",
+            "status": "completed",
+            "code": {"coding": [{"system": pack.procedure_system, "code": pack.procedure_code}]},
+            "subject": {"reference": "Patient/p"},
+            "note": [{"text": "Follow-up CT in 4 weeks to confirm complete ablation."}],
+        }
+    )
+    [out] = evaluate_store(store, pack)
+    issues = [r for r in out.resources if r["resourceType"] == "DetectedIssue"]
+    detail = next(i["detail"] for i in issues if i["code"]["text"] == "doc-ablation-confirmation")
+    assert '(ruled out) [hypothetical by "to confirm"]' in detail

@@ -134,6 +134,8 @@ def _detected_issue(
             part += f': "{e.snippet}"'
         if e.note:
             part += f" ({e.note})"
+        if e.cue:  # a text mention a ConText cue ruled out: say which and how
+            part += f' [{e.status} by "{e.cue}"]'
         lines.append(part)
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",

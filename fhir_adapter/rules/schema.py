@@ -79,7 +79,7 @@ class CodesMatch(_Strict):
 
 
 class TextMatch(_Strict):
-    """A named pattern group affirmed (not negated) in the text of `in` sources."""
+    """A text target (mappings/text/) with a mention ConText affirms in the text of `in` sources."""
 
     patterns: PatternName
     in_: TextSources | None = Field(default=None, alias="in")

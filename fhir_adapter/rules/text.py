@@ -110,10 +110,13 @@ def find_evidence(
         return list(cached)
     affirmed: list[Evidence] = []
     ruled_out: list[Evidence] = []
+    found = list(index.mentions(engine, element, sources))
+    # one piece of evidence per sentence; a sentence with an affirmed mention is not "ruled out"
+    settled = {(id(u), m.sentence) for u, m in found if m.affirmed}
     seen: set[tuple[int, str]] = set()
-    for unit, m in index.mentions(engine, element, sources):
+    for unit, m in found:
         key = (id(unit), m.sentence)
-        if key in seen:
+        if key in seen or (not m.affirmed and key in settled):
             continue
         bucket = affirmed if m.affirmed else ruled_out
         if len(bucket) < limit:

@@ -619,8 +619,13 @@ class ContextEngine:
     def _forward(
         self, tokens: list[tuple[int, int, str]], terms: list[Cue], c: Cue, t_first: int
     ) -> bool:
-        if any(c.last < t.first and t.last < t_first for t in terms):
-            return False
+        for t in terms:
+            if c.last < t.first and t.last < t_first:
+                # the colon of a short label opening the sentence ("Planned ablation: ...")
+                # passes the label's cue on to what follows; other terminators end it
+                label = t.text == ":" and self._words_between(tokens, 0, t.first) <= 4
+                if not label:
+                    return False
         return self._words_between(tokens, c.last + 1, t_first) <= c.window
 
     def _backward(

@@ -383,3 +383,74 @@ def test_a_broken_or_unreachable_jwks_host_is_a_401_not_an_error(
         server.stop()
         broken.stop()
         wrong_alg.stop()
+
+
+# -- replay across restarts, token lifetime -------------------------------------------
+
+
+def _verifier(keys: Keys, db: Path) -> Any:
+    from fhir_adapter.hooks.security import JwtVerifier
+
+    clients = TrustedClients.from_json(
+        {"clients": [{"iss": EHR_ISS, "jwks": {"keys": [keys.es384.jwk]}}]}
+    )
+    return JwtVerifier(clients, replay_db=db)
+
+
+def test_a_replayed_jti_is_refused_after_a_restart(keys: Keys, tmp_path: Path) -> None:
+    from fhir_adapter.hooks.security import Unauthorized
+
+    db = tmp_path / "feedback.sqlite3"
+    aud = "http://127.0.0.1:8080" + PATH
+    token = keys.es384.sign(aud)
+    first = _verifier(keys, db)
+    assert first.verify(f"Bearer {token}", aud)["iss"] == EHR_ISS
+    # the service restarts (a second verifier over the same file): the token is still spent
+    second = _verifier(keys, db)
+    with pytest.raises(Unauthorized):
+        second.verify(f"Bearer {token}", aud)
+    assert second.verify(f"Bearer {keys.es384.sign(aud)}", aud)["iss"] == EHR_ISS
+
+
+def test_replay_rows_are_pruned_once_expired(keys: Keys, tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "replay.sqlite3"
+    aud = "http://127.0.0.1:8080" + PATH
+    verifier = _verifier(keys, db)
+    verifier.verify(f"Bearer {keys.es384.sign(aud, exp=2)}", aud)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE jwt_replay SET exp = exp - 3600")
+    verifier.verify(f"Bearer {keys.es384.sign(aud)}", aud)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM jwt_replay").fetchone() == (1,)
+
+
+def test_the_service_keeps_spent_jtis_in_its_sqlite_file(
+    keys: Keys, jwks_host: Origin, tmp_path: Path
+) -> None:
+    db = tmp_path / "feedback.sqlite3"
+    token_for: dict[str, str] = {}
+    for attempt in ("first", "after restart"):
+        server = HookServer(HookConfig(trusted_clients=_clients(keys, jwks_host), feedback_db=db))
+        try:
+            ehr = Ehr(server, keys.es384)
+            token = token_for.setdefault("t", keys.es384.sign(ehr.url(PATH)))
+            resp = ehr.post(PATH, body(), token=token)
+        finally:
+            server.stop()
+        if attempt == "first":
+            assert resp.status_code == 200, resp.text
+        else:
+            assert refused(resp)
+
+
+def test_tokens_living_longer_than_five_minutes_are_refused(ehr: Ehr, keys: Keys) -> None:
+    url = ehr.url(PATH)
+    es = keys.es384
+    assert ehr.post(PATH, body(), token=es.sign(url, exp=300)).status_code == 200
+    assert refused(ehr.post(PATH, body(), token=es.sign(url, exp=3600)))  # exp - iat = 1 h
+    assert refused(ehr.post(PATH, body(), token=es.sign(url, exp=3600 * 24 * 365)))
+    # issued 10 minutes ago, still unexpired: too old
+    assert refused(ehr.post(PATH, body(), token=es.sign(url, iat=-600, exp=60)))
+    assert refused(ehr.post(PATH, body(), token=es.sign(url, iat=-400, exp=-100 + 150)))

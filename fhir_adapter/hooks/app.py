@@ -61,6 +61,8 @@ class HookConfig:
     public_url: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     feedback_db: str | Path = "fhir-adapter-feedback.sqlite3"
+    # where spent JWT ids are kept (default: the feedback database)
+    replay_db: str | Path | None = None
     rules: str | Path | None = None
     block_on: str | None = None
     jwks_ca_bundle: str | None = None
@@ -101,10 +103,13 @@ class HookService:
         self.config = config
         self.pack = config.pack or load_pack(config.rules)
         fetcher = JwksFetcher(verify=config.jwks_ca_bundle or True)
-        self.verifier = JwtVerifier(
-            config.trusted_clients, algorithms=config.algorithms, fetcher=fetcher
-        )
         self.feedback = FeedbackStore(config.feedback_db)
+        self.verifier = JwtVerifier(
+            config.trusted_clients,
+            algorithms=config.algorithms,
+            fetcher=fetcher,
+            replay_db=config.replay_db or config.feedback_db,
+        )
         self.verified_servers = VerifiedServers()
 
     def base_url(self, request: Request) -> str:

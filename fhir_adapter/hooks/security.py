@@ -5,7 +5,8 @@ ES256 only when configured), name its key (`kid`) and say `typ: JWT`; its `iss`
 must be a trusted client and the key must come from that client's JWKS, given
 inline in the trusted-clients file or fetched over HTTPS from a `jku` on the
 client's allowlist (never from a URL the token alone names). `aud` is the exact
-URL called, `exp` in the future, `iat` not, and a `jti` is accepted once.
+URL called, `exp` in the future, `iat` not and at most 5 minutes back, `exp - iat`
+at most 5 minutes, and a `jti` is accepted once, remembered in a SQLite file across restarts.
 Any failure is the same `Unauthorized`: the caller learns nothing about which check.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +33,7 @@ log = logging.getLogger("fhir_adapter.hooks")
 DEFAULT_ALGORITHMS = ("ES384", "RS384")
 ALLOWED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256"})
 LEEWAY = 5.0  # seconds of clock skew tolerated on exp/iat
+MAX_LIFETIME = 300.0  # a token may live (exp - iat) and be used (now - iat) this long
 JWKS_TTL = 300.0  # cache a fetched JWKS this long
 JWKS_REFRESH_MIN = 30.0  # refetch for an unknown kid at most this often
 MAX_JWKS_BYTES = 256 * 1024
@@ -174,7 +177,7 @@ class JwksFetcher:
 
 
 class ReplayCache:
-    """`jti`s seen, per issuer, remembered until their token expires."""
+    """`jti`s seen, per issuer, remembered until their token expires (this process only)."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], float] = {}
@@ -192,6 +195,49 @@ class ReplayCache:
             return True
 
 
+_REPLAY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jwt_replay (
+  iss TEXT NOT NULL, jti TEXT NOT NULL, exp REAL NOT NULL, PRIMARY KEY (iss, jti)
+);
+CREATE INDEX IF NOT EXISTS jwt_replay_exp ON jwt_replay (exp);
+"""
+
+
+class SqliteReplayCache:
+    """`jti`s seen, per issuer, in a SQLite file (the service's feedback database), so a
+    token spent before a restart, or by another worker on the same file, stays spent.
+    The (iss, jti) primary key decides; rows are pruned once their token has expired."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_REPLAY_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{self.path}: cannot open the JWT replay database: {exc}") from None
+
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        try:
+            with self._lock, self._db:
+                self._db.execute("DELETE FROM jwt_replay WHERE exp < ?", (now - LEEWAY,))
+                self._db.execute(
+                    "INSERT INTO jwt_replay (iss, jti, exp) VALUES (?, ?, ?)", (iss, jti, exp)
+                )
+        except sqlite3.IntegrityError:
+            return False
+        except sqlite3.Error as exc:
+            log.error("the JWT replay database failed: %s", exc)
+            return False  # fail closed
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 class JwtVerifier:
     """Checks the CDS client's bearer JWT for one endpoint URL (see the module docstring)."""
 
@@ -202,6 +248,7 @@ class JwtVerifier:
         algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
         fetcher: JwksFetcher | None = None,
         clock: Callable[[], float] = time.time,
+        replay_db: str | Path | None = None,
     ) -> None:
         self.clients = clients
         self.algorithms = frozenset(algorithms)
@@ -212,7 +259,9 @@ class JwtVerifier:
                 f"choose from {sorted(ALLOWED_ALGORITHMS)}"
             )
         self.fetcher = fetcher or JwksFetcher()
-        self.replay = ReplayCache()
+        self.replay: ReplayCache | SqliteReplayCache = (
+            SqliteReplayCache(replay_db) if replay_db is not None else ReplayCache()
+        )
         self.clock = clock
 
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
@@ -268,6 +317,10 @@ class JwtVerifier:
             raise Unauthorized("expired")
         if not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + LEEWAY:
             raise Unauthorized("issued in the future")
+        if exp - iat > MAX_LIFETIME + LEEWAY:
+            raise Unauthorized("lifetime longer than allowed")
+        if iat < now - MAX_LIFETIME - LEEWAY:
+            raise Unauthorized("issued too long ago")
         if "nbf" in claims and (
             not isinstance(claims["nbf"], int | float) or claims["nbf"] > now + LEEWAY
         ):

@@ -228,7 +228,7 @@ def test_discharge_card_content(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
             assert card["indicator"] == want
             assert card["source"]["topic"]["system"] == _finding_system(pack)
             assert "Procedure/v12-doc-gaps-rfa" in card["detail"]
-            assert "searched:" in card["detail"]  # the evidence of an absence
+            assert "searched\\:" in card["detail"]  # the evidence of an absence (escaped)
     billable = expected_codes(pack, "v12-doc-gaps")[1]
     assert ("claim-ready" in cards) == bool(billable)
 

@@ -8,6 +8,7 @@ own (documentation requirements, a Claim ready) use a separate card-type system.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -61,16 +62,41 @@ def shorten(text: str, limit: int = MAX_SUMMARY) -> str:
     return cut + "…"
 
 
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;=?@[\\]^_`{|}~")
+
+
 def _md(text: str) -> str:
-    """Text from the record inside markdown: no markup, no line breaks."""
-    return " ".join(text.split()).replace("\\", "\\\\").replace("`", "'").replace("*", "\\*")
+    """Text from the record inside markdown: no markup, no HTML, no line breaks. Every
+    ASCII punctuation character gets CommonMark's backslash escape (so no link, emphasis,
+    code or entity can start), and `<`, `>` become entities (no HTML or autolink)."""
+    out = []
+    for ch in " ".join(text.split()):
+        if ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        elif ch in _PUNCTUATION:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _code(text: str) -> str:
+    """Text from the record as a code span (shown literally: no markup, no HTML), fenced
+    with more backticks than any run inside it, so it cannot close the span early."""
+    flat = " ".join(text.split())
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") or longest else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def evidence_lines(evidence: Sequence[Evidence], rename: dict[str, str]) -> list[str]:
     lines = []
     for e in evidence:
         ref = rename.get(e.reference, e.reference)
-        line = f"- `{_md(ref)}` {_md(e.path)}"
+        line = f"- {_code(ref)} {_md(e.path)}"
         if e.snippet:
             line += f': "{_md(e.snippet)}"'
         if e.note:
@@ -95,7 +121,7 @@ def finding_card(
     detail = [
         f"**{_md(finding.message)}**",
         "",
-        f"{_md(subject)}: finding `{finding.code}`, severity {finding.severity}.",
+        f"{_code(subject)}: finding {_code(finding.code)}, severity {_md(finding.severity)}.",
     ]
     lines = evidence_lines(finding.evidence, rename)
     if lines:
@@ -150,7 +176,7 @@ def claim_card(output: CaseOutput, subject: str) -> dict[str, Any] | None:
     if ev.place_of_service:
         summary += f" (POS {ev.place_of_service}"
         summary += f", modifiers {mods})" if mods else ")"
-    detail = [f"Nothing blocks the claim for {_md(subject)}."]
+    detail = [f"Nothing blocks the claim for {_code(subject)}."]
     for m in ev.modifiers:
         detail.append(f"- modifier {m.code}: {_md(m.reason)}")
     if ev.findings:

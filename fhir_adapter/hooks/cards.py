@@ -8,6 +8,7 @@ own (documentation requirements, a Claim ready) use a separate card-type system.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -210,6 +211,7 @@ def claim_card(output: CaseOutput, subject: str) -> dict[str, Any] | None:
 
 def coverage_information(
     *,
+    order: str,
     coverage: str,
     covered: str,
     pa_needed: str | None,
@@ -219,11 +221,13 @@ def coverage_information(
 ) -> dict[str, Any]:
     """The Da Vinci CRD coverage-information extension (STU2 value sets: CRD temp codes).
 
-    The assertion id is derived from what is asserted, so that repeating the same
-    assertion for the same order and coverage gives the same id.
+    The assertion id is derived from the order and what is asserted about it, so that
+    repeating the same assertion for the same order and coverage gives the same id, and
+    two orders never share one.
     """
     assertion = uuid.uuid5(
-        uuid.NAMESPACE_URL, f"{CRD_COVERAGE_INFO}|{coverage}|{covered}|{pa_needed}|{doc_needed}"
+        uuid.NAMESPACE_URL,
+        f"{CRD_COVERAGE_INFO}|{order}|{coverage}|{covered}|{pa_needed}|{doc_needed}",
     )
     parts: list[dict[str, Any]] = [
         {"url": "coverage", "valueReference": {"reference": coverage}},
@@ -239,3 +243,23 @@ def coverage_information(
         {"url": "coverage-assertion-id", "valueString": str(assertion)},
     ]
     return {"url": CRD_COVERAGE_INFO, "extension": parts}
+
+
+# Parts of the extension that say when and under which id, not what is asserted.
+_NOT_ASSERTED = frozenset({"date", "coverage-assertion-id"})
+
+
+def same_assertion(a: Any, b: Any) -> bool:
+    """Whether two coverage-information extensions assert the same thing (date and
+    assertion id aside): then the EHR has it already and no system action is due."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    if a.get("url") != CRD_COVERAGE_INFO or b.get("url") != CRD_COVERAGE_INFO:
+        return False
+
+    def asserted(ext: dict[str, Any]) -> list[Any]:
+        parts = [p for p in ext.get("extension") or [] if isinstance(p, dict)]
+        kept = [p for p in parts if p.get("url") not in _NOT_ASSERTED]
+        return sorted(kept, key=lambda p: json.dumps(p, sort_keys=True))
+
+    return asserted(a) == asserted(b)

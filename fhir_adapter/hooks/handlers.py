@@ -126,7 +126,7 @@ def _requested_date(resource: dict[str, Any]) -> str:
     ):
         if isinstance(value, str) and len(value) >= 10:
             return value[:10]
-    return dt.date.today().isoformat()
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def _as_procedure(order: dict[str, Any], request: HookRequest, pack: Pack) -> dict[str, Any] | None:
@@ -239,23 +239,24 @@ def _coverage_action(
         covered, pa_needed = "conditional", "conditional"
     else:
         covered, pa_needed = "covered", "conditional"
+    order_ref = f"{order['resourceType']}/{order['id']}"
     ext = cards.coverage_information(
+        order=order_ref,
         coverage=coverage_ref,
         covered=covered,
         pa_needed=pa_needed,
         # CRD: on a secondary hook (order-select) doc-needed must not be clinical or admin
         doc_needed=None if hook == "order-select" else "clinical",
-        date=dt.date.today().isoformat(),
+        date=dt.datetime.now(dt.UTC).date().isoformat(),
         billing_code={"system": pack.procedure_system, "code": pack.procedure_code},
     )
     existing = [e for e in order.get("extension") or [] if isinstance(e, dict)]
-    if ext in existing:
-        return None  # CRD: no system action unless something is new
+    if any(cards.same_assertion(e, ext) for e in existing):
+        return None  # CRD: no system action unless something is new (date and id aside)
     updated = dict(order)
     updated["extension"] = [e for e in existing if e.get("url") != cards.CRD_COVERAGE_INFO] + [ext]
     return {
         "type": "update",
-        "description": f"Record coverage information ({covered}) on "
-        f"{order['resourceType']}/{order['id']}",
+        "description": f"Record coverage information ({covered}) on {order_ref}",
         "resource": updated,
     }

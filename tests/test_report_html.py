@@ -682,3 +682,34 @@ def test_screenshots_of_the_overview_and_a_case(
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert int.from_bytes(data[16:20], "big") == 1280
+
+
+def test_highlight_after_an_emoji_or_astral_character_marks_the_matched_words(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    """Spans count code points (Python); JavaScript strings count UTF-16 units."""
+    row = copy.deepcopy(outputs[0].report())
+    snippet = "Pt 😀 \U0001d49c said: no laparoscopic approach; 🩺 percutaneous ablation."
+    row["criteria"][0]["evidence"] = [
+        {
+            "reference": "Procedure/x",
+            "path": "Procedure.note[0].text",
+            "snippet": snippet,
+            "status": "negated",
+            "span": [snippet.index("laparoscopic"), snippet.index(" approach")],
+        },
+        {
+            "reference": "Procedure/x",
+            "path": "Procedure.note[0].text",
+            "snippet": snippet,
+            "status": "affirmed",
+            "span": [snippet.index("percutaneous"), snippet.index(" ablation")],
+        },
+    ]
+    page, _ = open_page(write_page(tmp_path, [row]))
+    page.locator("#cases tbody tr th a").first.click()
+    items = page.locator("#case-criteria + table tbody tr").first.locator("ul.evidence > li")
+    expect(items.nth(0).locator("mark")).to_have_text("laparoscopic")
+    expect(items.nth(1).locator("mark")).to_have_text("percutaneous")
+    expect(items.nth(0).locator("blockquote")).to_have_text(snippet)
+    expect(items.nth(1).locator("blockquote")).to_have_text(snippet)

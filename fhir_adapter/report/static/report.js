@@ -194,9 +194,12 @@
     var q = el("blockquote", null, "snippet");
     var s = ev.snippet;
     if (ev.span) {
-      q.appendChild(document.createTextNode(s.slice(0, ev.span[0])));
-      q.appendChild(el("mark", s.slice(ev.span[0], ev.span[1])));
-      q.appendChild(document.createTextNode(s.slice(ev.span[1])));
+      // Spans count code points (Python's str); JS strings count UTF-16 units, which differ
+      // after an emoji or any other astral character: slice the code points instead.
+      var cp = Array.from(s);
+      q.appendChild(document.createTextNode(cp.slice(0, ev.span[0]).join("")));
+      q.appendChild(el("mark", cp.slice(ev.span[0], ev.span[1]).join("")));
+      q.appendChild(document.createTextNode(cp.slice(ev.span[1]).join("")));
     } else {
       q.textContent = s;
     }

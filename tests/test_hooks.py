@@ -503,7 +503,20 @@ def test_bad_requests_get_a_status_and_json(ehr: Ehr) -> None:
         (DISCHARGE, {"hook": "encounter-discharge", "context": context}, 422),  # no hookInstance
         (DISCHARGE, hook_body("order-sign", context), 422),  # wrong hook for the service
         (DISCHARGE, hook_body("encounter-discharge", {"patientId": "p"}), 422),
-        (DISCHARGE, hook_body("encounter-discharge", {**context, "encounterId": "a/b"}), 422),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "encounterId": "a/b"}), 400),
+        # ids must be FHIR ids: no lists, no query syntax, no over-long values
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "patientId": "p1,p2"}), 400),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "patientId": "p&_id=x"}), 400),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "encounterId": "e" * 65}), 400),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "patientId": ""}), 400),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "patientId": 7}), 400),
+        (
+            DISCHARGE,
+            hook_body("encounter-discharge", {**context, "userId": "Practitioner/a,b"}),
+            400,
+        ),
+        (DISCHARGE, hook_body("encounter-discharge", {**context, "userId": "x"}), 400),
+        (ORDER_SIGN, hook_body("order-sign", {"patientId": "p1,p2", "draftOrders": {}}), 400),
         (
             DISCHARGE,
             hook_body("encounter-discharge", context, fhirServer="http://ehr.example.org/fhir"),

@@ -92,3 +92,12 @@ def test_an_unchanged_assertion_from_another_day_gets_no_system_action(pack: Pac
     changed = handlers._coverage_action(pack, order, _coverage_case(), shown, "order-sign")
     assert changed is not None and _parts(changed)["covered"] == "conditional"
     assert len(changed["resource"]["extension"]) == 1
+
+
+def test_prefetch_templates_take_only_fhir_ids() -> None:
+    from fhir_adapter.hooks.services import render
+
+    template = "Coverage?beneficiary=Patient/{{context.patientId}}"
+    assert render(template, {"patientId": "p-1.a"}) == "Coverage?beneficiary=Patient/p-1.a"
+    for bad in ("p1,p2", "p&_id=x", "a/b", "e" * 65, "p q", "p%2Cq"):
+        assert render(template, {"patientId": bad}) is None, bad

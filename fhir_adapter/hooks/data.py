@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.references import tail_key
-from fhir_adapter.hooks.services import Service, render
+from fhir_adapter.hooks.services import ID_FIELDS, Service, render, valid_context_value
 from fhir_adapter.sources.store import ResourceStore
 
 if TYPE_CHECKING:
@@ -68,14 +68,24 @@ class HookRequest:
             token = auth["access_token"]
         if server is not None:
             check_fhir_server(server)
+        for name in (*ID_FIELDS, "userId"):
+            value = context.get(name)
+            if value is not None and not valid_context_value(name, value):
+                what = "a reference like Practitioner/123" if name == "userId" else "a FHIR id"
+                raise HookError(
+                    f"context.{name} must be {what} ([A-Za-z0-9-.], 1-64 characters)", 400
+                )
         return cls(hook, instance, context, prefetch, server, token)
 
     def context_id(self, name: str, required: bool = True) -> str | None:
         value = self.context.get(name)
         if value is None and not required:
             return None
-        if not isinstance(value, str) or not value or any(c in value for c in "/?&# "):
+        if value is None:
             raise HookError(f"context.{name} is required (a logical id)", 422)
+        if not valid_context_value(name, value):
+            raise HookError(f"context.{name} must be a FHIR id ([A-Za-z0-9-.], 1-64)", 400)
+        assert isinstance(value, str)
         return value
 
 

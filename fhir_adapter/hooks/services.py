@@ -145,6 +145,22 @@ def discovery_document() -> dict[str, Any]:
 
 
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+# FHIR R4 id; a userId is a relative reference "Type/id" (CDS Hooks: Practitioner,
+# PractitionerRole, Patient or RelatedPerson)
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+USER_REFERENCE = re.compile(
+    r"(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}"
+)
+ID_FIELDS = ("patientId", "encounterId")
+
+
+def valid_context_value(name: str, value: Any) -> bool:
+    """Whether a context id field holds what it must: a FHIR id (a user reference for userId)."""
+    if not isinstance(value, str):
+        return False
+    if name == "userId":
+        return USER_REFERENCE.fullmatch(value) is not None
+    return FHIR_ID.fullmatch(value) is not None
 
 
 def render(template: str, context: dict[str, Any]) -> str | None:
@@ -160,8 +176,9 @@ def render(template: str, context: dict[str, Any]) -> str | None:
             missing = True
             return ""
         text = str(value)
-        if any(c in text for c in "&?#/ \t\n") and not name.endswith("userId"):
-            missing = True  # an id with query syntax in it is not an id
+        field_name = name.removeprefix("context.")
+        if field_name in (*ID_FIELDS, "userId") and not valid_context_value(field_name, text):
+            missing = True  # not an id (query syntax, a list, too long): never put in a query
             return ""
         return text
 

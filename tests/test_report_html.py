@@ -713,3 +713,19 @@ def test_highlight_after_an_emoji_or_astral_character_marks_the_matched_words(
     expect(items.nth(1).locator("mark")).to_have_text("percutaneous")
     expect(items.nth(0).locator("blockquote")).to_have_text(snippet)
     expect(items.nth(1).locator("blockquote")).to_have_text(snippet)
+
+
+def test_a_findings_message_is_in_the_worklist_for_screen_readers(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    """Not only a mouse tooltip: each finding's message is text of its list item."""
+    page, _ = open_page(write_page(tmp_path, outputs))
+    show_all_rows(page)
+    flagged = [(i, o) for i, o in enumerate(outputs) if o.evaluation.findings]
+    assert flagged
+    for i, out in flagged:
+        cell = page.locator(f'#cases tbody tr[data-case="{i}"] td').nth(6)
+        snapshot = cell.aria_snapshot()
+        for f, item in zip(out.evaluation.findings, cell.locator("li").all(), strict=True):
+            assert f.message in snapshot, (f.code, snapshot)
+            assert f.message in (item.text_content() or "")

@@ -119,8 +119,10 @@
         var li = el("li");
         li.appendChild(badge(f.severity));
         li.appendChild(document.createTextNode(" "));
-        li.appendChild(el("code", f.code, "finding-code"));
-        li.title = f.message;
+        var code = el("code", f.code, "finding-code");
+        code.title = f.message; // a tooltip for the mouse; the text below for everyone else
+        li.appendChild(code);
+        if (f.message) { li.appendChild(el("span", ": " + f.message, "visually-hidden")); }
         ul.appendChild(li);
       });
       td.appendChild(ul);

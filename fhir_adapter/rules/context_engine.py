@@ -258,6 +258,7 @@ class ContextEngine:
     def _compile_target(self, name: str, t: TargetDef) -> _Target:
         where = f"text target {name!r}"
         alternatives: list[str] = []
+        own_keys: dict[int, tuple[str, ...]] = {}  # alternative -> its keywords, when not derived
         keywords = tuple(k.lower() for k in t.keywords)
         for k in keywords:
             if not _KEYWORD.fullmatch(k):
@@ -275,9 +276,18 @@ class ContextEngine:
                 raise VocabularyError(
                     f"{where}: bad regular expression {pattern!r}: {exc}"
                 ) from None
-            alternatives.append(expanded)
             if keywords:
                 _check_keyword(expanded, pattern, keywords, where)
+            split = self._split_leading_number(pattern, where)
+            if split is None or not keywords:
+                alternatives.append(expanded)
+                continue
+            # "{number} cm": digits and number words as two patterns, each of which the
+            # regex engine can skip to (a digit; a word's first letter)
+            digits, spelled = split
+            alternatives.append(digits)
+            own_keys[len(alternatives)] = tuple(self.numbers)
+            alternatives.append(spelled)
         if not alternatives:
             raise VocabularyError(f"{where}: no terms or patterns")
         requires = None
@@ -298,16 +308,28 @@ class ContextEngine:
             for i, alt in enumerate(alternatives):
                 low = _source_text(alt)
                 parts.append(_compile_lower(alt))
-                for k in keywords:
-                    if k in low:
-                        by_keyword.setdefault(k, []).append(i)
+                for k in own_keys.get(i) or [k for k in keywords if k in low]:
+                    by_keyword.setdefault(k, []).append(i)
         return _Target(
-            frozenset(keywords),
+            frozenset(keywords) | frozenset(k for keys in own_keys.values() for k in keys),
             regex,
             requires,
             tuple(parts),
             {k: tuple(v) for k, v in by_keyword.items()},
         )
+
+    def _split_leading_number(self, pattern: str, where: str) -> tuple[str, str] | None:
+        """A pattern opening with {number} or {count}, as a digits and a words pattern."""
+        body = pattern[2:] if pattern.startswith("\\b") else pattern
+        for macro, digits in (("{number}", _DIGITS), ("{count}", r"\d{1,2}(?!\d|\.\d)")):
+            if body.startswith(macro) and self.numbers:
+                rest = body[len(macro) :]
+                words = "|".join(re.escape(w) for w in sorted(self.numbers, key=len, reverse=True))
+                return (
+                    self._expand(rf"\b{digits}{rest}", where),
+                    self._expand(rf"\b(?:{words})\b{rest}", where),
+                )
+        return None
 
     def _index_modifier(self, name: str, mod: ModifierDef) -> None:
         for cue in mod.cues:

@@ -701,3 +701,78 @@ def test_the_services_name_findings_the_pack_has(pack: Pack) -> None:
     assert set(SERVICE_CHECKS) == ORDER_CHECKS
     assert set(pack.finding_codes()) >= ORDER_CHECKS
     assert set(DOCUMENTATION_RULES) <= set(pack.finding_codes())
+
+
+def test_malformed_orders_get_422_not_500(ehr: Ehr) -> None:
+    """Wrong shapes inside a draft order or appointment are the caller's error, said in an
+    OperationOutcome that names the element; never a 500, never a silent empty answer."""
+    cpt = {"coding": [{"system": CPT, "code": "47382"}]}
+    order = {"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft", "code": cpt}
+    appt = {"resourceType": "Appointment", "id": "a-1", "status": "proposed", "serviceType": [cpt]}
+
+    def orders(*resources: Any, entry: Any = None) -> dict[str, Any]:
+        bundle = {"resourceType": "Bundle", "type": "collection"}
+        bundle["entry"] = [{"resource": r} for r in resources] if entry is None else entry
+        return {"patientId": "p", "encounterId": "e", "draftOrders": bundle}
+
+    def appointments(*resources: Any) -> dict[str, Any]:
+        bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]}
+        return {"patientId": "p", "appointments": bundle}
+
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        (
+            ORDER_SIGN,
+            hook_body("order-sign", orders(order | {"occurrencePeriod": "x"})),
+            "occurrencePeriod",
+        ),
+        (ORDER_SIGN, hook_body("order-sign", orders(entry="x")), "entry"),
+        (ORDER_SIGN, hook_body("order-sign", orders(entry=["x"])), "entry[0]"),
+        (ORDER_SIGN, hook_body("order-sign", orders(entry=[{"resource": "x"}])), "entry[0]"),
+        (ORDER_SIGN, hook_body("order-sign", orders(order | {"performer": "x"})), "performer"),
+        (
+            ORDER_SIGN,
+            hook_body("order-sign", orders(order | {"locationReference": ["x"]})),
+            "locationReference",
+        ),
+        (ORDER_SIGN, hook_body("order-sign", orders(order | {"locationCode": {}})), "locationCode"),
+        (
+            ORDER_SIGN,
+            hook_body("order-sign", orders(order | {"reasonReference": [1]})),
+            "reasonReference",
+        ),
+        (
+            ORDER_SIGN,
+            hook_body("order-sign", orders(order | {"encounter": "Encounter/e"})),
+            "encounter",
+        ),
+        (ORDER_SIGN, hook_body("order-sign", orders(order | {"code": ["x"]})), "code"),
+        (ORDER_SIGN, hook_body("order-sign", orders(order | {"id": 5})), "id"),
+        (ORDER_SIGN, hook_body("order-sign", orders(order | {"extension": "x"})), "extension"),
+        (
+            APPOINTMENT,
+            hook_body("appointment-book", appointments(appt | {"participant": ["x"]})),
+            "participant",
+        ),
+        (
+            APPOINTMENT,
+            hook_body("appointment-book", appointments(appt | {"participant": [{"actor": "x"}]})),
+            "participant[0].actor",
+        ),
+        (
+            APPOINTMENT,
+            hook_body("appointment-book", appointments(appt | {"requestedPeriod": "x"})),
+            "requestedPeriod",
+        ),
+        (
+            APPOINTMENT,
+            hook_body("appointment-book", appointments(appt | {"serviceType": "x"})),
+            "serviceType",
+        ),
+    ]
+    for service_id, body, where in cases:
+        resp = ehr.post(f"/cds-services/{service_id}", body)
+        assert resp.status_code == 422, (where, resp.status_code, resp.text)
+        assert resp.headers["content-type"] == "application/json"
+        diagnostics = resp.json()["issue"][0]["diagnostics"]
+        assert where in diagnostics, (where, diagnostics)
+        assert "Traceback" not in resp.text and "internal error" not in resp.text

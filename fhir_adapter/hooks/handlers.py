@@ -102,14 +102,61 @@ def _discharge_from_server(
 
 
 def _bundle_resources(value: Any, what: str) -> list[dict[str, Any]]:
+    """The resources of context.draftOrders / context.appointments; a malformed Bundle is
+    the caller's error (422 naming the element), never skipped in silence."""
     if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
         raise HookError(f"context.{what} must be a FHIR Bundle", 422)
+    entries = value.get("entry")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise HookError(f"context.{what}.entry must be an array", 422)
     out = []
-    for entry in value.get("entry") or []:
+    for i, entry in enumerate(entries):
+        at = f"context.{what}.entry[{i}]"
         res = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
-            out.append(res)
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise HookError(f"{at} must be an object with a resource", 422)
+        _check_shape(res, f"{at}.resource")
+        out.append(res)
     return out
+
+
+# The elements of an order or appointment the service reads, by the JSON shape FHIR gives them.
+_OBJECTS = ("code", "encounter", "occurrencePeriod", "subject")
+_ARRAYS_OF_OBJECTS = (
+    "performer",
+    "locationReference",
+    "locationCode",
+    "reasonCode",
+    "reasonReference",
+    "bodySite",
+    "note",
+    "extension",
+    "serviceType",
+    "requestedPeriod",
+    "participant",
+)
+_STRINGS = ("id", "occurrenceDateTime", "start", "authoredOn")
+
+
+def _check_shape(res: dict[str, Any], at: str) -> None:
+    """422 for an element of the wrong JSON type (an object, an array of objects, a string)."""
+    for name in _OBJECTS:
+        if name in res and not isinstance(res[name], dict):
+            raise HookError(f"{at}.{name} must be an object", 422)
+    for name in _ARRAYS_OF_OBJECTS:
+        if name not in res:
+            continue
+        value = res[name]
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise HookError(f"{at}.{name} must be an array of objects", 422)
+    for name in _STRINGS:
+        if name in res and not isinstance(res[name], str):
+            raise HookError(f"{at}.{name} must be a string", 422)
+    for i, participant in enumerate(res.get("participant") or []):
+        if "actor" in participant and not isinstance(participant["actor"], dict):
+            raise HookError(f"{at}.participant[{i}].actor must be a Reference (an object)", 422)
 
 
 def _requested_date(resource: dict[str, Any]) -> str:

@@ -85,3 +85,38 @@ def test_cli_format_csv(outputs: list[CaseOutput], capsys: pytest.CaptureFixture
     assert main(["evaluate", str(CASES), "--format", "csv"]) == 1
     printed = parse(capsys.readouterr().out)
     assert [r["procedure"] for r in printed] == [r["procedure"] for r in parse(render_csv(outputs))]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "=1+1",
+        " =1+1",
+        "  +SUM(A1:A9)",
+        "\t=HYPERLINK()",
+        "\r=1",
+        "\n-2+3",
+        "\u3000@SUM(A1)",
+        "\uff1dHYPERLINK()",  # full-width =
+        "\uff0b1",  # full-width +
+        "\uff0d1",  # full-width -
+        "\uff20SUM(A1)",  # full-width @
+        " \uff1d1",
+        "\ufe661",  # small equals sign
+    ],
+)
+def test_formula_guard_sees_through_leading_whitespace_and_full_width_signs(
+    outputs: list[CaseOutput], value: str
+) -> None:
+    row: dict[str, Any] = copy.deepcopy(outputs[0].report())
+    row["patient"] = value
+    (parsed, *_) = parse(render_csv([row]))
+    assert parsed["patient"] == "'" + value
+
+
+@pytest.mark.parametrize("value", ["Patient/1", "a = b", "3-4 cm", "", "  Patient/2", "\uff21"])
+def test_ordinary_text_is_left_alone(outputs: list[CaseOutput], value: str) -> None:
+    row: dict[str, Any] = copy.deepcopy(outputs[0].report())
+    row["patient"] = value
+    (parsed, *_) = parse(render_csv([row]))
+    assert parsed["patient"] == value

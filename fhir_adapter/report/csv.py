@@ -1,7 +1,8 @@
 """One row per finding, for spreadsheets; a case without findings still gets one row.
 
-Cells that a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, tab, CR at
-the start) get a leading apostrophe: the text came from the input, and a note
+Cells that a spreadsheet would take for a formula (`=`, `+`, `-`, `@` at the start,
+also after leading whitespace and in their full-width forms, or a leading tab, CR or
+LF) get a leading apostrophe: the text came from the input, and a note
 must not become a formula on the coder's machine.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable
 
 from fhir_adapter.report.model import ReportRow, case_view, report_rows
@@ -30,11 +32,22 @@ HEADER = (
     "evidence",
     "snippets",
 )
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA = ("=", "+", "-", "@")
+_CONTROL = ("\t", "\r", "\n")
+
+
+def _is_formula(value: str) -> bool:
+    """Would a spreadsheet read this as a formula? Leading whitespace (spaces, tab, CR, LF,
+    ideographic space) is looked through, and full-width or small forms (U+FF1D, U+FE66
+    and the like) count as their ASCII signs (NFKC folds them)."""
+    if value.startswith(_CONTROL):
+        return True
+    head = value.lstrip()[:1]
+    return bool(head) and unicodedata.normalize("NFKC", head).startswith(_FORMULA)
 
 
 def _cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA) else value
+    return "'" + value if _is_formula(value) else value
 
 
 def render_csv(outputs: Iterable[CaseOutput | ReportRow]) -> str:

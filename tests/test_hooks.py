@@ -392,8 +392,8 @@ def test_order_sign_shows_what_would_block_the_claim(
         covered = parts["covered"]["valueCode"]
         if "place-of-service-not-covered" in want:
             assert covered == "not-covered" and "pa-needed" not in parts
-        elif "diagnosis-unsupported" in want:
-            assert covered == "conditional"
+        elif "diagnosis-unsupported" in want or evaluated.evaluation.place_of_service is None:
+            assert covered == "conditional"  # no supporting diagnosis, or no setting known
         else:
             assert covered == "covered"
         assert parts["coverage"]["valueReference"]["reference"].startswith("Coverage/")
@@ -403,8 +403,8 @@ def test_order_sign_shows_what_would_block_the_claim(
 
 
 def test_order_sign_clean_and_blocked_from_prefetch(fhir: TestServer, ehr: Ehr, pack: Pack) -> None:
-    """The same answers from prefetch alone (the order's location is then not readable:
-    the setting comes from the encounter)."""
+    """The same answers from prefetch alone (the order's location is then not readable;
+    the setting comes from the encounter the order names)."""
     assert "diagnosis-unsupported" in order_codes(pack, "v07-no-liver-dx")
     for name in ("ex1-hcc-ct", "v07-no-liver-dx"):
         want = order_codes(pack, name)
@@ -473,6 +473,8 @@ def test_appointment_book(name: str, fhir: TestServer, ehr: Ehr, pack: Pack) -> 
         "participant": [
             {"actor": proc["subject"], "status": "accepted"},
             *({"actor": p["actor"], "status": "accepted"} for p in proc.get("performer", [])),
+            # where it will be done (the setting comes from here, not the booking encounter)
+            *([{"actor": proc["location"], "status": "accepted"}] if proc.get("location") else []),
         ],
     }
     context = {
@@ -776,3 +778,61 @@ def test_malformed_orders_get_422_not_500(ehr: Ehr) -> None:
         diagnostics = resp.json()["issue"][0]["diagnostics"]
         assert where in diagnostics, (where, diagnostics)
         assert "Traceback" not in resp.text and "internal error" not in resp.text
+
+
+POS_SYSTEM = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+
+
+def _ed_encounter(proc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": "ed-visit-1",
+        "status": "in-progress",
+        "class": {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "EMER",
+            "display": "emergency",
+        },
+        "subject": proc["subject"],
+        "period": {"start": "2026-11-27T08:00:00Z"},
+    }
+
+
+def _ext_parts(action: dict[str, Any]) -> dict[str, Any]:
+    [ext] = action["resource"]["extension"]
+    return {e["url"]: e for e in ext["extension"]}
+
+
+def test_an_order_signed_in_the_ed_is_not_judged_by_the_ed_setting(
+    fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    """The encounter an order is signed in is where it was ordered, not where the ablation
+    will be done: no setting card from it, and coverage stays conditional."""
+    [proc] = stored_procedures(fhir, "ex1-hcc-ct")
+    assert order_codes(pack, "ex1-hcc-ct") == []
+    ed = _ed_encounter(proc)
+    order = {
+        k: v for k, v in draft_order(proc).items() if k not in ("encounter", "locationReference")
+    }
+    context = order_context(proc, [order]) | {"encounterId": ed["id"]}
+    prefetch = {
+        "encounter": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": ed}]}
+    }
+    body = hook_body("order-sign", context, fhirServer=fhir.base, prefetch=prefetch)
+    resp = ehr.hook(ORDER_SIGN, body)
+    assert resp.status_code == 200, resp.text
+    assert topics(pack, resp.json()) == []  # no place-of-service-not-covered
+    [action] = resp.json()["systemActions"]
+    assert _ext_parts(action)["covered"]["valueCode"] == "conditional"
+    # the order's own setting decides: an ASC is covered, an office is not
+    for pos, covered, want in (
+        ("24", "covered", []),
+        ("11", "not-covered", ["place-of-service-not-covered"]),
+    ):
+        located = order | {"locationCode": [{"coding": [{"system": POS_SYSTEM, "code": pos}]}]}
+        body["context"] = order_context(proc, [located]) | {"encounterId": ed["id"]}
+        resp = ehr.hook(ORDER_SIGN, body)
+        assert resp.status_code == 200, resp.text
+        assert topics(pack, resp.json()) == want, pos
+        [action] = resp.json()["systemActions"]
+        assert _ext_parts(action)["covered"]["valueCode"] == covered, pos

@@ -34,18 +34,35 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
+# What of an encounter says where care happens (read by the place-of-service fact).
+_SETTING_ELEMENTS = ("class", "serviceType", "location", "extension")
+
+
 def _evaluate(
     pack: Pack,
     data: HookData,
     store: ResourceStore,
     procedure: dict[str, Any],
     block_on: str | None,
+    setting_from_encounter: bool = True,
 ) -> tuple[Case, CaseOutput]:
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
     if case.unresolved and data.resolve_leftovers(store, case):
         case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    if not setting_from_encounter:
+        _setting_from_order_only(store, case)
     evaluation = evaluate_case(pack, case, block_on)
     return case, build_output(pack, case, evaluation, now_iso())
+
+
+def _setting_from_order_only(store: ResourceStore, case: Case) -> None:
+    """The encounter an order is signed in (an ED visit, a clinic) is not where the
+    procedure will happen: it still brings diagnoses and the date, but not the setting,
+    which then comes from the order's own location (or stays unknown)."""
+    if case.encounter is not None:
+        case.encounter = {k: v for k, v in case.encounter.items() if k not in _SETTING_ELEMENTS}
+    own = store.resolve(case.procedure.get("location"), case.procedure)
+    case.locations = [loc for loc in case.locations if own is not None and loc == own]
 
 
 # -- encounter-discharge ----------------------------------------------------------
@@ -257,12 +274,19 @@ def order_check(
     for order, procedure in planned:
         store.add(procedure)
         order_ref = f"{order['resourceType']}/{order['id']}"
-        case, output = _evaluate(pack, data, store, procedure, block_on)
+        # The setting is the order's own: its locationCode / locationReference, an
+        # Appointment's Location participant, or an encounter the order itself names;
+        # never the encounter it is being signed in (context.encounterId).
+        own_encounter = order["resourceType"] == "ServiceRequest" and bool(order.get("encounter"))
+        case, output = _evaluate(pack, data, store, procedure, block_on, own_encounter)
         rename = {case.key: order_ref}
         shown = [f for f in output.evaluation.findings if f.code in ORDER_CHECKS]
         for finding in shown:
             result.append(cards.finding_card(pack, finding, order_ref, rename))
-        action = _coverage_action(pack, order, case, {f.code for f in shown}, request.hook)
+        setting_known = output.evaluation.place_of_service is not None
+        action = _coverage_action(
+            pack, order, case, {f.code for f in shown}, request.hook, setting_known
+        )
         if action is not None:
             actions.append(action)
     result.append(cards.documentation_card(pack))
@@ -273,7 +297,12 @@ def order_check(
 
 
 def _coverage_action(
-    pack: Pack, order: dict[str, Any], case: Case, shown: set[str], hook: str
+    pack: Pack,
+    order: dict[str, Any],
+    case: Case,
+    shown: set[str],
+    hook: str,
+    setting_known: bool = True,
 ) -> dict[str, Any] | None:
     """`update` of the draft order with the CRD coverage-information extension, when the
     patient has a Coverage to name and the order does not carry this assertion already."""
@@ -282,7 +311,8 @@ def _coverage_action(
     coverage_ref = case.ref(case.coverage[0])
     if "place-of-service-not-covered" in shown:
         covered, pa_needed = "not-covered", None
-    elif "diagnosis-unsupported" in shown:
+    elif "diagnosis-unsupported" in shown or not setting_known:
+        # no supporting diagnosis yet, or no setting known: covered only if it is a covered one
         covered, pa_needed = "conditional", "conditional"
     else:
         covered, pa_needed = "covered", "conditional"

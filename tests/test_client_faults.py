@@ -240,6 +240,8 @@ def test_token_is_not_sent_to_another_origin_even_if_asked() -> None:
 
 @responses.activate
 def test_redirect_to_another_host_drops_the_token() -> None:
+    """(A redirect to another origin is now refused outright: the token, and the request,
+    never go there; see the test below.)"""
     client = _client()
     responses.add(
         responses.GET,
@@ -247,13 +249,58 @@ def test_redirect_to_another_host_drops_the_token() -> None:
         status=302,
         headers={"Location": "https://cdn.example.test/Patient/1"},
     )
-    responses.add(
+    cdn = responses.add(
         responses.GET,
         "https://cdn.example.test/Patient/1",
         json={"resourceType": "Patient", "id": "1"},
     )
-    client.read("Patient", "1")
-    assert "Authorization" not in responses.calls[-1].request.headers
+    with pytest.raises(ServerError, match="another origin"):
+        client.read("Patient", "1")
+    assert cdn.call_count == 0
+    assert all("cdn.example.test" not in c.request.url for c in responses.calls)
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_origin_is_refused(status: int) -> None:
+    client = _client()
+    responses.add(
+        responses.POST,
+        f"{BASE}/",
+        status=status,
+        headers={"Location": "https://evil.example.test/fhir/"},
+    )
+    responses.add(
+        responses.GET,
+        f"{BASE}/Patient/2",
+        status=status,
+        headers={"Location": "http://fhir.example.test/Patient/2"},  # scheme differs: other origin
+    )
+    evil = responses.add(responses.POST, "https://evil.example.test/fhir/", json={})
+    with pytest.raises(ServerError) as err:
+        client.batch_get(["Patient/1"])
+    assert "redirected to another origin" in str(err.value)
+    assert "https://evil.example.test" in str(err.value) and TOKEN not in str(err.value)
+    with pytest.raises(ServerError, match="another origin"):
+        client.read("Patient", "2")
+    assert evil.call_count == 0
+    assert all(c.request.url.startswith(BASE) for c in responses.calls)
+
+
+@responses.activate
+def test_a_redirect_on_the_same_origin_is_followed() -> None:
+    client = _client()
+    responses.add(
+        responses.GET,
+        f"{BASE}/Patient/1",
+        status=307,
+        headers={"Location": "/r4/Patient/1-moved"},
+    )
+    responses.add(
+        responses.GET, f"{BASE}/Patient/1-moved", json={"resourceType": "Patient", "id": "1"}
+    )
+    assert client.read("Patient", "1")["id"] == "1"
+    assert responses.calls[-1].request.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 @responses.activate

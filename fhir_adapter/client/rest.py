@@ -92,10 +92,29 @@ def retry_policy(retries: int, backoff: float, budget: float, *, post: bool) -> 
     )
 
 
+class CrossOriginRedirect(requests.RequestException):
+    """A server answered with a redirect to another origin, which is never followed."""
+
+
+def _refuse_cross_origin_redirect(
+    resp: requests.Response, *args: Any, **kwargs: Any
+) -> requests.Response:
+    """Response hook: a redirect may stay on the origin it came from, nowhere else (neither
+    the token nor the request, nor a body, goes to a host the caller did not name)."""
+    if resp.is_redirect:
+        target = urljoin(resp.url, resp.headers.get("location", ""))
+        if origin(target) != origin(resp.url):
+            resp.close()
+            raise CrossOriginRedirect(target, response=resp)
+    return resp
+
+
 def retrying_session(policy: BudgetRetry, auth: FhirAuth | None) -> requests.Session:
-    """A Session whose adapters carry `policy`; no proxies or netrc from the environment."""
+    """A Session whose adapters carry `policy`; no proxies or netrc from the environment;
+    redirects to another origin refused (a `CrossOriginRedirect`)."""
     session = requests.Session()
     session.trust_env = False
+    session.hooks["response"].append(_refuse_cross_origin_redirect)
     session.headers.update({"Accept": FHIR_JSON, "User-Agent": "fhir-adapter"})
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=policy)
     session.mount("http://", adapter)
@@ -201,6 +220,12 @@ class FhirClient:
             resp = session.request(
                 method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
             )
+        except CrossOriginRedirect as exc:
+            target = redact_url(str(exc)).split("/", 3)[:3]
+            raise ServerError(
+                f"{method} {redact_url(url)}: redirected to another origin "
+                f"({'/'.join(target)}); not followed"
+            ) from None
         except requests.exceptions.RetryError:
             raise ServerError(f"{method} {redact_url(url)}: gave up after retries") from None
         except requests.Timeout:

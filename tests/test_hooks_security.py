@@ -454,3 +454,44 @@ def test_tokens_living_longer_than_five_minutes_are_refused(ehr: Ehr, keys: Keys
     # issued 10 minutes ago, still unexpired: too old
     assert refused(ehr.post(PATH, body(), token=es.sign(url, iat=-600, exp=60)))
     assert refused(ehr.post(PATH, body(), token=es.sign(url, iat=-400, exp=-100 + 150)))
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url", "refused_"),
+    [
+        ("0.0.0.0", None, True),
+        ("192.168.1.20", None, True),
+        ("::", None, True),
+        ("cds.example.org", None, True),
+        ("0.0.0.0", "http://cds.example.org", True),  # plain http in front: still refused
+        ("0.0.0.0", "https://cds.example.org", False),  # a TLS proxy in front
+        ("127.0.0.1", None, False),
+        ("::1", None, False),
+        ("localhost", None, False),
+    ],
+)
+def test_serve_beyond_loopback_needs_an_https_public_url(
+    host: str,
+    public_url: str | None,
+    refused_: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    ran: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
+    clients = trusted_clients_file(tmp_path / "c.json", [{"iss": "a", "jku": "https://x/j"}])
+    args = ["serve", "--trusted-clients", str(clients), "--host", host]
+    args += ["--feedback-db", str(tmp_path / "f.sqlite3")]
+    if public_url:
+        args += ["--public-url", public_url]
+    code = main(args)
+    err = capsys.readouterr().err
+    if refused_:
+        assert code == 2 and not ran
+        [line] = [x for x in err.splitlines() if x.strip()]
+        assert "--host" in line and "https" in line and "--public-url" in line
+    else:
+        assert code == 0 and ran and ran[0]["host"] == host

@@ -83,6 +83,11 @@ def serve_command(args: argparse.Namespace) -> int:
         parts = urlsplit(args.public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
             raise AdapterError(f"--public-url {args.public_url!r} is not an http(s) base URL")
+    if not _is_loopback(args.host) and not (args.public_url or "").lower().startswith("https://"):
+        raise AdapterError(
+            f"--host {args.host} is beyond loopback: the service speaks plain HTTP, so put a TLS "
+            "proxy in front and give its address as --public-url https://..."
+        )
     # Without --public-url, aud is checked against the local address each call came in on.
     public = args.public_url or f"http://{args.host}:{args.port}"
     config = HookConfig(
@@ -99,6 +104,17 @@ def serve_command(args: argparse.Namespace) -> int:
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def feedback_command(args: argparse.Namespace) -> int:

@@ -836,3 +836,28 @@ def test_an_order_signed_in_the_ed_is_not_judged_by_the_ed_setting(
         assert topics(pack, resp.json()) == want, pos
         [action] = resp.json()["systemActions"]
         assert _ext_parts(action)["covered"]["valueCode"] == covered, pos
+
+
+def test_cards_are_recorded_before_the_answer_goes_out(
+    fhir: TestServer, ehr: Ehr, service: HookServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feedback may arrive as soon as the EHR has the cards: by then they are in the log
+    (not written by a background task that may come later, or never)."""
+    import sqlite3
+    import time
+
+    store = service.app.state.service.feedback
+    record = store.record_cards
+
+    def slow_record(*args: Any) -> None:
+        time.sleep(0.5)
+        record(*args)
+
+    monkeypatch.setattr(store, "record_cards", slow_record)
+    [context] = discharge_contexts(fhir, "v12-doc-gaps")
+    resp = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, fhirServer=fhir.base))
+    uuids = {c["uuid"] for c in resp.json()["cards"]}
+    assert uuids
+    with sqlite3.connect(service.app.state.service.config.feedback_db) as db:
+        stored = {u for (u,) in db.execute("SELECT uuid FROM cards")}
+    assert uuids <= stored

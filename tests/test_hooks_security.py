@@ -495,3 +495,15 @@ def test_serve_beyond_loopback_needs_an_https_public_url(
         assert "--host" in line and "https" in line and "--public-url" in line
     else:
         assert code == 0 and ran and ran[0]["host"] == host
+
+
+def test_hook_instance_cannot_forge_log_lines(ehr: Ehr, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="fhir_adapter.hooks")
+    forged = "abc\r\nINFO fhir_adapter.hooks: admin logged in\u2028\x1b[31m" + "y" * 500
+    resp = ehr.post(PATH, body() | {"hookInstance": forged})
+    assert resp.status_code == 200, resp.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "fhir_adapter.hooks"]
+    assert any("abc" in line for line in lines)
+    for line in lines:
+        assert not any(c in line for c in "\r\n\u2028\x1b"), line
+        assert "y" * 200 not in line

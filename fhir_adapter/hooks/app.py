@@ -91,6 +91,15 @@ def _outcome(status: int, message: str) -> Response:
     return _json(body, status)
 
 
+def loggable(value: Any, limit: int = 100) -> str:
+    """A caller's string for a log line: control and line-separator characters escaped
+    (no forged lines, no terminal escapes), cut at `limit` characters."""
+    text = str(value)
+    cut = text[:limit]
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return out + ("…" if len(text) > limit else "")
+
+
 def _unauthorized() -> Response:
     return _json({"error": "unauthorized"}, 401, {"WWW-Authenticate": "Bearer"})
 
@@ -154,8 +163,8 @@ class HookService:
         log.info(
             "%s %s from %s: %d card(s) in %.0f ms",
             service.id,
-            hook.hook_instance,
-            claims.get("iss"),
+            loggable(hook.hook_instance),
+            loggable(claims.get("iss")),
             len(response["cards"]),
             (time.perf_counter() - started) * 1000,
         )
@@ -200,7 +209,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("internal error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
+    log.error(
+        "internal error on %s: %s", loggable(request.url.path), type(exc).__name__, exc_info=exc
+    )
     return _outcome(500, "internal error (logged on the service)")
 
 

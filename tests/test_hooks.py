@@ -530,6 +530,27 @@ def test_bad_requests_get_a_status_and_json(ehr: Ehr) -> None:
             422,  # a token without a server
         ),
         (ORDER_SIGN, hook_body("order-sign", {"patientId": "p", "draftOrders": []}), 422),
+        # an empty token would mean reading without authentication: refused, not sent
+        (
+            DISCHARGE,
+            hook_body(
+                "encounter-discharge",
+                context,
+                fhirServer="https://ehr.example.org/fhir",
+                fhirAuthorization={"access_token": "", "token_type": "Bearer"},
+            ),
+            400,
+        ),
+        (
+            DISCHARGE,
+            hook_body(
+                "encounter-discharge",
+                context,
+                fhirServer="https://ehr.example.org/fhir",
+                fhirAuthorization={"access_token": " \t", "token_type": "Bearer"},
+            ),
+            400,
+        ),
         ("no-such-service", hook_body("order-sign", context), 404),
     ]
     for service_id, body, status in cases:

@@ -65,7 +65,10 @@ class HookRequest:
                 raise HookError("'fhirAuthorization.token_type' must be Bearer", 422)
             if server is None:
                 raise HookError("'fhirAuthorization' needs 'fhirServer'", 422)
-            token = auth["access_token"]
+            token = auth["access_token"].strip()
+            if not token:
+                # reading without the token would be reading unauthenticated: not done
+                raise HookError("'fhirAuthorization.access_token' is empty", 400)
         if server is not None:
             check_fhir_server(server)
         for name in (*ID_FIELDS, "userId"):

@@ -60,6 +60,18 @@ def performed_sort_key(procedure: Resource, key: str) -> tuple[str, str]:
     return (start if isinstance(start, str) else "9999", key)
 
 
+@dataclass(frozen=True, slots=True)
+class Performer:
+    """One Procedure.performer whose actor resolved: which function it had, who it is."""
+
+    ref: str  # the actor as gathered (Case.ref)
+    resource_type: str
+    # performer.function codings as (system, code)
+    functions: tuple[tuple[str | None, str], ...]
+    # the actor and, for a PractitionerRole, its Practitioner (canonical references)
+    keys: frozenset[str]
+
+
 @dataclass
 class Case:
     """One Procedure coded with the pack's CPT code and the evidence around it."""
@@ -86,12 +98,19 @@ class Case:
     organizations: list[Resource] = field(default_factory=list)
     locations: list[Resource] = field(default_factory=list)
     coverage: list[Resource] = field(default_factory=list)
+    # the procedure's performers in order; the pack chooses the rendering one
+    # (rules.billing.rendering), by performer.function
+    performers: list[Performer] = field(default_factory=list)
+    # the organization behind the service: an Organization performer, else
+    # Encounter.serviceProvider (the Claim's provider when no rendering person is chosen)
     provider_ref: str | None = None
     insurer_ref: str | None = None
     # reference strings that pointed nowhere, by the collection they were meant for
     unresolved: dict[str, list[str]] = field(default_factory=dict)
     _refs: dict[int, str] = field(default_factory=dict, repr=False)
     _by_ref: dict[str, Resource] = field(default_factory=dict, repr=False)
+    # the performer keys of each gathered Procedure (see _actor_keys), by id()
+    _actors: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def collection(self, name: str) -> list[Resource]:
         """A named collection as a list (single resources become a 0/1-element list)."""
@@ -105,6 +124,10 @@ class Case:
         return self._refs.get(id(resource)) or (
             f"{resource.get('resourceType')}/{resource.get('id', '?')}"
         )
+
+    def actor_keys(self, procedure: Resource) -> frozenset[str]:
+        """Who performed a gathered Procedure (empty when no performer is recorded)."""
+        return self._actors.get(id(procedure), frozenset())
 
     def resource(self, ref: str | None) -> Resource | None:
         """The gathered resource known by `ref` (as returned by `ref()`), if any."""
@@ -255,10 +278,12 @@ def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, 
     else:
         others = []
     mine = _actor_keys(store, case.procedure)
+    case._actors[id(case.procedure)] = frozenset(mine)
     own_key = performed_sort_key(case.procedure, case.key)
     for other in others:
         if other is case.procedure or other.get("status") in _NOT_DONE:
             continue
+        case._actors[id(other)] = frozenset(_actor_keys(store, other))
         b.add("session_procedures", other, "Procedure")
         if has_coding(other, ("code",), system, code):
             if performed_sort_key(other, store.key_of(other)) < own_key:
@@ -302,25 +327,41 @@ def _gather_patient_history(
                 b.remember(other)
                 case.same_code_earlier.append(other)
         elif other.get("status") == "completed" and mine and mine & _actor_keys(store, other):
+            case._actors[id(other)] = frozenset(_actor_keys(store, other))
             b.add("prior_procedures", other, "Procedure")
 
 
 def _actor_keys(store: ResourceStore, procedure: Resource) -> set[str]:
     """The performers, a PractitionerRole also by its Practitioner (so that one procedure
     recorded by role and another by person are seen as the same performer's)."""
-    keys = set()
+    keys: set[str] = set()
     for performer in procedure.get("performer") or []:
         actor = (performer or {}).get("actor") if isinstance(performer, dict) else None
-        key = store.canonical(actor)
-        if not key:
-            continue
-        keys.add(key)
-        if key.startswith("PractitionerRole/"):
-            role = store.resolve(key, procedure)
-            person = store.canonical((role or {}).get("practitioner"))
-            if person:
-                keys.add(person)
+        keys |= _keys_of(store, procedure, actor)
     return keys
+
+
+def _keys_of(store: ResourceStore, procedure: Resource, actor: Any) -> set[str]:
+    key = store.canonical(actor)
+    if not key:
+        return set()
+    keys = {key}
+    if key.startswith("PractitionerRole/"):
+        role = store.resolve(key, procedure)
+        person = store.canonical((role or {}).get("practitioner"))
+        if person:
+            keys.add(person)
+    return keys
+
+
+def _functions(performer: dict[str, Any]) -> tuple[tuple[str | None, str], ...]:
+    function = performer.get("function")
+    out = []
+    for coding in (function.get("coding") or []) if isinstance(function, dict) else []:
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            system = coding.get("system")
+            out.append((system if isinstance(system, str) else None, coding["code"].strip()))
+    return tuple(out)
 
 
 def _gather_people_and_places(case: Case, b: _Builder) -> None:
@@ -331,19 +372,21 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
         actor = b.follow(performer.get("actor"), procedure, "practitioners")
         if actor is None:
             continue
-        if case.provider_ref is None and actor.get("resourceType") in (
-            "Practitioner",
-            "PractitionerRole",
-            "Organization",
-        ):
+        kind = actor.get("resourceType")
+        if kind in ("Practitioner", "PractitionerRole", "Organization"):
+            keys = _keys_of(b.store, procedure, performer.get("actor")) | {case.ref(actor)}
+            case.performers.append(
+                Performer(case.ref(actor), str(kind), _functions(performer), frozenset(keys))
+            )
+        if case.provider_ref is None and kind == "Organization":
             case.provider_ref = case.ref(actor)
         b.add("practitioners", actor, "Practitioner")
         b.add("roles", actor, "PractitionerRole")
         b.add("organizations", actor, "Organization")
-        if actor.get("resourceType") == "PractitionerRole":
+        if kind == "PractitionerRole":
             person = b.follow(actor.get("practitioner"), actor, "practitioners")
             b.add("practitioners", person, "Practitioner")
-        if actor.get("resourceType") == "Practitioner":
+        if kind == "Practitioner":
             for role in b.store.referrers(case.ref(actor), "PractitionerRole"):
                 b.add("roles", role, "PractitionerRole")
         org = b.follow(performer.get("onBehalfOf"), procedure, "organizations")

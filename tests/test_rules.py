@@ -820,3 +820,70 @@ def test_a_charge_for_the_professional_component(pack: Pack, good_case: Resource
     claim = out.resources[0]
     assert [i["net"]["value"] for i in claim["item"]] == [4200.0, 121.0]
     assert claim["total"]["value"] == 4321.0
+
+
+# -- who rendered the service, and what is theirs to bill -------------------------------------
+
+SCT = "http://snomed.info/sct"
+NUCC = "http://nucc.org/provider-taxonomy"
+ANESTHESIOLOGIST = {"coding": [{"system": SCT, "code": "88189002"}]}
+SURGEON = {"coding": [{"system": SCT, "code": "304292004"}]}
+
+
+def _anesthesiologist(rs: Resources, function: dict[str, Any] | None = ANESTHESIOLOGIST) -> None:
+    """Another physician with a valid NPI and an anesthesiology taxonomy, listed first."""
+    rs.append(
+        {
+            "resourceType": "Practitioner",
+            "id": "gas",
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}],
+        }
+    )
+    rs.append(
+        {
+            "resourceType": "PractitionerRole",
+            "id": "gas-role",
+            "practitioner": {"reference": "Practitioner/gas"},
+            "specialty": [{"coding": [{"system": NUCC, "code": "207L00000X"}]}],
+        }
+    )
+    first: dict[str, Any] = {"actor": {"reference": "Practitioner/gas"}}
+    if function is not None:
+        first["function"] = function
+    proc(rs)["performer"].insert(0, first)
+
+
+@pytest.mark.parametrize("surgeon_function", [None, SURGEON])
+def test_an_anesthesiologist_listed_first_is_not_the_rendering_provider(
+    pack: Pack, good_case: Resources, surgeon_function: dict[str, Any] | None
+) -> None:
+    _anesthesiologist(good_case)
+    if surgeon_function:
+        proc(good_case)["performer"][1]["function"] = surgeon_function
+    [out] = outputs_of(pack, good_case)
+    assert out.evaluation.findings == []
+    claim = out.resources[0]
+    assert claim["provider"] == {"reference": f"Practitioner/{P}-dr"}
+    assert claim["careTeam"][0]["provider"] == {"reference": f"Practitioner/{P}-dr"}
+
+
+def test_two_performers_that_could_render_are_a_finding(pack: Pack, good_case: Resources) -> None:
+    _anesthesiologist(good_case, function=None)
+    [out] = outputs_of(pack, good_case)
+    [finding] = out.evaluation.findings
+    assert finding.code == "rendering-provider-unclear" and finding.severity == "high"
+    assert {e.reference for e in finding.evidence} == {"Practitioner/gas", f"Practitioner/{P}-dr"}
+    assert [r["resourceType"] for r in out.resources] == ["DetectedIssue"]
+    # marking the operator settles it
+    proc(good_case)["performer"][1]["function"] = SURGEON
+    assert findings_of(pack, good_case)[PROC] == set()
+
+
+def test_a_performer_marked_by_function_alone_is_not_enough(
+    pack: Pack, good_case: Resources
+) -> None:
+    """The only performer is the anesthesiologist: nobody rendered the ablation."""
+    proc(good_case)["performer"] = [
+        {"actor": {"reference": f"Practitioner/{P}-dr"}, "function": ANESTHESIOLOGIST}
+    ]
+    assert "rendering-provider-unclear" in findings_of(pack, good_case)[PROC]

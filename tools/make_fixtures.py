@@ -1182,6 +1182,52 @@ def v29() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+def anesthesiologist(b: CaseBuilder, function: dict[str, Any] | None) -> None:
+    """An anesthesiologist (valid NPI, own anesthesiology taxonomy) listed as first performer."""
+    gas = {
+        "resourceType": "Practitioner",
+        "id": f"{b.slug}-gas",
+        "identifier": [{"system": NPI, "value": "1234567893"}],
+        "name": [{"family": "Sleep", "given": ["Ann"], "prefix": ["Dr."]}],
+    }
+    gas_role = {
+        "resourceType": "PractitionerRole",
+        "id": f"{b.slug}-gas-role",
+        "practitioner": ref(gas),
+        "specialty": [cc(NUCC, "207L00000X", "Anesthesiology Physician")],
+    }
+    b.extra += [gas, gas_role]
+    first: dict[str, Any] = {"actor": ref(gas)}
+    if function is not None:
+        first["function"] = function
+    b.procedure["performer"].insert(0, first)
+
+
+@case(
+    "v30-anesthesiologist-first",
+    "An anesthesiologist is listed as the first performer; the radiologist is the operator",
+    [
+        "rendering provider chosen by performer.function, not by order (anesthesiologist 88189002)",
+        "the taxonomy is the rendering provider's own, not the anesthesiologist's",
+        "rendering-provider-unclear when two performers could each be the operator",
+    ],
+)
+def v30() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v30-anesthesiologist-first")
+    anesthesiologist(b, cc(SCT, "88189002", "Anesthesiologist"))
+    b.procedure["performer"][1]["function"] = cc(SCT, "304292004", "Surgeon")
+    two = CaseBuilder("v30-two-operators")
+    anesthesiologist(two, None)
+    return merged("v30-anesthesiologist-first", b, two), [
+        expect(
+            "Procedure/v30-anesthesiologist-first-rfa",
+            "claim",
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+        expect("Procedure/v30-two-operators-rfa", "issues", ["rendering-provider-unclear"]),
+    ]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*"):

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_adapter.case import Case, performed_sort_key, service_date
+from fhir_adapter.case import Case, Performer, performed_sort_key, service_date
 from fhir_adapter.codesets import icd10cm, tables
 from fhir_adapter.fhir.codings import codings, dotted_icd10cm
 from fhir_adapter.fhir.elements import Resource
@@ -307,41 +307,92 @@ def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
     return out
 
 
-def rendering_provider(case: Case) -> Resource | None:
-    """The performing Practitioner or PractitionerRole (the Claim's rendering provider)."""
-    provider = case.resource(case.provider_ref)
-    if provider is not None and provider.get("resourceType") in (
-        "Practitioner",
-        "PractitionerRole",
-    ):
-        return provider
-    return None
+def refers_to(case: Case, reference: Any, resource: Resource) -> bool:
+    """A Reference element (or reference string) names `resource` (as gathered, or by Type/id)."""
+    ref = reference.get("reference") if isinstance(reference, dict) else reference
+    if not isinstance(ref, str):
+        return False
+    return ref == case.ref(resource) or (
+        resource.get("id") is not None
+        and ref.endswith(f"{resource.get('resourceType')}/{resource.get('id')}")
+    )
 
 
-def provider_npi(case: Case) -> tuple[str | None, str | None, Resource | None]:
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """The rendering provider chosen among the performers, and the other candidates."""
+
+    performer: Performer | None
+    candidates: tuple[Performer, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        return len(self.candidates) > 1
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return self.performer.keys if self.performer else frozenset()
+
+
+def rendering(pack: Pack, case: Case) -> Rendering:
+    """The performer who renders the service: the one whose performer.function is in the
+    pack's `claim.rendering_functions` value set (surgeon, primary performer...); when no
+    performer has such a function, one without any function (an anesthesiologist's or an
+    assistant's function rules them out). Two different people that qualify are ambiguous:
+    the first is kept (deterministic) and the rendering-provider-unclear finding says so.
+    """
+    people = [p for p in case.performers if p.resource_type in ("Practitioner", "PractitionerRole")]
+    name = pack.model.claim.rendering_functions
+    if name is None:
+        return Rendering(people[0] if people else None, tuple(people[:1]))
+    valueset = pack.valuesets[name]
+    marked = [p for p in people if any(valueset.contains(s, c) for s, c in p.functions)]
+    if not marked:
+        marked = [p for p in people if not p.functions]
+    distinct: list[Performer] = []
+    for p in marked:  # a role and its practitioner, or one listed twice, are one person
+        if not any(p.keys & q.keys for q in distinct):
+            distinct.append(p)
+    return Rendering(distinct[0] if distinct else None, tuple(distinct))
+
+
+def claim_provider_ref(pack: Pack, case: Case) -> str | None:
+    """Claim.provider: the rendering person, else the organization behind the service."""
+    chosen = rendering(pack, case).performer
+    return chosen.ref if chosen else case.provider_ref
+
+
+def same_performer(pack: Pack, case: Case, procedure: Resource) -> bool:
+    """A gathered Procedure performed by the rendering provider, or with no performer recorded."""
+    actors = case.actor_keys(procedure)
+    return not actors or bool(actors & rendering(pack, case).keys)
+
+
+def rendering_provider(pack: Pack, case: Case) -> Resource | None:
+    """The rendering Practitioner or PractitionerRole (Claim.careTeam)."""
+    chosen = rendering(pack, case).performer
+    return case.resource(chosen.ref) if chosen else None
+
+
+def provider_npi(pack: Pack, case: Case) -> tuple[str | None, str | None, Resource | None]:
     """(NPI, where it was found, resource): the rendering provider's NPI, else the provider's.
 
     A PractitionerRole's own NPI counts, else that of its Practitioner.
     """
-    provider = case.resource(case.provider_ref)
+    provider = case.resource(claim_provider_ref(pack, case))
     if provider is None:
         return None, None, None
     candidates = [provider]
     if provider.get("resourceType") == "PractitionerRole":
-        candidates += [p for p in case.practitioners if _is_role_person(case, provider, p)]
+        candidates += [
+            p for p in case.practitioners if refers_to(case, provider.get("practitioner"), p)
+        ]
     for resource in candidates:
         for ident in resource.get("identifier") or []:
             if isinstance(ident, dict) and ident.get("system") == NPI:
                 value = ident.get("value")
                 return (str(value).strip() if value is not None else None), "identifier", resource
     return None, None, provider
-
-
-def _is_role_person(case: Case, role: Resource, person: Resource) -> bool:
-    ref = (role.get("practitioner") or {}).get("reference")
-    return isinstance(ref, str) and (
-        ref == case.ref(person) or ref.endswith(f"/{person.get('id')}")
-    )
 
 
 def is_valid_npi(npi: str | None) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fhir_adapter.case import Case
+from fhir_adapter.case import Case, Performer
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
@@ -63,17 +63,18 @@ def _place(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
     return (place_of_service(pack, case),)
 
 
-@provides("coverage", "provider", "earlier_same_session")
+@provides("coverage", "provider", "earlier_same_session", "rendering_unclear")
 def _references(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
     return (
         _ref_fact(case, case.coverage[:1], "Coverage", "active on the date of service"),
-        _provider(case),
+        _provider(pack, case),
         _ref_fact(
             case,
             case.same_code_earlier,
             "Procedure.code",
             "same patient and session, performed first",
         ),
+        rendering_unclear(pack, case),
     )
 
 
@@ -88,7 +89,7 @@ def _billing(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
         units_exceeded(pack, case),
         _evidence_fact(billing.guidance_plan(pack, case).conflicts),
         ptp_conflicts(pack, case, text),
-        provider_npi(case),
+        provider_npi(pack, case),
         _evidence_fact(billing.global_period_hits(pack, case)),
     )
 
@@ -168,9 +169,9 @@ def ptp_conflicts(pack: Pack, case: Case, text: TextIndex) -> Fact:
     return _evidence_fact([h.evidence for h in billing.ptp_hits(pack, case, text) if h.conflict])
 
 
-def provider_npi(case: Case) -> Fact:
+def provider_npi(pack: Pack, case: Case) -> Fact:
     """The rendering provider's NPI when it is present and its check digit holds."""
-    npi, path, resource = billing.provider_npi(case)
+    npi, path, resource = billing.provider_npi(pack, case)
     if resource is None or not billing.is_valid_npi(npi):
         return Fact(None)
     return Fact(
@@ -186,15 +187,30 @@ def _ref_fact(case: Case, resources: list[Resource], path: str, note: str) -> Fa
     return Fact([case.ref(r) for r in resources], evidence)
 
 
-def _provider(case: Case) -> Fact:
-    if not case.provider_ref:
+def _provider(pack: Pack, case: Case) -> Fact:
+    ref = billing.claim_provider_ref(pack, case)
+    if not ref:
         return Fact(None)
-    path = (
-        "Procedure.performer.actor"
-        if case.practitioners or case.roles
-        else "Encounter.serviceProvider"
-    )
-    return Fact(case.provider_ref, (Evidence(case.provider_ref, path),))
+    performed = any(p.ref == ref for p in case.performers)
+    path = "Procedure.performer.actor" if performed else "Encounter.serviceProvider"
+    return Fact(ref, (Evidence(ref, path),))
+
+
+def rendering_unclear(pack: Pack, case: Case) -> Fact:
+    """Performers are recorded but none, or more than one person, is the rendering provider."""
+    people = [p for p in case.performers if p.resource_type in ("Practitioner", "PractitionerRole")]
+    choice = billing.rendering(pack, case)
+    if not people or (choice.performer is not None and not choice.ambiguous):
+        return Fact(None)
+    listed = choice.candidates if choice.ambiguous else tuple(people)
+
+    def note(p: Performer) -> str:
+        functions = ", ".join(code for _, code in p.functions) or "none"
+        kept = " (kept on the Claim)" if p is choice.performer else ""
+        return f"performer.function: {functions}{kept}"
+
+    evidence = tuple(Evidence(p.ref, "Procedure.performer", None, note(p)) for p in listed)
+    return Fact([p.ref for p in listed], evidence)
 
 
 def place_of_service(pack: Pack, case: Case) -> Fact:

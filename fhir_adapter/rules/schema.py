@@ -309,6 +309,9 @@ class ClaimConfig(_Strict):
     # modifiers whose documentation goes with the Claim as supportingInfo (22: the statement)
     supporting_info_for: list[str] = ["22"]
     taxonomy_system: str | None = None
+    # value set of Procedure.performer.function codes that mark the rendering provider
+    # (the operator); see billing.rendering
+    rendering_functions: ValueSetName | None = None
     # when the rendering provider has several taxonomies, one in this value set is reported
     taxonomy_preferred: ValueSetName | None = None
     currency: str = "USD"

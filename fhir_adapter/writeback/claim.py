@@ -120,7 +120,7 @@ def build_claim(
         "use": "claim",
         "patient": case.reference_json(case.patient_ref),
         "created": created,
-        "provider": case.reference_json(case.provider_ref),
+        "provider": case.reference_json(billing.claim_provider_ref(pack, case)),
         "priority": {"coding": [{"system": pack.system("processpriority"), "code": "normal"}]},
     }
     if facility:
@@ -197,7 +197,7 @@ def _supporting_info(pack: Pack, case: Case, evaluation: Evaluation) -> list[dic
 
 
 def _care_team(pack: Pack, case: Case) -> dict[str, Any] | None:
-    provider = billing.rendering_provider(case)
+    provider = billing.rendering_provider(pack, case)
     if provider is None:
         return None
     member: dict[str, Any] = {

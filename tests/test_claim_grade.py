@@ -96,6 +96,34 @@ def test_diagnoses_are_valid_billable_and_pointed_at(name: str, claim: dict[str,
         assert set(pointers) <= {d["sequence"] for d in diagnoses}
 
 
+def own_taxonomies(name: str, provider: dict[str, Any]) -> set[str]:
+    """The NUCC codes of the provider itself: its qualifications, and the specialties of its
+    PractitionerRole(s) (a role's own, and its Practitioner's)."""
+    entries = load_bundle(name)["entry"]
+
+    def names(entry: dict[str, Any]) -> set[str]:
+        r = entry["resource"]
+        return {entry["fullUrl"], f"{r['resourceType']}/{r.get('id')}"}
+
+    resources = [e["resource"] for e in entries]
+    if provider["resourceType"] == "PractitionerRole":
+        roles = [provider]
+        person = provider["practitioner"]["reference"]
+    else:
+        person_names = next(names(e) for e in entries if e["resource"] == provider)
+        person = next(iter(person_names))
+        roles = [
+            r
+            for r in resources
+            if r["resourceType"] == "PractitionerRole"
+            and r.get("practitioner", {}).get("reference") in person_names
+        ]
+    people = [e["resource"] for e in entries if person in names(e) or e["resource"] == provider]
+    codes = [c for role in roles for s in role.get("specialty", []) for c in s.get("coding", [])]
+    codes += [c for p in people for q in p.get("qualification", []) for c in q["code"]["coding"]]
+    return {c["code"] for c in codes if c.get("system") == NUCC}
+
+
 @pytest.mark.parametrize(("name", "claim"), CLAIMS, ids=[n for n, _ in CLAIMS])
 def test_rendering_provider_has_npi_and_taxonomy(name: str, claim: dict[str, Any]) -> None:
     [member] = claim["careTeam"]
@@ -104,6 +132,8 @@ def test_rendering_provider_has_npi_and_taxonomy(name: str, claim: dict[str, Any
     taxonomy = member["qualification"]["coding"][0]
     assert taxonomy["system"] == NUCC and len(taxonomy["code"]) == 10
     provider = resource_by_reference(name, member["provider"])
+    assert claim["provider"] == member["provider"]
+    assert taxonomy["code"] in own_taxonomies(name, provider), "someone else's taxonomy"
     npis = [i["value"] for i in provider.get("identifier", []) if i.get("system") == NPI]
     assert npis and npi_check_digit_ok(npis[0])
     for item in claim["item"]:

@@ -887,3 +887,21 @@ def test_a_performer_marked_by_function_alone_is_not_enough(
         {"actor": {"reference": f"Practitioner/{P}-dr"}, "function": ANESTHESIOLOGIST}
     ]
     assert "rendering-provider-unclear" in findings_of(pack, good_case)[PROC]
+
+
+def test_the_taxonomy_is_the_rendering_providers_own(pack: Pack, good_case: Resources) -> None:
+    """The radiologist has no taxonomy; the anesthesiologist's is not reported as theirs."""
+    _anesthesiologist(good_case)
+    by_id(good_case, "gas-role")["specialty"] = [
+        {"coding": [{"system": NUCC, "code": "2085R0204X"}]}
+    ]
+    by_id(good_case, f"{P}-role")["specialty"] = []
+    claim = claim_of(pack, good_case)
+    assert claim["careTeam"][0]["provider"] == {"reference": f"Practitioner/{P}-dr"}
+    assert "qualification" not in claim["careTeam"][0]
+    # the radiologist's own qualification is
+    by_id(good_case, f"{P}-dr")["qualification"] = [
+        {"code": {"coding": [{"system": NUCC, "code": "2085R0202X"}]}}
+    ]
+    claim = claim_of(pack, good_case)
+    assert claim["careTeam"][0]["qualification"]["coding"][0]["code"] == "2085R0202X"

@@ -409,17 +409,27 @@ def is_valid_npi(npi: str | None) -> bool:
 
 
 def provider_taxonomy(pack: Pack, case: Case) -> dict[str, str] | None:
-    """The rendering provider's NUCC taxonomy: PractitionerRole.specialty, else a qualification.
-
-    One in the pack's `claim.taxonomy_preferred` value set wins when several are given.
+    """The rendering provider's NUCC taxonomy: its own PractitionerRole.specialty (the role
+    it performed as, else the roles of the Practitioner), else its Practitioner.qualification.
+    Another performer's taxonomy is never reported. One in the pack's `claim.taxonomy_preferred`
+    value set wins when several are given.
     """
     cfg = pack.model.claim
     system = pack.system(cfg.taxonomy_system or "nucc")
     expected = pack.valuesets[cfg.taxonomy_preferred] if cfg.taxonomy_preferred else None
+    provider = rendering_provider(pack, case)
+    if provider is None:
+        return None
+    if provider.get("resourceType") == "PractitionerRole":
+        roles = [provider]
+        people = [p for p in case.practitioners if refers_to(case, provider.get("practitioner"), p)]
+    else:
+        roles = [r for r in case.roles if refers_to(case, r.get("practitioner"), provider)]
+        people = [provider]
     found: list[dict[str, Any]] = []
-    for role in case.roles:
+    for role in roles:
         found += [c for c in codings(role.get("specialty")) if c.get("system") == system]
-    for person in case.practitioners:
+    for person in people:
         for q in person.get("qualification") or []:
             if isinstance(q, dict):
                 found += [c for c in codings(q.get("code")) if c.get("system") == system]

@@ -905,3 +905,28 @@ def test_the_taxonomy_is_the_rendering_providers_own(pack: Pack, good_case: Reso
     ]
     claim = claim_of(pack, good_case)
     assert claim["careTeam"][0]["qualification"]["coding"][0]["code"] == "2085R0202X"
+
+
+def test_guidance_by_another_practitioner_is_not_on_this_claim(
+    pack: Pack, good_case: Resources
+) -> None:
+    """A radiologist colleague performed the CT guidance: it is theirs to bill."""
+    by_id(good_case, f"{P}-guide")["performer"] = [{"actor": {"reference": "Practitioner/ct"}}]
+    claim = claim_of(pack, good_case)
+    assert [i["productOrService"]["coding"][0]["code"] for i in claim["item"]] == ["47382"]
+    # with no performer recorded it is taken as the operator's
+    del by_id(good_case, f"{P}-guide")["performer"]
+    claim = claim_of(pack, good_case)
+    assert [i["productOrService"]["coding"][0]["code"] for i in claim["item"]] == [
+        "47382",
+        "77013",
+    ]
+
+
+def test_an_anesthesiologists_earlier_surgery_is_no_global_period(
+    pack: Pack, good_case: Resources
+) -> None:
+    _anesthesiologist(good_case)
+    _earlier_rfa(good_case, "2026-10-08")
+    by_id(good_case, "rfa0")["performer"] = [{"actor": {"reference": "Practitioner/gas"}}]
+    assert findings_of(pack, good_case)[PROC] == set()

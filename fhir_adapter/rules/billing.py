@@ -178,13 +178,16 @@ class GuidancePlan:
 
 
 def guidance_plan(pack: Pack, case: Case) -> GuidancePlan:
-    """At most one ablation-guidance line (the first performed); extra or needle codes conflict."""
+    """At most one ablation-guidance line (the first performed); extra or needle codes conflict.
+    Only the session's guidance by the rendering provider (or with no performer) counts."""
     g = pack.model.facts.guidance
     ablation = pack.valuesets[g.ablation if g else pack.model.claim.guidance_items]
     needle = pack.valuesets[g.needle_placement] if g else None
     crosswalk = pack.model.crosswalks.get(g.crosswalk, {}) if g else {}
     plan = GuidancePlan()
-    procedures = sorted(case.session_procedures, key=lambda p: performed_sort_key(p, case.ref(p)))
+    # guidance by another practitioner is theirs to bill, not a line of this Claim
+    mine = [p for p in case.session_procedures if same_performer(pack, case, p)]
+    procedures = sorted(mine, key=lambda p: performed_sort_key(p, case.ref(p)))
     ablation_codes = "/".join(sorted(c for codes in ablation.codes.values() for c in codes))
     for proc in procedures:
         for coding in codings(proc.get("code")):
@@ -240,9 +243,8 @@ def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
         return []
     cpt = pack.procedure_system
     codes: dict[str, str] = {pack.procedure_code: case.key}
-    mine = {id(p) for p in case.same_performer_procedures}
     for proc in case.session_procedures:
-        if id(proc) not in mine and proc.get("performer"):
+        if not same_performer(pack, case, proc):
             continue
         for coding in codings(proc.get("code")):
             code = coding.get("code")
@@ -286,6 +288,8 @@ def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
     table = payment_tables()
     out = []
     for proc in case.prior_procedures:
+        if not case.actor_keys(proc) & rendering(pack, case).keys:
+            continue
         day = service_date(proc, None)
         when = as_date(day)
         if day is None or when is None:

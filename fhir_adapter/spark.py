@@ -19,6 +19,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from fhir_adapter.sources.bulk import (
     FOLLOWED,
     Kept,
     Plan,
+    is_complete_object,
     kept_record,
     plan_hits,
     screen_ids,
@@ -67,17 +69,22 @@ def _session(master: str) -> Any:
     return builder.getOrCreate()
 
 
+BAD_LINE = "a line of the export is not a complete JSON object (truncated or corrupt)"
+
+
 def _parse_line(line: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise AdapterError(f"malformed JSON line in the export: {line[:80]!r}") from None
+        raise AdapterError(f"{BAD_LINE}: {line[:80]!r}") from None
     return check_resource(value, "spark input", None)
 
 
 def _coded_cases(lines: Iterable[str], needle: bytes, system: str, code: str) -> Iterator[Kept]:
     for text in lines:
         line = text.encode()
+        if not is_complete_object(line):  # pass 1 reads every line: check them all here
+            raise AdapterError(f"{BAD_LINE}: {line[:80]!r}")
         if needle not in line:
             continue
         resource = _parse_line(line)
@@ -148,7 +155,38 @@ def evaluate_on_spark(
     charges: Mapping[str, float] | None = None,
 ) -> SparkResult:
     """Run the evaluation of an NDJSON export (directory, glob or URI) on Spark;
-    `charges` (a chargemaster, code -> amount) prices the Claims' lines."""
+    `charges` (a chargemaster, code -> amount) prices the Claims' lines.
+
+    A corrupt line or an output directory that already holds results is an
+    AdapterError, not a Spark stack trace.
+    """
+    local_out = Path(out_uri.removeprefix("file://"))
+    local = "://" not in out_uri.removeprefix("file://")
+    if local and local_out.is_dir() and any(local_out.iterdir()):
+        raise AdapterError(f"{out_uri} already holds files; give an empty or new --out")
+    try:
+        return _evaluate_on_spark(input_uri, out_uri, master, pack, block_on, now, spark, charges)
+    except AdapterError:
+        raise
+    except Exception as exc:  # Py4J/PySpark wrap what the executors raised
+        if BAD_LINE in str(exc):
+            raise AdapterError(
+                f"{input_uri}: {BAD_LINE}; Spark cannot name the line: "
+                "evaluate the files locally to find it"
+            ) from None
+        raise
+
+
+def _evaluate_on_spark(
+    input_uri: str,
+    out_uri: str,
+    master: str,
+    pack: Pack | None,
+    block_on: str | None,
+    now: str | None,
+    spark: Any,
+    charges: Mapping[str, float] | None,
+) -> SparkResult:
     from fhir_adapter.pipeline import now_iso
 
     pack = pack or load_pack()
@@ -211,7 +249,6 @@ def evaluate_on_spark(
 
 def read_reports(directory: str) -> list[dict[str, Any]]:
     """The report rows Spark wrote (local paths), in order."""
-    from pathlib import Path
 
     out: list[dict[str, Any]] = []
     for part in sorted(Path(directory).glob("part-*")):

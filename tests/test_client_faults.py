@@ -349,3 +349,24 @@ def test_bearer_401_is_reported_without_the_token() -> None:
     assert (
         "401" in str(err.value) and TOKEN not in str(err.value) and TOKEN not in repr(client.auth)
     )
+
+
+@responses.activate
+def test_a_garbled_retry_after_falls_back_to_backoff() -> None:
+    responses.add(responses.GET, "https://fhir.example.test/r4/metadata", json=_CS_FOR_GARBLE)
+    responses.add(
+        responses.GET,
+        "https://fhir.example.test/r4/Patient/p",
+        status=503,
+        headers={"Retry-After": "soon"},
+    )
+    responses.add(
+        responses.GET,
+        "https://fhir.example.test/r4/Patient/p",
+        json={"resourceType": "Patient", "id": "p"},
+    )
+    client = FhirClient("https://fhir.example.test/r4", backoff=0.01)
+    assert client.read("Patient", "p")["id"] == "p"
+
+
+_CS_FOR_GARBLE = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}

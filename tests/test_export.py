@@ -258,3 +258,17 @@ def test_last_line_without_newline_matches_the_manifest_count(tmp_path: Path) ->
     responses.add(responses.GET, FILE, body=LINE + LINE.rstrip(b"\n"))
     result = BulkExport(client, tmp_path).run()
     assert [p.read_bytes().count(b"Patient") for p in result.files] == [2]
+
+
+@responses.activate
+def test_blank_lines_do_not_count_toward_the_manifest(tmp_path: Path) -> None:
+    client = _client()
+    responses.add(
+        responses.GET, f"{BASE}/$export", status=202, headers={"Content-Location": STATUS}
+    )
+    manifest = _manifest(count=2)
+    manifest["error"] = []
+    responses.add(responses.GET, STATUS, json=manifest)
+    responses.add(responses.GET, FILE, body=LINE + b"\n" + LINE + b"\n\n")
+    result = BulkExport(client, tmp_path).run()
+    assert [p.read_bytes().count(b"Patient") for p in result.files] == [2]

@@ -119,3 +119,25 @@ def test_charges_on_spark(spark: Any, tmp_path: Path) -> None:
         if r["resourceType"] == "Claim"
     )
     assert totals == local and len(totals) >= 15
+
+
+def test_truncated_line_and_used_out_dir_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "export"
+    generate(data, 40, seed=5)
+    obs = data / "Observation.ndjson"
+    lines = obs.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"
+    obs.write_bytes(b"".join(lines))
+    args = ["evaluate", "--engine", "spark", str(data), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a complete JSON object" in err and "Traceback" not in err
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "reports").mkdir()
+    assert main(["evaluate", "--engine", "spark", str(data), "--out", str(used)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert main([*args, "--skip-bad-lines"]) == 2
+    assert "local engine only" in capsys.readouterr().err

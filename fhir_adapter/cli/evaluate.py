@@ -141,6 +141,8 @@ def _evaluate_spark(
 
     if len(args.paths) != 1 or not args.out:
         raise AdapterError("--engine spark takes one input (directory or URI) and needs --out")
+    if args.skip_bad_lines:
+        raise AdapterError("--skip-bad-lines works with the local engine only")
     result = evaluate_on_spark(
         args.paths[0],
         args.out,

@@ -59,6 +59,19 @@ def _all_actions(
     return actions
 
 
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above zero (requests rejects the rest with a traceback)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds above 0")
+    return value
+
+
 def add_server_options(p: argparse.ArgumentParser) -> None:
     env_option(p, "--base-url", "BASE_URL", help="FHIR R4 base URL")
     env_option(
@@ -76,7 +89,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     env_option(p, "--jku", "JKU", help="JWKS URL to put in the assertion header")
     env_option(p, "--token-url", "TOKEN_URL", help="default: smart-configuration")
     env_option(p, "--scope", "SCOPE")
-    env_option(p, "--timeout", "TIMEOUT", "60", type=float)
+    env_option(p, "--timeout", "TIMEOUT", "60", type=positive_seconds, help="seconds (> 0)")
 
 
 def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORMATS) -> None:

@@ -158,12 +158,20 @@ class TokenEndpointAuth(FhirAuth):
         return True
 
     def token(self) -> str:
+        """The cached token, renewed when it is about to expire.
+
+        The lock guards the cache only, never the token request: two threads that
+        find it expired at once may both fetch, and the later one wins.
+        """
         with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
-                self._token, lifetime = self._fetch()
-                self.tokens_fetched += 1
-                self._expires_at = time.monotonic() + max(0.0, lifetime - EXPIRY_MARGIN)
-            return self._token
+            if self._token is not None and time.monotonic() < self._expires_at:
+                return self._token
+        token, lifetime = self._fetch()
+        with self._lock:
+            self._token = token
+            self.tokens_fetched += 1
+            self._expires_at = time.monotonic() + max(0.0, lifetime - EXPIRY_MARGIN)
+        return token
 
     def _form(self) -> tuple[dict[str, str], tuple[str, str] | None]:
         raise NotImplementedError

@@ -13,6 +13,7 @@ same job, and files already complete are not downloaded again.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from fhir_adapter.client.rest import FhirClient, outcome_text, redact_url
 from fhir_adapter.errors import ExportError, ServerError
 
 STATE_FILE = ".fhir-adapter-export.json"
+_LINE_END = re.compile(rb"[^\n]\n")
 
 
 @dataclass
@@ -232,7 +234,8 @@ class BulkExport:
             with open(part, "wb") as fh:
                 for block in resp.iter_content(1 << 20):
                     fh.write(block)
-                    lines += block.count(b"\n")
+                    # a line ends where a newline follows a non-newline: blank lines do not count
+                    lines += len(_LINE_END.findall(last + block))
                     last = block[-1:] or last
         except (
             requests.exceptions.ChunkedEncodingError,

@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urljoin
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
 from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth, origin
@@ -49,6 +49,13 @@ class BudgetRetry(Retry):
         kw.setdefault("budget", self.budget)
         kw.setdefault("started", self.started)
         return super().new(**kw)
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        """A garbled `Retry-After` falls back to the backoff instead of escaping as an error."""
+        try:
+            return super().parse_retry_after(retry_after)
+        except InvalidHeader:
+            return 0.0
 
     def increment(  # type: ignore[override]
         self,

@@ -166,6 +166,9 @@ def _lines(chunk: Chunk) -> Iterator[tuple[int, bytes]]:
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read file: {exc}", source=chunk.path) from None
     offset = 0
+    if chunk.start == 0 and data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+        data = data[3:]
+        offset = 3
     for line in data.split(b"\n"):
         if line.strip():
             yield chunk.start + offset, line
@@ -260,14 +263,38 @@ def is_complete_object(line: bytes) -> bool:
 def _whole_lines(
     job: ScanJob, chunk: Chunk, out: ScanResult, report: bool = True
 ) -> Iterator[tuple[int, bytes]]:
-    """The chunk's lines that are complete objects; the others raise or, skipped, are counted."""
+    """The chunk's lines that are complete objects; the others raise or, skipped, are counted.
+
+    A file's last line is where a cut-short download ends, possibly right after a
+    nested `}`: that one line per file is parsed in full.
+    """
+    held: tuple[int, bytes] | None = None
     for offset, line in _lines(chunk):
+        if held is not None:
+            yield held
+            held = None
         if is_complete_object(line):
-            yield offset, line
+            held = (offset, line)
         elif report and not job.skip_bad:
             raise _bad_line(chunk.path, offset)
         elif report:
             out.bad.append(BadLine(chunk.path, offset))
+    if held is None:
+        return
+    if chunk.end != -1 or _parses(held[1]):
+        yield held
+    elif report and not job.skip_bad:
+        raise _bad_line(chunk.path, held[0])
+    elif report:
+        out.bad.append(BadLine(chunk.path, held[0]))
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:

@@ -930,3 +930,16 @@ def test_an_anesthesiologists_earlier_surgery_is_no_global_period(
     _earlier_rfa(good_case, "2026-10-08")
     by_id(good_case, "rfa0")["performer"] = [{"actor": {"reference": "Practitioner/gas"}}]
     assert findings_of(pack, good_case)[PROC] == set()
+
+
+def test_a_facility_setting_with_no_location_is_no_claim(pack: Pack, good_case: Resources) -> None:
+    """POS 22 (explicit on the Encounter) but the Location the service was at is unknown."""
+    del proc(good_case)["location"]
+    pos = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+    enc = by_id(good_case, f"{P}-enc")
+    enc["location"] = [{"location": {"reference": "Location/gone"}}]
+    enc["serviceType"] = {"coding": [{"system": pos, "code": "22"}]}
+    [out] = outputs_of(pack, good_case)
+    assert out.evaluation.place_of_service == "22"
+    assert {f.code for f in out.evaluation.findings} == {"facility-missing"}
+    assert [r["resourceType"] for r in out.resources] == ["DetectedIssue"]

@@ -1228,6 +1228,22 @@ def v30() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+@case(
+    "v31-facility-missing",
+    "Outpatient hospital (POS 22 on the Encounter) but the Location the ablation was done at is not in the record",
+    ["facility-missing: a facility place of service and no Location for Claim.facility (box 32)"],
+)
+def v31() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v31-facility-missing")
+    del b.procedure["location"]
+    b.encounter["location"] = []
+    b.encounter["serviceType"] = cc(POS, "22", "On Campus-Outpatient Hospital")
+    b.drop.add(b.location["id"])
+    return b.collection(), [
+        expect("Procedure/v31-facility-missing-rfa", "issues", ["facility-missing"]),
+    ]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*"):

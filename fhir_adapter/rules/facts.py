@@ -78,6 +78,14 @@ def _references(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
     )
 
 
+@provides("facility")
+def _facility(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    """The Location the service was performed at (Claim.facility, CMS-1500 box 32)."""
+    ref = billing.facility_location(case)
+    path = "Procedure.location" if case.procedure.get("location") else "Encounter.location"
+    return (Fact(ref, (Evidence(ref, path),)) if ref else Fact(None),)
+
+
 @provides("tumor_count", "tumor_max_size_cm")
 def _tumors(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
     return (tumor_count(pack, case, text), tumor_max_size_cm(pack, case, text))

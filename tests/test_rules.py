@@ -943,3 +943,23 @@ def test_a_facility_setting_with_no_location_is_no_claim(pack: Pack, good_case: 
     assert out.evaluation.place_of_service == "22"
     assert {f.code for f in out.evaluation.findings} == {"facility-missing"}
     assert [r["resourceType"] for r in out.resources] == ["DetectedIssue"]
+
+
+@pytest.mark.parametrize(
+    ("status", "fires"),
+    [
+        ("completed", {"units-exceeded"}),
+        ("stopped", {"units-exceeded"}),
+        ("in-progress", set()),
+        ("preparation", set()),
+        ("on-hold", set()),
+        ("unknown", set()),
+    ],
+)
+def test_only_a_rendered_47382_counts_as_a_unit(
+    pack: Pack, good_case: Resources, status: str, fires: set[str]
+) -> None:
+    _earlier_rfa(good_case, "2026-10-14")
+    by_id(good_case, "rfa0")["performedDateTime"] = "2026-10-14T07:00:00-04:00"
+    by_id(good_case, "rfa0")["status"] = status
+    assert findings_of(pack, good_case)[PROC] == fires

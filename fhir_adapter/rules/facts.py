@@ -160,7 +160,9 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
 def units_exceeded(pack: Pack, case: Case) -> Fact:
     """Earlier Procedures with the pack's code for the patient on the date, beyond the MUE."""
     allowed, why = billing.max_units(pack, case)
-    earlier = case.same_code_earlier
+    units = pack.model.facts.units
+    counted = set(units.counted_status) if units else {"completed", "stopped"}
+    earlier = [p for p in case.same_code_earlier if p.get("status") in counted]
     if len(earlier) < allowed:
         return Fact(None)
     evidence = tuple(

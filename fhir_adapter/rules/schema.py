@@ -257,6 +257,9 @@ class UnitsFact(_Strict):
 
     source: str
     default_max_units: int = Field(default=1, ge=1)
+    # Procedure.status values of another same-code Procedure that count as a unit (a procedure
+    # in preparation, in progress or on hold has not been rendered)
+    counted_status: list[str] = ["completed", "stopped"]
 
 
 class GuidanceFacts(_Strict):

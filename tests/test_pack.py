@@ -95,6 +95,22 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             "claim: unknown value set 'no-such-set'",
         ),
         (
+            lambda r: r["claim"]["care_team_role"].update(system="carin-careteamrol"),
+            "claim: unknown system alias 'carin-careteamrol'",
+        ),
+        (
+            lambda r: r["claim"]["principal_diagnosis_type"].update(system="diagnosistpye"),
+            "claim: unknown system alias 'diagnosistpye'",
+        ),
+        (
+            lambda r: r["claim"].update(taxonomy_system="nuc"),
+            "claim: unknown system alias 'nuc'",
+        ),
+        (
+            lambda r: r["claim"].update(rendering_functions="no-such-set"),
+            "claim: unknown value set 'no-such-set'",
+        ),
+        (
             lambda r: _rule(r, "approach-mismatch")["any"][0]["codes"].update(
                 {"from": ["procedure", "emails"]}
             ),

@@ -287,7 +287,7 @@ class Facts(_Strict):
 
 
 class CodingDef(_Strict):
-    system: str
+    system: SystemName
     code: str
     display: str | None = None
 
@@ -311,7 +311,7 @@ class ClaimConfig(_Strict):
     supporting_info_category: CodingDef | None = None
     # modifiers whose documentation goes with the Claim as supportingInfo (22: the statement)
     supporting_info_for: list[str] = ["22"]
-    taxonomy_system: str | None = None
+    taxonomy_system: SystemName | None = None
     # value set of Procedure.performer.function codes that mark the rendering provider
     # (the operator); see billing.rendering
     rendering_functions: ValueSetName | None = None

@@ -169,6 +169,8 @@ def test_lines_and_modifiers(name: str, claim: dict[str, Any]) -> None:
         if code == "47382":
             assert "51" not in mods
             assert not {"52", "53"} <= set(mods)
+            assert not ({"52", "53"} & set(mods) and "22" in mods), "reduced and increased"
+            assert len({"58", "78", "79"} & set(mods)) <= 1
         if code in ABLATION_GUIDANCE and place in FACILITY_POS:
             assert "26" in mods
     if "22" in [m["coding"][0]["code"] for m in items[0].get("modifier", [])]:

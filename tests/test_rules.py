@@ -963,3 +963,64 @@ def test_only_a_rendered_47382_counts_as_a_unit(
     by_id(good_case, "rfa0")["performedDateTime"] = "2026-10-14T07:00:00-04:00"
     by_id(good_case, "rfa0")["status"] = status
     assert findings_of(pack, good_case)[PROC] == fires
+
+
+STATEMENT = (
+    " The ablation took substantially longer than usual (95 minutes) because of"
+    " overlapping zones around the hepatic vein."
+)
+
+
+@pytest.mark.parametrize(
+    ("reason", "kept", "left_off"),
+    [
+        ("Stopped after one cycle at the operator's discretion.", ["52"], "22"),
+        ("Stopped after one cycle: the patient became hemodynamically unstable.", ["53"], "22"),
+    ],
+)
+def test_22_does_not_go_with_52_or_53(
+    pack: Pack, good_case: Resources, reason: str, kept: list[str], left_off: str
+) -> None:
+    set_note(FULL + STATEMENT)(good_case)
+    proc(good_case)["status"] = "stopped"
+    proc(good_case)["statusReason"] = {"text": reason}
+    [out] = outputs_of(pack, good_case)
+    assert [m.code for m in out.evaluation.modifiers] == kept
+    [finding] = out.evaluation.findings
+    assert finding.code == "modifier-conflict" and finding.severity == "moderate"
+    [ev] = finding.evidence
+    assert ev.note and ev.note.startswith(f"{left_off} (") and f"{kept[0]} is billed" in ev.note
+    claim = out.resources[0]
+    assert line_modifiers(claim)[0] == kept
+    assert "supportingInfo" not in claim
+
+
+def test_58_and_79_both_documented_keeps_58(pack: Pack, good_case: Resources) -> None:
+    _earlier_rfa(
+        good_case,
+        "2026-10-08",
+        FULL + " Staged procedure: the second lesion, as planned. This ablation of a new lesion"
+        " is unrelated to the prior procedure.",
+    )
+    outs = {o.evaluation.procedure: o.evaluation for o in outputs_of(pack, good_case)}
+    assert [m.code for m in outs[PROC].modifiers] == ["58"]
+    assert {f.code for f in outs[PROC].findings} == {"modifier-conflict"}
+
+
+def test_a_modifier_that_excludes_an_unknown_one_is_a_load_error(tmp_path: Any) -> None:
+    import yaml
+
+    from fhir_adapter import PackError, load_pack
+    from fhir_adapter.rules import default_pack_path
+
+    raw = yaml.safe_load(default_pack_path().read_text())
+    raw["modifiers"][0]["excludes"] = ["25"]
+    path = tmp_path / "pack.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PackError, match="modifier '53': unknown modifier '25'"):
+        load_pack(path)
+    raw["modifiers"][1]["excludes"] = ["53"]
+    raw["modifiers"][0]["excludes"] = ["52"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PackError, match="no precedence"):
+        load_pack(path)

@@ -1244,6 +1244,36 @@ def v31() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+@case(
+    "v32-modifier-conflict",
+    "Reduced at the operator's discretion, yet the note states substantially greater work",
+    ["modifier-conflict: 22 does not go with 52; 52 is billed, 22 is not (no supportingInfo)"],
+)
+def v32() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v32-modifier-conflict")
+    b.procedure["status"] = "stopped"
+    b.procedure["statusReason"] = {
+        "text": "The planned second overlapping ablation was not performed at the operator's "
+        "discretion; the residual margin will be treated with chemoembolization."
+    }
+    b.procedure["outcome"] = cc(SCT, "385670004", "Partially successful")
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE + " The first ablation took substantially longer than usual "
+            "(80 minutes) because the tumor abuts the hepatic vein."
+        }
+    ]
+    return b.collection(), [
+        expect(
+            "Procedure/v32-modifier-conflict-rfa",
+            "claim",
+            ["modifier-conflict"],
+            modifiers=["52"],
+            claim=claim(b, [(RFA, ["52"]), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding, Modifier
-from fhir_adapter.rules.context import Context
+from fhir_adapter.rules.context import Context, Fact
 from fhir_adapter.rules.facts import derive_facts
 from fhir_adapter.rules.pack import CompiledRule, MatchFn, Pack
 from fhir_adapter.rules.text import TextIndex, counts
@@ -24,6 +24,11 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     )
     pos = ctx.facts["place_of_service"].value
     result.place_of_service = pos if isinstance(pos, str) else None
+
+    result.modifiers, conflicts = decide_modifiers(pack, ctx)
+    ctx.facts["modifier_conflicts"] = (
+        Fact([e.reference for e in conflicts], conflicts) if conflicts else Fact(None)
+    )
 
     for rule in pack.rules:
         if rule.when and not all(_found(fn, ctx) for fn in rule.when):
@@ -55,6 +60,15 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
         else:
             result.criteria.append(Criterion(rule.finding, True, tuple(evidence)))
 
+    result.blocked = any(pack.severity_rank(f.severity) >= threshold for f in result.findings)
+    return result
+
+
+def decide_modifiers(pack: Pack, ctx: Context) -> tuple[list[Modifier], tuple[Evidence, ...]]:
+    """The modifiers of the pack's line, and the evidence of those left off because another
+    one that excludes them (pack: modifiers[].excludes) is documented too."""
+    found: dict[str, Modifier] = {}
+    excludes: dict[str, tuple[str, ...]] = {}
     for mod in pack.modifiers:
         if not all(_found(fn, ctx) for fn in mod.when) or any(_found(fn, ctx) for fn in mod.unless):
             continue
@@ -62,10 +76,37 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
         for fn in mod.any:
             mod_evidence.extend(e for e in fn(ctx) if counts(e))
         if mod_evidence:
-            result.modifiers.append(Modifier(mod.code, mod.reason, tuple(mod_evidence)))
-
-    result.blocked = any(pack.severity_rank(f.severity) >= threshold for f in result.findings)
-    return result
+            found[mod.code] = Modifier(mod.code, mod.reason, tuple(mod_evidence))
+            excludes[mod.code] = mod.excludes
+    # decide a modifier once every documented one that excludes it is decided: it is left
+    # off when one of those is kept (the schema forbids two that exclude each other)
+    kept: dict[str, bool] = {}
+    winner: dict[str, str] = {}
+    pending = list(found)
+    while pending:
+        for code in pending:
+            excluders = [o for o in found if o != code and code in excludes[o]]
+            if any(o in pending for o in excluders):
+                continue
+            by = next((o for o in excluders if kept[o]), None)
+            kept[code] = by is None
+            if by is not None:
+                winner[code] = by
+            pending.remove(code)
+            break
+        else:  # a longer cycle of exclusions: keep the rest as documented
+            kept.update((code, True) for code in pending)
+            pending = []
+    conflicts = []
+    for code, by in winner.items():
+        lost, won = found[code], found[by]
+        first = lost.evidence[0]
+        note = (
+            f"{code} ({lost.reason}) and {by} ({won.reason}) are both documented; they do "
+            f"not go together: {by} is billed, {code} is not"
+        )
+        conflicts.append(Evidence(first.reference, first.path, first.snippet, note))
+    return [m for c, m in found.items() if kept[c]], tuple(conflicts)
 
 
 def _exception(rule: CompiledRule, ctx: Context) -> tuple[Evidence, ...]:

@@ -86,6 +86,14 @@ def _facility(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
     return (Fact(ref, (Evidence(ref, path),)) if ref else Fact(None),)
 
 
+@provides("modifier_conflicts")
+def _modifier_conflicts(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+    """Modifiers the documentation supports that exclude each other (pack: modifiers[].excludes).
+    The engine decides the modifiers from the other facts and sets this one before the rules
+    run (rules.evaluate.decide_modifiers); derived on its own it is unknown."""
+    return (Fact(None),)
+
+
 @provides("tumor_count", "tumor_max_size_cm")
 def _tumors(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
     return (tumor_count(pack, case, text), tumor_max_size_cm(pack, case, text))

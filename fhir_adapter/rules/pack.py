@@ -59,6 +59,7 @@ class CompiledModifier:
     any: list[MatchFn]
     when: list[MatchFn] = field(default_factory=list)
     unless: list[MatchFn] = field(default_factory=list)
+    excludes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -199,6 +200,7 @@ class _Compiler:
                     [self._matcher(x, pack, []) for x in mod.any],
                     [self._matcher(x, pack, []) for x in mod.when],
                     [self._matcher(x, pack, []) for x in mod.unless],
+                    tuple(mod.excludes),
                 )
             )
         return pack

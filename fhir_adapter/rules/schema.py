@@ -42,6 +42,7 @@ CrosswalkName = Annotated[str, Ref("crosswalks")]
 FactName = Annotated[str, Ref("facts")]
 Collections = Annotated[list[str], Ref("collections")]
 TextSources = Annotated[list[str], Ref("text_sources")]
+ModifierName = Annotated[str, Ref("modifiers")]
 
 NOUNS = {
     "valuesets": "value set",
@@ -51,6 +52,7 @@ NOUNS = {
     "facts": "fact",
     "collections": "collection",
     "text_sources": "text source",
+    "modifiers": "modifier",
 }
 
 
@@ -194,6 +196,10 @@ class ModifierRule(_Strict):
     when: list[Matcher] = []
     any: list[Matcher] = Field(min_length=1)
     unless: list[Matcher] = []
+    # modifiers that cannot go with this one on the line: when the documentation supports
+    # both, this one is billed, the excluded one is not, and the engine's modifier_conflicts
+    # fact names both (a rule turns it into a finding)
+    excludes: list[ModifierName] = []
 
     def label(self) -> str:
         return f"modifier {self.code!r}"
@@ -352,6 +358,7 @@ class PackModel(_Strict):
             "facts": set(FACTS),
             "collections": set(COLLECTIONS),
             "text_sources": set(TEXT_SOURCES),
+            "modifiers": {m.code for m in self.modifiers},
         }
 
     @model_validator(mode="after")
@@ -373,6 +380,13 @@ class PackModel(_Strict):
             if rule.finding in seen:
                 problems.append(f"{rule.label()}: finding code defined twice")
             seen.add(rule.finding)
+        excludes = {m.code: set(m.excludes) for m in self.modifiers}
+        for mod in self.modifiers:
+            for other in mod.excludes:
+                if other == mod.code or mod.code in excludes.get(other, set()):
+                    problems.append(
+                        f"{mod.label()}: excludes {other!r}, which excludes it (no precedence)"
+                    )
         if self.default_block_on not in self.severity_order:
             problems.append("default_block_on is not in severity_order")
         if problems:

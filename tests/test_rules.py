@@ -1024,3 +1024,30 @@ def test_a_modifier_that_excludes_an_unknown_one_is_a_load_error(tmp_path: Any) 
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(PackError, match="no precedence"):
         load_pack(path)
+
+
+@pytest.mark.parametrize("status", ["resolved", "inactive"])
+def test_a_resolved_reason_is_not_coded(pack: Pack, good_case: Resources, status: str) -> None:
+    """The stated reason (also the encounter's diagnosis) is no longer there."""
+    by_id(good_case, f"{P}-dx")["clinicalStatus"] = {"coding": [{"code": status}]}
+    [out] = outputs_of(pack, good_case)
+    assert {f.code for f in out.evaluation.findings} == {"diagnosis-unsupported"}
+    [finding] = out.evaluation.findings
+    assert any(e.cue == status for e in finding.evidence)
+
+
+def test_tables_changed_in_place_are_read_again(
+    pack: Pack, good_case: Resources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new quarter's PTP file dropped into the tables directory of a running process."""
+    from fhir_adapter.rules import billing
+
+    _tables_with(tmp_path, "")
+    monkeypatch.setenv("FHIR_ADAPTER_TABLES", str(tmp_path / "tables"))
+    monkeypatch.setattr(billing, "TABLES_RECHECK_SECONDS", 0.0, raising=False)
+    assert findings_of(pack, good_case)[PROC] == set()
+    ptp = next((tmp_path / "tables").glob("ptp-*.txt"))
+    ptp.write_text(
+        ptp.read_text() + "47382\t77013\t\t20260101\t*\t0\tMutually exclusive procedures\n"
+    )
+    assert findings_of(pack, good_case)[PROC] == {"coding-edit-ptp"}

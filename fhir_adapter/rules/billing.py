@@ -9,8 +9,8 @@ comes from the pack and the CMS tables; this module knows where to look in FHIR.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,16 +23,24 @@ from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.text import TextIndex, affirmed_evidence
 
+# how long a loaded table set is used before `load_tables` checks its files again
+TABLES_RECHECK_SECONDS = 2.0
+_recent_tables: dict[str | None, tuple[float, tables.PaymentTables]] = {}
+
 
 def payment_tables() -> tables.PaymentTables:
-    """The CMS tables ($FHIR_ADAPTER_TABLES, else mappings/tables/), read once per process
-    and directory: `load_tables` itself would stat every file on each of a case's calls."""
-    return _tables_in(os.environ.get("FHIR_ADAPTER_TABLES") or None)
-
-
-@functools.cache
-def _tables_in(directory: str | None) -> tables.PaymentTables:
-    return tables.load_tables(directory)
+    """The CMS tables ($FHIR_ADAPTER_TABLES, else mappings/tables/). `load_tables` re-reads a
+    directory whose files changed; it is asked at most every TABLES_RECHECK_SECONDS (it would
+    stat every file on each of a case's calls), so a new quarter's files dropped into a running
+    service are picked up."""
+    directory = os.environ.get("FHIR_ADAPTER_TABLES") or None
+    now = time.monotonic()
+    hit = _recent_tables.get(directory)
+    if hit is not None and now - hit[0] < TABLES_RECHECK_SECONDS:
+        return hit[1]
+    loaded = tables.load_tables(directory)
+    _recent_tables[directory] = (now, loaded)
+    return loaded
 
 
 def as_date(value: str | None) -> dt.date | None:
@@ -62,6 +70,8 @@ class Diagnoses:
     invalid: list[tuple[Diagnosis, str]] = field(default_factory=list)
     # Conditions left out as uncertain, with their verification status
     uncertain: list[tuple[str, str]] = field(default_factory=list)
+    # Conditions left out as no longer present (resolved...), with their clinical status
+    inactive: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def principal(self) -> Diagnosis | None:
@@ -70,7 +80,11 @@ class Diagnoses:
 
 
 def verification_code(condition: Resource) -> str | None:
-    for coding in codings(condition.get("verificationStatus")):
+    return _first_code(condition.get("verificationStatus"))
+
+
+def _first_code(value: Any) -> str | None:
+    for coding in codings(value):
         if isinstance(coding.get("code"), str):
             return str(coding["code"]).strip()
     return None
@@ -90,14 +104,18 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     crosswalk = pack.model.crosswalks.get(cfg.diagnosis_crosswalk or "", {})
     dx_cfg = pack.model.facts.diagnoses
     uncertain = set(dx_cfg.uncertain_verification) if dx_cfg else set()
+    inactive = set(dx_cfg.inactive_clinical) if dx_cfg else set()
     ranks = _encounter_ranks(case)
     reasons = {id(c) for c in case.reason_conditions}
     out = Diagnoses()
     kept = []
     for c in case.conditions:
         status = verification_code(c)
+        clinical = _first_code(c.get("clinicalStatus"))
         if status in uncertain:
             out.uncertain.append((case.ref(c), str(status)))
+        elif clinical in inactive:
+            out.inactive.append((case.ref(c), str(clinical)))
         else:
             kept.append(c)
     ordered = sorted(kept, key=lambda c: (id(c) not in reasons, ranks.get(case.ref(c), 99)))
@@ -144,10 +162,8 @@ def _encounter_ranks(case: Case) -> dict[str, int]:
     for diag in (case.encounter or {}).get("diagnosis") or []:
         if not isinstance(diag, dict) or not isinstance(diag.get("rank"), int):
             continue
-        target = diag.get("condition") or {}
-        ref = target.get("reference") if isinstance(target, dict) else None
         for c in case.conditions:
-            if isinstance(ref, str) and (ref == case.ref(c) or ref.endswith(f"/{c.get('id')}")):
+            if refers_to(case, diag.get("condition"), c):
                 ranks.setdefault(case.ref(c), diag["rank"])
     return ranks
 
@@ -257,7 +273,7 @@ def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
     names = sorted(codes)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            edit = table.ptp(a, b, on) or table.ptp(b, a, on)
+            edit = table.ptp(a, b, on)  # either may be column 1
             if edit is None or edit.modifier_indicator not in ("0", "1"):
                 continue
             key = (edit.column1, edit.column2)
@@ -453,10 +469,8 @@ def is_facility(pack: Pack, pos: str | None) -> bool:
 
 def facility_location(case: Case) -> str | None:
     """The Location the procedure was performed at (else the encounter's first)."""
-    own = case.procedure.get("location")
-    ref = own.get("reference") if isinstance(own, dict) else None
     for loc in case.locations:
-        if isinstance(ref, str) and (ref == case.ref(loc) or ref.endswith(f"/{loc.get('id')}")):
+        if refers_to(case, case.procedure.get("location"), loc):
             return case.ref(loc)
     return case.ref(case.locations[0]) if case.locations else None
 

@@ -139,6 +139,16 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
             cue=status,
         )
         for ref, status in dx.uncertain
+    ) + tuple(
+        Evidence(
+            ref,
+            "Condition.clinicalStatus",
+            None,
+            f"{status}: a condition no longer present is not a diagnosis of this service",
+            status="historical",
+            cue=status,
+        )
+        for ref, status in dx.inactive
     )
     return (
         Fact([d.code for d in billable], listed, icd) if billable else Fact(None),

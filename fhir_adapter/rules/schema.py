@@ -256,6 +256,9 @@ class DiagnosisFacts(_Strict):
 
     source: str
     uncertain_verification: list[str]
+    # Condition.clinicalStatus values of a condition that is no longer there to treat: not a
+    # diagnosis of the service, stated reason or not
+    inactive_clinical: list[str] = ["inactive", "resolved", "remission"]
 
 
 class UnitsFact(_Strict):

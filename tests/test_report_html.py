@@ -729,3 +729,54 @@ def test_a_findings_message_is_in_the_worklist_for_screen_readers(
         for f, item in zip(out.evaluation.findings, cell.locator("li").all(), strict=True):
             assert f.message in snapshot, (f.code, snapshot)
             assert f.message in (item.text_content() or "")
+
+
+def test_a_pack_with_its_own_severity_order_sorts_filters_and_colours_by_it(
+    tmp_path: Path, outputs: list[CaseOutput], report_pack: Pack, open_page: Any
+) -> None:
+    """The page takes the severity scale from the pack (least severe first in the pack)."""
+    import dataclasses
+
+    scale = ["high", "low", "moderate"]  # here "moderate" is the worst, "high" the mildest
+    model = report_pack.model.model_copy(update={"severity_order": scale})
+    pack = dataclasses.replace(report_pack, model=model)
+    worst_first = scale[::-1]
+
+    def order(scale_worst_first: list[str], sign: int = 1) -> list[str]:
+        """Procedures as the Findings header sorts them (sign 1: mildest worst finding first);
+        ties keep the batch order either way."""
+
+        def key(item: tuple[int, CaseOutput]) -> tuple[int, int, int]:
+            i, out = item
+            ranks = [scale_worst_first.index(f.severity) for f in out.evaluation.findings]
+            worst = min(ranks, default=len(scale_worst_first))
+            return (sign * (len(scale_worst_first) - worst), sign * len(ranks), i)
+
+        return [o.evaluation.procedure for _, o in sorted(enumerate(outputs), key=key)]
+
+    expected = order(worst_first)
+    assert expected != order(["high", "moderate", "low"]), "the scales must sort differently"
+
+    page, _ = open_page(write_page(tmp_path, outputs, pack))
+    show_all_rows(page)
+    options = page.locator("#f-severity option").evaluate_all("os => os.map(o => o.value)")
+    assert options[1:] == worst_first
+    page.click('#cases thead button[data-sort="findings"]')
+    assert shown_procedures(page) == expected
+    page.click('#cases thead button[data-sort="findings"]')
+    assert shown_procedures(page) == order(worst_first, -1)
+    # Colours follow the rank in the pack's scale: its worst severity is styled as the worst.
+    badge = page.locator("#cases tbody .sev", has_text="moderate").first
+    expect(badge).to_have_class("sev sev-high")
+    badge = page.locator("#cases tbody .sev", has_text="high").first
+    expect(badge).to_have_class("sev sev-low")
+    for severity in worst_first:
+        page.select_option("#f-severity", severity)
+        shown = set(shown_procedures(page))
+        assert shown == {
+            o.evaluation.procedure
+            for o in outputs
+            if any(f.severity == severity for f in o.evaluation.findings)
+        }
+    by_severity = page.locator("#by-severity tbody td:first-child").all_inner_texts()
+    assert by_severity == [s for s in [*worst_first, "no findings"] if s in by_severity]

@@ -24,12 +24,14 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from fhir_adapter.report.model import (
+    RULED_OUT,
     SEVERITIES,
     EvidenceFn,
     ReportRow,
     case_view,
+    evidence_items,
     report_rows,
-    valid_span,
+    severity_classes,
 )
 from fhir_adapter.writeback import CaseOutput
 
@@ -109,20 +111,10 @@ def _evidence_packer(s: _Strings) -> EvidenceFn:
 
     def pack(items: Any) -> list[Any]:
         out = []
-        for e in items or ():
-            if not isinstance(e, dict):
-                continue
-            snippet = e.get("snippet")
-            row = [
-                s(e.get("reference") or ""),
-                s(e.get("path") or ""),
-                s(snippet),
-                s(e.get("note")),
-                s(e.get("status")),
-                s(e.get("cue")),
-            ]
-            if snippet is not None and valid_span(e.get("span"), str(snippet)):
-                row += e["span"]
+        for ref, path, snippet, note, status, cue, span in evidence_items(items):
+            row = [s(ref), s(path), s(snippet), s(note), s(status), s(cue)]
+            if span is not None:
+                row += span
             out.append(row)
         return out
 
@@ -199,7 +191,9 @@ def _evaluated_at(rows: Sequence[ReportRow]) -> str:
     return first if first == last else f"{first} to {last}"
 
 
-def _overview(cases: list[dict[str, Any]], order: Sequence[str]) -> dict[str, Any]:
+def _overview(
+    cases: list[dict[str, Any]], order: Sequence[str], classes: Mapping[str, str]
+) -> dict[str, Any]:
     """Counts for the overview: totals, the findings chart, outcome, worst severity, payer."""
     claims = sum(1 for c in cases if c["outcome"] == "claim")
     per_code: Counter[tuple[str, str]] = Counter()
@@ -223,7 +217,7 @@ def _overview(cases: list[dict[str, Any]], order: Sequence[str]) -> dict[str, An
         {
             "code": code,
             "severity": severity,
-            "severity_class": severity if severity in SEVERITIES else "low",
+            "severity_class": classes[severity],
             "count": n,
             "y": i * step,
             "width": max(2, round(bar_room * n / top)),
@@ -306,6 +300,9 @@ def _render(
     pack_label = ""
     if pack is not None:
         pack_label = f"{pack.model.pack} {pack.model.version} ({pack.model.title})"
+    seen = {f["severity"] for c in cases for f in c["findings"]}
+    seen.update(i["severity"] for c in cases for i in c["issues"])
+    classes = severity_classes(order, sorted(seen))
     css, js = _static("report.css"), _static("report.js")
     csp = "; ".join(
         [
@@ -324,8 +321,15 @@ def _render(
         csp=csp,
         css=Markup(css),
         js=Markup(js),
-        **_overview(cases, order),
-        cases=packed,
+        **_overview(cases, order, classes),
+        # What the script needs besides the cases: the scale (worst first), the style of
+        # each severity and which mention statuses do not count. It holds no copy of them.
+        data={
+            "severities": list(order),
+            "severity_class": classes,
+            "ruled_out": list(RULED_OUT),
+            "cases": packed,
+        },
         strings=strings.table(),
         run={
             "evaluated": _evaluated_at(rows),

@@ -9,13 +9,18 @@ the criteria that looked for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from fhir_adapter.rules.vocabulary import STATUSES as _MENTION_STATUSES
 from fhir_adapter.writeback import CaseOutput
 
+# The default scale, worst first (a pack's `severity_order` reversed); also the names of the
+# page's three severity styles.
 SEVERITIES = ("high", "moderate", "low")
-STATUSES = ("affirmed", "negated", "hypothetical", "historical", "uncertain", "other")
+# Statuses of a mention: affirmed counts; the others (RULED_OUT, the pack vocabulary's) do not.
+RULED_OUT: tuple[str, ...] = _MENTION_STATUSES
+STATUSES = ("affirmed", *RULED_OUT)
 
 ReportRow = Mapping[str, Any]
 RENDERING_ROLES = ("rendering", "primary")  # CARIN BB, then the base claimcareteamrole
@@ -62,7 +67,9 @@ def _resources(row: ReportRow, rtype: str) -> list[Mapping[str, Any]]:
 
 
 def valid_span(span: Any, snippet: str) -> bool:
-    """A span is highlighted only when it lies inside its snippet; otherwise it is ignored."""
+    """A span is highlighted only when it lies inside its snippet; otherwise it is ignored.
+
+    Spans count code points (Python `str` indices), not UTF-16 units."""
     return (
         isinstance(span, list | tuple)
         and len(span) == 2
@@ -71,26 +78,54 @@ def valid_span(span: Any, snippet: str) -> bool:
     )
 
 
-def evidence_dicts(items: Any) -> list[Any]:
-    """Evidence as plain dicts (ref, path, snippet, note, status, cue, span when valid)."""
-    out = []
+Evidence = tuple[str, str, str | None, str | None, str | None, str | None, list[int] | None]
+
+
+def evidence_items(items: Any) -> Iterator[Evidence]:
+    """Each evidence entry as (ref, path, snippet, note, status, cue, span): strings, None when
+    absent, and the span only when it is valid. The one place evidence is shaped; the HTML
+    page packs these tuples, the CSV and `evidence_dicts` read them as they are."""
     for e in items or ():
         if not isinstance(e, dict):
             continue
-        ev: dict[str, Any] = {
-            "ref": str(e.get("reference") or ""),
-            "path": str(e.get("path") or ""),
-        }
         snippet = e.get("snippet")
+        text = None if snippet is None else str(snippet)
+        span = e.get("span")
+        valid = text is not None and valid_span(span, text)  # then a list of two ints
+        yield (
+            str(e.get("reference") or ""),
+            str(e.get("path") or ""),
+            text,
+            None if e.get("note") is None else str(e["note"]),
+            None if e.get("status") is None else str(e["status"]),
+            None if e.get("cue") is None else str(e["cue"]),
+            [span[0], span[1]] if valid and span is not None else None,
+        )
+
+
+def evidence_dicts(items: Any) -> list[Any]:
+    """Evidence as plain dicts (ref, path, snippet, note, status, cue, span when valid)."""
+    out = []
+    for ref, path, snippet, note, status, cue, span in evidence_items(items):
+        ev: dict[str, Any] = {"ref": ref, "path": path}
         if snippet is not None:
-            ev["snippet"] = str(snippet)
-            if valid_span(e.get("span"), ev["snippet"]):
-                ev["span"] = list(e["span"])
-        for key in ("note", "status", "cue"):
-            if e.get(key) is not None:
-                ev[key] = str(e[key])
+            ev["snippet"] = snippet
+            if span is not None:
+                ev["span"] = span
+        for key, value in (("note", note), ("status", status), ("cue", cue)):
+            if value is not None:
+                ev[key] = value
         out.append(ev)
     return out
+
+
+def severity_classes(order: Sequence[str], seen: Iterable[str] = ()) -> dict[str, str]:
+    """The style of each severity by its rank in the scale (`order`, worst first): the worst
+    is styled as "high", the next as "moderate", the rest (and any not in the scale) "low"."""
+    classes = {s: SEVERITIES[min(i, len(SEVERITIES) - 1)] for i, s in enumerate(order)}
+    for s in seen:
+        classes.setdefault(s, SEVERITIES[-1])
+    return classes
 
 
 EvidenceFn = Callable[[Any], list[Any]]

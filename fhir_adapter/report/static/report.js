@@ -2,11 +2,16 @@
 // textContent or an attribute, never as markup; the data is parsed from an inert JSON block.
 (function () {
   "use strict";
-  var SEVERITIES = ["high", "moderate", "low"];
-  var RULED_OUT = { negated: 1, hypothetical: 1, historical: 1, uncertain: 1, other: 1 };
   // Repeated strings travel once, in their own table; evidence rows hold indices into it.
   var S = JSON.parse(document.getElementById("report-strings").textContent);
-  var cases = JSON.parse(document.getElementById("report-data").textContent);
+  var data = JSON.parse(document.getElementById("report-data").textContent);
+  var cases = data.cases;
+  // The severity scale (worst first: the pack's, when the report was given one), the style of
+  // each severity, and the mention statuses that do not count all come with the data.
+  var SEVERITIES = data.severities;
+  var SEVERITY_CLASS = data.severity_class;
+  var RULED_OUT = {};
+  data.ruled_out.forEach(function (s) { RULED_OUT[s] = 1; });
   var byIndex = {};
   function evidence(rows) {
     return rows.map(function (r) {
@@ -23,7 +28,7 @@
     byIndex[c.i] = c;
     c.findings.forEach(function (f) { f.message = S[f.message]; });
     c.modifiers.forEach(function (m) { m.reason = S[m.reason]; });
-    var rank = 3;
+    var rank = SEVERITIES.length;
     c.findings.forEach(function (f) {
       var r = SEVERITIES.indexOf(f.severity);
       if (r >= 0 && r < rank) { rank = r; }
@@ -57,7 +62,7 @@
     if (cls) { node.className = cls; }
     return node;
   }
-  function sevClass(s) { return SEVERITIES.indexOf(s) >= 0 ? s : "low"; }
+  function sevClass(s) { return SEVERITY_CLASS[s] || "low"; }
   function badge(severity) { return el("span", severity, "sev sev-" + sevClass(severity)); }
   function outcomeBadge(outcome) {
     return el("span", outcome, "outcome outcome-" + (outcome === "claim" ? "claim" : "issues"));
@@ -72,7 +77,7 @@
     pos: function (c) { return c.pos; },
     outcome: function (c) { return c.outcome; },
     modifiers: function (c) { return c._mods; },
-    findings: function (c) { return (3 - c._worst) * 1000 + c.findings.length; }
+    findings: function (c) { return (SEVERITIES.length - c._worst) * 100000 + c.findings.length; }
   };
 
   function applyFilters() {

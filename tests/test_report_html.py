@@ -780,3 +780,32 @@ def test_a_pack_with_its_own_severity_order_sorts_filters_and_colours_by_it(
         }
     by_severity = page.locator("#by-severity tbody td:first-child").all_inner_texts()
     assert by_severity == [s for s in [*worst_first, "no findings"] if s in by_severity]
+
+
+def test_printing_prints_every_row_of_the_filtered_worklist(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    rows = _synthetic(outputs, 130)
+    page, _ = open_page(write_page(tmp_path, rows))
+    body = page.locator("#cases tbody tr")
+    expect(body).to_have_count(50)
+    expect(page.locator("#print-note")).to_contain_text("every case")
+    page.emulate_media(media="print")
+    expect(body).to_have_count(130)
+    expect(page.locator("#cases")).to_be_visible()
+    page.emulate_media(media="screen")
+    expect(body).to_have_count(50)
+    expect(page.locator("#p-info")).to_have_text("Page 1 of 3")
+
+    page.select_option("#f-outcome", "claim")
+    expected = [r["procedure"] for r in rows if r["outcome"] == "claim"]
+    assert len(expected) > 50
+    page.click("#p-next")
+    page.emulate_media(media="print")
+    expect(body).to_have_count(len(expected))
+    assert shown_procedures(page) == expected
+    pdf = page.pdf(format="A4")
+    assert pdf.startswith(b"%PDF")
+    page.emulate_media(media="screen")
+    expect(page.locator("#p-info")).to_have_text("Page 2 of 2")
+    expect(body).to_have_count(len(expected) - 50)

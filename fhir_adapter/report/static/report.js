@@ -196,6 +196,28 @@
     });
   });
 
+  // ---- printing: every case of the filtered worklist, not only the page on screen ---------
+  var printing = false;
+  function printAll(on) {
+    if (on === printing || (on && $("worklist").hidden)) { return; } // a case prints as shown
+    printing = on;
+    if (!on) { renderList(); return; }
+    var frag = document.createDocumentFragment();
+    view.forEach(function (c) { frag.appendChild(row(c)); });
+    document.querySelector("#cases tbody").replaceChildren(frag);
+    var filtered = view.length === cases.length ? "" : " (filtered from " + cases.length.toLocaleString("en-US") + ")";
+    $("status").textContent = view.length
+      ? "All " + view.length.toLocaleString("en-US") + " case(s) of the worklist" + filtered + "."
+      : "No case matches the filters" + filtered + ".";
+  }
+  window.addEventListener("beforeprint", function () { printAll(true); });
+  window.addEventListener("afterprint", function () { printAll(false); });
+  // Print preview and "save as PDF" switch the media without always firing beforeprint.
+  var printMedia = window.matchMedia ? window.matchMedia("print") : null;
+  if (printMedia && printMedia.addEventListener) {
+    printMedia.addEventListener("change", function (event) { printAll(event.matches); });
+  }
+
   // ---- case view --------------------------------------------------------------------------
   function snippet(ev) {
     var q = el("blockquote", null, "snippet");

@@ -36,7 +36,6 @@ COLLECTIONS = (
     "coverage",
 )
 
-_EXCLUDED_VERIFICATION = {"entered-in-error", "refuted"}
 _INACTIVE_CLINICAL = {"inactive", "resolved", "remission"}
 
 
@@ -181,10 +180,6 @@ class _Builder:
         types = (rtype,) if isinstance(rtype, str) else rtype
         if resource.get("resourceType") not in types:
             return
-        if into == "conditions" or into == "reason_conditions":
-            status = _code_of(resource.get("verificationStatus"))
-            if status in _EXCLUDED_VERIFICATION:
-                return
         seen = self._seen.setdefault(into, set())
         if id(resource) in seen:
             return

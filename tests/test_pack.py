@@ -189,3 +189,27 @@ def test_a_fhirpath_rule_in_a_payer_pack(tmp_path: Path, good_case: list[dict[st
     assert "payer-outcome-uncoded" not in findings_of(pack, good_case)["Procedure/ex1-hcc-ct-rfa"]
     by_id(good_case, "ex1-hcc-ct-rfa")["outcome"] = {"text": "fine"}
     assert "payer-outcome-uncoded" in findings_of(pack, good_case)["Procedure/ex1-hcc-ct-rfa"]
+
+
+def test_which_conditions_are_void_is_a_yaml_edit(
+    tmp_path: Path, good_case: list[dict[str, Any]]
+) -> None:
+    """An entered-in-error diagnosis is no evidence (stock pack); drop the status from the
+    pack's void_verification and it is an uncertain diagnosis, named as left out."""
+    from fhir_adapter import evaluate_store
+
+    from .conftest import store_of
+
+    by_id(good_case, "ex1-hcc-ct-dx")["verificationStatus"] = {
+        "coding": [{"code": "entered-in-error"}]
+    }
+
+    def cues(pack: Any) -> set[str | None]:
+        [out] = evaluate_store(store_of(good_case), pack, now="2026-11-27T00:00:00+00:00")
+        [f] = [f for f in out.evaluation.findings if f.code == "diagnosis-unsupported"]
+        return {e.cue for e in f.evidence}
+
+    assert "entered-in-error" not in cues(load_pack())
+    raw = _raw()
+    raw["facts"]["diagnoses"]["void_verification"] = ["refuted"]
+    assert "entered-in-error" in cues(load_pack(_write(tmp_path, raw)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding, Modifier
+from fhir_adapter.rules.billing import verification_code
 from fhir_adapter.rules.context import Context, Fact
 from fhir_adapter.rules.facts import derive_facts
 from fhir_adapter.rules.pack import CompiledRule, MatchFn, Pack
@@ -13,6 +14,7 @@ from fhir_adapter.rules.text import TextIndex, counts
 def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evaluation:
     """Evaluate `case`; findings at or above `block_on` (default: the pack's) block the Claim."""
     threshold = pack.severity_rank(block_on or pack.model.default_block_on)
+    _drop_void_conditions(pack, case)
     text = TextIndex(case)
     ctx = Context(case, text)
     ctx.facts = derive_facts(pack, case, text)
@@ -62,6 +64,18 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
 
     result.blocked = any(pack.severity_rank(f.severity) >= threshold for f in result.findings)
     return result
+
+
+def _drop_void_conditions(pack: Pack, case: Case) -> None:
+    """Conditions whose verification status the pack calls void (refuted, entered in error)
+    leave the case before anything looks at it (facts.diagnoses.void_verification)."""
+    dx = pack.model.facts.diagnoses
+    void = set(dx.void_verification) if dx else set()
+    if not void:
+        return
+    for name in ("conditions", "reason_conditions"):
+        kept = [c for c in getattr(case, name) if verification_code(c) not in void]
+        setattr(case, name, kept)
 
 
 def decide_modifiers(pack: Pack, ctx: Context) -> tuple[list[Modifier], tuple[Evidence, ...]]:

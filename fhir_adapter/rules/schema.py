@@ -256,6 +256,9 @@ class DiagnosisFacts(_Strict):
 
     source: str
     uncertain_verification: list[str]
+    # Conditions with these verification statuses are not evidence of anything: rules and
+    # the Claim never see them (rules.evaluate drops them from the case)
+    void_verification: list[str] = ["refuted", "entered-in-error"]
     # Condition.clinicalStatus values of a condition that is no longer there to treat: not a
     # diagnosis of the service, stated reason or not
     inactive_clinical: list[str] = ["inactive", "resolved", "remission"]

@@ -177,6 +177,20 @@ def evaluate_on_spark(
         raise
 
 
+def _ndjson_inputs(input_uri: str) -> str:
+    """A local directory becomes its NDJSON files (what the local engine reads: no sidecar
+    YAML, no hidden files); a glob or remote URI goes to Spark as given."""
+    from fhir_adapter.sources.files import NDJSON_SUFFIXES, input_files
+
+    local = Path(input_uri.removeprefix("file://"))
+    if "://" in input_uri.removeprefix("file://") or not local.is_dir():
+        return input_uri
+    files = [str(f) for f in input_files(local) if f.name.lower().endswith(NDJSON_SUFFIXES)]
+    if not files:
+        raise AdapterError(f"{input_uri}: no NDJSON files in this directory")
+    return ",".join(files)
+
+
 def _evaluate_on_spark(
     input_uri: str,
     out_uri: str,
@@ -194,7 +208,7 @@ def _evaluate_on_spark(
     session = spark or _session(master)
     sc = session.sparkContext
     system, code = pack.procedure_system, pack.procedure_code
-    lines = sc.textFile(input_uri).filter(lambda t: t.strip() != "")
+    lines = sc.textFile(_ndjson_inputs(input_uri)).filter(lambda t: t.strip() != "")
     needle = f'"{code}"'.encode()
 
     # Pass 1: the cases.

@@ -196,16 +196,22 @@ def test_expired_token_during_download_is_renewed(tmp_path: Path) -> None:
     assert responses.calls[-1].request.headers["Authorization"] == "Bearer tok-fresh"
 
 
-@responses.activate
-def test_truncated_file_is_an_error_and_resume_fetches_it(tmp_path: Path) -> None:
+def _export_of(body: bytes, count: int) -> FhirClient:
+    """A client whose export's one Patient file is `body`, announced with `count` lines."""
     client = _client()
     responses.add(
         responses.GET, f"{BASE}/$export", status=202, headers={"Content-Location": STATUS}
     )
-    manifest = _manifest(count=3)
+    manifest = _manifest(count=count)
     manifest["error"] = []
     responses.add(responses.GET, STATUS, json=manifest)
-    responses.add(responses.GET, FILE, body=LINE * 2)  # one line short
+    responses.add(responses.GET, FILE, body=body)
+    return client
+
+
+@responses.activate
+def test_truncated_file_is_an_error_and_resume_fetches_it(tmp_path: Path) -> None:
+    client = _export_of(LINE * 2, 3)  # one line short
     with pytest.raises(ExportError, match="2 lines where the manifest says 3"):
         BulkExport(client, tmp_path).run()
     assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob("*.part"))
@@ -248,27 +254,13 @@ def test_retry_after_forms() -> None:
 
 @responses.activate
 def test_last_line_without_newline_matches_the_manifest_count(tmp_path: Path) -> None:
-    client = _client()
-    responses.add(
-        responses.GET, f"{BASE}/$export", status=202, headers={"Content-Location": STATUS}
-    )
-    manifest = _manifest(count=2)
-    manifest["error"] = []
-    responses.add(responses.GET, STATUS, json=manifest)
-    responses.add(responses.GET, FILE, body=LINE + LINE.rstrip(b"\n"))
+    client = _export_of(LINE + LINE.rstrip(b"\n"), 2)
     result = BulkExport(client, tmp_path).run()
     assert [p.read_bytes().count(b"Patient") for p in result.files] == [2]
 
 
 @responses.activate
 def test_blank_lines_do_not_count_toward_the_manifest(tmp_path: Path) -> None:
-    client = _client()
-    responses.add(
-        responses.GET, f"{BASE}/$export", status=202, headers={"Content-Location": STATUS}
-    )
-    manifest = _manifest(count=2)
-    manifest["error"] = []
-    responses.add(responses.GET, STATUS, json=manifest)
-    responses.add(responses.GET, FILE, body=LINE + b"\n" + LINE + b"\n\n")
+    client = _export_of(LINE + b"\n" + LINE + b"\n\n", 2)
     result = BulkExport(client, tmp_path).run()
     assert [p.read_bytes().count(b"Patient") for p in result.files] == [2]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_adapter.errors import HookError
+from fhir_adapter.hooks.storage import open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (
@@ -103,17 +104,7 @@ class FeedbackStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            # WAL with NORMAL sync: a commit does not wait for fsync (10 ms here); a crash
-            # can lose the last rows of this log, never corrupt it.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            from fhir_adapter.errors import AdapterError
-
-            raise AdapterError(f"{self.path}: cannot open the feedback database: {exc}") from None
+        self._db = open_database(self.path, _SCHEMA, "feedback database")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -27,6 +27,7 @@ import jwt
 import requests
 
 from fhir_adapter.errors import ConfigError
+from fhir_adapter.hooks.storage import open_database
 
 log = logging.getLogger("fhir_adapter.hooks")
 
@@ -211,12 +212,7 @@ class SqliteReplayCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_REPLAY_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"{self.path}: cannot open the JWT replay database: {exc}") from None
+        self._db = open_database(self.path, _REPLAY_SCHEMA, "JWT replay database")
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()

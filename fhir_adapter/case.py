@@ -278,12 +278,12 @@ def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, 
     for other in others:
         if other is case.procedure or other.get("status") in _NOT_DONE:
             continue
-        case._actors[id(other)] = frozenset(_actor_keys(store, other))
+        actors = case._actors[id(other)] = frozenset(_actor_keys(store, other))
         b.add("session_procedures", other, "Procedure")
         if has_coding(other, ("code",), system, code):
             if performed_sort_key(other, store.key_of(other)) < own_key:
                 case.same_code_earlier.append(other)
-        elif mine and mine & _actor_keys(store, other):
+        elif mine and mine & actors:
             b.add("same_performer_procedures", other, "Procedure")
     _gather_patient_history(store, case, b, system, code, mine, own_key)
 
@@ -321,9 +321,11 @@ def _gather_patient_history(
                 counted.add(id(other))
                 b.remember(other)
                 case.same_code_earlier.append(other)
-        elif other.get("status") == "completed" and mine and mine & _actor_keys(store, other):
-            case._actors[id(other)] = frozenset(_actor_keys(store, other))
-            b.add("prior_procedures", other, "Procedure")
+        elif other.get("status") == "completed" and mine:
+            actors = frozenset(_actor_keys(store, other))
+            if mine & actors:
+                case._actors[id(other)] = actors
+                b.add("prior_procedures", other, "Procedure")
 
 
 def _actor_keys(store: ResourceStore, procedure: Resource) -> set[str]:

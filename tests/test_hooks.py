@@ -604,6 +604,9 @@ def test_feedback_is_stored_once_and_summarised(
     assert ehr.post(path, feedback, token=None).status_code == 401
     bad = {"feedback": [{"card": "x", "outcome": "ignored", "outcomeTimestamp": "now"}]}
     assert ehr.post(path, bad).status_code == 422
+    odd_reason = copy.deepcopy(feedback)
+    odd_reason["feedback"][1]["overrideReason"]["reason"] = {"code": "x", "system": {"a": 1}}
+    assert ehr.post(path, odd_reason).status_code == 422  # not a 500 from SQLite
     db = service.app.state.service.config.feedback_db
     assert main(["feedback", "--feedback-db", str(db), "--format", "json"]) == 0
     rows = {(r["service"], r["topic"]): r for r in json.loads(capsys.readouterr().out)["topics"]}

@@ -19,6 +19,7 @@ from typing import Any
 
 from fhir_adapter.errors import HookError
 from fhir_adapter.hooks.storage import open_database
+from fhir_adapter.pipeline import now_iso
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (
@@ -32,10 +33,6 @@ CREATE TABLE IF NOT EXISTS feedback (
   PRIMARY KEY (service, card, outcome, outcome_at)
 );
 """
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,9 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
                 raise HookError(f"{at}.overrideReason must be an object", 422)
             coding = override.get("reason")
             if coding is not None and (
-                not isinstance(coding, dict) or not isinstance(coding.get("code"), str)
+                not isinstance(coding, dict)
+                or not isinstance(coding.get("code"), str)
+                or not all(isinstance(coding.get(k, ""), str) for k in ("system", "display"))
             ):
                 raise HookError(f"{at}.overrideReason.reason must be a Coding", 422)
             reason = coding
@@ -119,7 +118,7 @@ class FeedbackStore:
         self, service: str, hook_instance: str, cards: Sequence[dict[str, Any]]
     ) -> None:
         rows = []
-        stamp = _now()
+        stamp = now_iso()
         for card in cards:
             if not isinstance(card.get("uuid"), str):
                 continue
@@ -141,7 +140,7 @@ class FeedbackStore:
 
     def record_feedback(self, service: str, items: Sequence[FeedbackItem]) -> int:
         """Store the items; returns how many were new."""
-        stamp = _now()
+        stamp = now_iso()
         rows = [
             (
                 service,

@@ -20,6 +20,7 @@ from fhir_adapter.fhir.references import reference_string
 from fhir_adapter.gather import ServerSource
 from fhir_adapter.hooks import cards
 from fhir_adapter.hooks.data import HookData, HookRequest, add_all
+from fhir_adapter.pipeline import now_iso
 from fhir_adapter.rules import Pack, evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
@@ -28,10 +29,6 @@ from fhir_adapter.writeback import CaseOutput, build_output
 ORDER_CHECKS = ("diagnosis-unsupported", "coverage-missing", "place-of-service-not-covered")
 REQUESTED_SETTING = "http://fhir-adapter.org/fhir/StructureDefinition/requested-setting"
 ORDER_PREFIX = "order-"
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 # What of an encounter says where care happens (read by the place-of-service fact).

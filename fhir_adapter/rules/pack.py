@@ -8,7 +8,6 @@ evaluating a case never parses YAML, regex or FHIRPath again.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,12 +232,6 @@ class _Compiler:
                 normalize_code(system, c) for c in group.codes
             )
         return vs
-
-    def _regex(self, source: str) -> re.Pattern[str]:
-        try:
-            return re.compile(source, re.I)
-        except re.error as exc:
-            raise self.fail(f"bad regular expression {source!r}: {exc}") from None
 
     def _matcher(self, m: Matcher, pack: Pack, looks: list[str]) -> MatchFn:
         """One closure per matcher; names were resolved by the schema's validator."""

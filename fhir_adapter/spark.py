@@ -66,7 +66,12 @@ def _session(master: str) -> Any:
         # with it (the ICD-10-CM tabular among them), not whatever `python3` is on PATH;
         # PySpark reads only the environment for this.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # a JVM that would not start, an unknown master URL
+        raise SparkUnavailable(
+            f"Spark would not start with master {master!r}: {type(exc).__name__}"
+        ) from None
 
 
 BAD_LINE = "a line of the export is not a complete JSON object (truncated or corrupt)"
@@ -183,7 +188,11 @@ def _ndjson_inputs(input_uri: str) -> str:
     from fhir_adapter.sources.files import NDJSON_SUFFIXES, input_files
 
     local = Path(input_uri.removeprefix("file://"))
-    if "://" in input_uri.removeprefix("file://") or not local.is_dir():
+    if "://" in input_uri.removeprefix("file://") or any(c in input_uri for c in "*?[{"):
+        return input_uri
+    if not local.exists():
+        raise AdapterError(f"{input_uri}: no such file or directory")
+    if not local.is_dir():
         return input_uri
     files = [str(f) for f in input_files(local) if f.name.lower().endswith(NDJSON_SUFFIXES)]
     if not files:

@@ -79,3 +79,16 @@ def test_bad_line_in_a_chunk_names_file_and_line(tmp_path: Path, pack: Pack) -> 
     )
     with pytest.raises(InputError, match=r"Patient\.ndjson:5001: not a complete JSON object"):
         load_for_cases([tmp_path], pack.procedure_system, pack.procedure_code, chunk_bytes=4096)
+
+
+def test_bad_lines_are_numbered_in_one_read_per_file(tmp_path: Path) -> None:
+    from fhir_adapter.sources.bulk import BadLine, where_all
+
+    lines = [b'{"resourceType":"Patient","id":"p%d"}' % i for i in range(6)]
+    lines[1] = lines[1][:10]
+    lines[4] = lines[4][:12]
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    offsets = [sum(len(x) + 1 for x in lines[:i]) for i in (4, 1)]
+    bad = [BadLine(str(path), o) for o in offsets]
+    assert where_all(bad) == [f"{path}:2", f"{path}:5"]

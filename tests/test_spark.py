@@ -141,3 +141,17 @@ def test_truncated_line_and_used_out_dir_are_clear_errors(
     assert "already holds files" in capsys.readouterr().err
     assert main([*args, "--skip-bad-lines"]) == 2
     assert "local engine only" in capsys.readouterr().err
+
+
+def test_missing_input_and_an_export_without_cases_on_spark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["evaluate", "--engine", "spark", str(tmp_path / "nope"), "--out", "o"]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    data = tmp_path / "nd"
+    data.mkdir()
+    (data / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"p"}\n')
+    (tmp_path / "part-00000").write_text('{"not": "a report"}\n')  # in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--engine", "spark", str(data), "--out", str(tmp_path / "o")]) == 0
+    assert "0 case(s)" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fhir-adapter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # disk full, permission denied, ... on a path the user gave
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        where = f" {exc.filename}:" if getattr(exc, "filename", None) else ""
         print(f"fhir-adapter: error:{where} {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

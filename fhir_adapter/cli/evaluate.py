@@ -111,13 +111,14 @@ def run(args: argparse.Namespace) -> int:
 
         for output in outputs:
             validate_resource(output.bundle())
+    page = None
     if args.out:
         from fhir_adapter.report import render_html
         from fhir_adapter.sinks import write_bundles
 
         page = render_html(outputs, pack=pack, source=args.paths)
         write_bundles(outputs, args.out, report_html=page)
-    code = emit(outputs, args.format, pack=pack, source=args.paths, meta=meta)
+    code = emit(outputs, args.format, pack=pack, source=args.paths, meta=meta, html=page)
     if store.bad_lines:
         shown = ", ".join(store.bad_lines[:5]) + (" ..." if len(store.bad_lines) > 5 else "")
         print(
@@ -151,7 +152,7 @@ def _evaluate_spark(
         block_on=args.block_on,
         charges=charges,
     )
-    if Path(result.reports).is_dir():
+    if result.cases and Path(result.reports).is_dir():
         from fhir_adapter.report import render_csv, render_html
         from fhir_adapter.sinks import write_report_html
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fhir_adapter.client.auth import FhirAuth
     from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.rules import Pack
+    from fhir_adapter.writeback import CaseOutput
 
 EXIT_USAGE = 2
 SEVERITIES = ("high", "moderate", "low")
@@ -180,23 +181,25 @@ class Progress:
 
 
 def emit(
-    outputs: Sequence[object],
+    cases: Sequence[CaseOutput],
     fmt: str,
     *,
     pack: Pack | None = None,
     source: Sequence[str] = (),
     meta: dict[str, Any] | None = None,
+    html: str | None = None,
 ) -> int:
-    """Print the report in `fmt` on stdout; the exit code says whether anything blocks."""
-    from fhir_adapter.report import exit_code, render_csv, render_html, render_json, render_table
-    from fhir_adapter.writeback import CaseOutput
+    """Print the report in `fmt` on stdout; the exit code says whether anything blocks.
 
-    cases = [o for o in outputs if isinstance(o, CaseOutput)]
+    `html`: the page already rendered for `--out`, so that it is not rendered twice.
+    """
+    from fhir_adapter.report import exit_code, render_csv, render_html, render_json, render_table
+
     if fmt == "json":
         sys.stdout.buffer.write(render_json(cases, meta=meta))
         sys.stdout.flush()
     elif fmt == "html":
-        sys.stdout.write(render_html(cases, pack=pack, source=source))
+        sys.stdout.write(html if html is not None else render_html(cases, pack=pack, source=source))
     elif fmt == "csv":
         sys.stdout.write(render_csv(cases))
     else:

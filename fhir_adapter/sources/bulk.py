@@ -217,8 +217,24 @@ class BadLine:
     path: str
     offset: int
 
-    def where(self) -> str:
-        return f"{self.path}:{line_number(self.path, self.offset)}"
+
+def where_all(bad: list[BadLine]) -> list[str]:
+    """`file:line` of each bad line, in file order; each file is read once, not once per line."""
+    out: list[str] = []
+    by_path: dict[str, list[int]] = {}
+    for b in bad:
+        by_path.setdefault(b.path, []).append(b.offset)
+    for path in sorted(by_path):
+        offsets = sorted(set(by_path[path]))
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            data = fh.read(offsets[-1])
+        line, at = 1, 0
+        for offset in offsets:
+            line += data.count(b"\n", at, offset)
+            at = offset
+            out.append(f"{path}:{line}")
+    return out
 
 
 @dataclass
@@ -275,18 +291,21 @@ def _whole_lines(
             held = None
         if is_complete_object(line):
             held = (offset, line)
-        elif report and not job.skip_bad:
-            raise _bad_line(chunk.path, offset)
         elif report:
-            out.bad.append(BadLine(chunk.path, offset))
+            _reject(job, out, chunk.path, offset)
     if held is None:
         return
     if chunk.end != -1 or _parses(held[1]):
         yield held
-    elif report and not job.skip_bad:
-        raise _bad_line(chunk.path, held[0])
     elif report:
-        out.bad.append(BadLine(chunk.path, held[0]))
+        _reject(job, out, chunk.path, held[0])
+
+
+def _reject(job: ScanJob, out: ScanResult, path: str, offset: int) -> None:
+    """A bad line stops the run, or with `skip_bad` is counted and passed over."""
+    if not job.skip_bad:
+        raise _bad_line(path, offset)
+    out.bad.append(BadLine(path, offset))
 
 
 def _parses(line: bytes) -> bool:
@@ -400,7 +419,7 @@ def _admit(
     except InputError:
         if not job.skip_bad:
             raise
-        out.bad.append(BadLine(chunk.path, offset))
+        _reject(job, out, chunk.path, offset)
         return None
 
 
@@ -492,7 +511,7 @@ def load_for_cases(
     cases = first.kept + json_cases(store, system, code)
     if not cases:
         bad += run_pass(check_lines, job, chunks, workers).bad
-        store.bad_lines = [b.where() for b in sorted(set(bad), key=lambda b: (b.path, b.offset))]
+        store.bad_lines = where_all(bad)
         return store
     plan, _ = Plan.for_cases(cases)
     second = run_pass(
@@ -526,6 +545,6 @@ def load_for_cases(
         bad += third.bad
         for kept in third.kept:
             store.add_indexed(kept.line, kept.key, kept.targets)
-    store.bad_lines = [b.where() for b in sorted(set(bad), key=lambda b: (b.path, b.offset))]
+    store.bad_lines = where_all(bad)
     store.begin_case()
     return store

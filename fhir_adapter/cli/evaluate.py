@@ -7,7 +7,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from fhir_adapter.cli.options import Progress, add_report_options, emit, env_option
+from fhir_adapter.cli.options import (
+    Progress,
+    add_report_options,
+    emit,
+    env_option,
+    load_rules_and_charges,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,13 +50,6 @@ def register(sub: Any) -> None:
         "URI and --out receives reports/ and bundles/",
     )
     env_option(ev, "--spark-master", "SPARK_MASTER", "local[2]")
-    env_option(
-        ev,
-        "--charges",
-        "CHARGES",
-        metavar="FILE",
-        help="chargemaster (CSV code,amount or a JSON/YAML mapping) pricing the Claim lines",
-    )
     ev.add_argument(
         "--skip-bad-lines",
         action="store_true",
@@ -78,11 +77,8 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fhir_adapter.pipeline import evaluate_store, gc_paused, load_store
-    from fhir_adapter.rules import load_pack
-    from fhir_adapter.writeback.charges import load_charges
 
-    pack = load_pack(args.rules)
-    charges = load_charges(args.charges) if args.charges else None
+    pack, charges = load_rules_and_charges(args)
     if args.engine == "spark":
         return _evaluate_spark(args, pack, charges)
     workers = args.workers or os.cpu_count() or 1

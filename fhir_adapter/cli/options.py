@@ -103,6 +103,21 @@ def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORM
         help="lowest finding severity that blocks the Claim (default: the pack's, high)",
     )
     env_option(p, "--rules", "RULES", metavar="YAML", help="rule pack (default: bundled)")
+    env_option(
+        p,
+        "--charges",
+        "CHARGES",
+        metavar="FILE",
+        help="chargemaster (CSV code,amount or a JSON/YAML mapping) pricing the Claim lines",
+    )
+
+
+def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, float] | None]:
+    """The pack of `--rules` and the chargemaster of `--charges`, read before any work starts."""
+    from fhir_adapter.rules import load_pack
+    from fhir_adapter.writeback.charges import load_charges
+
+    return load_pack(args.rules), load_charges(args.charges) if args.charges else None
 
 
 def make_auth(args: argparse.Namespace) -> FhirAuth | None:

@@ -13,6 +13,7 @@ from fhir_adapter.cli.options import (
     connect,
     emit,
     env_option,
+    load_rules_and_charges,
 )
 
 
@@ -28,13 +29,6 @@ def register(sub: Any) -> None:
     run.add_argument("--procedure", action="append", default=[], metavar="ID", help="repeatable")
     env_option(run, "--patient", "PATIENT", metavar="ID")
     env_option(run, "--since", "SINCE", metavar="DATE", help="performed on/after DATE")
-    env_option(
-        run,
-        "--charges",
-        "CHARGES",
-        metavar="FILE",
-        help="chargemaster (CSV code,amount or a JSON/YAML mapping) pricing the Claim lines",
-    )
     run.add_argument(
         "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
@@ -61,11 +55,8 @@ def register(sub: Any) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from fhir_adapter.pipeline import run_on_server
-    from fhir_adapter.rules import load_pack
-    from fhir_adapter.writeback.charges import load_charges
 
-    pack = load_pack(args.rules)
-    charges = load_charges(args.charges) if args.charges else None
+    pack, charges = load_rules_and_charges(args)
     client = connect(args)
     progress = Progress()
     try:

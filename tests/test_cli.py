@@ -119,3 +119,84 @@ def test_unwritable_output_is_exit_2(tmp_path: Path) -> None:
     proc = _run("evaluate", CLEAN, "--out", str(blocker / "sub"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert _run("evaluate", CLEAN, "--workers", "-1").returncode == 2
+
+
+def _pack_with(edit: dict[str, str]) -> str:
+    """The bundled pack with whole lines replaced (`old line` -> `new line`, first match)."""
+    from fhir_adapter.rules import default_pack_path
+
+    text = default_pack_path().read_text(encoding="utf-8")
+    for old, new in edit.items():
+        assert f"\n{old}\n" in text
+        text = text.replace(f"\n{old}\n", f"\n{new}\n", 1)
+    return text
+
+
+def _line_of(text: str, line: str) -> int:
+    return text.splitlines().index(line) + 1
+
+
+def test_a_broken_rules_file_is_one_line_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Syntax: where the parser stopped and what it was reading; schema: each problem's line,
+    column and field path, one `fhir-adapter: error:` line each (was a multi-line YAML dump)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("pack: cpt-47382\ntitle: 'unterminated\n")
+    assert main(["evaluate", CLEAN, "--rules", str(rules)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"fhir-adapter: error: {rules}:3:1: not valid YAML: found unexpected end of stream "
+        "(while scanning a quoted scalar at 2:8)"
+    ]
+    text = _pack_with({'version: "2026.11.1"': "version: [1, 2]"})
+    energy = _line_of(text, "  - finding: doc-energy")
+    severity = energy + text.splitlines()[energy:].index("    severity: moderate") + 1
+    lines = text.splitlines()
+    lines[severity - 1] = "    severity: huge"
+    rules.write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", CLEAN, "--rules", str(rules)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"fhir-adapter: error: {rules}:{_line_of(text, 'version: [1, 2]')}:1: invalid rule pack: "
+        "version: Input should be a valid string",
+        f"fhir-adapter: error: {rules}:{severity}:5: invalid rule pack: rule 'doc-energy' "
+        "(severity): Input should be 'low', 'moderate' or 'high'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "cm.yaml",
+            "47382: 4200\n76940: '310\n",
+            "3:1: not valid YAML: found unexpected end of stream (while scanning a quoted scalar "
+            "at 2:8)",
+        ),
+        ("cm.yaml", "47382: 4200\n76940: [310]\n", "2:1: charge for 76940 is not an amount: [310]"),
+        ("cm.json", '{"47382": 4200,\n "76940": }\n', "2:11: not valid JSON: Expecting value"),
+        (
+            "cm.json",
+            '{"47382": 4200,\n "76940": "lots"}\n',
+            "2:2: charge for 76940 is not an amount: 'lots'",
+        ),
+        (
+            "cm.yaml",
+            "47382: 4200\n'4738': 10\n",
+            "2:1: '4738' is not a CPT/HCPCS code (or code-modifier)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["evaluate", CLEAN], ["run"]])
+def test_a_broken_charges_file_is_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    name: str,
+    content: str,
+    message: str,
+) -> None:
+    """`--charges` of evaluate and run: file:line:col and the entry, on one line, exit 2."""
+    charges = tmp_path / name
+    charges.write_text(content)
+    assert main([*command, "--charges", str(charges)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"fhir-adapter: error: {charges}:{message}"]

@@ -48,8 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except AdapterError as exc:
-        print(f"fhir-adapter: error: {exc}", file=sys.stderr)
+    except AdapterError as exc:  # one line a problem: a broken pack may have several
+        for line in str(exc).splitlines() or [""]:
+            print(f"fhir-adapter: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # disk full, permission denied, ... on a path the user gave
         where = f" {exc.filename}:" if getattr(exc, "filename", None) else ""

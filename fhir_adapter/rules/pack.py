@@ -33,6 +33,7 @@ from fhir_adapter.rules.schema import (
 from fhir_adapter.rules.text import TEXT_SOURCES, counts, find_evidence
 from fhir_adapter.rules.valuesets import ValueSet
 from fhir_adapter.rules.vocabulary import merge_includes
+from fhir_adapter.yaml_errors import located, yaml_error_line
 
 MatchFn = Callable[[Context], list[Evidence]]
 
@@ -122,7 +123,8 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
         raw = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
-        raise PackError(f"{origin}: not valid YAML: {exc}") from None
+        raise PackError(yaml_error_line(origin, exc)) from None
+    written = text  # the user's lines, for the positions in a schema error
     try:
         if merge_includes(raw, base):
             text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
@@ -131,28 +133,34 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
     try:
         model = PackModel.model_validate(raw)
     except ValidationError as exc:
-        raise PackError(f"{origin}: {_describe(exc, raw)}") from None
+        raise PackError(_describe(exc, raw, origin, written)) from None
     pack = _Compiler(model, origin).compile()
     pack.source_text = text
     return pack
 
 
-def _describe(exc: ValidationError, raw: Any) -> str:
+def _describe(exc: ValidationError, raw: Any, origin: str, text: str) -> str:
+    """One line per problem (the first five): `file:line:col: invalid rule pack: where: why`."""
     lines = []
-    for err in exc.errors()[:5]:
+    errors = exc.errors()
+    for err in errors[:5]:
         loc = list(err["loc"])
-        where = ".".join(str(x) for x in loc)
+        # a matcher's union tag is its key, so pydantic says `codes.codes.path`: name it once
+        shown = [x for i, x in enumerate(loc) if i == 0 or isinstance(x, int) or x != loc[i - 1]]
+        where = ".".join(str(x) for x in shown)
         if len(loc) >= 2 and loc[0] in ("rules", "modifiers") and isinstance(loc[1], int):
             try:
                 item = raw[loc[0]][loc[1]]
                 name = item.get("finding") or item.get("code")
-                where = f"{loc[0][:-1]} {name!r} ({'.'.join(str(x) for x in loc[2:]) or 'entry'})"
+                where = f"{loc[0][:-1]} {name!r} ({'.'.join(str(x) for x in shown[2:]) or 'entry'})"
             except (KeyError, IndexError, TypeError, AttributeError):
                 pass
-        message = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"{where}: {message}" if where else message)
-    more = len(exc.errors()) - 5
-    return "invalid rule pack: " + "; ".join(lines) + (f" (+{more} more)" if more > 0 else "")
+        message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+        at = located(origin, text, loc[:-1] if err["type"] == "missing" else loc)
+        lines.append(f"{at}: invalid rule pack: " + (f"{where}: {message}" if where else message))
+    if len(errors) > 5:
+        lines[-1] += f" (+{len(errors) - 5} more)"
+    return "\n".join(lines)
 
 
 class _Compiler:

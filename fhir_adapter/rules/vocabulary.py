@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from fhir_adapter.yaml_errors import yaml_error_line
+
 Status = Literal["negated", "hypothetical", "historical", "uncertain", "other"]
 STATUSES: tuple[str, ...] = ("negated", "other", "historical", "hypothetical", "uncertain")
 
@@ -106,7 +108,7 @@ def merge_includes(raw: Any, base: Path | None) -> bool:
         except OSError as exc:
             raise ValueError(f"text.include {name!r}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise ValueError(f"text.include {name!r}: not valid YAML: {exc}") from None
+            raise ValueError(f"text.include {name!r}: {yaml_error_line(str(path), exc)}") from None
         if not isinstance(part, dict):
             raise ValueError(f"text.include {name!r}: not a mapping")
         for key, value in part.items():

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from fhir_adapter.errors import AdapterError
+from fhir_adapter.yaml_errors import located, yaml_error_line
 
 # a code, optionally with the modifier its charge is for ("77013-26": the professional part)
 _CODE = re.compile(r"^([0-9A-Z]{5})(?:[- ]([0-9A-Z]{2}))?$")
@@ -26,7 +27,8 @@ _NUMBER = re.compile(r"^-?\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?$")
 
 
 def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Read a chargemaster; an unreadable file or a bad row is an AdapterError naming it."""
+    """Read a chargemaster; an unreadable file or a bad entry is one AdapterError line naming
+    the file and, where known, the line and column."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -35,11 +37,19 @@ def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
     if p.suffix.lower() in (".json", ".yaml", ".yml"):
         try:
             raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise AdapterError(f"{p}: not a chargemaster mapping: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise AdapterError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        except yaml.YAMLError as exc:
+            raise AdapterError(yaml_error_line(str(p), exc)) from None
         if not isinstance(raw, dict):
             raise AdapterError(f"{p}: a chargemaster is a mapping of code to amount")
-        return {_code(p, k): _amount(p, k, v) for k, v in raw.items()}
+        charges: dict[str, float] = {}
+        for k, v in raw.items():
+            try:
+                charges[_code(k)] = _amount(k, v)
+            except ValueError as exc:  # JSON is YAML too: its positions are found the same way
+                raise AdapterError(f"{located(str(p), text, [k])}: {exc}") from None
+        return charges
     out: dict[str, float] = {}
     for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         cells = [c.strip() for c in row]
@@ -49,15 +59,18 @@ def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
             raise AdapterError(f"{p}:{n}: expected 'code,amount'")
         if n == 1 and not _CODE.match(cells[0].upper()) and not _NUMBER.match(cells[1]):
             continue  # header
-        out[_code(p, cells[0], n)] = _amount(p, cells[0], cells[1], n)
+        try:
+            out[_code(cells[0])] = _amount(cells[0], cells[1])
+        except ValueError as exc:
+            raise AdapterError(f"{p}:{n}: {exc}") from None
     return out
 
 
-def _code(p: Path, value: Any, line: int | None = None) -> str:
+def _code(value: Any) -> str:
+    """The code, upper-cased, as `code` or `code-modifier`; ValueError saying why not."""
     m = _CODE.match(str(value).strip().upper())
     if not m:
-        where = f"{p}:{line}" if line else str(p)
-        raise AdapterError(f"{where}: {value!r} is not a CPT/HCPCS code (or code-modifier)")
+        raise ValueError(f"{value!r} is not a CPT/HCPCS code (or code-modifier)")
     return f"{m.group(1)}-{m.group(2)}" if m.group(2) else m.group(1)
 
 
@@ -70,13 +83,13 @@ def line_charge(charges: Mapping[str, float], code: str, modifiers: list[str]) -
     return charges.get(code)
 
 
-def _amount(p: Path, code: Any, value: Any, line: int | None = None) -> float:
+def _amount(code: Any, value: Any) -> float:
+    """A charge of zero or more; ValueError naming the code otherwise."""
     text = str(value).replace("$", "").replace(",", "").strip()
     try:
         amount = float(text)
     except ValueError:
         amount = -1.0
     if not amount >= 0 or amount != amount or amount == float("inf"):
-        where = f"{p}:{line}" if line else str(p)
-        raise AdapterError(f"{where}: charge for {code} is not an amount: {value!r}")
+        raise ValueError(f"charge for {code} is not an amount: {value!r}")
     return amount

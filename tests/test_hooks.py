@@ -296,6 +296,71 @@ def prefetch_outcome() -> dict[str, Any]:
     }
 
 
+def _searchset(*entries: Any) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": list(entries)}
+
+
+# (prefetch key, malformed value, what the 422 must name)
+MALFORMED_PREFETCH: list[tuple[str, Any, str]] = [
+    ("coverage", "Coverage?beneficiary=Patient/p", "prefetch.coverage"),
+    ("coverage", [{"resourceType": "Coverage", "id": "c"}], "prefetch.coverage"),
+    ("coverage", {"id": "c", "status": "active"}, "prefetch.coverage"),
+    ("coverage", {"resourceType": 7}, "prefetch.coverage"),
+    ("coverage", {"resourceType": "Bundle", "entry": "x"}, "prefetch.coverage.entry"),
+    ("coverage", _searchset("x"), "prefetch.coverage.entry[0]"),
+    (
+        "coverage",
+        _searchset({"fullUrl": "urn:uuid:c", "resource": "x"}),
+        "prefetch.coverage.entry[0]",
+    ),
+    ("coverage", _searchset({"resource": {"id": "c"}}), "prefetch.coverage.entry[0]"),
+    ("coverage", {"resourceType": "Patient", "id": "p"}, "prefetch.coverage"),
+    (
+        "coverage",
+        _searchset(
+            {"resource": {"resourceType": "Patient", "id": "p"}, "search": {"mode": "match"}}
+        ),
+        "prefetch.coverage.entry[0]",
+    ),
+    ("patient", {"resourceType": "Coverage", "id": "c"}, "prefetch.patient"),
+    ("conditions", {"resourceType": "Encounter", "id": "e"}, "prefetch.conditions"),
+    (
+        "conditions",
+        {"resourceType": "Bundle", "entry": {"resource": {"resourceType": "Condition"}}},
+        "prefetch.conditions.entry",
+    ),
+]
+
+
+@pytest.mark.parametrize(("prefetch_key", "value", "where"), MALFORMED_PREFETCH)
+def test_malformed_prefetch_is_a_422_naming_the_key(
+    ehr: Ehr, prefetch_key: str, value: Any, where: str
+) -> None:
+    """A prefetch value is a FHIR resource (often a searchset Bundle) or null: anything else is
+    the client's error, never read as "no data" (which would show misleading cards)."""
+    cpt = {"coding": [{"system": CPT, "code": "47382"}]}
+    order = {"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft", "code": cpt}
+    orders = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
+    calls = [
+        (DISCHARGE, "encounter-discharge", {"patientId": "p", "encounterId": "e"}),
+        (ORDER_SIGN, "order-sign", {"patientId": "p", "encounterId": "e", "draftOrders": orders}),
+    ]
+    services = {s["id"]: s for s in ehr.discovery().json()["services"]}
+    for service_id, hook, context in calls:
+        nothing = dict.fromkeys(services[service_id]["prefetch"])  # every key: null, no data
+        assert ehr.hook(service_id, hook_body(hook, context, prefetch=nothing)).status_code == 200
+        alone = nothing | {"patient": {"resourceType": "Patient", "id": "p"}}  # not in a Bundle
+        assert ehr.hook(service_id, hook_body(hook, context, prefetch=alone)).status_code == 200
+        resp = ehr.hook(
+            service_id, hook_body(hook, context, prefetch=nothing | {prefetch_key: value})
+        )
+        assert resp.status_code == 422, (service_id, resp.status_code, resp.text)
+        assert resp.headers["content-type"] == "application/json"
+        diagnostics = resp.json()["issue"][0]["diagnostics"]
+        assert where in diagnostics and "\n" not in diagnostics, diagnostics
+        assert "internal error" not in diagnostics
+
+
 def test_412_when_the_fhir_server_cannot_be_reached(ehr: Ehr) -> None:
     from .test_hooks_harness import free_port
 

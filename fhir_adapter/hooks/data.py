@@ -2,7 +2,9 @@
 
 Prefetch semantics (CDS Hooks 2.0): a key the client left out is fetched, a
 `null` means there is no such data, an OperationOutcome (as the value, or as an
-error entry of a Bundle) means the client failed and it is fetched too. Fetching
+error entry of a Bundle) means the client failed and it is fetched too. Any other
+value must be a resource of the type its query returns, or a Bundle of well-formed
+entries: else the call is the client's error (422 naming the key). Fetching
 goes through the project's `FhirClient` (its retries and timeouts) with the
 `fhirAuthorization` token as a `BearerAuth`, which attaches it only to requests
 for the `fhirServer` origin. When needed data can be had neither way the answer
@@ -20,7 +22,13 @@ from urllib.parse import urlsplit
 
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.references import tail_key
-from fhir_adapter.hooks.services import ID_FIELDS, Service, render, valid_context_value
+from fhir_adapter.hooks.services import (
+    ID_FIELDS,
+    Service,
+    query_type,
+    render,
+    valid_context_value,
+)
 from fhir_adapter.sources.store import ResourceStore
 
 if TYPE_CHECKING:
@@ -108,39 +116,89 @@ def check_fhir_server(url: str) -> None:
     raise HookError("'fhirServer' must be an https URL", 422)
 
 
-def is_error_outcome(value: Any) -> bool:
-    """An OperationOutcome in place of prefetched data: the client could not fetch it."""
-    if not isinstance(value, dict):
-        return False
-    if value.get("resourceType") == "OperationOutcome":
-        return True
-    if value.get("resourceType") == "Bundle":
-        for entry in value.get("entry") or []:
-            res = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(res, dict) and res.get("resourceType") == "OperationOutcome":
-                issues = res.get("issue") or []
-                if any(
-                    i.get("severity") in ("error", "fatal") for i in issues if isinstance(i, dict)
-                ):
-                    return True
-    return False
+Entry = tuple[dict[str, Any], str | None]
 
 
-def add_all(store: ResourceStore, value: Any) -> None:
-    """Store the resources of a prefetched or fetched value (a resource or a Bundle of them),
-    with their fullUrls so that `urn:uuid` references resolve."""
+def bundle_entries(
+    value: Any, where: str, status: int = 422, match_type: str | None = None
+) -> list[Entry]:
+    """A resource, or the `entry[].resource`s of a Bundle, each with its fullUrl (so that
+    `urn:uuid` references resolve): the one walk over Bundle entries in the hooks.
+
+    A wrong JSON shape is an error naming `where` (422 by default: the caller's), never read
+    as "no data". With `match_type`, a search-match entry must be a resource of that type.
+    """
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-        return
+        raise HookError(f"{where} must be a FHIR resource (an object with a resourceType)", status)
     if value["resourceType"] != "Bundle":
-        if value["resourceType"] != "OperationOutcome":
-            store.add(value)
-        return
-    for entry in value.get("entry") or []:
+        return [(value, None)]
+    entries = value.get("entry")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise HookError(f"{where}.entry must be an array", status)
+    out: list[Entry] = []
+    for i, entry in enumerate(entries):
         res = entry.get("resource") if isinstance(entry, dict) else None
-        rtype = res.get("resourceType") if isinstance(res, dict) else None
-        if isinstance(res, dict) and isinstance(rtype, str) and rtype != "OperationOutcome":
-            url = entry.get("fullUrl")
-            store.add(res, url if isinstance(url, str) else None)
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise HookError(f"{where}.entry[{i}] must be an object with a resource", status)
+        search = entry.get("search")
+        mode = search.get("mode") if isinstance(search, dict) else None
+        if match_type and mode == "match" and res["resourceType"] != match_type:
+            raise HookError(
+                f"{where}.entry[{i}] is a search match, so a {match_type}, "
+                f"not a {res['resourceType']}",
+                status,
+            )
+        url = entry.get("fullUrl")
+        out.append((res, url if isinstance(url, str) else None))
+    return out
+
+
+def add_entries(store: ResourceStore, entries: list[Entry]) -> None:
+    """Store walked resources under their fullUrls; an OperationOutcome is a message, not data."""
+    for res, url in entries:
+        if res["resourceType"] != "OperationOutcome":
+            store.add(res, url)
+
+
+def is_error_outcome(value: dict[str, Any], entries: list[Entry]) -> bool:
+    """An OperationOutcome in place of prefetched data (the value, or an error entry of a
+    Bundle): the client could not fetch it."""
+    if value["resourceType"] == "OperationOutcome":
+        return True
+    return any(
+        res["resourceType"] == "OperationOutcome"
+        and any(
+            i.get("severity") in ("error", "fatal")
+            for i in res.get("issue") or []
+            if isinstance(i, dict)
+        )
+        for res, _ in entries
+    )
+
+
+def given_prefetch(service: Service, prefetch: dict[str, Any] | None) -> dict[str, list[Entry]]:
+    """The usable prefetched keys of the service, checked once: each value a resource of
+    the type its query returns or a Bundle (else 422 naming the key). `null` is kept as no
+    data; a key left out or holding an error outcome is not returned, so it is fetched."""
+    out: dict[str, list[Entry]] = {}
+    for key, template in service.prefetch.items():
+        if prefetch is None or key not in prefetch:
+            continue
+        value = prefetch[key]
+        if value is None:
+            out[key] = []
+            continue
+        where, rtype = f"prefetch.{key}", query_type(template)
+        entries = bundle_entries(value, where, match_type=rtype)
+        if value["resourceType"] not in ("Bundle", "OperationOutcome", rtype):
+            raise HookError(
+                f"{where} must be a {rtype} or a Bundle, not a {value['resourceType']}", 422
+            )
+        if not is_error_outcome(value, entries):
+            out[key] = entries
+    return out
 
 
 class VerifiedServers:
@@ -173,6 +231,11 @@ class HookData:
     _client: FhirClient | None = None
     fetched_keys: list[str] = field(default_factory=list)
     reads: int = 0
+    given: dict[str, list[Entry]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # checked before any work: a malformed prefetch is a 422 whatever the call needs
+        self.given = given_prefetch(self.service, self.request.prefetch)
 
     @property
     def can_fetch(self) -> bool:
@@ -213,23 +276,26 @@ class HookData:
     def prefetched_store(self) -> ResourceStore:
         """The service's prefetch keys, each from the prefetch or else read from fhirServer."""
         store = ResourceStore()
-        given = self.request.prefetch or {}
         wanted: list[tuple[str, str]] = []
         for key, template in self.service.prefetch.items():
             query = render(template, self.request.context)
             if query is None:
                 continue  # a token without a value: the key does not apply to this call
-            if key in given and not is_error_outcome(given[key]):
-                add_all(store, given[key])
+            if key in self.given:
+                add_entries(store, self.given[key])
                 continue
             wanted.append((key, query))
         if wanted:
             names = ", ".join(k for k, _ in wanted)
             results = self.fetch([q for _, q in wanted], f"prefetch {names}")
             for (key, _), result in zip(wanted, results, strict=True):
-                if result is None and key in self.service.required:
-                    raise PreconditionFailed(f"prefetch {key}: the FHIR server could not answer it")
-                add_all(store, result)
+                if result is None:
+                    if key in self.service.required:
+                        raise PreconditionFailed(
+                            f"prefetch {key}: the FHIR server could not answer it"
+                        )
+                    continue
+                add_entries(store, bundle_entries(result, f"fhirServer's prefetch.{key}", 412))
             self.fetched_keys = [k for k, _ in wanted]
         return store
 

@@ -19,7 +19,7 @@ from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import reference_string
 from fhir_adapter.gather import ServerSource
 from fhir_adapter.hooks import cards
-from fhir_adapter.hooks.data import HookData, HookRequest, add_all
+from fhir_adapter.hooks.data import Entry, HookData, HookRequest, add_entries, bundle_entries
 from fhir_adapter.pipeline import now_iso
 from fhir_adapter.rules import Pack, evaluate_case
 from fhir_adapter.sources.store import ResourceStore
@@ -115,25 +115,15 @@ def _discharge_from_server(
 # -- order-sign / order-select / appointment-book --------------------------------
 
 
-def _bundle_resources(value: Any, what: str) -> list[dict[str, Any]]:
+def _order_entries(value: Any, what: str) -> list[Entry]:
     """The resources of context.draftOrders / context.appointments; a malformed Bundle is
     the caller's error (422 naming the element), never skipped in silence."""
     if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
         raise HookError(f"context.{what} must be a FHIR Bundle", 422)
-    entries = value.get("entry")
-    if entries is None:
-        return []
-    if not isinstance(entries, list):
-        raise HookError(f"context.{what}.entry must be an array", 422)
-    out = []
-    for i, entry in enumerate(entries):
-        at = f"context.{what}.entry[{i}]"
-        res = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-            raise HookError(f"{at} must be an object with a resource", 422)
-        _check_shape(res, f"{at}.resource")
-        out.append(res)
-    return out
+    entries = bundle_entries(value, f"context.{what}")
+    for i, (res, _) in enumerate(entries):
+        _check_shape(res, f"context.{what}.entry[{i}].resource")
+    return entries
 
 
 # The elements of an order or appointment the service reads, by the JSON shape FHIR gives them.
@@ -253,19 +243,18 @@ def order_check(
     """A 47382 order or appointment: blocking findings known now, documentation, CRD action."""
     request.context_id("patientId")
     request.context_id("encounterId", required=False)
-    if request.hook == "appointment-book":
-        orders = _bundle_resources(request.context.get("appointments"), "appointments")
-    else:
-        orders = _bundle_resources(request.context.get("draftOrders"), "draftOrders")
-        selections = request.context.get("selections")
-        if request.hook == "order-select" and isinstance(selections, list):
-            chosen = {s for s in selections if isinstance(s, str)}
-            orders = [o for o in orders if f"{o['resourceType']}/{o.get('id')}" in chosen]
+    what = "appointments" if request.hook == "appointment-book" else "draftOrders"
+    entries = _order_entries(request.context.get(what), what)
+    orders = [res for res, _ in entries]
+    selections = request.context.get("selections")
+    if request.hook == "order-select" and isinstance(selections, list):
+        chosen = {s for s in selections if isinstance(s, str)}
+        orders = [o for o in orders if f"{o['resourceType']}/{o.get('id')}" in chosen]
     planned = [(o, p) for o in orders if (p := _as_procedure(o, request, pack)) is not None]
     if not planned:
         return {"cards": []}
     store = data.prefetched_store()
-    add_all(store, request.context.get("draftOrders") or request.context.get("appointments"))
+    add_entries(store, entries)
     result: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
     for order, procedure in planned:

@@ -140,6 +140,12 @@ SERVICES: dict[str, Service] = {
 }
 
 
+def query_type(template: str) -> str:
+    """The resource type a prefetch query returns (alone for a read, as matches of a search),
+    which is what a prefetched value for its key may hold."""
+    return template.partition("?")[0].partition("/")[0]
+
+
 def discovery_document() -> dict[str, Any]:
     return {"services": [s.discovery() for s in SERVICES.values()]}
 

@@ -25,20 +25,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fhir_adapter.client.rest import FhirClient  # noqa: E402
-from fhir_adapter.fhir.codings import has_coding  # noqa: E402
 from fhir_adapter.hooks import HookConfig  # noqa: E402
+from fhir_adapter.hooks.data import add_entries, bundle_entries  # noqa: E402
 from fhir_adapter.hooks.security import TrustedClients  # noqa: E402
-from fhir_adapter.hooks.services import SERVICES, render  # noqa: E402
+from fhir_adapter.hooks.services import SERVICES  # noqa: E402
 from fhir_adapter.pipeline import evaluate_store  # noqa: E402
 from fhir_adapter.rules import load_pack  # noqa: E402
 from fhir_adapter.sources.store import ResourceStore  # noqa: E402
-from fhir_adapter.testing.catalog import list_fixtures, load_fixtures  # noqa: E402
+from fhir_adapter.testing.catalog import load_fixtures  # noqa: E402
+from fhir_adapter.testing.hooks import (  # noqa: E402
+    discharge_context,
+    draft_order,
+    ehr_prefetch,
+    order_context,
+    ref_id,
+    stored_procedures,
+)
 from tests.fhir_server.harness import TestServer  # noqa: E402
 from tests.test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body  # noqa: E402
 
 DISCHARGE = "cpt-47382-encounter-discharge"
 ORDER_SIGN = "cpt-47382-order-sign"
-CPT = "http://www.ama-assn.org/go/cpt"
+USER = "Practitioner/bench"
 MARK, END = "<!-- hooks -->", "<!-- /hooks -->"
 
 
@@ -54,49 +62,6 @@ def summary(ms: list[float]) -> dict[str, float]:
         "p95_ms": round(pct(ms, 0.95), 1),
         "mean_ms": round(statistics.fmean(ms), 1),
     }
-
-
-def procedures(client: FhirClient) -> list[dict[str, Any]]:
-    out = []
-    for case in list_fixtures():
-        for entry in case.transaction()["entry"]:
-            res = entry["resource"]
-            if res["resourceType"] == "Procedure" and has_coding(res, ("code",), CPT, "47382"):
-                out.append(client.read("Procedure", res["id"]))
-    return out
-
-
-def tail(ref: dict[str, Any]) -> str:
-    return str(ref["reference"]).split("/")[-1]
-
-
-def prefetch_for(client: FhirClient, service_id: str, context: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, template in SERVICES[service_id].prefetch.items():
-        query = render(template, context)
-        if query is not None:
-            out[key] = client.request("GET", query)
-    return out
-
-
-def order_for(proc: dict[str, Any]) -> dict[str, Any]:
-    order = {
-        "resourceType": "ServiceRequest",
-        "id": f"sr-{proc['id']}",
-        "status": "draft",
-        "intent": "order",
-        "code": proc["code"],
-        "subject": proc["subject"],
-        "encounter": proc["encounter"],
-        "occurrenceDateTime": proc.get("performedDateTime")
-        or proc.get("performedPeriod", {}).get("start"),
-    }
-    for name in ("reasonReference", "reasonCode"):
-        if proc.get(name):
-            order[name] = proc[name]
-    if proc.get("location"):
-        order["locationReference"] = [proc["location"]]
-    return order
 
 
 def timed(ehr: Ehr, service_id: str, body: dict[str, Any]) -> float:
@@ -120,30 +85,16 @@ def run(rounds: int) -> dict[str, Any]:
             ehr = Ehr(service, key)
             with FhirClient(fhir.base) as client:
                 load_fixtures(client)
-                procs = procedures(client)
-                encounters: dict[str, dict[str, str]] = {}
-                for p in procs:
-                    encounters[tail(p["encounter"])] = {
-                        "userId": "Practitioner/bench",
-                        "patientId": tail(p["subject"]),
-                        "encounterId": tail(p["encounter"]),
-                    }
+                procs = stored_procedures(client)
+                encounters = {ref_id(p["encounter"]): discharge_context(p, USER) for p in procs}
                 discharge = [
-                    (ctx, prefetch_for(client, DISCHARGE, ctx)) for ctx in encounters.values()
+                    (ctx, ehr_prefetch(client, SERVICES[DISCHARGE].prefetch, ctx))
+                    for ctx in encounters.values()
                 ]
                 orders = []
                 for p in procs:
-                    ctx: dict[str, Any] = {
-                        "userId": "Practitioner/bench",
-                        "patientId": tail(p["subject"]),
-                        "encounterId": tail(p["encounter"]),
-                        "draftOrders": {
-                            "resourceType": "Bundle",
-                            "type": "collection",
-                            "entry": [{"resource": order_for(p)}],
-                        },
-                    }
-                    orders.append((ctx, prefetch_for(client, ORDER_SIGN, ctx)))
+                    ctx = order_context(p, [draft_order(p)], USER)
+                    orders.append((ctx, ehr_prefetch(client, SERVICES[ORDER_SIGN].prefetch, ctx)))
             # warm-up: the service checks the server's /metadata once, imports settle
             timed(
                 ehr,
@@ -170,10 +121,8 @@ def run(rounds: int) -> dict[str, Any]:
                     times["discharge_fetch"].append(timed(ehr, DISCHARGE, body))
                     start = time.perf_counter()
                     store = ResourceStore()
-                    for value in prefetch.values():
-                        for entry in (value or {}).get("entry", []) or [{"resource": value}]:
-                            if isinstance(entry.get("resource"), dict):
-                                store.add(entry["resource"])
+                    for name, value in prefetch.items():
+                        add_entries(store, bundle_entries(value, name))
                     evaluate_store(store, pack)
                     times["engine_only"].append((time.perf_counter() - start) * 1000)
                 for ctx, prefetch in orders:

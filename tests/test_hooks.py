@@ -16,12 +16,12 @@ import pytest
 from fhir_adapter import evaluate_paths
 from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
-from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.hooks import HookConfig
 from fhir_adapter.hooks.security import TrustedClients
-from fhir_adapter.hooks.services import render
 from fhir_adapter.rules import Pack
-from fhir_adapter.testing.catalog import list_fixtures, load_fixtures
+from fhir_adapter.testing import hooks as calls
+from fhir_adapter.testing.catalog import load_fixtures
+from fhir_adapter.testing.hooks import discharge_context, draft_order, order_context, ref_id
 
 from .conftest import CASES, findings_of, fixture_names, load_bundle
 from .fhir_server.harness import TestServer
@@ -103,30 +103,13 @@ def expected_codes(pack: Pack, name: str) -> tuple[list[str], int]:
 
 def stored_procedures(fhir: TestServer, name: str) -> list[dict[str, Any]]:
     """The fixture's 47382 Procedures as the server holds them (urn:uuid references rewritten)."""
-    [case] = [c for c in list_fixtures() if c.name == name]
-    ids = [
-        e["resource"]["id"]
-        for e in case.transaction()["entry"]
-        if e["resource"]["resourceType"] == "Procedure"
-        and has_coding(e["resource"], ("code",), CPT, "47382")
-    ]
     with FhirClient(fhir.base) as client:
-        return [client.read("Procedure", i) for i in ids]
-
-
-def _id(ref: dict[str, Any]) -> str:
-    return str(ref["reference"]).split("/")[-1]
+        return calls.stored_procedures(client, [name])
 
 
 def discharge_contexts(fhir: TestServer, name: str) -> list[dict[str, str]]:
-    seen: dict[str, dict[str, str]] = {}
-    for proc in stored_procedures(fhir, name):
-        enc = _id(proc["encounter"])
-        seen[enc] = {
-            "userId": "Practitioner/clinician",
-            "patientId": _id(proc["subject"]),
-            "encounterId": enc,
-        }
+    """One encounter-discharge context per encounter of the fixture's 47382 Procedures."""
+    seen = {ref_id(p["encounter"]): discharge_context(p) for p in stored_procedures(fhir, name)}
     return list(seen.values())
 
 
@@ -135,13 +118,8 @@ def ehr_prefetch(
 ) -> dict[str, Any]:
     """What an EHR sends as prefetch: each discovery template rendered and run on its server."""
     services = {s["id"]: s for s in ehr.discovery().json()["services"]}
-    out: dict[str, Any] = {}
     with FhirClient(fhir.base) as client:
-        for k, template in services[service_id]["prefetch"].items():
-            query = render(template, context)
-            if query is not None:
-                out[k] = client.request("GET", query)
-    return out
+        return calls.ehr_prefetch(client, services[service_id]["prefetch"], context)
 
 
 def check_response_shape(response: dict[str, Any]) -> None:
@@ -376,43 +354,6 @@ def test_412_when_the_fhir_server_cannot_be_reached(ehr: Ehr) -> None:
 # -- order-sign / order-select / appointment-book -----------------------------------
 
 
-def draft_order(proc: dict[str, Any]) -> dict[str, Any]:
-    """The ServiceRequest that would have ordered this Procedure."""
-    order: dict[str, Any] = {
-        "resourceType": "ServiceRequest",
-        "id": f"sr-{proc['id']}",
-        "status": "draft",
-        "intent": "order",
-        "code": proc["code"],
-        "subject": proc["subject"],
-        "encounter": proc["encounter"],
-        "occurrenceDateTime": proc.get("performedDateTime")
-        or proc.get("performedPeriod", {}).get("start"),
-    }
-    if proc.get("reasonReference"):
-        order["reasonReference"] = proc["reasonReference"]
-    if proc.get("reasonCode"):
-        order["reasonCode"] = proc["reasonCode"]
-    if proc.get("performer"):
-        order["performer"] = [p["actor"] for p in proc["performer"]]
-    if proc.get("location"):
-        order["locationReference"] = [proc["location"]]
-    return order
-
-
-def order_context(proc: dict[str, Any], orders: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "userId": "Practitioner/clinician",
-        "patientId": _id(proc["subject"]),
-        "encounterId": _id(proc["encounter"]),
-        "draftOrders": {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": o} for o in orders],
-        },
-    }
-
-
 @pytest.mark.parametrize("name", fixture_names())
 def test_order_sign_shows_what_would_block_the_claim(
     name: str, fhir: TestServer, ehr: Ehr, pack: Pack
@@ -543,9 +484,7 @@ def test_appointment_book(name: str, fhir: TestServer, ehr: Ehr, pack: Pack) -> 
         ],
     }
     context = {
-        "userId": "Practitioner/clinician",
-        "patientId": _id(proc["subject"]),
-        "encounterId": _id(proc["encounter"]),
+        **discharge_context(proc),
         "appointments": {
             "resourceType": "Bundle",
             "type": "collection",
@@ -724,11 +663,7 @@ def test_fhir_token_goes_to_the_fhir_server_only(
             )
         fhir.admin("auth", {"required": True})
         fhir.admin("tokens", {"token": token, "expires_in": 300})
-        context = {
-            "userId": "Practitioner/clinician",
-            "patientId": _id(proc["subject"]),
-            "encounterId": _id(proc["encounter"]),
-        }
+        context = discharge_context(proc)
         caplog.set_level("DEBUG")
         auth = {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
         body = hook_body(

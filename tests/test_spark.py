@@ -94,6 +94,13 @@ def test_cli_engine_spark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     local = _local(data)
     assert [r["procedure"] for r in rows] == [r["procedure"] for r in local]
     assert code == (1 if any(r["outcome"] == "issues" for r in local) else 0)
+    # --format json: the local engine's document, code-set releases included
+    on_spark = orjson.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(data), "--format", "json"]) == code
+    locally = orjson.loads(capsys.readouterr().out)
+    assert list(on_spark) == list(locally) == ["code_sets", "cases"]
+    assert on_spark["code_sets"] == locally["code_sets"]
+    assert on_spark["cases"] == rows
 
 
 def test_charges_on_spark(spark: Any, tmp_path: Path) -> None:

@@ -149,17 +149,15 @@ def _evaluate_spark(
         charges=charges,
     )
     if result.cases and Path(result.reports).is_dir():
-        from fhir_adapter.report import render_csv, render_html
+        from fhir_adapter.report import render_csv, render_html, render_json_rows
         from fhir_adapter.sinks import write_report_html
 
         rows = read_reports(result.reports)
         page = render_html(rows, pack=pack, source=args.paths)
         write_report_html(args.out, page)
         if args.format == "json":
-            import orjson
-
-            doc = {"cases": rows}
-            sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+            sys.stdout.buffer.write(render_json_rows(rows))
+            sys.stdout.flush()
         elif args.format == "html":
             sys.stdout.write(page)
         elif args.format == "csv":

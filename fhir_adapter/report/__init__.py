@@ -8,6 +8,7 @@ from fhir_adapter.report.text import (
     EXIT_USAGE,
     exit_code,
     render_json,
+    render_json_rows,
     render_table,
     summary,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "render_csv",
     "render_html",
     "render_json",
+    "render_json_rows",
     "render_table",
     "summary",
 ]

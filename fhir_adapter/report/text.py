@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -24,13 +24,17 @@ def exit_code(outputs: Sequence[CaseOutput]) -> int:
 def render_json(outputs: Sequence[CaseOutput], *, meta: dict[str, Any] | None = None) -> bytes:
     """`meta` (e.g. the input's skipped bad lines) goes beside `cases` at the top level,
     as do the code-set releases the findings were checked against."""
+    return render_json_rows([o.report() for o in outputs], meta=meta)
+
+
+def render_json_rows(
+    rows: Sequence[Mapping[str, Any]], *, meta: dict[str, Any] | None = None
+) -> bytes:
+    """The same document from report rows made elsewhere (Spark's), so that no engine's
+    JSON lacks a member the other's has."""
     from fhir_adapter.codesets import code_set_versions
 
-    document: dict[str, Any] = {
-        **(meta or {}),
-        "code_sets": code_set_versions(),
-        "cases": [o.report() for o in outputs],
-    }
+    document: dict[str, Any] = {**(meta or {}), "code_sets": code_set_versions(), "cases": rows}
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 

@@ -354,6 +354,47 @@ def test_412_when_the_fhir_server_cannot_be_reached(ehr: Ehr) -> None:
 # -- order-sign / order-select / appointment-book -----------------------------------
 
 
+# The CRD `covered` value for each fixture's 47382 order, written out by hand from the
+# domain (not from the service's rule): the setting must be an ASC (POS 24), an outpatient
+# (19, 22) or inpatient (21) hospital, and a confirmed, billable liver-tumor diagnosis must
+# support it. "covered" when both hold; "conditional" while either is missing or unknown;
+# "not-covered" in another setting; None when no Coverage is active on the date (nothing
+# to assert). Fixtures without a completed 47382 Procedure (v01, v02, v28, v32) have no row.
+ORDER_COVERED: dict[str, str | None] = {
+    "ex1-hcc-ct": "covered",  # Location POS 22, C22.0
+    "ex2-crc-mets-us": "covered",  # Location POS 24, C78.7
+    "ex3-large-palliative": "covered",  # no POS coding, inpatient encounter (IMP: 21), C22.0
+    "v03-laparoscopic": "covered",  # POS 22, C22.0 (its finding is the approach, after the fact)
+    "v04-cryo": "covered",
+    "v05-microwave": "covered",
+    "v06-two-in-session": "covered",  # both Procedures: POS 22, C22.0
+    "v07-no-liver-dx": "conditional",  # only cirrhosis (K74.60); the reason is a missing Condition
+    "v08-no-rationale": "covered",
+    "v09-office": "not-covered",  # Location POS 11, an office
+    "v10-pos-unknown": "conditional",  # a HOSP Location without POS, ambulatory: setting unknown
+    "v11-coverage-expired": None,  # the Coverage ended 2025-12-31, the order is for 2026-10-14
+    "v12-doc-gaps": "covered",
+    "v13-specialty": "covered",
+    "v14-no-provider": "covered",
+    "v15-messy-transaction": "covered",  # POS 22 through urn:uuid, C22.0 written C220
+    "v16-modifier-51": "covered",
+    "v17-five-tumors": "covered",
+    "v18-history-not-approach": "covered",  # C22.0 confirmed (the C78.7 is refuted)
+    "v19-dx-provisional": "conditional",  # C22.0 only provisional: not coded
+    "v20-dx-invalid": "covered",  # C22.0 confirmed; the other code is invalid, not missing
+    "v21-excludes1": "covered",  # C22.0 and C78.7 both confirmed
+    "v22-two-guidance": "covered",
+    "v23-needle-guidance": "covered",
+    "v24-ptp-biopsy": "covered",  # both Procedures: POS 22, C22.0
+    "v25-npi": "covered",  # both Procedures: POS 22, C22.0
+    "v26-global-period": "covered",  # both Procedures: POS 22, C22.0
+    "v27-modifier-22": "covered",
+    "v29-same-day-two-encounters": "covered",  # both at a POS 22 Location (the later one IMP)
+    "v30-anesthesiologist-first": "covered",  # both Procedures: POS 22, C22.0
+    "v31-facility-missing": "covered",  # no Location; the encounter's serviceType says POS 22
+}
+
+
 @pytest.mark.parametrize("name", fixture_names())
 def test_order_sign_shows_what_would_block_the_claim(
     name: str, fhir: TestServer, ehr: Ehr, pack: Pack
@@ -384,7 +425,9 @@ def test_order_sign_shows_what_would_block_the_claim(
                 assert card["indicator"] == "critical"
                 assert f"ServiceRequest/{order['id']}" in card["detail"]
         actions = result.get("systemActions", [])
-        if "coverage-missing" in want:
+        expected = ORDER_COVERED[name]
+        if expected is None:
+            assert "coverage-missing" in want
             assert actions == []  # no Coverage to name in the CRD extension
             continue
         [action] = actions
@@ -395,13 +438,8 @@ def test_order_sign_shows_what_would_block_the_claim(
         assert ext["url"] == (
             "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
         )
-        covered = parts["covered"]["valueCode"]
-        if "place-of-service-not-covered" in want:
-            assert covered == "not-covered" and "pa-needed" not in parts
-        elif "diagnosis-unsupported" in want or evaluated.evaluation.place_of_service is None:
-            assert covered == "conditional"  # no supporting diagnosis, or no setting known
-        else:
-            assert covered == "covered"
+        assert parts["covered"]["valueCode"] == expected, proc["id"]
+        assert ("pa-needed" in parts) == (expected != "not-covered")
         assert parts["coverage"]["valueReference"]["reference"].startswith("Coverage/")
         assert parts["doc-needed"]["valueCode"] == "clinical"
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", parts["date"]["valueDate"])

@@ -40,18 +40,35 @@ def tail_key(ref: str) -> str | None:
     return f"{m.group(1)}/{m.group(2)}" if m else None
 
 
+# REVERSE_PATHS grouped by their first element: most resources carry two or three of
+# them, so one dict lookup per group rules the rest out.
+_REVERSE_FIRST: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = tuple(
+    (first, tuple(p[1:] for p in REVERSE_PATHS if p[0] == first))
+    for first in dict.fromkeys(p[0] for p in REVERSE_PATHS)
+)
+
+
 def reverse_targets(
     resource: Resource, canonical: Callable[[Any], str | None] | None = None
 ) -> set[str]:
     """The keys a resource points at through REVERSE_PATHS (tail `Type/id` by default)."""
     seen: set[str] = set()
-    for path in REVERSE_PATHS:
-        for ref in values_at(resource, path):
-            if canonical is not None:
-                target = canonical(ref)
-            else:
-                text = reference_string(ref)
-                target = tail_key(text) if text else None
-            if target:
-                seen.add(target)
+    get = resource.get
+    for first, rests in _REVERSE_FIRST:
+        value = get(first)
+        if value is None:
+            continue
+        for rest in rests:
+            for ref in values_at(value, rest) if rest else _items(value):
+                if canonical is not None:
+                    target = canonical(ref)
+                else:
+                    text = reference_string(ref)
+                    target = tail_key(text) if text else None
+                if target:
+                    seen.add(target)
     return seen
+
+
+def _items(value: Any) -> list[Any]:
+    return [v for v in value if v is not None] if isinstance(value, list) else [value]

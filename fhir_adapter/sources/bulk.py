@@ -153,8 +153,8 @@ def chunks_of(files: Sequence[Path], chunk_bytes: int = CHUNK_BYTES) -> list[Chu
     return out
 
 
-def _lines(chunk: Chunk) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) of a chunk."""
+def _read(chunk: Chunk) -> tuple[bytes, int]:
+    """A chunk's bytes and the file offset they start at (after a UTF-8 byte order mark)."""
     try:
         if chunk.end == -1 and chunk.path.lower().endswith(".gz"):
             with gzip.open(chunk.path, "rb") as fh:
@@ -165,14 +165,9 @@ def _lines(chunk: Chunk) -> Iterator[tuple[int, bytes]]:
                 data = fh.read() if chunk.end == -1 else fh.read(chunk.end - chunk.start)
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read file: {exc}", source=chunk.path) from None
-    offset = 0
-    if chunk.start == 0 and data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
-        data = data[3:]
-        offset = 3
-    for line in data.split(b"\n"):
-        if line.strip():
-            yield chunk.start + offset, line
-        offset += len(line) + 1
+    if chunk.start == 0 and data.startswith(b"\xef\xbb\xbf"):
+        return data[3:], 3
+    return data, chunk.start
 
 
 def line_number(path: str, offset: int) -> int:
@@ -277,28 +272,47 @@ def is_complete_object(line: bytes) -> bool:
 
 
 def _whole_lines(
-    job: ScanJob, chunk: Chunk, out: ScanResult, report: bool = True
+    job: ScanJob,
+    chunk: Chunk,
+    out: ScanResult,
+    report: bool = True,
+    wanted: Callable[[bytes], bool] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
-    """The chunk's lines that are complete objects; the others raise or, skipped, are counted.
+    """(offset, line) of the chunk's complete-object lines that `wanted` accepts.
 
-    A file's last line is where a cut-short download ends, possibly right after a
-    nested `}`: that one line per file is parsed in full.
+    Every line gets the cheap structural check; the others raise or, skipped, are
+    counted (when `report`). A file's last line is where a cut-short download ends,
+    possibly right after a nested `}`: that one line per file is parsed in full. One
+    loop, no generator per line: on a sparse export this runs for every line and keeps
+    almost none.
     """
-    held: tuple[int, bytes] | None = None
-    for offset, line in _lines(chunk):
-        if held is not None:
-            yield held
-            held = None
-        if is_complete_object(line):
-            held = (offset, line)
-        elif report:
-            _reject(job, out, chunk.path, offset)
-    if held is None:
-        return
-    if chunk.end != -1 or _parses(held[1]):
-        yield held
-    elif report:
-        _reject(job, out, chunk.path, held[0])
+    data, offset = _read(chunk)
+    lines = data.split(b"\n")
+    last = len(lines) - 1
+    while last >= 0 and not lines[last].strip():
+        last -= 1
+    cut_short = (
+        chunk.end == -1
+        and last >= 0
+        and is_complete_object(lines[last])
+        and not _parses(lines[last])
+    )
+    for i, line in enumerate(lines):
+        here = offset
+        offset += len(line) + 1
+        if not (line.startswith(b"{") and line.endswith(b"}")):
+            if not line.strip():
+                continue
+            if not is_complete_object(line):
+                if report:
+                    _reject(job, out, chunk.path, here)
+                continue
+        if i == last and cut_short:
+            if report:
+                _reject(job, out, chunk.path, here)
+            continue
+        if wanted is None or wanted(line):
+            yield here, line
 
 
 def _reject(job: ScanJob, out: ScanResult, path: str, offset: int) -> None:
@@ -321,9 +335,8 @@ def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:
     out = ScanResult()
     if chunk.rtype not in (None, "Procedure"):
         return out
-    for offset, line in _whole_lines(job, chunk, out):
-        if job.needle not in line:
-            continue
+    needle = job.needle
+    for offset, line in _whole_lines(job, chunk, out, wanted=lambda line: needle in line):
         resource = _admit(job, chunk, offset, line, out)
         if resource is None:
             continue
@@ -364,6 +377,22 @@ def screened(
     return by_ref, by_id
 
 
+def _screen(ref_ids: frozenset[bytes], own_ids: frozenset[bytes]) -> Callable[[bytes], bool]:
+    """`screened` as one test per line, specialised to what this file can match."""
+    refs, ids = _REF_ID.findall, _ID.findall
+    if ref_ids and own_ids:
+        return lambda line: not (ref_ids.isdisjoint(refs(line)) and own_ids.isdisjoint(ids(line)))
+    if ref_ids:
+        return lambda line: not ref_ids.isdisjoint(refs(line))
+    if own_ids:
+        return lambda line: not own_ids.isdisjoint(ids(line))
+    return _nothing
+
+
+def _nothing(line: bytes) -> bool:
+    return False
+
+
 def plan_hits(plan: Plan, resource: dict[str, Any], line: bytes) -> set[str]:
     """The plan keys a resource is kept for: its own key if needed, the anchors it points at.
 
@@ -391,10 +420,7 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
     ref_ids, own_ids = screen_ids(job.ids, chunk.rtype)
     # Pass 1 already checked Procedure files; pass 3 revisits lines pass 2 reported.
     report = job.check_all and chunk.rtype != "Procedure"
-    for offset, line in _whole_lines(job, chunk, out, report):
-        by_ref, by_id = screened(line, ref_ids, own_ids)
-        if not (by_ref or by_id):
-            continue
+    for offset, line in _whole_lines(job, chunk, out, report, _screen(ref_ids, own_ids)):
         resource = _admit(job, chunk, offset, line, out)
         if resource is not None and plan_hits(job.plan, resource, line):
             out.kept.append(kept_record(line, resource))
@@ -405,7 +431,7 @@ def check_lines(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Only the structural check (when no case was found, nothing else reads the files)."""
     out = ScanResult()
     if chunk.rtype != "Procedure":
-        for _ in _whole_lines(job, chunk, out):
+        for _ in _whole_lines(job, chunk, out, wanted=_nothing):
             pass
     return out
 

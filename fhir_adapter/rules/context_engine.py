@@ -79,9 +79,11 @@ class Sentence:
     end: int
     section: str | None
     header: str | None
+    rule: _SectionRule | None = None  # the section's rule, looked up once per sentence
     tokens: list[tuple[int, int, str]] | None = None
     starts: list[int] | None = None
     cues: list[Cue] | None = None
+    terminators: list[Cue] | None = None
 
 
 @dataclass(slots=True)
@@ -180,6 +182,20 @@ class ContextEngine:
                     if toks and toks[-1].isalpha():
                         words.add(toks[-1])
             self._stops[name] = frozenset(words)
+        # what every occurrence of a modifier's cue shares, worked out once here
+        self._cue_settings: dict[
+            str, tuple[str, str, int, frozenset[str], frozenset[str], frozenset[str]]
+        ] = {
+            name: (
+                mod.category,
+                "terminate" if mod.category == "terminate" else mod.direction,
+                cfg.window if mod.window is None else mod.window,
+                frozenset(mod.only),
+                frozenset(mod.skip),
+                self._stops.get(name, frozenset()),
+            )
+            for name, mod in cfg.modifiers.items()
+        }
         self._cue_index: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         # several modifiers may share a cue ("previously"): all of them apply
         self._cue_patterns: list[tuple[re.Pattern[str], str]] = []
@@ -376,6 +392,7 @@ class ContextEngine:
         out: list[Sentence] = []
         section: str | None = None
         header: str | None = None
+        rule: _SectionRule | None = None
         pos = 0
         if len(text) < 60 and not _BREAK_CHARS.search(text):
             # a code's text, a short value: one sentence, no header
@@ -414,8 +431,9 @@ class ContextEngine:
                 if start >= end:
                     continue
             elif maybe and _GENERIC_HEADER.match(text, start, end):
-                section, header = None, None  # a header we do not know ends the last one
-            out.append(Sentence(start, end, section, header))
+                # a header we do not know ends the last one
+                section, header, rule = None, None, None
+            out.append(Sentence(start, end, section, header, rule))
         doc.sentences = out
         doc.sentence_starts = [s.start for s in out]
         return out
@@ -444,7 +462,6 @@ class ContextEngine:
         words = [t[2] for t in tokens]
         found: list[Cue] = []
         i = 0
-        mods = self.cfg.modifiers
         while i < len(words):
             n = 0
             for cue_words, name in self._cue_index.get(words[i], ()):
@@ -452,7 +469,7 @@ class ContextEngine:
                     break  # sorted longest first: only equally long cues share the place
                 if tuple(words[i : i + len(cue_words)]) == cue_words:
                     n = len(cue_words)
-                    found.append(self._cue(doc, tokens, i, i + n - 1, name, mods[name]))
+                    found.append(self._cue(doc, tokens, i, i + n - 1, name))
             i += n or 1
         for rx, name in self._cue_patterns:
             for m in rx.finditer(doc.low, s.start, s.end):
@@ -460,9 +477,10 @@ class ContextEngine:
                     continue
                 first = bisect.bisect_left(s.starts or [], m.start())
                 last = max(first, bisect.bisect_left(s.starts or [], m.end()) - 1)
-                found.append(self._cue(doc, tokens, first, last, name, mods[name], m))
+                found.append(self._cue(doc, tokens, first, last, name, m))
         found.sort(key=lambda c: c.start)
         s.cues = found
+        s.terminators = [c for c in found if c.direction == "terminate"]
         return found
 
     def _cue(
@@ -472,26 +490,11 @@ class ContextEngine:
         first: int,
         last: int,
         name: str,
-        mod: ModifierDef,
         m: re.Match[str] | None = None,
     ) -> Cue:
         start = m.start() if m else tokens[first][0]
         end = m.end() if m else tokens[last][1]
-        direction = "terminate" if mod.category == "terminate" else mod.direction
-        return Cue(
-            start,
-            end,
-            first,
-            last,
-            name,
-            mod.category,
-            direction,
-            self.cfg.window if mod.window is None else mod.window,
-            frozenset(mod.only),
-            frozenset(mod.skip),
-            self._stops.get(name, frozenset()),
-            doc.text[start:end],
-        )
+        return Cue(start, end, first, last, name, *self._cue_settings[name], doc.text[start:end])
 
     # -- mentions -----------------------------------------------------------
     def mentions(self, doc: Document, element: str) -> list[Mention]:
@@ -582,7 +585,7 @@ class ContextEngine:
         best: Cue | None = None
         best_key = (len(_RANK), 0)
         cues = self.cues(doc, s)
-        terminators = [c for c in cues if c.direction == "terminate"]
+        terminators = s.terminators or []
         for c in cues:
             if c.category in ("pseudo", "terminate") or not c.reaches(element):
                 continue
@@ -617,16 +620,16 @@ class ContextEngine:
             return Mention(
                 element, text, rel_start, rel_end, best.category, best.text, s.section, idx
             )
-        if s.header is not None:
-            rule = self._sections.get(_norm_header(s.header))
-            if (
-                rule is not None
-                and rule.status is not None
-                and (not rule.only or element in rule.only)
-                and element not in rule.skip
-            ):
-                cue = f"{s.header}:"
-                return Mention(element, text, rel_start, rel_end, rule.status, cue, s.section, idx)
+        rule = s.rule
+        if (
+            rule is not None
+            and s.header is not None
+            and rule.status is not None
+            and (not rule.only or element in rule.only)
+            and element not in rule.skip
+        ):
+            cue = f"{s.header}:"
+            return Mention(element, text, rel_start, rel_end, rule.status, cue, s.section, idx)
         return Mention(element, text, rel_start, rel_end, "affirmed", None, s.section, idx)
 
     @staticmethod

@@ -291,6 +291,14 @@
     return s;
   }
 
+  // A section of the case listing `items` in a table (a row each, cells(item)), titled with
+  // their count; `none` says so when there are none.
+  function listSection(title, id, items, caption, headers, cells, none) {
+    var s = section(title + " (" + items.length + ")", id);
+    s.appendChild(items.length ? table(caption, headers, items.map(cells)) : el("p", none, "empty"));
+    return s;
+  }
+
   function facts(pairs) {
     var dl = el("dl", null, "facts");
     pairs.forEach(function (p) { dl.appendChild(el("dt", p[0])); dl.appendChild(el("dd", p[1] || "—")); });
@@ -314,23 +322,15 @@
     ]);
     parts.push(head);
 
-    var fs = section("Findings (" + c.findings.length + ")", "case-findings");
-    if (c.findings.length) {
-      fs.appendChild(table("What blocks or weakens the claim", ["Severity", "Finding", "Message", "Evidence"],
-        c.findings.map(function (f) { return [badge(f.severity), el("code", f.code), f.message, evidenceList(evidence(f.ev))]; })));
-    } else {
-      fs.appendChild(el("p", "No findings.", "empty"));
-    }
-    parts.push(fs);
+    parts.push(listSection("Findings", "case-findings", c.findings, "What blocks or weakens the claim",
+      ["Severity", "Finding", "Message", "Evidence"],
+      function (f) { return [badge(f.severity), el("code", f.code), f.message, evidenceList(evidence(f.ev))]; },
+      "No findings."));
 
-    var ms = section("Modifiers (" + c.modifiers.length + ")", "case-modifiers");
-    if (c.modifiers.length) {
-      ms.appendChild(table("Modifiers on the 47382 line", ["Modifier", "Why", "Evidence"],
-        c.modifiers.map(function (m) { return [el("code", m.code), m.reason, evidenceList(evidence(m.ev))]; })));
-    } else {
-      ms.appendChild(el("p", "No modifiers.", "empty"));
-    }
-    parts.push(ms);
+    parts.push(listSection("Modifiers", "case-modifiers", c.modifiers, "Modifiers on the 47382 line",
+      ["Modifier", "Why", "Evidence"],
+      function (m) { return [el("code", m.code), m.reason, evidenceList(evidence(m.ev))]; },
+      "No modifiers."));
 
     var cs = section("Criteria", "case-criteria");
     cs.appendChild(table("Each criterion, its verdict and evidence", ["Criterion", "Verdict", "Evidence"],
@@ -356,14 +356,10 @@
     }
     parts.push(cl);
 
-    var is = section("Detected issues (" + c.issues.length + ")", "case-issues");
-    if (c.issues.length) {
-      is.appendChild(table("DetectedIssue resources written", ["Code", "Severity", "Detail"],
-        c.issues.map(function (d) { return [el("code", S[d[0]]), badge(S[d[1]]), el("pre", S[d[2]], "detail")]; })));
-    } else {
-      is.appendChild(el("p", "None.", "empty"));
-    }
-    parts.push(is);
+    parts.push(listSection("Detected issues", "case-issues", c.issues, "DetectedIssue resources written",
+      ["Code", "Severity", "Detail"],
+      function (d) { return [el("code", S[d[0]]), badge(S[d[1]]), el("pre", S[d[2]], "detail")]; },
+      "None."));
     root.replaceChildren.apply(root, parts);
     document.title = "Case " + c.procedure + " — " + document.title.split(" — ").pop();
     return h;

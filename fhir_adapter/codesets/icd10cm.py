@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 
 from fhir_adapter.errors import CodeSetError
+from fhir_adapter.fhir.codings import dotted_icd10cm, normalize_code
+from fhir_adapter.fhir.systems import ICD10CM
 
 PACKAGE = "simple-icd-10-cm"
 # Bump when the index layout or its derivation changes: old cache files are then ignored.
@@ -86,7 +88,7 @@ class _Index:
         """(node, note): the code's own Excludes1 notes, then each ancestor's, nearest first."""
         out: list[tuple[str, _RawNote]] = []
         for n in range(len(code), 2, -1):
-            out += ((_dot(code[:n]), note) for note in self.code_notes.get(code[:n], ()))
+            out += ((dotted_icd10cm(code[:n]), note) for note in self.code_notes.get(code[:n], ()))
         for group in self.up.get(code[:3], ()):
             out += ((group, note) for note in self.group_notes.get(group, ()))
         return out
@@ -98,14 +100,6 @@ class _Index:
             return True
         # A range naming a block covers every category filed in it, e.g. C4A in C43-C44.
         return f"{low}-{high}" in self.up.get(code[:3], ())
-
-
-def _undot(code: str) -> str:
-    return code.replace(".", "")
-
-
-def _dot(code: str) -> str:
-    return code if len(code) <= 3 else f"{code[:3]}.{code[3:]}"
 
 
 def normalize(code: str) -> str | None:
@@ -132,8 +126,8 @@ def parse_refs(note: str) -> tuple[str, list[tuple[str, str, str]]]:
             continue
         for m in matches:
             assert m is not None
-            low = _undot(m.group(1)).rstrip("-")
-            high = _undot(m.group(2)).rstrip("-") if m.group(2) else low
+            low = normalize_code(ICD10CM, m.group(1)).rstrip("-")
+            high = normalize_code(ICD10CM, m.group(2)).rstrip("-") if m.group(2) else low
             refs.append((m.group(0), low, high))
         note = note.replace(f"({group})", "")
     return re.sub(r"\s+", " ", note).strip(" ,;"), refs
@@ -179,7 +173,7 @@ def build_index() -> dict[str, Any]:
     for item in dict.fromkeys(cm.get_all_codes(with_dots=True)):
         # A few names are both a block and its only category (B10, C7A, ...): check both roles.
         if cm.is_category_or_subcategory(item):
-            code = _undot(item)
+            code = normalize_code(ICD10CM, item)
             (leaf if cm.is_leaf(item) else inner).append(code)
             if notes := cm.get_excludes1(item):
                 code_notes[code] = [parse_refs(n) for n in notes]

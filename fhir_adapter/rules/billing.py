@@ -416,16 +416,22 @@ def provider_npi(pack: Pack, case: Case) -> tuple[str | None, str | None, Resour
 
 
 def is_valid_npi(npi: str | None) -> bool:
-    """10 digits whose last is the Luhn check digit over '80840' + the first nine (CMS)."""
+    """10 digits whose last is the check digit of the first nine."""
     if not npi or len(npi) != 10 or not npi.isdigit():
         return False
+    return npi[9] == npi_check_digit(npi[:9])
+
+
+def npi_check_digit(first_nine: str) -> str:
+    """An NPI's tenth digit: the Luhn check digit over '80840' + the first nine (CMS).
+
+    Public so that the synthetic data (testing/synth.py) makes NPIs with this very rule.
+    """
     total = 0
-    for i, ch in enumerate(reversed("80840" + npi)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    for i, ch in enumerate(reversed("80840" + first_nine)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)  # the digit beside the check digit is doubled
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
 
 
 def provider_taxonomy(pack: Pack, case: Case) -> dict[str, str] | None:

@@ -19,6 +19,7 @@ import orjson
 from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NUCC, POS
 from fhir_adapter.fhir.systems import ICD10CM as ICD
 from fhir_adapter.fhir.systems import SNOMED as SCT
+from fhir_adapter.rules.billing import npi_check_digit
 
 OTHER_PROCEDURES = [
     ("45378", "Colonoscopy, flexible; diagnostic"),
@@ -454,11 +455,7 @@ def _case(
 
 
 def _npi(i: int) -> str:
-    """An NPI for doctor `i`: 9 digits and the Luhn check digit over 80840 + them."""
+    """An NPI for doctor `i`: 9 digits and their check digit, wrong for every 20th doctor."""
     base = f"1{i:08d}"
-    total = 0
-    for k, ch in enumerate(reversed("80840" + base)):
-        d = int(ch) * (2 if k % 2 == 0 else 1)  # the check digit's neighbour is doubled
-        total += d - 9 if d > 9 else d
-    check = (10 - total % 10) % 10
+    check = int(npi_check_digit(base))
     return base + str((check + 1) % 10 if i % 20 == 19 else check)

@@ -36,8 +36,6 @@ COLLECTIONS = (
     "coverage",
 )
 
-_INACTIVE_CLINICAL = {"inactive", "resolved", "remission"}
-
 
 def service_date(procedure: Resource, encounter: Resource | None) -> str | None:
     """The date of service (YYYY-MM-DD) from the Procedure, else the Encounter."""
@@ -110,6 +108,9 @@ class Case:
     _by_ref: dict[str, Resource] = field(default_factory=dict, repr=False)
     # the performer keys of each gathered Procedure (see _actor_keys), by id()
     _actors: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)
+    # what the rules worked out for this case (its text index, the billing decisions),
+    # kept so that the Claim builder reads them instead of working them out again
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def collection(self, name: str) -> list[Resource]:
         """A named collection as a list (single resources become a 0/1-element list)."""
@@ -188,13 +189,6 @@ class _Builder:
         getattr(self.case, into).append(resource)
 
 
-def _code_of(cc: Any) -> str | None:
-    for coding in (cc or {}).get("coding") or [] if isinstance(cc, dict) else []:
-        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-            return str(coding["code"])
-    return None
-
-
 def find_procedures(store: ResourceStore, system: str, code: str) -> list[Resource]:
     """Procedures carrying system|code, in a stable order (by key)."""
     found = [p for p in store.of_type("Procedure") if has_coding(p, ("code",), system, code)]
@@ -220,7 +214,8 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
     case.date = service_date(procedure, case.encounter)
     enc = case.encounter or {}
 
-    # Conditions: stated reasons, encounter diagnoses, active conditions of the encounter.
+    # Conditions: stated reasons, encounter diagnoses, conditions of the encounter (those no
+    # longer active leave in rules.evaluate, by the pack's facts.diagnoses.inactive_clinical).
     for ref in procedure.get("reasonReference") or []:
         target = b.follow(ref, procedure, "reason_conditions", "conditions")
         b.add("reason_conditions", target, "Condition")
@@ -233,8 +228,7 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
             b.add("conditions", b.follow(diag.get("condition"), enc, "conditions"), "Condition")
     if case.encounter_ref:
         for cond in store.referrers(case.encounter_ref, "Condition"):
-            if _code_of(cond.get("clinicalStatus")) not in _INACTIVE_CLINICAL:
-                b.add("conditions", cond, "Condition")
+            b.add("conditions", cond, "Condition")
 
     # Reports, documents and observations tied to the procedure or the encounter.
     for ref in procedure.get("report") or []:

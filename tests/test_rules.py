@@ -1051,3 +1051,92 @@ def test_tables_changed_in_place_are_read_again(
         ptp.read_text() + "47382\t77013\t\t20260101\t*\t0\tMutually exclusive procedures\n"
     )
     assert findings_of(pack, good_case)[PROC] == {"coding-edit-ptp"}
+
+
+def _encounter_only_dx(rs: Resources, clinical: str) -> None:
+    """The liver-tumor Condition only points at the encounter: no reason, no encounter.diagnosis."""
+    proc(rs).pop("reasonReference", None)
+    proc(rs).pop("reasonCode", None)
+    by_id(rs, f"{P}-enc")["diagnosis"] = []
+    by_id(rs, f"{P}-dx")["clinicalStatus"] = {"coding": [{"code": clinical}]}
+
+
+def test_which_clinical_statuses_are_inactive_is_read_from_the_pack(
+    pack: Pack, good_case: Resources, tmp_path: Any
+) -> None:
+    """A Condition that only points at the encounter leaves the case when the pack's
+    facts.diagnoses.inactive_clinical lists its status; nothing in the code decides that."""
+    import copy
+
+    import yaml
+
+    from fhir_adapter import load_pack
+    from fhir_adapter.rules import default_pack_path
+
+    _encounter_only_dx(good_case, "remission")
+    assert "diagnosis-unsupported" in findings_of(pack, copy.deepcopy(good_case))[PROC]
+    raw = yaml.safe_load(default_pack_path().read_text())
+    raw["facts"]["diagnoses"]["inactive_clinical"] = ["inactive", "resolved"]
+    path = default_pack_path().parent / f".test-inactive-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))  # beside the pack: its text.include paths resolve
+    try:
+        lenient = load_pack(path)
+    finally:
+        path.unlink()
+    assert "diagnosis-unsupported" not in findings_of(lenient, good_case)[PROC]
+
+
+def test_modifier_conflicts_is_a_fact_like_any_other(pack: Pack, good_case: Resources) -> None:
+    """Derived with the other facts (not filled in later by the engine), and the same decision
+    as the evaluation's modifiers."""
+    from fhir_adapter.case import assemble
+    from fhir_adapter.rules.context import Context
+    from fhir_adapter.rules.facts import derive_facts
+    from fhir_adapter.rules.modifiers import decide_modifiers
+    from fhir_adapter.rules.text import text_index
+
+    set_note(FULL + STATEMENT)(good_case)
+    proc(good_case)["status"] = "stopped"
+    proc(good_case)["statusReason"] = {"text": "Stopped after one cycle at the surgeon's call."}
+    store = store_of(good_case)
+    case = assemble(store, proc(good_case), pack.procedure_system, pack.procedure_code)
+    ctx = Context(case, text_index(case))
+    facts = derive_facts(pack, ctx)
+    conflict = facts["modifier_conflicts"]
+    assert conflict.value and conflict.evidence[0].note
+    assert conflict.evidence[0].note.startswith("22 (")
+    assert [m.code for m in decide_modifiers(pack, ctx).kept] == ["52"]
+
+
+def test_the_claim_reuses_what_the_rules_worked_out(
+    pack: Pack, good_case: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Diagnoses, the guidance plan, the rendering provider, the PTP edits and the text index
+    are worked out once per case: building the Claim adds no second computation."""
+    import functools
+
+    from fhir_adapter.rules import billing, text
+
+    calls: dict[str, int] = {}
+
+    def counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapped(*args: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(text, "TextIndex", counting("TextIndex", text.TextIndex))
+    for name in ("claim_diagnoses", "guidance_plan", "rendering", "ptp_hits"):
+        body = getattr(billing, name).__wrapped__  # the decision itself, not its memo
+        monkeypatch.setattr(billing, name, billing.once_per_case(counting(name, body)))
+    [out] = outputs_of(pack, good_case)
+    assert any(r["resourceType"] == "Claim" for r in out.resources)
+    assert calls == {
+        "TextIndex": 1,
+        "claim_diagnoses": 1,
+        "guidance_plan": 1,
+        "rendering": 1,
+        "ptp_hits": 1,
+    }

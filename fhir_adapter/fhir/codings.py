@@ -23,6 +23,15 @@ def codings(value: Any) -> Iterator[dict[str, Any]]:
             yield value
 
 
+def first_code(value: Any) -> str | None:
+    """The first code of a CodeableConcept (a status such as clinicalStatus), stripped."""
+    for coding in codings(value):
+        code = coding.get("code")
+        if isinstance(code, str):
+            return code.strip()
+    return None
+
+
 def has_coding(resource: Resource, path: tuple[str, ...], system: str, code: str) -> bool:
     """True when a CodeableConcept at `path` carries system|code."""
     for cc in values_at(resource, path):

@@ -9,19 +9,21 @@ comes from the pack and the CMS tables; this module knows where to look in FHIR.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fhir_adapter.case import Case, Performer, performed_sort_key, service_date
 from fhir_adapter.codesets import icd10cm, tables
-from fhir_adapter.fhir.codings import codings, dotted_icd10cm
+from fhir_adapter.fhir.codings import codings, dotted_icd10cm, first_code
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.systems import NPI
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.text import TextIndex, affirmed_evidence
+from fhir_adapter.rules.text import affirmed_evidence, text_index
 
 # how long a loaded table set is used before `load_tables` checks its files again
 TABLES_RECHECK_SECONDS = 2.0
@@ -79,17 +81,33 @@ class Diagnoses:
         return first if first is not None and first.primary else None
 
 
+_T = TypeVar("_T")
+
+
+def once_per_case(fn: Callable[[Pack, Case], _T]) -> Callable[[Pack, Case], _T]:
+    """A billing decision is made once per case and pack: the facts, the rules and the
+    Claim builder all ask for it, and must get the same answer (kept in `case.derived`)."""
+
+    @functools.wraps(fn)
+    def once(pack: Pack, case: Case) -> _T:
+        key = (fn.__name__, id(pack))
+        if key in case.derived:
+            return cast(_T, case.derived[key])
+        value = case.derived[key] = fn(pack, case)
+        return value
+
+    return once
+
+
 def verification_code(condition: Resource) -> str | None:
-    return _first_code(condition.get("verificationStatus"))
+    return first_code(condition.get("verificationStatus"))
 
 
-def _first_code(value: Any) -> str | None:
-    for coding in codings(value):
-        if isinstance(coding.get("code"), str):
-            return str(coding["code"]).strip()
-    return None
+def clinical_code(condition: Resource) -> str | None:
+    return first_code(condition.get("clinicalStatus"))
 
 
+@once_per_case
 def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     """Confirmed diagnoses in ICD-10-CM: the stated reasons first, then the encounter's by rank.
 
@@ -111,7 +129,7 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     kept = []
     for c in case.conditions:
         status = verification_code(c)
-        clinical = _first_code(c.get("clinicalStatus"))
+        clinical = clinical_code(c)
         if status in uncertain:
             out.uncertain.append((case.ref(c), str(status)))
         elif clinical in inactive:
@@ -193,6 +211,7 @@ class GuidancePlan:
     conflicts: list[Evidence] = field(default_factory=list)
 
 
+@once_per_case
 def guidance_plan(pack: Pack, case: Case) -> GuidancePlan:
     """At most one ablation-guidance line (the first performed); extra or needle codes conflict.
     Only the session's guidance by the rendering provider (or with no performer) counts."""
@@ -251,7 +270,8 @@ class PtpHit:
         return self.indicator == "0" or (self.indicator == "1" and not self.distinct)
 
 
-def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
+@once_per_case
+def ptp_hits(pack: Pack, case: Case) -> list[PtpHit]:
     """PTP edits in force on the date of service between the pack's code and the session's
     services by the same performer (or with no performer recorded)."""
     on = as_date(case.date)
@@ -284,7 +304,9 @@ def ptp_hits(pack: Pack, case: Case, text: TextIndex) -> list[PtpHit]:
                 if distinct_cfg is not None:
                     sources = (*(distinct_cfg.in_ or ("procedure",)), "session_procedures")
                     distinct = tuple(
-                        affirmed_evidence(text, pack.engine, distinct_cfg.patterns, sources)
+                        affirmed_evidence(
+                            text_index(case), pack.engine, distinct_cfg.patterns, sources
+                        )
                     )
             status = "" if edit.verified else ", row not verified"
             note = (
@@ -354,6 +376,7 @@ class Rendering:
         return self.performer.keys if self.performer else frozenset()
 
 
+@once_per_case
 def rendering(pack: Pack, case: Case) -> Rendering:
     """The performer who renders the service: the one whose performer.function is in the
     pack's `claim.rendering_functions` value set (surgeon, primary performer...); when no

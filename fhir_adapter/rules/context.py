@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Evidence
-from fhir_adapter.rules.text import TextIndex
+from fhir_adapter.rules.text import TextIndex, counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +25,8 @@ class Context:
     case: Case
     text: TextIndex
     facts: dict[str, Fact] = field(default_factory=dict)
+
+
+def found(fn: Callable[[Context], Iterable[Evidence]], ctx: Context) -> bool:
+    """A matcher found something that counts (a ruled-out text mention does not)."""
+    return any(counts(e) for e in fn(ctx))

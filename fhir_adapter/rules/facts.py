@@ -15,11 +15,12 @@ from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules import billing
-from fhir_adapter.rules.context import Fact
+from fhir_adapter.rules.context import Context, Fact
+from fhir_adapter.rules.modifiers import decide_modifiers
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.text import TextIndex, mention_evidence
 
-FactFn = Callable[[Pack, Case, TextIndex], tuple[Fact, ...]]
+FactFn = Callable[[Pack, Context], tuple[Fact, ...]]
 
 # Every fact a rule may name, with the function that derives it: the one registry
 # the pack schema checks `fact:` names against and the engine evaluates.
@@ -50,21 +51,22 @@ LOOKS_IN: dict[str, tuple[str, ...]] = {
 }
 
 
-def derive_facts(pack: Pack, case: Case, text: TextIndex) -> dict[str, Fact]:
-    """Every registered fact for `case`, each deriver run once."""
-    out: dict[str, Fact] = {}
+def derive_facts(pack: Pack, ctx: Context) -> dict[str, Fact]:
+    """Every registered fact for the case, each deriver run once, in registration order
+    (a deriver may read the facts registered before it in `ctx.facts`)."""
     for fn, names in _ORDER.items():
-        out.update(zip(names, fn(pack, case, text), strict=True))
-    return out
+        ctx.facts.update(zip(names, fn(pack, ctx), strict=True))
+    return ctx.facts
 
 
 @provides("place_of_service")
-def _place(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
-    return (place_of_service(pack, case),)
+def _place(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    return (place_of_service(pack, ctx.case),)
 
 
 @provides("coverage", "provider", "earlier_same_session", "rendering_unclear")
-def _references(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+def _references(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    case = ctx.case
     return (
         _ref_fact(case, case.coverage[:1], "Coverage", "active on the date of service"),
         _provider(pack, case),
@@ -79,40 +81,35 @@ def _references(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
 
 
 @provides("facility")
-def _facility(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+def _facility(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     """The Location the service was performed at (Claim.facility, CMS-1500 box 32)."""
+    case = ctx.case
     ref = billing.facility_location(case)
     path = "Procedure.location" if case.procedure.get("location") else "Encounter.location"
     return (Fact(ref, (Evidence(ref, path),)) if ref else Fact(None),)
 
 
-@provides("modifier_conflicts")
-def _modifier_conflicts(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
-    """Modifiers the documentation supports that exclude each other (pack: modifiers[].excludes).
-    The engine decides the modifiers from the other facts and sets this one before the rules
-    run (rules.evaluate.decide_modifiers); derived on its own it is unknown."""
-    return (Fact(None),)
-
-
 @provides("tumor_count", "tumor_max_size_cm")
-def _tumors(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+def _tumors(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    case, text = ctx.case, ctx.text
     return (tumor_count(pack, case, text), tumor_max_size_cm(pack, case, text))
 
 
 @provides("units_exceeded", "guidance_conflict", "ptp_conflicts", "provider_npi", "global_period")
-def _billing(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
+def _billing(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    case = ctx.case
     return (
         units_exceeded(pack, case),
         _evidence_fact(billing.guidance_plan(pack, case).conflicts),
-        ptp_conflicts(pack, case, text),
+        ptp_conflicts(pack, case),
         provider_npi(pack, case),
         _evidence_fact(billing.global_period_hits(pack, case)),
     )
 
 
 @provides("diagnoses", "principal_diagnosis", "invalid_diagnoses", "excludes1_pairs")
-def _diagnoses(pack: Pack, case: Case, text: TextIndex) -> tuple[Fact, ...]:
-    return diagnosis_facts(pack, case)
+def _diagnoses(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    return diagnosis_facts(pack, ctx.case)
 
 
 def _evidence_fact(evidence: list[Evidence]) -> Fact:
@@ -192,9 +189,9 @@ def units_exceeded(pack: Pack, case: Case) -> Fact:
     return Fact([case.ref(p) for p in earlier], evidence)
 
 
-def ptp_conflicts(pack: Pack, case: Case, text: TextIndex) -> Fact:
+def ptp_conflicts(pack: Pack, case: Case) -> Fact:
     """NCCI PTP edits of the session that no documented distinct service allows."""
-    return _evidence_fact([h.evidence for h in billing.ptp_hits(pack, case, text) if h.conflict])
+    return _evidence_fact([h.evidence for h in billing.ptp_hits(pack, case) if h.conflict])
 
 
 def provider_npi(pack: Pack, case: Case) -> Fact:
@@ -352,3 +349,11 @@ def _centimetres(q: Any) -> float | None:
     unit = str(q.get("code") or q.get("unit") or "cm").lower()
     factor = {"cm": 1.0, "mm": 0.1, "m": 100.0}.get(unit)
     return float(q["value"]) * factor if factor else None
+
+
+# Last: the modifiers' matchers may read any fact above.
+@provides("modifier_conflicts")
+def _modifier_conflicts(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """Modifiers the documentation supports that exclude each other (pack: modifiers[].excludes)."""
+    conflicts = decide_modifiers(pack, ctx).conflicts
+    return (_evidence_fact(list(conflicts)),)

@@ -83,6 +83,14 @@ class TextIndex:
                 yield unit, m
 
 
+def text_index(case: Case) -> TextIndex:
+    """The case's TextIndex, built once: the rules and the Claim builder share its mentions."""
+    index = case.derived.get(TextIndex)
+    if index is None:
+        index = case.derived[TextIndex] = TextIndex(case)
+    return index
+
+
 def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
     """Evidence for a mention: the sentence, the matched words' span, status and ruling cue."""
     text, span = snippet(m.sentence, m.start, m.end)

@@ -15,7 +15,6 @@ from fhir_adapter.findings import Evaluation
 from fhir_adapter.rules import billing
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.rules.schema import CodingDef
-from fhir_adapter.rules.text import TextIndex
 from fhir_adapter.writeback.charges import line_charge
 
 
@@ -168,7 +167,7 @@ def _distinct_modifiers(
     modifier = pack.model.claim.distinct_service_modifier
     if not modifier or len(lines) < 2:
         return
-    hits = billing.ptp_hits(pack, case, TextIndex(case))
+    hits = billing.ptp_hits(pack, case)
     for coding, mods in lines:
         for hit in hits:
             distinct = hit.indicator == "1" and hit.distinct and hit.column2 == coding["code"]

@@ -31,6 +31,7 @@ from fhir_adapter.sources.bulk import (
     FOLLOWED,
     Kept,
     Plan,
+    forward_keys,
     is_complete_object,
     kept_record,
     plan_hits,
@@ -110,10 +111,11 @@ def _attributed(
         if not (by_ref or by_id):
             continue
         resource = _parse_line(line)
-        hits = plan_hits(plan, resource, line)
+        refs = forward_keys(line)
+        hits = plan_hits(plan, resource, refs)
         if not hits:
             continue
-        kept = kept_record(line, resource)
+        kept = kept_record(line, resource, refs)
         for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
             yield case, kept
 

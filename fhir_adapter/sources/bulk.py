@@ -41,7 +41,7 @@ from fhir_adapter.sources.store import CompactStore, ResourceStore
 
 CHUNK_BYTES = 8 * 1024 * 1024
 _REF_ID = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"')
-_REF = re.compile(rb'"reference"\s*:\s*"([^"]+)"')
+_REF_TEXT = re.compile(r'"reference"\s*:\s*"([^"]+)"')
 _ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
 _TYPE_PREFIX = re.compile(r"^([A-Z][A-Za-z]+)")
 
@@ -258,11 +258,18 @@ FOLLOWED = frozenset(
 )
 
 
-def kept_record(line: bytes, resource: dict[str, Any]) -> Kept:
+def forward_keys(line: bytes) -> frozenset[str]:
+    """Every `Type/id` a raw line references (found once per line, shared by the screens)."""
+    return frozenset(k for k in map(tail_key, _REF_TEXT.findall(line.decode())) if k)
+
+
+def kept_record(
+    line: bytes, resource: dict[str, Any], forward: frozenset[str] | None = None
+) -> Kept:
     """What the parent stores, worked out in the worker so the parent does not parse."""
     key = f"{resource['resourceType']}/{resource.get('id')}"
-    forward = {tail_key(r.decode()) for r in _REF.findall(line)}
-    return Kept(line, key, tuple(reverse_targets(resource)), tuple(k for k in forward if k))
+    refs = forward_keys(line) if forward is None else forward
+    return Kept(line, key, tuple(reverse_targets(resource)), tuple(refs))
 
 
 def is_complete_object(line: bytes) -> bool:
@@ -393,7 +400,7 @@ def _nothing(line: bytes) -> bool:
     return False
 
 
-def plan_hits(plan: Plan, resource: dict[str, Any], line: bytes) -> set[str]:
+def plan_hits(plan: Plan, resource: dict[str, Any], refs: frozenset[str]) -> set[str]:
     """The plan keys a resource is kept for: its own key if needed, the anchors it points at.
 
     Both engines use this: the local one keeps a resource with any hit, Spark also
@@ -402,7 +409,6 @@ def plan_hits(plan: Plan, resource: dict[str, Any], line: bytes) -> set[str]:
     rtype = resource["resourceType"]
     key = f"{rtype}/{resource.get('id')}"
     hits = {key} if key in plan.needed else set()
-    refs = {k for k in (tail_key(r.decode()) for r in _REF.findall(line)) if k}
     hits |= refs & plan.anchors
     if rtype == "PractitionerRole":
         hits |= refs & plan.performers
@@ -422,8 +428,11 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
     report = job.check_all and chunk.rtype != "Procedure"
     for offset, line in _whole_lines(job, chunk, out, report, _screen(ref_ids, own_ids)):
         resource = _admit(job, chunk, offset, line, out)
-        if resource is not None and plan_hits(job.plan, resource, line):
-            out.kept.append(kept_record(line, resource))
+        if resource is None:
+            continue
+        refs = forward_keys(line)
+        if plan_hits(job.plan, resource, refs):
+            out.kept.append(kept_record(line, resource, refs))
     return out
 
 
@@ -483,11 +492,16 @@ def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> S
     if workers <= 1 or len(chunks) <= 1:
         results = [func(job, c) for c in chunks]
     else:
+        # largest first, so that no big chunk is left for one worker at the end
+        order = sorted(range(len(chunks)), key=lambda i: -_chunk_size(chunks[i]))
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(
             min(workers, len(chunks)), initializer=_start_worker, initargs=(func, job)
         ) as pool:
-            results = pool.map(_in_worker, chunks, chunksize=1)
+            done = pool.map(_in_worker, [chunks[i] for i in order], chunksize=1)
+        results = [ScanResult()] * len(chunks)
+        for i, part in zip(order, done, strict=True):
+            results[i] = part
     total = ScanResult()
     for part in results:
         total.kept.extend(part.kept)
@@ -495,11 +509,23 @@ def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> S
     return total
 
 
+def _chunk_size(chunk: Chunk) -> int:
+    if chunk.end != -1:
+        return chunk.end - chunk.start
+    try:
+        size = os.path.getsize(chunk.path) - chunk.start
+    except OSError:
+        return 0
+    return size * 4 if chunk.path.lower().endswith(".gz") else size
+
+
 def json_cases(store: ResourceStore, system: str, code: str) -> list[Kept]:
     """Case Procedures read from JSON files, as plan seeds (so NDJSON beside them joins in)."""
     out = []
-    for resource in store.of_type("Procedure"):
-        if has_coding(resource, ("code",), system, code):
+    for resource in store.whole_resources():
+        if resource["resourceType"] == "Procedure" and has_coding(
+            resource, ("code",), system, code
+        ):
             line = orjson.dumps(resource)
             out.append(kept_record(line, resource))
     return out
@@ -532,8 +558,7 @@ def load_for_cases(
     job = ScanJob(needle=f'"{code}"'.encode(), system=system, code=code, skip_bad=skip_bad_lines)
     first = run_pass(scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers)
     bad = list(first.bad)
-    for kept in first.kept:
-        store.add_indexed(kept.line, kept.key, kept.targets)
+    store.add_lines(first.kept)
     cases = first.kept + json_cases(store, system, code)
     if not cases:
         bad += run_pass(check_lines, job, chunks, workers).bad
@@ -549,8 +574,7 @@ def load_for_cases(
         for r in store.whole_resources()
         if r["resourceType"] in FOLLOWED
     ]
-    for kept in second.kept:
-        store.add_indexed(kept.line, kept.key, kept.targets)
+    store.add_lines(second.kept)
     # Pass 3: what the gathered resources point at and is still missing.
     missing = {
         ref
@@ -569,8 +593,7 @@ def load_for_cases(
             workers,
         )
         bad += third.bad
-        for kept in third.kept:
-            store.add_indexed(kept.line, kept.key, kept.targets)
+        store.add_lines(third.kept)
     store.bad_lines = where_all(bad)
     store.begin_case()
     return store

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string, reverse_targets, tail_key
@@ -130,6 +130,17 @@ class ResourceStore:
         return reverse_targets(resource, self.canonical)
 
 
+class IndexedLine(Protocol):
+    """A raw line whose key and reverse-index targets were worked out elsewhere."""
+
+    @property
+    def line(self) -> bytes: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def targets(self) -> tuple[str, ...]: ...
+
+
 class CompactStore(ResourceStore):
     """Holds resources as their raw JSON bytes and parses them when a case asks.
 
@@ -166,6 +177,24 @@ class CompactStore(ResourceStore):
         for target in kept:
             self._raw_reverse[target].append(key)
         return key
+
+    def add_lines(self, lines: Iterable[IndexedLine]) -> None:
+        """`add_indexed` for many lines at once (a dense export keeps every line: the
+        parent does this for all of them, alone, while the workers wait)."""
+        raw, by_type, live = self._raw, self._by_type, self._live
+        reverse, targets_of, whole = self._raw_reverse, self._targets_of, self._by_key
+        for item in lines:
+            line, key, targets = item.line, item.key, item.targets
+            if key in raw or key in whole:
+                self.add_indexed(line, key, targets)  # met again, or replacing: the slow path
+                continue
+            by_type[key.split("/", 1)[0]].append(key)
+            raw[key] = line
+            live.pop(key, None)
+            if targets:
+                targets_of[key] = tuple(targets)
+                for target in targets:
+                    reverse[target].append(key)
 
     def has(self, key: str) -> bool:
         return key in self._raw or super().has(key)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.case import assemble, find_procedures
 from fhir_adapter.errors import AdapterError
+from fhir_adapter.parallel import fork_map
 from fhir_adapter.rules import Pack, evaluate_case, load_pack
 from fhir_adapter.sources import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
@@ -84,17 +85,7 @@ class EvalJob:
     charges: Mapping[str, float] | None
 
 
-_WORKER_JOB: EvalJob | None = None  # set in each pool process by _start_worker
-
-
-def _start_worker(job: EvalJob) -> None:
-    global _WORKER_JOB
-    _WORKER_JOB = job
-
-
-def _evaluate_slice(bounds: tuple[int, int]) -> list[bytes]:
-    job = _WORKER_JOB
-    assert job is not None
+def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[bytes]:
     return [
         evaluate_one(job.store, job.pack, p, job.block_on, job.stamp, job.charges).to_bytes()
         for p in job.procedures[bounds[0] : bounds[1]]
@@ -112,20 +103,21 @@ def _evaluate_parallel(
     charges: Mapping[str, float] | None = None,
 ) -> list[CaseOutput]:
     """Forked workers share the store copy-on-write; slices come back in order."""
-    import multiprocessing
-
     job = EvalJob(store, pack, procedures, block_on, stamp, charges)
     n = len(procedures)
-    step = max(1, min(512, n // (workers * 4)))
+    step = max(1, min(_SLICE, n // (workers * 4)))
     bounds = [(i, min(n, i + step)) for i in range(0, n, step)]
     outputs: list[CaseOutput] = []
-    ctx = multiprocessing.get_context("fork")  # the store is shared copy-on-write
-    with ctx.Pool(workers, initializer=_start_worker, initargs=(job,)) as pool:
-        for part in pool.imap(_evaluate_slice, bounds, chunksize=1):
-            outputs.extend(CaseOutput.from_bytes(b) for b in part)
-            if on_progress is not None:
-                on_progress(len(outputs), n)
+    for part in fork_map(_evaluate_slice, job, bounds, workers):
+        outputs.extend(CaseOutput.from_bytes(b) for b in part)
+        if on_progress is not None:
+            on_progress(len(outputs), n)
     return outputs
+
+
+# cases per task: small enough that the two workers finish together, large enough that
+# a task's overhead does not show
+_SLICE = 64
 
 
 def load_store(

@@ -52,6 +52,7 @@ class TextIndex:
         self._case = case
         self._units: dict[str, list[TextUnit]] = {}
         self._mentions: dict[tuple[str, str], list[tuple[TextUnit, Mention]]] = {}
+        self._combined: dict[tuple[str, tuple[str, ...]], list[tuple[TextUnit, Mention]]] = {}
         self.evidence: dict[tuple[str, tuple[str, ...], int], list[Evidence]] = {}
 
     def units(self, source: str) -> list[TextUnit]:
@@ -61,19 +62,27 @@ class TextIndex:
 
     def mentions(
         self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES
-    ) -> Iterator[tuple[TextUnit, Mention]]:
-        """Every mention of `element` in those sources' text, in order, classified once."""
+    ) -> list[tuple[TextUnit, Mention]]:
+        """Every mention of `element` in those sources' text, in order, classified once
+        (per source, and per combination of sources the rules ask about)."""
+        combined = self._combined.get((element, sources))
+        if combined is not None:
+            return combined
+        combined = []
         for source in sources:
             found = self._mentions.get((element, source))
             if found is None:
                 found = []
                 for unit in self.units(source):
-                    if unit.doc is None:
-                        unit.doc = engine.document(unit.text)
-                    if element in engine.candidates(unit.doc):
-                        found.extend((unit, m) for m in engine.mentions(unit.doc, element))
+                    doc = unit.doc
+                    if doc is None:
+                        doc = unit.doc = engine.document(unit.text)
+                    if element in engine.candidates(doc):
+                        found.extend((unit, m) for m in engine.mentions(doc, element))
                 self._mentions[(element, source)] = found
-            yield from found
+            combined.extend(found)
+        self._combined[(element, sources)] = combined
+        return combined
 
     def affirmed(
         self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES
@@ -118,7 +127,7 @@ def find_evidence(
         return list(cached)
     affirmed: list[Evidence] = []
     ruled_out: list[Evidence] = []
-    found = list(index.mentions(engine, element, sources))
+    found = index.mentions(engine, element, sources)
     # one piece of evidence per sentence; a sentence with an affirmed mention is not "ruled out"
     settled = {(id(u), m.sentence) for u, m in found if m.affirmed}
     seen: set[tuple[int, str]] = set()

@@ -16,7 +16,6 @@ split into newline-aligned byte ranges and screened in parallel processes.
 from __future__ import annotations
 
 import gzip
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from fhir_adapter.errors import InputError
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import reverse_targets, tail_key
 from fhir_adapter.fhir.resource_types import RESOURCE_TYPES
+from fhir_adapter.parallel import fork_map
 from fhir_adapter.sources.files import (
     JSON_SUFFIXES,
     NDJSON_SUFFIXES,
@@ -468,18 +468,6 @@ def _bad_line(path: str, offset: int) -> InputError:
 
 
 ScanFn = Callable[[ScanJob, Chunk], ScanResult]
-_WORKER: tuple[ScanFn, ScanJob] | None = None  # set in each pool process by its initializer
-
-
-def _start_worker(func: ScanFn, job: ScanJob) -> None:
-    global _WORKER
-    _WORKER = (func, job)
-
-
-def _in_worker(chunk: Chunk) -> ScanResult:
-    assert _WORKER is not None
-    func, job = _WORKER
-    return func(job, chunk)
 
 
 def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> ScanResult:
@@ -489,19 +477,12 @@ def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> S
     """
     if job.types is not None:
         chunks = [c for c in chunks if c.rtype is None or c.rtype in job.types]
-    if workers <= 1 or len(chunks) <= 1:
-        results = [func(job, c) for c in chunks]
-    else:
-        # largest first, so that no big chunk is left for one worker at the end
-        order = sorted(range(len(chunks)), key=lambda i: -_chunk_size(chunks[i]))
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(
-            min(workers, len(chunks)), initializer=_start_worker, initargs=(func, job)
-        ) as pool:
-            done = pool.map(_in_worker, [chunks[i] for i in order], chunksize=1)
-        results = [ScanResult()] * len(chunks)
-        for i, part in zip(order, done, strict=True):
-            results[i] = part
+    # largest first, so that no big chunk is left for one worker at the end
+    order = sorted(range(len(chunks)), key=lambda i: -_chunk_size(chunks[i]))
+    results = [ScanResult()] * len(chunks)
+    done = fork_map(func, job, [chunks[i] for i in order], workers)
+    for i, part in zip(order, done, strict=True):
+        results[i] = part
     total = ScanResult()
     for part in results:
         total.kept.extend(part.kept)

@@ -130,6 +130,12 @@ class ResourceStore:
         return reverse_targets(resource, self.canonical)
 
 
+# Resource types that are reference data rather than a patient's record: a few hundred
+# of them serve every case of a cohort.
+SHARED_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location"})
+SHARED_MAX = 8192
+
+
 class IndexedLine(Protocol):
     """A raw line whose key and reverse-index targets were worked out elsewhere."""
 
@@ -155,6 +161,9 @@ class CompactStore(ResourceStore):
         self._raw_reverse: dict[str, list[str]] = defaultdict(list)
         self._targets_of: dict[str, tuple[str, ...]] = {}
         self._live: dict[str, Resource] = {}
+        # reference data many cases point at (a practitioner, the hospital): parsed once
+        # for the whole run, not once per case
+        self._shared: dict[str, Resource] = {}
 
     def __len__(self) -> int:
         return super().__len__() + len(self._raw)
@@ -171,6 +180,7 @@ class CompactStore(ResourceStore):
             self._by_type[key.split("/", 1)[0]].append(key)
         self._raw[key] = line
         self._live.pop(key, None)
+        self._shared.pop(key, None)
         kept = tuple(targets)
         if kept:
             self._targets_of[key] = kept
@@ -206,10 +216,20 @@ class CompactStore(ResourceStore):
         raw = self._raw.get(key)
         if raw is None:
             return super().get(key)
+        shared = key.split("/", 1)[0] in SHARED_TYPES
+        if shared:
+            found = self._shared.get(key)
+            if found is not None:
+                self._live[key] = found
+                return found
         import orjson
 
         parsed: Resource = orjson.loads(raw)
         self._live[key] = parsed
+        if shared:
+            if len(self._shared) >= SHARED_MAX:
+                self._shared.clear()
+            self._shared[key] = parsed
         return parsed
 
     def begin_case(self, procedure: Resource | None = None) -> None:

@@ -70,7 +70,11 @@ def evaluate_one(
 ) -> CaseOutput:
     store.begin_case(procedure)
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
-    return build_output(pack, case, evaluate_case(pack, case, block_on), stamp, charges)
+    output = build_output(pack, case, evaluate_case(pack, case, block_on), stamp, charges)
+    # the case's memo (its text index) points back at the case: with the cyclic GC paused
+    # for speed, that cycle would keep every case of the run alive
+    case.derived.clear()
+    return output
 
 
 @dataclass(frozen=True)

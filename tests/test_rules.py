@@ -1140,3 +1140,21 @@ def test_the_claim_reuses_what_the_rules_worked_out(
         "rendering": 1,
         "ptp_hits": 1,
     }
+
+
+def test_no_case_outlives_its_evaluation(pack: Pack, good_case: Resources) -> None:
+    """The pipeline pauses the cyclic GC; a case's memo points back at the case, so the
+    pipeline must break that cycle itself, or a run keeps every case it evaluated."""
+    import gc
+
+    from fhir_adapter.case import Case
+
+    store = store_of(good_case)
+    gc.collect()
+    gc.disable()
+    try:
+        outputs = evaluate_store(store, pack, now="2026-11-27T00:00:00+00:00")
+        alive = [o for o in gc.get_objects() if isinstance(o, Case)]
+    finally:
+        gc.enable()
+    assert outputs and alive == []

@@ -191,7 +191,7 @@ class _Builder:
 
 def find_procedures(store: ResourceStore, system: str, code: str) -> list[Resource]:
     """Procedures carrying system|code, in a stable order (by key)."""
-    found = [p for p in store.of_type("Procedure") if has_coding(p, ("code",), system, code)]
+    found = [p for p in store.of_type("Procedure", code) if has_coding(p, ("code",), system, code)]
     return sorted(found, key=store.key_of)
 
 

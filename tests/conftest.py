@@ -72,3 +72,11 @@ def server(fhir_server: TestServer) -> TestServer:
     """The session's server, emptied and without auth for this test."""
     fhir_server.reset()
     return fhir_server
+
+
+@pytest.fixture
+def pool_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small test exports would be screened in-process: make every pass use the pool."""
+    from fhir_adapter.sources import bulk
+
+    monkeypatch.setattr(bulk, "PARALLEL_MIN_BYTES", 0)

@@ -40,7 +40,9 @@ def test_streaming_equals_loading_everything(export: Path, pack: Pack) -> None:
     assert len(kept) < 0.3 * sum(1 for _ in read_paths([export]))
 
 
-def test_workers_and_chunks_do_not_change_results(export: Path, pack: Pack) -> None:
+def test_workers_and_chunks_do_not_change_results(
+    export: Path, pack: Pack, pool_always: None
+) -> None:
     one = evaluate_paths([export], pack, now=NOW, workers=1)
     store = load_for_cases(
         [export], pack.procedure_system, pack.procedure_code, workers=2, chunk_bytes=64 * 1024

@@ -229,7 +229,7 @@ def test_bad_timeouts_are_usage_errors(variable_or_flag: tuple[str, str]) -> Non
 
 
 def test_procedures_in_ndjson_beside_the_rest_in_a_bundle_on_two_workers(
-    tmp_path: Path, pack: Pack
+    tmp_path: Path, pack: Pack, pool_always: None
 ) -> None:
     """The other direction: the export holds the Procedures, the extract everything else."""
     export = _export_of_fixtures(tmp_path)

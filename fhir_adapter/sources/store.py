@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+import orjson
+
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string, reverse_targets, tail_key
 from fhir_adapter.sources.files import Loaded
@@ -76,7 +78,9 @@ class ResourceStore:
     def begin_case(self, procedure: Resource | None = None) -> None:
         """Called before each case is assembled (a hook for stores that parse lazily)."""
 
-    def of_type(self, rtype: str) -> list[Resource]:
+    def of_type(self, rtype: str, mentioning: str | None = None) -> list[Resource]:
+        """The stored resources of a type; with `mentioning`, a store may leave out those
+        whose JSON cannot contain that string (a hint: callers still check what they need)."""
         out = []
         for key in self._by_type.get(rtype, ()):
             found = self.get(key)
@@ -222,8 +226,6 @@ class CompactStore(ResourceStore):
             if found is not None:
                 self._live[key] = found
                 return found
-        import orjson
-
         parsed: Resource = orjson.loads(raw)
         self._live[key] = parsed
         if shared:
@@ -231,6 +233,22 @@ class CompactStore(ResourceStore):
                 self._shared.clear()
             self._shared[key] = parsed
         return parsed
+
+    def of_type(self, rtype: str, mentioning: str | None = None) -> list[Resource]:
+        """Raw lines that do not contain `mentioning` (as a JSON string) are not parsed:
+        finding the cases of a dense export would otherwise parse every Procedure kept."""
+        if mentioning is None:
+            return super().of_type(rtype)
+        needle = orjson.dumps(mentioning)
+        out = []
+        for key in self._by_type.get(rtype, ()):
+            raw = self._raw.get(key)
+            if raw is not None and needle not in raw:
+                continue
+            found = self.get(key)
+            if found is not None:
+                out.append(found)
+        return out
 
     def begin_case(self, procedure: Resource | None = None) -> None:
         self._live.clear()

@@ -71,9 +71,17 @@ class Pack:
     systems: dict[str, str]
     valuesets: dict[str, ValueSet]
     engine: ContextEngine
-    source_text: str = ""
     rules: list[CompiledRule] = field(default_factory=list)
     modifiers: list[CompiledModifier] = field(default_factory=list)
+    # the pack's YAML with its includes merged, written out only when asked for (Spark
+    # ships it to executors; a local run never needs it, and writing it costs ~50 ms)
+    _source: str | Callable[[], str] = field(default="", repr=False)
+
+    @property
+    def source_text(self) -> str:
+        if callable(self._source):
+            self._source = self._source()
+        return self._source
 
     @property
     def procedure_system(self) -> str:
@@ -125,9 +133,11 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
     except yaml.YAMLError as exc:
         raise PackError(yaml_error_line(origin, exc)) from None
     written = text  # the user's lines, for the positions in a schema error
+    source: str | Callable[[], str] = text
     try:
         if merge_includes(raw, base):
-            text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+            merged = raw
+            source = lambda: yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)  # noqa: E731
     except ValueError as exc:
         raise PackError(f"{origin}: {exc}") from None
     try:
@@ -135,7 +145,7 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
     except ValidationError as exc:
         raise PackError(_describe(exc, raw, origin, written)) from None
     pack = _Compiler(model, origin).compile()
-    pack.source_text = text
+    pack._source = source
     return pack
 
 

@@ -21,7 +21,9 @@ import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from fhir_adapter.rules.prefilter import required_literals
 from fhir_adapter.rules.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
@@ -121,14 +123,24 @@ class Mention:
         return self.sentence[self.start : self.end]
 
 
+class Part(NamedTuple):
+    """One term or pattern of a target, compiled for lower-cased text."""
+
+    regex: re.Pattern[str]
+    bounded: bool  # the leading word boundary is checked by the caller (see _compile_lower)
+    # strings one of which every match contains (prefilter); None: always run the regex
+    required: frozenset[str] | None
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     keywords: frozenset[str]
     regex: re.Pattern[str]
     requires: _Lexicon | None
+    required: frozenset[str] | None  # the prefilter of `regex` (all terms and patterns)
     # each term/pattern, and per keyword the terms/patterns containing it: a term or
     # pattern runs only on the sentences that have one of its keywords
-    parts: tuple[tuple[re.Pattern[str], bool], ...] = ()
+    parts: tuple[Part, ...] = ()
     by_keyword: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
@@ -317,8 +329,9 @@ class ContextEngine:
                 frozenset(e[0] for e in entries if len(e) == 1),
                 tuple(e for e in entries if len(e) > 1),
             )
-        regex = re.compile(_lower_pattern("|".join(f"(?:{a})" for a in alternatives)))
-        parts: list[tuple[re.Pattern[str], bool]] = []
+        source = _lower_pattern("|".join(f"(?:{a})" for a in alternatives))
+        regex = re.compile(source)
+        parts: list[Part] = []
         by_keyword: dict[str, list[int]] = {}
         if keywords:
             for i, alt in enumerate(alternatives):
@@ -330,6 +343,7 @@ class ContextEngine:
             frozenset(keywords) | frozenset(k for keys in own_keys.values() for k in keys),
             regex,
             requires,
+            required_literals(source),
             tuple(parts),
             {k: tuple(v) for k, v in by_keyword.items()},
         )
@@ -513,7 +527,7 @@ class ContextEngine:
             # No keywords (a plain pattern group): one search of the text is the screen.
             if target.regex.search(low) is None:
                 return []
-            parts = [(target.regex, False)]
+            parts = [Part(target.regex, False, target.required)]
         else:
             wanted: set[int] = set()
             for k in target.keywords & (doc.keywords or frozenset()):
@@ -524,7 +538,9 @@ class ContextEngine:
         out: list[Mention] = []
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
-        for regex, bounded in parts:
+        for regex, bounded, required in parts:
+            if required is not None and not any(r in low for r in required):
+                continue  # a word it cannot match without is not in the text
             # one scan of the whole text per term/pattern whose keyword it has
             for m in regex.finditer(low):
                 span = (m.start(), m.end())
@@ -766,7 +782,7 @@ def _lower_pattern(source: str) -> str:
 _LEADING_BOUNDARY = (r"\b", r"(?<!\w)")
 
 
-def _compile_lower(expanded: str) -> tuple[re.Pattern[str], bool]:
+def _compile_lower(expanded: str) -> Part:
     """Compile for lower-cased text, without re.I and without a leading word boundary.
 
     Python's regex engine skips quickly to places where a pattern can start only
@@ -780,7 +796,7 @@ def _compile_lower(expanded: str) -> tuple[re.Pattern[str], bool]:
         if src.startswith(lead):
             src, bounded = src[len(lead) :], True
             break
-    return re.compile(src), bounded
+    return Part(re.compile(src), bounded, required_literals(src))
 
 
 def _source_text(expanded: str) -> str:

@@ -1,0 +1,116 @@
+"""Literal strings that every match of a regular expression contains: a prefilter.
+
+Most of the vocabulary's patterns open with an alternation or a character class
+(`(?:poor|marginal) surgical candidate`), so Python's regex engine cannot skip
+ahead to where one might match and tries every position of a text. A substring
+test for a word the pattern cannot match without ("candidate") costs a fraction
+of that, and most patterns match nothing in most texts. The same idea as RE2's
+and codesearch's prefilters, on Python's own regex parse tree.
+
+Sound by construction: a text without any of the strings cannot match. When no
+such set can be worked out (a case-insensitive pattern, only optional parts...)
+the answer is None and the pattern is always run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from types import ModuleType
+from typing import Any
+
+
+def _stdlib(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # a Python whose `re` is built differently: nothing is prefiltered
+        return None
+
+
+# the parser behind `re` (Python 3.11+): not a public interface, so used defensively
+_sre = _stdlib("re._parser")
+_c: Any = _stdlib("re._constants")
+
+_MIN_USEFUL = 3  # shorter strings are in nearly every text: no better than running it
+
+
+def required_literals(pattern: str, flags: int = 0) -> frozenset[str] | None:
+    """Strings one of which is in every match of `pattern`; None when unknown or useless."""
+    if _sre is None or _c is None or flags & re.IGNORECASE:
+        return None
+    try:
+        tree = _sre.parse(pattern, flags)
+    except Exception:  # any surprise from a private parser: run the pattern unfiltered
+        return None
+    if tree.state.flags & re.IGNORECASE:
+        return None
+    found = _sequence(list(tree))
+    if not found or min(len(s) for s in found) < _MIN_USEFUL:
+        return None
+    return frozenset(found)
+
+
+def _sequence(items: list[tuple[Any, Any]]) -> set[str] | None:
+    """The best required set of a sequence: one of its literal runs or one of its parts."""
+    candidates: list[set[str]] = []
+    run: list[str] = []
+
+    def close() -> None:
+        if run:
+            candidates.append({"".join(run)})
+            run.clear()
+
+    for op, arg in items:
+        if op is _c.LITERAL:
+            run.append(chr(arg))
+        elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            continue  # zero-width: the literals on either side stay adjacent in the match
+        elif op is _c.SUBPATTERN:
+            _group, add_flags, _del_flags, body = arg
+            if add_flags & re.IGNORECASE:
+                close()
+                continue
+            exact = _exact(list(body))
+            if exact is not None:
+                run.append(exact)
+                continue
+            close()
+            sub = _sequence(list(body))
+            if sub:
+                candidates.append(sub)
+        elif op is _c.BRANCH:
+            close()
+            union: set[str] = set()
+            for alternative in arg[1]:
+                sub = _sequence(list(alternative))
+                if not sub:
+                    union = set()
+                    break
+                union |= sub
+            if union:
+                candidates.append(union)
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+            close()
+            low, _high, body = arg
+            if low >= 1:
+                sub = _sequence(list(body))
+                if sub:
+                    candidates.append(sub)
+        else:  # a class, any character, a back-reference...: the run ends here
+            close()
+    close()
+    if not candidates:
+        return None
+    # the most selective: the longest shortest string, then the fewest strings
+    return max(candidates, key=lambda c: (min(len(s) for s in c), -len(c)))
+
+
+def _exact(items: list[tuple[Any, Any]]) -> str | None:
+    """The text a group of plain literals matches (zero-width items aside), else None."""
+    out = []
+    for op, arg in items:
+        if op is _c.LITERAL:
+            out.append(chr(arg))
+        elif op not in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            return None
+    return "".join(out)

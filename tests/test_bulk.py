@@ -94,3 +94,23 @@ def test_bad_lines_are_numbered_in_one_read_per_file(tmp_path: Path) -> None:
     offsets = [sum(len(x) + 1 for x in lines[:i]) for i in (4, 1)]
     bad = [BadLine(str(path), o) for o in offsets]
     assert where_all(bad) == [f"{path}:2", f"{path}:5"]
+
+
+def test_a_file_changed_after_screening_is_an_error_not_wrong_data(
+    export: Path, pack: Pack, tmp_path: Path
+) -> None:
+    """Kept lines stay in their files until a case needs them: if a file is rewritten in
+    between (an export still being written), the run stops with a clear error."""
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    store = load_for_cases([copy], pack.procedure_system, pack.procedure_code)
+    obs = copy / "Observation.ndjson"
+    data = obs.read_bytes()
+    # same length, other ids: every kept Observation now reads as something else
+    obs.write_bytes(data.replace(b'"id":"obs-', b'"id":"xbs-'))
+    assert obs.read_bytes() != data
+    with pytest.raises(InputError, match=r"Observation\.ndjson: the file changed while"):
+        evaluate_store(store, pack, now=NOW)
+    obs.write_bytes(data[: len(data) // 2])  # cut short
+    with pytest.raises(InputError, match=r"Observation\.ndjson: the file changed while"):
+        evaluate_store(store, pack, now=NOW)

@@ -9,8 +9,10 @@ An export is tens of GB; the cases are a small part of it. Three passes:
    Procedures) or performer (PractitionerRole).
 3. What those point at and is still missing (report results, locations, payors).
 
-Peak memory follows the number of cases, not the size of the export. Files are
-split into newline-aligned byte ranges and screened in parallel processes.
+Peak memory follows the number of cases, not the size of the export: a kept line
+stays in its file, and the store reads it back by offset when its case is evaluated
+(gzipped lines are kept as bytes). Files are split into newline-aligned byte ranges
+and screened in parallel processes.
 """
 
 from __future__ import annotations
@@ -202,10 +204,13 @@ def _parse(chunk: Chunk, offset: int, line: bytes) -> dict[str, Any]:
 class Kept(NamedTuple):
     """A line the parent stores, worked out in the worker so the parent never parses it."""
 
-    line: bytes
+    line: bytes  # empty when the line is left in its file (see `offset`)
     key: str  # Type/id
     targets: tuple[str, ...]  # reverse-index targets (who it points at, for joins)
     forward: tuple[str, ...]  # every Type/id it references
+    source: str = ""  # the file, when the line is left there
+    offset: int = -1  # its byte offset there (-1: `line` holds the bytes)
+    length: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,6 +278,14 @@ def kept_record(
     key = f"{resource['resourceType']}/{resource.get('id')}"
     refs = forward_keys(line) if forward is None else forward
     return Kept(line, key, tuple(reverse_targets(resource)), tuple(refs))
+
+
+def _left_in_file(chunk: Chunk, offset: int, line: bytes, record: Kept) -> Kept:
+    """The record without its bytes, which the store reads back from the file when a case
+    needs them (a gzipped file cannot be read at an offset: its lines travel)."""
+    if chunk.end == -1 and chunk.path.lower().endswith(".gz"):
+        return record
+    return record._replace(line=b"", source=chunk.path, offset=offset, length=len(line))
 
 
 def is_complete_object(line: bytes) -> bool:
@@ -353,7 +366,7 @@ def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:
         if resource["resourceType"] == "Procedure" and has_coding(
             resource, ("code",), job.system, job.code
         ):
-            out.kept.append(kept_record(line, resource))
+            out.kept.append(_left_in_file(chunk, offset, line, kept_record(line, resource)))
     return out
 
 
@@ -435,7 +448,8 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
             continue
         refs = forward_keys(line)
         if plan_hits(job.plan, resource, refs):
-            out.kept.append(kept_record(line, resource, refs))
+            record = kept_record(line, resource, refs)
+            out.kept.append(_left_in_file(chunk, offset, line, record))
     return out
 
 

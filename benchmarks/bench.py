@@ -200,7 +200,8 @@ def server_run(patients: int) -> dict[str, Any]:
 
 
 SPARK_CHILD = r"""
-import json, sys, tempfile, time
+import json, os, sys, tempfile, time
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors need this venv's packages
 from pyspark.sql import SparkSession
 from fhir_adapter.spark import evaluate_on_spark
 spark = (SparkSession.builder.master("local[2]").appName("bench")

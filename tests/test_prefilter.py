@@ -47,8 +47,8 @@ def test_the_prefilter_never_hides_a_match(pack: Pack) -> None:
     engine = pack.engine
     checked = 0
     for target in engine.targets.values():
-        parts = [*target.parts, (target.regex, False, target.required)]
-        for regex, _bounded, required in parts:
+        for source in [*(p.source for p in target.parts), target.source]:
+            regex, required = engine.compiled(source)
             if required is None:
                 continue
             for text in texts:

@@ -124,20 +124,18 @@ class Mention:
 
 
 class Part(NamedTuple):
-    """One term or pattern of a target, compiled for lower-cased text."""
+    """One term or pattern of a target, as a regex for lower-cased text (compiled, with
+    its prefilter, the first time a text could match it: see ContextEngine.compiled)."""
 
-    regex: re.Pattern[str]
-    bounded: bool  # the leading word boundary is checked by the caller (see _compile_lower)
-    # strings one of which every match contains (prefilter); None: always run the regex
-    required: frozenset[str] | None
+    source: str
+    bounded: bool  # the leading word boundary is checked by the caller (see _lower_part)
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
     keywords: frozenset[str]
-    regex: re.Pattern[str]
+    source: str  # all terms and patterns as one regex (used when there are no keywords)
     requires: _Lexicon | None
-    required: frozenset[str] | None  # the prefilter of `regex` (all terms and patterns)
     # each term/pattern, and per keyword the terms/patterns containing it: a term or
     # pattern runs only on the sentences that have one of its keywords
     parts: tuple[Part, ...] = ()
@@ -224,6 +222,7 @@ class ContextEngine:
                 )
                 headers.append(h)
         alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
+        self._compiled: dict[str, tuple[re.Pattern[str], frozenset[str] | None]] = {}
         self._header = (
             re.compile(rf"[ \t]*(?:[-*#]+[ \t]*)?({alternation})[ \t]*(?::|\n|$)[ \t]*", re.I)
             if headers
@@ -247,6 +246,14 @@ class ContextEngine:
         self._word_keywords: dict[str, frozenset[str]] = {}
         # short texts recur across cases (code texts, values): prepared and matched once
         self._shared: dict[str, Document] = {}
+
+    def compiled(self, source: str) -> tuple[re.Pattern[str], frozenset[str] | None]:
+        """A target's regex and its prefilter, made on first use: compiling the whole
+        vocabulary up front was most of the cost of evaluating one file."""
+        found = self._compiled.get(source)
+        if found is None:
+            found = self._compiled[source] = (re.compile(source), required_literals(source))
+        return found
 
     # -- compiling ----------------------------------------------------------
     def _build_macros(self) -> dict[str, str]:
@@ -330,20 +337,20 @@ class ContextEngine:
                 tuple(e for e in entries if len(e) > 1),
             )
         source = _lower_pattern("|".join(f"(?:{a})" for a in alternatives))
-        regex = re.compile(source)
+        if not keywords:
+            self.compiled(source)  # used on every text: compiled now, and checked now
         parts: list[Part] = []
         by_keyword: dict[str, list[int]] = {}
         if keywords:
             for i, alt in enumerate(alternatives):
                 low = _source_text(alt)
-                parts.append(_compile_lower(alt))
+                parts.append(_lower_part(alt))
                 for k in own_keys.get(i) or [k for k in keywords if k in low]:
                     by_keyword.setdefault(k, []).append(i)
         return _Target(
             frozenset(keywords) | frozenset(k for keys in own_keys.values() for k in keys),
-            regex,
+            source,
             requires,
-            required_literals(source),
             tuple(parts),
             {k: tuple(v) for k, v in by_keyword.items()},
         )
@@ -525,9 +532,12 @@ class ContextEngine:
         low = doc.low
         if not target.keywords:
             # No keywords (a plain pattern group): one search of the text is the screen.
-            if target.regex.search(low) is None:
+            regex, required = self.compiled(target.source)
+            if required is not None and not any(r in low for r in required):
                 return []
-            parts = [Part(target.regex, False, target.required)]
+            if regex.search(low) is None:
+                return []
+            parts = [Part(target.source, False)]
         else:
             wanted: set[int] = set()
             for k in target.keywords & (doc.keywords or frozenset()):
@@ -538,7 +548,9 @@ class ContextEngine:
         out: list[Mention] = []
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
-        for regex, bounded, required in parts:
+        compiled = self.compiled
+        for source, bounded in parts:
+            regex, required = compiled(source)
             if required is not None and not any(r in low for r in required):
                 continue  # a word it cannot match without is not in the text
             # one scan of the whole text per term/pattern whose keyword it has
@@ -558,7 +570,7 @@ class ContextEngine:
                     and span[0] > 0
                     and (low[span[0] - 1].isalnum() or low[span[0] - 1] == "_")
                 ):
-                    continue  # the leading word boundary, checked here (see _compile_lower)
+                    continue  # the leading word boundary, checked here (see _lower_part)
                 if target.requires is not None:
                     ok = checked.get(idx)
                     if ok is None:
@@ -782,8 +794,8 @@ def _lower_pattern(source: str) -> str:
 _LEADING_BOUNDARY = (r"\b", r"(?<!\w)")
 
 
-def _compile_lower(expanded: str) -> Part:
-    """Compile for lower-cased text, without re.I and without a leading word boundary.
+def _lower_part(expanded: str) -> Part:
+    """A regex for lower-cased text, without re.I and without a leading word boundary.
 
     Python's regex engine skips quickly to places where a pattern can start only
     when the pattern begins with plain characters: ignore-case and a leading `\\b`
@@ -796,7 +808,7 @@ def _compile_lower(expanded: str) -> Part:
         if src.startswith(lead):
             src, bounded = src[len(lead) :], True
             break
-    return Part(re.compile(src), bounded, required_literals(src))
+    return Part(src, bounded)
 
 
 def _source_text(expanded: str) -> str:

@@ -41,7 +41,7 @@ from fhir_adapter.sources.files import (
 )
 from fhir_adapter.sources.store import CompactStore, ResourceStore
 
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 # below this, a pass runs in this process (measured: forking a pool and collecting its
 # results costs ~50 ms, about what screening 10 MB costs)
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -207,7 +207,7 @@ class Kept(NamedTuple):
     line: bytes  # empty when the line is left in its file (see `offset`)
     key: str  # Type/id
     targets: tuple[str, ...]  # reverse-index targets (who it points at, for joins)
-    forward: tuple[str, ...]  # every Type/id it references
+    forward: tuple[str, ...]  # every Type/id it references (FOLLOWED types only)
     source: str = ""  # the file, when the line is left there
     offset: int = -1  # its byte offset there (-1: `line` holds the bytes)
     length: int = 0
@@ -275,8 +275,11 @@ def kept_record(
     line: bytes, resource: dict[str, Any], forward: frozenset[str] | None = None
 ) -> Kept:
     """What the parent stores, worked out in the worker so the parent does not parse."""
-    key = f"{resource['resourceType']}/{resource.get('id')}"
-    refs = forward_keys(line) if forward is None else forward
+    rtype = resource["resourceType"]
+    key = f"{rtype}/{resource.get('id')}"
+    refs: Iterable[str] = ()
+    if rtype in FOLLOWED:  # only these are followed in pass 3: the rest need not carry them
+        refs = forward_keys(line) if forward is None else forward
     return Kept(line, key, tuple(reverse_targets(resource)), tuple(refs))
 
 

@@ -57,7 +57,7 @@ def performed_sort_key(procedure: Resource, key: str) -> tuple[str, str]:
     return (start if isinstance(start, str) else "9999", key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Performer:
     """One Procedure.performer whose actor resolved: which function it had, who it is."""
 

@@ -53,7 +53,7 @@ def as_date(value: str | None) -> dt.date | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Diagnosis:
     """One ICD-10-CM code as it would go on the Claim, and where it was documented."""
 

@@ -11,7 +11,7 @@ from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.text import TextIndex, counts
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Fact:
     """A derived value (None when unknown), the system of a coded value, and its evidence."""
 

@@ -52,7 +52,7 @@ class VocabularyError(ValueError):
     """A vocabulary entry that cannot be compiled; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Cue:
     """A modifier found in a sentence: its words' [start, end) and token range."""
 
@@ -101,7 +101,7 @@ class Document:
     found: dict[str, list[Mention]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Mention:
     """A target found in a text, with the ConText status that decides whether it counts."""
 

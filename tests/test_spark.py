@@ -101,6 +101,14 @@ def test_cli_engine_spark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert list(on_spark) == list(locally) == ["code_sets", "cases"]
     assert on_spark["code_sets"] == locally["code_sets"]
     assert on_spark["cases"] == rows
+    # the default --format table: the same table as the local engine prints
+    assert main(["evaluate", str(data)]) == code
+    table_locally = capsys.readouterr().out
+    spark_out = tmp_path / "out-table"
+    argv = ["evaluate", "--engine", "spark", str(data), "--out", str(spark_out)]
+    assert main(argv) == code
+    assert capsys.readouterr().out == table_locally
+    assert table_locally.count("\n") > len(rows)
 
 
 def test_charges_on_spark(spark: Any, tmp_path: Path) -> None:

@@ -149,7 +149,12 @@ def _evaluate_spark(
         charges=charges,
     )
     if result.cases and Path(result.reports).is_dir():
-        from fhir_adapter.report import render_csv, render_html, render_json_rows
+        from fhir_adapter.report import (
+            render_csv,
+            render_html,
+            render_json_rows,
+            render_table_rows,
+        )
         from fhir_adapter.sinks import write_report_html
 
         rows = read_reports(result.reports)
@@ -162,6 +167,8 @@ def _evaluate_spark(
             sys.stdout.write(page)
         elif args.format == "csv":
             sys.stdout.write(render_csv(rows))
+        else:
+            sys.stdout.write(render_table_rows(rows))
     print(
         f"fhir-adapter: {result.cases} case(s), {result.claims} claim(s); "
         f"reports in {result.reports}, bundles in {result.bundles}",

@@ -10,6 +10,7 @@ from fhir_adapter.report.text import (
     render_json,
     render_json_rows,
     render_table,
+    render_table_rows,
     summary,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "render_json",
     "render_json_rows",
     "render_table",
+    "render_table_rows",
     "summary",
 ]

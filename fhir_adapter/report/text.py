@@ -44,37 +44,52 @@ def _cut(text: str, width: int) -> str:
 
 def render_table(outputs: Sequence[CaseOutput], width: int | None = None) -> str:
     """One row per case; each finding on its own line with severity and a short why."""
+    return render_table_rows([o.report() for o in outputs], width)
+
+
+def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
+    """The table from report rows (either engine's)."""
     width = width or shutil.get_terminal_size((120, 20)).columns
     header = ("PROCEDURE", "PATIENT", "OUTCOME", "POS", "MODIFIERS", "FINDINGS")
-    rows: list[tuple[str, ...]] = []
-    for o in outputs:
-        e = o.evaluation
+    lines_out: list[tuple[str, ...]] = []
+    for r in rows:
         first = (
-            e.procedure,
-            e.patient or "-",
-            e.outcome,
-            e.place_of_service or "-",
-            ",".join(m.code for m in e.modifiers) or "-",
+            r["procedure"],
+            r.get("patient") or "-",
+            r["outcome"],
+            r.get("place_of_service") or "-",
+            ",".join(m["code"] for m in r.get("modifiers") or []) or "-",
         )
-        lines = [f"{f.severity} {f.code}: {f.message}" for f in e.findings] or ["-"]
-        rows.append((*first, lines[0]))
-        rows.extend(("", "", "", "", "", line) for line in lines[1:])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+        lines = [f"{f['severity']} {f['code']}: {f['message']}" for f in r["findings"]] or ["-"]
+        lines_out.append((*first, lines[0]))
+        lines_out.extend(("", "", "", "", "", line) for line in lines[1:])
+    widths = [max(len(r[i]) for r in [header, *lines_out]) for i in range(5)]
     fixed = sum(widths) + 2 * 5
     out = []
-    for row in [header, *rows]:
+    for row in [header, *lines_out]:
         cells = [row[i].ljust(widths[i]) for i in range(5)]
         out.append("  ".join([*cells, _cut(row[5], max(30, width - fixed))]).rstrip())
     out.append("")
-    out.append(summary(outputs))
+    out.append(summary_rows(rows))
     return "\n".join(out) + "\n"
 
 
 def summary(outputs: Sequence[CaseOutput]) -> str:
-    claims = sum(1 for o in outputs if not o.evaluation.blocked)
-    counts = Counter(f.code for o in outputs for f in o.evaluation.findings)
+    return summary_rows(
+        [
+            {
+                "outcome": o.evaluation.outcome,
+                "findings": [{"code": f.code} for f in o.evaluation.findings],
+            }
+            for o in outputs
+        ]
+    )
+
+
+def summary_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    claims = sum(1 for r in rows if r["outcome"] == "claim")
+    counts = Counter(f["code"] for r in rows for f in r["findings"])
     by_code = ", ".join(f"{code} {n}" for code, n in sorted(counts.items())) or "none"
     return (
-        f"{len(outputs)} case(s): {claims} claim(s), {len(outputs) - claims} blocked; "
-        f"findings: {by_code}"
+        f"{len(rows)} case(s): {claims} claim(s), {len(rows) - claims} blocked; findings: {by_code}"
     )

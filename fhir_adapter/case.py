@@ -82,6 +82,9 @@ class Case:
     date: str | None = None
     conditions: list[Resource] = field(default_factory=list)
     reason_conditions: list[Resource] = field(default_factory=list)
+    # the Conditions a reason or an Encounter.diagnosis names (the others in `conditions`
+    # only point at the encounter), however the reference was written
+    stated_conditions: list[Resource] = field(default_factory=list)
     observations: list[Resource] = field(default_factory=list)
     reports: list[Resource] = field(default_factory=list)
     documents: list[Resource] = field(default_factory=list)
@@ -219,13 +222,16 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
     for ref in procedure.get("reasonReference") or []:
         target = b.follow(ref, procedure, "reason_conditions", "conditions")
         b.add("reason_conditions", target, "Condition")
+        b.add("stated_conditions", target, "Condition")
         b.add("conditions", target, "Condition")
         b.add("observations", target, "Observation")
         b.add("reports", target, ("DiagnosticReport",))
         b.add("documents", target, ("DocumentReference",))
     for diag in enc.get("diagnosis") or []:
         if isinstance(diag, dict):
-            b.add("conditions", b.follow(diag.get("condition"), enc, "conditions"), "Condition")
+            named = b.follow(diag.get("condition"), enc, "conditions")
+            b.add("stated_conditions", named, "Condition")
+            b.add("conditions", named, "Condition")
     if case.encounter_ref:
         for cond in store.referrers(case.encounter_ref, "Condition"):
             b.add("conditions", cond, "Condition")

@@ -23,13 +23,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _DONE = -1
+_POLL_SECONDS = 0.2  # how often a waiting parent checks that its children are alive
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without finishing its items (killed, out of memory...)."""
 
 
 def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) -> Iterator[R]:
     """`fn(job, item)` for every item, yielded in order, on `workers` processes (this one
     and `workers - 1` forked children, each taking the next item when it is free).
 
-    An exception in any worker is raised here, and the children are stopped.
+    An exception in any worker is raised here, and the children are stopped; a child
+    that dies (the OS killed it) is a WorkerDied, not a hang.
     """
     n = len(items)
     if workers <= 1 or n <= 1:
@@ -38,28 +44,27 @@ def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) 
         return
     ctx = multiprocessing.get_context("fork")
     claimed = ctx.Value("l", 0)  # the next item nobody has taken yet
-    results: Any = ctx.Queue()  # children's (index, ok, value); pickled by a feeder thread
-    children = [
-        ctx.Process(target=_child, args=(fn, job, items, claimed, results), daemon=True)
-        for _ in range(min(workers, n) - 1)
-    ]
-    for child in children:
-        child.start()
-    done: dict[int, R] = {}
-    running = len(children)
+    results: Any = ctx.Queue()  # children's (index, ok, pickled value); sent by a feeder thread
+    children: list[Any] = []
+    done: dict[int, Any] = {}
     emitted = 0
     try:
+        for _ in range(min(workers, n) - 1):
+            child = ctx.Process(target=_child, args=(fn, job, items, claimed, results), daemon=True)
+            child.start()
+            children.append(child)
+        finished = 0
         while True:
             i = _claim(claimed, n)
             if i is None:
                 break
             done[i] = fn(job, items[i])
-            running -= _collect(results, done, block=False)
+            finished += _collect(results, done, children, finished, wait=False)
             while emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
-        while running:
-            running -= _collect(results, done, block=True)
+        while finished < len(children):
+            finished += _collect(results, done, children, finished, wait=True)
             while emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
@@ -75,8 +80,8 @@ def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) 
     while emitted in done:
         yield done.pop(emitted)
         emitted += 1
-    if emitted != n:  # a child died without reporting (killed by the OS)
-        raise RuntimeError(f"a worker process ended early ({n - emitted} of {n} items lost)")
+    if emitted != n:  # pragma: no cover - every child reported done: cannot happen
+        raise WorkerDied(f"{n - emitted} of {n} items were not done")
 
 
 def _claim(claimed: Any, n: int) -> int | None:
@@ -88,21 +93,36 @@ def _claim(claimed: Any, n: int) -> int | None:
     return i
 
 
-def _collect(results: Any, done: dict[int, Any], block: bool) -> int:
-    """Take the children's finished items; the number of children that said they are done."""
-    finished = 0
+def _collect(
+    results: Any, done: dict[int, Any], children: list[Any], finished: int, wait: bool
+) -> int:
+    """Take the children's finished items; the number of children that said they are done.
+
+    Waiting, it polls: a child killed by the OS never says it is done, and once nothing
+    arrives for a while and more children have ended than said so, one of them died.
+    """
+    now_finished = 0
     while True:
         try:
-            i, ok, value = results.get(block=block)
+            i, ok, value = results.get(timeout=_POLL_SECONDS) if wait else results.get_nowait()
         except queue.Empty:
-            return finished
-        block = False
+            if not wait:
+                return now_finished
+            ended = [c for c in children if c.exitcode is not None]
+            if len(ended) > finished + now_finished:
+                codes = ", ".join(str(c.exitcode) for c in ended if c.exitcode != 0) or "0"
+                raise WorkerDied(
+                    f"a worker process ended before finishing (exit code {codes}; "
+                    "a negative code is the signal that stopped it, 9 often means out of memory)"
+                ) from None
+            continue
+        wait = False  # something came: take what else is there, then return
         if i == _DONE:
-            finished += 1
+            now_finished += 1
         elif ok:
-            done[i] = value
+            done[i] = pickle.loads(value)
         else:
-            raise value
+            raise pickle.loads(value)
 
 
 def _child(
@@ -114,12 +134,14 @@ def _child(
             if i is None:
                 break
             try:
-                results.put((i, True, fn(job, items[i])))
+                # pickled here, not by the queue's feeder thread, which would only log a
+                # value it cannot pickle and drop it
+                results.put((i, True, pickle.dumps(fn(job, items[i]), pickle.HIGHEST_PROTOCOL)))
             except BaseException as exc:  # handed to the parent, which raises it
-                results.put((i, False, _portable(exc)))
+                results.put((i, False, pickle.dumps(_portable(exc))))
                 break
     finally:
-        results.put((_DONE, True, None))
+        results.put((_DONE, True, b""))
         results.close()
         results.join_thread()
         os._exit(0)  # no atexit handlers or inherited cleanup of the parent's state

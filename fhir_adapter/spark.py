@@ -220,7 +220,7 @@ def _evaluate_on_spark(
     sc = session.sparkContext
     system, code = pack.procedure_system, pack.procedure_code
     lines = sc.textFile(_ndjson_inputs(input_uri)).filter(lambda t: t.strip() != "")
-    needle = f'"{code}"'.encode()
+    needle = code.encode()  # bare: a padded code counts too, as in the local engine
 
     # Pass 1: the cases.
     cases: list[Kept] = lines.mapPartitions(

@@ -114,3 +114,39 @@ def test_a_file_changed_after_screening_is_an_error_not_wrong_data(
     obs.write_bytes(data[: len(data) // 2])  # cut short
     with pytest.raises(InputError, match=r"Observation\.ndjson: the file changed while"):
         evaluate_store(store, pack, now=NOW)
+    first = data.index(b"\n") + 1
+    obs.write_bytes(data[:first] + data)  # a line added at the top: every offset moves
+    with pytest.raises(InputError, match=r"Observation\.ndjson: the file changed while"):
+        evaluate_store(store, pack, now=NOW)
+
+
+def test_with_several_bad_lines_the_first_in_file_order_is_named(
+    export: Path, pack: Pack, tmp_path: Path, pool_always: None
+) -> None:
+    """However the chunks are shared out (largest first, two workers), the error names the
+    first bad line of the export, as a one-worker run would."""
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    # the first bad line ends Condition.ndjson, in a short last chunk that largest-first
+    # dispatches late; a second one near the top of Observation.ndjson is in a full chunk
+    from fhir_adapter.sources.bulk import chunks_of
+
+    cond = copy / "Condition.ndjson"
+    last = chunks_of([cond], 8192)[-1]
+    data = cond.read_bytes()
+    head = data[: last.start]
+    at = head.count(b"\n") + 1  # 1-based: the last chunk's first line, cut short
+    cond.write_bytes(head + data[last.start : last.start + 40] + b"\n")
+    observations = (copy / "Observation.ndjson").read_bytes().split(b"\n")
+    observations[3] = observations[3][:40]
+    (copy / "Observation.ndjson").write_bytes(b"\n".join(observations))
+    for workers in (1, 2, 2):
+        expected = rf"Condition\.ndjson:{at}: not a complete JSON object"
+        with pytest.raises(InputError, match=expected):
+            load_for_cases(
+                [copy],
+                pack.procedure_system,
+                pack.procedure_code,
+                workers=workers,
+                chunk_bytes=8192,
+            )

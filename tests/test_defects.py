@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_adapter import evaluate_paths
+from fhir_adapter import ResourceStore, evaluate_paths, evaluate_store, read_paths
 from fhir_adapter.cli import main
 from fhir_adapter.fhir.systems import CPT
 from fhir_adapter.rules import Pack
@@ -259,3 +259,17 @@ def test_procedures_in_ndjson_beside_the_rest_in_a_bundle_on_two_workers(
 
     assert len(by_id(whole)) >= 30
     assert by_id(mixed) == by_id(whole)
+
+
+def test_a_padded_code_is_a_case_when_streamed_as_when_loaded(tmp_path: Path, pack: Pack) -> None:
+    """'47382 ' counts as 47382 when a whole file is loaded (codes are compared stripped):
+    the streamed export's screens must not skip it for its padding."""
+    export = _export_of_fixtures(tmp_path)
+    procs = export / "Procedure.ndjson"
+    padded = procs.read_bytes().replace(b'"code":"47382"', b'"code":"47382 "')
+    assert padded != procs.read_bytes()
+    procs.write_bytes(padded)
+    streamed = [o.evaluation.procedure for o in evaluate_paths([export], pack, now=NOW)]
+    whole = ResourceStore(read_paths([export]))
+    loaded = [o.evaluation.procedure for o in evaluate_store(whole, pack, now=NOW)]
+    assert streamed == loaded and len(loaded) >= 30

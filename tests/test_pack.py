@@ -53,6 +53,14 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             ),
             "text target 'energy-applied': bad regular expression",
         ),
+        (  # valid as written, invalid in the lower-cased form that runs: found at load
+            lambda r: (
+                r["text"]
+                .setdefault("targets", {})
+                .update({"energy-applied": {"keywords": ["energy"], "patterns": ["energy [Z-a]"]}})
+            ),
+            "text target 'energy-applied': bad regular expression 'energy [Z-a]'",
+        ),
         (
             lambda r: _rule(r, "procedure-not-completed")["any"].append(
                 {"fhirpath": {"from": "procedure", "expression": "status = = 'x'"}}

@@ -73,3 +73,38 @@ def _unpicklable_in_child(job: None, item: int) -> int:
 def test_an_exception_that_cannot_travel_is_described() -> None:
     with pytest.raises(RuntimeError, match="_Unpicklable: 1/2"):
         list(fork_map(_unpicklable_in_child, None, list(range(40)), workers=2))
+
+
+def _killed_in_child(job: None, item: int) -> int:
+    if os.getpid() != PARENT and item >= 5:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+    time.sleep(0.01)
+    return item
+
+
+def test_a_child_killed_by_the_os_is_an_error_not_a_hang() -> None:
+    from fhir_adapter.parallel import WorkerDied
+
+    started = time.monotonic()
+    with pytest.raises(WorkerDied, match="exit code -9"):
+        list(fork_map(_killed_in_child, None, list(range(60)), workers=2))
+    assert time.monotonic() - started < 30
+    assert multiprocessing.active_children() == []
+
+
+def _unpicklable_result(job: None, item: int) -> object:
+    if os.getpid() != PARENT:
+        return lambda: item  # a result that cannot cross a process boundary
+    time.sleep(0.01)
+    return item
+
+
+def test_a_result_that_cannot_travel_is_an_error_not_a_lost_item() -> None:
+    import pickle
+
+    with pytest.raises(
+        (pickle.PicklingError, AttributeError, RuntimeError), match=r"lambda|pickle"
+    ):
+        list(fork_map(_unpicklable_result, None, list(range(40)), workers=2))

@@ -1100,7 +1100,7 @@ def test_modifier_conflicts_is_a_fact_like_any_other(pack: Pack, good_case: Reso
     proc(good_case)["statusReason"] = {"text": "Stopped after one cycle at the surgeon's call."}
     store = store_of(good_case)
     case = assemble(store, proc(good_case), pack.procedure_system, pack.procedure_code)
-    ctx = Context(case, text_index(case))
+    ctx = Context(case, text_index(case, pack.engine))
     facts = derive_facts(pack, ctx)
     conflict = facts["modifier_conflicts"]
     assert conflict.value and conflict.evidence[0].note
@@ -1158,3 +1158,56 @@ def test_no_case_outlives_its_evaluation(pack: Pack, good_case: Resources) -> No
     finally:
         gc.enable()
     assert outputs and alive == []
+
+
+def test_a_resolved_encounter_diagnosis_named_by_urn_uuid_stays_for_the_diagnosis_rules(
+    pack: Pack, good_case: Resources
+) -> None:
+    """Which Conditions were stated (reason, Encounter.diagnosis) is recorded when the case
+    is assembled, however the reference is written (urn:uuid:, versioned): a resolved one
+    stays for the diagnosis rules, which say why it is not coded."""
+    from fhir_adapter import ResourceStore
+    from fhir_adapter.sources.files import Loaded
+
+    proc(good_case).pop("reasonReference", None)
+    proc(good_case).pop("reasonCode", None)
+    dx = by_id(good_case, f"{P}-dx")
+    dx["clinicalStatus"] = {"coding": [{"code": "resolved"}]}
+    by_id(good_case, f"{P}-enc")["diagnosis"] = [
+        {"condition": {"reference": "urn:uuid:0c1e0000-0000-4000-8000-000000000001"}, "rank": 1}
+    ]
+    store = ResourceStore(
+        Loaded(r, "urn:uuid:0c1e0000-0000-4000-8000-000000000001" if r is dx else None, "t")
+        for r in good_case
+    )
+    [out] = evaluate_store(store, pack, now="2026-11-27T00:00:00+00:00")
+    [finding] = [f for f in out.evaluation.findings if f.code == "diagnosis-unsupported"]
+    assert any(e.cue == "resolved" for e in finding.evidence)
+
+
+def test_a_case_evaluated_again_with_another_pack_gets_that_packs_answer(
+    pack: Pack, good_case: Resources, tmp_path: Any
+) -> None:
+    """The per-case memo (text mentions, billing decisions) belongs to one evaluation: a
+    second pack that cannot read the energy applied says so even after the default one ran."""
+    import re
+    import shutil
+
+    from fhir_adapter import load_pack
+    from fhir_adapter.case import assemble
+    from fhir_adapter.rules import default_pack_path, evaluate_case
+
+    shutil.copytree(default_pack_path().parent, tmp_path / "mappings")
+    targets = tmp_path / "mappings" / "text" / "cpt-47382-targets.yaml"
+    text = targets.read_text()
+    start = text.index("  energy-applied:")
+    end = re.search(r"\n  [a-z][\w-]*:\n", text[start + 1 :])
+    assert end is not None
+    blind = "  energy-applied:\n    keywords: [zzqq]\n    terms: [zzqq]\n"
+    targets.write_text(text[:start] + blind + text[start + 1 + end.start() + 1 :])
+    other = load_pack(tmp_path / "mappings" / "cpt-47382.yaml")
+
+    store = store_of(good_case)
+    case = assemble(store, proc(good_case), pack.procedure_system, pack.procedure_code)
+    assert "doc-energy" not in {f.code for f in evaluate_case(pack, case).findings}
+    assert "doc-energy" in {f.code for f in evaluate_case(other, case).findings}

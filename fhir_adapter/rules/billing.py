@@ -305,7 +305,10 @@ def ptp_hits(pack: Pack, case: Case) -> list[PtpHit]:
                     sources = (*(distinct_cfg.in_ or ("procedure",)), "session_procedures")
                     distinct = tuple(
                         affirmed_evidence(
-                            text_index(case), pack.engine, distinct_cfg.patterns, sources
+                            text_index(case, pack.engine),
+                            pack.engine,
+                            distinct_cfg.patterns,
+                            sources,
                         )
                     )
             status = "" if edit.verified else ", row not verified"

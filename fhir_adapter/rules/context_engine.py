@@ -223,6 +223,7 @@ class ContextEngine:
                 headers.append(h)
         alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
         self._compiled: dict[str, tuple[re.Pattern[str], frozenset[str] | None]] = {}
+        self._checked: dict[str, re.Pattern[str]] = {}  # patterns compiled to check them
         self._header = (
             re.compile(rf"[ \t]*(?:[-*#]+[ \t]*)?({alternation})[ \t]*(?::|\n|$)[ \t]*", re.I)
             if headers
@@ -249,11 +250,21 @@ class ContextEngine:
 
     def compiled(self, source: str) -> tuple[re.Pattern[str], frozenset[str] | None]:
         """A target's regex and its prefilter, made on first use: compiling the whole
-        vocabulary up front was most of the cost of evaluating one file."""
+        vocabulary up front was most of the cost of evaluating one file. (A term is built
+        by escaping; a pattern was compiled when it was checked, in the form that runs.)"""
         found = self._compiled.get(source)
         if found is None:
-            found = self._compiled[source] = (re.compile(source), required_literals(source))
+            regex = self._checked.pop(source, None) or re.compile(source)
+            found = self._compiled[source] = (regex, required_literals(source))
         return found
+
+    def _check_regex(self, expanded: str, problem: str) -> None:
+        """A pattern must compile in the form that runs (lower-cased, no leading boundary)."""
+        source = _lower_part(expanded).source
+        try:
+            self._checked[source] = re.compile(source)
+        except re.error as exc:
+            raise VocabularyError(f"{problem}: {exc}") from None
 
     # -- compiling ----------------------------------------------------------
     def _build_macros(self) -> dict[str, str]:
@@ -305,20 +316,16 @@ class ContextEngine:
                 _check_keyword(expanded, term, keywords, where)
         for pattern in t.patterns:
             expanded = self._expand(pattern, f"{where}, pattern {pattern!r}")
-            try:
-                re.compile(expanded)
-            except re.error as exc:
-                raise VocabularyError(
-                    f"{where}: bad regular expression {pattern!r}: {exc}"
-                ) from None
-            if keywords:
-                _check_keyword(expanded, pattern, keywords, where)
-            split = self._split_leading_number(pattern, where)
-            if split is None or not keywords:
-                alternatives.append(expanded)
-                continue
+            split = self._split_leading_number(pattern, where) if keywords else None
             # "{number} cm": digits and number words as two patterns, each of which the
             # regex engine can skip to (a digit; a word's first letter)
+            for alt in split or (expanded,):
+                self._check_regex(alt, f"{where}: bad regular expression {pattern!r}")
+            if keywords:
+                _check_keyword(expanded, pattern, keywords, where)
+            if split is None:
+                alternatives.append(expanded)
+                continue
             digits, spelled = split
             alternatives.append(digits)
             own_keys[len(alternatives)] = tuple(self.numbers)

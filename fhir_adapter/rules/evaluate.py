@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding
-from fhir_adapter.rules.billing import clinical_code, refers_to, verification_code
+from fhir_adapter.rules.billing import clinical_code, verification_code
 from fhir_adapter.rules.context import Context, found
 from fhir_adapter.rules.facts import derive_facts
 from fhir_adapter.rules.modifiers import decide_modifiers
@@ -15,8 +15,11 @@ from fhir_adapter.rules.text import counts, text_index
 def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evaluation:
     """Evaluate `case`; findings at or above `block_on` (default: the pack's) block the Claim."""
     threshold = pack.severity_rank(block_on or pack.model.default_block_on)
+    # what an earlier evaluation of this case worked out (another pack, or the case since
+    # changed) is not this one's: the memo starts empty, and the Claim builder reuses it
+    case.derived.clear()
     _drop_conditions(pack, case)
-    text = text_index(case)
+    text = text_index(case, pack.engine)
     ctx = Context(case, text)
     derive_facts(pack, ctx)
     result = Evaluation(
@@ -75,23 +78,15 @@ def _drop_conditions(pack: Pack, case: Case) -> None:
         return
     void = set(dx.void_verification)
     inactive = set(dx.inactive_clinical)
-    diagnoses = [
-        d.get("condition")
-        for d in (case.encounter or {}).get("diagnosis") or []
-        if isinstance(d, dict)
-    ]
-
-    def stated(c: dict[str, object]) -> bool:
-        return any(c is r for r in case.reason_conditions) or any(
-            refers_to(case, ref, c) for ref in diagnoses
-        )
-
+    stated = {id(c) for c in case.stated_conditions}
     case.conditions = [
         c
         for c in case.conditions
-        if verification_code(c) not in void and (clinical_code(c) not in inactive or stated(c))
+        if verification_code(c) not in void
+        and (id(c) in stated or clinical_code(c) not in inactive)
     ]
-    case.reason_conditions = [c for c in case.reason_conditions if verification_code(c) not in void]
+    for name in ("reason_conditions", "stated_conditions"):
+        setattr(case, name, [c for c in getattr(case, name) if verification_code(c) not in void])
 
 
 def _exception(rule: CompiledRule, ctx: Context) -> tuple[Evidence, ...]:

@@ -92,11 +92,13 @@ class TextIndex:
                 yield unit, m
 
 
-def text_index(case: Case) -> TextIndex:
-    """The case's TextIndex, built once: the rules and the Claim builder share its mentions."""
-    index = case.derived.get(TextIndex)
+def text_index(case: Case, engine: ContextEngine) -> TextIndex:
+    """The case's TextIndex for an engine, built once: the rules and the Claim builder share
+    its mentions (another pack's engine finds other mentions: it gets its own)."""
+    key = (TextIndex, id(engine))
+    index = case.derived.get(key)
     if index is None:
-        index = case.derived[TextIndex] = TextIndex(case)
+        index = case.derived[key] = TextIndex(case)
     return index
 
 

@@ -494,23 +494,37 @@ def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> S
     """Screen the chunks (in parallel); the kept lines come back raw (already validated).
 
     Chunks whose file name announces a type outside `job.types` are not even dispatched.
+    A bad line stops the pass; with several, the first in file order is the one named,
+    however the chunks were shared out.
     """
     if job.types is not None:
         chunks = [c for c in chunks if c.rtype is None or c.rtype in job.types]
-    # largest first, so that no big chunk is left for one worker at the end
     sizes = [_chunk_size(c) for c in chunks]
-    order = sorted(range(len(chunks)), key=lambda i: -sizes[i])
-    if sum(sizes) < PARALLEL_MIN_BYTES:
-        workers = 1  # starting a pool would cost more than it saves
-    results = [ScanResult()] * len(chunks)
-    done = fork_map(func, job, [chunks[i] for i in order], workers)
-    for i, part in zip(order, done, strict=True):
-        results[i] = part
+    if workers <= 1 or sum(sizes) < PARALLEL_MIN_BYTES:  # a pool would cost more than it saves
+        results: list[ScanResult | InputError] = [func(job, c) for c in chunks]
+    else:
+        # largest first, so that no big chunk is left for one worker at the end
+        order = sorted(range(len(chunks)), key=lambda i: -sizes[i])
+        results = [ScanResult()] * len(chunks)
+        done = fork_map(_scan_catching, (func, job), [chunks[i] for i in order], workers)
+        for i, part in zip(order, done, strict=True):
+            results[i] = part
     total = ScanResult()
     for part in results:
+        if isinstance(part, InputError):
+            raise part
         total.kept.extend(part.kept)
         total.bad.extend(part.bad)
     return total
+
+
+def _scan_catching(task: tuple[ScanFn, ScanJob], chunk: Chunk) -> ScanResult | InputError:
+    """A chunk's result, or its bad line: the parent raises the first in file order."""
+    func, job = task
+    try:
+        return func(job, chunk)
+    except InputError as exc:
+        return exc
 
 
 def _chunk_size(chunk: Chunk) -> int:
@@ -559,7 +573,8 @@ def load_for_cases(
     if not ndjson_files:
         return store
     chunks = chunks_of(ndjson_files, chunk_bytes)
-    job = ScanJob(needle=f'"{code}"'.encode(), system=system, code=code, skip_bad=skip_bad_lines)
+    # the bare code: a padded one ("47382 ") counts too, as it does in has_coding
+    job = ScanJob(needle=code.encode(), system=system, code=code, skip_bad=skip_bad_lines)
     first = run_pass(scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers)
     bad = list(first.bad)
     store.add_lines(first.kept)

@@ -305,10 +305,7 @@ class CompactStore(ResourceStore):
         if isinstance(raw, bytes):
             parsed: Resource = orjson.loads(raw)
         else:
-            parsed = orjson.loads(self._files.read(raw))
-            if f"{parsed.get('resourceType')}/{parsed.get('id')}" != key:
-                where = self._files.path(raw)
-                raise InputError("the file changed while it was being read", source=where)
+            parsed = self._read_back(raw, key)
         self._live[key] = parsed
         if shared:
             if len(self._shared) >= SHARED_MAX:
@@ -317,11 +314,11 @@ class CompactStore(ResourceStore):
         return parsed
 
     def of_type(self, rtype: str, mentioning: str | None = None) -> list[Resource]:
-        """Raw lines that do not contain `mentioning` (as a JSON string) are not parsed:
-        finding the cases of a dense export would otherwise parse every Procedure kept."""
+        """Raw lines that do not contain `mentioning` are not parsed: finding the cases of
+        a dense export would otherwise parse every Procedure kept."""
         if mentioning is None:
             return super().of_type(rtype)
-        needle = orjson.dumps(mentioning)
+        needle = mentioning.encode()
         out = []
         for key in self._by_type.get(rtype, ()):
             raw = self._raw.get(key)
@@ -331,6 +328,21 @@ class CompactStore(ResourceStore):
             if found is not None:
                 out.append(found)
         return out
+
+    def _read_back(self, at: Located, key: str) -> Resource:
+        """The resource at a line's place in its file, if it is still the one screened there."""
+        try:
+            parsed = orjson.loads(self._files.read(at))
+        except orjson.JSONDecodeError:
+            parsed = None
+        if (
+            not isinstance(parsed, dict)
+            or f"{parsed.get('resourceType')}/{parsed.get('id')}" != key
+        ):
+            raise InputError(
+                "the file changed while it was being read", source=self._files.path(at)
+            )
+        return parsed
 
     def _bytes(self, raw: bytes | Located) -> bytes:
         return raw if isinstance(raw, bytes) else self._files.read(raw)

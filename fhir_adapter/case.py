@@ -7,14 +7,16 @@ reference so that a finding can say what was missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string
 from fhir_adapter.sources.store import ResourceStore
+
+_T = TypeVar("_T")
 
 # Collections a rule may name in `from:` (see mappings/*.yaml).
 COLLECTIONS = (
@@ -114,6 +116,13 @@ class Case:
     # what the rules worked out for this case (its text index, the billing decisions),
     # kept so that the Claim builder reads them instead of working them out again
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def derive(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """`make()` once per key while this evaluation of the case lasts (`derived`)."""
+        if key in self.derived:
+            return cast(_T, self.derived[key])
+        value = self.derived[key] = make()
+        return value
 
     def collection(self, name: str) -> list[Resource]:
         """A named collection as a list (single resources become a 0/1-element list)."""

@@ -56,15 +56,12 @@ def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) 
         finished = 0
         while True:
             i = _claim(claimed, n)
-            if i is None:
+            if i is not None:
+                done[i] = fn(job, items[i])
+            elif finished == len(children):
                 break
-            done[i] = fn(job, items[i])
-            finished += _collect(results, done, children, finished, wait=False)
-            while emitted in done:
-                yield done.pop(emitted)
-                emitted += 1
-        while finished < len(children):
-            finished += _collect(results, done, children, finished, wait=True)
+            # between its own items the parent takes what arrived; with none left, it waits
+            finished += _collect(results, done, children, finished, wait=i is None)
             while emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
@@ -77,11 +74,6 @@ def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) 
                 child.join()
         results.close()
         results.join_thread()
-    while emitted in done:
-        yield done.pop(emitted)
-        emitted += 1
-    if emitted != n:  # pragma: no cover - every child reported done: cannot happen
-        raise WorkerDied(f"{n - emitted} of {n} items were not done")
 
 
 def _claim(claimed: Any, n: int) -> int | None:

@@ -89,6 +89,11 @@ class EvalJob:
     charges: Mapping[str, float] | None
 
 
+# cases per task: small enough that the two workers finish together, large enough that
+# a task's overhead does not show
+_SLICE = 64
+
+
 def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[bytes]:
     return [
         evaluate_one(job.store, job.pack, p, job.block_on, job.stamp, job.charges).to_bytes()
@@ -117,11 +122,6 @@ def _evaluate_parallel(
         if on_progress is not None:
             on_progress(len(outputs), n)
     return outputs
-
-
-# cases per task: small enough that the two workers finish together, large enough that
-# a task's overhead does not show
-_SLICE = 64
 
 
 def load_store(

@@ -34,9 +34,9 @@ from fhir_adapter.sources.bulk import (
     forward_keys,
     is_complete_object,
     kept_record,
+    line_screen,
     plan_hits,
     screen_ids,
-    screened,
 )
 from fhir_adapter.sources.files import check_resource
 
@@ -104,11 +104,10 @@ def _attributed(
     lines: Iterable[str], plan: Plan, ids: tuple[Any, ...], cases_of: dict[str, list[str]]
 ) -> Iterator[tuple[str, Kept]]:
     """(case key, kept resource) for every case a line belongs to."""
-    ref_ids, own_ids = screen_ids(ids, None)
+    wanted = line_screen(*screen_ids(ids, None))
     for text in lines:
         line = text.encode()
-        by_ref, by_id = screened(line, ref_ids, own_ids)
-        if not (by_ref or by_id):
+        if not wanted(line):
             continue
         resource = _parse_line(line)
         refs = forward_keys(line)

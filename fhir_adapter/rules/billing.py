@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from fhir_adapter.case import Case, Performer, performed_sort_key, service_date
 from fhir_adapter.codesets import icd10cm, tables
@@ -90,11 +90,7 @@ def once_per_case(fn: Callable[[Pack, Case], _T]) -> Callable[[Pack, Case], _T]:
 
     @functools.wraps(fn)
     def once(pack: Pack, case: Case) -> _T:
-        key = (fn.__name__, id(pack))
-        if key in case.derived:
-            return cast(_T, case.derived[key])
-        value = case.derived[key] = fn(pack, case)
-        return value
+        return case.derive((fn.__name__, id(pack)), lambda: fn(pack, case))
 
     return once
 

@@ -540,9 +540,7 @@ class ContextEngine:
         if not target.keywords:
             # No keywords (a plain pattern group): one search of the text is the screen.
             regex, required = self.compiled(target.source)
-            if required is not None and not any(r in low for r in required):
-                return []
-            if regex.search(low) is None:
+            if _cannot_match(required, low) or regex.search(low) is None:
                 return []
             parts = [Part(target.source, False)]
         else:
@@ -558,8 +556,8 @@ class ContextEngine:
         compiled = self.compiled
         for source, bounded in parts:
             regex, required = compiled(source)
-            if required is not None and not any(r in low for r in required):
-                continue  # a word it cannot match without is not in the text
+            if _cannot_match(required, low):
+                continue
             # one scan of the whole text per term/pattern whose keyword it has
             for m in regex.finditer(low):
                 span = (m.start(), m.end())
@@ -740,6 +738,11 @@ class ContextEngine:
                     for v in values:
                         yield v * factors[canonical]
                     values = []
+
+
+def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
+    """The prefilter: none of the strings a regex cannot match without is in the text."""
+    return required is not None and not any(r in low for r in required)
 
 
 def _abbreviation(before: str) -> bool:

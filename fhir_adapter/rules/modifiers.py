@@ -21,12 +21,7 @@ def decide_modifiers(pack: Pack, ctx: Context) -> ModifierDecision:
     """Decided once per case and pack: the modifier_conflicts fact and the evaluation's
     modifiers read the same decision. Its matchers may read any other fact, so the fact
     is derived last (rules.facts)."""
-    key = ("modifiers", id(pack))
-    decision = ctx.case.derived.get(key)
-    if decision is None:
-        decision = ctx.case.derived[key] = _decide(pack, ctx)
-    assert isinstance(decision, ModifierDecision)
-    return decision
+    return ctx.case.derive(("modifiers", id(pack)), lambda: _decide(pack, ctx))
 
 
 def _decide(pack: Pack, ctx: Context) -> ModifierDecision:

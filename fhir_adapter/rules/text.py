@@ -95,11 +95,7 @@ class TextIndex:
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:
     """The case's TextIndex for an engine, built once: the rules and the Claim builder share
     its mentions (another pack's engine finds other mentions: it gets its own)."""
-    key = (TextIndex, id(engine))
-    index = case.derived.get(key)
-    if index is None:
-        index = case.derived[key] = TextIndex(case)
-    return index
+    return case.derive((TextIndex, id(engine)), lambda: TextIndex(case))
 
 
 def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:

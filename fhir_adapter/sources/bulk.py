@@ -60,6 +60,11 @@ class Chunk:
     end: int  # -1: to the end
 
     @property
+    def gzipped(self) -> bool:
+        """A gzipped file is one chunk, read whole (it cannot be read at an offset)."""
+        return self.end == -1 and self.path.lower().endswith(".gz")
+
+    @property
     def rtype(self) -> str | None:
         """The resource type the file name announces (`Procedure.ndjson`, `Procedure.000.ndjson`)."""
         m = _TYPE_PREFIX.match(Path(self.path).name)
@@ -161,7 +166,7 @@ def chunks_of(files: Sequence[Path], chunk_bytes: int = CHUNK_BYTES) -> list[Chu
 def _read(chunk: Chunk) -> tuple[bytes, int]:
     """A chunk's bytes and the file offset they start at (after a UTF-8 byte order mark)."""
     try:
-        if chunk.end == -1 and chunk.path.lower().endswith(".gz"):
+        if chunk.gzipped:
             with gzip.open(chunk.path, "rb") as fh:
                 data = fh.read()
         else:
@@ -286,7 +291,7 @@ def kept_record(
 def _left_in_file(chunk: Chunk, offset: int, line: bytes, record: Kept) -> Kept:
     """The record without its bytes, which the store reads back from the file when a case
     needs them (a gzipped file cannot be read at an offset: its lines travel)."""
-    if chunk.end == -1 and chunk.path.lower().endswith(".gz"):
+    if chunk.gzipped:
         return record
     return record._replace(line=b"", source=chunk.path, offset=offset, length=len(line))
 
@@ -394,17 +399,9 @@ def screen_ids(
     return ref_ids, own_ids
 
 
-def screened(
-    line: bytes, ref_ids: frozenset[bytes], own_ids: frozenset[bytes]
-) -> tuple[bool, bool]:
-    """(points at a wanted id, has a wanted id), from the raw bytes alone."""
-    by_ref = bool(ref_ids) and not ref_ids.isdisjoint(_REF_ID.findall(line))
-    by_id = bool(own_ids) and not own_ids.isdisjoint(_ID.findall(line))
-    return by_ref, by_id
-
-
-def _screen(ref_ids: frozenset[bytes], own_ids: frozenset[bytes]) -> Callable[[bytes], bool]:
-    """`screened` as one test per line, specialised to what this file can match."""
+def line_screen(ref_ids: frozenset[bytes], own_ids: frozenset[bytes]) -> Callable[[bytes], bool]:
+    """Whether a raw line points at a wanted id or has one (its bytes alone), as one test
+    per line specialised to what the file can match."""
     refs, ids = _REF_ID.findall, _ID.findall
     if ref_ids and own_ids:
         return lambda line: not (ref_ids.isdisjoint(refs(line)) and own_ids.isdisjoint(ids(line)))
@@ -445,7 +442,7 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
     ref_ids, own_ids = screen_ids(job.ids, chunk.rtype)
     # Pass 1 already checked Procedure files; pass 3 revisits lines pass 2 reported.
     report = job.check_all and chunk.rtype != "Procedure"
-    for offset, line in _whole_lines(job, chunk, out, report, _screen(ref_ids, own_ids)):
+    for offset, line in _whole_lines(job, chunk, out, report, line_screen(ref_ids, own_ids)):
         resource = _admit(job, chunk, offset, line, out)
         if resource is None:
             continue
@@ -534,7 +531,7 @@ def _chunk_size(chunk: Chunk) -> int:
         size = os.path.getsize(chunk.path) - chunk.start
     except OSError:
         return 0
-    return size * 4 if chunk.path.lower().endswith(".gz") else size
+    return size * 4 if chunk.gzipped else size
 
 
 def json_cases(store: ResourceStore, system: str, code: str) -> list[Kept]:

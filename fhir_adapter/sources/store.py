@@ -256,35 +256,30 @@ class CompactStore(ResourceStore):
                 self._raw_reverse[target].remove(key)
         elif not super().has(key):
             self._by_type[key.split("/", 1)[0]].append(key)
-        self._raw[key] = line
         self._live.pop(key, None)
         self._shared.pop(key, None)
-        kept = tuple(targets)
-        if kept:
-            self._targets_of[key] = kept
-        for target in kept:
-            self._raw_reverse[target].append(key)
+        self._insert(key, line, tuple(targets))
         return key
 
     def add_lines(self, lines: Iterable[IndexedLine]) -> None:
-        """`add_indexed` for many lines at once (a dense export keeps every line: the
-        parent does this for all of them, alone, while the workers wait)."""
-        raw, by_type, live = self._raw, self._by_type, self._live
-        reverse, targets_of, whole = self._raw_reverse, self._targets_of, self._by_key
-        locate = self._files.locate
+        """`add_indexed` for many lines at once, the key met for the first time taking the
+        short way (a dense export keeps every line: the parent indexes them all, alone)."""
+        raw, by_type, whole, locate = self._raw, self._by_type, self._by_key, self._files.locate
         for item in lines:
-            key, targets = item.key, item.targets
+            key = item.key
             line = item.line if item.offset < 0 else locate(item.source, item.offset, item.length)
             if key in raw or key in whole:
-                self.add_indexed(line, key, targets)  # met again, or replacing: the slow path
-                continue
-            by_type[key.split("/", 1)[0]].append(key)
-            raw[key] = line
-            live.pop(key, None)
-            if targets:
-                targets_of[key] = tuple(targets)
-                for target in targets:
-                    reverse[target].append(key)
+                self.add_indexed(line, key, item.targets)  # met again, or replacing
+            else:
+                by_type[key.split("/", 1)[0]].append(key)
+                self._insert(key, line, item.targets)
+
+    def _insert(self, key: str, line: bytes | Located, targets: tuple[str, ...]) -> None:
+        self._raw[key] = line
+        if targets:
+            self._targets_of[key] = targets
+            for target in targets:
+                self._raw_reverse[target].append(key)
 
     def has(self, key: str) -> bool:
         return key in self._raw or super().has(key)
@@ -296,16 +291,17 @@ class CompactStore(ResourceStore):
         raw = self._raw.get(key)
         if raw is None:
             return super().get(key)
+        return self._load(key, raw)
+
+    def _load(self, key: str, raw: bytes | Located, data: bytes | None = None) -> Resource:
+        """Parse a stored line into this case's cache (reference data: the run's)."""
         shared = key.split("/", 1)[0] in SHARED_TYPES
         if shared:
             found = self._shared.get(key)
             if found is not None:
                 self._live[key] = found
                 return found
-        if isinstance(raw, bytes):
-            parsed: Resource = orjson.loads(raw)
-        else:
-            parsed = self._read_back(raw, key)
+        parsed = self._parse(key, raw, data)
         self._live[key] = parsed
         if shared:
             if len(self._shared) >= SHARED_MAX:
@@ -322,27 +318,32 @@ class CompactStore(ResourceStore):
         out = []
         for key in self._by_type.get(rtype, ()):
             raw = self._raw.get(key)
-            if raw is not None and needle not in self._bytes(raw):
-                continue
-            found = self.get(key)
+            if raw is None or key in self._live:
+                found = self.get(key)
+            else:
+                data = self._bytes(raw)  # read once: tested here, parsed below
+                if needle not in data:
+                    continue
+                found = self._load(key, raw, data)
             if found is not None:
                 out.append(found)
         return out
 
-    def _read_back(self, at: Located, key: str) -> Resource:
-        """The resource at a line's place in its file, if it is still the one screened there."""
+    def _parse(self, key: str, raw: bytes | Located, data: bytes | None = None) -> Resource:
+        """A stored line parsed; one read back from its file must still be the resource
+        screened there (an export rewritten mid-run is an error, not other data)."""
+        if isinstance(raw, bytes):
+            parsed: Resource = orjson.loads(raw)
+            return parsed
         try:
-            parsed = orjson.loads(self._files.read(at))
+            value = orjson.loads(self._files.read(raw) if data is None else data)
         except orjson.JSONDecodeError:
-            parsed = None
-        if (
-            not isinstance(parsed, dict)
-            or f"{parsed.get('resourceType')}/{parsed.get('id')}" != key
-        ):
+            value = None
+        if not isinstance(value, dict) or f"{value.get('resourceType')}/{value.get('id')}" != key:
             raise InputError(
-                "the file changed while it was being read", source=self._files.path(at)
+                "the file changed while it was being read", source=self._files.path(raw)
             )
-        return parsed
+        return value
 
     def _bytes(self, raw: bytes | Located) -> bytes:
         return raw if isinstance(raw, bytes) else self._files.read(raw)

@@ -87,3 +87,7 @@ class TablesError(AdapterError):
 
 class CodeSetError(AdapterError):
     """The ICD-10-CM data cannot be found or read (the message says how to fix it)."""
+
+
+class WorkerDied(AdapterError):
+    """A worker process ended without finishing its items (the OS stopped it: often memory)."""

@@ -18,16 +18,14 @@ import queue
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from fhir_adapter.errors import WorkerDied
+
 J = TypeVar("J")
 T = TypeVar("T")
 R = TypeVar("R")
 
 _DONE = -1
 _POLL_SECONDS = 0.2  # how often a waiting parent checks that its children are alive
-
-
-class WorkerDied(RuntimeError):
-    """A worker process ended without finishing its items (killed, out of memory...)."""
 
 
 def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) -> Iterator[R]:

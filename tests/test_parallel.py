@@ -85,7 +85,7 @@ def _killed_in_child(job: None, item: int) -> int:
 
 
 def test_a_child_killed_by_the_os_is_an_error_not_a_hang() -> None:
-    from fhir_adapter.parallel import WorkerDied
+    from fhir_adapter.errors import WorkerDied
 
     started = time.monotonic()
     with pytest.raises(WorkerDied, match="exit code -9"):

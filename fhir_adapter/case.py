@@ -207,6 +207,30 @@ def find_procedures(store: ResourceStore, system: str, code: str) -> list[Resour
     return sorted(found, key=store.key_of)
 
 
+def find_procedure_keys(store: ResourceStore, system: str, code: str) -> list[str]:
+    """The keys of `find_procedures`, in its order, without parsing the lines a loader
+    already found coded (`store.coded_keys`): a dense export's parent process would
+    otherwise parse every case before handing them to the workers. A key may name a
+    Procedure since replaced by an uncoded copy: `coded_procedure` tells."""
+    noted = store.coded_keys(system, code)
+    if noted is None:
+        return [store.key_of(p) for p in find_procedures(store, system, code)]
+    whole = {
+        store.key_of(r)
+        for r in store.whole_resources()
+        if r["resourceType"] == "Procedure" and has_coding(r, ("code",), system, code)
+    }
+    return sorted(noted | whole)
+
+
+def coded_procedure(store: ResourceStore, key: str, system: str, code: str) -> Resource | None:
+    """The Procedure under `key` if it is (still) coded system|code."""
+    found = store.get(key)
+    if found is None or found.get("resourceType") != "Procedure":
+        return None
+    return found if has_coding(found, ("code",), system, code) else None
+
+
 def assemble_cases(store: ResourceStore, system: str, code: str) -> Iterator[Case]:
     """Every case in the store, one per Procedure coded system|code."""
     for procedure in find_procedures(store, system, code):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fhir_adapter.case import assemble, find_procedures
+from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.parallel import fork_map
 from fhir_adapter.rules import Pack, evaluate_case, load_pack
@@ -46,17 +46,16 @@ def evaluate_store(
     if block_on is not None and block_on not in pack.model.severity_order:
         raise ValueError(f"block_on must be one of {pack.model.severity_order}")
     stamp = now or now_iso()
-    procedures = find_procedures(store, pack.procedure_system, pack.procedure_code)
-    total = len(procedures)
+    keys = find_procedure_keys(store, pack.procedure_system, pack.procedure_code)
+    total = len(keys)
+    job = EvalJob(store, pack, keys, block_on, stamp, charges)
     if workers > 1 and total >= 2 * workers:
-        return _evaluate_parallel(
-            store, pack, procedures, block_on, stamp, workers, on_progress, charges
-        )
+        return _evaluate_parallel(job, workers, on_progress)
     outputs = []
-    for procedure in procedures:
-        outputs.append(evaluate_one(store, pack, procedure, block_on, stamp, charges))
-        if on_progress is not None and (len(outputs) % 64 == 0 or len(outputs) == total):
-            on_progress(len(outputs), total)
+    for i in range(total):
+        outputs.extend(_evaluate_slice(job, (i, i + 1)))
+        if on_progress is not None and ((i + 1) % 64 == 0 or i + 1 == total):
+            on_progress(i + 1, total)
     return outputs
 
 
@@ -79,11 +78,11 @@ def evaluate_one(
 
 @dataclass(frozen=True)
 class EvalJob:
-    """What every evaluation worker needs; handed over once, by the pool's initializer."""
+    """What every evaluation worker needs; inherited by the forked workers, not pickled."""
 
     store: ResourceStore
     pack: Pack
-    procedures: list[dict[str, Any]]
+    keys: list[str]  # the case Procedures' keys: each worker parses its own
     block_on: str | None
     stamp: str
     charges: Mapping[str, float] | None
@@ -94,33 +93,32 @@ class EvalJob:
 _SLICE = 64
 
 
-def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[bytes]:
-    return [
-        evaluate_one(job.store, job.pack, p, job.block_on, job.stamp, job.charges).to_bytes()
-        for p in job.procedures[bounds[0] : bounds[1]]
-    ]
+def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[CaseOutput]:
+    outputs = []
+    system, code = job.pack.procedure_system, job.pack.procedure_code
+    for key in job.keys[bounds[0] : bounds[1]]:
+        job.store.begin_case()
+        procedure = coded_procedure(job.store, key, system, code)
+        if procedure is not None:
+            outputs.append(
+                evaluate_one(job.store, job.pack, procedure, job.block_on, job.stamp, job.charges)
+            )
+    return outputs
 
 
 def _evaluate_parallel(
-    store: ResourceStore,
-    pack: Pack,
-    procedures: list[dict[str, Any]],
-    block_on: str | None,
-    stamp: str,
-    workers: int,
-    on_progress: Callable[[int, int], None] | None,
-    charges: Mapping[str, float] | None = None,
+    job: EvalJob, workers: int, on_progress: Callable[[int, int], None] | None
 ) -> list[CaseOutput]:
     """Forked workers share the store copy-on-write; slices come back in order."""
-    job = EvalJob(store, pack, procedures, block_on, stamp, charges)
-    n = len(procedures)
-    step = max(1, min(_SLICE, n // (workers * 4)))
-    bounds = [(i, min(n, i + step)) for i in range(0, n, step)]
+    n = len(job.keys)
     outputs: list[CaseOutput] = []
-    for part in fork_map(_evaluate_slice, job, bounds, workers):
-        outputs.extend(CaseOutput.from_bytes(b) for b in part)
+    step = max(1, min(_SLICE, n // (workers * 16)))
+    bounds = [(i, min(n, i + step)) for i in range(0, n, step)]
+    parts = fork_map(_evaluate_slice, job, bounds, workers)
+    for (_, done), part in zip(bounds, parts, strict=True):
+        outputs.extend(part)
         if on_progress is not None:
-            on_progress(len(outputs), n)
+            on_progress(done, n)
     return outputs
 
 

@@ -150,3 +150,70 @@ def test_with_several_bad_lines_the_first_in_file_order_is_named(
                 workers=workers,
                 chunk_bytes=8192,
             )
+
+
+def _case_procedure_line(export: Path) -> tuple[bytes, dict[str, Any]]:
+    for line in (export / "Procedure.ndjson").read_bytes().splitlines():
+        procedure = orjson.loads(line)
+        if any(c.get("code") == "47382" for c in procedure["code"].get("coding", [])):
+            return line, procedure
+    raise AssertionError("the generated export has no 47382 Procedure")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("coded_later", [False, True])
+def test_a_later_copy_of_a_procedure_decides_whether_it_is_a_case(
+    export: Path,
+    pack: Pack,
+    tmp_path: Path,
+    pool_always: None,
+    workers: int,
+    coded_later: bool,
+) -> None:
+    """The loader notes the case Procedures it found, so that finding the cases parses
+    nothing; a later line with the same key still replaces the earlier, as when the
+    same data is loaded whole."""
+    data = tmp_path / "export"
+    shutil.copytree(export, data)
+    line, procedure = _case_procedure_line(export)
+    uncoded = {**procedure, "code": {"text": "a different procedure"}}
+    first, later = (uncoded, procedure) if coded_later else (procedure, uncoded)
+    lines = (data / "Procedure.ndjson").read_bytes().replace(line, orjson.dumps(first))
+    (data / "Procedure.ndjson").unlink()
+    (data / "Procedure.000.ndjson").write_bytes(lines)
+    (data / "Procedure.001.ndjson").write_bytes(orjson.dumps(later) + b"\n")
+
+    streamed = evaluate_paths([data], pack, now=NOW, workers=workers)
+    whole = evaluate_store(ResourceStore(read_paths([data])), pack, now=NOW)
+    key = f"Procedure/{procedure['id']}"
+    assert (key in [o.evaluation.procedure for o in streamed]) is coded_later
+    assert _reports(streamed) == _reports(whole)
+
+
+def test_outputs_cross_processes_in_their_compact_form(export: Path, pack: Pack) -> None:
+    import pickle
+
+    from fhir_adapter.writeback import CaseOutput
+
+    output = evaluate_paths([export], pack, now=NOW)[0]
+    data = pickle.dumps(output)
+    assert output.to_bytes() in data  # pickled as to_bytes, not object by object
+    back = pickle.loads(data)
+    assert isinstance(back, CaseOutput)
+    assert back.to_bytes() == output.to_bytes()
+    assert back.report() == output.report()
+
+
+def test_the_loader_notes_the_cases_it_found(export: Path, pack: Pack) -> None:
+    from fhir_adapter.case import find_procedure_keys, find_procedures
+
+    system, code = pack.procedure_system, pack.procedure_code
+    store = load_for_cases([export], system, code)
+    noted = store.coded_keys(system, code)
+    assert noted is not None and len(noted) >= 15
+    parsed = [store.key_of(p) for p in find_procedures(store, system, code)]
+    assert find_procedure_keys(store, system, code) == parsed == sorted(noted)
+    # a store nobody noted is searched the long way, with the same answer
+    whole = ResourceStore(read_paths([export]))
+    assert whole.coded_keys(system, code) is None
+    assert find_procedure_keys(whole, system, code) == parsed

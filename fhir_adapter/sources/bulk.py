@@ -487,31 +487,53 @@ def _bad_line(path: str, offset: int) -> InputError:
 ScanFn = Callable[[ScanJob, Chunk], ScanResult]
 
 
-def run_pass(func: ScanFn, job: ScanJob, chunks: list[Chunk], workers: int) -> ScanResult:
+def run_pass(
+    func: ScanFn,
+    job: ScanJob,
+    chunks: list[Chunk],
+    workers: int,
+    on_part: Callable[[ScanResult], None] | None = None,
+) -> ScanResult:
     """Screen the chunks (in parallel); the kept lines come back raw (already validated).
 
     Chunks whose file name announces a type outside `job.types` are not even dispatched.
     A bad line stops the pass; with several, the first in file order is the one named,
-    however the chunks were shared out.
+    however the chunks were shared out. `on_part` sees each chunk's result in file
+    order as soon as it and those before it are in: the parent indexes while its child
+    is still screening, and the child takes more of the chunks.
     """
     if job.types is not None:
         chunks = [c for c in chunks if c.rtype is None or c.rtype in job.types]
     sizes = [_chunk_size(c) for c in chunks]
+    total = ScanResult()
+    results: list[ScanResult | InputError | None] = [None] * len(chunks)
+    settled = 0
+
+    def settle(i: int, part: ScanResult | InputError) -> None:
+        nonlocal settled
+        results[i] = part
+        while settled < len(results):
+            done = results[settled]
+            if done is None:
+                return
+            if isinstance(done, InputError):
+                raise done
+            total.kept.extend(done.kept)
+            total.bad.extend(done.bad)
+            if on_part is not None:
+                on_part(done)
+            results[settled] = None  # kept in `total` now
+            settled += 1
+
     if workers <= 1 or sum(sizes) < PARALLEL_MIN_BYTES:  # a pool would cost more than it saves
-        results: list[ScanResult | InputError] = [func(job, c) for c in chunks]
+        for i, chunk in enumerate(chunks):
+            settle(i, func(job, chunk))
     else:
         # largest first, so that no big chunk is left for one worker at the end
         order = sorted(range(len(chunks)), key=lambda i: -sizes[i])
-        results = [ScanResult()] * len(chunks)
         done = fork_map(_scan_catching, (func, job), [chunks[i] for i in order], workers)
         for i, part in zip(order, done, strict=True):
-            results[i] = part
-    total = ScanResult()
-    for part in results:
-        if isinstance(part, InputError):
-            raise part
-        total.kept.extend(part.kept)
-        total.bad.extend(part.bad)
+            settle(i, part)
     return total
 
 
@@ -572,33 +594,41 @@ def load_for_cases(
     chunks = chunks_of(ndjson_files, chunk_bytes)
     # the bare code: a padded one ("47382 ") counts too, as it does in has_coding
     job = ScanJob(needle=code.encode(), system=system, code=code, skip_bad=skip_bad_lines)
-    first = run_pass(scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers)
+
+    def index(part: ScanResult) -> None:
+        store.add_lines(part.kept)
+
+    first = run_pass(
+        scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers, index
+    )
     bad = list(first.bad)
-    store.add_lines(first.kept)
+    store.note_coded(system, code, (kept.key for kept in first.kept))
     cases = first.kept + json_cases(store, system, code)
     if not cases:
         bad += run_pass(check_lines, job, chunks, workers).bad
         store.bad_lines = where_all(bad)
         return store
     plan, _ = Plan.for_cases(cases)
+    pointed: set[str] = set()  # what the gathered resources point at
+
+    def index_pointing(part: ScanResult) -> None:
+        index(part)
+        for kept in part.kept:
+            pointed.update(kept.forward)  # empty but for the FOLLOWED types
+
     second = run_pass(
-        scan_related, replace(job, plan=plan, ids=plan.id_bytes(), check_all=True), chunks, workers
+        scan_related,
+        replace(job, plan=plan, ids=plan.id_bytes(), check_all=True),
+        chunks,
+        workers,
+        index_pointing,
     )
     bad += second.bad
-    related = second.kept + [
-        kept_record(orjson.dumps(r), r)
-        for r in store.whole_resources()
-        if r["resourceType"] in FOLLOWED
-    ]
-    store.add_lines(second.kept)
+    for r in store.whole_resources():
+        if r["resourceType"] in FOLLOWED:
+            pointed.update(kept_record(orjson.dumps(r), r).forward)
     # Pass 3: what the gathered resources point at and is still missing.
-    missing = {
-        ref
-        for kept in related
-        if kept.key.split("/", 1)[0] in FOLLOWED
-        for ref in kept.forward
-        if not store.has(ref)
-    }
+    missing = {ref for ref in pointed if not store.has(ref)}
     if missing:
         final = Plan(needed=missing)
         types = frozenset(k.split("/")[0] for k in missing)
@@ -607,9 +637,9 @@ def load_for_cases(
             replace(job, plan=final, ids=final.id_bytes(), types=types),
             chunks,
             workers,
+            index,
         )
         bad += third.bad
-        store.add_lines(third.kept)
     store.bad_lines = where_all(bad)
     store.begin_case()
     return store

@@ -33,6 +33,7 @@ class ResourceStore:
         self._reverse: dict[str, list[str]] | None = None
         self._anon = 0
         self.bad_lines: list[str] = []  # file:line of NDJSON lines skipped as corrupt
+        self._coded: dict[tuple[str, str], frozenset[str]] = {}
         for item in loaded:
             self.add(item.resource, item.full_url)
 
@@ -57,6 +58,17 @@ class ResourceStore:
             self._alias[full_url] = key
         self._reverse = None
         return key
+
+    def note_coded(self, system: str, code: str, keys: Iterable[str]) -> None:
+        """Record which stored lines a loader found to be Procedures coded system|code
+        (it parsed them anyway): finding the cases then needs no parsing."""
+        self._coded[(system, code)] = frozenset(keys)
+
+    def coded_keys(self, system: str, code: str) -> frozenset[str] | None:
+        """The keys `note_coded` recorded, or None: nobody looked. Only stored lines are
+        covered; resources added whole are not, and a later line with the same key may
+        have replaced a noted one (callers check the resource they get)."""
+        return self._coded.get((system, code))
 
     def whole_resources(self) -> Iterator[Resource]:
         """The resources added as parsed dicts (for a CompactStore: those from JSON files)."""

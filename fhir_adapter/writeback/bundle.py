@@ -53,6 +53,11 @@ class CaseOutput:
         evaluation, resources, full_urls, ident = orjson.loads(data)
         return cls(Evaluation.from_dict(evaluation), resources, full_urls, ident)
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        """Pickled as `to_bytes`: a worker's outputs cross to the parent in the compact
+        form, and the parent's own never take the detour."""
+        return (CaseOutput.from_bytes, (self.to_bytes(),))
+
     def report(self) -> dict[str, Any]:
         """The case's row in the JSON report (a stable interface for scripts)."""
         e = self.evaluation

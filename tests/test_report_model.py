@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fhir_adapter import CaseOutput, evaluate_paths
+from fhir_adapter import CaseOutput, evaluate_paths, read_paths
 from fhir_adapter.report.model import NO_COVERAGE, UNKNOWN_PAYER, case_view, evidence_dicts
 
 from .conftest import CASES
@@ -34,7 +34,7 @@ def test_claim_gives_date_payer_and_rendering_performer(outputs: list[CaseOutput
         claim = _claim(out)
         view = case_view(i, out.report())
         if claim is None:
-            assert view["claim"] is None and view["date"] == ""
+            assert view["claim"] is None
             continue
         assert view["date"] == claim["item"][0]["servicedDate"]
         assert view["payer"] == _ref(claim["insurer"])
@@ -49,12 +49,45 @@ def test_claim_gives_date_payer_and_rendering_performer(outputs: list[CaseOutput
         ]
 
 
-def test_blocked_cases_say_why_the_payer_is_unknown(outputs: list[CaseOutput]) -> None:
+def _fixture_resources() -> dict[str, dict[str, Any]]:
+    found = (x.resource for x in read_paths([CASES]))
+    return {f"{r['resourceType']}/{r['id']}": r for r in found if "id" in r}
+
+
+def test_blocked_cases_show_the_date_and_payer_of_the_case(outputs: list[CaseOutput]) -> None:
+    """No Claim to read them from: the procedure's date and its patient's active
+    Coverage's payor, worked out here from the fixture files themselves."""
+    resources = _fixture_resources()
     blocked = [o for o in outputs if _claim(o) is None]
-    assert blocked
+    assert len(blocked) >= 10
+    payers_seen = set()
     for out in blocked:
         view = case_view(0, out.report())
+        procedure = resources[out.evaluation.procedure]
+        performed = procedure.get("performedDateTime") or procedure["performedPeriod"]["start"]
+        assert view["date"] == performed[:10]
+        payors = [
+            r["payor"][0]["reference"]
+            for r in resources.values()
+            if r["resourceType"] == "Coverage"
+            and r["beneficiary"]["reference"] == procedure["subject"]["reference"]
+            and r.get("status") == "active"
+            and r["period"].get("start", "") <= performed[:10] <= r["period"].get("end", "9999")
+        ]
         no_coverage = any(f.code == "coverage-missing" for f in out.evaluation.findings)
+        assert view["payer"] == (NO_COVERAGE if no_coverage else payors[0])
+        payers_seen.add(view["payer"])
+    assert NO_COVERAGE in payers_seen and len(payers_seen) > 10
+
+
+def test_rows_without_date_or_payer_say_they_are_unknown(outputs: list[CaseOutput]) -> None:
+    """A row written without them (by an older version, or by hand) still reads."""
+    blocked = [o for o in outputs if _claim(o) is None]
+    for out in blocked:
+        row = {k: v for k, v in out.report().items() if k not in ("date_of_service", "payer")}
+        view = case_view(0, row)
+        no_coverage = any(f.code == "coverage-missing" for f in out.evaluation.findings)
+        assert view["date"] == ""
         assert view["payer"] == (NO_COVERAGE if no_coverage else UNKNOWN_PAYER)
 
 

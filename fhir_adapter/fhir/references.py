@@ -33,6 +33,19 @@ def reference_string(ref: Any) -> str | None:
     return ref if isinstance(ref, str) and ref else None
 
 
+def reference_label(ref: Any) -> str:
+    """What a person reads for a Reference: its `reference`, else its identifier as
+    `system|value`, else its display ("" when it has none of them)."""
+    if not isinstance(ref, dict):
+        return ""
+    if ref.get("reference"):
+        return str(ref["reference"])
+    ident = ref.get("identifier")
+    if isinstance(ident, dict) and ident.get("value"):
+        return f"{ident.get('system', '')}|{ident['value']}"
+    return str(ref.get("display") or "")
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def tail_key(ref: str) -> str | None:
     """`Type/id` at the end of a relative or absolute reference, without the version."""

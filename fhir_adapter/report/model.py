@@ -2,9 +2,10 @@
 
 The HTML and CSV reports work from the report rows (`CaseOutput.report()`, or
 the rows the Spark engine wrote), never from live objects, so that every engine
-gets the same page. Date of service, performer and payer are not fields of the
-row: they are read from the Claim when there is one, else from the evidence of
-the criteria that looked for them.
+gets the same page. A row carries the case's date of service and payer; the
+performer, and the date and payer of a row that lacks them (an older one), are read
+from the Claim when there is one, else from the evidence of the criteria that
+looked for them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from fhir_adapter.fhir.references import reference_label
 from fhir_adapter.rules.vocabulary import STATUSES as _MENTION_STATUSES
 from fhir_adapter.writeback import CaseOutput
 
@@ -45,17 +47,6 @@ def _code(concept: Any) -> tuple[str, str]:
             return str(c["code"]), str(c.get("display") or "")
     text = concept.get("text") if isinstance(concept, dict) else None
     return (str(text), "") if text else ("", "")
-
-
-def _ref(value: Any) -> str:
-    if not isinstance(value, dict):
-        return ""
-    if value.get("reference"):
-        return str(value["reference"])
-    ident = value.get("identifier")
-    if isinstance(ident, dict) and ident.get("value"):
-        return f"{ident.get('system', '')}|{ident['value']}"
-    return str(value.get("display") or "")
 
 
 def _resources(row: ReportRow, rtype: str) -> list[Mapping[str, Any]]:
@@ -176,10 +167,10 @@ def _claim(row: ReportRow) -> dict[str, Any] | None:
                 "date": str(item.get("servicedDate") or ""),
             }
         )
-    insurance = [_ref(i.get("coverage")) for i in claim.get("insurance") or []]
+    insurance = [reference_label(i.get("coverage")) for i in claim.get("insurance") or []]
     rendering = next(
         (
-            _ref(member.get("provider"))
+            reference_label(member.get("provider"))
             for member in claim.get("careTeam") or []
             if isinstance(member, dict) and _code(member.get("role"))[0] in RENDERING_ROLES
         ),
@@ -187,9 +178,9 @@ def _claim(row: ReportRow) -> dict[str, Any] | None:
     )
     return {
         "status": str(claim.get("status") or ""),
-        "provider": _ref(claim.get("provider")),
+        "provider": reference_label(claim.get("provider")),
         "rendering": rendering,
-        "insurer": _ref(claim.get("insurer")),
+        "insurer": reference_label(claim.get("insurer")),
         "coverage": [c for c in insurance if c],
         "diagnoses": diagnoses,
         "lines": lines,

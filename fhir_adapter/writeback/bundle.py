@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from fhir_adapter.case import Case
+from fhir_adapter.fhir.references import reference_label
 from fhir_adapter.findings import Evaluation, Finding
 from fhir_adapter.rules.pack import Pack
 from fhir_adapter.writeback.claim import build_claim
@@ -27,6 +28,9 @@ class CaseOutput:
     resources: list[dict[str, Any]] = field(default_factory=list)
     full_urls: list[str] = field(default_factory=list)
     case_identifier: dict[str, str] = field(default_factory=dict)
+    # for the worklist, Claim or not: a blocked case still has a date and a payer
+    date_of_service: str | None = None
+    payer: str | None = None
 
     def bundle(self, method: str = "create") -> dict[str, Any]:
         """A transaction; `create` posts with ifNoneExist, `upsert` PUTs conditionally."""
@@ -45,13 +49,20 @@ class CaseOutput:
     def to_bytes(self) -> bytes:
         """A compact lossless form: cheaper across processes than pickling the objects."""
         return orjson.dumps(
-            [self.evaluation.to_dict(), self.resources, self.full_urls, self.case_identifier]
+            [
+                self.evaluation.to_dict(),
+                self.resources,
+                self.full_urls,
+                self.case_identifier,
+                self.date_of_service,
+                self.payer,
+            ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CaseOutput:
-        evaluation, resources, full_urls, ident = orjson.loads(data)
-        return cls(Evaluation.from_dict(evaluation), resources, full_urls, ident)
+        evaluation, resources, full_urls, ident, date, payer = orjson.loads(data)
+        return cls(Evaluation.from_dict(evaluation), resources, full_urls, ident, date, payer)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         """Pickled as `to_bytes`: a worker's outputs cross to the parent in the compact
@@ -67,6 +78,8 @@ class CaseOutput:
             "encounter": e.encounter,
             "outcome": e.outcome,
             "place_of_service": e.place_of_service,
+            "date_of_service": self.date_of_service,
+            "payer": self.payer,
             "findings": [f.to_json() for f in e.findings],
             "modifiers": [m.to_json() for m in e.modifiers],
             "criteria": [c.to_json() for c in e.criteria],
@@ -90,6 +103,8 @@ def build_output(
     """The resources one evaluated case writes; `now` stamps created/identified; `charges`
     (a chargemaster, code -> amount) prices the Claim's lines."""
     out = CaseOutput(evaluation)
+    out.date_of_service = case.date
+    out.payer = reference_label(case.reference_json(case.insurer_ref)) or None
     token = case_token(case.procedure, case.key)
     system = pack.model.canonical.identifier_system
     claim_url = None

@@ -276,8 +276,11 @@ class ContextEngine:
             "count": rf"(?:\d{{1,2}}(?!\d|\.\d)|{word_alt})" if words else r"\d{1,2}(?!\d|\.\d)",
         }
         no_negation = r"(?!\b(?:not|no|never|without|cannot|incomplete\w*|failed|unable)\b)"
-        macros["gap"] = rf"(?:{no_negation}[^.;]){{0,60}}"
-        macros["near"] = rf"(?:{no_negation}[^.;]){{0,25}}"
+        # one character of the same clause: a period ends it, unless it is a decimal point
+        # ("ablation zone 4.0 x 3.5 cm encompassing the tumor")
+        clause_char = r"(?:[^.;]|(?<=\d)\.(?=\d))"
+        macros["gap"] = rf"(?:{no_negation}{clause_char}){{0,60}}"
+        macros["near"] = rf"(?:{no_negation}{clause_char}){{0,25}}"
         for kind, units in cfg.units.items():
             spellings = {s for canonical, sp in units.items() for s in [canonical, *sp]}
             alts = sorted(spellings, key=len, reverse=True)

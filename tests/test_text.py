@@ -67,7 +67,11 @@ def status(pack: Pack, element: str, text: str) -> list[tuple[str, str, str | No
             "Possible residual enhancement; probable complete ablation.",
             [("complete ablation", "uncertain", "probable")],
         ),
-        ("tumor-count", "Two lung nodules are stable.", [("Two lung nodules", "other", "lung nodules")]),
+        (
+            "tumor-count",
+            "Two lung nodules are stable.",
+            [("Two lung nodules", "other", "lung nodules")],
+        ),
         (
             "non-rf-energy",
             "Her mother had cryoablation of a liver tumor.",

@@ -195,3 +195,23 @@ def test_the_detected_issue_names_the_ruling_cue(pack: Pack) -> None:
     issues = [r for r in out.resources if r["resourceType"] == "DetectedIssue"]
     detail = next(i["detail"] for i in issues if i["code"]["text"] == "doc-ablation-confirmation")
     assert '(ruled out) [hypothetical by "to confirm"]' in detail
+
+
+def test_a_cue_that_runs_into_the_mention_precedes_it(pack: Pack) -> None:
+    """The mention starts at "RFA", inside the cue "Prior RFA": the cue still rules it out."""
+    got = status(
+        pack, "energy-applied", "Prior RFA in 2019 to a segment 4 lesion, 12 min at 200 W."
+    )
+    assert got == [
+        ("RFA in 2019 to a segment 4 lesion, 12 min", "historical", "Prior RFA"),
+        ("200 W", "historical", "Prior RFA"),
+    ]
+
+
+def test_a_decimal_point_does_not_end_the_clause_of_a_gap(pack: Pack) -> None:
+    got = status(
+        pack,
+        "ablation-confirmation",
+        "CT shows an ablation zone 4.0 x 3.5 cm fully encompassing the tumor.",
+    )
+    assert got == [("ablation zone 4.0 x 3.5 cm fully encompassing", "affirmed", None)]

@@ -637,6 +637,9 @@ class ContextEngine:
                     and c.first > t_first
                     and c.last < t_last
                 )
+                # a cue that begins before the mention and runs into it precedes it
+                # ("Prior RFA in 2019 ..., 12 min": the mention starts at "RFA")
+                ok = ok or (c.start < start and c.direction in ("forward", "bidirectional"))
             elif c.end <= start and c.direction in ("forward", "bidirectional"):
                 ok = self._forward(tokens, terminators, c, t_first) and not self._stopped(
                     tokens, c, c.last + 1, t_last + 1

@@ -1,0 +1,55 @@
+"""Labelled sentences through the whole rule pack: what tests/test_corpus.py asserts on
+and benchmarks/bench_blind.py measures (one place for how a sentence is judged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fhir_adapter.case import assemble
+from fhir_adapter.rules import Pack, evaluate_case
+from fhir_adapter.sources.store import ResourceStore
+
+# element (text target) -> the rule that reads it, and whether the rule forbids it
+RULES = {
+    "necessity-rationale": ("necessity-rationale-missing", False),
+    "tumor-size": ("doc-tumor-size", False),
+    "tumor-count": ("doc-tumor-count", False),
+    "tumor-location": ("doc-tumor-location", False),
+    "imaging-guidance": ("doc-imaging-guidance", False),
+    "energy-applied": ("doc-energy", False),
+    "ablation-confirmation": ("doc-ablation-confirmation", False),
+    "open-or-laparoscopic-approach": ("approach-mismatch", True),
+    "non-rf-energy": ("modality-mismatch", True),
+}
+
+
+def load_sentences(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    """element -> its labelled items, from every `*.yaml` of a directory."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out.setdefault(data["element"], []).extend(data["items"])
+    return out
+
+
+def documented(pack: Pack, element: str, text: str) -> bool:
+    """Whether the pack finds the element documented in a case whose only narrative is `text`."""
+    store = ResourceStore()
+    store.add({"resourceType": "Patient", "id": "p"})
+    procedure = {
+        "resourceType": "Procedure",
+        "id": "rfa",
+        "status": "completed",
+        "code": {"coding": [{"system": pack.procedure_system, "code": pack.procedure_code}]},
+        "subject": {"reference": "Patient/p"},
+        "performedDateTime": "2026-10-15",
+        "note": [{"text": text}],
+    }
+    store.add(procedure)
+    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    finding, forbids = RULES[element]
+    fired = finding in {f.code for f in evaluate_case(pack, case).findings}
+    return fired if forbids else not fired

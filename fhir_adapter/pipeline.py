@@ -99,7 +99,7 @@ def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[CaseOutput]:
     for key in job.keys[bounds[0] : bounds[1]]:
         job.store.begin_case()
         procedure = coded_procedure(job.store, key, system, code)
-        if procedure is not None:
+        if procedure is not None and not job.pack.voids(procedure):
             outputs.append(
                 evaluate_one(job.store, job.pack, procedure, job.block_on, job.stamp, job.charges)
             )
@@ -222,6 +222,8 @@ def run_on_server(
         ids=procedure_ids, patient=patient, since=since
     ):
         for procedure in procedures:
+            if pack.voids(procedure):
+                continue
             token = case_token(procedure, f"Procedure/{procedure['id']}")
             gathered = source.gather(procedure, included, output_queries(system, token))
             evaluation = evaluate_case(pack, gathered.case, block_on)

@@ -138,7 +138,7 @@ def _evaluate_groups(
             if not store.has(kept.key):
                 store.add_indexed(kept.line, kept.key, kept.targets)
         procedure = store.get(case_key)
-        if procedure is None:
+        if procedure is None or pack.voids(procedure):
             continue
         output = evaluate_one(store, pack, procedure, block_on, stamp, charges)
         yield (

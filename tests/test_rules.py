@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1211,3 +1212,24 @@ def test_a_case_evaluated_again_with_another_pack_gets_that_packs_answer(
     case = assemble(store, proc(good_case), pack.procedure_system, pack.procedure_code)
     assert "doc-energy" not in {f.code for f in evaluate_case(pack, case).findings}
     assert "doc-energy" in {f.code for f in evaluate_case(other, case).findings}
+
+
+def test_a_procedure_entered_in_error_is_not_a_case(pack: Pack, good_case: Resources) -> None:
+    """An EHR's voided duplicate gets no evaluation, Claim or DetectedIssue, and does not
+    make the real procedure a second unit on its date; the statuses are the pack's."""
+    voided = dict(proc(good_case), id=f"{P}-rfa-voided", status="entered-in-error")
+    good_case.append(voided)
+    outs = outputs_of(pack, good_case)
+    assert [o.evaluation.procedure for o in outs] == [PROC]
+    assert outs[0].evaluation.findings == []
+    # with no void status in the pack it is a case again (and blocked: not completed)
+    import yaml
+
+    from fhir_adapter.rules.pack import pack_from_text
+
+    data = yaml.safe_load(pack.source_text)
+    assert data["procedure"]["void_status"] == ["entered-in-error"]
+    data["procedure"]["void_status"] = []
+    lenient = pack_from_text(yaml.safe_dump(data), "<test pack>", Path(pack.path).parent)
+    found = findings_of(lenient, good_case)
+    assert "procedure-not-completed" in found[f"Procedure/{P}-rfa-voided"]

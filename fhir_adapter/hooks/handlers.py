@@ -78,7 +78,9 @@ def encounter_discharge(
     else:
         store = data.prefetched_store()
         for procedure in find_procedures(store, pack.procedure_system, pack.procedure_code):
-            if store.canonical(procedure.get("encounter")) != encounter_key:
+            if store.canonical(procedure.get("encounter")) != encounter_key or pack.voids(
+                procedure
+            ):
                 continue
             outputs.append(_evaluate(pack, data, store, procedure, block_on)[1])
     result: list[dict[str, Any]] = []
@@ -103,6 +105,8 @@ def _discharge_from_server(
         for procedures, included in source.procedure_pages(encounter=encounter_key):
             data.reads += 1
             for procedure in procedures:
+                if pack.voids(procedure):
+                    continue
                 gathered = source.gather(procedure, included)
                 data.reads += gathered.reads
                 evaluation = evaluate_case(pack, gathered.case, block_on)

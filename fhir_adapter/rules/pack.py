@@ -8,7 +8,7 @@ evaluating a case never parses YAML, regex or FHIRPath again.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,11 @@ class Pack:
     @property
     def procedure_code(self) -> str:
         return self.model.procedure.code
+
+    def voids(self, procedure: Mapping[str, Any]) -> bool:
+        """Whether a Procedure's status says it is no record (entered in error): not a case,
+        so it gets no evaluation, no Claim and no DetectedIssue."""
+        return procedure.get("status") in self.model.procedure.void_status
 
     def system(self, alias: str) -> str:
         return self.systems.get(alias, alias)

@@ -222,6 +222,8 @@ class ProcedureDef(_Strict):
     system: SystemName
     code: str
     display: str
+    # a Procedure with one of these statuses is no record at all: it is not a case
+    void_status: list[str] = ["entered-in-error"]
 
 
 class Canonical(_Strict):

@@ -204,6 +204,7 @@ def test_a_cue_that_runs_into_the_mention_precedes_it(pack: Pack) -> None:
     )
     assert got == [
         ("RFA in 2019 to a segment 4 lesion, 12 min", "historical", "Prior RFA"),
+        ("12 min at 200", "historical", "in 2019"),
         ("200 W", "historical", "Prior RFA"),
     ]
 

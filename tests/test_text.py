@@ -147,23 +147,11 @@ def test_attachments_plain_html_and_others() -> None:
 
 
 def test_a_missing_element_says_which_cue_ruled_it_out(pack: Pack) -> None:
-    from fhir_adapter.case import assemble
     from fhir_adapter.rules import evaluate_case
-    from fhir_adapter.sources.store import ResourceStore
+    from fhir_adapter.testing.corpus import note_case
 
     note = "Percutaneous RFA. Complete ablation could not be confirmed because of gas artifact."
-    proc = {
-        "resourceType": "Procedure",
-        "id": "rfa",
-        "status": "completed",
-        "code": {"coding": [{"system": pack.procedure_system, "code": pack.procedure_code}]},
-        "subject": {"reference": "Patient/p"},
-        "note": [{"text": note}],
-    }
-    store = ResourceStore()
-    store.add({"resourceType": "Patient", "id": "p"})
-    store.add(proc)
-    case = assemble(store, proc, pack.procedure_system, pack.procedure_code)
+    case = note_case(pack, note)
     finding = next(
         f for f in evaluate_case(pack, case).findings if f.code == "doc-ablation-confirmation"
     )

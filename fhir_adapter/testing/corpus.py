@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from fhir_adapter.case import assemble
+from fhir_adapter.case import Case, assemble
 from fhir_adapter.rules import Pack, evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 
@@ -35,8 +35,8 @@ def load_sentences(directory: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def documented(pack: Pack, element: str, text: str) -> bool:
-    """Whether the pack finds the element documented in a case whose only narrative is `text`."""
+def note_case(pack: Pack, text: str) -> Case:
+    """A minimal completed 47382 case whose only narrative is `text` (Procedure.note)."""
     store = ResourceStore()
     store.add({"resourceType": "Patient", "id": "p"})
     procedure = {
@@ -49,7 +49,11 @@ def documented(pack: Pack, element: str, text: str) -> bool:
         "note": [{"text": text}],
     }
     store.add(procedure)
-    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    return assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+
+
+def documented(pack: Pack, element: str, text: str) -> bool:
+    """Whether the pack finds the element documented in a case whose only narrative is `text`."""
     finding, forbids = RULES[element]
-    fired = finding in {f.code for f in evaluate_case(pack, case).findings}
+    fired = finding in {f.code for f in evaluate_case(pack, note_case(pack, text)).findings}
     return fired if forbids else not fired

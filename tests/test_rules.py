@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1233,3 +1234,26 @@ def test_a_procedure_entered_in_error_is_not_a_case(pack: Pack, good_case: Resou
     lenient = pack_from_text(yaml.safe_dump(data), "<test pack>", Path(pack.path).parent)
     found = findings_of(lenient, good_case)
     assert "procedure-not-completed" in found[f"Procedure/{P}-rfa-voided"]
+
+
+@pytest.mark.parametrize("date", ["2025-03-04", "2026-10-14"])
+def test_the_shipped_ptp_edits_apply_to_any_recent_date_of_service(
+    pack: Pack, good_case: Resources, date: str
+) -> None:
+    """A biopsy of the ablated lesion in the same session (47000) is bundled; the shipped
+    placeholder effective date (2026-01-01 before) switched every edit off for 2025."""
+    rfa = proc(good_case)
+    rfa["performedDateTime"] = date
+    biopsy = {
+        **copy.deepcopy(rfa),
+        "id": f"{P}-biopsy",
+        "code": {"coding": [{"system": rfa["code"]["coding"][0]["system"], "code": "47000"}]},
+        "note": [{"text": "Core biopsy of the target tumor through the same introducer."}],
+    }
+    good_case.append(biopsy)
+    for r in good_case:
+        if r["resourceType"] == "Procedure":
+            r["performedDateTime"] = date
+        if r["resourceType"] == "Coverage":
+            r["period"] = {"start": "2025-01-01", "end": "2026-12-31"}
+    assert "coding-edit-ptp" in findings_of(pack, good_case)[PROC]

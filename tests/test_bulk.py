@@ -217,3 +217,26 @@ def test_the_loader_notes_the_cases_it_found(export: Path, pack: Pack) -> None:
     whole = ResourceStore(read_paths([export]))
     assert whole.coded_keys(system, code) is None
     assert find_procedure_keys(whole, system, code) == parsed
+
+
+def test_a_bad_line_stops_the_worker_processes_at_once(
+    export: Path, pack: Pack, tmp_path: Path, pool_always: None
+) -> None:
+    """The error is raised while children may still be screening: they are stopped before
+    it reaches the caller, without waiting for the garbage collector."""
+    import gc
+    import multiprocessing
+
+    data = tmp_path / "export"
+    shutil.copytree(export, data)
+    procedures = (data / "Procedure.ndjson").read_bytes()
+    (data / "Procedure.ndjson").write_bytes(procedures[:30] + b"\n" + procedures)
+    gc.disable()
+    try:
+        with pytest.raises(InputError, match=r"Procedure\.ndjson:1:"):
+            load_for_cases(
+                [data], pack.procedure_system, pack.procedure_code, workers=3, chunk_bytes=16384
+            )
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()

@@ -517,6 +517,7 @@ def run_pass(
             if done is None:
                 return
             if isinstance(done, InputError):
+                results[settled] = None  # no cycle (error -> traceback -> frame -> results)
                 raise done
             total.kept.extend(done.kept)
             total.bad.extend(done.bad)
@@ -532,8 +533,11 @@ def run_pass(
         # largest first, so that no big chunk is left for one worker at the end
         order = sorted(range(len(chunks)), key=lambda i: -sizes[i])
         done = fork_map(_scan_catching, (func, job), [chunks[i] for i in order], workers)
-        for i, part in zip(order, done, strict=True):
-            settle(i, part)
+        try:
+            for i, part in zip(order, done, strict=True):
+                settle(i, part)
+        finally:
+            done.close()  # a bad line raised mid-pass: the children are stopped now
     return total
 
 

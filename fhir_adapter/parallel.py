@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import pickle
 import queue
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from fhir_adapter.errors import WorkerDied
@@ -28,7 +28,9 @@ _DONE = -1
 _POLL_SECONDS = 0.2  # how often a waiting parent checks that its children are alive
 
 
-def fork_map(fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int) -> Iterator[R]:
+def fork_map(
+    fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int
+) -> Generator[R, None, None]:
     """`fn(job, item)` for every item, yielded in order, on `workers` processes (this one
     and `workers - 1` forked children, each taking the next item when it is free).
 

@@ -86,8 +86,21 @@ def _parse_line(line: bytes) -> dict[str, Any]:
     return check_resource(value, "spark input", None)
 
 
-def _coded_cases(lines: Iterable[str], needle: bytes, system: str, code: str) -> Iterator[Kept]:
-    for text in lines:
+# Where a line stands in the export: (partition, position); partitions follow the files'
+# order, so a later copy of a resource sorts after an earlier one, as the local engine reads.
+Order = tuple[int, int]
+
+
+def _ordered(partition: int, lines: Iterable[str]) -> Iterator[tuple[str, Order]]:
+    for position, text in enumerate(lines):
+        if text.strip():
+            yield text, (partition, position)
+
+
+def _coded_cases(
+    lines: Iterable[tuple[str, Order]], needle: bytes, system: str, code: str
+) -> Iterator[tuple[Order, Kept]]:
+    for text, order in lines:
         line = text.encode()
         if not is_complete_object(line):  # pass 1 reads every line: check them all here
             raise AdapterError(f"{BAD_LINE}: {line[:80]!r}")
@@ -97,15 +110,18 @@ def _coded_cases(lines: Iterable[str], needle: bytes, system: str, code: str) ->
         if resource["resourceType"] == "Procedure" and has_coding(
             resource, ("code",), system, code
         ):
-            yield kept_record(line, resource)
+            yield order, kept_record(line, resource)
 
 
 def _attributed(
-    lines: Iterable[str], plan: Plan, ids: tuple[Any, ...], cases_of: dict[str, list[str]]
-) -> Iterator[tuple[str, Kept]]:
-    """(case key, kept resource) for every case a line belongs to."""
+    lines: Iterable[tuple[str, Order]],
+    plan: Plan,
+    ids: tuple[Any, ...],
+    cases_of: dict[str, list[str]],
+) -> Iterator[tuple[str, tuple[Order, Kept]]]:
+    """(case key, (order, kept resource)) for every case a line belongs to."""
     wanted = line_screen(*screen_ids(ids, None))
-    for text in lines:
+    for text, order in lines:
         line = text.encode()
         if not wanted(line):
             continue
@@ -116,11 +132,11 @@ def _attributed(
             continue
         kept = kept_record(line, resource, refs)
         for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
-            yield case, kept
+            yield case, (order, kept)
 
 
 def _evaluate_groups(
-    groups: Iterable[tuple[str, Iterable[Kept]]],
+    groups: Iterable[tuple[str, Iterable[tuple[Order, Kept]]]],
     pack_text: str,
     block_on: str | None,
     stamp: str,
@@ -134,9 +150,10 @@ def _evaluate_groups(
     pack = pack_from_text(pack_text, "<driver rule pack>")
     for case_key, members in groups:
         store = CompactStore()
-        for kept in members:
-            if not store.has(kept.key):
-                store.add_indexed(kept.line, kept.key, kept.targets)
+        # in export order, so that a later copy of a resource replaces an earlier one as
+        # it does on the local engine (groupByKey hands them over in any order)
+        for _, kept in sorted(members, key=lambda member: member[0]):
+            store.add_indexed(kept.line, kept.key, kept.targets)
         procedure = store.get(case_key)
         if procedure is None or pack.voids(procedure):
             continue
@@ -218,13 +235,14 @@ def _evaluate_on_spark(
     session = spark or _session(master)
     sc = session.sparkContext
     system, code = pack.procedure_system, pack.procedure_code
-    lines = sc.textFile(_ndjson_inputs(input_uri)).filter(lambda t: t.strip() != "")
+    lines = sc.textFile(_ndjson_inputs(input_uri)).mapPartitionsWithIndex(_ordered)
     needle = code.encode()  # bare: a padded code counts too, as in the local engine
 
     # Pass 1: the cases.
-    cases: list[Kept] = lines.mapPartitions(
+    ordered_cases: list[tuple[Order, Kept]] = lines.mapPartitions(
         lambda it: _coded_cases(it, needle, system, code)
     ).collect()
+    cases = [kept for _, kept in ordered_cases]
     if not cases:
         return SparkResult(0, 0, "", "")
     plan, cases_of = Plan.for_cases(cases)
@@ -235,14 +253,14 @@ def _evaluate_on_spark(
     pass2 = lines.mapPartitions(lambda it: _attributed(it, *b2.value)).cache()
 
     # Pass 3: what those point at and nobody has yet, keyed by the cases that need it.
-    have = set(pass2.map(lambda kv: kv[1].key).distinct().collect()) | {k.key for k in cases}
+    have = set(pass2.map(lambda kv: kv[1][1].key).distinct().collect()) | {k.key for k in cases}
     wanted = (
-        pass2.filter(lambda kv: kv[1].key.split("/", 1)[0] in FOLLOWED)
-        .flatMap(lambda kv: [(ref, kv[0]) for ref in kv[1].forward if ref not in have])
+        pass2.filter(lambda kv: kv[1][1].key.split("/", 1)[0] in FOLLOWED)
+        .flatMap(lambda kv: [(ref, kv[0]) for ref in kv[1][1].forward if ref not in have])
         .distinct()
         .collect()
     )
-    parts = [pass2, sc.parallelize([(kept.key, kept) for kept in cases])]
+    parts = [pass2, sc.parallelize([(kept.key, (order, kept)) for order, kept in ordered_cases])]
     if wanted:
         plan3 = Plan(needed={ref for ref, _ in wanted})
         need_cases: dict[str, set[str]] = defaultdict(set)
@@ -265,7 +283,10 @@ def _evaluate_on_spark(
     bundles = f"{out_uri.rstrip('/')}/bundles"
     rows.map(lambda row: row[1]).saveAsTextFile(reports)
     rows.map(lambda row: row[2]).saveAsTextFile(bundles)
-    counts = rows.map(lambda row: (1, int(row[3]))).reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]))
+    # fold, not reduce: every case may have been skipped (entered in error), leaving no row
+    counts = rows.map(lambda row: (1, int(row[3]))).fold(
+        (0, 0), lambda a, b: (a[0] + b[0], a[1] + b[1])
+    )
     pass2.unpersist()
     rows.unpersist()
     return SparkResult(counts[0], counts[1], reports, bundles)

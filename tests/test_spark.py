@@ -170,3 +170,41 @@ def test_missing_input_and_an_export_without_cases_on_spark(
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--engine", "spark", str(data), "--out", str(tmp_path / "o")]) == 0
     assert "0 case(s)" in capsys.readouterr().err
+
+
+def _case_line(path: Path) -> bytes:
+    for line in (path / "Procedure.ndjson").read_bytes().splitlines():
+        if b'"47382"' in line and b'"completed"' in line:
+            return line
+    raise AssertionError("no completed 47382 Procedure")
+
+
+def test_a_later_copy_decides_on_spark_as_locally(spark: Any, tmp_path: Path) -> None:
+    """A later file's copy of a case Procedure replaces the earlier one on both engines,
+    here an entered-in-error copy: no case (the rows arrive in any order after grouping)."""
+    ndjson = tmp_path / "fixtures"
+    write_fixtures(ndjson, "ndjson")
+    for meta in ndjson.glob("*.yaml"):
+        meta.unlink()
+    line = _case_line(ndjson)
+    voided = line.replace(b'"completed"', b'"entered-in-error"')
+    (ndjson / "Procedure.zzz.ndjson").write_bytes(voided + b"\n")
+    key = f"Procedure/{orjson.loads(line)['id']}"
+    local = _local(ndjson)
+    assert key not in [r["procedure"] for r in local]
+    result = evaluate_on_spark(str(ndjson), str(tmp_path / "out"), spark=spark, now=NOW)
+    assert read_reports(result.reports) == local
+
+
+def test_every_case_entered_in_error_is_no_case_on_spark(spark: Any, tmp_path: Path) -> None:
+    data = tmp_path / "export"
+    generate(data, 60, seed=3)
+    lines = (data / "Procedure.ndjson").read_bytes().splitlines()
+    voided = [
+        ln.replace(b'"completed"', b'"entered-in-error"') if b'"47382"' in ln else ln
+        for ln in lines
+    ]
+    (data / "Procedure.ndjson").write_bytes(b"\n".join(voided) + b"\n")
+    assert _local(data) == []
+    result = evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
+    assert (result.cases, result.claims) == (0, 0)

@@ -66,6 +66,11 @@ def _bundle_resources(bundle: dict[str, Any] | None) -> Iterator[dict[str, Any]]
             yield resource
 
 
+def bundle_resources(results: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The resources of search results (a batch's entries), in order."""
+    return [r for result in results for r in _bundle_resources(result)]
+
+
 class ServerSource:
     """Finds the Procedures coded system|code on a server and gathers each case."""
 

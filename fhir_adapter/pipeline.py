@@ -209,7 +209,8 @@ def run_on_server(
     charges: Mapping[str, float] | None = None,
 ) -> list[ServerResult]:
     """Evaluate the 47382 Procedures on a server and write back one transaction per case."""
-    from fhir_adapter.gather import ServerSource
+    from fhir_adapter.findings import Evaluation
+    from fhir_adapter.gather import ServerSource, bundle_resources
     from fhir_adapter.writeback.identity import case_token
     from fhir_adapter.writeback.plan import output_queries, plan_write
 
@@ -218,13 +219,21 @@ def run_on_server(
     source = ServerSource(client, pack.procedure_system, pack.procedure_code)
     system = pack.model.canonical.identifier_system
     results = []
+    voided: list[str] = []
     for procedures, included in source.procedure_pages(
         ids=procedure_ids, patient=patient, since=since
     ):
         for procedure in procedures:
-            if pack.voids(procedure):
-                continue
             token = case_token(procedure, f"Procedure/{procedure['id']}")
+            if pack.voids(procedure):
+                # no case: what earlier runs wrote for it is withdrawn, nothing new is written
+                voided.append(f"Procedure/{procedure['id']}")
+                earlier = bundle_resources(client.batch_get(output_queries(system, token)))
+                nothing = CaseOutput(Evaluation(voided[-1], None, None))
+                withdraw = plan_write(nothing, earlier, client.base_url)
+                if withdraw is not None and not dry_run:
+                    client.transaction(withdraw)
+                continue
             gathered = source.gather(procedure, included, output_queries(system, token))
             evaluation = evaluate_case(pack, gathered.case, block_on)
             output = build_output(pack, gathered.case, evaluation, stamp, charges)
@@ -241,10 +250,14 @@ def run_on_server(
         found = {r.output.evaluation.procedure for r in results}
         missing = [i for i in procedure_ids if f"Procedure/{i}" not in found]
         if missing:
-            raise AdapterError(
-                f"not found or not coded {pack.procedure_code}: "
-                + ", ".join(f"Procedure/{m}" for m in missing)
-            )
+            void = [f"Procedure/{m}" for m in missing if f"Procedure/{m}" in voided]
+            other = [f"Procedure/{m}" for m in missing if f"Procedure/{m}" not in voided]
+            why = []
+            if other:
+                why.append(f"not found or not coded {pack.procedure_code}: {', '.join(other)}")
+            if void:
+                why.append(f"entered in error, so not a case: {', '.join(void)}")
+            raise AdapterError("; ".join(why))
     return results
 
 

@@ -209,3 +209,32 @@ def test_python_api_one_call_each(server: TestServer) -> None:
     again = fhir_adapter.evaluate_procedure(client, "v13-specialty-rfa")
     assert again.transaction is None  # the server is current
     client.close()
+
+
+def test_a_procedure_entered_in_error_withdraws_what_was_written(server: TestServer) -> None:
+    """Voided after a run: its Claim and DetectedIssues are cancelled, nothing new is
+    written, and asking for it by id says why it is not a case."""
+    with FhirClient(server.base) as client:
+        load_fixtures(client, ["v12-doc-gaps"])
+        run_on_server(client)
+        live = [i for i in _all(client, "DetectedIssue") if i["status"] != "cancelled"]
+        assert live
+        proc = client.read("Procedure", "v12-doc-gaps-rfa")
+        proc["status"] = "entered-in-error"
+        client.transaction(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": proc,
+                        "request": {"method": "PUT", "url": "Procedure/v12-doc-gaps-rfa"},
+                    }
+                ],
+            }
+        )
+        assert run_on_server(client) == []
+        after = _all(client, "DetectedIssue")
+        assert len(after) == len(live) and all(i["status"] == "cancelled" for i in after)
+        with pytest.raises(AdapterError, match="entered in error, so not a case"):
+            run_on_server(client, procedure_ids=["v12-doc-gaps-rfa"])

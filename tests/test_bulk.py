@@ -240,3 +240,21 @@ def test_a_bad_line_stops_the_worker_processes_at_once(
         assert multiprocessing.active_children() == []
     finally:
         gc.enable()
+
+
+def test_a_case_procedure_in_a_file_named_for_another_type_is_still_a_case(
+    export: Path, pack: Pack, tmp_path: Path
+) -> None:
+    """Pass 1 reads only the files that may hold Procedures; one filed under another type
+    (an exporter's mistake) is kept by pass 2 for its encounter, and is a case as when
+    the same data is loaded whole."""
+    data = tmp_path / "export"
+    shutil.copytree(export, data)
+    line, procedure = _case_procedure_line(export)
+    twin = {**procedure, "id": "rfa-misfiled"}
+    with (data / "Encounter.ndjson").open("ab") as f:
+        f.write(orjson.dumps(twin) + b"\n")
+    streamed = evaluate_paths([data], pack, now=NOW)
+    whole = evaluate_store(ResourceStore(read_paths([data])), pack, now=NOW)
+    assert "Procedure/rfa-misfiled" in [o.evaluation.procedure for o in whole]
+    assert _reports(streamed) == _reports(whole)

@@ -1216,8 +1216,8 @@ def test_a_case_evaluated_again_with_another_pack_gets_that_packs_answer(
 
 
 def test_a_procedure_entered_in_error_is_not_a_case(pack: Pack, good_case: Resources) -> None:
-    """An EHR's voided duplicate gets no evaluation, Claim or DetectedIssue, and does not
-    make the real procedure a second unit on its date; the statuses are the pack's."""
+    """An EHR's voided duplicate gets no evaluation, Claim or DetectedIssue (the real
+    procedure keeps its clean Claim); which statuses void a Procedure is the pack's."""
     voided = dict(proc(good_case), id=f"{P}-rfa-voided", status="entered-in-error")
     good_case.append(voided)
     outs = outputs_of(pack, good_case)

@@ -249,6 +249,8 @@ def where_all(bad: list[BadLine]) -> list[str]:
 class ScanResult:
     kept: list[Kept] = field(default_factory=list)
     bad: list[BadLine] = field(default_factory=list)
+    # case Procedures met outside the files pass 1 reads (a file named for another type)
+    cases: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -450,6 +452,12 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
         if plan_hits(job.plan, resource, refs):
             record = kept_record(line, resource, refs)
             out.kept.append(_left_in_file(chunk, offset, line, record))
+            if (
+                chunk.rtype not in (None, "Procedure")
+                and resource["resourceType"] == "Procedure"
+                and has_coding(resource, ("code",), job.system, job.code)
+            ):
+                out.cases.append(record.key)
     return out
 
 
@@ -521,6 +529,7 @@ def run_pass(
                 raise done
             total.kept.extend(done.kept)
             total.bad.extend(done.bad)
+            total.cases.extend(done.cases)
             if on_part is not None:
                 on_part(done)
             results[settled] = None  # kept in `total` now
@@ -628,6 +637,7 @@ def load_for_cases(
         index_pointing,
     )
     bad += second.bad
+    found_late = list(second.cases)
     for r in store.whole_resources():
         if r["resourceType"] in FOLLOWED:
             pointed.update(kept_record(orjson.dumps(r), r).forward)
@@ -644,6 +654,9 @@ def load_for_cases(
             index,
         )
         bad += third.bad
+        found_late += third.cases
+    if found_late:
+        store.note_coded(system, code, (*(k.key for k in first.kept), *found_late))
     store.bad_lines = where_all(bad)
     store.begin_case()
     return store

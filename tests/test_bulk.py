@@ -250,7 +250,7 @@ def test_a_case_procedure_in_a_file_named_for_another_type_is_still_a_case(
     the same data is loaded whole."""
     data = tmp_path / "export"
     shutil.copytree(export, data)
-    line, procedure = _case_procedure_line(export)
+    _, procedure = _case_procedure_line(export)
     twin = {**procedure, "id": "rfa-misfiled"}
     with (data / "Encounter.ndjson").open("ab") as f:
         f.write(orjson.dumps(twin) + b"\n")

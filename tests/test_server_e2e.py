@@ -41,6 +41,18 @@ def _written(client: FhirClient) -> tuple[dict[str, dict[str, Any]], dict[str, s
     return claims, issues
 
 
+def _put(client: FhirClient, resource: dict[str, Any]) -> None:
+    """Update a resource on the server (a one-entry transaction)."""
+    url = f"{resource['resourceType']}/{resource['id']}"
+    client.transaction(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": resource, "request": {"method": "PUT", "url": url}}],
+        }
+    )
+
+
 def _expected() -> dict[str, dict[str, Any]]:
     return {c["procedure"]: c for f in list_fixtures() for c in f.expected}
 
@@ -94,33 +106,11 @@ def test_changed_evaluation_updates_in_place(server: TestServer) -> None:
         # Documentation arrives for v12: energy and guidance now documented.
         proc = client.read("Procedure", "v12-doc-gaps-rfa")
         proc["note"][0]["text"] += " Under CT guidance, RF energy was applied at 150 W."
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {
-                        "resource": proc,
-                        "request": {"method": "PUT", "url": "Procedure/v12-doc-gaps-rfa"},
-                    }
-                ],
-            }
-        )
+        _put(client, proc)
         # ex1 turns out not completed: its Claim must be cancelled, an issue raised.
         ex1 = client.read("Procedure", "ex1-hcc-ct-rfa")
         ex1["status"] = "in-progress"
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {
-                        "resource": ex1,
-                        "request": {"method": "PUT", "url": "Procedure/ex1-hcc-ct-rfa"},
-                    }
-                ],
-            }
-        )
+        _put(client, ex1)
         results = run_on_server(client)
         assert all(r.written for r in results)
         after = {i["identifier"][0]["value"]: i for i in _all(client, "DetectedIssue")}
@@ -221,18 +211,7 @@ def test_a_procedure_entered_in_error_withdraws_what_was_written(server: TestSer
         assert live
         proc = client.read("Procedure", "v12-doc-gaps-rfa")
         proc["status"] = "entered-in-error"
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {
-                        "resource": proc,
-                        "request": {"method": "PUT", "url": "Procedure/v12-doc-gaps-rfa"},
-                    }
-                ],
-            }
-        )
+        _put(client, proc)
         assert run_on_server(client) == []
         after = _all(client, "DetectedIssue")
         assert len(after) == len(live) and all(i["status"] == "cancelled" for i in after)

@@ -923,3 +923,25 @@ def test_cards_are_recorded_before_the_answer_goes_out(
     with sqlite3.connect(service.app.state.service.config.feedback_db) as db:
         stored = {u for (u,) in db.execute("SELECT uuid FROM cards")}
     assert uuids <= stored
+
+
+def test_discharge_ignores_a_procedure_entered_in_error(
+    fhir: TestServer, ehr: Ehr, pack: Pack
+) -> None:
+    """A voided duplicate of the 47382 Procedure in the prefetch gives no cards of its own."""
+    [context] = discharge_contexts(fhir, "ex1-hcc-ct")
+    prefetch = ehr_prefetch(fhir, ehr, DISCHARGE, context)
+    plain = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, prefetch=prefetch))
+    copied = 0
+    for bundle in prefetch.values():
+        for entry in list((bundle or {}).get("entry") or []):
+            resource = entry.get("resource") or {}
+            if resource.get("resourceType") == "Procedure" and "47382" in str(resource["code"]):
+                twin = {**resource, "id": f"{resource['id']}-voided", "status": "entered-in-error"}
+                bundle["entry"].append({"fullUrl": f"Procedure/{twin['id']}", "resource": twin})
+                copied += 1
+    assert copied >= 1
+    voided = ehr.hook(DISCHARGE, hook_body("encounter-discharge", context, prefetch=prefetch))
+    assert voided.status_code == plain.status_code == 200
+    assert topics(pack, voided.json()) == topics(pack, plain.json())
+    assert len(voided.json()["cards"]) == len(plain.json()["cards"]) >= 1

@@ -93,13 +93,20 @@ class EvalJob:
 _SLICE = 64
 
 
+def case_procedure(store: ResourceStore, pack: Pack, key: str) -> dict[str, Any] | None:
+    """The Procedure stored under `key` when it is a case: still coded with the pack's code
+    (a later copy may have replaced it) and not void (entered in error). Every engine that
+    evaluates by key asks this, so they agree on what a case is."""
+    store.begin_case()
+    procedure = coded_procedure(store, key, pack.procedure_system, pack.procedure_code)
+    return None if procedure is None or pack.voids(procedure) else procedure
+
+
 def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[CaseOutput]:
     outputs = []
-    system, code = job.pack.procedure_system, job.pack.procedure_code
     for key in job.keys[bounds[0] : bounds[1]]:
-        job.store.begin_case()
-        procedure = coded_procedure(job.store, key, system, code)
-        if procedure is not None and not job.pack.voids(procedure):
+        procedure = case_procedure(job.store, job.pack, key)
+        if procedure is not None:
             outputs.append(
                 evaluate_one(job.store, job.pack, procedure, job.block_on, job.stamp, job.charges)
             )

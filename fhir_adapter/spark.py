@@ -143,7 +143,7 @@ def _evaluate_groups(
     charges: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[str, str, str, bool]]:
     """Executor side: one store per case, evaluated by the local engine's own code."""
-    from fhir_adapter.pipeline import evaluate_one
+    from fhir_adapter.pipeline import case_procedure, evaluate_one
     from fhir_adapter.rules.pack import pack_from_text
     from fhir_adapter.sources.store import CompactStore
 
@@ -154,8 +154,8 @@ def _evaluate_groups(
         # it does on the local engine (groupByKey hands them over in any order)
         for _, kept in sorted(members, key=lambda member: member[0]):
             store.add_indexed(kept.line, kept.key, kept.targets)
-        procedure = store.get(case_key)
-        if procedure is None or pack.voids(procedure):
+        procedure = case_procedure(store, pack, case_key)
+        if procedure is None:
             continue
         output = evaluate_one(store, pack, procedure, block_on, stamp, charges)
         yield (

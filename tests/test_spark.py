@@ -179,16 +179,21 @@ def _case_line(path: Path) -> bytes:
     raise AssertionError("no completed 47382 Procedure")
 
 
-def test_a_later_copy_decides_on_spark_as_locally(spark: Any, tmp_path: Path) -> None:
-    """A later file's copy of a case Procedure replaces the earlier one on both engines,
-    here an entered-in-error copy: no case (the rows arrive in any order after grouping)."""
+@pytest.mark.parametrize("later", ["entered in error", "no longer coded 47382"])
+def test_a_later_copy_decides_on_spark_as_locally(spark: Any, tmp_path: Path, later: str) -> None:
+    """A later file's copy of a case Procedure replaces the earlier one on both engines:
+    entered in error, or no longer coded, it is no case (the rows arrive in any order
+    after grouping)."""
     ndjson = tmp_path / "fixtures"
     write_fixtures(ndjson, "ndjson")
     for meta in ndjson.glob("*.yaml"):
         meta.unlink()
     line = _case_line(ndjson)
-    voided = line.replace(b'"completed"', b'"entered-in-error"')
-    (ndjson / "Procedure.zzz.ndjson").write_bytes(voided + b"\n")
+    if later == "entered in error":
+        copy = line.replace(b'"completed"', b'"entered-in-error"')
+    else:
+        copy = line.replace(b'"47382"', b'"47380"')
+    (ndjson / "Procedure.zzz.ndjson").write_bytes(copy + b"\n")
     key = f"Procedure/{orjson.loads(line)['id']}"
     local = _local(ndjson)
     assert key not in [r["procedure"] for r in local]

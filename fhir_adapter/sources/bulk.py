@@ -615,7 +615,6 @@ def load_for_cases(
         scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers, index
     )
     bad = list(first.bad)
-    store.note_coded(system, code, (kept.key for kept in first.kept))
     cases = first.kept + json_cases(store, system, code)
     if not cases:
         bad += run_pass(check_lines, job, chunks, workers).bad
@@ -637,7 +636,8 @@ def load_for_cases(
         index_pointing,
     )
     bad += second.bad
-    found_late = list(second.cases)
+    # the case Procedures the passes parsed anyway: finding the cases parses none again
+    coded = [*(kept.key for kept in first.kept), *second.cases]
     for r in store.whole_resources():
         if r["resourceType"] in FOLLOWED:
             pointed.update(kept_record(orjson.dumps(r), r).forward)
@@ -654,9 +654,8 @@ def load_for_cases(
             index,
         )
         bad += third.bad
-        found_late += third.cases
-    if found_late:
-        store.note_coded(system, code, (*(k.key for k in first.kept), *found_late))
+        coded += third.cases
+    store.note_coded(system, code, coded)
     store.bad_lines = where_all(bad)
     store.begin_case()
     return store

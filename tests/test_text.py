@@ -204,3 +204,14 @@ def test_a_decimal_point_does_not_end_the_clause_of_a_gap(pack: Pack) -> None:
         "CT shows an ablation zone 4.0 x 3.5 cm fully encompassing the tumor.",
     )
     assert got == [("ablation zone 4.0 x 3.5 cm fully encompassing", "affirmed", None)]
+
+
+def test_a_longer_pattern_cue_wins_over_the_word_cue_it_covers(pack: Pack) -> None:
+    """ "abutting the gallbladder" (a pseudo pattern) keeps "gallbladder" (another organ,
+    a word cue) from ruling the size out; the organ alone still does."""
+    assert status(pack, "tumor-size", "A 9 mm lesion abutting the gallbladder.") == [
+        ("9 mm", "affirmed", None)
+    ]
+    assert status(pack, "tumor-size", "A 9 mm lesion in the gallbladder.") == [
+        ("9 mm", "other", "gallbladder")
+    ]

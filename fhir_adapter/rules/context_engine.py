@@ -504,8 +504,14 @@ class ContextEngine:
             i += n or 1
         for rx, name in self._cue_patterns:
             for m in rx.finditer(doc.low, s.start, s.end):
-                if any(c.start < m.end() and m.start() < c.end for c in found):
+                # overlapping cues: the longest wins, whether it is words or a pattern
+                # ("abutting the gallbladder" keeps "gallbladder" from being another organ)
+                overlap = [c for c in found if c.start < m.end() and m.start() < c.end]
+                if any(c.end - c.start >= m.end() - m.start() for c in overlap):
                     continue
+                if overlap:
+                    beaten = {id(c) for c in overlap}
+                    found = [c for c in found if id(c) not in beaten]
                 first = bisect.bisect_left(s.starts or [], m.start())
                 last = max(first, bisect.bisect_left(s.starts or [], m.end()) - 1)
                 found.append(self._cue(doc, tokens, first, last, name, m))

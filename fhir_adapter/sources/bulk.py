@@ -524,15 +524,16 @@ def run_pass(
             done = results[settled]
             if done is None:
                 return
+            # taken out: kept in `total` below, or raised (an error left in `results` would
+            # sit in a cycle, error -> traceback -> frame -> results, until the GC ran)
+            results[settled] = None
             if isinstance(done, InputError):
-                results[settled] = None  # no cycle (error -> traceback -> frame -> results)
                 raise done
             total.kept.extend(done.kept)
             total.bad.extend(done.bad)
             total.cases.extend(done.cases)
             if on_part is not None:
                 on_part(done)
-            results[settled] = None  # kept in `total` now
             settled += 1
 
     if workers <= 1 or sum(sizes) < PARALLEL_MIN_BYTES:  # a pool would cost more than it saves

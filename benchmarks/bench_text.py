@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from fhir_adapter.case import assemble  # noqa: E402
 from fhir_adapter.rules import load_pack  # noqa: E402
-from fhir_adapter.rules.context_engine import ContextEngine, Mention  # noqa: E402
-from fhir_adapter.rules.text import TextIndex  # noqa: E402
 from fhir_adapter.sources.files import read_paths  # noqa: E402
 from fhir_adapter.sources.store import ResourceStore  # noqa: E402
+from fhir_adapter.text.engine import ContextEngine, Mention  # noqa: E402
+from fhir_adapter.text.index import TextIndex  # noqa: E402
 
 CORPUS = ROOT / "tests" / "corpus"
 CATEGORY = {  # our status -> medspaCy category

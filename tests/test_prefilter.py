@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fhir_adapter.rules import Pack
-from fhir_adapter.rules.prefilter import required_literals
+from fhir_adapter.text.prefilter import required_literals
 
 from .test_corpus import load_corpus
 

@@ -1095,7 +1095,7 @@ def test_modifier_conflicts_is_a_fact_like_any_other(pack: Pack, good_case: Reso
     from fhir_adapter.rules.context import Context
     from fhir_adapter.rules.facts import derive_facts
     from fhir_adapter.rules.modifiers import decide_modifiers
-    from fhir_adapter.rules.text import text_index
+    from fhir_adapter.text.index import text_index
 
     set_note(FULL + STATEMENT)(good_case)
     proc(good_case)["status"] = "stopped"
@@ -1117,7 +1117,8 @@ def test_the_claim_reuses_what_the_rules_worked_out(
     are worked out once per case: building the Claim adds no second computation."""
     import functools
 
-    from fhir_adapter.rules import billing, text
+    from fhir_adapter.rules import billing
+    from fhir_adapter.text import index as text
 
     calls: dict[str, int] = {}
 

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from fhir_adapter.rules import Pack
-from fhir_adapter.rules.text import attachment_text, snippet, xhtml_text
+from fhir_adapter.text.index import attachment_text, snippet, xhtml_text
 
 
 def status(pack: Pack, element: str, text: str) -> list[tuple[str, str, str | None]]:

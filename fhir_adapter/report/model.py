@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fhir_adapter.fhir.references import reference_label
-from fhir_adapter.rules.vocabulary import STATUSES as _MENTION_STATUSES
+from fhir_adapter.text.vocabulary import STATUSES as _MENTION_STATUSES
 from fhir_adapter.writeback import CaseOutput
 
 # The default scale, worst first (a pack's `severity_order` reversed); also the names of the

@@ -23,7 +23,7 @@ from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.systems import NPI
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.text import affirmed_evidence, text_index
+from fhir_adapter.text.index import affirmed_evidence, text_index
 
 # how long a loaded table set is used before `load_tables` checks its files again
 TABLES_RECHECK_SECONDS = 2.0

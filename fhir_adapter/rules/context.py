@@ -8,7 +8,7 @@ from typing import Any
 
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Evidence
-from fhir_adapter.rules.text import TextIndex, counts
+from fhir_adapter.text.index import TextIndex, counts
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings

@@ -9,7 +9,7 @@ from fhir_adapter.rules.context import Context, found
 from fhir_adapter.rules.facts import derive_facts
 from fhir_adapter.rules.modifiers import decide_modifiers
 from fhir_adapter.rules.pack import CompiledRule, Pack
-from fhir_adapter.rules.text import counts, text_index
+from fhir_adapter.text.index import counts, text_index
 
 
 def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evaluation:

@@ -18,7 +18,7 @@ from fhir_adapter.rules import billing
 from fhir_adapter.rules.context import Context, Fact
 from fhir_adapter.rules.modifiers import decide_modifiers
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.text import TextIndex, mention_evidence
+from fhir_adapter.text.index import TextIndex, mention_evidence
 
 FactFn = Callable[[Pack, Context], tuple[Fact, ...]]
 

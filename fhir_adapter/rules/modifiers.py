@@ -8,7 +8,7 @@ from typing import NamedTuple
 from fhir_adapter.findings import Evidence, Modifier
 from fhir_adapter.rules.context import Context, found
 from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.text import counts
+from fhir_adapter.text.index import counts
 
 
 class ModifierDecision(NamedTuple):

@@ -21,7 +21,6 @@ from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import values_at
 from fhir_adapter.findings import Evidence
 from fhir_adapter.rules.context import Context
-from fhir_adapter.rules.context_engine import ContextEngine, VocabularyError
 from fhir_adapter.rules.schema import (
     CodesMatcher,
     FhirPathMatcher,
@@ -30,9 +29,10 @@ from fhir_adapter.rules.schema import (
     TextMatcher,
     ValueMatcher,
 )
-from fhir_adapter.rules.text import TEXT_SOURCES, counts, find_evidence
 from fhir_adapter.rules.valuesets import ValueSet
-from fhir_adapter.rules.vocabulary import merge_includes
+from fhir_adapter.text.engine import ContextEngine, VocabularyError
+from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence
+from fhir_adapter.text.vocabulary import merge_includes
 from fhir_adapter.yaml_errors import located, yaml_error_line
 
 MatchFn = Callable[[Context], list[Evidence]]

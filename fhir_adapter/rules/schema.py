@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from fhir_adapter.rules.vocabulary import TextConfig
+from fhir_adapter.text.vocabulary import TextConfig
 
 Severity = Literal["low", "moderate", "high"]
 
@@ -356,7 +356,7 @@ class PackModel(_Strict):
         """What each kind of `Ref` may name: the pack's own entries and the engine's registries."""
         from fhir_adapter.case import COLLECTIONS
         from fhir_adapter.rules.facts import FACTS
-        from fhir_adapter.rules.text import TEXT_SOURCES
+        from fhir_adapter.text.index import TEXT_SOURCES
 
         return {
             "valuesets": set(self.valuesets),

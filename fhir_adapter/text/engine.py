@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from fhir_adapter.rules.prefilter import required_literals
-from fhir_adapter.rules.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
+from fhir_adapter.text.prefilter import required_literals
+from fhir_adapter.text.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
 _MACRO = re.compile(r"\{([A-Za-z_][\w-]*)\}")

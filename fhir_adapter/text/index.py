@@ -2,7 +2,7 @@
 
 Every text unit of a case (a note, a report conclusion, a narrative `text.div`,
 an attachment) is split and sectioned once, and each element's mentions are
-found and classified once (ConText, see `context_engine`); rule matchers and
+found and classified once (ConText, see `text.engine`); rule matchers and
 facts (tumor count and size) share those results. A mention counts only when
 it is affirmed: "cryoablation was considered, but not chosen", "prior open
 resection" or "follow-up CT to confirm complete ablation" do not document what
@@ -22,7 +22,7 @@ from typing import Any
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
-from fhir_adapter.rules.context_engine import ContextEngine, Document, Mention
+from fhir_adapter.text.engine import ContextEngine, Document, Mention
 
 TEXT_SOURCES = ("procedure", "reports", "documents", "observations", "conditions")
 

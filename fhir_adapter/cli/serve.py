@@ -68,6 +68,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from fhir_adapter.client.urls import is_loopback_host, sent_url
     from fhir_adapter.errors import AdapterError
     from fhir_adapter.hooks import HookConfig, create_app
     from fhir_adapter.hooks.security import DEFAULT_ALGORITHMS, TrustedClients
@@ -78,12 +79,10 @@ def serve_command(args: argparse.Namespace) -> int:
         raise AdapterError(f"--port {args.port} is not a TCP port")
     algorithms = (*DEFAULT_ALGORITHMS, "ES256") if args.allow_es256 else DEFAULT_ALGORITHMS
     if args.public_url:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(args.public_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        parts = sent_url(args.public_url)
+        if parts is None or parts.scheme not in ("http", "https") or parts.query or parts.auth:
             raise AdapterError(f"--public-url {args.public_url!r} is not an http(s) base URL")
-    if not _is_loopback(args.host) and not (args.public_url or "").lower().startswith("https://"):
+    if not is_loopback_host(args.host) and not (args.public_url or "").lower().startswith("https://"):
         raise AdapterError(
             f"--host {args.host} is beyond loopback: the service speaks plain HTTP, so put a TLS "
             "proxy in front and give its address as --public-url https://..."
@@ -104,17 +103,6 @@ def serve_command(args: argparse.Namespace) -> int:
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def feedback_command(args: argparse.Namespace) -> int:

@@ -17,11 +17,11 @@ import threading
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.auth import AuthBase
 
+from fhir_adapter.client.urls import Origin, origin
 from fhir_adapter.errors import AuthError
 
 # Renew this many seconds before the server says the token expires.
@@ -34,12 +34,6 @@ DEFAULT_SCOPES = (
     "system/Practitioner.rs system/PractitionerRole.rs system/Location.rs "
     "system/Organization.rs system/Coverage.rs system/Claim.cru system/DetectedIssue.cru"
 )
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
 
 
 def v1_scopes(scopes: str) -> str:
@@ -61,7 +55,7 @@ class FhirAuth(AuthBase):
     """Adds `Authorization` only for the bound origin; retries once on 401 with a fresh token."""
 
     def __init__(self) -> None:
-        self._origin: tuple[str, str, int | None] | None = None
+        self._origin: Origin | None = None
 
     def bind(self, base_url: str) -> None:
         self._origin = origin(base_url)

@@ -21,7 +21,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
-from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth, origin
+from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth
+from fhir_adapter.client.urls import origin, same_origin
 from fhir_adapter.errors import PagingError, ServerError
 
 FHIR_JSON = "application/fhir+json"
@@ -110,7 +111,7 @@ def _refuse_cross_origin_redirect(
     the token nor the request, nor a body, goes to a host the caller did not name)."""
     if resp.is_redirect:
         target = urljoin(resp.url, resp.headers.get("location", ""))
-        if origin(target) != origin(resp.url):
+        if not same_origin(target, resp.url or ""):
             resp.close()
             raise CrossOriginRedirect(target, response=resp)
     return resp
@@ -346,9 +347,11 @@ class FhirClient:
             )
             if not nxt:
                 return
-            if origin(nxt) != origin(self.base_url):
+            if not self.same_origin(nxt):
+                sent_to = origin(nxt)
                 raise PagingError(
-                    f"refusing to follow a next link to another origin ({origin(nxt)[1]}); "
+                    "refusing to follow a next link to another origin "
+                    f"({sent_to[1] if sent_to else 'a URL that cannot be judged'}); "
                     "the server's paging is misconfigured"
                 )
             if nxt in seen:
@@ -391,8 +394,9 @@ class FhirClient:
         return out
 
     def same_origin(self, url: str) -> bool:
-        """Whether an absolute URL is on the base URL's origin (where the token may go)."""
-        return origin(url) == origin(self.base_url)
+        """Whether an absolute URL goes to the base URL's origin (where the token may go),
+        judged as urllib3 will send it."""
+        return same_origin(url, self.base_url)
 
     def fetch_bytes(self, url: str, limit: int) -> tuple[bytes, str] | None:
         """GET a document on the server's own origin: at most `limit` bytes, and its type.

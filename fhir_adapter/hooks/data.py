@@ -13,13 +13,12 @@ is 412.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from fhir_adapter.client.urls import https_or_loopback
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.hooks.services import (
@@ -101,19 +100,10 @@ class HookRequest:
 
 
 def check_fhir_server(url: str) -> None:
-    """https, or plain http to a loopback address only (a test or a sidecar)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname:
-        host = parts.hostname
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if loopback:
-            return
-    raise HookError("'fhirServer' must be an https URL", 422)
+    """https, or plain http to a loopback address only (a test or a sidecar), judged as
+    the request will be sent (no backslash, no userinfo)."""
+    if not https_or_loopback(url):
+        raise HookError("'fhirServer' must be an https URL", 422)
 
 
 Entry = tuple[dict[str, Any], str | None]

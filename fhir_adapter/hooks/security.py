@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 import requests
 
+from fhir_adapter.client.urls import origin
 from fhir_adapter.errors import ConfigError
 from fhir_adapter.hooks.storage import open_database
 
@@ -101,12 +101,17 @@ class TrustedClients:
             ):
                 raise ConfigError(f"{at} ({iss}): 'jku' must be a URL or a list of URLs")
             for url in urls or []:
-                if urlsplit(url).scheme != "https":
+                if not _is_https(url):
                     raise ConfigError(f"{at} ({iss}): jku {url!r} must be an https URL")
             if iss in out:
                 raise ConfigError(f"{at}: issuer {iss!r} is listed twice")
             out[iss] = TrustedClient(iss, jwks, tuple(urls or ()))
         return cls(out)
+
+
+def _is_https(url: str) -> bool:
+    where = origin(url)
+    return where is not None and where[0] == "https"
 
 
 def _public_key(jwk: dict[str, Any], alg: str | None, where: str = "") -> Any:
@@ -147,7 +152,7 @@ class JwksFetcher:
         return keys
 
     def _fetch(self, url: str) -> list[dict[str, Any]]:
-        if urlsplit(url).scheme != "https":
+        if not _is_https(url):
             raise Unauthorized("jku is not https")
         self.fetches += 1
         try:

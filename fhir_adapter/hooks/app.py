@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,26 @@ from fhir_adapter.rules import Pack, load_pack
 log = logging.getLogger("fhir_adapter.hooks")
 
 MAX_BODY = 16 * 1024 * 1024
+TOO_LARGE = f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"
+MAX_DEPTH = 64  # JSON nesting levels; FHIR resources we read stay well under 20
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (iterative: no recursion limit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
 
 
 @dataclass
@@ -75,7 +96,7 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
     )
 
 
-def _outcome(status: int, message: str) -> Response:
+def _outcome(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     code = {
         400: "structure",
         404: "not-found",
@@ -88,7 +109,7 @@ def _outcome(status: int, message: str) -> Response:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": message}],
     }
-    return _json(body, status)
+    return _json(body, status, headers)
 
 
 def loggable(value: Any, limit: int = 100) -> str:
@@ -132,16 +153,26 @@ class HookService:
         return self.verifier.verify(request.headers.get("authorization"), audience)
 
     async def body(self, request: Request) -> Any:
+        """The JSON body, read as it streams in and refused (413) as soon as it passes
+        `MAX_BODY`, whatever the framing (Content-Length or chunked); nested at most
+        `MAX_DEPTH` levels (deeper is no FHIR we read, and could not be answered)."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise HookError("the request body is too large", 413)
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise HookError("the request body is too large", 413)
+            raise HookError(TOO_LARGE, 413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise HookError(TOO_LARGE, 413)
+            chunks.append(chunk)
         try:
-            return orjson.loads(raw)
+            value = orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError:
             raise HookError("the request body is not JSON", 400) from None
+        if json_depth(value) > MAX_DEPTH:
+            raise HookError(f"the request body is nested deeper than {MAX_DEPTH} levels", 400)
+        return value
 
     # -- endpoints ----------------------------------------------------------------
     async def discovery(self, request: Request) -> Response:
@@ -168,12 +199,13 @@ class HookService:
             len(response["cards"]),
             (time.perf_counter() - started) * 1000,
         )
+        payload = orjson.dumps(response)  # before anything is recorded: it cannot fail after
         # The cards are logged for the feedback summary before the answer goes out: the
         # EHR may send feedback on them at once (a WAL commit without fsync, ~0.1 ms).
         await run_in_threadpool(
             self.feedback.record_cards, service.id, hook.hook_instance, response["cards"]
         )
-        return Response(orjson.dumps(response), media_type="application/json")
+        return Response(payload, media_type="application/json")
 
     def _run(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
         service = SERVICES[service_id]
@@ -182,6 +214,23 @@ class HookService:
             if service_id == ENCOUNTER_DISCHARGE:
                 return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
             return handlers.order_check(self.pack, hook, data, self.config.block_on)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+            # Data of a shape the checks on the way in did not foresee: the sender's error
+            # (422, nothing recorded); one log line saying where, no traceback.
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.warning(
+                "%s %s: unreadable FHIR data (%s at %s:%d)",
+                service_id,
+                loggable(hook.hook_instance),
+                type(exc).__name__,
+                Path(frame.filename).name,
+                frame.lineno or 0,
+            )
+            raise HookError(
+                "the hook's FHIR data could not be read: an element has a shape FHIR R4 "
+                "does not allow",
+                422,
+            ) from None
         finally:
             data.close()
 
@@ -200,7 +249,9 @@ class HookService:
 
 async def _hook_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HookError)
-    return _outcome(exc.status, str(exc))
+    # A body refused part-way: close the connection rather than read the rest to keep it.
+    close = {"Connection": "close"} if exc.status == 413 else None
+    return _outcome(exc.status, str(exc), close)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -240,5 +291,8 @@ def create_app(config: HookConfig) -> Starlette:
             Exception: _internal_error,
         },
     )
+    # No trailing-slash redirect: Starlette would build it from the Host header, which the
+    # caller controls (a 307 to any host it names). A wrong path is a plain 404.
+    app.router.redirect_slashes = False
     app.state.service = svc
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -55,8 +56,16 @@ def indicator(pack: Pack, severity: str) -> str:
     return "info" if rank == 0 else "warning"
 
 
-def shorten(text: str, limit: int = MAX_SUMMARY) -> str:
+def plain(text: str) -> str:
+    """Text for a card on one line, every control or format character (escape codes,
+    bidi overrides, zero-width marks, line separators) shown as U+FFFD: nothing in it
+    can restyle, reorder or hide what the clinician reads."""
     flat = " ".join(text.split())
+    return "".join("\ufffd" if unicodedata.category(c)[0] == "C" else c for c in flat)
+
+
+def shorten(text: str, limit: int = MAX_SUMMARY) -> str:
+    flat = plain(text)
     if len(flat) <= limit:
         return flat
     cut = flat[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
@@ -71,7 +80,7 @@ def _md(text: str) -> str:
     ASCII punctuation character gets CommonMark's backslash escape (so no link, emphasis,
     code or entity can start), and `<`, `>` become entities (no HTML or autolink)."""
     out = []
-    for ch in " ".join(text.split()):
+    for ch in plain(text):
         if ch == "<":
             out.append("&lt;")
         elif ch == ">":
@@ -86,7 +95,7 @@ def _md(text: str) -> str:
 def _code(text: str) -> str:
     """Text from the record as a code span (shown literally: no markup, no HTML), fenced
     with more backticks than any run inside it, so it cannot close the span early."""
-    flat = " ".join(text.split())
+    flat = plain(text)
     longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if flat.startswith("`") or flat.endswith("`") or longest else ""
@@ -199,7 +208,9 @@ def claim_card(output: CaseOutput, subject: str) -> dict[str, Any] | None:
                 "actions": [
                     {
                         "type": "create",
-                        "description": f"Create the draft professional Claim for {subject}",
+                        "description": plain(
+                            f"Create the draft professional Claim for {subject}"
+                        ),
                         "resource": claim,
                     }
                 ],

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.client.urls import https_or_loopback
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
+from fhir_adapter.fhir.elements import malformed_element
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.hooks.services import (
     ID_FIELDS,
@@ -121,6 +122,7 @@ def bundle_entries(
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
         raise HookError(f"{where} must be a FHIR resource (an object with a resourceType)", status)
     if value["resourceType"] != "Bundle":
+        _check_elements(value, where, status)
         return [(value, None)]
     entries = value.get("entry")
     if entries is None:
@@ -132,6 +134,7 @@ def bundle_entries(
         res = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             raise HookError(f"{where}.entry[{i}] must be an object with a resource", status)
+        _check_elements(res, f"{where}.entry[{i}].resource", status)
         search = entry.get("search")
         mode = search.get("mode") if isinstance(search, dict) else None
         if match_type and mode == "match" and res["resourceType"] != match_type:
@@ -143,6 +146,15 @@ def bundle_entries(
         url = entry.get("fullUrl")
         out.append((res, url if isinstance(url, str) else None))
     return out
+
+
+def _check_elements(resource: dict[str, Any], where: str, status: int) -> None:
+    """An element of a shape FHIR rules out (an id that is no id, a Coding or Period that is
+    not an object of strings) is the sender's error, said before anything is evaluated
+    (422 for the caller's own data, 412 for what its fhirServer answered)."""
+    problem = malformed_element(resource)
+    if problem is not None:
+        raise HookError(f"{where}: {problem}", status)
 
 
 def add_entries(store: ResourceStore, entries: list[Entry]) -> None:

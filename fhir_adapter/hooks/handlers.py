@@ -324,6 +324,6 @@ def _coverage_action(
     updated["extension"] = [e for e in existing if e.get("url") != cards.CRD_COVERAGE_INFO] + [ext]
     return {
         "type": "update",
-        "description": f"Record coverage information ({covered}) on {order_ref}",
+        "description": cards.plain(f"Record coverage information ({covered}) on {order_ref}"),
         "resource": updated,
     }

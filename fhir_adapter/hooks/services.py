@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_adapter.fhir.elements import FHIR_ID
+
 ORDER_SIGN = "cpt-47382-order-sign"
 APPOINTMENT_BOOK = "cpt-47382-appointment-book"
 ENCOUNTER_DISCHARGE = "cpt-47382-encounter-discharge"
@@ -151,9 +153,8 @@ def discovery_document() -> dict[str, Any]:
 
 
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-# FHIR R4 id; a userId is a relative reference "Type/id" (CDS Hooks: Practitioner,
+# a userId is a relative reference "Type/id" (CDS Hooks: Practitioner,
 # PractitionerRole, Patient or RelatedPerson)
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 USER_REFERENCE = re.compile(
     r"(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}"
 )

@@ -507,3 +507,98 @@ def test_hook_instance_cannot_forge_log_lines(ehr: Ehr, caplog: pytest.LogCaptur
     for line in lines:
         assert not any(c in line for c in "\r\n\u2028\x1b"), line
         assert "y" * 200 not in line
+
+
+# -- a JWKS host that fails or stalls --------------------------------------------------
+
+
+def _forged(keys: Keys, ehr: Ehr, iss: str) -> str:
+    """A token naming a jku client, signed with a key that client never published."""
+    return SigningKey("ES384").sign(ehr.url(PATH), iss=iss)
+
+
+def test_a_failing_jwks_host_is_not_asked_again_for_every_token(
+    keys: Keys, tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    failing = Origin(lambda path: None, tls=tls)  # 404 for everything
+    clients = {"clients": [{"iss": "https://failing", "jku": f"{failing.base}/jwks.json"}]}
+    server = HookServer(
+        HookConfig(
+            trusted_clients=TrustedClients.from_json(clients),
+            feedback_db=tmp_path / "fb.sqlite3",
+            jwks_ca_bundle=str(tls[0]),
+        )
+    )
+    try:
+        ehr = Ehr(server, keys.remote)
+        for _ in range(50):
+            assert refused(ehr.post(PATH, body(), token=_forged(keys, ehr, "https://failing")))
+        assert len(failing.seen) == 1  # then it backs off
+    finally:
+        server.stop()
+        failing.stop()
+
+
+def test_tokens_for_a_stalled_jwks_host_do_not_hold_up_other_clients(
+    keys: Keys, tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """80 concurrent unauthenticated calls naming a client whose JWKS host never answers:
+    one fetch is made, and an EHR with its keys inline is answered meanwhile."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    def stall(path: str) -> Any:
+        release.wait(30)
+        return None
+
+    stalled = Origin(stall, tls=tls)
+    clients = TrustedClients.from_json(
+        {
+            "clients": [
+                {"iss": EHR_ISS, "jwks": {"keys": [keys.es384.jwk]}},
+                {"iss": "https://stalled", "jku": f"{stalled.base}/jwks.json"},
+            ]
+        }
+    )
+    server = HookServer(
+        HookConfig(
+            trusted_clients=clients,
+            feedback_db=tmp_path / "fb.sqlite3",
+            jwks_ca_bundle=str(tls[0]),
+        )
+    )
+    ehr = Ehr(server, keys.es384)
+    pool = ThreadPoolExecutor(80)
+    try:
+        forged = [_forged(keys, ehr, "https://stalled") for _ in range(80)]
+        calls = [
+            pool.submit(
+                requests.post,
+                ehr.url(PATH),
+                json=body(),
+                headers={"Authorization": f"Bearer {t}"},
+                timeout=60,
+            )
+            for t in forged
+        ]
+        deadline = time.monotonic() + 10
+        while not stalled.seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # the other calls arrive meanwhile
+        # the JWKS fetch is still stalled; a client with inline keys is answered anyway
+        token = keys.es384.sign(ehr.url(PATH))
+        resp = requests.post(
+            ehr.url(PATH), json=body(), headers={"Authorization": f"Bearer {token}"}, timeout=3
+        )
+        assert resp.status_code == 200, resp.text
+        assert not release.is_set()
+        release.set()
+        assert all(refused(c.result()) for c in calls)
+        assert len(stalled.seen) == 1
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+        server.stop()
+        stalled.stop()

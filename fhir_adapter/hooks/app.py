@@ -11,6 +11,7 @@ about which check failed. Nothing logged carries a token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +52,7 @@ from fhir_adapter.rules import Pack, load_pack
 log = logging.getLogger("fhir_adapter.hooks")
 
 MAX_BODY = 16 * 1024 * 1024
+JWKS_THREADS = 2  # threads that may fetch JWKS at once, apart from those answering calls
 TOO_LARGE = f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"
 MAX_DEPTH = 64  # JSON nesting levels; FHIR resources we read stay well under 20
 
@@ -140,6 +144,8 @@ class HookService:
             replay_db=config.replay_db or config.feedback_db,
         )
         self.verified_servers = VerifiedServers()
+        self._jwks_threads = anyio.CapacityLimiter(JWKS_THREADS)
+        self._jwks_fetches: dict[str, asyncio.Future[None]] = {}
 
     def base_url(self, request: Request) -> str:
         if self.config.public_url:
@@ -148,9 +154,27 @@ class HookService:
         host = f"[{host}]" if ":" in str(host) else str(host)
         return f"{request.url.scheme}://{host}:{port}"
 
-    def authenticate(self, request: Request) -> dict[str, Any]:
+    async def authenticate(self, request: Request) -> dict[str, Any]:
+        """The verified claims (Unauthorized otherwise). A JWKS still to be fetched is fetched
+        first, on `JWKS_THREADS` threads of its own and once per URL however many calls wait
+        for it (they wait without a thread): tokens naming a slow or failing JWKS host,
+        forged or not, never hold the threads that verify and answer other clients."""
+        authorization = request.headers.get("authorization")
+        due = self.verifier.jwks_due(authorization)
+        if due is not None:
+            url, kid = due
+            fetch = self._jwks_fetches.get(url)
+            if fetch is None:
+                fetch = asyncio.ensure_future(
+                    anyio.to_thread.run_sync(
+                        self.verifier.fetcher.refresh, url, kid, limiter=self._jwks_threads
+                    )
+                )
+                self._jwks_fetches[url] = fetch
+                fetch.add_done_callback(lambda _: self._jwks_fetches.pop(url, None))
+            await asyncio.shield(fetch)
         audience = self.base_url(request) + request.url.path
-        return self.verifier.verify(request.headers.get("authorization"), audience)
+        return await run_in_threadpool(self.verifier.verify, authorization, audience)
 
     async def body(self, request: Request) -> Any:
         """The JSON body, read as it streams in and refused (413) as soon as it passes
@@ -183,7 +207,7 @@ class HookService:
         if service is None:
             raise HookError("no such CDS service", 404)
         try:
-            claims = await run_in_threadpool(self.authenticate, request)
+            claims = await self.authenticate(request)
         except Unauthorized:
             return _unauthorized()
         hook = HookRequest.parse(await self.body(request))
@@ -239,7 +263,7 @@ class HookService:
         if service is None:
             raise HookError("no such CDS service", 404)
         try:
-            await run_in_threadpool(self.authenticate, request)
+            await self.authenticate(request)
         except Unauthorized:
             return _unauthorized()
         items = parse_feedback(await self.body(request))

@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 import requests
+import urllib3
 
 from fhir_adapter.client.urls import origin
 from fhir_adapter.errors import ConfigError
@@ -37,6 +38,8 @@ LEEWAY = 5.0  # seconds of clock skew tolerated on exp/iat
 MAX_LIFETIME = 300.0  # a token may live (exp - iat) and be used (now - iat) this long
 JWKS_TTL = 300.0  # cache a fetched JWKS this long
 JWKS_REFRESH_MIN = 30.0  # refetch for an unknown kid at most this often
+JWKS_BACKOFF_MIN = 5.0  # after a failed fetch, do not ask again for this long (doubling)
+JWKS_BACKOFF_MAX = 300.0
 MAX_JWKS_BYTES = 256 * 1024
 
 
@@ -123,33 +126,86 @@ def _public_key(jwk: dict[str, Any], alg: str | None, where: str = "") -> Any:
         raise Unauthorized("unusable key") from None
 
 
+@dataclass
+class _JwksState:
+    """What is known of one JWKS URL: its keys and when they came, or how often and until
+    when fetching it has failed; `lock` lets one fetch run at a time."""
+
+    keys: list[dict[str, Any]] | None = None
+    fetched_at: float = 0.0
+    failures: int = 0
+    retry_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class JwksFetcher:
     """Fetches a client's JWKS over HTTPS (no redirects, no proxies from the environment),
-    caching it; `verify` may name a CA bundle (how the tests trust their own HTTPS server)."""
+    caching it; `verify` may name a CA bundle (how the tests trust their own HTTPS server).
 
-    def __init__(self, verify: bool | str = True, timeout: float = 5.0) -> None:
+    A failed fetch is remembered too: the URL is not asked again for `JWKS_BACKOFF_MIN`
+    seconds, doubling with each further failure up to `JWKS_BACKOFF_MAX`, so tokens
+    naming a client whose JWKS host is down or slow cost nothing but a refusal. One
+    fetch per URL runs at a time; callers arriving meanwhile use its result.
+    """
+
+    def __init__(
+        self,
+        verify: bool | str = True,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.session = requests.Session()
         self.session.trust_env = False
         self.verify = verify
         self.timeout = timeout
-        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self.clock = clock
+        self._state: dict[str, _JwksState] = {}
         self._lock = threading.Lock()
         self.fetches = 0
 
+    def _entry(self, url: str) -> _JwksState:
+        with self._lock:
+            return self._state.setdefault(url, _JwksState())
+
+    def due(self, url: str, kid: str) -> bool:
+        """Whether keys for `kid` call for a fetch now: never while backing off after a
+        failure; else when none were fetched, they are older than `JWKS_TTL`, or `kid`
+        is unknown and they are older than `JWKS_REFRESH_MIN` (a key rotation)."""
+        entry, now = self._entry(url), self.clock()
+        if now < entry.retry_at:
+            return False
+        if entry.keys is None:
+            return True
+        age = now - entry.fetched_at
+        if age >= JWKS_TTL:
+            return True
+        return age >= JWKS_REFRESH_MIN and not any(k.get("kid") == kid for k in entry.keys)
+
+    def refresh(self, url: str, kid: str) -> None:
+        """Fetch the JWKS if still due once this URL's fetch under way (if any) is over."""
+        entry = self._entry(url)
+        with entry.lock:
+            if not self.due(url, kid):
+                return
+            try:
+                keys = self._fetch(url)
+            except Unauthorized:
+                entry.failures += 1
+                backoff = JWKS_BACKOFF_MIN * 2 ** min(entry.failures - 1, 16)
+                entry.retry_at = self.clock() + min(JWKS_BACKOFF_MAX, backoff)
+                return
+            entry.keys, entry.fetched_at = keys, self.clock()
+            entry.failures, entry.retry_at = 0, 0.0
+
     def keys(self, url: str, kid: str) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(url)
-        if cached is not None:
-            fetched_at, keys = cached
-            fresh = now - fetched_at < JWKS_TTL
-            known = any(k.get("kid") == kid for k in keys)
-            if (fresh and known) or now - fetched_at < JWKS_REFRESH_MIN:
-                return keys
-        keys = self._fetch(url)
-        with self._lock:
-            self._cache[url] = (time.monotonic(), keys)
-        return keys
+        """The keys published at `url` (fetched first when due); Unauthorized when none
+        younger than `JWKS_TTL` could be had."""
+        if self.due(url, kid):
+            self.refresh(url, kid)
+        entry = self._entry(url)
+        if entry.keys is None or self.clock() - entry.fetched_at >= JWKS_TTL:
+            raise Unauthorized("no JWKS could be fetched")
+        return entry.keys
 
     def _fetch(self, url: str) -> list[dict[str, Any]]:
         if not _is_https(url):
@@ -166,7 +222,7 @@ class JwksFetcher:
             )
             body = resp.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
             resp.close()
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning("cannot fetch the JWKS at %s: %s", url, type(exc).__name__)
             raise Unauthorized("jwks fetch failed") from None
         if resp.status_code != 200 or len(body) > MAX_JWKS_BYTES:
@@ -276,11 +332,25 @@ class JwtVerifier:
             log.debug("refused a CDS call: %s", type(exc).__name__)
             raise Unauthorized() from None
 
+    def jwks_due(self, authorization: str | None) -> tuple[str, str] | None:
+        """(jku, kid) when verifying this token would first fetch a JWKS, else None (also for
+        any token that will be refused without one). Cheap: nothing is verified or fetched,
+        so the service can fetch on its own few threads and verify after."""
+        try:
+            token = _bearer(authorization)
+            header = jwt.get_unverified_header(token)
+            iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            client = self.clients.clients.get(iss) if isinstance(iss, str) else None
+            kid = header.get("kid")
+            if client is None or client.jwks is not None or not isinstance(kid, str):
+                return None
+            url = _jku(client, header)
+        except (Unauthorized, jwt.PyJWTError, ValueError, TypeError):
+            return None
+        return (url, kid) if self.fetcher.due(url, kid) else None
+
     def _verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("no bearer token")
-        token = token.strip()
+        token = _bearer(authorization)
         header = jwt.get_unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in self.algorithms:
@@ -338,10 +408,7 @@ class JwtVerifier:
                 raise Unauthorized("jku given for a client with an inline JWKS")
             keys: list[dict[str, Any]] = client.jwks["keys"]
         else:
-            url = header.get("jku", client.jku[0] if len(client.jku) == 1 else None)
-            if not isinstance(url, str) or url not in client.jku:
-                raise Unauthorized("jku not on the allowlist")
-            keys = self.fetcher.keys(url, kid)
+            keys = self.fetcher.keys(_jku(client, header), kid)
         matches = [k for k in keys if k.get("kid") == kid]
         if len(matches) != 1:
             raise Unauthorized("kid not found (or not unique)")
@@ -351,3 +418,19 @@ class JwtVerifier:
         if jwk.get("use") not in (None, "sig"):
             raise Unauthorized("key is not for signatures")
         return _public_key(jwk, alg)
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("no bearer token")
+    return token.strip()
+
+
+def _jku(client: TrustedClient, header: dict[str, Any]) -> str:
+    """The JWKS URL for this token: the `jku` it names if on the client's allowlist, else
+    the client's only one."""
+    url = header.get("jku", client.jku[0] if len(client.jku) == 1 else None)
+    if not isinstance(url, str) or url not in client.jku:
+        raise Unauthorized("jku not on the allowlist")
+    return url

@@ -9,6 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def printable(value: Any) -> str:
+    """Text from outside for a terminal or a log line: every control, format and
+    line-separator character as its escape (`\\x1b`, `\\u202e`), so none can forge a
+    line, move the cursor or recolour what follows."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value)
+    )
+
+
 class AdapterError(Exception):
     """Base class: a problem with the user's input, configuration or server."""
 

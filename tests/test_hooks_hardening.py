@@ -4,19 +4,25 @@ Host header. Service under uvicorn on loopback, called over real HTTP."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
 import unicodedata
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from fhir_adapter.cli import main
+from fhir_adapter.errors import HookError
 from fhir_adapter.findings import Evidence, Finding
 from fhir_adapter.hooks import HookConfig, cards
 from fhir_adapter.hooks.app import MAX_BODY
+from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
 from fhir_adapter.hooks.security import TrustedClients
 from fhir_adapter.rules import Pack
 
@@ -67,9 +73,26 @@ def key() -> SigningKey:
     return SigningKey("ES384")
 
 
+OTHER_ISS = "https://other-ehr.example.org"
+
+
 @pytest.fixture(scope="module")
-def service(key: SigningKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookServer]:
-    clients = TrustedClients.from_json({"clients": [{"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}}]})
+def other_key() -> SigningKey:
+    return SigningKey("ES384")
+
+
+@pytest.fixture(scope="module")
+def service(
+    key: SigningKey, other_key: SigningKey, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HookServer]:
+    clients = TrustedClients.from_json(
+        {
+            "clients": [
+                {"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}},
+                {"iss": OTHER_ISS, "jwks": {"keys": [other_key.jwk]}},
+            ]
+        }
+    )
     db = tmp_path_factory.mktemp("hardening") / "feedback.sqlite3"
     server = HookServer(HookConfig(trusted_clients=clients, feedback_db=db))
     yield server
@@ -219,3 +242,120 @@ def test_no_redirect_built_from_the_host_header(ehr: Ehr, method: str) -> None:
     assert resp.status_code == 404
     assert "location" not in resp.headers
     assert resp.json()["resourceType"] == "OperationOutcome"
+
+
+# -- feedback -------------------------------------------------------------------------
+
+
+class OtherEhr(Ehr):
+    """A second trusted CDS client, signing as its own issuer."""
+
+    def post(
+        self, path: str, body: Any, token: str | None = "sign", **kw: Any
+    ) -> requests.Response:
+        if token == "sign":
+            token = self.key.sign(self.url(path), iss=OTHER_ISS)
+        return super().post(path, body, token, **kw)
+
+
+def _feedback(card: str, outcome: str, at: str, reason: str = "will-document") -> dict[str, Any]:
+    item: dict[str, Any] = {"card": card, "outcome": outcome, "outcomeTimestamp": at}
+    if outcome == "accepted":
+        item["acceptedSuggestions"] = []
+    else:
+        item["overrideReason"] = {"reason": {"system": cards.OVERRIDE_SYSTEM, "code": reason}}
+    return {"feedback": [item]}
+
+
+def _summary(service: HookServer, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    db = service.app.state.service.config.feedback_db
+    assert main(["feedback", "--feedback-db", str(db), "--format", "json"]) == 0
+    topics = json.loads(capsys.readouterr().out)["topics"]
+    return {(r["service"], r["topic"]): r for r in topics}
+
+
+def test_feedback_only_from_the_client_the_card_went_to_and_once_per_card(
+    ehr: Ehr,
+    other_key: SigningKey,
+    service: HookServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    issued = ehr.hook(ORDER_SIGN, order_sign()).json()["cards"]
+    card = next(c for c in issued if c.get("overrideReasons"))
+    topic = card["source"]["topic"]["code"]
+    path = f"/cds-services/{ORDER_SIGN}/feedback"
+    before = _summary(service, capsys)[(ORDER_SIGN, topic)]
+    other = OtherEhr(service, other_key)
+    refused = [
+        other.post(path, _feedback(card["uuid"], "accepted", "2026-11-27T10:00:00Z")),
+        ehr.post(path, _feedback(str(uuid.uuid4()), "accepted", "2026-11-27T10:00:00Z")),
+        ehr.post(
+            "/cds-services/cpt-47382-appointment-book/feedback",
+            _feedback(card["uuid"], "accepted", "2026-11-27T10:00:00Z"),
+        ),
+    ]
+    for resp in refused:
+        assert resp.status_code == 422, resp.text
+        assert "no such card" in resp.json()["issue"][0]["diagnostics"]
+    assert _summary(service, capsys)[(ORDER_SIGN, topic)] == before
+    # accepted, then overridden a minute later (sent twice), then a stale resend: one card
+    for outcome, at in (
+        ("accepted", "2026-11-27T10:00:00Z"),
+        ("overridden", "2026-11-27T11:01:00+01:00"),
+        ("overridden", "2026-11-27T10:01:00Z"),
+        ("accepted", "2026-11-27T09:59:00Z"),
+    ):
+        resp = ehr.post(path, _feedback(card["uuid"], outcome, at))
+        assert resp.status_code == 200, resp.text
+    after = _summary(service, capsys)[(ORDER_SIGN, topic)]
+    assert after["accepted"] == before["accepted"]
+    assert after["overridden"] == before["overridden"] + 1
+
+
+def test_the_feedback_table_prints_no_terminal_control_codes(
+    ehr: Ehr, service: HookServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issued = ehr.hook(ORDER_SIGN, order_sign()).json()["cards"]
+    card = next(c for c in issued if c.get("overrideReasons"))
+    hostile = "x\x1b[2J\x1b]0;pwned\x07\u202eevil\r\nforged line"
+    path = f"/cds-services/{ORDER_SIGN}/feedback"
+    resp = ehr.post(path, _feedback(card["uuid"], "overridden", "2026-11-27T10:00:00Z", hostile))
+    assert resp.status_code == 200, resp.text
+    db = service.app.state.service.config.feedback_db
+    assert main(["feedback", "--feedback-db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b[2J" in out  # shown, escaped
+    assert not [c for c in out if unicodedata.category(c)[0] == "C" and c != "\n"]
+    assert "forged line" not in "".join(line for line in out.splitlines() if "x1b" not in line)
+
+
+def test_a_feedback_file_of_the_earlier_layout_is_carried_over(tmp_path: Path) -> None:
+    """Files written before feedback was kept per card: the latest outcome of each card
+    is kept, and cards without a recorded client take no new feedback."""
+    db = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE cards (uuid TEXT PRIMARY KEY, service TEXT NOT NULL,
+              hook_instance TEXT NOT NULL, topic_system TEXT, topic_code TEXT,
+              indicator TEXT NOT NULL, issued_at TEXT NOT NULL);
+            CREATE TABLE feedback (service TEXT NOT NULL, card TEXT NOT NULL,
+              outcome TEXT NOT NULL, outcome_at TEXT NOT NULL, accepted TEXT,
+              reason_system TEXT, reason_code TEXT, reason_display TEXT, comment TEXT,
+              received_at TEXT NOT NULL, PRIMARY KEY (service, card, outcome, outcome_at));
+            INSERT INTO cards VALUES ('c1', 's', 'h', 'sys', 'topic', 'info', '2026-01-01');
+            INSERT INTO feedback VALUES ('s', 'c1', 'accepted', '2026-01-01T10:00:00Z',
+              NULL, NULL, NULL, NULL, NULL, '2026-01-01');
+            INSERT INTO feedback VALUES ('s', 'c1', 'overridden', '2026-01-01T11:00:00Z',
+              NULL, NULL, 'will-document', NULL, NULL, '2026-01-01');
+            """
+        )
+    store = FeedbackStore(db)
+    try:
+        [row] = store.summary()
+        assert (row["shown"], row["accepted"], row["overridden"]) == (1, 0, 1)
+        item = parse_feedback(_feedback("c1", "accepted", "2026-01-02T10:00:00Z"))
+        with pytest.raises(HookError, match="no such card"):
+            store.record_feedback("s", EHR_ISS, item)
+    finally:
+        store.close()

@@ -108,7 +108,7 @@ def serve_command(args: argparse.Namespace) -> int:
 def feedback_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.errors import AdapterError, printable
     from fhir_adapter.hooks.feedback import FeedbackStore
 
     if not Path(args.feedback_db).is_file():
@@ -130,9 +130,12 @@ def feedback_command(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     for r in rows:
-        reasons = ", ".join(f"{k} x{v}" for k, v in sorted(r["override_reasons"].items()))
+        # what the EHRs sent (a reason code) is shown escaped: no terminal control codes
+        reasons = ", ".join(
+            f"{printable(k)} x{v}" for k, v in sorted(r["override_reasons"].items())
+        )
         print(
-            f"{r['service']:<32} {r['topic']:<30} {r['shown']:>6} {r['accepted']:>8} "
-            f"{r['overridden']:>10}  {reasons}"
+            f"{printable(r['service']):<32} {printable(r['topic']):<30} {r['shown']:>6} "
+            f"{r['accepted']:>8} {r['overridden']:>10}  {reasons}"
         )
     return 0

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhir_adapter.errors import HookError
+from fhir_adapter.errors import HookError, printable
 from fhir_adapter.hooks import handlers
 from fhir_adapter.hooks.data import HookData, HookRequest, VerifiedServers
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
@@ -120,9 +120,7 @@ def loggable(value: Any, limit: int = 100) -> str:
     """A caller's string for a log line: control and line-separator characters escaped
     (no forged lines, no terminal escapes), cut at `limit` characters."""
     text = str(value)
-    cut = text[:limit]
-    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
-    return out + ("…" if len(text) > limit else "")
+    return printable(text[:limit]) + ("…" if len(text) > limit else "")
 
 
 def _unauthorized() -> Response:
@@ -227,7 +225,11 @@ class HookService:
         # The cards are logged for the feedback summary before the answer goes out: the
         # EHR may send feedback on them at once (a WAL commit without fsync, ~0.1 ms).
         await run_in_threadpool(
-            self.feedback.record_cards, service.id, hook.hook_instance, response["cards"]
+            self.feedback.record_cards,
+            service.id,
+            hook.hook_instance,
+            response["cards"],
+            claims["iss"],
         )
         return Response(payload, media_type="application/json")
 
@@ -263,11 +265,11 @@ class HookService:
         if service is None:
             raise HookError("no such CDS service", 404)
         try:
-            await self.authenticate(request)
+            claims = await self.authenticate(request)
         except Unauthorized:
             return _unauthorized()
         items = parse_feedback(await self.body(request))
-        await run_in_threadpool(self.feedback.record_feedback, service.id, items)
+        await run_in_threadpool(self.feedback.record_feedback, service.id, claims["iss"], items)
         return _json({})
 
 

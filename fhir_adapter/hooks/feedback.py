@@ -1,8 +1,10 @@
 """What clinicians did with the cards: a local SQLite log, summarised by `fhir-adapter feedback`.
 
-Every card the service returns is recorded (uuid, service, topic) so that
-feedback, which names only the card's uuid, can be counted per finding code.
-Feedback is idempotent: the same (card, outcome, timestamp) sent twice is stored once.
+Every card the service returns is recorded (uuid, service, topic, and the client
+it went to) so that feedback, which names only the card's uuid, can be counted per
+finding code. Feedback is accepted only from the client the card was issued to, by
+the service that issued it, and counts once per card: sent again (the same or a
+later decision), the latest outcome replaces the earlier one.
 """
 
 from __future__ import annotations
@@ -24,15 +26,27 @@ from fhir_adapter.pipeline import now_iso
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (
   uuid TEXT PRIMARY KEY, service TEXT NOT NULL, hook_instance TEXT NOT NULL,
-  topic_system TEXT, topic_code TEXT, indicator TEXT NOT NULL, issued_at TEXT NOT NULL
+  topic_system TEXT, topic_code TEXT, indicator TEXT NOT NULL, issued_at TEXT NOT NULL,
+  client TEXT
 );
-CREATE TABLE IF NOT EXISTS feedback (
-  service TEXT NOT NULL, card TEXT NOT NULL, outcome TEXT NOT NULL, outcome_at TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS card_feedback (
+  card TEXT PRIMARY KEY, service TEXT NOT NULL, outcome TEXT NOT NULL, outcome_at TEXT NOT NULL,
   accepted TEXT, reason_system TEXT, reason_code TEXT, reason_display TEXT, comment TEXT,
-  received_at TEXT NOT NULL,
-  PRIMARY KEY (service, card, outcome, outcome_at)
+  received_at TEXT NOT NULL
 );
 """
+
+# Files written before cards named their client and feedback was one row per card.
+_MIGRATIONS = (
+    ("cards", "client", "ALTER TABLE cards ADD COLUMN client TEXT"),
+    (
+        "feedback",
+        None,
+        "INSERT OR IGNORE INTO card_feedback SELECT card, service, outcome, outcome_at, "
+        "accepted, reason_system, reason_code, reason_display, comment, received_at "
+        "FROM feedback ORDER BY outcome_at DESC; DROP TABLE feedback",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,8 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
             raise HookError(f"{at}.card is required (the card's uuid)", 422)
         if outcome not in ("accepted", "overridden"):
             raise HookError(f"{at}.outcome must be 'accepted' or 'overridden'", 422)
-        if not isinstance(stamp, str) or not _is_instant(stamp):
+        instant = _utc_instant(stamp) if isinstance(stamp, str) else None
+        if instant is None:
             raise HookError(f"{at}.outcomeTimestamp must be an RFC 3339 date-time", 422)
         accepted: list[str] = []
         if outcome == "accepted":
@@ -85,16 +100,21 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
             reason = coding
             text = override.get("userComment")
             comment = text if isinstance(text, str) else None
-        items.append(FeedbackItem(card, outcome, stamp, tuple(accepted), reason, comment))
+        items.append(FeedbackItem(card, outcome, instant, tuple(accepted), reason, comment))
     return items
 
 
-def _is_instant(text: str) -> bool:
+def _utc_instant(text: str) -> str | None:
+    """The date-time in UTC, in one format (so stored instants compare as text); None if
+    it is not one. Without an offset it is taken as UTC."""
+    if "T" not in text:
+        return None
     try:
-        dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        return False
-    return "T" in text
+        return None
+    when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    return when.isoformat(timespec="microseconds")
 
 
 class FeedbackStore:
@@ -104,6 +124,11 @@ class FeedbackStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = open_database(self.path, _SCHEMA, "feedback database")
+        with self._db:
+            for table, column, script in _MIGRATIONS:
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if columns and (column is None or column not in columns):
+                    self._db.executescript(script)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -115,8 +140,9 @@ class FeedbackStore:
             self._db.close()
 
     def record_cards(
-        self, service: str, hook_instance: str, cards: Sequence[dict[str, Any]]
+        self, service: str, hook_instance: str, cards: Sequence[dict[str, Any]], client: str
     ) -> None:
+        """Log the cards issued to `client` (the `iss` of the call's token)."""
         rows = []
         stamp = now_iso()
         for card in cards:
@@ -132,19 +158,24 @@ class FeedbackStore:
                     topic.get("code"),
                     card.get("indicator", ""),
                     stamp,
+                    client,
                 )
             )
         if rows:
             with self._connect() as db:
-                db.executemany("INSERT OR IGNORE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT OR IGNORE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
 
-    def record_feedback(self, service: str, items: Sequence[FeedbackItem]) -> int:
-        """Store the items; returns how many were new."""
+    def record_feedback(self, service: str, client: str, items: Sequence[FeedbackItem]) -> int:
+        """Store the items, all or none: each must name a card this service issued to
+        `client` (422 otherwise, the same for a card unknown or issued to another client).
+        Returns how many cards had no feedback before."""
         stamp = now_iso()
         rows = [
             (
-                service,
                 it.card,
+                service,
                 it.outcome,
                 it.outcome_at,
                 json.dumps(list(it.accepted)) if it.accepted else None,
@@ -157,11 +188,30 @@ class FeedbackStore:
             for it in items
         ]
         with self._connect() as db:
-            before = db.total_changes
+            for i, it in enumerate(items):
+                issued = db.execute(
+                    "SELECT 1 FROM cards WHERE uuid = ? AND service = ? AND client = ?",
+                    (it.card, service, client),
+                ).fetchone()
+                if issued is None:
+                    raise HookError(
+                        f"feedback[{i}].card: no such card was issued to this client "
+                        f"by {service}",
+                        422,
+                    )
+            (before,) = db.execute("SELECT COUNT(*) FROM card_feedback").fetchone()
             db.executemany(
-                "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT INTO card_feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (card) DO UPDATE SET outcome = excluded.outcome, "
+                "outcome_at = excluded.outcome_at, accepted = excluded.accepted, "
+                "reason_system = excluded.reason_system, reason_code = excluded.reason_code, "
+                "reason_display = excluded.reason_display, comment = excluded.comment, "
+                "received_at = excluded.received_at "
+                "WHERE excluded.outcome_at >= card_feedback.outcome_at",
+                rows,
             )
-            return db.total_changes - before
+            (after,) = db.execute("SELECT COUNT(*) FROM card_feedback").fetchone()
+            return int(after - before)
 
     def summary(self) -> list[dict[str, Any]]:
         """Per service and card topic: cards shown, accepted, overridden, override reasons."""
@@ -171,7 +221,7 @@ class FeedbackStore:
             ).fetchall()
             outcomes = db.execute(
                 "SELECT f.service, COALESCE(c.topic_code, '(unknown card)'), f.outcome, "
-                "COALESCE(f.reason_code, ''), COUNT(*) FROM feedback f "
+                "COALESCE(f.reason_code, ''), COUNT(*) FROM card_feedback f "
                 "LEFT JOIN cards c ON c.uuid = f.card GROUP BY 1, 2, 3, 4"
             ).fetchall()
         rows: dict[tuple[str, str], dict[str, Any]] = {}

@@ -4,10 +4,14 @@ Host header. Service under uvicorn on loopback, called over real HTTP."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import re
+import socket
 import sqlite3
+import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -18,11 +22,13 @@ import pytest
 import requests
 
 from fhir_adapter.cli import main
-from fhir_adapter.errors import HookError
+from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.errors import HookError, ServerError
 from fhir_adapter.findings import Evidence, Finding
 from fhir_adapter.hooks import HookConfig, cards
 from fhir_adapter.hooks.app import MAX_BODY
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
+from fhir_adapter.hooks.limits import ServeLimits
 from fhir_adapter.hooks.security import TrustedClients
 from fhir_adapter.rules import Pack
 
@@ -359,3 +365,103 @@ def test_a_feedback_file_of_the_earlier_layout_is_carried_over(tmp_path: Path) -
             store.record_feedback("s", EHR_ISS, item)
     finally:
         store.close()
+
+
+# -- connection limits -----------------------------------------------------------------
+
+
+@pytest.fixture
+def tight(key: SigningKey, tmp_path: Path) -> Iterator[HookServer]:
+    """The service with small limits, so that tests reach them quickly."""
+    clients = TrustedClients.from_json({"clients": [{"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}}]})
+    limits = ServeLimits(limit_concurrency=3, header_timeout=0.5, body_timeout=0.5)
+    server = HookServer(
+        HookConfig(trusted_clients=clients, feedback_db=tmp_path / "fb.sqlite3", limits=limits)
+    )
+    yield server
+    server.stop()
+
+
+def _connect(server: HookServer) -> socket.socket:
+    host, port = server.base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def test_a_request_head_that_never_ends_is_cut_off(tight: HookServer) -> None:
+    with _connect(tight) as sock:
+        sock.sendall(b"POST /cds-services/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        assert sock.recv(1024) == b""  # closed by the service, not by our 5 s timeout
+
+
+def test_connections_beyond_the_limit_get_503(tight: HookServer) -> None:
+    idle = [_connect(tight) for _ in range(3)]
+    try:
+        time.sleep(0.1)
+        resp = requests.get(f"{tight.base}/cds-services", timeout=5)
+        assert resp.status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_body_that_never_ends_is_a_408(tight: HookServer, key: SigningKey) -> None:
+    path = f"/cds-services/{ORDER_SIGN}"
+    token = key.sign(f"{tight.base}{path}")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    with _connect(tight) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"within 0.5 s" in answer
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """A FHIR server that answers its metadata, then trickles or floods every other GET."""
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/metadata"):
+            body = json.dumps(
+                {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.end_headers()
+        try:
+            if "flood" in self.path:
+                self.wfile.write(b'{"resourceType": "Patient", "x": "' + b"a" * 3_000_000)
+                return
+            for _ in range(200):  # one byte every 0.1 s, each well within the read timeout
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_outbound_reads_have_a_deadline_and_a_size_cap() -> None:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        client = FhirClient(
+            base, timeout=(2, 2), retries=0, deadline=1.0, max_response_bytes=1_000_000
+        )
+        with pytest.raises(ServerError, match="no complete answer within 1 s"):
+            client.read("Patient", "trickle")
+        with pytest.raises(ServerError, match="larger than 1000000 bytes"):
+            client.read("Patient", "flood")
+        client.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

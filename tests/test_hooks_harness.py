@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from fhir_adapter.hooks import HookConfig, create_app
+from fhir_adapter.hooks.limits import uvicorn_config
 
 EHR_ISS = "https://ehr.example.org"
 
@@ -81,12 +82,13 @@ def trusted_clients_file(path: Path, clients: list[dict[str, Any]]) -> Path:
 
 
 class HookServer:
-    """The service on 127.0.0.1 under a real uvicorn, port chosen by the OS."""
+    """The service on 127.0.0.1 under a real uvicorn with the limits `serve` sets, port
+    chosen by the OS."""
 
     def __init__(self, config: HookConfig) -> None:
         self.app = create_app(config)
-        cfg = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        cfg = uvicorn_config(
+            self.app, "127.0.0.1", 0, config.limits, log_level="warning", lifespan="off"
         )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -18,6 +18,7 @@ import requests
 
 from fhir_adapter.cli import main
 from fhir_adapter.hooks import HookConfig
+from fhir_adapter.hooks.limits import ServeLimits
 from fhir_adapter.hooks.security import TrustedClients
 
 from .test_hooks_harness import (
@@ -495,6 +496,10 @@ def test_serve_beyond_loopback_needs_an_https_public_url(
         assert "--host" in line and "https" in line and "--public-url" in line
     else:
         assert code == 0 and ran and ran[0]["host"] == host
+        # the limits it enforces itself, at their defaults
+        assert ran[0]["limit_concurrency"] == 64 and ran[0]["timeout_keep_alive"] == 5
+        assert ran[0]["h11_max_incomplete_event_size"] == 16 * 1024
+        assert ran[0]["http"].header_timeout == 10.0
 
 
 def test_hook_instance_cannot_forge_log_lines(ehr: Ehr, caplog: pytest.LogCaptureFixture) -> None:
@@ -567,6 +572,8 @@ def test_tokens_for_a_stalled_jwks_host_do_not_hold_up_other_clients(
             trusted_clients=clients,
             feedback_db=tmp_path / "fb.sqlite3",
             jwks_ca_bundle=str(tls[0]),
+            # room for all 81 connections: what is tested here is threads, not connections
+            limits=ServeLimits(limit_concurrency=200),
         )
     )
     ehr = Ehr(server, keys.es384)

@@ -50,6 +50,11 @@ def register(sub: Any) -> None:
         metavar="PEM",
         help="CA bundle to verify jku hosts with (default: the system's)",
     )
+    limits = serve.add_argument_group(
+        "limits", "what the service enforces itself (see README: Running it in production)"
+    )
+    for flag, env_name, default, kind, text in _LIMITS:
+        env_option(limits, flag, env_name, default, type=kind, metavar="N", help=text)
     serve.set_defaults(handler=serve_command)
 
     fb = sub.add_parser(
@@ -63,6 +68,67 @@ def register(sub: Any) -> None:
     fb.set_defaults(handler=feedback_command)
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# (flag, environment variable, default, type, help): defaults as in hooks.limits/HookConfig
+_LIMITS = (
+    (
+        "--limit-concurrency",
+        "LIMIT_CONCURRENCY",
+        "64",
+        _positive(int),
+        "connections served at once; beyond, 503 (default 64)",
+    ),
+    (
+        "--header-timeout",
+        "HEADER_TIMEOUT",
+        "10",
+        _positive(float),
+        "seconds for a complete request head, from connecting or the last answer (default 10)",
+    ),
+    (
+        "--body-timeout",
+        "BODY_TIMEOUT",
+        "30",
+        _positive(float),
+        "seconds for a whole request body, then 408 (default 30)",
+    ),
+    (
+        "--keep-alive",
+        "KEEP_ALIVE",
+        "5",
+        _positive(int),
+        "seconds an idle keep-alive connection stays open (default 5)",
+    ),
+    (
+        "--fhir-deadline",
+        "FHIR_DEADLINE",
+        "20",
+        _positive(float),
+        "seconds for each whole answer from a fhirServer (default 20)",
+    ),
+    (
+        "--fhir-max-mb",
+        "FHIR_MAX_MB",
+        "32",
+        _positive(int),
+        "largest answer read from a fhirServer, in MB (default 32)",
+    ),
+)
+
+
 def serve_command(args: argparse.Namespace) -> int:
     import logging
 
@@ -71,6 +137,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from fhir_adapter.client.urls import is_loopback_host, sent_url
     from fhir_adapter.errors import AdapterError
     from fhir_adapter.hooks import HookConfig, create_app
+    from fhir_adapter.hooks.limits import ServeLimits, uvicorn_options
     from fhir_adapter.hooks.security import DEFAULT_ALGORITHMS, TrustedClients
 
     if not args.trusted_clients:
@@ -82,11 +149,19 @@ def serve_command(args: argparse.Namespace) -> int:
         parts = sent_url(args.public_url)
         if parts is None or parts.scheme not in ("http", "https") or parts.query or parts.auth:
             raise AdapterError(f"--public-url {args.public_url!r} is not an http(s) base URL")
-    if not is_loopback_host(args.host) and not (args.public_url or "").lower().startswith("https://"):
+    if not is_loopback_host(args.host) and not (args.public_url or "").lower().startswith(
+        "https://"
+    ):
         raise AdapterError(
             f"--host {args.host} is beyond loopback: the service speaks plain HTTP, so put a TLS "
             "proxy in front and give its address as --public-url https://..."
         )
+    limits = ServeLimits(
+        limit_concurrency=args.limit_concurrency,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive=args.keep_alive,
+    )
     # Without --public-url, aud is checked against the local address each call came in on.
     public = args.public_url or f"http://{args.host}:{args.port}"
     config = HookConfig(
@@ -97,11 +172,14 @@ def serve_command(args: argparse.Namespace) -> int:
         rules=args.rules,
         block_on=args.block_on,
         jwks_ca_bundle=args.jwks_ca_bundle,
+        fhir_deadline=args.fhir_deadline,
+        fhir_max_bytes=args.fhir_max_mb * 1024 * 1024,
+        limits=limits,
     )
     app = create_app(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **uvicorn_options(limits))
     return 0
 
 

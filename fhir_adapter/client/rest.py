@@ -3,7 +3,8 @@
 Retries come from urllib3's `Retry` (408/429/5xx, `Retry-After` in seconds or
 HTTP-date, exponential backoff, a total time budget); a POST is retried only
 when the caller marks it idempotent (a transaction of conditional entries, a
-batch of reads, a `_search`). Every request has connect and read timeouts.
+batch of reads, a `_search`). Every request has connect and read timeouts, an
+overall deadline for its whole answer and a cap on the answer's size.
 Server errors become `ServerError` carrying the OperationOutcome's text.
 """
 
@@ -18,7 +19,7 @@ from urllib.parse import urlencode, urljoin
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth
@@ -166,9 +167,13 @@ class FhirClient:
         retry_budget: float = 120.0,
         max_pages: int = 10_000,
         check_version: bool = True,
+        deadline: float = 300.0,
+        max_response_bytes: int = 512 * 1024 * 1024,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
         self.max_pages = max_pages
         self.auth = auth
         if auth is not None:
@@ -224,10 +229,19 @@ class FhirClient:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         session = self.idempotent_session if idempotent else self.session
         self.requests[kind] += 1
+        started = time.monotonic()
         try:
             resp = session.request(
-                method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=True,
+                stream=True,
             )
+            with resp:
+                content = self._read_body(resp, f"{method} {redact_url(url)}", started)
         except CrossOriginRedirect as exc:
             target = redact_url(str(exc)).split("/", 3)[:3]
             raise ServerError(
@@ -236,26 +250,60 @@ class FhirClient:
             ) from None
         except requests.exceptions.RetryError:
             raise ServerError(f"{method} {redact_url(url)}: gave up after retries") from None
-        except requests.Timeout:
+        except (requests.Timeout, ReadTimeoutError):
             raise ServerError(f"{method} {redact_url(url)}: timed out") from None
         except requests.ConnectionError as exc:
             raise ServerError(
                 f"{method} {redact_url(url)}: cannot connect ({_reason(exc)})"
             ) from None
-        return self._parse(resp, method, url, expect)
+        except (HTTPError, OSError) as exc:  # while reading the body
+            raise ServerError(
+                f"{method} {redact_url(url)}: failed ({type(exc).__name__})"
+            ) from None
+        return self._parse(resp, content, method, url, expect)
+
+    def _read_body(
+        self, resp: requests.Response, where: str, started: float, cut_at: int | None = None
+    ) -> bytes:
+        """The body as it arrives, each socket read bounded by the read timeout; a
+        ServerError once the exchange passes `deadline` seconds (a server trickling bytes
+        is cut off, not waited for) or the body `max_response_bytes` (with `cut_at`, the
+        first `cut_at` bytes are returned instead)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() - started > self.deadline:
+                raise ServerError(f"{where}: no complete answer within {self.deadline:g} s")
+            chunk = resp.raw.read1(65536, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            chunks.append(chunk)
+            if cut_at is not None and size >= cut_at:
+                return b"".join(chunks)[:cut_at]
+            if size > self.max_response_bytes:
+                raise ServerError(
+                    f"{where}: the answer is larger than {self.max_response_bytes} bytes"
+                )
 
     def _parse(
-        self, resp: requests.Response, method: str, url: str, expect: str | None
+        self,
+        resp: requests.Response,
+        content: bytes,
+        method: str,
+        url: str,
+        expect: str | None,
     ) -> dict[str, Any]:
         where = f"{method} {redact_url(url)}"
+        text = content.decode(resp.encoding or "utf-8", errors="replace")
         try:
-            value = orjson.loads(resp.content) if resp.content else None
+            value = orjson.loads(content) if content else None
         except orjson.JSONDecodeError:
             value = None
             if resp.status_code < 400:
                 raise ServerError(
                     f"{where}: HTTP {resp.status_code} with a body that is not JSON: "
-                    f"{_excerpt(resp.text)!r}",
+                    f"{_excerpt(text)!r}",
                     status=resp.status_code,
                 ) from None
         if resp.status_code >= 400:
@@ -266,7 +314,7 @@ class FhirClient:
                     outcome=value,
                 )
             raise ServerError(
-                f"{where}: HTTP {resp.status_code}: {_excerpt(resp.text) or resp.reason}",
+                f"{where}: HTTP {resp.status_code}: {_excerpt(text) or resp.reason}",
                 status=resp.status_code,
             )
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
@@ -409,6 +457,7 @@ class FhirClient:
         if not self.same_origin(full):
             return None
         self.requests["attachment"] += 1
+        started = time.monotonic()
         try:
             resp = self.session.get(
                 full,
@@ -417,18 +466,13 @@ class FhirClient:
                 stream=True,
                 allow_redirects=False,  # a redirect could lead anywhere: not followed
             )
-        except requests.RequestException:
+            with resp:
+                if resp.status_code != 200:
+                    return None
+                body = self._read_body(resp, "attachment", started, cut_at=limit)
+                return body, str(resp.headers.get("Content-Type") or "")
+        except (requests.RequestException, ServerError, HTTPError, OSError):
             return None
-        with resp:
-            if resp.status_code != 200:
-                return None
-            body = b""
-            for chunk in resp.iter_content(65536):
-                body += chunk
-                if len(body) >= limit:
-                    body = body[:limit]
-                    break
-            return body, str(resp.headers.get("Content-Type") or "")
 
     def transaction(self, bundle: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """POST a transaction; retried only when every entry is conditional (idempotent)."""

@@ -35,6 +35,7 @@ from fhir_adapter.errors import HookError, printable
 from fhir_adapter.hooks import handlers
 from fhir_adapter.hooks.data import HookData, HookRequest, VerifiedServers
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
+from fhir_adapter.hooks.limits import ServeLimits
 from fhir_adapter.hooks.security import (
     DEFAULT_ALGORITHMS,
     JwksFetcher,
@@ -91,6 +92,10 @@ class HookConfig:
     block_on: str | None = None
     jwks_ca_bundle: str | None = None
     fhir_timeout: tuple[float, float] = (3.0, 10.0)
+    # each read from fhirServer: whole answer within this many seconds, at most this size
+    fhir_deadline: float = 20.0
+    fhir_max_bytes: int = 32 * 1024 * 1024
+    limits: ServeLimits = field(default_factory=ServeLimits)
     pack: Pack | None = field(default=None, repr=False)
 
 
@@ -106,6 +111,7 @@ def _outcome(status: int, message: str, headers: dict[str, str] | None = None) -
         404: "not-found",
         405: "not-supported",
         412: "not-found",
+        408: "timeout",
         413: "too-long",
         422: "invalid",
     }.get(status, "exception")
@@ -183,11 +189,16 @@ class HookService:
             raise HookError(TOO_LARGE, 413)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise HookError(TOO_LARGE, 413)
-            chunks.append(chunk)
+        timeout = self.config.limits.body_timeout
+        try:
+            with anyio.fail_after(timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise HookError(TOO_LARGE, 413)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise HookError(f"the request body did not arrive within {timeout:g} s", 408) from None
         try:
             value = orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError:
@@ -235,7 +246,15 @@ class HookService:
 
     def _run(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
         service = SERVICES[service_id]
-        data = HookData(hook, service, self.verified_servers, self.config.fhir_timeout)
+        config = self.config
+        data = HookData(
+            hook,
+            service,
+            self.verified_servers,
+            config.fhir_timeout,
+            config.fhir_deadline,
+            config.fhir_max_bytes,
+        )
         try:
             if service_id == ENCOUNTER_DISCHARGE:
                 return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
@@ -275,8 +294,9 @@ class HookService:
 
 async def _hook_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HookError)
-    # A body refused part-way: close the connection rather than read the rest to keep it.
-    close = {"Connection": "close"} if exc.status == 413 else None
+    # A body refused part-way (too large, too slow): close the connection rather than
+    # read the rest of it to keep the connection open.
+    close = {"Connection": "close"} if exc.status in (408, 413) else None
     return _outcome(exc.status, str(exc), close)
 
 

@@ -208,9 +208,7 @@ def claim_card(output: CaseOutput, subject: str) -> dict[str, Any] | None:
                 "actions": [
                     {
                         "type": "create",
-                        "description": plain(
-                            f"Create the draft professional Claim for {subject}"
-                        ),
+                        "description": plain(f"Create the draft professional Claim for {subject}"),
                         "resource": claim,
                     }
                 ],

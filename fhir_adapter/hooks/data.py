@@ -230,6 +230,8 @@ class HookData:
     service: Service
     verified: VerifiedServers
     timeout: tuple[float, float] = (3.0, 10.0)
+    deadline: float = 20.0
+    max_bytes: int = 32 * 1024 * 1024
     _client: FhirClient | None = None
     fetched_keys: list[str] = field(default_factory=list)
     reads: int = 0
@@ -260,6 +262,8 @@ class HookData:
             backoff=0.2,
             retry_budget=sum(self.timeout),
             check_version=False,
+            deadline=self.deadline,
+            max_response_bytes=self.max_bytes,
         )
         if not self.verified.fresh(client.base_url):
             try:

@@ -163,9 +163,7 @@ class FeedbackStore:
             )
         if rows:
             with self._connect() as db:
-                db.executemany(
-                    "INSERT OR IGNORE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+                db.executemany("INSERT OR IGNORE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def record_feedback(self, service: str, client: str, items: Sequence[FeedbackItem]) -> int:
         """Store the items, all or none: each must name a card this service issued to
@@ -195,8 +193,7 @@ class FeedbackStore:
                 ).fetchone()
                 if issued is None:
                     raise HookError(
-                        f"feedback[{i}].card: no such card was issued to this client "
-                        f"by {service}",
+                        f"feedback[{i}].card: no such card was issued to this client by {service}",
                         422,
                     )
             (before,) = db.execute("SELECT COUNT(*) FROM card_feedback").fetchone()

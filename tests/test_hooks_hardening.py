@@ -186,6 +186,27 @@ def test_malformed_fhir_data_is_the_callers_error_with_nothing_recorded(
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+def test_an_internal_error_is_logged_once_with_its_traceback(
+    ehr: Ehr,
+    service: HookServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service.app.state.service, "_run", broken)
+    uvicorn_log = logging.getLogger("uvicorn.error")  # does not propagate to the root
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        resp = ehr.hook(ORDER_SIGN, order_sign())
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert resp.status_code == 500
+    assert resp.json()["issue"][0]["diagnostics"] == "internal error (logged on the service)"
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
 def _controls(text: str) -> list[str]:
     return [c for c in text if unicodedata.category(c)[0] == "C" and c != "\n"]
 

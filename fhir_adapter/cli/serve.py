@@ -50,6 +50,14 @@ def register(sub: Any) -> None:
         metavar="PEM",
         help="CA bundle to verify jku hosts with (default: the system's)",
     )
+    env_option(
+        serve,
+        "--log-level",
+        "LOG_LEVEL",
+        "info",
+        choices=("debug", "info", "warning"),
+        help="debug adds why each 401 was refused (never the token); default info",
+    )
     limits = serve.add_argument_group(
         "limits", "what the service enforces itself (see README: Running it in production)"
     )
@@ -177,9 +185,12 @@ def serve_command(args: argparse.Namespace) -> int:
         limits=limits,
     )
     app = create_app(config)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = args.log_level.upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **uvicorn_options(limits))
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(limits)
+    )
     return 0
 
 

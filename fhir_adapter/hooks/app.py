@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from fhir_adapter.hooks.services import (
 from fhir_adapter.rules import Pack, load_pack
 
 log = logging.getLogger("fhir_adapter.hooks")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 MAX_BODY = 16 * 1024 * 1024
 JWKS_THREADS = 2  # threads that may fetch JWKS at once, apart from those answering calls
@@ -305,6 +307,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _outcome(exc.status_code, str(exc.detail))
 
 
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    """The endpoint with an unexpected exception answered here (a 500, its traceback logged
+    once), not re-raised to uvicorn, which would log it a second time."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except (HookError, HTTPException):
+            raise
+        except Exception as exc:
+            return await _internal_error(request, exc)
+
+    return run
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error(
         "internal error on %s: %s", loggable(request.url.path), type(exc).__name__, exc_info=exc
@@ -317,9 +334,13 @@ def create_app(config: HookConfig) -> Starlette:
     svc = HookService(config)
     app = Starlette(
         routes=[
-            Route("/cds-services", svc.discovery, methods=["GET"]),
-            Route("/cds-services/{service_id}", svc.call, methods=["POST"]),
-            Route("/cds-services/{service_id}/feedback", svc.feedback_call, methods=["POST"]),
+            Route("/cds-services", _guarded(svc.discovery), methods=["GET"]),
+            Route("/cds-services/{service_id}", _guarded(svc.call), methods=["POST"]),
+            Route(
+                "/cds-services/{service_id}/feedback",
+                _guarded(svc.feedback_call),
+                methods=["POST"],
+            ),
         ],
         middleware=[
             # Browser-based CDS clients call from another origin; the JWT, not cookies,

@@ -16,8 +16,6 @@ import pytest
 from fhir_adapter import evaluate_paths
 from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
-from fhir_adapter.hooks import HookConfig
-from fhir_adapter.hooks.security import TrustedClients
 from fhir_adapter.rules import Pack
 from fhir_adapter.testing import hooks as calls
 from fhir_adapter.testing.catalog import load_fixtures
@@ -25,7 +23,7 @@ from fhir_adapter.testing.hooks import discharge_context, draft_order, order_con
 
 from .conftest import CASES, findings_of, fixture_names, load_bundle
 from .fhir_server.harness import TestServer
-from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body
+from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body, inline_service
 
 pytestmark = pytest.mark.server
 
@@ -44,9 +42,7 @@ def key() -> SigningKey:
 
 @pytest.fixture(scope="module")
 def service(key: SigningKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookServer]:
-    clients = TrustedClients.from_json({"clients": [{"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}}]})
-    db = tmp_path_factory.mktemp("hooks") / "feedback.sqlite3"
-    server = HookServer(HookConfig(trusted_clients=clients, feedback_db=db))
+    server = inline_service(tmp_path_factory.mktemp("hooks") / "feedback.sqlite3", (EHR_ISS, key))
     yield server
     server.stop()
 

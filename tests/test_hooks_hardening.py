@@ -25,14 +25,13 @@ from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.errors import HookError, ServerError
 from fhir_adapter.findings import Evidence, Finding
-from fhir_adapter.hooks import HookConfig, cards
+from fhir_adapter.hooks import cards
 from fhir_adapter.hooks.app import MAX_BODY
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
 from fhir_adapter.hooks.limits import ServeLimits
-from fhir_adapter.hooks.security import TrustedClients
 from fhir_adapter.rules import Pack
 
-from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body
+from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body, inline_service
 
 ORDER_SIGN = "cpt-47382-order-sign"
 CPT = {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "47382"}]}
@@ -91,16 +90,8 @@ def other_key() -> SigningKey:
 def service(
     key: SigningKey, other_key: SigningKey, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HookServer]:
-    clients = TrustedClients.from_json(
-        {
-            "clients": [
-                {"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}},
-                {"iss": OTHER_ISS, "jwks": {"keys": [other_key.jwk]}},
-            ]
-        }
-    )
     db = tmp_path_factory.mktemp("hardening") / "feedback.sqlite3"
-    server = HookServer(HookConfig(trusted_clients=clients, feedback_db=db))
+    server = inline_service(db, (EHR_ISS, key), (OTHER_ISS, other_key))
     yield server
     server.stop()
 
@@ -394,11 +385,8 @@ def test_a_feedback_file_of_the_earlier_layout_is_carried_over(tmp_path: Path) -
 @pytest.fixture
 def tight(key: SigningKey, tmp_path: Path) -> Iterator[HookServer]:
     """The service with small limits, so that tests reach them quickly."""
-    clients = TrustedClients.from_json({"clients": [{"iss": EHR_ISS, "jwks": {"keys": [key.jwk]}}]})
     limits = ServeLimits(limit_concurrency=3, header_timeout=0.5, body_timeout=0.5)
-    server = HookServer(
-        HookConfig(trusted_clients=clients, feedback_db=tmp_path / "fb.sqlite3", limits=limits)
-    )
+    server = inline_service(tmp_path / "fb.sqlite3", (EHR_ISS, key), limits=limits)
     yield server
     server.stop()
 

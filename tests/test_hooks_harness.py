@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from fhir_adapter.hooks import HookConfig, create_app
 from fhir_adapter.hooks.limits import uvicorn_config
+from fhir_adapter.hooks.security import TrustedClients
 
 EHR_ISS = "https://ehr.example.org"
 
@@ -104,6 +105,14 @@ class HookServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def inline_service(db: Path, *clients: tuple[str, SigningKey], **config: Any) -> HookServer:
+    """The service trusting each (iss, key) with the key's JWK inline, feedback in `db`."""
+    trusted = TrustedClients.from_json(
+        {"clients": [{"iss": iss, "jwks": {"keys": [key.jwk]}} for iss, key in clients]}
+    )
+    return HookServer(HookConfig(trusted_clients=trusted, feedback_db=db, **config))
 
 
 class Ehr:

@@ -326,6 +326,7 @@ class HookData:
         found = False
         for res in self.fetch(leftovers, "resolving references"):
             if res is not None:
+                _check_elements(res, "fhirServer's answer resolving references", 412)
                 store.add(res)
                 found = True
         return found

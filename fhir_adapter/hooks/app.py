@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,23 +260,6 @@ class HookService:
             if service_id == ENCOUNTER_DISCHARGE:
                 return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
             return handlers.order_check(self.pack, hook, data, self.config.block_on)
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
-            # Data of a shape the checks on the way in did not foresee: the sender's error
-            # (422, nothing recorded); one log line saying where, no traceback.
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            log.warning(
-                "%s %s: unreadable FHIR data (%s at %s:%d)",
-                service_id,
-                loggable(hook.hook_instance),
-                type(exc).__name__,
-                Path(frame.filename).name,
-                frame.lineno or 0,
-            )
-            raise HookError(
-                "the hook's FHIR data could not be read: an element has a shape FHIR R4 "
-                "does not allow",
-                422,
-            ) from None
         finally:
             data.close()
 

@@ -295,7 +295,10 @@ class FhirClient:
         expect: str | None,
     ) -> dict[str, Any]:
         where = f"{method} {redact_url(url)}"
-        text = content.decode(resp.encoding or "utf-8", errors="replace")
+        try:
+            text = content.decode(resp.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            text = content.decode("utf-8", errors="replace")
         try:
             value = orjson.loads(content) if content else None
         except orjson.JSONDecodeError:

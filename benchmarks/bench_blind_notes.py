@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fhir_adapter.rules import Pack, load_pack  # noqa: E402
-from fhir_adapter.testing.corpus import RULES, documented  # noqa: E402
+from fhir_adapter.testing.corpus import RULES, documented_elements  # noqa: E402
 
 NOTES = ROOT / "benchmarks" / "blind-notes"
 
@@ -51,8 +51,9 @@ def score_set(pack: Pack, notes: list[tuple[str, dict[str, Any]]]) -> dict[str, 
     whole = 0
     for name, data in notes:
         wrong = []
+        found = documented_elements(pack, data["note"])
         for element, expected in sorted(data["elements"].items()):
-            got = documented(pack, element, data["note"])
+            got = found[element]
             total[element] += 1
             if got is bool(expected):
                 right[element] += 1

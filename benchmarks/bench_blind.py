@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fhir_adapter.rules import load_pack  # noqa: E402
+from fhir_adapter.pack import load_pack  # noqa: E402
 from fhir_adapter.testing.corpus import RULES, documented, load_sentences  # noqa: E402
 
 BLIND = ROOT / "benchmarks" / "blind"

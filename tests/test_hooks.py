@@ -18,7 +18,7 @@ from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.hooks import HookConfig
 from fhir_adapter.hooks.security import TrustedClients
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.testing import hooks as calls
 from fhir_adapter.testing.catalog import load_fixtures
 from fhir_adapter.testing.hooks import discharge_context, draft_order, order_context, ref_id

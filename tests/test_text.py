@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.text.index import attachment_text, snippet, xhtml_text
 
 

@@ -43,7 +43,7 @@ from fhir_adapter.hooks.services import (
     SERVICES,
     discovery_document,
 )
-from fhir_adapter.rules import Pack, load_pack
+from fhir_adapter.pack import Pack, load_pack
 
 log = logging.getLogger("fhir_adapter.hooks")
 

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from fhir_adapter.case import Case, assemble
-from fhir_adapter.rules import Pack, evaluate_case
+from fhir_adapter.pack import Pack
+from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 
 # element (text target) -> the rule that reads it, and whether the rule forbids it

@@ -76,12 +76,13 @@ def main() -> int:
     parser.add_argument("sets", nargs="*", help="set names (default: all)")
     parser.add_argument("--misses", action="store_true", help="list the decisions got wrong")
     parser.add_argument("--json", type=Path, help="also write the scores to this file")
+    parser.add_argument("--root", type=Path, default=NOTES, help="where the sets are")
     args = parser.parse_args()
     pack = load_pack()
-    names = args.sets or sorted(p.name for p in NOTES.iterdir() if p.is_dir())
+    names = args.sets or sorted(p.name for p in args.root.iterdir() if p.is_dir())
     results = {}
     for name in names:
-        r = results[name] = score_set(pack, load_notes(NOTES / name))
+        r = results[name] = score_set(pack, load_notes(args.root / name))
         for element, (ok, n) in r["elements"].items():
             print(f"{name:6} {element:30} {ok:3}/{n:3}")
         print(

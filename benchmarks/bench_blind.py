@@ -1,7 +1,7 @@
 """The text reader on blind sets: sentences written by other authors who never saw
 mappings/ or tests/corpus/ (benchmarks/blind/<set>/<element>.yaml). Not a test: it
 reports accuracy per set and element, so that a vocabulary change can be measured on
-writing it was not tuned on. The fourth session's history of these sets is in
+writing it was not tuned on. The history of these sets is in
 benchmarks/README.md (Text engine).
 
     python benchmarks/bench_blind.py [--misses] [SET ...]
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fhir_adapter.rules import load_pack  # noqa: E402
+from fhir_adapter.pack import load_pack  # noqa: E402
 from fhir_adapter.testing.corpus import RULES, documented, load_sentences  # noqa: E402
 
 BLIND = ROOT / "benchmarks" / "blind"

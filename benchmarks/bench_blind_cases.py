@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fhir_adapter import CaseOutput, evaluate_paths  # noqa: E402
-from fhir_adapter.rules import load_pack  # noqa: E402
+from fhir_adapter.pack import load_pack  # noqa: E402
 
 CASES = ROOT / "benchmarks" / "blind-cases"
 

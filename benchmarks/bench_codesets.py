@@ -41,7 +41,7 @@ print(json.dumps({"s": time.perf_counter() - t, "mb": rss() - r0}))
 INDEX = r"""
 import json, resource, time
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-from fhir_adapter.codesets import icd10cm
+from fhir_adapter.billing import icd10cm
 r0 = rss(); t = time.perf_counter()
 icd10cm.release()          # loads the index: from the cache, or builds and caches it
 print(json.dumps({"s": time.perf_counter() - t, "mb": rss() - r0, "package": "simple_icd_10_cm" in __import__("sys").modules}))
@@ -49,7 +49,7 @@ print(json.dumps({"s": time.perf_counter() - t, "mb": rss() - r0, "package": "si
 
 TABLES = r"""
 import json, time
-from fhir_adapter.codesets import tables
+from fhir_adapter.billing import tables
 t = time.perf_counter()
 tables.load_tables()
 print(json.dumps({"s": time.perf_counter() - t}))
@@ -58,7 +58,7 @@ print(json.dumps({"s": time.perf_counter() - t}))
 LOOKUPS = r"""
 import json, re, timeit, warnings
 warnings.simplefilter("ignore")
-from fhir_adapter.codesets import icd10cm
+from fhir_adapter.billing import icd10cm
 import simple_icd_10_cm as cm
 icd10cm.release()
 CODES = ["C22.0", "K74.6", "C78.7", "C22.00", "D37.6", "S00.00XA"]

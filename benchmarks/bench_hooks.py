@@ -29,8 +29,8 @@ from fhir_adapter.hooks import HookConfig  # noqa: E402
 from fhir_adapter.hooks.data import add_entries, bundle_entries  # noqa: E402
 from fhir_adapter.hooks.security import TrustedClients  # noqa: E402
 from fhir_adapter.hooks.services import SERVICES  # noqa: E402
+from fhir_adapter.pack import load_pack  # noqa: E402
 from fhir_adapter.pipeline import evaluate_store  # noqa: E402
-from fhir_adapter.rules import load_pack  # noqa: E402
 from fhir_adapter.sources.store import ResourceStore  # noqa: E402
 from fhir_adapter.testing.catalog import load_fixtures  # noqa: E402
 from fhir_adapter.testing.hooks import (  # noqa: E402

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fhir_adapter.case import assemble  # noqa: E402
-from fhir_adapter.rules import load_pack  # noqa: E402
+from fhir_adapter.pack import load_pack  # noqa: E402
 from fhir_adapter.sources.files import read_paths  # noqa: E402
 from fhir_adapter.sources.store import ResourceStore  # noqa: E402
 from fhir_adapter.text.engine import ContextEngine, Mention  # noqa: E402

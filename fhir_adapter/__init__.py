@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the names as type checkers see them
     from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.errors import AdapterError, InputError, PackError, ServerError
     from fhir_adapter.findings import Evaluation, Evidence, Finding, Modifier
+    from fhir_adapter.pack import Pack, load_pack
     from fhir_adapter.pipeline import (
         ServerResult,
         connect,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # the names as type checkers see them
         run_on_server,
         write_back,
     )
-    from fhir_adapter.rules import Pack, evaluate_case, load_pack
+    from fhir_adapter.rules import evaluate_case
     from fhir_adapter.sources import ResourceStore, read_paths
     from fhir_adapter.spark import evaluate_on_spark
     from fhir_adapter.writeback import CaseOutput
@@ -63,9 +64,9 @@ _LAZY = {
     "run_on_server": "fhir_adapter.pipeline",
     "write_back": "fhir_adapter.pipeline",
     "ServerResult": "fhir_adapter.pipeline",
-    "Pack": "fhir_adapter.rules",
+    "Pack": "fhir_adapter.pack",
     "evaluate_case": "fhir_adapter.rules",
-    "load_pack": "fhir_adapter.rules",
+    "load_pack": "fhir_adapter.pack",
     "ResourceStore": "fhir_adapter.sources",
     "read_paths": "fhir_adapter.sources",
     "CaseOutput": "fhir_adapter.writeback",

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
 from fhir_adapter.errors import AdapterError
+from fhir_adapter.pack import Pack, load_pack
 from fhir_adapter.parallel import fork_map
-from fhir_adapter.rules import Pack, evaluate_case, load_pack
+from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
 

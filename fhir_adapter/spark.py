@@ -26,7 +26,7 @@ import orjson
 
 from fhir_adapter.errors import AdapterError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
-from fhir_adapter.rules import Pack, load_pack
+from fhir_adapter.pack import Pack, load_pack
 from fhir_adapter.sources.bulk import (
     FOLLOWED,
     Kept,
@@ -143,8 +143,8 @@ def _evaluate_groups(
     charges: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[str, str, str, bool]]:
     """Executor side: one store per case, evaluated by the local engine's own code."""
+    from fhir_adapter.pack.load import pack_from_text
     from fhir_adapter.pipeline import case_procedure, evaluate_one
-    from fhir_adapter.rules.pack import pack_from_text
     from fhir_adapter.sources.store import CompactStore
 
     pack = pack_from_text(pack_text, "<driver rule pack>")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fhir_adapter import ResourceStore, evaluate_store, load_pack
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.sources.files import Loaded
 
 from .fhir_server.harness import TestServer

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from fhir_adapter import InputError, ResourceStore, evaluate_paths, evaluate_store, read_paths
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.sources.bulk import load_for_cases
 from fhir_adapter.testing.synth import generate
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter import evaluate_paths
-from fhir_adapter.codesets import icd10cm
+from fhir_adapter.billing import icd10cm
 
 from .conftest import CASES, fixture_names, load_bundle
 

@@ -123,7 +123,7 @@ def test_unwritable_output_is_exit_2(tmp_path: Path) -> None:
 
 def _pack_with(edit: dict[str, str]) -> str:
     """The bundled pack with whole lines replaced (`old line` -> `new line`, first match)."""
-    from fhir_adapter.rules import default_pack_path
+    from fhir_adapter.pack import default_pack_path
 
     text = default_pack_path().read_text(encoding="utf-8")
     for old, new in edit.items():

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_adapter.codesets import code_set_versions, icd10cm
-from fhir_adapter.codesets.icd10cm import excludes1_conflict, is_billable, is_valid, release
+from fhir_adapter.billing import code_set_versions, icd10cm
+from fhir_adapter.billing.icd10cm import excludes1_conflict, is_billable, is_valid, release
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
         assert orjson.loads(fh.read())["release"] == release()
     # a fresh process answers from the cache and never imports the 200 MB package
     probe = (
-        "import sys; from fhir_adapter.codesets import icd10cm as i; "
+        "import sys; from fhir_adapter.billing import icd10cm as i; "
         "print(i.is_billable('K74.60'), i.is_billable('K74.6'), 'simple_icd_10_cm' in sys.modules)"
     )
     out = subprocess.run(
@@ -229,7 +229,7 @@ def test_relative_xdg_cache_home_is_ignored(monkeypatch: pytest.MonkeyPatch) -> 
 def test_concurrent_first_runs_build_the_index_once(tmp_path: Path) -> None:
     """Two processes on an empty cache (parallel workers): one builds, the other waits and reads."""
     probe = (
-        "import sys; from fhir_adapter.codesets import icd10cm as i; "
+        "import sys; from fhir_adapter.billing import icd10cm as i; "
         "i.release(); print('simple_icd_10_cm' in sys.modules)"
     )
     env = {"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.testing.corpus import RULES, documented, load_sentences
 
 CORPUS = Path(__file__).parent / "corpus"

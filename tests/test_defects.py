@@ -15,7 +15,7 @@ import pytest
 from fhir_adapter import ResourceStore, evaluate_paths, evaluate_store, read_paths
 from fhir_adapter.cli import main
 from fhir_adapter.fhir.systems import CPT
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 
 from .conftest import CASES, findings_of, fixture_names, load_bundle
 

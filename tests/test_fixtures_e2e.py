@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter import evaluate_paths
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.writeback.validate import validate_resource
 
 from .conftest import CASES, fixture_names, load_expected

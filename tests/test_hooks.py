@@ -16,7 +16,7 @@ import pytest
 from fhir_adapter import evaluate_paths
 from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.testing import hooks as calls
 from fhir_adapter.testing.catalog import load_fixtures
 from fhir_adapter.testing.hooks import discharge_context, draft_order, order_context, ref_id

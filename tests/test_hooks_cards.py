@@ -11,7 +11,7 @@ from typing import Any
 
 from fhir_adapter.findings import Evidence, Finding
 from fhir_adapter.hooks import cards, handlers
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 
 EVIL = "see [x](https://evil.example) <img src=x onerror=alert(1)> **bold** `code` &amp; _u_"
 _UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")

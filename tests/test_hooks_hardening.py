@@ -29,7 +29,7 @@ from fhir_adapter.hooks import cards
 from fhir_adapter.hooks.app import MAX_BODY
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
 from fhir_adapter.hooks.limits import ServeLimits
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 
 from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body, inline_service
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fhir_adapter import PackError, load_pack
-from fhir_adapter.rules import default_pack_path
+from fhir_adapter.pack import default_pack_path
 
 from .conftest import by_id, findings_of
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.text.prefilter import required_literals
 
 from .test_corpus import load_corpus

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from fhir_adapter import CaseOutput, evaluate_paths, load_pack
+from fhir_adapter.billing import code_set_versions
 from fhir_adapter.cli import main
-from fhir_adapter.codesets import code_set_versions
+from fhir_adapter.pack import Pack
 from fhir_adapter.report import render_html
-from fhir_adapter.rules import Pack
 
 from .conftest import CASES, ROOT
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter import evaluate_store
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 
 from .conftest import by_id, findings_of, store_of
 
@@ -534,7 +534,7 @@ def test_npi_on_the_practitioner_behind_a_role(
 
 
 def test_npi_check_digit() -> None:
-    from fhir_adapter.rules.billing import is_valid_npi
+    from fhir_adapter.billing.decide import is_valid_npi
 
     assert is_valid_npi("1234567893") and is_valid_npi("1245319599")
     assert not is_valid_npi("1234567890")
@@ -580,7 +580,7 @@ def test_the_same_guidance_code_twice_is_one_line(pack: Pack, good_case: Resourc
 def _tables_with(tmp_path: Any, row: str) -> Any:
     import shutil
 
-    from fhir_adapter.codesets import tables
+    from fhir_adapter.billing import tables
 
     src = tables.default_directory()
     dst = tmp_path / "tables"
@@ -610,11 +610,11 @@ def test_ptp_modifier_indicator(
     fires: set[str],
     guidance_mods: list[str] | None,
 ) -> None:
-    from fhir_adapter.rules import billing
+    from fhir_adapter.billing import decide
 
     row = f"47382\t77013\t\t20260101\t*\t{indicator}\tMutually exclusive procedures"
     loaded = _tables_with(tmp_path, row)
-    monkeypatch.setattr(billing, "payment_tables", lambda: loaded)
+    monkeypatch.setattr(decide, "payment_tables", lambda: loaded)
     set_note(note)(good_case)
     [out] = outputs_of(pack, good_case)
     assert {f.code for f in out.evaluation.findings} == fires
@@ -632,11 +632,11 @@ def test_ptp_modifier_indicator(
 def test_ptp_edit_applies_on_the_date_of_service(
     pack: Pack, good_case: Resources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_adapter.rules import billing
+    from fhir_adapter.billing import decide
 
     row = "47382\t77013\t\t20270101\t*\t0\tMutually exclusive procedures"
     loaded = _tables_with(tmp_path, row)
-    monkeypatch.setattr(billing, "payment_tables", lambda: loaded)
+    monkeypatch.setattr(decide, "payment_tables", lambda: loaded)
     assert findings_of(pack, good_case)[PROC] == set()
 
 
@@ -1013,7 +1013,7 @@ def test_a_modifier_that_excludes_an_unknown_one_is_a_load_error(tmp_path: Any) 
     import yaml
 
     from fhir_adapter import PackError, load_pack
-    from fhir_adapter.rules import default_pack_path
+    from fhir_adapter.pack import default_pack_path
 
     raw = yaml.safe_load(default_pack_path().read_text())
     raw["modifiers"][0]["excludes"] = ["25"]
@@ -1042,11 +1042,11 @@ def test_tables_changed_in_place_are_read_again(
     pack: Pack, good_case: Resources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new quarter's PTP file dropped into the tables directory of a running process."""
-    from fhir_adapter.rules import billing
+    from fhir_adapter.billing import decide
 
     _tables_with(tmp_path, "")
     monkeypatch.setenv("FHIR_ADAPTER_TABLES", str(tmp_path / "tables"))
-    monkeypatch.setattr(billing, "TABLES_RECHECK_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(decide, "TABLES_RECHECK_SECONDS", 0.0, raising=False)
     assert findings_of(pack, good_case)[PROC] == set()
     ptp = next((tmp_path / "tables").glob("ptp-*.txt"))
     ptp.write_text(
@@ -1073,7 +1073,7 @@ def test_which_clinical_statuses_are_inactive_is_read_from_the_pack(
     import yaml
 
     from fhir_adapter import load_pack
-    from fhir_adapter.rules import default_pack_path
+    from fhir_adapter.pack import default_pack_path
 
     _encounter_only_dx(good_case, "remission")
     assert "diagnosis-unsupported" in findings_of(pack, copy.deepcopy(good_case))[PROC]
@@ -1091,10 +1091,10 @@ def test_which_clinical_statuses_are_inactive_is_read_from_the_pack(
 def test_modifier_conflicts_is_a_fact_like_any_other(pack: Pack, good_case: Resources) -> None:
     """Derived with the other facts (not filled in later by the engine), and the same decision
     as the evaluation's modifiers."""
+    from fhir_adapter.billing.modifiers import decide_modifiers
     from fhir_adapter.case import assemble
-    from fhir_adapter.rules.context import Context
+    from fhir_adapter.pack.context import Context
     from fhir_adapter.rules.facts import derive_facts
-    from fhir_adapter.rules.modifiers import decide_modifiers
     from fhir_adapter.text.index import text_index
 
     set_note(FULL + STATEMENT)(good_case)
@@ -1117,7 +1117,7 @@ def test_the_claim_reuses_what_the_rules_worked_out(
     are worked out once per case: building the Claim adds no second computation."""
     import functools
 
-    from fhir_adapter.rules import billing
+    from fhir_adapter.billing import decide
     from fhir_adapter.text import index as text
 
     calls: dict[str, int] = {}
@@ -1132,8 +1132,8 @@ def test_the_claim_reuses_what_the_rules_worked_out(
 
     monkeypatch.setattr(text, "TextIndex", counting("TextIndex", text.TextIndex))
     for name in ("claim_diagnoses", "guidance_plan", "rendering", "ptp_hits"):
-        body = getattr(billing, name).__wrapped__  # the decision itself, not its memo
-        monkeypatch.setattr(billing, name, billing.once_per_case(counting(name, body)))
+        body = getattr(decide, name).__wrapped__  # the decision itself, not its memo
+        monkeypatch.setattr(decide, name, decide.once_per_case(counting(name, body)))
     [out] = outputs_of(pack, good_case)
     assert any(r["resourceType"] == "Claim" for r in out.resources)
     assert calls == {
@@ -1227,7 +1227,7 @@ def test_a_procedure_entered_in_error_is_not_a_case(pack: Pack, good_case: Resou
     # with no void status in the pack it is a case again (and blocked: not completed)
     import yaml
 
-    from fhir_adapter.rules.pack import pack_from_text
+    from fhir_adapter.pack.load import pack_from_text
 
     data = yaml.safe_load(pack.source_text)
     assert data["procedure"]["void_status"] == ["entered-in-error"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fhir_adapter.billing import tables as t
+from fhir_adapter.billing.tables import import_files, load_tables, read_table
 from fhir_adapter.cli import main
-from fhir_adapter.codesets import tables as t
-from fhir_adapter.codesets.tables import import_files, load_tables, read_table
 from fhir_adapter.errors import TablesError
 
 CMS = Path(__file__).parent / "data" / "cms"

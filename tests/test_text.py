@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from fhir_adapter.rules import Pack
+from fhir_adapter.pack import Pack
 from fhir_adapter.text.index import attachment_text, snippet, xhtml_text
 
 
@@ -215,3 +215,27 @@ def test_a_longer_pattern_cue_wins_over_the_word_cue_it_covers(pack: Pack) -> No
     assert status(pack, "tumor-size", "A 9 mm lesion in the gallbladder.") == [
         ("9 mm", "other", "gallbladder")
     ]
+
+
+def test_a_template_rule_line_does_not_stall_the_reader(pack: Pack) -> None:
+    """A separator line of dashes after a number ('2 ------...') once sent the tumor-count
+    pattern into catastrophic backtracking (a word and a gap could both take a hyphen): a
+    whole IR template note took minutes. The alarm is a hang guard, not a speed measure."""
+    import signal
+
+    from fhir_adapter.testing.corpus import documented_elements
+
+    rule = "-" * 48
+    note = f"Two lesions in segment 6 ablated.\nSpecimens: 2 {rule} none sent\n{rule}"
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("the reader did not finish a short note in 10 s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        found = documented_elements(pack, note)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert found["tumor-count"] and found["tumor-location"]

@@ -18,7 +18,7 @@ from fhir_adapter.cli.options import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from fhir_adapter.rules import Pack
+    from fhir_adapter.pack import Pack
 
 
 def register(sub: Any) -> None:

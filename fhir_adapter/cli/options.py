@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fhir_adapter.client.auth import FhirAuth
     from fhir_adapter.client.rest import FhirClient
-    from fhir_adapter.rules import Pack
+    from fhir_adapter.pack import Pack
     from fhir_adapter.writeback import CaseOutput
 
 EXIT_USAGE = 2
@@ -114,7 +114,7 @@ def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORM
 
 def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, float] | None]:
     """The pack of `--rules` and the chargemaster of `--charges`, read before any work starts."""
-    from fhir_adapter.rules import load_pack
+    from fhir_adapter.pack import load_pack
     from fhir_adapter.writeback.charges import load_charges
 
     return load_pack(args.rules), load_charges(args.charges) if args.charges else None

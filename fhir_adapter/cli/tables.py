@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 
 def tables_command(args: argparse.Namespace) -> int:
-    from fhir_adapter.codesets.tables import default_directory, import_files, load_tables
+    from fhir_adapter.billing.tables import default_directory, import_files, load_tables
 
     if args.tables_command == "import":
         into = args.into or default_directory()

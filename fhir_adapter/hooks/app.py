@@ -48,7 +48,7 @@ from fhir_adapter.hooks.services import (
     SERVICES,
     discovery_document,
 )
-from fhir_adapter.rules import Pack, load_pack
+from fhir_adapter.pack import Pack, load_pack
 
 log = logging.getLogger("fhir_adapter.hooks")
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhir_adapter.findings import Evidence, Finding
-from fhir_adapter.rules.pack import Pack
+from fhir_adapter.pack.load import Pack
 from fhir_adapter.writeback.bundle import CaseOutput
 
 CARD_TYPE_SYSTEM = "http://fhir-adapter.org/fhir/CodeSystem/cds-card-type"

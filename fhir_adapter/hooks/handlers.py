@@ -20,8 +20,9 @@ from fhir_adapter.fhir.references import reference_string
 from fhir_adapter.gather import ServerSource
 from fhir_adapter.hooks import cards
 from fhir_adapter.hooks.data import Entry, HookData, HookRequest, add_entries, bundle_entries
+from fhir_adapter.pack import Pack
 from fhir_adapter.pipeline import now_iso
-from fhir_adapter.rules import Pack, evaluate_case
+from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
 

@@ -36,7 +36,7 @@ from fhir_adapter.report.model import (
 from fhir_adapter.writeback import CaseOutput
 
 if TYPE_CHECKING:
-    from fhir_adapter.rules import Pack
+    from fhir_adapter.pack import Pack
 
 TITLE = "CPT 47382 coding worklist"
 PAGE_SIZES = (25, 50, 100, 250, 500)
@@ -168,7 +168,7 @@ def _code_sets(rows: Sequence[ReportRow], given: Mapping[str, Any] | None) -> li
     """The code-set releases behind the findings: the caller's, else this install's, plus any
     a report row carries (rows from elsewhere, e.g. another engine's output)."""
     if given is None:
-        from fhir_adapter.codesets import code_set_versions
+        from fhir_adapter.billing import code_set_versions
 
         given = code_set_versions()
     found = dict.fromkeys(_labels(given))

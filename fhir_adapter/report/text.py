@@ -32,7 +32,7 @@ def render_json_rows(
 ) -> bytes:
     """The same document from report rows made elsewhere (Spark's), so that no engine's
     JSON lacks a member the other's has."""
-    from fhir_adapter.codesets import code_set_versions
+    from fhir_adapter.billing import code_set_versions
 
     document: dict[str, Any] = {**(meta or {}), "code_sets": code_set_versions(), "cases": rows}
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"

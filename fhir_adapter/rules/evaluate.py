@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from fhir_adapter.billing.decide import clinical_code, verification_code
+from fhir_adapter.billing.modifiers import decide_modifiers
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding
-from fhir_adapter.rules.billing import clinical_code, verification_code
-from fhir_adapter.rules.context import Context, found
+from fhir_adapter.pack.context import Context, found
+from fhir_adapter.pack.load import CompiledRule, Pack
 from fhir_adapter.rules.facts import derive_facts
-from fhir_adapter.rules.modifiers import decide_modifiers
-from fhir_adapter.rules.pack import CompiledRule, Pack
 from fhir_adapter.text.index import counts, text_index
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from fhir_adapter.case import Case, assemble
-from fhir_adapter.rules import Pack, evaluate_case
+from fhir_adapter.pack import Pack
+from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources.store import ResourceStore
 
 # element (text target) -> the rule that reads it, and whether the rule forbids it
@@ -54,6 +55,10 @@ def note_case(pack: Pack, text: str) -> Case:
 
 def documented(pack: Pack, element: str, text: str) -> bool:
     """Whether the pack finds the element documented in a case whose only narrative is `text`."""
-    finding, forbids = RULES[element]
-    fired = finding in {f.code for f in evaluate_case(pack, note_case(pack, text)).findings}
-    return fired if forbids else not fired
+    return documented_elements(pack, text)[element]
+
+
+def documented_elements(pack: Pack, text: str) -> dict[str, bool]:
+    """Every element at once: whether the pack finds it documented in `text` (one evaluation)."""
+    fired = {f.code for f in evaluate_case(pack, note_case(pack, text)).findings}
+    return {e: (finding in fired) is forbids for e, (finding, forbids) in RULES.items()}

@@ -16,10 +16,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from fhir_adapter.billing.decide import npi_check_digit
 from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NUCC, POS
 from fhir_adapter.fhir.systems import ICD10CM as ICD
 from fhir_adapter.fhir.systems import SNOMED as SCT
-from fhir_adapter.rules.billing import npi_check_digit
 
 OTHER_PROCEDURES = [
     ("45378", "Colonoscopy, flexible; diagnostic"),

@@ -15,7 +15,7 @@ import orjson
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.references import reference_label
 from fhir_adapter.findings import Evaluation, Finding
-from fhir_adapter.rules.pack import Pack
+from fhir_adapter.pack.load import Pack
 from fhir_adapter.writeback.claim import build_claim
 from fhir_adapter.writeback.identity import case_identifier, case_token, full_url
 

@@ -1,6 +1,6 @@
 """The professional Claim (CMS-1500 / 837P) for a case that nothing blocks.
 
-What goes on it is decided in `rules.billing`, the same functions the rules check,
+What goes on it is decided in `billing.decide`, the same functions the rules check,
 so a Claim never carries a diagnosis, line or provider the rules did not see.
 The README's "Claim mapping" lists which element carries which CMS-1500 box.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fhir_adapter.billing import decide
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Evaluation
-from fhir_adapter.rules import billing
-from fhir_adapter.rules.pack import Pack
-from fhir_adapter.rules.schema import CodingDef
+from fhir_adapter.pack.load import Pack
+from fhir_adapter.pack.schema import CodingDef
 from fhir_adapter.writeback.charges import line_charge
 
 
@@ -22,7 +22,7 @@ def claim_diagnoses(pack: Pack, case: Case) -> list[dict[str, Any]]:
     """The Claim's ICD-10-CM codings (dotted), principal first, at most the pack's maximum."""
     icd = pack.system(pack.model.claim.diagnosis_system)
     out = []
-    for dx in billing.claim_diagnoses(pack, case).billable[: pack.model.claim.max_diagnoses]:
+    for dx in decide.claim_diagnoses(pack, case).billable[: pack.model.claim.max_diagnoses]:
         coding = {"system": icd, "code": dx.code}
         if dx.display:
             coding["display"] = dx.display
@@ -62,7 +62,7 @@ def build_claim(
     diagnoses = claim_diagnoses(pack, case)
     pointers = list(range(1, min(len(diagnoses), cfg.max_diagnosis_pointers) + 1))
     pos = evaluation.place_of_service
-    facility = billing.is_facility(pack, pos)
+    facility = decide.is_facility(pack, pos)
 
     shared: dict[str, Any] = {}
     if pointers:
@@ -86,7 +86,7 @@ def build_claim(
     lines: list[tuple[dict[str, Any], list[str]]] = [
         (main_coding, [m.code for m in evaluation.modifiers])
     ]
-    plan = billing.guidance_plan(pack, case)
+    plan = decide.guidance_plan(pack, case)
     if plan.billed is not None:
         mods = []
         if facility and cfg.professional_component_modifier and _has_pc_tc(plan.billed):
@@ -119,11 +119,11 @@ def build_claim(
         "use": "claim",
         "patient": case.reference_json(case.patient_ref),
         "created": created,
-        "provider": case.reference_json(billing.claim_provider_ref(pack, case)),
+        "provider": case.reference_json(decide.claim_provider_ref(pack, case)),
         "priority": {"coding": [{"system": pack.system("processpriority"), "code": "normal"}]},
     }
     if facility:
-        location = billing.facility_location(case)
+        location = decide.facility_location(case)
         if location:
             claim["facility"] = case.reference_json(location)
     care_team = _care_team(pack, case)
@@ -153,10 +153,10 @@ def build_claim(
     return claim
 
 
-def _has_pc_tc(line: billing.GuidanceLine) -> bool:
+def _has_pc_tc(line: decide.GuidanceLine) -> bool:
     """PC/TC indicator 1 (professional and technical component) in the PFS file; a guidance
     code missing from the loaded tables is taken as one (the pack lists only such codes)."""
-    row = billing.payment_tables().pfs(line.coding["code"])
+    row = decide.payment_tables().pfs(line.coding["code"])
     return row is None or str(row.pctc).strip() == "1"
 
 
@@ -167,7 +167,7 @@ def _distinct_modifiers(
     modifier = pack.model.claim.distinct_service_modifier
     if not modifier or len(lines) < 2:
         return
-    hits = billing.ptp_hits(pack, case)
+    hits = decide.ptp_hits(pack, case)
     for coding, mods in lines:
         for hit in hits:
             distinct = hit.indicator == "1" and hit.distinct and hit.column2 == coding["code"]
@@ -196,7 +196,7 @@ def _supporting_info(pack: Pack, case: Case, evaluation: Evaluation) -> list[dic
 
 
 def _care_team(pack: Pack, case: Case) -> dict[str, Any] | None:
-    provider = billing.rendering_provider(pack, case)
+    provider = decide.rendering_provider(pack, case)
     if provider is None:
         return None
     member: dict[str, Any] = {
@@ -207,7 +207,7 @@ def _care_team(pack: Pack, case: Case) -> dict[str, Any] | None:
     role = _coding(pack, pack.model.claim.care_team_role)
     if role:
         member["role"] = role
-    taxonomy = billing.provider_taxonomy(pack, case)
+    taxonomy = decide.provider_taxonomy(pack, case)
     if taxonomy:
         member["qualification"] = {"coding": [taxonomy]}
     return member

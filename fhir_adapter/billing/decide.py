@@ -1,6 +1,6 @@
 """What goes on the Claim, decided once so that what the rules check is what gets billed.
 
-The facts (rules) and the Claim builder (write-back) both call these functions:
+The facts rules test (billing.facts) and the Claim builder (write-back) both call these:
 the diagnoses a professional claim may code, the guidance line of the session,
 the NCCI edits between its services and the rendering provider. Which codes count
 comes from the pack and the CMS tables; this module knows where to look in FHIR.
@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fhir_adapter.billing import icd10cm, tables
 from fhir_adapter.case import Case, Performer, performed_sort_key, service_date
-from fhir_adapter.codesets import icd10cm, tables
 from fhir_adapter.fhir.codings import codings, dotted_icd10cm, first_code
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.systems import NPI
 from fhir_adapter.findings import Evidence
-from fhir_adapter.rules.pack import Pack
+from fhir_adapter.pack.load import Pack
 from fhir_adapter.text.index import affirmed_evidence, text_index
 
 # how long a loaded table set is used before `load_tables` checks its files again

@@ -23,6 +23,9 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from fhir_adapter.case import COLLECTIONS
+from fhir_adapter.pack.facts import FACTS
+from fhir_adapter.text.index import TEXT_SOURCES
 from fhir_adapter.text.vocabulary import TextConfig
 
 Severity = Literal["low", "moderate", "high"]
@@ -354,10 +357,6 @@ class PackModel(_Strict):
 
     def names(self) -> dict[str, set[str]]:
         """What each kind of `Ref` may name: the pack's own entries and the engine's registries."""
-        from fhir_adapter.case import COLLECTIONS
-        from fhir_adapter.rules.facts import FACTS
-        from fhir_adapter.text.index import TEXT_SOURCES
-
         return {
             "valuesets": set(self.valuesets),
             "patterns": set(self.text.targets) | set(self.text.patterns),

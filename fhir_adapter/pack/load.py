@@ -17,11 +17,12 @@ import yaml
 from pydantic import ValidationError
 
 from fhir_adapter.errors import PackError
-from fhir_adapter.fhir.codings import codings
+from fhir_adapter.fhir.codings import codings, normalize_code
 from fhir_adapter.fhir.elements import values_at
 from fhir_adapter.findings import Evidence
-from fhir_adapter.rules.context import Context
-from fhir_adapter.rules.schema import (
+from fhir_adapter.pack.context import Context
+from fhir_adapter.pack.facts import FACTS
+from fhir_adapter.pack.schema import (
     CodesMatcher,
     FhirPathMatcher,
     Matcher,
@@ -29,7 +30,7 @@ from fhir_adapter.rules.schema import (
     TextMatcher,
     ValueMatcher,
 )
-from fhir_adapter.rules.valuesets import ValueSet
+from fhir_adapter.pack.valuesets import ValueSet
 from fhir_adapter.text.engine import ContextEngine, VocabularyError
 from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence
 from fhir_adapter.text.vocabulary import merge_includes
@@ -235,8 +236,6 @@ class _Compiler:
         raise self.fail(f"unknown system alias {alias!r}")
 
     def _valueset(self, name: str) -> ValueSet:
-        from fhir_adapter.fhir.codings import normalize_code
-
         self.where = f"value set {name!r}"
         d = self.model.valuesets[name]
         vs = ValueSet(name)
@@ -279,9 +278,7 @@ class _Compiler:
                 tuple(v.from_), tuple(v.path), frozenset(v.not_in or ()), absent=True
             )
         fact = m.fact
-        from fhir_adapter.rules.facts import LOOKS_IN  # facts imports this module
-
-        looks.extend(LOOKS_IN.get(fact.name, ()))
+        looks.extend(FACTS.get(fact.name, ()))
         vs = pack.valuesets[fact.valueset] if fact.valueset is not None else None
         return _fact_matcher(fact.name, vs, fact.min, fact.max)
 

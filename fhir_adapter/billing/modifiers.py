@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from fhir_adapter.findings import Evidence, Modifier
-from fhir_adapter.rules.context import Context, found
-from fhir_adapter.rules.pack import Pack
+from fhir_adapter.pack.context import Context, found
+from fhir_adapter.pack.load import Pack
 from fhir_adapter.text.index import counts
 
 
@@ -20,7 +20,7 @@ class ModifierDecision(NamedTuple):
 def decide_modifiers(pack: Pack, ctx: Context) -> ModifierDecision:
     """Decided once per case and pack: the modifier_conflicts fact and the evaluation's
     modifiers read the same decision. Its matchers may read any other fact, so the fact
-    is derived last (rules.facts)."""
+    is derived last (billing.facts)."""
     return ctx.case.derive(("modifiers", id(pack)), lambda: _decide(pack, ctx))
 
 

@@ -1,0 +1,244 @@
+"""The billing facts rules test: what the Claim would carry and whether it may (place of
+service, coverage, providers, facility, units, guidance, NCCI edits, NPI, global periods,
+diagnoses, modifiers).
+
+The code knows how to find each fact in FHIR; which codes and patterns count comes from the
+pack. The decisions themselves are made in decide.decide and decide.modifiers, which the
+Claim builder reads too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_adapter.billing import decide
+from fhir_adapter.billing.modifiers import decide_modifiers
+from fhir_adapter.case import Case, Performer
+from fhir_adapter.fhir.codings import codings
+from fhir_adapter.fhir.elements import Resource
+from fhir_adapter.findings import Evidence
+from fhir_adapter.pack.context import Context, Fact
+from fhir_adapter.pack.derivers import Derivers
+from fhir_adapter.pack.load import Pack
+
+# the Claim's facts, in the order they derive (rules.facts runs them after the clinical ones)
+DERIVERS = Derivers()
+provides = DERIVERS.provides
+
+
+@provides("place_of_service")
+def _place(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    return (place_of_service(pack, ctx.case),)
+
+
+@provides("coverage", "provider", "earlier_same_session", "rendering_unclear")
+def _references(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    case = ctx.case
+    return (
+        _ref_fact(case, case.coverage[:1], "Coverage", "active on the date of service"),
+        _provider(pack, case),
+        _ref_fact(
+            case,
+            case.same_code_earlier,
+            "Procedure.code",
+            "same patient and session, performed first",
+        ),
+        rendering_unclear(pack, case),
+    )
+
+
+@provides("facility")
+def _facility(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The Location the service was performed at (Claim.facility, CMS-1500 box 32)."""
+    case = ctx.case
+    ref = decide.facility_location(case)
+    path = "Procedure.location" if case.procedure.get("location") else "Encounter.location"
+    return (Fact(ref, (Evidence(ref, path),)) if ref else Fact(None),)
+
+
+@provides("units_exceeded", "guidance_conflict", "ptp_conflicts", "provider_npi", "global_period")
+def _billing(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    case = ctx.case
+    return (
+        units_exceeded(pack, case),
+        _evidence_fact(decide.guidance_plan(pack, case).conflicts),
+        ptp_conflicts(pack, case),
+        provider_npi(pack, case),
+        _evidence_fact(decide.global_period_hits(pack, case)),
+    )
+
+
+@provides("diagnoses", "principal_diagnosis", "invalid_diagnoses", "excludes1_pairs")
+def _diagnoses(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    return diagnosis_facts(pack, ctx.case)
+
+
+def _evidence_fact(evidence: list[Evidence]) -> Fact:
+    return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
+
+
+def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
+    """The Claim's diagnoses, its principal, the invalid codes and the Excludes1 pairs."""
+    dx = decide.claim_diagnoses(pack, case)
+    icd = pack.system(pack.model.claim.diagnosis_system)
+    billable = dx.billable[: pack.model.claim.max_diagnoses]
+    listed = tuple(Evidence(d.reference, d.path, None, d.code) for d in billable)
+    principal = dx.principal
+    pairs = decide.excludes1_pairs(billable)
+    # Without a principal, the uncertain Conditions left out say why (ruled-out evidence:
+    # it never satisfies a rule, it is shown with the finding).
+    left_out = tuple(
+        Evidence(
+            ref,
+            "Condition.verificationStatus",
+            None,
+            f"{status}: an uncertain diagnosis is not coded (ICD-10-CM guideline IV.H)",
+            status="uncertain",
+            cue=status,
+        )
+        for ref, status in dx.uncertain
+    ) + tuple(
+        Evidence(
+            ref,
+            "Condition.clinicalStatus",
+            None,
+            f"{status}: a condition no longer present is not a diagnosis of this service",
+            status="historical",
+            cue=status,
+        )
+        for ref, status in dx.inactive
+    )
+    return (
+        Fact([d.code for d in billable], listed, icd) if billable else Fact(None),
+        (
+            Fact(
+                principal.code,
+                (
+                    Evidence(
+                        principal.reference, principal.path, None, f"principal: {principal.code}"
+                    ),
+                ),
+                icd,
+            )
+            if principal
+            else Fact(None, left_out)
+        ),
+        _evidence_fact([Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]),
+        _evidence_fact(
+            [
+                Evidence(b.reference, b.path, None, f"{a.code} with {b.code}: {note}")
+                for a, b, note in pairs
+            ]
+        ),
+    )
+
+
+def units_exceeded(pack: Pack, case: Case) -> Fact:
+    """Earlier Procedures with the pack's code for the patient on the date, beyond the MUE."""
+    allowed, why = decide.max_units(pack, case)
+    units = pack.model.facts.units
+    counted = set(units.counted_status) if units else {"completed", "stopped"}
+    earlier = [p for p in case.same_code_earlier if p.get("status") in counted]
+    if len(earlier) < allowed:
+        return Fact(None)
+    evidence = tuple(
+        Evidence(
+            case.ref(p), "Procedure.code", None, f"same patient and date, performed first; {why}"
+        )
+        for p in earlier
+    )
+    return Fact([case.ref(p) for p in earlier], evidence)
+
+
+def ptp_conflicts(pack: Pack, case: Case) -> Fact:
+    """NCCI PTP edits of the session that no documented distinct service allows."""
+    return _evidence_fact([h.evidence for h in decide.ptp_hits(pack, case) if h.conflict])
+
+
+def provider_npi(pack: Pack, case: Case) -> Fact:
+    """The rendering provider's NPI when it is present and its check digit holds."""
+    npi, path, resource = decide.provider_npi(pack, case)
+    if resource is None or not decide.is_valid_npi(npi):
+        return Fact(None)
+    return Fact(
+        npi,
+        (Evidence(case.ref(resource), f"{resource['resourceType']}.{path}", None, f"NPI {npi}"),),
+    )
+
+
+def _ref_fact(case: Case, resources: list[Resource], path: str, note: str) -> Fact:
+    if not resources:
+        return Fact(None)
+    evidence = tuple(Evidence(case.ref(r), path, None, note) for r in resources)
+    return Fact([case.ref(r) for r in resources], evidence)
+
+
+def _provider(pack: Pack, case: Case) -> Fact:
+    ref = decide.claim_provider_ref(pack, case)
+    if not ref:
+        return Fact(None)
+    performed = any(p.ref == ref for p in case.performers)
+    path = "Procedure.performer.actor" if performed else "Encounter.serviceProvider"
+    return Fact(ref, (Evidence(ref, path),))
+
+
+def rendering_unclear(pack: Pack, case: Case) -> Fact:
+    """Performers are recorded but none, or more than one person, is the rendering provider."""
+    people = [p for p in case.performers if p.resource_type in ("Practitioner", "PractitionerRole")]
+    choice = decide.rendering(pack, case)
+    if not people or (choice.performer is not None and not choice.ambiguous):
+        return Fact(None)
+    listed = choice.candidates if choice.ambiguous else tuple(people)
+
+    def note(p: Performer) -> str:
+        functions = ", ".join(code for _, code in p.functions) or "none"
+        kept = " (kept on the Claim)" if p is choice.performer else ""
+        return f"performer.function: {functions}{kept}"
+
+    evidence = tuple(Evidence(p.ref, "Procedure.performer", None, note(p)) for p in listed)
+    return Fact([p.ref for p in listed], evidence)
+
+
+def place_of_service(pack: Pack, case: Case) -> Fact:
+    """An explicit CMS POS coding wins; otherwise infer from Encounter.class (and say so)."""
+    pos = pack.system("pos")
+    places: list[tuple[Resource, str, Any]] = []
+    if case.encounter:
+        places.append((case.encounter, "Encounter.serviceType", case.encounter.get("serviceType")))
+        places.append((case.encounter, "Encounter.extension", _extension_values(case.encounter)))
+    places.append((case.procedure, "Procedure.extension", _extension_values(case.procedure)))
+    for loc in case.locations:
+        places.append((loc, "Location.type", loc.get("type")))
+        places.append((loc, "Location.extension", _extension_values(loc)))
+    for resource, path, value in places:
+        for coding in codings(value):
+            if coding.get("system") == pos and isinstance(coding.get("code"), str):
+                code = coding["code"].strip()
+                return Fact(code, (Evidence(case.ref(resource), path, None, f"POS {code}"),), pos)
+    inference = pack.model.place_of_service.infer_from_encounter_class
+    if case.encounter:
+        for coding in codings(case.encounter.get("class")):
+            code = coding.get("code")
+            system = coding.get("system")
+            if system in (None, inference.system) and code in inference.map:
+                inferred = inference.map[code]
+                note = f"inferred: Encounter.class {code} -> POS {inferred}"
+                ev = Evidence(case.ref(case.encounter), "Encounter.class", None, note)
+                return Fact(inferred, (ev,), pos)
+    return Fact(None)
+
+
+def _extension_values(resource: Resource) -> list[Any]:
+    out: list[Any] = []
+    for ext in resource.get("extension") or []:
+        if isinstance(ext, dict):
+            out.extend(v for k, v in ext.items() if k in ("valueCodeableConcept", "valueCoding"))
+    return out
+
+
+# Last: the modifiers' matchers may read any fact above.
+@provides("modifier_conflicts")
+def _modifier_conflicts(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """Modifiers the documentation supports that exclude each other (pack: modifiers[].excludes)."""
+    conflicts = decide_modifiers(pack, ctx).conflicts
+    return (_evidence_fact(list(conflicts)),)

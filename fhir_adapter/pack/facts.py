@@ -1,0 +1,33 @@
+"""The facts a rule may name (`fact:` in a pack) and the case collections each is read from.
+
+Declared here, below the pack's schema, so the schema can check a pack's fact names without
+importing the code that derives them (fhir_adapter.billing.facts, fhir_adapter.rules.facts);
+those derivers register against this list, and rules.facts checks they cover it exactly.
+"""
+
+from __future__ import annotations
+
+_DIAGNOSIS_SOURCES = ("reason_conditions", "conditions", "procedure")
+
+# name -> the collections searched, shown as the "searched" evidence of a rule that finds
+# nothing (and the references there that dangled): see rules.evaluate._absence
+FACTS: dict[str, tuple[str, ...]] = {
+    "place_of_service": (),
+    "coverage": (),
+    "provider": (),
+    "earlier_same_session": (),
+    "rendering_unclear": (),
+    "facility": (),
+    "tumor_count": (),
+    "tumor_max_size_cm": (),
+    "units_exceeded": (),
+    "guidance_conflict": (),
+    "ptp_conflicts": (),
+    "provider_npi": (),
+    "global_period": (),
+    "diagnoses": _DIAGNOSIS_SOURCES,
+    "principal_diagnosis": _DIAGNOSIS_SOURCES,
+    "invalid_diagnoses": _DIAGNOSIS_SOURCES,
+    "excludes1_pairs": _DIAGNOSIS_SOURCES,
+    "modifier_conflicts": (),
+}

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     )
     ev.add_argument("paths", nargs="+", metavar="PATH")
     add_report_options(ev)
-    ev.add_argument("--out", metavar="DIR", help="write one transaction Bundle per case into DIR")
+    env_option(ev, "--out", metavar="DIR", help="write one transaction Bundle per case into DIR")
     env_option(
         ev,
         "--workers",
@@ -50,12 +50,14 @@ def register(sub: Any) -> None:
         "URI and --out receives reports/ and bundles/",
     )
     env_option(ev, "--spark-master", "SPARK_MASTER", "local[2]")
-    ev.add_argument(
+    env_option(
+        ev,
         "--skip-bad-lines",
         action="store_true",
         help="go on past truncated or corrupt NDJSON lines; count them in the summary and report",
     )
-    ev.add_argument(
+    env_option(
+        ev,
         "--validate",
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",

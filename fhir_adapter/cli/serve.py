@@ -40,8 +40,11 @@ def register(sub: Any) -> None:
     env_option(serve, "--feedback-db", "FEEDBACK_DB", DEFAULT_DB, metavar="PATH")
     env_option(serve, "--rules", "RULES", metavar="YAML", help="rule pack (default: bundled)")
     env_option(serve, "--block-on", "BLOCK_ON", choices=SEVERITIES)
-    serve.add_argument(
-        "--allow-es256", action="store_true", help="also accept ES256 (default: ES384, RS384)"
+    env_option(
+        serve,
+        "--allow-es256",
+        action="store_true",
+        help="also accept ES256 (default: ES384, RS384)",
     )
     env_option(
         serve,

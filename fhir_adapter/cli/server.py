@@ -26,11 +26,17 @@ def register(sub: Any) -> None:
         "place on re-runs). Exit codes as for evaluate.",
     )
     add_server_options(run)
-    run.add_argument("--procedure", action="append", default=[], metavar="ID", help="repeatable")
+    env_option(
+        run,
+        "--procedure",
+        action="append",
+        metavar="ID",
+        help="repeatable (variable: comma-separated)",
+    )
     env_option(run, "--patient", "PATIENT", metavar="ID")
     env_option(run, "--since", "SINCE", metavar="DATE", help="performed on/after DATE")
-    run.add_argument(
-        "--dry-run", action="store_true", help="print what would be written; write nothing"
+    env_option(
+        run, "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
     add_report_options(run)
     run.set_defaults(handler=run_command)
@@ -43,13 +49,13 @@ def register(sub: Any) -> None:
         "--cancel deletes the job under way.",
     )
     add_server_options(exp)
-    exp.add_argument("--out", required=True, metavar="DIR")
+    env_option(exp, "--out", required=True, metavar="DIR")
     env_option(exp, "--type", "EXPORT_TYPES", help="comma-separated resource types")
-    exp.add_argument("--since", default=None, metavar="INSTANT")
+    env_option(exp, "--since", "EXPORT_SINCE", metavar="INSTANT")
     level = exp.add_mutually_exclusive_group()
-    level.add_argument("--group", metavar="ID", help="Group/[id]/$export")
-    level.add_argument("--patient-level", action="store_true", help="Patient/$export")
-    exp.add_argument("--cancel", action="store_true", help="cancel the export under way in DIR")
+    env_option(level, "--group", metavar="ID", help="Group/[id]/$export")
+    env_option(level, "--patient-level", action="store_true", help="Patient/$export")
+    env_option(exp, "--cancel", action="store_true", help="cancel the export under way in DIR")
     exp.set_defaults(handler=export_command)
 
 

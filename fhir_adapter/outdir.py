@@ -89,15 +89,27 @@ def write_marker(directory: Path, kind: str, files: Iterable[str]) -> None:
     os.replace(tmp, directory / MARKER)
 
 
-def swap_in(directory: Path, staging: Path, kind: str, previous: set[str]) -> list[Path]:
-    """Move every file of `staging` into `directory`, drop what the previous run wrote that
-    this one did not, and write the marker; `staging` is removed."""
-    new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+def swap_in(
+    directory: Path,
+    staging: Path,
+    kind: str,
+    previous: set[str],
+    names: Iterable[str] | None = None,
+) -> list[Path]:
+    """Move the files `names` (default: all) of `staging` into `directory`, drop what the
+    previous run wrote that this one did not, and write the marker; `staging` is removed.
+
+    Safe to repeat after a crash part-way: a file already moved is not looked for again.
+    """
+    if names is None:
+        names = (p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    new = sorted(names)
     placed = []
     for rel in new:
         final = directory / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, final)
+        if (staging / rel).exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, final)
         placed.append(final)
     for rel in sorted(previous - set(new)):
         stale = directory / rel

@@ -177,6 +177,50 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+_YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"
+_ZONE = r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+_FHIR_DATE = rf"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?"
+_FHIR_INSTANT = rf"{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T{_TIME}{_ZONE}"
+_EARLIEST_ZONE = "+14:00"  # a day's first moment anywhere on earth
+
+
+def _real_calendar_day(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        return len(text) < 10  # a year or year-month has no day to be wrong
+    return True
+
+
+def fhir_date_or_datetime(text: str) -> str:
+    """`run --since`: a FHIR date or dateTime, as a search's `date=ge` takes it."""
+    import re
+
+    pattern = rf"{_FHIR_DATE}|{_FHIR_INSTANT}"
+    if not re.fullmatch(pattern, text) or not _real_calendar_day(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a FHIR date or dateTime (e.g. 2026-01-01 or 2026-01-01T08:00:00Z)"
+        )
+    return text
+
+
+def fhir_instant_or_day(text: str) -> str:
+    """`export --since`: a FHIR instant; a day (YYYY-MM-DD) means from its first moment
+    anywhere (T00:00:00+14:00), so no change made that day in any time zone is missed."""
+    import re
+
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) and _real_calendar_day(text):
+        return f"{text}T00:00:00{_EARLIEST_ZONE}"
+    if not re.fullmatch(_FHIR_INSTANT, text) or not _real_calendar_day(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a FHIR instant or a date (e.g. 2026-01-01T00:00:00Z or 2026-01-01)"
+        )
+    return text
+
+
 def add_server_options(p: argparse.ArgumentParser) -> None:
     env_option(p, "--base-url", "BASE_URL", help="FHIR R4 base URL")
     env_option(

@@ -53,8 +53,12 @@ def _sample(action: argparse.Action) -> tuple[str, Any]:
     if action.choices is not None:
         choice = list(action.choices)[-1]
         return str(choice), choice
-    if callable(action.type):
-        return "7", action.type("7")
+    if callable(action.type):  # a number, or a FHIR instant for --since
+        for raw in ("7", "2026-01-01T00:00:00Z"):
+            try:
+                return raw, action.type(raw)
+            except argparse.ArgumentTypeError:
+                continue
     return "some-value", "some-value"
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
 import sys
 from typing import Any
 
 from fhir_adapter.cli.options import SEVERITIES, env_option
 
 DEFAULT_DB = "fhir-adapter-feedback.sqlite3"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(sub: Any) -> None:
@@ -52,6 +55,14 @@ def register(sub: Any) -> None:
         "JWKS_CA_BUNDLE",
         metavar="PEM",
         help="CA bundle to verify jku hosts with (default: the system's)",
+    )
+    env_option(
+        serve,
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="debug shows every request; a refused call (401) is logged with its reason at "
+        "warning (never the token)",
     )
     serve.set_defaults(handler=serve_command)
 
@@ -102,11 +113,40 @@ def serve_command(args: argparse.Namespace) -> int:
         block_on=args.block_on,
         jwks_ca_bundle=args.jwks_ca_bundle,
     )
+    _listen(args.host, args.port).close()  # before announcing: the port may be taken
     app = create_app(config)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,  # the root logger's, at --log-level
+        server_header=False,
+    )
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound where uvicorn will listen (SO_REUSEADDR, as uvicorn binds), or one
+    line saying why it cannot be (a port in use...)."""
+    from fhir_adapter.errors import AdapterError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    except socket.gaierror:
+        raise AdapterError(f"--host {host}: no such address here") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AdapterError(
+                f"--port {port} on {host} is in use (is another service, or serve, running?); "
+                "choose another --port"
+            ) from None
+        raise AdapterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _is_loopback(host: str) -> bool:

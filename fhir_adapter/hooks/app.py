@@ -37,6 +37,7 @@ from fhir_adapter.hooks.security import (
     JwtVerifier,
     TrustedClients,
     Unauthorized,
+    loggable,
 )
 from fhir_adapter.hooks.services import (
     ENCOUNTER_DISCHARGE,
@@ -89,15 +90,6 @@ def _outcome(status: int, message: str) -> Response:
         "issue": [{"severity": "error", "code": code, "diagnostics": message}],
     }
     return _json(body, status)
-
-
-def loggable(value: Any, limit: int = 100) -> str:
-    """A caller's string for a log line: control and line-separator characters escaped
-    (no forged lines, no terminal escapes), cut at `limit` characters."""
-    text = str(value)
-    cut = text[:limit]
-    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
-    return out + ("…" if len(text) > limit else "")
 
 
 def _unauthorized() -> Response:

@@ -45,6 +45,11 @@ def _key_pair(directory: Path, name: str = "ehr") -> tuple[Path, Path]:
     return private, public
 
 
+def _add(clients: Path, *flags: str) -> int:
+    """`hooks client add` for ISS into `clients`, with the key flags given."""
+    return main(["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS, *flags])
+
+
 def _token(clients: Path, private: Path, aud: str, capsys: pytest.CaptureFixture[str]) -> str:
     argv = ["hooks", "token", "--trusted-clients", str(clients), "--iss", ISS]
     assert main([*argv, "--private-key", str(private), "--aud", aud]) == 0
@@ -56,8 +61,7 @@ def test_a_client_added_from_a_public_key_signs_tokens_the_service_accepts(
 ) -> None:
     private, public = _key_pair(tmp_path)
     clients = tmp_path / "trusted-clients.json"
-    argv = ["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS]
-    assert main([*argv, "--public-key", str(public)]) == 0
+    assert _add(clients, "--public-key", str(public)) == 0
     [entry] = json.loads(clients.read_text())["clients"]
     [jwk] = entry["jwks"]["keys"]
     assert entry["iss"] == ISS and jwk["alg"] == "ES384" and jwk["use"] == "sig"
@@ -76,7 +80,7 @@ def test_a_client_added_from_a_public_key_signs_tokens_the_service_accepts(
 
     # rotation: a second key beside the first; the token names whichever signed it
     private2, public2 = _key_pair(tmp_path, "ehr2")
-    assert main([*argv, "--public-key", str(public2), "--kid", "key-2027"]) == 0
+    assert _add(clients, "--public-key", str(public2), "--kid", "key-2027") == 0
     capsys.readouterr()
     second = _token(clients, private2, aud, capsys)
     assert jwt.get_unverified_header(second)["kid"] == "key-2027"
@@ -85,13 +89,13 @@ def test_a_client_added_from_a_public_key_signs_tokens_the_service_accepts(
 
 def test_a_client_from_a_jwks_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clients = tmp_path / "trusted-clients.json"
-    argv = ["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS]
-    assert main([*argv, "--jwks-url", "https://ehr.example.org/.well-known/jwks.json"]) == 0
+    assert _add(clients, "--jwks-url", "https://ehr.example.org/.well-known/jwks.json") == 0
     assert json.loads(clients.read_text()) == {
         "clients": [{"iss": ISS, "jku": "https://ehr.example.org/.well-known/jwks.json"}]
     }
     capsys.readouterr()
-    other = [*argv[:-1], "https://other.example.org"]
+    add = ["hooks", "client", "add", "--trusted-clients", str(clients)]
+    other = [*add, "--iss", "https://other.example.org"]
     assert main([*other, "--jwks-url", "http://other.example.org/jwks.json"]) == 2
     assert "must be an https URL" in capsys.readouterr().err
     assert len(json.loads(clients.read_text())["clients"]) == 1  # nothing half-written
@@ -102,8 +106,7 @@ def test_a_private_key_is_not_taken_for_a_public_one(
 ) -> None:
     private, _ = _key_pair(tmp_path)
     clients = tmp_path / "trusted-clients.json"
-    argv = ["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS]
-    assert main([*argv, "--public-key", str(private)]) == 2
+    assert _add(clients, "--public-key", str(private)) == 2
     err = capsys.readouterr().err
     assert "is a private key" in err and "-pubout" in err and not clients.exists()
 
@@ -114,8 +117,7 @@ def test_a_token_needs_a_key_the_file_lists(
     _, public = _key_pair(tmp_path)
     stranger, _ = _key_pair(tmp_path, "stranger")
     clients = tmp_path / "trusted-clients.json"
-    add = ["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS]
-    assert main([*add, "--public-key", str(public)]) == 0
+    assert _add(clients, "--public-key", str(public)) == 0
     argv = ["hooks", "token", "--trusted-clients", str(clients), "--private-key", str(stranger)]
     assert main([*argv, "--iss", ISS, "--aud", f"http://127.0.0.1:1{ORDER_SIGN}"]) == 2
     assert "not among the keys" in capsys.readouterr().err
@@ -129,8 +131,7 @@ def test_a_refusal_is_logged_with_its_reason_at_the_default_level(
     """A 401 gave no reason anywhere: the reason was logged at debug, under a fixed INFO."""
     private, public = _key_pair(tmp_path)
     clients = tmp_path / "trusted-clients.json"
-    add = ["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS]
-    assert main([*add, "--public-key", str(public)]) == 0
+    assert _add(clients, "--public-key", str(public)) == 0
     capsys.readouterr()
     token = _token(clients, private, f"http://127.0.0.1:8080{ORDER_SIGN}", capsys)
     caplog.set_level("WARNING", logger="fhir_adapter.hooks")
@@ -147,8 +148,7 @@ def test_serve_logs_why_a_call_is_refused(
     """Through the command as a user runs it: a token used twice, refused the second time."""
     private, public = _key_pair(tmp_path)
     clients = tmp_path / "trusted-clients.json"
-    add = ["hooks", "client", "add", "--trusted-clients", str(clients), "--iss", ISS]
-    assert main([*add, "--public-key", str(public)]) == 0
+    assert _add(clients, "--public-key", str(public)) == 0
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     capsys.readouterr()

@@ -146,8 +146,8 @@ def sign_token(
             f"--aud {aud!r} must be the service's URL, e.g. "
             "http://127.0.0.1:8080/cds-services/cpt-47382-order-sign"
         )
-    if not 0 < lifetime <= MAX_LIFETIME:
-        raise ConfigError(f"--lifetime must be above 0 and at most {MAX_LIFETIME:.0f} seconds")
+    if not 1 <= lifetime <= MAX_LIFETIME:
+        raise ConfigError(f"--lifetime must be 1 to {MAX_LIFETIME:.0f} seconds")
     where = str(private_key)
     try:
         key = serialization.load_pem_private_key(_read(Path(private_key), "private key"), None)

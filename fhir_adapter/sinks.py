@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from fhir_adapter.errors import AdapterError
+from fhir_adapter.outdir import publish
 from fhir_adapter.writeback import CaseOutput
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -27,35 +27,19 @@ def write_bundles(
     directory: str | os.PathLike[str],
     *,
     report_html: str | None = None,
+    force: bool = False,
 ) -> list[Path]:
-    """One transaction Bundle per case (and `report.html` when given); all or nothing lands."""
-    target = Path(directory)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".fhir-adapter-", dir=target))
-    except OSError as exc:
-        raise AdapterError(f"cannot write to {target}: {exc.strerror or exc}") from None
-    try:
-        staged = []
+    """One transaction Bundle per case (and `report.html` when given), replacing what an
+    earlier `evaluate` wrote there; all or nothing lands (see `fhir_adapter.outdir`)."""
+
+    def write(staging: Path) -> None:
         for output in outputs:
             name = bundle_filename(output.evaluation.procedure)
-            path = staging / name
-            path.write_bytes(orjson.dumps(output.bundle(), option=orjson.OPT_INDENT_2))
-            staged.append(path)
+            (staging / name).write_bytes(orjson.dumps(output.bundle(), option=orjson.OPT_INDENT_2))
         if report_html is not None:
-            page = staging / REPORT_HTML
-            page.write_text(report_html, encoding="utf-8")
-            staged.append(page)
-        written = []
-        for path in staged:
-            final = target / path.name
-            os.replace(path, final)
-            written.append(final)
-        return written
-    except OSError as exc:
-        raise AdapterError(f"cannot write to {target}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            (staging / REPORT_HTML).write_text(report_html, encoding="utf-8")
+
+    return publish(directory, "evaluate", write, force=force)
 
 
 def write_report_html(directory: str | os.PathLike[str], page: str) -> Path:

@@ -53,13 +53,15 @@ def test_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_out_writes_one_transaction_per_case(tmp_path: Path) -> None:
     assert main(["evaluate", str(CASES), "--out", str(tmp_path / "b"), "--format", "json"]) == 1
-    files = sorted((tmp_path / "b").glob("*.json"))
+    files = sorted(f for f in (tmp_path / "b").glob("*.json") if not f.name.startswith("."))
     assert len(files) == sum(len(load_expected(n)["cases"]) for n in fixture_names())
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.suffix != ".json") == [
         "report.html"
     ]
     assert all(json.loads(f.read_text())["type"] == "transaction" for f in files)
-    assert not [f for f in files if f.name.startswith(".")]
+    hidden = [f.name for f in (tmp_path / "b").iterdir() if f.name.startswith(".")]
+    assert hidden == [".fhir-adapter-out.json"]  # the marker saying the directory is ours
+    assert not [f for f in tmp_path.iterdir() if f.name != "b"]  # no staging left behind
 
 
 def test_validate_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -241,7 +241,7 @@ def test_kick_off_refused_with_operation_outcome(tmp_path: Path) -> None:
             ],
         },
     )
-    with pytest.raises(ExportError, match="HTTP 400: _type Foo is not supported"):
+    with pytest.raises(ExportError, match=r"HTTP 400\): _type Foo is not supported"):
         BulkExport(client, tmp_path).run()
 
 
@@ -264,3 +264,110 @@ def test_blank_lines_do_not_count_toward_the_manifest(tmp_path: Path) -> None:
     client = _export_of(LINE + b"\n" + LINE + b"\n\n", 2)
     result = BulkExport(client, tmp_path).run()
     assert [p.read_bytes().count(b"Patient") for p in result.files] == [2]
+
+
+# -- the export directory is owned; --since is checked first --------------------------
+@pytest.mark.parametrize("since", ["yesterday", "2026-13-01", "2026-02-30", "2026-01-01T08:00"])
+def test_a_bad_since_is_refused_before_any_request(
+    since: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It exited 0 with an empty export; nothing listens on port 9, so a request would fail."""
+    out = tmp_path / "export"
+    argv = ["export", "--base-url", "http://127.0.0.1:9/fhir", "--out", str(out)]
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error
+        main([*argv, "--since", since])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{since!r} is not a FHIR instant" in err and "connect" not in err
+    assert not out.exists()
+
+
+def test_a_day_as_since_means_its_first_moment_anywhere() -> None:
+    from fhir_adapter.cli import parse
+
+    args = parse(["export", "--out", "x", "--since", "2026-01-01"])
+    assert args.since == "2026-01-01T00:00:00+14:00"
+    args = parse(["export", "--out", "x", "--since", "2026-01-01T00:00:00.5Z"])
+    assert args.since == "2026-01-01T00:00:00.5Z"
+    assert parse(["run", "--since", "2026-01"]).since == "2026-01"
+
+
+def test_someone_elses_files_refuse_the_export_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "Patient.ndjson").write_bytes(LINE)
+    assert main(["export", "--base-url", "http://127.0.0.1:9/fhir", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Patient.ndjson" in err and "--force" in err and "connect" not in err
+
+
+@pytest.mark.server
+def test_a_new_export_replaces_the_earlier_ones_files(server: TestServer, tmp_path: Path) -> None:
+    """An earlier job's NDJSON once stayed, and a later evaluate read it."""
+    with FhirClient(server.base) as client:
+        load_fixtures(client, ["ex1-hcc-ct"])
+    out = tmp_path / "export"
+    base = ["export", "--base-url", server.base, "--out", str(out)]
+    assert main(base) == 0
+    assert any(p.name.startswith("Observation.") for p in out.iterdir())
+    assert main([*base, "--type", "Procedure,Patient"]) == 0
+    assert {p.name.split(".")[0] for p in out.glob("*.ndjson")} == {"Patient", "Procedure"}
+    assert not (out / ".fhir-adapter-export.staging").exists()
+
+
+@pytest.mark.server
+def test_export_of_a_group_that_does_not_exist(
+    server: TestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server's 500 is one line: the job the user asked for, the status, its words."""
+    out = tmp_path / "export"
+    assert main(["export", "--base-url", server.base, "--out", str(out), "--group", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fhir-adapter: error: the export Group/nope/$export failed: ")
+    assert "(HTTP 500): " in err and "Not found" in err
+    assert "_export-status" not in err and len(err.splitlines()) == 1
+
+
+@responses.activate
+def test_a_job_cut_short_leaves_the_previous_export_in_place(tmp_path: Path) -> None:
+    """Files are staged and swapped in only once the whole job is there."""
+    client = _client()
+    first = BulkExport(client, tmp_path, types=["Patient"])
+    responses.add(
+        responses.GET, first.request_url(), status=202, headers={"Content-Location": STATUS}
+    )
+    manifest = _manifest(token=False)
+    manifest["error"] = []
+    responses.add(responses.GET, STATUS, json=manifest)
+    responses.add(responses.GET, FILE, body=LINE * 2)
+    first.run()
+    assert (tmp_path / "Patient.000.ndjson").read_bytes() == LINE * 2
+
+    second = BulkExport(client, tmp_path, types=["Procedure"])
+    status2 = f"{STATUS}-2"
+    responses.add(
+        responses.GET, second.request_url(), status=202, headers={"Content-Location": status2}
+    )
+    two = {
+        **manifest,
+        "output": [
+            {"type": "Procedure", "url": f"{FILE}-a", "count": 1},
+            {"type": "Procedure", "url": f"{FILE}-b", "count": 1},
+        ],
+    }
+    responses.add(responses.GET, status2, json=two)
+    proc = b'{"resourceType":"Procedure","id":"x","status":"completed","subject":{"reference":"Patient/p1"}}\n'
+    responses.add(responses.GET, f"{FILE}-a", body=proc)
+    responses.add(responses.GET, f"{FILE}-b", body=proc * 2)  # the manifest says 1: an error
+    with pytest.raises(ExportError, match="2 lines where the manifest says 1"):
+        second.run()
+    visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert visible == ["Patient.000.ndjson"]  # the earlier export, whole; nothing of the new
+
+    responses.replace(responses.GET, f"{FILE}-b", body=proc)
+    result = second.run()  # resumes: only the missing file is fetched, then swapped in
+    assert result.downloaded == 1
+    visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert visible == ["Procedure.000.ndjson", "Procedure.001.ndjson"]

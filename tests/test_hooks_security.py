@@ -484,7 +484,7 @@ def test_serve_beyond_loopback_needs_an_https_public_url(
     ran: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
     clients = trusted_clients_file(tmp_path / "c.json", [{"iss": "a", "jku": "https://x/j"}])
-    args = ["serve", "--trusted-clients", str(clients), "--host", host]
+    args = ["serve", "--trusted-clients", str(clients), "--host", host, "--port", "0"]
     args += ["--feedback-db", str(tmp_path / "f.sqlite3")]
     if public_url:
         args += ["--public-url", public_url]

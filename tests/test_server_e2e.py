@@ -122,10 +122,21 @@ def test_changed_evaluation_updates_in_place(server: TestServer) -> None:
         assert sorted(claims.values()) == ["cancelled", "draft"]
 
 
-def test_dry_run_writes_nothing(server: TestServer, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("from_environment", [False, True])
+def test_dry_run_writes_nothing(
+    server: TestServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    from_environment: bool,
+) -> None:
+    """`FHIR_ADAPTER_DRY_RUN=1` is `--dry-run` (it once wrote to the server)."""
     with FhirClient(server.base) as client:
         load_fixtures(client, ["ex1-hcc-ct"])
-    assert main(["run", "--base-url", server.base, "--dry-run"]) == 0
+    if from_environment:
+        monkeypatch.setenv("FHIR_ADAPTER_DRY_RUN", "yes")
+        monkeypatch.setenv("FHIR_ADAPTER_BASE_URL", server.base)
+    flags = [] if from_environment else ["--base-url", server.base, "--dry-run"]
+    assert main(["run", *flags]) == 0
     out = capsys.readouterr().out
     assert "would write POST Claim" in out
     with FhirClient(server.base) as client:

@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fhir_adapter.cli import evaluate, fixtures, serve, server, tables
-from fhir_adapter.cli.options import EXIT_USAGE, check_environment_values
+from fhir_adapter.cli import evaluate, fixtures, hooks, serve, server, tables
+from fhir_adapter.cli.options import EXIT_USAGE, apply_environment
 
-COMMANDS = (evaluate, server, fixtures, tables, serve)
+COMMANDS = (evaluate, server, fixtures, tables, serve, hooks)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, every option not on it filled from its `FHIR_ADAPTER_*` variable.
+
+    Raises OptionError (exit 2) for a variable the option would refuse.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    apply_environment(parser, args)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -42,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    check_environment_values(parser, args)
     from fhir_adapter.errors import AdapterError
 
     try:
+        apply_environment(parser, args)
         code: int = args.handler(args)
         return code
     except AdapterError as exc:  # one line a problem: a broken pack may have several

@@ -31,7 +31,19 @@ def register(sub: Any) -> None:
     )
     ev.add_argument("paths", nargs="+", metavar="PATH")
     add_report_options(ev)
-    ev.add_argument("--out", metavar="DIR", help="write one transaction Bundle per case into DIR")
+    env_option(
+        ev,
+        "--out",
+        metavar="DIR",
+        help="write one transaction Bundle per case and report.html into DIR, replacing what "
+        "an earlier evaluate wrote there",
+    )
+    env_option(
+        ev,
+        "--force",
+        action="store_true",
+        help="write into an --out DIR that holds other files (they are left alone)",
+    )
     env_option(
         ev,
         "--workers",
@@ -50,12 +62,14 @@ def register(sub: Any) -> None:
         "URI and --out receives reports/ and bundles/",
     )
     env_option(ev, "--spark-master", "SPARK_MASTER", "local[2]")
-    ev.add_argument(
+    env_option(
+        ev,
         "--skip-bad-lines",
         action="store_true",
         help="go on past truncated or corrupt NDJSON lines; count them in the summary and report",
     )
-    ev.add_argument(
+    env_option(
+        ev,
         "--validate",
         action="store_true",
         help="also validate every written resource against the FHIR R4B models",
@@ -81,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     pack, charges = load_rules_and_charges(args)
     if args.engine == "spark":
         return _evaluate_spark(args, pack, charges)
+    if args.out:  # before any work: a wrong directory is found in a second, not an hour
+        from fhir_adapter.outdir import check_output_directory
+
+        check_output_directory(args.out, "evaluate", force=args.force)
     workers = args.workers or os.cpu_count() or 1
     progress = Progress()
     started = time.monotonic()
@@ -113,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         from fhir_adapter.sinks import write_bundles
 
         page = render_html(outputs, pack=pack, source=args.paths)
-        write_bundles(outputs, args.out, report_html=page)
+        write_bundles(outputs, args.out, report_html=page, force=args.force)
     code = emit(outputs, args.format, pack=pack, source=args.paths, meta=meta, html=page)
     if store.bad_lines:
         shown = ", ".join(store.bad_lines[:5]) + (" ..." if len(store.bad_lines) > 5 else "")
@@ -138,8 +156,9 @@ def _evaluate_spark(
 
     if len(args.paths) != 1 or not args.out:
         raise AdapterError("--engine spark takes one input (directory or URI) and needs --out")
-    if args.skip_bad_lines:
-        raise AdapterError("--skip-bad-lines works with the local engine only")
+    if args.skip_bad_lines or args.force:
+        flag = "--skip-bad-lines" if args.skip_bad_lines else "--force"
+        raise AdapterError(f"{flag} works with the local engine only")
     result = evaluate_on_spark(
         args.paths[0],
         args.out,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import add_server_options, connect
+from fhir_adapter.cli.options import add_server_options, connect, env_option
 
 
 def register(sub: Any) -> None:
@@ -14,10 +14,11 @@ def register(sub: Any) -> None:
         "synth", help="write a seeded synthetic Bulk Data NDJSON export (for benchmarks)"
     )
     syn.add_argument("directory", metavar="DIR")
-    syn.add_argument("--patients", type=int, default=1000)
-    syn.add_argument("--seed", type=int, default=47382)
-    syn.add_argument("--gzip", action="store_true")
-    syn.add_argument(
+    env_option(syn, "--patients", type=int, default="1000")
+    env_option(syn, "--seed", type=int, default="47382")
+    env_option(syn, "--gzip", action="store_true")
+    env_option(
+        syn,
         "--dense",
         action="store_true",
         help="one 47382 case per patient and nothing else (a cohort export)",
@@ -27,11 +28,16 @@ def register(sub: Any) -> None:
     fx = sub.add_parser("fixtures", help="the bundled 47382 test cases with known answers")
     fx_sub = fx.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
     fx_list = fx_sub.add_parser("list", help="each case, what it exercises, its expected result")
-    fx_list.add_argument("--format", choices=("table", "json"), default="table")
+    env_option(fx_list, "--format", default="table", choices=("table", "json"))
     fx_write = fx_sub.add_parser("write", help="write the fixtures into DIR")
     fx_write.add_argument("directory", metavar="DIR")
-    fx_write.add_argument(
-        "--as", dest="form", choices=("bundle", "transaction", "ndjson"), default="bundle"
+    env_option(
+        fx_write,
+        "--as",
+        "FIXTURES_AS",
+        default="bundle",
+        dest="form",
+        choices=("bundle", "transaction", "ndjson"),
     )
     fx_load = fx_sub.add_parser("load", help="load every fixture into a server (idempotent)")
     add_server_options(fx_load)

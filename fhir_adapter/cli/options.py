@@ -1,8 +1,10 @@
-"""Options shared by several commands, and the checks that keep environment defaults honest.
+"""Options shared by several commands, and the environment every option may come from.
 
-Every option may come from `FHIR_ADAPTER_<NAME>`. argparse converts a string
-default with the option's `type` but never checks it against `choices`, so an
-environment value is checked here with the same rules as the command line.
+Every option may come from `FHIR_ADAPTER_<NAME>` (a flag on the command line wins).
+An option is declared with `env_option`, which leaves its default at None so that
+"not given" can be told from "given": `apply_environment` then fills it from the
+variable, converted and checked with the flag's own rules but blamed on the variable,
+or from the declared default.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from fhir_adapter.errors import AdapterError
+
 if TYPE_CHECKING:
     from fhir_adapter.client.auth import FhirAuth
     from fhir_adapter.client.rest import FhirClient
@@ -22,42 +26,142 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 SEVERITIES = ("high", "moderate", "low")
 FORMATS = ("table", "json", "html", "csv")
+ENV_PREFIX = "FHIR_ADAPTER_"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-def env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"FHIR_ADAPTER_{name}", default)
+class OptionError(AdapterError):
+    """A `FHIR_ADAPTER_*` variable the option it stands for would refuse, or a missing option."""
+
+
+def env_name_of(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_").upper()
 
 
 def env_option(
-    p: argparse.ArgumentParser, flag: str, env_name: str, default: str | None = None, **kw: object
-) -> None:
-    """An option whose default comes from FHIR_ADAPTER_<env_name>, checked like the flag."""
-    action = p.add_argument(flag, default=env(env_name, default), **kw)  # type: ignore[arg-type]
-    action.env_name = env_name  # type: ignore[attr-defined]
+    p: argparse.ArgumentParser | Any,
+    flag: str,
+    env_name: str | None = None,
+    default: Any = None,
+    **kw: Any,
+) -> argparse.Action:
+    """An option that may also come from FHIR_ADAPTER_<env_name> (default: from the flag).
+
+    Flags (`action="store_true"`) read 1/true/yes/on and 0/false/no/off; repeatable
+    options (`action="append"`) read a comma-separated list.
+    """
+    name = env_name or env_name_of(flag)
+    required = kw.pop("required", False)
+    kw["help"] = " ".join(filter(None, [kw.get("help"), f"[${ENV_PREFIX}{name}]"]))
+    action: Any = p.add_argument(flag, default=None, **kw)
+    action.env_name = name
+    action.env_required = required
+    if default is None and kw.get("action") == "store_true":
+        default = False
+    elif default is None and kw.get("action") == "append":
+        default = []
+    action.env_default = default
+    return action  # type: ignore[no-any-return]
 
 
-def check_environment_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject an environment default outside an option's choices (argparse does not)."""
-    for action in _all_actions(parser, args):
-        name = getattr(action, "env_name", None)
-        if not name or not action.choices:
-            continue
-        value = getattr(args, action.dest, None)
-        if value is not None and value not in action.choices:
-            choices = ", ".join(map(str, action.choices))
-            parser.error(f"FHIR_ADAPTER_{name}={value!r} is not one of: {choices}")
+def apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill every option not given on the command line from its variable, or its default.
+
+    Raises OptionError naming the variable when its value would be refused
+    as the flag's; two variables for options that exclude each other are refused too.
+    """
+    for chosen in _chosen_parsers(parser, args):
+        from_env: dict[argparse.Action, str] = {}
+        given = {a for a in chosen._actions if getattr(a, "env_name", None) and _is_set(args, a)}
+        for action in chosen._actions:
+            name = getattr(action, "env_name", None)
+            if name is None or action in given:
+                continue
+            raw = os.environ.get(ENV_PREFIX + name)
+            if raw is not None and not _excluded_by(chosen, action, given):
+                setattr(args, action.dest, _from_environment(action, name, raw))
+                from_env[action] = name
+            else:
+                setattr(args, action.dest, _converted_default(action))
+            if getattr(action, "env_required", False) and getattr(args, action.dest) is None:
+                raise OptionError(f"{action.option_strings[0]} (or {ENV_PREFIX}{name}) is required")
+        for group in chosen._mutually_exclusive_groups:
+            clash = [
+                n for a, n in from_env.items() if a in group._group_actions and _truthy(args, a)
+            ]
+            if len(clash) > 1:
+                names = " and ".join(ENV_PREFIX + n for n in clash)
+                raise OptionError(f"{names} are both set; they exclude each other")
 
 
-def _all_actions(
+def _chosen_parsers(
     parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> list[argparse.Action]:
-    actions = list(parser._actions)
+) -> list[argparse.ArgumentParser]:
+    chosen = [parser]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            chosen = action.choices.get(getattr(args, action.dest, None) or "")
-            if chosen is not None:
-                actions += _all_actions(chosen, args)
-    return actions
+            sub = action.choices.get(getattr(args, action.dest, None) or "")
+            if sub is not None:
+                chosen += _chosen_parsers(sub, args)
+    return chosen
+
+
+def _is_set(args: argparse.Namespace, action: argparse.Action) -> bool:
+    value = getattr(args, action.dest, None)
+    return value is not None
+
+
+def _truthy(args: argparse.Namespace, action: argparse.Action) -> bool:
+    return bool(getattr(args, action.dest, None))
+
+
+def _excluded_by(
+    parser: argparse.ArgumentParser, action: argparse.Action, given: set[argparse.Action]
+) -> bool:
+    """Whether a flag given on the command line excludes `action` (so its variable is moot)."""
+    return any(
+        action in group._group_actions and given & set(group._group_actions)
+        for group in parser._mutually_exclusive_groups
+    )
+
+
+def _converted_default(action: argparse.Action) -> Any:
+    default = getattr(action, "env_default", None)
+    if isinstance(default, str) and callable(action.type):
+        return action.type(default)
+    return default
+
+
+def _from_environment(action: argparse.Action, name: str, raw: str) -> Any:
+    variable = f"{ENV_PREFIX}{name}={raw!r}"
+    if isinstance(action, argparse._StoreTrueAction):
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise OptionError(f"{variable} is not on or off (1/true/yes/on or 0/false/no/off)")
+    if isinstance(action, argparse._AppendAction):
+        return [_one_value(action, variable, v.strip()) for v in raw.split(",") if v.strip()]
+    return _one_value(action, variable, raw)
+
+
+def _one_value(action: argparse.Action, variable: str, raw: str) -> Any:
+    value: Any = raw
+    if callable(action.type):
+        try:
+            value = action.type(raw)
+        except argparse.ArgumentTypeError as exc:
+            raise OptionError(f"{variable}: {exc}") from None
+        except (TypeError, ValueError):
+            kind = getattr(action.type, "__name__", "value")
+            kind = {"int": "a whole number", "float": "a number"}.get(kind, f"a valid {kind}")
+            raise OptionError(f"{variable} is not {kind}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise OptionError(f"{variable} is not one of: {choices}")
+    return value
 
 
 def positive_seconds(text: str) -> float:
@@ -71,6 +175,50 @@ def positive_seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds above 0")
     return value
+
+
+_YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"
+_ZONE = r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+_FHIR_DATE = rf"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?"
+_FHIR_INSTANT = rf"{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T{_TIME}{_ZONE}"
+_EARLIEST_ZONE = "+14:00"  # a day's first moment anywhere on earth
+
+
+def _real_calendar_day(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        return len(text) < 10  # a year or year-month has no day to be wrong
+    return True
+
+
+def fhir_date_or_datetime(text: str) -> str:
+    """`run --since`: a FHIR date or dateTime, as a search's `date=ge` takes it."""
+    import re
+
+    pattern = rf"{_FHIR_DATE}|{_FHIR_INSTANT}"
+    if not re.fullmatch(pattern, text) or not _real_calendar_day(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a FHIR date or dateTime (e.g. 2026-01-01 or 2026-01-01T08:00:00Z)"
+        )
+    return text
+
+
+def fhir_instant_or_day(text: str) -> str:
+    """`export --since`: a FHIR instant; a day (YYYY-MM-DD) means from its first moment
+    anywhere (T00:00:00+14:00), so no change made that day in any time zone is missed."""
+    import re
+
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) and _real_calendar_day(text):
+        return f"{text}T00:00:00{_EARLIEST_ZONE}"
+    if not re.fullmatch(_FHIR_INSTANT, text) or not _real_calendar_day(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a FHIR instant or a date (e.g. 2026-01-01T00:00:00Z or 2026-01-01)"
+        )
+    return text
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:

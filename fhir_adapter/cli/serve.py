@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
 import sys
 from typing import Any
 
 from fhir_adapter.cli.options import SEVERITIES, env_option
 
 DEFAULT_DB = "fhir-adapter-feedback.sqlite3"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(sub: Any) -> None:
@@ -40,8 +43,11 @@ def register(sub: Any) -> None:
     env_option(serve, "--feedback-db", "FEEDBACK_DB", DEFAULT_DB, metavar="PATH")
     env_option(serve, "--rules", "RULES", metavar="YAML", help="rule pack (default: bundled)")
     env_option(serve, "--block-on", "BLOCK_ON", choices=SEVERITIES)
-    serve.add_argument(
-        "--allow-es256", action="store_true", help="also accept ES256 (default: ES384, RS384)"
+    env_option(
+        serve,
+        "--allow-es256",
+        action="store_true",
+        help="also accept ES256 (default: ES384, RS384)",
     )
     env_option(
         serve,
@@ -53,10 +59,10 @@ def register(sub: Any) -> None:
     env_option(
         serve,
         "--log-level",
-        "LOG_LEVEL",
-        "info",
-        choices=("debug", "info", "warning"),
-        help="debug adds why each 401 was refused (never the token); default info",
+        default="info",
+        choices=LOG_LEVELS,
+        help="debug shows every request; a refused call (401) is logged with its reason at "
+        "warning (never the token)",
     )
     limits = serve.add_argument_group(
         "limits", "what the service enforces itself (see README: Running it in production)"
@@ -184,14 +190,51 @@ def serve_command(args: argparse.Namespace) -> int:
         fhir_max_bytes=args.fhir_max_mb * 1024 * 1024,
         limits=limits,
     )
+    _listen(args.host, args.port).close()  # before announcing: the port may be taken
     app = create_app(config)
-    level = args.log_level.upper()
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(limits)
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,  # the root logger's, at --log-level
+        **uvicorn_options(limits),
     )
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound where uvicorn will listen (SO_REUSEADDR, as uvicorn binds), or one
+    line saying why it cannot be (a port in use...)."""
+    from fhir_adapter.errors import AdapterError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    except socket.gaierror:
+        raise AdapterError(f"--host {host}: no such address here") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AdapterError(
+                f"--port {port} on {host} is in use (is another service, or serve, running?); "
+                "choose another --port"
+            ) from None
+        raise AdapterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def feedback_command(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from fhir_adapter.cli.options import (
     connect,
     emit,
     env_option,
+    fhir_date_or_datetime,
+    fhir_instant_or_day,
     load_rules_and_charges,
 )
 
@@ -26,11 +28,24 @@ def register(sub: Any) -> None:
         "place on re-runs). Exit codes as for evaluate.",
     )
     add_server_options(run)
-    run.add_argument("--procedure", action="append", default=[], metavar="ID", help="repeatable")
+    env_option(
+        run,
+        "--procedure",
+        action="append",
+        metavar="ID",
+        help="repeatable (variable: comma-separated)",
+    )
     env_option(run, "--patient", "PATIENT", metavar="ID")
-    env_option(run, "--since", "SINCE", metavar="DATE", help="performed on/after DATE")
-    run.add_argument(
-        "--dry-run", action="store_true", help="print what would be written; write nothing"
+    env_option(
+        run,
+        "--since",
+        "SINCE",
+        metavar="DATE",
+        type=fhir_date_or_datetime,
+        help="performed on/after DATE (a FHIR date or dateTime)",
+    )
+    env_option(
+        run, "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
     add_report_options(run)
     run.set_defaults(handler=run_command)
@@ -43,13 +58,34 @@ def register(sub: Any) -> None:
         "--cancel deletes the job under way.",
     )
     add_server_options(exp)
-    exp.add_argument("--out", required=True, metavar="DIR")
+    env_option(
+        exp,
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="the export's directory: a new or empty one, or one an earlier export wrote; a new "
+        "export there replaces the earlier one's files",
+    )
+    env_option(
+        exp,
+        "--force",
+        action="store_true",
+        help="export into an --out DIR that holds other files (they are left alone)",
+    )
     env_option(exp, "--type", "EXPORT_TYPES", help="comma-separated resource types")
-    exp.add_argument("--since", default=None, metavar="INSTANT")
+    env_option(
+        exp,
+        "--since",
+        "EXPORT_SINCE",
+        metavar="INSTANT",
+        type=fhir_instant_or_day,
+        help="only resources changed since INSTANT (a FHIR instant; a date means its first "
+        "moment in any time zone)",
+    )
     level = exp.add_mutually_exclusive_group()
-    level.add_argument("--group", metavar="ID", help="Group/[id]/$export")
-    level.add_argument("--patient-level", action="store_true", help="Patient/$export")
-    exp.add_argument("--cancel", action="store_true", help="cancel the export under way in DIR")
+    env_option(level, "--group", metavar="ID", help="Group/[id]/$export")
+    env_option(level, "--patient-level", action="store_true", help="Patient/$export")
+    env_option(exp, "--cancel", action="store_true", help="cancel the export under way in DIR")
     exp.set_defaults(handler=export_command)
 
 
@@ -89,8 +125,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from fhir_adapter.client.export import BulkExport
+    from fhir_adapter.client.export import BulkExport, export_state
+    from fhir_adapter.outdir import check_output_directory
 
+    if not args.cancel:  # before any request: a wrong directory costs nothing
+        check_output_directory(args.out, "export", force=args.force, also_ours=export_state)
     client = connect(args)
     say = (
         (lambda msg: print(f"fhir-adapter: {msg}", file=sys.stderr))
@@ -105,6 +144,7 @@ def export_command(args: argparse.Namespace) -> int:
         group=args.group,
         patient_level=args.patient_level,
         on_progress=say,
+        force=args.force,
     )
     try:
         if args.cancel:

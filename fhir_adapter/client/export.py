@@ -8,12 +8,17 @@ token only when the manifest says `requiresAccessToken` and only to the files
 it lists; collect the `error` OperationOutcome files. The state is kept in
 `DIR/.fhir-adapter-export.json`, so an interrupted export resumes: it polls the
 same job, and files already complete are not downloaded again.
+
+DIR is owned (`fhir_adapter.outdir`): files download into a staging folder inside
+it and are swapped in only once the whole job is there, replacing what an earlier
+export wrote; a swap cut short is finished by the next run.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +31,19 @@ import requests
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
-from fhir_adapter.client.rest import FhirClient, outcome_text, redact_url
+from fhir_adapter.client.rest import (
+    FhirClient,
+    connection_failure,
+    excerpt,
+    outcome_text,
+    redact_url,
+)
 from fhir_adapter.errors import ExportError, ServerError
+from fhir_adapter.outdir import check_output_directory, swap_in
 
 STATE_FILE = ".fhir-adapter-export.json"
+STAGING = ".fhir-adapter-export.staging"
+KIND = "export"
 _LINE_END = re.compile(rb"[^\n]\n")
 
 
@@ -41,6 +55,11 @@ class ExportResult:
     downloaded: int = 0
     skipped: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def export_state(name: str) -> bool:
+    """Whether a file in an export directory is the export's own bookkeeping."""
+    return name.startswith(".fhir-adapter-export")
 
 
 def retry_after_seconds(value: str | None, default: float) -> float:
@@ -69,6 +88,7 @@ class BulkExport:
         max_poll_interval: float = 120.0,
         on_progress: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        force: bool = False,
     ) -> None:
         self.client = client
         self.out = Path(out)
@@ -80,6 +100,7 @@ class BulkExport:
         self.max_poll_interval = max_poll_interval
         self.on_progress = on_progress or (lambda _msg: None)
         self.sleep = sleep
+        self.force = force
 
     # -- state -------------------------------------------------------------
     @property
@@ -98,6 +119,11 @@ class BulkExport:
         tmp.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
         os.replace(tmp, self.state_path)
 
+    def job_name(self) -> str:
+        """The kick-off as the user asked for it (`Group/g1/$export`), for messages."""
+        url = self.request_url()
+        return url.removeprefix(self.client.base_url).split("?", 1)[0] or url
+
     def request_url(self) -> str:
         if self.group:
             path = f"Group/{self.group}/$export"
@@ -114,9 +140,17 @@ class BulkExport:
 
     # -- the steps -----------------------------------------------------------
     def run(self) -> ExportResult:
-        """Kick off (or resume), wait for completion, download what is missing."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Kick off (or resume), wait for completion, download what is missing, swap it in."""
+        previous = check_output_directory(self.out, KIND, force=self.force, also_ours=export_state)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"cannot write to {self.out}: {exc.strerror or exc}") from None
         state = self._load_state()
+        if state.get("swapping"):
+            self._swap(state, previous)
+        if state.get("complete"):
+            return self._result(state, downloaded=0)
         if not state.get("status_url"):
             state = {"request": self.request_url(), "status_url": self.kick_off(), "done": {}}
             self._save_state(state)
@@ -125,7 +159,19 @@ class BulkExport:
         if not state.get("manifest"):
             state["manifest"] = self.wait(state["status_url"])
             self._save_state(state)
-        return self.download(state)
+        downloaded = self.download(state)
+        self._swap(state, previous)
+        return self._result(state, downloaded)
+
+    def _swap(self, state: dict[str, Any], previous: set[str]) -> None:
+        """Move the staged job into place (again, after a crash: what is moved stays)."""
+        state["swapping"] = True
+        self._save_state(state)
+        names = sorted(set(state["done"].values()))
+        swap_in(self.out, self.out / STAGING, KIND, previous, names)
+        state.pop("swapping")
+        state["complete"] = True
+        self._save_state(state)
 
     def kick_off(self) -> str:
         url = self.request_url()
@@ -159,7 +205,7 @@ class BulkExport:
                     )
                 return manifest
             if resp.status_code != 202:
-                raise ExportError(f"status {redact_url(status_url)}: {_describe(resp)}")
+                raise ExportError(f"the export {self.job_name()} failed: {_describe(resp)}")
             progress = resp.headers.get("X-Progress")
             if progress:
                 self.on_progress(f"export in progress: {progress}")
@@ -182,13 +228,12 @@ class BulkExport:
         if resp.status_code not in (200, 202, 204, 404):
             raise ExportError(f"cancel {redact_url(url)}: {_describe(resp)}")
         self.state_path.unlink(missing_ok=True)
+        shutil.rmtree(self.out / STAGING, ignore_errors=True)
         return True
 
-    def download(self, state: dict[str, Any]) -> ExportResult:
-        manifest = state["manifest"]
-        needs_token = bool(manifest.get("requiresAccessToken"))
-        result = ExportResult(manifest=manifest)
-        done: dict[str, str] = state.setdefault("done", {})
+    def _targets(self, manifest: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
+        """(kind, url, name inside DIR, count) for every file the manifest lists."""
+        targets = []
         for kind, entries in (
             ("output", manifest.get("output") or []),
             ("error", manifest.get("error") or []),
@@ -197,17 +242,34 @@ class BulkExport:
                 url = entry.get("url") if isinstance(entry, dict) else None
                 if not isinstance(url, str):
                     raise ExportError(f"manifest {kind}[{index}] has no url")
-                rtype = str(entry.get("type") or "Resource")
-                name = f"{rtype}.{index:03d}.ndjson"
-                target = (self.out / "errors" / name) if kind == "error" else (self.out / name)
-                if done.get(url) == str(target) and target.exists():
-                    result.skipped += 1
-                else:
-                    self._fetch(url, target, needs_token, entry.get("count"))
-                    done[url] = str(target)
-                    self._save_state(state)
-                    result.downloaded += 1
-                (result.errors if kind == "error" else result.files).append(target)
+                name = f"{entry.get('type') or 'Resource'}.{index:03d}.ndjson"
+                targets.append(
+                    (kind, url, f"errors/{name}" if kind == "error" else name, entry.get("count"))
+                )
+        return targets
+
+    def download(self, state: dict[str, Any]) -> int:
+        """Every file not yet staged, into the staging folder; how many were fetched."""
+        manifest = state["manifest"]
+        needs_token = bool(manifest.get("requiresAccessToken"))
+        done: dict[str, str] = state.setdefault("done", {})
+        staging = self.out / STAGING
+        fetched = 0
+        for _kind, url, name, count in self._targets(manifest):
+            if done.get(url) == name and (staging / name).exists():
+                continue
+            self._fetch(url, staging / name, needs_token, count)
+            done[url] = name
+            self._save_state(state)
+            fetched += 1
+        return fetched
+
+    def _result(self, state: dict[str, Any], downloaded: int) -> ExportResult:
+        manifest = state["manifest"]
+        result = ExportResult(manifest=manifest, downloaded=downloaded)
+        for kind, _url, name, _count in self._targets(manifest):
+            (result.errors if kind == "error" else result.files).append(self.out / name)
+        result.skipped = len(result.files) + len(result.errors) - downloaded
         for path in result.errors:
             for line in path.read_bytes().splitlines():
                 try:
@@ -289,7 +351,7 @@ class BulkExport:
         except requests.exceptions.RetryError:
             raise ExportError(f"{method} {redact_url(url)}: gave up after retries") from None
         except requests.RequestException as exc:
-            raise ExportError(f"{method} {redact_url(url)}: {type(exc).__name__}") from None
+            raise ExportError(f"{method} {redact_url(url)}: {connection_failure(exc)}") from None
 
 
 def _describe(resp: requests.Response) -> str:
@@ -298,8 +360,8 @@ def _describe(resp: requests.Response) -> str:
     except ValueError:
         value = None
     if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
-        return f"HTTP {resp.status_code}: {outcome_text(value)}"
-    text = " ".join((resp.text or "").split())[:200]
+        return f"the server says (HTTP {resp.status_code}): {excerpt(outcome_text(value))}"
+    text = excerpt(resp.text or "")
     return f"HTTP {resp.status_code}" + (f": {text}" if text else "")
 
 

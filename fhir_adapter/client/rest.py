@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urljoin
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ReadTimeoutError, SSLError
 from urllib3.util.retry import Retry
 
 from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth
@@ -68,6 +68,8 @@ class BudgetRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> Retry:
+        if isinstance(error, SSLError):  # a TLS handshake that failed fails the same way again
+            raise MaxRetryError(_pool, url or "", error) from error
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         if self.budget is None:
             return new
@@ -133,7 +135,8 @@ def retrying_session(policy: BudgetRetry, auth: FhirAuth | None) -> requests.Ses
     return session
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def excerpt(text: str, limit: int = 200) -> str:
+    """`text` on one line, cut at `limit` characters (a server's message can be a stack trace)."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
@@ -170,6 +173,7 @@ class FhirClient:
         deadline: float = 300.0,
         max_response_bytes: int = 512 * 1024 * 1024,
     ) -> None:
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
         self.deadline = deadline
@@ -253,9 +257,7 @@ class FhirClient:
         except (requests.Timeout, ReadTimeoutError):
             raise ServerError(f"{method} {redact_url(url)}: timed out") from None
         except requests.ConnectionError as exc:
-            raise ServerError(
-                f"{method} {redact_url(url)}: cannot connect ({_reason(exc)})"
-            ) from None
+            raise ServerError(f"{method} {redact_url(url)}: {connection_failure(exc)}") from None
         except (HTTPError, OSError) as exc:  # while reading the body
             raise ServerError(
                 f"{method} {redact_url(url)}: failed ({type(exc).__name__})"
@@ -306,7 +308,7 @@ class FhirClient:
             if resp.status_code < 400:
                 raise ServerError(
                     f"{where}: HTTP {resp.status_code} with a body that is not JSON: "
-                    f"{_excerpt(text)!r}",
+                    f"{excerpt(text)!r}",
                     status=resp.status_code,
                 ) from None
         if resp.status_code >= 400:
@@ -317,7 +319,7 @@ class FhirClient:
                     outcome=value,
                 )
             raise ServerError(
-                f"{where}: HTTP {resp.status_code}: {_excerpt(text) or resp.reason}",
+                f"{where}: HTTP {resp.status_code}: {excerpt(text) or resp.reason}",
                 status=resp.status_code,
             )
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
@@ -349,7 +351,7 @@ class FhirClient:
                 url, headers={"Accept": "application/json"}, timeout=self.timeout, auth=no_auth
             )
         except requests.RequestException as exc:
-            raise ServerError(f"GET {redact_url(url)}: cannot connect ({_reason(exc)})") from None
+            raise ServerError(f"GET {redact_url(url)}: {connection_failure(exc)}") from None
         if resp.status_code != 200:
             raise ServerError(
                 f"GET {redact_url(url)}: HTTP {resp.status_code}: no SMART configuration"
@@ -499,6 +501,31 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _reason(exc: Exception) -> str:
+def check_base_url(base_url: str) -> None:
+    """A base URL requests can send to: http(s) and a host (else its message is cryptic)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        shown = base_url.rsplit("@", 1)[-1]  # never a password put before the host
+        raise ServerError(
+            f"the base URL {shown!r} needs http:// or https:// in front "
+            "(e.g. http://127.0.0.1:8103/fhir/R4)"
+        )
+
+
+def connection_failure(exc: Exception) -> str:
+    """What went wrong reaching a server, in words a user can act on (never a secret)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            "the TLS handshake failed (SSLError): the server may not speak TLS at this address "
+            "(try http://) or its certificate is not trusted"
+        )
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.RetryError):
+        return "gave up after retries"
     text = str(exc)
-    return "connection refused" if "refused" in text.lower() else type(exc).__name__
+    if "refused" in text.lower():
+        return "cannot connect (connection refused)"
+    return f"cannot connect ({type(exc).__name__})"

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhir_adapter.errors import HookError, printable
+from fhir_adapter.errors import HookError
 from fhir_adapter.hooks import handlers
 from fhir_adapter.hooks.data import HookData, HookRequest, VerifiedServers
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
@@ -42,6 +42,7 @@ from fhir_adapter.hooks.security import (
     JwtVerifier,
     TrustedClients,
     Unauthorized,
+    loggable,
 )
 from fhir_adapter.hooks.services import (
     ENCOUNTER_DISCHARGE,
@@ -121,13 +122,6 @@ def _outcome(status: int, message: str, headers: dict[str, str] | None = None) -
         "issue": [{"severity": "error", "code": code, "diagnostics": message}],
     }
     return _json(body, status, headers)
-
-
-def loggable(value: Any, limit: int = 100) -> str:
-    """A caller's string for a log line: control and line-separator characters escaped
-    (no forged lines, no terminal escapes), cut at `limit` characters."""
-    text = str(value)
-    return printable(text[:limit]) + ("…" if len(text) > limit else "")
 
 
 def _unauthorized() -> Response:

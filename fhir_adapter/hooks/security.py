@@ -7,7 +7,9 @@ inline in the trusted-clients file or fetched over HTTPS from a `jku` on the
 client's allowlist (never from a URL the token alone names). `aud` is the exact
 URL called, `exp` in the future, `iat` not and at most 5 minutes back, `exp - iat`
 at most 5 minutes, and a `jti` is accepted once, remembered in a SQLite file across restarts.
-Any failure is the same `Unauthorized`: the caller learns nothing about which check.
+Any failure is the same `Unauthorized`: the caller learns nothing about which check;
+the service's log says which (a warning naming the check and the claimed issuer,
+never the token), so an operator can tell a clock skew from a wrong `aud`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import requests
 import urllib3
 
 from fhir_adapter.client.urls import origin
-from fhir_adapter.errors import ConfigError
+from fhir_adapter.errors import ConfigError, printable
 from fhir_adapter.hooks.storage import open_database
 
 log = logging.getLogger("fhir_adapter.hooks")
@@ -44,7 +46,23 @@ MAX_JWKS_BYTES = 256 * 1024
 
 
 class Unauthorized(Exception):
-    """The call is not authenticated; the reason goes to the debug log only, never the caller."""
+    """The call is not authenticated; the reason goes to the service's log, never the caller."""
+
+
+# PyJWT errors whose text is fixed (never a piece of the token): logged as they are.
+_FIXED_TEXT_ERRORS = (
+    jwt.InvalidSignatureError,
+    jwt.MissingRequiredClaimError,
+    jwt.InvalidIssuerError,
+    jwt.ImmatureSignatureError,
+)
+
+
+def loggable(value: Any, limit: int = 100) -> str:
+    """A caller's string for a log line: control and line-separator characters escaped
+    (no forged lines, no terminal escapes), cut at `limit` characters."""
+    text = str(value)
+    return printable(text[:limit]) + ("…" if len(text) > limit else "")
 
 
 @dataclass(frozen=True)
@@ -322,15 +340,27 @@ class JwtVerifier:
         self.clock = clock
 
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
-        """The verified claims; raises Unauthorized for anything short of a valid token."""
+        """The verified claims; raises Unauthorized for anything short of a valid token.
+
+        The reason is logged as a warning (with the issuer the token claims, escaped),
+        never the token or the caller's answer."""
         try:
             return self._verify(authorization, audience)
         except Unauthorized as exc:
-            log.debug("refused a CDS call: %s", exc)
-            raise Unauthorized() from None
+            reason = str(exc)
+        except jwt.InvalidAudienceError:
+            reason = f"InvalidAudienceError: aud must be exactly {audience}"
         except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
-            log.debug("refused a CDS call: %s", type(exc).__name__)
-            raise Unauthorized() from None
+            reason = type(exc).__name__
+            if isinstance(exc, _FIXED_TEXT_ERRORS):
+                reason += f": {exc}"
+        log.warning(
+            "refused a CDS call to %s (401): %s; iss %s",
+            loggable(audience, 200),
+            reason,
+            _claimed_issuer(authorization),
+        )
+        raise Unauthorized()
 
     def jwks_due(self, authorization: str | None) -> tuple[str, str] | None:
         """(jku, kid) when verifying this token would first fetch a JWKS, else None (also for
@@ -434,3 +464,13 @@ def _jku(client: TrustedClient, header: dict[str, Any]) -> str:
     if not isinstance(url, str) or url not in client.jku:
         raise Unauthorized("jku not on the allowlist")
     return url
+
+
+def _claimed_issuer(authorization: str | None) -> str:
+    """The `iss` an unverified token claims, escaped for a log line (or "unknown")."""
+    scheme, _, token = (authorization or "").partition(" ")
+    try:
+        iss = jwt.decode(token.strip(), options={"verify_signature": False}).get("iss")
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+        return "unknown"
+    return repr(loggable(iss)) if isinstance(iss, str) and scheme.lower() == "bearer" else "unknown"

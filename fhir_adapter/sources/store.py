@@ -51,13 +51,40 @@ class ResourceStore:
         else:
             self._anon += 1
             key = f"{rtype}/#anonymous-{self._anon}"
-        if key not in self._by_key:
+        if not self.has(key):
             self._by_type[rtype].append(key)
         self._by_key[key] = resource
         if full_url:
             self._alias[full_url] = key
         self._reverse = None
         return key
+
+    def keys(self) -> Iterator[str]:
+        """Every stored key (without parsing anything)."""
+        yield from self._by_key
+
+    def aliases(self) -> dict[str, str]:
+        """The fullUrls resources were added under, and their keys."""
+        return self._alias
+
+    def case_stores(self) -> list[ResourceStore]:
+        """The stores cases are found and assembled in: this one, or one per reference
+        scope (sources.scopes) when the input's files give one id to different resources."""
+        return [self]
+
+    def source_of(self, key: str) -> str | None:
+        """Where a case's Procedure came from, when its key alone does not tell it apart
+        (another file holds a different resource under it); None otherwise."""
+        return None
+
+    def owns(self, key: str) -> bool:
+        """Whether a case found here under `key` is evaluated here (a resource two scopes
+        hold alike is one resource, evaluated once)."""
+        return True
+
+    def where(self, key: str) -> str | None:
+        """`file:line` of a stored resource when the store knows it (for messages)."""
+        return None
 
     def note_coded(self, system: str, code: str, keys: Iterable[str]) -> None:
         """Record which stored lines a loader found to be Procedures coded system|code
@@ -295,6 +322,19 @@ class CompactStore(ResourceStore):
 
     def has(self, key: str) -> bool:
         return key in self._raw or super().has(key)
+
+    def keys(self) -> Iterator[str]:
+        yield from self._raw
+        yield from (key for key in self._by_key if key not in self._raw)
+
+    def where(self, key: str) -> str | None:
+        raw = self._raw.get(key)
+        if not isinstance(raw, Located):
+            return None
+        path = self._files.path(raw)
+        with open(path, "rb") as fh:
+            line = fh.read(raw.offset).count(b"\n") + 1
+        return f"{path}:{line}"
 
     def get(self, key: str) -> Resource | None:
         found = self._live.get(key)

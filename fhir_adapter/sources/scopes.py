@@ -57,18 +57,14 @@ class Scopes(ResourceStore):
                 if big.has(key):
                     where.append(streamed)
         self._held = held
-        # which content each scope holds under a key held by several
-        self.version: dict[tuple[str, int], int] = {}
-        contested = set()
-        for key, where in held.items():
-            if len(where) > 1:
-                contents: dict[bytes, int] = {}
-                for i in where:
-                    body = _content(self.scopes[i].store.get(key))
-                    self.version[(key, i)] = contents.setdefault(body, len(contents))
-                if len(contents) > 1:
-                    contested.add(key)
-        self.contested = frozenset(contested)
+        # keys held by several scopes with different content
+        self.contested = frozenset(
+            key
+            for key, where in held.items()
+            if len(where) > 1
+            and len({_content(self.scopes[i].store.get(key)) for i in where}) > 1
+        )
+        self._apart: dict[str, bool] = {}
         self._aliases: dict[str, set[tuple[int, str]]] = {}
         for i, scope in enumerate(self.scopes):
             for alias, key in scope.store.aliases().items():
@@ -94,9 +90,27 @@ class Scopes(ResourceStore):
             return [self._streamed]
         return []
 
-    def same(self, key: str, a: int, b: int) -> bool:
-        """Whether scopes a and b hold the same content under `key` (both hold it)."""
-        return a == b or self.version.get((key, a)) == self.version.get((key, b))
+    def apart(self, key: str) -> bool:
+        """Whether the scopes holding `key` mean different things by it: different content,
+        or the same content pointing at what they hold apart (one Procedure text in two
+        per-patient Bundles whose `Patient/p1`s differ is two procedures)."""
+        known = self._apart.get(key)
+        if known is not None:
+            return known
+        where = self.holding(key)
+        if key in self.contested:
+            known = True
+        elif len(where) < 2:
+            known = False
+        else:
+            self._apart[key] = False  # a reference cycle does not make it apart
+            body = orjson.dumps(self.scopes[where[0]].store.get(key)).decode()
+            known = any(
+                target is not None and target != key and self.apart(target)
+                for target in map(tail_key, _REFERENCE.findall(body))
+            )
+        self._apart[key] = known
+        return known
 
     def alias(self, text: str) -> str | None:
         """The key a fullUrl names in another scope, when every scope naming it agrees."""
@@ -154,10 +168,10 @@ class ScopeView(ResourceStore):
 
     def source_of(self, key: str) -> str | None:
         """The file a case's Procedure came from, when another file reuses its id."""
-        return self.label if key in self._all.contested else None
+        return self.label if self._all.apart(key) else None
 
     def owns(self, key: str) -> bool:
-        return key in self._all.contested or self._all.holding(key)[:1] == [self._i]
+        return self._all.apart(key) or self._all.holding(key)[:1] == [self._i]
 
     def begin_case(self, procedure: Resource | None = None) -> None:
         self.own.begin_case(procedure)
@@ -186,19 +200,19 @@ class ScopeView(ResourceStore):
         where = self._all.holding(key)
         if not where:
             return None
-        if key in self._all.contested:
+        if self._all.apart(key):
             raise self._all.ambiguous(key, where, self._case or self.label)
         return self._pulled(where[0], self._all.scopes[where[0]].store.get(key))
 
     def _pulled(self, i: int, resource: Resource | None) -> Resource | None:
         """A resource of another scope, checked: what it points at must not be a key its
-        scope and this one hold with different content (its reference would mean its own)."""
+        scope and this one mean differently by (its reference would mean its own)."""
         if resource is None:
             return None
         for text in _REFERENCE.findall(orjson.dumps(resource).decode()):
             key = tail_key(text)
-            if key and self.own.has(key) and key in self._all.contested:
-                if i in self._all.holding(key) and not self._all.same(key, i, self._i):
+            if key and self.own.has(key) and self._all.apart(key):
+                if i in self._all.holding(key):
                     raise self._all.ambiguous(key, (i, self._i), self._case or self.label)
         return resource
 
@@ -216,40 +230,32 @@ class ScopeView(ResourceStore):
         resource this scope means (they hold the same, or fall back to it)."""
         out = self.own.referrers(target, rtype)
         seen: dict[str, int] = {self.own.key_of(r): self._i for r in out}
-        mine = self._target_scope(target)
+        apart = self._all.apart(target)
         for i, scope in enumerate(self._all.scopes):
             if i == self._i:
                 continue
             found = scope.store.referrers(target, rtype)
             if not found:
                 continue
-            if scope.store.has(target):
-                if mine is None or not self._all.same(target, i, mine):
+            if apart:
+                if scope.store.has(target):
                     continue  # they point at their own, another resource
-            elif target in self._all.contested:
                 raise self._all.ambiguous(
                     target, self._all.holding(target), self._case or self.label
                 )
             for resource in found:
                 key = scope.store.key_of(resource)
+                if self.own.has(key):
+                    continue  # here that key means this scope's own resource
                 if key in seen:
-                    if not self._all.same(key, seen[key], i):
+                    if self._all.apart(key):
                         raise self._all.ambiguous(key, (seen[key], i), self._case or self.label)
                     continue
-                if self.own.has(key):
-                    raise self._all.ambiguous(key, (self._i, i), self._case or self.label)
                 seen[key] = i
                 pulled = self._pulled(i, resource)
                 if pulled is not None:
                     out.append(pulled)
         return out
-
-    def _target_scope(self, target: str) -> int | None:
-        """Which scope's resource `target` means here (own first), None if nobody holds it."""
-        if self.own.has(target):
-            return self._i
-        where = self._all.holding(target)
-        return where[0] if where else None
 
 
 def _content(resource: Resource | None) -> bytes:

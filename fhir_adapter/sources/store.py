@@ -2,8 +2,10 @@
 
 Every source (files, NDJSON, a FHIR server) fills a store; case assembly only
 ever asks a store. References resolve through Bundle `fullUrl` (including
-`urn:uuid:`), relative `Type/id`, absolute URLs whose tail is `Type/id`, version
-suffixes (`/_history/n`) and contained resources (`#id`).
+`urn:uuid:`), relative `Type/id`, absolute URLs whose tail is `Type/id` (unless the
+resource here came under an absolute fullUrl on another server base), version
+suffixes (`/_history/n`) and contained resources (`#id`). One store is one reference
+scope; sources.scopes puts several side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ResourceStore:
     def __init__(self, loaded: Iterable[Loaded] = ()) -> None:
         self._by_key: dict[str, Resource] = {}
         self._alias: dict[str, str] = {}
+        self._base: dict[str, str] = {}  # Type/id -> the server base of its absolute fullUrl
         self._by_type: dict[str, list[str]] = defaultdict(list)
         self._reverse: dict[str, list[str]] | None = None
         self._anon = 0
@@ -56,6 +59,8 @@ class ResourceStore:
         self._by_key[key] = resource
         if full_url:
             self._alias[full_url] = key
+            if "://" in full_url and full_url.endswith(f"/{key}"):
+                self._base[key] = full_url[: -len(key)]
         self._reverse = None
         return key
 
@@ -140,7 +145,13 @@ class ResourceStore:
             return self._alias[text]
         if self.has(text):
             return text
-        return tail_key(text) or text
+        key = tail_key(text)
+        if key is None:
+            return text
+        base = self._base.get(key)
+        if base is not None and "://" in text and not text.startswith(base):
+            return text  # the same Type/id on another server: not the one here
+        return key
 
     def resolve(self, ref: Any, container: Resource | None = None) -> Resource | None:
         """The resource a Reference points at, or None when it is dangling."""

@@ -96,9 +96,10 @@ def test_two_per_patient_bundles_reusing_ids_do_not_mix(pack: Pack, tmp_path: Pa
         "Procedure/ex1-hcc-ct-rfa (a.json)",
         "Procedure/ex1-hcc-ct-rfa (b.json)",
     ]
-    mine, theirs = by_label["Procedure/ex1-hcc-ct-rfa (a.json)"], by_label[
-        "Procedure/ex1-hcc-ct-rfa (b.json)"
-    ]
+    mine, theirs = (
+        by_label["Procedure/ex1-hcc-ct-rfa (a.json)"],
+        by_label["Procedure/ex1-hcc-ct-rfa (b.json)"],
+    )
     # a.json bills with its own surgeon and Coverage; b.json is held back by its own
     assert mine.evaluation.outcome == "claim" and not _codes(mine)
     assert theirs.evaluation.outcome == "issues"
@@ -107,9 +108,7 @@ def test_two_per_patient_bundles_reusing_ids_do_not_mix(pack: Pack, tmp_path: Pa
         [alone] = evaluate_paths([path], pack, now=NOW)
         assert _outcome(output) == _outcome(alone)
     # what each writes is its own: identifiers never meet
-    idents = [
-        {i["value"] for r in o.resources for i in r["identifier"]} for o in (mine, theirs)
-    ]
+    idents = [{i["value"] for r in o.resources for i in r["identifier"]} for o in (mine, theirs)]
     assert idents[0] and idents[1] and not idents[0] & idents[1]
 
 
@@ -184,3 +183,24 @@ def test_an_ambiguous_merge_stops_the_run_naming_both_files_and_lines(
 def _line_of(path: Path, text: str) -> int:
     lines = path.read_text().splitlines()
     return next(i for i, line in enumerate(lines, start=1) if text in line)
+
+
+def test_one_bundle_with_one_id_on_two_servers_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Relative references resolve against the entry's fullUrl base: with `Patient/p1` on
+    two servers in one Bundle, which one a case means is not known."""
+    bundle = load_bundle("ex1-hcc-ct")
+    patient = copy.deepcopy(by_id([e["resource"] for e in bundle["entry"]], "ex1-hcc-ct-pt"))
+    patient["gender"] = "male"
+    bundle["entry"].append(
+        {"fullUrl": "https://other.example.org/fhir/Patient/ex1-hcc-ct-pt", "resource": patient}
+    )
+    path = tmp_path / "two-servers.json"
+    path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    assert main(["evaluate", str(path), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    line = _line_of(path, '"id": "ex1-hcc-ct-pt"')
+    assert f"two-servers.json:{line}:" in err
+    assert "http://example.org/fhir/Patient/ex1-hcc-ct-pt" in err
+    assert "https://other.example.org/fhir/Patient/ex1-hcc-ct-pt" in err

@@ -40,7 +40,7 @@ from fhir_adapter.sources.files import (
     input_files,
     read_file,
 )
-from fhir_adapter.sources.scopes import Scope, Scopes, scope_label
+from fhir_adapter.sources.scopes import Scope, Scopes, json_line, scope_label
 from fhir_adapter.sources.store import CompactStore, ResourceStore
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -612,6 +612,7 @@ def load_for_cases(
         own = ResourceStore()
         read.append(list(read_file(path)))
         for loaded in read[-1]:
+            _check_one_server(own, loaded, path)
             own.add(loaded.resource, loaded.full_url)
         scopes.append(Scope(scope_label(path, given), own, str(path)))
     json_stores = [s.store for s in scopes]
@@ -634,6 +635,25 @@ def load_for_cases(
             store.add(loaded.resource, loaded.full_url)
     store.begin_case()
     return store
+
+
+def _check_one_server(own: ResourceStore, loaded: Loaded, path: Path) -> None:
+    """A Bundle that gives one `Type/id` to different resources of two servers (absolute
+    fullUrls on different bases) leaves its relative references without one meaning."""
+    resource, url = loaded.resource, loaded.full_url
+    if not url or "://" not in url or not resource.get("id"):
+        return
+    key = f"{resource['resourceType']}/{resource['id']}"
+    earlier = own.get(key)
+    known = own.full_url_of(key)
+    if earlier is None or known is None or known == url or earlier == resource:
+        return
+    raise InputError(
+        f"{key} is two different resources in this Bundle, {known} and {url}: "
+        "its relative references could mean either",
+        source=str(path),
+        line=json_line(path, key),
+    )
 
 
 def _export_label(files: Sequence[Path]) -> str:
@@ -694,9 +714,7 @@ def _load_ndjson(
                 pointed.update(kept_record(orjson.dumps(r), r).forward)
     # Pass 3: what the gathered resources point at and is still missing.
     missing = {
-        ref
-        for ref in pointed
-        if not store.has(ref) and not any(s.has(ref) for s in json_stores)
+        ref for ref in pointed if not store.has(ref) and not any(s.has(ref) for s in json_stores)
     }
     if missing:
         final = Plan(needed=missing)

@@ -49,7 +49,7 @@ class Scopes(ResourceStore):
         held: dict[str, list[int]] = {}
         for i, scope in enumerate(self.scopes):
             if i != streamed:
-                for key in scope.store.keys():
+                for key in scope.store.stored_keys():
                     held.setdefault(key, []).append(i)
         if streamed is not None:
             big = self.scopes[streamed].store
@@ -61,8 +61,7 @@ class Scopes(ResourceStore):
         self.contested = frozenset(
             key
             for key, where in held.items()
-            if len(where) > 1
-            and len({_content(self.scopes[i].store.get(key)) for i in where}) > 1
+            if len(where) > 1 and len({_content(self.scopes[i].store.get(key)) for i in where}) > 1
         )
         self._apart: dict[str, bool] = {}
         self._aliases: dict[str, set[tuple[int, str]]] = {}
@@ -122,13 +121,13 @@ class Scopes(ResourceStore):
 
     def ambiguous(self, key: str, scopes: Iterable[int], case: str) -> InputError:
         """The error for a key whose versions in `scopes` differ and could all reach `case`."""
-        places = sorted({self.where(key, i) for i in scopes})
+        places = sorted({self.place(key, i) for i in scopes})
         return InputError(
             f"{key} is different resources in {' and '.join(places)}, and {case} could "
             "reach either: make the ids unique, or evaluate the files separately"
         )
 
-    def where(self, key: str, i: int) -> str:
+    def place(self, key: str, i: int) -> str:
         """`file:line` of a scope's resource (line found only for this message)."""
         scope = self.scopes[i]
         if scope.path is None:
@@ -151,8 +150,8 @@ class ScopeView(ResourceStore):
     def __len__(self) -> int:
         return len(self.own)
 
-    def keys(self) -> Iterator[str]:
-        return self.own.keys()
+    def stored_keys(self) -> Iterator[str]:
+        return self.own.stored_keys()
 
     def note_coded(self, system: str, code: str, keys: Iterable[str]) -> None:
         self.own.note_coded(system, code, keys)
@@ -211,9 +210,8 @@ class ScopeView(ResourceStore):
             return None
         for text in _REFERENCE.findall(orjson.dumps(resource).decode()):
             key = tail_key(text)
-            if key and self.own.has(key) and self._all.apart(key):
-                if i in self._all.holding(key):
-                    raise self._all.ambiguous(key, (i, self._i), self._case or self.label)
+            if key and self.own.has(key) and self._all.apart(key) and i in self._all.holding(key):
+                raise self._all.ambiguous(key, (i, self._i), self._case or self.label)
         return resource
 
     def canonical(self, ref: Any) -> str | None:

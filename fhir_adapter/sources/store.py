@@ -64,13 +64,18 @@ class ResourceStore:
         self._reverse = None
         return key
 
-    def keys(self) -> Iterator[str]:
+    def stored_keys(self) -> Iterator[str]:
         """Every stored key (without parsing anything)."""
         yield from self._by_key
 
     def aliases(self) -> dict[str, str]:
         """The fullUrls resources were added under, and their keys."""
         return self._alias
+
+    def full_url_of(self, key: str) -> str | None:
+        """The absolute fullUrl a resource was added under, if it had one."""
+        base = self._base.get(key)
+        return None if base is None else base + key
 
     def case_stores(self) -> list[ResourceStore]:
         """The stores cases are found and assembled in: this one, or one per reference
@@ -334,7 +339,7 @@ class CompactStore(ResourceStore):
     def has(self, key: str) -> bool:
         return key in self._raw or super().has(key)
 
-    def keys(self) -> Iterator[str]:
+    def stored_keys(self) -> Iterator[str]:
         yield from self._raw
         yield from (key for key in self._by_key if key not in self._raw)
 

@@ -204,3 +204,47 @@ def test_one_bundle_with_one_id_on_two_servers_is_an_error(
     assert f"two-servers.json:{line}:" in err
     assert "http://example.org/fhir/Patient/ex1-hcc-ct-pt" in err
     assert "https://other.example.org/fhir/Patient/ex1-hcc-ct-pt" in err
+
+
+def _extract_beside_export(tmp_path: Path, patient_in_extract: dict[str, Any] | None) -> Path:
+    """ex1's Procedures (and, given, a Patient) as an EHR extract; the rest as an export."""
+    resources = [e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]]
+    extract = [r for r in resources if r["resourceType"] == "Procedure"]
+    if patient_in_extract is not None:
+        extract.append(patient_in_extract)
+    _write(tmp_path / "extract.json", extract)
+    export = tmp_path / "export"
+    export.mkdir()
+    for r in resources:
+        if r["resourceType"] != "Procedure":
+            with (export / f"{r['resourceType']}.ndjson").open("ab") as fh:
+                fh.write(orjson.dumps(r) + b"\n")
+    return export
+
+
+def test_an_extract_beside_an_export_that_holds_another_patient_p1_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The extract's Patient differs from the export's under the same id, and the case
+    reaches both (its own, and the export's Encounter points at the export's): exit 2
+    naming the extract's line and the export's NDJSON line."""
+    patient = by_id([e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]], "ex1-hcc-ct-pt")
+    patient["name"] = [{"family": "Someone", "given": ["Else"]}]
+    export = _extract_beside_export(tmp_path, patient)
+    code = main(["evaluate", str(tmp_path / "extract.json"), str(export), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = _line_of(tmp_path / "extract.json", '"id": "ex1-hcc-ct-pt"')
+    assert f"extract.json:{line}" in err
+    assert f"{export / 'Patient.ndjson'}:1" in err
+
+
+def test_an_extract_beside_an_export_holding_the_same_patient_joins(
+    pack: Pack, tmp_path: Path
+) -> None:
+    patient = by_id([e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]], "ex1-hcc-ct-pt")
+    export = _extract_beside_export(tmp_path, patient)
+    [joined] = evaluate_paths([tmp_path / "extract.json", export], pack, now=NOW)
+    [whole] = evaluate_paths([ROOT / "fixtures" / "cases" / "ex1-hcc-ct.json"], pack, now=NOW)
+    assert _outcome(joined) == _outcome(whole)
+    assert joined.evaluation.procedure == "Procedure/ex1-hcc-ct-rfa"

@@ -58,6 +58,8 @@ def test_a_directory_of_bundles_gives_what_each_file_gives(name: str, pack: Pack
     ]
     assert len(whole) == len(alone) > 0
     assert sorted(map(repr, whole)) == sorted(map(repr, alone))
+    forked = [_outcome(o) for o in evaluate_paths([folder], pack, now=NOW, workers=2)]
+    assert forked == whole
 
 
 def _write(path: Path, resources: list[dict[str, Any]]) -> Path:

@@ -713,9 +713,8 @@ def _load_ndjson(
             if r["resourceType"] in FOLLOWED:
                 pointed.update(kept_record(orjson.dumps(r), r).forward)
     # Pass 3: what the gathered resources point at and is still missing.
-    missing = {
-        ref for ref in pointed if not store.has(ref) and not any(s.has(ref) for s in json_stores)
-    }
+    in_json = {key for s in json_stores for key in s.stored_keys()}
+    missing = {ref for ref in pointed if not store.has(ref) and ref not in in_json}
     if missing:
         final = Plan(needed=missing)
         types = frozenset(k.split("/")[0] for k in missing)

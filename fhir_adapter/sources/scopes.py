@@ -68,6 +68,12 @@ class Scopes(ResourceStore):
         for i, scope in enumerate(self.scopes):
             for alias, key in scope.store.aliases().items():
                 self._aliases.setdefault(alias, set()).add((i, key))
+        # which scopes have something pointing at a key (a case asks each of them only)
+        self._pointing: dict[str, list[int]] = {}
+        for i, scope in enumerate(self.scopes):
+            if i != streamed:
+                for target in scope.store.referred():
+                    self._pointing.setdefault(target, []).append(i)
         self._views = [ScopeView(self, i) for i in range(len(self.scopes))]
 
     def __len__(self) -> int:
@@ -88,6 +94,11 @@ class Scopes(ResourceStore):
         if self._streamed is not None and self.scopes[self._streamed].store.has(key):
             return [self._streamed]
         return []
+
+    def pointing(self, target: str) -> list[int]:
+        """The scopes that may hold resources pointing at `target`."""
+        found = self._pointing.get(target, [])
+        return found if self._streamed is None else [*found, self._streamed]
 
     def apart(self, key: str) -> bool:
         """Whether the scopes holding `key` mean different things by it: different content,
@@ -229,9 +240,10 @@ class ScopeView(ResourceStore):
         out = self.own.referrers(target, rtype)
         seen: dict[str, int] = {self.own.key_of(r): self._i for r in out}
         apart = self._all.apart(target)
-        for i, scope in enumerate(self._all.scopes):
+        for i in self._all.pointing(target):
             if i == self._i:
                 continue
+            scope = self._all.scopes[i]
             found = scope.store.referrers(target, rtype)
             if not found:
                 continue

@@ -182,6 +182,12 @@ class ResourceStore:
                 out.append(found)
         return out
 
+    def referred(self) -> Iterator[str]:
+        """Every key some stored resource points at (what `referrers` can answer for)."""
+        if self._reverse is None:
+            self._reverse = self._build_reverse()
+        yield from self._reverse
+
     def _build_reverse(self) -> dict[str, list[str]]:
         reverse: dict[str, list[str]] = defaultdict(list)
         for key, resource in self._by_key.items():

@@ -64,6 +64,8 @@ class Scopes(ResourceStore):
             if len(where) > 1 and len({_content(self.scopes[i].store.get(key)) for i in where}) > 1
         )
         self._apart: dict[str, bool] = {}
+        self._foreign: dict[tuple[str, str | None], dict[str, tuple[int, Any]]] = {}
+        self._loose: dict[tuple[str, str | None], list[int]] = {}
         self._aliases: dict[str, set[tuple[int, str]]] = {}
         for i, scope in enumerate(self.scopes):
             for alias, key in scope.store.aliases().items():
@@ -99,6 +101,43 @@ class Scopes(ResourceStore):
         """The scopes that may hold resources pointing at `target`."""
         found = self._pointing.get(target, [])
         return found if self._streamed is None else [*found, self._streamed]
+
+    def foreign(self, target: str, rtype: str | None) -> dict[str, tuple[int, Any]]:
+        """What the listed scopes hold pointing at `target`, one entry per key, found once
+        for all cases: (a scope, its resource), or (a scope, the set of scopes that hold
+        the key apart). The streamed scope is asked per case (its lines are parsed per
+        case)."""
+        memo = (target, rtype)
+        found = self._foreign.get(memo)
+        if found is None:
+            found = {}
+            for i in self._pointing.get(target, ()):
+                store = self.scopes[i].store
+                for resource in store.referrers(target, rtype):
+                    key = store.key_of(resource)
+                    had = found.get(key)
+                    if had is None:
+                        found[key] = (i, resource)
+                    elif self.apart(key):
+                        earlier = had[1] if isinstance(had[1], set) else {had[0]}
+                        found[key] = (had[0], earlier | {i})
+            self._foreign[memo] = found
+        return found
+
+    def loose(self, target: str, rtype: str | None) -> list[int]:
+        """The scopes with resources pointing at `target` that they do not hold (their
+        reference falls back, and `target` is apart: it could mean any holder's)."""
+        memo = (target, rtype)
+        found = self._loose.get(memo)
+        if found is None:
+            found = [
+                i
+                for i in self.pointing(target)
+                if not self.scopes[i].store.has(target)
+                and self.scopes[i].store.referrers(target, rtype)
+            ]
+            self._loose[memo] = found
+        return found
 
     def apart(self, key: str) -> bool:
         """Whether the scopes holding `key` mean different things by it: different content,
@@ -221,7 +260,12 @@ class ScopeView(ResourceStore):
             return None
         for text in _REFERENCE.findall(orjson.dumps(resource).decode()):
             key = tail_key(text)
-            if key and self.own.has(key) and self._all.apart(key) and i in self._all.holding(key):
+            if (
+                key
+                and self.own.has(key)
+                and self._all.apart(key)
+                and self._all.scopes[i].store.has(key)
+            ):
                 raise self._all.ambiguous(key, (i, self._i), self._case or self.label)
         return resource
 
@@ -238,30 +282,32 @@ class ScopeView(ResourceStore):
         """Own referrers, and those of scopes whose reference to `target` means the
         resource this scope means (they hold the same, or fall back to it)."""
         out = self.own.referrers(target, rtype)
-        seen: dict[str, int] = {self.own.key_of(r): self._i for r in out}
-        apart = self._all.apart(target)
-        for i in self._all.pointing(target):
-            if i == self._i:
-                continue
-            scope = self._all.scopes[i]
-            found = scope.store.referrers(target, rtype)
-            if not found:
-                continue
-            if apart:
-                if scope.store.has(target):
-                    continue  # they point at their own, another resource
-                raise self._all.ambiguous(
-                    target, self._all.holding(target), self._case or self.label
-                )
-            for resource in found:
-                key = scope.store.key_of(resource)
-                if self.own.has(key):
-                    continue  # here that key means this scope's own resource
-                if key in seen:
-                    if self._all.apart(key):
-                        raise self._all.ambiguous(key, (seen[key], i), self._case or self.label)
+        case = self._case or self.label
+        if self._all.apart(target):
+            # the others that hold it point at their own; one that does not could mean
+            # any of them
+            loose = self._all.loose(target, rtype)
+            if loose:
+                raise self._all.ambiguous(target, [*self._all.holding(target), *loose], case)
+            return out
+        foreign = self._all.foreign(target, rtype)
+        for key, (i, found) in foreign.items():
+            if i == self._i or self.own.has(key):
+                continue  # here that key means this scope's own resource
+            if isinstance(found, set):
+                raise self._all.ambiguous(key, found, case)
+            pulled = self._pulled(i, found)
+            if pulled is not None:
+                out.append(pulled)
+        streamed = self._all.streamed
+        if streamed is not None and streamed is not self.own:
+            i = len(self._all.scopes) - 1
+            for resource in streamed.referrers(target, rtype):
+                key = streamed.key_of(resource)
+                if self.own.has(key) or (key in foreign and not self._all.apart(key)):
                     continue
-                seen[key] = i
+                if key in foreign:
+                    raise self._all.ambiguous(key, self._all.holding(key), case)
                 pulled = self._pulled(i, resource)
                 if pulled is not None:
                     out.append(pulled)

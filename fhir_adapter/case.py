@@ -77,6 +77,9 @@ class Case:
 
     key: str
     procedure: Resource
+    # the file the Procedure came from, when another file holds a different resource
+    # under the same key (sources.scopes): the two are different cases
+    source: str | None = None
     patient: Resource | None = None
     patient_ref: str | None = None
     encounter: Resource | None = None
@@ -116,6 +119,12 @@ class Case:
     # what the rules worked out for this case (its text index, the billing decisions),
     # kept so that the Claim builder reads them instead of working them out again
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """The case as reports and output file names know it: its key, and its file when
+        the key alone does not tell it apart."""
+        return self.key if self.source is None else f"{self.key} ({self.source})"
 
     def derive(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """`make()` once per key while this evaluation of the case lasts (`derived`)."""
@@ -239,7 +248,8 @@ def assemble_cases(store: ResourceStore, system: str, code: str) -> Iterator[Cas
 
 def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) -> Case:
     """Gather the evidence for one Procedure (see Case for what is gathered)."""
-    case = Case(key=store.key_of(procedure), procedure=procedure)
+    key = store.key_of(procedure)
+    case = Case(key=key, procedure=procedure, source=store.source_of(key))
     b = _Builder(store, case)
     b.remember(procedure)
 

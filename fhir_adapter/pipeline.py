@@ -47,9 +47,15 @@ def evaluate_store(
     if block_on is not None and block_on not in pack.model.severity_order:
         raise ValueError(f"block_on must be one of {pack.model.severity_order}")
     stamp = now or now_iso()
-    keys = find_procedure_keys(store, pack.procedure_system, pack.procedure_code)
+    stores = store.case_stores()
+    keys = sorted(
+        (key, i)
+        for i, part in enumerate(stores)
+        for key in find_procedure_keys(part, pack.procedure_system, pack.procedure_code)
+        if part.owns(key)
+    )
     total = len(keys)
-    job = EvalJob(store, pack, keys, block_on, stamp, charges)
+    job = EvalJob(stores, pack, keys, block_on, stamp, charges)
     if workers > 1 and total >= 2 * workers:
         return _evaluate_parallel(job, workers, on_progress)
     outputs = []
@@ -81,9 +87,10 @@ def evaluate_one(
 class EvalJob:
     """What every evaluation worker needs; inherited by the forked workers, not pickled."""
 
-    store: ResourceStore
+    stores: list[ResourceStore]  # one, or one per reference scope (sources.scopes)
     pack: Pack
-    keys: list[str]  # the case Procedures' keys: each worker parses its own
+    # the case Procedures' keys and their stores: each worker parses its own
+    keys: list[tuple[str, int]]
     block_on: str | None
     stamp: str
     charges: Mapping[str, float] | None
@@ -105,11 +112,12 @@ def case_procedure(store: ResourceStore, pack: Pack, key: str) -> dict[str, Any]
 
 def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[CaseOutput]:
     outputs = []
-    for key in job.keys[bounds[0] : bounds[1]]:
-        procedure = case_procedure(job.store, job.pack, key)
+    for key, i in job.keys[bounds[0] : bounds[1]]:
+        store = job.stores[i]
+        procedure = case_procedure(store, job.pack, key)
         if procedure is not None:
             outputs.append(
-                evaluate_one(job.store, job.pack, procedure, job.block_on, job.stamp, job.charges)
+                evaluate_one(store, job.pack, procedure, job.block_on, job.stamp, job.charges)
             )
     return outputs
 

@@ -25,17 +25,31 @@ def test_list_has_every_case(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("form", ["bundle", "transaction", "ndjson"])
 def test_written_forms_evaluate_the_same(tmp_path: Path, form: str) -> None:
+    """Every fixture, written in each form, gives what its expected.yaml says (NDJSON too:
+    its `urn:uuid:` references are rewritten to `Type/id`, as a server would store them)."""
     assert main(["fixtures", "write", str(tmp_path), "--as", form]) == 0
     got = {
-        o.evaluation.procedure: sorted(f.code for f in o.evaluation.findings)
+        o.evaluation.procedure: (
+            o.evaluation.outcome,
+            sorted(f.code for f in o.evaluation.findings),
+            sorted(m.code for m in o.evaluation.modifiers),
+        )
         for o in evaluate_paths([tmp_path])
     }
-    want = {c["procedure"]: c["findings"] for f in list_fixtures() for c in f.expected}
-    if form == "ndjson":
-        # without fullUrls the urn:uuid fixture cannot be joined: only its Procedure kept an id
-        want.pop("Procedure/v15-messy-transaction-rfa")
-        got.pop("Procedure/v15-messy-transaction-rfa", None)
+    want = {
+        c["procedure"]: (c["outcome"], sorted(c["findings"]), sorted(c.get("modifiers") or []))
+        for f in list_fixtures()
+        for c in f.expected
+    }
     assert got == want
+
+
+def test_ndjson_form_has_no_bundle_local_references(tmp_path: Path) -> None:
+    """A `urn:uuid:` means nothing outside its Bundle: the NDJSON form has none."""
+    assert main(["fixtures", "write", str(tmp_path), "--as", "ndjson"]) == 0
+    text = "".join(p.read_text() for p in tmp_path.glob("*.ndjson"))
+    assert '"reference":"urn:' not in text
+    assert '"reference":"Patient/' in text
 
 
 def test_transaction_form_is_idempotent_puts() -> None:

@@ -118,7 +118,12 @@ def test_references_resolve_every_way() -> None:
     anon = {"resourceType": "Encounter"}
     store = _store((patient, "http://srv/fhir/Patient/p1"), (anon, "urn:uuid:abc"))
     assert store.resolve({"reference": "Patient/p1"}) is patient
-    assert store.resolve({"reference": "http://other/base/Patient/p1"}) is patient
+    assert store.resolve({"reference": "http://srv/fhir/Patient/p1/_history/2"}) is patient
+    # an absolute reference to another server names another resource (FHIR R4 3.2.0.1.x)
+    assert store.resolve({"reference": "http://other/base/Patient/p1"}) is None
+    # ...but a resource that came without a server base (NDJSON, urn:uuid) matches by tail
+    bare = _store((patient, None))
+    assert bare.resolve({"reference": "http://other/base/Patient/p1"}) is patient
     assert store.resolve({"reference": "Patient/p1/_history/3"}) is patient
     assert store.resolve({"reference": "http://srv/fhir/Patient/p1"}) is patient
     assert store.resolve({"reference": "urn:uuid:abc"}) is anon

@@ -23,7 +23,7 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     ctx = Context(case, text)
     derive_facts(pack, ctx)
     result = Evaluation(
-        procedure=case.key,
+        procedure=case.label,
         patient=case.patient_ref,
         encounter=case.encounter_ref,
         unresolved=sorted({r for refs in case.unresolved.values() for r in refs}),

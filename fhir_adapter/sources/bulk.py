@@ -35,10 +35,12 @@ from fhir_adapter.parallel import fork_map
 from fhir_adapter.sources.files import (
     JSON_SUFFIXES,
     NDJSON_SUFFIXES,
+    Loaded,
     check_resource,
     input_files,
     read_file,
 )
+from fhir_adapter.sources.scopes import Scope, Scopes, json_line, scope_label
 from fhir_adapter.sources.store import CompactStore, ResourceStore
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -570,15 +572,16 @@ def _chunk_size(chunk: Chunk) -> int:
     return size * 4 if chunk.gzipped else size
 
 
-def json_cases(store: ResourceStore, system: str, code: str) -> list[Kept]:
+def json_cases(stores: Iterable[ResourceStore], system: str, code: str) -> list[Kept]:
     """Case Procedures read from JSON files, as plan seeds (so NDJSON beside them joins in)."""
     out = []
-    for resource in store.whole_resources():
-        if resource["resourceType"] == "Procedure" and has_coding(
-            resource, ("code",), system, code
-        ):
-            line = orjson.dumps(resource)
-            out.append(kept_record(line, resource))
+    for store in stores:
+        for resource in store.whole_resources():
+            if resource["resourceType"] == "Procedure" and has_coding(
+                resource, ("code",), system, code
+            ):
+                line = orjson.dumps(resource)
+                out.append(kept_record(line, resource))
     return out
 
 
@@ -590,19 +593,85 @@ def load_for_cases(
     workers: int = 1,
     chunk_bytes: int = CHUNK_BYTES,
     skip_bad_lines: bool = False,
-) -> CompactStore:
+) -> ResourceStore:
     """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed).
 
-    Cases found in JSON files seed the plan too, so a Bundle of Procedures beside an
-    NDJSON export joins exactly as if everything were in one place. Bad NDJSON lines
+    Each JSON file is a reference scope of its own and the NDJSON files one more (a
+    server's): where two scopes hold different resources under one `Type/id`, the
+    result is `Scopes` (each file's cases see their own first); otherwise one merged
+    store. Cases found in JSON files seed the plan too, so a Bundle of Procedures beside
+    an NDJSON export joins exactly as if everything were in one place. Bad NDJSON lines
     are an InputError naming file and line, or, with `skip_bad_lines`, are counted
     in `store.bad_lines`.
     """
-    json_files, ndjson_files = classify(paths)
-    store = CompactStore()
+    given = [Path(p) for p in paths]
+    json_files, ndjson_files = classify(given)
+    scopes: list[Scope] = []
+    read: list[list[Loaded]] = []
     for path in json_files:
-        for loaded in read_file(path):
+        own = ResourceStore()
+        read.append(list(read_file(path)))
+        for loaded in read[-1]:
+            _check_one_server(own, loaded, path)
+            own.add(loaded.resource, loaded.full_url)
+        scopes.append(Scope(scope_label(path, given), own, str(path)))
+    json_stores = [s.store for s in scopes]
+    store = _load_ndjson(
+        ndjson_files, json_stores, system, code, workers, chunk_bytes, skip_bad_lines
+    )
+    if len(scopes) + bool(ndjson_files) > 1:
+        labels = [s.label for s in scopes]
+        if len(set(labels)) < len(labels):  # one name under two directories given
+            scopes = [replace(s, label=s.path or s.label) for s in scopes]
+        if ndjson_files:
+            scopes.append(Scope(_export_label(ndjson_files), store))
+        scoped = Scopes(scopes, len(scopes) - 1 if ndjson_files else None)
+        if scoped.contested:
+            scoped.bad_lines = store.bad_lines
+            return scoped
+    # no id names two things: one store means the same, and costs less
+    for items in read:
+        for loaded in items:
             store.add(loaded.resource, loaded.full_url)
+    store.begin_case()
+    return store
+
+
+def _check_one_server(own: ResourceStore, loaded: Loaded, path: Path) -> None:
+    """A Bundle that gives one `Type/id` to different resources of two servers (absolute
+    fullUrls on different bases) leaves its relative references without one meaning."""
+    resource, url = loaded.resource, loaded.full_url
+    if not url or "://" not in url or not resource.get("id"):
+        return
+    key = f"{resource['resourceType']}/{resource['id']}"
+    earlier = own.get(key)
+    known = own.full_url_of(key)
+    if earlier is None or known is None or known == url or earlier == resource:
+        return
+    raise InputError(
+        f"{key} is two different resources in this Bundle, {known} and {url}: "
+        "its relative references could mean either",
+        source=str(path),
+        line=json_line(path, key),
+    )
+
+
+def _export_label(files: Sequence[Path]) -> str:
+    parents = sorted({str(f.parent) for f in files})
+    return parents[0] if len(parents) == 1 else "the NDJSON files"
+
+
+def _load_ndjson(
+    ndjson_files: Sequence[Path],
+    json_stores: Sequence[ResourceStore],
+    system: str,
+    code: str,
+    workers: int,
+    chunk_bytes: int,
+    skip_bad_lines: bool,
+) -> CompactStore:
+    """The NDJSON lines the cases (theirs and the JSON files') need, in a store of their own."""
+    store = CompactStore()
     if not ndjson_files:
         return store
     chunks = chunks_of(ndjson_files, chunk_bytes)
@@ -616,7 +685,7 @@ def load_for_cases(
         scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers, index
     )
     bad = list(first.bad)
-    cases = first.kept + json_cases(store, system, code)
+    cases = first.kept + json_cases(json_stores, system, code)
     if not cases:
         bad += run_pass(check_lines, job, chunks, workers).bad
         store.bad_lines = where_all(bad)
@@ -639,11 +708,13 @@ def load_for_cases(
     bad += second.bad
     # the case Procedures the passes parsed anyway: finding the cases parses none again
     coded = [*(kept.key for kept in first.kept), *second.cases]
-    for r in store.whole_resources():
-        if r["resourceType"] in FOLLOWED:
-            pointed.update(kept_record(orjson.dumps(r), r).forward)
+    for json_store in json_stores:
+        for r in json_store.whole_resources():
+            if r["resourceType"] in FOLLOWED:
+                pointed.update(kept_record(orjson.dumps(r), r).forward)
     # Pass 3: what the gathered resources point at and is still missing.
-    missing = {ref for ref in pointed if not store.has(ref)}
+    in_json = {key for s in json_stores for key in s.stored_keys()}
+    missing = {ref for ref in pointed if not store.has(ref) and ref not in in_json}
     if missing:
         final = Plan(needed=missing)
         types = frozenset(k.split("/")[0] for k in missing)

@@ -34,7 +34,9 @@ class Loaded:
 
 
 def read_paths(paths: Iterable[str | Path]) -> Iterator[Loaded]:
-    """Yield every resource in the given files and directories, Bundles flattened."""
+    """Yield every resource in the given files and directories, Bundles flattened (one
+    ResourceStore of them all is one reference scope: files that reuse ids for different
+    resources are kept apart by `pipeline.load_store`, see sources.scopes)."""
     for path in paths:
         p = Path(path)
         if p.is_dir():

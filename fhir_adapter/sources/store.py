@@ -2,8 +2,10 @@
 
 Every source (files, NDJSON, a FHIR server) fills a store; case assembly only
 ever asks a store. References resolve through Bundle `fullUrl` (including
-`urn:uuid:`), relative `Type/id`, absolute URLs whose tail is `Type/id`, version
-suffixes (`/_history/n`) and contained resources (`#id`).
+`urn:uuid:`), relative `Type/id`, absolute URLs whose tail is `Type/id` (unless the
+resource here came under an absolute fullUrl on another server base), version
+suffixes (`/_history/n`) and contained resources (`#id`). One store is one reference
+scope; sources.scopes puts several side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ResourceStore:
     def __init__(self, loaded: Iterable[Loaded] = ()) -> None:
         self._by_key: dict[str, Resource] = {}
         self._alias: dict[str, str] = {}
+        self._base: dict[str, str] = {}  # Type/id -> the server base of its absolute fullUrl
         self._by_type: dict[str, list[str]] = defaultdict(list)
         self._reverse: dict[str, list[str]] | None = None
         self._anon = 0
@@ -51,13 +54,47 @@ class ResourceStore:
         else:
             self._anon += 1
             key = f"{rtype}/#anonymous-{self._anon}"
-        if key not in self._by_key:
+        if not self.has(key):
             self._by_type[rtype].append(key)
         self._by_key[key] = resource
         if full_url:
             self._alias[full_url] = key
+            if "://" in full_url and full_url.endswith(f"/{key}"):
+                self._base[key] = full_url[: -len(key)]
         self._reverse = None
         return key
+
+    def stored_keys(self) -> Iterator[str]:
+        """Every stored key (without parsing anything)."""
+        yield from self._by_key
+
+    def aliases(self) -> dict[str, str]:
+        """The fullUrls resources were added under, and their keys."""
+        return self._alias
+
+    def full_url_of(self, key: str) -> str | None:
+        """The absolute fullUrl a resource was added under, if it had one."""
+        base = self._base.get(key)
+        return None if base is None else base + key
+
+    def case_stores(self) -> list[ResourceStore]:
+        """The stores cases are found and assembled in: this one, or one per reference
+        scope (sources.scopes) when the input's files give one id to different resources."""
+        return [self]
+
+    def source_of(self, key: str) -> str | None:
+        """Where a case's Procedure came from, when its key alone does not tell it apart
+        (another file holds a different resource under it); None otherwise."""
+        return None
+
+    def owns(self, key: str) -> bool:
+        """Whether a case found here under `key` is evaluated here (a resource two scopes
+        hold alike is one resource, evaluated once)."""
+        return True
+
+    def where(self, key: str) -> str | None:
+        """`file:line` of a stored resource when the store knows it (for messages)."""
+        return None
 
     def note_coded(self, system: str, code: str, keys: Iterable[str]) -> None:
         """Record which stored lines a loader found to be Procedures coded system|code
@@ -113,7 +150,13 @@ class ResourceStore:
             return self._alias[text]
         if self.has(text):
             return text
-        return tail_key(text) or text
+        key = tail_key(text)
+        if key is None:
+            return text
+        base = self._base.get(key)
+        if base is not None and "://" in text and not text.startswith(base):
+            return text  # the same Type/id on another server: not the one here
+        return key
 
     def resolve(self, ref: Any, container: Resource | None = None) -> Resource | None:
         """The resource a Reference points at, or None when it is dangling."""
@@ -138,6 +181,12 @@ class ResourceStore:
             if found is not None and (rtype is None or found["resourceType"] == rtype):
                 out.append(found)
         return out
+
+    def referred(self) -> Iterator[str]:
+        """Every key some stored resource points at (what `referrers` can answer for)."""
+        if self._reverse is None:
+            self._reverse = self._build_reverse()
+        yield from self._reverse
 
     def _build_reverse(self) -> dict[str, list[str]]:
         reverse: dict[str, list[str]] = defaultdict(list)
@@ -295,6 +344,19 @@ class CompactStore(ResourceStore):
 
     def has(self, key: str) -> bool:
         return key in self._raw or super().has(key)
+
+    def stored_keys(self) -> Iterator[str]:
+        yield from self._raw
+        yield from (key for key in self._by_key if key not in self._raw)
+
+    def where(self, key: str) -> str | None:
+        raw = self._raw.get(key)
+        if not isinstance(raw, Located):
+            return None
+        path = self._files.path(raw)
+        with open(path, "rb") as fh:
+            line = fh.read(raw.offset).count(b"\n") + 1
+        return f"{path}:{line}"
 
     def get(self, key: str) -> Resource | None:
         found = self._live.get(key)

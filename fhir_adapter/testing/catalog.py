@@ -74,6 +74,18 @@ class FixtureCase:
                 del entry["fullUrl"]
         return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
+    def server_resources(self) -> list[dict[str, Any]]:
+        """The resources as a server stores them (what a Bulk export of it gives): every
+        one with an id (see `transaction`), `urn:uuid:` references rewritten to `Type/id`,
+        since outside its Bundle a fullUrl means nothing."""
+        entries = self.transaction()["entry"]
+        local = {
+            e["fullUrl"]: e["request"]["url"]
+            for e in entries
+            if str(e.get("fullUrl", "")).startswith("urn:")
+        }
+        return [_relinked(e["resource"], local) for e in entries]
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -81,6 +93,19 @@ class FixtureCase:
             "exercises": self.exercises,
             "cases": self.expected,
         }
+
+
+def _relinked(value: Any, local: dict[str, str]) -> Any:
+    """`value` with every Reference to a key of `local` pointing at its value instead."""
+    if isinstance(value, list):
+        return [_relinked(v, local) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _relinked(v, local) for k, v in value.items()}
+    ref = out.get("reference")
+    if isinstance(ref, str) and ref in local:
+        out["reference"] = local[ref]
+    return out
 
 
 def list_fixtures() -> list[FixtureCase]:
@@ -108,7 +133,7 @@ def write_fixtures(directory: Path, form: str = "bundle") -> list[Path]:
     if form == "ndjson":
         by_type: dict[str, list[bytes]] = defaultdict(list)
         for case in cases:
-            for resource in case.resources():
+            for resource in case.server_resources():
                 by_type[resource["resourceType"]].append(orjson.dumps(resource))
         for rtype, lines in sorted(by_type.items()):
             path = directory / f"{rtype}.ndjson"

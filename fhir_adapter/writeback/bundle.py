@@ -105,7 +105,7 @@ def build_output(
     out = CaseOutput(evaluation)
     out.date_of_service = case.date
     out.payer = reference_label(case.reference_json(case.insurer_ref)) or None
-    token = case_token(case.procedure, case.key)
+    token = case_token(case.procedure, case.key, case.source)
     system = pack.model.canonical.identifier_system
     claim_url = None
     if not evaluation.blocked:

@@ -21,9 +21,13 @@ def procedure_identity(procedure: dict[str, Any], key: str) -> str:
     return key
 
 
-def case_token(procedure: dict[str, Any], key: str) -> str:
-    """A short stable token for the case (hex of a SHA-256)."""
-    return hashlib.sha256(procedure_identity(procedure, key).encode()).hexdigest()[:24]
+def case_token(procedure: dict[str, Any], key: str, source: str | None = None) -> str:
+    """A short stable token for the case (hex of a SHA-256); `source`, the file of a
+    Procedure whose key another file gives a different resource, keeps the two apart."""
+    identity = procedure_identity(procedure, key)
+    if source is not None:
+        identity += f" in {source}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
 def full_url(identifier_value: str) -> str:

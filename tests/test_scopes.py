@@ -126,7 +126,7 @@ def test_cases_sharing_an_id_get_their_own_files_and_report_rows(
         "Procedure/ex1-hcc-ct-rfa (a.json)",
         "Procedure/ex1-hcc-ct-rfa (b.json)",
     ]
-    names = sorted(p.name for p in out.glob("*.json"))
+    names = sorted(p.name for p in out.glob("Procedure-*.json"))
     assert len(names) == 2 and names[0] != names[1]
     html = (out / "report.html").read_text()
     assert "ex1-hcc-ct-rfa (a.json)" in html and "ex1-hcc-ct-rfa (b.json)" in html
@@ -135,7 +135,7 @@ def test_cases_sharing_an_id_get_their_own_files_and_report_rows(
     assert len({r["procedure"] for r in table}) == 2
     # the same run again names the same files (deterministic)
     assert main([*args, "--format", "json"]) == 1
-    assert sorted(p.name for p in out.glob("*.json")) == names
+    assert sorted(p.name for p in out.glob("Procedure-*.json")) == names
 
 
 def test_a_resource_only_another_file_holds_is_still_found(pack: Pack, tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = Non
     width = width or shutil.get_terminal_size((120, 20)).columns
     cases: list[tuple[tuple[str, ...], list[str]]] = []
     for r in rows:
-        first = (
+        first: tuple[str, ...] = (
             r["procedure"],
             r.get("patient") or "-",
             r["outcome"],
@@ -77,8 +77,8 @@ def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = Non
     out = [header + _GAP + _HEADER[5] if beside >= _FINDINGS_MIN else header.rstrip()]
     if not aligned:  # even the case columns do not fit: each case labelled, on lines of its own
         out = []
-    for first, findings in cases:
-        row = _GAP.join(cell.ljust(w) for cell, w in zip(first, widths, strict=True))
+    for cells, findings in cases:
+        row = _GAP.join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
         if beside >= _FINDINGS_MIN:
             lines = _wrap(findings or ["-"], beside, "")
             pad = " " * (len(row) + len(_GAP))
@@ -88,7 +88,7 @@ def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = Non
         if aligned:
             out.append(row.rstrip())
         else:
-            procedure, patient, outcome, pos, modifiers = first
+            procedure, patient, outcome, pos, modifiers = cells
             labelled = [procedure, patient, outcome, f"POS {pos}", f"modifiers {modifiers}"]
             out.extend(_wrap([_GAP.join(labelled)], width, ""))
         out.extend(_wrap(findings, width - len(_INDENT), _INDENT))

@@ -26,6 +26,31 @@ def yaml_error_line(origin: str, exc: yaml.YAMLError) -> str:
     return line
 
 
+def folded_list_item(text: str) -> tuple[int, int] | None:
+    """1-based line and column of a `- item` line folded into the unquoted text above it.
+
+    One line indented a step too far (or its list a step too little) is still valid
+    YAML: the item becomes the tail of the string before it (`inoperable - non-operable`),
+    or a whole list one string. No value the packs hold spans lines unquoted, so such a
+    line is a mistake of indentation, and it is found by position (the C parser's events).
+    """
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    lines = text.splitlines()
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            first, last = event.start_mark, event.end_mark
+            if not isinstance(event, yaml.ScalarEvent) or event.style or not (first and last):
+                continue
+            start, end = first.line, last.line
+            for n in range(start + 1, min(end, len(lines) - 1) + 1):
+                stripped = lines[n].lstrip()
+                if stripped == "-" or stripped.startswith("- "):
+                    return n + 1, len(lines[n]) - len(stripped) + 1
+    except yaml.YAMLError:
+        return None  # reported by the loader, with its own position
+    return None
+
+
 def located(origin: str, text: str, path: Sequence[str | int]) -> str:
     """`origin:line:col` of the entry at `path` in the YAML `text`, else just `origin`."""
     position = path_position(text, path)

@@ -48,7 +48,8 @@ _ORDER: dict[FactFn, tuple[str, ...]] = {}
 LOOKS_IN: dict[str, tuple[str, ...]] = {
     name: ("reason_conditions", "conditions", "procedure")
     for name in ("diagnoses", "principal_diagnosis", "invalid_diagnoses", "excludes1_pairs")
-} | {"place_of_service": ("encounter", "procedure", "locations")}
+}
+LOOKS_IN["place_of_service"] = ("encounter", "procedure", "locations")
 
 
 def derive_facts(pack: Pack, ctx: Context) -> dict[str, Fact]:

@@ -22,7 +22,8 @@ DEMO_STAMP := $(VENV)/.installed-base
 PIP_FAST   := --quiet --no-compile --disable-pip-version-check
 $(DEMO_STAMP): pyproject.toml
 	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then :; \
-	elif [ ! -e $(VENV) ] && $(PYTHON) -m pip --python $(PYTHON) --version >/dev/null 2>&1; then \
+	elif [ ! -e $(VENV) ] && $(PYTHON) -m pip --python "$$(command -v $(PYTHON))" --version \
+	    >/dev/null 2>&1; then \
 	  $(PYTHON) -m venv --without-pip $(VENV) && \
 	  $(PYTHON) -m pip --python $(BIN)/python install $(PIP_FAST) -e . ; \
 	else \

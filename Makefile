@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo test test-spark test-browser screenshots bench bench-report bench-text lint fixtures clean
+.PHONY: demo server test test-spark test-browser screenshots bench bench-report bench-text lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ demo: $(DEMO_STAMP)
 $(NODE_DEPS): tests/fhir_server/package.json tests/fhir_server/package-lock.json
 	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+## The test FHIR server (Medplum) on 127.0.0.1:$(SERVER_PORT) with the fixtures loaded; prints
+## the `run` command to use and keeps running until Ctrl-C.
+SERVER_PORT ?= 8090
+server: $(DEMO_STAMP) $(NODE_DEPS)
+	@$(BIN)/python tools/test_server.py --port $(SERVER_PORT)
 
 # Debian's Chromium for the HTML report's browser tests (Playwright drives it; Playwright's own
 # browser download is never used). The file itself is the stamp: nothing to do once it exists.

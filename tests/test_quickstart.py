@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from fhir_adapter.testing.catalog import list_fixtures
+
 from .conftest import ROOT
 
 README = ROOT / "README.md"
@@ -140,8 +142,8 @@ def test_the_quick_start_runs_as_written(checkout: Path, background: list[Backgr
 
     def run(out: subprocess.CompletedProcess[str]) -> None:
         assert out.returncode == 1, out.stderr
-        cases = len(list((ROOT / "fixtures" / "cases").glob("*.expected.yaml")))
-        assert "would write" in out.stderr and "case(s):" in out.stdout, cases
+        cases = sum(len(c.expected) for c in list_fixtures())  # every fixture case, loaded
+        assert f"would write {cases} transaction(s) for {cases} case(s)" in out.stderr
 
     def keys(out: subprocess.CompletedProcess[str]) -> None:
         assert out.returncode == 0, out.stderr

@@ -1,5 +1,6 @@
-"""The text vocabulary (mappings/text/*.yaml) is checked for shape: a mistake is a load
-error at its file and line, never a vocabulary that loads and quietly matches nothing."""
+"""The rule pack and its text vocabulary (mappings/text/*.yaml) are checked for shape: a
+mistake is a load error at its file and line, never a pack that loads and quietly means
+something else (a term that never matches, a rule that replaced another)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .conftest import CASES
 
 TARGETS = "text/cpt-47382-targets.yaml"
 CONTEXT = "text/context.yaml"
+PACK = "cpt-47382.yaml"
 
 
 def _edit(tmp_path: Path, name: str, old: str, new: str) -> tuple[Path, Path, int]:
@@ -83,6 +85,23 @@ MISTAKES = [
     pytest.param(
         CONTEXT, "  family:", "  family:\n    cues: [mother\n      - father]", "folded", id="cue"
     ),
+    # a key written twice: the second silently replaced the first
+    pytest.param(
+        TARGETS,
+        "    keywords: [cm, mm, centimet, millimet]",
+        "    keywords: [cm, mm, centimet, millimet]\n    keywords: [cm]",
+        "the key 'keywords' is written twice",
+        id="twice",
+    ),
+    # in the pack: the next rule indented into the one above takes its place (the
+    # rule above gets the second rule's kind, severity, message and matchers)
+    pytest.param(
+        PACK,
+        "  - finding: approach-mismatch",
+        "      - finding: approach-mismatch",
+        "the key 'kind' is written twice",
+        id="pack-rule-indented",
+    ),
 ]
 
 
@@ -98,7 +117,8 @@ def test_a_shape_mistake_is_named_at_its_file_and_line(
         load_pack(pack)
     text = str(err.value)
     assert message in text
-    # the file that holds the mistake, at the line edited or one it added
+    # the file that holds the mistake, at the line edited or one it added (or, for a
+    # rule indented into the one above, the first key of it that is written twice)
     assert any(text.startswith(f"{path}:{line + n}:") for n in range(3)), text
 
 

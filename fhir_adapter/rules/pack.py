@@ -33,10 +33,10 @@ from fhir_adapter.rules.valuesets import ValueSet
 from fhir_adapter.text.engine import ContextEngine, VocabularyError
 from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence
 from fhir_adapter.text.vocabulary import (
-    FoldedItem,
     Origins,
+    ShapeError,
     Written,
-    folded_at,
+    check_shape,
     merge_includes,
     where_written,
 )
@@ -148,15 +148,17 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
     source: str | Callable[[], str] = text
     pack_file = Written(origin, text, ("text",))
     try:
-        folded_at(pack_file)
+        check_shape(pack_file)
         origins = merge_includes(raw, base, pack_file)
-    except FoldedItem as exc:
+    except ShapeError as exc:
         raise PackError(str(exc)) from None
     except ValueError as exc:
         raise PackError(f"{origin}: {exc}") from None
     if origins:
         merged = raw
-        source = lambda: yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)  # noqa: E731
+        source = lambda: yaml.safe_dump(  # noqa: E731
+            merged, sort_keys=False, allow_unicode=True, width=float("inf")
+        )  # never folded: a folded line could read as a list item to check_shape
     try:
         model = PackModel.model_validate(raw)
     except ValidationError as exc:

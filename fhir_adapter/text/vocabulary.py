@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fhir_adapter.yaml_errors import folded_list_item, located, yaml_error_line
+from fhir_adapter.yaml_errors import located, shape_problem, yaml_error_line
 
 Status = Literal["negated", "hypothetical", "historical", "uncertain", "other"]
 STATUSES: tuple[str, ...] = ("negated", "other", "historical", "hypothetical", "uncertain")
@@ -148,25 +148,24 @@ def merge_includes(raw: Any, base: Path | None, pack: Written) -> Origins:
             raise ValueError(f"text.include {name!r}: {yaml_error_line(str(path), exc)}") from None
         if not isinstance(part, dict):
             raise ValueError(f"text.include {name!r}: not a mapping")
-        folded_at(written)
+        check_shape(written)
         _merge(merged, origins, part, written)
     _merge(merged, origins, {k: v for k, v in text.items() if k != "include"}, pack)
     raw["text"] = merged
     return origins
 
 
-class FoldedItem(ValueError):
-    """A `- item` line folded into the string above it: the message names file and line."""
+class ShapeError(ValueError):
+    """A YAML mistake that still parses (a folded list item, a key written twice): the
+    message names file and line."""
 
 
-def folded_at(written: Written) -> None:
-    """A `- item` line folded into the string above it is an error at that line."""
-    at = folded_list_item(written.text)
-    if at is not None:
-        raise FoldedItem(
-            f"{written.origin}:{at[0]}:{at[1]}: this list item is folded into the text above "
-            "it (its indentation is deeper than its list's, or the list's is too shallow)"
-        )
+def check_shape(written: Written) -> None:
+    """A list item folded into the text above it, or a key written twice, is an error."""
+    problem = shape_problem(written.text)
+    if problem is not None:
+        line, column, what = problem
+        raise ShapeError(f"{written.origin}:{line}:{column}: {what}")
 
 
 def _merge(merged: dict[str, Any], origins: Origins, part: dict[str, Any], by: Written) -> None:

@@ -172,6 +172,7 @@ def _describe(exc: ValidationError, raw: Any, origin: str, text: str, origins: O
     """One line per problem (the first five): `file:line:col: invalid rule pack: where: why`."""
     lines = []
     errors = exc.errors()
+    pack_file = Written(origin, text, ("text",))
     for err in errors[:5]:
         loc = list(err["loc"])
         # a matcher's union tag is its key, so pydantic says `codes.codes.path`: name it once
@@ -187,7 +188,6 @@ def _describe(exc: ValidationError, raw: Any, origin: str, text: str, origins: O
         message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
         path = loc[:-1] if err["type"] == "missing" else loc
         # an entry of an included vocabulary file is found in that file
-        pack_file = Written(origin, text, ("text",))
         if path[:1] == ["text"]:
             at = where_written(origins, path[1:], pack_file)
         else:

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo test test-spark test-browser screenshots bench bench-report bench-text lint fixtures clean
+.PHONY: demo server test test-spark test-browser screenshots bench bench-report bench-text lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@
 
+# The demo needs the package alone (no pytest, Spark or Playwright: seconds, not minutes).
+# Its own stamp in the same venv; the full install of `make test` satisfies it too. With
+# a pip of 22.3 or later beside $(PYTHON), the venv is made without a pip of its own
+# (ensurepip is a third of the time) and that pip installs into it; `make test` adds one.
+DEMO_STAMP := $(VENV)/.installed-base
+PIP_FAST   := --quiet --no-compile --disable-pip-version-check
+$(DEMO_STAMP): pyproject.toml
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then :; \
+	elif [ ! -e $(VENV) ] && $(PYTHON) -m pip --python "$$(command -v $(PYTHON))" --version \
+	    >/dev/null 2>&1; then \
+	  $(PYTHON) -m venv --without-pip $(VENV) && \
+	  $(PYTHON) -m pip --python $(BIN)/python install $(PIP_FAST) -e . ; \
+	else \
+	  $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install $(PIP_FAST) -e . ; fi
+	@touch $@
+
 ## Evaluate the bundled fixtures and print the findings table (exit 0 whatever it found).
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@$(BIN)/fhir-adapter evaluate fixtures/cases --out out/bundles; rc=$$?; \
 	  if [ $$rc -le 1 ]; then echo "(transaction Bundles written to out/bundles)"; exit 0; else exit $$rc; fi
 
@@ -23,6 +39,12 @@ demo: $(STAMP)
 $(NODE_DEPS): tests/fhir_server/package.json tests/fhir_server/package-lock.json
 	cd tests/fhir_server && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+## The test FHIR server (Medplum) on 127.0.0.1:$(SERVER_PORT) with the fixtures loaded; prints
+## the `run` command to use and keeps running until Ctrl-C.
+SERVER_PORT ?= 8090
+server: $(DEMO_STAMP) $(NODE_DEPS)
+	@$(BIN)/python tools/test_server.py --port $(SERVER_PORT)
 
 # Debian's Chromium for the HTML report's browser tests (Playwright drives it; Playwright's own
 # browser download is never used). The file itself is the stamp: nothing to do once it exists.

@@ -26,6 +26,62 @@ def yaml_error_line(origin: str, exc: yaml.YAMLError) -> str:
     return line
 
 
+FOLDED = (
+    "this list item is folded into the text above it (its indentation is deeper than its "
+    "list's, or the list's is too shallow)"
+)
+
+
+def shape_problem(text: str) -> tuple[int, int, str] | None:
+    """1-based line, column and what is wrong, for the two YAML mistakes that still parse.
+
+    One line indented a step too far (or its list a step too little) is valid YAML
+    that means something else: a `- item` line becomes the tail of the unquoted string
+    above it (`inoperable - non-operable`, or a whole list one string), or the keys of
+    the next entry land in the one above, where a key written twice silently replaces
+    the first (a rule takes over its predecessor's place). No value the packs hold spans
+    lines unquoted and no mapping names a key twice, so both are refused, found by
+    position in the C parser's events.
+    """
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    lines = text.splitlines()
+    # per open collection: the keys seen (None for a sequence) and whether a key is next
+    stack: list[tuple[set[str] | None, list[bool]]] = []
+
+    def value_done() -> None:
+        if stack and stack[-1][0] is not None:
+            stack[-1][1][0] = not stack[-1][1][0]
+
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            first, last = event.start_mark, event.end_mark
+            if isinstance(event, yaml.ScalarEvent) and first and last:
+                keys = stack[-1][0] if stack else None
+                if keys is not None and stack[-1][1][0]:
+                    if event.value in keys:
+                        where = (first.line + 1, first.column + 1)
+                        return (*where, f"the key {event.value!r} is written twice in one mapping")
+                    keys.add(event.value)
+                if not event.style:
+                    for n in range(first.line + 1, min(last.line, len(lines) - 1) + 1):
+                        stripped = lines[n].lstrip()
+                        if stripped == "-" or stripped.startswith("- "):
+                            return n + 1, len(lines[n]) - len(stripped) + 1, FOLDED
+                value_done()
+            elif isinstance(event, yaml.MappingStartEvent):
+                stack.append((set(), [True]))
+            elif isinstance(event, yaml.SequenceStartEvent):
+                stack.append((None, [False]))
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                stack.pop()
+                value_done()
+            elif isinstance(event, yaml.AliasEvent):
+                value_done()
+    except yaml.YAMLError:
+        return None  # reported by the loader, with its own position
+    return None
+
+
 def located(origin: str, text: str, path: Sequence[str | int]) -> str:
     """`origin:line:col` of the entry at `path` in the YAML `text`, else just `origin`."""
     position = path_position(text, path)

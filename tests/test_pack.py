@@ -124,6 +124,18 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             ),
             "rule 'approach-mismatch': unknown collection 'emails'",
         ),
+        (  # strict types: a quoted number is a string, not a number
+            lambda r: r["claim"].update(max_diagnoses="12"),
+            "claim.max_diagnoses: Input should be a valid integer",
+        ),
+        (
+            lambda r: r["facts"]["units"].update(default_max_units=True),
+            "facts.units.default_max_units: Input should be a valid integer",
+        ),
+        (
+            lambda r: r["valuesets"]["cpt-surgery-other"]["include"][0]["ranges"].append(["1"]),
+            "List should have at least 2 items",
+        ),
     ],
 )
 def test_broken_pack_names_file_and_rule(tmp_path: Path, breakage: Any, message: str) -> None:

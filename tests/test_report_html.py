@@ -815,3 +815,32 @@ def test_printing_prints_every_row_of_the_filtered_worklist(
     page.emulate_media(media="screen")
     expect(page.locator("#p-info")).to_have_text("Page 2 of 2")
     expect(body).to_have_count(len(expected) - 50)
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_the_worklist_fits_the_window_and_shows_every_finding_code_whole(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any, width: int
+) -> None:
+    """No column is clipped at 1280 px (nor at 1024): the page does not scroll sideways, and
+    each finding code is on one line inside its cell."""
+    page, _ = open_page(write_page(tmp_path, outputs))
+    page.set_viewport_size({"width": width, "height": 900})
+    show_all_rows(page)
+    layout = page.evaluate(
+        """() => {
+          const table = document.querySelector('#cases');
+          const box = table.parentElement.getBoundingClientRect();
+          const codes = [...table.querySelectorAll('tbody ul.codes li code')].map(c => {
+            const r = c.getBoundingClientRect(), cell = c.closest('td').getBoundingClientRect();
+            return {code: c.textContent, lines: c.getClientRects().length,
+                    inside: r.left >= cell.left - 0.5 && r.right <= cell.right + 0.5};
+          });
+          return {page: document.documentElement.scrollWidth, window: innerWidth,
+                  right: table.getBoundingClientRect().right, box: box.right, codes};
+        }"""
+    )
+    assert layout["page"] <= layout["window"], layout["page"]
+    assert layout["right"] <= layout["box"] + 0.5
+    shown = {c["code"] for c in layout["codes"]}
+    assert shown == {f.code for o in outputs for f in o.evaluation.findings}
+    assert [c for c in layout["codes"] if c["lines"] != 1 or not c["inside"]] == []

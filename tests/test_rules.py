@@ -1258,3 +1258,32 @@ def test_the_shipped_ptp_edits_apply_to_any_recent_date_of_service(
         if r["resourceType"] == "Coverage":
             r["period"] = {"start": "2025-01-01", "end": "2026-12-31"}
     assert "coding-edit-ptp" in findings_of(pack, good_case)[PROC]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [("location", ("Location/v09-office-loc", "Location.type", "POS 11")), ("class", None)],
+)
+def test_a_place_of_service_finding_shows_where_the_pos_came_from(
+    pack: Pack, where: str, expected: tuple[str, str, str] | None
+) -> None:
+    """POS 11 (an office) is not covered: the evidence is the Location's POS coding, or the
+    Encounter.class it was inferred from, never a bare "searched: derived facts"."""
+    from .conftest import load_bundle
+
+    rs = [copy.deepcopy(e["resource"]) for e in load_bundle("v09-office")["entry"]]
+    enc = by_id(rs, "v09-office-enc")
+    if where == "class":  # no POS coding anywhere: inferred from an Encounter.class of HH
+        by_id(rs, "v09-office-loc").pop("type")
+        enc["class"]["code"] = "HH"
+        expected = ("Encounter/v09-office-enc", "Encounter.class", "inferred: Encounter.class HH")
+    outs = evaluate_store(store_of(rs), pack)
+    finding = next(
+        f for f in outs[0].evaluation.findings if f.code == "place-of-service-not-covered"
+    )
+    shown = [(e.reference, e.path, e.note or "") for e in finding.evidence]
+    assert expected is not None
+    assert any(
+        (ref, path) == expected[:2] and note.startswith(expected[2]) for ref, path, note in shown
+    ), shown
+    assert not any("derived facts" in note for _, _, note in shown), shown

@@ -18,6 +18,7 @@ import yaml
 from fhir_adapter.fhir.systems import ACT, CPT, LOINC, NPI, NUCC, POS
 from fhir_adapter.fhir.systems import ICD10CM as ICD
 from fhir_adapter.fhir.systems import SNOMED as SCT
+from fhir_adapter.testing.catalog import README_COUNTS, fixture_counts
 
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "cases"
 
@@ -1286,6 +1287,9 @@ def main() -> None:
         (OUT / f"{slug}.expected.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
         index.append(slug)
     print(f"wrote {len(index)} fixtures to {OUT}")
+    readme = OUT.parent.parent / "README.md"
+    counts = f"<!-- fixture-counts -->{fixture_counts()}<!-- /fixture-counts -->"
+    readme.write_text(README_COUNTS.sub(counts, readme.read_text(encoding="utf-8"), count=1))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ _DIAGNOSIS_SOURCES = ("reason_conditions", "conditions", "procedure")
 # name -> the collections searched, shown as the "searched" evidence of a rule that finds
 # nothing (and the references there that dangled): see rules.evaluate._absence
 FACTS: dict[str, tuple[str, ...]] = {
-    "place_of_service": (),
+    "place_of_service": ("encounter", "procedure", "locations"),
     "coverage": (),
     "provider": (),
     "earlier_same_session": (),

@@ -33,7 +33,14 @@ from fhir_adapter.pack.schema import (
 from fhir_adapter.pack.valuesets import ValueSet
 from fhir_adapter.text.engine import ContextEngine, VocabularyError
 from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence
-from fhir_adapter.text.vocabulary import merge_includes
+from fhir_adapter.text.vocabulary import (
+    Origins,
+    ShapeError,
+    Written,
+    check_shape,
+    merge_includes,
+    where_written,
+)
 from fhir_adapter.yaml_errors import located, yaml_error_line
 
 MatchFn = Callable[[Context], list[Evidence]]
@@ -140,25 +147,33 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
         raise PackError(yaml_error_line(origin, exc)) from None
     written = text  # the user's lines, for the positions in a schema error
     source: str | Callable[[], str] = text
+    pack_file = Written(origin, text, ("text",))
     try:
-        if merge_includes(raw, base):
-            merged = raw
-            source = lambda: yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)  # noqa: E731
+        check_shape(pack_file)
+        origins = merge_includes(raw, base, pack_file)
+    except ShapeError as exc:
+        raise PackError(str(exc)) from None
     except ValueError as exc:
         raise PackError(f"{origin}: {exc}") from None
+    if origins:
+        merged = raw
+        source = lambda: yaml.safe_dump(  # noqa: E731
+            merged, sort_keys=False, allow_unicode=True, width=float("inf")
+        )  # never folded: a folded line could read as a list item to check_shape
     try:
         model = PackModel.model_validate(raw)
     except ValidationError as exc:
-        raise PackError(_describe(exc, raw, origin, written)) from None
-    pack = _Compiler(model, origin).compile()
+        raise PackError(_describe(exc, raw, origin, written, origins)) from None
+    pack = _Compiler(model, pack_file, origins).compile()
     pack._source = source
     return pack
 
 
-def _describe(exc: ValidationError, raw: Any, origin: str, text: str) -> str:
+def _describe(exc: ValidationError, raw: Any, origin: str, text: str, origins: Origins) -> str:
     """One line per problem (the first five): `file:line:col: invalid rule pack: where: why`."""
     lines = []
     errors = exc.errors()
+    pack_file = Written(origin, text, ("text",))
     for err in errors[:5]:
         loc = list(err["loc"])
         # a matcher's union tag is its key, so pydantic says `codes.codes.path`: name it once
@@ -172,7 +187,12 @@ def _describe(exc: ValidationError, raw: Any, origin: str, text: str) -> str:
             except (KeyError, IndexError, TypeError, AttributeError):
                 pass
         message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
-        at = located(origin, text, loc[:-1] if err["type"] == "missing" else loc)
+        path = loc[:-1] if err["type"] == "missing" else loc
+        # an entry of an included vocabulary file is found in that file
+        if path[:1] == ["text"]:
+            at = where_written(origins, path[1:], pack_file)
+        else:
+            at = located(origin, text, path)
         lines.append(f"{at}: invalid rule pack: " + (f"{where}: {message}" if where else message))
     if len(errors) > 5:
         lines[-1] += f" (+{len(errors) - 5} more)"
@@ -180,9 +200,11 @@ def _describe(exc: ValidationError, raw: Any, origin: str, text: str) -> str:
 
 
 class _Compiler:
-    def __init__(self, model: PackModel, path: str) -> None:
+    def __init__(self, model: PackModel, pack_file: Written, origins: Origins) -> None:
         self.model = model
-        self.path = path
+        self.path = pack_file.origin
+        self.pack_file = pack_file
+        self.origins = origins
         self.where = "pack"
 
     def fail(self, message: str) -> PackError:
@@ -195,7 +217,11 @@ class _Compiler:
         try:
             engine = ContextEngine(m.text)
         except VocabularyError as exc:
-            raise self.fail(str(exc)) from None
+            if not exc.path:
+                raise self.fail(str(exc)) from None
+            raise PackError(
+                f"{where_written(self.origins, exc.path, self.pack_file)}: {exc}"
+            ) from None
         pack = Pack(m, self.path, dict(m.systems), valuesets, engine)
         for rule in m.rules:
             self.where = f"rule {rule.finding!r}"

@@ -60,7 +60,8 @@ NOUNS = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no "12" for 12, no 1 for true; a value of the wrong type is named at its line
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _as_list(value: object) -> object:
@@ -211,7 +212,8 @@ class ModifierRule(_Strict):
 class CodeGroup(_Strict):
     system: SystemName
     codes: list[str] = []
-    ranges: list[tuple[str, str]] = []
+    # [low, high], inclusive (a YAML list: a strict tuple is not one)
+    ranges: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
 
 
 class ValueSetDef(_Strict):

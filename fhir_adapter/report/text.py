@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,40 +39,78 @@ def render_json_rows(
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
 def render_table(outputs: Sequence[CaseOutput], width: int | None = None) -> str:
     """One row per case; each finding on its own line with severity and a short why."""
     return render_table_rows([o.report() for o in outputs], width)
 
 
+_HEADER = ("PROCEDURE", "PATIENT", "OUTCOME", "POS", "MODIFIERS", "FINDINGS")
+_GAP = "  "
+_FINDINGS_MIN = 40  # a narrower findings column goes under each case instead
+_INDENT = "    "
+
+
 def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
-    """The table from report rows (either engine's)."""
+    """The table from report rows (either engine's), fitted to the terminal's width.
+
+    Findings wrap rather than being cut: a finding's code is never split (a reader
+    looks it up), its message wraps under it. When fewer than 40 columns are left
+    beside the case, each case's findings go on the lines under it; when even the
+    case's columns do not fit, each case is one labelled line (or more) of its own.
+    """
     width = width or shutil.get_terminal_size((120, 20)).columns
-    header = ("PROCEDURE", "PATIENT", "OUTCOME", "POS", "MODIFIERS", "FINDINGS")
-    lines_out: list[tuple[str, ...]] = []
+    cases: list[tuple[tuple[str, ...], list[str]]] = []
     for r in rows:
-        first = (
+        first: tuple[str, ...] = (
             r["procedure"],
             r.get("patient") or "-",
             r["outcome"],
             r.get("place_of_service") or "-",
             ",".join(m["code"] for m in r.get("modifiers") or []) or "-",
         )
-        lines = [f"{f['severity']} {f['code']}: {f['message']}" for f in r["findings"]] or ["-"]
-        lines_out.append((*first, lines[0]))
-        lines_out.extend(("", "", "", "", "", line) for line in lines[1:])
-    widths = [max(len(r[i]) for r in [header, *lines_out]) for i in range(5)]
-    fixed = sum(widths) + 2 * 5
-    out = []
-    for row in [header, *lines_out]:
-        cells = [row[i].ljust(widths[i]) for i in range(5)]
-        out.append("  ".join([*cells, _cut(row[5], max(30, width - fixed))]).rstrip())
+        findings = [f"{f['severity']} {f['code']}: {f['message']}" for f in r["findings"]]
+        cases.append((first, findings))
+    widths = [max(len(c[0][i]) for c in [(_HEADER[:5], []), *cases]) for i in range(5)]
+    aligned = sum(widths) + len(_GAP) * 4 <= width
+    beside = width - sum(widths) - len(_GAP) * 5
+    header = _GAP.join(h.ljust(w) for h, w in zip(_HEADER, widths, strict=False))
+    out = [header + _GAP + _HEADER[5] if beside >= _FINDINGS_MIN else header.rstrip()]
+    if not aligned:  # even the case columns do not fit: each case labelled, on lines of its own
+        out = []
+    for cells, findings in cases:
+        row = _GAP.join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
+        if beside >= _FINDINGS_MIN:
+            lines = _wrap(findings or ["-"], beside, "")
+            pad = " " * (len(row) + len(_GAP))
+            out.append(row + _GAP + lines[0])
+            out.extend(pad + line for line in lines[1:])
+            continue
+        if aligned:
+            out.append(row.rstrip())
+        else:
+            procedure, patient, outcome, pos, modifiers = cells
+            labelled = [procedure, patient, outcome, f"POS {pos}", f"modifiers {modifiers}"]
+            out.extend(_wrap([_GAP.join(labelled)], width, ""))
+        out.extend(_wrap(findings, width - len(_INDENT), _INDENT))
     out.append("")
-    out.append(summary_rows(rows))
+    out.extend(_wrap([summary_rows(rows)], width, ""))
     return "\n".join(out) + "\n"
+
+
+def _wrap(texts: Sequence[str], width: int, indent: str) -> list[str]:
+    """Each text on lines of `width`, its continuation indented two more; words (finding
+    codes, with their hyphens) are never split, so a long one may overrun."""
+    return [
+        indent + line
+        for text in texts
+        for line in textwrap.wrap(
+            text,
+            max(width, 1),
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    ]
 
 
 def summary(outputs: Sequence[CaseOutput]) -> str:

@@ -47,8 +47,9 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
         failed = not evidence if rule.kind == "require" else bool(evidence)
         if failed:
             if rule.kind == "require":
-                # what was searched, and the mentions a ConText cue ruled out ("not chosen")
-                evidence = _absence(rule, case) + ruled_out
+                # what made the rule apply (the POS 11 on a Location), what was searched,
+                # and the mentions a ConText cue ruled out ("not chosen")
+                evidence = _applies(rule, ctx) + _absence(rule, case) + ruled_out
             result.findings.append(
                 Finding(
                     rule.finding,
@@ -92,6 +93,12 @@ def _drop_conditions(pack: Pack, case: Case) -> None:
 def _exception(rule: CompiledRule, ctx: Context) -> tuple[Evidence, ...]:
     """The documentation that exempts a case from `rule` (its `unless` evidence)."""
     return tuple(e for fn in rule.unless for e in fn(ctx) if counts(e))
+
+
+def _applies(rule: CompiledRule, ctx: Context) -> list[Evidence]:
+    """The evidence of a rule's `when`: a requirement that fails is shown with the facts
+    that made it one (where the place of service came from), not only with what was searched."""
+    return list(dict.fromkeys(e for fn in rule.when for e in fn(ctx) if counts(e)))
 
 
 def _absence(rule: CompiledRule, case: Case) -> list[Evidence]:

@@ -18,6 +18,7 @@ cue), then shared by every element.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,12 @@ _GENERIC_HEADER = re.compile(r"[ \t]*[A-Z][A-Za-z/&']*(?: [A-Za-z/&']+){0,3}[ \t
 
 
 class VocabularyError(ValueError):
-    """A vocabulary entry that cannot be compiled; the message names it."""
+    """A vocabulary entry that cannot be compiled; the message names it, and `path` (below
+    the pack's `text:`) finds its line in the file that wrote it."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
@@ -230,12 +236,17 @@ class ContextEngine:
             else None
         )
         self.targets: dict[str, _Target] = {
-            name: self._compile_target(name, t) for name, t in cfg.targets.items()
+            name: self._compile_target(name, t, ("targets", name, "patterns"))
+            for name, t in cfg.targets.items()
         }
         for name, group in cfg.patterns.items():
             if name in self.targets:
-                raise VocabularyError(f"text pattern {name!r}: also defined as a target")
-            self.targets[name] = self._compile_target(name, TargetDef(patterns=group))
+                raise VocabularyError(
+                    f"text pattern {name!r}: also defined as a target", ("patterns", name)
+                )
+            self.targets[name] = self._compile_target(
+                name, TargetDef(patterns=group), ("patterns", name)
+            )
         self._keywords = sorted({k for t in self.targets.values() for k in t.keywords})
         self._by_keyword: dict[str, frozenset[str]] = {
             k: frozenset(n for n, t in self.targets.items() if k in t.keywords)
@@ -259,12 +270,15 @@ class ContextEngine:
         return found
 
     def _check_regex(self, expanded: str, problem: str) -> None:
-        """A pattern must compile in the form that runs (lower-cased, no leading boundary)."""
+        """A pattern must compile in the form that runs (lower-cased, no leading boundary),
+        and match some text: one that can match nothing at all would be a mention of
+        nothing everywhere."""
         source = _lower_part(expanded).source
         try:
-            self._checked[source] = re.compile(source)
+            self._checked[source] = rx = re.compile(source)
         except re.error as exc:
             raise VocabularyError(f"{problem}: {exc}") from None
+        _check_not_empty(rx, problem)
 
     # -- compiling ----------------------------------------------------------
     def _build_macros(self) -> dict[str, str]:
@@ -304,28 +318,47 @@ class ContextEngine:
 
         return _MACRO.sub(sub, source)
 
-    def _compile_target(self, name: str, t: TargetDef) -> _Target:
+    def _compile_target(
+        self, name: str, t: TargetDef, patterns_at: tuple[str | int, ...]
+    ) -> _Target:
+        """`patterns_at`: where its patterns are written, for an error's line."""
+        try:
+            return self._compile_target_entries(name, t, patterns_at)
+        except VocabularyError as exc:
+            raise VocabularyError(str(exc), exc.path or patterns_at[:2]) from None
+
+    def _compile_target_entries(
+        self, name: str, t: TargetDef, patterns_at: tuple[str | int, ...]
+    ) -> _Target:
         where = f"text target {name!r}"
+        terms_at = (*patterns_at[:2], "terms")
         alternatives: list[str] = []
         own_keys: dict[int, tuple[str, ...]] = {}  # alternative -> its keywords, when not derived
         keywords = tuple(k.lower() for k in t.keywords)
-        for k in keywords:
+        for i, k in enumerate(keywords):
             if not _KEYWORD.fullmatch(k):
-                raise VocabularyError(f"{where}: keyword {k!r} is not one word (letters or digits)")
-        for term in t.terms:
-            expanded = _term_regex(term, self._macros, f"{where}, term {term!r}")
-            alternatives.append(expanded)
-            if keywords:
-                _check_keyword(expanded, term, keywords, where)
-        for pattern in t.patterns:
-            expanded = self._expand(pattern, f"{where}, pattern {pattern!r}")
-            split = self._split_leading_number(pattern, where) if keywords else None
-            # "{number} cm": digits and number words as two patterns, each of which the
-            # regex engine can skip to (a digit; a word's first letter)
-            for alt in split or (expanded,):
-                self._check_regex(alt, f"{where}: bad regular expression {pattern!r}")
-            if keywords:
-                _check_keyword(expanded, pattern, keywords, where)
+                raise VocabularyError(
+                    f"{where}: keyword {k!r} is not one word (letters or digits)",
+                    (*patterns_at[:2], "keywords", i),
+                )
+        for i, term in enumerate(t.terms):
+            with _at((*terms_at, i)):
+                if not _MACRO.search(term) and not any(ch.isalnum() for ch in term):
+                    raise VocabularyError(f"{where}: term {term!r} has no letter or digit")
+                expanded = _term_regex(term, self._macros, f"{where}, term {term!r}")
+                alternatives.append(expanded)
+                if keywords:
+                    _check_keyword(expanded, term, keywords, where)
+        for i, pattern in enumerate(t.patterns):
+            with _at((*patterns_at, i)):
+                expanded = self._expand(pattern, f"{where}, pattern {pattern!r}")
+                split = self._split_leading_number(pattern, where) if keywords else None
+                # "{number} cm": digits and number words as two patterns, each of which the
+                # regex engine can skip to (a digit; a word's first letter)
+                for alt in split or (expanded,):
+                    self._check_regex(alt, f"{where}: bad regular expression {pattern!r}")
+                if keywords:
+                    _check_keyword(expanded, pattern, keywords, where)
             if split is None:
                 alternatives.append(expanded)
                 continue
@@ -338,7 +371,10 @@ class ContextEngine:
         requires = None
         if t.requires is not None:
             if t.requires not in self.cfg.lexicons:
-                raise VocabularyError(f"{where}: requires unknown lexicon {t.requires!r}")
+                raise VocabularyError(
+                    f"{where}: requires unknown lexicon {t.requires!r}",
+                    (*patterns_at[:2], "requires"),
+                )
             entries = [
                 tuple(w.lower() for w in _TOKEN.findall(e)) for e in self.cfg.lexicons[t.requires]
             ]
@@ -379,18 +415,23 @@ class ContextEngine:
         return None
 
     def _index_modifier(self, name: str, mod: ModifierDef) -> None:
-        for cue in mod.cues:
+        for i, cue in enumerate(mod.cues):
             words = tuple(t.lower() for t in _TOKEN.findall(cue))
             if not words:
-                raise VocabularyError(f"text modifier {name!r}: empty cue {cue!r}")
-            self._cue_index.setdefault(words[0], []).append((words, name))
-        for pattern in mod.patterns:
-            try:
-                rx = re.compile(_lower_pattern(self._expand(pattern, f"text modifier {name!r}")))
-            except re.error as exc:
                 raise VocabularyError(
-                    f"text modifier {name!r}: bad regular expression {pattern!r}: {exc}"
-                ) from None
+                    f"text modifier {name!r}: empty cue {cue!r}", ("modifiers", name, "cues", i)
+                )
+            self._cue_index.setdefault(words[0], []).append((words, name))
+        for i, pattern in enumerate(mod.patterns):
+            problem = f"text modifier {name!r}: bad regular expression {pattern!r}"
+            with _at(("modifiers", name, "patterns", i)):
+                try:
+                    rx = re.compile(
+                        _lower_pattern(self._expand(pattern, f"text modifier {name!r}"))
+                    )
+                except re.error as exc:
+                    raise VocabularyError(f"{problem}: {exc}") from None
+                _check_not_empty(rx, problem)
             self._cue_patterns.append((rx, name))
 
     # -- documents ----------------------------------------------------------
@@ -755,6 +796,29 @@ class ContextEngine:
 def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
     """The prefilter: none of the strings a regex cannot match without is in the text."""
     return required is not None and not any(r in low for r in required)
+
+
+# a few short texts: a pattern that matches none of them, or only some of them, is
+# fine; one that matches an empty stretch of any of them matches nothing
+_EMPTY_PROBES = ("", " ", "a", "1", "a b", "a. b")
+
+
+def _check_not_empty(rx: re.Pattern[str], problem: str) -> None:
+    for probe in _EMPTY_PROBES:
+        for m in rx.finditer(probe):
+            if m.start() == m.end():
+                raise VocabularyError(f"{problem}: it matches the empty string")
+
+
+@contextlib.contextmanager
+def _at(path: tuple[str | int, ...]) -> Iterator[None]:
+    """A VocabularyError raised inside, without a path of its own, is at `path`."""
+    try:
+        yield
+    except VocabularyError as exc:
+        if exc.path:
+            raise
+        raise VocabularyError(str(exc), path) from None
 
 
 def _abbreviation(before: str) -> bool:

@@ -9,29 +9,39 @@ the files in; `context_engine` compiles and applies it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fhir_adapter.yaml_errors import yaml_error_line
+from fhir_adapter.yaml_errors import located, shape_problem, yaml_error_line
 
 Status = Literal["negated", "hypothetical", "historical", "uncertain", "other"]
 STATUSES: tuple[str, ...] = ("negated", "other", "historical", "hypothetical", "uncertain")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a string is not a list, a number not a string; a mis-indented line that
+    # turns a list into one string is a load error, not a vocabulary that never matches
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# A word, term, cue or pattern: not blank. A list of them, when written, has one at least
+# (an empty `terms: []` is a list whose items went astray); left out, it is empty.
+Entry = Annotated[str, StringConstraints(pattern=r"\S")]
+Entries = Annotated[list[Entry], Field(min_length=1)]
 
 
 class TargetDef(_Strict):
     """What documents one element: whole-word terms and short regexes (with {macros})."""
 
     description: str = ""
-    keywords: list[str] = []
-    terms: list[str] = []
-    patterns: list[str] = []
+    keywords: Entries = []
+    terms: Entries = []
+    patterns: Entries = []
     requires: str | None = None
 
 
@@ -40,39 +50,63 @@ class ModifierDef(_Strict):
 
     category: Status | Literal["pseudo", "terminate"]
     direction: Literal["forward", "backward", "bidirectional"] = "forward"
-    cues: list[str] = []
-    patterns: list[str] = []
+    cues: Entries = []
+    patterns: Entries = []
     window: int | None = Field(default=None, ge=0, le=40)
-    only: list[str] = []
-    skip: list[str] = []
-    stops: list[str] = []
+    only: Entries = []
+    skip: Entries = []
+    stops: Entries = []
 
 
 class SectionDef(_Strict):
     """Note headers ("Past surgical history:") and the status they give what follows."""
 
-    headers: list[str] = Field(min_length=1)
+    headers: Entries
     status: Status | None = None
-    only: list[str] = []
-    skip: list[str] = []
+    only: Entries = []
+    skip: Entries = []
 
 
 class TextConfig(_Strict):
     """The `text:` section of a pack, after its `include:` files are merged in."""
 
-    include: list[str] = []
+    include: Entries = []
     window: int = Field(default=6, ge=0, le=40)
     numbers: dict[str, int] = {}
-    units: dict[str, dict[str, list[str]]] = {}
+    units: dict[str, dict[str, Entries]] = {}
     unit_factors: dict[str, float] = {}
-    lexicons: dict[str, list[str]] = {}
-    fillers: list[str] = []
+    lexicons: dict[str, Entries] = {}
+    fillers: Entries = []
     modifiers: dict[str, ModifierDef] = {}
     sections: dict[str, SectionDef] = {}
     targets: dict[str, TargetDef] = {}
     # Plain regex groups (name -> patterns): targets without keywords, kept for packs
     # written before the vocabulary files.
-    patterns: dict[str, list[str]] = {}
+    patterns: dict[str, Entries] = {}
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file that wrote part of the vocabulary: its name, its text, and where in it the
+    `text:` section starts (`("text",)` in a pack, nothing in an included file)."""
+
+    origin: str
+    text: str
+    prefix: tuple[str, ...] = ()
+
+
+# (key,) or (key, name) of the merged `text:` -> the file whose entry won
+Origins = dict[tuple[str, ...], Written]
+
+
+def where_written(origins: Origins, path: Sequence[str | int], pack: Written) -> str:
+    """`file:line:col` of the entry at `path` (below `text:`), in the file that wrote it
+    (the pack's own `text:` when no included file did)."""
+    written = next(
+        (w for depth in (2, 1) if (w := origins.get(tuple(str(p) for p in path[:depth])))),
+        pack,
+    )
+    return located(written.origin, written.text, [*written.prefix, *path])
 
 
 _MERGED_DICTS = (
@@ -87,44 +121,63 @@ _MERGED_DICTS = (
 )
 
 
-def merge_includes(raw: Any, base: Path | None) -> bool:
-    """Pull `text.include` files (relative to the pack) into the pack's `text:`; True if any.
+def merge_includes(raw: Any, base: Path | None, pack: Written) -> Origins:
+    """Pull `text.include` files (relative to the pack) into the pack's `text:`, and say
+    which file wrote each entry (empty when there was nothing to include).
 
     Keys written in the pack itself win over the included files, so a payer pack
     can override one target without copying the vocabulary. A file missing beside
     the pack is taken from the bundled mappings/ (a pack copied elsewhere keeps working).
     """
     if not isinstance(raw, dict) or not isinstance(raw.get("text"), dict):
-        return False
+        return {}
     text = raw["text"]
     includes = text.get("include") or []
-    if not includes:
-        return False
+    if not isinstance(includes, list) or not includes:
+        return {}
     merged: dict[str, Any] = {}
+    origins: Origins = {}
     for name in includes:
         path = _locate(str(name), base)
         try:
-            part = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())
+            written = Written(str(path), path.read_text(encoding="utf-8"))
+            part = yaml.load(written.text, Loader=_loader())
         except OSError as exc:
             raise ValueError(f"text.include {name!r}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"text.include {name!r}: {yaml_error_line(str(path), exc)}") from None
         if not isinstance(part, dict):
             raise ValueError(f"text.include {name!r}: not a mapping")
-        for key, value in part.items():
-            if key in _MERGED_DICTS and isinstance(value, dict):
-                merged.setdefault(key, {}).update(value)
-            elif key == "fillers" and isinstance(value, list):
-                merged.setdefault(key, []).extend(value)
-            else:
-                merged[key] = value
-    for key, value in text.items():
+        check_shape(written)
+        _merge(merged, origins, part, written)
+    _merge(merged, origins, {k: v for k, v in text.items() if k != "include"}, pack)
+    raw["text"] = merged
+    return origins
+
+
+class ShapeError(ValueError):
+    """A YAML mistake that still parses (a folded list item, a key written twice): the
+    message names file and line."""
+
+
+def check_shape(written: Written) -> None:
+    """A list item folded into the text above it, or a key written twice, is an error."""
+    problem = shape_problem(written.text)
+    if problem is not None:
+        line, column, what = problem
+        raise ShapeError(f"{written.origin}:{line}:{column}: {what}")
+
+
+def _merge(merged: dict[str, Any], origins: Origins, part: dict[str, Any], by: Written) -> None:
+    for key, value in part.items():
         if key in _MERGED_DICTS and isinstance(value, dict):
             merged.setdefault(key, {}).update(value)
-        elif key != "include":
+            origins.update({(str(key), str(name)): by for name in value})
+        elif key == "fillers" and isinstance(value, list) and isinstance(merged.get(key), list):
+            merged[key].extend(value)
+        else:
             merged[key] = value
-    raw["text"] = merged
-    return True
+        origins[(str(key),)] = by
 
 
 def _locate(name: str, base: Path | None) -> Path:

@@ -112,7 +112,9 @@
     a.href = "#case-" + c.i;
     th.appendChild(a);
     tr.appendChild(th);
-    [c.patient, c.date, c.performer, c.pos].forEach(function (v) { tr.appendChild(el("td", v || "—")); });
+    [[c.patient], [c.date, "date"], [c.performer], [c.pos]].forEach(function (v) {
+      tr.appendChild(el("td", v[0] || "—", v[1]));
+    });
     var out = el("td");
     out.appendChild(outcomeBadge(c.outcome));
     tr.appendChild(out);

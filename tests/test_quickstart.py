@@ -158,7 +158,7 @@ def test_the_quick_start_runs_as_written(checkout: Path, background: list[Backgr
     checks: list[tuple[str, Callable[[subprocess.CompletedProcess[str]], None]]] = [
         ("fhir-adapter evaluate", evaluate),
         ("fhir-adapter run", run),
-        ("generate_private_key", keys),
+        ("hooks client add", keys),
         ("curl", hook),
     ]
     for prose, written in quick_start():

@@ -50,6 +50,16 @@ def register(sub: Any) -> None:
         metavar="PEM",
         help="CA bundle to verify jku hosts with (default: the system's)",
     )
+    env_option(
+        serve,
+        "--time-budget",
+        "TIME_BUDGET",
+        "10",
+        type=float,
+        metavar="SECONDS",
+        help="answer each hook call within this time: an evaluation still running then is "
+        "stopped and the call gets a 'not evaluated' card (default: 10)",
+    )
     serve.set_defaults(handler=serve_command)
 
     fb = sub.add_parser(
@@ -76,6 +86,10 @@ def serve_command(args: argparse.Namespace) -> int:
         raise AdapterError("--trusted-clients FILE (or FHIR_ADAPTER_TRUSTED_CLIENTS) is required")
     if not 0 <= args.port <= 65535:
         raise AdapterError(f"--port {args.port} is not a TCP port")
+    if not 0 < args.time_budget <= 3600:
+        raise AdapterError(
+            f"--time-budget {args.time_budget:g} is not a number of seconds in (0, 3600]"
+        )
     algorithms = (*DEFAULT_ALGORITHMS, "ES256") if args.allow_es256 else DEFAULT_ALGORITHMS
     if args.public_url:
         from urllib.parse import urlsplit
@@ -98,6 +112,7 @@ def serve_command(args: argparse.Namespace) -> int:
         rules=args.rules,
         block_on=args.block_on,
         jwks_ca_bundle=args.jwks_ca_bundle,
+        time_budget=args.time_budget,
     )
     app = create_app(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -3,7 +3,11 @@
 Starlette rather than FastAPI: the payloads are free-form JSON with FHIR inside,
 parsed with orjson and checked by hand, so FastAPI's models, OpenAPI and
 automatic 422s would add weight (and error shapes we do not want) and nothing
-we use. Evaluation and FHIR reads are blocking, so they run in the threadpool.
+we use. Evaluation and FHIR reads are blocking, so they run in the threadpool, each
+call within its time budget (`HookConfig.time_budget`): the evaluation checks the
+deadline as it reads (fhir_adapter.deadline) and stops, freeing its worker, and the
+caller gets a card saying the case was not evaluated; should a step not reach a
+check in time, the call is answered anyway one second after the budget.
 
 Errors are JSON (an OperationOutcome), never a traceback; a 401 says nothing
 about which check failed. Nothing logged carries a token.
@@ -12,11 +16,14 @@ about which check failed. Nothing logged carries a token.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +34,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhir_adapter.errors import HookError
-from fhir_adapter.hooks import handlers
+from fhir_adapter.deadline import time_budget
+from fhir_adapter.errors import HookError, OutOfTime
+from fhir_adapter.hooks import cards, handlers
 from fhir_adapter.hooks.data import HookData, HookRequest, VerifiedServers
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
 from fhir_adapter.hooks.security import (
@@ -48,6 +56,8 @@ from fhir_adapter.rules import Pack, load_pack
 log = logging.getLogger("fhir_adapter.hooks")
 
 MAX_BODY = 16 * 1024 * 1024
+DEFAULT_TIME_BUDGET = 10.0  # seconds per hook call, FHIR reads and evaluation
+_GRACE = 1.0  # after the budget, a call whose evaluation has not stopped is answered anyway
 
 
 @dataclass
@@ -66,6 +76,7 @@ class HookConfig:
     block_on: str | None = None
     jwks_ca_bundle: str | None = None
     fhir_timeout: tuple[float, float] = (3.0, 10.0)
+    time_budget: float = DEFAULT_TIME_BUDGET
     pack: Pack | None = field(default=None, repr=False)
 
 
@@ -119,6 +130,13 @@ class HookService:
             replay_db=config.replay_db or config.feedback_db,
         )
         self.verified_servers = VerifiedServers()
+        self._running = 0  # evaluations under way in worker threads
+        self._running_lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        """Evaluations under way (each holds a worker thread)."""
+        return self._running
 
     def base_url(self, request: Request) -> str:
         if self.config.public_url:
@@ -159,7 +177,17 @@ class HookService:
         if not service.accepts(hook.hook):
             raise HookError(f"service {service.id} does not answer the {hook.hook} hook", 422)
         started = time.perf_counter()
-        response = await run_in_threadpool(self._run, service.id, hook)
+        try:
+            response = await self._run_in_time(service.id, hook)
+        except OutOfTime as exc:
+            log.warning(
+                "%s %s from %s: %s",
+                service.id,
+                loggable(hook.hook_instance),
+                loggable(claims.get("iss")),
+                exc,
+            )
+            response = {"cards": [cards.out_of_time_card(self.config.time_budget)]}
         log.info(
             "%s %s from %s: %d card(s) in %.0f ms",
             service.id,
@@ -175,15 +203,33 @@ class HookService:
         )
         return Response(orjson.dumps(response), media_type="application/json")
 
-    def _run(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
+    async def _run_in_time(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
+        """The call's answer from a worker thread, within the time budget (OutOfTime if not).
+        The worker stops at its next deadline check; if it has not by the grace period's
+        end, it is left to finish alone (its result unused) and the call answered."""
+        budget = self.config.time_budget
+        with anyio.move_on_after(budget + _GRACE):
+            return await anyio.to_thread.run_sync(
+                partial(self._run, service_id, hook, budget), abandon_on_cancel=True
+            )
+        raise OutOfTime(f"the evaluation did not stop within its {budget:g} s budget")
+
+    def _run(
+        self, service_id: str, hook: HookRequest, budget: float | None = None
+    ) -> dict[str, Any]:
         service = SERVICES[service_id]
+        with self._running_lock:
+            self._running += 1
         data = HookData(hook, service, self.verified_servers, self.config.fhir_timeout)
         try:
-            if service_id == ENCOUNTER_DISCHARGE:
-                return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
-            return handlers.order_check(self.pack, hook, data, self.config.block_on)
+            with time_budget(budget):
+                if service_id == ENCOUNTER_DISCHARGE:
+                    return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
+                return handlers.order_check(self.pack, hook, data, self.config.block_on)
         finally:
             data.close()
+            with self._running_lock:
+                self._running -= 1
 
     async def feedback_call(self, request: Request) -> Response:
         service = SERVICES.get(request.path_params["service_id"])

@@ -95,6 +95,23 @@ def _tumors(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     return (tumor_count(pack, case, text), tumor_max_size_cm(pack, case, text))
 
 
+@provides("text_truncated")
+def _text_truncated(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The narratives longer than the pack reads (text.max_chars): what lies beyond the cap
+    was not read, so what it documents or rules out is not known."""
+    cap = pack.engine.cfg.max_chars
+    evidence = [
+        Evidence(
+            u.reference,
+            u.path,
+            None,
+            f"{u.source} text of {u.length:,} characters: the first {cap:,} were read",
+        )
+        for u in ctx.text.truncated()
+    ]
+    return (_evidence_fact(evidence),)
+
+
 @provides("units_exceeded", "guidance_conflict", "ptp_conflicts", "provider_npi", "global_period")
 def _billing(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     case = ctx.case
@@ -306,9 +323,13 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
         n = pack.engine.number(m.words)
         if n is None or not 0 < n <= 50 or n != int(n):
             continue
-        evidence.append(mention_evidence(unit, m))
+        if len(evidence) < _EVIDENCE_MAX:  # a long note may count every line: five show it
+            evidence.append(mention_evidence(unit, m))
         best = max(best, int(n))
-    return Fact(best if best else None, tuple(evidence[:5]))
+    return Fact(best if best else None, tuple(evidence[:_EVIDENCE_MAX]))
+
+
+_EVIDENCE_MAX = 5
 
 
 def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:

@@ -15,11 +15,14 @@ a sentence are found once (a dictionary walk over its words, not a regex per
 cue), then shared by every element.
 
 Linear in the text's length whatever its shape (a pasted table, an OCR'd fax, a
-1 MB note without a full stop): a sentence longer than `max_sentence_chars` is
-read as pieces cut at clause boundaries, and a mention looks only at the cues
-within reach of it (no cue reaches further than its window of words), found by
-bisection over per-sentence word counts instead of a walk over every cue and
-token of the sentence. The mentions of one sentence share one copy of it.
+1 MB note without a full stop): a mention looks only at the cues within reach of
+it (no cue reaches further than its window of words), found by bisection over
+per-sentence word counts instead of a walk over every cue and token of the
+sentence, and a sentence longer than `max_sentence_chars` is quoted and grouped
+as pieces cut at clause boundaries. A cut changes no mention's reading: cues,
+their reach and a target's `requires` are still worked out over the whole
+sentence, so a run-on note reads as it did. The mentions of one piece share one
+copy of it.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class Sentence:
     terminators: list[Cue] | None = None
     layout: _Layout | None = None
     text: str | None = None  # the sentence's words, one copy shared by its mentions
+    # a piece of an over-long sentence: the whole sentence, whose words, cues and reach
+    # the piece's mentions are read with (the piece is what evidence quotes)
+    whole: Sentence | None = None
 
 
 @dataclass(slots=True)
@@ -544,8 +550,12 @@ class ContextEngine:
             elif maybe and _GENERIC_HEADER.match(text, start, end):
                 # a header we do not know ends the last one
                 section, header, rule = None, None, None
+            if end - start <= self.cfg.max_sentence_chars:
+                out.append(Sentence(start, end, section, header, rule))
+                continue
+            whole = Sentence(start, end, section, header, rule)
             for piece_start, piece_end in _pieces(text, start, end, self.cfg.max_sentence_chars):
-                out.append(Sentence(piece_start, piece_end, section, header, rule))
+                out.append(Sentence(piece_start, piece_end, section, header, rule, whole=whole))
         doc.sentences = out
         doc.sentence_starts = [s.start for s in out]
         return out
@@ -665,8 +675,9 @@ class ContextEngine:
                 if idx < 0 or span[0] == span[1] or span in seen:
                     continue
                 s = sentences[idx]
-                if span[1] > s.end:  # ran past the sentence: look inside it only
-                    inner = regex.search(low, span[0], s.end)
+                whole = s.whole or s
+                if span[1] > whole.end:  # ran past the sentence: look inside it only
+                    inner = regex.search(low, span[0], whole.end)
                     if inner is None:
                         continue
                     span = (inner.start(), inner.end())
@@ -677,9 +688,10 @@ class ContextEngine:
                 ):
                     continue  # the leading word boundary, checked here (see _lower_part)
                 if target.requires is not None:
-                    ok = checked.get(idx)
+                    ok = checked.get(whole.start)
                     if ok is None:
-                        ok = checked[idx] = target.requires.found_in(self.tokens(doc, s))
+                        tokens = self.tokens(doc, whole)
+                        ok = checked[whole.start] = target.requires.found_in(tokens)
                     if not ok:
                         continue
                 seen.add(span)
@@ -712,9 +724,10 @@ class ContextEngine:
         self, doc: Document, s: Sentence, idx: int, element: str, start: int, end: int
     ) -> Mention:
         check_deadline()
-        tokens = self.tokens(doc, s)
-        lay = self._layout(doc, s)
-        starts = s.starts or []
+        whole = s.whole or s
+        tokens = self.tokens(doc, whole)
+        lay = self._layout(doc, whole)
+        starts = whole.starts or []
         n = len(tokens)
         t_first = bisect.bisect_left(starts, start)
         t_last = max(t_first, bisect.bisect_left(starts, end) - 1)
@@ -763,6 +776,8 @@ class ContextEngine:
         text = s.text
         if text is None:
             text = s.text = doc.text[s.start : s.end]
+        if end > s.end:  # a match across the cut after a piece: quoted with its words
+            text = doc.text[s.start : end]
         rel_start, rel_end = start - s.start, end - s.start
         if best is not None:
             return Mention(
@@ -906,19 +921,19 @@ def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
 
 def _pieces(text: str, start: int, end: int, longest: int) -> Iterator[tuple[int, int]]:
     """A sentence's span, cut into pieces of at most `longest` characters when it is longer:
-    each cut after the last semicolon, else comma, else space of the piece's second half
-    (a clause boundary where there is one), whitespace trimmed."""
+    each cut in the piece's second half, after the last semicolon, else full stop (or ! ?)
+    before a space, else comma, else space (a clause boundary where there is one),
+    whitespace trimmed."""
     while end - start > longest:
         lo, hi = start + longest // 2, start + longest
-        cut = -1
-        for mark in ";,":
-            cut = text.rfind(mark, lo, hi)
-            if cut >= 0:
-                cut += 1
-                break
+        cut = text.rfind(";", lo, hi)
         if cut < 0:
-            space = max(text.rfind(c, lo, hi) for c in " \t\n")
-            cut = space + 1 if space >= 0 else hi
+            cut = max(text.rfind(m + " ", lo, hi) for m in ".!?")
+        if cut < 0:
+            cut = text.rfind(",", lo, hi)
+        if cut < 0:
+            cut = max(text.rfind(c, lo, hi) for c in " \t\n")
+        cut = cut + 1 if cut >= 0 else hi
         piece_end = cut
         while piece_end > start and text[piece_end - 1].isspace():
             piece_end -= 1

@@ -18,6 +18,7 @@ import pytest
 from fhir_adapter.rules import Pack, evaluate_case
 from fhir_adapter.rules.pack import default_pack_path, pack_from_text
 from fhir_adapter.testing.corpus import note_case
+from fhir_adapter.text.engine import Document
 from fhir_adapter.text.index import text_index, xhtml_text
 from fhir_adapter.writeback import build_output
 
@@ -38,13 +39,13 @@ def run_on(unit: str, size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
-def read_all(pack: Pack, text: str) -> int:
-    """Every element's mentions in `text`; returns the cues the engine compared."""
+def read_all(pack: Pack, text: str) -> Document:
+    """Every element's mentions in `text` (the document keeps the cues it compared)."""
     engine = pack.engine
     doc = engine.document(text)
     for element in sorted(engine.targets):
         engine.mentions(doc, element)
-    return doc.work
+    return doc
 
 
 def calls(fn: Callable[[], Any]) -> int:
@@ -76,8 +77,8 @@ def test_reading_work_doubles_with_the_text(pack: Pack, shape: str) -> None:
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_cue_comparisons_double_with_the_text(pack: Pack, shape: str) -> None:
     unit = SHAPES[shape]
-    small = read_all(pack, run_on(unit, 20_000))
-    large = read_all(pack, run_on(unit, 40_000))
+    small = read_all(pack, run_on(unit, 20_000)).work
+    large = read_all(pack, run_on(unit, 40_000)).work
     assert large <= 2.5 * max(small, 1), (shape, small, large)
 
 

@@ -141,7 +141,6 @@ class Document:
     elements: frozenset[str] | None = None
     keywords: frozenset[str] | None = None
     found: dict[str, list[Mention]] = field(default_factory=dict)
-    cue_patterns: list[_CuePattern] | None = None  # those that can match this text
     # cues looked at: in classification, and against each pattern cue while finding them
     # (a deterministic measure of the work, which tests hold to linear growth)
     work: int = 0
@@ -169,13 +168,15 @@ class Mention:
         return self.sentence[self.start : self.end]
 
 
+_NO_CUES = _Layout([0], [0], [], [], [], [], [], [], [])
+
+
 class _CuePattern(NamedTuple):
-    """A modifier's pattern: its regex (without a leading \\b when `bounded`, which is then
-    checked at each match), the strings one of which a text needs for it to match."""
+    """A modifier's pattern: its regex, without a leading \\b when `bounded` (which is then
+    checked at each match)."""
 
     regex: re.Pattern[str]
     bounded: bool
-    required: frozenset[str] | None
     name: str
 
     def finditer(self, low: str, start: int, end: int) -> Iterator[re.Match[str]]:
@@ -474,9 +475,7 @@ class ContextEngine:
             # start (10x slower): the rest runs alone, the boundary is checked at each match
             bounded = opens_with_boundary(source)
             rest = source[2:] if bounded else source
-            self._cue_patterns.append(
-                _CuePattern(re.compile(rest), bounded, required_literals(rest), name)
-            )
+            self._cue_patterns.append(_CuePattern(re.compile(rest), bounded, name))
 
     # -- documents ----------------------------------------------------------
     def document(self, text: str) -> Document:
@@ -597,11 +596,7 @@ class ContextEngine:
         # modifiers), so its ends are in order too, and a pattern's match finds the cues
         # it overlaps by bisection
         ends = [c.end for c in found]
-        if doc.cue_patterns is None:
-            doc.cue_patterns = [
-                p for p in self._cue_patterns if not _cannot_match(p.required, doc.low)
-            ]
-        for pattern in doc.cue_patterns:
+        for pattern in self._cue_patterns:
             name = pattern.name
             for m in pattern.finditer(doc.low, s.start, s.end):
                 m_start, m_end = m.span()
@@ -663,6 +658,7 @@ class ContextEngine:
         out: list[Mention] = []
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
+        classified = 0
         compiled = self.compiled
         for source, bounded in parts:
             regex, required = compiled(source)
@@ -695,6 +691,9 @@ class ContextEngine:
                     if not ok:
                         continue
                 seen.add(span)
+                classified += 1
+                if not classified & 63:
+                    check_deadline()  # a run-on note may hold a million words
                 out.append(self._classify(doc, s, idx, element, span[0], span[1]))
         out.sort(key=lambda m: (m.sentence_index, m.start))
         return out
@@ -723,25 +722,26 @@ class ContextEngine:
     def _classify(
         self, doc: Document, s: Sentence, idx: int, element: str, start: int, end: int
     ) -> Mention:
-        check_deadline()
         whole = s.whole or s
         tokens = self.tokens(doc, whole)
-        lay = self._layout(doc, whole)
-        starts = whole.starts or []
-        n = len(tokens)
-        t_first = bisect.bisect_left(starts, start)
-        t_last = max(t_first, bisect.bisect_left(starts, end) - 1)
-        # Only the cues within reach: one before the mention ends at most `_reach` words
-        # before it, one after it starts at most `_reach` content words after it (a cue
-        # inside the mention is within both bounds).
-        words, content = lay.words, lay.content
-        near = bisect.bisect_left(words, words[min(t_first, n)] - self._reach)
-        lo = bisect.bisect_left(lay.active_reach, near - 1)
-        far = bisect.bisect_right(content, content[min(t_last + 1, n)] + self._reach) - 1
-        hi = bisect.bisect_right(lay.active_first, far, lo)
-        doc.work += hi - lo
+        lay = whole.layout or self._layout(doc, whole)
         best: Cue | None = None
         best_key = (len(_RANK), 0)
+        lo = hi = 0
+        if lay.active:
+            starts = whole.starts or []
+            n = len(tokens)
+            t_first = bisect.bisect_left(starts, start)
+            t_last = max(t_first, bisect.bisect_left(starts, end) - 1)
+            # Only the cues within reach: one before the mention ends at most `_reach` words
+            # before it, one after it starts at most `_reach` content words after it (a cue
+            # inside the mention is within both bounds).
+            words, content = lay.words, lay.content
+            near = bisect.bisect_left(words, words[min(t_first, n)] - self._reach)
+            lo = bisect.bisect_left(lay.active_reach, near - 1)
+            far = bisect.bisect_right(content, content[min(t_last + 1, n)] + self._reach) - 1
+            hi = bisect.bisect_right(lay.active_first, far, lo)
+            doc.work += hi - lo
         for c in lay.active[lo:hi]:
             if not c.reaches(element):
                 continue
@@ -801,6 +801,10 @@ class ContextEngine:
             return s.layout
         tokens = self.tokens(doc, s)
         cues = self.cues(doc, s)
+        active = [c for c in cues if c.category not in ("pseudo", "terminate")]
+        if not active:  # most sentences: nothing can rule a mention out, nothing to count
+            s.layout = _NO_CUES
+            return s.layout
         fillers = self._fillers
         words = [0]
         content = [0]
@@ -812,7 +816,6 @@ class ContextEngine:
                     k += 1
             words.append(w)
             content.append(k)
-        active = [c for c in cues if c.category not in ("pseudo", "terminate")]
         reach: list[int] = []
         furthest = -1
         for c in active:

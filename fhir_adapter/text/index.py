@@ -58,10 +58,6 @@ class TextUnit:
     doc: Document | None = None
     length: int = 0  # the characters the narrative had (more than len(text) when it was cut)
 
-    @property
-    def truncated(self) -> bool:
-        return self.length > len(self.text)
-
 
 class TextIndex:
     """The narrative of one case: units per source, and each element's mentions, built once."""
@@ -81,7 +77,7 @@ class TextIndex:
 
     def truncated(self, sources: tuple[str, ...] = TEXT_SOURCES) -> list[TextUnit]:
         """The units of those sources that were cut at max_chars (their rest is not read)."""
-        return [u for source in sources for u in self.units(source) if u.truncated]
+        return [u for source in sources for u in self.units(source) if u.length > len(u.text)]
 
     def mentions(
         self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES

@@ -49,6 +49,8 @@ _SENTENCE = re.compile(
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
 )
 _SHARED_MAX = 200
+_BLOCK = 65_536  # characters tokenized between two deadline checks
+_SPACE = re.compile(r"\s")
 _BREAK_CHARS = re.compile(r"[.!?:;\n]")
 _NO_BREAK = ("dr", "vs", "approx", "e.g", "i.e", "fig", "no")
 _RANK = {status: i for i, status in enumerate(STATUSES)}
@@ -568,10 +570,19 @@ class ContextEngine:
     def tokens(self, doc: Document, s: Sentence) -> list[tuple[int, int, str]]:
         if s.tokens is None:
             low = doc.low
-            s.tokens = [
-                (m.start(), m.end(), low[m.start() : m.end()])
-                for m in _TOKEN.finditer(doc.text, s.start, s.end)
-            ]
+            s.tokens = []
+            # a block at a time, the deadline checked between (a sentence may be a megabyte);
+            # blocks end at a space, which no token holds
+            a = s.start
+            while a < s.end:
+                check_deadline()
+                space = _SPACE.search(doc.text, a + _BLOCK, s.end) if s.end - a > _BLOCK else None
+                b = space.start() if space else s.end
+                s.tokens += [
+                    (m.start(), m.end(), low[m.start() : m.end()])
+                    for m in _TOKEN.finditer(doc.text, a, b)
+                ]
+                a = b
             s.starts = [t[0] for t in s.tokens]
         return s.tokens
 
@@ -584,6 +595,8 @@ class ContextEngine:
         found: list[Cue] = []
         i = 0
         while i < len(words):
+            if not i & 4095:
+                check_deadline()
             n = 0
             for cue_words, name in self._cue_index.get(words[i], ()):
                 if n and len(cue_words) < n:
@@ -809,7 +822,9 @@ class ContextEngine:
         words = [0]
         content = [0]
         w = k = 0
-        for t in tokens:
+        for i, t in enumerate(tokens):
+            if not i & 4095:
+                check_deadline()
             if t[2][:1].isalnum():
                 w += 1
                 if t[2] not in fillers:

@@ -392,6 +392,7 @@ ORDER_COVERED: dict[str, str | None] = {
     "v29-same-day-two-encounters": "covered",  # both at a POS 22 Location (the later one IMP)
     "v30-anesthesiologist-first": "covered",  # both Procedures: POS 22, C22.0
     "v31-facility-missing": "covered",  # no Location; the encounter's serviceType says POS 22
+    "v33-long-note": "covered",  # POS 22, C22.0 (its note is longer than the pack reads)
 }
 
 

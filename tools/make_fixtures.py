@@ -832,8 +832,8 @@ def v18() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 )
 def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v33-long-note")
-    # an export that pads a fixed-width field: the padding is what pushes the rest past the cap
-    padding = " " * 1_000_000
+    # a separator line a million characters long (servers may trim runs of spaces, not this)
+    padding = " " + "-" * 1_000_000 + " "
     b.procedure["note"] = [
         {"text": GOOD_NOTE + padding + "Cryoablation of a second lesion was performed."}
     ]

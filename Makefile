@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_DEPS := tests/fhir_server/node_modules/.installed
 
-.PHONY: demo server test test-spark test-browser screenshots bench bench-report bench-text lint fixtures clean
+.PHONY: demo server test test-spark test-browser screenshots bench bench-runon bench-report bench-text lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,9 +76,15 @@ screenshots: $(STAMP) $(CHROMIUM)
 test-spark: $(STAMP)
 	$(BIN)/python -m pytest -m spark
 
-## Benchmarks: 1k, 10k and 100k generated patients, the test server; writes benchmarks/README.md.
+## Benchmarks: 1k, 10k and 100k generated patients, the test server, run-on notes of 5 KB
+## to 1 MB; writes benchmarks/README.md.
 bench: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python benchmarks/bench.py --sizes 1000,10000,100000 --dense 4000
+	$(BIN)/python benchmarks/bench_runon.py
+
+## Run-on notes only (5 KB to 1 MB): cost per KB, against the same notes split into sentences.
+bench-runon: $(STAMP)
+	$(BIN)/python benchmarks/bench_runon.py
 
 ## The text engine against medspaCy (installs the nlp-compare extra): corpus accuracy, cost per case.
 bench-text: $(STAMP)

@@ -100,3 +100,7 @@ class CodeSetError(AdapterError):
 
 class WorkerDied(AdapterError):
     """A worker process ended without finishing its items (the OS stopped it: often memory)."""
+
+
+class OutOfTime(AdapterError):
+    """Work that did not finish within its time budget (see fhir_adapter.deadline)."""

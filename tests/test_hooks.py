@@ -42,7 +42,11 @@ def key() -> SigningKey:
 
 @pytest.fixture(scope="module")
 def service(key: SigningKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookServer]:
-    server = inline_service(tmp_path_factory.mktemp("hooks") / "feedback.sqlite3", (EHR_ISS, key))
+    # these tests compare findings: a budget a busy machine cannot miss (a 1 MB note read
+    # through the test server); the budget itself is tested in test_hooks_budget.py
+    server = inline_service(
+        tmp_path_factory.mktemp("hooks") / "feedback.sqlite3", (EHR_ISS, key), time_budget=120
+    )
     yield server
     server.stop()
 
@@ -388,6 +392,7 @@ ORDER_COVERED: dict[str, str | None] = {
     "v29-same-day-two-encounters": "covered",  # both at a POS 22 Location (the later one IMP)
     "v30-anesthesiologist-first": "covered",  # both Procedures: POS 22, C22.0
     "v31-facility-missing": "covered",  # no Location; the encounter's serviceType says POS 22
+    "v33-long-note": "covered",  # POS 22, C22.0 (its note is longer than the pack reads)
 }
 
 

@@ -825,6 +825,29 @@ def v18() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+@case(
+    "v33-long-note",
+    "A note longer than the pack reads (text.max_chars): its first million characters are "
+    "read, a cryoablation stated after them is not, and the finding says the note was cut",
+    ["text-truncated (moderate, the Claim still goes out)", "text beyond the cap not read"],
+)
+def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v33-long-note")
+    # a separator line a million characters long (servers may trim runs of spaces, not this)
+    padding = " " + "-" * 1_000_000 + " "
+    b.procedure["note"] = [
+        {"text": GOOD_NOTE + padding + "Cryoablation of a second lesion was performed."}
+    ]
+    return b.collection(), [
+        expect(
+            "Procedure/v33-long-note-rfa",
+            "claim",
+            ["text-truncated"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
+
+
 def merged(slug: str, *builders: CaseBuilder) -> dict[str, Any]:
     """One collection Bundle holding several cases (each builder's ids are its own)."""
     entries = [e for b in builders for e in b.collection()["entry"]]

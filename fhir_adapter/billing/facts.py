@@ -17,7 +17,7 @@ from fhir_adapter.case import Case, Performer
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
-from fhir_adapter.pack.context import Context, Fact
+from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
 from fhir_adapter.pack.load import Pack
 
@@ -61,20 +61,16 @@ def _billing(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     case = ctx.case
     return (
         units_exceeded(pack, case),
-        _evidence_fact(decide.guidance_plan(pack, case).conflicts),
+        evidence_fact(decide.guidance_plan(pack, case).conflicts),
         ptp_conflicts(pack, case),
         provider_npi(pack, case),
-        _evidence_fact(decide.global_period_hits(pack, case)),
+        evidence_fact(decide.global_period_hits(pack, case)),
     )
 
 
 @provides("diagnoses", "principal_diagnosis", "invalid_diagnoses", "excludes1_pairs")
 def _diagnoses(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     return diagnosis_facts(pack, ctx.case)
-
-
-def _evidence_fact(evidence: list[Evidence]) -> Fact:
-    return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
 
 
 def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
@@ -123,8 +119,8 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
             if principal
             else Fact(None, left_out)
         ),
-        _evidence_fact([Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]),
-        _evidence_fact(
+        evidence_fact([Evidence(d.reference, d.path, None, why) for d, why in dx.invalid]),
+        evidence_fact(
             [
                 Evidence(b.reference, b.path, None, f"{a.code} with {b.code}: {note}")
                 for a, b, note in pairs
@@ -152,7 +148,7 @@ def units_exceeded(pack: Pack, case: Case) -> Fact:
 
 def ptp_conflicts(pack: Pack, case: Case) -> Fact:
     """NCCI PTP edits of the session that no documented distinct service allows."""
-    return _evidence_fact([h.evidence for h in decide.ptp_hits(pack, case) if h.conflict])
+    return evidence_fact([h.evidence for h in decide.ptp_hits(pack, case) if h.conflict])
 
 
 def provider_npi(pack: Pack, case: Case) -> Fact:
@@ -241,4 +237,4 @@ def _extension_values(resource: Resource) -> list[Any]:
 def _modifier_conflicts(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     """Modifiers the documentation supports that exclude each other (pack: modifiers[].excludes)."""
     conflicts = decide_modifiers(pack, ctx).conflicts
-    return (_evidence_fact(list(conflicts)),)
+    return (evidence_fact(list(conflicts)),)

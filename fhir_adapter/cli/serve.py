@@ -69,6 +69,16 @@ def register(sub: Any) -> None:
     )
     for flag, env_name, default, kind, text in _LIMITS:
         env_option(limits, flag, env_name, default, type=kind, metavar="N", help=text)
+    env_option(
+        serve,
+        "--time-budget",
+        "TIME_BUDGET",
+        "10",
+        type=float,
+        metavar="SECONDS",
+        help="answer each hook call within this time: an evaluation still running then is "
+        "stopped and the call gets a 'not evaluated' card (default: 10)",
+    )
     serve.set_defaults(handler=serve_command)
 
     fb = sub.add_parser(
@@ -158,6 +168,10 @@ def serve_command(args: argparse.Namespace) -> int:
         raise AdapterError("--trusted-clients FILE (or FHIR_ADAPTER_TRUSTED_CLIENTS) is required")
     if not 0 <= args.port <= 65535:
         raise AdapterError(f"--port {args.port} is not a TCP port")
+    if not 0 < args.time_budget <= 3600:
+        raise AdapterError(
+            f"--time-budget {args.time_budget:g} is not a number of seconds in (0, 3600]"
+        )
     algorithms = (*DEFAULT_ALGORITHMS, "ES256") if args.allow_es256 else DEFAULT_ALGORITHMS
     if args.public_url:
         parts = sent_url(args.public_url)
@@ -189,6 +203,7 @@ def serve_command(args: argparse.Namespace) -> int:
         fhir_deadline=args.fhir_deadline,
         fhir_max_bytes=args.fhir_max_mb * 1024 * 1024,
         limits=limits,
+        time_budget=args.time_budget,
     )
     _listen(args.host, args.port).close()  # before announcing: the port may be taken
     app = create_app(config)

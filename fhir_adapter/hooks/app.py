@@ -3,7 +3,11 @@
 Starlette rather than FastAPI: the payloads are free-form JSON with FHIR inside,
 parsed with orjson and checked by hand, so FastAPI's models, OpenAPI and
 automatic 422s would add weight (and error shapes we do not want) and nothing
-we use. Evaluation and FHIR reads are blocking, so they run in the threadpool.
+we use. Evaluation and FHIR reads are blocking, so they run in the threadpool, each
+call within its time budget (`HookConfig.time_budget`): the evaluation checks the
+deadline as it reads (fhir_adapter.deadline) and stops, freeing its worker, and the
+caller gets a card saying the case was not evaluated; should a step not reach a
+check in time, the call is answered anyway one second after the budget.
 
 Errors are JSON (an OperationOutcome), never a traceback; a 401 says nothing
 about which check failed. Nothing logged carries a token.
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhir_adapter.errors import HookError
-from fhir_adapter.hooks import handlers
+from fhir_adapter.deadline import time_budget
+from fhir_adapter.errors import HookError, OutOfTime
+from fhir_adapter.hooks import cards, handlers
 from fhir_adapter.hooks.data import HookData, HookRequest, VerifiedServers
 from fhir_adapter.hooks.feedback import FeedbackStore, parse_feedback
 from fhir_adapter.hooks.limits import ServeLimits
@@ -78,6 +85,10 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+DEFAULT_TIME_BUDGET = 10.0  # seconds per hook call, FHIR reads and evaluation
+_GRACE = 1.0  # after the budget, a call whose evaluation has not stopped is answered anyway
+
+
 @dataclass
 class HookConfig:
     """How the service runs. `public_url` is the base the EHR calls (what `aud` must name);
@@ -98,6 +109,7 @@ class HookConfig:
     fhir_deadline: float = 20.0
     fhir_max_bytes: int = 32 * 1024 * 1024
     limits: ServeLimits = field(default_factory=ServeLimits)
+    time_budget: float = DEFAULT_TIME_BUDGET
     pack: Pack | None = field(default=None, repr=False)
 
 
@@ -145,6 +157,13 @@ class HookService:
         self.verified_servers = VerifiedServers()
         self._jwks_threads = anyio.CapacityLimiter(JWKS_THREADS)
         self._jwks_fetches: dict[str, asyncio.Future[None]] = {}
+        self._running = 0  # evaluations under way in worker threads
+        self._running_lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        """Evaluations under way (each holds a worker thread)."""
+        return self._running
 
     def base_url(self, request: Request) -> str:
         if self.config.public_url:
@@ -218,7 +237,17 @@ class HookService:
         if not service.accepts(hook.hook):
             raise HookError(f"service {service.id} does not answer the {hook.hook} hook", 422)
         started = time.perf_counter()
-        response = await run_in_threadpool(self._run, service.id, hook)
+        try:
+            response = await self._run_in_time(service.id, hook)
+        except OutOfTime as exc:
+            log.warning(
+                "%s %s from %s: %s",
+                service.id,
+                loggable(hook.hook_instance),
+                loggable(claims.get("iss")),
+                exc,
+            )
+            response = {"cards": [cards.out_of_time_card(self.config.time_budget)]}
         log.info(
             "%s %s from %s: %d card(s) in %.0f ms",
             service.id,
@@ -239,9 +268,24 @@ class HookService:
         )
         return Response(payload, media_type="application/json")
 
-    def _run(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
+    async def _run_in_time(self, service_id: str, hook: HookRequest) -> dict[str, Any]:
+        """The call's answer from a worker thread, within the time budget (OutOfTime if not).
+        The worker stops at its next deadline check; if it has not by the grace period's
+        end, it is left to finish alone (its result unused) and the call answered."""
+        budget = self.config.time_budget
+        with anyio.move_on_after(budget + _GRACE):
+            return await anyio.to_thread.run_sync(
+                partial(self._run, service_id, hook, budget), abandon_on_cancel=True
+            )
+        raise OutOfTime(f"the evaluation did not stop within its {budget:g} s budget")
+
+    def _run(
+        self, service_id: str, hook: HookRequest, budget: float | None = None
+    ) -> dict[str, Any]:
         service = SERVICES[service_id]
         config = self.config
+        with self._running_lock:
+            self._running += 1
         data = HookData(
             hook,
             service,
@@ -251,11 +295,14 @@ class HookService:
             config.fhir_max_bytes,
         )
         try:
-            if service_id == ENCOUNTER_DISCHARGE:
-                return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
-            return handlers.order_check(self.pack, hook, data, self.config.block_on)
+            with time_budget(budget):
+                if service_id == ENCOUNTER_DISCHARGE:
+                    return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
+                return handlers.order_check(self.pack, hook, data, self.config.block_on)
         finally:
             data.close()
+            with self._running_lock:
+                self._running -= 1
 
     async def feedback_call(self, request: Request) -> Response:
         service = SERVICES.get(request.path_params["service_id"])

@@ -174,6 +174,33 @@ def documentation_card(pack: Pack) -> dict[str, Any]:
     }
 
 
+def out_of_time_card(budget: float) -> dict[str, Any]:
+    """The call's evaluation was stopped at the service's time budget: nothing was checked,
+    and the card says so rather than showing no card (which would read as "no finding")."""
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(f"CPT 47382 check not done: it did not finish within {budget:g} s"),
+        "detail": "\n".join(
+            [
+                f"The evaluation was stopped at the service's time budget ({budget:g} s), "
+                "so no finding or Claim card is shown for this call: nothing was checked.",
+                "",
+                "A very long note or attachment is the usual cause. Evaluate the encounter "
+                "with `fhir-adapter evaluate` or `fhir-adapter run`, which read it in full.",
+            ]
+        ),
+        "indicator": "warning",
+        "source": {
+            "label": SOURCE_LABEL,
+            "topic": {
+                "system": CARD_TYPE_SYSTEM,
+                "code": "not-evaluated",
+                "display": "Not evaluated in time",
+            },
+        },
+    }
+
+
 def claim_card(output: CaseOutput, subject: str) -> dict[str, Any] | None:
     """When the case can be billed: a suggestion that creates the draft Claim."""
     claims = [r for r in output.resources if r.get("resourceType") == "Claim"]

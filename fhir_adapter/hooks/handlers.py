@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 from fhir_adapter.case import Case, assemble, find_procedures
+from fhir_adapter.deadline import check_deadline
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import reference_string
@@ -44,6 +45,7 @@ def _evaluate(
     block_on: str | None,
     setting_from_encounter: bool = True,
 ) -> tuple[Case, CaseOutput]:
+    check_deadline()
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
     if case.unresolved and data.resolve_leftovers(store, case):
         case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
@@ -108,6 +110,7 @@ def _discharge_from_server(
             for procedure in procedures:
                 if pack.voids(procedure):
                     continue
+                check_deadline()
                 gathered = source.gather(procedure, included)
                 data.reads += gathered.reads
                 evaluation = evaluate_case(pack, gathered.case, block_on)

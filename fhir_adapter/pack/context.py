@@ -20,6 +20,11 @@ class Fact:
     system: str | None = None
 
 
+def evidence_fact(evidence: list[Evidence]) -> Fact:
+    """A fact that is its evidence: the references found (None when nothing was)."""
+    return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
+
+
 @dataclass(slots=True)
 class Context:
     case: Case

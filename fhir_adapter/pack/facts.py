@@ -30,4 +30,5 @@ FACTS: dict[str, tuple[str, ...]] = {
     "invalid_diagnoses": _DIAGNOSIS_SOURCES,
     "excludes1_pairs": _DIAGNOSIS_SOURCES,
     "modifier_conflicts": (),
+    "text_truncated": (),
 }

@@ -13,7 +13,7 @@ from fhir_adapter.billing.facts import DERIVERS as BILLING
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.findings import Evidence
-from fhir_adapter.pack.context import Context, Fact
+from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
 from fhir_adapter.pack.facts import FACTS
 from fhir_adapter.pack.load import Pack
@@ -37,6 +37,23 @@ def derive_facts(pack: Pack, ctx: Context) -> dict[str, Fact]:
 def _tumors(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     case, text = ctx.case, ctx.text
     return (tumor_count(pack, case, text), tumor_max_size_cm(pack, case, text))
+
+
+@CLINICAL.provides("text_truncated")
+def _text_truncated(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The narratives longer than the pack reads (text.max_chars): what lies beyond the cap
+    was not read, so what it documents or rules out is not known."""
+    cap = pack.engine.cfg.max_chars
+    evidence = [
+        Evidence(
+            u.reference,
+            u.path,
+            None,
+            f"{u.source} text of {u.length:,} characters: the first {cap:,} were read",
+        )
+        for u in ctx.text.truncated()
+    ]
+    return (evidence_fact(evidence),)
 
 
 def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
@@ -70,9 +87,13 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
         n = pack.engine.number(m.words)
         if n is None or not 0 < n <= 50 or n != int(n):
             continue
-        evidence.append(mention_evidence(unit, m))
+        if len(evidence) < _EVIDENCE_MAX:  # a long note may count every line: five show it
+            evidence.append(mention_evidence(unit, m))
         best = max(best, int(n))
-    return Fact(best if best else None, tuple(evidence[:5]))
+    return Fact(best if best else None, tuple(evidence[:_EVIDENCE_MAX]))
+
+
+_EVIDENCE_MAX = 5
 
 
 def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:

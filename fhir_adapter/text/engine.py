@@ -13,6 +13,16 @@ containing one of its keywords, and its regex runs only on the sentences around
 those keywords. Sentences are split and sectioned once per text, and the cues of
 a sentence are found once (a dictionary walk over its words, not a regex per
 cue), then shared by every element.
+
+Linear in the text's length whatever its shape (a pasted table, an OCR'd fax, a
+1 MB note without a full stop): a mention looks only at the cues within reach of
+it (no cue reaches further than its window of words), found by bisection over
+per-sentence word counts instead of a walk over every cue and token of the
+sentence, and a sentence longer than `max_sentence_chars` is quoted and grouped
+as pieces cut at clause boundaries. A cut changes no mention's reading: cues,
+their reach and a target's `requires` are still worked out over the whole
+sentence, so a run-on note reads as it did. The mentions of one piece share one
+copy of it.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from fhir_adapter.text.prefilter import required_literals
+from fhir_adapter.deadline import check_deadline
+from fhir_adapter.text.prefilter import opens_with_boundary, required_literals
 from fhir_adapter.text.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
@@ -39,6 +50,8 @@ _SENTENCE = re.compile(
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
 )
 _SHARED_MAX = 200
+_BLOCK = 65_536  # characters tokenized between two deadline checks
+_SPACE = re.compile(r"\s")
 _BREAK_CHARS = re.compile(r"[.!?:;\n]")
 _NO_BREAK = ("dr", "vs", "approx", "e.g", "i.e", "fig", "no")
 _RANK = {status: i for i, status in enumerate(STATUSES)}
@@ -92,6 +105,37 @@ class Sentence:
     starts: list[int] | None = None
     cues: list[Cue] | None = None
     terminators: list[Cue] | None = None
+    layout: _Layout | None = None
+    text: str | None = None  # the sentence's words, one copy shared by its mentions
+    # a piece of an over-long sentence: the whole sentence, whose words, cues and reach
+    # the piece's mentions are read with (the piece is what evidence quotes)
+    whole: Sentence | None = None
+
+
+@dataclass(slots=True)
+class _Layout:
+    """What classifying a mention asks of its sentence, as arrays to bisect: how many
+    words (and content words, fillers aside) precede each token, the cues that can rule a
+    mention out with the furthest token each reaches so far, and the terminators."""
+
+    words: list[int]  # words[i]: word tokens among tokens[:i]
+    content: list[int]  # the same, fillers not counted
+    active: list[Cue]  # cues that can rule a mention out (not pseudo, not terminate)
+    active_first: list[int]
+    active_reach: list[int]  # the greatest `last` of active[: i + 1]
+    terms: list[Cue]
+    term_first: list[int]
+    block_first: list[int]  # terminators that end a forward cue's reach (not a label colon)
+    block_min_last: list[int]  # the least `last` of those from i on
+    stops: dict[frozenset[str], list[int]] = field(default_factory=dict)
+
+    def stop_positions(
+        self, tokens: list[tuple[int, int, str]], stops: frozenset[str]
+    ) -> list[int]:
+        found = self.stops.get(stops)
+        if found is None:
+            found = self.stops[stops] = [i for i, t in enumerate(tokens) if t[2] in stops]
+        return found
 
 
 @dataclass(slots=True)
@@ -105,6 +149,9 @@ class Document:
     elements: frozenset[str] | None = None
     keywords: frozenset[str] | None = None
     found: dict[str, list[Mention]] = field(default_factory=dict)
+    # cues looked at: in classification, and against each pattern cue while finding them
+    # (a deterministic measure of the work, which tests hold to linear growth)
+    work: int = 0
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
@@ -127,6 +174,38 @@ class Mention:
     @property
     def words(self) -> str:
         return self.sentence[self.start : self.end]
+
+
+_NO_CUES = _Layout([0], [0], [], [], [], [], [], [], [])
+
+
+class _CuePattern(NamedTuple):
+    """A modifier's pattern: its regex, without a leading \\b when `bounded` (which is then
+    checked at each match)."""
+
+    regex: re.Pattern[str]
+    bounded: bool
+    name: str
+
+    def finditer(self, low: str, start: int, end: int) -> Iterator[re.Match[str]]:
+        """The matches the pattern with its \\b would give in low[start:end], empty ones aside."""
+        pos = start
+        while pos < end:
+            for m in self.regex.finditer(low, pos, end):
+                at = m.start()
+                if m.end() == at:
+                    continue
+                if self.bounded and _is_word(low, at - 1) == _is_word(low, at):
+                    pos = at + 1  # no boundary here: look again from the next character
+                    break
+                yield m
+            else:
+                return
+
+
+def _is_word(text: str, i: int) -> bool:
+    """Whether text[i] is a regex word character (\\w); False outside the text."""
+    return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
 
 
 class Part(NamedTuple):
@@ -212,9 +291,11 @@ class ContextEngine:
             )
             for name, mod in cfg.modifiers.items()
         }
+        # the furthest any cue reaches, in words: a mention looks at no cue further away
+        self._reach = max((w for _, _, w, *_ in self._cue_settings.values()), default=0)
         self._cue_index: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         # several modifiers may share a cue ("previously"): all of them apply
-        self._cue_patterns: list[tuple[re.Pattern[str], str]] = []
+        self._cue_patterns: list[_CuePattern] = []
         for name, mod in cfg.modifiers.items():
             self._index_modifier(name, mod)
         for lst in self._cue_index.values():
@@ -425,14 +506,17 @@ class ContextEngine:
         for i, pattern in enumerate(mod.patterns):
             problem = f"text modifier {name!r}: bad regular expression {pattern!r}"
             with _at(("modifiers", name, "patterns", i)):
+                source = _lower_pattern(self._expand(pattern, f"text modifier {name!r}"))
                 try:
-                    rx = re.compile(
-                        _lower_pattern(self._expand(pattern, f"text modifier {name!r}"))
-                    )
+                    rx = re.compile(source)
                 except re.error as exc:
                     raise VocabularyError(f"{problem}: {exc}") from None
                 _check_not_empty(rx, problem)
-            self._cue_patterns.append((rx, name))
+            # a leading \b keeps the regex engine from skipping ahead to where a match can
+            # start (10x slower): the rest runs alone, the boundary is checked at each match
+            bounded = opens_with_boundary(source)
+            rest = source[2:] if bounded else source
+            self._cue_patterns.append(_CuePattern(re.compile(rest), bounded, name))
 
     # -- documents ----------------------------------------------------------
     def document(self, text: str) -> Document:
@@ -484,6 +568,7 @@ class ContextEngine:
             bounds.append((cut + 1 if text[cut] in ".!?:;" else cut, m.end()))
         bounds.append((len(text), len(text)))
         for cut_start, cut_end in bounds:
+            check_deadline()
             start, end = pos, cut_start
             pos = cut_end
             while start < end and text[start].isspace():
@@ -505,7 +590,12 @@ class ContextEngine:
             elif maybe and _GENERIC_HEADER.match(text, start, end):
                 # a header we do not know ends the last one
                 section, header, rule = None, None, None
-            out.append(Sentence(start, end, section, header, rule))
+            if end - start <= self.cfg.max_sentence_chars:
+                out.append(Sentence(start, end, section, header, rule))
+                continue
+            whole = Sentence(start, end, section, header, rule)
+            for piece_start, piece_end in _pieces(text, start, end, self.cfg.max_sentence_chars):
+                out.append(Sentence(piece_start, piece_end, section, header, rule, whole=whole))
         doc.sentences = out
         doc.sentence_starts = [s.start for s in out]
         return out
@@ -519,10 +609,19 @@ class ContextEngine:
     def tokens(self, doc: Document, s: Sentence) -> list[tuple[int, int, str]]:
         if s.tokens is None:
             low = doc.low
-            s.tokens = [
-                (m.start(), m.end(), low[m.start() : m.end()])
-                for m in _TOKEN.finditer(doc.text, s.start, s.end)
-            ]
+            s.tokens = []
+            # a block at a time, the deadline checked between (a sentence may be a megabyte);
+            # blocks end at a space, which no token holds
+            a = s.start
+            while a < s.end:
+                check_deadline()
+                space = _SPACE.search(doc.text, a + _BLOCK, s.end) if s.end - a > _BLOCK else None
+                b = space.start() if space else s.end
+                s.tokens += [
+                    (m.start(), m.end(), low[m.start() : m.end()])
+                    for m in _TOKEN.finditer(doc.text, a, b)
+                ]
+                a = b
             s.starts = [t[0] for t in s.tokens]
         return s.tokens
 
@@ -535,6 +634,8 @@ class ContextEngine:
         found: list[Cue] = []
         i = 0
         while i < len(words):
+            if not i & 4095:
+                check_deadline()
             n = 0
             for cue_words, name in self._cue_index.get(words[i], ()):
                 if n and len(cue_words) < n:
@@ -543,20 +644,26 @@ class ContextEngine:
                     n = len(cue_words)
                     found.append(self._cue(doc, tokens, i, i + n - 1, name))
             i += n or 1
-        for rx, name in self._cue_patterns:
-            for m in rx.finditer(doc.low, s.start, s.end):
+        # `found` stays in order and without overlaps (equal spans aside: one cue of two
+        # modifiers), so its ends are in order too, and a pattern's match finds the cues
+        # it overlaps by bisection
+        ends = [c.end for c in found]
+        for pattern in self._cue_patterns:
+            name = pattern.name
+            for m in pattern.finditer(doc.low, s.start, s.end):
+                m_start, m_end = m.span()
                 # overlapping cues: the longest wins, whether it is words or a pattern
                 # ("abutting the gallbladder" keeps "gallbladder" from being another organ)
-                overlap = [c for c in found if c.start < m.end() and m.start() < c.end]
-                if any(c.end - c.start >= m.end() - m.start() for c in overlap):
+                lo = hi = bisect.bisect_right(ends, m_start)
+                while hi < len(found) and found[hi].start < m_end:
+                    hi += 1
+                doc.work += hi - lo + 1
+                if any(c.end - c.start >= m_end - m_start for c in found[lo:hi]):
                     continue
-                if overlap:
-                    beaten = {id(c) for c in overlap}
-                    found = [c for c in found if id(c) not in beaten]
-                first = bisect.bisect_left(s.starts or [], m.start())
-                last = max(first, bisect.bisect_left(s.starts or [], m.end()) - 1)
-                found.append(self._cue(doc, tokens, first, last, name, m))
-        found.sort(key=lambda c: c.start)
+                first = bisect.bisect_left(s.starts or [], m_start)
+                last = max(first, bisect.bisect_left(s.starts or [], m_end) - 1)
+                found[lo:hi] = [self._cue(doc, tokens, first, last, name, m)]
+                ends[lo:hi] = [m_end]
         s.cues = found
         s.terminators = [c for c in found if c.direction == "terminate"]
         return found
@@ -603,6 +710,7 @@ class ContextEngine:
         out: list[Mention] = []
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
+        classified = 0
         compiled = self.compiled
         for source, bounded in parts:
             regex, required = compiled(source)
@@ -615,8 +723,9 @@ class ContextEngine:
                 if idx < 0 or span[0] == span[1] or span in seen:
                     continue
                 s = sentences[idx]
-                if span[1] > s.end:  # ran past the sentence: look inside it only
-                    inner = regex.search(low, span[0], s.end)
+                whole = s.whole or s
+                if span[1] > whole.end:  # ran past the sentence: look inside it only
+                    inner = regex.search(low, span[0], whole.end)
                     if inner is None:
                         continue
                     span = (inner.start(), inner.end())
@@ -627,12 +736,16 @@ class ContextEngine:
                 ):
                     continue  # the leading word boundary, checked here (see _lower_part)
                 if target.requires is not None:
-                    ok = checked.get(idx)
+                    ok = checked.get(whole.start)
                     if ok is None:
-                        ok = checked[idx] = target.requires.found_in(self.tokens(doc, s))
+                        tokens = self.tokens(doc, whole)
+                        ok = checked[whole.start] = target.requires.found_in(tokens)
                     if not ok:
                         continue
                 seen.add(span)
+                classified += 1
+                if not classified & 63:
+                    check_deadline()  # a run-on note may hold a million words
                 out.append(self._classify(doc, s, idx, element, span[0], span[1]))
         out.sort(key=lambda m: (m.sentence_index, m.start))
         return out
@@ -661,16 +774,28 @@ class ContextEngine:
     def _classify(
         self, doc: Document, s: Sentence, idx: int, element: str, start: int, end: int
     ) -> Mention:
-        tokens = self.tokens(doc, s)
-        starts = s.starts or []
-        t_first = bisect.bisect_left(starts, start)
-        t_last = max(t_first, bisect.bisect_left(starts, end) - 1)
+        whole = s.whole or s
+        tokens = self.tokens(doc, whole)
+        lay = whole.layout or self._layout(doc, whole)
         best: Cue | None = None
         best_key = (len(_RANK), 0)
-        cues = self.cues(doc, s)
-        terminators = s.terminators or []
-        for c in cues:
-            if c.category in ("pseudo", "terminate") or not c.reaches(element):
+        lo = hi = 0
+        if lay.active:
+            starts = whole.starts or []
+            n = len(tokens)
+            t_first = bisect.bisect_left(starts, start)
+            t_last = max(t_first, bisect.bisect_left(starts, end) - 1)
+            # Only the cues within reach: one before the mention ends at most `_reach` words
+            # before it, one after it starts at most `_reach` content words after it (a cue
+            # inside the mention is within both bounds).
+            words, content = lay.words, lay.content
+            near = bisect.bisect_left(words, words[min(t_first, n)] - self._reach)
+            lo = bisect.bisect_left(lay.active_reach, near - 1)
+            far = bisect.bisect_right(content, content[min(t_last + 1, n)] + self._reach) - 1
+            hi = bisect.bisect_right(lay.active_first, far, lo)
+            doc.work += hi - lo
+        for c in lay.active[lo:hi]:
+            if not c.reaches(element):
                 continue
             ok = False
             if c.start < end and start < c.end:
@@ -688,19 +813,23 @@ class ContextEngine:
                 # ("Prior RFA in 2019 ..., 12 min": the mention starts at "RFA")
                 ok = ok or (c.start < start and c.direction in ("forward", "bidirectional"))
             elif c.end <= start and c.direction in ("forward", "bidirectional"):
-                ok = self._forward(tokens, terminators, c, t_first) and not self._stopped(
-                    tokens, c, c.last + 1, t_last + 1
+                ok = self._forward(lay, c, t_first, n) and not self._stopped(
+                    lay, tokens, c, c.last + 1, t_last + 1
                 )
             elif c.start >= end and c.direction in ("backward", "bidirectional"):
-                ok = self._backward(tokens, terminators, c, t_last) and not self._stopped(
-                    tokens, c, t_first, c.first
+                ok = self._backward(lay, c, t_last, n) and not self._stopped(
+                    lay, tokens, c, t_first, c.first
                 )
             if ok:
                 # the strongest category wins; between equals, the nearest cue
                 key = (_RANK[c.category], max(c.start - end, start - c.end, 0))
                 if key < best_key:
                     best, best_key = c, key
-        text = doc.text[s.start : s.end]
+        text = s.text
+        if text is None:
+            text = s.text = doc.text[s.start : s.end]
+        if end > s.end:  # a match across the cut after a piece: quoted with its words
+            text = doc.text[s.start : end]
         rel_start, rel_end = start - s.start, end - s.start
         if best is not None:
             return Mention(
@@ -718,46 +847,95 @@ class ContextEngine:
             return Mention(element, text, rel_start, rel_end, rule.status, cue, s.section, idx)
         return Mention(element, text, rel_start, rel_end, "affirmed", None, s.section, idx)
 
-    @staticmethod
-    def _stopped(tokens: list[tuple[int, int, str]], c: Cue, a: int, b: int) -> bool:
-        """A stop word between cue and mention (or in it) ends the cue's reach ("lung ... liver")."""
-        return bool(c.stops) and any(t[2] in c.stops for t in tokens[a:b])
-
-    @staticmethod
-    def _words_between(tokens: list[tuple[int, int, str]], a: int, b: int) -> int:
-        return sum(1 for t in tokens[a:b] if t[2][:1].isalnum())
-
-    def _forward(
-        self, tokens: list[tuple[int, int, str]], terms: list[Cue], c: Cue, t_first: int
-    ) -> bool:
-        for t in terms:
-            if c.last < t.first and t.last < t_first:
-                # the colon of a short label opening the sentence ("Planned ablation: ...")
-                # passes the label's cue on to what follows; other terminators end it
-                label = t.text == ":" and self._words_between(tokens, 0, t.first) <= 4
-                if not label:
-                    return False
-        return self._words_between(tokens, c.last + 1, t_first) <= c.window
-
-    def _backward(
-        self, tokens: list[tuple[int, int, str]], terms: list[Cue], c: Cue, t_last: int
-    ) -> bool:
-        between = [t for t in terms if t_last < t.first and t.last < c.first]
-        gap_from = t_last + 1
-        if between:
-            # "X was considered, but not chosen": a cue opening a clause of its own
-            # (only fillers before it) reaches back over one conjunction.
-            if len(between) > 1:
-                return False
-            bare = tokens[between[0].last + 1 : c.first]
-            if any(w[2][:1].isalnum() and w[2] not in self._fillers for w in bare):
-                return False
-        words = sum(
-            1
-            for t in tokens[gap_from : c.first]
-            if t[2][:1].isalnum() and t[2] not in self._fillers
+    def _layout(self, doc: Document, s: Sentence) -> _Layout:
+        """The sentence's word counts, cues and terminators as arrays (built once)."""
+        if s.layout is not None:
+            return s.layout
+        tokens = self.tokens(doc, s)
+        cues = self.cues(doc, s)
+        active = [c for c in cues if c.category not in ("pseudo", "terminate")]
+        if not active:  # most sentences: nothing can rule a mention out, nothing to count
+            s.layout = _NO_CUES
+            return s.layout
+        fillers = self._fillers
+        words = [0]
+        content = [0]
+        w = k = 0
+        for i, t in enumerate(tokens):
+            if not i & 4095:
+                check_deadline()
+            if t[2][:1].isalnum():
+                w += 1
+                if t[2] not in fillers:
+                    k += 1
+            words.append(w)
+            content.append(k)
+        reach: list[int] = []
+        furthest = -1
+        for c in active:
+            furthest = max(furthest, c.last)
+            reach.append(furthest)
+        terms = s.terminators or []
+        # the colon of a short label opening the sentence ("Planned ablation: ...") passes
+        # the label's cue on to what follows; other terminators end a forward cue's reach
+        blocking = [
+            t for t in terms if not (t.text == ":" and words[min(t.first, len(tokens))] <= 4)
+        ]
+        min_last: list[int] = []
+        least = len(tokens) + 1
+        for b in reversed(blocking):
+            least = min(least, b.last)
+            min_last.append(least)
+        min_last.reverse()
+        s.layout = _Layout(
+            words,
+            content,
+            active,
+            [c.first for c in active],
+            reach,
+            terms,
+            [t.first for t in terms],
+            [t.first for t in blocking],
+            min_last,
         )
-        return words <= c.window
+        return s.layout
+
+    @staticmethod
+    def _stopped(lay: _Layout, tokens: list[tuple[int, int, str]], c: Cue, a: int, b: int) -> bool:
+        """A stop word between cue and mention (or in it) ends the cue's reach ("lung ... liver")."""
+        if not c.stops:
+            return False
+        positions = lay.stop_positions(tokens, c.stops)
+        i = bisect.bisect_left(positions, a)
+        return i < len(positions) and positions[i] < b
+
+    @staticmethod
+    def _between(counts: list[int], a: int, b: int, n: int) -> int:
+        """How many of the counted tokens lie in tokens[a:b]."""
+        return counts[min(b, n)] - counts[min(a, n)] if b > a else 0
+
+    def _forward(self, lay: _Layout, c: Cue, t_first: int, n: int) -> bool:
+        # a terminator after the cue and before the mention ends the cue's reach
+        i = bisect.bisect_right(lay.block_first, c.last)
+        if i < len(lay.block_first) and lay.block_min_last[i] < t_first:
+            return False
+        return self._between(lay.words, c.last + 1, t_first, n) <= c.window
+
+    def _backward(self, lay: _Layout, c: Cue, t_last: int, n: int) -> bool:
+        terms = lay.terms
+        between: Cue | None = None
+        i = bisect.bisect_right(lay.term_first, t_last)
+        while i < len(terms) and terms[i].first < c.first:
+            if terms[i].last < c.first:
+                if between is not None:
+                    return False  # two terminators between: out of reach
+                between = terms[i]
+            i += 1
+        # "X was considered, but not chosen": a cue opening a clause of its own
+        # (only fillers before it) reaches back over one conjunction.
+        if between is not None and self._between(lay.content, between.last + 1, c.first, n):
+            return False
+        return self._between(lay.content, t_last + 1, c.first, n) <= c.window
 
     # -- convenience --------------------------------------------------------
     def classify(self, text: str, element: str) -> list[Mention]:
@@ -819,6 +997,32 @@ def _at(path: tuple[str | int, ...]) -> Iterator[None]:
         if exc.path:
             raise
         raise VocabularyError(str(exc), path) from None
+
+
+def _pieces(text: str, start: int, end: int, longest: int) -> Iterator[tuple[int, int]]:
+    """A sentence's span, cut into pieces of at most `longest` characters when it is longer:
+    each cut in the piece's second half, after the last semicolon, else full stop (or ! ?)
+    before a space, else comma, else space (a clause boundary where there is one),
+    whitespace trimmed."""
+    while end - start > longest:
+        lo, hi = start + longest // 2, start + longest
+        cut = text.rfind(";", lo, hi)
+        if cut < 0:
+            cut = max(text.rfind(m + " ", lo, hi) for m in ".!?")
+        if cut < 0:
+            cut = text.rfind(",", lo, hi)
+        if cut < 0:
+            cut = max(text.rfind(c, lo, hi) for c in " \t\n")
+        cut = cut + 1 if cut >= 0 else hi
+        piece_end = cut
+        while piece_end > start and text[piece_end - 1].isspace():
+            piece_end -= 1
+        yield start, piece_end
+        start = cut
+        while start < end and text[start].isspace():
+            start += 1
+    if start < end:
+        yield start, end
 
 
 def _abbreviation(before: str) -> bool:

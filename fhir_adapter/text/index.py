@@ -7,6 +7,9 @@ facts (tumor count and size) share those results. A mention counts only when
 it is affirmed: "cryoablation was considered, but not chosen", "prior open
 resection" or "follow-up CT to confirm complete ablation" do not document what
 they mention, and the evidence says which cue ruled them out.
+
+A unit is read up to the pack's `text.max_chars` characters: the rest is not read,
+and `TextIndex.truncated` lists the units cut (a finding reports them).
 """
 
 from __future__ import annotations
@@ -26,11 +29,21 @@ from fhir_adapter.text.engine import ContextEngine, Document, Mention
 
 TEXT_SOURCES = ("procedure", "reports", "documents", "observations", "conditions")
 
-_DROP = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<!\[CDATA\[.*?\]\]>", re.S | re.I)
+# What XHTML hides: comments, scripts and styles, CDATA. Each opening is looked for by
+# regex and its end by `str.find`; an opening without an end means no later one of its
+# kind has one (one scan each, not one per opening: a lazy `.*?` per opening is
+# quadratic on a text of unclosed "<!--").
+_HIDDEN_OPEN = re.compile(r"<!--|<(script|style)\b|<!\[CDATA\[", re.I)
+_HIDDEN_CLOSE = {
+    "script": re.compile(r"</script\s*>", re.I),
+    "style": re.compile(r"</style\s*>", re.I),
+}
 _BREAK = re.compile(r"<br\s*/?>|</(?:p|li|div|h\d|tr|table|ul|ol|blockquote|pre)\s*>", re.I)
 _TAG = re.compile(r"<[^>]*>?")
 _SPACE = re.compile(r"\s+")
-_BLANKS = re.compile(r"[ \t\r\f\v]*\n[ \t\r\f\v\n]*\n\s*")
+# a match starts only where a run of spaces starts, and the run is taken whole (`*+`):
+# linear on a long run of spaces
+_BLANKS = re.compile(r"(?<![ \t\r\f\v])[ \t\r\f\v]*+\n[ \t\r\f\v\n]*\n\s*")
 _SNIPPET_MAX = 240
 
 
@@ -41,15 +54,17 @@ class TextUnit:
     source: str
     reference: str
     path: str
-    text: str
+    text: str  # at most the pack's text.max_chars characters
     doc: Document | None = None
+    length: int = 0  # the characters the narrative had (more than len(text) when it was cut)
 
 
 class TextIndex:
     """The narrative of one case: units per source, and each element's mentions, built once."""
 
-    def __init__(self, case: Case) -> None:
+    def __init__(self, case: Case, max_chars: int | None = None) -> None:
         self._case = case
+        self.max_chars = max_chars
         self._units: dict[str, list[TextUnit]] = {}
         self._mentions: dict[tuple[str, str], list[tuple[TextUnit, Mention]]] = {}
         self._combined: dict[tuple[str, tuple[str, ...]], list[tuple[TextUnit, Mention]]] = {}
@@ -57,8 +72,12 @@ class TextIndex:
 
     def units(self, source: str) -> list[TextUnit]:
         if source not in self._units:
-            self._units[source] = list(units_for(self._case, source))
+            self._units[source] = list(units_for(self._case, source, self.max_chars))
         return self._units[source]
+
+    def truncated(self, sources: tuple[str, ...] = TEXT_SOURCES) -> list[TextUnit]:
+        """The units of those sources that were cut at max_chars (their rest is not read)."""
+        return [u for source in sources for u in self.units(source) if u.length > len(u.text)]
 
     def mentions(
         self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES
@@ -95,7 +114,7 @@ class TextIndex:
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:
     """The case's TextIndex for an engine, built once: the rules and the Claim builder share
     its mentions (another pack's engine finds other mentions: it gets its own)."""
-    return case.derive((TextIndex, id(engine)), lambda: TextIndex(case))
+    return case.derive((TextIndex, id(engine)), lambda: TextIndex(case, engine.cfg.max_chars))
 
 
 def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
@@ -173,14 +192,16 @@ def snippet(sentence: str, start: int, end: int) -> tuple[str, tuple[int, int]]:
     return prefix + body + suffix, (max(lo + shift, 0), min(hi + shift, len(prefix) + len(body)))
 
 
-def units_for(case: Case, source: str) -> Iterator[TextUnit]:
-    """The narrative of one text source of a case, with element paths."""
+def units_for(case: Case, source: str, max_chars: int | None = None) -> Iterator[TextUnit]:
+    """The narrative of one text source of a case, with element paths; each text cut at
+    `max_chars` characters."""
     for resource in case.collection(source):
         ref = case.ref(resource)
         rtype = resource.get("resourceType", "")
         for path, text in narrative(resource, rtype):
             if text.strip():
-                yield TextUnit(source, ref, path, text)
+                read = text if max_chars is None else text[:max_chars]
+                yield TextUnit(source, ref, path, read, length=len(text))
 
 
 def narrative(resource: Resource, rtype: str) -> Iterator[tuple[str, str]]:
@@ -258,10 +279,40 @@ def xhtml_text(markup: str) -> str:
 
     Block ends become blank lines so that paragraphs stay separate sentences.
     """
-    text = _DROP.sub(" ", markup)
+    text = _drop_hidden(markup)
     text = _BREAK.sub("\n\n", text)
     text = html.unescape(_TAG.sub(" ", text))
     return _BLANKS.sub("\n\n", text)
+
+
+def _drop_hidden(markup: str) -> str:
+    """The markup with each comment, script, style and CDATA section replaced by a space."""
+    out: list[str] = []
+    pos = 0  # what is copied so far
+    at = 0  # where to look for the next opening
+    unclosed: set[str] = set()  # kinds with no end after some opening: none later either
+    while (m := _HIDDEN_OPEN.search(markup, at)) is not None:
+        kind = (m.group(1) or m.group(0)[:3]).lower()
+        end = -1
+        if kind not in unclosed:
+            if kind == "<!-":
+                end = markup.find("-->", m.end())
+                end = end + 3 if end >= 0 else -1
+            elif kind == "<![":
+                end = markup.find("]]>", m.end())
+                end = end + 3 if end >= 0 else -1
+            else:
+                close = _HIDDEN_CLOSE[kind].search(markup, m.end())
+                end = close.end() if close else -1
+        if end < 0:
+            unclosed.add(kind)
+            at = m.start() + 1
+            continue
+        out.append(markup[pos : m.start()])
+        out.append(" ")
+        pos = at = end
+    out.append(markup[pos:])
+    return "".join(out)
 
 
 def attachment_text(attachment: Any) -> str | None:

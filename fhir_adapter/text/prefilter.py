@@ -114,3 +114,15 @@ def _exact(items: list[tuple[Any, Any]]) -> str | None:
         elif op not in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
             return None
     return "".join(out)
+
+
+def opens_with_boundary(pattern: str) -> bool:
+    """Whether `pattern` is `\\b` followed by the rest as one sequence (no top-level `|`),
+    so that the rest can run alone and the boundary be checked at each match's start."""
+    if _sre is None or _c is None or not pattern.startswith("\\b"):
+        return False
+    try:
+        items = list(_sre.parse(pattern))
+    except Exception:  # as above: a surprise means no
+        return False
+    return bool(items) and items[0] == (_c.AT, _c.AT_BOUNDARY)

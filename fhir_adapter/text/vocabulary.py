@@ -72,6 +72,11 @@ class TextConfig(_Strict):
 
     include: Entries = []
     window: int = Field(default=6, ge=0, le=40)
+    # Reading limits (cost linear in the text whatever its shape): characters read of one
+    # text unit (the rest is not read, and a finding says so), and the longest sentence
+    # read whole (a longer one is read in pieces cut at clause boundaries).
+    max_chars: int = Field(default=1_000_000, ge=1_000)
+    max_sentence_chars: int = Field(default=1_000, ge=100)
     numbers: dict[str, int] = {}
     units: dict[str, dict[str, Entries]] = {}
     unit_factors: dict[str, float] = {}

@@ -113,6 +113,9 @@ class Case:
     _by_ref: dict[str, Resource] = field(default_factory=dict, repr=False)
     # the performer keys of each gathered Procedure (see _actor_keys), by id()
     _actors: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)
+    # reference strings written otherwise than their target's key (a `urn:uuid:`, a full
+    # URL), by the key they resolved to: two spellings of one reference are the same target
+    aliases: dict[str, str] = field(default_factory=dict, repr=False)
     # what the rules worked out for this case (its text index, the billing decisions),
     # kept so that the Claim builder reads them instead of working them out again
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -176,6 +179,9 @@ class _Builder:
                 self.case.unresolved.setdefault(name, []).append(text)
             return None
         self.remember(found, text if text.startswith("#") else None)
+        key = self.case.ref(found)
+        if text != key:
+            self.case.aliases.setdefault(text, key)
         return found
 
     def remember(self, resource: Resource, local: str | None = None) -> None:
@@ -416,9 +422,12 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
         if kind == "PractitionerRole":
             person = b.follow(actor.get("practitioner"), actor, "practitioners")
             b.add("practitioners", person, "Practitioner")
+            b.follow(actor.get("organization"), actor)
         if kind == "Practitioner":
             for role in b.store.referrers(case.ref(actor), "PractitionerRole"):
                 b.add("roles", role, "PractitionerRole")
+                b.follow(role.get("practitioner"), role)  # notes how the role names it
+                b.follow(role.get("organization"), role)
         org = b.follow(performer.get("onBehalfOf"), procedure, "organizations")
         b.add("organizations", org, "Organization")
     if case.provider_ref is None and enc.get("serviceProvider"):

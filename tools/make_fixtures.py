@@ -256,15 +256,19 @@ def claim(
     facility: bool = True,
     taxonomy: str | None = "2085R0204X",
     supporting: list[str] = (),  # type: ignore[assignment]
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """What the written Claim carries, by hand: lines with modifiers, diagnoses in order
-    (principal first), place of service on every line, facility, rendering provider."""
+    (principal first), place of service on every line, facility, billing provider (the
+    rendering person unless a group bills), rendering provider."""
+    person = f"Practitioner/{b.practitioner['id']}"
     return {
         "lines": [{"code": code, "modifiers": mods} for code, mods in lines],
         "diagnoses": diagnoses,
         "place_of_service": pos,
         "facility": f"Location/{b.location['id']}" if facility else None,
-        "rendering": {"provider": f"Practitioner/{b.practitioner['id']}", "taxonomy": taxonomy},
+        "provider": provider or person,
+        "rendering": {"provider": person, "taxonomy": taxonomy},
         "supporting_info": supporting,
     }
 
@@ -446,7 +450,15 @@ def v02() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "Procedure/v02-stopped-rfa",
             "claim",
             modifiers=["53"],
-            claim=claim(b, [(RFA, ["53"]), ("77013", ["26"])], ["C22.0"], "22"),
+            # the guidance line follows its stopped parent (52); the statement of why it was
+            # stopped goes with the claim
+            claim=claim(
+                b,
+                [(RFA, ["53"]), ("77013", ["26", "52"])],
+                ["C22.0"],
+                "22",
+                supporting=["Procedure/v02-stopped-rfa"],
+            ),
         )
     ]
 
@@ -734,7 +746,7 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # Without ids, the output refers to patient, practitioner and location by identifier.
     summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
     summary["facility"] = "Location|1934567896"
-    summary["rendering"]["provider"] = "Practitioner|1245319599"
+    summary["rendering"]["provider"] = summary["provider"] = "Practitioner|1245319599"
     return bundle, [expect(keep_id, "claim", claim=summary)]
 
 
@@ -1047,7 +1059,10 @@ def v25() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v26-global-period",
     "A second 47382 by the same radiologist six days after the first (10-day global period)",
-    ["global-period (no 58/78/79 reason documented)", "the first session is claimable"],
+    [
+        "global-period (no 58/78/79 reason documented; it blocks, the payer would deny it)",
+        "the first session is claimable",
+    ],
 )
 def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v26-global-period")
@@ -1085,7 +1100,7 @@ def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
     return b.collection(), [
         expect(f"Procedure/{first['id']}", "claim", claim=summary),
-        expect("Procedure/v26-global-period-rfa", "claim", ["global-period"], claim=summary),
+        expect("Procedure/v26-global-period-rfa", "issues", ["global-period"]),
     ]
 
 
@@ -1152,7 +1167,13 @@ def v28() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "Procedure/v28-reduced-rfa",
             "claim",
             modifiers=["52"],
-            claim=claim(b, [(RFA, ["52"]), ("77013", ["26"])], ["C22.0"], "22"),
+            claim=claim(
+                b,
+                [(RFA, ["52"]), ("77013", ["26", "52"])],
+                ["C22.0"],
+                "22",
+                supporting=["Procedure/v28-reduced-rfa"],
+            ),
         )
     ]
 
@@ -1269,7 +1290,211 @@ def v32() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "claim",
             ["modifier-conflict"],
             modifiers=["52"],
-            claim=claim(b, [(RFA, ["52"]), ("77013", ["26"])], ["C22.0"], "22"),
+            claim=claim(
+                b,
+                [(RFA, ["52"]), ("77013", ["26", "52"])],
+                ["C22.0"],
+                "22",
+                supporting=["Procedure/v32-modifier-conflict-rfa"],
+            ),
+        )
+    ]
+
+
+def group(b: CaseBuilder) -> dict[str, Any]:
+    """The radiology group the radiologist reassigned benefits to (type-2 NPI)."""
+    org = {
+        "resourceType": "Organization",
+        "id": f"{b.slug}-grp",
+        "identifier": [{"system": NPI, "value": "1629384714"}],
+        "name": "Riverside Interventional Radiology Associates",
+    }
+    b.extra.append(org)
+    return org
+
+
+@case(
+    "v33-billing-group",
+    "The radiologist performs on behalf of her group (performer.onBehalfOf, group NPI)",
+    [
+        "Claim.provider (box 33) is the group; the radiologist is rendering (careTeam, box 24J)",
+        "a PractitionerRole.organization names the group when onBehalfOf is absent",
+    ],
+)
+def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v33-billing-group")
+    grp = group(b)
+    b.procedure["performer"][0]["onBehalfOf"] = ref(grp)
+    by_role = CaseBuilder("v33-group-by-role")
+    by_role.role["organization"] = ref(group(by_role))
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v33-billing-group", b, by_role), [
+        expect(
+            "Procedure/v33-billing-group-rfa",
+            "claim",
+            claim=claim(b, lines, ["C22.0"], "22", provider="Organization/v33-billing-group-grp"),
+        ),
+        expect(
+            "Procedure/v33-group-by-role-rfa",
+            "claim",
+            claim=claim(
+                by_role, lines, ["C22.0"], "22", provider="Organization/v33-group-by-role-grp"
+            ),
+        ),
+    ]
+
+
+def urn_bundle(b: CaseBuilder) -> dict[str, Any]:
+    """A transaction-style collection whose entries and references are all `urn:uuid:`."""
+    resources = b.resources()
+    urns = {
+        f"{r['resourceType']}/{r['id']}": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, b.slug + r['id'])}"
+        for r in resources
+    }
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: rewrite(v) for k, v in node.items()}
+            if isinstance(out.get("reference"), str) and out["reference"] in urns:
+                out["reference"] = urns[out["reference"]]
+            return out
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    return {
+        "resourceType": "Bundle",
+        "id": f"fixture-{b.slug}",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": urns[f"{r['resourceType']}/{r['id']}"], "resource": rewrite(r)}
+            for r in resources
+        ],
+    }
+
+
+@case(
+    "v34-urn-role-taxonomy",
+    "Every reference is a urn:uuid; the PractitionerRole names the practitioner and the group by urn",
+    [
+        "the rendering taxonomy is found through a role that refers to the practitioner by urn:uuid",
+        "the group of the role is the billing provider",
+    ],
+)
+def v34() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v34-urn-role-taxonomy")
+    b.role["organization"] = ref(group(b))
+    summary = claim(
+        b,
+        [(RFA, []), ("77013", ["26"])],
+        ["C22.0"],
+        "22",
+        provider="Organization/v34-urn-role-taxonomy-grp",
+    )
+    return urn_bundle(b), [expect("Procedure/v34-urn-role-taxonomy-rfa", "claim", claim=summary)]
+
+
+def medicare(b: CaseBuilder) -> None:
+    b.payer["name"] = "Medicare Part B"
+    b.coverage["type"] = {"text": "MEDICARE"}
+
+
+def fellow(b: CaseBuilder) -> None:
+    """An IR fellow assisted the radiologist (performer.function says so)."""
+    person = {
+        "resourceType": "Practitioner",
+        "id": f"{b.slug}-fellow",
+        "identifier": [{"system": NPI, "value": "1746352818"}],
+        "name": [{"family": "Trainee", "given": ["Yusuf"], "prefix": ["Dr."]}],
+    }
+    b.extra.append(person)
+    b.procedure["performer"][0]["function"] = cc(SCT, "304292004", "Surgeon")
+    b.procedure["performer"].append(
+        {
+            "actor": ref(person),
+            "function": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                        "code": "SPRF",
+                        "display": "secondary performer",
+                    }
+                ],
+                "text": "IR fellow (assisting)",
+            },
+        }
+    )
+
+
+@case(
+    "v35-teaching-physician",
+    "An IR fellow assisted the attending radiologist; Medicare, then a commercial plan",
+    [
+        "GC on every line of the teaching physician's Claim when the payer is Medicare",
+        "no GC for a payer the pack does not name",
+    ],
+)
+def v35() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v35-teaching-physician")
+    fellow(b)
+    medicare(b)
+    plain = CaseBuilder("v35-teaching-commercial")
+    fellow(plain)
+    return merged("v35-teaching-physician", b, plain), [
+        expect(
+            "Procedure/v35-teaching-physician-rfa",
+            "claim",
+            claim=claim(b, [(RFA, ["GC"]), ("77013", ["26", "GC"])], ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v35-teaching-commercial-rfa",
+            "claim",
+            claim=claim(plain, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+    ]
+
+
+@case(
+    "v36-aborted-before-energy",
+    "Stopped for hypotension before any energy was delivered; the CT guidance was never started",
+    [
+        "no doc-energy / doc-ablation-confirmation when nothing was ablated",
+        "a guidance Procedure in preparation is not billed",
+        "the complication that stopped the session (statusReason) and Z53.09 go on the Claim",
+        "the statement of why it stopped goes with the 53 claim (supportingInfo)",
+    ],
+)
+def v36() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v36-aborted-before-energy")
+    b.procedure["status"] = "stopped"
+    b.procedure["statusReason"] = {
+        "coding": [{"system": SCT, "code": "45007003", "display": "Low blood pressure"}],
+        "text": "Aborted before any energy was delivered: hypotension (68/40) threatening "
+        "the patient's safety.",
+    }
+    b.procedure["outcome"] = cc(SCT, "385671000", "Unsuccessful")
+    b.procedure["note"] = [
+        {
+            "text": "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular "
+            "carcinoma in segment VI was attempted. The tumor is unresectable because of "
+            "Child-Pugh B cirrhosis with portal hypertension. The electrode was positioned; the "
+            "patient became hypotensive and the procedure was aborted for patient safety. "
+            "ENERGY APPLIED: None - no radiofrequency energy delivered."
+        }
+    ]
+    b.guidance["status"] = "preparation"
+    return b.collection(), [
+        expect(
+            "Procedure/v36-aborted-before-energy-rfa",
+            "claim",
+            modifiers=["53"],
+            claim=claim(
+                b,
+                [(RFA, ["53"])],
+                ["C22.0", "I95.9", "Z53.09"],
+                "22",
+                supporting=["Procedure/v36-aborted-before-energy-rfa"],
+            ),
         )
     ]
 

@@ -178,7 +178,10 @@ def _provider(pack: Pack, case: Case) -> Fact:
     if not ref:
         return Fact(None)
     performed = any(p.ref == ref for p in case.performers)
-    path = "Procedure.performer.actor" if performed else "Encounter.serviceProvider"
+    if ref == decide.billing_group(pack, case):
+        path = "Procedure.performer.onBehalfOf"
+    else:
+        path = "Procedure.performer.actor" if performed else "Encounter.serviceProvider"
     return Fact(ref, (Evidence(ref, path),))
 
 

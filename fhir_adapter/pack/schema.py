@@ -309,6 +309,35 @@ class CodingDef(_Strict):
     display: str | None = None
 
 
+class SessionLines(_Strict):
+    """How the session's other lines follow the pack's line (billing.session)."""
+
+    source: str
+    # a guidance Procedure in another status (preparation, not-done...) was not performed
+    performed_status: list[str] = ["completed", "stopped"]
+    # modifiers on the pack's line (reduced, discontinued) that reduce its guidance line too
+    reduced_by: list[str] = ["52", "53"]
+    reduced_modifier: str = "52"
+    # a stopped Procedure's statusReason / complication codings (SNOMED CT) -> ICD-10-CM:
+    # the complication that stopped the session is coded
+    complication_crosswalk: CrosswalkName | None = None
+    # the Z53 code (procedure not carried out) when the text says nothing was done
+    not_carried_out_code: str | None = None
+    not_carried_out: PatternName | None = None
+
+
+class TeachingPhysician(_Strict):
+    """A resident or fellow took part: the teaching physician's lines carry `modifier` for
+    the payers named (billing.session)."""
+
+    source: str
+    modifier: str
+    # words in performer.function (text or display) or PractitionerRole.code marking a trainee
+    trainee_words: list[str] = Field(min_length=1)
+    # words naming a payer that requires the modifier: Coverage.type / class / payor's name
+    payers: list[str] = Field(min_length=1)
+
+
 class ClaimConfig(_Strict):
     primary_diagnoses: ValueSetName
     guidance_items: ValueSetName
@@ -335,6 +364,8 @@ class ClaimConfig(_Strict):
     # when the rendering provider has several taxonomies, one in this value set is reported
     taxonomy_preferred: ValueSetName | None = None
     currency: str = "USD"
+    session_lines: SessionLines | None = None
+    teaching_physician: TeachingPhysician | None = None
 
 
 class PackModel(_Strict):

@@ -907,7 +907,11 @@ def v20() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v21-excludes1",
     "Primary liver cancer coded together with a secondary liver malignancy (C22 Excludes1 C78.7)",
-    ["diagnosis-excludes1 (moderate: the Claim is written, principal then secondary)"],
+    [
+        "diagnosis-excludes1 (moderate: the Claim is written)",
+        "C78.7 beside C22.0 with no other primary is the HCC's spread: left off the Claim",
+        "with a documented colon primary both stay, principal then secondary",
+    ],
 )
 def v21() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v21-excludes1")
@@ -918,13 +922,30 @@ def v21() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "Secondary malignant neoplasm of liver and intrahepatic bile duct",
         "confirmed",
     )
-    return b.collection(), [
+    other = CaseBuilder("v21-excludes1-colon")
+    condition(
+        other,
+        "mets",
+        "C78.7",
+        "Secondary malignant neoplasm of liver and intrahepatic bile duct",
+        "confirmed",
+    )
+    condition(other, "colon", "C18.7", "Malignant neoplasm of sigmoid colon", "confirmed")
+    return merged("v21-excludes1", b, other), [
         expect(
             "Procedure/v21-excludes1-rfa",
             "claim",
             ["diagnosis-excludes1"],
-            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0", "C78.7"], "22"),
-        )
+            # no other primary documented: C78.7 is the spread of the HCC, left off
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v21-excludes1-colon-rfa",
+            "claim",
+            ["diagnosis-excludes1"],
+            # a documented colon primary: the liver lesion may be its metastasis; both stay
+            claim=claim(other, [(RFA, []), ("77013", ["26"])], ["C22.0", "C78.7", "C18.7"], "22"),
+        ),
     ]
 
 

@@ -74,6 +74,8 @@ class Diagnoses:
     uncertain: list[tuple[str, str]] = field(default_factory=list)
     # Conditions left out as no longer present (resolved...), with their clinical status
     inactive: list[tuple[str, str]] = field(default_factory=list)
+    # codes left off the Claim, and why (a secondary that is the primary's own spread)
+    left_off: list[tuple[Diagnosis, str]] = field(default_factory=list)
 
     @property
     def principal(self) -> Diagnosis | None:
@@ -161,7 +163,32 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
             else:
                 out.billable.append(dx)
     out.billable.sort(key=lambda d: not d.primary)
+    _leave_off_spread(pack, out)
     return out
+
+
+def _leave_off_spread(pack: Pack, out: Diagnoses) -> None:
+    """A secondary of the primary's own organ (C78.7 beside C22.x) is the primary's spread
+    and stays the primary's code, unless another primary (or its history) is documented
+    (pack: claim.spread_within_primary)."""
+    rule = pack.model.claim.spread_within_primary
+    if rule is None:
+        return
+
+    def starts(code: str, prefixes: list[str]) -> bool:
+        return any(code.startswith(p) for p in prefixes)
+
+    codes = [d.code for d in out.billable]
+    primary = next((c for c in codes if starts(c, rule.primary)), None)
+    if primary is None or any(starts(c, rule.other_primary) for c in codes):
+        return
+    for dx in [d for d in out.billable if starts(d.code, rule.secondary)]:
+        out.billable.remove(dx)
+        why = (
+            f"{dx.code} left off the Claim: beside {primary} and with no other primary "
+            f"documented, it is the spread of {primary} within the liver ({rule.source})"
+        )
+        out.left_off.append((dx, why))
 
 
 def discontinued_sources(pack: Pack, case: Case) -> list[tuple[str, str, Any]]:

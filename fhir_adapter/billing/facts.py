@@ -129,6 +129,7 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
                 Evidence(b.reference, b.path, None, f"{a.code} with {b.code}: {note}")
                 for a, b, note in pairs
             ]
+            + [Evidence(d.reference, d.path, None, why) for d, why in dx.left_off]
         ),
     )
 

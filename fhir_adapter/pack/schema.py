@@ -338,6 +338,16 @@ class TeachingPhysician(_Strict):
     payers: list[str] = Field(min_length=1)
 
 
+class SpreadWithinPrimary(_Strict):
+    """ICD-10-CM prefixes: a `secondary` code beside a `primary` one is left off the Claim
+    unless an `other_primary` code (another primary, or its history) is coded too."""
+
+    source: str
+    primary: list[str] = Field(min_length=1)
+    secondary: list[str] = Field(min_length=1)
+    other_primary: list[str] = []
+
+
 class ClaimConfig(_Strict):
     primary_diagnoses: ValueSetName
     guidance_items: ValueSetName
@@ -366,6 +376,7 @@ class ClaimConfig(_Strict):
     currency: str = "USD"
     session_lines: SessionLines | None = None
     teaching_physician: TeachingPhysician | None = None
+    spread_within_primary: SpreadWithinPrimary | None = None
 
 
 class PackModel(_Strict):

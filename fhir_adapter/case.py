@@ -439,6 +439,10 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
     for loc in enc.get("location") or []:
         if isinstance(loc, dict):
             b.add("locations", b.follow(loc.get("location"), enc, "locations"), "Location")
+    # the service facility's NPI (box 32a) may sit on either organization
+    for place in case.locations:
+        b.follow(place.get("managingOrganization"), place)
+    b.follow(enc.get("serviceProvider"), enc)
 
 
 def _gather_coverage(store: ResourceStore, case: Case) -> None:

@@ -28,8 +28,8 @@ WHEN = f"{DATE}T09:30:00-04:00"
 
 GOOD_NOTE = (
     "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
-    "segment VI under CT guidance. The tumor is unresectable because of Child-Pugh B cirrhosis "
-    "with portal hypertension; laparoscopic or open surgery was not chosen. "
+    "segment VI under CT guidance. The tumor is unresectable because of its central location "
+    "abutting the right hepatic vein; laparoscopic or open surgery was not chosen. "
     "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
     "Post-ablation CT showed complete ablation with an adequate margin. No complications."
 )
@@ -295,14 +295,25 @@ def case(slug: str, description: str, exercises: list[str]) -> Any:
         "negated approach ('laparoscopic or open surgery was not chosen')",
         "explicit POS 22",
         "CT guidance code 77013 billed as its own line",
+        "diagnosis-not-coded: the note's Child-Pugh B cirrhosis with portal hypertension "
+        "(K74.60, K76.6) has no Condition",
     ],
 )
 def ex1() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("ex1-hcc-ct")
+    b.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "because of its central location abutting the right hepatic vein",
+                "because of Child-Pugh B cirrhosis with portal hypertension",
+            )
+        }
+    ]
     return b.collection(), [
         expect(
             "Procedure/ex1-hcc-ct-rfa",
             "claim",
+            ["diagnosis-not-coded"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         )
     ]
@@ -636,7 +647,7 @@ def v12() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "text": (
                 "Radiofrequency ablation of hepatic lesion performed percutaneously. The tumor is "
-                "unresectable because of cirrhosis. Patient tolerated the procedure well."
+                "unresectable. Patient tolerated the procedure well."
             )
         }
     ]
@@ -753,7 +764,10 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v16-modifier-51",
     "Another surgical procedure (paracentesis) by the same performer in the session",
-    ["no modifier 51 on 47382: it belongs on the additional procedure's line"],
+    [
+        "no modifier 51 on 47382: it belongs on the additional procedure's line",
+        "service-not-billed: the paracentesis 49083 by the same operator, not on this Claim",
+    ],
 )
 def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v16-modifier-51")
@@ -767,6 +781,8 @@ def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v16-modifier-51-rfa",
             "claim",
+            # the same operator's paracentesis (49083) is reportable and not on this Claim
+            ["service-not-billed"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         )
     ]
@@ -802,7 +818,8 @@ def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v17-five-tumors-rfa",
             "claim",
-            ["modifier-22-review"],
+            # "bridge to liver transplant" with no Z76.82 Condition
+            ["modifier-22-review", "diagnosis-not-coded"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         )
     ]
@@ -1015,7 +1032,10 @@ def v23() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v24-ptp-biopsy",
     "Core biopsy in the ablation session: of the ablated tumor (bundled) and of a separate lesion",
-    ["coding-edit-ptp 47382/47000", "a documented separate lesion allows the pair"],
+    [
+        "coding-edit-ptp 47382/47000",
+        "a documented separate lesion allows the pair: service-not-billed names 47000-XS",
+    ],
 )
 def v24() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     same = CaseBuilder("v24-ptp-biopsy")
@@ -1054,6 +1074,8 @@ def v24() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v24-ptp-biopsy-distinct-rfa",
             "claim",
+            # the biopsy of the other lesion is reportable with XS, and not on this Claim
+            ["service-not-billed"],
             claim=claim(other, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         ),
     ]
@@ -1113,8 +1135,8 @@ def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "text": "Repeat percutaneous radiofrequency ablation of the 2.1 cm hepatocellular "
             "carcinoma in segment VI under CT guidance: follow-up CT showed residual arterial "
-            "enhancement at the medial margin. The tumor is unresectable because of Child-Pugh B "
-            "cirrhosis with portal hypertension. RF energy was applied at 150 W for 8 minutes. "
+            "enhancement at the medial margin. The tumor is unresectable because of its central "
+            "location abutting the right hepatic vein. RF energy was applied at 150 W for 8 minutes. "
             "Post-ablation CT showed complete ablation with an adequate margin."
         }
     ]
@@ -1128,7 +1150,10 @@ def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v27-modifier-22",
     "The operative note states substantially greater work (time against the usual, and why)",
-    ["modifier 22 with Claim.supportingInfo pointing at the operative note"],
+    [
+        "modifier 22 with Claim.supportingInfo pointing at the operative note",
+        "documentation-conflict: the operative note's segment VII against bodySite segment VI",
+    ],
 )
 def v27() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v27-modifier-22")
@@ -1157,6 +1182,8 @@ def v27() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v27-modifier-22-rfa",
             "claim",
+            # the op note says segment VII, the Procedure's bodySite segment VI
+            ["documentation-conflict"],
             modifiers=["22"],
             claim=claim(
                 b,
@@ -1498,7 +1525,7 @@ def v36() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "text": "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular "
             "carcinoma in segment VI was attempted. The tumor is unresectable because of "
-            "Child-Pugh B cirrhosis with portal hypertension. The electrode was positioned; the "
+            "its central location abutting the right hepatic vein. The electrode was positioned; the "
             "patient became hypotensive and the procedure was aborted for patient safety. "
             "ENERGY APPLIED: None - no radiofrequency energy delivered."
         }
@@ -1517,6 +1544,68 @@ def v36() -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 supporting=["Procedure/v36-aborted-before-energy-rfa"],
             ),
         )
+    ]
+
+
+@case(
+    "v37-facility-npi",
+    "The Location has no NPI of its own: one managing Organization has it, the other case none",
+    [
+        "facility-npi-missing (moderate): no NPI on the Location, its managing Organization "
+        "or the Encounter's serviceProvider; the Claim still goes out",
+        "the managing Organization's NPI is the service facility's (box 32a)",
+    ],
+)
+def v37() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v37-facility-npi")
+    del b.location["identifier"]
+    managed = CaseBuilder("v37-facility-npi-managed")
+    del managed.location["identifier"]
+    managed.hospital["identifier"] = [{"system": NPI, "value": "1987654328"}]
+    managed.location["managingOrganization"] = ref(managed.hospital)
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v37-facility-npi", b, managed), [
+        expect(
+            "Procedure/v37-facility-npi-rfa",
+            "claim",
+            ["facility-npi-missing"],
+            claim=claim(b, lines, ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v37-facility-npi-managed-rfa",
+            "claim",
+            claim=claim(managed, lines, ["C22.0"], "22"),
+        ),
+    ]
+
+
+@case(
+    "v38-coder-queries",
+    "Hepatitis C stated but not coded beside C22.0; an Observation and the note disagree on size",
+    [
+        "diagnosis-additional-code: C22's 'code to identify' hepatitis C, no B18.2 coded",
+        "documentation-conflict: 2.1 cm in the Observation, 3.4 cm in the note (one tumor)",
+    ],
+)
+def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    hep = CaseBuilder("v38-hepatitis")
+    hep.procedure["note"] = [{"text": GOOD_NOTE + " The patient has chronic hepatitis C."}]
+    size = CaseBuilder("v38-size")
+    size.procedure["note"] = [{"text": GOOD_NOTE.replace("2.1 cm", "3.4 cm")}]
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v38-coder-queries", hep, size), [
+        expect(
+            "Procedure/v38-hepatitis-rfa",
+            "claim",
+            ["diagnosis-additional-code"],
+            claim=claim(hep, lines, ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v38-size-rfa",
+            "claim",
+            ["documentation-conflict"],
+            claim=claim(size, lines, ["C22.0"], "22"),
+        ),
     ]
 
 

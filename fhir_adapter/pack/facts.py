@@ -30,4 +30,9 @@ FACTS: dict[str, tuple[str, ...]] = {
     "invalid_diagnoses": _DIAGNOSIS_SOURCES,
     "excludes1_pairs": _DIAGNOSIS_SOURCES,
     "modifier_conflicts": (),
+    "facility_npi": (),
+    "uncoded_diagnoses": _DIAGNOSIS_SOURCES,
+    "additional_code_notes": _DIAGNOSIS_SOURCES,
+    "services_not_billed": ("session_procedures",),
+    "documentation_conflicts": (),
 }

@@ -294,6 +294,64 @@ class DocumentedFact(_Strict):
     in_: TextSources | None = Field(default=None, alias="in")
 
 
+class StatedDiagnosis(_Strict):
+    """A condition the narrative may state, the ICD-10-CM code(s) it maps to, and the coded
+    prefixes that already cover it."""
+
+    patterns: PatternName
+    codes: list[str] = Field(min_length=1)
+    covered_by: list[str] = Field(min_length=1)
+
+
+class StatedDiagnoses(_Strict):
+    """The coder-maintained crosswalk behind diagnosis-not-coded (billing.review)."""
+
+    source: str
+    in_: TextSources | None = Field(default=None, alias="in")
+    entries: list[StatedDiagnosis] = Field(min_length=1)
+
+
+class AdditionalCode(_Strict):
+    """A "use additional code" / "code also" note of the tabular, and the prefixes that
+    satisfy it (billing.review)."""
+
+    when: list[str] = Field(min_length=1)  # coded prefixes the note belongs to
+    satisfied_by: list[str] = Field(min_length=1)
+    suggest: str  # what to code, as the coder reads it
+    # the note applies only when the text affirms what it asks to identify (the hepatitis,
+    # the alcohol use); absent: it always applies (a secondary's primary)
+    documented: PatternName | None = None
+
+
+class AdditionalCodes(_Strict):
+    source: str
+    notes: list[AdditionalCode] = Field(min_length=1)
+
+
+class ServicesNotBilled(_Strict):
+    """Session services by the operator that are separately reportable (billing.review)."""
+
+    source: str
+    reportable: ValueSetName
+    # guidance documented in the text with no guidance Procedure: word -> guidance code
+    narrative_guidance: PatternName | None = None
+    guidance_words: dict[str, str] = {}
+
+
+class DocumentationConflicts(_Strict):
+    """Structured values checked against the note (billing.review)."""
+
+    source: str
+    in_: TextSources | None = Field(default=None, alias="in")
+    location_patterns: PatternName
+    # Procedure.bodySite code -> segment number (Couinaud)
+    segments: CrosswalkName
+    size_patterns: PatternName | None = None
+    size_tolerance_cm: float = 0.5
+    # a size in a sentence naming one of these measures something else than the tumor
+    size_not_with: list[str] = []
+
+
 class Facts(_Strict):
     tumor_count: CountFact
     tumor_max_size_cm: SizeFact
@@ -301,6 +359,10 @@ class Facts(_Strict):
     units: UnitsFact | None = None
     guidance: GuidanceFacts | None = None
     distinct_service: DocumentedFact | None = None
+    stated_diagnoses: StatedDiagnoses | None = None
+    additional_codes: AdditionalCodes | None = None
+    services_not_billed: ServicesNotBilled | None = None
+    documentation_conflicts: DocumentationConflicts | None = None
 
 
 class CodingDef(_Strict):

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fhir_adapter.billing import decide, session
+from fhir_adapter.billing import decide, review, session
 from fhir_adapter.case import Case
+from fhir_adapter.fhir.systems import NPI
 from fhir_adapter.findings import Evaluation
 from fhir_adapter.pack.load import Pack
 from fhir_adapter.pack.schema import CodingDef
@@ -130,6 +131,9 @@ def build_claim(
         location = decide.facility_location(case)
         if location:
             claim["facility"] = case.reference_json(location)
+            npi, _ = review.facility_npi(pack, case)  # box 32a
+            if npi and claim["facility"] is not None and "identifier" not in claim["facility"]:
+                claim["facility"]["identifier"] = {"system": NPI, "value": npi}
     care_team = _care_team(pack, case)
     if care_team:
         claim["careTeam"] = [care_team]

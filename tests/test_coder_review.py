@@ -29,7 +29,9 @@ def claim(out: CaseOutput) -> dict[str, Any]:
 
 
 def test_stated_diagnoses_name_the_code_and_quote_the_sentence(pack: Pack) -> None:
-    got = notes(output("ex1-hcc-ct", "Procedure/ex1-hcc-ct-rfa", pack), "diagnosis-not-coded")
+    got = notes(
+        output("v38-coder-queries", "Procedure/v38-stated-dx-rfa", pack), "diagnosis-not-coded"
+    )
     codes = [n for n, _ in got]
     assert any("K74.60" in str(n) for n in codes) and any("K76.6" in str(n) for n in codes)
     assert all("Child-Pugh B cirrhosis with portal hypertension" in str(s) for _, s in got)
@@ -73,6 +75,12 @@ def test_the_facility_npi_of_the_managing_organization_goes_on_the_claim(pack: P
 
 
 def test_a_role_naming_its_practitioner_by_urn_keeps_the_taxonomy(pack: Pack) -> None:
-    out = output("v34-urn-role-taxonomy", "Procedure/v34-urn-role-taxonomy-rfa", pack)
-    [member] = claim(out)["careTeam"]
+    """A blind case's collection: every reference a urn:uuid, the role's too."""
+    path = (
+        CASES.parent.parent
+        / "benchmarks/blind-cases/set-2/issue-10-urnuuid-two-47382-same-date.json"
+    )
+    [member] = next(
+        claim(o) for o in evaluate_paths([path], pack, now=NOW) if o.evaluation.outcome == "claim"
+    )["careTeam"]
     assert member["qualification"]["coding"][0]["code"] == "2085R0204X"

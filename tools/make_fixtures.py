@@ -295,25 +295,14 @@ def case(slug: str, description: str, exercises: list[str]) -> Any:
         "negated approach ('laparoscopic or open surgery was not chosen')",
         "explicit POS 22",
         "CT guidance code 77013 billed as its own line",
-        "diagnosis-not-coded: the note's Child-Pugh B cirrhosis with portal hypertension "
-        "(K74.60, K76.6) has no Condition",
     ],
 )
 def ex1() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("ex1-hcc-ct")
-    b.procedure["note"] = [
-        {
-            "text": GOOD_NOTE.replace(
-                "because of its central location abutting the right hepatic vein",
-                "because of Child-Pugh B cirrhosis with portal hypertension",
-            )
-        }
-    ]
     return b.collection(), [
         expect(
             "Procedure/ex1-hcc-ct-rfa",
             "claim",
-            ["diagnosis-not-coded"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         )
     ]
@@ -1392,56 +1381,6 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
-def urn_bundle(b: CaseBuilder) -> dict[str, Any]:
-    """A transaction-style collection whose entries and references are all `urn:uuid:`."""
-    resources = b.resources()
-    urns = {
-        f"{r['resourceType']}/{r['id']}": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, b.slug + r['id'])}"
-        for r in resources
-    }
-
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: rewrite(v) for k, v in node.items()}
-            if isinstance(out.get("reference"), str) and out["reference"] in urns:
-                out["reference"] = urns[out["reference"]]
-            return out
-        if isinstance(node, list):
-            return [rewrite(v) for v in node]
-        return node
-
-    return {
-        "resourceType": "Bundle",
-        "id": f"fixture-{b.slug}",
-        "type": "collection",
-        "entry": [
-            {"fullUrl": urns[f"{r['resourceType']}/{r['id']}"], "resource": rewrite(r)}
-            for r in resources
-        ],
-    }
-
-
-@case(
-    "v34-urn-role-taxonomy",
-    "Every reference is a urn:uuid; the PractitionerRole names the practitioner and the group by urn",
-    [
-        "the rendering taxonomy is found through a role that refers to the practitioner by urn:uuid",
-        "the group of the role is the billing provider",
-    ],
-)
-def v34() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    b = CaseBuilder("v34-urn-role-taxonomy")
-    b.role["organization"] = ref(group(b))
-    summary = claim(
-        b,
-        [(RFA, []), ("77013", ["26"])],
-        ["C22.0"],
-        "22",
-        provider="Organization/v34-urn-role-taxonomy-grp",
-    )
-    return urn_bundle(b), [expect("Procedure/v34-urn-role-taxonomy-rfa", "claim", claim=summary)]
-
-
 def medicare(b: CaseBuilder) -> None:
     b.payer["name"] = "Medicare Part B"
     b.coverage["type"] = {"text": "MEDICARE"}
@@ -1581,8 +1520,11 @@ def v37() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 @case(
     "v38-coder-queries",
-    "Hepatitis C stated but not coded beside C22.0; an Observation and the note disagree on size",
+    "Hepatitis C stated but not coded beside C22.0; an Observation and the note disagree on "
+    "size; cirrhosis with portal hypertension stated and not coded",
     [
+        "diagnosis-not-coded: the note's Child-Pugh B cirrhosis with portal hypertension "
+        "(K74.60, K76.6) has no Condition",
         "diagnosis-additional-code: C22's 'code to identify' hepatitis C, no B18.2 coded",
         "documentation-conflict: 2.1 cm in the Observation, 3.4 cm in the note (one tumor)",
     ],
@@ -1592,8 +1534,23 @@ def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     hep.procedure["note"] = [{"text": GOOD_NOTE + " The patient has chronic hepatitis C."}]
     size = CaseBuilder("v38-size")
     size.procedure["note"] = [{"text": GOOD_NOTE.replace("2.1 cm", "3.4 cm")}]
+    stated = CaseBuilder("v38-stated-dx")
+    stated.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "because of its central location abutting the right hepatic vein",
+                "because of Child-Pugh B cirrhosis with portal hypertension",
+            )
+        }
+    ]
     lines = [(RFA, []), ("77013", ["26"])]
-    return merged("v38-coder-queries", hep, size), [
+    return merged("v38-coder-queries", hep, size, stated), [
+        expect(
+            "Procedure/v38-stated-dx-rfa",
+            "claim",
+            ["diagnosis-not-coded"],
+            claim=claim(stated, lines, ["C22.0"], "22"),
+        ),
         expect(
             "Procedure/v38-hepatitis-rfa",
             "claim",

@@ -116,6 +116,9 @@ class Case:
     _by_ref: dict[str, Resource] = field(default_factory=dict, repr=False)
     # the performer keys of each gathered Procedure (see _actor_keys), by id()
     _actors: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)
+    # reference strings written otherwise than their target's key (a `urn:uuid:`, a full
+    # URL), by the key they resolved to: two spellings of one reference are the same target
+    aliases: dict[str, str] = field(default_factory=dict, repr=False)
     # what the rules worked out for this case (its text index, the billing decisions),
     # kept so that the Claim builder reads them instead of working them out again
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -185,6 +188,9 @@ class _Builder:
                 self.case.unresolved.setdefault(name, []).append(text)
             return None
         self.remember(found, text if text.startswith("#") else None)
+        key = self.case.ref(found)
+        if text != key:
+            self.case.aliases.setdefault(text, key)
         return found
 
     def remember(self, resource: Resource, local: str | None = None) -> None:
@@ -426,9 +432,12 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
         if kind == "PractitionerRole":
             person = b.follow(actor.get("practitioner"), actor, "practitioners")
             b.add("practitioners", person, "Practitioner")
+            b.follow(actor.get("organization"), actor)
         if kind == "Practitioner":
             for role in b.store.referrers(case.ref(actor), "PractitionerRole"):
                 b.add("roles", role, "PractitionerRole")
+                b.follow(role.get("practitioner"), role)  # notes how the role names it
+                b.follow(role.get("organization"), role)
         org = b.follow(performer.get("onBehalfOf"), procedure, "organizations")
         b.add("organizations", org, "Organization")
     if case.provider_ref is None and enc.get("serviceProvider"):
@@ -440,6 +449,10 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
     for loc in enc.get("location") or []:
         if isinstance(loc, dict):
             b.add("locations", b.follow(loc.get("location"), enc, "locations"), "Location")
+    # the service facility's NPI (box 32a) may sit on either organization
+    for place in case.locations:
+        b.follow(place.get("managingOrganization"), place)
+    b.follow(enc.get("serviceProvider"), enc)
 
 
 def _gather_coverage(store: ResourceStore, case: Case) -> None:

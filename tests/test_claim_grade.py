@@ -132,7 +132,11 @@ def test_rendering_provider_has_npi_and_taxonomy(name: str, claim: dict[str, Any
     taxonomy = member["qualification"]["coding"][0]
     assert taxonomy["system"] == NUCC and len(taxonomy["code"]) == 10
     provider = resource_by_reference(name, member["provider"])
-    assert claim["provider"] == member["provider"]
+    if claim["provider"] != member["provider"]:  # a group bills (box 33), with its own NPI
+        group = resource_by_reference(name, claim["provider"])
+        assert group["resourceType"] == "Organization"
+        ids = [i["value"] for i in group.get("identifier", []) if i.get("system") == NPI]
+        assert ids and npi_check_digit_ok(ids[0])
     assert taxonomy["code"] in own_taxonomies(name, provider), "someone else's taxonomy"
     npis = [i["value"] for i in provider.get("identifier", []) if i.get("system") == NPI]
     assert npis and npi_check_digit_ok(npis[0])
@@ -173,7 +177,8 @@ def test_lines_and_modifiers(name: str, claim: dict[str, Any]) -> None:
             assert len({"58", "78", "79"} & set(mods)) <= 1
         if code in ABLATION_GUIDANCE and place in FACILITY_POS:
             assert "26" in mods
-    if "22" in [m["coding"][0]["code"] for m in items[0].get("modifier", [])]:
+    documented = {"22", "52", "53", "XS"}  # modifiers whose documentation goes with the claim
+    if documented & {m["coding"][0]["code"] for i in items for m in i.get("modifier", [])}:
         infos = claim["supportingInfo"]
         assert items[0]["informationSequence"] == [s["sequence"] for s in infos]
         for info in infos:

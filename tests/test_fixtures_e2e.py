@@ -58,6 +58,7 @@ def claim_summary(claim: dict[str, Any]) -> dict[str, Any]:
         ],
         "place_of_service": items[0]["locationCodeableConcept"]["coding"][0]["code"],
         "facility": ref(claim.get("facility")),
+        "provider": ref(claim["provider"]),
         "rendering": {"provider": ref(team.get("provider")), "taxonomy": qualification},
         "supporting_info": [ref(s["valueReference"]) for s in claim.get("supportingInfo", [])],
     }

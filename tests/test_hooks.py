@@ -392,7 +392,11 @@ ORDER_COVERED: dict[str, str | None] = {
     "v29-same-day-two-encounters": "covered",  # both at a POS 22 Location (the later one IMP)
     "v30-anesthesiologist-first": "covered",  # both Procedures: POS 22, C22.0
     "v31-facility-missing": "covered",  # no Location; the encounter's serviceType says POS 22
-    "v33-long-note": "covered",  # POS 22, C22.0 (its note is longer than the pack reads)
+    "v39-long-note": "covered",  # POS 22, C22.0 (its note is longer than the pack reads)
+    "v33-billing-group": "covered",  # both Procedures: POS 22, C22.0
+    "v35-teaching-physician": "covered",  # both Procedures: POS 22, C22.0
+    "v37-facility-npi": "covered",  # both Procedures: POS 22, C22.0
+    "v38-coder-queries": "covered",  # all three Procedures: POS 22, C22.0
 }
 
 

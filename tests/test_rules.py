@@ -242,8 +242,8 @@ def test_modifier_evidence_and_claim_line(pack: Pack, good_case: Resources) -> N
     assert {e.path for e in mod.evidence} >= {"Procedure.status", "Procedure.statusReason.text"}
     claim = out.resources[0]
     assert claim["item"][0]["modifier"][0]["coding"][0]["code"] == "52"
-    # the guidance line carries no 47382 modifier, only its professional component
-    assert [m["coding"][0]["code"] for m in claim["item"][1]["modifier"]] == ["26"]
+    # the guidance line follows its reduced parent: its professional component, then 52
+    assert [m["coding"][0]["code"] for m in claim["item"][1]["modifier"]] == ["26", "52"]
 
 
 def test_claim_diagnoses_dotted_liver_first(pack: Pack, good_case: Resources) -> None:
@@ -453,7 +453,8 @@ def test_22_needs_a_statement(
 
 
 def _earlier_rfa(rs: Resources, day: str, note: str | None = None) -> None:
-    """The same performer's 47382 on an earlier day, in its own encounter."""
+    """The same performer's 47382 on an earlier day, in its own encounter, with its CT
+    guidance (its note documents it: without the Procedure, service-not-billed)."""
     enc = dict(by_id(rs, f"{P}-enc"), id="enc0", period={"start": f"{day}T08:00:00-04:00"})
     first = dict(
         proc(rs),
@@ -462,7 +463,13 @@ def _earlier_rfa(rs: Resources, day: str, note: str | None = None) -> None:
         encounter={"reference": "Encounter/enc0"},
         performedDateTime=f"{day}T09:00:00-04:00",
     )
-    rs += [enc, first]
+    guide = dict(
+        by_id(rs, f"{P}-guide"),
+        id="guide0",
+        encounter={"reference": "Encounter/enc0"},
+        performedDateTime=f"{day}T09:00:00-04:00",
+    )
+    rs += [enc, first, guide]
     if note:
         set_note(note)(rs)
 
@@ -642,7 +649,9 @@ def test_ptp_edit_applies_on_the_date_of_service(
 
 def test_facility_and_26_follow_the_place_of_service(pack: Pack, good_case: Resources) -> None:
     claim = claim_of(pack, good_case)
-    assert claim["facility"] == {"reference": f"Location/{P}-loc"}
+    # the Location's own NPI is the service facility's (box 32a)
+    npi = {"system": "http://hl7.org/fhir/sid/us-npi", "value": "1934567896"}
+    assert claim["facility"] == {"reference": f"Location/{P}-loc", "identifier": npi}
     # an inpatient encounter with no POS coding: inferred 21, still a facility
     by_id(good_case, f"{P}-loc")["type"] = []
     by_id(good_case, f"{P}-enc")["class"] = {
@@ -652,7 +661,7 @@ def test_facility_and_26_follow_the_place_of_service(pack: Pack, good_case: Reso
     claim = claim_of(pack, good_case)
     assert claim["item"][1]["locationCodeableConcept"]["coding"][0]["code"] == "21"
     assert line_modifiers(claim) == [[], ["26"]]
-    assert claim["facility"] == {"reference": f"Location/{P}-loc"}
+    assert claim["facility"] == {"reference": f"Location/{P}-loc", "identifier": npi}
 
 
 def test_no_place_of_service_no_claim(pack: Pack, good_case: Resources) -> None:
@@ -994,7 +1003,8 @@ def test_22_does_not_go_with_52_or_53(
     assert ev.note and ev.note.startswith(f"{left_off} (") and f"{kept[0]} is billed" in ev.note
     claim = out.resources[0]
     assert line_modifiers(claim)[0] == kept
-    assert "supportingInfo" not in claim
+    # what goes with the claim is why it was stopped (the Procedure), not the 22 statement
+    assert [s["valueReference"] for s in claim["supportingInfo"]] == [{"reference": PROC}]
 
 
 def test_58_and_79_both_documented_keeps_58(pack: Pack, good_case: Resources) -> None:

@@ -78,7 +78,8 @@ def test_run_writes_what_the_fixtures_expect(
                 stored = claims[token]
                 assert stored["patient"] == claim[0]["patient"]
                 mods = {m["coding"][0]["code"] for m in stored["item"][0].get("modifier", [])}
-                assert mods == set(want["modifiers"]), proc
+                # the 47382 line as written by hand (GC is a line modifier, not the case's)
+                assert mods == set(want["claim"]["lines"][0]["modifiers"]), proc
         assert len(claims) == sum(1 for w in expected.values() if w["outcome"] == "claim")
 
 
@@ -117,7 +118,9 @@ def test_changed_evaluation_updates_in_place(server: TestServer) -> None:
         cancelled = {v["code"]["text"] for v in after.values() if v["status"] == "cancelled"}
         assert cancelled == {"doc-energy", "doc-imaging-guidance"}
         assert set(before) <= set(after)  # updated in place, never re-created
-        assert len(after) == len(before) + 1  # + procedure-not-completed for ex1
+        # + procedure-not-completed for ex1, + service-not-billed for v12: its note now
+        # documents CT guidance and no guidance Procedure bills it
+        assert len(after) == len(before) + 2
         claims = {c["identifier"][1]["value"]: c["status"] for c in _all(client, "Claim")}
         assert sorted(claims.values()) == ["cancelled", "draft"]
 
@@ -150,7 +153,8 @@ def test_requests_per_case(server: TestServer) -> None:
         results = run_on_server(client)
         assert max(r.reads for r in results) <= 2  # + the shared search page
         search_pages = client.requests["read"] - sum(r.reads for r in results)
-        assert search_pages == 1
+        # one searchset page per 50 cases (the test server's page size, FHIR_PAGE_SIZE)
+        assert search_pages == -(-len(results) // 50)
         assert client.requests["write"] == len(results)
 
 

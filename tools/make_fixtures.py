@@ -29,8 +29,8 @@ WHEN = f"{DATE}T09:30:00-04:00"
 
 GOOD_NOTE = (
     "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
-    "segment VI under CT guidance. The tumor is unresectable because of Child-Pugh B cirrhosis "
-    "with portal hypertension; laparoscopic or open surgery was not chosen. "
+    "segment VI under CT guidance. The tumor is unresectable because of its central location "
+    "abutting the right hepatic vein; laparoscopic or open surgery was not chosen. "
     "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
     "Post-ablation CT showed complete ablation with an adequate margin. No complications."
 )
@@ -257,15 +257,19 @@ def claim(
     facility: bool = True,
     taxonomy: str | None = "2085R0204X",
     supporting: list[str] = (),  # type: ignore[assignment]
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """What the written Claim carries, by hand: lines with modifiers, diagnoses in order
-    (principal first), place of service on every line, facility, rendering provider."""
+    (principal first), place of service on every line, facility, billing provider (the
+    rendering person unless a group bills), rendering provider."""
+    person = f"Practitioner/{b.practitioner['id']}"
     return {
         "lines": [{"code": code, "modifiers": mods} for code, mods in lines],
         "diagnoses": diagnoses,
         "place_of_service": pos,
         "facility": f"Location/{b.location['id']}" if facility else None,
-        "rendering": {"provider": f"Practitioner/{b.practitioner['id']}", "taxonomy": taxonomy},
+        "provider": provider or person,
+        "rendering": {"provider": person, "taxonomy": taxonomy},
         "supporting_info": supporting,
     }
 
@@ -447,7 +451,15 @@ def v02() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "Procedure/v02-stopped-rfa",
             "claim",
             modifiers=["53"],
-            claim=claim(b, [(RFA, ["53"]), ("77013", ["26"])], ["C22.0"], "22"),
+            # the guidance line follows its stopped parent (52); the statement of why it was
+            # stopped goes with the claim
+            claim=claim(
+                b,
+                [(RFA, ["53"]), ("77013", ["26", "52"])],
+                ["C22.0"],
+                "22",
+                supporting=["Procedure/v02-stopped-rfa"],
+            ),
         )
     ]
 
@@ -625,7 +637,7 @@ def v12() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "text": (
                 "Radiofrequency ablation of hepatic lesion performed percutaneously. The tumor is "
-                "unresectable because of cirrhosis. Patient tolerated the procedure well."
+                "unresectable. Patient tolerated the procedure well."
             )
         }
     ]
@@ -735,14 +747,17 @@ def v15() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # Without ids, the output refers to patient, practitioner and location by identifier.
     summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
     summary["facility"] = "Location|1934567896"
-    summary["rendering"]["provider"] = "Practitioner|1245319599"
+    summary["rendering"]["provider"] = summary["provider"] = "Practitioner|1245319599"
     return bundle, [expect(keep_id, "claim", claim=summary)]
 
 
 @case(
     "v16-modifier-51",
     "Another surgical procedure (paracentesis) by the same performer in the session",
-    ["no modifier 51 on 47382: it belongs on the additional procedure's line"],
+    [
+        "no modifier 51 on 47382: it belongs on the additional procedure's line",
+        "service-not-billed: the paracentesis 49083 by the same operator, not on this Claim",
+    ],
 )
 def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v16-modifier-51")
@@ -756,6 +771,8 @@ def v16() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v16-modifier-51-rfa",
             "claim",
+            # the same operator's paracentesis (49083) is reportable and not on this Claim
+            ["service-not-billed"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         )
     ]
@@ -791,7 +808,8 @@ def v17() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v17-five-tumors-rfa",
             "claim",
-            ["modifier-22-review"],
+            # "bridge to liver transplant" with no Z76.82 Condition
+            ["modifier-22-review", "diagnosis-not-coded"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         )
     ]
@@ -826,13 +844,13 @@ def v18() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 @case(
-    "v33-long-note",
+    "v39-long-note",
     "A note longer than the pack reads (text.max_chars): its first million characters are "
     "read, a cryoablation stated after them is not, and the finding says the note was cut",
     ["text-truncated (moderate, the Claim still goes out)", "text beyond the cap not read"],
 )
-def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    b = CaseBuilder("v33-long-note")
+def v39() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v39-long-note")
     # a separator line a million characters long (servers may trim runs of spaces, not this)
     padding = " " + "-" * 1_000_000 + " "
     b.procedure["note"] = [
@@ -840,7 +858,7 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
     return b.collection(), [
         expect(
-            "Procedure/v33-long-note-rfa",
+            "Procedure/v39-long-note-rfa",
             "claim",
             ["text-truncated"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
@@ -919,7 +937,11 @@ def v20() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v21-excludes1",
     "Primary liver cancer coded together with a secondary liver malignancy (C22 Excludes1 C78.7)",
-    ["diagnosis-excludes1 (moderate: the Claim is written, principal then secondary)"],
+    [
+        "diagnosis-excludes1 (moderate: the Claim is written)",
+        "C78.7 beside C22.0 with no other primary is the HCC's spread: left off the Claim",
+        "with a documented colon primary both stay, principal then secondary",
+    ],
 )
 def v21() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v21-excludes1")
@@ -930,13 +952,30 @@ def v21() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "Secondary malignant neoplasm of liver and intrahepatic bile duct",
         "confirmed",
     )
-    return b.collection(), [
+    other = CaseBuilder("v21-excludes1-colon")
+    condition(
+        other,
+        "mets",
+        "C78.7",
+        "Secondary malignant neoplasm of liver and intrahepatic bile duct",
+        "confirmed",
+    )
+    condition(other, "colon", "C18.7", "Malignant neoplasm of sigmoid colon", "confirmed")
+    return merged("v21-excludes1", b, other), [
         expect(
             "Procedure/v21-excludes1-rfa",
             "claim",
             ["diagnosis-excludes1"],
-            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0", "C78.7"], "22"),
-        )
+            # no other primary documented: C78.7 is the spread of the HCC, left off
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v21-excludes1-colon-rfa",
+            "claim",
+            ["diagnosis-excludes1"],
+            # a documented colon primary: the liver lesion may be its metastasis; both stay
+            claim=claim(other, [(RFA, []), ("77013", ["26"])], ["C22.0", "C78.7", "C18.7"], "22"),
+        ),
     ]
 
 
@@ -1006,7 +1045,10 @@ def v23() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v24-ptp-biopsy",
     "Core biopsy in the ablation session: of the ablated tumor (bundled) and of a separate lesion",
-    ["coding-edit-ptp 47382/47000", "a documented separate lesion allows the pair"],
+    [
+        "coding-edit-ptp 47382/47000",
+        "a documented separate lesion allows the pair: service-not-billed names 47000-XS",
+    ],
 )
 def v24() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     same = CaseBuilder("v24-ptp-biopsy")
@@ -1045,6 +1087,8 @@ def v24() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v24-ptp-biopsy-distinct-rfa",
             "claim",
+            # the biopsy of the other lesion is reportable with XS, and not on this Claim
+            ["service-not-billed"],
             claim=claim(other, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         ),
     ]
@@ -1071,7 +1115,10 @@ def v25() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v26-global-period",
     "A second 47382 by the same radiologist six days after the first (10-day global period)",
-    ["global-period (no 58/78/79 reason documented)", "the first session is claimable"],
+    [
+        "global-period (no 58/78/79 reason documented; it blocks, the payer would deny it)",
+        "the first session is claimable",
+    ],
 )
 def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v26-global-period")
@@ -1101,22 +1148,25 @@ def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "text": "Repeat percutaneous radiofrequency ablation of the 2.1 cm hepatocellular "
             "carcinoma in segment VI under CT guidance: follow-up CT showed residual arterial "
-            "enhancement at the medial margin. The tumor is unresectable because of Child-Pugh B "
-            "cirrhosis with portal hypertension. RF energy was applied at 150 W for 8 minutes. "
+            "enhancement at the medial margin. The tumor is unresectable because of its central "
+            "location abutting the right hepatic vein. RF energy was applied at 150 W for 8 minutes. "
             "Post-ablation CT showed complete ablation with an adequate margin."
         }
     ]
     summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
     return b.collection(), [
         expect(f"Procedure/{first['id']}", "claim", claim=summary),
-        expect("Procedure/v26-global-period-rfa", "claim", ["global-period"], claim=summary),
+        expect("Procedure/v26-global-period-rfa", "issues", ["global-period"]),
     ]
 
 
 @case(
     "v27-modifier-22",
     "The operative note states substantially greater work (time against the usual, and why)",
-    ["modifier 22 with Claim.supportingInfo pointing at the operative note"],
+    [
+        "modifier 22 with Claim.supportingInfo pointing at the operative note",
+        "documentation-conflict: the operative note's segment VII against bodySite segment VI",
+    ],
 )
 def v27() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v27-modifier-22")
@@ -1145,6 +1195,8 @@ def v27() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         expect(
             "Procedure/v27-modifier-22-rfa",
             "claim",
+            # the op note says segment VII, the Procedure's bodySite segment VI
+            ["documentation-conflict"],
             modifiers=["22"],
             claim=claim(
                 b,
@@ -1176,7 +1228,13 @@ def v28() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "Procedure/v28-reduced-rfa",
             "claim",
             modifiers=["52"],
-            claim=claim(b, [(RFA, ["52"]), ("77013", ["26"])], ["C22.0"], "22"),
+            claim=claim(
+                b,
+                [(RFA, ["52"]), ("77013", ["26", "52"])],
+                ["C22.0"],
+                "22",
+                supporting=["Procedure/v28-reduced-rfa"],
+            ),
         )
     ]
 
@@ -1293,8 +1351,242 @@ def v32() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "claim",
             ["modifier-conflict"],
             modifiers=["52"],
-            claim=claim(b, [(RFA, ["52"]), ("77013", ["26"])], ["C22.0"], "22"),
+            claim=claim(
+                b,
+                [(RFA, ["52"]), ("77013", ["26", "52"])],
+                ["C22.0"],
+                "22",
+                supporting=["Procedure/v32-modifier-conflict-rfa"],
+            ),
         )
+    ]
+
+
+def group(b: CaseBuilder) -> dict[str, Any]:
+    """The radiology group the radiologist reassigned benefits to (type-2 NPI)."""
+    org = {
+        "resourceType": "Organization",
+        "id": f"{b.slug}-grp",
+        "identifier": [{"system": NPI, "value": "1629384714"}],
+        "name": "Riverside Interventional Radiology Associates",
+    }
+    b.extra.append(org)
+    return org
+
+
+@case(
+    "v33-billing-group",
+    "The radiologist performs on behalf of her group (performer.onBehalfOf, group NPI)",
+    [
+        "Claim.provider (box 33) is the group; the radiologist is rendering (careTeam, box 24J)",
+        "a PractitionerRole.organization names the group when onBehalfOf is absent",
+    ],
+)
+def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v33-billing-group")
+    grp = group(b)
+    b.procedure["performer"][0]["onBehalfOf"] = ref(grp)
+    by_role = CaseBuilder("v33-group-by-role")
+    by_role.role["organization"] = ref(group(by_role))
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v33-billing-group", b, by_role), [
+        expect(
+            "Procedure/v33-billing-group-rfa",
+            "claim",
+            claim=claim(b, lines, ["C22.0"], "22", provider="Organization/v33-billing-group-grp"),
+        ),
+        expect(
+            "Procedure/v33-group-by-role-rfa",
+            "claim",
+            claim=claim(
+                by_role, lines, ["C22.0"], "22", provider="Organization/v33-group-by-role-grp"
+            ),
+        ),
+    ]
+
+
+def medicare(b: CaseBuilder) -> None:
+    b.payer["name"] = "Medicare Part B"
+    b.coverage["type"] = {"text": "MEDICARE"}
+
+
+def fellow(b: CaseBuilder) -> None:
+    """An IR fellow assisted the radiologist (performer.function says so)."""
+    person = {
+        "resourceType": "Practitioner",
+        "id": f"{b.slug}-fellow",
+        "identifier": [{"system": NPI, "value": "1746352818"}],
+        "name": [{"family": "Trainee", "given": ["Yusuf"], "prefix": ["Dr."]}],
+    }
+    b.extra.append(person)
+    b.procedure["performer"][0]["function"] = cc(SCT, "304292004", "Surgeon")
+    b.procedure["performer"].append(
+        {
+            "actor": ref(person),
+            "function": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                        "code": "SPRF",
+                        "display": "secondary performer",
+                    }
+                ],
+                "text": "IR fellow (assisting)",
+            },
+        }
+    )
+
+
+@case(
+    "v35-teaching-physician",
+    "An IR fellow assisted the attending radiologist; Medicare, then a commercial plan",
+    [
+        "GC on every line of the teaching physician's Claim when the payer is Medicare",
+        "no GC for a payer the pack does not name",
+    ],
+)
+def v35() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v35-teaching-physician")
+    fellow(b)
+    medicare(b)
+    plain = CaseBuilder("v35-teaching-commercial")
+    fellow(plain)
+    return merged("v35-teaching-physician", b, plain), [
+        expect(
+            "Procedure/v35-teaching-physician-rfa",
+            "claim",
+            claim=claim(b, [(RFA, ["GC"]), ("77013", ["26", "GC"])], ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v35-teaching-commercial-rfa",
+            "claim",
+            claim=claim(plain, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+    ]
+
+
+@case(
+    "v36-aborted-before-energy",
+    "Stopped for hypotension before any energy was delivered; the CT guidance was never started",
+    [
+        "no doc-energy / doc-ablation-confirmation when nothing was ablated",
+        "a guidance Procedure in preparation is not billed",
+        "the complication that stopped the session (statusReason) and Z53.09 go on the Claim",
+        "the statement of why it stopped goes with the 53 claim (supportingInfo)",
+    ],
+)
+def v36() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v36-aborted-before-energy")
+    b.procedure["status"] = "stopped"
+    b.procedure["statusReason"] = {
+        "coding": [{"system": SCT, "code": "45007003", "display": "Low blood pressure"}],
+        "text": "Aborted before any energy was delivered: hypotension (68/40) threatening "
+        "the patient's safety.",
+    }
+    b.procedure["outcome"] = cc(SCT, "385671000", "Unsuccessful")
+    b.procedure["note"] = [
+        {
+            "text": "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular "
+            "carcinoma in segment VI was attempted. The tumor is unresectable because of "
+            "its central location abutting the right hepatic vein. The electrode was positioned; the "
+            "patient became hypotensive and the procedure was aborted for patient safety. "
+            "ENERGY APPLIED: None - no radiofrequency energy delivered."
+        }
+    ]
+    b.guidance["status"] = "preparation"
+    return b.collection(), [
+        expect(
+            "Procedure/v36-aborted-before-energy-rfa",
+            "claim",
+            modifiers=["53"],
+            claim=claim(
+                b,
+                [(RFA, ["53"])],
+                ["C22.0", "I95.9", "Z53.09"],
+                "22",
+                supporting=["Procedure/v36-aborted-before-energy-rfa"],
+            ),
+        )
+    ]
+
+
+@case(
+    "v37-facility-npi",
+    "The Location has no NPI of its own: one managing Organization has it, the other case none",
+    [
+        "facility-npi-missing (moderate): no NPI on the Location, its managing Organization "
+        "or the Encounter's serviceProvider; the Claim still goes out",
+        "the managing Organization's NPI is the service facility's (box 32a)",
+    ],
+)
+def v37() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v37-facility-npi")
+    del b.location["identifier"]
+    managed = CaseBuilder("v37-facility-npi-managed")
+    del managed.location["identifier"]
+    managed.hospital["identifier"] = [{"system": NPI, "value": "1987654328"}]
+    managed.location["managingOrganization"] = ref(managed.hospital)
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v37-facility-npi", b, managed), [
+        expect(
+            "Procedure/v37-facility-npi-rfa",
+            "claim",
+            ["facility-npi-missing"],
+            claim=claim(b, lines, ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v37-facility-npi-managed-rfa",
+            "claim",
+            claim=claim(managed, lines, ["C22.0"], "22"),
+        ),
+    ]
+
+
+@case(
+    "v38-coder-queries",
+    "Hepatitis C stated but not coded beside C22.0; an Observation and the note disagree on "
+    "size; cirrhosis with portal hypertension stated and not coded",
+    [
+        "diagnosis-not-coded: the note's Child-Pugh B cirrhosis with portal hypertension "
+        "(K74.60, K76.6) has no Condition",
+        "diagnosis-additional-code: C22's 'code to identify' hepatitis C, no B18.2 coded",
+        "documentation-conflict: 2.1 cm in the Observation, 3.4 cm in the note (one tumor)",
+    ],
+)
+def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    hep = CaseBuilder("v38-hepatitis")
+    hep.procedure["note"] = [{"text": GOOD_NOTE + " The patient has chronic hepatitis C."}]
+    size = CaseBuilder("v38-size")
+    size.procedure["note"] = [{"text": GOOD_NOTE.replace("2.1 cm", "3.4 cm")}]
+    stated = CaseBuilder("v38-stated-dx")
+    stated.procedure["note"] = [
+        {
+            "text": GOOD_NOTE.replace(
+                "because of its central location abutting the right hepatic vein",
+                "because of Child-Pugh B cirrhosis with portal hypertension",
+            )
+        }
+    ]
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v38-coder-queries", hep, size, stated), [
+        expect(
+            "Procedure/v38-stated-dx-rfa",
+            "claim",
+            ["diagnosis-not-coded"],
+            claim=claim(stated, lines, ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v38-hepatitis-rfa",
+            "claim",
+            ["diagnosis-additional-code"],
+            claim=claim(hep, lines, ["C22.0"], "22"),
+        ),
+        expect(
+            "Procedure/v38-size-rfa",
+            "claim",
+            ["documentation-conflict"],
+            claim=claim(size, lines, ["C22.0"], "22"),
+        ),
     ]
 
 

@@ -74,6 +74,8 @@ class Diagnoses:
     uncertain: list[tuple[str, str]] = field(default_factory=list)
     # Conditions left out as no longer present (resolved...), with their clinical status
     inactive: list[tuple[str, str]] = field(default_factory=list)
+    # codes left off the Claim, and why (a secondary that is the primary's own spread)
+    left_off: list[tuple[Diagnosis, str]] = field(default_factory=list)
 
     @property
     def principal(self) -> Diagnosis | None:
@@ -137,6 +139,7 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
         (case.ref(c), "Condition.code", c.get("code")) for c in ordered
     ]
     sources.append((case.key, "Procedure.reasonCode", case.procedure.get("reasonCode")))
+    sources += discontinued_sources(pack, case)
     found: dict[str, Diagnosis] = {}
     for reference, path, value in sources:
         items = list(codings(value))
@@ -160,6 +163,73 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
             else:
                 out.billable.append(dx)
     out.billable.sort(key=lambda d: not d.primary)
+    _leave_off_spread(pack, out)
+    return out
+
+
+def _leave_off_spread(pack: Pack, out: Diagnoses) -> None:
+    """A secondary of the primary's own organ (C78.7 beside C22.x) is the primary's spread
+    and stays the primary's code, unless another primary (or its history) is documented
+    (pack: claim.spread_within_primary)."""
+    rule = pack.model.claim.spread_within_primary
+    if rule is None:
+        return
+
+    def starts(code: str, prefixes: list[str]) -> bool:
+        return any(code.startswith(p) for p in prefixes)
+
+    codes = [d.code for d in out.billable]
+    primary = next((c for c in codes if starts(c, rule.primary)), None)
+    if primary is None or any(starts(c, rule.other_primary) for c in codes):
+        return
+    for dx in [d for d in out.billable if starts(d.code, rule.secondary)]:
+        out.billable.remove(dx)
+        why = (
+            f"{dx.code} left off the Claim: beside {primary} and with no other primary "
+            f"documented, it is the spread of {primary} within the liver ({rule.source})"
+        )
+        out.left_off.append((dx, why))
+
+
+def discontinued_sources(pack: Pack, case: Case) -> list[tuple[str, str, Any]]:
+    """A stopped session's diagnoses beside the tumor's: the complication that stopped it
+    (statusReason, complication, complicationDetail; SNOMED CT through the pack's
+    crosswalk) and, when the text says nothing was done, the pack's Z53 code."""
+    cfg = pack.model.claim.session_lines
+    if cfg is None or case.procedure.get("status") != "stopped":
+        return []
+    icd = pack.system(pack.model.claim.diagnosis_system)
+    snomed = pack.system("snomed")
+    crosswalk = pack.model.crosswalks.get(cfg.complication_crosswalk or "", {})
+
+    def coded(value: Any) -> dict[str, Any]:
+        out = []
+        for c in codings(value):
+            code = str(c.get("code") or "").strip()
+            if c.get("system") == icd and code:
+                out.append({"system": icd, "code": code})
+            elif c.get("system") == snomed and code in crosswalk:
+                out.append({"system": icd, "code": crosswalk[code]})
+        return {"coding": out}
+
+    proc = case.procedure
+    out: list[tuple[str, str, Any]] = [
+        (case.key, "Procedure.statusReason", coded(proc.get("statusReason")))
+    ]
+    out += [(case.key, "Procedure.complication", coded(c)) for c in proc.get("complication") or []]
+    for detail in proc.get("complicationDetail") or []:
+        ref = detail.get("reference") if isinstance(detail, dict) else None
+        condition = case.resource(case.aliases.get(str(ref), str(ref)))
+        if condition is not None and verification_code(condition) in (None, "confirmed"):
+            out.append((case.ref(condition), "Condition.code", coded(condition.get("code"))))
+    if cfg.not_carried_out_code and cfg.not_carried_out:
+        index = text_index(case, pack.engine)
+        done = affirmed_evidence(
+            index, pack.engine, cfg.not_carried_out, ("procedure", "documents")
+        )
+        for e in done[:1]:
+            value = {"coding": [{"system": icd, "code": cfg.not_carried_out_code}]}
+            out.append((e.reference, e.path, value))
     return out
 
 
@@ -349,13 +419,19 @@ def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
 
 
 def refers_to(case: Case, reference: Any, resource: Resource) -> bool:
-    """A Reference element (or reference string) names `resource` (as gathered, or by Type/id)."""
+    """A Reference element (or reference string) names `resource` (as gathered, by Type/id,
+    or by another spelling the case resolved to it, such as a Bundle's `urn:uuid:`)."""
     ref = reference.get("reference") if isinstance(reference, dict) else reference
     if not isinstance(ref, str):
         return False
-    return ref == case.ref(resource) or (
-        resource.get("id") is not None
-        and ref.endswith(f"{resource.get('resourceType')}/{resource.get('id')}")
+    key = case.ref(resource)
+    return (
+        ref == key
+        or case.aliases.get(ref) == key
+        or (
+            resource.get("id") is not None
+            and ref.endswith(f"{resource.get('resourceType')}/{resource.get('id')}")
+        )
     )
 
 
@@ -399,9 +475,69 @@ def rendering(pack: Pack, case: Case) -> Rendering:
 
 
 def claim_provider_ref(pack: Pack, case: Case) -> str | None:
-    """Claim.provider: the rendering person, else the organization behind the service."""
+    """Claim.provider (CMS-1500 box 33): the rendering person's group where there is one
+    (benefits reassigned to it: the payer rejects the individual's NPI there), else the
+    rendering person, else the organization behind the service."""
+    group = billing_group(pack, case)
+    if group is not None:
+        return group
     chosen = rendering(pack, case).performer
     return chosen.ref if chosen else case.provider_ref
+
+
+@once_per_case
+def billing_group(pack: Pack, case: Case) -> str | None:
+    """The Organization the rendering person worked for, with an NPI of its own (a type-2,
+    group NPI): the rendering performer's `onBehalfOf`, else the `organization` of the
+    PractitionerRole it performed as, else of its only role with such an organization."""
+    chosen = rendering(pack, case).performer
+    if chosen is None or chosen.resource_type == "Organization":
+        return None
+    candidates: list[Any] = []
+    for entry in case.procedure.get("performer") or []:
+        if isinstance(entry, dict) and _names_performer(case, entry.get("actor"), chosen):
+            candidates.append(entry.get("onBehalfOf"))
+    actor = case.resource(chosen.ref)
+    if chosen.resource_type == "PractitionerRole" and actor is not None:
+        candidates.append(actor.get("organization"))
+    else:
+        orgs = {
+            _org_key(case, role.get("organization"))
+            for role in case.roles
+            if actor is not None and refers_to(case, role.get("practitioner"), actor)
+        } - {None}
+        if len(orgs) == 1:
+            candidates.append(orgs.pop())
+    for candidate in candidates:
+        key = _org_key(case, candidate)
+        org = case.resource(key)
+        if key and org is not None and is_valid_npi(_npi_of(org)):
+            return key
+    return None
+
+
+def _names_performer(case: Case, actor: Any, performer: Performer) -> bool:
+    ref = actor.get("reference") if isinstance(actor, dict) else None
+    return isinstance(ref, str) and (case.aliases.get(ref, ref) == performer.ref)
+
+
+def _org_key(case: Case, reference: Any) -> str | None:
+    """The case's key of the Organization a Reference (or key) names, when it was gathered."""
+    ref = reference.get("reference") if isinstance(reference, dict) else reference
+    if not isinstance(ref, str):
+        return None
+    key = case.aliases.get(ref, ref)
+    if case.resource(key) is None:
+        key = next((case.ref(o) for o in case.organizations if refers_to(case, ref, o)), key)
+    org = case.resource(key)
+    return key if org is not None and org.get("resourceType") == "Organization" else None
+
+
+def _npi_of(resource: Resource) -> str | None:
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == NPI and ident.get("value"):
+            return str(ident["value"]).strip()
+    return None
 
 
 def same_performer(pack: Pack, case: Case, procedure: Resource) -> bool:
@@ -417,11 +553,11 @@ def rendering_provider(pack: Pack, case: Case) -> Resource | None:
 
 
 def provider_npi(pack: Pack, case: Case) -> tuple[str | None, str | None, Resource | None]:
-    """(NPI, where it was found, resource): the rendering provider's NPI, else the provider's.
-
-    A PractitionerRole's own NPI counts, else that of its Practitioner.
+    """(NPI, where it was found, resource): the rendering provider's NPI (box 24J), else the
+    provider's. A PractitionerRole's own NPI counts, else that of its Practitioner.
     """
-    provider = case.resource(claim_provider_ref(pack, case))
+    chosen = rendering(pack, case).performer
+    provider = case.resource(chosen.ref if chosen else case.provider_ref)
     if provider is None:
         return None, None, None
     candidates = [provider]

@@ -125,6 +125,7 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
                 Evidence(b.reference, b.path, None, f"{a.code} with {b.code}: {note}")
                 for a, b, note in pairs
             ]
+            + [Evidence(d.reference, d.path, None, why) for d, why in dx.left_off]
         ),
     )
 
@@ -174,7 +175,10 @@ def _provider(pack: Pack, case: Case) -> Fact:
     if not ref:
         return Fact(None)
     performed = any(p.ref == ref for p in case.performers)
-    path = "Procedure.performer.actor" if performed else "Encounter.serviceProvider"
+    if ref == decide.billing_group(pack, case):
+        path = "Procedure.performer.onBehalfOf"
+    else:
+        path = "Procedure.performer.actor" if performed else "Encounter.serviceProvider"
     return Fact(ref, (Evidence(ref, path),))
 
 

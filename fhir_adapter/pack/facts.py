@@ -31,4 +31,9 @@ FACTS: dict[str, tuple[str, ...]] = {
     "excludes1_pairs": _DIAGNOSIS_SOURCES,
     "modifier_conflicts": (),
     "text_truncated": (),
+    "facility_npi": (),
+    "uncoded_diagnoses": _DIAGNOSIS_SOURCES,
+    "additional_code_notes": _DIAGNOSIS_SOURCES,
+    "services_not_billed": ("session_procedures",),
+    "documentation_conflicts": (),
 }

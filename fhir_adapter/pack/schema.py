@@ -296,6 +296,64 @@ class DocumentedFact(_Strict):
     in_: TextSources | None = Field(default=None, alias="in")
 
 
+class StatedDiagnosis(_Strict):
+    """A condition the narrative may state, the ICD-10-CM code(s) it maps to, and the coded
+    prefixes that already cover it."""
+
+    patterns: PatternName
+    codes: list[str] = Field(min_length=1)
+    covered_by: list[str] = Field(min_length=1)
+
+
+class StatedDiagnoses(_Strict):
+    """The coder-maintained crosswalk behind diagnosis-not-coded (billing.review)."""
+
+    source: str
+    in_: TextSources | None = Field(default=None, alias="in")
+    entries: list[StatedDiagnosis] = Field(min_length=1)
+
+
+class AdditionalCode(_Strict):
+    """A "use additional code" / "code also" note of the tabular, and the prefixes that
+    satisfy it (billing.review)."""
+
+    when: list[str] = Field(min_length=1)  # coded prefixes the note belongs to
+    satisfied_by: list[str] = Field(min_length=1)
+    suggest: str  # what to code, as the coder reads it
+    # the note applies only when the text affirms what it asks to identify (the hepatitis,
+    # the alcohol use); absent: it always applies (a secondary's primary)
+    documented: PatternName | None = None
+
+
+class AdditionalCodes(_Strict):
+    source: str
+    notes: list[AdditionalCode] = Field(min_length=1)
+
+
+class ServicesNotBilled(_Strict):
+    """Session services by the operator that are separately reportable (billing.review)."""
+
+    source: str
+    reportable: ValueSetName
+    # guidance documented in the text with no guidance Procedure: word -> guidance code
+    narrative_guidance: PatternName | None = None
+    guidance_words: dict[str, str] = {}
+
+
+class DocumentationConflicts(_Strict):
+    """Structured values checked against the note (billing.review)."""
+
+    source: str
+    in_: TextSources | None = Field(default=None, alias="in")
+    location_patterns: PatternName
+    # Procedure.bodySite code -> segment number (Couinaud)
+    segments: CrosswalkName
+    size_patterns: PatternName | None = None
+    size_tolerance_cm: float = 0.5
+    # a size in a sentence naming one of these measures something else than the tumor
+    size_not_with: list[str] = []
+
+
 class Facts(_Strict):
     tumor_count: CountFact
     tumor_max_size_cm: SizeFact
@@ -303,12 +361,55 @@ class Facts(_Strict):
     units: UnitsFact | None = None
     guidance: GuidanceFacts | None = None
     distinct_service: DocumentedFact | None = None
+    stated_diagnoses: StatedDiagnoses | None = None
+    additional_codes: AdditionalCodes | None = None
+    services_not_billed: ServicesNotBilled | None = None
+    documentation_conflicts: DocumentationConflicts | None = None
 
 
 class CodingDef(_Strict):
     system: SystemName
     code: str
     display: str | None = None
+
+
+class SessionLines(_Strict):
+    """How the session's other lines follow the pack's line (billing.session)."""
+
+    source: str
+    # a guidance Procedure in another status (preparation, not-done...) was not performed
+    performed_status: list[str] = ["completed", "stopped"]
+    # modifiers on the pack's line (reduced, discontinued) that reduce its guidance line too
+    reduced_by: list[str] = ["52", "53"]
+    reduced_modifier: str = "52"
+    # a stopped Procedure's statusReason / complication codings (SNOMED CT) -> ICD-10-CM:
+    # the complication that stopped the session is coded
+    complication_crosswalk: CrosswalkName | None = None
+    # the Z53 code (procedure not carried out) when the text says nothing was done
+    not_carried_out_code: str | None = None
+    not_carried_out: PatternName | None = None
+
+
+class TeachingPhysician(_Strict):
+    """A resident or fellow took part: the teaching physician's lines carry `modifier` for
+    the payers named (billing.session)."""
+
+    source: str
+    modifier: str
+    # words in performer.function (text or display) or PractitionerRole.code marking a trainee
+    trainee_words: list[str] = Field(min_length=1)
+    # words naming a payer that requires the modifier: Coverage.type / class / payor's name
+    payers: list[str] = Field(min_length=1)
+
+
+class SpreadWithinPrimary(_Strict):
+    """ICD-10-CM prefixes: a `secondary` code beside a `primary` one is left off the Claim
+    unless an `other_primary` code (another primary, or its history) is coded too."""
+
+    source: str
+    primary: list[str] = Field(min_length=1)
+    secondary: list[str] = Field(min_length=1)
+    other_primary: list[str] = []
 
 
 class ClaimConfig(_Strict):
@@ -337,6 +438,9 @@ class ClaimConfig(_Strict):
     # when the rendering provider has several taxonomies, one in this value set is reported
     taxonomy_preferred: ValueSetName | None = None
     currency: str = "USD"
+    session_lines: SessionLines | None = None
+    teaching_physician: TeachingPhysician | None = None
+    spread_within_primary: SpreadWithinPrimary | None = None
 
 
 class PackModel(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_adapter.billing.facts import DERIVERS as BILLING
+from fhir_adapter.billing.review import DERIVERS as REVIEW
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.findings import Evidence
@@ -22,7 +23,7 @@ from fhir_adapter.text.index import TextIndex, mention_evidence
 CLINICAL = Derivers()
 
 # clinical first: a billing deriver (the modifiers' matchers) may read any fact before it
-_ALL = (CLINICAL, BILLING)
+_ALL = (CLINICAL, BILLING, REVIEW)
 
 
 def derive_facts(pack: Pack, ctx: Context) -> dict[str, Fact]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fhir_adapter.billing import decide
+from fhir_adapter.billing import decide, review, session
 from fhir_adapter.case import Case
+from fhir_adapter.fhir.systems import NPI
 from fhir_adapter.findings import Evaluation
 from fhir_adapter.pack.load import Pack
 from fhir_adapter.pack.schema import CodingDef
@@ -83,18 +84,22 @@ def build_claim(
         "code": pack.procedure_code,
         "display": pack.model.procedure.display,
     }
-    lines: list[tuple[dict[str, Any], list[str]]] = [
-        (main_coding, [m.code for m in evaluation.modifiers])
-    ]
-    plan = decide.guidance_plan(pack, case)
-    if plan.billed is not None:
+    parent = [m.code for m in evaluation.modifiers]
+    lines: list[tuple[dict[str, Any], list[str]]] = [(main_coding, list(parent))]
+    guidance = session.billed_guidance(pack, case)
+    if guidance is not None:
         mods = []
-        if facility and cfg.professional_component_modifier and _has_pc_tc(plan.billed):
+        if facility and cfg.professional_component_modifier and _has_pc_tc(guidance):
             mods.append(cfg.professional_component_modifier)
-        lines.append((plan.billed.coding, mods))
+        mods += session.guidance_modifiers(pack, case, parent)
+        lines.append((guidance.coding, mods))
     _distinct_modifiers(pack, case, lines)
+    teaching = session.teaching_modifier(pack, case)
+    for _, mods in lines:
+        if teaching and teaching not in mods:
+            mods.append(teaching)
 
-    supporting = _supporting_info(pack, case, evaluation)
+    supporting = _supporting_info(pack, case, evaluation, lines)
     items = []
     for seq, (coding, mods) in enumerate(lines, start=1):
         item: dict[str, Any] = {"sequence": seq}
@@ -126,6 +131,9 @@ def build_claim(
         location = decide.facility_location(case)
         if location:
             claim["facility"] = case.reference_json(location)
+            npi, _ = review.facility_npi(pack, case)  # box 32a
+            if npi and claim["facility"] is not None and "identifier" not in claim["facility"]:
+                claim["facility"]["identifier"] = {"system": NPI, "value": npi}
     care_team = _care_team(pack, case)
     if care_team:
         claim["careTeam"] = [care_team]
@@ -175,20 +183,27 @@ def _distinct_modifiers(
                 mods.append(modifier)
 
 
-def _supporting_info(pack: Pack, case: Case, evaluation: Evaluation) -> list[dict[str, Any]]:
-    """The documentation behind the modifiers that need it on the claim (22: the statement
-    of increased work; Medicare asks for the operative report with the claim)."""
+def _supporting_info(
+    pack: Pack,
+    case: Case,
+    evaluation: Evaluation,
+    lines: list[tuple[dict[str, Any], list[str]]],
+) -> list[dict[str, Any]]:
+    """The documentation behind every modifier the pack says needs it on the claim (22: the
+    statement of increased work, 52/53: why the service was reduced or stopped, XS: the
+    distinct service; Medicare asks for the operative report with the claim)."""
     category = _coding(pack, pack.model.claim.supporting_info_category)
     if category is None:
         return []
     wanted = set(pack.model.claim.supporting_info_for)
+    evidence = [e for mod in evaluation.modifiers if mod.code in wanted for e in mod.evidence]
+    distinct = pack.model.claim.distinct_service_modifier
+    if distinct in wanted and any(distinct in mods for _, mods in lines):
+        evidence += [e for hit in decide.ptp_hits(pack, case) for e in hit.distinct]
     refs: list[str] = []
-    for mod in evaluation.modifiers:
-        if mod.code not in wanted:
-            continue
-        for e in mod.evidence:
-            if e.reference not in refs and not e.reference.startswith("#"):
-                refs.append(e.reference)
+    for e in evidence:
+        if e.reference not in refs and not e.reference.startswith("#"):
+            refs.append(e.reference)
     return [
         {"sequence": i, "category": category, "valueReference": case.reference_json(ref)}
         for i, ref in enumerate(refs, start=1)

@@ -1,0 +1,26 @@
+"""The tabular's "use additional code" and "code also" notes of a code and its ancestors,
+read from simple-icd-10-cm on first use (importing it parses the tabular: only a case
+whose coded diagnosis has a note the pack names pays for it, once per process)."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+
+@functools.lru_cache(maxsize=4096)
+def additional_code_notes(code: str) -> tuple[str, ...]:
+    """The notes of `code` (dotted) and of each ancestor category, nearest first."""
+    with warnings.catch_warnings():  # its loader uses importlib.resources' legacy API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import simple_icd_10_cm as cm  # type: ignore[import-untyped]
+
+    if not cm.is_valid_item(code):
+        return ()
+    out: list[str] = []
+    for node in [code, *cm.get_ancestors(code)]:
+        for text in (cm.get_use_additional_code(node), cm.get_code_also(node)):
+            cleaned = " ".join(str(text or "").split())
+            if cleaned and cleaned not in out:
+                out.append(cleaned)
+    return tuple(out)

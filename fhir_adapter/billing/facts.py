@@ -56,15 +56,24 @@ def _facility(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     return (Fact(ref, (Evidence(ref, path),)) if ref else Fact(None),)
 
 
-@provides("units_exceeded", "guidance_conflict", "ptp_conflicts", "provider_npi", "global_period")
+@provides(
+    "units_exceeded",
+    "guidance_conflict",
+    "ptp_conflicts",
+    "provider_npi",
+    "global_period",
+    "global_period_unknown",
+)
 def _billing(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     case = ctx.case
+    periods = decide.global_periods(pack, case)
     return (
         units_exceeded(pack, case),
         _evidence_fact(decide.guidance_plan(pack, case).conflicts),
         ptp_conflicts(pack, case),
         provider_npi(pack, case),
-        _evidence_fact(decide.global_period_hits(pack, case)),
+        _evidence_fact(periods.inside, verified=periods.verified),
+        _evidence_fact(periods.unknown),
     )
 
 
@@ -73,8 +82,10 @@ def _diagnoses(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     return diagnosis_facts(pack, ctx.case)
 
 
-def _evidence_fact(evidence: list[Evidence]) -> Fact:
-    return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
+def _evidence_fact(evidence: list[Evidence], *, verified: bool = True) -> Fact:
+    if not evidence:
+        return Fact(None)
+    return Fact([e.reference for e in evidence], tuple(evidence), verified=verified)
 
 
 def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
@@ -135,24 +146,32 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
 
 def units_exceeded(pack: Pack, case: Case) -> Fact:
     """Earlier Procedures with the pack's code for the patient on the date, beyond the MUE."""
-    allowed, why = decide.max_units(pack, case)
+    allowed, why, verified = decide.max_units(pack, case)
     units = pack.model.facts.units
     counted = set(units.counted_status) if units else {"completed", "stopped"}
     earlier = [p for p in case.same_code_earlier if p.get("status") in counted]
     if len(earlier) < allowed:
         return Fact(None)
+    # another of the pack's code in the same session is excluded by the CPT descriptor
+    # itself ("1 or more liver tumor(s)": once per session), verified ground without the MUE
+    session = {id(p) for p in case.session_procedures}
+    if all(id(p) in session for p in earlier):
+        why = f"one per session (CPT descriptor: 1 or more tumors); {why}"
+        verified = True
     evidence = tuple(
         Evidence(
             case.ref(p), "Procedure.code", None, f"same patient and date, performed first; {why}"
         )
         for p in earlier
     )
-    return Fact([case.ref(p) for p in earlier], evidence)
+    return Fact([case.ref(p) for p in earlier], evidence, verified=verified)
 
 
 def ptp_conflicts(pack: Pack, case: Case) -> Fact:
-    """NCCI PTP edits of the session that no documented distinct service allows."""
-    return _evidence_fact([h.evidence for h in decide.ptp_hits(pack, case) if h.conflict])
+    """NCCI PTP edits between the Claim's codes that no documented distinct service allows;
+    verified when one of them is a verified row."""
+    hits = [h for h in decide.ptp_hits(pack, case) if h.conflict]
+    return _evidence_fact([h.evidence for h in hits], verified=any(h.verified for h in hits))
 
 
 def provider_npi(pack: Pack, case: Case) -> Fact:

@@ -13,11 +13,14 @@ from fhir_adapter.text.index import TextIndex, counts
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Fact:
-    """A derived value (None when unknown), the system of a coded value, and its evidence."""
+    """A derived value (None when unknown), the system of a coded value, and its evidence;
+    `verified` is False when the value rests only on rows nobody verified (a shipped CMS
+    table excerpt), so a rule may not block on it."""
 
     value: Any
     evidence: tuple[Evidence, ...] = ()
     system: str | None = None
+    verified: bool = True
 
 
 @dataclass(slots=True)

@@ -207,3 +207,50 @@ def test_the_global_period_on_an_unverified_row_does_not_block(pack: Pack) -> No
     found = finding(out, "global-period")
     assert found.severity == "moderate" and VERIFY in found.message
     assert "GLOB DAYS row not verified" in str(found.evidence[0].note)
+
+
+# 10. ICD-10-CM by the fiscal year of the date of service
+
+
+@pytest.mark.parametrize(
+    ("day", "year"),
+    [("2024-12-03", 2025), ("2025-09-30", 2025), ("2025-10-01", 2026), ("2026-09-30", 2026)],
+)
+def test_fiscal_years_run_from_october(day: str, year: int) -> None:
+    import datetime
+
+    from fhir_adapter.billing import icd10cm
+
+    assert icd10cm.fiscal_year(datetime.date.fromisoformat(day)) == year
+
+
+def test_a_code_is_judged_by_the_release_of_its_date_of_service(pack: Pack) -> None:
+    """v35: E11.A was added in FY2026; on 3 December 2024 (FY2025) it is not a code."""
+    out = outputs("v35-code-set-year", pack)["Procedure/v35-code-set-year-rfa"]
+    [evidence] = finding(out, "diagnosis-code-invalid").evidence
+    assert "E11.A is not an ICD-10-CM code in ICD-10-CM FY2025" in str(evidence.note)
+    assert out.evaluation.code_sets["icd10cm"].startswith("ICD-10-CM FY2025 (April 2025 tabular")
+    assert out.report()["code_sets"] == out.evaluation.code_sets  # the JSON report's row
+
+
+def test_a_year_without_a_code_set_is_checked_against_the_nearest_and_says_so(
+    pack: Pack,
+) -> None:
+    out = outputs("v35-code-set-year", pack)["Procedure/v35-code-set-year-2021-rfa"]
+    checked = out.evaluation.code_sets["icd10cm"]
+    assert checked.startswith("ICD-10-CM FY2025 (April 2025 tabular")
+    assert "2021-05-04 is in FY2021, for which no code set is at hand" in checked
+    assert "checked against the nearest, FY2025" in checked
+    # the principal diagnosis that satisfied diagnosis-unsupported says so too
+    [principal] = [
+        e for c in out.evaluation.criteria if c.rule == "diagnosis-unsupported" for e in c.evidence
+    ]
+    assert str(principal.note).startswith("principal: C22.0 (checked against ICD-10-CM FY2025")
+
+
+def test_this_years_case_names_the_release_it_was_checked_against(pack: Pack) -> None:
+    """The fixtures' date, 14 October 2026, is in FY2027: the nearest, FY2026, says so."""
+    out = outputs("ex1-hcc-ct", pack)["Procedure/ex1-hcc-ct-rfa"]
+    checked = out.evaluation.code_sets["icd10cm"]
+    assert checked.startswith("ICD-10-CM FY2026 (April 1, 2026")
+    assert "is in FY2027" in checked

@@ -1425,6 +1425,46 @@ def v34() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+def redate(b: CaseBuilder, day: str) -> None:
+    """Move the whole case to another date of service (coverage included)."""
+    b.encounter["period"] = {"start": f"{day}T08:00:00-04:00", "end": f"{day}T14:00:00-04:00"}
+    for proc in (b.procedure, b.guidance):
+        proc["performedDateTime"] = f"{day}T09:30:00-04:00"
+    b.coverage["period"] = {"start": f"{day[:4]}-01-01", "end": f"{day[:4]}-12-31"}
+
+
+@case(
+    "v35-code-set-year",
+    "Diagnoses checked by the ICD-10-CM release of the date of service's fiscal year",
+    [
+        "December 2024 (FY2025): E11.A, added in FY2026, is not a code yet: "
+        "diagnosis-code-invalid naming the FY2025 release",
+        "May 2021 (FY2021, no code set at hand): checked against the nearest, FY2025, and "
+        "the case's code_sets says so",
+    ],
+)
+def v35() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    fy25 = CaseBuilder("v35-code-set-year")
+    redate(fy25, "2024-12-03")
+    condition(
+        fy25,
+        "dm",
+        "E11.A",
+        "Type 2 diabetes mellitus without complications in remission",
+        "confirmed",
+    )
+    old = CaseBuilder("v35-code-set-year-2021")
+    redate(old, "2021-05-04")
+    return merged("v35-code-set-year", fy25, old), [
+        expect("Procedure/v35-code-set-year-rfa", "issues", ["diagnosis-code-invalid"]),
+        expect(
+            "Procedure/v35-code-set-year-2021-rfa",
+            "claim",
+            claim=claim(old, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+    ]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*"):

@@ -74,6 +74,10 @@ class Diagnoses:
     uncertain: list[tuple[str, str]] = field(default_factory=list)
     # Conditions left out as no longer present (resolved...), with their clinical status
     inactive: list[tuple[str, str]] = field(default_factory=list)
+    # the ICD-10-CM fiscal year the codes were checked against, and its release (saying why
+    # when it is not the date of service's own year: the nearest one at hand)
+    code_set_year: int = 0
+    code_set_release: str = ""
 
     @property
     def principal(self) -> Diagnosis | None:
@@ -121,7 +125,9 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     inactive = set(dx_cfg.inactive_clinical) if dx_cfg else set()
     ranks = _encounter_ranks(case)
     reasons = {id(c) for c in case.reason_conditions}
-    out = Diagnoses()
+    year, statement = icd10cm.year_for(as_date(case.date))
+    release = icd10cm.release(year) + (f"; {statement}" if statement else "")
+    out = Diagnoses(code_set_year=year, code_set_release=release)
     kept = []
     for c in case.conditions:
         status = verification_code(c)
@@ -154,7 +160,7 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
             display = c.get("display") if isinstance(c.get("display"), str) else None
             dx = Diagnosis(code, display, reference, path, primary_vs.contains(icd, code))
             found[code] = dx
-            problem = _invalid(code)
+            problem = _invalid(code, year)
             if problem:
                 out.invalid.append((dx, problem))
             else:
@@ -163,11 +169,14 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     return out
 
 
-def _invalid(code: str) -> str | None:
-    if not icd10cm.is_valid(code):
-        return f"{code} is not an ICD-10-CM code (release {icd10cm.release()})"
-    if not icd10cm.is_billable(code):
-        return f"{code} is a category, not a billable code: code it to the highest specificity"
+def _invalid(code: str, year: int) -> str | None:
+    if not icd10cm.is_valid(code, year):
+        return f"{code} is not an ICD-10-CM code in {icd10cm.release(year)}"
+    if not icd10cm.is_billable(code, year):
+        return (
+            f"{code} is a category, not a billable code in {icd10cm.release(year)}: code it "
+            "to the highest specificity"
+        )
     return None
 
 
@@ -182,12 +191,14 @@ def _encounter_ranks(case: Case) -> dict[str, int]:
     return ranks
 
 
-def excludes1_pairs(diagnoses: list[Diagnosis]) -> list[tuple[Diagnosis, Diagnosis, str]]:
-    """Pairs of diagnoses where one's Excludes1 note names the other (either direction)."""
+def excludes1_pairs(
+    diagnoses: list[Diagnosis], year: int | None = None
+) -> list[tuple[Diagnosis, Diagnosis, str]]:
+    """Pairs of diagnoses where one's Excludes1 note (in the year's code set) names the other."""
     out = []
     for i, a in enumerate(diagnoses):
         for b in diagnoses[i + 1 :]:
-            note = icd10cm.excludes1_conflict(a.code, b.code)
+            note = icd10cm.excludes1_conflict(a.code, b.code, year)
             if note:
                 out.append((a, b, note))
     return out

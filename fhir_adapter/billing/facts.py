@@ -93,9 +93,10 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
     dx = decide.claim_diagnoses(pack, case)
     icd = pack.system(pack.model.claim.diagnosis_system)
     billable = dx.billable[: pack.model.claim.max_diagnoses]
-    listed = tuple(Evidence(d.reference, d.path, None, d.code) for d in billable)
+    checked = f"checked against {dx.code_set_release}"
+    listed = tuple(Evidence(d.reference, d.path, None, f"{d.code} ({checked})") for d in billable)
     principal = dx.principal
-    pairs = decide.excludes1_pairs(billable)
+    pairs = decide.excludes1_pairs(billable, dx.code_set_year)
     # Without a principal, the uncertain Conditions left out say why (ruled-out evidence:
     # it never satisfies a rule, it is shown with the finding).
     left_out = tuple(
@@ -126,7 +127,10 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
                 principal.code,
                 (
                     Evidence(
-                        principal.reference, principal.path, None, f"principal: {principal.code}"
+                        principal.reference,
+                        principal.path,
+                        None,
+                        f"principal: {principal.code} ({checked})",
                     ),
                 ),
                 icd,

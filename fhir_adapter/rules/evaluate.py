@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhir_adapter.billing.decide import clinical_code, verification_code
+from fhir_adapter.billing.decide import claim_diagnoses, clinical_code, verification_code
 from fhir_adapter.billing.modifiers import decide_modifiers
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding
@@ -30,6 +30,7 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     )
     pos = ctx.facts["place_of_service"].value
     result.place_of_service = pos if isinstance(pos, str) else None
+    result.code_sets = {"icd10cm": claim_diagnoses(pack, case).code_set_release}
 
     result.modifiers = list(decide_modifiers(pack, ctx).kept)
 

@@ -103,7 +103,7 @@ class Case:
     locations: list[Resource] = field(default_factory=list)
     coverage: list[Resource] = field(default_factory=list)
     # the procedure's performers in order; the pack chooses the rendering one
-    # (rules.billing.rendering), by performer.function
+    # (billing.decide.rendering), by performer.function
     performers: list[Performer] = field(default_factory=list)
     # the organization behind the service: an Organization performer, else
     # Encounter.serviceProvider (the Claim's provider when no rendering person is chosen)

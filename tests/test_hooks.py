@@ -392,6 +392,9 @@ ORDER_COVERED: dict[str, str | None] = {
     "v29-same-day-two-encounters": "covered",  # both at a POS 22 Location (the later one IMP)
     "v30-anesthesiologist-first": "covered",  # both Procedures: POS 22, C22.0
     "v31-facility-missing": "covered",  # no Location; the encounter's serviceType says POS 22
+    "v33-global-group": "covered",  # both Procedures: POS 22, C22.0
+    "v34-global-unknown": "covered",  # POS 22, C22.0 (the earlier 50592 is no case)
+    "v35-code-set-year": "covered",  # both: POS 22, C22.0, Coverage of their own year
 }
 
 
@@ -420,9 +423,12 @@ def test_order_sign_shows_what_would_block_the_claim(
             if c["source"]["topic"]["code"] == "documentation-requirements"
         ]
         assert len(doc) == 1 and "Tumor size" in doc[0]["detail"]
+        severity = {f.code: f.severity for f in evaluated.evaluation.findings}
         for card in result["cards"]:
             if card["source"]["topic"]["system"] == _finding_system(pack):
-                assert card["indicator"] == "critical"
+                code = card["source"]["topic"]["code"]
+                # an office (POS 11) is moderate since the coding review: a warning
+                assert card["indicator"] == ("critical" if severity[code] == "high" else "warning")
                 assert f"ServiceRequest/{order['id']}" in card["detail"]
         actions = result.get("systemActions", [])
         expected = ORDER_COVERED[name]

@@ -1381,7 +1381,9 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     role2 = copy.deepcopy(b.role)
     role2.update(id=f"{b.slug}-role2", practitioner=ref(colleague), organization=ref(group))
     b.extra += [colleague, role2]
-    earlier = earlier_session(b, "2026-10-08", b.procedure["code"], colleague)
+    # recorded by role, as EHRs do for group practices (the Bulk three-pass join follows a
+    # performer reference forward, not a Practitioner back to its roles)
+    earlier = earlier_session(b, "2026-10-08", b.procedure["code"], role2)
     return b.collection(), [
         expect(
             "Procedure/v33-global-group-rfa",
@@ -1395,7 +1397,7 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             claim={
                 **claim(b, [(RFA, [])], ["C22.0"], "22"),
                 "rendering": {
-                    "provider": f"Practitioner/{colleague['id']}",
+                    "provider": f"PractitionerRole/{role2['id']}",
                     "taxonomy": "2085R0204X",
                 },
             },

@@ -158,8 +158,8 @@ def units_exceeded(pack: Pack, case: Case) -> Fact:
         return Fact(None)
     # another of the pack's code in the same session is excluded by the CPT descriptor
     # itself ("1 or more liver tumor(s)": once per session), verified ground without the MUE
-    session = {id(p) for p in case.session_procedures}
-    if all(id(p) in session for p in earlier):
+    session = {case.ref(p) for p in case.session_procedures}
+    if all(case.ref(p) in session for p in earlier):
         why = f"one per session (CPT descriptor: 1 or more tumors); {why}"
         verified = True
     evidence = tuple(

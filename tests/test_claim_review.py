@@ -131,6 +131,8 @@ def test_a_colleague_of_another_group_is_outside_the_global_period(pack: Pack) -
     by_id(resources, "v33-global-group-role2")["organization"] = {
         "reference": "Organization/v33-other-group"
     }
+    prior = by_id(resources, "v33-global-group-prior")
+    prior["performer"][0]["onBehalfOf"] = {"reference": "Organization/v33-other-group"}
     outs = {o.evaluation.procedure: o for o in evaluate_store(store_of(resources), pack, now=NOW)}
     codes = {f.code for f in outs["Procedure/v33-global-group-rfa"].evaluation.findings}
     assert "global-period" not in codes

@@ -1384,6 +1384,7 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # recorded by role, as EHRs do for group practices (the Bulk three-pass join follows a
     # performer reference forward, not a Practitioner back to its roles)
     earlier = earlier_session(b, "2026-10-08", b.procedure["code"], role2)
+    earlier["performer"][0]["onBehalfOf"] = ref(group)
     return b.collection(), [
         expect(
             "Procedure/v33-global-group-rfa",

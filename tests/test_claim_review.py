@@ -103,38 +103,38 @@ def test_documented_monitoring_points_at_77013(pack: Pack, good_case: list[dict[
 
 def test_a_prior_surgery_of_unknown_global_days_is_reported(pack: Pack) -> None:
     """v34 (set-3/b3): 50592 four days earlier by the same radiologist, not in the tables."""
-    out = outputs("v34-global-unknown", pack)["Procedure/v34-global-unknown-rfa"]
+    out = outputs("v41-global-unknown", pack)["Procedure/v41-global-unknown-rfa"]
     found = finding(out, "global-period-unknown")
     assert found.severity == "low"
-    assert found.evidence[0].reference == "Procedure/v34-global-unknown-prior"
+    assert found.evidence[0].reference == "Procedure/v41-global-unknown-prior"
     assert "50592 on 2026-10-10" in str(found.evidence[0].note)
     assert out.evaluation.outcome == "claim"
 
 
 def test_the_global_period_scope_is_the_group_and_specialty(pack: Pack) -> None:
     """v33: a colleague of the same group NPI and specialty did 47382 six days before."""
-    out = outputs("v33-global-group", pack)["Procedure/v33-global-group-rfa"]
+    out = outputs("v40-global-group", pack)["Procedure/v40-global-group-rfa"]
     found = finding(out, "global-period")
-    assert found.evidence[0].reference == "Procedure/v33-global-group-prior"
+    assert found.evidence[0].reference == "Procedure/v40-global-group-prior"
     assert "same group (NPI) and specialty" in str(found.evidence[0].note)
 
 
 def test_a_colleague_of_another_group_is_outside_the_global_period(pack: Pack) -> None:
-    bundle = load_bundle("v33-global-group")
+    bundle = load_bundle("v40-global-group")
     resources = [copy.deepcopy(e["resource"]) for e in bundle["entry"]]
-    other = copy.deepcopy(by_id(resources, "v33-global-group-group"))
+    other = copy.deepcopy(by_id(resources, "v40-global-group-group"))
     other.update(
-        id="v33-other-group",
+        id="v40-other-group",
         identifier=[{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1245319599"}],
     )
     resources.append(other)
-    by_id(resources, "v33-global-group-role2")["organization"] = {
-        "reference": "Organization/v33-other-group"
+    by_id(resources, "v40-global-group-role2")["organization"] = {
+        "reference": "Organization/v40-other-group"
     }
-    prior = by_id(resources, "v33-global-group-prior")
-    prior["performer"][0]["onBehalfOf"] = {"reference": "Organization/v33-other-group"}
+    prior = by_id(resources, "v40-global-group-prior")
+    prior["performer"][0]["onBehalfOf"] = {"reference": "Organization/v40-other-group"}
     outs = {o.evaluation.procedure: o for o in evaluate_store(store_of(resources), pack, now=NOW)}
-    codes = {f.code for f in outs["Procedure/v33-global-group-rfa"].evaluation.findings}
+    codes = {f.code for f in outs["Procedure/v40-global-group-rfa"].evaluation.findings}
     assert "global-period" not in codes
 
 
@@ -205,7 +205,7 @@ def test_units_across_sessions_rest_on_the_unverified_mue_row(pack: Pack) -> Non
 
 
 def test_the_global_period_on_an_unverified_row_does_not_block(pack: Pack) -> None:
-    out = outputs("v33-global-group", pack)["Procedure/v33-global-group-rfa"]
+    out = outputs("v40-global-group", pack)["Procedure/v40-global-group-rfa"]
     found = finding(out, "global-period")
     assert found.severity == "moderate" and VERIFY in found.message
     assert "GLOB DAYS row not verified" in str(found.evidence[0].note)
@@ -228,7 +228,7 @@ def test_fiscal_years_run_from_october(day: str, year: int) -> None:
 
 def test_a_code_is_judged_by_the_release_of_its_date_of_service(pack: Pack) -> None:
     """v35: E11.A was added in FY2026; on 3 December 2024 (FY2025) it is not a code."""
-    out = outputs("v35-code-set-year", pack)["Procedure/v35-code-set-year-rfa"]
+    out = outputs("v42-code-set-year", pack)["Procedure/v42-code-set-year-rfa"]
     [evidence] = finding(out, "diagnosis-code-invalid").evidence
     assert "E11.A is not an ICD-10-CM code in ICD-10-CM FY2025" in str(evidence.note)
     assert out.evaluation.code_sets["icd10cm"].startswith("ICD-10-CM FY2025 (April 2025 tabular")
@@ -238,7 +238,7 @@ def test_a_code_is_judged_by_the_release_of_its_date_of_service(pack: Pack) -> N
 def test_a_year_without_a_code_set_is_checked_against_the_nearest_and_says_so(
     pack: Pack,
 ) -> None:
-    out = outputs("v35-code-set-year", pack)["Procedure/v35-code-set-year-2021-rfa"]
+    out = outputs("v42-code-set-year", pack)["Procedure/v42-code-set-year-2021-rfa"]
     checked = out.evaluation.code_sets["icd10cm"]
     assert checked.startswith("ICD-10-CM FY2025 (April 2025 tabular")
     assert "2021-05-04 is in FY2021, for which no code set is at hand" in checked

@@ -152,5 +152,5 @@ def test_ndjson_export_of_the_fixtures_gives_the_same_findings(pack: Pack, tmp_p
     messy = "Procedure/v15-messy-transaction-rfa"
     assert streamed.pop(messy) != expected.pop(messy)
     assert streamed == expected
-    assert "global-period" in streamed["Procedure/v33-global-group-rfa"]
+    assert "global-period" in streamed["Procedure/v40-global-group-rfa"]
     assert streamed["Procedure/v29-same-day-two-encounters-rfa2"] == ["units-exceeded"]

@@ -392,9 +392,9 @@ ORDER_COVERED: dict[str, str | None] = {
     "v29-same-day-two-encounters": "covered",  # both at a POS 22 Location (the later one IMP)
     "v30-anesthesiologist-first": "covered",  # both Procedures: POS 22, C22.0
     "v31-facility-missing": "covered",  # no Location; the encounter's serviceType says POS 22
-    "v33-global-group": "covered",  # both Procedures: POS 22, C22.0
-    "v34-global-unknown": "covered",  # POS 22, C22.0 (the earlier 50592 is no case)
-    "v35-code-set-year": "covered",  # both: POS 22, C22.0, Coverage of their own year
+    "v40-global-group": "covered",  # both Procedures: POS 22, C22.0
+    "v41-global-unknown": "covered",  # POS 22, C22.0 (the earlier 50592 is no case)
+    "v42-code-set-year": "covered",  # both: POS 22, C22.0, Coverage of their own year
 }
 
 

@@ -1361,7 +1361,7 @@ def earlier_session(
 
 
 @case(
-    "v33-global-group",
+    "v40-global-group",
     "47382 six days after a colleague's 47382 on the same tumor; the colleague is of the same "
     "group (NPI) and specialty",
     [
@@ -1369,8 +1369,8 @@ def earlier_session(
         "moderate: the 10-day global period of 47382 rests on a PFS row nobody verified",
     ],
 )
-def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    b = CaseBuilder("v33-global-group")
+def v40() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v40-global-group")
     group = group_practice(b)
     colleague = copy.deepcopy(b.practitioner)
     colleague.update(
@@ -1387,7 +1387,7 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     earlier["performer"][0]["onBehalfOf"] = ref(group)
     return b.collection(), [
         expect(
-            "Procedure/v33-global-group-rfa",
+            "Procedure/v40-global-group-rfa",
             "claim",
             ["global-period"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
@@ -1407,20 +1407,20 @@ def v33() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 @case(
-    "v34-global-unknown",
+    "v41-global-unknown",
     "47382 four days after the same radiologist's renal ablation (50592), whose global days "
     "the shipped tables do not know",
     ["global-period-unknown (low): a prior surgery within 90 days, global days not in the tables"],
 )
-def v34() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    b = CaseBuilder("v34-global-unknown")
+def v41() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v41-global-unknown")
     renal = cc(
         CPT, "50592", "Ablation, 1 or more renal tumor(s), percutaneous, unilateral, radiofrequency"
     )
     earlier_session(b, "2026-10-10", renal, b.practitioner)
     return b.collection(), [
         expect(
-            "Procedure/v34-global-unknown-rfa",
+            "Procedure/v41-global-unknown-rfa",
             "claim",
             ["global-period-unknown"],
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
@@ -1437,7 +1437,7 @@ def redate(b: CaseBuilder, day: str) -> None:
 
 
 @case(
-    "v35-code-set-year",
+    "v42-code-set-year",
     "Diagnoses checked by the ICD-10-CM release of the date of service's fiscal year",
     [
         "December 2024 (FY2025): E11.A, added in FY2026, is not a code yet: "
@@ -1446,8 +1446,8 @@ def redate(b: CaseBuilder, day: str) -> None:
         "the case's code_sets says so",
     ],
 )
-def v35() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    fy25 = CaseBuilder("v35-code-set-year")
+def v42() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    fy25 = CaseBuilder("v42-code-set-year")
     redate(fy25, "2024-12-03")
     condition(
         fy25,
@@ -1456,12 +1456,12 @@ def v35() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "Type 2 diabetes mellitus without complications in remission",
         "confirmed",
     )
-    old = CaseBuilder("v35-code-set-year-2021")
+    old = CaseBuilder("v42-code-set-year-2021")
     redate(old, "2021-05-04")
-    return merged("v35-code-set-year", fy25, old), [
-        expect("Procedure/v35-code-set-year-rfa", "issues", ["diagnosis-code-invalid"]),
+    return merged("v42-code-set-year", fy25, old), [
+        expect("Procedure/v42-code-set-year-rfa", "issues", ["diagnosis-code-invalid"]),
         expect(
-            "Procedure/v35-code-set-year-2021-rfa",
+            "Procedure/v42-code-set-year-2021-rfa",
             "claim",
             claim=claim(old, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         ),

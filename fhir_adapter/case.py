@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string
+from fhir_adapter.fhir.systems import NPI, NUCC
 from fhir_adapter.sources.store import ResourceStore
 
 _T = TypeVar("_T")
@@ -96,7 +97,8 @@ class Case:
     session_procedures: list[Resource] = field(default_factory=list)
     same_performer_procedures: list[Resource] = field(default_factory=list)
     same_code_earlier: list[Resource] = field(default_factory=list)
-    # the patient's Procedures by the same performer on earlier dates (global periods)
+    # the patient's completed Procedures on earlier dates by the same performer, or by one of
+    # the same group (organization NPI) and specialty (global periods)
     prior_procedures: list[Resource] = field(default_factory=list)
     practitioners: list[Resource] = field(default_factory=list)
     roles: list[Resource] = field(default_factory=list)
@@ -104,7 +106,7 @@ class Case:
     locations: list[Resource] = field(default_factory=list)
     coverage: list[Resource] = field(default_factory=list)
     # the procedure's performers in order; the pack chooses the rendering one
-    # (rules.billing.rendering), by performer.function
+    # (billing.decide.rendering), by performer.function
     performers: list[Performer] = field(default_factory=list)
     # the organization behind the service: an Organization performer, else
     # Encounter.serviceProvider (the Claim's provider when no rendering person is chosen)
@@ -119,6 +121,8 @@ class Case:
     # reference strings written otherwise than their target's key (a `urn:uuid:`, a full
     # URL), by the key they resolved to: two spellings of one reference are the same target
     aliases: dict[str, str] = field(default_factory=dict, repr=False)
+    # the (group NPI, NUCC specialty) pairs each performer key practises as (see _scope_of)
+    _scopes: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict, repr=False)
     # what the rules worked out for this case (its text index, the billing decisions),
     # kept so that the Claim builder reads them instead of working them out again
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -152,6 +156,11 @@ class Case:
     def actor_keys(self, procedure: Resource) -> frozenset[str]:
         """Who performed a gathered Procedure (empty when no performer is recorded)."""
         return self._actors.get(id(procedure), frozenset())
+
+    def scopes(self, keys: Iterable[str]) -> frozenset[tuple[str, str]]:
+        """The (group NPI, NUCC specialty) pairs the performers known by `keys` practise as:
+        CMS treats physicians of the same group and specialty as one for global surgery."""
+        return frozenset(pair for key in keys for pair in self._scopes.get(key, ()))
 
     def resource(self, ref: str | None) -> Resource | None:
         """The gathered resource known by `ref` (as returned by `ref()`), if any."""
@@ -323,6 +332,7 @@ def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, 
         others = []
     mine = _actor_keys(store, case.procedure)
     case._actors[id(case.procedure)] = frozenset(mine)
+    _record_scopes(store, case, case.procedure)
     own_key = performed_sort_key(case.procedure, case.key)
     for other in others:
         if other is case.procedure or other.get("status") in _NOT_DONE:
@@ -372,9 +382,65 @@ def _gather_patient_history(
                 case.same_code_earlier.append(other)
         elif other.get("status") == "completed" and mine:
             actors = frozenset(_actor_keys(store, other))
-            if mine & actors:
-                case._actors[id(other)] = actors
-                b.add("prior_procedures", other, "Procedure")
+            if not mine & actors:
+                _record_scopes(store, case, other)
+                if not case.scopes(mine) & case.scopes(actors):
+                    continue
+            case._actors[id(other)] = actors
+            b.add("prior_procedures", other, "Procedure")
+
+
+def _record_scopes(store: ResourceStore, case: Case, procedure: Resource) -> None:
+    """Note the (group NPI, specialty) pairs of a Procedure's performers, by performer key."""
+    for performer in procedure.get("performer") or []:
+        if not isinstance(performer, dict):
+            continue
+        keys = _keys_of(store, procedure, performer.get("actor"))
+        missing = [k for k in keys if k not in case._scopes]
+        if not missing:
+            continue
+        pairs = _scope_of(store, procedure, performer)
+        for key in missing:
+            case._scopes[key] = pairs
+
+
+def _scope_of(
+    store: ResourceStore, procedure: Resource, performer: dict[str, Any]
+) -> frozenset[tuple[str, str]]:
+    """(group NPI, NUCC specialty) for one performer: the organization it acts for
+    (performer.onBehalfOf, else its PractitionerRole.organization) and the specialties of
+    its roles. Empty when either is unknown: then only the same performer counts."""
+    actor = store.resolve(performer.get("actor"), procedure)
+    key = store.canonical(performer.get("actor"))
+    if actor is None or key is None:
+        return frozenset()
+    if actor.get("resourceType") == "PractitionerRole":
+        roles = [actor]
+    elif actor.get("resourceType") == "Practitioner":
+        roles = store.referrers(key, "PractitionerRole")
+    else:
+        return frozenset()
+    behalf = _group_npi(store, procedure, performer.get("onBehalfOf"))
+    pairs = set()
+    for role in roles:
+        group = behalf or _group_npi(store, role, role.get("organization"))
+        if not group:
+            continue
+        for spec in role.get("specialty") or []:
+            codings = spec.get("coding") if isinstance(spec, dict) else None
+            for coding in codings if isinstance(codings, list) else []:
+                code = coding.get("code") if isinstance(coding, dict) else None
+                if coding.get("system") == NUCC and isinstance(code, str):
+                    pairs.add((group, code.strip()))
+    return frozenset(pairs)
+
+
+def _group_npi(store: ResourceStore, holder: Resource, reference: Any) -> str | None:
+    org = store.resolve(reference, holder) if reference else None
+    for ident in (org or {}).get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == NPI and ident.get("value"):
+            return str(ident["value"]).strip()
+    return None
 
 
 def _actor_keys(store: ResourceStore, procedure: Resource) -> set[str]:

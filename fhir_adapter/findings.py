@@ -112,6 +112,8 @@ class Evaluation:
     place_of_service: str | None = None
     blocked: bool = False
     unresolved: list[str] = field(default_factory=list)
+    # the code sets this case was checked against, e.g. {"icd10cm": "ICD-10-CM FY2025 (...)"}
+    code_sets: dict[str, str] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
@@ -132,6 +134,7 @@ class Evaluation:
             "place_of_service": self.place_of_service,
             "blocked": self.blocked,
             "unresolved": self.unresolved,
+            "code_sets": self.code_sets,
         }
 
     @classmethod
@@ -146,6 +149,7 @@ class Evaluation:
             d["place_of_service"],
             d["blocked"],
             d["unresolved"],
+            dict(d.get("code_sets") or {}),
         )
 
 

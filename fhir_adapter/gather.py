@@ -144,12 +144,18 @@ class ServerSource:
             # no encounter, units per date across encounters, global periods of earlier ones.
             date = service_date(procedure, None)
             if date:
-                queries.append(f"Procedure?subject={patient}&date=le{date}")
+                # with their performers: a colleague of the same group and specialty is in
+                # the global-period scope (whose roles come in the last read, if needed)
+                queries.append(
+                    f"Procedure?subject={patient}&date=le{date}&_include=Procedure:performer"
+                )
             queries.append(f"Coverage?beneficiary={patient}&_include=Coverage:payor")
         for performer in procedure.get("performer") or []:
             actor = _ref_id((performer or {}).get("actor"), "Practitioner")
             if actor:
-                queries.append(f"PractitionerRole?practitioner={actor}")
+                queries.append(
+                    f"PractitionerRole?practitioner={actor}&_include=PractitionerRole:organization"
+                )
         queries.extend(output_queries)
         # Direct references known now (encounter's diagnoses, locations, provider; reports).
         direct = self._missing(store, [procedure, *store.of_type("Encounter")])
@@ -167,10 +173,13 @@ class ServerSource:
         case = assemble(store, procedure, self.system, self.code)
         dangling = {tail_key(r) for refs in case.unresolved.values() for r in refs}
         leftovers = sorted(k for k in dangling if k and not store.has(k))
+        leftovers += _colleague_roles(store, procedure)
         if leftovers:
             for found in self.client.batch_get(leftovers):
-                if found is not None:
-                    store.add(found)
+                if found is None:
+                    continue
+                for resource in _bundle_resources(found) if _is_bundle(found) else [found]:
+                    store.add(resource)
             case = assemble(store, procedure, self.system, self.code)
         fetch_attachments(self.client, case)
         n_reads = sum(self.client.requests.values()) - before
@@ -202,6 +211,31 @@ class ServerSource:
                 if key and store.get(key) is None and key not in wanted:
                     wanted.append(key)
         return wanted
+
+
+def _is_bundle(resource: dict[str, Any]) -> bool:
+    return resource.get("resourceType") == "Bundle"
+
+
+def _colleague_roles(store: ResourceStore, procedure: dict[str, Any]) -> list[str]:
+    """Searches for the roles (with their organization) of the practitioners who performed
+    the patient's earlier Procedures, when they are not the case's own performers: their
+    group and specialty decide whether a global period is in scope."""
+    own = {
+        _ref_id((p or {}).get("actor"), "Practitioner") for p in procedure.get("performer") or []
+    }
+    date = service_date(procedure, None)
+    wanted: list[str] = []
+    for other in store.of_type("Procedure"):
+        day = service_date(other, None)
+        if other is procedure or not date or not day or day >= date:
+            continue
+        for performer in other.get("performer") or []:
+            actor = _ref_id((performer or {}).get("actor"), "Practitioner")
+            query = f"PractitionerRole?practitioner={actor}&_include=PractitionerRole:organization"
+            if actor and actor not in own and query not in wanted:
+                wanted.append(query)
+    return wanted
 
 
 def url_attachments(case: Case) -> list[dict[str, Any]]:

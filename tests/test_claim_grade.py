@@ -138,7 +138,10 @@ def test_rendering_provider_has_npi_and_taxonomy(name: str, claim: dict[str, Any
         ids = [i["value"] for i in group.get("identifier", []) if i.get("system") == NPI]
         assert ids and npi_check_digit_ok(ids[0])
     assert taxonomy["code"] in own_taxonomies(name, provider), "someone else's taxonomy"
-    npis = [i["value"] for i in provider.get("identifier", []) if i.get("system") == NPI]
+    person = provider
+    if provider["resourceType"] == "PractitionerRole":  # the NPI is the practitioner's
+        person = resource_by_reference(name, provider["practitioner"])
+    npis = [i["value"] for i in person.get("identifier", []) if i.get("system") == NPI]
     assert npis and npi_check_digit_ok(npis[0])
     for item in claim["item"]:
         assert item["careTeamSequence"] == [member["sequence"]]

@@ -36,7 +36,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_release_names_the_tabular_and_the_package() -> None:
-    assert release() == "ICD-10-CM 2026 (April 1, 2026 tabular; simple-icd-10-cm 1.5.0)"
+    assert release() == "ICD-10-CM FY2026 (April 1, 2026 tabular; simple-icd-10-cm 1.5.0)"
 
 
 @pytest.mark.parametrize(
@@ -215,7 +215,7 @@ def test_json_report_names_the_code_sets() -> None:
 
     document = orjson.loads(render_json([]))
     assert document["code_sets"] == code_set_versions()
-    assert document["code_sets"]["icd10cm"].startswith("ICD-10-CM 2026")
+    assert document["code_sets"]["icd10cm"].startswith("ICD-10-CM FY2026")
     assert set(document["code_sets"]["cms_tables"]) == {"pfs", "mue", "ptp"}
 
 

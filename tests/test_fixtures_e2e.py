@@ -97,9 +97,13 @@ def test_every_finding_code_is_exercised_and_absent_elsewhere(pack: Pack) -> Non
             for code in case["findings"]:
                 produced.setdefault(code, set()).add(name)
             clean += not case["findings"]
-    assert set(produced) == set(pack.finding_codes())
-    # each code appears in a few fixtures only, and several cases have none at all
-    assert all(len(names) <= 2 for names in produced.values())
+    # PTP edits apply between codes on the Claim only, and the shipped PTP excerpt pairs no
+    # two codes a Claim carries: coding-edit-ptp needs a CMS release with such an edit
+    # (tests/test_rules.py::test_ptp_modifier_indicator adds one)
+    assert set(produced) == set(pack.finding_codes()) - {"coding-edit-ptp"}
+    # each code appears in a few fixtures only (service-not-billed in three: a paracentesis, a
+    # biopsy and guidance in a narrative), and several cases have none at all
+    assert all(len(names) <= 3 for names in produced.values())
     assert clean >= 5
 
 
@@ -148,5 +152,5 @@ def test_ndjson_export_of_the_fixtures_gives_the_same_findings(pack: Pack, tmp_p
     # v15 (urn:uuid references inside one transaction) included: written as a server
     # stores it, with `Type/id` references
     assert streamed == expected
-    assert "global-period" in streamed["Procedure/v26-global-period-rfa"]
+    assert "global-period" in streamed["Procedure/v40-global-group-rfa"]
     assert streamed["Procedure/v29-same-day-two-encounters-rfa2"] == ["units-exceeded"]

@@ -568,13 +568,12 @@ def test_needle_guidance_names_the_ablation_code(
 ) -> None:
     _guidance(good_case, "g1", needle, "2026-10-14T09:30:00-04:00")
     _drop(f"{P}-guide")(good_case)
+    set_note(FULL + " The ablation zone was monitored on CT throughout.")(good_case)
     [out] = outputs_of(pack, good_case)
     [conflict] = [f for f in out.evaluation.findings if f.code == "guidance-code-conflict"]
     assert conflict.evidence[0].note is not None and advice in conflict.evidence[0].note
-    assert {f.code for f in out.evaluation.findings} == {
-        "guidance-code-conflict",
-        "coding-edit-ptp",
-    }
+    # one problem, one finding: the needle code is not billed, so no PTP edit applies to it
+    assert {f.code for f in out.evaluation.findings} == {"guidance-code-conflict"}
 
 
 def test_the_same_guidance_code_twice_is_one_line(pack: Pack, good_case: Resources) -> None:
@@ -1248,11 +1247,12 @@ def test_a_procedure_entered_in_error_is_not_a_case(pack: Pack, good_case: Resou
 
 
 @pytest.mark.parametrize("date", ["2025-03-04", "2026-10-14"])
-def test_the_shipped_ptp_edits_apply_to_any_recent_date_of_service(
+def test_a_ptp_edit_on_a_code_not_billed_raises_nothing(
     pack: Pack, good_case: Resources, date: str
 ) -> None:
-    """A biopsy of the ablated lesion in the same session (47000) is bundled; the shipped
-    placeholder effective date (2026-01-01 before) switched every edit off for 2025."""
+    """A biopsy of the ablated lesion in the same session (47000) is bundled, so it is not
+    billed: the 47382/47000 edit is between a billed code and one that is not, and raises
+    nothing (PTP edits apply between codes on the Claim) [MLN-59]."""
     rfa = proc(good_case)
     rfa["performedDateTime"] = date
     biopsy = {
@@ -1267,7 +1267,7 @@ def test_the_shipped_ptp_edits_apply_to_any_recent_date_of_service(
             r["performedDateTime"] = date
         if r["resourceType"] == "Coverage":
             r["period"] = {"start": "2025-01-01", "end": "2026-12-31"}
-    assert "coding-edit-ptp" in findings_of(pack, good_case)[PROC]
+    assert findings_of(pack, good_case)[PROC] == set()
 
 
 @pytest.mark.parametrize(

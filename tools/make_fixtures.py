@@ -581,12 +581,24 @@ def v08() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
-@case("v09-office", "Performed in an office (POS 11)", ["place-of-service-not-covered"])
+@case(
+    "v09-office",
+    "Performed in an office (POS 11)",
+    [
+        "place-of-service-not-covered (moderate: the source does not list offices; not blocking)",
+        "the guidance line in an office is billed global (no 26), and no service facility",
+    ],
+)
 def v09() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v09-office")
     b.location["type"] = [cc(POS, "11", "Office")]
     return b.collection(), [
-        expect("Procedure/v09-office-rfa", "issues", ["place-of-service-not-covered"])
+        expect(
+            "Procedure/v09-office-rfa",
+            "claim",
+            ["place-of-service-not-covered"],
+            claim=claim(b, [(RFA, []), ("77013", [])], ["C22.0"], "11", facility=False),
+        )
     ]
 
 
@@ -1015,8 +1027,8 @@ def v22() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     "v23-needle-guidance",
     "Ultrasound guidance coded as needle placement (76942) instead of ablation guidance (76940)",
     [
-        "guidance-code-conflict naming 76940",
-        "coding-edit-ptp 47382/76942 (indicator 1, no distinct service)",
+        "guidance-code-conflict naming 76940 (monitoring of the ablation zone is documented)",
+        "one finding for one problem: 76942 is not billed, so no PTP edit applies to it",
     ],
 )
 def v23() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -1030,14 +1042,19 @@ def v23() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "text": GOOD_NOTE.replace(
                 "under CT guidance", "under real-time ultrasound guidance"
-            ).replace("Post-ablation CT showed", "Contrast ultrasound after ablation showed")
+            ).replace(
+                "Post-ablation CT showed",
+                "The ablation zone was monitored on ultrasound throughout; contrast ultrasound "
+                "after ablation showed",
+            )
         }
     ]
     return b.collection(), [
         expect(
             "Procedure/v23-needle-guidance-rfa",
-            "issues",
-            ["coding-edit-ptp", "guidance-code-conflict"],
+            "claim",
+            ["guidance-code-conflict"],
+            claim=claim(b, [(RFA, [])], ["C22.0"], "22"),
         )
     ]
 
@@ -1046,7 +1063,8 @@ def v23() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     "v24-ptp-biopsy",
     "Core biopsy in the ablation session: of the ablated tumor (bundled) and of a separate lesion",
     [
-        "coding-edit-ptp 47382/47000",
+        "the 47382/47000 edit raises nothing: the biopsy is not on the Claim (PTP edits apply "
+        "between codes on the Claim)",
         "a documented separate lesion allows the pair: service-not-billed names 47000-XS",
     ],
 )
@@ -1083,7 +1101,11 @@ def v24() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {"text": GOOD_NOTE + " A separate lesion in segment III was biopsied, not ablated."}
     ]
     return merged("v24-ptp-biopsy", same, other), [
-        expect("Procedure/v24-ptp-biopsy-rfa", "issues", ["coding-edit-ptp"]),
+        expect(
+            "Procedure/v24-ptp-biopsy-rfa",
+            "claim",
+            claim=claim(same, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
         expect(
             "Procedure/v24-ptp-biopsy-distinct-rfa",
             "claim",
@@ -1114,9 +1136,11 @@ def v25() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 @case(
     "v26-global-period",
-    "A second 47382 by the same radiologist six days after the first (10-day global period)",
+    "A repeat 47382 by the same radiologist six days after the first (10-day global period), "
+    "for residual tumor of the same lesion",
     [
-        "global-period (no 58/78/79 reason documented; it blocks, the payer would deny it)",
+        "58: a repeat ablation of the same tumor for residual disease is a related procedure "
+        "in the global period",
         "the first session is claimable",
     ],
 )
@@ -1156,7 +1180,12 @@ def v26() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     summary = claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
     return b.collection(), [
         expect(f"Procedure/{first['id']}", "claim", claim=summary),
-        expect("Procedure/v26-global-period-rfa", "issues", ["global-period"]),
+        expect(
+            "Procedure/v26-global-period-rfa",
+            "claim",
+            modifiers=["58"],
+            claim=claim(b, [(RFA, ["58"]), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
     ]
 
 
@@ -1242,7 +1271,10 @@ def v28() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @case(
     "v29-same-day-two-encounters",
     "A second 47382 on the same date of service in another encounter (admitted that afternoon)",
-    ["units-exceeded per patient and date of service (MUE), across encounters"],
+    [
+        "units-exceeded per patient and date of service (MUE), across encounters",
+        "moderate: once per date (not per session) rests on the MUE row, not verified",
+    ],
 )
 def v29() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = CaseBuilder("v29-same-day-two-encounters")
@@ -1260,7 +1292,12 @@ def v29() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "claim",
             claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         ),
-        expect("Procedure/v29-same-day-two-encounters-rfa2", "issues", ["units-exceeded"]),
+        expect(
+            "Procedure/v29-same-day-two-encounters-rfa2",
+            "claim",
+            ["units-exceeded"],
+            claim=claim(b, [(RFA, [])], ["C22.0"], "22"),
+        ),
     ]
 
 
@@ -1586,6 +1623,165 @@ def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "claim",
             ["documentation-conflict"],
             claim=claim(size, lines, ["C22.0"], "22"),
+        ),
+    ]
+
+
+GROUP_NPI = "1523456782"  # a valid NPI (Luhn check digit over 80840 + the first nine)
+
+
+def group_practice(b: CaseBuilder) -> dict[str, Any]:
+    """The physicians' group (a type-2 NPI), named by the rendering physician's role."""
+    group: dict[str, Any] = {
+        "resourceType": "Organization",
+        "id": f"{b.slug}-group",
+        "identifier": [{"system": NPI, "value": GROUP_NPI}],
+        "name": "Liver Interventional Associates",
+    }
+    b.role["organization"] = ref(group)
+    b.extra.append(group)
+    return group
+
+
+def earlier_session(
+    b: CaseBuilder, day: str, code: dict[str, Any], performer: dict[str, Any]
+) -> dict[str, Any]:
+    """A completed Procedure of the patient on an earlier day, in an encounter of its own
+    (another 47382 keeps the case's documentation: it is a case too)."""
+    enc = copy.deepcopy(b.encounter)
+    enc["id"] = f"{b.slug}-enc0"
+    enc["period"] = {"start": f"{day}T08:00:00-04:00", "end": f"{day}T13:00:00-04:00"}
+    enc["diagnosis"] = []
+    b.extra.append(enc)
+    earlier = copy.deepcopy(b.procedure)
+    earlier.update(
+        id=f"{b.slug}-prior",
+        identifier=[{"system": IDS, "value": f"{b.slug}-prior"}],
+        code=code,
+        encounter=ref(enc),
+        performedDateTime=f"{day}T09:00:00-04:00",
+        performer=[{"actor": ref(performer)}],
+    )
+    if code != b.procedure["code"]:
+        earlier["note"] = [{"text": "Uneventful procedure."}]
+        for key in ("reasonReference", "bodySite", "outcome"):
+            earlier.pop(key, None)
+    b.extra.append(earlier)
+    return earlier
+
+
+@case(
+    "v40-global-group",
+    "47382 six days after a colleague's 47382 on the same tumor; the colleague is of the same "
+    "group (NPI) and specialty",
+    [
+        "global-period: the scope is the same group NPI and specialty, not only the same person",
+        "moderate: the 10-day global period of 47382 rests on a PFS row nobody verified",
+    ],
+)
+def v40() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v40-global-group")
+    group = group_practice(b)
+    colleague = copy.deepcopy(b.practitioner)
+    colleague.update(
+        id=f"{b.slug}-dr2",
+        identifier=[{"system": NPI, "value": "1678901236"}],
+        name=[{"family": "Needle", "given": ["Ana"], "prefix": ["Dr."]}],
+    )
+    role2 = copy.deepcopy(b.role)
+    role2.update(id=f"{b.slug}-role2", practitioner=ref(colleague), organization=ref(group))
+    b.extra += [colleague, role2]
+    # recorded by role, as EHRs do for group practices (the Bulk three-pass join follows a
+    # performer reference forward, not a Practitioner back to its roles)
+    earlier = earlier_session(b, "2026-10-08", b.procedure["code"], role2)
+    earlier["performer"][0]["onBehalfOf"] = ref(group)
+    return b.collection(), [
+        expect(
+            "Procedure/v40-global-group-rfa",
+            "claim",
+            ["global-period"],
+            claim=claim(
+                b,
+                [(RFA, []), ("77013", ["26"])],
+                ["C22.0"],
+                "22",
+                provider=f"Organization/{group['id']}",
+            ),
+        ),
+        expect(
+            f"Procedure/{earlier['id']}",
+            "claim",
+            # its note documents CT guidance and no guidance Procedure was recorded
+            ["service-not-billed"],
+            claim={
+                **claim(b, [(RFA, [])], ["C22.0"], "22", provider=f"Organization/{group['id']}"),
+                "rendering": {
+                    "provider": f"PractitionerRole/{role2['id']}",
+                    "taxonomy": "2085R0204X",
+                },
+            },
+        ),
+    ]
+
+
+@case(
+    "v41-global-unknown",
+    "47382 four days after the same radiologist's renal ablation (50592), whose global days "
+    "the shipped tables do not know",
+    ["global-period-unknown (low): a prior surgery within 90 days, global days not in the tables"],
+)
+def v41() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v41-global-unknown")
+    renal = cc(
+        CPT, "50592", "Ablation, 1 or more renal tumor(s), percutaneous, unilateral, radiofrequency"
+    )
+    earlier_session(b, "2026-10-10", renal, b.practitioner)
+    return b.collection(), [
+        expect(
+            "Procedure/v41-global-unknown-rfa",
+            "claim",
+            ["global-period-unknown"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        ),
+    ]
+
+
+def redate(b: CaseBuilder, day: str) -> None:
+    """Move the whole case to another date of service (coverage included)."""
+    b.encounter["period"] = {"start": f"{day}T08:00:00-04:00", "end": f"{day}T14:00:00-04:00"}
+    for proc in (b.procedure, b.guidance):
+        proc["performedDateTime"] = f"{day}T09:30:00-04:00"
+    b.coverage["period"] = {"start": f"{day[:4]}-01-01", "end": f"{day[:4]}-12-31"}
+
+
+@case(
+    "v42-code-set-year",
+    "Diagnoses checked by the ICD-10-CM release of the date of service's fiscal year",
+    [
+        "December 2024 (FY2025): E11.A, added in FY2026, is not a code yet: "
+        "diagnosis-code-invalid naming the FY2025 release",
+        "May 2021 (FY2021, no code set at hand): checked against the nearest, FY2025, and "
+        "the case's code_sets says so",
+    ],
+)
+def v42() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    fy25 = CaseBuilder("v42-code-set-year")
+    redate(fy25, "2024-12-03")
+    condition(
+        fy25,
+        "dm",
+        "E11.A",
+        "Type 2 diabetes mellitus without complications in remission",
+        "confirmed",
+    )
+    old = CaseBuilder("v42-code-set-year-2021")
+    redate(old, "2021-05-04")
+    return merged("v42-code-set-year", fy25, old), [
+        expect("Procedure/v42-code-set-year-rfa", "issues", ["diagnosis-code-invalid"]),
+        expect(
+            "Procedure/v42-code-set-year-2021-rfa",
+            "claim",
+            claim=claim(old, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         ),
     ]
 

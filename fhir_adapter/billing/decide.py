@@ -76,6 +76,10 @@ class Diagnoses:
     inactive: list[tuple[str, str]] = field(default_factory=list)
     # codes left off the Claim, and why (a secondary that is the primary's own spread)
     left_off: list[tuple[Diagnosis, str]] = field(default_factory=list)
+    # the ICD-10-CM fiscal year the codes were checked against, and its release (saying why
+    # when it is not the date of service's own year: the nearest one at hand)
+    code_set_year: int = 0
+    code_set_release: str = ""
 
     @property
     def principal(self) -> Diagnosis | None:
@@ -123,7 +127,9 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
     inactive = set(dx_cfg.inactive_clinical) if dx_cfg else set()
     ranks = _encounter_ranks(case)
     reasons = {id(c) for c in case.reason_conditions}
-    out = Diagnoses()
+    year, statement = icd10cm.year_for(as_date(case.date))
+    release = icd10cm.release(year) + (f"; {statement}" if statement else "")
+    out = Diagnoses(code_set_year=year, code_set_release=release)
     kept = []
     for c in case.conditions:
         status = verification_code(c)
@@ -157,7 +163,7 @@ def claim_diagnoses(pack: Pack, case: Case) -> Diagnoses:
             display = c.get("display") if isinstance(c.get("display"), str) else None
             dx = Diagnosis(code, display, reference, path, primary_vs.contains(icd, code))
             found[code] = dx
-            problem = _invalid(code)
+            problem = _invalid(code, year)
             if problem:
                 out.invalid.append((dx, problem))
             else:
@@ -233,11 +239,14 @@ def discontinued_sources(pack: Pack, case: Case) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _invalid(code: str) -> str | None:
-    if not icd10cm.is_valid(code):
-        return f"{code} is not an ICD-10-CM code (release {icd10cm.release()})"
-    if not icd10cm.is_billable(code):
-        return f"{code} is a category, not a billable code: code it to the highest specificity"
+def _invalid(code: str, year: int) -> str | None:
+    if not icd10cm.is_valid(code, year):
+        return f"{code} is not an ICD-10-CM code in {icd10cm.release(year)}"
+    if not icd10cm.is_billable(code, year):
+        return (
+            f"{code} is a category, not a billable code in {icd10cm.release(year)}: code it "
+            "to the highest specificity"
+        )
     return None
 
 
@@ -252,12 +261,14 @@ def _encounter_ranks(case: Case) -> dict[str, int]:
     return ranks
 
 
-def excludes1_pairs(diagnoses: list[Diagnosis]) -> list[tuple[Diagnosis, Diagnosis, str]]:
-    """Pairs of diagnoses where one's Excludes1 note names the other (either direction)."""
+def excludes1_pairs(
+    diagnoses: list[Diagnosis], year: int | None = None
+) -> list[tuple[Diagnosis, Diagnosis, str]]:
+    """Pairs of diagnoses where one's Excludes1 note (in the year's code set) names the other."""
     out = []
     for i, a in enumerate(diagnoses):
         for b in diagnoses[i + 1 :]:
-            note = icd10cm.excludes1_conflict(a.code, b.code)
+            note = icd10cm.excludes1_conflict(a.code, b.code, year)
             if note:
                 out.append((a, b, note))
     return out
@@ -310,15 +321,39 @@ def guidance_plan(pack: Pack, case: Case) -> GuidancePlan:
                     plan.conflicts.append(Evidence(case.ref(proc), "Procedure.code", None, note))
             elif needle is not None and needle.contains(system, code):
                 right = crosswalk.get(code)
-                advice = (
-                    f"report {right} (guidance for, and monitoring of, parenchymal tissue ablation)"
-                    if right
-                    else "no ablation-guidance code matches it; report the one of the "
-                    f"modality used ({ablation_codes})"
-                )
+                if right and not _monitoring_documented(pack, case):
+                    advice = (
+                        f"{right} is guidance for, and monitoring of, parenchymal tissue "
+                        "ablation and no monitoring of the ablation is documented: needle "
+                        f"placement alone is not {right}, so no guidance line is supported"
+                    )
+                elif right:
+                    advice = (
+                        f"report {right} (guidance for, and monitoring of, parenchymal tissue "
+                        "ablation; monitoring is documented)"
+                    )
+                else:
+                    advice = (
+                        "no ablation-guidance code matches it; report the one of the "
+                        f"modality used ({ablation_codes}) if monitoring of the ablation is "
+                        "documented"
+                    )
                 note = f"{code} is needle-placement guidance, not reported with ablation: {advice}"
                 plan.conflicts.append(Evidence(case.ref(proc), "Procedure.code", None, note))
     return plan
+
+
+def _monitoring_documented(pack: Pack, case: Case) -> bool:
+    """The documentation affirms monitoring of the ablation (pack: facts.guidance.monitoring);
+    a pack that names no such pattern group does not ask for it."""
+    g = pack.model.facts.guidance
+    if g is None or g.monitoring is None:
+        return True
+    sources = (*(g.monitoring.in_ or ("procedure",)), "session_procedures")
+    found = affirmed_evidence(
+        text_index(case, pack.engine), pack.engine, g.monitoring.patterns, sources
+    )
+    return bool(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,28 +365,31 @@ class PtpHit:
     indicator: str
     evidence: Evidence
     distinct: tuple[Evidence, ...]
+    verified: bool = False
 
     @property
     def conflict(self) -> bool:
         return self.indicator == "0" or (self.indicator == "1" and not self.distinct)
 
 
+def claim_codes(pack: Pack, case: Case) -> dict[str, str]:
+    """The codes the Claim bills (the pack's code and the session's guidance line), each with
+    the reference it was documented by: NCCI PTP edits apply between these only, since a
+    column-2 code that is not billed raises nothing [MLN-59]."""
+    codes = {pack.procedure_code: case.key}
+    billed = guidance_plan(pack, case).billed
+    if billed is not None:
+        codes.setdefault(billed.coding["code"], billed.reference)
+    return codes
+
+
 @once_per_case
 def ptp_hits(pack: Pack, case: Case) -> list[PtpHit]:
-    """PTP edits in force on the date of service between the pack's code and the session's
-    services by the same performer (or with no performer recorded)."""
+    """PTP edits in force on the date of service between the codes the Claim bills."""
     on = as_date(case.date)
     if on is None:
         return []
-    cpt = pack.procedure_system
-    codes: dict[str, str] = {pack.procedure_code: case.key}
-    for proc in case.session_procedures:
-        if not same_performer(pack, case, proc):
-            continue
-        for coding in codings(proc.get("code")):
-            code = coding.get("code")
-            if coding.get("system") == cpt and isinstance(code, str):
-                codes.setdefault(code.strip(), case.ref(proc))
+    codes = claim_codes(pack, case)
     table = payment_tables()
     distinct_cfg = pack.model.facts.distinct_service
     distinct: tuple[Evidence, ...] | None = None
@@ -383,19 +421,43 @@ def ptp_hits(pack: Pack, case: Case) -> list[PtpHit]:
                 f"indicator {edit.modifier_indicator} ({edit.source}{status})"
             )
             ev = Evidence(codes[edit.column2], "Procedure.code", None, note)
-            hits[key] = PtpHit(edit.column1, edit.column2, edit.modifier_indicator, ev, distinct)
+            hits[key] = PtpHit(
+                edit.column1, edit.column2, edit.modifier_indicator, ev, distinct, edit.verified
+            )
     return list(hits.values())
 
 
-def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
-    """Earlier surgeries by the same performer whose global period covers the date of service."""
+@dataclass
+class GlobalPeriods:
+    """Earlier surgeries in scope (same performer, or same group NPI and specialty)."""
+
+    # those whose global period covers the date of service
+    inside: list[Evidence] = field(default_factory=list)
+    # one of them rests on a verified PFS row (an imported release or a checked row)
+    verified: bool = False
+    # those within the lookback whose global days the loaded tables do not know
+    unknown: list[Evidence] = field(default_factory=list)
+
+
+@once_per_case
+def global_periods(pack: Pack, case: Case) -> GlobalPeriods:
+    """The global periods the date of service may fall in. The scope is the physician, and
+    physicians of the same group and specialty count as one [CMS-GLOBAL]."""
+    out = GlobalPeriods()
     today = as_date(case.date)
     if today is None:
-        return []
+        return out
+    cfg = pack.model.facts.global_period
+    surgery = pack.valuesets[cfg.surgery] if cfg else None
     table = payment_tables()
-    out = []
+    who = rendering(pack, case).keys
     for proc in case.prior_procedures:
-        if not case.actor_keys(proc) & rendering(pack, case).keys:
+        actors = case.actor_keys(proc)
+        if actors & who:
+            by = "the same performer"
+        elif case.scopes(actors) & case.scopes(who):
+            by = "the same group (NPI) and specialty"
+        else:
             continue
         day = service_date(proc, None)
         when = as_date(day)
@@ -405,15 +467,37 @@ def global_period_hits(pack: Pack, case: Case) -> list[Evidence]:
             code = coding.get("code")
             if coding.get("system") != pack.procedure_system or not isinstance(code, str):
                 continue
-            days = table.global_days(code.strip())
-            if not days or not (when < today <= when + dt.timedelta(days=days)):
+            code = code.strip()
+            row = table.pfs_row(code)
+            if row is None or not row.global_days.isdigit():
+                known = row is not None and row.global_days.strip().upper() in ("XXX", "ZZZ")
+                surgical = code == pack.procedure_code or (
+                    surgery is not None and surgery.contains(coding.get("system"), code)
+                )
+                if (
+                    cfg
+                    and surgical
+                    and not known
+                    and today <= when + dt.timedelta(cfg.lookback_days)
+                ):
+                    note = (
+                        f"{code} on {day} by {by}: its global days are not in the CMS tables "
+                        "in use; check GLOB DAYS in the PFS release (58/78/79 may be needed)"
+                    )
+                    out.unknown.append(Evidence(case.ref(proc), "Procedure.code", None, note))
+                    break
                 continue
+            days = int(row.global_days)
             end = when + dt.timedelta(days=days)
+            if not days or not (when < today <= end):
+                continue
+            status = "" if row.verified else "; GLOB DAYS row not verified"
             note = (
-                f"{code.strip()} on {day} by the same performer: its {days}-day global period "
-                f"runs to {end.isoformat()}"
+                f"{code} on {day} by {by}: its {days}-day global period runs to "
+                f"{end.isoformat()} ({row.source}{status})"
             )
-            out.append(Evidence(case.ref(proc), "Procedure.code", None, note))
+            out.inside.append(Evidence(case.ref(proc), "Procedure.code", None, note))
+            out.verified = out.verified or row.verified
             break
     return out
 
@@ -639,12 +723,18 @@ def facility_location(case: Case) -> str | None:
     return case.ref(case.locations[0]) if case.locations else None
 
 
-def max_units(pack: Pack, case: Case) -> tuple[int, str]:
-    """Units of the pack's code allowed per date of service, and where that number comes from."""
+def max_units(pack: Pack, case: Case) -> tuple[int, str, bool]:
+    """Units of the pack's code allowed per date of service, where that number comes from,
+    and whether that ground is verified (an MUE row imported or checked against CMS)."""
     on = as_date(case.date)
     row = payment_tables().mue(pack.procedure_code, on=on)
     if row is not None:
-        return int(row.value), f"MUE {row.value} per date of service"
+        status = "" if row.verified else "; row not verified"
+        return (
+            int(row.value),
+            f"MUE {row.value} per date of service ({row.source}{status})",
+            row.verified,
+        )
     units = pack.model.facts.units
     n = units.default_max_units if units else 1
-    return n, f"{n} per date of service ({units.source if units else 'default'})"
+    return n, f"{n} per date of service ({units.source if units else 'default'})", False

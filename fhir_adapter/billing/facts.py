@@ -56,15 +56,24 @@ def _facility(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     return (Fact(ref, (Evidence(ref, path),)) if ref else Fact(None),)
 
 
-@provides("units_exceeded", "guidance_conflict", "ptp_conflicts", "provider_npi", "global_period")
+@provides(
+    "units_exceeded",
+    "guidance_conflict",
+    "ptp_conflicts",
+    "provider_npi",
+    "global_period",
+    "global_period_unknown",
+)
 def _billing(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     case = ctx.case
+    periods = decide.global_periods(pack, case)
     return (
         units_exceeded(pack, case),
         evidence_fact(decide.guidance_plan(pack, case).conflicts),
         ptp_conflicts(pack, case),
         provider_npi(pack, case),
-        evidence_fact(decide.global_period_hits(pack, case)),
+        evidence_fact(periods.inside, verified=periods.verified),
+        evidence_fact(periods.unknown),
     )
 
 
@@ -78,9 +87,10 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
     dx = decide.claim_diagnoses(pack, case)
     icd = pack.system(pack.model.claim.diagnosis_system)
     billable = dx.billable[: pack.model.claim.max_diagnoses]
-    listed = tuple(Evidence(d.reference, d.path, None, d.code) for d in billable)
+    checked = f"checked against {dx.code_set_release}"
+    listed = tuple(Evidence(d.reference, d.path, None, f"{d.code} ({checked})") for d in billable)
     principal = dx.principal
-    pairs = decide.excludes1_pairs(billable)
+    pairs = decide.excludes1_pairs(billable, dx.code_set_year)
     # Without a principal, the uncertain Conditions left out say why (ruled-out evidence:
     # it never satisfies a rule, it is shown with the finding).
     left_out = tuple(
@@ -111,7 +121,10 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
                 principal.code,
                 (
                     Evidence(
-                        principal.reference, principal.path, None, f"principal: {principal.code}"
+                        principal.reference,
+                        principal.path,
+                        None,
+                        f"principal: {principal.code} ({checked})",
                     ),
                 ),
                 icd,
@@ -132,24 +145,32 @@ def diagnosis_facts(pack: Pack, case: Case) -> tuple[Fact, Fact, Fact, Fact]:
 
 def units_exceeded(pack: Pack, case: Case) -> Fact:
     """Earlier Procedures with the pack's code for the patient on the date, beyond the MUE."""
-    allowed, why = decide.max_units(pack, case)
+    allowed, why, verified = decide.max_units(pack, case)
     units = pack.model.facts.units
     counted = set(units.counted_status) if units else {"completed", "stopped"}
     earlier = [p for p in case.same_code_earlier if p.get("status") in counted]
     if len(earlier) < allowed:
         return Fact(None)
+    # another of the pack's code in the same session is excluded by the CPT descriptor
+    # itself ("1 or more liver tumor(s)": once per session), verified ground without the MUE
+    session = {case.ref(p) for p in case.session_procedures}
+    if all(case.ref(p) in session for p in earlier):
+        why = f"one per session (CPT descriptor: 1 or more tumors); {why}"
+        verified = True
     evidence = tuple(
         Evidence(
             case.ref(p), "Procedure.code", None, f"same patient and date, performed first; {why}"
         )
         for p in earlier
     )
-    return Fact([case.ref(p) for p in earlier], evidence)
+    return Fact([case.ref(p) for p in earlier], evidence, verified=verified)
 
 
 def ptp_conflicts(pack: Pack, case: Case) -> Fact:
-    """NCCI PTP edits of the session that no documented distinct service allows."""
-    return evidence_fact([h.evidence for h in decide.ptp_hits(pack, case) if h.conflict])
+    """NCCI PTP edits between the Claim's codes that no documented distinct service allows;
+    verified when one of them is a verified row."""
+    hits = [h for h in decide.ptp_hits(pack, case) if h.conflict]
+    return evidence_fact([h.evidence for h in hits], verified=any(h.verified for h in hits))
 
 
 def provider_npi(pack: Pack, case: Case) -> Fact:

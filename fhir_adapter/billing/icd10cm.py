@@ -7,21 +7,29 @@ every Excludes1 note with the code references it names, each category's block an
 chapter), which is cached as gzipped JSON under the user cache directory and read
 lazily with orjson afterwards. The index answers exactly what the package answers;
 `tests/test_codesets.py` checks that on every code.
+
+Validity depends on the release in force on the date of service (fiscal years run 1 October
+to 30 September). The installed package carries one release; the data files other releases
+of the package ship are kept gzipped in mappings/icd10cm/ and loaded through the package's
+own `change_version()` (see `code_sets`). Each year has its own cached index.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import gzip
 import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
 import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +41,41 @@ from fhir_adapter.fhir.systems import ICD10CM
 
 PACKAGE = "simple-icd-10-cm"
 # Bump when the index layout or its derivation changes: old cache files are then ignored.
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 
 # One code reference inside an Excludes1 note: "C78.7", "D03.-", "C7A.02-", "B18.0-B18.1", "C00-C14".
 _CODE = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{0,4})?-?"
 _REF = re.compile(rf"({_CODE})(?:-({_CODE}))?")
 _GROUP = re.compile(r"\(([^()]*)\)")
-_TABULAR = re.compile(r"tabular-([A-Za-z]+)-(\d{1,2})-(\d{4})\.xml$")
+_TABULAR = re.compile(r"tabular-([A-Za-z]+)-(?:(\d{1,2})-)?(\d{4})\.xml(?:\.gz)?$")
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august")
+_SHIPPED = re.compile(r"^simple-icd-10-cm-(\d+(?:\.\d+)*)$")
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """One ICD-10-CM release: the fiscal year it serves and where its files are (`directory`
+    None: the installed package's own data)."""
+
+    year: int
+    data_file: str
+    package_version: str
+    directory: Path | None = None
+    codes_file: str | None = None
+
+
+def fiscal_year(day: datetime.date) -> int:
+    """ICD-10-CM fiscal year of a date: FY2026 runs 1 Oct 2025 to 30 Sep 2026."""
+    return day.year + 1 if day.month >= 10 else day.year
+
+
+def _year_of(data_file: str) -> int | None:
+    """The fiscal year of a tabular file name ("...-April-1-2026.xml": FY2026)."""
+    m = _TABULAR.search(data_file)
+    if not m:
+        return None
+    month, year = m.group(1).lower(), int(m.group(3))
+    return year if month in _MONTHS else year + 1
 
 
 class _CodeSet:
@@ -156,15 +192,103 @@ def describe_release(package_version: str, data_file: str) -> str:
     if not m:
         return f"ICD-10-CM ({data_file}; {PACKAGE} {package_version})"
     month, day, year = m.groups()
-    return f"ICD-10-CM {year} ({month} {int(day)}, {year} tabular; {PACKAGE} {package_version})"
+    when = f"{month} {int(day)}, {year}" if day else f"{month} {year}"
+    return f"ICD-10-CM FY{_year_of(data_file)} ({when} tabular; {PACKAGE} {package_version})"
 
 
-def build_index() -> dict[str, Any]:
-    """Import the package (slow, once) and derive the index from its tabular."""
+def _shipped_directory() -> Path | None:
+    """mappings/icd10cm from the source tree, else from the installed package."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "mappings", here / "_data" / "mappings"):
+        if (candidate / "icd10cm").is_dir():
+            return candidate / "icd10cm"
+    return None
+
+
+@functools.cache
+def code_sets() -> dict[int, CodeSet]:
+    """Every release at hand by fiscal year: the installed package's, and those shipped in
+    mappings/icd10cm/ (the installed one wins a year both have)."""
+    out: dict[int, CodeSet] = {}
+    shipped = _shipped_directory()
+    for directory in sorted(shipped.iterdir()) if shipped else []:
+        m = _SHIPPED.match(directory.name)
+        tabular = sorted(directory.glob("*tabular*.xml.gz"))
+        codes = sorted(directory.glob("code-list-*.txt.gz"))
+        if not (m and directory.is_dir() and len(tabular) == 1 and len(codes) == 1):
+            continue
+        year = _year_of(tabular[0].name)
+        if year is not None:
+            out[year] = CodeSet(year, tabular[0].name, m.group(1), directory, codes[0].name)
+    own = _installed()
+    out[own.year] = own
+    return dict(sorted(out.items()))
+
+
+def _installed() -> CodeSet:
+    try:
+        version = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise CodeSetError(
+            f"{PACKAGE} is not installed: pip install '{PACKAGE}>=1.5,<1.6'"
+        ) from None
+    data_file = _data_file()
+    year = _year_of(data_file)
+    if year is None:
+        raise CodeSetError(f"{PACKAGE}: cannot tell the fiscal year of its tabular {data_file}")
+    return CodeSet(year, data_file, version)
+
+
+def default_year() -> int:
+    """The installed package's fiscal year (used when no date of service is known)."""
+    return _installed().year
+
+
+def year_for(day: datetime.date | None) -> tuple[int, str | None]:
+    """The code set year to check a date of service against, and a statement when it is not
+    the date's own fiscal year (no code set of that year here: the nearest is used)."""
+    if day is None:
+        return default_year(), None
+    wanted = fiscal_year(day)
+    years = code_sets()
+    if wanted in years:
+        return wanted, None
+    nearest = min(years, key=lambda y: (abs(y - wanted), -y))
+    statement = (
+        f"the date of service {day.isoformat()} is in FY{wanted}, for which no code set is at "
+        f"hand ({', '.join(f'FY{y}' for y in years)}): checked against the nearest, FY{nearest}"
+    )
+    return nearest, statement
+
+
+def build_index(code_set: CodeSet | None = None) -> dict[str, Any]:
+    """Import the package (slow, once) and derive the index from a release's tabular (default:
+    the package's own; another is loaded with its `change_version` and the package's own
+    data restored afterwards)."""
+    code_set = code_set or _installed()
     with warnings.catch_warnings():  # its loader uses importlib.resources' legacy API
         warnings.simplefilter("ignore", DeprecationWarning)
         import simple_icd_10_cm as cm  # type: ignore[import-untyped]
 
+    if code_set.directory is None or code_set.codes_file is None:
+        return _derive(cm, code_set)
+    with tempfile.TemporaryDirectory(prefix="fhir-adapter-icd10cm-") as tmp:
+        paths = []
+        for name in (code_set.codes_file, code_set.data_file):
+            target = Path(tmp) / name.removesuffix(".gz")
+            with gzip.open(code_set.directory / name, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            paths.append(str(target))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cm.change_version(paths[0], paths[1])
+            try:
+                return _derive(cm, code_set)
+            finally:
+                cm.change_version()
+
+
+def _derive(cm: Any, code_set: CodeSet) -> dict[str, Any]:
     leaf: list[str] = []
     inner: list[str] = []
     code_notes: dict[str, list[Any]] = {}
@@ -183,12 +307,12 @@ def build_index() -> dict[str, Any]:
             notes := cm.get_excludes1(item, prioritize_blocks=True)
         ):
             group_notes[item] = [parse_refs(n) for n in notes]
-    version = importlib.metadata.version(PACKAGE)
     return {
         "format": INDEX_FORMAT,
-        "package": f"{PACKAGE} {version}",
-        "data_file": _data_file(),
-        "release": describe_release(version, _data_file()),
+        "package": f"{PACKAGE} {code_set.package_version}",
+        "year": code_set.year,
+        "data_file": code_set.data_file,
+        "release": describe_release(code_set.package_version, code_set.data_file),
         "leaf": _CodeSet.pack(leaf),
         "inner": _CodeSet.pack(inner),
         "up": up,
@@ -205,23 +329,18 @@ def cache_dir() -> Path:
     return Path(base) / "fhir-adapter"
 
 
-def cache_name() -> str:
-    try:
-        version = importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise CodeSetError(
-            f"{PACKAGE} is not installed: pip install '{PACKAGE}>=1.5,<1.6'"
-        ) from None
-    stem = _data_file().removesuffix(".xml")
-    return f"icd10cm-{version}-{stem}-v{INDEX_FORMAT}.json.gz"
+def cache_name(code_set: CodeSet | None = None) -> str:
+    code_set = code_set or _installed()
+    stem = code_set.data_file.removesuffix(".gz").removesuffix(".xml")
+    return f"icd10cm-{code_set.package_version}-{stem}-v{INDEX_FORMAT}.json.gz"
 
 
-def _candidates() -> list[Path]:
+def _candidates(code_set: CodeSet) -> list[Path]:
     fallback = (
         Path(tempfile.gettempdir())
         / f"fhir-adapter-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
     )
-    return [cache_dir() / cache_name(), fallback / cache_name()]
+    return [cache_dir() / cache_name(code_set), fallback / cache_name(code_set)]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -252,9 +371,13 @@ def _write(path: Path, doc: dict[str, Any]) -> bool:
         return False
 
 
-def load_index_document() -> tuple[dict[str, Any], Path | None]:
-    """The cached index (building and caching it when missing) and where it lives."""
-    candidates = _candidates()
+def load_index_document(
+    code_set: CodeSet | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """The cached index of a release (default: the installed package's), building and
+    caching it when missing, and where it lives."""
+    code_set = code_set or _installed()
+    candidates = _candidates(code_set)
     for path in candidates:
         if (doc := _read(path)) is not None:
             return doc, path
@@ -264,7 +387,7 @@ def load_index_document() -> tuple[dict[str, Any], Path | None]:
         for path in candidates:
             if (doc := _read(path)) is not None:
                 return doc, path
-        doc = build_index()
+        doc = build_index(code_set)
         for path in candidates:
             if _write(path, doc):
                 return doc, path
@@ -293,23 +416,27 @@ def _build_lock(candidates: list[Path]) -> Iterator[None]:
 
 
 _lock = threading.Lock()
-_index: _Index | None = None
+_indexes: dict[int, _Index] = {}
 
 
-def _get() -> _Index:
-    global _index
-    if _index is None:
+def _get(year: int | None = None) -> _Index:
+    year = default_year() if year is None else year
+    index = _indexes.get(year)
+    if index is None:
         with _lock:
-            if _index is None:
-                _index = _Index(load_index_document()[0])
-    return _index
+            index = _indexes.get(year)
+            if index is None:
+                code_set = code_sets().get(year)
+                if code_set is None:
+                    raise CodeSetError(f"no ICD-10-CM code set for FY{year} is at hand")
+                index = _indexes[year] = _Index(load_index_document(code_set)[0])
+    return index
 
 
 def reset() -> None:
-    """Forget the loaded index (tests; after the cache directory changed)."""
-    global _index
+    """Forget the loaded indexes (tests; after the cache directory changed)."""
     with _lock:
-        _index = None
+        _indexes.clear()
         _lookup.cache_clear()
         excludes1_conflict.cache_clear()
 
@@ -317,9 +444,10 @@ def reset() -> None:
 # -- the API -------------------------------------------------------------------------------
 
 
-def release() -> str:
-    """The tabular in use, e.g. "ICD-10-CM 2026 (April 1, 2026 tabular; simple-icd-10-cm 1.5.0)"."""
-    return _get().release
+def release(year: int | None = None) -> str:
+    """A year's tabular (default: the installed package's), e.g.
+    "ICD-10-CM FY2026 (April 1, 2026 tabular; simple-icd-10-cm 1.5.0)"."""
+    return _get(year).release
 
 
 # Claims repeat the same few codes, so answers are memoised per input string.
@@ -327,36 +455,37 @@ _MEMO = 1 << 16
 
 
 @functools.lru_cache(maxsize=_MEMO)
-def _lookup(code: str) -> tuple[bool, bool]:
-    """(valid, billable) for the code as typed."""
+def _lookup(code: str, year: int | None = None) -> tuple[bool, bool]:
+    """(valid, billable) for the code as typed, in a year's code set."""
     c = normalize(code)
     if c is None:
         return False, False
-    index = _get()
+    index = _get(year)
     billable = c in index.leaves
     return billable or c in index.inner, billable
 
 
-def is_valid(code: str) -> bool:
-    """A code of the tabular at any level (category, subcategory, 7th character); not chapters or blocks."""
-    return _lookup(code)[0]
+def is_valid(code: str, year: int | None = None) -> bool:
+    """A code of the tabular at any level (category, subcategory, 7th character); not chapters
+    or blocks. `year`: the fiscal year's code set (default: the installed package's)."""
+    return _lookup(code, year)[0]
 
 
-def is_billable(code: str) -> bool:
+def is_billable(code: str, year: int | None = None) -> bool:
     """A valid code with no children: only these may go on a claim."""
-    return _lookup(code)[1]
+    return _lookup(code, year)[1]
 
 
 @functools.lru_cache(maxsize=_MEMO)
-def excludes1_conflict(a: str, b: str) -> str | None:
+def excludes1_conflict(a: str, b: str, year: int | None = None) -> str | None:
     """The Excludes1 note that forbids coding a with b, in either direction, or None.
 
     Notes are inherited from every ancestor (C22.0 gets C22's note that excludes C78.7)
     and name a code, its category ("D03.-") or a range ("B18.0-B18.1").
     """
-    if not (is_valid(a) and is_valid(b)):
+    if not (is_valid(a, year) and is_valid(b, year)):
         return None  # an invalid code has no notes (and is a finding of its own)
-    index = _get()
+    index = _get(year)
     ca, cb = normalize(a) or "", normalize(b) or ""
     for this, other in ((ca, cb), (cb, ca)):
         for node, (text, refs) in index.notes(this):

@@ -422,11 +422,15 @@ class PaymentTables:
         """The PPRRVU row for the code and modifier ("" global, "26", "TC", "53")."""
         return self._pfs.get((_code(hcpcs), modifier.strip().upper()))
 
-    def global_days(self, hcpcs: str) -> int | None:
-        """Days of the global surgical period ("010" -> 10); None for XXX/YYY/ZZZ/MMM or unknown."""
-        row = self.pfs(hcpcs) or next(
+    def pfs_row(self, hcpcs: str) -> PfsRow | None:
+        """The code's global PPRRVU row, else its row with any modifier (None: not in the file)."""
+        return self.pfs(hcpcs) or next(
             (r for (c, _), r in self._pfs.items() if c == _code(hcpcs)), None
         )
+
+    def global_days(self, hcpcs: str) -> int | None:
+        """Days of the global surgical period ("010" -> 10); None for XXX/YYY/ZZZ/MMM or unknown."""
+        row = self.pfs_row(hcpcs)
         return int(row.global_days) if row and row.global_days.isdigit() else None
 
     def mue(self, hcpcs: str, on: datetime.date | None = None) -> MueRow | None:

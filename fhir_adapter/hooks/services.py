@@ -110,14 +110,21 @@ SERVICES: dict[str, Service] = {
                 "performers": (
                     f"Procedure?{_IN_ENCOUNTER}&_include=Procedure:performer"
                     "&_revinclude:iterate=PractitionerRole:practitioner"
+                    "&_include:iterate=PractitionerRole:organization"
                 ),
                 "procedure-results": (
                     f"Procedure?{_IN_ENCOUNTER}&_revinclude=Observation:part-of"
                     "&_revinclude=DocumentReference:related"
                 ),
                 # the patient's other Procedures: units per date across encounters and
-                # global periods (2.0 tokens cannot say "up to today", so all of them)
-                "patient-procedures": "Procedure?subject=Patient/{{context.patientId}}",
+                # global periods (2.0 tokens cannot say "up to today", so all of them), with
+                # their performers' roles and groups (global-period scope)
+                "patient-procedures": (
+                    "Procedure?subject=Patient/{{context.patientId}}"
+                    "&_include=Procedure:performer"
+                    "&_revinclude:iterate=PractitionerRole:practitioner"
+                    "&_include:iterate=PractitionerRole:organization"
+                ),
                 "conditions": f"Condition?{_IN_ENCOUNTER}",
                 "observations": f"Observation?{_IN_ENCOUNTER}",
                 "reports": f"DiagnosticReport?{_IN_ENCOUNTER}&_include=DiagnosticReport:result",

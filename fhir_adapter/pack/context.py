@@ -13,16 +13,22 @@ from fhir_adapter.text.index import TextIndex, counts
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
 class Fact:
-    """A derived value (None when unknown), the system of a coded value, and its evidence."""
+    """A derived value (None when unknown), the system of a coded value, and its evidence;
+    `verified` is False when the value rests only on rows nobody verified (a shipped CMS
+    table excerpt), so a rule may not block on it."""
 
     value: Any
     evidence: tuple[Evidence, ...] = ()
     system: str | None = None
+    verified: bool = True
 
 
-def evidence_fact(evidence: list[Evidence]) -> Fact:
-    """A fact that is its evidence: the references found (None when nothing was)."""
-    return Fact([e.reference for e in evidence], tuple(evidence)) if evidence else Fact(None)
+def evidence_fact(evidence: list[Evidence], *, verified: bool = True) -> Fact:
+    """A fact that is its evidence: the references found (None when nothing was); `verified`
+    False when it rests on table rows nobody verified."""
+    if not evidence:
+        return Fact(None)
+    return Fact([e.reference for e in evidence], tuple(evidence), verified=verified)
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ FACTS: dict[str, tuple[str, ...]] = {
     "ptp_conflicts": (),
     "provider_npi": (),
     "global_period": (),
+    "global_period_unknown": (),
     "diagnoses": _DIAGNOSIS_SOURCES,
     "principal_diagnosis": _DIAGNOSIS_SOURCES,
     "invalid_diagnoses": _DIAGNOSIS_SOURCES,

@@ -24,10 +24,12 @@ from fhir_adapter.pack.context import Context
 from fhir_adapter.pack.facts import FACTS
 from fhir_adapter.pack.schema import (
     CodesMatcher,
+    FactMatcher,
     FhirPathMatcher,
     Matcher,
     PackModel,
     TextMatcher,
+    Unverified,
     ValueMatcher,
 )
 from fhir_adapter.pack.valuesets import ValueSet
@@ -58,6 +60,9 @@ class CompiledRule:
     any: list[MatchFn]
     looks_in: tuple[str, ...]
     unless: list[MatchFn] = field(default_factory=list)
+    # the facts its `any` matchers read, and how it is raised when all rest on unverified rows
+    facts: tuple[str, ...] = ()
+    unverified: Unverified | None = None
 
 
 @dataclass
@@ -238,6 +243,8 @@ class _Compiler:
                     [self._matcher(x, pack, looks) for x in rule.any],
                     tuple(dict.fromkeys(looks)),
                     [self._matcher(x, pack, []) for x in rule.unless],
+                    tuple(x.fact.name for x in rule.any if isinstance(x, FactMatcher)),
+                    rule.unverified,
                 )
             )
         for mod in m.modifiers:

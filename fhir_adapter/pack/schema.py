@@ -177,6 +177,14 @@ Matcher = Annotated[
 ]
 
 
+class Unverified(_Strict):
+    """How a finding is raised when every fact behind it rests on unverified ground (a CMS
+    table row nobody checked against a CMS release): not blocking, and saying so."""
+
+    severity: Severity
+    message: str
+
+
 class Rule(_Strict):
     finding: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     kind: Literal["require", "forbid"]
@@ -188,6 +196,8 @@ class Rule(_Strict):
     any: list[Matcher] = Field(min_length=1)
     # the rule does not apply when one of these finds evidence (e.g. a documented exception)
     unless: list[Matcher] = []
+    # severity and message when the facts it found rest only on unverified table rows
+    unverified: Unverified | None = None
 
     def label(self) -> str:
         return f"rule {self.finding!r}"
@@ -281,19 +291,31 @@ class UnitsFact(_Strict):
     counted_status: list[str] = ["completed", "stopped"]
 
 
+class DocumentedFact(_Strict):
+    """A fact established by an affirmed pattern group in the text of `in` sources."""
+
+    patterns: PatternName
+    in_: TextSources | None = Field(default=None, alias="in")
+
+
 class GuidanceFacts(_Strict):
     """Ablation guidance vs needle-placement guidance, and the code that replaces each needle code."""
 
     ablation: ValueSetName
     needle_placement: ValueSetName
     crosswalk: CrosswalkName
+    # ablation-guidance codes describe guidance *and monitoring* of the ablation: a needle
+    # code is pointed at its ablation code only when this pattern group documents monitoring
+    monitoring: DocumentedFact | None = None
 
 
-class DocumentedFact(_Strict):
-    """A fact established by an affirmed pattern group in the text of `in` sources."""
+class GlobalPeriodFacts(_Strict):
+    """Earlier surgeries whose global days the tables do not know, within `lookback_days`."""
 
-    patterns: PatternName
-    in_: TextSources | None = Field(default=None, alias="in")
+    source: str
+    # the codes that are surgeries (a global period is possible); the pack's code always is
+    surgery: ValueSetName
+    lookback_days: int = Field(default=90, ge=1)
 
 
 class StatedDiagnosis(_Strict):
@@ -365,6 +387,7 @@ class Facts(_Strict):
     additional_codes: AdditionalCodes | None = None
     services_not_billed: ServicesNotBilled | None = None
     documentation_conflicts: DocumentationConflicts | None = None
+    global_period: GlobalPeriodFacts | None = None
 
 
 class CodingDef(_Strict):

@@ -196,12 +196,20 @@ def _overview(
 ) -> dict[str, Any]:
     """Counts for the overview: totals, the findings chart, outcome, worst severity, payer."""
     claims = sum(1 for c in cases if c["outcome"] == "claim")
-    per_code: Counter[tuple[str, str]] = Counter()
+    # one bar per code, at its worst severity in the batch (a finding on unverified table
+    # rows is moderate in one case and high in another)
+    per_code: Counter[str] = Counter()
+    code_severity: dict[str, str] = {}
     worst: Counter[str] = Counter()
     modifiers: Counter[str] = Counter()
     payers: dict[str, list[int]] = {}
     for c in cases:
-        per_code.update({(f["code"], f["severity"]) for f in c["findings"]})
+        per_code.update({f["code"] for f in c["findings"]})
+        for f in c["findings"]:
+            known = code_severity.get(f["code"])
+            rank = _severity_rank(f["severity"], order)
+            if known is None or rank < _severity_rank(known, order):
+                code_severity[f["code"]] = f["severity"]
         modifiers.update(m["code"] for m in c["modifiers"])
         severities = [f["severity"] for f in c["findings"]]
         worst[min(severities, key=lambda s: _severity_rank(s, order)) if severities else ""] += 1
@@ -209,20 +217,21 @@ def _overview(
         tally[0 if c["outcome"] == "claim" else 1] += 1
 
     ranked = sorted(
-        per_code.items(), key=lambda kv: (_severity_rank(kv[0][1], order), -kv[1], kv[0][0])
+        per_code.items(),
+        key=lambda kv: (_severity_rank(code_severity[kv[0]], order), -kv[1], kv[0]),
     )
     top = max(per_code.values(), default=1)
     label_width, bar_room, step = 250, 330, 20
     bars = [
         {
             "code": code,
-            "severity": severity,
-            "severity_class": classes[severity],
+            "severity": code_severity[code],
+            "severity_class": classes[code_severity[code]],
             "count": n,
             "y": i * step,
             "width": max(2, round(bar_room * n / top)),
         }
-        for i, ((code, severity), n) in enumerate(ranked)
+        for i, (code, n) in enumerate(ranked)
     ]
     unknown = sorted(set(worst) - set(order) - {""})
     ranked_payers = sorted(payers.items(), key=lambda kv: (-sum(kv[1]), kv[0]))

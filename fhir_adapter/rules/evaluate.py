@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhir_adapter.billing.decide import clinical_code, verification_code
+from fhir_adapter.billing.decide import claim_diagnoses, clinical_code, verification_code
 from fhir_adapter.billing.modifiers import decide_modifiers
 from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding
@@ -30,6 +30,7 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     )
     pos = ctx.facts["place_of_service"].value
     result.place_of_service = pos if isinstance(pos, str) else None
+    result.code_sets = {"icd10cm": claim_diagnoses(pack, case).code_set_release}
 
     result.modifiers = list(decide_modifiers(pack, ctx).kept)
 
@@ -50,15 +51,11 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
                 # what made the rule apply (the POS 11 on a Location), what was searched,
                 # and the mentions a ConText cue ruled out ("not chosen")
                 evidence = _applies(rule, ctx) + _absence(rule, case) + ruled_out
+            severity, message = rule.severity, rule.message
+            if rule.unverified is not None and _unverified_ground(rule, ctx):
+                severity, message = rule.unverified.severity, rule.unverified.message
             result.findings.append(
-                Finding(
-                    rule.finding,
-                    rule.severity,
-                    rule.message,
-                    tuple(evidence),
-                    rule.actcode,
-                    rule.source,
-                )
+                Finding(rule.finding, severity, message, tuple(evidence), rule.actcode, rule.source)
             )
             result.criteria.append(Criterion(rule.finding, False, tuple(evidence)))
         else:
@@ -88,6 +85,13 @@ def _drop_conditions(pack: Pack, case: Case) -> None:
     ]
     for name in ("reason_conditions", "stated_conditions"):
         setattr(case, name, [c for c in getattr(case, name) if verification_code(c) not in void])
+
+
+def _unverified_ground(rule: CompiledRule, ctx: Context) -> bool:
+    """Every fact the rule found rests on unverified rows: no verified ground to block on."""
+    found = [ctx.facts[name] for name in rule.facts if name in ctx.facts]
+    present = [f for f in found if f.value not in (None, [], False)]
+    return bool(present) and not any(f.verified for f in present)
 
 
 def _exception(rule: CompiledRule, ctx: Context) -> tuple[Evidence, ...]:

@@ -84,6 +84,7 @@ class CaseOutput:
             "modifiers": [m.to_json() for m in e.modifiers],
             "criteria": [c.to_json() for c in e.criteria],
             "unresolved_references": list(e.unresolved),
+            "code_sets": dict(e.code_sets),
             "resources": list(self.resources),
         }
 

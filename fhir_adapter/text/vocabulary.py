@@ -57,6 +57,48 @@ class SectionDef(_Strict):
     skip: list[str] = []
 
 
+class ScopeCue(_Strict):
+    """Words that put a mention's sentence out of this session, this organ or what was done
+    ("plan for session 2", "generator not activated"); `reason` is what the evidence says."""
+
+    status: Status
+    reason: str = Field(min_length=1)
+    cues: list[str] = []
+    patterns: list[str] = []
+    only: list[str] = []
+    skip: list[str] = []
+    # `sentence`: the sentence holding the cue; `note`: every mention in the text, once the
+    # cue is found anywhere in it (a session stopped before any energy was delivered)
+    reach: Literal["sentence", "note"] = "sentence"
+    # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
+    unless: list[str] = []
+
+
+class CopiedBlock(_Strict):
+    """Text copied forward from another note: what opens it and, optionally, what closes it
+    (without a closing line it runs to the next blank line)."""
+
+    opens: list[str] = Field(min_length=1)
+    closes: list[str] = []
+    status: Status = "historical"
+    reason: str = "copied from an earlier note"
+
+
+class ScopeConfig(_Strict):
+    """How a whole note is read: its headings' roles, copied blocks, other organs, scope cues."""
+
+    # role -> words of a heading (in capitals, decorated, numbered or a known header) that
+    # give the section that role, when the heading is not one of `sections`' headers
+    roles: dict[str, list[str]] = {}
+    # roles whose sections are part of this session's record even if a heading word says
+    # otherwise; and the roles an addendum takes
+    copied: CopiedBlock | None = None
+    # organ -> heading words: a section or field headed by another organ is not the liver's
+    organs: dict[str, list[str]] = {}
+    organ_elements: list[str] = []
+    cues: dict[str, ScopeCue] = {}
+
+
 class TextConfig(_Strict):
     """The `text:` section of a pack, after its `include:` files are merged in."""
 
@@ -70,6 +112,7 @@ class TextConfig(_Strict):
     modifiers: dict[str, ModifierDef] = {}
     sections: dict[str, SectionDef] = {}
     targets: dict[str, TargetDef] = {}
+    scope: ScopeConfig = ScopeConfig()
     # Plain regex groups (name -> patterns): targets without keywords, kept for packs
     # written before the vocabulary files.
     patterns: dict[str, list[str]] = {}

@@ -1,0 +1,199 @@
+"""A whole note as a coder reads it: headed sections with a role, and blocks copied from
+another note.
+
+Clinicians head a note's parts in many ways: "PLAN:", "--- OPERATOR SUMMARY ---",
+"3. Impression:", "Indication: ..." on one line, or a heading alone on its line. A
+heading in capitals, a decorated or numbered one, or one of the pack's known headers
+opens a section that runs to the next heading; a field label in ordinary case
+("Mode: impedance", "If RFA: 200 W") is part of the section it stands in, so a plan's
+list keeps reading as a plan. Each section gets a role from its heading's words
+(`text.sections` headers first, then `text.scope.roles`), and a block introduced as
+copied from an earlier note ("HISTORY (copied from IR note 01/12/2026)") is marked
+as another session's text up to its closing line or, without one, its quoted lines.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+_DECORATED = re.compile(r"^[-=*#_~]{2,}\s*([^-=*#_~].*?)\s*[-=*#_~]{2,}$")
+_NUMBERED = re.compile(r"^(?:\d{1,2}|[IVX]{1,4}|[A-H])[.)]\s+")
+_LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9 /&'(),.+-]{0,60}?)\s*:(?:\s|$)")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
+_RULE = re.compile(r"^[-=*_~#]{5,}$")
+_QUOTED = re.compile(r"^\s*(?:\||>)")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A part of a note: its [start, end) offsets, its heading as written, and its role."""
+
+    start: int
+    end: int
+    heading: str | None
+    role: str | None
+    organ: str | None = None  # another organ the section is about ("-- KIDNEY --")
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """Text copied from another note, and what the evidence says about it."""
+
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """A note's sections in order, and its copied blocks."""
+
+    sections: tuple[Section, ...]
+    copied: tuple[Copied, ...]
+
+    def section_at(self, pos: int) -> Section | None:
+        i = bisect.bisect_right([s.start for s in self.sections], pos) - 1
+        return self.sections[i] if i >= 0 and pos < self.sections[i].end else None
+
+    def copied_at(self, pos: int) -> Copied | None:
+        return next((c for c in self.copied if c.start <= pos < c.end), None)
+
+    def where(self, pos: int) -> str | None:
+        """How evidence names where an offset stands: a copied block, or its section."""
+        copied = self.copied_at(pos)
+        if copied is not None:
+            return copied.reason
+        section = self.section_at(pos)
+        if section is None or section.heading is None:
+            return None
+        return section.heading + (f" ({section.role})" if section.role else "")
+
+
+class Outliner:
+    """Headings and roles compiled once per vocabulary; `outline` splits one text."""
+
+    def __init__(
+        self,
+        known: dict[str, str],
+        roles: dict[str, list[str]],
+        organs: dict[str, list[str]],
+        opens: list[str],
+        closes: list[str],
+        reason: str,
+    ) -> None:
+        self._known = {_norm(h): role for h, role in known.items()}
+        self._roles = [(role, [tuple(_WORD.findall(w.lower())) for w in words]) for role, words in roles.items()]
+        self._organs = [(organ, [tuple(_WORD.findall(w.lower())) for w in words]) for organ, words in organs.items()]
+        self._opens = [re.compile(p, re.I) for p in opens]
+        self._closes = [re.compile(p, re.I) for p in closes]
+        self._reason = reason
+
+    def outline(self, text: str) -> Outline:
+        sections: list[Section] = []
+        heading: str | None = None
+        role: str | None = None
+        organ: str | None = None
+        start = 0
+        pos = 0
+        for line in text.splitlines(keepends=True):
+            found = self._heading(line)
+            if found is not None:
+                if pos > start or heading is not None:
+                    sections.append(Section(start, pos, heading, role, organ))
+                heading, role, organ = found
+                start = pos
+            pos += len(line)
+        sections.append(Section(start, len(text), heading, role, organ))
+        return Outline(tuple(s for s in sections if s.end > s.start), self._copied(text))
+
+    def _heading(self, line: str) -> tuple[str, str | None, str | None] | None:
+        """(heading, role, organ) when the line opens a section, else None."""
+        body = line.strip()
+        if not body or len(body) > 200:
+            return None
+        if _RULE.match(body):
+            return "", None, None  # a rule line ("-----") closes the section above it
+        deco = _DECORATED.match(body)
+        if deco:
+            label = deco.group(1).strip(" :")
+        else:
+            body = _NUMBERED.sub("", body)
+            m = _LABEL.match(body)
+            if m:
+                label = m.group(1).strip()
+            elif _capitals(_lead(body)):
+                label = _lead(body)
+            else:
+                return None
+            known = _norm(label) in self._known or _norm(_bare(label)) in self._known
+            if not (known or _capitals(label)):
+                return None
+        words = tuple(_WORD.findall(label.lower()))
+        if not words or len(words) > 8:
+            return None
+        role = self._known.get(_norm(label)) or self._known.get(_norm(_bare(label)))
+        if role is None:
+            role = next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
+        organ = next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
+        return label, role, organ
+
+    def _copied(self, text: str) -> tuple[Copied, ...]:
+        out: list[Copied] = []
+        for rx in self._opens:
+            for m in rx.finditer(text):
+                if any(c.start <= m.start() < c.end for c in out):
+                    continue
+                line_start = text.rfind("\n", 0, m.start()) + 1
+                line_end = text.find("\n", m.end())
+                line_end = len(text) if line_end < 0 else line_end + 1
+                end = self._close(text, line_end)
+                date = _DATE.search(text, line_start, line_end)
+                reason = self._reason + (f" ({date.group(0)})" if date else "")
+                out.append(Copied(line_start, end, reason))
+        return tuple(sorted(out, key=lambda c: c.start))
+
+    def _close(self, text: str, after: int) -> int:
+        """Where a copied block ends: its closing line, else the end of its quoted lines
+        (or of its paragraph when nothing is quoted)."""
+        closing = [m for rx in self._closes if (m := rx.search(text, after))]
+        pos, quoted = after, False
+        for line in text[after:].splitlines(keepends=True):
+            if _QUOTED.match(line):
+                quoted = True
+            elif quoted or not line.strip():
+                break
+            pos += len(line)
+        if closing:
+            first = min(closing, key=lambda m: m.start())
+            # a closing line further on than the quoted lines still ends the block there
+            end = text.find("\n", first.end())
+            return len(text) if end < 0 else end + 1
+        return pos
+
+
+def _lead(line: str) -> str:
+    """A heading line's words before a date, a parenthesis or a wide gap
+    ("ADDENDUM - IR PROCEDURE  02/17/2026 14:30  (Dr. A. Sandoval)")."""
+    return re.split(r"\s*\(|\s{2,}|\s+\d{1,2}/\d", line, maxsplit=1)[0].strip(" -:")
+
+
+def _capitals(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return len(letters) >= 3 and all(c.isupper() for c in letters)
+
+
+def _bare(label: str) -> str:
+    """A heading without what follows it in parentheses ("PROCEDURE (TODAY)")."""
+    return re.sub(r"\s*\(.*", "", label)
+
+
+def _norm(h: str) -> str:
+    return " ".join(_WORD.findall(h.lower()))
+
+
+def _has(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))

@@ -1,0 +1,180 @@
+"""Which session, organ and act a mention belongs to: the scope rules of mappings/text/scope.yaml.
+
+ConText decides what the words around a mention do to it within its sentence. A
+whole note needs more: a block copied forward from the 2023 session, the energy
+settings listed under PLAN for session 2, the size of the adrenal mass in a combined
+liver and adrenal session, a generator set but never activated. A mention the
+sentence reader affirmed is ruled out here, in this order, by the first rule that
+holds: it stands in a copied block; in a section headed by another organ; in a
+section whose role gives it a status (a plan); in a sentence with a scope cue; in a
+note with a note-wide cue (no energy delivered at all). The ruling says why, for
+the evidence ("copied from an earlier note (09/23/2025)", "plan for a later session").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from fhir_adapter.text.document import Outline, Outliner, Section
+from fhir_adapter.text.engine import Document, Mention
+from fhir_adapter.text.vocabulary import ScopeCue, SectionDef, TextConfig
+
+
+class ScopeError(ValueError):
+    """A scope rule that cannot be compiled; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Cue:
+    name: str
+    rule: ScopeCue
+    regex: re.Pattern[str]
+    unless: re.Pattern[str] | None
+
+    def reaches(self, element: str) -> bool:
+        return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
+
+
+class Scope:
+    """A pack's scope rules, compiled once: outlines a text and rules its mentions."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        sc = cfg.scope
+        self._sections: dict[str, SectionDef] = dict(cfg.sections)
+        known = {h: name for name, sec in cfg.sections.items() for h in sec.headers}
+        for role in sc.roles:
+            if role not in cfg.sections:
+                raise ScopeError(f"text.scope.roles: {role!r} is not one of text.sections")
+        copied = sc.copied
+        self._outliner = Outliner(
+            known,
+            sc.roles,
+            sc.organs,
+            _compile_all(copied.opens if copied else [], "text.scope.copied.opens"),
+            _compile_all(copied.closes if copied else [], "text.scope.copied.closes"),
+            copied.reason if copied else "",
+        )
+        self._copied_status = copied.status if copied else "historical"
+        self._organ_elements = frozenset(sc.organ_elements)
+        self._cues: list[_Cue] = []
+        for name, rule in sc.cues.items():
+            where = f"text.scope.cues.{name}"
+            alternatives = [_phrase(c) for c in rule.cues] + list(rule.patterns)
+            if not alternatives:
+                raise ScopeError(f"{where}: no cues or patterns")
+            unless = "|".join(f"(?:{p})" for p in rule.unless)
+            self._cues.append(
+                _Cue(
+                    name,
+                    rule,
+                    _compile("|".join(f"(?:{a})" for a in alternatives), where),
+                    _compile(unless, f"{where}.unless") if unless else None,
+                )
+            )
+        self._sentence_cues = [c for c in self._cues if c.rule.reach == "sentence"]
+        self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
+
+    def outline(self, text: str) -> Outline:
+        return self._outliner.outline(text)
+
+    def rule(
+        self, doc: Document, outline: Outline, element: str, mentions: list[Mention]
+    ) -> list[Mention]:
+        """The mentions, each affirmed one ruled out when a scope rule holds for it."""
+        sentences = doc.sentences or []
+        note_wide = self._note_wide(doc, element)
+        out: list[Mention] = []
+        for m in mentions:
+            if m.sentence_index < len(sentences):
+                at = sentences[m.sentence_index].start + m.start
+                if self._superseded(doc, outline, m, at):
+                    m = replace(m, status="affirmed", cue=None, section=None)
+                if m.affirmed:
+                    ruling = self._ruling(doc, outline, element, m, at) or note_wide
+                    if ruling is not None:
+                        m = replace(m, status=ruling[0], cue=ruling[1])
+            out.append(m)
+        return out
+
+    def _superseded(self, doc: Document, outline: Outline, m: Mention, at: int) -> bool:
+        """A mention ruled by a section header the sentence reader saw, when the note has a
+        later heading it did not see ("INTRA-OPERATIVE RECORD" after "Plan: GETA")."""
+        if m.affirmed or m.section is None or not (m.cue or "").endswith(":"):
+            return False
+        sec = self._sections.get(m.section)
+        if sec is None or sec.status != m.status:
+            return False
+        header = (m.cue or "")[:-1].lower()
+        seen = doc.low.rfind(header, 0, at)
+        section = outline.section_at(at)
+        return (
+            seen >= 0
+            and section is not None
+            and section.start > seen
+            and section.role != m.section
+        )
+
+    def _ruling(
+        self, doc: Document, outline: Outline, element: str, m: Mention, at: int
+    ) -> tuple[str, str] | None:
+        copied = outline.copied_at(at)
+        if copied is not None:
+            return self._copied_status, copied.reason
+        section = outline.section_at(at)
+        if section is not None:
+            ruling = self._section_ruling(section, element, m)
+            if ruling is not None:
+                return ruling
+        low = m.sentence.lower()
+        for cue in self._sentence_cues:
+            if cue.reaches(element):
+                found = cue.regex.search(low)
+                if found is not None:
+                    return cue.rule.status, f"{cue.rule.reason} (\"{found.group(0)}\")"
+        return None
+
+    def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
+        if section.organ is not None and element in self._organ_elements:
+            return "other", f"{section.organ}, not liver (under \"{section.heading}\")"
+        sec = self._sections.get(section.role or "")
+        if (
+            sec is not None
+            and sec.status is not None
+            and m.section != section.role
+            and (not sec.only or element in sec.only)
+            and element not in sec.skip
+        ):
+            return sec.status, f"{section.heading}:"
+        return None
+
+    def _note_wide(self, doc: Document, element: str) -> tuple[str, str] | None:
+        for cue in self._note_cues:
+            if not cue.reaches(element):
+                continue
+            found = cue.regex.search(doc.low)
+            if found is None or (cue.unless is not None and cue.unless.search(doc.low)):
+                continue
+            return cue.rule.status, f"{cue.rule.reason} (\"{doc.text[found.start() : found.end()]}\")"
+        return None
+
+
+def _phrase(cue: str) -> str:
+    words = [re.escape(w) for w in cue.lower().split()]
+    body = r"[\s-]+".join(words)
+    head = r"(?<!\w)" if cue[:1].isalnum() else ""
+    tail = r"(?!\w)" if cue[-1:].isalnum() else ""
+    return head + body + tail
+
+
+def _compile(source: str, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        raise ScopeError(f"{where}: bad regular expression: {exc}") from None
+
+
+def _compile_all(patterns: list[str], where: str) -> list[str]:
+    for p in patterns:
+        _compile(p, where)
+    return patterns

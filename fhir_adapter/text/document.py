@@ -27,6 +27,9 @@ _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
 
 
+_Head = tuple[str | None, str | None, str | None]  # heading, role, organ
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """A part of a note: its [start, end) offsets, its heading as written, and its role."""
@@ -93,30 +96,38 @@ class Outliner:
 
     def outline(self, text: str) -> Outline:
         sections: list[Section] = []
-        heading: str | None = None
-        role: str | None = None
-        organ: str | None = None
-        start = 0
-        pos = 0
+        outer: _Head = (None, None, None)  # the section a field stands in
+        head: _Head = outer
+        field = False
+        start = pos = 0
         for line in text.splitlines(keepends=True):
             found = self._heading(line)
-            if found is not None:
-                if pos > start or heading is not None:
-                    sections.append(Section(start, pos, heading, role, organ))
-                heading, role, organ = found
+            ends_field = field and (not line.strip() or _LABEL.match(line.strip()))
+            if found is not None or ends_field:
+                if pos > start:
+                    sections.append(Section(start, pos, *head))
                 start = pos
+                if found is not None:
+                    head, field = found[:3], found[3]
+                    if not field:
+                        outer = head
+                else:
+                    head, field = outer, False
             pos += len(line)
-        sections.append(Section(start, len(text), heading, role, organ))
+        sections.append(Section(start, len(text), *head))
         return Outline(tuple(s for s in sections if s.end > s.start), self._copied(text))
 
-    def _heading(self, line: str) -> tuple[str, str | None, str | None] | None:
-        """(heading, role, organ) when the line opens a section, else None."""
+    def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool] | None:
+        """(heading, role, organ, field) when the line opens a section, else None; `field`:
+        a label in ordinary case with its value on the line ("Consent: obtained"), whose
+        section ends at the next label or blank line."""
         body = line.strip()
         if not body or len(body) > 200:
             return None
         if _RULE.match(body):
-            return "", None, None  # a rule line ("-----") closes the section above it
+            return None, None, None, False  # a rule line ("-----") closes the section above
         deco = _DECORATED.match(body)
+        field = False
         if deco:
             label = deco.group(1).strip(" :")
         else:
@@ -131,6 +142,7 @@ class Outliner:
             known = _norm(label) in self._known or _norm(_bare(label)) in self._known
             if not (known or _capitals(label)):
                 return None
+            field = not _capitals(label) and bool(m) and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:
             return None
@@ -138,7 +150,7 @@ class Outliner:
         if role is None:
             role = next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
         organ = next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
-        return label, role, organ
+        return label, role, organ, field
 
     def _copied(self, text: str) -> tuple[Copied, ...]:
         out: list[Copied] = []

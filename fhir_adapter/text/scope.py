@@ -64,15 +64,18 @@ class Scope:
             if not alternatives:
                 raise ScopeError(f"{where}: no cues or patterns")
             unless = "|".join(f"(?:{p})" for p in rule.unless)
+            source = "|".join(f"(?:{a})" for a in alternatives)
+            if rule.reach == "before":
+                source = f"(?:{source})\\s*$"
             self._cues.append(
                 _Cue(
                     name,
                     rule,
-                    _compile("|".join(f"(?:{a})" for a in alternatives), where),
+                    _compile(source, where),
                     _compile(unless, f"{where}.unless") if unless else None,
                 )
             )
-        self._sentence_cues = [c for c in self._cues if c.rule.reach == "sentence"]
+        self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
 
     def outline(self, text: str) -> Outline:
@@ -105,8 +108,9 @@ class Scope:
         sec = self._sections.get(m.section)
         if sec is None or sec.status != m.status:
             return False
-        header = (m.cue or "")[:-1].lower()
-        seen = doc.low.rfind(header, 0, at)
+        header = re.escape((m.cue or "")[:-1].lower())
+        heads = re.finditer(rf"(?:^|\n|[.;]\s)[ \t]*(?:[-*#]+[ \t]*)?{header}[ \t]*(?::|\n)", doc.low[:at])
+        seen = max((h.start() for h in heads), default=-1)
         section = outline.section_at(at)
         return (
             seen >= 0
@@ -129,7 +133,8 @@ class Scope:
         low = m.sentence.lower()
         for cue in self._sentence_cues:
             if cue.reaches(element):
-                found = cue.regex.search(low)
+                before = cue.rule.reach == "before"
+                found = cue.regex.search(low[: m.start] if before else low)
                 if found is not None:
                     return cue.rule.status, f"{cue.rule.reason} (\"{found.group(0)}\")"
         return None

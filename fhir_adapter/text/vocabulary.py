@@ -67,9 +67,10 @@ class ScopeCue(_Strict):
     patterns: list[str] = []
     only: list[str] = []
     skip: list[str] = []
-    # `sentence`: the sentence holding the cue; `note`: every mention in the text, once the
+    # `sentence`: the sentence holding the cue; `before`: the mention the cue ends right
+    # before ("[ ] Cryo", an unticked box); `note`: every mention in the text, once the
     # cue is found anywhere in it (a session stopped before any energy was delivered)
-    reach: Literal["sentence", "note"] = "sentence"
+    reach: Literal["sentence", "before", "note"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
 
@@ -90,8 +91,6 @@ class ScopeConfig(_Strict):
     # role -> words of a heading (in capitals, decorated, numbered or a known header) that
     # give the section that role, when the heading is not one of `sections`' headers
     roles: dict[str, list[str]] = {}
-    # roles whose sections are part of this session's record even if a heading word says
-    # otherwise; and the roles an addendum takes
     copied: CopiedBlock | None = None
     # organ -> heading words: a section or field headed by another organ is not the liver's
     organs: dict[str, list[str]] = {}

@@ -119,7 +119,7 @@ class Outliner:
 
     def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool] | None:
         """(heading, role, organ, field) when the line opens a section, else None; `field`:
-        a label in ordinary case with its value on the line ("Consent: obtained"), whose
+        a label with its value on the line ("Consent: obtained", "PMH: HTN"), whose
         section ends at the next label or blank line."""
         body = line.strip()
         if not body or len(body) > 200:
@@ -142,7 +142,7 @@ class Outliner:
             known = _norm(label) in self._known or _norm(_bare(label)) in self._known
             if not (known or _capitals(label)):
                 return None
-            field = not _capitals(label) and bool(m) and bool(body[m.end() :].strip())
+            field = bool(m) and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:
             return None

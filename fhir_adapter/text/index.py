@@ -112,8 +112,8 @@ def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -
     """An element's mentions in a unit, classified sentence by sentence, then scoped by the
     whole text (its sections, copied blocks, other organs, scope cues)."""
     found = engine.mentions(doc, element)
-    if not any(m.affirmed for m in found):
-        return found
+    if not any(m.affirmed or (m.cue or "").endswith(":") for m in found):
+        return found  # nothing a scope rule could change
     scope = scope_of(engine)
     if unit.outline is None:
         unit.outline = scope.outline(unit.text)

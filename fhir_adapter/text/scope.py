@@ -115,7 +115,7 @@ class Scope:
         return (
             seen >= 0
             and section is not None
-            and section.start > seen
+            and outline.section_at(seen) is not section
             and section.role != m.section
         )
 

@@ -65,6 +65,9 @@ class Scope:
                 raise ScopeError(f"{where}: no cues or patterns")
             unless = "|".join(f"(?:{p})" for p in rule.unless)
             source = "|".join(f"(?:{a})" for a in alternatives)
+            if rule.dated != ("{date}" in source):
+                raise ScopeError(f"{where}: `dated: true` and a {{date}} in its patterns go together")
+            source = source.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY)
             if rule.reach == "before":
                 source = f"(?:{source})\\s*$"
             self._cues.append(
@@ -76,6 +79,12 @@ class Scope:
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
+        labels = "|".join(f"(?:{p})" for p in sc.service_date)
+        self._service_date = (
+            _compile(rf"(?:{labels})\s*[:=-]?\s*({_DATE_ANY})", "text.scope.service_date")
+            if labels
+            else None
+        )
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
 
     def outline(self, text: str) -> Outline:
@@ -135,8 +144,24 @@ class Scope:
             if cue.reaches(element):
                 before = cue.rule.reach == "before"
                 found = cue.regex.search(low[: m.start] if before else low)
+                if found is not None and cue.rule.dated:
+                    found = self._earlier(doc, cue.regex, low)
                 if found is not None:
                     return cue.rule.status, f"{cue.rule.reason} (\"{found.group(0)}\")"
+        return None
+
+    def _earlier(self, doc: Document, regex: re.Pattern[str], low: str) -> re.Match[str] | None:
+        """A dated cue's match whose date is before the note's date of service, if any."""
+        if self._service_date is None:
+            return None
+        label = self._service_date.search(doc.low)
+        today = _date(label.group(1)) if label else None
+        if today is None:
+            return None
+        for found in regex.finditer(low):
+            when = _date(found.group("date") or "")
+            if when is not None and _before(when, today):
+                return found
         return None
 
     def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
@@ -162,6 +187,38 @@ class Scope:
                 continue
             return cue.rule.status, f"{cue.rule.reason} (\"{doc.text[found.start() : found.end()]}\")"
         return None
+
+
+_DATE_ANY = r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d)\b"
+_DATE_GROUP = f"(?P<date>{_DATE_ANY})"
+
+
+def _date(text: str) -> tuple[int, int | None, int | None] | None:
+    """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"."""
+    parts = re.split(r"[/-]", text.strip())
+    try:
+        if len(parts) == 3 and len(parts[0]) == 4:
+            return int(parts[0]), int(parts[1]), int(parts[2])
+        if len(parts) == 3:
+            year = int(parts[2])
+            return (year + 2000 if year < 100 else year), int(parts[0]), int(parts[1])
+        if len(parts) == 2:
+            return int(parts[1]), int(parts[0]), None
+        if len(parts) == 1 and len(parts[0]) == 4:
+            return int(parts[0]), None, None
+    except ValueError:
+        return None
+    return None
+
+
+def _before(a: tuple[int, int | None, int | None], b: tuple[int, int | None, int | None]) -> bool:
+    """Whether date `a` is before `b`, at the precision both have."""
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            return False
+        if x != y:
+            return x < y
+    return False
 
 
 def _phrase(cue: str) -> str:

@@ -73,6 +73,9 @@ class ScopeCue(_Strict):
     reach: Literal["sentence", "before", "note"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
+    # the cue holds only when the date it names ({date} in a pattern) is before the
+    # note's date of service ("RFA of a 2.8 cm HCC on 01/12/2026", today 04/14/2026)
+    dated: bool = False
 
 
 class CopiedBlock(_Strict):
@@ -95,6 +98,8 @@ class ScopeConfig(_Strict):
     # organ -> heading words: a section or field headed by another organ is not the liver's
     organs: dict[str, list[str]] = {}
     organ_elements: list[str] = []
+    # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
+    service_date: list[str] = []
     cues: dict[str, ScopeCue] = {}
 
 

@@ -31,6 +31,7 @@ class _Cue:
     rule: ScopeCue
     regex: re.Pattern[str]
     unless: re.Pattern[str] | None
+    dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
 
     def reaches(self, element: str) -> bool:
         return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
@@ -67,7 +68,12 @@ class Scope:
             source = "|".join(f"(?:{a})" for a in alternatives)
             if rule.dated != ("{date}" in source):
                 raise ScopeError(f"{where}: `dated: true` and a {{date}} in its patterns go together")
-            source = source.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY)
+            dated = tuple(
+                _compile(a.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY), where)
+                for a in alternatives
+                if "{date}" in a
+            )
+            source = source.replace("{date}", _DATE_ANY)
             if rule.reach == "before":
                 source = f"(?:{source})\\s*$"
             self._cues.append(
@@ -76,6 +82,7 @@ class Scope:
                     rule,
                     _compile(source, where),
                     _compile(unless, f"{where}.unless") if unless else None,
+                    dated,
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
@@ -145,12 +152,14 @@ class Scope:
                 before = cue.rule.reach == "before"
                 found = cue.regex.search(low[: m.start] if before else low)
                 if found is not None and cue.rule.dated:
-                    found = self._earlier(doc, cue.regex, low)
+                    found = self._earlier(doc, cue.dated, low)
                 if found is not None:
                     return cue.rule.status, f"{cue.rule.reason} (\"{found.group(0)}\")"
         return None
 
-    def _earlier(self, doc: Document, regex: re.Pattern[str], low: str) -> re.Match[str] | None:
+    def _earlier(
+        self, doc: Document, patterns: tuple[re.Pattern[str], ...], low: str
+    ) -> re.Match[str] | None:
         """A dated cue's match whose date is before the note's date of service, if any."""
         if self._service_date is None:
             return None
@@ -158,10 +167,11 @@ class Scope:
         today = _date(label.group(1)) if label else None
         if today is None:
             return None
-        for found in regex.finditer(low):
-            when = _date(found.group("date") or "")
-            if when is not None and _before(when, today):
-                return found
+        for regex in patterns:
+            for found in regex.finditer(low):
+                when = _date(found.group("date") or "")
+                if when is not None and _before(when, today):
+                    return found
         return None
 
     def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:

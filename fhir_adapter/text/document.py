@@ -86,6 +86,7 @@ class Outliner:
         opens: list[str],
         closes: list[str],
         reason: str,
+        own_organ: str | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [(role, [tuple(_WORD.findall(w.lower())) for w in words]) for role, words in roles.items()]
@@ -93,6 +94,11 @@ class Outliner:
         self._opens = [re.compile(p, re.I) for p in opens]
         self._closes = [re.compile(p, re.I) for p in closes]
         self._reason = reason
+        self._own_organ = own_organ
+        own = [w for o, ws in organs.items() if o == own_organ for w in ws]
+        self._own = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
+        )
 
     def outline(self, text: str) -> Outline:
         sections: list[Section] = []
@@ -102,7 +108,12 @@ class Outliner:
         start = pos = 0
         for line in text.splitlines(keepends=True):
             found = self._heading(line)
-            ends_field = field and (not line.strip() or _LABEL.match(line.strip()))
+            if head[2] is not None and field:
+                # an organ's field ("Adrenal: ...") runs on over its own labelled lines
+                # ("Two freeze-thaw cycles: ...") until a line names the liver again
+                ends_field = not line.strip() or self._own.search(line) is not None
+            else:
+                ends_field = field and (not line.strip() or _LABEL.match(line.strip()))
             if found is not None or ends_field:
                 if pos > start:
                     sections.append(Section(start, pos, *head))
@@ -140,7 +151,8 @@ class Outliner:
             else:
                 return None
             known = _norm(label) in self._known or _norm(_bare(label)) in self._known
-            if not (known or _capitals(label)):
+            organ_field = m is not None and self._organ_of(label) is not None
+            if not (known or organ_field or _capitals(label)):
                 return None
             field = bool(m) and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
@@ -149,8 +161,12 @@ class Outliner:
         role = self._known.get(_norm(label)) or self._known.get(_norm(_bare(label)))
         if role is None:
             role = next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
-        organ = next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
-        return label, role, organ, field
+        organ = self._organ_of(label)
+        return label, role, None if organ == self._own_organ else organ, field
+
+    def _organ_of(self, label: str) -> str | None:
+        words = tuple(_WORD.findall(label.lower()))
+        return next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
 
     def _copied(self, text: str) -> tuple[Copied, ...]:
         out: list[Copied] = []

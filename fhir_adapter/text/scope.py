@@ -44,6 +44,8 @@ class Scope:
         sc = cfg.scope
         self._sections: dict[str, SectionDef] = dict(cfg.sections)
         known = {h: name for name, sec in cfg.sections.items() for h in sec.headers}
+        if sc.own_organ is not None and sc.own_organ not in sc.organs:
+            raise ScopeError(f"text.scope.own_organ: {sc.own_organ!r} is not one of text.scope.organs")
         for role in sc.roles:
             if role not in cfg.sections:
                 raise ScopeError(f"text.scope.roles: {role!r} is not one of text.sections")
@@ -55,6 +57,7 @@ class Scope:
             _compile_all(copied.opens if copied else [], "text.scope.copied.opens"),
             _compile_all(copied.closes if copied else [], "text.scope.copied.closes"),
             copied.reason if copied else "",
+            sc.own_organ,
         )
         self._copied_status = copied.status if copied else "historical"
         self._organ_elements = frozenset(sc.organ_elements)

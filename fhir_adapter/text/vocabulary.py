@@ -98,6 +98,7 @@ class ScopeConfig(_Strict):
     # organ -> heading words: a section or field headed by another organ is not the liver's
     organs: dict[str, list[str]] = {}
     organ_elements: list[str] = []
+    own_organ: str | None = None  # the organ the pack's procedure treats (one of `organs`)
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
     cues: dict[str, ScopeCue] = {}

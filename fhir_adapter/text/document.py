@@ -178,7 +178,7 @@ class Outliner:
                 line_end = text.find("\n", m.end())
                 line_end = len(text) if line_end < 0 else line_end + 1
                 end = self._close(text, line_end)
-                date = _DATE.search(text, line_start, line_end)
+                date = _DATE.search(text, m.start(), min(end, m.end() + 80))
                 reason = self._reason + (f" ({date.group(0)})" if date else "")
                 out.append(Copied(line_start, end, reason))
         return tuple(sorted(out, key=lambda c: c.start))

@@ -66,7 +66,9 @@ def test_affirmed_evidence_names_its_section(pack: Pack) -> None:
     from fhir_adapter.text.index import find_evidence, text_index
 
     case = note_case(pack, note)
-    found = find_evidence(text_index(case, pack.engine), pack.engine, "energy-applied", ("procedure",))
+    found = find_evidence(
+        text_index(case, pack.engine), pack.engine, "energy-applied", ("procedure",)
+    )
     assert found and found[0].note == "section: FINDINGS (findings)", found
 
 
@@ -92,12 +94,20 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
     ("scope", "message"),
     [
         ({"roles": {"nonsense": ["x"]}}, "text.scope.roles: 'nonsense'"),
-        ({"cues": {"bad": {"status": "negated", "reason": "r", "patterns": ["("]}}}, "text.scope.cues.bad"),
-        ({"cues": {"d": {"status": "negated", "reason": "r", "dated": True, "cues": ["x"]}}}, "{date}"),
+        (
+            {"cues": {"bad": {"status": "negated", "reason": "r", "patterns": ["("]}}},
+            "text.scope.cues.bad",
+        ),
+        (
+            {"cues": {"d": {"status": "negated", "reason": "r", "dated": True, "cues": ["x"]}}},
+            "{date}",
+        ),
         ({"own_organ": "liver"}, "own_organ"),
     ],
 )
-def test_scope_rules_are_checked_when_loaded(pack: Pack, scope: dict[str, Any], message: str) -> None:
+def test_scope_rules_are_checked_when_loaded(
+    pack: Pack, scope: dict[str, Any], message: str
+) -> None:
     cfg = TextConfig.model_validate({"sections": {"plan": {"headers": ["plan"]}}, "scope": scope})
     with pytest.raises(ScopeError) as err:
         Scope(cfg)

@@ -89,8 +89,14 @@ class Outliner:
         own_organ: str | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
-        self._roles = [(role, [tuple(_WORD.findall(w.lower())) for w in words]) for role, words in roles.items()]
-        self._organs = [(organ, [tuple(_WORD.findall(w.lower())) for w in words]) for organ, words in organs.items()]
+        self._roles = [
+            (role, [tuple(_WORD.findall(w.lower())) for w in words])
+            for role, words in roles.items()
+        ]
+        self._organs = [
+            (organ, [tuple(_WORD.findall(w.lower())) for w in words])
+            for organ, words in organs.items()
+        ]
         self._opens = [re.compile(p, re.I) for p in opens]
         self._closes = [re.compile(p, re.I) for p in closes]
         self._reason = reason
@@ -113,7 +119,7 @@ class Outliner:
                 # ("Two freeze-thaw cycles: ...") until a line names the liver again
                 ends_field = not line.strip() or self._own.search(line) is not None
             else:
-                ends_field = field and (not line.strip() or _LABEL.match(line.strip()))
+                ends_field = field and (not line.strip() or bool(_LABEL.match(line.strip())))
             if found is not None or ends_field:
                 if pos > start:
                     sections.append(Section(start, pos, *head))
@@ -154,7 +160,7 @@ class Outliner:
             organ_field = m is not None and self._organ_of(label) is not None
             if not (known or organ_field or _capitals(label)):
                 return None
-            field = bool(m) and bool(body[m.end() :].strip())
+            field = m is not None and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:
             return None

@@ -45,7 +45,9 @@ class Scope:
         self._sections: dict[str, SectionDef] = dict(cfg.sections)
         known = {h: name for name, sec in cfg.sections.items() for h in sec.headers}
         if sc.own_organ is not None and sc.own_organ not in sc.organs:
-            raise ScopeError(f"text.scope.own_organ: {sc.own_organ!r} is not one of text.scope.organs")
+            raise ScopeError(
+                f"text.scope.own_organ: {sc.own_organ!r} is not one of text.scope.organs"
+            )
         for role in sc.roles:
             if role not in cfg.sections:
                 raise ScopeError(f"text.scope.roles: {role!r} is not one of text.sections")
@@ -70,7 +72,9 @@ class Scope:
             unless = "|".join(f"(?:{p})" for p in rule.unless)
             source = "|".join(f"(?:{a})" for a in alternatives)
             if rule.dated != ("{date}" in source):
-                raise ScopeError(f"{where}: `dated: true` and a {{date}} in its patterns go together")
+                raise ScopeError(
+                    f"{where}: `dated: true` and a {{date}} in its patterns go together"
+                )
             dated = tuple(
                 _compile(a.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY), where)
                 for a in alternatives
@@ -128,7 +132,9 @@ class Scope:
         if sec is None or sec.status != m.status:
             return False
         header = re.escape((m.cue or "")[:-1].lower())
-        heads = re.finditer(rf"(?:^|\n|[.;]\s)[ \t]*(?:[-*#]+[ \t]*)?{header}[ \t]*(?::|\n)", doc.low[:at])
+        heads = re.finditer(
+            rf"(?:^|\n|[.;]\s)[ \t]*(?:[-*#]+[ \t]*)?{header}[ \t]*(?::|\n)", doc.low[:at]
+        )
         seen = max((h.start() for h in heads), default=-1)
         section = outline.section_at(at)
         return (
@@ -157,7 +163,7 @@ class Scope:
                 if found is not None and cue.rule.dated:
                     found = self._earlier(doc, cue.dated, low)
                 if found is not None:
-                    return cue.rule.status, f"{cue.rule.reason} (\"{found.group(0)}\")"
+                    return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
     def _earlier(
@@ -179,7 +185,7 @@ class Scope:
 
     def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
         if section.organ is not None and element in self._organ_elements:
-            return "other", f"{section.organ}, not liver (under \"{section.heading}\")"
+            return "other", f'{section.organ}, not liver (under "{section.heading}")'
         sec = self._sections.get(section.role or "")
         if (
             sec is not None
@@ -198,7 +204,7 @@ class Scope:
             found = cue.regex.search(doc.low)
             if found is None or (cue.unless is not None and cue.unless.search(doc.low)):
                 continue
-            return cue.rule.status, f"{cue.rule.reason} (\"{doc.text[found.start() : found.end()]}\")"
+            return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
         return None
 
 

@@ -32,7 +32,8 @@ from fhir_adapter.pack.schema import (
 )
 from fhir_adapter.pack.valuesets import ValueSet
 from fhir_adapter.text.engine import ContextEngine, VocabularyError
-from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence
+from fhir_adapter.text.scope import ScopeError
+from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence, scope_of
 from fhir_adapter.text.vocabulary import merge_includes
 from fhir_adapter.yaml_errors import located, yaml_error_line
 
@@ -194,7 +195,8 @@ class _Compiler:
         self.where = "text"
         try:
             engine = ContextEngine(m.text)
-        except VocabularyError as exc:
+            scope_of(engine)  # the whole-note scope rules, checked now
+        except (VocabularyError, ScopeError) as exc:
             raise self.fail(str(exc)) from None
         pack = Pack(m, self.path, dict(m.systems), valuesets, engine)
         for rule in m.rules:

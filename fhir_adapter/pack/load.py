@@ -32,8 +32,8 @@ from fhir_adapter.pack.schema import (
 )
 from fhir_adapter.pack.valuesets import ValueSet
 from fhir_adapter.text.engine import ContextEngine, VocabularyError
-from fhir_adapter.text.scope import ScopeError
 from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence, scope_of
+from fhir_adapter.text.scope import ScopeError
 from fhir_adapter.text.vocabulary import merge_includes
 from fhir_adapter.yaml_errors import located, yaml_error_line
 

@@ -93,6 +93,8 @@ class Scope:
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
+        corrections = "|".join(f"(?:{p})" for p in sc.corrections)
+        self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
         self._service_date = (
             _compile(rf"(?:{labels})\s*[:=-]?\s*({_DATE_ANY})", "text.scope.service_date")
@@ -110,6 +112,7 @@ class Scope:
         """The mentions, each affirmed one ruled out when a scope rule holds for it."""
         sentences = doc.sentences or []
         note_wide = self._note_wide(doc, element)
+        retracted = self._retracted(doc)
         out: list[Mention] = []
         for m in mentions:
             if m.sentence_index < len(sentences):
@@ -117,10 +120,28 @@ class Scope:
                 if self._superseded(doc, outline, m, at):
                     m = replace(m, status="affirmed", cue=None, section=None)
                 if m.affirmed:
-                    ruling = self._ruling(doc, outline, element, m, at) or note_wide
+                    ruling = (
+                        _taken_back(retracted, m, at)
+                        or self._ruling(doc, outline, element, m, at)
+                        or note_wide
+                    )
                     if ruling is not None:
                         m = replace(m, status=ruling[0], cue=ruling[1])
             out.append(m)
+        return out
+
+    def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
+        """(start, end, quoted words) of each sentence that takes back what the note said."""
+        if self._corrections is None or self._corrections.search(doc.low) is None:
+            return []
+        out = []
+        for s in doc.sentences or []:
+            low = doc.low[s.start : s.end]
+            if self._corrections.search(low):
+                for q in _QUOTED.finditer(low):
+                    words = _SPACES.sub(" ", q.group(1)).strip()
+                    if len(words) >= 3:
+                        out.append((s.start, s.end, words))
         return out
 
     def _superseded(self, doc: Document, outline: Outline, m: Mention, at: int) -> bool:
@@ -206,6 +227,23 @@ class Scope:
                 continue
             return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
         return None
+
+
+_QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
+_SPACES = re.compile(r"\s+")
+
+
+def _taken_back(
+    retracted: list[tuple[int, int, str]], m: Mention, at: int
+) -> tuple[str, str] | None:
+    """Ruled out when a later sentence takes back the words it stands in (or it is that
+    sentence, quoting what was wrong)."""
+    sentence = _SPACES.sub(" ", m.sentence.lower())
+    mention = _SPACES.sub(" ", m.words.lower())
+    for start, end, words in retracted:
+        if (start <= at < end and mention in words) or (at < start and words in sentence):
+            return "negated", f'corrected later in the note ("{words}" was an error)'
+    return None
 
 
 _DATE_ANY = r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d)\b"

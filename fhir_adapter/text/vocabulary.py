@@ -102,6 +102,9 @@ class ScopeConfig(_Strict):
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
     cues: dict[str, ScopeCue] = {}
+    # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
+    # error"): the words it quotes no longer count where they stood before it.
+    corrections: list[str] = []
 
 
 class TextConfig(_Strict):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _DECORATED = re.compile(r"^[-=*#_~]{2,}\s*([^-=*#_~].*?)\s*[-=*#_~]{2,}$")
 _NUMBERED = re.compile(r"^(?:\d{1,2}|[IVX]{1,4}|[A-H])[.)]\s+")
@@ -56,9 +56,12 @@ class Outline:
 
     sections: tuple[Section, ...]
     copied: tuple[Copied, ...]
+    starts: tuple[int, ...] = ()
+    # what the scope rules found in this text, worked out once and shared by every element
+    memo: dict[object, object] = field(default_factory=dict, compare=False)
 
     def section_at(self, pos: int) -> Section | None:
-        i = bisect.bisect_right([s.start for s in self.sections], pos) - 1
+        i = bisect.bisect_right(self.starts, pos) - 1
         return self.sections[i] if i >= 0 and pos < self.sections[i].end else None
 
     def copied_at(self, pos: int) -> Copied | None:
@@ -132,7 +135,8 @@ class Outliner:
                     head, field = outer, False
             pos += len(line)
         sections.append(Section(start, len(text), *head))
-        return Outline(tuple(s for s in sections if s.end > s.start), self._copied(text))
+        kept = tuple(s for s in sections if s.end > s.start)
+        return Outline(kept, self._copied(text), tuple(s.start for s in kept))
 
     def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool] | None:
         """(heading, role, organ, field) when the line opens a section, else None; `field`:

@@ -93,6 +93,11 @@ class Scope:
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
+        # one search tells whether a sentence holds any sentence cue at all (most hold none)
+        screen = "|".join(
+            c.regex.pattern for c in self._sentence_cues if c.rule.reach == "sentence"
+        )
+        self._screen = _compile(screen, "text.scope.cues") if screen else None
         corrections = "|".join(f"(?:{p})" for p in sc.corrections)
         self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
@@ -111,8 +116,11 @@ class Scope:
     ) -> list[Mention]:
         """The mentions, each affirmed one ruled out when a scope rule holds for it."""
         sentences = doc.sentences or []
-        note_wide = self._note_wide(doc, element)
-        retracted = self._retracted(doc)
+        note_wide = self._note_wide(doc, outline, element)
+        retracted = outline.memo.get("retracted")
+        if retracted is None:
+            retracted = outline.memo["retracted"] = self._retracted(doc)
+        assert isinstance(retracted, list)
         out: list[Mention] = []
         for m in mentions:
             if m.sentence_index < len(sentences):
@@ -177,25 +185,38 @@ class Scope:
             if ruling is not None:
                 return ruling
         low = m.sentence.lower()
-        for cue in self._sentence_cues:
+        # which cues a sentence holds is worked out once per sentence, for every element
+        key = ("cues", m.sentence_index)
+        present = outline.memo.get(key)
+        if present is None:
+            any_cue = self._screen is not None and self._screen.search(low) is not None
+            present = outline.memo[key] = [
+                c
+                for c in self._sentence_cues
+                if c.rule.reach == "before" or (any_cue and c.regex.search(low))
+            ]
+        assert isinstance(present, list)
+        for cue in present:
             if cue.reaches(element):
                 before = cue.rule.reach == "before"
-                found = cue.regex.search(low[: m.start] if before else low)
+                found = cue.regex.search(low[: m.start]) if before else cue.regex.search(low)
                 if found is not None and cue.rule.dated:
-                    found = self._earlier(doc, cue.dated, low)
+                    found = self._earlier(doc, outline, cue.dated, low)
                 if found is not None:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
     def _earlier(
-        self, doc: Document, patterns: tuple[re.Pattern[str], ...], low: str
+        self, doc: Document, outline: Outline, patterns: tuple[re.Pattern[str], ...], low: str
     ) -> re.Match[str] | None:
         """A dated cue's match whose date is before the note's date of service, if any."""
         if self._service_date is None:
             return None
-        label = self._service_date.search(doc.low)
-        today = _date(label.group(1)) if label else None
-        if today is None:
+        if "today" not in outline.memo:
+            label = self._service_date.search(doc.low)
+            outline.memo["today"] = _date(label.group(1)) if label else None
+        today = outline.memo["today"]
+        if not isinstance(today, tuple):
             return None
         for regex in patterns:
             for found in regex.finditer(low):
@@ -218,12 +239,18 @@ class Scope:
             return sec.status, f"{section.heading}:"
         return None
 
-    def _note_wide(self, doc: Document, element: str) -> tuple[str, str] | None:
+    def _note_wide(self, doc: Document, outline: Outline, element: str) -> tuple[str, str] | None:
         for cue in self._note_cues:
             if not cue.reaches(element):
                 continue
-            found = cue.regex.search(doc.low)
-            if found is None or (cue.unless is not None and cue.unless.search(doc.low)):
+            key = ("note", cue.name)
+            if key not in outline.memo:
+                hit = cue.regex.search(doc.low)
+                if hit is not None and cue.unless is not None and cue.unless.search(doc.low):
+                    hit = None
+                outline.memo[key] = hit
+            found = outline.memo[key]
+            if not isinstance(found, re.Match):
                 continue
             return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
         return None

@@ -66,11 +66,13 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     if len(sites) > best:
         best = len(sites)
         evidence.append(Evidence(case.key, "Procedure.bodySite", None, f"{len(sites)} segment(s)"))
-    # Text, as a coder counts: a count of the lesions treated today wins (the last one
-    # stated: an addendum corrects the note); otherwise the counts stated must agree
-    # (MRI three, CT two, and nothing says which were treated: not documented).
-    treated = _counts(pack, text, cfg.treated) if cfg.treated else []
-    counted = treated[-1:] or _counts(pack, text, cfg.patterns)
+    # Text, as a coder counts: the counts stated must agree (MRI three, CT two, and nothing
+    # says which were treated: not documented), unless a count of the lesions treated
+    # today settles it (the last one stated: an addendum corrects the note).
+    # (the treated count is looked for only when the counts stated do not settle it alone)
+    counted = _counts(pack, text, cfg.patterns)
+    if cfg.treated and len({n for _, _, n in counted}) != 1:
+        counted = _counts(pack, text, cfg.treated)[-1:] or counted
     values = sorted({n for _, _, n in counted})
     if len(values) == 1:
         evidence.extend(mention_evidence(unit, m) for unit, m, _ in counted[:3])

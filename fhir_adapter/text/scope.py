@@ -93,11 +93,11 @@ class Scope:
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
-        # one search tells whether a sentence holds any sentence cue at all (most hold none)
-        screen = "|".join(
-            c.regex.pattern for c in self._sentence_cues if c.rule.reach == "sentence"
-        )
-        self._screen = _compile(screen, "text.scope.cues") if screen else None
+        # a cue of words is looked for only in a sentence holding its first word
+        self._first_words = {
+            c.name: frozenset(w.lower().split()[0] for w in c.rule.cues if w.split())
+            for c in self._sentence_cues
+        }
         corrections = "|".join(f"(?:{p})" for p in sc.corrections)
         self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
@@ -189,11 +189,15 @@ class Scope:
         key = ("cues", m.sentence_index)
         present = outline.memo.get(key)
         if present is None:
-            any_cue = self._screen is not None and self._screen.search(low) is not None
+            words = frozenset(_TOKEN.findall(low))
             present = outline.memo[key] = [
                 c
                 for c in self._sentence_cues
-                if c.rule.reach == "before" or (any_cue and c.regex.search(low))
+                if c.rule.reach == "before"
+                or (
+                    (c.rule.patterns or not self._first_words[c.name].isdisjoint(words))
+                    and c.regex.search(low)
+                )
             ]
         assert isinstance(present, list)
         for cue in present:
@@ -258,6 +262,7 @@ class Scope:
 
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")
+_TOKEN = re.compile(r"[\w/-]+")
 
 
 def _taken_back(

@@ -110,6 +110,9 @@ class Outliner:
         )
 
     def outline(self, text: str) -> Outline:
+        if "\n" not in text and not _capitals(_lead(text)) and ":" not in text:
+            # one line of prose (a code's text, a short note): one section, nothing copied
+            return Outline((Section(0, len(text), None, None),), self._copied(text), (0,))
         sections: list[Section] = []
         outer: _Head = (None, None, None)  # the section a field stands in
         head: _Head = outer

@@ -90,13 +90,19 @@ class Criterion:
     rule: str
     passed: bool
     evidence: tuple[Evidence, ...] = ()
+    # passed because its `unless` applies (a stopped session needs no energy documented),
+    # not because what it asks for was found
+    exempt: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rule": self.rule,
             "passed": self.passed,
             "evidence": [e.to_json() for e in self.evidence],
         }
+        if self.exempt:
+            out["exempt"] = True
+        return out
 
 
 @dataclass(slots=True)

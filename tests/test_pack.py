@@ -61,6 +61,16 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             ),
             "text target 'energy-applied': bad regular expression 'energy [Z-a]'",
         ),
+        (  # the whole-note scope rules are checked when the pack loads, like the cues
+            lambda r: r["text"].update(
+                scope={"cues": {"x": {"status": "negated", "reason": "r", "patterns": ["("]}}}
+            ),
+            "text: text.scope.cues.x: bad regular expression",
+        ),
+        (
+            lambda r: r["text"].update(scope={"roles": {"no-such-section": ["x"]}}),
+            "text.scope.roles: 'no-such-section' is not one of text.sections",
+        ),
         (
             lambda r: _rule(r, "procedure-not-completed")["any"].append(
                 {"fhirpath": {"from": "procedure", "expression": "status = = 'x'"}}

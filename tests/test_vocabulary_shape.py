@@ -132,7 +132,7 @@ def test_a_shape_mistake_is_named_at_its_file_and_line(
 def test_a_pattern_that_cannot_work_is_named_at_its_line(
     tmp_path: Path, pattern: str, message: str
 ) -> None:
-    old = "      - '\\bnot (?:surgically |currently |technically )?resectable\\b'"
+    old = "      - '\\bnot\\s+(?:surgically\\s+|currently\\s+|technically\\s+)?resectable\\b'"
     pack, path, line = _edit(tmp_path, TARGETS, old, f"      - {pattern}")
     with pytest.raises(PackError) as err:
         load_pack(pack)

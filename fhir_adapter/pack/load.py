@@ -34,7 +34,8 @@ from fhir_adapter.pack.schema import (
 )
 from fhir_adapter.pack.valuesets import ValueSet
 from fhir_adapter.text.engine import ContextEngine, VocabularyError
-from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence
+from fhir_adapter.text.index import TEXT_SOURCES, counts, find_evidence, scope_of
+from fhir_adapter.text.scope import ScopeError
 from fhir_adapter.text.vocabulary import (
     Origins,
     ShapeError,
@@ -221,6 +222,9 @@ class _Compiler:
         self.where = "text"
         try:
             engine = ContextEngine(m.text)
+            scope_of(engine)  # the whole-note scope rules, checked now
+        except ScopeError as exc:
+            raise self.fail(str(exc)) from None
         except VocabularyError as exc:
             if not exc.path:
                 raise self.fail(str(exc)) from None

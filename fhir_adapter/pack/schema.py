@@ -261,6 +261,9 @@ class CountFact(_Strict):
     observations: ValueSetName
     body_sites: ValueSetName
     patterns: PatternName
+    # a count of the lesions treated in this session ("Lesions treated today: 1"): when the
+    # text has one, the last one stated wins over counts of lesions seen on imaging
+    treated: PatternName | None = None
 
 
 class SizeFact(_Strict):

@@ -38,7 +38,9 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
         if rule.when and not all(found(fn, ctx) for fn in rule.when):
             continue
         if any(found(fn, ctx) for fn in rule.unless):
-            result.criteria.append(Criterion(rule.finding, True, _exception(rule, ctx)))
+            result.criteria.append(
+                Criterion(rule.finding, True, _exception(rule, ctx), exempt=True)
+            )
             continue
         evidence: list[Evidence] = []
         ruled_out: list[Evidence] = []

@@ -18,7 +18,8 @@ from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
 from fhir_adapter.pack.facts import FACTS
 from fhir_adapter.pack.load import Pack
-from fhir_adapter.text.index import TextIndex, mention_evidence
+from fhir_adapter.text.engine import Mention
+from fhir_adapter.text.index import TextIndex, TextUnit, mention_evidence
 
 CLINICAL = Derivers()
 
@@ -83,18 +84,35 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     if len(sites) > best:
         best = len(sites)
         evidence.append(Evidence(case.key, "Procedure.bodySite", None, f"{len(sites)} segment(s)"))
-    # Text: the mentions the tumor-count target found and ConText affirmed (shared with rules).
-    for unit, m in text.affirmed(pack.engine, cfg.patterns):
-        n = pack.engine.number(m.words)
-        if n is None or not 0 < n <= 50 or n != int(n):
-            continue
-        if len(evidence) < _EVIDENCE_MAX:  # a long note may count every line: five show it
-            evidence.append(mention_evidence(unit, m))
-        best = max(best, int(n))
+    # Text, as a coder counts: the counts stated must agree (MRI three, CT two, and nothing
+    # says which were treated: not documented), unless a count of the lesions treated
+    # today settles it (the last one stated: an addendum corrects the note).
+    # (the treated count is looked for only when the counts stated do not settle it alone)
+    counted = _counts(pack, text, cfg.patterns)
+    if cfg.treated and len({n for _, _, n in counted}) != 1:
+        counted = _counts(pack, text, cfg.treated)[-1:] or counted
+    values = sorted({n for _, _, n in counted})
+    if len(values) == 1:
+        evidence.extend(mention_evidence(unit, m) for unit, m, _ in counted[:3])
+        best = max(best, values[0])
+    elif values:
+        first = mention_evidence(counted[0][0], counted[0][1])
+        note = "counts differ (" + " vs ".join(str(v) for v in values) + "), none stated as treated"
+        evidence.append(Evidence(first.reference, first.path, first.snippet, note))
     return Fact(best if best else None, tuple(evidence[:_EVIDENCE_MAX]))
 
 
-_EVIDENCE_MAX = 5
+_EVIDENCE_MAX = 5  # a long note may state a count on every line: five show it
+
+
+def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, Mention, int]]:
+    """The affirmed count mentions of a target, with their whole numbers (1-50)."""
+    out = []
+    for unit, m in text.affirmed(pack.engine, patterns):
+        n = pack.engine.number(m.words)
+        if n is not None and 0 < n <= 50 and n == int(n):
+            out.append((unit, m, int(n)))
+    return out
 
 
 def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:

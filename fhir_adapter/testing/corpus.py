@@ -60,5 +60,13 @@ def documented(pack: Pack, element: str, text: str) -> bool:
 
 def documented_elements(pack: Pack, text: str) -> dict[str, bool]:
     """Every element at once: whether the pack finds it documented in `text` (one evaluation)."""
-    fired = {f.code for f in evaluate_case(pack, note_case(pack, text)).findings}
-    return {e: (finding in fired) is forbids for e, (finding, forbids) in RULES.items()}
+    ev = evaluate_case(pack, note_case(pack, text))
+    fired = {f.code for f in ev.findings}
+    # a requirement waived by its `unless` (nothing was ablated, so no energy is asked for)
+    # does not make the element documented
+    exempt = {c.rule for c in ev.criteria if c.exempt}
+    return {
+        e: fired_ if forbids else not fired_ and finding not in exempt
+        for e, (finding, forbids) in RULES.items()
+        for fired_ in [finding in fired]
+    }

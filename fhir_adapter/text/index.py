@@ -18,6 +18,7 @@ import base64
 import binascii
 import html
 import re
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,9 @@ from typing import Any
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
+from fhir_adapter.text.document import Outline
 from fhir_adapter.text.engine import ContextEngine, Document, Mention
+from fhir_adapter.text.scope import Scope
 
 TEXT_SOURCES = ("procedure", "reports", "documents", "observations", "conditions")
 
@@ -57,6 +60,7 @@ class TextUnit:
     text: str  # at most the pack's text.max_chars characters
     doc: Document | None = None
     length: int = 0  # the characters the narrative had (more than len(text) when it was cut)
+    outline: Outline | None = None
 
 
 class TextIndex:
@@ -97,7 +101,8 @@ class TextIndex:
                     if doc is None:
                         doc = unit.doc = engine.document(unit.text)
                     if element in engine.candidates(doc):
-                        found.extend((unit, m) for m in engine.mentions(doc, element))
+                        ruled = scoped(engine, unit, doc, element)
+                        found.extend((unit, m) for m in ruled)
                 self._mentions[(element, source)] = found
             combined.extend(found)
         self._combined[(element, sources)] = combined
@@ -111,6 +116,29 @@ class TextIndex:
                 yield unit, m
 
 
+_SCOPES: weakref.WeakKeyDictionary[ContextEngine, Scope] = weakref.WeakKeyDictionary()
+
+
+def scope_of(engine: ContextEngine) -> Scope:
+    """The engine's vocabulary's scope rules, compiled once per engine."""
+    scope = _SCOPES.get(engine)
+    if scope is None:
+        scope = _SCOPES[engine] = Scope(engine.cfg)
+    return scope
+
+
+def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -> list[Mention]:
+    """An element's mentions in a unit, classified sentence by sentence, then scoped by the
+    whole text (its sections, copied blocks, other organs, scope cues)."""
+    found = engine.mentions(doc, element)
+    if not any(m.affirmed or (m.cue or "").endswith(":") for m in found):
+        return found  # nothing a scope rule could change
+    scope = scope_of(engine)
+    if unit.outline is None:
+        unit.outline = scope.outline(unit.text)
+    return scope.rule(doc, unit.outline, element, found)
+
+
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:
     """The case's TextIndex for an engine, built once: the rules and the Claim builder share
     its mentions (another pack's engine finds other mentions: it gets its own)."""
@@ -121,9 +149,19 @@ def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
     """Evidence for a mention: the sentence, the matched words' span, status and ruling cue."""
     text, span = snippet(m.sentence, m.start, m.end)
     if m.affirmed:
-        note = f"section: {m.section}" if m.section else None
+        where = _where(unit, m)
+        note = f"section: {where}" if where else None
         return Evidence(unit.reference, unit.path, text, note, "affirmed", None, span)
     return Evidence(unit.reference, unit.path, text, "ruled out", m.status, m.cue, span)
+
+
+def _where(unit: TextUnit, m: Mention) -> str | None:
+    """The section a mention stands in, as the note heads it (else the engine's name)."""
+    sentences = unit.doc.sentences if unit.doc is not None else None
+    if unit.outline is None or not sentences or m.sentence_index >= len(sentences):
+        return m.section
+    at = sentences[m.sentence_index].start + m.start
+    return unit.outline.where(at) or m.section
 
 
 def find_evidence(

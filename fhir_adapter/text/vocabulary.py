@@ -67,6 +67,56 @@ class SectionDef(_Strict):
     skip: Entries = []
 
 
+class ScopeCue(_Strict):
+    """Words that put a mention's sentence out of this session, this organ or what was done
+    ("plan for session 2", "generator not activated"); `reason` is what the evidence says."""
+
+    status: Status
+    reason: str = Field(min_length=1)
+    cues: list[str] = []
+    patterns: list[str] = []
+    only: list[str] = []
+    skip: list[str] = []
+    # `sentence`: the sentence holding the cue; `before`: the mention the cue ends right
+    # before ("[ ] Cryo", an unticked box); `note`: every mention in the text, once the
+    # cue is found anywhere in it (a session stopped before any energy was delivered)
+    reach: Literal["sentence", "before", "note"] = "sentence"
+    # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
+    unless: list[str] = []
+    # the cue holds only when the date it names ({date} in a pattern) is before the
+    # note's date of service ("RFA of a 2.8 cm HCC on 01/12/2026", today 04/14/2026)
+    dated: bool = False
+
+
+class CopiedBlock(_Strict):
+    """Text copied forward from another note: what opens it and, optionally, what closes it
+    (without a closing line it runs to the next blank line)."""
+
+    opens: list[str] = Field(min_length=1)
+    closes: list[str] = []
+    status: Status = "historical"
+    reason: str = "copied from an earlier note"
+
+
+class ScopeConfig(_Strict):
+    """How a whole note is read: its headings' roles, copied blocks, other organs, scope cues."""
+
+    # role -> words of a heading (in capitals, decorated, numbered or a known header) that
+    # give the section that role, when the heading is not one of `sections`' headers
+    roles: dict[str, list[str]] = {}
+    copied: CopiedBlock | None = None
+    # organ -> heading words: a section or field headed by another organ is not the liver's
+    organs: dict[str, list[str]] = {}
+    organ_elements: list[str] = []
+    own_organ: str | None = None  # the organ the pack's procedure treats (one of `organs`)
+    # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
+    service_date: list[str] = []
+    cues: dict[str, ScopeCue] = {}
+    # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
+    # error"): the words it quotes no longer count where they stood before it.
+    corrections: list[str] = []
+
+
 class TextConfig(_Strict):
     """The `text:` section of a pack, after its `include:` files are merged in."""
 
@@ -85,6 +135,7 @@ class TextConfig(_Strict):
     modifiers: dict[str, ModifierDef] = {}
     sections: dict[str, SectionDef] = {}
     targets: dict[str, TargetDef] = {}
+    scope: ScopeConfig = ScopeConfig()
     # Plain regex groups (name -> patterns): targets without keywords, kept for packs
     # written before the vocabulary files.
     patterns: dict[str, Entries] = {}

@@ -1,0 +1,240 @@
+"""A whole note as a coder reads it: headed sections with a role, and blocks copied from
+another note.
+
+Clinicians head a note's parts in many ways: "PLAN:", "--- OPERATOR SUMMARY ---",
+"3. Impression:", "Indication: ..." on one line, or a heading alone on its line. A
+heading in capitals, a decorated or numbered one, or one of the pack's known headers
+opens a section that runs to the next heading; a field label in ordinary case
+("Mode: impedance", "If RFA: 200 W") is part of the section it stands in, so a plan's
+list keeps reading as a plan. Each section gets a role from its heading's words
+(`text.sections` headers first, then `text.scope.roles`), and a block introduced as
+copied from an earlier note ("HISTORY (copied from IR note 01/12/2026)") is marked
+as another session's text up to its closing line or, without one, its quoted lines.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+
+_DECORATED = re.compile(r"^[-=*#_~]{2,}\s*([^-=*#_~].*?)\s*[-=*#_~]{2,}$")
+_NUMBERED = re.compile(r"^(?:\d{1,2}|[IVX]{1,4}|[A-H])[.)]\s+")
+_LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9 /&'(),.+-]{0,60}?)\s*:(?:\s|$)")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
+_RULE = re.compile(r"^[-=*_~#]{5,}$")
+_QUOTED = re.compile(r"^\s*(?:\||>)")
+
+
+_Head = tuple[str | None, str | None, str | None]  # heading, role, organ
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A part of a note: its [start, end) offsets, its heading as written, and its role."""
+
+    start: int
+    end: int
+    heading: str | None
+    role: str | None
+    organ: str | None = None  # another organ the section is about ("-- KIDNEY --")
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """Text copied from another note, and what the evidence says about it."""
+
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """A note's sections in order, and its copied blocks."""
+
+    sections: tuple[Section, ...]
+    copied: tuple[Copied, ...]
+    starts: tuple[int, ...] = ()
+    # what the scope rules found in this text, worked out once and shared by every element
+    memo: dict[object, object] = field(default_factory=dict, compare=False)
+
+    def section_at(self, pos: int) -> Section | None:
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return self.sections[i] if i >= 0 and pos < self.sections[i].end else None
+
+    def copied_at(self, pos: int) -> Copied | None:
+        return next((c for c in self.copied if c.start <= pos < c.end), None)
+
+    def where(self, pos: int) -> str | None:
+        """How evidence names where an offset stands: a copied block, or its section."""
+        copied = self.copied_at(pos)
+        if copied is not None:
+            return copied.reason
+        section = self.section_at(pos)
+        if section is None or section.heading is None:
+            return None
+        return section.heading + (f" ({section.role})" if section.role else "")
+
+
+class Outliner:
+    """Headings and roles compiled once per vocabulary; `outline` splits one text."""
+
+    def __init__(
+        self,
+        known: dict[str, str],
+        roles: dict[str, list[str]],
+        organs: dict[str, list[str]],
+        opens: list[str],
+        closes: list[str],
+        reason: str,
+        own_organ: str | None = None,
+    ) -> None:
+        self._known = {_norm(h): role for h, role in known.items()}
+        self._roles = [
+            (role, [tuple(_WORD.findall(w.lower())) for w in words])
+            for role, words in roles.items()
+        ]
+        self._organs = [
+            (organ, [tuple(_WORD.findall(w.lower())) for w in words])
+            for organ, words in organs.items()
+        ]
+        self._opens = [re.compile(p, re.I) for p in opens]
+        self._closes = [re.compile(p, re.I) for p in closes]
+        self._reason = reason
+        self._own_organ = own_organ
+        own = [w for o, ws in organs.items() if o == own_organ for w in ws]
+        self._own = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
+        )
+
+    def outline(self, text: str) -> Outline:
+        if "\n" not in text and not _capitals(_lead(text)) and ":" not in text:
+            # one line of prose (a code's text, a short note): one section, nothing copied
+            return Outline((Section(0, len(text), None, None),), self._copied(text), (0,))
+        sections: list[Section] = []
+        outer: _Head = (None, None, None)  # the section a field stands in
+        head: _Head = outer
+        field = False
+        start = pos = 0
+        for line in text.splitlines(keepends=True):
+            found = self._heading(line)
+            if head[2] is not None and field:
+                # an organ's field ("Adrenal: ...") runs on over its own labelled lines
+                # ("Two freeze-thaw cycles: ...") until a line names the liver again
+                ends_field = not line.strip() or self._own.search(line) is not None
+            else:
+                ends_field = field and (not line.strip() or bool(_LABEL.match(line.strip())))
+            if found is not None or ends_field:
+                if pos > start:
+                    sections.append(Section(start, pos, *head))
+                start = pos
+                if found is not None:
+                    head, field = found[:3], found[3]
+                    if not field:
+                        outer = head
+                else:
+                    head, field = outer, False
+            pos += len(line)
+        sections.append(Section(start, len(text), *head))
+        kept = tuple(s for s in sections if s.end > s.start)
+        return Outline(kept, self._copied(text), tuple(s.start for s in kept))
+
+    def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool] | None:
+        """(heading, role, organ, field) when the line opens a section, else None; `field`:
+        a label with its value on the line ("Consent: obtained", "PMH: HTN"), whose
+        section ends at the next label or blank line."""
+        body = line.strip()
+        if not body or len(body) > 200:
+            return None
+        if _RULE.match(body):
+            return None, None, None, False  # a rule line ("-----") closes the section above
+        deco = _DECORATED.match(body)
+        field = False
+        if deco:
+            label = deco.group(1).strip(" :")
+        else:
+            body = _NUMBERED.sub("", body)
+            m = _LABEL.match(body)
+            if m:
+                label = m.group(1).strip()
+            elif _capitals(_lead(body)):
+                label = _lead(body)
+            else:
+                return None
+            known = _norm(label) in self._known or _norm(_bare(label)) in self._known
+            organ_field = m is not None and self._organ_of(label) is not None
+            if not (known or organ_field or _capitals(label)):
+                return None
+            field = m is not None and bool(body[m.end() :].strip())
+        words = tuple(_WORD.findall(label.lower()))
+        if not words or len(words) > 8:
+            return None
+        role = self._known.get(_norm(label)) or self._known.get(_norm(_bare(label)))
+        if role is None:
+            role = next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
+        organ = self._organ_of(label)
+        return label, role, None if organ == self._own_organ else organ, field
+
+    def _organ_of(self, label: str) -> str | None:
+        words = tuple(_WORD.findall(label.lower()))
+        return next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
+
+    def _copied(self, text: str) -> tuple[Copied, ...]:
+        out: list[Copied] = []
+        for rx in self._opens:
+            for m in rx.finditer(text):
+                if any(c.start <= m.start() < c.end for c in out):
+                    continue
+                line_start = text.rfind("\n", 0, m.start()) + 1
+                line_end = text.find("\n", m.end())
+                line_end = len(text) if line_end < 0 else line_end + 1
+                end = self._close(text, line_end)
+                date = _DATE.search(text, m.start(), min(end, m.end() + 80))
+                reason = self._reason + (f" ({date.group(0)})" if date else "")
+                out.append(Copied(line_start, end, reason))
+        return tuple(sorted(out, key=lambda c: c.start))
+
+    def _close(self, text: str, after: int) -> int:
+        """Where a copied block ends: its closing line, else the end of its quoted lines
+        (or of its paragraph when nothing is quoted)."""
+        closing = [m for rx in self._closes if (m := rx.search(text, after))]
+        pos, quoted = after, False
+        for line in text[after:].splitlines(keepends=True):
+            if _QUOTED.match(line):
+                quoted = True
+            elif quoted or not line.strip():
+                break
+            pos += len(line)
+        if closing:
+            first = min(closing, key=lambda m: m.start())
+            # a closing line further on than the quoted lines still ends the block there
+            end = text.find("\n", first.end())
+            return len(text) if end < 0 else end + 1
+        return pos
+
+
+def _lead(line: str) -> str:
+    """A heading line's words before a date, a parenthesis or a wide gap
+    ("ADDENDUM - IR PROCEDURE  02/17/2026 14:30  (Dr. A. Sandoval)")."""
+    return re.split(r"\s*\(|\s{2,}|\s+\d{1,2}/\d", line, maxsplit=1)[0].strip(" -:")
+
+
+def _capitals(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return len(letters) >= 3 and all(c.isupper() for c in letters)
+
+
+def _bare(label: str) -> str:
+    """A heading without what follows it in parentheses ("PROCEDURE (TODAY)")."""
+    return re.sub(r"\s*\(.*", "", label)
+
+
+def _norm(h: str) -> str:
+    return " ".join(_WORD.findall(h.lower()))
+
+
+def _has(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))

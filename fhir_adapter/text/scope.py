@@ -1,0 +1,331 @@
+"""Which session, organ and act a mention belongs to: the scope rules of mappings/text/scope.yaml.
+
+ConText decides what the words around a mention do to it within its sentence. A
+whole note needs more: a block copied forward from the 2023 session, the energy
+settings listed under PLAN for session 2, the size of the adrenal mass in a combined
+liver and adrenal session, a generator set but never activated. A mention the
+sentence reader affirmed is ruled out here, in this order, by the first rule that
+holds: it stands in a copied block; in a section headed by another organ; in a
+section whose role gives it a status (a plan); in a sentence with a scope cue; in a
+note with a note-wide cue (no energy delivered at all). The ruling says why, for
+the evidence ("copied from an earlier note (09/23/2025)", "plan for a later session").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from fhir_adapter.text.document import Outline, Outliner, Section
+from fhir_adapter.text.engine import Document, Mention
+from fhir_adapter.text.vocabulary import ScopeCue, SectionDef, TextConfig
+
+
+class ScopeError(ValueError):
+    """A scope rule that cannot be compiled; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Cue:
+    name: str
+    rule: ScopeCue
+    regex: re.Pattern[str]
+    unless: re.Pattern[str] | None
+    dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
+
+    def reaches(self, element: str) -> bool:
+        return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
+
+
+class Scope:
+    """A pack's scope rules, compiled once: outlines a text and rules its mentions."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        sc = cfg.scope
+        self._sections: dict[str, SectionDef] = dict(cfg.sections)
+        known = {h: name for name, sec in cfg.sections.items() for h in sec.headers}
+        if sc.own_organ is not None and sc.own_organ not in sc.organs:
+            raise ScopeError(
+                f"text.scope.own_organ: {sc.own_organ!r} is not one of text.scope.organs"
+            )
+        for role in sc.roles:
+            if role not in cfg.sections:
+                raise ScopeError(f"text.scope.roles: {role!r} is not one of text.sections")
+        copied = sc.copied
+        self._outliner = Outliner(
+            known,
+            sc.roles,
+            sc.organs,
+            _compile_all(copied.opens if copied else [], "text.scope.copied.opens"),
+            _compile_all(copied.closes if copied else [], "text.scope.copied.closes"),
+            copied.reason if copied else "",
+            sc.own_organ,
+        )
+        self._copied_status = copied.status if copied else "historical"
+        self._organ_elements = frozenset(sc.organ_elements)
+        self._cues: list[_Cue] = []
+        for name, rule in sc.cues.items():
+            where = f"text.scope.cues.{name}"
+            alternatives = [_phrase(c) for c in rule.cues] + list(rule.patterns)
+            if not alternatives:
+                raise ScopeError(f"{where}: no cues or patterns")
+            unless = "|".join(f"(?:{p})" for p in rule.unless)
+            source = "|".join(f"(?:{a})" for a in alternatives)
+            if rule.dated != ("{date}" in source):
+                raise ScopeError(
+                    f"{where}: `dated: true` and a {{date}} in its patterns go together"
+                )
+            dated = tuple(
+                _compile(a.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY), where)
+                for a in alternatives
+                if "{date}" in a
+            )
+            source = source.replace("{date}", _DATE_ANY)
+            if rule.reach == "before":
+                source = f"(?:{source})\\s*$"
+            self._cues.append(
+                _Cue(
+                    name,
+                    rule,
+                    _compile(source, where),
+                    _compile(unless, f"{where}.unless") if unless else None,
+                    dated,
+                )
+            )
+        self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
+        # a cue of words is looked for only in a sentence holding its first word
+        self._first_words = {
+            c.name: frozenset(w.lower().split()[0] for w in c.rule.cues if w.split())
+            for c in self._sentence_cues
+        }
+        corrections = "|".join(f"(?:{p})" for p in sc.corrections)
+        self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
+        labels = "|".join(f"(?:{p})" for p in sc.service_date)
+        self._service_date = (
+            _compile(rf"(?:{labels})\s*[:=-]?\s*({_DATE_ANY})", "text.scope.service_date")
+            if labels
+            else None
+        )
+        self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
+
+    def outline(self, text: str) -> Outline:
+        return self._outliner.outline(text)
+
+    def rule(
+        self, doc: Document, outline: Outline, element: str, mentions: list[Mention]
+    ) -> list[Mention]:
+        """The mentions, each affirmed one ruled out when a scope rule holds for it."""
+        sentences = doc.sentences or []
+        note_wide = self._note_wide(doc, outline, element)
+        retracted = outline.memo.get("retracted")
+        if retracted is None:
+            retracted = outline.memo["retracted"] = self._retracted(doc)
+        assert isinstance(retracted, list)
+        out: list[Mention] = []
+        for m in mentions:
+            if m.sentence_index < len(sentences):
+                at = sentences[m.sentence_index].start + m.start
+                if self._superseded(doc, outline, m, at):
+                    m = replace(m, status="affirmed", cue=None, section=None)
+                if m.affirmed:
+                    ruling = (
+                        _taken_back(retracted, m, at)
+                        or self._ruling(doc, outline, element, m, at)
+                        or note_wide
+                    )
+                    if ruling is not None:
+                        m = replace(m, status=ruling[0], cue=ruling[1])
+            out.append(m)
+        return out
+
+    def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
+        """(start, end, quoted words) of each sentence that takes back what the note said."""
+        if self._corrections is None or self._corrections.search(doc.low) is None:
+            return []
+        out = []
+        for s in doc.sentences or []:
+            low = doc.low[s.start : s.end]
+            if self._corrections.search(low):
+                for q in _QUOTED.finditer(low):
+                    words = _SPACES.sub(" ", q.group(1)).strip()
+                    if len(words) >= 3:
+                        out.append((s.start, s.end, words))
+        return out
+
+    def _superseded(self, doc: Document, outline: Outline, m: Mention, at: int) -> bool:
+        """A mention ruled by a section header the sentence reader saw, when the note has a
+        later heading it did not see ("INTRA-OPERATIVE RECORD" after "Plan: GETA")."""
+        if m.affirmed or m.section is None or not (m.cue or "").endswith(":"):
+            return False
+        sec = self._sections.get(m.section)
+        if sec is None or sec.status != m.status:
+            return False
+        header = re.escape((m.cue or "")[:-1].lower())
+        heads = re.finditer(
+            rf"(?:^|\n|[.;]\s)[ \t]*(?:[-*#]+[ \t]*)?{header}[ \t]*(?::|\n)", doc.low[:at]
+        )
+        seen = max((h.start() for h in heads), default=-1)
+        section = outline.section_at(at)
+        return (
+            seen >= 0
+            and section is not None
+            and outline.section_at(seen) is not section
+            and section.role != m.section
+        )
+
+    def _ruling(
+        self, doc: Document, outline: Outline, element: str, m: Mention, at: int
+    ) -> tuple[str, str] | None:
+        copied = outline.copied_at(at)
+        if copied is not None:
+            return self._copied_status, copied.reason
+        section = outline.section_at(at)
+        if section is not None:
+            ruling = self._section_ruling(section, element, m)
+            if ruling is not None:
+                return ruling
+        low = m.sentence.lower()
+        # which cues a sentence holds is worked out once per sentence, for every element
+        key = ("cues", m.sentence_index)
+        present = outline.memo.get(key)
+        if present is None:
+            words = frozenset(_TOKEN.findall(low))
+            present = outline.memo[key] = [
+                c
+                for c in self._sentence_cues
+                if c.rule.reach == "before"
+                or (
+                    (c.rule.patterns or not self._first_words[c.name].isdisjoint(words))
+                    and c.regex.search(low)
+                )
+            ]
+        assert isinstance(present, list)
+        for cue in present:
+            if cue.reaches(element):
+                before = cue.rule.reach == "before"
+                found = cue.regex.search(low[: m.start]) if before else cue.regex.search(low)
+                if found is not None and cue.rule.dated:
+                    found = self._earlier(doc, outline, cue.dated, low)
+                if found is not None:
+                    return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
+        return None
+
+    def _earlier(
+        self, doc: Document, outline: Outline, patterns: tuple[re.Pattern[str], ...], low: str
+    ) -> re.Match[str] | None:
+        """A dated cue's match whose date is before the note's date of service, if any."""
+        if self._service_date is None:
+            return None
+        if "today" not in outline.memo:
+            label = self._service_date.search(doc.low)
+            outline.memo["today"] = _date(label.group(1)) if label else None
+        today = outline.memo["today"]
+        if not isinstance(today, tuple):
+            return None
+        for regex in patterns:
+            for found in regex.finditer(low):
+                when = _date(found.group("date") or "")
+                if when is not None and _before(when, today):
+                    return found
+        return None
+
+    def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
+        if section.organ is not None and element in self._organ_elements:
+            return "other", f'{section.organ}, not liver (under "{section.heading}")'
+        sec = self._sections.get(section.role or "")
+        if (
+            sec is not None
+            and sec.status is not None
+            and m.section != section.role
+            and (not sec.only or element in sec.only)
+            and element not in sec.skip
+        ):
+            return sec.status, f"{section.heading}:"
+        return None
+
+    def _note_wide(self, doc: Document, outline: Outline, element: str) -> tuple[str, str] | None:
+        for cue in self._note_cues:
+            if not cue.reaches(element):
+                continue
+            key = ("note", cue.name)
+            if key not in outline.memo:
+                hit = cue.regex.search(doc.low)
+                if hit is not None and cue.unless is not None and cue.unless.search(doc.low):
+                    hit = None
+                outline.memo[key] = hit
+            found = outline.memo[key]
+            if not isinstance(found, re.Match):
+                continue
+            return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
+        return None
+
+
+_QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
+_SPACES = re.compile(r"\s+")
+_TOKEN = re.compile(r"[\w/-]+")
+
+
+def _taken_back(
+    retracted: list[tuple[int, int, str]], m: Mention, at: int
+) -> tuple[str, str] | None:
+    """Ruled out when a later sentence takes back the words it stands in (or it is that
+    sentence, quoting what was wrong)."""
+    sentence = _SPACES.sub(" ", m.sentence.lower())
+    mention = _SPACES.sub(" ", m.words.lower())
+    for start, end, words in retracted:
+        if (start <= at < end and mention in words) or (at < start and words in sentence):
+            return "negated", f'corrected later in the note ("{words}" was an error)'
+    return None
+
+
+_DATE_ANY = r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d)\b"
+_DATE_GROUP = f"(?P<date>{_DATE_ANY})"
+
+
+def _date(text: str) -> tuple[int, int | None, int | None] | None:
+    """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"."""
+    parts = re.split(r"[/-]", text.strip())
+    try:
+        if len(parts) == 3 and len(parts[0]) == 4:
+            return int(parts[0]), int(parts[1]), int(parts[2])
+        if len(parts) == 3:
+            year = int(parts[2])
+            return (year + 2000 if year < 100 else year), int(parts[0]), int(parts[1])
+        if len(parts) == 2:
+            return int(parts[1]), int(parts[0]), None
+        if len(parts) == 1 and len(parts[0]) == 4:
+            return int(parts[0]), None, None
+    except ValueError:
+        return None
+    return None
+
+
+def _before(a: tuple[int, int | None, int | None], b: tuple[int, int | None, int | None]) -> bool:
+    """Whether date `a` is before `b`, at the precision both have."""
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            return False
+        if x != y:
+            return x < y
+    return False
+
+
+def _phrase(cue: str) -> str:
+    words = [re.escape(w) for w in cue.lower().split()]
+    body = r"[\s-]+".join(words)
+    head = r"(?<!\w)" if cue[:1].isalnum() else ""
+    tail = r"(?!\w)" if cue[-1:].isalnum() else ""
+    return head + body + tail
+
+
+def _compile(source: str, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        raise ScopeError(f"{where}: bad regular expression: {exc}") from None
+
+
+def _compile_all(patterns: list[str], where: str) -> list[str]:
+    for p in patterns:
+        _compile(p, where)
+    return patterns

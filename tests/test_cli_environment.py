@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter.cli import build_parser, main, parse
+from fhir_adapter.cli.options import OptionError
 
 from .conftest import CASES
 
@@ -96,6 +97,39 @@ def test_every_option_comes_from_the_environment(
     raw, expected = _sample(action)
     monkeypatch.setenv(f"FHIR_ADAPTER_{name}", raw)
     assert getattr(parse(argv), action.dest) == expected != without
+
+
+@pytest.mark.parametrize(
+    ("path", "parser", "action"),
+    _options(),
+    ids=[f"{' '.join(p)} {a.option_strings[0]}" for p, _, a in _options()],
+)
+def test_an_empty_variable_is_an_error_naming_it(
+    path: tuple[str, ...],
+    parser: argparse.ArgumentParser,
+    action: argparse.Action,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`FHIR_ADAPTER_RULES=` is not "the default" for one option and an error for another."""
+    for name in list(__import__("os").environ):
+        if name.startswith("FHIR_ADAPTER_"):
+            monkeypatch.delenv(name)
+    for required in parser._actions:
+        if getattr(required, "env_required", False) and required is not action:
+            monkeypatch.setenv(f"FHIR_ADAPTER_{required.env_name}", "required-value")  # type: ignore[attr-defined]
+    variable = f"FHIR_ADAPTER_{action.env_name}"  # type: ignore[attr-defined]
+    monkeypatch.setenv(variable, "")
+    with pytest.raises(OptionError, match=rf"^{variable}='' is empty"):
+        parse(_argv(path, parser))
+
+
+def test_an_empty_rules_variable_names_it() -> None:
+    proc = _cli({"FHIR_ADAPTER_RULES": ""}, "evaluate", CLEAN)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr
+        == "fhir-adapter: error: FHIR_ADAPTER_RULES='' is empty; give it a value or unset it\n"
+    )
 
 
 def test_a_required_option_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

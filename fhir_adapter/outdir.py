@@ -10,11 +10,12 @@ earlier job's files beside the new ones. Files that are not ours are never delet
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import orjson
 
@@ -22,14 +23,15 @@ from fhir_adapter.errors import AdapterError
 
 MARKER = ".fhir-adapter-out.json"
 _SHOWN = 3
+_DEPTH = 2  # `errors/NAME` in an export is the deepest our writers go
 
 
 class OutputDirectoryError(AdapterError):
     """An output directory that is a file, or holds files another program wrote."""
 
 
-def owned_files(directory: Path, kind: str) -> set[str] | None:
-    """The files the marker says `kind` wrote here; None when there is no such marker."""
+def _marker(directory: Path, kind: str) -> list[object] | None:
+    """What the marker lists for `kind` (no list: nothing); None when it is not `kind`'s."""
     try:
         marker = orjson.loads((directory / MARKER).read_bytes())
     except (OSError, orjson.JSONDecodeError):
@@ -37,7 +39,38 @@ def owned_files(directory: Path, kind: str) -> set[str] | None:
     if not isinstance(marker, dict) or marker.get("written_by") != kind:
         return None
     files = marker.get("files")
-    return {str(f) for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+    return files if isinstance(files, list) else []
+
+
+def owned_files(directory: Path, kind: str) -> set[str] | None:
+    """The files the marker says `kind` wrote here; None when there is no such marker, or
+    when it lists a name that is not a plain file inside `directory` (not ours then)."""
+    files = _marker(directory, kind)
+    if files is None:
+        return None
+    names = {f for f in files if isinstance(f, str)}
+    return names if all(inside(directory, rel) for rel in names) else None
+
+
+def inside(directory: Path, rel: str) -> bool:
+    """Whether `rel` is a plain relative name (as our writers write) naming a file in
+    `directory`: no `..`, no absolute part, no parent that leads elsewhere by a link."""
+    path = PurePosixPath(rel)
+    if (
+        not rel
+        or "\\" in rel
+        or "\0" in rel
+        or path.is_absolute()
+        or len(path.parts) > _DEPTH
+        or any(part in (".", "..") for part in path.parts)
+        or path.as_posix() != rel
+    ):
+        return False
+    try:
+        top, parent = directory.resolve(), (directory / rel).parent.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return parent == top or top in parent.parents
 
 
 def check_output_directory(
@@ -57,6 +90,12 @@ def check_output_directory(
         raise OutputDirectoryError(f"{option} {directory} is a file, not a directory")
     if not path.exists():
         return set()
+    if _marker(path, kind) is not None and owned_files(path, kind) is None and not force:
+        raise OutputDirectoryError(
+            f"{option} {directory}: {path / MARKER} lists files outside the directory, so "
+            "it was not written by fhir-adapter; choose an empty or new directory, or add --force "
+            "to write there anyway (nothing it lists is removed)"
+        )
     ours = owned_files(path, kind) or set()
     foreign = sorted(
         rel for rel in _entries(path) if rel != MARKER and rel not in ours and not also_ours(rel)
@@ -95,29 +134,42 @@ def swap_in(
     kind: str,
     previous: set[str],
     names: Iterable[str] | None = None,
+    *,
+    last: Iterable[str] = (),
 ) -> list[Path]:
     """Move the files `names` (default: all) of `staging` into `directory`, drop what the
     previous run wrote that this one did not, and write the marker; `staging` is removed.
+    `last` (an index page) moves in only once the stale files are gone, so it never sits
+    beside an earlier run's files.
 
-    Safe to repeat after a crash part-way: a file already moved is not looked for again.
+    Safe to repeat after a crash part-way: a file already moved is not looked for again,
+    and the marker lists the old and the new files while they are being swapped.
     """
     if names is None:
         names = (p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     new = sorted(names)
-    placed = []
-    for rel in new:
-        final = directory / rel
-        if (staging / rel).exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / rel, final)
-        placed.append(final)
+    unsafe = [rel for rel in new if not inside(directory, rel)]
+    if unsafe:
+        raise OutputDirectoryError(f"{directory}: will not write {unsafe[0]!r} outside it")
+    write_marker(directory, kind, previous | set(new))
+    final_ones = [rel for rel in new if rel in set(last)]
+    placed = [_move(staging, directory, rel) for rel in new if rel not in final_ones]
     for rel in sorted(previous - set(new)):
         stale = directory / rel
         stale.unlink(missing_ok=True)
         _remove_empty_parents(stale.parent, directory)
+    placed += [_move(staging, directory, rel) for rel in final_ones]
     write_marker(directory, kind, new)
     shutil.rmtree(staging, ignore_errors=True)
-    return placed
+    return sorted(placed)
+
+
+def _move(staging: Path, directory: Path, rel: str) -> Path:
+    final = directory / rel
+    if (staging / rel).exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, final)
+    return final
 
 
 def _remove_empty_parents(folder: Path, top: Path) -> None:
@@ -132,72 +184,29 @@ def publish(
     write: Callable[[Path], None],
     *,
     force: bool = False,
+    last: Iterable[str] = (),
 ) -> list[Path]:
     """Run `write(staging)`, then make its files the whole of our output in `directory`.
 
-    A new directory (or one holding only our previous run) is replaced by renaming the
-    staged directory into place, so a reader sees the old run or the new one, never a
-    mix; a forced directory keeps its other files and gets ours moved in one by one.
-    Nothing lands when `write` fails.
+    Files are staged in a folder inside `directory` and swapped in (see `swap_in`); the
+    directory itself is never renamed, so a mount point, a symlink to a share and the
+    permissions, owner and ACLs the user gave it all stay. Nothing lands when `write`
+    fails, and a directory this run made for it is removed again.
     """
     target = Path(directory)
     previous = check_output_directory(target, kind, force=force)
-    whole = not _holds_cwd(target) and (
-        not target.exists()
-        or (
-            owned_files(target, kind) is not None
-            and not [r for r in _entries(target) if r != MARKER and r not in previous]
-        )
-    )
+    made = not target.exists()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if whole and os.access(target.parent, os.W_OK):
-            return _replace_whole(target, kind, write)
-        target.mkdir(exist_ok=True)
+        target.mkdir(parents=True, exist_ok=not made)
         staging = Path(tempfile.mkdtemp(prefix=".fhir-adapter-", dir=target))
         try:
             write(staging)
-            return swap_in(target, staging, kind, previous)
-        finally:
+            return swap_in(target, staging, kind, previous, last=last)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if made:
+                with contextlib.suppress(OSError):
+                    target.rmdir()
+            raise
     except OSError as exc:
         raise AdapterError(f"cannot write to {target}: {exc.strerror or exc}") from None
-
-
-def _replace_whole(target: Path, kind: str, write: Callable[[Path], None]) -> list[Path]:
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fhir-adapter-", dir=target.parent))
-    old = None
-    try:
-        write(staging)
-        files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        write_marker(staging, kind, files)
-        os.chmod(staging, 0o777 & ~_umask())
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "out")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if old is not None:  # put the previous run back rather than leave nothing
-                os.replace(old / "out", target)
-            raise
-        return [target / f for f in files]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _holds_cwd(target: Path) -> bool:
-    """Whether the process (a user's shell, likely) sits in `target`: it is not renamed."""
-    try:
-        cwd, resolved = Path.cwd().resolve(), target.resolve()
-    except OSError:
-        return True
-    return cwd == resolved or resolved in cwd.parents
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -39,7 +39,7 @@ def write_bundles(
         if report_html is not None:
             (staging / REPORT_HTML).write_text(report_html, encoding="utf-8")
 
-    return publish(directory, "evaluate", write, force=force)
+    return publish(directory, "evaluate", write, force=force, last=[REPORT_HTML])
 
 
 def write_report_html(directory: str | os.PathLike[str], page: str) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter.cli import build_parser, main, parse
+from fhir_adapter.cli.options import OptionError
 
 from .conftest import CASES
 
@@ -96,6 +97,19 @@ def test_every_option_comes_from_the_environment(
     raw, expected = _sample(action)
     monkeypatch.setenv(f"FHIR_ADAPTER_{name}", raw)
     assert getattr(parse(argv), action.dest) == expected != without
+    # set but empty is an error naming the variable, for every option alike
+    monkeypatch.setenv(f"FHIR_ADAPTER_{name}", "")
+    with pytest.raises(OptionError, match=rf"^FHIR_ADAPTER_{name}='' is empty"):
+        parse(argv)
+
+
+def test_an_empty_rules_variable_names_it() -> None:
+    proc = _cli({"FHIR_ADAPTER_RULES": ""}, "evaluate", CLEAN)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr
+        == "fhir-adapter: error: FHIR_ADAPTER_RULES='' is empty; give it a value or unset it\n"
+    )
 
 
 def test_a_required_option_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

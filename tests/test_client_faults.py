@@ -14,8 +14,9 @@ import requests
 import responses
 
 from fhir_adapter.client.auth import BearerAuth
+from fhir_adapter.client.export import BulkExport
 from fhir_adapter.client.rest import FhirClient
-from fhir_adapter.errors import PagingError, ServerError
+from fhir_adapter.errors import ExportError, PagingError, ServerError
 
 BASE = "https://fhir.example.test/r4"
 TOKEN = "s3cr3t-token-value"
@@ -370,3 +371,19 @@ def test_a_garbled_retry_after_falls_back_to_backoff() -> None:
 
 
 _CS_FOR_GARBLE = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}
+
+
+@responses.activate
+def test_an_export_manifest_type_cannot_write_outside_the_directory(tmp_path: Any) -> None:
+    """A hostile manifest's `type` is part of a file name: it must not climb out of --out."""
+    client = _client()
+    status = f"{BASE}/status/1"
+    responses.add(
+        responses.GET, f"{BASE}/$export", status=202, headers={"Content-Location": status}
+    )
+    output = [{"type": "../../escaped", "url": f"{BASE}/files/1"}]
+    responses.add(responses.GET, status, json={"output": output, "error": []})
+    responses.add(responses.GET, f"{BASE}/files/1", body='{"resourceType":"Patient","id":"1"}\n')
+    with pytest.raises(ExportError, match=r"manifest output\[0\] type '\.\./\.\./escaped'"):
+        BulkExport(client, tmp_path / "out", sleep=lambda _s: None).run()
+    assert list(tmp_path.glob("escaped*")) == []

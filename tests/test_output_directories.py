@@ -85,3 +85,75 @@ def test_a_failed_run_leaves_the_previous_one(tmp_path: Path) -> None:
         "written_by": "evaluate",
         "files": ["Procedure-ex1-hcc-ct-rfa.json", "report.html"],
     }
+
+
+def test_a_rerun_keeps_the_directory_itself(tmp_path: Path) -> None:
+    """Never renamed: a mount point stays usable, the mode the user chose (patient data)
+    stays, and a symlink to a share still writes into the share."""
+    out = tmp_path / "o1"
+    out.mkdir()
+    out.chmod(0o700)
+    inode = out.stat().st_ino
+    assert main(["evaluate", BLOCKED, "--out", str(out)]) == 1
+    assert main(["evaluate", CLEAN, "--out", str(out)]) == 0
+    assert out.stat().st_ino == inode
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert _names(out) == ["Procedure-ex1-hcc-ct-rfa.json", "report.html"]
+
+    share, link = tmp_path / "share", tmp_path / "link"
+    share.mkdir()
+    link.symlink_to(share)
+    assert main(["evaluate", BLOCKED, "--out", str(link)]) == 1
+    assert main(["evaluate", CLEAN, "--out", str(link)]) == 0
+    assert link.is_symlink()
+    assert _names(share) == ["Procedure-ex1-hcc-ct-rfa.json", "report.html"]
+
+
+def test_a_failed_first_run_leaves_no_directory(tmp_path: Path) -> None:
+    out = tmp_path / "new"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["evaluate", CLEAN, str(bad), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("planted", ["../victim.txt", "VICTIM", "sub/../../victim.txt"])
+@pytest.mark.parametrize("force", [False, True])
+def test_a_planted_marker_deletes_nothing_outside(
+    tmp_path: Path,
+    planted: str,
+    force: bool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    planted = planted.replace("VICTIM", str(victim))
+    out = tmp_path / "o2"
+    out.mkdir()
+    marker = {"written_by": "evaluate", "files": [planted, "report.html"]}
+    (out / ".fhir-adapter-out.json").write_text(json.dumps(marker))
+    (out / "report.html").write_text("x")
+    monkeypatch.chdir(out)
+    code = main(["evaluate", CLEAN, "--out", ".", *(["--force"] if force else [])])
+    assert victim.read_text() == "precious"
+    if force:
+        assert code == 0
+    else:
+        assert code == 2
+        err = capsys.readouterr().err
+        assert ".fhir-adapter-out.json" in err and "--force" in err and len(err.splitlines()) == 1
+        assert (out / "report.html").read_text() == "x"
+
+
+def test_an_export_directory_with_a_planted_marker_is_refused(tmp_path: Path) -> None:
+    """`export --out` checks the same marker before anything is downloaded or removed."""
+    from fhir_adapter.outdir import OutputDirectoryError, check_output_directory
+
+    out = tmp_path / "export"
+    out.mkdir()
+    marker = {"written_by": "export", "files": ["../victim.txt"]}
+    (out / ".fhir-adapter-out.json").write_text(json.dumps(marker))
+    with pytest.raises(OutputDirectoryError, match=r"\.fhir-adapter-out\.json lists files outside"):
+        check_output_directory(out, "export")
+    assert check_output_directory(out, "export", force=True) == set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,36 @@ def test_unreadable_and_non_yaml(tmp_path: Path) -> None:
     bad.write_text("rules: [\n")
     with pytest.raises(PackError, match="not valid YAML"):
         load_pack(bad)
+
+
+def test_a_pack_not_in_utf8_is_one_line_naming_it(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: r\u00e9gion\n".encode("latin-1"))
+    with pytest.raises(PackError) as err:
+        load_pack(latin1)
+    assert (
+        str(err.value) == f"{latin1}: cannot read rule pack: not UTF-8 text (byte 0xe9 at offset 7)"
+    )
+
+
+def test_an_include_not_in_utf8_names_the_include(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["text"]["include"] = ["latin1.yaml"]
+    (tmp_path / "latin1.yaml").write_bytes("negations: [s\u00e9]\n".encode("latin-1"))
+    path = _write(tmp_path, raw)
+    with pytest.raises(PackError) as err:
+        load_pack(path)
+    message = str(err.value)
+    assert str(tmp_path / "latin1.yaml") in message and "not UTF-8 text" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_an_endless_include_is_refused_by_size(tmp_path: Path) -> None:
+    """`/dev/zero` (or any huge file) ends in an error, not a hang."""
+    raw = _raw()
+    raw["text"]["include"] = [os.path.relpath("/dev/zero", tmp_path)]
+    with pytest.raises(PackError, match=r"/dev/zero: cannot read: larger than 16 MB"):
+        load_pack(_write(tmp_path, raw))
 
 
 def test_a_new_code_is_a_yaml_edit(tmp_path: Path, good_case: list[dict[str, Any]]) -> None:

@@ -135,6 +135,8 @@ def _converted_default(action: argparse.Action) -> Any:
 
 def _from_environment(action: argparse.Action, name: str, raw: str) -> Any:
     variable = f"{ENV_PREFIX}{name}={raw!r}"
+    if not raw.strip():  # set but empty is a slip (`VAR= cmd`), never "use the default"
+        raise OptionError(f"{variable} is empty; give it a value or unset it")
     if isinstance(action, argparse._StoreTrueAction):
         word = raw.strip().lower()
         if word in TRUE_WORDS:

@@ -45,6 +45,7 @@ STATE_FILE = ".fhir-adapter-export.json"
 STAGING = ".fhir-adapter-export.staging"
 KIND = "export"
 _LINE_END = re.compile(rb"[^\n]\n")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")  # also a safe file name
 
 
 @dataclass
@@ -242,7 +243,12 @@ class BulkExport:
                 url = entry.get("url") if isinstance(entry, dict) else None
                 if not isinstance(url, str):
                     raise ExportError(f"manifest {kind}[{index}] has no url")
-                name = f"{entry.get('type') or 'Resource'}.{index:03d}.ndjson"
+                rtype = entry.get("type") or "Resource"
+                if not isinstance(rtype, str) or not _RESOURCE_TYPE.fullmatch(rtype):
+                    raise ExportError(
+                        f"manifest {kind}[{index}] type {rtype!r} is not a FHIR resource type"
+                    )
+                name = f"{rtype}.{index:03d}.ndjson"
                 targets.append(
                     (kind, url, f"errors/{name}" if kind == "error" else name, entry.get("count"))
                 )

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from fhir_adapter.errors import PackError
 from fhir_adapter.fhir.codings import codings, normalize_code
 from fhir_adapter.fhir.elements import values_at
+from fhir_adapter.files import read_text
 from fhir_adapter.findings import Evidence
 from fhir_adapter.pack.context import Context
 from fhir_adapter.pack.facts import FACTS
@@ -134,9 +135,9 @@ def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
     """Read, validate and compile a pack; a broken pack raises PackError naming file and rule."""
     p = Path(path) if path is not None else default_pack_path()
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PackError(f"{p}: cannot read rule pack: {exc.strerror or exc}") from None
+        text = read_text(p)
+    except ValueError as exc:
+        raise PackError(f"{p}: cannot read rule pack: {exc}") from None
     return pack_from_text(text, str(p), p.parent)
 
 

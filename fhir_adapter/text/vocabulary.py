@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from fhir_adapter.files import read_text
 from fhir_adapter.yaml_errors import located, shape_problem, yaml_error_line
 
 Status = Literal["negated", "hypothetical", "historical", "uncertain", "other"]
@@ -196,10 +197,11 @@ def merge_includes(raw: Any, base: Path | None, pack: Written) -> Origins:
     for name in includes:
         path = _locate(str(name), base)
         try:
-            written = Written(str(path), path.read_text(encoding="utf-8"))
+            written = Written(str(path), read_text(path))
+        except ValueError as exc:
+            raise ValueError(f"text.include {name!r}: {path}: cannot read: {exc}") from None
+        try:
             part = yaml.load(written.text, Loader=_loader())
-        except OSError as exc:
-            raise ValueError(f"text.include {name!r}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"text.include {name!r}: {yaml_error_line(str(path), exc)}") from None
         if not isinstance(part, dict):

@@ -202,3 +202,24 @@ def test_a_broken_charges_file_is_one_line(
     charges.write_text(content)
     assert main([*command, "--charges", str(charges)]) == 2
     assert capsys.readouterr().err.splitlines() == [f"fhir-adapter: error: {charges}:{message}"]
+
+
+@pytest.mark.parametrize("bad_id", ["x_bad id", "x\u001b[31mFAKE\u202e", "a" * 65])
+def test_a_resource_id_that_is_not_a_fhir_id_is_an_input_error(
+    bad_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Such an id once got a Claim, and its escapes reached the table raw."""
+    procedure = {
+        "resourceType": "Procedure",
+        "id": bad_id,
+        "status": "completed",
+        "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "47382"}]},
+    }
+    patient = {"resourceType": "Patient", "id": "p"}
+    path = tmp_path / "in.ndjson"
+    path.write_text(json.dumps(patient) + "\n" + json.dumps(procedure) + "\n")
+    assert main(["evaluate", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert f"{path}:2: Procedure.id" in captured.err and "not a FHIR id" in captured.err
+    assert "\x1b" not in captured.err + captured.out and "Claim" not in captured.out

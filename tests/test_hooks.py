@@ -828,6 +828,11 @@ def test_malformed_orders_get_422_not_500(ehr: Ehr) -> None:
         ),
         (ORDER_SIGN, hook_body("order-sign", orders(order | {"code": ["x"]})), "code"),
         (ORDER_SIGN, hook_body("order-sign", orders(order | {"id": 5})), "id"),
+        (  # once a silent 200 with no cards: the order went unchecked
+            ORDER_SIGN,
+            hook_body("order-sign", orders({k: v for k, v in order.items() if k != "id"})),
+            "context.draftOrders.entry[0].resource.id",
+        ),
         (ORDER_SIGN, hook_body("order-sign", orders(order | {"extension": "x"})), "extension"),
         (
             APPOINTMENT,

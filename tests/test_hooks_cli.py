@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_adapter.cli import main
+from fhir_adapter.errors import ConfigError
 from fhir_adapter.hooks.security import JwtVerifier, TrustedClients, Unauthorized
 
 from .test_hooks_harness import free_port
@@ -202,3 +203,48 @@ def test_a_port_in_use_is_one_line_before_anything_is_announced(tmp_path: Path) 
         f"fhir-adapter: error: --port {port} on 127.0.0.1 is in use (is another service, or "
         "serve, running?); choose another --port"
     ]
+
+
+def test_a_jwks_url_with_a_password_is_refused_and_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = tmp_path / "trusted-clients.json"
+    assert _add(clients, "--jwks-url", "https://user:s3cret@keys.example/jwks") == 2
+    err = capsys.readouterr().err
+    assert "must not hold a user or password" in err and "s3cret" not in err
+    assert not clients.exists()
+    # nor from a file written by hand: refused as serve loads it
+    clients.write_text(
+        json.dumps({"clients": [{"iss": ISS, "jku": "https://u:s3cret@k.example/"}]})
+    )
+    with pytest.raises(ConfigError) as caught:
+        TrustedClients.load(clients)
+    assert "s3cret" not in str(caught.value) and "user or password" in str(caught.value)
+
+
+def test_a_jwks_fetch_failure_is_logged_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    from fhir_adapter.hooks.security import JwksFetcher
+
+    caplog.set_level("WARNING", logger="fhir_adapter.hooks")
+    port = free_port()  # nothing listens: the fetch fails at once
+    with pytest.raises(Unauthorized):
+        JwksFetcher(timeout=2.0).keys(f"https://127.0.0.1:{port}/jwks?key=s3cret", "k")
+    assert "cannot fetch the JWKS at" in caplog.text and "s3cret" not in caplog.text
+
+
+def test_a_p256_key_is_added_with_a_warning_that_serve_needs_allow_es256(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = tmp_path / "p256.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    assert _add(tmp_path / "clients.json", "--public-key", str(public)) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--allow-es256" in warnings[0]
+    _private, p384 = _key_pair(tmp_path)
+    assert _add(tmp_path / "other.json", "--public-key", str(p384)) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -51,3 +51,60 @@ def test_https_to_a_plain_http_server(plain_http_server: int) -> None:
     message = str(caught.value)
     assert "the server may not speak TLS at this address (try http://)" in message
     assert _PlainHttp.connections == 1  # a failed handshake is not retried
+
+
+class _HostileError(socketserver.BaseRequestHandler):
+    """A server whose error body is terminal escapes: a title, a clear screen, a colour."""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        body = b"\x1b]0;owned\x07\x1b[2J\x1b[32mAll claims OK"
+        head = f"HTTP/1.1 400 Bad Request\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.request.sendall(head.encode() + body)
+
+
+def test_a_servers_error_text_reaches_the_terminal_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HostileError)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        argv = ["run", "--base-url", f"http://127.0.0.1:{port}/fhir", "--dry-run"]
+        assert main(argv) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b[2J" in err  # shown, as its escape
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://127.0.0.1:18777\\@fhir.example.org/fhir", "backslash"),
+        ("https://h.example/fhir?x=1", "query"),
+        ("https://h.example/fhir#top", "fragment"),
+        ("https://user:s3cret@h.example/fhir", "user or password"),
+    ],
+)
+def test_a_base_url_is_judged_as_it_will_be_sent(
+    url: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`\\@` sent the request to 127.0.0.1 while the message named fhir.example.org; a
+    query was dropped in silence (https://h/metadata was asked)."""
+    assert main(["run", "--base-url", url, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fhir-adapter: error: --base-url") and len(err.splitlines()) == 1
+    assert named in err
+    assert "fhir.example.org" not in err and "s3cret" not in err and "x=1" not in err
+
+
+def test_messages_name_the_url_as_sent() -> None:
+    from fhir_adapter.client.urls import redact_url
+
+    assert redact_url("https://u:pw@h.example:8443/fhir/Patient?name=x#f") == (
+        "https://h.example:8443/fhir/Patient"
+    )
+    assert "fhir.example.org" not in redact_url("http://127.0.0.1:1\\@fhir.example.org/x")

@@ -8,6 +8,7 @@ import pytest
 
 from fhir_adapter import CaseOutput, evaluate_paths
 from fhir_adapter.report import render_table
+from fhir_adapter.report.text import render_table_rows
 
 from .conftest import CASES
 
@@ -40,3 +41,17 @@ def test_a_code_longer_than_the_column_overruns_rather_than_being_cut(
     table = render_table(outputs, 20).split("\n\n")[0]  # not the summary, which names them too
     codes = {f.code for o in outputs for f in o.evaluation.findings}
     assert codes <= set(re.findall(r"[\w-]+", table))
+
+
+def test_cells_from_outside_reach_the_terminal_escaped() -> None:
+    """An id or message with escapes or a bidi override is shown as its escape."""
+    row = {
+        "procedure": "x\u001b[31mFAKE\u202e",
+        "patient": "p\u0007",
+        "outcome": "claim",
+        "findings": [{"severity": "info", "code": "C\u001b[2J", "message": "m\u2028forged"}],
+    }
+    for width in (200, 60, 20):
+        table = render_table_rows([row], width)
+        assert not any(c in table for c in "\x1b\u202e\x07\u2028"), width
+    assert "\\x1b[31mFAKE\\u202e" in render_table_rows([row], 200)

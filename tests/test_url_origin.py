@@ -102,3 +102,12 @@ def test_a_fhir_server_is_https_or_loopback_as_sent(url: str) -> None:
 )
 def test_https_and_loopback_fhir_servers_pass(url: str) -> None:
     check_fhir_server(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://fhir.example.org/r4?x=1", "https://fhir.example.org/r4#f"]
+)
+def test_a_fhir_server_with_a_query_or_fragment_is_refused(url: str) -> None:
+    """Its reads once went to the URL without them, in silence (or failed as --base-url)."""
+    with pytest.raises(HookError, match="'fhirServer' must not have a query"):
+        check_fhir_server(url)

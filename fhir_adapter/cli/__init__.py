@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.errors import AdapterError, printable
 
     try:
         apply_environment(parser, args)
@@ -61,11 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except AdapterError as exc:  # one line a problem: a broken pack may have several
         for line in str(exc).splitlines() or [""]:
-            print(f"fhir-adapter: error: {line}", file=sys.stderr)
+            print(f"fhir-adapter: error: {printable(line)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # disk full, permission denied, ... on a path the user gave
         where = f" {exc.filename}:" if getattr(exc, "filename", None) else ""
-        print(f"fhir-adapter: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        print(f"fhir-adapter: error:{printable(where)} {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fhir-adapter: interrupted", file=sys.stderr)

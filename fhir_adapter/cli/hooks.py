@@ -74,6 +74,7 @@ def _file_and_issuer(p: argparse.ArgumentParser) -> None:
 
 
 def client_add_command(args: argparse.Namespace) -> int:
+    from fhir_adapter.errors import printable
     from fhir_adapter.hooks.clients import add_client
 
     entry = add_client(
@@ -88,7 +89,13 @@ def client_add_command(args: argparse.Namespace) -> int:
         if "jku" in entry
         else f"key(s) {', '.join(k['kid'] for k in entry['jwks']['keys'])}"
     )
-    print(f"{args.trusted_clients}: trusts {args.iss} ({how})", file=sys.stderr)
+    print(printable(f"{args.trusted_clients}: trusts {args.iss} ({how})"), file=sys.stderr)
+    if "jwks" in entry and entry["jwks"]["keys"][-1].get("alg") == "ES256":
+        print(
+            f"fhir-adapter: warning: {printable(args.public_key)} is a P-256 (ES256) key: "
+            "serve refuses its tokens unless started with --allow-es256",
+            file=sys.stderr,
+        )
     return 0
 
 

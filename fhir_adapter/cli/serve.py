@@ -241,17 +241,6 @@ def _listen(host: str, port: int) -> socket.socket:
         raise AdapterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def feedback_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 

@@ -36,8 +36,8 @@ from fhir_adapter.client.rest import (
     connection_failure,
     excerpt,
     outcome_text,
-    redact_url,
 )
+from fhir_adapter.client.urls import redact_url
 from fhir_adapter.errors import ExportError, ServerError
 from fhir_adapter.outdir import check_output_directory, swap_in
 

@@ -23,8 +23,8 @@ from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ReadTime
 from urllib3.util.retry import Retry
 
 from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth
-from fhir_adapter.client.urls import origin, same_origin
-from fhir_adapter.errors import PagingError, ServerError
+from fhir_adapter.client.urls import base_url_problem, origin, redact_url, same_origin
+from fhir_adapter.errors import PagingError, ServerError, printable
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -490,28 +490,16 @@ def no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
     return r
 
 
-def redact_url(url: str) -> str:
-    """A URL for messages: no userinfo, no query values (they can hold identifiers)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def check_base_url(base_url: str) -> None:
-    """A base URL requests can send to: http(s) and a host (else its message is cryptic)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(base_url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        shown = base_url.rsplit("@", 1)[-1]  # never a password put before the host
-        raise ServerError(
-            f"the base URL {shown!r} needs http:// or https:// in front "
-            "(e.g. http://127.0.0.1:8103/fhir/R4)"
-        )
+    """A base URL judged as it will be sent (else requests' message is cryptic, or the
+    request goes somewhere the user did not mean)."""
+    problem = base_url_problem(base_url)
+    if problem is None:
+        return
+    shown = "" if "\\" in base_url else f" {redact_url(base_url)!r}"
+    if problem.startswith("needs"):  # nothing to redact without a scheme: show what was given
+        shown = f" {printable(base_url.rsplit('@', 1)[-1])!r}"
+    raise ServerError(f"--base-url: the base URL{shown} {problem}")
 
 
 def connection_failure(exc: Exception) -> str:

@@ -32,6 +32,33 @@ def sent_url(url: str) -> Url | None:
     return parts if parts.scheme and parts.host else None
 
 
+def redact_url(url: str) -> str:
+    """A URL for messages, as it is sent: no userinfo, no query or fragment (they can
+    hold identifiers or secrets)."""
+    parts = sent_url(url)
+    if parts is None:
+        return "(a URL that cannot be sent)"
+    return Url(parts.scheme, host=parts.host, port=parts.port, path=parts.path).url
+
+
+def base_url_problem(url: str) -> str | None:
+    """What keeps `url` from being a FHIR base URL, as words for a message; None when fine.
+
+    Requests are made by appending to the base URL's path, so a query or fragment would
+    be dropped or misplaced; userinfo would be sent to the host as a password; a
+    backslash makes the host depend on which library reads the URL."""
+    if "\\" in url:
+        return "has a backslash, which HTTP libraries read differently: write it without one"
+    parts = sent_url(url)
+    if parts is None or (parts.scheme or "").lower() not in DEFAULT_PORTS:
+        return "needs http:// or https:// in front (e.g. http://127.0.0.1:8103/fhir/R4)"
+    if parts.auth is not None:
+        return "must not hold a user or password (use --auth instead)"
+    if parts.query is not None or parts.fragment is not None:
+        return "must not have a query (?...) or fragment (#...): paths are appended to it"
+    return None
+
+
 def origin(url: str) -> Origin | None:
     """(scheme, host, port) the request goes to, lower-cased, default port filled in."""
     parts = sent_url(url)

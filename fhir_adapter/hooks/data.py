@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fhir_adapter.client.urls import https_or_loopback
+from fhir_adapter.client.urls import base_url_problem, https_or_loopback
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.elements import malformed_element
 from fhir_adapter.fhir.references import tail_key
@@ -105,6 +105,9 @@ def check_fhir_server(url: str) -> None:
     the request will be sent (no backslash, no userinfo)."""
     if not https_or_loopback(url):
         raise HookError("'fhirServer' must be an https URL", 422)
+    problem = base_url_problem(url)  # a query would be dropped from every read
+    if problem is not None:
+        raise HookError(f"'fhirServer' {problem}", 422)
 
 
 Entry = tuple[dict[str, Any], str | None]

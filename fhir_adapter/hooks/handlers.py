@@ -17,6 +17,7 @@ from fhir_adapter.case import Case, assemble, find_procedures
 from fhir_adapter.deadline import check_deadline
 from fhir_adapter.errors import HookError, PreconditionFailed, ServerError
 from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.elements import FHIR_ID
 from fhir_adapter.fhir.references import reference_string
 from fhir_adapter.gather import ServerSource
 from fhir_adapter.hooks import cards
@@ -130,7 +131,12 @@ def _order_entries(value: Any, what: str) -> list[Entry]:
         raise HookError(f"context.{what} must be a FHIR Bundle", 422)
     entries = bundle_entries(value, f"context.{what}")
     for i, (res, _) in enumerate(entries):
-        _check_shape(res, f"context.{what}.entry[{i}].resource")
+        at = f"context.{what}.entry[{i}].resource"
+        _check_shape(res, at)
+        if not FHIR_ID.fullmatch(res.get("id") or ""):  # without one it would pass unchecked
+            raise HookError(
+                f"{at}.id is required and must be a FHIR id (A-Z, a-z, 0-9, '-', '.')", 422
+            )
     return entries
 
 

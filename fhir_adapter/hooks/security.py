@@ -28,7 +28,7 @@ import jwt
 import requests
 import urllib3
 
-from fhir_adapter.client.urls import origin
+from fhir_adapter.client.urls import redact_url, sent_url
 from fhir_adapter.errors import ConfigError, printable
 from fhir_adapter.hooks.storage import open_database
 
@@ -122,8 +122,13 @@ class TrustedClients:
             ):
                 raise ConfigError(f"{at} ({iss}): 'jku' must be a URL or a list of URLs")
             for url in urls or []:
+                sent = sent_url(url)
+                if sent is not None and sent.auth is not None:  # never echoed: it is a secret
+                    raise ConfigError(
+                        f"{at} ({iss}): jku {redact_url(url)!r} must not hold a user or password"
+                    )
                 if not _is_https(url):
-                    raise ConfigError(f"{at} ({iss}): jku {url!r} must be an https URL")
+                    raise ConfigError(f"{at} ({iss}): jku {redact_url(url)!r} must be an https URL")
             if iss in out:
                 raise ConfigError(f"{at}: issuer {iss!r} is listed twice")
             out[iss] = TrustedClient(iss, jwks, tuple(urls or ()))
@@ -131,8 +136,9 @@ class TrustedClients:
 
 
 def _is_https(url: str) -> bool:
-    where = origin(url)
-    return where is not None and where[0] == "https"
+    """https as sent, without userinfo (a password would go to the key host)."""
+    sent = sent_url(url)
+    return sent is not None and sent.auth is None and (sent.scheme or "").lower() == "https"
 
 
 def _public_key(jwk: dict[str, Any], alg: str | None, where: str = "") -> Any:
@@ -241,10 +247,10 @@ class JwksFetcher:
             body = resp.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
             resp.close()
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            log.warning("cannot fetch the JWKS at %s: %s", url, type(exc).__name__)
+            log.warning("cannot fetch the JWKS at %s: %s", redact_url(url), type(exc).__name__)
             raise Unauthorized("jwks fetch failed") from None
         if resp.status_code != 200 or len(body) > MAX_JWKS_BYTES:
-            log.warning("the JWKS at %s answered HTTP %s", url, resp.status_code)
+            log.warning("the JWKS at %s answered HTTP %s", redact_url(url), resp.status_code)
             raise Unauthorized("jwks fetch failed")
         try:
             doc = json.loads(body)

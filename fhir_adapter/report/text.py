@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from fhir_adapter.errors import printable
 from fhir_adapter.writeback import CaseOutput
 
 EXIT_OK = 0
@@ -60,15 +61,20 @@ def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = Non
     """
     width = width or shutil.get_terminal_size((120, 20)).columns
     cases: list[tuple[tuple[str, ...], list[str]]] = []
-    for r in rows:
-        first: tuple[str, ...] = (
-            r["procedure"],
-            r.get("patient") or "-",
-            r["outcome"],
-            r.get("place_of_service") or "-",
-            ",".join(m["code"] for m in r.get("modifiers") or []) or "-",
+    for r in rows:  # every cell may come from an input file: no escape reaches the terminal
+        first: tuple[str, ...] = tuple(
+            printable(cell)
+            for cell in (
+                r["procedure"],
+                r.get("patient") or "-",
+                r["outcome"],
+                r.get("place_of_service") or "-",
+                ",".join(m["code"] for m in r.get("modifiers") or []) or "-",
+            )
         )
-        findings = [f"{f['severity']} {f['code']}: {f['message']}" for f in r["findings"]]
+        findings = [
+            printable(f"{f['severity']} {f['code']}: {f['message']}") for f in r["findings"]
+        ]
         cases.append((first, findings))
     widths = [max(len(c[0][i]) for c in [(_HEADER[:5], []), *cases]) for i in range(5)]
     aligned = sum(widths) + len(_GAP) * 4 <= width
@@ -93,7 +99,7 @@ def render_table_rows(rows: Sequence[Mapping[str, Any]], width: int | None = Non
             out.extend(_wrap([_GAP.join(labelled)], width, ""))
         out.extend(_wrap(findings, width - len(_INDENT), _INDENT))
     out.append("")
-    out.extend(_wrap([summary_rows(rows)], width, ""))
+    out.extend(_wrap([printable(summary_rows(rows))], width, ""))
     return "\n".join(out) + "\n"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from fhir_adapter.errors import InputError
+from fhir_adapter.fhir.elements import FHIR_ID
 from fhir_adapter.fhir.resource_types import RESOURCE_TYPES
 
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -128,6 +129,13 @@ def check_resource(value: Any, origin: str, line: int | None, where: str = "") -
     rid = value.get("id")
     if rid is not None and not isinstance(rid, str):
         raise InputError(f"{prefix}{rtype}.id must be a string", source=origin, line=line)
+    if rid is not None and not FHIR_ID.fullmatch(rid):  # it goes into references and the table
+        raise InputError(
+            f"{prefix}{rtype}.id {rid!r} is not a FHIR id "
+            "(A-Z, a-z, 0-9, '-', '.'; 1-64 characters)",
+            source=origin,
+            line=line,
+        )
     return value
 
 

@@ -319,20 +319,27 @@ def _content(resource: Resource | None) -> bytes:
 
 
 def json_line(path: Path, key: str) -> int | None:
-    """The line where a JSON file gives `key`'s id next to its resourceType (for messages:
+    """The first line where a JSON file gives `key`'s id (see `json_lines`)."""
+    lines = json_lines(path, key)
+    return lines[0] if lines else None
+
+
+def json_lines(path: Path, key: str) -> list[int]:
+    """The lines where a JSON file gives `key`'s id next to its resourceType (for messages:
     JSON parsers keep no positions)."""
     rtype, _, rid = key.partition("/")
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return None
+        return []
     kinds = [(m.start(), m.group(1)) for m in re.finditer(r'"resourceType"\s*:\s*"(\w+)"', text)]
+    found = []
     for m in re.finditer(r'"id"\s*:\s*"' + re.escape(rid) + '"', text):
         before = [kind for at, kind in kinds if at < m.start()]
         after = [kind for at, kind in kinds if at > m.start()]
         if (before and before[-1] == rtype) or (after and after[0] == rtype):
-            return text.count("\n", 0, m.start()) + 1
-    return None
+            found.append(text.count("\n", 0, m.start()) + 1)
+    return found
 
 
 def scope_label(path: Path, roots: Sequence[Path]) -> str:

@@ -597,12 +597,12 @@ def load_for_cases(
     """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed).
 
     Each JSON file is a reference scope of its own and the NDJSON files one more (a
-    server's): where two scopes hold different resources under one `Type/id`, the
-    result is `Scopes` (each file's cases see their own first); otherwise one merged
-    store. Cases found in JSON files seed the plan too, so a Bundle of Procedures beside
-    an NDJSON export joins exactly as if everything were in one place. Bad NDJSON lines
-    are an InputError naming file and line, or, with `skip_bad_lines`, are counted
-    in `store.bad_lines`.
+    server's): where two scopes hold under one `Type/id` what is not one resource
+    (different content, or no server base in common), the result is `Scopes` (each
+    file's cases see their own first); otherwise one merged store. Cases found in JSON
+    files seed the plan too, so a Bundle of Procedures beside an NDJSON export joins
+    exactly as if everything were in one place. Bad NDJSON lines are an InputError
+    naming file and line, or, with `skip_bad_lines`, are counted in `store.bad_lines`.
     """
     given = [Path(p) for p in paths]
     json_files, ndjson_files = classify(given)

@@ -14,6 +14,7 @@ import pytest
 
 from fhir_adapter import CaseOutput, evaluate_paths
 from fhir_adapter.cli import main
+from fhir_adapter.errors import InputError
 from fhir_adapter.rules import Pack
 
 from .conftest import ROOT, by_id, load_bundle
@@ -250,3 +251,157 @@ def test_an_extract_beside_an_export_holding_the_same_patient_joins(
     [whole] = evaluate_paths([ROOT / "fixtures" / "cases" / "ex1-hcc-ct.json"], pack, now=NOW)
     assert _outcome(joined) == _outcome(whole)
     assert joined.evaluation.procedure == "Procedure/ex1-hcc-ct-rfa"
+
+
+def _ex1_with(extra: dict[str, Any], full_url: str | None, first: bool) -> dict[str, Any]:
+    """ex1 with one more entry, under `full_url` (None: no fullUrl), before or after all."""
+    bundle = load_bundle("ex1-hcc-ct")
+    entry: dict[str, Any] = {"resource": extra}
+    if full_url is not None:
+        entry["fullUrl"] = full_url
+    bundle["entry"].insert(0 if first else len(bundle["entry"]), entry)
+    return bundle
+
+
+def _other_diagnosis() -> dict[str, Any]:
+    """ex1's Condition under its own id, coded K76.89 instead of C22.0."""
+    dx = copy.deepcopy(
+        by_id([e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]], "ex1-hcc-ct-dx")
+    )
+    dx["code"] = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "K76.89"}]}
+    return dx
+
+
+def _guidance_as_ablation() -> dict[str, Any]:
+    """ex1's guidance Procedure renamed to the ablation Procedure's id."""
+    resources = [e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]]
+    guide = copy.deepcopy(by_id(resources, "ex1-hcc-ct-guide"))
+    guide["id"] = "ex1-hcc-ct-rfa"
+    return guide
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["after", "before"])
+@pytest.mark.parametrize(
+    ("make", "full_url"),
+    [
+        (_other_diagnosis, "urn:uuid:3f1d7c52-8a0e-4b7e-9a55-0c2f4f0d9b11"),
+        (_other_diagnosis, None),
+        (_other_diagnosis, "http://example.org/fhir/Condition/ex1-hcc-ct-dx"),
+        (_guidance_as_ablation, "http://example.org/fhir/Procedure/ex1-hcc-ct-rfa"),
+        (_guidance_as_ablation, "http://example.org/fhir/Procedure/ex1-hcc-ct-guide"),
+        (_guidance_as_ablation, "urn:uuid:9b0e2d4a-51c3-4f6e-8d7a-2e6b1c0a7f33"),
+    ],
+    ids=["urn-uuid", "no-url", "same-url", "procedure", "procedure-own-url", "procedure-urn"],
+)
+def test_one_bundle_giving_one_id_two_resources_is_an_error(
+    make: Any,
+    full_url: str | None,
+    first: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whatever the fullUrls and the entry order, a second, different resource under one
+    `Type/id` in one file is exit 2 naming the file and both lines, never a silent
+    last-one-wins (the outcome would change from claim to blocked, or a Claim go out on
+    the other diagnosis)."""
+    extra = make()
+    key = f"{extra['resourceType']}/{extra['id']}"
+    path = tmp_path / "dup.json"
+    path.write_bytes(orjson.dumps(_ex1_with(extra, full_url, first), option=orjson.OPT_INDENT_2))
+    assert main(["evaluate", str(path), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    lines = [
+        i
+        for i, line in enumerate(path.read_text().splitlines(), start=1)
+        if f'"id": "{extra["id"]}"' in line
+    ]
+    assert len(lines) == 2
+    assert f"dup.json:{lines[0]}:" in err and str(lines[1]) in err
+    assert key in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_one_bundle_giving_one_resource_twice_is_one_resource(pack: Pack, tmp_path: Path) -> None:
+    resources = [e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]]
+    again = copy.deepcopy(by_id(resources, "ex1-hcc-ct-dx"))
+    path = tmp_path / "twice.json"
+    path.write_bytes(
+        orjson.dumps(_ex1_with(again, "urn:uuid:5c2a0f3e-7d41-4e8b-b6a9-1f0e3d2c4b55", True))
+    )
+    [output] = evaluate_paths([path], pack, now=NOW)
+    [whole] = evaluate_paths([ROOT / "fixtures" / "cases" / "ex1-hcc-ct.json"], pack, now=NOW)
+    assert _outcome(output) == _outcome(whole)
+    assert output.evaluation.outcome == "claim"
+
+
+STUB = {"resourceType": "Patient", "id": "ex1-hcc-ct-pt"}
+
+
+def _stub_and_diagnosis(tmp_path: Path, urls: Any) -> Path:
+    """a.json: ex1 without its Condition, its Patient a bare stub; b.json: the same stub and
+    ex1's Condition, under the fullUrls `urls(resource)` gives."""
+    bundle = load_bundle("ex1-hcc-ct")
+    entries = [e for e in bundle["entry"] if e["resource"]["id"] != "ex1-hcc-ct-dx"]
+    for entry in entries:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"] = dict(STUB)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "a.json").write_bytes(orjson.dumps({**bundle, "entry": entries}))
+    dx = by_id([e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]], "ex1-hcc-ct-dx")
+    other = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": urls(r), "resource": r} for r in (dict(STUB), dx)],
+    }
+    (folder / "b.json").write_bytes(orjson.dumps(other, option=orjson.OPT_INDENT_2))
+    return folder
+
+
+def test_an_alike_patient_stub_does_not_join_another_files_diagnosis(
+    pack: Pack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """b.json's Patient stub is byte-equal to a.json's but came under a `urn:uuid`, not
+    a.json's server: it is b.json's own patient, and its diagnosis never makes a.json's
+    case billable (alone, a.json is blocked for want of one)."""
+    uuids = iter(
+        [
+            "urn:uuid:0d6f1c2e-3b4a-4c5d-8e9f-a0b1c2d3e4f5",
+            "urn:uuid:1e7a2d3f-4c5b-4d6e-9f0a-b1c2d3e4f5a6",
+        ]
+    )
+    folder = _stub_and_diagnosis(tmp_path, lambda r: next(uuids))
+    [alone] = evaluate_paths([folder / "a.json"], pack, now=NOW)
+    assert alone.evaluation.outcome != "claim"
+    assert "diagnosis-unsupported" in _codes(alone)
+    assert main(["evaluate", str(folder), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "a.json" in err and "b.json" in err and "Patient/ex1-hcc-ct-pt" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_one_servers_patient_in_two_files_joins_its_diagnosis(pack: Pack, tmp_path: Path) -> None:
+    """The same stub under the same server's fullUrl in both files is one resource: the
+    diagnosis b.json gives is the patient's."""
+    base = "http://example.org/fhir/"
+    folder = _stub_and_diagnosis(tmp_path, lambda r: f"{base}{r['resourceType']}/{r['id']}")
+    [joined] = evaluate_paths([folder], pack, now=NOW)
+    assert "diagnosis-unsupported" not in _codes(joined)
+    assert joined.evaluation.outcome == "claim"
+
+
+def test_an_extract_copy_under_a_urn_uuid_does_not_join_the_export(
+    pack: Pack, tmp_path: Path
+) -> None:
+    """Beside an export, a JSON file's copy counts as that server's unless its fullUrl
+    made it the file's own: then the export's Condition and Coverage (about the export's
+    patient) never join the extract's case, they stop it."""
+    patient = by_id([e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]], "ex1-hcc-ct-pt")
+    export = _extract_beside_export(tmp_path, patient)
+    extract = tmp_path / "extract.json"
+    bundle = json.loads(extract.read_text())
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["fullUrl"] = "urn:uuid:7a3c9e1f-2b4d-4f6a-8c0e-1d3f5a7b9c2e"
+    extract.write_bytes(orjson.dumps(bundle))
+    with pytest.raises(InputError, match="Patient/ex1-hcc-ct-pt"):
+        evaluate_paths([extract, export], pack, now=NOW)

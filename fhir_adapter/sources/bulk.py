@@ -40,7 +40,7 @@ from fhir_adapter.sources.files import (
     input_files,
     read_file,
 )
-from fhir_adapter.sources.scopes import Scope, Scopes, json_line, scope_label
+from fhir_adapter.sources.scopes import Scope, Scopes, json_lines, scope_label
 from fhir_adapter.sources.store import CompactStore, ResourceStore
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -597,12 +597,12 @@ def load_for_cases(
     """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed).
 
     Each JSON file is a reference scope of its own and the NDJSON files one more (a
-    server's): where two scopes hold different resources under one `Type/id`, the
-    result is `Scopes` (each file's cases see their own first); otherwise one merged
-    store. Cases found in JSON files seed the plan too, so a Bundle of Procedures beside
-    an NDJSON export joins exactly as if everything were in one place. Bad NDJSON lines
-    are an InputError naming file and line, or, with `skip_bad_lines`, are counted
-    in `store.bad_lines`.
+    server's): where two scopes hold under one `Type/id` what is not one resource
+    (different content, or no server base in common), the result is `Scopes` (each
+    file's cases see their own first); otherwise one merged store. Cases found in JSON
+    files seed the plan too, so a Bundle of Procedures beside an NDJSON export joins
+    exactly as if everything were in one place. Bad NDJSON lines are an InputError
+    naming file and line, or, with `skip_bad_lines`, are counted in `store.bad_lines`.
     """
     given = [Path(p) for p in paths]
     json_files, ndjson_files = classify(given)
@@ -612,7 +612,7 @@ def load_for_cases(
         own = ResourceStore()
         read.append(list(read_file(path)))
         for loaded in read[-1]:
-            _check_one_server(own, loaded, path)
+            _check_one_resource_per_id(own, loaded, path)
             own.add(loaded.resource, loaded.full_url)
         scopes.append(Scope(scope_label(path, given), own, str(path)))
     json_stores = [s.store for s in scopes]
@@ -637,22 +637,26 @@ def load_for_cases(
     return store
 
 
-def _check_one_server(own: ResourceStore, loaded: Loaded, path: Path) -> None:
-    """A Bundle that gives one `Type/id` to different resources of two servers (absolute
-    fullUrls on different bases) leaves its relative references without one meaning."""
+def _check_one_resource_per_id(own: ResourceStore, loaded: Loaded, path: Path) -> None:
+    """One file gives each `Type/id` one resource: a second, different one under it (under
+    a `urn:uuid`, no fullUrl or another server's, before or after the first) leaves the
+    file's references to it without one meaning. The same resource met twice is fine."""
     resource, url = loaded.resource, loaded.full_url
-    if not url or "://" not in url or not resource.get("id"):
+    rid = resource.get("id")
+    key = f"{resource['resourceType']}/{rid}" if rid else url
+    earlier = own.get(key) if key else None
+    if key is None or earlier is None or earlier == resource:
         return
-    key = f"{resource['resourceType']}/{resource['id']}"
-    earlier = own.get(key)
     known = own.full_url_of(key)
-    if earlier is None or known is None or known == url or earlier == resource:
-        return
+    lines = json_lines(path, key) if rid else []
+    both = f"lines {lines[0]} and {lines[1]}" if len(lines) > 1 else "two entries"
+    if known is not None and url and "://" in url and known != url:
+        both += f", {known} and {url}"  # one Type/id on two servers
     raise InputError(
-        f"{key} is two different resources in this Bundle, {known} and {url}: "
-        "its relative references could mean either",
+        f"{key} is two different resources in this Bundle, {both}: references to it "
+        "could mean either (give each its own id)",
         source=str(path),
-        line=json_line(path, key),
+        line=lines[0] if lines else None,
     )
 
 

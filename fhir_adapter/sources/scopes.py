@@ -6,8 +6,14 @@ looked for in the others, and found only where they agree: two different resourc
 under one `Type/id` in different files never meet, and a case that could reach both is
 an InputError naming both files and lines, never a guess.
 
-Loading builds this only when some `Type/id` is held by several scopes with different
-content; otherwise one merged store means the same and costs nothing more.
+Copies in two scopes are one resource only where FHIR says so: equal content under one
+absolute server base (a JSON file's copy beside the NDJSON export's counts as that
+server's, unless its fullUrl is a `urn:uuid:`). Equal content alone is not enough: a bare
+`Patient/p1` stub in two extracts may be two patients, and what points at one never
+joins the other's cases.
+
+Loading builds this only when some `Type/id` is held by several scopes that are not one
+resource; otherwise one merged store means the same and costs nothing more.
 """
 
 from __future__ import annotations
@@ -57,12 +63,18 @@ class Scopes(ResourceStore):
                 if big.has(key):
                     where.append(streamed)
         self._held = held
-        # keys held by several scopes with different content
-        self.contested = frozenset(
+        shared = {key: where for key, where in held.items() if len(where) > 1}
+        differ = {
             key
-            for key, where in held.items()
-            if len(where) > 1 and len({_content(self.scopes[i].store.get(key)) for i in where}) > 1
+            for key, where in shared.items()
+            if len({_content(self.scopes[i].store.get(key)) for i in where}) > 1
+        }
+        # copies alike, but FHIR does not make them one resource (no server base in common)
+        self._alike = frozenset(
+            key for key, where in shared.items() if key not in differ and not self._one(key, where)
         )
+        # keys several scopes hold that are not one resource
+        self.contested = frozenset(differ | self._alike)
         self._apart: dict[str, bool] = {}
         self._foreign: dict[tuple[str, str | None], dict[str, tuple[int, Any]]] = {}
         self._loose: dict[tuple[str, str | None], list[int]] = {}
@@ -80,6 +92,16 @@ class Scopes(ResourceStore):
 
     def __len__(self) -> int:
         return sum(len(s.store) for s in self.scopes)
+
+    def _one(self, key: str, where: Sequence[int]) -> bool:
+        """Whether the copies of `key` in the scopes `where` came as one server's resource:
+        in JSON files, under one absolute server base; a JSON file's copy beside the NDJSON
+        export's, unless the file made it its own (a `urn:uuid:` fullUrl). Equal content
+        alone is not enough: two extracts' `Patient/p1` stubs may be two patients."""
+        ids = [self.scopes[i].store.identity(key) for i in where if i != self._streamed]
+        if None in ids or len(set(ids)) > 1:
+            return False
+        return ids[0] != "" or len(ids) == 1  # one JSON copy beside the export's
 
     @property
     def streamed(self) -> ResourceStore | None:
@@ -160,6 +182,11 @@ class Scopes(ResourceStore):
             )
         self._apart[key] = known
         return known
+
+    def alike(self, key: str) -> bool:
+        """Whether the scopes holding `key` hold the very same content under it (one scope
+        that lacks it may take any copy: what it reads is the same)."""
+        return key in self._alike
 
     def alias(self, text: str) -> str | None:
         """The key a fullUrl names in another scope, when every scope naming it agrees."""
@@ -249,7 +276,7 @@ class ScopeView(ResourceStore):
         where = self._all.holding(key)
         if not where:
             return None
-        if self._all.apart(key):
+        if self._all.apart(key) and not self._all.alike(key):
             raise self._all.ambiguous(key, where, self._case or self.label)
         return self._pulled(where[0], self._all.scopes[where[0]].store.get(key))
 
@@ -319,20 +346,27 @@ def _content(resource: Resource | None) -> bytes:
 
 
 def json_line(path: Path, key: str) -> int | None:
-    """The line where a JSON file gives `key`'s id next to its resourceType (for messages:
+    """The first line where a JSON file gives `key`'s id (see `json_lines`)."""
+    lines = json_lines(path, key)
+    return lines[0] if lines else None
+
+
+def json_lines(path: Path, key: str) -> list[int]:
+    """The lines where a JSON file gives `key`'s id next to its resourceType (for messages:
     JSON parsers keep no positions)."""
     rtype, _, rid = key.partition("/")
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return None
+        return []
     kinds = [(m.start(), m.group(1)) for m in re.finditer(r'"resourceType"\s*:\s*"(\w+)"', text)]
+    found = []
     for m in re.finditer(r'"id"\s*:\s*"' + re.escape(rid) + '"', text):
         before = [kind for at, kind in kinds if at < m.start()]
         after = [kind for at, kind in kinds if at > m.start()]
         if (before and before[-1] == rtype) or (after and after[0] == rtype):
-            return text.count("\n", 0, m.start()) + 1
-    return None
+            found.append(text.count("\n", 0, m.start()) + 1)
+    return found
 
 
 def scope_label(path: Path, roots: Sequence[Path]) -> str:

@@ -32,6 +32,7 @@ class ResourceStore:
         self._by_key: dict[str, Resource] = {}
         self._alias: dict[str, str] = {}
         self._base: dict[str, str] = {}  # Type/id -> the server base of its absolute fullUrl
+        self._local: set[str] = set()  # keys added under a fullUrl naming no server's copy
         self._by_type: dict[str, list[str]] = defaultdict(list)
         self._reverse: dict[str, list[str]] | None = None
         self._anon = 0
@@ -61,6 +62,8 @@ class ResourceStore:
             self._alias[full_url] = key
             if "://" in full_url and full_url.endswith(f"/{key}"):
                 self._base[key] = full_url[: -len(key)]
+            elif ":" in full_url:
+                self._local.add(key)  # urn:uuid:, urn:oid: or another URL: this file's own
         self._reverse = None
         return key
 
@@ -76,6 +79,16 @@ class ResourceStore:
         """The absolute fullUrl a resource was added under, if it had one."""
         base = self._base.get(key)
         return None if base is None else base + key
+
+    def identity(self, key: str) -> str | None:
+        """Whose copy of `key` this is, for telling whether two files hold one resource:
+        the server base of its absolute fullUrl; "" when it came with no fullUrl (or a
+        relative one) and names no server; None when its fullUrl (a `urn:uuid:`...) makes
+        it this file's own."""
+        base = self._base.get(key)
+        if base is not None:
+            return base
+        return None if key in self._local else ""
 
     def case_stores(self) -> list[ResourceStore]:
         """The stores cases are found and assembled in: this one, or one per reference

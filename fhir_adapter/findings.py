@@ -136,7 +136,7 @@ class Evaluation:
                 for f in self.findings
             ],
             "modifiers": [[m.code, m.reason, _ev(m.evidence)] for m in self.modifiers],
-            "criteria": [[c.rule, c.passed, _ev(c.evidence)] for c in self.criteria],
+            "criteria": [[c.rule, c.passed, _ev(c.evidence), c.exempt] for c in self.criteria],
             "place_of_service": self.place_of_service,
             "blocked": self.blocked,
             "unresolved": self.unresolved,
@@ -151,7 +151,7 @@ class Evaluation:
             d["encounter"],
             [Finding(c, s, m, _unev(e), a, src) for c, s, m, e, a, src in d["findings"]],
             [Modifier(c, r, _unev(e)) for c, r, e in d["modifiers"]],
-            [Criterion(r, p, _unev(e)) for r, p, e in d["criteria"]],
+            [Criterion(r, p, _unev(e), x) for r, p, e, x in d["criteria"]],
             d["place_of_service"],
             d["blocked"],
             d["unresolved"],

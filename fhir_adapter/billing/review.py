@@ -154,7 +154,7 @@ def services_not_billed(pack: Pack, case: Case) -> list[Evidence]:
     documents with no guidance Procedure to bill."""
     cfg = pack.model.facts.services_not_billed
     if cfg is None or case.same_code_earlier:
-        return []  # a second session of the day: the first one's Claim carries its services
+        return []  # a second 47382 that day: the first one's Claim carries the day's services
     cpt = pack.procedure_system
     reportable = pack.valuesets[cfg.reportable]
     on = decide.as_date(case.date)

@@ -84,3 +84,23 @@ def test_a_role_naming_its_practitioner_by_urn_keeps_the_taxonomy(pack: Pack) ->
         claim(o) for o in evaluate_paths([path], pack, now=NOW) if o.evaluation.outcome == "claim"
     )["careTeam"]
     assert member["qualification"]["coding"][0]["code"] == "2085R0204X"
+
+
+def test_a_count_the_note_states_against_the_coded_segments(pack: Pack) -> None:
+    got = notes(
+        output("v38-coder-queries", "Procedure/v38-count-rfa", pack), "documentation-conflict"
+    )
+    query, note = got
+    assert "2 segments" in str(query[0]) and "states 1 tumor" in str(query[0])
+    assert "single" in str(note[1])
+    assert "please document the number of tumors treated" in str(query[0])
+
+
+def test_a_lobe_the_note_states_against_the_coded_lobe(pack: Pack) -> None:
+    got = notes(
+        output("v38-coder-queries", "Procedure/v38-lobe-rfa", pack), "documentation-conflict"
+    )
+    query, note = got
+    assert "right lobe" in str(query[0]) and "the left lobe" in str(query[0])
+    assert "left lobe" in str(note[1])
+    assert "please document the location of the tumor(s) treated" in str(query[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fhir_adapter.billing import decide
 from fhir_adapter.billing.facts import place_of_service
@@ -246,46 +246,172 @@ def _conflicts(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
 
 
 def documentation_conflicts(pack: Pack, ctx: Context) -> list[Evidence]:
-    """The Procedure's Couinaud segments against the segments the note affirms, and the
-    tumor size Observation against the note's greatest size: both pieces of evidence, as a
-    query to the performing physician that leads to neither answer."""
+    """Structured values against what the note affirms: the Procedure's Couinaud segments
+    and lobes, the tumor count and the tumor size Observation. Each conflict gives both
+    pieces of evidence and a query to the performing physician that leads to neither."""
     cfg = pack.model.facts.documentation_conflicts
     if cfg is None:
         return []
-    case = ctx.case
     sources = tuple(cfg.in_ or ("procedure", "reports", "documents"))
-    index = text_index(case, pack.engine)
-    out: list[Evidence] = []
-    segments = pack.model.crosswalks.get(cfg.segments, {})
-    coded = {
-        int(segments[str(c.get("code"))])
-        for c in codings(case.procedure.get("bodySite"))
-        if str(c.get("code")) in segments
-    }
-    # per note: one whose segments are all other than the coded ones disagrees with them
-    # (a note naming the coded segment and another lesion's does not)
-    by_unit: dict[tuple[str, str], dict[int, Evidence]] = {}
-    if coded:
-        for e in affirmed_evidence(index, pack.engine, cfg.location_patterns, sources, limit=10):
-            stated = by_unit.setdefault((e.reference, e.path), {})
-            for m in _SEGMENT.finditer(e.snippet or ""):  # the sentence: every segment in it
-                for one in _ONE.finditer(m.group(1)):
-                    raw = one.group(0).lower()
-                    stated.setdefault(int(raw) if raw.isdigit() else _ROMAN[raw], e)
-    for stated in by_unit.values():
-        if stated and not set(stated) & coded:
-            first = min(stated)
-            structured = ", ".join(_roman(n) for n in sorted(coded))
-            note = (
-                f"The Procedure records segment {structured}; the note states segment "
-                f"{_roman(first)}. Query to the performing physician: please document the "
-                "segment(s) treated in this session."
-            )
-            out.append(Evidence(case.key, "Procedure.bodySite", None, note))
-            out.append(dataclasses.replace(stated[first], note="the note's segment"))
-            break
+    out = _segment_conflict(pack, ctx, sources)
+    out += _lobe_conflict(pack, ctx, sources)
+    out += _count_conflict(pack, ctx, sources)
     out += _size_conflict(pack, ctx, sources)
     return out
+
+
+def _coded_sites(pack: Pack, case: Case, crosswalk: str) -> set[str]:
+    """The Procedure's bodySite codes mapped through a crosswalk of the pack."""
+    table = pack.model.crosswalks.get(crosswalk, {})
+    return {
+        table[str(c.get("code"))]
+        for c in codings(case.procedure.get("bodySite"))
+        if str(c.get("code")) in table
+    }
+
+
+def _stated_per_note(
+    pack: Pack, ctx: Context, sources: tuple[str, ...], find: Callable[[str], Iterable[str]]
+) -> Iterable[dict[str, Evidence]]:
+    """Per note, each value `find` reads in the note's affirmed location sentences, with the
+    first sentence stating it."""
+    cfg = pack.model.facts.documentation_conflicts
+    assert cfg is not None
+    index = text_index(ctx.case, pack.engine)
+    by_unit: dict[tuple[str, str], dict[str, Evidence]] = {}
+    for e in affirmed_evidence(index, pack.engine, cfg.location_patterns, sources, limit=10):
+        stated = by_unit.setdefault((e.reference, e.path), {})
+        for value in find(e.snippet or ""):  # the sentence: every value in it
+            stated.setdefault(value, e)
+    return by_unit.values()
+
+
+def _disagreement(
+    ctx: Context, coded: set[str], stated: dict[str, Evidence], query: str, what: str
+) -> list[Evidence]:
+    """The Procedure's value and the note's, when a note's values are all other than the
+    coded ones (a note naming the coded value and another lesion's does not disagree)."""
+    if not stated or set(stated) & coded:
+        return []
+    first = min(stated)
+    return [
+        Evidence(ctx.case.key, "Procedure.bodySite", None, query.format(note=first)),
+        dataclasses.replace(stated[first], note=f"the note's {what}"),
+    ]
+
+
+def _segment_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[Evidence]:
+    cfg = pack.model.facts.documentation_conflicts
+    assert cfg is not None
+    coded = {f"{int(n):02d}" for n in _coded_sites(pack, ctx.case, cfg.segments)}
+    if not coded:
+        return []
+
+    def segments(sentence: str) -> Iterable[str]:
+        for m in _SEGMENT.finditer(sentence):
+            for one in _ONE.finditer(m.group(1)):
+                raw = one.group(0).lower()
+                yield f"{int(raw) if raw.isdigit() else _ROMAN[raw]:02d}"
+
+    structured = ", ".join(_roman(int(n)) for n in sorted(coded))
+    for stated in _stated_per_note(pack, ctx, sources, segments):
+        roman = {_roman(int(n)): e for n, e in stated.items()}
+        found = _disagreement(
+            ctx,
+            {_roman(int(n)) for n in coded},
+            roman,
+            f"The Procedure records segment {structured}; the note states segment {{note}}. "
+            "Query to the performing physician: please document the segment(s) treated in "
+            "this session.",
+            "segment",
+        )
+        if found:
+            return found
+    return []
+
+
+def _lobe_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[Evidence]:
+    cfg = pack.model.facts.documentation_conflicts
+    assert cfg is not None
+    if cfg.lobe_of is None or not cfg.lobe_words:
+        return []
+    coded = _coded_sites(pack, ctx.case, cfg.lobe_of)
+    if not coded:
+        return []
+    words = [
+        (lobe, re.compile(r"\b" + r"\s+".join(map(re.escape, w.split())) + r"\b", re.I))
+        for lobe, phrases in cfg.lobe_words.items()
+        for w in phrases
+    ]
+
+    def lobes(sentence: str) -> Iterable[str]:
+        return {lobe for lobe, rx in words if rx.search(sentence)}
+
+    structured = " and ".join(sorted(coded))
+    for stated in _stated_per_note(pack, ctx, sources, lobes):
+        found = _disagreement(
+            ctx,
+            coded,
+            stated,
+            f"The Procedure's body site lies in the {structured} lobe; the note states the "
+            "{note} lobe. Query to the performing physician: please document the location "
+            "of the tumor(s) treated in this session.",
+            "lobe",
+        )
+        if found:
+            return found
+    return []
+
+
+def _count_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[Evidence]:
+    """The note's one stated count against the structured record: fewer than the distinct
+    coded segments, or other than the lesion Observations when there are two or more (a
+    single Observation may measure only the largest)."""
+    cfg = pack.model.facts.documentation_conflicts
+    assert cfg is not None
+    if cfg.count_patterns is None:
+        return []
+    case = ctx.case
+    index = text_index(case, pack.engine)
+    counted: list[tuple[int, Evidence]] = []
+    for e in affirmed_evidence(index, pack.engine, cfg.count_patterns, sources, limit=10):
+        start, end = e.span or (0, len(e.snippet or ""))
+        n = pack.engine.number((e.snippet or "")[start:end])
+        if n is not None and 0 < n <= 50 and n == int(n):
+            counted.append((int(n), e))
+    if len({n for n, _ in counted}) != 1:
+        return []  # none stated, or counts that differ: the count rule's own concern
+    stated, evidence = counted[0]
+    count_cfg = pack.model.facts.tumor_count
+    obs_vs = pack.valuesets[count_cfg.observations]
+    lesions = [
+        o
+        for o in case.observations
+        if any(obs_vs.contains(c.get("system"), c.get("code")) for c in codings(o.get("code")))
+    ]
+    segments = _coded_sites(pack, case, cfg.segments)
+    if len(lesions) >= 2 and len(lesions) != stated:
+        structured = Evidence(
+            case.ref(lesions[0]),
+            "Observation.code",
+            None,
+            f"{len(lesions)} tumor-size Observations (one per lesion); the note states {stated}.",
+        )
+    elif len(segments) > stated:
+        structured = Evidence(
+            case.key,
+            "Procedure.bodySite",
+            None,
+            f"The Procedure records {len(segments)} segments; the note states {stated} "
+            f"tumor{'s' if stated > 1 else ''}.",
+        )
+    else:
+        return []
+    query = " Query to the performing physician: please document the number of tumors treated in this session."
+    return [
+        dataclasses.replace(structured, note=(structured.note or "") + query),
+        dataclasses.replace(evidence, note="the note's count"),
+    ]
 
 
 def _roman(n: int) -> str:

@@ -377,6 +377,13 @@ class DocumentationConflicts(_Strict):
     size_tolerance_cm: float = 0.5
     # a size in a sentence naming one of these measures something else than the tumor
     size_not_with: list[str] = []
+    # Procedure.bodySite code (segment or lobe) -> the lobe it lies in, and the words a note
+    # names each lobe by: a note whose lobes are all other than the coded ones disagrees
+    lobe_of: CrosswalkName | None = None
+    lobe_words: dict[str, list[str]] = {}
+    # the tumor count a structured record states (one size Observation per lesion, from two
+    # on; distinct coded segments as a floor) against the count the note states
+    count_patterns: PatternName | None = None
 
 
 class Facts(_Strict):

@@ -72,3 +72,11 @@ def test_pytest_plugin_parametrizes(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()  # the pytest11 entry point registers the plugin
     result.assert_outcomes(passed=len(list_fixtures()) + 1)
+
+
+def test_every_fixture_loads_in_one_transaction_of_at_most_fifty_writes() -> None:
+    """The test server refuses a transaction of more than 50 updates (Medplum's limit)."""
+    from fhir_adapter.testing.catalog import list_fixtures
+
+    sizes = {case.name: len(case.transaction()["entry"]) for case in list_fixtures()}
+    assert sizes and max(sizes.values()) <= 50, {k: v for k, v in sizes.items() if v > 50}

@@ -88,7 +88,8 @@ def test_a_role_naming_its_practitioner_by_urn_keeps_the_taxonomy(pack: Pack) ->
 
 def test_a_count_the_note_states_against_the_coded_segments(pack: Pack) -> None:
     got = notes(
-        output("v38-coder-queries", "Procedure/v38-count-rfa", pack), "documentation-conflict"
+        output("v43-documentation-conflicts", "Procedure/v43-count-rfa", pack),
+        "documentation-conflict",
     )
     query, note = got
     assert "2 segments" in str(query[0]) and "states 1 tumor" in str(query[0])
@@ -98,7 +99,8 @@ def test_a_count_the_note_states_against_the_coded_segments(pack: Pack) -> None:
 
 def test_a_lobe_the_note_states_against_the_coded_lobe(pack: Pack) -> None:
     got = notes(
-        output("v38-coder-queries", "Procedure/v38-lobe-rfa", pack), "documentation-conflict"
+        output("v43-documentation-conflicts", "Procedure/v43-lobe-rfa", pack),
+        "documentation-conflict",
     )
     query, note = got
     assert "right lobe" in str(query[0]) and "the left lobe" in str(query[0])

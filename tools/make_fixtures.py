@@ -1588,8 +1588,6 @@ def v37() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "(K74.60, K76.6) has no Condition",
         "diagnosis-additional-code: C22's 'code to identify' hepatitis C, no B18.2 coded",
         "documentation-conflict: 2.1 cm in the Observation, 3.4 cm in the note (one tumor)",
-        "documentation-conflict: segments VI and VII coded, a single tumor in the note",
-        "documentation-conflict: the right lobe coded, the left lobe in the note",
     ],
 )
 def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -1606,16 +1604,8 @@ def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             )
         }
     ]
-    count = CaseBuilder("v38-count")
-    count.procedure["bodySite"] = [
-        cc(SCT, "277960005", "Couinaud hepatic segment VI"),
-        cc(SCT, "277961009", "Couinaud hepatic segment VII"),
-    ]
-    lobe = CaseBuilder("v38-lobe")
-    lobe.procedure["bodySite"] = [cc(SCT, "72481006", "Right lobe of liver structure")]
-    lobe.procedure["note"] = [{"text": GOOD_NOTE.replace("segment VI", "the left lobe")}]
     lines = [(RFA, []), ("77013", ["26"])]
-    return merged("v38-coder-queries", hep, size, stated, count, lobe), [
+    return merged("v38-coder-queries", hep, size, stated), [
         expect(
             "Procedure/v38-stated-dx-rfa",
             "claim",
@@ -1634,14 +1624,36 @@ def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             ["documentation-conflict"],
             claim=claim(size, lines, ["C22.0"], "22"),
         ),
+    ]
+
+
+@case(
+    "v43-documentation-conflicts",
+    "The note's tumor count and lobe against the structured record",
+    [
+        "documentation-conflict: segments VI and VII coded, a single tumor in the note",
+        "documentation-conflict: the right lobe coded, the left lobe in the note",
+    ],
+)
+def v43() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    count = CaseBuilder("v43-count")
+    count.procedure["bodySite"] = [
+        cc(SCT, "277960005", "Couinaud hepatic segment VI"),
+        cc(SCT, "277961009", "Couinaud hepatic segment VII"),
+    ]
+    lobe = CaseBuilder("v43-lobe")
+    lobe.procedure["bodySite"] = [cc(SCT, "72481006", "Right lobe of liver structure")]
+    lobe.procedure["note"] = [{"text": GOOD_NOTE.replace("segment VI", "the left lobe")}]
+    lines = [(RFA, []), ("77013", ["26"])]
+    return merged("v43-documentation-conflicts", count, lobe), [
         expect(
-            "Procedure/v38-count-rfa",
+            "Procedure/v43-count-rfa",
             "claim",
             ["documentation-conflict"],
             claim=claim(count, lines, ["C22.0"], "22"),
         ),
         expect(
-            "Procedure/v38-lobe-rfa",
+            "Procedure/v43-lobe-rfa",
             "claim",
             ["documentation-conflict"],
             claim=claim(lobe, lines, ["C22.0"], "22"),

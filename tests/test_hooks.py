@@ -185,12 +185,6 @@ def test_discharge_via_fhir_server_gives_evaluates_findings(
 def test_discharge_with_full_prefetch_gives_evaluates_findings(
     name: str, fhir: TestServer, ehr: Ehr, pack: Pack
 ) -> None:
-    if name == "v40-global-group":
-        pytest.skip(
-            "known gap: the prefetch brings an earlier Procedure's PractitionerRole performer "
-            "without its Practitioner (the test server caps include depth); with fhirServer the "
-            "case is read in full (test_discharge_via_fhir_server_gives_evaluates_findings covers it)"
-        )
     found: list[str] = []
     for context in discharge_contexts(fhir, name):
         prefetch = ehr_prefetch(fhir, ehr, DISCHARGE, context)

@@ -19,7 +19,7 @@ from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body
 DISCHARGE = "cpt-47382-encounter-discharge"
 CPT = "http://www.ama-assn.org/go/cpt"
 BUDGET = 0.5
-KEYS = ("performers", "procedure-results", "patient-procedures", "conditions")
+KEYS = ("performers", "procedure-results", "patient-procedures", "role-performers", "conditions")
 KEYS += ("observations", "reports", "documents", "coverage")
 # the attack of issue 24: one run of clauses with clinical terms, 900 KB (under the cap)
 ATTACK = "tumor size not measured, ablation of segment 4 lesion with microwave energy, "

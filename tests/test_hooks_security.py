@@ -37,7 +37,7 @@ DISCHARGE = "cpt-47382-encounter-discharge"
 JKU_ISS = "https://ehr2.example.org"
 PATH = f"/cds-services/{DISCHARGE}"
 KEYS = ("patient", "encounter", "procedures", "performers", "procedure-results")
-KEYS += ("patient-procedures", "conditions")
+KEYS += ("patient-procedures", "role-performers", "conditions")
 KEYS += ("observations", "reports", "documents", "coverage")
 
 

@@ -125,6 +125,15 @@ SERVICES: dict[str, Service] = {
                     "&_revinclude:iterate=PractitionerRole:practitioner"
                     "&_include:iterate=PractitionerRole:organization"
                 ),
+                # and those recorded by PractitionerRole: the role's Practitioner and group
+                # (apart: one search following roles both ways passes the include scope
+                # servers allow, e.g. depth 5 on the test server)
+                "role-performers": (
+                    "Procedure?subject=Patient/{{context.patientId}}"
+                    "&_include=Procedure:performer"
+                    "&_include:iterate=PractitionerRole:practitioner"
+                    "&_include:iterate=PractitionerRole:organization"
+                ),
                 "conditions": f"Condition?{_IN_ENCOUNTER}",
                 "observations": f"Observation?{_IN_ENCOUNTER}",
                 "reports": f"DiagnosticReport?{_IN_ENCOUNTER}&_include=DiagnosticReport:result",
@@ -138,6 +147,7 @@ SERVICES: dict[str, Service] = {
                 "performers",
                 "procedure-results",
                 "patient-procedures",
+                "role-performers",
                 "conditions",
                 "observations",
                 "reports",

@@ -400,6 +400,7 @@ ORDER_COVERED: dict[str, str | None] = {
     "v40-global-group": "covered",  # both Procedures: POS 22, C22.0
     "v41-global-unknown": "covered",  # POS 22, C22.0 (the earlier 50592 is no case)
     "v42-code-set-year": "covered",  # both: POS 22, C22.0, Coverage of their own year
+    "v43-documentation-conflicts": "covered",  # both Procedures: POS 22, C22.0
 }
 
 

@@ -93,8 +93,10 @@ def test_run_writes_what_the_fixtures_expect(
 def test_rerun_writes_nothing_and_duplicates_nothing(server: TestServer, read_base: str) -> None:
     """Through the proxy the writes go entry by entry (conditional creates and updates):
     as idempotent as one transaction per case."""
+    # through the proxy, a few cases (claims, blocks, several findings) keep it quick
+    names = None if read_base == server.base else ["ex1-hcc-ct", "v06-two-in-session", "v12-doc-gaps"]
     with FhirClient(server.base) as client, FhirClient(read_base) as target:
-        load_fixtures(client)
+        load_fixtures(client, names)
         first = run_on_server(target, concurrency=4)
         counts = (len(_all(client, "Claim")), len(_all(client, "DetectedIssue")))
         second = run_on_server(target, concurrency=4)
@@ -102,10 +104,9 @@ def test_rerun_writes_nothing_and_duplicates_nothing(server: TestServer, read_ba
         assert sum(r.written for r in first) == len(first)
         assert sum(r.written for r in second) == 0
         # loading the fixtures again stores no second copy either
-        load_fixtures(client)
-        assert len(_all(client, "Procedure", code="http://www.ama-assn.org/go/cpt|47382")) == len(
-            _expected()
-        )
+        load_fixtures(client, names)
+        procedures = _all(client, "Procedure", code="http://www.ama-assn.org/go/cpt|47382")
+        assert len(procedures) == len(first)
 
 
 def test_changed_evaluation_updates_in_place(server: TestServer, read_base: str) -> None:

@@ -49,6 +49,8 @@ class LimitedProxy:
         self.busy = 0  # the next `busy` requests are answered 429
         self.retry_after = "1"
         self.counts: Counter[str] = Counter()
+        self.authorizations: list[str] = []  # Authorization headers that reached the proxy
+        self.arrivals: list[tuple[float, int]] = []  # (monotonic time, status sent)
         self._lock = threading.Lock()
         proxy = self
 
@@ -76,6 +78,8 @@ class LimitedProxy:
         self.writes = True
         self.busy = 0
         self.counts.clear()
+        self.authorizations.clear()
+        self.arrivals.clear()
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -89,10 +93,13 @@ class LimitedProxy:
             time.sleep(self.latency)
         with self._lock:
             self.counts[h.command] += 1
+            if h.headers.get("Authorization"):
+                self.authorizations.append(h.headers["Authorization"])
             busy = self.busy > 0
             if busy:
                 self.busy -= 1
                 self.counts["429"] += 1
+            self.arrivals.append((time.monotonic(), 429 if busy else 0))
         if busy:
             return self._send(h, 429, _outcome("busy"), {"Retry-After": self.retry_after})
         parts = urlsplit(h.path)

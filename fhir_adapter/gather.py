@@ -323,8 +323,8 @@ def fetch_attachments(
             others.append(att)
     if binaries:
         keys = sorted(binaries)
-        got = (reader or Reader(client)).get_many(keys)
-        for key, binary in zip(keys, got, strict=True):
+        binaries_read = (reader or Reader(client)).get_many(keys)
+        for key, binary in zip(keys, binaries_read, strict=True):
             data = (binary or {}).get("data")
             if not isinstance(data, str):
                 continue

@@ -335,9 +335,7 @@ class _ServerJob:
         return ServerResult(output, transaction, written, gathered.reads)
 
 
-def _in_order(
-    work: Callable[[Any], Any], items: Iterable[Any], concurrency: int
-) -> Iterator[Any]:
+def _in_order(work: Callable[[Any], Any], items: Iterable[Any], concurrency: int) -> Iterator[Any]:
     """`work(item)` for each item, `concurrency` at a time, answers in the items' order.
 
     At most twice `concurrency` items are taken ahead of the first unfinished one, so a

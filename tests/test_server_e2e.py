@@ -94,7 +94,9 @@ def test_rerun_writes_nothing_and_duplicates_nothing(server: TestServer, read_ba
     """Through the proxy the writes go entry by entry (conditional creates and updates):
     as idempotent as one transaction per case."""
     # through the proxy, a few cases (claims, blocks, several findings) keep it quick
-    names = None if read_base == server.base else ["ex1-hcc-ct", "v06-two-in-session", "v12-doc-gaps"]
+    names = (
+        None if read_base == server.base else ["ex1-hcc-ct", "v06-two-in-session", "v12-doc-gaps"]
+    )
     with FhirClient(server.base) as client, FhirClient(read_base) as target:
         load_fixtures(client, names)
         first = run_on_server(target, concurrency=4)

@@ -229,7 +229,9 @@ def add_server_options(
     """The server's URL and auth options; `write=True`: the `--write-` family for the
     server the output goes to (its own secrets: FHIR_ADAPTER_WRITE_TOKEN and
     FHIR_ADAPTER_WRITE_CLIENT_SECRET, never the reading server's)."""
-    flag, env, which = ("--write-", "WRITE_", "the server written to: ") if write else ("--", "", "")
+    flag, env, which = (
+        ("--write-", "WRITE_", "the server written to: ") if write else ("--", "", "")
+    )
     if url:
         env_option(p, f"{flag}base-url", f"{env}BASE_URL", help=f"{which}FHIR R4 base URL")
     env_option(

@@ -98,9 +98,7 @@ class ServerFeatures:
         return (self.assumed or "batch" in self.system) and not self.refused("batch")
 
     def transaction(self) -> bool:
-        return (self.assumed or "transaction" in self.system) and not self.refused(
-            "transaction"
-        )
+        return (self.assumed or "transaction" in self.system) and not self.refused("transaction")
 
     def include(self, rtype: str, name: str) -> bool:
         """Whether `_include=name` may be sent on a search of `rtype`."""
@@ -116,9 +114,7 @@ class ServerFeatures:
 
     def writable(self, rtype: str) -> bool:
         """Whether the server lists a create or update interaction for `rtype`."""
-        return self.assumed or bool(
-            self.interactions.get(rtype, frozenset()) & WRITE_INTERACTIONS
-        )
+        return self.assumed or bool(self.interactions.get(rtype, frozenset()) & WRITE_INTERACTIONS)
 
     def unwritable(self, types: Iterable[str] = OUTPUT_TYPES) -> list[str]:
         return [t for t in types if not self.writable(t)]

@@ -235,9 +235,7 @@ class Reader:
         return found
 
     def _revinclude(self, names: Sequence[str], result: Resource) -> None:
-        targets = [
-            f"{m['resourceType']}/{m['id']}" for m in _matches(result) if m.get("id")
-        ]
+        targets = [f"{m['resourceType']}/{m['id']}" for m in _matches(result) if m.get("id")]
         if not targets:
             return
         plans = []

@@ -86,7 +86,8 @@ class BudgetRetry(Retry):
         try:
             self.gate.wait_out(deadline, "retry")
         except ServerError:
-            raise MaxRetryError(None, "", ResponseError("busy past the retry budget")) from None
+            busy = ResponseError("busy past the retry budget")
+            raise MaxRetryError(None, "", busy) from None  # type: ignore[arg-type]
 
     def parse_retry_after(self, retry_after: str) -> float:
         """A garbled `Retry-After` falls back to the backoff instead of escaping as an error."""

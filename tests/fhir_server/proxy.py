@@ -44,6 +44,7 @@ class LimitedProxy:
         parts = urlsplit(upstream_root)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.latency = latency
+        self.limits = True  # False: latency only (the server's own features, for baselines)
         self.advertise = False  # list what is refused (claims, then refuses)
         self.writes = True  # list Claim/DetectedIssue writes
         self.busy = 0  # the next `busy` requests are answered 429
@@ -74,6 +75,7 @@ class LimitedProxy:
 
     def reset(self, *, latency: float = 0.0) -> None:
         self.latency = latency
+        self.limits = True
         self.advertise = False
         self.writes = True
         self.busy = 0
@@ -105,16 +107,16 @@ class LimitedProxy:
         parts = urlsplit(h.path)
         path = parts.path
         query = parse_qsl(parts.query, keep_blank_values=True)
-        refusal = self._refusal(h, path, query, body)
+        refusal = self._refusal(h, path, query, body) if self.limits else None
         if refusal is not None:
             with self._lock:
                 self.counts["refused"] += 1
             return self._send(h, refusal[0], _outcome(refusal[1]))
-        if h.command == "GET" and _is_search(path):
+        if self.limits and h.command == "GET" and _is_search(path):
             query = _capped(query)
         target = path + (f"?{urlencode(query)}" if query else "")
         status, headers, data = self._forward(h, target, body)
-        if h.command == "GET" and path.rstrip("/") == "/fhir/metadata" and status == 200:
+        if self.limits and h.command == "GET" and path.rstrip("/") == "/fhir/metadata":
             data = json.dumps(self._capabilities(json.loads(data))).encode()
         self._send(h, status, data, headers)
 

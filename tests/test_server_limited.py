@@ -90,8 +90,12 @@ def test_concurrency_gives_the_same_output_in_the_same_order(
     limited.latency = 0.01
     with FhirClient(limited.base) as client:
         one = _rows(client, concurrency=1)
+    assert limited.max_in_flight == 1
+    # the per-host cap: eight cases at once, never more than three requests in flight
+    with FhirClient(limited.base, max_in_flight=3) as client:
         eight = _rows(client, concurrency=8)
     assert len(one) == 6 and one == eight
+    assert limited.max_in_flight == 3
 
 
 def test_429_pauses_every_request_together(server: TestServer, limited: LimitedProxy) -> None:

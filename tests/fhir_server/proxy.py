@@ -52,6 +52,8 @@ class LimitedProxy:
         self.counts: Counter[str] = Counter()
         self.authorizations: list[str] = []  # Authorization headers that reached the proxy
         self.arrivals: list[tuple[float, int]] = []  # (monotonic time, status sent)
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests the proxy was answering at once
         self._lock = threading.Lock()
         proxy = self
 
@@ -82,6 +84,7 @@ class LimitedProxy:
         self.counts.clear()
         self.authorizations.clear()
         self.arrivals.clear()
+        self.max_in_flight = 0
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -89,6 +92,16 @@ class LimitedProxy:
 
     # -- one request -------------------------------------------------------------
     def handle(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._handle(h)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         if self.latency:

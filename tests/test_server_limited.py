@@ -99,19 +99,23 @@ def test_concurrency_gives_the_same_output_in_the_same_order(
 
 
 def test_429_pauses_every_request_together(server: TestServer, limited: LimitedProxy) -> None:
-    """One shared backoff: after a 429 with Retry-After, no request reaches the server
-    until the pause is over (each thread retrying on its own clock would)."""
+    """One shared backoff: after a 429 with Retry-After, no new request reaches the server
+    until the pause is over (only those already sent arrive, within a few milliseconds);
+    threads retrying each on its own clock would keep sending."""
     with FhirClient(server.base) as client:
         load_fixtures(client, FEW)
     with FhirClient(limited.base) as client:
         limited.retry_after = "1"
         limited.busy = 2
+        limited.busy_after = 12  # in the middle of the run, eight cases under way
         rows = _rows(client, concurrency=8)
-        assert client.gate.pauses >= 1
+        pauses = client.gate.pauses
     assert len(rows) == 5 and limited.counts["429"] == 2
     first_busy = next(t for t, status in limited.arrivals if status == 429)
     after = [t - first_busy for t, status in limited.arrivals if t > first_busy and status != 429]
-    assert after and min(after) >= 0.95
+    assert [t for t in after if 0.3 < t < 0.95] == []
+    assert len([t for t in after if t >= 0.95]) > 8
+    assert pauses >= 1
 
 
 def test_writes_go_to_the_write_server_with_its_own_token(
@@ -121,20 +125,31 @@ def test_writes_go_to_the_write_server_with_its_own_token(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Read through the proxy, write to another Medplum that wants a bearer token: the
-    token goes there only, the read server gets nothing written, a re-run writes nothing."""
+    """Read through the proxy with one token, write to another Medplum that wants its own
+    (seen through a second proxy): each token goes to its server only, the read server
+    gets nothing written, a re-run writes nothing."""
     with FhirClient(server.base) as client:
         load_fixtures(client, FEW)
     token = "write-token-7f3a"
     write_server.admin("auth", {"required": True})
     write_server.admin("tokens", {"token": token})
     monkeypatch.setenv("FHIR_ADAPTER_WRITE_TOKEN", token)
-    monkeypatch.setenv("FHIR_ADAPTER_TOKEN", "read-token-never-sent")
-    argv = ["run", "--base-url", limited.base, "--write-base-url", write_server.base]
-    argv += ["--write-auth", "bearer", "--format", "json"]
-    assert main(argv) == 1
-    first = json.loads(capsys.readouterr().out)
-    assert not limited.authorizations  # --auth none for the read server: no token at all
+    monkeypatch.setenv("FHIR_ADAPTER_TOKEN", "read-token-5c1e")  # the read server needs none
+    watch = LimitedProxy(write_server.root)
+    watch.limits = False
+    argv = ["run", "--base-url", limited.base, "--auth", "bearer"]
+    argv += ["--write-base-url", watch.base, "--write-auth", "bearer", "--format", "json"]
+    try:
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        first = json.loads(captured.out)
+    finally:
+        watch.stop()
+    assert set(limited.authorizations) == {"Bearer read-token-5c1e"}
+    assert set(watch.authorizations) == {f"Bearer {token}"}
+    said = captured.out + captured.err
+    assert token not in said and "read-token" not in said
+    argv[argv.index(watch.base)] = write_server.base
     with FhirClient(server.base) as client:
         assert _stored(client, "Claim") == [] and _stored(client, "DetectedIssue") == []
     assert main([*argv, "--concurrency", "1"]) == 1

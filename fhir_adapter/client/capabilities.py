@@ -130,12 +130,12 @@ class ServerFeatures:
             if feature in self._refused:
                 return
             self._refused[feature] = str(error)
+        instead = (
+            "writes entry by entry" if feature == "transaction" else f"reads without {feature}"
+        )
         self.warn(
             f"{where} lists {feature} in its CapabilityStatement but refused it "
-            f"(HTTP {error.status}); read without it for the rest of the run"
-            if feature not in ("transaction",)
-            else f"{where} lists transaction in its CapabilityStatement but refused it "
-            f"(HTTP {error.status}); written entry by entry for the rest of the run"
+            f"(HTTP {error.status}); the run {instead} from now on"
         )
 
 

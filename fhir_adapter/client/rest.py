@@ -246,6 +246,7 @@ class FhirClient:
         self._tallies = threading.local()
         self._capabilities: dict[str, Any] | None = None
         self._features: ServerFeatures | None = None
+        self._features_lock = threading.Lock()
         self.check_version = check_version
         if isinstance(auth, TokenEndpointAuth) and auth.token_endpoint is None:
             auth.configure(self.smart_configuration())
@@ -438,12 +439,14 @@ class FhirClient:
     def features(self) -> ServerFeatures:
         """What the server's CapabilityStatement lists (and, as the run goes on, what it
         refused of that): shared by every thread of the run."""
-        if self._features is None:
-            if self._capabilities is None and not self.check_version:
-                self._features = ServerFeatures.assume_all(self.warn)
-            else:
-                self._features = ServerFeatures.from_capabilities(self.capabilities(), self.warn)
-        return self._features
+        with self._features_lock:  # one object per run: its refusals are everyone's
+            if self._features is None:
+                if self._capabilities is None and not self.check_version:
+                    self._features = ServerFeatures.assume_all(self.warn)
+                else:
+                    cs = self.capabilities()
+                    self._features = ServerFeatures.from_capabilities(cs, self.warn)
+            return self._features
 
     def smart_configuration(self) -> dict[str, Any]:
         url = self.url(".well-known/smart-configuration")

@@ -47,7 +47,8 @@ class LimitedProxy:
         self.limits = True  # False: latency only (the server's own features, for baselines)
         self.advertise = False  # list what is refused (claims, then refuses)
         self.writes = True  # list Claim/DetectedIssue writes
-        self.busy = 0  # the next `busy` requests are answered 429
+        self.busy = 0  # `busy` requests are answered 429 ...
+        self.busy_after = 0  # ... once this many more have been answered
         self.retry_after = "1"
         self.counts: Counter[str] = Counter()
         self.authorizations: list[str] = []  # Authorization headers that reached the proxy
@@ -81,6 +82,7 @@ class LimitedProxy:
         self.advertise = False
         self.writes = True
         self.busy = 0
+        self.busy_after = 0
         self.counts.clear()
         self.authorizations.clear()
         self.arrivals.clear()
@@ -110,7 +112,8 @@ class LimitedProxy:
             self.counts[h.command] += 1
             if h.headers.get("Authorization"):
                 self.authorizations.append(h.headers["Authorization"])
-            busy = self.busy > 0
+            busy = self.busy > 0 and self.busy_after <= 0
+            self.busy_after -= 1
             if busy:
                 self.busy -= 1
                 self.counts["429"] += 1

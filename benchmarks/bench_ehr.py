@@ -28,30 +28,6 @@ NOW = "2026-11-27T00:00:00+00:00"
 MARK = ("<!-- ehr -->", "<!-- /ehr -->")
 
 
-def load(base: str, path: Path) -> None:
-    from fhir_adapter.client.rest import FhirClient
-    from fhir_adapter.sources.files import read_paths
-
-    with FhirClient(base, timeout=(5, 300)) as client:
-        entries = [
-            {
-                "resource": x.resource,
-                "request": {
-                    "method": "PUT",
-                    "url": f"{x.resource['resourceType']}/{x.resource['id']}",
-                },
-            }
-            for x in read_paths([path])
-        ]
-        for i in range(0, len(entries), 500):
-            client.request(
-                "POST",
-                "",
-                body={"resourceType": "Bundle", "type": "batch", "entry": entries[i : i + 500]},
-                expect="Bundle",
-            )
-
-
 def timed_run(base: str, concurrency: int) -> dict[str, Any]:
     from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.pipeline import run_on_server
@@ -83,7 +59,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     args = parser.parse_args()
 
-    from benchmarks.bench import export_for, versions
+    from benchmarks.bench import export_for, load_export, versions
+    from fhir_adapter.client.rest import FhirClient
     from tests.fhir_server.harness import TestServer
     from tests.fhir_server.proxy import LimitedProxy
 
@@ -91,7 +68,8 @@ def main() -> None:
     server = TestServer()
     proxy = LimitedProxy(server.root, latency=args.latency)
     try:
-        load(server.base, path)
+        with FhirClient(server.base, timeout=(5, 300)) as client:
+            load_export(client, path)
         proxy.limits = False
         full = timed_run(proxy.base, 1)
         proxy.limits = True

@@ -480,7 +480,8 @@ class FhirClient:
     def search_pages(
         self, rtype: str, params: Sequence[tuple[str, str]] = ()
     ) -> Iterator[dict[str, Any]]:
-        """Searchset pages, following `next` only within the base URL's origin."""
+        """Searchset pages, following `next` (absolute, or relative to the base URL) only
+        within the base URL's origin."""
         query = urlencode(list(params))
         if len(query) > MAX_GET_URL:
             page = self.request(
@@ -504,8 +505,10 @@ class FhirClient:
                 ),
                 None,
             )
-            if not nxt:
+            if not nxt or not isinstance(nxt, str):
                 return
+            if "://" not in nxt:  # relative (to the base URL, or to its root with a "/")
+                nxt = urljoin(self.base_url, nxt)
             if not self.same_origin(nxt):
                 sent_to = origin(nxt)
                 raise PagingError(

@@ -2,7 +2,8 @@
 
 It removes batch, transaction, `_include` and `_revinclude` from the CapabilityStatement
 and refuses them (501 for Bundles posted to the base, 400 `not-supported` for include
-parameters), caps `_count` at 10, adds latency to every answer and, on request, answers
+parameters), caps `_count` at 10 and sends its searchsets' links relative to the base
+URL, adds latency to every answer and, on request, answers
 429 with `Retry-After`, or lists no Claim/DetectedIssue writes. With `advertise=True`
 the CapabilityStatement keeps listing what the proxy refuses (a server that claims a
 feature and then refuses it). Everything else is the real server's answer, over real
@@ -134,6 +135,8 @@ class LimitedProxy:
         status, headers, data = self._forward(h, target, body)
         if self.limits and h.command == "GET" and path.rstrip("/") == "/fhir/metadata":
             data = json.dumps(self._capabilities(json.loads(data))).encode()
+        elif self.limits and h.command == "GET" and status == 200 and _is_search(path):
+            data = self._relative_links(data)
         self._send(h, status, data, headers)
 
     def _refusal(
@@ -170,6 +173,15 @@ class LimitedProxy:
                         if i.get("code") in ("read", "vread", "search-type", "history-instance")
                     ]
         return cs
+
+    def _relative_links(self, data: bytes) -> bytes:
+        """Searchset links relative to the base URL, as some EHRs send them."""
+        bundle = json.loads(data)
+        for link in bundle.get("link") or []:
+            url = str(link.get("url", ""))
+            if url.startswith(self.base + "/"):
+                link["url"] = url[len(self.base) + 1 :]
+        return json.dumps(bundle).encode()
 
     def _forward(
         self, h: BaseHTTPRequestHandler, target: str, body: bytes

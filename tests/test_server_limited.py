@@ -186,3 +186,24 @@ def test_a_server_without_output_writes_is_refused_before_any_work(
     assert "no Claim or DetectedIssue writes" in err[0]
     assert "--write-base-url" in err[0] and "--out" in err[0]
     assert limited.counts["GET"] == 1  # the CapabilityStatement, nothing else
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--write-base-url", "ftp://coding.example.org/fhir"], "--write-base-url: the base URL"),
+        (["--write-auth", "bearer"], "--write-auth goes with --write-base-url"),
+        (["--out", "x", "--write-base-url", "http://127.0.0.1:9/fhir"], "not allowed with"),
+    ],
+)
+def test_output_options_are_checked_before_any_request(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 9 (discard) on loopback: nothing listens, so any request would fail otherwise."""
+    try:
+        code = main(["run", "--base-url", "http://127.0.0.1:9/fhir", *argv])
+    except SystemExit as exc:  # argparse's own refusal of two exclusive options
+        code = int(str(exc.code))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert says in err and "cannot connect" not in err

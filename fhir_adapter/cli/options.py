@@ -332,17 +332,12 @@ def connect(args: argparse.Namespace, *, write: bool = False) -> FhirClient:
     base_url = args.write_base_url if write else args.base_url
     if not base_url:
         raise AdapterError(f"{flag} (or FHIR_ADAPTER_{env_name_of(flag)}) is required")
-    try:
-        return FhirClient(
-            base_url,
-            make_auth(args, write=write),
-            timeout=(min(10.0, args.timeout), args.timeout),
-            warn=warn,
-        )
-    except AdapterError as exc:
-        if write and str(exc).startswith("--base-url"):  # name the option the user gave
-            raise AdapterError(f"--write-base-url{str(exc)[len('--base-url') :]}") from None
-        raise
+    return FhirClient(
+        base_url,
+        make_auth(args, write=write),
+        timeout=(min(10.0, args.timeout), args.timeout),
+        warn=warn,
+    )
 
 
 class Progress:

@@ -144,6 +144,10 @@ def run_command(args: argparse.Namespace) -> int:
         raise AdapterError("--force goes with --out DIR")
     if args.write_auth != "none" and not args.write_base_url:
         raise AdapterError("--write-auth goes with --write-base-url URL")
+    if args.write_base_url:  # before any request to either server
+        from fhir_adapter.client.rest import check_base_url
+
+        check_base_url(args.write_base_url, "--write-base-url")
     client = connect(args)
     writer = None
     progress = Progress()

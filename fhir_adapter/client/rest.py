@@ -672,16 +672,16 @@ def no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
     return r
 
 
-def check_base_url(base_url: str) -> None:
+def check_base_url(base_url: str, option: str = "--base-url") -> None:
     """A base URL judged as it will be sent (else requests' message is cryptic, or the
-    request goes somewhere the user did not mean)."""
+    request goes somewhere the user did not mean); the message names `option`."""
     problem = base_url_problem(base_url)
     if problem is None:
         return
     shown = "" if "\\" in base_url else f" {redact_url(base_url)!r}"
     if problem.startswith("needs"):  # nothing to redact without a scheme: show what was given
         shown = f" {printable(base_url.rsplit('@', 1)[-1])!r}"
-    raise ServerError(f"--base-url: the base URL{shown} {problem}")
+    raise ServerError(f"{option}: the base URL{shown} {problem}")
 
 
 def connection_failure(exc: Exception) -> str:

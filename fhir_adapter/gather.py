@@ -6,7 +6,9 @@ brings everything that points at the procedure or encounter, the patient's
 Coverage, the performers' roles and the adapter's own earlier output; a last
 batch reads whatever references are still unresolved. At most three reads,
 plus, only when documents or reports carry text attachments by `url`: one batch
-for the `Binary` ones and one GET per other same-origin URL.
+for the `Binary` ones and one GET per other same-origin URL. A server without
+batch or those includes is read the plain way (client.reads): the same resources,
+one request per search or read.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Servers that support less than Medplum: the proxy of tests/fhir_server/proxy.py in front
 of the session's server (no batch, transaction or includes; `_count` at most 10; latency),
-and a second Medplum as the server the output is written to."""
+and a second Medplum as the server the output is written to (a process of its own: it
+starts in about 4 s on the 2-core test machine, once for the module)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def test_concurrency_gives_the_same_output_in_the_same_order(
 ) -> None:
     with FhirClient(server.base) as client:
         load_fixtures(client, [*FEW, "v01-not-completed"])
-    limited.latency = 0.01
+    limited.latency = 0.005
     with FhirClient(limited.base) as client:
         one = _rows(client, concurrency=1)
     assert limited.max_in_flight == 1

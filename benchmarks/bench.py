@@ -148,33 +148,36 @@ def cold_start(repeat: int) -> dict[str, Any]:
     }
 
 
+def load_export(client: Any, path: Path) -> None:
+    """Every resource of an export into the server (PUT by id, batches of 500)."""
+    from fhir_adapter.sources.files import read_paths
+
+    entries = [
+        {
+            "resource": x.resource,
+            "request": {"method": "PUT", "url": f"{x.resource['resourceType']}/{x.resource['id']}"},
+        }
+        for x in read_paths([path])
+    ]
+    for i in range(0, len(entries), 500):
+        client.request(
+            "POST",
+            "",
+            body={"resourceType": "Bundle", "type": "batch", "entry": entries[i : i + 500]},
+            expect="Bundle",
+        )
+
+
 def server_run(patients: int) -> dict[str, Any]:
     from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.pipeline import run_on_server
-    from fhir_adapter.sources.files import read_paths
     from tests.fhir_server.harness import TestServer
 
     path = export_for(patients)
     server = TestServer()
     try:
         with FhirClient(server.base, timeout=(5, 300)) as client:
-            entries = [
-                {
-                    "resource": x.resource,
-                    "request": {
-                        "method": "PUT",
-                        "url": f"{x.resource['resourceType']}/{x.resource['id']}",
-                    },
-                }
-                for x in read_paths([path])
-            ]
-            for i in range(0, len(entries), 500):
-                client.request(
-                    "POST",
-                    "",
-                    body={"resourceType": "Bundle", "type": "batch", "entry": entries[i : i + 500]},
-                    expect="Bundle",
-                )
+            load_export(client, path)
             client.requests.clear()
             started = time.perf_counter()
             results = run_on_server(client)

@@ -6,19 +6,26 @@ brings everything that points at the procedure or encounter, the patient's
 Coverage, the performers' roles and the adapter's own earlier output; a last
 batch reads whatever references are still unresolved. At most three reads,
 plus, only when documents or reports carry text attachments by `url`: one batch
-for the `Binary` ones and one GET per other same-origin URL.
+for the `Binary` ones and one GET per other same-origin URL. A server without
+batch or those includes is read the plain way (client.reads): the same resources,
+one request per search or read.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_adapter.case import Case, assemble, service_date
+from fhir_adapter.client.capabilities import is_refusal
+from fhir_adapter.client.reads import Reader
 from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.client.urls import redact_url
+from fhir_adapter.errors import ServerError
 from fhir_adapter.fhir.references import reference_string, tail_key
 from fhir_adapter.sources.store import ResourceStore
 
@@ -78,6 +85,9 @@ class ServerSource:
         self.client = client
         self.system = system
         self.code = code
+        self.reader = Reader(client)
+        # the Procedure search's includes the server does not do: read per case instead
+        self.pending_includes: tuple[str, ...] = ()
 
     def procedure_pages(
         self,
@@ -100,9 +110,22 @@ class ServerSource:
             )
         if since:
             params.append(("date", f"ge{since}"))
-        params += [("_include", inc) for inc in PROCEDURE_INCLUDES]
-        params.append(("_count", str(page_size)))
-        for page in self.client.search_pages("Procedure", params):
+        includes = self.reader.can_include("Procedure", PROCEDURE_INCLUDES)
+        self.pending_includes = tuple(i for i in PROCEDURE_INCLUDES if i not in includes)
+        count = [("_count", str(page_size))]
+        pages = self.client.search_pages(
+            "Procedure", params + [("_include", inc) for inc in includes] + count
+        )
+        try:
+            first = next(pages, None)
+        except ServerError as exc:
+            if not (includes and is_refusal(exc)):
+                raise
+            self.reader.features.refuse("_include", redact_url(self.client.base_url), exc)
+            self.pending_includes = PROCEDURE_INCLUDES
+            pages = self.client.search_pages("Procedure", params + count)
+            first = next(pages, None)
+        for page in itertools.chain([first] if first is not None else [], pages):
             matches: list[dict[str, Any]] = []
             included: list[dict[str, Any]] = []
             for entry in page.get("entry") or []:
@@ -118,11 +141,34 @@ class ServerSource:
         procedure: dict[str, Any],
         included: Sequence[dict[str, Any]],
         output_queries: Sequence[str] = (),
+        outputs_from: Reader | None = None,
     ) -> ServerCase:
-        """Requests 2 and 3 of a case: what points at it, then what is still missing."""
+        """Requests 2 and 3 of a case: what points at it, then what is still missing.
+
+        `outputs_from`: the reader of the server the output is written to, when that is
+        not this one (the earlier output is looked for there)."""
+        with self.client.tally() as tally:
+            if outputs_from is None or outputs_from.client is self.client:
+                case, store, existing = self._gather(procedure, included, output_queries)
+            else:
+                with outputs_from.client.tally() as other:
+                    existing = bundle_resources(outputs_from.get_many(output_queries))
+                    case, store, _ = self._gather(procedure, included, ())
+                tally.update(other)
+        return ServerCase(case, store, existing, sum(tally.values()))
+
+    def _gather(
+        self,
+        procedure: dict[str, Any],
+        included: Sequence[dict[str, Any]],
+        output_queries: Sequence[str],
+    ) -> tuple[Case, ResourceStore, list[dict[str, Any]]]:
         store = ResourceStore()
         for resource in [*included, procedure]:
             store.add(resource)
+        if self.pending_includes:  # what the search's _include would have brought
+            for resource in self.reader.included([procedure], self.pending_includes):
+                store.add(resource)
         proc_key = f"Procedure/{procedure['id']}"
         patient = _ref_id(procedure.get("subject"), "Patient")
         encounter_key = _ref_id(procedure.get("encounter"), "Encounter")
@@ -159,8 +205,7 @@ class ServerSource:
         queries.extend(output_queries)
         # Direct references known now (encounter's diagnoses, locations, provider; reports).
         direct = self._missing(store, [procedure, *store.of_type("Encounter")])
-        before = sum(self.client.requests.values())
-        results = self.client.batch_get(queries + direct)
+        results = self.reader.get_many(queries + direct)
         existing: list[dict[str, Any]] = []
         first_output = len(queries) - len(output_queries)
         for index, result in enumerate(results):
@@ -175,15 +220,14 @@ class ServerSource:
         leftovers = sorted(k for k in dangling if k and not store.has(k))
         leftovers += _colleague_roles(store, procedure)
         if leftovers:
-            for found in self.client.batch_get(leftovers):
+            for found in self.reader.get_many(leftovers):
                 if found is None:
                     continue
                 for resource in _bundle_resources(found) if _is_bundle(found) else [found]:
                     store.add(resource)
             case = assemble(store, procedure, self.system, self.code)
-        fetch_attachments(self.client, case)
-        n_reads = sum(self.client.requests.values()) - before
-        return ServerCase(case, store, existing, n_reads)
+        fetch_attachments(self.client, case, self.reader)
+        return case, store, existing
 
     @staticmethod
     def _missing(store: ResourceStore, resources: Sequence[dict[str, Any]]) -> list[str]:
@@ -257,7 +301,9 @@ def url_attachments(case: Case) -> list[dict[str, Any]]:
     ]
 
 
-def fetch_attachments(client: FhirClient, case: Case, limit: int = ATTACHMENT_LIMIT) -> None:
+def fetch_attachments(
+    client: FhirClient, case: Case, reader: Reader | None = None, limit: int = ATTACHMENT_LIMIT
+) -> None:
     """Read the text of attachments given by `url` on the server's own origin, in place.
 
     `Binary/...` URLs (relative, or absolute under the base URL) come in one batch,
@@ -279,7 +325,8 @@ def fetch_attachments(client: FhirClient, case: Case, limit: int = ATTACHMENT_LI
             others.append(att)
     if binaries:
         keys = sorted(binaries)
-        for key, binary in zip(keys, client.batch_get(keys), strict=True):
+        binaries_read = (reader or Reader(client)).get_many(keys)
+        for key, binary in zip(keys, binaries_read, strict=True):
             data = (binary or {}).get("data")
             if not isinstance(data, str):
                 continue

@@ -223,45 +223,46 @@ def run_on_server(
     now: str | None = None,
     on_case: Callable[[ServerResult], None] | None = None,
     charges: Mapping[str, float] | None = None,
+    concurrency: int = 1,
+    write_to: FhirClient | None = None,
+    lookup_earlier: bool = True,
 ) -> list[ServerResult]:
-    """Evaluate the 47382 Procedures on a server and write back one transaction per case."""
-    from fhir_adapter.findings import Evaluation
-    from fhir_adapter.gather import ServerSource, bundle_resources
-    from fhir_adapter.writeback.identity import case_token
-    from fhir_adapter.writeback.plan import output_queries, plan_write
+    """Evaluate the 47382 Procedures on a server and write back one transaction per case.
+
+    `concurrency` cases are read, evaluated and written at once; results come back in the
+    search's order, the same as one at a time. `write_to`: the server the output goes to
+    (default: `client`); its earlier output is looked for there. `lookup_earlier=False`
+    (output to files): no earlier output is looked for, every case plans its full write.
+    """
+    from fhir_adapter.gather import ServerSource
 
     pack = pack or load_pack()
-    stamp = now or now_iso()
-    source = ServerSource(client, pack.procedure_system, pack.procedure_code)
-    system = pack.model.canonical.identifier_system
-    results = []
+    job = _ServerJob(
+        pack,
+        ServerSource(client, pack.procedure_system, pack.procedure_code),
+        write_to or client,
+        block_on,
+        now or now_iso(),
+        charges,
+        dry_run,
+        lookup_earlier,
+    )
+    results: list[ServerResult] = []
     voided: list[str] = []
-    for procedures, included in source.procedure_pages(
-        ids=procedure_ids, patient=patient, since=since
-    ):
-        for procedure in procedures:
-            token = case_token(procedure, f"Procedure/{procedure['id']}")
-            if pack.voids(procedure):
-                # no case: what earlier runs wrote for it is withdrawn, nothing new is written
-                voided.append(f"Procedure/{procedure['id']}")
-                earlier = bundle_resources(client.batch_get(output_queries(system, token)))
-                nothing = CaseOutput(Evaluation(voided[-1], None, None))
-                withdraw = plan_write(nothing, earlier, client.base_url)
-                if withdraw is not None and not dry_run:
-                    client.transaction(withdraw)
-                continue
-            gathered = source.gather(procedure, included, output_queries(system, token))
-            evaluation = evaluate_case(pack, gathered.case, block_on)
-            output = build_output(pack, gathered.case, evaluation, stamp, charges)
-            transaction = plan_write(output, gathered.existing, client.base_url)
-            written = False
-            if transaction is not None and not dry_run:
-                client.transaction(transaction)
-                written = True
-            result = ServerResult(output, transaction, written, gathered.reads)
-            results.append(result)
-            if on_case is not None:
-                on_case(result)
+    items = (
+        procedure
+        for procedures, included in job.source.procedure_pages(
+            ids=procedure_ids, patient=patient, since=since
+        )
+        for procedure in _with_included(procedures, included)
+    )
+    for done in _in_order(job.one, items, concurrency):
+        if isinstance(done, str):
+            voided.append(done)
+            continue
+        results.append(done)
+        if on_case is not None:
+            on_case(done)
     if procedure_ids:
         found = {r.output.evaluation.procedure for r in results}
         missing = [i for i in procedure_ids if f"Procedure/{i}" not in found]
@@ -275,6 +276,91 @@ def run_on_server(
                 why.append(f"entered in error, so not a case: {', '.join(void)}")
             raise AdapterError("; ".join(why))
     return results
+
+
+def _with_included(
+    procedures: list[dict[str, Any]], included: list[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    for procedure in procedures:
+        yield procedure, included
+
+
+@dataclass(frozen=True)
+class _ServerJob:
+    """One case of a server run, from gathering to writing (any thread may run it)."""
+
+    pack: Pack
+    source: Any  # gather.ServerSource
+    write_to: FhirClient
+    block_on: str | None
+    stamp: str
+    charges: Mapping[str, float] | None
+    dry_run: bool
+    lookup_earlier: bool
+
+    def one(self, item: tuple[dict[str, Any], list[dict[str, Any]]]) -> ServerResult | str:
+        """The case's result, or the key of a voided Procedure (whose earlier output is
+        withdrawn)."""
+        from fhir_adapter.client.reads import Reader
+        from fhir_adapter.findings import Evaluation
+        from fhir_adapter.gather import bundle_resources
+        from fhir_adapter.writeback.identity import case_token
+        from fhir_adapter.writeback.plan import output_queries, plan_write
+
+        procedure, included = item
+        pack, source = self.pack, self.source
+        system = pack.model.canonical.identifier_system
+        token = case_token(procedure, f"Procedure/{procedure['id']}")
+        queries = output_queries(system, token) if self.lookup_earlier else []
+        outputs = Reader(self.write_to)
+        if pack.voids(procedure):
+            # no case: what earlier runs wrote for it is withdrawn, nothing new is written
+            key = f"Procedure/{procedure['id']}"
+            earlier = bundle_resources(outputs.get_many(queries))
+            withdraw = plan_write(
+                CaseOutput(Evaluation(key, None, None)), earlier, self.write_to.base_url
+            )
+            if withdraw is not None and not self.dry_run:
+                self.write_to.write(withdraw)
+            return key
+        gathered = source.gather(procedure, included, queries, outputs)
+        evaluation = evaluate_case(pack, gathered.case, self.block_on)
+        output = build_output(pack, gathered.case, evaluation, self.stamp, self.charges)
+        output.reads = gathered.reads
+        transaction = plan_write(output, gathered.existing, self.write_to.base_url)
+        written = False
+        if transaction is not None and not self.dry_run:
+            self.write_to.write(transaction)
+            written = True
+        return ServerResult(output, transaction, written, gathered.reads)
+
+
+def _in_order(work: Callable[[Any], Any], items: Iterable[Any], concurrency: int) -> Iterator[Any]:
+    """`work(item)` for each item, `concurrency` at a time, answers in the items' order.
+
+    At most twice `concurrency` items are taken ahead of the first unfinished one, so a
+    large search is not read ahead into memory. The first failure (in order) is raised
+    once the work under way has finished; nothing after it is started.
+    """
+    if concurrency <= 1:
+        yield from map(work, items)
+        return
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: deque[Future[Any]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="case") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(work, item))
+                while len(pending) >= 2 * concurrency or (pending and pending[0].done()):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def connect(base_url: str, auth: Any = None, **options: Any) -> FhirClient:
@@ -296,6 +382,6 @@ def write_back(client: FhirClient, result: ServerResult) -> bool:
     """Send a case's planned transaction (if anything changed); True when something was written."""
     if result.transaction is None or result.written:
         return False
-    client.transaction(result.transaction)
+    client.write(result.transaction)
     result.written = True
     return True

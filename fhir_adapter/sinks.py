@@ -28,9 +28,11 @@ def write_bundles(
     *,
     report_html: str | None = None,
     force: bool = False,
+    kind: str = "evaluate",
 ) -> list[Path]:
     """One transaction Bundle per case (and `report.html` when given), replacing what an
-    earlier `evaluate` wrote there; all or nothing lands (see `fhir_adapter.outdir`)."""
+    earlier `kind` (`evaluate`, `run`) wrote there; all or nothing lands (see
+    `fhir_adapter.outdir`)."""
 
     def write(staging: Path) -> None:
         for output in outputs:
@@ -39,7 +41,7 @@ def write_bundles(
         if report_html is not None:
             (staging / REPORT_HTML).write_text(report_html, encoding="utf-8")
 
-    return publish(directory, "evaluate", write, force=force, last=[REPORT_HTML])
+    return publish(directory, kind, write, force=force, last=[REPORT_HTML])
 
 
 def write_report_html(directory: str | os.PathLike[str], page: str) -> Path:

@@ -14,6 +14,7 @@ from fhir_adapter.pack import Pack
 from fhir_adapter.sources.files import Loaded
 
 from .fhir_server.harness import TestServer
+from .fhir_server.proxy import LimitedProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "fixtures" / "cases"
@@ -72,6 +73,34 @@ def server(fhir_server: TestServer) -> TestServer:
     """The session's server, emptied and without auth for this test."""
     fhir_server.reset()
     return fhir_server
+
+
+@pytest.fixture(scope="session")
+def limited_proxy(fhir_server: TestServer) -> Iterator[LimitedProxy]:
+    """The session's server behind a proxy that behaves like an EHR's API (no batch,
+    transaction, _include or _revinclude; _count capped at 10)."""
+    proxy = LimitedProxy(fhir_server.root)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def limited(server: TestServer, limited_proxy: LimitedProxy) -> LimitedProxy:
+    """The proxy in front of this test's emptied server, settings back to their defaults
+    (a little latency, so that answers arrive out of order under concurrency)."""
+    limited_proxy.reset(latency=0.002)
+    return limited_proxy
+
+
+@pytest.fixture(params=["full", "limited"])
+def read_base(request: pytest.FixtureRequest, server: TestServer) -> str:
+    """The base URL a scenario runs against: the server itself, or through the proxy."""
+    if request.param == "full":
+        return server.base
+    proxy: LimitedProxy = request.getfixturevalue("limited")
+    return proxy.base
 
 
 @pytest.fixture

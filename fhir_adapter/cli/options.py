@@ -223,24 +223,34 @@ def fhir_instant_or_day(text: str) -> str:
     return text
 
 
-def add_server_options(p: argparse.ArgumentParser) -> None:
-    env_option(p, "--base-url", "BASE_URL", help="FHIR R4 base URL")
+def add_server_options(
+    p: argparse.ArgumentParser, *, write: bool = False, url: bool = True
+) -> None:
+    """The server's URL and auth options; `write=True`: the `--write-` family for the
+    server the output goes to (its own secrets: FHIR_ADAPTER_WRITE_TOKEN and
+    FHIR_ADAPTER_WRITE_CLIENT_SECRET, never the reading server's)."""
+    flag, env, which = (
+        ("--write-", "WRITE_", "the server written to: ") if write else ("--", "", "")
+    )
+    if url:
+        env_option(p, f"{flag}base-url", f"{env}BASE_URL", help=f"{which}FHIR R4 base URL")
     env_option(
         p,
-        "--auth",
-        "AUTH",
+        f"{flag}auth",
+        f"{env}AUTH",
         "none",
         choices=("none", "bearer", "client-secret", "smart-backend"),
-        help="bearer: token from FHIR_ADAPTER_TOKEN; client-secret: secret from "
-        "FHIR_ADAPTER_CLIENT_SECRET; smart-backend: --private-key",
+        help=f"{which}bearer: token from FHIR_ADAPTER_{env}TOKEN; client-secret: secret from "
+        f"FHIR_ADAPTER_{env}CLIENT_SECRET; smart-backend: {flag}private-key",
     )
-    env_option(p, "--client-id", "CLIENT_ID")
-    env_option(p, "--private-key", "PRIVATE_KEY", metavar="PATH")
-    env_option(p, "--key-id", "KEY_ID")
-    env_option(p, "--jku", "JKU", help="JWKS URL to put in the assertion header")
-    env_option(p, "--token-url", "TOKEN_URL", help="default: smart-configuration")
-    env_option(p, "--scope", "SCOPE")
-    env_option(p, "--timeout", "TIMEOUT", "60", type=positive_seconds, help="seconds (> 0)")
+    env_option(p, f"{flag}client-id", f"{env}CLIENT_ID")
+    env_option(p, f"{flag}private-key", f"{env}PRIVATE_KEY", metavar="PATH")
+    env_option(p, f"{flag}key-id", f"{env}KEY_ID")
+    env_option(p, f"{flag}jku", f"{env}JKU", help="JWKS URL to put in the assertion header")
+    env_option(p, f"{flag}token-url", f"{env}TOKEN_URL", help="default: smart-configuration")
+    env_option(p, f"{flag}scope", f"{env}SCOPE")
+    if not write:
+        env_option(p, "--timeout", "TIMEOUT", "60", type=positive_seconds, help="seconds (> 0)")
 
 
 def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORMATS) -> None:
@@ -270,44 +280,63 @@ def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, fl
     return load_pack(args.rules), load_charges(args.charges) if args.charges else None
 
 
-def make_auth(args: argparse.Namespace) -> FhirAuth | None:
-    """The auth object for the chosen mode; secrets only from the environment or files."""
+def make_auth(args: argparse.Namespace, *, write: bool = False) -> FhirAuth | None:
+    """The auth object for the chosen mode; secrets only from the environment or files
+    (the `--write-` family's from FHIR_ADAPTER_WRITE_TOKEN / _WRITE_CLIENT_SECRET)."""
     from fhir_adapter.client import auth
     from fhir_adapter.errors import AdapterError
 
-    extra = {"token_endpoint": args.token_url}
-    if args.scope:
-        extra["scope"] = args.scope
-    if args.auth == "none":
+    dest, env, flag = ("write_", "WRITE_", "--write-") if write else ("", "", "--")
+
+    def arg(name: str) -> Any:
+        return getattr(args, dest + name)
+
+    extra = {"token_endpoint": arg("token_url")}
+    if arg("scope"):
+        extra["scope"] = arg("scope")
+    mode = arg("auth")
+    if mode == "none":
         return None
-    if args.auth == "bearer":
-        return auth.BearerAuth(os.environ.get("FHIR_ADAPTER_TOKEN", ""))
-    if args.auth == "client-secret":
+    if mode == "bearer":
+        return auth.BearerAuth(os.environ.get(f"FHIR_ADAPTER_{env}TOKEN", ""))
+    if mode == "client-secret":
         return auth.ClientSecretAuth(
-            args.client_id or "", os.environ.get("FHIR_ADAPTER_CLIENT_SECRET", ""), **extra
+            arg("client_id") or "", os.environ.get(f"FHIR_ADAPTER_{env}CLIENT_SECRET", ""), **extra
         )
-    if not args.private_key:
-        raise AdapterError("--auth smart-backend needs --private-key PATH")
+    key = arg("private_key")
+    if not key:
+        raise AdapterError(f"{flag}auth smart-backend needs {flag}private-key PATH")
     try:
-        with open(args.private_key, "rb") as fh:
+        with open(key, "rb") as fh:
             pem = fh.read()
     except OSError as exc:
-        raise AdapterError(f"cannot read private key {args.private_key}: {exc.strerror}") from None
+        raise AdapterError(f"cannot read private key {key}: {exc.strerror}") from None
     return auth.SmartBackendAuth(
-        args.client_id or "", pem, key_id=args.key_id, jku=args.jku, **extra
+        arg("client_id") or "", pem, key_id=arg("key_id"), jku=arg("jku"), **extra
     )
 
 
-def connect(args: argparse.Namespace) -> FhirClient:
+def warn(message: str) -> None:
+    """A warning of the run on stderr, one line."""
+    from fhir_adapter.errors import printable
+
+    print(f"fhir-adapter: warning: {printable(message)}", file=sys.stderr)
+
+
+def connect(args: argparse.Namespace, *, write: bool = False) -> FhirClient:
+    """The client of `--base-url` (or, `write=True`, of `--write-base-url`)."""
     from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.errors import AdapterError
 
-    if not args.base_url:
-        raise AdapterError("--base-url (or FHIR_ADAPTER_BASE_URL) is required")
+    flag = "--write-base-url" if write else "--base-url"
+    base_url = args.write_base_url if write else args.base_url
+    if not base_url:
+        raise AdapterError(f"{flag} (or FHIR_ADAPTER_{env_name_of(flag)}) is required")
     return FhirClient(
-        args.base_url,
-        make_auth(args),
+        base_url,
+        make_auth(args, write=write),
         timeout=(min(10.0, args.timeout), args.timeout),
+        warn=warn,
     )
 
 

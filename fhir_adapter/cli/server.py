@@ -47,6 +47,38 @@ def register(sub: Any) -> None:
     env_option(
         run, "--dry-run", action="store_true", help="print what would be written; write nothing"
     )
+    env_option(
+        run,
+        "--concurrency",
+        "CONCURRENCY",
+        "4",
+        type=_concurrency,
+        help="cases read, evaluated and written at once (default 4; at most 8 requests in "
+        "flight to one server); the output is the same as with 1",
+    )
+    where = run.add_mutually_exclusive_group()
+    env_option(
+        where,
+        "--out",
+        metavar="DIR",
+        help="write one transaction Bundle per case and report.html (the worklist) into DIR, "
+        "and nothing to any server",
+    )
+    env_option(
+        where,
+        "--write-base-url",
+        "WRITE_BASE_URL",
+        metavar="URL",
+        help="write the output to this FHIR server instead of the one read (its own "
+        "--write-auth options)",
+    )
+    add_server_options(run, write=True, url=False)
+    env_option(
+        run,
+        "--force",
+        action="store_true",
+        help="write into an --out DIR that holds other files (they are left alone)",
+    )
     add_report_options(run)
     run.set_defaults(handler=run_command)
 
@@ -89,13 +121,41 @@ def register(sub: Any) -> None:
     exp.set_defaults(handler=export_command)
 
 
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 to 64")
+    return value
+
+
 def run_command(args: argparse.Namespace) -> int:
+    from fhir_adapter.errors import AdapterError
     from fhir_adapter.pipeline import run_on_server
 
     pack, charges = load_rules_and_charges(args)
+    if args.out:  # before any request: a wrong directory costs nothing
+        from fhir_adapter.outdir import check_output_directory
+
+        check_output_directory(args.out, "run", force=args.force)
+    elif args.force:
+        raise AdapterError("--force goes with --out DIR")
+    if args.write_auth != "none" and not args.write_base_url:
+        raise AdapterError("--write-auth goes with --write-base-url URL")
+    if args.write_base_url:  # before any request to either server
+        from fhir_adapter.client.rest import check_base_url
+
+        check_base_url(args.write_base_url, "--write-base-url")
     client = connect(args)
+    writer = None
     progress = Progress()
     try:
+        if args.write_base_url:
+            writer = connect(args, write=True)
+        if not args.out and not args.dry_run:
+            refuse_unwritable(writer or client, "--write-base-url" if writer else "--base-url")
         results = run_on_server(
             client,
             pack,
@@ -103,18 +163,36 @@ def run_command(args: argparse.Namespace) -> int:
             patient=args.patient,
             since=args.since,
             block_on=args.block_on,
-            dry_run=args.dry_run,
+            dry_run=args.dry_run or bool(args.out),
             on_case=progress.tick,
             charges=charges,
+            concurrency=args.concurrency,
+            write_to=writer,
+            lookup_earlier=not args.out,
         )
     finally:
         progress.done()
         client.close()
+        if writer is not None:
+            writer.close()
     outputs = [r.output for r in results]
-    if args.dry_run and args.format == "table":
+    page = None
+    if args.out:
+        from fhir_adapter.report import render_html
+        from fhir_adapter.sinks import write_bundles
+
+        page = render_html(outputs, pack=pack, source=[args.base_url])
+        write_bundles(outputs, args.out, report_html=page, force=args.force, kind="run")
+    elif args.dry_run and args.format == "table":
         for r in results:
             print(_would_write(r))
-    code = emit(outputs, args.format, pack=pack, source=[args.base_url])
+    code = emit(outputs, args.format, pack=pack, source=[args.base_url], html=page)
+    if args.out:
+        print(
+            f"fhir-adapter: {len(results)} transaction Bundle(s) and report.html in {args.out}",
+            file=sys.stderr,
+        )
+        return code
     writes = sum(r.written for r in results)
     verb = "would write" if args.dry_run else "wrote"
     count = sum(1 for r in results if r.transaction) if args.dry_run else writes
@@ -122,6 +200,21 @@ def run_command(args: argparse.Namespace) -> int:
         f"fhir-adapter: {verb} {count} transaction(s) for {len(results)} case(s)", file=sys.stderr
     )
     return code
+
+
+def refuse_unwritable(client: Any, option: str) -> None:
+    """A server whose CapabilityStatement lists no Claim or DetectedIssue writes is refused
+    before any work (else every case would be read and evaluated, then fail to write)."""
+    from fhir_adapter.client.urls import redact_url
+    from fhir_adapter.errors import AdapterError
+
+    missing = client.features.unwritable()
+    if missing:
+        raise AdapterError(
+            f"{option} {redact_url(client.base_url)} accepts no {' or '.join(missing)} writes "
+            "(its CapabilityStatement lists no create or update for them): write to another "
+            "server with --write-base-url URL, or to files with --out DIR"
+        )
 
 
 def export_command(args: argparse.Namespace) -> int:

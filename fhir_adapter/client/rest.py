@@ -10,21 +10,33 @@ Server errors become `ServerError` carrying the OperationOutcome's text.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError, InvalidHeader, MaxRetryError, ReadTimeoutError, SSLError
+from urllib3.exceptions import (
+    HTTPError,
+    InvalidHeader,
+    MaxRetryError,
+    ReadTimeoutError,
+    ResponseError,
+    SSLError,
+)
 from urllib3.util.retry import Retry
 
 from fhir_adapter.client.auth import FhirAuth, TokenEndpointAuth
+from fhir_adapter.client.capabilities import ServerFeatures, is_refusal
+from fhir_adapter.client.gate import BUSY_STATUSES, HostGate
 from fhir_adapter.client.urls import base_url_problem, origin, redact_url, same_origin
 from fhir_adapter.errors import PagingError, ServerError, printable
+from fhir_adapter.fhir.references import with_references
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -41,16 +53,41 @@ class BudgetRetry(Retry):
     """
 
     def __init__(
-        self, *args: Any, budget: float | None = None, started: float | None = None, **kw: Any
+        self,
+        *args: Any,
+        budget: float | None = None,
+        started: float | None = None,
+        gate: HostGate | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.budget = budget
         self.started = started
+        self.gate = gate
 
     def new(self, **kw: Any) -> BudgetRetry:
         kw.setdefault("budget", self.budget)
         kw.setdefault("started", self.started)
+        kw.setdefault("gate", self.gate)
         return super().new(**kw)
+
+    def sleep(self, response: Any = None) -> None:
+        """429/503 pause every request to the host together (the gate's shared backoff);
+        other retries back off on their own."""
+        status = getattr(response, "status", None)
+        if self.gate is None or status not in BUSY_STATUSES:
+            super().sleep(response)
+            return
+        retry_after = self.get_retry_after(response) if self.respect_retry_after_header else None
+        self.gate.busy(retry_after)
+        deadline = None
+        if self.budget is not None and self.started is not None:
+            deadline = self.started + self.budget
+        try:
+            self.gate.wait_out(deadline, "retry")
+        except ServerError:
+            busy = ResponseError("busy past the retry budget")
+            raise MaxRetryError(None, "", busy) from None  # type: ignore[arg-type]
 
     def parse_retry_after(self, retry_after: str) -> float:
         """A garbled `Retry-After` falls back to the backoff instead of escaping as an error."""
@@ -85,8 +122,11 @@ class BudgetRetry(Retry):
         return new
 
 
-def retry_policy(retries: int, backoff: float, budget: float, *, post: bool) -> BudgetRetry:
-    """408/429/5xx and connection errors with backoff; POST only for idempotent sessions."""
+def retry_policy(
+    retries: int, backoff: float, budget: float, *, post: bool, gate: HostGate | None = None
+) -> BudgetRetry:
+    """408/429/5xx and connection errors with backoff; POST only for idempotent sessions;
+    with `gate`, 429/503 wait out one pause shared by every request to the host."""
     methods = set(Retry.DEFAULT_ALLOWED_METHODS) | ({"POST"} if post else set())
     return BudgetRetry(
         total=retries,
@@ -100,6 +140,7 @@ def retry_policy(retries: int, backoff: float, budget: float, *, post: bool) -> 
         respect_retry_after_header=True,
         raise_on_status=False,
         budget=budget,
+        gate=gate,
     )
 
 
@@ -120,14 +161,16 @@ def _refuse_cross_origin_redirect(
     return resp
 
 
-def retrying_session(policy: BudgetRetry, auth: FhirAuth | None) -> requests.Session:
+def retrying_session(
+    policy: BudgetRetry, auth: FhirAuth | None, pool_size: int = 8
+) -> requests.Session:
     """A Session whose adapters carry `policy`; no proxies or netrc from the environment;
     redirects to another origin refused (a `CrossOriginRedirect`)."""
     session = requests.Session()
     session.trust_env = False
     session.hooks["response"].append(_refuse_cross_origin_redirect)
     session.headers.update({"Accept": FHIR_JSON, "User-Agent": "fhir-adapter"})
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=policy)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=policy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     if auth is not None:
@@ -172,6 +215,8 @@ class FhirClient:
         check_version: bool = True,
         deadline: float = 300.0,
         max_response_bytes: int = 512 * 1024 * 1024,
+        max_in_flight: int = 8,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/") + "/"
@@ -182,15 +227,27 @@ class FhirClient:
         self.auth = auth
         if auth is not None:
             auth.bind(self.base_url)
+        # one gate for the host: requests in flight capped, 429/503 paused together
+        self.gate = HostGate(max_in_flight, backoff)
+        self.warn = warn
         # Two sessions, one policy each: a POST is replayed only on the idempotent one.
         self.session = retrying_session(
-            retry_policy(retries, backoff, retry_budget, post=False), auth
+            retry_policy(retries, backoff, retry_budget, post=False, gate=self.gate),
+            auth,
+            max_in_flight,
         )
         self.idempotent_session = retrying_session(
-            retry_policy(retries, backoff, retry_budget, post=True), auth
+            retry_policy(retries, backoff, retry_budget, post=True, gate=self.gate),
+            auth,
+            max_in_flight,
         )
         self.requests: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+        self._tallies = threading.local()
         self._capabilities: dict[str, Any] | None = None
+        self._features: ServerFeatures | None = None
+        self._features_lock = threading.Lock()
+        self.check_version = check_version
         if isinstance(auth, TokenEndpointAuth) and auth.token_endpoint is None:
             auth.configure(self.smart_configuration())
         if check_version:
@@ -210,6 +267,24 @@ class FhirClient:
     def url(self, path: str) -> str:
         return urljoin(self.base_url, path.lstrip("/"))
 
+    @contextlib.contextmanager
+    def tally(self) -> Iterator[Counter[str]]:
+        """Count the requests this thread makes inside the block (per case, whatever the
+        other threads are doing)."""
+        counter: Counter[str] = Counter()
+        stack: list[Counter[str]] = getattr(self._tallies, "stack", [])
+        self._tallies.stack = [*stack, counter]
+        try:
+            yield counter
+        finally:
+            self._tallies.stack = stack
+
+    def count(self, kind: str) -> None:
+        with self._count_lock:
+            self.requests[kind] += 1
+        for counter in getattr(self._tallies, "stack", ()):
+            counter[kind] += 1
+
     def request(
         self,
         method: str,
@@ -220,10 +295,15 @@ class FhirClient:
         idempotent: bool = False,
         expect: str | None = None,
         kind: str = "read",
+        headers: Mapping[str, str] | None = None,
+        answer: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One HTTP exchange; returns the parsed JSON resource or raises ServerError."""
+        """One HTTP exchange; returns the parsed JSON resource or raises ServerError.
+
+        `answer`, when given, receives the status and the Location header (a write that
+        answers with no body still says where the resource is)."""
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
-        headers = {}
+        headers = dict(headers or {})
         data: bytes | None = None
         if body is not None:
             data = orjson.dumps(body)
@@ -232,8 +312,10 @@ class FhirClient:
             data = urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         session = self.idempotent_session if idempotent else self.session
-        self.requests[kind] += 1
+        self.count(kind)
         started = time.monotonic()
+        where = f"{method} {redact_url(url)}"
+        self.gate.enter(started + self.deadline, where)
         try:
             resp = session.request(
                 method,
@@ -245,7 +327,9 @@ class FhirClient:
                 stream=True,
             )
             with resp:
-                content = self._read_body(resp, f"{method} {redact_url(url)}", started)
+                content = self._read_body(resp, where, started)
+            if resp.status_code not in BUSY_STATUSES:
+                self.gate.answered()
         except CrossOriginRedirect as exc:
             target = redact_url(str(exc)).split("/", 3)[:3]
             raise ServerError(
@@ -262,6 +346,15 @@ class FhirClient:
             raise ServerError(
                 f"{method} {redact_url(url)}: failed ({type(exc).__name__})"
             ) from None
+        finally:
+            self.gate.leave()
+        if answer is not None:
+            answer["status"] = resp.status_code
+            answer["location"] = resp.headers.get("Location") or resp.headers.get(
+                "Content-Location"
+            )
+            if not content and resp.status_code < 400:
+                return {}
         return self._parse(resp, content, method, url, expect)
 
     def _read_body(
@@ -342,9 +435,22 @@ class FhirClient:
             self._capabilities = cs
         return self._capabilities
 
+    @property
+    def features(self) -> ServerFeatures:
+        """What the server's CapabilityStatement lists (and, as the run goes on, what it
+        refused of that): shared by every thread of the run."""
+        with self._features_lock:  # one object per run: its refusals are everyone's
+            if self._features is None:
+                if self._capabilities is None and not self.check_version:
+                    self._features = ServerFeatures.assume_all(self.warn)
+                else:
+                    cs = self.capabilities()
+                    self._features = ServerFeatures.from_capabilities(cs, self.warn)
+            return self._features
+
     def smart_configuration(self) -> dict[str, Any]:
         url = self.url(".well-known/smart-configuration")
-        self.requests["discovery"] += 1
+        self.count("discovery")
         try:
             # Discovery happens before there is a token: send it without credentials.
             resp = self.session.get(
@@ -374,7 +480,8 @@ class FhirClient:
     def search_pages(
         self, rtype: str, params: Sequence[tuple[str, str]] = ()
     ) -> Iterator[dict[str, Any]]:
-        """Searchset pages, following `next` only within the base URL's origin."""
+        """Searchset pages, following `next` (absolute, or relative to the base URL) only
+        within the base URL's origin."""
         query = urlencode(list(params))
         if len(query) > MAX_GET_URL:
             page = self.request(
@@ -398,8 +505,10 @@ class FhirClient:
                 ),
                 None,
             )
-            if not nxt:
+            if not nxt or not isinstance(nxt, str):
                 return
+            if "://" not in nxt:  # relative (to the base URL, or to its root with a "/")
+                nxt = urljoin(self.base_url, nxt)
             if not self.same_origin(nxt):
                 sent_to = origin(nxt)
                 raise PagingError(
@@ -430,6 +539,13 @@ class FhirClient:
 
     def batch_get(self, urls: Sequence[str]) -> list[dict[str, Any] | None]:
         """Several reads/searches in one batch round trip; None where an entry failed."""
+        return [
+            resource if status.startswith("2") else None
+            for status, resource in self.batch_entries(urls)
+        ]
+
+    def batch_entries(self, urls: Sequence[str]) -> list[tuple[str, dict[str, Any] | None]]:
+        """(status, resource) of each GET of a batch, in order ("" where none came back)."""
         if not urls:
             return []
         bundle = {
@@ -438,13 +554,13 @@ class FhirClient:
             "entry": [{"request": {"method": "GET", "url": u}} for u in urls],
         }
         reply = self.request("POST", "", body=bundle, idempotent=True, expect="Bundle")
-        out: list[dict[str, Any] | None] = []
+        out: list[tuple[str, dict[str, Any] | None]] = []
         for entry in reply.get("entry") or []:
-            status = str((entry.get("response") or {}).get("status", ""))
-            resource = entry.get("resource")
-            out.append(resource if status.startswith("2") and isinstance(resource, dict) else None)
-        out.extend([None] * (len(urls) - len(out)))
-        return out
+            status = str(((entry or {}).get("response") or {}).get("status", ""))
+            resource = (entry or {}).get("resource")
+            out.append((status, resource if isinstance(resource, dict) else None))
+        out.extend([("", None)] * (len(urls) - len(out)))
+        return out[: len(urls)]
 
     def same_origin(self, url: str) -> bool:
         """Whether an absolute URL goes to the base URL's origin (where the token may go),
@@ -461,8 +577,12 @@ class FhirClient:
         full = url if "://" in url else self.url(url)
         if not self.same_origin(full):
             return None
-        self.requests["attachment"] += 1
+        self.count("attachment")
         started = time.monotonic()
+        try:
+            self.gate.enter(started + self.deadline, "attachment")
+        except ServerError:
+            return None
         try:
             resp = self.session.get(
                 full,
@@ -478,6 +598,8 @@ class FhirClient:
                 return body, str(resp.headers.get("Content-Type") or "")
         except (requests.RequestException, ServerError, HTTPError, OSError):
             return None
+        finally:
+            self.gate.leave()
 
     def transaction(self, bundle: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """POST a transaction; retried only when every entry is conditional (idempotent)."""
@@ -485,21 +607,81 @@ class FhirClient:
             "POST", "", body=bundle, idempotent=idempotent, expect="Bundle", kind="write"
         )
 
+    def write(self, bundle: dict[str, Any]) -> None:
+        """Write a transaction Bundle the way the server takes it: as one transaction where
+        its CapabilityStatement lists them, else entry by entry (see `write_entries`). A
+        server that lists transactions and then refuses one (501, or 400 `not-supported`)
+        is written entry by entry for the rest of the run."""
+        features = self.features
+        if features.transaction():
+            try:
+                self.transaction(bundle)
+                return
+            except ServerError as exc:
+                if not is_refusal(exc, strict=True):
+                    raise
+                features.refuse("transaction", redact_url(self.base_url), exc)
+        self.write_entries(bundle)
+
+    def write_entries(self, bundle: dict[str, Any]) -> None:
+        """A transaction's entries as single requests, in order, with the same conditions:
+        a POST with `ifNoneExist` is a conditional create (`If-None-Exist`), a PUT keeps
+        its `If-Match`, a PUT to `Type?query` is a conditional update. A `urn:uuid:`
+        fullUrl becomes the `Type/id` the server gave, in the entries after it. Not
+        atomic: a failure leaves the entries before it written, which a re-run finds
+        by their identifiers and completes without duplicates."""
+        mapping: dict[str, str] = {}
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") or {}
+            method = str(request.get("method", "POST"))
+            url = str(request.get("url", ""))
+            headers = {}
+            if request.get("ifNoneExist"):
+                headers["If-None-Exist"] = str(request["ifNoneExist"])
+            if request.get("ifMatch"):
+                headers["If-Match"] = str(request["ifMatch"])
+            resource = with_references(entry.get("resource"), mapping) if mapping else None
+            answer: dict[str, Any] = {}
+            got = self.request(
+                method,
+                url,
+                body=resource or entry.get("resource"),
+                idempotent=method == "PUT" or "If-None-Exist" in headers,
+                kind="write",
+                headers=headers,
+                answer=answer,
+            )
+            full = entry.get("fullUrl")
+            written = _written_key(got, answer.get("location"))
+            if isinstance(full, str) and full.startswith("urn:") and written:
+                mapping[full] = written
+
+
+def _written_key(resource: Mapping[str, Any], location: str | None) -> str | None:
+    """`Type/id` of a written resource: from the body, else from the Location header."""
+    if resource.get("resourceType") and resource.get("id"):
+        return f"{resource['resourceType']}/{resource['id']}"
+    if location:
+        parts = location.split("/_history/", 1)[0].rstrip("/").split("/")
+        if len(parts) >= 2:
+            return f"{parts[-2]}/{parts[-1]}"
+    return None
+
 
 def no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
     return r
 
 
-def check_base_url(base_url: str) -> None:
+def check_base_url(base_url: str, option: str = "--base-url") -> None:
     """A base URL judged as it will be sent (else requests' message is cryptic, or the
-    request goes somewhere the user did not mean)."""
+    request goes somewhere the user did not mean); the message names `option`."""
     problem = base_url_problem(base_url)
     if problem is None:
         return
     shown = "" if "\\" in base_url else f" {redact_url(base_url)!r}"
     if problem.startswith("needs"):  # nothing to redact without a scheme: show what was given
         shown = f" {printable(base_url.rsplit('@', 1)[-1])!r}"
-    raise ServerError(f"--base-url: the base URL{shown} {problem}")
+    raise ServerError(f"{option}: the base URL{shown} {problem}")
 
 
 def connection_failure(exc: Exception) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fhir_adapter.fhir.elements import Resource, values_at
@@ -85,3 +85,20 @@ def reverse_targets(
 
 def _items(value: Any) -> list[Any]:
     return [v for v in value if v is not None] if isinstance(value, list) else [value]
+
+
+def with_references(node: Any, mapping: Mapping[str, str]) -> Any:
+    """A copy of `node` with every `reference` string found in `mapping` replaced (the
+    urn:uuid fullUrls of a transaction by what the server gave them, say)."""
+    if isinstance(node, dict):
+        return {
+            k: (
+                mapping.get(v, v)
+                if k == "reference" and isinstance(v, str)
+                else with_references(v, mapping)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [with_references(x, mapping) for x in node]
+    return node

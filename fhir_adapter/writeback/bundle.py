@@ -31,6 +31,9 @@ class CaseOutput:
     # for the worklist, Claim or not: a blocked case still has a date and a payer
     date_of_service: str | None = None
     payer: str | None = None
+    # read from a FHIR server: the requests it took to gather the case (the JSON
+    # report's `reads`); None for files, and not carried by `to_bytes`
+    reads: int | None = None
 
     def bundle(self, method: str = "create") -> dict[str, Any]:
         """A transaction; `create` posts with ifNoneExist, `upsert` PUTs conditionally."""
@@ -72,7 +75,7 @@ class CaseOutput:
     def report(self) -> dict[str, Any]:
         """The case's row in the JSON report (a stable interface for scripts)."""
         e = self.evaluation
-        return {
+        row: dict[str, Any] = {
             "procedure": e.procedure,
             "patient": e.patient,
             "encounter": e.encounter,
@@ -87,6 +90,9 @@ class CaseOutput:
             "code_sets": dict(e.code_sets),
             "resources": list(self.resources),
         }
+        if self.reads is not None:
+            row["reads"] = self.reads
+        return row
 
 
 def _writable(reference: str) -> bool:

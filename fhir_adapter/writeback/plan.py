@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fhir_adapter.fhir.references import with_references
 from fhir_adapter.writeback.bundle import CaseOutput
 
 _VOLATILE = ("id", "meta", "created", "identifiedDateTime", "text")
@@ -19,21 +20,6 @@ _VOLATILE = ("id", "meta", "created", "identifiedDateTime", "text")
 
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k not in _VOLATILE}
-
-
-def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                mapping.get(v, v)
-                if k == "reference" and isinstance(v, str)
-                else _rewrite(v, mapping)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_rewrite(x, mapping) for x in node]
-    return node
 
 
 def plan_write(
@@ -58,7 +44,7 @@ def plan_write(
     entries = []
     wanted = set()
     for url, resource in zip(output.full_urls, output.resources, strict=True):
-        resource = _rewrite(resource, mapping)
+        resource = with_references(resource, mapping)
         wanted.add(key(resource))
         found = by_ident.get(key(resource))
         if found is not None and found.get("id"):

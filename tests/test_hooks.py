@@ -23,6 +23,7 @@ from fhir_adapter.testing.hooks import discharge_context, draft_order, order_con
 
 from .conftest import CASES, findings_of, fixture_names, load_bundle
 from .fhir_server.harness import TestServer
+from .fhir_server.proxy import LimitedProxy
 from .test_hooks_harness import EHR_ISS, Ehr, HookServer, SigningKey, hook_body, inline_service
 
 pytestmark = pytest.mark.server
@@ -179,6 +180,24 @@ def test_discharge_via_fhir_server_gives_evaluates_findings(
         assert action["type"] == "create" and action["resource"]["resourceType"] == "Claim"
     for r in responses:
         check_response_shape(r)
+
+
+@pytest.mark.parametrize("name", ["ex1-hcc-ct", "v12-doc-gaps", "v40-global-group"])
+def test_discharge_via_a_server_without_batch_or_includes_gives_the_same_findings(
+    name: str, fhir: TestServer, ehr: Ehr, pack: Pack, limited_proxy: LimitedProxy
+) -> None:
+    """The EHR's fhirServer refuses batch and includes (and says so in its
+    CapabilityStatement): the service reads the plain way and finds what it finds on a
+    server that does everything."""
+    limited_proxy.reset()
+    found: list[str] = []
+    for context in discharge_contexts(fhir, name):
+        body = hook_body("encounter-discharge", context, fhirServer=limited_proxy.base)
+        resp = ehr.hook(DISCHARGE, body)
+        assert resp.status_code == 200, resp.text
+        found += topics(pack, resp.json())
+    assert sorted(found) == expected_codes(pack, name)[0]
+    assert limited_proxy.counts["refused"] == 0, limited_proxy.counts
 
 
 @pytest.mark.parametrize("name", fixture_names())

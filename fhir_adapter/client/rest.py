@@ -217,6 +217,7 @@ class FhirClient:
         max_response_bytes: int = 512 * 1024 * 1024,
         max_in_flight: int = 8,
         warn: Callable[[str], None] | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> None:
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/") + "/"
@@ -244,7 +245,8 @@ class FhirClient:
         self.requests: Counter[str] = Counter()
         self._count_lock = threading.Lock()
         self._tallies = threading.local()
-        self._capabilities: dict[str, Any] | None = None
+        # a CapabilityStatement already read from this base (and checked) saves the request
+        self._capabilities: dict[str, Any] | None = capabilities
         self._features: ServerFeatures | None = None
         self._features_lock = threading.Lock()
         self.check_version = check_version

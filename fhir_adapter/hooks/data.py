@@ -207,22 +207,23 @@ def given_prefetch(service: Service, prefetch: dict[str, Any] | None) -> dict[st
 
 
 class VerifiedServers:
-    """fhirServer base URLs whose /metadata said FHIR R4, so each is checked once an hour."""
+    """fhirServer base URLs whose /metadata said FHIR R4, with that CapabilityStatement (what
+    the reads may use: batch, includes), so each is read once an hour."""
 
     TTL = 3600.0
 
     def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def fresh(self, base: str) -> bool:
+    def fresh(self, base: str) -> dict[str, Any] | None:
         with self._lock:
-            at = self._seen.get(base)
-        return at is not None and time.monotonic() - at < self.TTL
+            seen = self._seen.get(base)
+        return seen[1] if seen is not None and time.monotonic() - seen[0] < self.TTL else None
 
-    def add(self, base: str) -> None:
+    def add(self, base: str, capabilities: dict[str, Any]) -> None:
         with self._lock:
-            self._seen[base] = time.monotonic()
+            self._seen[base] = (time.monotonic(), capabilities)
 
 
 @dataclass
@@ -257,6 +258,8 @@ class HookData:
         from fhir_adapter.client.rest import FhirClient
 
         token = self.request.access_token
+        base = self.request.fhir_server.rstrip("/") + "/"
+        known = self.verified.fresh(base)
         client = FhirClient(
             self.request.fhir_server,
             BearerAuth(token) if token else None,
@@ -264,17 +267,17 @@ class HookData:
             retries=2,
             backoff=0.2,
             retry_budget=sum(self.timeout),
-            check_version=False,
+            check_version=False,  # below, once an hour per server
             deadline=self.deadline,
             max_response_bytes=self.max_bytes,
+            capabilities=known,
         )
-        if not self.verified.fresh(client.base_url):
+        if known is None:
             try:
-                client.capabilities()
+                self.verified.add(client.base_url, client.capabilities())
             except ServerError as exc:
                 client.close()
                 raise PreconditionFailed(f"{why}: the FHIR server cannot be used: {exc}") from None
-            self.verified.add(client.base_url)
         self._client = client
         return client
 
@@ -309,12 +312,15 @@ class HookData:
         return store
 
     def fetch(self, urls: list[str], why: str) -> list[dict[str, Any] | None]:
+        from fhir_adapter.client.reads import Reader
+
         client = self.client(why)
-        try:
-            results = client.batch_get(urls)
+        before = sum(client.requests.values())
+        try:  # batch and includes where the server's CapabilityStatement lists them
+            results = Reader(client).get_many(urls)
         except ServerError as exc:
             raise PreconditionFailed(f"{why}: {exc}") from None
-        self.reads += 1
+        self.reads += sum(client.requests.values()) - before
         return results
 
     def resolve_leftovers(self, store: ResourceStore, case: Case) -> bool:

@@ -169,6 +169,31 @@ def test_index_answers_what_the_package_answers(index_doc: dict[str, Any]) -> No
         assert got == [icd10cm.parse_refs(e) for e in expected], c
 
 
+def test_additional_code_notes_are_what_the_package_says(index_doc: dict[str, Any]) -> None:
+    """Every code's "use additional code" and "code also" notes, its own and its ancestors',
+    from the index as from the package (billing.tabular_notes read the package until
+    the index held them)."""
+    import simple_icd_10_cm as cm  # type: ignore[import-untyped]
+
+    index = icd10cm._Index(index_doc)
+    codes = [
+        c
+        for c in dict.fromkeys(cm.get_all_codes(with_dots=True))
+        if cm.is_category_or_subcategory(c)
+    ]
+    noted = 0
+    for c in codes:
+        expected: list[str] = []
+        for node in [c, *cm.get_ancestors(c)]:
+            for text in (cm.get_use_additional_code(node), cm.get_code_also(node)):
+                cleaned = " ".join(str(text or "").split())
+                if cleaned and cleaned not in expected:
+                    expected.append(cleaned)
+        assert index.additional(c.replace(".", "")) == tuple(expected), c
+        noted += bool(expected)
+    assert noted > 60_000  # chapter notes reach most codes
+
+
 def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
     assert not cache.exists()
     assert is_billable("C22.0")
@@ -178,7 +203,9 @@ def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
     # a fresh process answers from the cache and never imports the 200 MB package
     probe = (
         "import sys; from fhir_adapter.billing import icd10cm as i; "
-        "print(i.is_billable('K74.60'), i.is_billable('K74.6'), 'simple_icd_10_cm' in sys.modules)"
+        "from fhir_adapter.billing.tabular_notes import additional_code_notes as notes; "
+        "print(i.is_billable('K74.60'), i.is_billable('K74.6'), bool(notes('C22.0')), "
+        "'simple_icd_10_cm' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -187,7 +214,7 @@ def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
         check=True,
         env={"XDG_CACHE_HOME": str(cache.parent.parent), "PATH": "/usr/bin:/bin"},
     ).stdout
-    assert out.split() == ["True", "False", "False"]
+    assert out.split() == ["True", "False", "True", "False"]
 
 
 def test_corrupt_or_stale_cache_is_rebuilt(cache: Path, index_doc: dict[str, Any]) -> None:

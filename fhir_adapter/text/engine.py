@@ -711,10 +711,10 @@ class ContextEngine:
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
         classified = 0
-        compiled = self.compiled
+        ready = self._compiled
         for source, bounded in parts:
-            regex, required = compiled(source)
-            if _cannot_match(required, low):
+            regex, required = ready.get(source) or self.compiled(source)
+            if required is not None and _cannot_match(required, low):
                 continue
             # one scan of the whole text per term/pattern whose keyword it has
             for m in regex.finditer(low):
@@ -795,8 +795,8 @@ class ContextEngine:
             hi = bisect.bisect_right(lay.active_first, far, lo)
             doc.work += hi - lo
         for c in lay.active[lo:hi]:
-            if not c.reaches(element):
-                continue
+            if (c.only and element not in c.only) or element in c.skip:
+                continue  # Cue.reaches, inlined: this runs per cue and mention
             ok = False
             if c.start < end and start < c.end:
                 # A negation or time inside the mention is part of it ("not a surgical
@@ -973,7 +973,12 @@ class ContextEngine:
 
 def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
     """The prefilter: none of the strings a regex cannot match without is in the text."""
-    return required is not None and not any(r in low for r in required)
+    if required is None:
+        return False
+    for r in required:  # a loop, not any(): this runs per term and text
+        if r in low:
+            return False
+    return True
 
 
 # a few short texts: a pattern that matches none of them, or only some of them, is

@@ -17,6 +17,7 @@ and screened in parallel processes.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import re
@@ -66,9 +67,10 @@ class Chunk:
         """A gzipped file is one chunk, read whole (it cannot be read at an offset)."""
         return self.end == -1 and self.path.lower().endswith(".gz")
 
-    @property
+    @functools.cached_property
     def rtype(self) -> str | None:
-        """The resource type the file name announces (`Procedure.ndjson`, `Procedure.000.ndjson`)."""
+        """The resource type the file name announces (`Procedure.ndjson`, `Procedure.000.ndjson`);
+        worked out once (it was asked for every line kept)."""
         m = _TYPE_PREFIX.match(Path(self.path).name)
         return m.group(1) if m and m.group(1) in RESOURCE_TYPES else None
 

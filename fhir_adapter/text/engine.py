@@ -350,6 +350,14 @@ class ContextEngine:
             found = self._compiled[source] = (regex, required_literals(source))
         return found
 
+    def compile_all(self) -> None:
+        """Compile every target's terms now (they are compiled on first use otherwise): for
+        a process about to fork workers, which then inherit them instead of each compiling
+        its own."""
+        for target in self.targets.values():
+            for part in target.parts:
+                self.compiled(part.source)
+
     def _check_regex(self, expanded: str, problem: str) -> None:
         """A pattern must compile in the form that runs (lower-cased, no leading boundary),
         and match some text: one that can match nothing at all would be a mention of

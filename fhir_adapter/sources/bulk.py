@@ -548,9 +548,7 @@ def run_pass(
     else:
         # largest first, so that no big chunk is left for one worker at the end
         order = sorted(range(len(chunks)), key=lambda i: -sizes[i])
-        done = fork_map(
-            _scan_catching, (func, job), [chunks[i] for i in order], workers, meanwhile
-        )
+        done = fork_map(_scan_catching, (func, job), [chunks[i] for i in order], workers, meanwhile)
         try:
             for i, part in zip(order, done, strict=True):
                 settle(i, part)

@@ -137,10 +137,13 @@ def measure_size(patients: int, repeat: int, dense: bool = False) -> dict[str, A
     }
 
 
-def measure_revs(revs: list[str], exports: list[tuple[str, Path]], repeat: int) -> None:
+def measure_revs(
+    revs: list[str], exports: list[tuple[str, Path]], repeat: int, two: bool = True
+) -> None:
     """Each commit's one-worker CPU time against the orjson floor's (CPU time: a busy
-    machine stretches wall time unevenly), and its 1 -> 2 worker wall-time speed-up, the
-    commits taking turns so that load changes hit them alike; best of `repeat`."""
+    machine stretches wall time unevenly), and (`two`) its 1 -> 2 worker wall-time
+    speed-up, the commits taking turns so that load changes hit them alike; best of
+    `repeat`."""
     with tempfile.TemporaryDirectory(prefix="fhir-adapter-revs-") as tmp:
         trees = {}
         for rev in revs:
@@ -158,24 +161,24 @@ def measure_revs(revs: list[str], exports: list[tuple[str, Path]], repeat: int) 
             for _ in range(repeat):
                 floor.append(orjson_floor(path, time.process_time)[0])
                 for rev in revs:
-                    one = child(path, 1, trees[rev])
-                    two = child(path, 2, trees[rev])
-                    cpu[rev].append(one["cpu"])
-                    wall[rev][1].append(one["seconds"])
-                    wall[rev][2].append(two["seconds"])
-                    digests |= {one["digest"], two["digest"]}
+                    runs = {w: child(path, w, trees[rev]) for w in ((1, 2) if two else (1,))}
+                    cpu[rev].append(runs[1]["cpu"])
+                    for w, run in runs.items():
+                        wall[rev][w].append(run["seconds"])
+                        digests.add(run["digest"])
             assert len(digests) == 1, f"{name}: the commits or worker counts disagree"
             base = best(cpu[revs[0]])
-            print(f"\n{name}: orjson floor {best(floor):.3f} s CPU (best of {repeat})")
+            print(f"\n{name}: orjson floor {best(floor):.3f} s CPU (best of {repeat})", flush=True)
             print(
                 "| commit | 1 worker CPU s | x orjson | vs first | 1 worker s | 2 workers s | speed-up |"
             )
             print("|---|---:|---:|---:|---:|---:|---:|")
             for rev in revs:
-                c, w1, w2 = best(cpu[rev]), best(wall[rev][1]), best(wall[rev][2])
+                c, w1 = best(cpu[rev]), best(wall[rev][1])
+                w2 = f"{best(wall[rev][2]):.2f} | {w1 / best(wall[rev][2]):.2f}" if two else "- | -"
                 print(
-                    f"| {rev} | {c:.2f} | {c / best(floor):.2f} | {c / base:.3f} | "
-                    f"{w1:.2f} | {w2:.2f} | {w1 / w2:.2f} |"
+                    f"| {rev} | {c:.2f} | {c / best(floor):.2f} | {c / base:.3f} | {w1:.2f} | {w2} |",
+                    flush=True,
                 )
 
 
@@ -375,6 +378,7 @@ def main() -> None:
     parser.add_argument(
         "--revs", default="", help="commits to compare, comma-separated (prints, writes nothing)"
     )
+    parser.add_argument("--one-worker", action="store_true", help="with --revs: no 2-worker runs")
     args = parser.parse_args()
     if args.revs:
         exports = [(f"sparse {int(n):,}", export_for(int(n))) for n in args.sizes.split(",") if n]
@@ -383,7 +387,7 @@ def main() -> None:
             for n in args.dense.split(",")
             if n
         ]
-        measure_revs(args.revs.split(","), exports, args.repeat)
+        measure_revs(args.revs.split(","), exports, args.repeat, not args.one_worker)
         return
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),

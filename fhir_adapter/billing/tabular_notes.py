@@ -15,8 +15,11 @@ from fhir_adapter.billing import icd10cm
 def additional_code_notes(code: str) -> tuple[str, ...]:
     """The notes of `code` (dotted) and of each ancestor category, nearest first."""
     found = icd10cm.additional_notes(code)
-    if found is not None:
-        return found
+    return found if found is not None else package_notes(code)
+
+
+def package_notes(code: str) -> tuple[str, ...]:
+    """The same, from the package itself (the index is held to it on every code)."""
     with warnings.catch_warnings():  # its loader uses importlib.resources' legacy API
         warnings.simplefilter("ignore", DeprecationWarning)
         import simple_icd_10_cm as cm  # type: ignore[import-untyped]

@@ -7,6 +7,12 @@ machine is shared and noisy: end-to-end evaluation is reported as a ratio to
 Results go to benchmarks/results.json and the table in benchmarks/README.md.
 
     python benchmarks/bench.py [--sizes 1000,10000,100000] [--repeat 3] [--no-server]
+
+`--revs A,B,...` measures the given commits instead, interleaved in one run (each from
+`git archive`, against the same floor), to show what each change saved; it prints a
+table and writes nothing:
+
+    python benchmarks/bench.py --revs main,HEAD~2,HEAD --sizes 10000 --dense 4000
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,13 +41,17 @@ import json, resource, sys, time
 from fhir_adapter.pipeline import evaluate_paths
 path, workers = sys.argv[1], int(sys.argv[2])
 t = time.perf_counter()
+cpu = time.process_time()
 outputs = evaluate_paths([path], workers=workers)
 elapsed = time.perf_counter() - t
+cpu = time.process_time() - cpu
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 claims = sum(1 for o in outputs if not o.evaluation.blocked)
 digest = hash(tuple((o.evaluation.procedure, tuple(f.code for f in o.evaluation.findings)) for o in outputs))
 # VmHWM, not ru_maxrss: ru_maxrss survives exec and would count the benchmark's own size.
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": elapsed, "cases": len(outputs), "claims": claims, "rss_kb": rss, "digest": digest}))
+print(json.dumps({"seconds": elapsed, "cpu": cpu, "children_cpu": children.ru_utime + children.ru_stime,
+                  "cases": len(outputs), "claims": claims, "rss_kb": rss, "digest": digest}))
 """
 
 
@@ -58,10 +69,10 @@ def export_for(patients: int, dense: bool = False) -> Path:
     return out
 
 
-def orjson_floor(path: Path) -> tuple[float, int, int]:
-    """Seconds to read and orjson.loads every line; lines; bytes."""
+def orjson_floor(path: Path, clock: Any = time.perf_counter) -> tuple[float, int, int]:
+    """Seconds to read and orjson.loads every line (by `clock`); lines; bytes."""
     lines = size = 0
-    started = time.perf_counter()
+    started = clock()
     for f in sorted(path.glob("*.ndjson")):
         data = f.read_bytes()
         size += len(data)
@@ -69,18 +80,19 @@ def orjson_floor(path: Path) -> tuple[float, int, int]:
             if line:
                 orjson.loads(line)
                 lines += 1
-    return time.perf_counter() - started, lines, size
+    return clock() - started, lines, size
 
 
-def child(path: Path, workers: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+def child(path: Path, workers: int, tree: Path = ROOT) -> dict[str, Any]:
+    """One evaluation in a fresh process, of the code in `tree` (default: this checkout)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(workers)],
         capture_output=True,
         text=True,
         check=True,
         env=env,
-        cwd=ROOT,
+        cwd=tree,
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
@@ -123,6 +135,51 @@ def measure_size(patients: int, repeat: int, dense: bool = False) -> dict[str, A
         "peak_rss_mb_1_worker": round(runs[1]["rss_kb"] / 1024, 1),
         "peak_rss_share_of_disk": round(runs[1]["rss_kb"] * 1024 / size, 3),
     }
+
+
+def measure_revs(
+    revs: list[str], exports: list[tuple[str, Path]], repeat: int, two: bool = True
+) -> None:
+    """Each commit's one-worker CPU time against the orjson floor's (CPU time: a busy
+    machine stretches wall time unevenly), and (`two`) its 1 -> 2 worker wall-time
+    speed-up, the commits taking turns so that load changes hit them alike; best of
+    `repeat`."""
+    with tempfile.TemporaryDirectory(prefix="fhir-adapter-revs-") as tmp:
+        trees = {}
+        for rev in revs:
+            tree = trees[rev] = Path(tmp) / rev.replace("/", "_")
+            tree.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", rev], cwd=ROOT, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        for name, path in exports:
+            floor: list[float] = []
+            cpu: dict[str, list[float]] = {rev: [] for rev in revs}
+            wall: dict[str, dict[int, list[float]]] = {rev: {1: [], 2: []} for rev in revs}
+            digests = set()
+            for _ in range(repeat):
+                floor.append(orjson_floor(path, time.process_time)[0])
+                for rev in revs:
+                    runs = {w: child(path, w, trees[rev]) for w in ((1, 2) if two else (1,))}
+                    cpu[rev].append(runs[1]["cpu"])
+                    for w, run in runs.items():
+                        wall[rev][w].append(run["seconds"])
+                        digests.add(run["digest"])
+            assert len(digests) == 1, f"{name}: the commits or worker counts disagree"
+            base = best(cpu[revs[0]])
+            print(f"\n{name}: orjson floor {best(floor):.3f} s CPU (best of {repeat})", flush=True)
+            print(
+                "| commit | 1 worker CPU s | x orjson | vs first | 1 worker s | 2 workers s | speed-up |"
+            )
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            for rev in revs:
+                c, w1 = best(cpu[rev]), best(wall[rev][1])
+                w2 = f"{best(wall[rev][2]):.2f} | {w1 / best(wall[rev][2]):.2f}" if two else "- | -"
+                print(
+                    f"| {rev} | {c:.2f} | {c / best(floor):.2f} | {c / base:.3f} | {w1:.2f} | {w2} |",
+                    flush=True,
+                )
 
 
 def cold_start(repeat: int) -> dict[str, Any]:
@@ -321,7 +378,20 @@ def main() -> None:
     parser.add_argument("--no-server", action="store_true")
     parser.add_argument("--server-patients", type=int, default=2000)
     parser.add_argument("--spark-patients", type=int, default=100000, help="0: skip the Spark run")
+    parser.add_argument(
+        "--revs", default="", help="commits to compare, comma-separated (prints, writes nothing)"
+    )
+    parser.add_argument("--one-worker", action="store_true", help="with --revs: no 2-worker runs")
     args = parser.parse_args()
+    if args.revs:
+        exports = [(f"sparse {int(n):,}", export_for(int(n))) for n in args.sizes.split(",") if n]
+        exports += [
+            (f"dense {int(n):,}", export_for(int(n), dense=True))
+            for n in args.dense.split(",")
+            if n
+        ]
+        measure_revs(args.revs.split(","), exports, args.repeat, not args.one_worker)
+        return
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "versions": versions(),

@@ -29,10 +29,18 @@ _POLL_SECONDS = 0.2  # how often a waiting parent checks that its children are a
 
 
 def fork_map(
-    fn: Callable[[J, T], R], job: J, items: Sequence[T], workers: int
+    fn: Callable[[J, T], R],
+    job: J,
+    items: Sequence[T],
+    workers: int,
+    meanwhile: Callable[[], None] | None = None,
 ) -> Generator[R, None, None]:
     """`fn(job, item)` for every item, yielded in order, on `workers` processes (this one
     and `workers - 1` forked children, each taking the next item when it is free).
+
+    `meanwhile()` runs here once the children have started, when there are any (work for
+    this process only, such as filling caches that later forked workers inherit: the
+    children take more of the items meanwhile).
 
     An exception in any worker is raised here, and the children are stopped; a child
     that dies (the OS killed it) is a WorkerDied, not a hang.
@@ -53,6 +61,8 @@ def fork_map(
             child = ctx.Process(target=_child, args=(fn, job, items, claimed, results), daemon=True)
             child.start()
             children.append(child)
+        if meanwhile is not None:
+            meanwhile()
         finished = 0
         while True:
             i = _claim(claimed, n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -11,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fhir_adapter.billing import icd10cm
+from fhir_adapter.billing.decide import payment_tables
 from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.pack import Pack, load_pack
 from fhir_adapter.parallel import fork_map
 from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources import ResourceStore
+from fhir_adapter.text.index import scope_of
 from fhir_adapter.writeback import CaseOutput, build_output
 
 if TYPE_CHECKING:  # the server path imports requests; `evaluate` of files does not need it
@@ -57,6 +61,7 @@ def evaluate_store(
     total = len(keys)
     job = EvalJob(stores, pack, keys, block_on, stamp, charges)
     if workers > 1 and total >= 2 * workers:
+        prepare(pack)  # done already when the load forked workers: then it costs nothing
         return _evaluate_parallel(job, workers, on_progress)
     outputs = []
     for i in range(total):
@@ -64,6 +69,20 @@ def evaluate_store(
         if on_progress is not None and ((i + 1) % 64 == 0 or i + 1 == total):
             on_progress(i + 1, total)
     return outputs
+
+
+def prepare(pack: Pack) -> None:
+    """Fill the caches every case fills on first use (the ICD-10-CM index, the CMS tables,
+    the vocabulary's compiled terms, the scope rules), in a process about to fork
+    evaluation workers: they inherit them instead of each filling its own. Called while
+    the load's forked workers screen, it costs no time of its own."""
+    try:
+        icd10cm.release()  # reads the installed release's index
+        payment_tables()
+    except AdapterError:
+        pass  # raised again, as before, by the first case that needs them
+    pack.engine.compile_all()
+    scope_of(pack.engine)
 
 
 def evaluate_one(
@@ -161,6 +180,7 @@ def load_store(
             pack.procedure_code,
             workers=workers,
             skip_bad_lines=skip_bad_lines,
+            meanwhile=functools.partial(prepare, pack) if workers > 1 else None,
         )
 
 

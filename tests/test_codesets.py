@@ -16,6 +16,7 @@ import pytest
 
 from fhir_adapter.billing import code_set_versions, icd10cm
 from fhir_adapter.billing.icd10cm import excludes1_conflict, is_billable, is_valid, release
+from fhir_adapter.billing.tabular_notes import package_notes
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +170,26 @@ def test_index_answers_what_the_package_answers(index_doc: dict[str, Any]) -> No
         assert got == [icd10cm.parse_refs(e) for e in expected], c
 
 
+def test_additional_code_notes_are_what_the_package_says(index_doc: dict[str, Any]) -> None:
+    """Every code's "use additional code" and "code also" notes, its own and its ancestors',
+    from the index as from the package (billing.tabular_notes read the package until
+    the index held them)."""
+    import simple_icd_10_cm as cm  # type: ignore[import-untyped]
+
+    index = icd10cm._Index(index_doc)
+    codes = [
+        c
+        for c in dict.fromkeys(cm.get_all_codes(with_dots=True))
+        if cm.is_category_or_subcategory(c)
+    ]
+    noted = 0
+    for c in codes:
+        expected = package_notes(c)
+        assert index.additional(c.replace(".", "")) == expected, c
+        noted += bool(expected)
+    assert noted > 60_000  # chapter notes reach most codes
+
+
 def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
     assert not cache.exists()
     assert is_billable("C22.0")
@@ -178,7 +199,9 @@ def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
     # a fresh process answers from the cache and never imports the 200 MB package
     probe = (
         "import sys; from fhir_adapter.billing import icd10cm as i; "
-        "print(i.is_billable('K74.60'), i.is_billable('K74.6'), 'simple_icd_10_cm' in sys.modules)"
+        "from fhir_adapter.billing.tabular_notes import additional_code_notes as notes; "
+        "print(i.is_billable('K74.60'), i.is_billable('K74.6'), bool(notes('C22.0')), "
+        "'simple_icd_10_cm' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -187,7 +210,7 @@ def test_cache_is_built_once_then_read_without_the_package(cache: Path) -> None:
         check=True,
         env={"XDG_CACHE_HOME": str(cache.parent.parent), "PATH": "/usr/bin:/bin"},
     ).stdout
-    assert out.split() == ["True", "False", "False"]
+    assert out.split() == ["True", "False", "True", "False"]
 
 
 def test_corrupt_or_stale_cache_is_rebuilt(cache: Path, index_doc: dict[str, Any]) -> None:

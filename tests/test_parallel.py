@@ -32,6 +32,20 @@ def test_one_worker_runs_here() -> None:
     assert out == [(1, PARENT), (4, PARENT), (9, PARENT)]
 
 
+def test_meanwhile_runs_here_once_while_the_children_work() -> None:
+    """The load fills the evaluation's caches there, for the workers forked after it."""
+    ran: list[tuple[int, int]] = []
+
+    def meanwhile() -> None:
+        ran.append((os.getpid(), len(multiprocessing.active_children())))
+
+    out = list(fork_map(_slow_square, 0, list(range(60)), workers=2, meanwhile=meanwhile))
+    assert ran == [(PARENT, 1)]
+    assert [v for v, _ in out] == [i * i for i in range(60)]
+    list(fork_map(_slow_square, 0, [1, 2, 3], workers=1, meanwhile=meanwhile))
+    assert len(ran) == 1  # no workers forked: nothing to fill caches for
+
+
 def _fails_in_child(job: None, item: int) -> int:
     if os.getpid() != PARENT:
         raise InputError("not a complete JSON object", source="Observation.ndjson", line=item)

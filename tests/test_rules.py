@@ -1297,3 +1297,13 @@ def test_a_place_of_service_finding_shows_where_the_pos_came_from(
         (ref, path) == expected[:2] and note.startswith(expected[2]) for ref, path, note in shown
     ), shown
     assert not any("derived facts" in note for _, _, note in shown), shown
+
+
+@pytest.mark.parametrize("value", ["claim-0f3a", "issue-0f3a-doc-energy", "é ✓", ""])
+def test_full_url_is_the_values_version_5_uuid(value: str) -> None:
+    """Written without uuid.uuid5 (for speed); the same UUID as it, or ids would change."""
+    import uuid
+
+    from fhir_adapter.writeback.identity import NAMESPACE, full_url
+
+    assert full_url(value) == f"urn:uuid:{uuid.uuid5(NAMESPACE, value)}"

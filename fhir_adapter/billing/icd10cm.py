@@ -4,7 +4,7 @@ The package loads its whole tabular at import (2-5 s, ~200 MB), which a command 
 checks a handful of diagnoses cannot afford on every run. So the package is imported
 once per package version to build a compact index (every code with its billability,
 every Excludes1 note with the code references it names, each category's block and
-chapter), which is cached as gzipped JSON under the user cache directory and read
+chapter, every "use additional code" and "code also" note), which is cached as gzipped JSON under the user cache directory and read
 lazily with orjson afterwards. The index answers exactly what the package answers;
 `tests/test_codesets.py` checks that on every code.
 
@@ -41,7 +41,7 @@ from fhir_adapter.fhir.systems import ICD10CM
 
 PACKAGE = "simple-icd-10-cm"
 # Bump when the index layout or its derivation changes: old cache files are then ignored.
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5
 
 # One code reference inside an Excludes1 note: "C78.7", "D03.-", "C7A.02-", "B18.0-B18.1", "C00-C14".
 _CODE = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{0,4})?-?"
@@ -50,6 +50,8 @@ _GROUP = re.compile(r"\(([^()]*)\)")
 _TABULAR = re.compile(r"tabular-([A-Za-z]+)-(?:(\d{1,2})-)?(\d{4})\.xml(?:\.gz)?$")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august")
 _SHIPPED = re.compile(r"^simple-icd-10-cm-(\d+(?:\.\d+)*)$")
+# a category or subcategory as the package names it (dotted, upper case): not a block or chapter
+_DOTTED = re.compile(r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class _Index:
         self.up: dict[str, list[str]] = doc["up"]
         self.code_notes: dict[str, list[_RawNote]] = doc["code_notes"]
         self.group_notes: dict[str, list[_RawNote]] = doc["group_notes"]
+        self.use_notes: dict[str, list[str]] = doc.get("use_notes", {})
+        self.group_use_notes: dict[str, list[str]] = doc.get("group_use_notes", {})
 
     def valid(self, code: str) -> bool:
         return code in self.leaves or code in self.inner
@@ -128,6 +132,16 @@ class _Index:
         for group in self.up.get(code[:3], ()):
             out += ((group, note) for note in self.group_notes.get(group, ()))
         return out
+
+    def additional(self, code: str) -> tuple[str, ...]:
+        """The "use additional code" and "code also" notes of a valid code (undotted) and of
+        each ancestor, nearest first, each once."""
+        out: list[str] = []
+        for n in range(len(code), 2, -1):
+            out += (t for t in self.use_notes.get(code[:n], ()) if t not in out)
+        for group in self.up.get(code[:3], ()):
+            out += (t for t in self.group_use_notes.get(group, ()) if t not in out)
+        return tuple(out)
 
     def covers(self, low: str, high: str, code: str) -> bool:
         if low == high:
@@ -294,7 +308,16 @@ def _derive(cm: Any, code_set: CodeSet) -> dict[str, Any]:
     code_notes: dict[str, list[Any]] = {}
     group_notes: dict[str, list[Any]] = {}
     up: dict[str, list[str]] = {}
+    use_notes: dict[str, list[str]] = {}
+    group_use_notes: dict[str, list[str]] = {}
     for item in dict.fromkeys(cm.get_all_codes(with_dots=True)):
+        # by name, as the package looks a node up (a block named as its only category
+        # answers with the category's notes)
+        uses = [
+            cleaned
+            for text in (cm.get_use_additional_code(item), cm.get_code_also(item))
+            if (cleaned := " ".join(str(text or "").split()))
+        ]
         # A few names are both a block and its only category (B10, C7A, ...): check both roles.
         if cm.is_category_or_subcategory(item):
             code = normalize_code(ICD10CM, item)
@@ -303,10 +326,13 @@ def _derive(cm: Any, code_set: CodeSet) -> dict[str, Any]:
                 code_notes[code] = [parse_refs(n) for n in notes]
             if cm.is_category(item):
                 up[code] = list(cm.get_ancestors(item))
-        if (cm.is_chapter(item) or cm.is_block(item)) and (
-            notes := cm.get_excludes1(item, prioritize_blocks=True)
-        ):
-            group_notes[item] = [parse_refs(n) for n in notes]
+            if uses:
+                use_notes[code] = uses
+        if cm.is_chapter(item) or cm.is_block(item):
+            if notes := cm.get_excludes1(item, prioritize_blocks=True):
+                group_notes[item] = [parse_refs(n) for n in notes]
+            if uses:
+                group_use_notes[item] = uses
     return {
         "format": INDEX_FORMAT,
         "package": f"{PACKAGE} {code_set.package_version}",
@@ -318,6 +344,8 @@ def _derive(cm: Any, code_set: CodeSet) -> dict[str, Any]:
         "up": up,
         "code_notes": code_notes,
         "group_notes": group_notes,
+        "use_notes": use_notes,
+        "group_use_notes": group_use_notes,
     }
 
 
@@ -463,6 +491,18 @@ def _lookup(code: str, year: int | None = None) -> tuple[bool, bool]:
     index = _get(year)
     billable = c in index.leaves
     return billable or c in index.inner, billable
+
+
+def additional_notes(code: str) -> tuple[str, ...] | None:
+    """The tabular's "use additional code" and "code also" notes of a dotted code and its
+    ancestors, nearest first, from the installed package's index (what the package says,
+    without importing it: that parses the whole tabular, seconds in every process). None
+    when `code` is not written as the package names a code (ask the package)."""
+    if _DOTTED.fullmatch(code) is None:
+        return None
+    index = _get(None)
+    bare = code.replace(".", "")
+    return index.additional(bare) if index.valid(bare) else ()
 
 
 def is_valid(code: str, year: int | None = None) -> bool:

@@ -40,9 +40,11 @@ def _starts(code: str, prefixes: Iterable[str]) -> bool:
 # -- service facility NPI (CMS-1500 box 32a) -------------------------------------------
 
 
+@decide.once_per_case
 def facility_npi(pack: Pack, case: Case) -> tuple[str | None, Evidence | None]:
     """The service facility's NPI: the Location's own, else its managing Organization's,
-    else the Encounter's serviceProvider's (valid check digit only)."""
+    else the Encounter's serviceProvider's (valid check digit only). The facility_npi fact
+    and the Claim's box 32a read the same answer."""
     ref = decide.facility_location(case)
     location = case.resource(ref)
     holders: list[tuple[Resource | None, str]] = [(location, "Location.identifier")]

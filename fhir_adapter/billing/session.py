@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fhir_adapter.billing import decide
@@ -44,7 +45,9 @@ def guidance_modifiers(pack: Pack, case: Case, parent: Sequence[str]) -> list[st
     return []
 
 
-def _words_pattern(words: Iterable[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=64)
+def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for a pack's word list, built once (not per case)."""
     alternatives = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words)
     return re.compile(rf"\b(?:{alternatives})s?\b", re.IGNORECASE)
 
@@ -65,7 +68,7 @@ def trainees(pack: Pack, case: Case) -> list[Evidence]:
     cfg = pack.model.claim.teaching_physician
     if cfg is None:
         return []
-    words = _words_pattern(cfg.trainee_words)
+    words = _words_pattern(tuple(cfg.trainee_words))
     rendering = decide.rendering(pack, case).keys
     out = []
     for entry in case.procedure.get("performer") or []:
@@ -111,5 +114,5 @@ def teaching_modifier(pack: Pack, case: Case) -> str | None:
     cfg = pack.model.claim.teaching_physician
     if cfg is None or not trainees(pack, case):
         return None
-    payers = _words_pattern(cfg.payers)
+    payers = _words_pattern(tuple(cfg.payers))
     return cfg.modifier if any(payers.search(t) for t in _payer_texts(case)) else None

@@ -1,16 +1,25 @@
 """The tabular's "use additional code" and "code also" notes of a code and its ancestors,
-read from simple-icd-10-cm on first use (importing it parses the tabular: only a case
-whose coded diagnosis has a note the pack names pays for it, once per process)."""
+as simple-icd-10-cm gives them: from the cached ICD-10-CM index (billing.icd10cm), and
+from the package itself only for a code not written as it names codes (importing it
+parses the whole tabular: seconds, once per process)."""
 
 from __future__ import annotations
 
 import functools
 import warnings
 
+from fhir_adapter.billing import icd10cm
+
 
 @functools.lru_cache(maxsize=4096)
 def additional_code_notes(code: str) -> tuple[str, ...]:
     """The notes of `code` (dotted) and of each ancestor category, nearest first."""
+    found = icd10cm.additional_notes(code)
+    return found if found is not None else package_notes(code)
+
+
+def package_notes(code: str) -> tuple[str, ...]:
+    """The same, from the package itself (the index is held to it on every code)."""
     with warnings.catch_warnings():  # its loader uses importlib.resources' legacy API
         warnings.simplefilter("ignore", DeprecationWarning)
         import simple_icd_10_cm as cm  # type: ignore[import-untyped]

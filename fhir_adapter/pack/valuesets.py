@@ -15,10 +15,23 @@ class ValueSet:
     codes: dict[str, set[str]] = field(default_factory=dict)
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     excluded: dict[str, set[str]] = field(default_factory=dict)
+    # answers given, by (system, code): cases ask about the same few codes again and again
+    _answers: dict[tuple[str, str], bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def contains(self, system: str | None, code: str | None) -> bool:
         if not system or not isinstance(code, str):
             return False
+        key = (system, code)
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= 65_536:  # hostile input: a bounded memo
+                self._answers.clear()
+            answer = self._answers[key] = self._contains(system, code)
+        return answer
+
+    def _contains(self, system: str, code: str) -> bool:
         norm = normalize_code(system, code)
         if norm in self.excluded.get(system, ()):
             return False

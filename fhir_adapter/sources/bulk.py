@@ -17,6 +17,7 @@ and screened in parallel processes.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import re
@@ -66,9 +67,10 @@ class Chunk:
         """A gzipped file is one chunk, read whole (it cannot be read at an offset)."""
         return self.end == -1 and self.path.lower().endswith(".gz")
 
-    @property
+    @functools.cached_property
     def rtype(self) -> str | None:
-        """The resource type the file name announces (`Procedure.ndjson`, `Procedure.000.ndjson`)."""
+        """The resource type the file name announces (`Procedure.ndjson`, `Procedure.000.ndjson`);
+        worked out once (it was asked for every line kept)."""
         m = _TYPE_PREFIX.match(Path(self.path).name)
         return m.group(1) if m and m.group(1) in RESOURCE_TYPES else None
 
@@ -503,6 +505,7 @@ def run_pass(
     chunks: list[Chunk],
     workers: int,
     on_part: Callable[[ScanResult], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> ScanResult:
     """Screen the chunks (in parallel); the kept lines come back raw (already validated).
 
@@ -510,7 +513,8 @@ def run_pass(
     A bad line stops the pass; with several, the first in file order is the one named,
     however the chunks were shared out. `on_part` sees each chunk's result in file
     order as soon as it and those before it are in: the parent indexes while its child
-    is still screening, and the child takes more of the chunks.
+    is still screening, and the child takes more of the chunks. `meanwhile()` runs in
+    this process while the children screen, when the pass forks any (see fork_map).
     """
     if job.types is not None:
         chunks = [c for c in chunks if c.rtype is None or c.rtype in job.types]
@@ -544,7 +548,7 @@ def run_pass(
     else:
         # largest first, so that no big chunk is left for one worker at the end
         order = sorted(range(len(chunks)), key=lambda i: -sizes[i])
-        done = fork_map(_scan_catching, (func, job), [chunks[i] for i in order], workers)
+        done = fork_map(_scan_catching, (func, job), [chunks[i] for i in order], workers, meanwhile)
         try:
             for i, part in zip(order, done, strict=True):
                 settle(i, part)
@@ -593,6 +597,7 @@ def load_for_cases(
     workers: int = 1,
     chunk_bytes: int = CHUNK_BYTES,
     skip_bad_lines: bool = False,
+    meanwhile: Callable[[], None] | None = None,
 ) -> ResourceStore:
     """A store with every resource the cases in `paths` need (JSON whole, NDJSON streamed).
 
@@ -603,6 +608,8 @@ def load_for_cases(
     files seed the plan too, so a Bundle of Procedures beside an NDJSON export joins
     exactly as if everything were in one place. Bad NDJSON lines are an InputError
     naming file and line, or, with `skip_bad_lines`, are counted in `store.bad_lines`.
+    `meanwhile()` runs in this process while forked workers screen the export's related
+    resources, if they do.
     """
     given = [Path(p) for p in paths]
     json_files, ndjson_files = classify(given)
@@ -617,7 +624,7 @@ def load_for_cases(
         scopes.append(Scope(scope_label(path, given), own, str(path)))
     json_stores = [s.store for s in scopes]
     store = _load_ndjson(
-        ndjson_files, json_stores, system, code, workers, chunk_bytes, skip_bad_lines
+        ndjson_files, json_stores, system, code, workers, chunk_bytes, skip_bad_lines, meanwhile
     )
     if len(scopes) + bool(ndjson_files) > 1:
         labels = [s.label for s in scopes]
@@ -673,6 +680,7 @@ def _load_ndjson(
     workers: int,
     chunk_bytes: int,
     skip_bad_lines: bool,
+    meanwhile: Callable[[], None] | None = None,
 ) -> CompactStore:
     """The NDJSON lines the cases (theirs and the JSON files') need, in a store of their own."""
     store = CompactStore()
@@ -708,6 +716,7 @@ def _load_ndjson(
         chunks,
         workers,
         index_pointing,
+        meanwhile,
     )
     bad += second.bad
     # the case Procedures the passes parsed anyway: finding the cases parses none again

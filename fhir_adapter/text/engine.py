@@ -350,6 +350,14 @@ class ContextEngine:
             found = self._compiled[source] = (regex, required_literals(source))
         return found
 
+    def compile_all(self) -> None:
+        """Compile every target's terms now (they are compiled on first use otherwise): for
+        a process about to fork workers, which then inherit them instead of each compiling
+        its own."""
+        for target in self.targets.values():
+            for part in target.parts:
+                self.compiled(part.source)
+
     def _check_regex(self, expanded: str, problem: str) -> None:
         """A pattern must compile in the form that runs (lower-cased, no leading boundary),
         and match some text: one that can match nothing at all would be a mention of
@@ -711,10 +719,10 @@ class ContextEngine:
         seen: set[tuple[int, int]] = set()
         checked: dict[int, bool] = {}
         classified = 0
-        compiled = self.compiled
+        ready = self._compiled
         for source, bounded in parts:
-            regex, required = compiled(source)
-            if _cannot_match(required, low):
+            regex, required = ready.get(source) or self.compiled(source)
+            if required is not None and _cannot_match(required, low):
                 continue
             # one scan of the whole text per term/pattern whose keyword it has
             for m in regex.finditer(low):
@@ -795,8 +803,8 @@ class ContextEngine:
             hi = bisect.bisect_right(lay.active_first, far, lo)
             doc.work += hi - lo
         for c in lay.active[lo:hi]:
-            if not c.reaches(element):
-                continue
+            if (c.only and element not in c.only) or element in c.skip:
+                continue  # Cue.reaches, inlined: this runs per cue and mention
             ok = False
             if c.start < end and start < c.end:
                 # A negation or time inside the mention is part of it ("not a surgical
@@ -973,7 +981,12 @@ class ContextEngine:
 
 def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
     """The prefilter: none of the strings a regex cannot match without is in the text."""
-    return required is not None and not any(r in low for r in required)
+    if required is None:
+        return False
+    for r in required:  # noqa: SIM110 (a generator per term and text cost more)
+        if r in low:
+            return False
+    return True
 
 
 # a few short texts: a pattern that matches none of them, or only some of them, is

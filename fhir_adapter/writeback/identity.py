@@ -11,7 +11,8 @@ import hashlib
 import uuid
 from typing import Any
 
-_NAMESPACE = uuid.UUID("6f0c2d5e-47a3-4b82-9c1e-47382a0d0e11")
+# the namespace of every written resource's fullUrl (a version 5 UUID of its identifier)
+NAMESPACE = uuid.UUID("6f0c2d5e-47a3-4b82-9c1e-47382a0d0e11")
 
 
 def procedure_identity(procedure: dict[str, Any], key: str) -> str:
@@ -30,8 +31,18 @@ def case_token(procedure: dict[str, Any], key: str, source: str | None = None) -
     return hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 def full_url(identifier_value: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, identifier_value)}"
+    """`urn:uuid:` and the name-based (version 5) UUID of the value in the project's
+    namespace: uuid.uuid5's digest, formatted here (building a UUID object per written
+    resource was 2 % of evaluating a dense export)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + identifier_value.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def case_identifier(system: str, token: str) -> dict[str, str]:

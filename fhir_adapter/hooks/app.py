@@ -111,6 +111,10 @@ class HookConfig:
     limits: ServeLimits = field(default_factory=ServeLimits)
     time_budget: float = DEFAULT_TIME_BUDGET
     pack: Pack | None = field(default=None, repr=False)
+    # `serve --payer`: the PAS payer endpoints, their requests and Subscriptions in this file
+    payer_db: str | Path | None = None
+    # the provider's record of its prior-authorization requests (notifications received)
+    preauth_db: str | Path | None = None
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -352,11 +356,31 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _outcome(500, "internal error (logged on the service)")
 
 
+def _pas_routes(svc: HookService) -> list[Route]:
+    """The PAS endpoints (payer, notification receiver) when the service plays either part."""
+    config = svc.config
+    if config.payer_db is None and config.preauth_db is None:
+        return []
+    from fhir_adapter.pas.payer import PayerStore
+    from fhir_adapter.pas.record import PreauthRecords
+    from fhir_adapter.pas.service import PasEndpoints
+
+    endpoints = PasEndpoints(
+        svc,
+        svc.pack,
+        PayerStore(config.payer_db) if config.payer_db is not None else None,
+        PreauthRecords(config.preauth_db) if config.preauth_db is not None else None,
+        config.block_on,
+    )
+    return [Route(path, _guarded(fn), methods=["POST"]) for path, fn in endpoints.routes()]
+
+
 def create_app(config: HookConfig) -> Starlette:
-    """The CDS Hooks service as an ASGI app."""
+    """The CDS Hooks service as an ASGI app (with the PAS endpoints when configured)."""
     svc = HookService(config)
     app = Starlette(
         routes=[
+            *_pas_routes(svc),
             Route("/cds-services", _guarded(svc.discovery), methods=["GET"]),
             Route("/cds-services/{service_id}", _guarded(svc.call), methods=["POST"]),
             Route(

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from fhir_adapter.cli import main
 from fhir_adapter.conformance import check
 from fhir_adapter.pas.client import PayerClient, PayerRefused
+from fhir_adapter.pas.dtr import DTR_QR, answer
 from fhir_adapter.pas.record import PreauthRecords
 from fhir_adapter.pas.request import PROFILE_REQUEST_BUNDLE
 
@@ -97,7 +98,11 @@ def _written(out: Path, kind: str) -> list[dict[str, Any]]:
 def _review_action(response: dict[str, Any]) -> str:
     adjudication = response["item"][0]["adjudication"][0]
     action = adjudication["extension"][0]["extension"]
-    codes = [e["valueCodeableConcept"]["coding"][0]["code"] for e in action if "valueCodeableConcept" in e and e["url"].endswith("reviewActionCode")]
+    codes = [
+        e["valueCodeableConcept"]["coding"][0]["code"]
+        for e in action
+        if "valueCodeableConcept" in e and e["url"].endswith("reviewActionCode")
+    ]
     return str(codes[0])
 
 
@@ -143,19 +148,44 @@ def test_criteria_not_met_is_not_certified_naming_the_criterion(
 
 
 def _answers(name: str) -> dict[str, Any]:
+    """What the prior-authorization nurse entered (DTR: `manual`, with the author)."""
+    nurse = {"reference": f"Practitioner/{name}-dr"}
     return {
         "resourceType": "QuestionnaireResponse",
         "id": f"{name}-answers",
-        "meta": {"profile": ["http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/dtr-questionnaireresponse"]},
+        "meta": {"profile": [DTR_QR]},
         "questionnaire": QUESTIONNAIRE,
         "status": "completed",
         "subject": {"reference": f"Patient/{name}-pt"},
         "authored": "2026-12-02T09:00:00Z",
-        "extension": [{"url": CONTEXT, "valueReference": {"reference": f"ServiceRequest/{name}-sr"}}],
+        "extension": [
+            {"url": CONTEXT, "valueReference": {"reference": f"ServiceRequest/{name}-sr"}},
+            {"url": CONTEXT, "valueReference": {"reference": f"Coverage/{name}-cov"}},
+            {
+                "url": "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/intendedUse",
+                "valueCodeableConcept": {
+                    "coding": [
+                        {
+                            "system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
+                            "code": "withpa",
+                        }
+                    ]
+                },
+            },
+        ],
         "item": [
-            {"linkId": "tumor-size", "answer": [{"valueDecimal": 2.8}]},
-            {"linkId": "tumor-count", "answer": [{"valueInteger": 1}]},
-            {"linkId": "tumor-location", "answer": [{"valueCoding": {"code": "7"}}]},
+            {
+                "linkId": "tumor-size",
+                "answer": [answer({"valueDecimal": 2.8}, "manual", author=nurse)],
+            },
+            {
+                "linkId": "tumor-count",
+                "answer": [answer({"valueInteger": 1}, "manual", author=nurse)],
+            },
+            {
+                "linkId": "tumor-location",
+                "answer": [answer({"valueCoding": {"code": "7"}}, "manual", author=nurse)],
+            },
         ],
     }
 
@@ -173,11 +203,16 @@ def test_pended_then_certified_by_notification_once_the_answers_arrive(
     # the prior-authorization nurse completes the questionnaire; it goes with the request
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps(_answers("pa-pended")))
-    assert _preauth(payer, key_file, "pa-pended", second, "--questionnaire-response", str(answers)) == 0
+    assert (
+        _preauth(payer, key_file, "pa-pended", second, "--questionnaire-response", str(answers))
+        == 0
+    )
     assert "A1" in capsys.readouterr().out
     (bundle,) = _written(second, "PAS-request")
     infos = bundle["entry"][0]["resource"]["supportingInfo"]
-    assert any(i["valueReference"]["reference"] == "QuestionnaireResponse/pa-pended-answers" for i in infos)
+    assert any(
+        i["valueReference"]["reference"] == "QuestionnaireResponse/pa-pended-answers" for i in infos
+    )
     assert check(bundle).ok, check(bundle).text()
     # the payer notified the subscription: serve recorded the final decision where the
     # request was first recorded
@@ -198,7 +233,9 @@ def test_pended_then_certified_by_notification_once_the_answers_arrive(
     assert "A1" in capsys.readouterr().out
 
 
-def test_a_bad_request_is_a_4xx_outcome_naming_the_element(payer: HookServer, key: SigningKey) -> None:
+def test_a_bad_request_is_a_4xx_outcome_naming_the_element(
+    payer: HookServer, key: SigningKey
+) -> None:
     url = f"{payer.base}/fhir/Claim/$submit"
     bundle = json.loads((FIXTURES / "pa-met.json").read_text())  # a collection, but no Claim
     bundle.update(identifier={"system": "urn:x", "value": "1"}, timestamp="2026-12-02T10:00:00Z")
@@ -214,17 +251,32 @@ def test_a_bad_request_is_a_4xx_outcome_naming_the_element(payer: HookServer, ke
 @responses.activate
 def test_5xx_is_retried_and_4xx_is_final_with_the_outcome_text() -> None:
     url = "https://payer.example.org/fhir/Claim/$submit"
-    answer = {"resourceType": "ClaimResponse", "outcome": "complete", "preAuthRef": "X1",
-              "item": [{"itemSequence": 1}]}
-    responses.add(responses.POST, url, status=503, json={"resourceType": "OperationOutcome", "issue": []})
+    answer = {
+        "resourceType": "ClaimResponse",
+        "outcome": "complete",
+        "preAuthRef": "X1",
+        "item": [{"itemSequence": 1}],
+    }
+    responses.add(
+        responses.POST, url, status=503, json={"resourceType": "OperationOutcome", "issue": []}
+    )
     responses.add(responses.POST, url, status=200, json=answer)
     client = PayerClient("https://payer.example.org/fhir", backoff=0.01)
     decision = client.submit({"resourceType": "Bundle"})
     assert decision.action == "A1" and decision.number == "X1"  # fallback: preAuthRef
     assert len(responses.calls) == 2
     responses.reset()
-    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": "Claim.item[0].category is required"}]}
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "invalid",
+                "diagnostics": "Claim.item[0].category is required",
+            }
+        ],
+    }
     responses.add(responses.POST, url, status=422, json=outcome)
-    with pytest.raises(PayerRefused, match="Claim.item\\[0\\].category is required"):
+    with pytest.raises(PayerRefused, match=r"Claim.item\[0\].category is required"):
         client.submit({"resourceType": "Bundle"})
     assert len(responses.calls) == 1

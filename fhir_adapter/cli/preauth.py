@@ -50,8 +50,13 @@ def register(sub: Any) -> None:
         help="a completed questionnaire (or a DocumentReference) to send as additional "
         "information; repeatable",
     )
-    env_option(p, "--out", "OUT", metavar="DIR", help="write the request and ClaimResponse here "
-               "(default with --base-url: on the EHR)")
+    env_option(
+        p,
+        "--out",
+        "OUT",
+        metavar="DIR",
+        help="write the request and ClaimResponse here (default with --base-url: on the EHR)",
+    )
     env_option(
         p,
         "--subscribe",
@@ -105,7 +110,9 @@ def preauth_command(args: argparse.Namespace) -> int:
     from fhir_adapter.pipeline import load_store, now_iso
 
     if bool(args.paths) == bool(args.base_url):
-        raise AdapterError("give either PATH... (files) or --base-url (the EHR), not both or neither")
+        raise AdapterError(
+            "give either PATH... (files) or --base-url (the EHR), not both or neither"
+        )
     pack = load_pack(args.rules)
     supporting = read_supporting(args.questionnaire_response or [])
     payer = PayerClient(args.payer, _payer_auth(args), deadline=args.payer_timeout)

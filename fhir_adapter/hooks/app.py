@@ -161,6 +161,8 @@ class HookService:
         self.verified_servers = VerifiedServers()
         self._jwks_threads = anyio.CapacityLimiter(JWKS_THREADS)
         self._jwks_fetches: dict[str, asyncio.Future[None]] = {}
+        # set by the DTR endpoints (pas.service) when this service also serves DTR
+        self.on_coverage: handlers.CoverageHook | None = None
         self._running = 0  # evaluations under way in worker threads
         self._running_lock = threading.Lock()
 
@@ -302,7 +304,9 @@ class HookService:
             with time_budget(budget):
                 if service_id == ENCOUNTER_DISCHARGE:
                     return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
-                return handlers.order_check(self.pack, hook, data, self.config.block_on)
+                return handlers.order_check(
+                    self.pack, hook, data, self.config.block_on, self.on_coverage
+                )
         finally:
             data.close()
             with self._running_lock:
@@ -372,6 +376,8 @@ def _pas_routes(svc: HookService) -> list[Route]:
         PreauthRecords(config.preauth_db) if config.preauth_db is not None else None,
         config.block_on,
     )
+    if config.payer_db is not None:
+        svc.on_coverage = endpoints.on_coverage
     return [Route(path, _guarded(fn), methods=["POST"]) for path, fn in endpoints.routes()]
 
 

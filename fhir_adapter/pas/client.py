@@ -42,21 +42,22 @@ class SignedCallAuth(FhirAuth):
     def __init__(self, iss: str, private_key_pem: bytes, kid: str | None = None) -> None:
         super().__init__()
         try:
-            self._key = serialization.load_pem_private_key(private_key_pem, None)
+            key = serialization.load_pem_private_key(private_key_pem, None)
         except (TypeError, ValueError):
             raise AdapterError("the payer private key is not an unencrypted PEM key") from None
-        if isinstance(self._key, ec.EllipticCurvePrivateKey):
-            self._alg = {"secp384r1": "ES384", "secp256r1": "ES256"}.get(self._key.curve.name, "")
-        elif isinstance(self._key, rsa.RSAPrivateKey):
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            self._alg = {"secp384r1": "ES384", "secp256r1": "ES256"}.get(key.curve.name, "")
+        elif isinstance(key, rsa.RSAPrivateKey):
             self._alg = "RS384"
         else:
-            self._alg = ""
+            raise AdapterError("the payer private key must be RSA or EC P-384/P-256")
         if not self._alg:
             raise AdapterError("the payer private key must be RSA or EC P-384/P-256")
+        self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = key
         if kid is None:
             from fhir_adapter.hooks.clients import public_jwk
 
-            public = self._key.public_key().public_bytes(
+            public = key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
             kid = str(public_jwk(public, "the payer key")["kid"])
@@ -75,7 +76,9 @@ class SignedCallAuth(FhirAuth):
             "exp": now + TOKEN_LIFETIME,
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self._key, algorithm=self._alg, headers={"kid": self._kid, "typ": "JWT"})
+        return jwt.encode(
+            claims, self._key, algorithm=self._alg, headers={"kid": self._kid, "typ": "JWT"}
+        )
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         """Only to the payer's own origin (as FhirAuth), each request a token of its own."""
@@ -132,7 +135,9 @@ class PayerClient:
     def submit(self, bundle: dict[str, Any]) -> ReadDecision:
         return self._decision(self.post("Claim/$submit", bundle), "Claim/$submit")
 
-    def inquire(self, claim: dict[str, Any], patient: dict[str, Any] | None, now: str) -> ReadDecision:
+    def inquire(
+        self, claim: dict[str, Any], patient: dict[str, Any] | None, now: str
+    ) -> ReadDecision:
         """`$inquire` by example: the Claim's identifier, patient and insurer."""
         inquiry_claim = {
             "resourceType": "Claim",
@@ -165,14 +170,19 @@ class PayerClient:
         body = {
             "resourceType": "Subscription",
             "meta": {
-                "profile": ["http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-subscription"]
+                "profile": [
+                    "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-subscription"
+                ]
             },
             "status": "requested",
             "reason": "Final decisions on pended prior-authorization requests",
             "criteria": PAS_TOPIC,
             "_criteria": {
                 "extension": [
-                    {"url": BACKPORT + "backport-filter-criteria", "valueString": f"orgIdentifier={org}"}
+                    {
+                        "url": BACKPORT + "backport-filter-criteria",
+                        "valueString": f"orgIdentifier={org}",
+                    }
                 ]
             },
             "channel": {

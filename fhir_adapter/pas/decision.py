@@ -85,7 +85,9 @@ def decide(
     start = dt.date.fromisoformat(service_date)
     end = start + dt.timedelta(days=config.pas.authorization_days)
     return Decision(
-        "A1", number="PA" + _digest(claim_key, "A1").upper(), period=(start.isoformat(), end.isoformat())
+        "A1",
+        number="PA" + _digest(claim_key, "A1").upper(),
+        period=(start.isoformat(), end.isoformat()),
     )
 
 
@@ -181,7 +183,11 @@ def _disposition(decision: Decision) -> str:
 
 
 def response_bundle(
-    claim_response: dict[str, Any], others: Sequence[tuple[str, dict[str, Any]]], *, now: str, base: str
+    claim_response: dict[str, Any],
+    others: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    now: str,
+    base: str,
 ) -> dict[str, Any]:
     """The PAS response Bundle: the ClaimResponse first, then what it references."""
     key = f"ClaimResponse/{claim_response['id']}"
@@ -232,7 +238,7 @@ def find_claim_response(answer: dict[str, Any]) -> dict[str, Any] | None:
         for entry in answer.get("entry") or []:
             res = (entry or {}).get("resource") or {}
             if res.get("resourceType") == "ClaimResponse":
-                return res  # type: ignore[no-any-return]
+                return res
     if answer.get("resourceType") == "Parameters":  # $inquire's output
         for param in answer.get("parameter") or []:
             found = find_claim_response((param or {}).get("resource") or {})

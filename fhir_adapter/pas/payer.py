@@ -72,7 +72,9 @@ def checked_request(bundle: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return bundle, claim
 
 
-def request_store(bundle: dict[str, Any], claim: dict[str, Any]) -> tuple[ResourceStore, dict[str, Any]]:
+def request_store(
+    bundle: dict[str, Any], claim: dict[str, Any]
+) -> tuple[ResourceStore, dict[str, Any]]:
     """The store the rules read for a request, and the planned Procedure it asks for."""
     store = ResourceStore()
     for entry in bundle.get("entry") or []:
@@ -91,7 +93,9 @@ def request_store(bundle: dict[str, Any], claim: dict[str, Any]) -> tuple[Resour
             "resourceType": "Condition",
             "id": f"{key}-dx{i}",
             "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
-            "verificationStatus": {"coding": [{"system": CONDITION_VERIFICATION, "code": "confirmed"}]},
+            "verificationStatus": {
+                "coding": [{"system": CONDITION_VERIFICATION, "code": "confirmed"}]
+            },
             "code": cc,
             "subject": patient,
         }
@@ -137,7 +141,12 @@ def request_store(bundle: dict[str, Any], claim: dict[str, Any]) -> tuple[Resour
 
 
 def decide_request(
-    pack: Pack, bundle: dict[str, Any], claim: dict[str, Any], *, now: str, base: str,
+    pack: Pack,
+    bundle: dict[str, Any],
+    claim: dict[str, Any],
+    *,
+    now: str,
+    base: str,
     block_on: str | None = None,
 ) -> tuple[Decision, dict[str, Any]]:
     """The decision on a checked request and its PAS response Bundle."""
@@ -147,14 +156,18 @@ def decide_request(
     claim_key = f"Claim/{claim.get('id')}"
     service_date = str(procedure.get("performedDateTime") or now)[:10]
     decision = decide(
-        evaluation, pack, claim_key=_trace(claim) or claim_key, service_date=service_date, block_on=block_on
+        evaluation,
+        pack,
+        claim_key=_trace(claim) or claim_key,
+        service_date=service_date,
+        block_on=block_on,
     )
     response = claim_response(claim, claim_key, decision, now=now)
-    others = [(claim_key, claim)]
+    others: list[tuple[str, dict[str, Any]]] = [(claim_key, claim)]
     for ref in ("patient", "insurer", "provider"):
         key = tail_key(reference_string(claim.get(ref)) or "")
         found = store.get(key) if key else None
-        if found is not None and key not in {k for k, _ in others}:
+        if key and found is not None and key not in {k for k, _ in others}:
             others.append((key, found))
     return decision, response_bundle(response, others, now=now, base=base)
 
@@ -190,7 +203,9 @@ class PayerStore:
             ).fetchone()
         return str(row[0]) if row else None
 
-    def record(self, trace: str, submitter: str, action: str, response: dict[str, Any], now: str) -> None:
+    def record(
+        self, trace: str, submitter: str, action: str, response: dict[str, Any], now: str
+    ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO pas_request VALUES (?, ?, ?, ?, ?)",
@@ -206,7 +221,9 @@ class PayerStore:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def add_subscription(self, sid: str, submitter: str, org: str, resource: dict[str, Any]) -> None:
+    def add_subscription(
+        self, sid: str, submitter: str, org: str, resource: dict[str, Any]
+    ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO pas_subscription VALUES (?, ?, ?, ?)",
@@ -261,7 +278,9 @@ def inquire(store: PayerStore, body: Any, submitter: str) -> dict[str, Any]:
         raise BadRequest("the inquiry's first entry must be a Claim", "Bundle.entry[0].resource")
     trace = _trace(claim)
     if trace is None:
-        raise BadRequest("the inquiry's Claim has no identifier", "Bundle.entry[0].resource.identifier")
+        raise BadRequest(
+            "the inquiry's Claim has no identifier", "Bundle.entry[0].resource.identifier"
+        )
     found = store.latest(trace, submitter)
     if found is None:
         raise BadRequest(f"no request with identifier {trace}", "Claim.identifier", 404)
@@ -279,7 +298,9 @@ def subscription(body: Any) -> tuple[dict[str, Any], str]:
         raise BadRequest("Subscription.channel.type must be rest-hook", "Subscription.channel.type")
     endpoint = channel.get("endpoint")
     if not isinstance(endpoint, str) or not endpoint:
-        raise BadRequest("Subscription.channel.endpoint is required", "Subscription.channel.endpoint")
+        raise BadRequest(
+            "Subscription.channel.endpoint is required", "Subscription.channel.endpoint"
+        )
     filters = [
         e.get("valueString")
         for e in (body.get("_criteria") or {}).get("extension") or []
@@ -289,7 +310,9 @@ def subscription(body: Any) -> tuple[dict[str, Any], str]:
     return body, org
 
 
-def notification(subscription: dict[str, Any], response: dict[str, Any], *, now: str, number: int) -> dict[str, Any]:
+def notification(
+    subscription: dict[str, Any], response: dict[str, Any], *, now: str, number: int
+) -> dict[str, Any]:
     """The backport notification Bundle: the status Parameters, then the full PAS response."""
     focus = f"urn:uuid:{response['identifier']['value'].rsplit(':', 1)[-1]}"
     return {
@@ -302,7 +325,10 @@ def notification(subscription: dict[str, Any], response: dict[str, Any], *, now:
                 "resource": {
                     "resourceType": "Parameters",
                     "parameter": [
-                        {"name": "subscription", "valueReference": {"reference": f"Subscription/{subscription['id']}"}},
+                        {
+                            "name": "subscription",
+                            "valueReference": {"reference": f"Subscription/{subscription['id']}"},
+                        },
                         {"name": "topic", "valueCanonical": PAS_TOPIC},
                         {"name": "status", "valueCode": "active"},
                         {"name": "type", "valueCode": "event-notification"},

@@ -59,7 +59,9 @@ def read_supporting(paths: Sequence[str]) -> list[dict[str, Any]]:
         ):
             raise InputError("not a QuestionnaireResponse or DocumentReference", source=path)
         if not isinstance(resource.get("id"), str):
-            raise InputError("the resource needs an id (it is referenced from the Claim)", source=path)
+            raise InputError(
+                "the resource needs an id (it is referenced from the Claim)", source=path
+            )
         out.append(resource)
     return out
 
@@ -150,7 +152,9 @@ def run_preauth(
             org = next(
                 (
                     i.get("value")
-                    for i in (oc.case.resource(claim["provider"]["reference"]) or {}).get("identifier")
+                    for i in (oc.case.resource(claim["provider"]["reference"]) or {}).get(
+                        "identifier"
+                    )
                     or []
                     if i.get("value")
                 ),
@@ -212,9 +216,7 @@ def write_to_ehr(ehr: FhirClient, claim: dict[str, Any], response: dict[str, Any
         answer = ehr.transaction(transaction)
     except ServerError as exc:
         raise ServerError(f"recording the decision on the EHR: {exc}") from None
-    return [
-        str((e.get("response") or {}).get("location", "")) for e in answer.get("entry") or []
-    ]
+    return [str((e.get("response") or {}).get("location", "")) for e in answer.get("entry") or []]
 
 
 def _uuid(value: str, kind: str) -> str:

@@ -33,7 +33,9 @@ class PreauthRecords:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
-            raise AdapterError(f"{path}: cannot open the prior-authorization record ({exc})") from None
+            raise AdapterError(
+                f"{path}: cannot open the prior-authorization record ({exc})"
+            ) from None
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute(
@@ -60,7 +62,9 @@ class PreauthRecords:
                 (trace, json.dumps(claim), payer, out_dir),
             )
 
-    def decided(self, trace: str, action: str, number: str | None, response: dict[str, Any]) -> None:
+    def decided(
+        self, trace: str, action: str, number: str | None, response: dict[str, Any]
+    ) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE preauth_request SET action = ?, number = ?, response = ? WHERE trace = ?",

@@ -220,7 +220,9 @@ def request_bundle(
                     }
                 ],
                 "sequence": i,
-                "category": {"coding": [{"system": PAS_TEMP_CODES, "code": "additionalInformation"}]},
+                "category": {
+                    "coding": [{"system": PAS_TEMP_CODES, "code": "additionalInformation"}]
+                },
                 "valueReference": {"reference": f"{r['resourceType']}/{r['id']}"},
             }
             for i, r in enumerate(supporting, 1)
@@ -230,7 +232,11 @@ def request_bundle(
                 "sequence": i,
                 "diagnosisCodeableConcept": {
                     "coding": [
-                        {"system": ICD10CM, "code": d.code, **({"display": d.display} if d.display else {})}
+                        {
+                            "system": ICD10CM,
+                            "code": d.code,
+                            **({"display": d.display} if d.display else {}),
+                        }
                     ]
                 },
             }
@@ -309,7 +315,7 @@ def _member_identifier(coverage: dict[str, Any]) -> dict[str, Any] | None:
     idents = [i for i in coverage.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
     for ident in idents:
         if any(c.get("code") == "MB" for c in (ident.get("type") or {}).get("coding") or []):
-            return ident  # type: ignore[no-any-return]
+            return ident
     value = coverage.get("subscriberId") or (idents[0]["value"] if len(idents) == 1 else None)
     if not isinstance(value, str) or not value:
         return None
@@ -358,9 +364,9 @@ def _referenced(
         key = store.canonical(ref) or tail_key(ref)
         if not key or key in out or key.startswith("Claim/"):
             continue
-        resource = replaced.get(key) or store.get(key)
-        if resource is None:
+        found = replaced.get(key) or store.get(key)
+        if found is None:
             continue
-        out[key] = resource
+        out[key] = found
         queue.extend(_references(resource))
     return list(out.items())

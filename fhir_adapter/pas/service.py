@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,14 +23,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_adapter.case import Case
 from fhir_adapter.client.urls import is_loopback_host, sent_url
 from fhir_adapter.errors import printable
+from fhir_adapter.hooks.cards import CRD_COVERAGE_INFO
 from fhir_adapter.pack import Pack
-from fhir_adapter.pas import payer
+from fhir_adapter.pas import dtr, payer
 from fhir_adapter.pas.decision import find_claim_response, read_decision
 from fhir_adapter.pas.record import PreauthRecords, write_json
+from fhir_adapter.sources.questionnaire import prior_auth
+from fhir_adapter.writeback import CaseOutput
 
 log = logging.getLogger("fhir_adapter.pas")
+PREPOPULATED_MAX = 1000  # pre-populated answers kept, by CRD assertion
 NOTIFY_TIMEOUT = (3.0, 10.0)
 
 
@@ -46,7 +52,9 @@ class Authenticating(Protocol):
 def outcome(status: int, message: str, element: str | None = None) -> Response:
     issue: dict[str, Any] = {
         "severity": "error",
-        "code": {400: "structure", 401: "login", 404: "not-found", 422: "invalid"}.get(status, "exception"),
+        "code": {400: "structure", 401: "login", 404: "not-found", 422: "invalid"}.get(
+            status, "exception"
+        ),
         "diagnostics": message,
     }
     if element:
@@ -93,6 +101,9 @@ class PasEndpoints:
         self.now = now or now_iso
         self._events = 0
         self._events_lock = threading.Lock()
+        # pre-populated answers by CRD coverage-assertion-id (the DTR `context`), newest last
+        self._prepopulated: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._prepopulated_lock = threading.Lock()
 
     # -- payer ---------------------------------------------------------------------
     def _guard(
@@ -119,6 +130,7 @@ class PasEndpoints:
             ("/fhir/Claim/$submit", self._guard(self.submit)),
             ("/fhir/Claim/$inquire", self._guard(self.inquire)),
             ("/fhir/Subscription", self._guard(self.subscribe)),
+            ("/fhir/Questionnaire/$questionnaire-package", self._guard(self.questionnaire_package)),
             ("/pas/notifications", self.notification),
         ]
 
@@ -160,10 +172,92 @@ class PasEndpoints:
                 f"Subscription.channel.endpoint {problem}", "Subscription.channel.endpoint", 422
             )
         created = dict(resource, id=str(uuid.uuid4()), status="active")
-        await run_in_threadpool(self.payer_store.add_subscription, created["id"], submitter, org, created)
+        await run_in_threadpool(
+            self.payer_store.add_subscription, created["id"], submitter, org, created
+        )
         shown = {k: v for k, v in created.items() if k != "channel"}
         shown["channel"] = {k: v for k, v in created["channel"].items() if k != "header"}
         return fhir(shown, 201)
+
+    # -- DTR ------------------------------------------------------------------------------
+    def on_coverage(
+        self, order: dict[str, Any], case: Case, output: CaseOutput, action: dict[str, Any]
+    ) -> None:
+        """A CDS order-sign answer about to go out: as the payer, say prior authorization is
+        needed and which questionnaire documents it, and keep the answers the evidence gives
+        under the assertion's id (what `$questionnaire-package` receives as `context`)."""
+        for ext in action["resource"].get("extension") or []:
+            if ext.get("url") != CRD_COVERAGE_INFO:
+                continue
+            parts = ext["extension"]
+            covered = next((p.get("valueCode") for p in parts if p.get("url") == "covered"), None)
+            if covered == "not-covered":
+                return
+            for part in parts:
+                if part.get("url") == "pa-needed":
+                    part["valueCode"] = "auth-needed"
+            config = prior_auth()
+            parts.append({"url": "questionnaire", "valueCanonical": config.questionnaire.url})
+            assertion = next(
+                (p.get("valueString") for p in parts if p.get("url") == "coverage-assertion-id"),
+                None,
+            )
+            if not assertion:
+                return
+            coverage = case.ref(case.coverage[0]) if case.coverage else None
+            response = dtr.prepopulated(
+                self.pack,
+                case,
+                output.evaluation,
+                order_ref=f"{order['resourceType']}/{order['id']}",
+                coverage_ref=coverage,
+                now=self.now(),
+            )
+            with self._prepopulated_lock:
+                self._prepopulated[assertion] = response
+                while len(self._prepopulated) > PREPOPULATED_MAX:
+                    self._prepopulated.popitem(last=False)
+
+    async def questionnaire_package(self, request: Request, submitter: str) -> Response:
+        """DTR `$questionnaire-package`: the questionnaire, and the answers pre-populated
+        for the order (from the CRD assertion named by `context`, else from the order and
+        coverage sent)."""
+        body = await self.service.body(request)
+        params = _parameters(body)
+        coverage = params.get("coverage")
+        if not isinstance(coverage, dict) or coverage.get("resourceType") != "Coverage":
+            raise payer.BadRequest(
+                "the coverage parameter (a Coverage resource) is required",
+                "Parameters.parameter:coverage",
+            )
+        context = params.get("context")
+        response = None
+        if isinstance(context, str):
+            with self._prepopulated_lock:
+                response = self._prepopulated.get(context)
+        order = params.get("order")
+        if response is None and isinstance(order, dict):
+            response = await run_in_threadpool(self._from_order, order, coverage)
+        return fhir(dtr.package(dtr.questionnaire(), response, self._base(request)))
+
+    def _from_order(self, order: dict[str, Any], coverage: dict[str, Any]) -> dict[str, Any] | None:
+        from fhir_adapter.pas.request import PreauthError, evaluate_order
+        from fhir_adapter.sources.store import ResourceStore
+
+        store = ResourceStore()
+        store.add(coverage)
+        try:
+            oc = evaluate_order(self.pack, store, order, block_on=self.block_on)
+        except PreauthError as exc:
+            raise payer.BadRequest(str(exc), "Parameters.parameter:order") from None
+        return dtr.prepopulated(
+            self.pack,
+            oc.case,
+            oc.evaluation,
+            order_ref=f"ServiceRequest/{order['id']}",
+            coverage_ref=store.key_of(coverage),
+            now=self.now(),
+        )
 
     def _notify_later(self, subscription: dict[str, Any], response: dict[str, Any]) -> None:
         with self._events_lock:
@@ -182,7 +276,9 @@ class PasEndpoints:
             return outcome(404, "no prior-authorization record here (serve --preauth-db)")
         header = request.headers.get("authorization", "")
         secret = header[7:] if header.lower().startswith("bearer ") else ""
-        payer_url = await run_in_threadpool(self.records.subscription_for, secret) if secret else None
+        payer_url = (
+            await run_in_threadpool(self.records.subscription_for, secret) if secret else None
+        )
         if payer_url is None:
             return outcome(401, "unauthorized")
         body = await self.service.body(request)
@@ -197,22 +293,41 @@ class PasEndpoints:
             return False
         for entry in body.get("entry") or []:
             resource = (entry or {}).get("resource") or {}
-            response = find_claim_response(resource) if resource.get("resourceType") == "Bundle" else None
+            response = (
+                find_claim_response(resource) if resource.get("resourceType") == "Bundle" else None
+            )
             if response is None:
                 continue
             trace = next(
                 (i.get("value") for i in response.get("identifier") or [] if i.get("value")), None
             )
-            known = self.records.get(trace) if trace else None
-            if known is None:
+            known = self.records.get(trace) if isinstance(trace, str) else None
+            if known is None or not isinstance(trace, str):
                 continue
             decision = read_decision(response)
             self.records.decided(trace, decision.action, decision.number, response)
             if known["out_dir"]:
-                write_json(known["out_dir"], f"ClaimResponse-{response.get('id', trace)}.json", response)
+                write_json(
+                    known["out_dir"], f"ClaimResponse-{response.get('id', trace)}.json", response
+                )
             log.info("PAS notification: %s is now %s", printable(trace), decision.action)
             return True
         return False
+
+
+def _parameters(body: Any) -> dict[str, Any]:
+    """A Parameters body as name -> resource or value (the first of each name)."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise payer.BadRequest("the body must be a Parameters resource", "Parameters")
+    out: dict[str, Any] = {}
+    for param in body.get("parameter") or []:
+        if not isinstance(param, dict) or not isinstance(param.get("name"), str):
+            raise payer.BadRequest("every parameter needs a name", "Parameters.parameter.name")
+        value = param.get("resource")
+        if value is None:
+            value = next((v for k, v in param.items() if k.startswith("value")), None)
+        out.setdefault(param["name"], value)
+    return out
 
 
 def _send(subscription: dict[str, Any], bundle: dict[str, Any]) -> None:
@@ -227,7 +342,10 @@ def _send(subscription: dict[str, Any], bundle: dict[str, Any]) -> None:
     session.trust_env = False
     try:
         resp = session.post(
-            endpoint, data=orjson.dumps(bundle), headers=headers, timeout=NOTIFY_TIMEOUT,
+            endpoint,
+            data=orjson.dumps(bundle),
+            headers=headers,
+            timeout=NOTIFY_TIMEOUT,
             allow_redirects=False,
         )
         log.info("PAS notification to %s: HTTP %d", printable(endpoint), resp.status_code)

@@ -459,3 +459,15 @@ def iter_examples(package: str) -> Iterator[tuple[str, dict[str, Any]]]:
     from fhir_adapter.conformance.packages import load_package
 
     yield from sorted(load_package(package).examples.items())
+
+
+def check_element(value: dict[str, Any], profile: str) -> Report:
+    """Check a datatype or an extension (not a resource) against its profile."""
+    sd = structure(profile)
+    checker = Checker()
+    if sd is None:
+        checker.report.skipped.add(f"profile {canonical(profile)} (not in the vendored packages)")
+        return checker.report
+    checker._root = value
+    checker._check_node(value, sd, sd.root, sd.type)
+    return checker.report

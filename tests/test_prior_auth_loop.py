@@ -323,3 +323,52 @@ def _evaluated_claim(
     claims = [r for r in case["resources"] if r["resourceType"] == "Claim"]
     assert claims, case["findings"]
     return dict(claims[0])
+
+
+def test_run_reads_the_completed_questionnaire_as_evidence(
+    loop: tuple[HookServer, TestServer, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` on the EHR: the procedure done on the pended order, whose note lacks the size,
+    count and segment; the nurse's completed answers (stored in the loop) document them."""
+    _, ehr, _ = loop
+    name = "pa-pended"
+    done = {
+        "resourceType": "Procedure",
+        "id": f"{name}-rfa",
+        "status": "completed",
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "47382"}]},
+        "subject": {"reference": f"Patient/{name}-pt"},
+        "performedDateTime": "2026-12-15T09:30:00Z",
+        "performer": [{"actor": {"reference": f"Practitioner/{name}-dr"}}],
+        "location": {"reference": f"Location/{name}-loc"},
+        "reasonReference": [{"reference": f"Condition/{name}-dx"}],
+    }
+    documented = {"doc-tumor-size", "doc-tumor-count", "doc-tumor-location"}
+    for based_on, expected_missing in ((None, documented), (f"ServiceRequest/{name}-sr", set())):
+        resource = dict(done, basedOn=[{"reference": based_on}]) if based_on else done
+        with FhirClient(ehr.base) as client:
+            client.transaction(
+                {
+                    "resourceType": "Bundle",
+                    "type": "transaction",
+                    "entry": [
+                        {
+                            "resource": resource,
+                            "request": {"method": "PUT", "url": f"Procedure/{name}-rfa"},
+                        }
+                    ],
+                }
+            )
+        argv = [
+            "run",
+            "--base-url",
+            ehr.base,
+            "--procedure",
+            f"{name}-rfa",
+            "--dry-run",
+            "--format",
+            "json",
+        ]
+        main(argv)
+        (case,) = json.loads(capsys.readouterr().out)["cases"]
+        assert documented & {f["code"] for f in case["findings"]} == expected_missing

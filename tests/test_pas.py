@@ -49,7 +49,13 @@ def payer(tmp_path_factory: pytest.TempPathFactory, key: SigningKey) -> Iterator
 
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory, key: SigningKey) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "ehr-key.pem"
+    path = write_pem(key, tmp_path_factory.mktemp("keys") / "ehr-key.pem")
+    path.with_suffix(".kid").write_text(key.kid)
+    return path
+
+
+def write_pem(key: SigningKey, path: Path) -> Path:
+    """The client's private key as the PEM file `preauth --payer-private-key` reads."""
     path.write_bytes(
         key.private.private_bytes(
             serialization.Encoding.PEM,
@@ -57,7 +63,6 @@ def key_file(tmp_path_factory: pytest.TempPathFactory, key: SigningKey) -> Path:
             serialization.NoEncryption(),
         )
     )
-    path.with_suffix(".kid").write_text(key.kid)
     return path
 
 
@@ -95,7 +100,7 @@ def _written(out: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(out.glob(f"{kind}-*.json"))]
 
 
-def _review_action(response: dict[str, Any]) -> str:
+def review_action(response: dict[str, Any]) -> str:
     adjudication = response["item"][0]["adjudication"][0]
     action = adjudication["extension"][0]["extension"]
     codes = [
@@ -130,7 +135,7 @@ def test_criteria_met_is_certified_with_an_authorization_number(
     }
     keys = [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]]
     assert len(keys) == len(set(keys))  # every resource once
-    assert _review_action(response) == "A1"
+    assert review_action(response) == "A1"
     assert response["preAuthRef"].startswith("PA")
     assert response["item"][0]["itemSequence"] == claim["item"][0]["sequence"]
 
@@ -143,7 +148,7 @@ def test_criteria_not_met_is_not_certified_naming_the_criterion(
     assert "A3" in line and "liver-tumor diagnosis" in line
     (response,) = _written(tmp_path, "ClaimResponse")
     assert check(response).ok
-    assert _review_action(response) == "A3"
+    assert review_action(response) == "A3"
     assert "preAuthRef" not in response
 
 
@@ -199,7 +204,7 @@ def test_pended_then_certified_by_notification_once_the_answers_arrive(
     line = capsys.readouterr().out
     assert "A4" in line and "doc-tumor-size" not in line  # the message, not the code
     (pended,) = _written(first, "ClaimResponse")
-    assert _review_action(pended) == "A4" and check(pended).ok
+    assert review_action(pended) == "A4" and check(pended).ok
     # the prior-authorization nurse completes the questionnaire; it goes with the request
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps(_answers("pa-pended")))
@@ -219,7 +224,7 @@ def test_pended_then_certified_by_notification_once_the_answers_arrive(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(_written(first, "ClaimResponse")) < 2:
         time.sleep(0.05)
-    final = [r for r in _written(first, "ClaimResponse") if _review_action(r) == "A1"]
+    final = [r for r in _written(first, "ClaimResponse") if review_action(r) == "A1"]
     assert len(final) == 1 and final[0]["preAuthRef"].startswith("PA")
     records = PreauthRecords(Path(payer_db_dir(payer)) / "preauth.sqlite3")
     try:

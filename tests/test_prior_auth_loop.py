@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 
 from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
@@ -26,6 +25,8 @@ from fhir_adapter.pas.record import PreauthRecords
 
 from .fhir_server.harness import TestServer
 from .test_hooks_harness import EHR_ISS, HookServer, SigningKey, inline_service
+from .test_pas import review_action as _action
+from .test_pas import write_pem
 
 pytestmark = pytest.mark.server
 
@@ -60,14 +61,7 @@ def loop(
                 for e in bundle["entry"]
             ]
             client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-    pem = root / "ehr-key.pem"
-    pem.write_bytes(
-        key.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_pem(key, root / "ehr-key.pem")
     service = inline_service(
         root / "feedback.sqlite3",
         (EHR_ISS, key),
@@ -145,15 +139,6 @@ def _claim_responses(ehr: TestServer, name: str) -> list[dict[str, Any]]:
     with FhirClient(ehr.base) as client:
         found = list(client.search("ClaimResponse", [("patient", f"Patient/{name}-pt")]))
     return [r for r in found if r.get("resourceType") == "ClaimResponse"]
-
-
-def _action(response: dict[str, Any]) -> str:
-    review = response["item"][0]["adjudication"][0]["extension"][0]["extension"]
-    return str(
-        next(e for e in review if e["url"].endswith("reviewActionCode"))["valueCodeableConcept"][
-            "coding"
-        ][0]["code"]
-    )
 
 
 def test_the_whole_loop(
@@ -294,15 +279,11 @@ def test_the_authorization_number_goes_on_the_claim_evaluate_writes(
     assert claim["insurance"][0]["preAuthRef"] == [stored[0]["preAuthRef"]]
 
 
-def _evaluated_claim(
-    name: str, stored: dict[str, Any], root: Path, capsys: pytest.CaptureFixture[str]
-) -> dict[str, Any]:
-    """The Claim `evaluate` writes once the ordered procedure is recorded as done."""
-    bundle = json.loads((FIXTURES / f"{name}.json").read_text())
-    done = {
+def _done(name: str, based_on: bool) -> dict[str, Any]:
+    """The ordered procedure as recorded once done (`basedOn` the order, or not)."""
+    done: dict[str, Any] = {
         "resourceType": "Procedure",
         "id": f"{name}-rfa",
-        "basedOn": [{"reference": f"ServiceRequest/{name}-sr"}],
         "status": "completed",
         "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "47382"}]},
         "subject": {"reference": f"Patient/{name}-pt"},
@@ -311,6 +292,17 @@ def _evaluated_claim(
         "location": {"reference": f"Location/{name}-loc"},
         "reasonReference": [{"reference": f"Condition/{name}-dx"}],
     }
+    if based_on:
+        done["basedOn"] = [{"reference": f"ServiceRequest/{name}-sr"}]
+    return done
+
+
+def _evaluated_claim(
+    name: str, stored: dict[str, Any], root: Path, capsys: pytest.CaptureFixture[str]
+) -> dict[str, Any]:
+    """The Claim `evaluate` writes once the ordered procedure is recorded as done."""
+    bundle = json.loads((FIXTURES / f"{name}.json").read_text())
+    done = _done(name, based_on=True)
     response = {k: v for k, v in stored.items() if k != "meta"}
     bundle["entry"] += [{"resource": done}, {"resource": response}]
     for entry in bundle["entry"]:
@@ -332,20 +324,9 @@ def test_run_reads_the_completed_questionnaire_as_evidence(
     count and segment; the nurse's completed answers (stored in the loop) document them."""
     _, ehr, _ = loop
     name = "pa-pended"
-    done = {
-        "resourceType": "Procedure",
-        "id": f"{name}-rfa",
-        "status": "completed",
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "47382"}]},
-        "subject": {"reference": f"Patient/{name}-pt"},
-        "performedDateTime": "2026-12-15T09:30:00Z",
-        "performer": [{"actor": {"reference": f"Practitioner/{name}-dr"}}],
-        "location": {"reference": f"Location/{name}-loc"},
-        "reasonReference": [{"reference": f"Condition/{name}-dx"}],
-    }
     documented = {"doc-tumor-size", "doc-tumor-count", "doc-tumor-location"}
-    for based_on, expected_missing in ((None, documented), (f"ServiceRequest/{name}-sr", set())):
-        resource = dict(done, basedOn=[{"reference": based_on}]) if based_on else done
+    for based_on, expected_missing in ((False, documented), (True, set())):
+        resource = _done(name, based_on)
         with FhirClient(ehr.base) as client:
             client.transaction(
                 {

@@ -24,7 +24,7 @@ from fhir_adapter.client.auth import FhirAuth
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.client.urls import origin
 from fhir_adapter.errors import AdapterError, ServerError
-from fhir_adapter.pas.decision import ReadDecision, find_claim_response, read_decision
+from fhir_adapter.pas.decision import ReadDecision, echoed, find_claim_response, read_decision
 from fhir_adapter.pas.payer import BACKPORT, PAS_TOPIC
 
 TOKEN_LIFETIME = 60  # seconds a per-call JWT is good for
@@ -143,12 +143,7 @@ class PayerClient:
             "resourceType": "Claim",
             "id": f"{claim['id']}-inquiry",
             "identifier": claim.get("identifier"),
-            "status": "active",
-            "type": claim.get("type"),
-            "use": "preauthorization",
-            "patient": claim.get("patient"),
-            "created": now,
-            "insurer": claim.get("insurer"),
+            **echoed(claim, now),
             "provider": claim.get("provider"),
             "priority": claim.get("priority"),
             "insurance": claim.get("insurance"),

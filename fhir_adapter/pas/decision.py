@@ -138,12 +138,7 @@ def claim_response(
         "id": f"{claim.get('id', 'claim')}-{decision.action.lower()}",
         "meta": {"profile": [PROFILE_CLAIMRESPONSE]},
         "identifier": [dict(i) for i in claim.get("identifier") or []][:1],
-        "status": "active",
-        "type": claim.get("type"),
-        "use": "preauthorization",
-        "patient": claim.get("patient"),
-        "created": now,
-        "insurer": claim.get("insurer"),
+        **echoed(claim, now),
         "requestor": claim.get("provider"),
         "request": {"reference": claim_ref},
         "outcome": "complete",
@@ -171,6 +166,18 @@ def claim_response(
             {"number": i, "type": "display", "text": text} for i, text in enumerate(notes, 1)
         ]
     return {k: v for k, v in response.items() if v not in (None, [], {})}
+
+
+def echoed(claim: dict[str, Any], now: str) -> dict[str, Any]:
+    """What a ClaimResponse or an inquiry repeats of the request's Claim."""
+    return {
+        "status": "active",
+        "type": claim.get("type"),
+        "use": "preauthorization",
+        "patient": claim.get("patient"),
+        "created": now,
+        "insurer": claim.get("insurer"),
+    }
 
 
 def _disposition(decision: Decision) -> str:

@@ -285,3 +285,125 @@ def test_5xx_is_retried_and_4xx_is_final_with_the_outcome_text() -> None:
     with pytest.raises(PayerRefused, match=r"Claim.item\[0\].category is required"):
         client.submit({"resourceType": "Bundle"})
     assert len(responses.calls) == 1
+
+
+def _evaluation(*findings: tuple[str, str]) -> Any:
+    from fhir_adapter.findings import Evaluation, Finding
+
+    return Evaluation(
+        "Procedure/x",
+        None,
+        None,
+        findings=[Finding(code, sev, f"{code} message") for code, sev in findings],
+    )
+
+
+@pytest.mark.parametrize(
+    ("findings", "action"),
+    [
+        ((), "A1"),
+        ((("payer-criteria-not-met", "high"),), "A3"),
+        ((("payer-criteria-undocumented", "moderate"),), "A4"),
+        ((("doc-tumor-size", "moderate"), ("diagnosis-unsupported", "high")), "A3"),
+        ((("prior-auth-missing", "high"), ("doc-energy", "moderate")), "A1"),
+        ((("necessity-rationale-missing", "high"),), "A4"),
+        ((("place-of-service-not-covered", "moderate"),), "A1"),
+    ],
+)
+def test_the_decision_follows_the_findings(
+    findings: tuple[tuple[str, str], ...], action: str
+) -> None:
+    """Blocking and not documentation: A3; documentation the payer can ask for: A4; what
+    cannot be known before the service (or the authorization itself settles): not decided by.
+    The payer overlay's findings decide the same way as the pack's."""
+    from fhir_adapter.pack import load_pack
+    from fhir_adapter.pas.decision import decide
+
+    decision = decide(
+        _evaluation(*findings), load_pack(), claim_key="t|1", service_date="2026-12-15"
+    )
+    assert decision.action == action
+    if action == "A1":
+        assert decision.number and decision.period == ("2026-12-15", "2027-03-15")
+    else:
+        assert decision.number is None and decision.reasons
+
+
+def test_the_payer_takes_tokens_only_for_its_own_url_once(
+    payer: HookServer, key: SigningKey
+) -> None:
+    url = f"{payer.base}/fhir/Claim/$inquire"
+    body = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []})
+    for token in (
+        key.sign(f"{payer.base}/fhir/Claim/$submit"),
+        key.sign(url, iss="https://other.example.org"),
+    ):
+        refused = requests.post(
+            url, data=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert refused.status_code == 401
+    token = key.sign(url)
+    first = requests.post(url, data=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert first.status_code == 400  # accepted, and the inquiry has no Claim
+    replay = requests.post(url, data=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert replay.status_code == 401
+
+
+def test_a_subscription_endpoint_in_plain_http_beyond_loopback_is_refused(
+    payer: HookServer, key: SigningKey
+) -> None:
+    from fhir_adapter.pas.payer import BACKPORT, PAS_TOPIC
+
+    url = f"{payer.base}/fhir/Subscription"
+    subscription = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "test",
+        "criteria": PAS_TOPIC,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "http://provider.example.org/notify",
+            "payload": "application/fhir+json",
+            "_payload": {
+                "extension": [
+                    {"url": BACKPORT + "backport-payload-content", "valueCode": "full-resource"}
+                ]
+            },
+        },
+    }
+    answer_ = requests.post(
+        url,
+        data=json.dumps(subscription),
+        headers={"Authorization": f"Bearer {key.sign(url)}"},
+        timeout=30,
+    )
+    assert answer_.status_code == 422
+    assert answer_.json()["issue"][0]["expression"] == ["Subscription.channel.endpoint"]
+
+
+def test_the_payers_answers_and_the_subscription_are_pas_conformant(
+    payer: HookServer, key: SigningKey, key_file: Path, tmp_path: Path
+) -> None:
+    from fhir_adapter.pas.client import SignedCallAuth, subscription_resource
+    from fhir_adapter.pas.payer import notification
+
+    assert _preauth(payer, key_file, "pa-met", tmp_path) == 0
+    (bundle,) = _written(tmp_path, "PAS-request")
+    client = PayerClient(
+        f"{payer.base}/fhir", SignedCallAuth(EHR_ISS, key_file.read_bytes(), key.kid)
+    )
+    try:
+        answer_ = client.post("Claim/$submit", bundle, expect="Bundle")
+    finally:
+        client.close()
+    assert answer_["meta"]["profile"] == [
+        "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-pas-response-bundle"
+    ]
+    assert check(answer_).ok, check(answer_).text()
+    subscription = subscription_resource(f"{payer.base}/pas/notifications", "s3cret", "1245319599")
+    assert check(subscription).ok, check(subscription).text()
+    note = notification(
+        dict(subscription, id="sub-1"), answer_, now="2026-12-02T10:00:00Z", number=1
+    )
+    assert check(note).ok, check(note).text()
+    assert check(note["entry"][1]["resource"]).ok

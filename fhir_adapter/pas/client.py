@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +26,7 @@ from fhir_adapter.errors import AdapterError, ServerError
 from fhir_adapter.pas.decision import ReadDecision, echoed, find_claim_response, read_decision
 from fhir_adapter.pas.payer import BACKPORT, PAS_TOPIC
 
+PROFILE_SUBSCRIPTION = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-subscription"
 TOKEN_LIFETIME = 60  # seconds a per-call JWT is good for
 
 
@@ -161,37 +161,8 @@ class PayerClient:
         return self._decision(self.post("Claim/$inquire", bundle), "Claim/$inquire")
 
     def subscribe(self, endpoint: str, secret: str, org: str) -> str:
-        """A PASSubscription (rest-hook, full-resource) for `org`'s responses; its id."""
-        body = {
-            "resourceType": "Subscription",
-            "meta": {
-                "profile": [
-                    "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-subscription"
-                ]
-            },
-            "status": "requested",
-            "reason": "Final decisions on pended prior-authorization requests",
-            "criteria": PAS_TOPIC,
-            "_criteria": {
-                "extension": [
-                    {
-                        "url": BACKPORT + "backport-filter-criteria",
-                        "valueString": f"orgIdentifier={org}",
-                    }
-                ]
-            },
-            "channel": {
-                "type": "rest-hook",
-                "endpoint": endpoint,
-                "payload": "application/fhir+json",
-                "_payload": {
-                    "extension": [
-                        {"url": BACKPORT + "backport-payload-content", "valueCode": "full-resource"}
-                    ]
-                },
-                "header": [f"Authorization: Bearer {secret}"],
-            },
-        }
+        """A PASSubscription for `org`'s responses at the payer; its id."""
+        body = subscription_resource(endpoint, secret, org)
         created = self.post("Subscription", body, expect="Subscription")
         sid = created.get("id")
         if not isinstance(sid, str):
@@ -206,4 +177,32 @@ class PayerClient:
         return read_decision(response)
 
 
-PayerCall = Callable[[PayerClient], ReadDecision]
+def subscription_resource(endpoint: str, secret: str, org: str) -> dict[str, Any]:
+    """A PASSubscription (R4 Subscriptions backport): rest-hook, full-resource, filtered on
+    the submitter's organization, each notification carrying `secret` as its bearer token."""
+    return {
+        "resourceType": "Subscription",
+        "meta": {"profile": [PROFILE_SUBSCRIPTION]},
+        "status": "requested",
+        "reason": "Final decisions on pended prior-authorization requests",
+        "criteria": PAS_TOPIC,
+        "_criteria": {
+            "extension": [
+                {
+                    "url": BACKPORT + "backport-filter-criteria",
+                    "valueString": f"orgIdentifier={org}",
+                }
+            ]
+        },
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {
+                "extension": [
+                    {"url": BACKPORT + "backport-payload-content", "valueCode": "full-resource"}
+                ]
+            },
+            "header": [f"Authorization: Bearer {secret}"],
+        },
+    }

@@ -407,3 +407,21 @@ def test_the_payers_answers_and_the_subscription_are_pas_conformant(
     )
     assert check(note).ok, check(note).text()
     assert check(note["entry"][1]["resource"]).ok
+
+
+def test_an_oversized_request_is_refused_before_it_is_checked(
+    payer: HookServer, key: SigningKey
+) -> None:
+    from fhir_adapter.pas.payer import MAX_ENTRIES
+
+    url = f"{payer.base}/fhir/Claim/$submit"
+    entry = {"fullUrl": "urn:uuid:0", "resource": {"resourceType": "Basic", "code": {"text": "x"}}}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [entry] * (MAX_ENTRIES + 1)}
+    answer_ = requests.post(
+        url,
+        data=json.dumps(bundle),
+        headers={"Authorization": f"Bearer {key.sign(url)}"},
+        timeout=30,
+    )
+    assert answer_.status_code == 413
+    assert answer_.json()["issue"][0]["expression"] == ["Bundle.entry"]

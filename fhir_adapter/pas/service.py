@@ -52,9 +52,13 @@ class Authenticating(Protocol):
 def outcome(status: int, message: str, element: str | None = None) -> Response:
     issue: dict[str, Any] = {
         "severity": "error",
-        "code": {400: "structure", 401: "login", 404: "not-found", 413: "too-long", 422: "invalid"}.get(
-            status, "exception"
-        ),
+        "code": {
+            400: "structure",
+            401: "login",
+            404: "not-found",
+            413: "too-long",
+            422: "invalid",
+        }.get(status, "exception"),
         "diagnostics": message,
     }
     if element:

@@ -425,3 +425,38 @@ def test_an_oversized_request_is_refused_before_it_is_checked(
     )
     assert answer_.status_code == 413
     assert answer_.json()["issue"][0]["expression"] == ["Bundle.entry"]
+
+
+@pytest.mark.parametrize(
+    ("example", "action", "number", "pend"),
+    [
+        ("ClaimResponse-PractitionerRequestorResponseExample.json", "A1", "AUTH0001", None),
+        ("ClaimResponse-RejectionResponseExample.json", "A3", None, None),
+        ("ClaimResponse-PractitionerRequestorPendingResponseExample.json", "A4", None, "PEND0001"),
+    ],
+)
+def test_the_decision_is_read_from_the_guides_own_responses(
+    example: str, action: str, number: str | None, pend: str | None
+) -> None:
+    from fhir_adapter.conformance.packages import PAS, load_package
+    from fhir_adapter.pas.decision import read_decision
+
+    decision = read_decision(load_package(PAS).examples[example])
+    assert (decision.action, decision.number, decision.pend_reference) == (action, number, pend)
+
+
+@pytest.mark.parametrize(
+    ("response", "action"),
+    [
+        ({"outcome": "queued", "disposition": "Pending"}, "A4"),  # the PAS RI's pend
+        ({"outcome": "complete", "disposition": "Granted", "preAuthRef": "R1"}, "A1"),
+        ({"outcome": "complete", "disposition": "Denied"}, "A3"),
+        ({"outcome": "error"}, "A3"),
+    ],
+)
+def test_without_a_review_action_disposition_and_preauthref_decide(
+    response: dict[str, Any], action: str
+) -> None:
+    from fhir_adapter.pas.decision import read_decision
+
+    assert read_decision({"resourceType": "ClaimResponse", **response}).action == action

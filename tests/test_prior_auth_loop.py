@@ -250,7 +250,13 @@ def test_the_whole_loop(
     assert _preauth(service, ehr, root, key, "pa-not-met") == 1
     out = capsys.readouterr().out
     assert "A1" in out and "A3" in out and "liver-tumor diagnosis" in out
+    # asking again replaces the decision on the EHR, never duplicates it
+    assert _preauth(service, ehr, root, key, "pa-met") == 0
+    capsys.readouterr()
     (met,) = _claim_responses(ehr, "pa-met")
+    with FhirClient(ehr.base) as client:
+        claims = list(client.search("Claim", [("patient", "Patient/pa-met-pt")]))
+    assert len(claims) == 1 and claims[0]["use"] == "preauthorization"
     (not_met,) = _claim_responses(ehr, "pa-not-met")
     assert _action(met) == "A1" and _action(not_met) == "A3"
     for resource in (met, not_met, stored):

@@ -53,13 +53,14 @@ class PreauthRecords:
 
     def request(self, trace: str, claim: dict[str, Any], payer: str, out_dir: str | None) -> None:
         """Note a request; the directory first given for it keeps receiving its decisions
-        (a notification arriving later is recorded where the request was)."""
+        (a notification arriving later is recorded where the request was: an absolute
+        path, since `serve` may run elsewhere)."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO preauth_request (trace, claim, payer, out_dir) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(trace) DO UPDATE SET claim = excluded.claim, payer = excluded.payer, "
                 "out_dir = coalesce(out_dir, excluded.out_dir)",
-                (trace, json.dumps(claim), payer, out_dir),
+                (trace, json.dumps(claim), payer, os.path.abspath(out_dir) if out_dir else None),
             )
 
     def decided(

@@ -300,6 +300,9 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
         b.add("reports", target, "DiagnosticReport")
         b.add("documents", target, "DocumentReference")
     anchors = [case.key] + ([case.encounter_ref] if case.encounter_ref else [])
+    # what documents the order the Procedure carries out (a completed prior-authorization
+    # questionnaire's answers point at the order: sources.questionnaire)
+    anchors += [a for ref in procedure.get("basedOn") or [] if (a := store.canonical(ref))]
     for anchor in anchors:
         for rtype, into in (
             ("DiagnosticReport", "reports"),

@@ -27,6 +27,7 @@ from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.client.urls import redact_url
 from fhir_adapter.errors import ServerError
 from fhir_adapter.fhir.references import reference_string, tail_key
+from fhir_adapter.sources.questionnaire import add_questionnaire_evidence
 from fhir_adapter.sources.store import ResourceStore
 
 # Attachments given by `url` are read up to this size (the rest of a document is not needed
@@ -196,6 +197,14 @@ class ServerSource:
                     f"Procedure?subject={patient}&date=le{date}&_include=Procedure:performer"
                 )
             queries.append(f"Coverage?beneficiary={patient}&_include=Coverage:payor")
+            # completed prior-authorization questionnaires: their answers are evidence
+            # (sources.questionnaire), found through the order the procedure is based on
+            if procedure.get("basedOn"):
+                queries.append(f"QuestionnaireResponse?subject={patient}&status=completed")
+        for order in procedure.get("basedOn") or []:
+            order_key = _ref_id(order, "ServiceRequest")
+            if order_key:  # what documents the order (as case.assemble anchors it)
+                queries.append(f"DocumentReference?related={order_key}")
         for performer in procedure.get("performer") or []:
             actor = _ref_id((performer or {}).get("actor"), "Practitioner")
             if actor:
@@ -215,6 +224,7 @@ class ServerSource:
                     existing.append(resource)
                 else:
                     store.add(resource)
+        add_questionnaire_evidence(store)
         case = assemble(store, procedure, self.system, self.code)
         dangling = {tail_key(r) for refs in case.unresolved.values() for r in refs}
         leftovers = sorted(k for k in dangling if k and not store.has(k))

@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fhir_adapter.cli import evaluate, fixtures, hooks, serve, server, tables
+from fhir_adapter.cli import evaluate, fixtures, hooks, preauth, serve, server, tables
 from fhir_adapter.cli.options import EXIT_USAGE, apply_environment
 
-COMMANDS = (evaluate, server, fixtures, tables, serve, hooks)
+COMMANDS = (evaluate, server, fixtures, tables, serve, hooks, preauth)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,6 +64,30 @@ def register(sub: Any) -> None:
         help="debug shows every request; a refused call (401) is logged with its reason at "
         "warning (never the token)",
     )
+    pas = serve.add_argument_group("prior authorization (Da Vinci PAS, DTR)")
+    env_option(
+        pas,
+        "--payer",
+        action="store_true",
+        help="also be a PAS payer at /fhir: Claim/$submit, Claim/$inquire, Subscription, "
+        "deciding with the same rules (calls carry the same JWT as hook calls)",
+    )
+    env_option(
+        pas,
+        "--payer-db",
+        "PAYER_DB",
+        "fhir-adapter-payer.sqlite3",
+        metavar="PATH",
+        help="the payer's requests, decisions and Subscriptions (with --payer)",
+    )
+    env_option(
+        pas,
+        "--preauth-db",
+        "PREAUTH_DB",
+        metavar="PATH",
+        help="the record `preauth` keeps: receive the payer's notifications at "
+        "/pas/notifications and record the final decisions there",
+    )
     limits = serve.add_argument_group(
         "limits", "what the service enforces itself (see README: Running it in production)"
     )
@@ -204,6 +228,8 @@ def serve_command(args: argparse.Namespace) -> int:
         fhir_max_bytes=args.fhir_max_mb * 1024 * 1024,
         limits=limits,
         time_budget=args.time_budget,
+        payer_db=args.payer_db if args.payer else None,
+        preauth_db=args.preauth_db,
     )
     _listen(args.host, args.port).close()  # before announcing: the port may be taken
     app = create_app(config)
@@ -211,6 +237,8 @@ def serve_command(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", force=True
     )
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
+    if args.payer:
+        print(f"fhir-adapter: PAS payer at {public}/fhir (Claim/$submit)", file=sys.stderr)
     uvicorn.run(
         app,
         host=args.host,

@@ -111,6 +111,10 @@ class HookConfig:
     limits: ServeLimits = field(default_factory=ServeLimits)
     time_budget: float = DEFAULT_TIME_BUDGET
     pack: Pack | None = field(default=None, repr=False)
+    # `serve --payer`: the PAS payer endpoints, their requests and Subscriptions in this file
+    payer_db: str | Path | None = None
+    # the provider's record of its prior-authorization requests (notifications received)
+    preauth_db: str | Path | None = None
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -157,6 +161,8 @@ class HookService:
         self.verified_servers = VerifiedServers()
         self._jwks_threads = anyio.CapacityLimiter(JWKS_THREADS)
         self._jwks_fetches: dict[str, asyncio.Future[None]] = {}
+        # set by the DTR endpoints (pas.service) when this service also serves DTR
+        self.on_coverage: handlers.CoverageHook | None = None
         self._running = 0  # evaluations under way in worker threads
         self._running_lock = threading.Lock()
 
@@ -298,7 +304,9 @@ class HookService:
             with time_budget(budget):
                 if service_id == ENCOUNTER_DISCHARGE:
                     return handlers.encounter_discharge(self.pack, hook, data, self.config.block_on)
-                return handlers.order_check(self.pack, hook, data, self.config.block_on)
+                return handlers.order_check(
+                    self.pack, hook, data, self.config.block_on, self.on_coverage
+                )
         finally:
             data.close()
             with self._running_lock:
@@ -352,11 +360,33 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _outcome(500, "internal error (logged on the service)")
 
 
+def _pas_routes(svc: HookService) -> list[Route]:
+    """The PAS endpoints (payer, notification receiver) when the service plays either part."""
+    config = svc.config
+    if config.payer_db is None and config.preauth_db is None:
+        return []
+    from fhir_adapter.pas.payer import PayerStore
+    from fhir_adapter.pas.record import PreauthRecords
+    from fhir_adapter.pas.service import PasEndpoints
+
+    endpoints = PasEndpoints(
+        svc,
+        svc.pack,
+        PayerStore(config.payer_db) if config.payer_db is not None else None,
+        PreauthRecords(config.preauth_db) if config.preauth_db is not None else None,
+        config.block_on,
+    )
+    if config.payer_db is not None:
+        svc.on_coverage = endpoints.on_coverage
+    return [Route(path, _guarded(fn), methods=["POST"]) for path, fn in endpoints.routes()]
+
+
 def create_app(config: HookConfig) -> Starlette:
-    """The CDS Hooks service as an ASGI app."""
+    """The CDS Hooks service as an ASGI app (with the PAS endpoints when configured)."""
     svc = HookService(config)
     app = Starlette(
         routes=[
+            *_pas_routes(svc),
             Route("/cds-services", _guarded(svc.discovery), methods=["GET"]),
             Route("/cds-services/{service_id}", _guarded(svc.call), methods=["POST"]),
             Route(

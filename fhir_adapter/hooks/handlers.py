@@ -11,6 +11,7 @@ Procedures in full, exactly as `evaluate` and `run` do.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from fhir_adapter.case import Case, assemble, find_procedures
@@ -251,8 +252,18 @@ def _as_procedure(order: dict[str, Any], request: HookRequest, pack: Pack) -> di
     return {k: v for k, v in proc.items() if v not in ([], None)}
 
 
+# Called with each order's coverage action (and its case and output) before the answer
+# goes out: the DTR endpoints add the questionnaire to the assertion and keep the
+# pre-populated answers under its coverage-assertion-id (pas.service).
+CoverageHook = Callable[[dict[str, Any], Case, CaseOutput, dict[str, Any]], None]
+
+
 def order_check(
-    pack: Pack, request: HookRequest, data: HookData, block_on: str | None = None
+    pack: Pack,
+    request: HookRequest,
+    data: HookData,
+    block_on: str | None = None,
+    on_coverage: CoverageHook | None = None,
 ) -> dict[str, Any]:
     """A 47382 order or appointment: blocking findings known now, documentation, CRD action."""
     request.context_id("patientId")
@@ -288,12 +299,19 @@ def order_check(
             pack, order, case, {f.code for f in shown}, request.hook, setting_known
         )
         if action is not None:
+            if on_coverage is not None and doc_needed_here(request.hook):
+                on_coverage(order, case, output, action)
             actions.append(action)
     result.append(cards.documentation_card(pack))
     response: dict[str, Any] = {"cards": result}
     if actions:
         response["systemActions"] = actions
     return response
+
+
+def doc_needed_here(hook: str) -> bool:
+    """CRD: on a secondary hook (order-select) doc-needed, hence a questionnaire, is not set."""
+    return hook != "order-select"
 
 
 def _coverage_action(
@@ -323,7 +341,7 @@ def _coverage_action(
         covered=covered,
         pa_needed=pa_needed,
         # CRD: on a secondary hook (order-select) doc-needed must not be clinical or admin
-        doc_needed=None if hook == "order-select" else "clinical",
+        doc_needed="clinical" if doc_needed_here(hook) else None,
         date=dt.datetime.now(dt.UTC).date().isoformat(),
         billing_code={"system": pack.procedure_system, "code": pack.procedure_code},
     )

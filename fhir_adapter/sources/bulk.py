@@ -589,6 +589,20 @@ def json_cases(stores: Iterable[ResourceStore], system: str, code: str) -> list[
     return out
 
 
+def _questionnaire_evidence(items: list[Loaded]) -> list[Loaded]:
+    """What a file's completed prior-authorization QuestionnaireResponses state, as the
+    evidence resources the rules read (sources.questionnaire), in the same file's scope."""
+    from fhir_adapter.sources.questionnaire import evidence_from
+
+    out = []
+    for item in items:
+        res = item.resource
+        if res.get("resourceType") == "QuestionnaireResponse" and res.get("id"):
+            for derived in evidence_from(res, f"QuestionnaireResponse/{res['id']}"):
+                out.append(Loaded(derived, None, item.origin))
+    return out
+
+
 def load_for_cases(
     paths: Iterable[str | os.PathLike[str]],
     system: str,
@@ -618,6 +632,7 @@ def load_for_cases(
     for path in json_files:
         own = ResourceStore()
         read.append(list(read_file(path)))
+        read[-1].extend(_questionnaire_evidence(read[-1]))
         for loaded in read[-1]:
             _check_one_resource_per_id(own, loaded, path)
             own.add(loaded.resource, loaded.full_url)

@@ -1,0 +1,1 @@
+"""Prior authorization by Da Vinci PAS (request, decision) and DTR (questionnaire)."""

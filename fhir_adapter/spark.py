@@ -87,11 +87,17 @@ _REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"
 # resource replaces an earlier one), and which file (named when the line is bad).
 LINE_COLUMNS = ("line", "file", "pos", "path")
 # What a kept line carries to the evaluation: the case and patient it is partitioned by.
-KEPT_SCHEMA = (
-    "case string, patient string, file int, pos long, line binary, key string, "
-    "targets array<string>, forward array<string>"
+KEPT_COLUMNS = (
+    ("case", "string"),
+    ("patient", "string"),
+    ("file", "int"),
+    ("pos", "long"),
+    ("line", "binary"),
+    ("key", "string"),
+    ("targets", "strings"),
+    ("forward", "strings"),
 )
-REPORT_SCHEMA = "case string, report string, bundle string, claim boolean"
+REPORT_COLUMNS = (("case", "string"), ("report", "string"), ("bundle", "string"), ("claim", "bool"))
 # Rows per Arrow batch written back from Python (bounded memory for big partitions).
 BATCH_ROWS = 512
 
@@ -124,12 +130,19 @@ def _batches(rows: Iterable[dict[str, Any]], schema: Any) -> Iterator[Any]:
         yield pa.RecordBatch.from_pylist(chunk, schema=schema)
 
 
-def _arrow_schema(ddl: str) -> Any:
-    """The Arrow schema of a Spark DDL string (what mapInArrow must yield)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import _parse_datatype_string
+def _spark_schema(columns: Sequence[tuple[str, str]]) -> Any:
+    """A Spark schema of (name, kind) columns."""
+    from pyspark.sql import types as T
 
-    return to_arrow_schema(_parse_datatype_string(ddl))
+    kinds = {
+        "string": T.StringType(),
+        "int": T.IntegerType(),
+        "long": T.LongType(),
+        "binary": T.BinaryType(),
+        "bool": T.BooleanType(),
+        "strings": T.ArrayType(T.StringType()),
+    }
+    return T.StructType([T.StructField(name, kinds[kind]) for name, kind in columns])
 
 
 def _kept_row(case: str, patient: str, row: Mapping[str, Any], kept: Kept) -> dict[str, Any]:
@@ -247,17 +260,21 @@ def _evaluate_rows(
         yield done
 
 
-def _in_arrow(
-    func: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]], ddl: str
-) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """A row function as a mapInArrow function yielding the `ddl` schema."""
+def _map_in_arrow(
+    frame: Any,
+    func: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]],
+    columns: Sequence[tuple[str, str]],
+) -> Any:
+    """`frame` through a row function in Python, as Arrow batches both ways."""
+    from pyspark.sql.pandas.types import to_arrow_schema
 
-    schema = _arrow_schema(ddl)  # on the driver: parsing DDL needs its JVM
+    schema = _spark_schema(columns)
+    arrow = to_arrow_schema(schema)
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
-        return _batches(func(_rows(batches)), schema)
+        return _batches(func(_rows(batches)), arrow)
 
-    return run
+    return frame.mapInArrow(run, schema)
 
 
 def evaluate_on_spark(
@@ -362,9 +379,9 @@ def _screen_keys(lines: Any) -> Any:
         F.array(F.concat(F.lit("o:"), rtype, F.lit("/"), rid)),
     )
     typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
-    return typed.select(
-        *LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")
-    ).filter(F.col("screen").isNotNull())
+    return typed.select(*LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")).filter(
+        F.col("screen").isNotNull()
+    )
 
 
 def _own_keys(lines: Any) -> Any:
@@ -424,7 +441,7 @@ def _evaluate_on_spark(
         F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
     )
     first = lines.filter(F.col("path").isNotNull() | coded).select(*LINE_COLUMNS)
-    cases = keep(first.mapInArrow(_in_arrow(_case_rows(system, code), KEPT_SCHEMA), KEPT_SCHEMA))
+    cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
     seeds = cases.select("key", "forward", "patient").collect()
     try:
         if not seeds:
@@ -444,11 +461,8 @@ def _evaluate_on_spark(
         # (a broadcast join on the plan's ids), decided and keyed by case in Python.
         screened = _screen_keys(lines)
         plan_table = session.createDataFrame([(k,) for k in _plan_keys(plan)], "screen string")
-        second = keep(
-            screened.join(F.broadcast(plan_table), "screen")
-            .select(*LINE_COLUMNS)
-            .mapInArrow(_in_arrow(attribute, KEPT_SCHEMA), KEPT_SCHEMA)
-        )
+        candidates = screened.join(F.broadcast(plan_table), "screen").select(*LINE_COLUMNS)
+        second = keep(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet.
         held = cases.select("case", "key").union(second.select("case", "key"))
@@ -458,15 +472,12 @@ def _evaluate_on_spark(
             .join(held, ["case", "key"], "left_anti")
             .distinct()
         )
+
         def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             return _needed(rows, shared.value[2])
 
-        third = (
-            _own_keys(lines)
-            .join(F.broadcast(wanted), "key")
-            .select(*LINE_COLUMNS, "case", "key")
-            .mapInArrow(_in_arrow(needed, KEPT_SCHEMA), KEPT_SCHEMA)
-        )
+        owned = _own_keys(lines).join(F.broadcast(wanted), "key")
+        third = _map_in_arrow(owned.select(*LINE_COLUMNS, "case", "key"), needed, KEPT_COLUMNS)
 
         # Partition by patient and evaluate each partition with the same compiled pack.
         pack_text = pack.source_text
@@ -475,13 +486,13 @@ def _evaluate_on_spark(
         def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
 
-        evaluated = keep(
+        kept = (
             cases.unionByName(second)
             .unionByName(third)
             .repartition("patient")
             .sortWithinPartitions("patient", "case", "file", "pos")
-            .mapInArrow(_in_arrow(evaluate, REPORT_SCHEMA), REPORT_SCHEMA)
         )
+        evaluated = keep(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
         ordered = evaluated.orderBy("case")
         reports = f"{out_uri.rstrip('/')}/reports"
         bundles = f"{out_uri.rstrip('/')}/bundles"
@@ -504,7 +515,9 @@ def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], I
     return run
 
 
-def _needed(rows: Iterable[dict[str, Any]], patients: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+def _needed(
+    rows: Iterable[dict[str, Any]], patients: Mapping[str, str]
+) -> Iterator[dict[str, Any]]:
     """Pass 3, Python side: a line whose own key a case wants, kept for that case (the
     JVM's key is checked against the one the local engine would give it)."""
     for row in rows:

@@ -477,7 +477,10 @@ def _evaluate_on_spark(
             return _needed(rows, shared.value[2])
 
         owned = _own_keys(lines).join(F.broadcast(wanted), "key")
-        third = _map_in_arrow(owned.select(*LINE_COLUMNS, "case", "key"), needed, KEPT_COLUMNS)
+        third = keep(
+            _map_in_arrow(owned.select(*LINE_COLUMNS, "case", "key"), needed, KEPT_COLUMNS)
+        )
+        gathered = cases.unionByName(second).unionByName(third)
 
         # Partition by patient and evaluate each partition with the same compiled pack.
         pack_text = pack.source_text
@@ -487,8 +490,7 @@ def _evaluate_on_spark(
             return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
 
         kept = (
-            cases.unionByName(second)
-            .unionByName(third)
+            gathered.unionByName(_roles_back(gathered))
             .repartition("patient")
             .sortWithinPartitions("patient", "case", "file", "pos")
         )
@@ -506,6 +508,29 @@ def _evaluate_on_spark(
     finally:
         for frame in persisted:
             frame.unpersist()
+
+
+def _roles_back(gathered: Any) -> Any:
+    """For each case, the PractitionerRoles gathered for any case that point at a
+    Practitioner it holds, with what those roles point at (their organization): the
+    local engine holds them in its one store, so a colleague named only as Practitioner
+    on an earlier Procedure has the group and specialty there too."""
+    from pyspark.sql import functions as F
+
+    kept = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
+    pool = gathered.select(*kept).dropDuplicates(["file", "pos"])
+    roles = pool.filter(F.col("key").startswith("PractitionerRole/")).select(
+        "*", F.explode("targets").alias("target")
+    )
+    practitioners = (
+        gathered.filter(F.col("key").startswith("Practitioner/"))
+        .select("case", "patient", F.col("key").alias("target"))
+        .distinct()
+    )
+    back = practitioners.join(roles, "target").select("case", "patient", *kept)
+    pointed = back.select("case", "patient", F.explode("forward").alias("key")).distinct()
+    followed = pointed.join(pool, "key").select("case", "patient", *kept)
+    return back.unionByName(followed)
 
 
 def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[Any]]:

@@ -215,3 +215,27 @@ def test_every_case_entered_in_error_is_no_case_on_spark(spark: Any, tmp_path: P
     assert _local(data) == []
     result = evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
     assert (result.cases, result.claims) == (0, 0)
+
+
+def test_a_colleague_named_only_as_practitioner_on_spark_as_locally(
+    spark: Any, tmp_path: Path
+) -> None:
+    """v40's earlier 47382 names its performer as the Practitioner alone: the local engine
+    holds her PractitionerRole (gathered for that earlier case) and so knows her group and
+    specialty; Spark follows the role back to the Practitioner for the later case too."""
+    ndjson = tmp_path / "v40"
+    write_fixtures(ndjson, "ndjson")
+    for path in ndjson.iterdir():
+        if path.suffix != ".ndjson":
+            path.unlink()
+            continue
+        lines = [ln for ln in path.read_bytes().splitlines() if b"v40-global-group" in ln]
+        text = b"\n".join(lines).replace(
+            b'"PractitionerRole/v40-global-group-role2"', b'"Practitioner/v40-global-group-dr2"'
+        )
+        path.write_bytes(text + b"\n" if lines else b"")
+    local = _local(ndjson)
+    later = next(r for r in local if r["procedure"] == "Procedure/v40-global-group-rfa")
+    assert "global-period" in [f["code"] for f in later["findings"]]
+    result = evaluate_on_spark(str(ndjson), str(tmp_path / "out"), spark=spark, now=NOW)
+    assert read_reports(result.reports) == local

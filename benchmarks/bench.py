@@ -73,9 +73,14 @@ def orjson_floor(path: Path) -> tuple[float, int, int]:
 
 
 def child(path: Path, workers: int) -> dict[str, Any]:
+    return run_child(CHILD, str(path), str(workers))
+
+
+def run_child(code: str, *args: str) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; its last line of output is a JSON object."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(workers)],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         check=True,

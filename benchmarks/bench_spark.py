@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import ROOT, child, export_for
+from bench import ROOT, child, export_for, run_child
 
 SPARK_CHILD = r"""
 import json, os, sys, tempfile, time
@@ -40,15 +39,7 @@ spark.stop()
 
 
 def spark_child(path: Path, master: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", SPARK_CHILD, str(path), master],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(SPARK_CHILD, str(path), master)
 
 
 def measure(patients: int, repeat: int) -> dict[str, Any]:

@@ -85,7 +85,7 @@ _REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"
 # What crosses from the JVM to Python: a line, where it stands in the export (the file's
 # rank in the local engine's reading order, then its position there: a later copy of a
 # resource replaces an earlier one), and which file (named when the line is bad).
-LINE_COLUMNS = ("line", "file", "pos", "path")
+LINE_COLUMNS = ("value", "file", "pos", "path")
 # What a kept line carries to the evaluation: the case and patient it is partitioned by.
 KEPT_COLUMNS = (
     ("case", "string"),
@@ -260,6 +260,15 @@ def _evaluate_rows(
         yield done
 
 
+def _to_python(frame: Any, *extra: str) -> Any:
+    """The line columns (the line as bytes: what the local engine's functions take) and
+    `extra`, cast only now, after Spark's screens, for the lines that cross to Python."""
+    from pyspark.sql import functions as F
+
+    line = F.col("value").cast("binary").alias("line")
+    return frame.select(line, *LINE_COLUMNS[1:], *extra)
+
+
 def _map_in_arrow(
     frame: Any,
     func: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]],
@@ -333,7 +342,7 @@ def _ndjson_inputs(input_uri: str) -> list[str] | None:
 
 
 def _read_lines(session: Any, input_uri: str) -> Any:
-    """The export's non-blank lines as a DataFrame (line as bytes, file rank, position,
+    """The export's non-blank lines as a DataFrame (the line, its file's rank, position,
     and the file's URI where the line is not one JSON object), read by Spark itself."""
     from pyspark.sql import functions as F
 
@@ -341,7 +350,7 @@ def _read_lines(session: Any, input_uri: str) -> Any:
     raw = session.read.text(files if files is not None else input_uri)
     uris = raw.inputFiles()
     if files is not None:
-        order = {str(Path(f).resolve()): i for i, f in enumerate(files)}
+        order = {os.path.abspath(f): i for i, f in enumerate(files)}
         rank = {u: order.get(unquote(urlparse(u).path), len(order)) for u in uris}
     else:
         rank = {u: i for i, u in enumerate(sorted(uris, key=lambda u: unquote(urlparse(u).path)))}
@@ -349,11 +358,10 @@ def _read_lines(session: Any, input_uri: str) -> Any:
     body = F.expr(r"btrim(value, ' \t\r\n')")
     whole = body.startswith("{") & body.endswith("}")
     return raw.select(
-        F.col("value").cast("binary").alias("line"),
+        F.col("value"),
         F.element_at(ranks, F.input_file_name()).cast("int").alias("file"),
         F.monotonically_increasing_id().alias("pos"),
         F.when(~whole, F.input_file_name()).alias("path"),
-        F.col("value"),
         (body == "").alias("blank"),
     ).filter(~F.col("blank"))
 
@@ -429,6 +437,11 @@ def _evaluate_on_spark(
     system, code = pack.procedure_system, pack.procedure_code
     lines = _read_lines(session, input_uri)
     persisted: list[Any] = []
+    # Shuffles of kept lines are small: as many partitions as cores, not Spark's 200 (each
+    # a task), for the length of this call.
+    shuffles = "spark.sql.shuffle.partitions"
+    previous = session.conf.get(shuffles)
+    session.conf.set(shuffles, str(2 * session.sparkContext.defaultParallelism))
 
     def keep(frame: Any) -> Any:
         persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
@@ -440,7 +453,7 @@ def _evaluate_on_spark(
     coded = F.col("value").contains(code) & F.coalesce(
         F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
     )
-    first = lines.filter(F.col("path").isNotNull() | coded).select(*LINE_COLUMNS)
+    first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
     cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
     seeds = cases.select("key", "forward", "patient").collect()
     try:
@@ -461,7 +474,7 @@ def _evaluate_on_spark(
         # (a broadcast join on the plan's ids), decided and keyed by case in Python.
         screened = _screen_keys(lines)
         plan_table = session.createDataFrame([(k,) for k in _plan_keys(plan)], "screen string")
-        candidates = screened.join(F.broadcast(plan_table), "screen").select(*LINE_COLUMNS)
+        candidates = _to_python(screened.join(F.broadcast(plan_table), "screen"))
         second = keep(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet.
@@ -477,9 +490,7 @@ def _evaluate_on_spark(
             return _needed(rows, shared.value[2])
 
         owned = _own_keys(lines).join(F.broadcast(wanted), "key")
-        third = keep(
-            _map_in_arrow(owned.select(*LINE_COLUMNS, "case", "key"), needed, KEPT_COLUMNS)
-        )
+        third = keep(_map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS))
         gathered = cases.unionByName(second).unionByName(third)
 
         # Partition by patient and evaluate each partition with the same compiled pack.
@@ -491,21 +502,22 @@ def _evaluate_on_spark(
 
         kept = (
             gathered.unionByName(_roles_back(gathered))
-            .repartition("patient")
+            .repartition(4 * session.sparkContext.defaultParallelism, "patient")
             .sortWithinPartitions("patient", "case", "file", "pos")
         )
-        evaluated = keep(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
-        ordered = evaluated.orderBy("case")
+        # sorted once, kept: both writers and the counts read it
+        evaluated = keep(_map_in_arrow(kept, evaluate, REPORT_COLUMNS).orderBy("case"))
         reports = f"{out_uri.rstrip('/')}/reports"
         bundles = f"{out_uri.rstrip('/')}/bundles"
-        ordered.select("report").write.text(reports)
-        ordered.select("bundle").write.text(bundles)
+        evaluated.select("report").write.text(reports)
+        evaluated.select("bundle").write.text(bundles)
         counts = evaluated.agg(
             F.count(F.lit(1)).alias("cases"),
             F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
         ).first()
         return SparkResult(int(counts["cases"]), int(counts["claims"]), reports, bundles)
     finally:
+        session.conf.set(shuffles, previous)
         for frame in persisted:
             frame.unpersist()
 

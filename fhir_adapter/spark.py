@@ -443,20 +443,21 @@ def _evaluate_on_spark(
     previous = session.conf.get(shuffles)
     session.conf.set(shuffles, str(2 * session.sparkContext.defaultParallelism))
 
-    def keep(frame: Any) -> Any:
-        persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
-        return frame
-
-    # Pass 1: every line's structural check, and the cases. The bare code: a padded one
-    # ("47382 ") counts too, as in the local engine.
-    # A line the JVM cannot parse goes to Python too, which names the error.
-    coded = F.col("value").contains(code) & F.coalesce(
-        F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
-    )
-    first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
-    cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
-    seeds = cases.select("key", "forward", "patient").collect()
     try:
+
+        def keep(frame: Any) -> Any:
+            persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
+            return frame
+
+        # Pass 1: every line's structural check, and the cases. The bare code: a padded one
+        # ("47382 ") counts too, as in the local engine.
+        # A line the JVM cannot parse goes to Python too, which names the error.
+        coded = F.col("value").contains(code) & F.coalesce(
+            F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
+        )
+        first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
+        cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
+        seeds = cases.select("key", "forward", "patient").collect()
         if not seeds:
             return SparkResult(0, 0, "", "")
         plan, cases_of = Plan.for_cases(

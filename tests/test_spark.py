@@ -239,3 +239,21 @@ def test_a_colleague_named_only_as_practitioner_on_spark_as_locally(
     assert "global-period" in [f["code"] for f in later["findings"]]
     result = evaluate_on_spark(str(ndjson), str(tmp_path / "out"), spark=spark, now=NOW)
     assert read_reports(result.reports) == local
+
+
+def test_a_bad_line_leaves_the_session_as_it_was(spark: Any, tmp_path: Path) -> None:
+    """The run sets its own shuffle partitions for its length: a run stopped by a bad line
+    gives the caller's session back with the caller's setting."""
+    from fhir_adapter.errors import AdapterError
+
+    data = tmp_path / "export"
+    generate(data, 20, seed=5)
+    with (data / "Procedure.ndjson").open("ab") as fh:
+        fh.write(b'{"resourceType": "Procedure", "id": "cut\n')
+    spark.conf.set("spark.sql.shuffle.partitions", "7")
+    try:
+        with pytest.raises(AdapterError, match="not a complete JSON object"):
+            evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "7"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "4")

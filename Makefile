@@ -76,11 +76,13 @@ screenshots: $(STAMP) $(CHROMIUM)
 test-spark: $(STAMP)
 	$(BIN)/python -m pytest -m spark
 
-## Benchmarks: 1k, 10k and 100k generated patients, the test server, run-on notes of 5 KB
-## to 1 MB, a slow server without batch or _include at --concurrency 1 and 8; writes
+## Benchmarks: 1k, 10k and 100k generated patients, the test server, Spark local[1] and
+## local[2] against the local engine on 100k, run-on notes of 5 KB to 1 MB, a slow server
+## without batch or _include at --concurrency 1 and 8; writes
 ## benchmarks/README.md.
 bench: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python benchmarks/bench.py --sizes 1000,10000,100000 --dense 4000
+	$(BIN)/python benchmarks/bench_spark.py --patients 100000
 	$(BIN)/python benchmarks/bench_runon.py
 	$(BIN)/python benchmarks/bench_ehr.py --patients 500
 

@@ -85,9 +85,15 @@ def orjson_floor(path: Path, clock: Any = time.perf_counter) -> tuple[float, int
 
 def child(path: Path, workers: int, tree: Path = ROOT) -> dict[str, Any]:
     """One evaluation in a fresh process, of the code in `tree` (default: this checkout)."""
+    return run_child(CHILD, str(path), str(workers), tree=tree)
+
+
+def run_child(code: str, *args: str, tree: Path = ROOT) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter on the code in `tree`; its last line of output is
+    a JSON object."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(workers)],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         check=True,
@@ -259,44 +265,6 @@ def server_run(patients: int) -> dict[str, Any]:
         server.stop()
 
 
-SPARK_CHILD = r"""
-import json, os, sys, tempfile, time
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors need this venv's packages
-from pyspark.sql import SparkSession
-from fhir_adapter.spark import evaluate_on_spark
-spark = (SparkSession.builder.master("local[2]").appName("bench")
-         .config("spark.ui.enabled", "false").config("spark.driver.memory", "4g").getOrCreate())
-spark.sparkContext.setLogLevel("ERROR")
-t = time.perf_counter()
-with tempfile.TemporaryDirectory() as out:
-    result = evaluate_on_spark(sys.argv[1], out + "/r", spark=spark)
-print(json.dumps({"seconds": time.perf_counter() - t, "cases": result.cases}))
-spark.stop()
-"""
-
-
-def spark_vs_local(patients: int) -> dict[str, Any]:
-    """Spark local[2] against the local engine on 2 workers, same export, same run."""
-    path = export_for(patients)
-    local = child(path, 2)
-    proc = subprocess.run(
-        [sys.executable, "-c", SPARK_CHILD, str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    spark = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert spark["cases"] == local["cases"]
-    return {
-        "patients": patients,
-        "cases": local["cases"],
-        "local_2_workers_s": round(local["seconds"], 2),
-        "spark_local2_s": round(spark["seconds"], 2),
-        "spark_over_local": round(spark["seconds"] / local["seconds"], 2),
-    }
-
-
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -333,15 +301,6 @@ def write_readme(results: dict[str, Any]) -> None:
         f"Cold start: `fhir-adapter --help` {c['help_s']} s (bare `python -c pass` {c['python_bare_s']} s, "
         f"x{c['help_over_bare']}); `evaluate` of one fixture file {c['evaluate_one_file_s']} s.",
     ]
-    if results.get("spark"):
-        k = results["spark"]
-        lines += [
-            "",
-            f"Spark `local[2]` on the {k['patients']:,}-patient export ({k['cases']:,} cases): "
-            f"{k['spark_local2_s']} s against {k['local_2_workers_s']} s for the local engine on 2 workers "
-            f"(x{k['spark_over_local']}; the JVM start and the Python<->JVM transfer of every line is the price "
-            "of running on a cluster).",
-        ]
     if results.get("server"):
         s = results["server"]
         lines += [
@@ -377,7 +336,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-server", action="store_true")
     parser.add_argument("--server-patients", type=int, default=2000)
-    parser.add_argument("--spark-patients", type=int, default=100000, help="0: skip the Spark run")
     parser.add_argument(
         "--revs", default="", help="commits to compare, comma-separated (prints, writes nothing)"
     )
@@ -407,14 +365,6 @@ def main() -> None:
         results["sizes"].append(r)
     results["cold_start"] = cold_start(args.repeat)
     print(json.dumps(results["cold_start"]), file=sys.stderr)
-    if args.spark_patients:
-        try:
-            import pyspark  # noqa: F401
-        except ImportError:
-            print("pyspark not installed: skipping the Spark comparison", file=sys.stderr)
-        else:
-            results["spark"] = spark_vs_local(args.spark_patients)
-            print(json.dumps(results["spark"]), file=sys.stderr)
     if not args.no_server:
         results["server"] = server_run(args.server_patients)
         print(json.dumps(results["server"]), file=sys.stderr)

@@ -1,14 +1,23 @@
 """Evaluate a Bulk Data NDJSON export on Apache Spark with the very same rule pack.
 
-The passes are the local engine's (sources/bulk.py: screening, `plan_hits`),
-run as Spark jobs; each kept resource is keyed by the case(s) it belongs to,
-grouped, and every group is evaluated inside the executors by the same
-`assemble` / `evaluate_case` / `build_output` code the local engine uses, with
-the pack compiled there from the driver's YAML text. No rule exists twice.
+The JVM does what it can without Python: Spark's text reader reads the lines,
+Spark SQL checks each is one JSON object, keeps the Procedure lines that mention
+the code and, once the cases are known, screens every line on its resource type,
+id and reference ids against the cases' plan (a broadcast join). Only the
+candidates cross to Python, as Arrow batches (`mapInArrow`), where the local
+engine's own functions (`plan_hits`, `kept_record`) decide exactly which case
+each belongs to. The kept lines are repartitioned by patient and each partition
+is evaluated in Python by the same `assemble` / `evaluate_case` / `build_output`
+code the local engine uses, with the pack compiled there from the driver's YAML
+text. No rule exists twice.
+
+Each case gathers what the local engine's three passes would give it: pass 3
+(what the gathered resources point at) is worked out per case, so a colleague's
+PractitionerRole that another case already holds still reaches this one.
 
 Output: `OUT/reports` (one JSON report row per case, the same object as the
 `cases[]` of `--format json`) and `OUT/bundles` (one transaction Bundle per
-line), written as partitioned text files ordered by procedure.
+line), written by Spark's text writer, ordered by procedure.
 """
 
 from __future__ import annotations
@@ -16,28 +25,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import orjson
 
 from fhir_adapter.errors import AdapterError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.pack import Pack, load_pack
-from fhir_adapter.sources.bulk import (
-    FOLLOWED,
-    Kept,
-    Plan,
-    forward_keys,
-    is_complete_object,
-    kept_record,
-    line_screen,
-    plan_hits,
-    screen_ids,
-)
+from fhir_adapter.sources.bulk import FOLLOWED, Kept, Plan, forward_keys, kept_record, plan_hits
 from fhir_adapter.sources.files import check_resource
 
 
@@ -61,11 +61,12 @@ def _session(master: str) -> Any:
         .appName("fhir-adapter")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.showConsoleProgress", "false")
     )
-    if master.startswith("local"):
-        # Local workers run the driver's interpreter, so they see the packages installed
-        # with it (the ICD-10-CM tabular among them), not whatever `python3` is on PATH;
-        # PySpark reads only the environment for this.
+    if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
+        # Workers on this machine run the driver's interpreter, so they see the packages
+        # installed with it (the ICD-10-CM tabular among them), not whatever `python3` is
+        # on PATH; PySpark reads only the environment for this.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
         return builder.getOrCreate()
@@ -77,93 +78,212 @@ def _session(master: str) -> Any:
 
 BAD_LINE = "a line of the export is not a complete JSON object (truncated or corrupt)"
 
+# The raw-line screens of sources/bulk.py, in Java's regex dialect: the id at the end of
+# every reference (a superset of what `forward_keys` finds: Python decides exactly).
+_REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"'
 
-def _parse_line(line: bytes) -> dict[str, Any]:
+# What crosses from the JVM to Python: a line, where it stands in the export (the file's
+# rank in the local engine's reading order, then its position there: a later copy of a
+# resource replaces an earlier one), and which file (named when the line is bad).
+LINE_COLUMNS = ("value", "file", "pos", "path")
+# What a kept line carries to the evaluation: the case and patient it is partitioned by.
+KEPT_COLUMNS = (
+    ("case", "string"),
+    ("patient", "string"),
+    ("file", "int"),
+    ("pos", "long"),
+    ("line", "binary"),
+    ("key", "string"),
+    ("targets", "strings"),
+    ("forward", "strings"),
+)
+REPORT_COLUMNS = (("case", "string"), ("report", "string"), ("bundle", "string"), ("claim", "bool"))
+# Rows per Arrow batch written back from Python (bounded memory for big partitions).
+BATCH_ROWS = 512
+
+
+def _parse_line(line: bytes, path: str | None) -> dict[str, Any]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise AdapterError(f"{BAD_LINE}: {line[:80]!r}") from None
-    return check_resource(value, "spark input", None)
+        raise AdapterError(f"{BAD_LINE}: {path or 'the export'}: {line[:80]!r}") from None
+    return check_resource(value, path or "spark input", None)
 
 
-# Where a line stands in the export: (partition, position); partitions follow the files'
-# order, so a later copy of a resource sorts after an earlier one, as the local engine reads.
-Order = tuple[int, int]
+def _rows(batches: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """The rows of Arrow record batches as dicts (column name -> Python value)."""
+    for batch in batches:
+        yield from batch.to_pylist()
 
 
-def _ordered(partition: int, lines: Iterable[str]) -> Iterator[tuple[str, Order]]:
-    for position, text in enumerate(lines):
-        if text.strip():
-            yield text, (partition, position)
+def _batches(rows: Iterable[dict[str, Any]], schema: Any) -> Iterator[Any]:
+    """Rows back into Arrow record batches of at most BATCH_ROWS rows."""
+    import pyarrow as pa
+
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= BATCH_ROWS:
+            yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+            chunk = []
+    if chunk:
+        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+
+
+def _spark_schema(columns: Sequence[tuple[str, str]]) -> Any:
+    """A Spark schema of (name, kind) columns."""
+    from pyspark.sql import types as T
+
+    kinds = {
+        "string": T.StringType(),
+        "int": T.IntegerType(),
+        "long": T.LongType(),
+        "binary": T.BinaryType(),
+        "bool": T.BooleanType(),
+        "strings": T.ArrayType(T.StringType()),
+    }
+    return T.StructType([T.StructField(name, kinds[kind]) for name, kind in columns])
+
+
+def _kept_row(case: str, patient: str, row: Mapping[str, Any], kept: Kept) -> dict[str, Any]:
+    return {
+        "case": case,
+        "patient": patient,
+        "file": row["file"],
+        "pos": row["pos"],
+        "line": kept.line,
+        "key": kept.key,
+        "targets": list(kept.targets),
+        "forward": list(kept.forward),
+    }
 
 
 def _coded_cases(
-    lines: Iterable[tuple[str, Order]], needle: bytes, system: str, code: str
-) -> Iterator[tuple[Order, Kept]]:
-    for text, order in lines:
-        line = text.encode()
-        if not is_complete_object(line):  # pass 1 reads every line: check them all here
-            raise AdapterError(f"{BAD_LINE}: {line[:80]!r}")
-        if needle not in line:
-            continue
-        resource = _parse_line(line)
+    rows: Iterable[dict[str, Any]], system: str, code: str
+) -> Iterator[dict[str, Any]]:
+    """Pass 1, Python side: the lines Spark SQL let through are bad lines (an error) or
+    Procedures mentioning the code; those coded system|code are the cases."""
+    for row in rows:
+        line: bytes = row["line"]
+        if row["path"] is not None:  # Spark SQL found it is not one object
+            raise AdapterError(f"{BAD_LINE}: {row['path']}: {line[:80]!r}")
+        resource = _parse_line(line, None)
         if resource["resourceType"] == "Procedure" and has_coding(
             resource, ("code",), system, code
         ):
-            yield order, kept_record(line, resource)
+            kept = kept_record(line, resource)
+            yield _kept_row(kept.key, _patient_of(resource, kept.key), row, kept)
+
+
+def _patient_of(resource: Mapping[str, Any], fallback: str) -> str:
+    """The case's patient (what the evaluation is partitioned by)."""
+    subject = resource.get("subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    return (tail_key(ref) if isinstance(ref, str) else None) or fallback
 
 
 def _attributed(
-    lines: Iterable[tuple[str, Order]],
+    rows: Iterable[dict[str, Any]],
     plan: Plan,
-    ids: tuple[Any, ...],
-    cases_of: dict[str, list[str]],
-) -> Iterator[tuple[str, tuple[Order, Kept]]]:
-    """(case key, (order, kept resource)) for every case a line belongs to."""
-    wanted = line_screen(*screen_ids(ids, None))
-    for text, order in lines:
-        line = text.encode()
-        if not wanted(line):
+    cases_of: Mapping[str, Sequence[str]],
+    patients: Mapping[str, str],
+) -> Iterator[dict[str, Any]]:
+    """Pass 2 and 3, Python side: a row per case a screened line belongs to, decided by
+    the local engine's `plan_hits` (Spark's screen is a superset)."""
+    last: tuple[int, int] | None = None
+    for row in rows:
+        where = (row["file"], row["pos"])
+        if where == last:  # one line met through two of its references
             continue
-        resource = _parse_line(line)
+        last = where
+        line: bytes = row["line"]
+        resource = _parse_line(line, None)
         refs = forward_keys(line)
         hits = plan_hits(plan, resource, refs)
         if not hits:
             continue
         kept = kept_record(line, resource, refs)
         for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
-            yield case, (order, kept)
+            yield _kept_row(case, patients[case], row, kept)
 
 
-def _evaluate_groups(
-    groups: Iterable[tuple[str, Iterable[tuple[Order, Kept]]]],
+_PACKS: dict[str, Pack] = {}
+
+
+def _executor_pack(pack_text: str) -> Pack:
+    """The driver's pack, compiled once per Python worker (workers are reused by tasks)."""
+    pack = _PACKS.get(pack_text)
+    if pack is None:
+        from fhir_adapter.pack.load import pack_from_text
+
+        _PACKS.clear()
+        pack = _PACKS[pack_text] = pack_from_text(pack_text, "<driver rule pack>")
+    return pack
+
+
+def _evaluate_rows(
+    rows: Iterable[dict[str, Any]],
     pack_text: str,
     block_on: str | None,
     stamp: str,
     charges: Mapping[str, float] | None = None,
-) -> Iterator[tuple[str, str, str, bool]]:
-    """Executor side: one store per case, evaluated by the local engine's own code."""
-    from fhir_adapter.pack.load import pack_from_text
+) -> Iterator[dict[str, Any]]:
+    """Executor side: the rows of a partition, sorted by patient, case and export order;
+    one store per case, evaluated by the local engine's own code."""
     from fhir_adapter.pipeline import case_procedure, evaluate_one
     from fhir_adapter.sources.store import CompactStore
 
-    pack = pack_from_text(pack_text, "<driver rule pack>")
-    for case_key, members in groups:
-        store = CompactStore()
-        # in export order, so that a later copy of a resource replaces an earlier one as
-        # it does on the local engine (groupByKey hands them over in any order)
-        for _, kept in sorted(members, key=lambda member: member[0]):
-            store.add_indexed(kept.line, kept.key, kept.targets)
+    pack = _executor_pack(pack_text)
+
+    def evaluate(case_key: str, store: CompactStore) -> dict[str, Any] | None:
         procedure = case_procedure(store, pack, case_key)
         if procedure is None:
-            continue
+            return None
         output = evaluate_one(store, pack, procedure, block_on, stamp, charges)
-        yield (
-            case_key,
-            orjson.dumps(output.report()).decode(),
-            orjson.dumps(output.bundle()).decode(),
-            not output.evaluation.blocked,
-        )
+        return {
+            "case": case_key,
+            "report": orjson.dumps(output.report()).decode(),
+            "bundle": orjson.dumps(output.bundle()).decode(),
+            "claim": not output.evaluation.blocked,
+        }
+
+    current: str | None = None
+    store = CompactStore()
+    for row in rows:
+        if row["case"] != current:
+            if current is not None and (done := evaluate(current, store)) is not None:
+                yield done
+            current, store = row["case"], CompactStore()
+        # in export order, so that a later copy of a resource replaces an earlier one
+        store.add_indexed(row["line"], row["key"], row["targets"])
+    if current is not None and (done := evaluate(current, store)) is not None:
+        yield done
+
+
+def _to_python(frame: Any, *extra: str) -> Any:
+    """The line columns (the line as bytes: what the local engine's functions take) and
+    `extra`, cast only now, after Spark's screens, for the lines that cross to Python."""
+    from pyspark.sql import functions as F
+
+    line = F.col("value").cast("binary").alias("line")
+    return frame.select(line, *LINE_COLUMNS[1:], *extra)
+
+
+def _map_in_arrow(
+    frame: Any,
+    func: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]],
+    columns: Sequence[tuple[str, str]],
+) -> Any:
+    """`frame` through a row function in Python, as Arrow batches both ways."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = _spark_schema(columns)
+    arrow = to_arrow_schema(schema)
+
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        return _batches(func(_rows(batches)), arrow)
+
+    return frame.mapInArrow(run, schema)
 
 
 def evaluate_on_spark(
@@ -192,30 +312,108 @@ def evaluate_on_spark(
     except AdapterError:
         raise
     except Exception as exc:  # Py4J/PySpark wrap what the executors raised
-        if BAD_LINE in str(exc):
+        text = str(exc)
+        if BAD_LINE in text:
+            named = text.split(f"{BAD_LINE}: ", 1)[1].split(": ", 1)[0]
             raise AdapterError(
-                f"{input_uri}: {BAD_LINE}; Spark cannot name the line: "
-                "evaluate the files locally to find it"
+                f"{named if named.startswith(('file:', '/')) else input_uri}: {BAD_LINE}; "
+                "Spark cannot name the line: evaluate the files locally to find it"
             ) from None
         raise
 
 
-def _ndjson_inputs(input_uri: str) -> str:
-    """A local directory becomes its NDJSON files (what the local engine reads: no sidecar
-    YAML, no hidden files); a glob or remote URI goes to Spark as given."""
+def _ndjson_inputs(input_uri: str) -> list[str] | None:
+    """A local directory becomes its NDJSON files in the local engine's reading order (no
+    sidecar YAML, no hidden files); a file is itself; a glob or remote URI is None (Spark
+    lists it, in path order)."""
     from fhir_adapter.sources.files import NDJSON_SUFFIXES, input_files
 
     local = Path(input_uri.removeprefix("file://"))
     if "://" in input_uri.removeprefix("file://") or any(c in input_uri for c in "*?[{"):
-        return input_uri
+        return None
     if not local.exists():
         raise AdapterError(f"{input_uri}: no such file or directory")
     if not local.is_dir():
-        return input_uri
+        return [str(local)]
     files = [str(f) for f in input_files(local) if f.name.lower().endswith(NDJSON_SUFFIXES)]
     if not files:
         raise AdapterError(f"{input_uri}: no NDJSON files in this directory")
-    return ",".join(files)
+    return files
+
+
+def _read_lines(session: Any, input_uri: str) -> Any:
+    """The export's non-blank lines as a DataFrame (the line, its file's rank, position,
+    and the file's URI where the line is not one JSON object), read by Spark itself."""
+    from pyspark.sql import functions as F
+
+    files = _ndjson_inputs(input_uri)
+    raw = session.read.text(files if files is not None else input_uri)
+    uris = raw.inputFiles()
+    if files is not None:
+        order = {os.path.abspath(f): i for i, f in enumerate(files)}
+        rank = {u: order.get(unquote(urlparse(u).path), len(order)) for u in uris}
+    else:
+        rank = {u: i for i, u in enumerate(sorted(uris, key=lambda u: unquote(urlparse(u).path)))}
+    ranks = F.create_map(*[F.lit(x) for pair in rank.items() for x in pair])
+    body = F.expr(r"btrim(value, ' \t\r\n')")
+    whole = body.startswith("{") & body.endswith("}")
+    return raw.select(
+        F.col("value"),
+        F.element_at(ranks, F.input_file_name()).cast("int").alias("file"),
+        F.monotonically_increasing_id().alias("pos"),
+        F.when(~whole, F.input_file_name()).alias("path"),
+        (body == "").alias("blank"),
+    ).filter(~F.col("blank"))
+
+
+def _screen_keys(lines: Any) -> Any:
+    """Per line the keys the plan's table is joined on: `a:` + each reference id (anchors,
+    any type), `p:` (patients, only from Coverage and Procedure), `f:` (performers, only
+    from PractitionerRole), `o:Type/id` (the line's own key). The same screen as the local
+    engine's `screen_ids` + `line_screen`, by id only: Python then decides exactly."""
+    from pyspark.sql import functions as F
+
+    rtype, rid = F.col("rtype"), F.col("rid")
+    refs = F.regexp_extract_all("value", F.lit(_REF_ID), 1)
+
+    def tagged(tag: str) -> Any:
+        return F.transform(refs, lambda x: F.concat(F.lit(tag), x))
+
+    none = F.array().cast("array<string>")
+    keys = F.concat(
+        tagged("a:"),
+        F.when(rtype.isin("Coverage", "Procedure"), tagged("p:")).otherwise(none),
+        F.when(rtype == "PractitionerRole", tagged("f:")).otherwise(none),
+        F.array(F.concat(F.lit("o:"), rtype, F.lit("/"), rid)),
+    )
+    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
+    return typed.select(*LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")).filter(
+        F.col("screen").isNotNull()
+    )
+
+
+def _own_keys(lines: Any) -> Any:
+    """Each line with its own `Type/id` (top-level resourceType and id, parsed in the JVM)."""
+    from pyspark.sql import functions as F
+
+    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
+    return typed.select(*LINE_COLUMNS, F.concat("rtype", F.lit("/"), "rid").alias("key"))
+
+
+def _plan_keys(plan: Plan) -> list[str]:
+    """The screen keys of a plan (see `_screen_keys`)."""
+
+    def ids(tag: str, keys: Iterable[str]) -> list[str]:
+        return [tag + k.rsplit("/", 1)[-1] for k in keys]
+
+    return sorted(
+        {
+            *ids("a:", plan.anchors),
+            *ids("p:", plan.patients),
+            *ids("f:", plan.performers),
+            *("o:" + k for k in plan.needed),
+        }
+    )
 
 
 def _evaluate_on_spark(
@@ -228,68 +426,144 @@ def _evaluate_on_spark(
     spark: Any,
     charges: Mapping[str, float] | None,
 ) -> SparkResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     from fhir_adapter.pipeline import now_iso
 
     pack = pack or load_pack()
     stamp = now or now_iso()
     session = spark or _session(master)
-    sc = session.sparkContext
     system, code = pack.procedure_system, pack.procedure_code
-    lines = sc.textFile(_ndjson_inputs(input_uri)).mapPartitionsWithIndex(_ordered)
-    needle = code.encode()  # bare: a padded code counts too, as in the local engine
+    lines = _read_lines(session, input_uri)
+    persisted: list[Any] = []
+    # Shuffles of kept lines are small: as many partitions as cores, not Spark's 200 (each
+    # a task), for the length of this call.
+    shuffles = "spark.sql.shuffle.partitions"
+    previous = session.conf.get(shuffles)
+    session.conf.set(shuffles, str(2 * session.sparkContext.defaultParallelism))
 
-    # Pass 1: the cases.
-    ordered_cases: list[tuple[Order, Kept]] = lines.mapPartitions(
-        lambda it: _coded_cases(it, needle, system, code)
-    ).collect()
-    cases = [kept for _, kept in ordered_cases]
-    if not cases:
-        return SparkResult(0, 0, "", "")
-    plan, cases_of = Plan.for_cases(cases)
-    frozen = {k: sorted(v) for k, v in cases_of.items()}
+    try:
 
-    # Pass 2: what the cases point at and what points at them, keyed by case.
-    b2 = sc.broadcast((plan, plan.id_bytes(), frozen))
-    pass2 = lines.mapPartitions(lambda it: _attributed(it, *b2.value)).cache()
+        def keep(frame: Any) -> Any:
+            persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
+            return frame
 
-    # Pass 3: what those point at and nobody has yet, keyed by the cases that need it.
-    have = set(pass2.map(lambda kv: kv[1][1].key).distinct().collect()) | {k.key for k in cases}
-    wanted = (
-        pass2.filter(lambda kv: kv[1][1].key.split("/", 1)[0] in FOLLOWED)
-        .flatMap(lambda kv: [(ref, kv[0]) for ref in kv[1][1].forward if ref not in have])
+        # Pass 1: every line's structural check, and the cases. The bare code: a padded one
+        # ("47382 ") counts too, as in the local engine.
+        # A line the JVM cannot parse goes to Python too, which names the error.
+        coded = F.col("value").contains(code) & F.coalesce(
+            F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
+        )
+        first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
+        cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
+        seeds = cases.select("key", "forward", "patient").collect()
+        if not seeds:
+            return SparkResult(0, 0, "", "")
+        plan, cases_of = Plan.for_cases(
+            [Kept(b"", s["key"], (), tuple(s["forward"])) for s in seeds]
+        )
+        patients = {s["key"]: s["patient"] for s in seeds}
+        shared = session.sparkContext.broadcast(
+            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients)
+        )
+
+        def attribute(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            return _attributed(rows, *shared.value)
+
+        # Pass 2: what the cases point at and what points at them, screened in the JVM
+        # (a broadcast join on the plan's ids), decided and keyed by case in Python.
+        screened = _screen_keys(lines)
+        plan_table = session.createDataFrame([(k,) for k in _plan_keys(plan)], "screen string")
+        candidates = _to_python(screened.join(F.broadcast(plan_table), "screen"))
+        second = keep(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
+
+        # Pass 3, per case: what its gathered resources point at and it does not hold yet.
+        held = cases.select("case", "key").union(second.select("case", "key"))
+        wanted = (
+            second.filter(F.split("key", "/").getItem(0).isin(*sorted(FOLLOWED)))
+            .select("case", F.explode("forward").alias("key"))
+            .join(held, ["case", "key"], "left_anti")
+            .distinct()
+        )
+
+        def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            return _needed(rows, shared.value[2])
+
+        owned = _own_keys(lines).join(F.broadcast(wanted), "key")
+        third = keep(_map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS))
+        gathered = cases.unionByName(second).unionByName(third)
+
+        # Partition by patient and evaluate each partition with the same compiled pack.
+        pack_text = pack.source_text
+        prices = dict(charges) if charges is not None else None  # shipped with the closure
+
+        def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
+
+        kept = (
+            gathered.unionByName(_roles_back(gathered))
+            .repartition(4 * session.sparkContext.defaultParallelism, "patient")
+            .sortWithinPartitions("patient", "case", "file", "pos")
+        )
+        # sorted once, kept: both writers and the counts read it
+        evaluated = keep(_map_in_arrow(kept, evaluate, REPORT_COLUMNS).orderBy("case"))
+        reports = f"{out_uri.rstrip('/')}/reports"
+        bundles = f"{out_uri.rstrip('/')}/bundles"
+        evaluated.select("report").write.text(reports)
+        evaluated.select("bundle").write.text(bundles)
+        counts = evaluated.agg(
+            F.count(F.lit(1)).alias("cases"),
+            F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
+        ).first()
+        return SparkResult(int(counts["cases"]), int(counts["claims"]), reports, bundles)
+    finally:
+        session.conf.set(shuffles, previous)
+        for frame in persisted:
+            frame.unpersist()
+
+
+def _roles_back(gathered: Any) -> Any:
+    """For each case, the PractitionerRoles gathered for any case that point at a
+    Practitioner it holds, with what those roles point at (their organization): the
+    local engine holds them in its one store, so a colleague named only as Practitioner
+    on an earlier Procedure has the group and specialty there too."""
+    from pyspark.sql import functions as F
+
+    kept = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
+    pool = gathered.select(*kept).dropDuplicates(["file", "pos"])
+    roles = pool.filter(F.col("key").startswith("PractitionerRole/")).select(
+        "*", F.explode("targets").alias("target")
+    )
+    practitioners = (
+        gathered.filter(F.col("key").startswith("Practitioner/"))
+        .select("case", "patient", F.col("key").alias("target"))
         .distinct()
-        .collect()
     )
-    parts = [pass2, sc.parallelize([(kept.key, (order, kept)) for order, kept in ordered_cases])]
-    if wanted:
-        plan3 = Plan(needed={ref for ref, _ in wanted})
-        need_cases: dict[str, set[str]] = defaultdict(set)
-        for ref, case in wanted:
-            need_cases[ref].add(case)
-        b3 = sc.broadcast((plan3, plan3.id_bytes(), {k: sorted(v) for k, v in need_cases.items()}))
-        parts.append(lines.mapPartitions(lambda it: _attributed(it, *b3.value)))
+    back = practitioners.join(roles, "target").select("case", "patient", *kept)
+    pointed = back.select("case", "patient", F.explode("forward").alias("key")).distinct()
+    followed = pointed.join(pool, "key").select("case", "patient", *kept)
+    return back.unionByName(followed)
 
-    # Group by case and evaluate inside the executors with the same compiled pack.
-    pack_text = pack.source_text
-    prices = dict(charges) if charges is not None else None  # shipped with the closure
-    rows = (
-        sc.union(parts)
-        .groupByKey()
-        .mapPartitions(lambda groups: _evaluate_groups(groups, pack_text, block_on, stamp, prices))
-        .sortBy(lambda row: row[0])
-        .cache()
-    )
-    reports = f"{out_uri.rstrip('/')}/reports"
-    bundles = f"{out_uri.rstrip('/')}/bundles"
-    rows.map(lambda row: row[1]).saveAsTextFile(reports)
-    rows.map(lambda row: row[2]).saveAsTextFile(bundles)
-    # fold, not reduce: every case may have been skipped (entered in error), leaving no row
-    counts = rows.map(lambda row: (1, int(row[3]))).fold(
-        (0, 0), lambda a, b: (a[0] + b[0], a[1] + b[1])
-    )
-    pass2.unpersist()
-    rows.unpersist()
-    return SparkResult(counts[0], counts[1], reports, bundles)
+
+def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[Any]]:
+    def run(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        return _coded_cases(rows, system, code)
+
+    return run
+
+
+def _needed(
+    rows: Iterable[dict[str, Any]], patients: Mapping[str, str]
+) -> Iterator[dict[str, Any]]:
+    """Pass 3, Python side: a line whose own key a case wants, kept for that case (the
+    JVM's key is checked against the one the local engine would give it)."""
+    for row in rows:
+        line: bytes = row["line"]
+        resource = _parse_line(line, None)
+        kept = kept_record(line, resource)
+        if kept.key == row["key"]:
+            yield _kept_row(row["case"], patients[row["case"]], row, kept)
 
 
 def read_reports(directory: str) -> list[dict[str, Any]]:

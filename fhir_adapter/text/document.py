@@ -90,6 +90,7 @@ class Outliner:
         closes: list[str],
         reason: str,
         own_organ: str | None = None,
+        ruling_roles: frozenset[str] = frozenset(),
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -104,6 +105,9 @@ class Outliner:
         self._closes = [re.compile(p, re.I) for p in closes]
         self._reason = reason
         self._own_organ = own_organ
+        # roles that rule what they head (a plan, options discussed): a label of ordinary
+        # case ending its line opens such a section ("Options discussed with the patient:")
+        self._ruling_roles = ruling_roles
         own = [w for o, ws in organs.items() if o == own_organ for w in ws]
         self._own = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
@@ -118,8 +122,11 @@ class Outliner:
         head: _Head = outer
         field = False
         start = pos = 0
-        for line in text.splitlines(keepends=True):
+        lines = text.splitlines(keepends=True)
+        for i, line in enumerate(lines):
             found = self._heading(line)
+            if found is not None and not found[3] and _empty_field(line, lines[i + 1 :]):
+                found = (*found[:3], True)
             if head[2] is not None and field:
                 # an organ's field ("Adrenal: ...") runs on over its own labelled lines
                 # ("Two freeze-thaw cycles: ...") until a line names the liver again
@@ -166,16 +173,21 @@ class Outliner:
             known = _norm(label) in self._known or _norm(_bare(label)) in self._known
             organ_field = m is not None and self._organ_of(label) is not None
             if not (known or organ_field or _capitals(label)):
-                return None
+                if m is None or body[m.end() :].strip() or self._role_of(label) not in self._ruling_roles:
+                    return None
             field = m is not None and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:
             return None
         role = self._known.get(_norm(label)) or self._known.get(_norm(_bare(label)))
         if role is None:
-            role = next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
+            role = self._role_of(label)
         organ = self._organ_of(label)
         return label, role, None if organ == self._own_organ else organ, field
+
+    def _role_of(self, label: str) -> str | None:
+        words = tuple(_WORD.findall(label.lower()))
+        return next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
 
     def _organ_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))
@@ -213,6 +225,24 @@ class Outliner:
             end = text.find("\n", first.end())
             return len(text) if end < 0 else end + 1
         return pos
+
+
+def _empty_field(line: str, after: list[str]) -> bool:
+    """A label of ordinary case left empty on a form ("  Alternatives Discussed:" followed by
+    the form's next label, or by a heading set further left): it heads nothing."""
+    body = line.strip()
+    label = _LABEL.match(body)
+    if label is None or body[label.end() :].strip() or _capitals(label.group(1)):
+        return False
+    indent = len(line) - len(line.lstrip())
+    following = next((x for x in after if x.strip()), None)
+    if following is None:
+        return True
+    inset = len(following) - len(following.lstrip())
+    if inset < indent:
+        return True
+    nxt = after[0]
+    return bool(nxt.strip()) and inset == indent and _LABEL.match(nxt.strip()) is not None
 
 
 def _lead(line: str) -> str:

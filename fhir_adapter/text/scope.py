@@ -60,8 +60,10 @@ class Scope:
             _compile_all(copied.closes if copied else [], "text.scope.copied.closes"),
             copied.reason if copied else "",
             sc.own_organ,
+            frozenset(name for name, sec in cfg.sections.items() if sec.status is not None),
         )
         self._copied_status = copied.status if copied else "historical"
+        self._copied_skip = frozenset(copied.skip if copied else ())
         self._organ_elements = frozenset(sc.organ_elements)
         self._cues: list[_Cue] = []
         for name, rule in sc.cues.items():
@@ -177,7 +179,7 @@ class Scope:
         self, doc: Document, outline: Outline, element: str, m: Mention, at: int
     ) -> tuple[str, str] | None:
         copied = outline.copied_at(at)
-        if copied is not None:
+        if copied is not None and element not in self._copied_skip:
             return self._copied_status, copied.reason
         section = outline.section_at(at)
         if section is not None:

@@ -7,6 +7,7 @@ comes from the pack.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fhir_adapter.billing.facts import DERIVERS as BILLING
@@ -92,6 +93,11 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     if cfg.treated and len({n for _, _, n in counted}) != 1:
         counted = _counts(pack, text, cfg.treated)[-1:] or counted
     values = sorted({n for _, _, n in counted})
+    if not values and not best and cfg.single and cfg.plural:
+        single = _single_sites(pack, text, cfg.single, cfg.plural, cfg.none_treated)
+        if single:
+            best = len(single)
+            evidence.extend(mention_evidence(unit, m) for unit, m in list(single.values())[:3])
     if len(values) == 1:
         evidence.extend(mention_evidence(unit, m) for unit, m, _ in counted[:3])
         best = max(best, values[0])
@@ -113,6 +119,40 @@ def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, 
         if n is not None and 0 < n <= 50 and n == int(n):
             out.append((unit, m, int(n)))
     return out
+
+
+_SEGMENT = re.compile(r"\b(?:segments?|seg\.?|s)\s*([1-8][ab]?|iv[ab]?|vi{0,3}|i{1,3})\b")
+
+
+def _single_sites(
+    pack: Pack, text: TextIndex, single: str, plural: str, none_treated: str | None
+) -> dict[str, tuple[TextUnit, Mention]]:
+    """segment -> the first affirmed mention of a tumor named in the singular there; none
+    when the text affirms tumors in the plural ("lesion(s)", "the dominant lesions") or
+    says that nothing was treated (the tumors it names were not treated today)."""
+    for stop in (plural, none_treated):
+        if stop and next(text.affirmed(pack.engine, stop), None) is not None:
+            return {}
+    out: dict[str, tuple[TextUnit, Mention]] = {}
+    for unit, m in text.affirmed(pack.engine, single):
+        site = _SEGMENT.search(m.words.lower())
+        if site is not None:
+            out.setdefault(_ROMAN.get(site.group(1), site.group(1)), (unit, m))
+    return out
+
+
+_ROMAN = {
+    "i": "1",
+    "ii": "2",
+    "iii": "3",
+    "iv": "4",
+    "iva": "4a",
+    "ivb": "4b",
+    "v": "5",
+    "vi": "6",
+    "vii": "7",
+    "viii": "8",
+}
 
 
 def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:

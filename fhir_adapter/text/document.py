@@ -172,9 +172,15 @@ class Outliner:
                 return None
             known = _norm(label) in self._known or _norm(_bare(label)) in self._known
             organ_field = m is not None and self._organ_of(label) is not None
-            if not (known or organ_field or _capitals(label)):
-                if m is None or body[m.end() :].strip() or self._role_of(label) not in self._ruling_roles:
-                    return None
+            # a label of ordinary case ending its line heads a section only when it has a
+            # role that rules what it heads ("Options discussed with the patient:")
+            ruling = (
+                m is not None
+                and not body[m.end() :].strip()
+                and self._role_of(label) in self._ruling_roles
+            )
+            if not (known or organ_field or _capitals(label) or ruling):
+                return None
             field = m is not None and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:

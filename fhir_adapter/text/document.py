@@ -25,6 +25,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
+_ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
 _Head = tuple[str | None, str | None, str | None]  # heading, role, organ
@@ -121,12 +122,20 @@ class Outliner:
         outer: _Head = (None, None, None)  # the section a field stands in
         head: _Head = outer
         field = False
+        listing: int | None = None  # the indent of a list's opening label ("Options:")
         start = pos = 0
         lines = text.splitlines(keepends=True)
         for i, line in enumerate(lines):
             found = self._heading(line)
             if found is not None and not found[3] and _empty_field(line, lines[i + 1 :]):
-                found = (*found[:3], True)
+                found = (*found[:3], True, False)
+            if listing is not None and found is None:
+                # a list runs over its items and their indented lines, to a blank line or
+                # a line of prose set no further in than its label ("He chose MWA.")
+                body = line.strip()
+                indent = len(line) - len(line.lstrip())
+                if not body or (indent <= listing and not _ITEM.match(body)):
+                    found = (*outer, False, False)
             if head[2] is not None and field:
                 # an organ's field ("Adrenal: ...") runs on over its own labelled lines
                 # ("Two freeze-thaw cycles: ...") until a line names the liver again
@@ -139,26 +148,28 @@ class Outliner:
                 start = pos
                 if found is not None:
                     head, field = found[:3], found[3]
-                    if not field:
+                    listing = len(line) - len(line.lstrip()) if found[4] else None
+                    if not field and not found[4]:
                         outer = head
                 else:
-                    head, field = outer, False
+                    head, field, listing = outer, False, None
             pos += len(line)
         sections.append(Section(start, len(text), *head))
         kept = tuple(s for s in sections if s.end > s.start)
         return Outline(kept, self._copied(text), tuple(s.start for s in kept))
 
-    def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool] | None:
-        """(heading, role, organ, field) when the line opens a section, else None; `field`:
-        a label with its value on the line ("Consent: obtained", "PMH: HTN"), whose
-        section ends at the next label or blank line."""
+    def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool, bool] | None:
+        """(heading, role, organ, field, listing) when the line opens a section, else None;
+        `field`: a label with its value on the line ("Consent: obtained", "PMH: HTN"), whose
+        section ends at the next label or blank line; `listing`: a label of ordinary case
+        that opens a list ("Options discussed with the patient:"), whose section is its items."""
         body = line.strip()
         if not body or len(body) > 200:
             return None
         if _RULE.match(body):
-            return None, None, None, False  # a rule line ("-----") closes the section above
+            return None, None, None, False, False  # a rule line ("-----") closes the section above
         deco = _DECORATED.match(body)
-        field = False
+        field = listing = False
         if deco:
             label = deco.group(1).strip(" :")
         else:
@@ -181,6 +192,7 @@ class Outliner:
             )
             if not (known or organ_field or _capitals(label) or ruling):
                 return None
+            listing = ruling and not (known or organ_field or _capitals(label))
             field = m is not None and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:
@@ -189,7 +201,7 @@ class Outliner:
         if role is None:
             role = self._role_of(label)
         organ = self._organ_of(label)
-        return label, role, None if organ == self._own_organ else organ, field
+        return label, role, None if organ == self._own_organ else organ, field, listing
 
     def _role_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))

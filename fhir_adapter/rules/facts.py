@@ -130,14 +130,15 @@ def _single_sites(
     """segment -> the first affirmed mention of a tumor named in the singular there; none
     when the text affirms tumors in the plural ("lesion(s)", "the dominant lesions") or
     says that nothing was treated (the tumors it names were not treated today)."""
-    for stop in (plural, none_treated):
-        if stop and next(text.affirmed(pack.engine, stop), None) is not None:
-            return {}
     out: dict[str, tuple[TextUnit, Mention]] = {}
     for unit, m in text.affirmed(pack.engine, single):
         site = _SEGMENT.search(m.words.lower())
         if site is not None:
             out.setdefault(_ROMAN.get(site.group(1), site.group(1)), (unit, m))
+    # (the stops are looked for only when a tumor was named once: most notes name none)
+    for stop in (plural, none_treated):
+        if out and stop and next(text.affirmed(pack.engine, stop), None) is not None:
+            return {}
     return out
 
 

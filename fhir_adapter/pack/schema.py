@@ -271,6 +271,9 @@ class CountFact(_Strict):
     plural: PatternName | None = None
     # nothing was treated in this session: no tumor is counted from the ones it names
     none_treated: PatternName | None = None
+    # a treatment in the sentence ("RFA of", "was ablated"): the tumors named there were
+    # treated, the ones named elsewhere were only seen
+    treatment: PatternName | None = None
 
 
 class SizeFact(_Strict):

@@ -220,21 +220,28 @@ class Outliner:
                 line_start = text.rfind("\n", 0, m.start()) + 1
                 line_end = text.find("\n", m.end())
                 line_end = len(text) if line_end < 0 else line_end + 1
-                end = self._close(text, line_end)
+                # "HPI (pulled forward from 1/5 clinic note): 3.1 cm HCC": the copy is that
+                # line (and lines set further in), not what follows it
+                inline = re.search(r":[ \t]*\S", text[m.end() : line_end]) is not None
+                indent = len(text[line_start:line_end]) - len(text[line_start:line_end].lstrip())
+                end = self._close(text, line_end, indent if inline else None)
                 date = _DATE.search(text, m.start(), min(end, m.end() + 80))
                 reason = self._reason + (f" ({date.group(0)})" if date else "")
                 out.append(Copied(line_start, end, reason))
         return tuple(sorted(out, key=lambda c: c.start))
 
-    def _close(self, text: str, after: int) -> int:
+    def _close(self, text: str, after: int, inline: int | None = None) -> int:
         """Where a copied block ends: its closing line, else the end of its quoted lines
-        (or of its paragraph when nothing is quoted)."""
+        (or of its paragraph when nothing is quoted; or, for a copy that opens on its own
+        line's text, of the lines set further in than that line, `inline` its indent)."""
         closing = [m for rx in self._closes if (m := rx.search(text, after))]
         pos, quoted = after, False
         for line in text[after:].splitlines(keepends=True):
             if _QUOTED.match(line):
                 quoted = True
             elif quoted or not line.strip():
+                break
+            elif inline is not None and len(line) - len(line.lstrip()) <= inline:
                 break
             pos += len(line)
         if closing:

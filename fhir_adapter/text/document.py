@@ -239,10 +239,10 @@ class Outliner:
         for line in text[after:].splitlines(keepends=True):
             if _QUOTED.match(line):
                 quoted = True
-            elif quoted or not line.strip():
-                break
-            elif inline is not None and len(line) - len(line.lstrip()) <= inline:
-                break
+            else:
+                shallow = inline is not None and len(line) - len(line.lstrip()) <= inline
+                if quoted or not line.strip() or shallow:
+                    break
             pos += len(line)
         if closing:
             first = min(closing, key=lambda m: m.start())

@@ -264,6 +264,16 @@ class CountFact(_Strict):
     # a count of the lesions treated in this session ("Lesions treated today: 1"): when the
     # text has one, the last one stated wins over counts of lesions seen on imaging
     treated: PatternName | None = None
+    # a tumor named in the singular with its segment ("the segment 6 HCC", "a 3.1 cm HCC in
+    # segment 7"): when no count is stated and no tumors in the plural are affirmed, each
+    # segment so named is one tumor (how a coder counts a note that never says "one")
+    single: PatternName | None = None
+    plural: PatternName | None = None
+    # nothing was treated in this session: no tumor is counted from the ones it names
+    none_treated: PatternName | None = None
+    # a treatment in the sentence ("RFA of", "was ablated"): the tumors named there were
+    # treated, the ones named elsewhere were only seen
+    treatment: PatternName | None = None
 
 
 class SizeFact(_Strict):

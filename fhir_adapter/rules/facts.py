@@ -7,6 +7,7 @@ comes from the pack.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fhir_adapter.billing.facts import DERIVERS as BILLING
@@ -18,7 +19,8 @@ from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
 from fhir_adapter.pack.facts import FACTS
 from fhir_adapter.pack.load import Pack
-from fhir_adapter.text.engine import Mention
+from fhir_adapter.pack.schema import CountFact
+from fhir_adapter.text.engine import ContextEngine, Mention
 from fhir_adapter.text.index import TextIndex, TextUnit, mention_evidence
 
 CLINICAL = Derivers()
@@ -92,6 +94,11 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     if cfg.treated and len({n for _, _, n in counted}) != 1:
         counted = _counts(pack, text, cfg.treated)[-1:] or counted
     values = sorted({n for _, _, n in counted})
+    if not values and not best and cfg.single and cfg.plural:
+        single = _single_sites(pack, text, cfg)
+        if single:
+            best = len(single)
+            evidence.extend(mention_evidence(unit, m) for unit, m in list(single.values())[:3])
     if len(values) == 1:
         evidence.extend(mention_evidence(unit, m) for unit, m, _ in counted[:3])
         best = max(best, values[0])
@@ -113,6 +120,60 @@ def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, 
         if n is not None and 0 < n <= 50 and n == int(n):
             out.append((unit, m, int(n)))
     return out
+
+
+_Named = tuple[TextUnit, Mention]
+_SEGMENT = re.compile(r"\b(?:segments?|seg\.?|s)\s*([1-8][ab]?|iv[ab]?|vi{0,3}|i{1,3})\b")
+
+
+def _single_sites(pack: Pack, text: TextIndex, cfg: CountFact) -> dict[str, _Named]:
+    """segment -> the first affirmed mention of a tumor named in the singular there: the
+    ones a sentence says were treated ("RFA of the segment 6 HCC"; "the segment 2 lesion
+    was not ablated" is not), else, when no tumors in the plural are affirmed, every one
+    named. None when tumors in the plural were treated ("RFA of hepatic lesion(s)") or
+    the note says that nothing was treated."""
+    engine = pack.engine
+    named: list[tuple[str, _Named]] = []
+    for unit, m in text.affirmed(engine, cfg.single or ""):
+        site = _SEGMENT.search(m.words.lower())
+        if site is not None:
+            named.append((_ROMAN.get(site.group(1), site.group(1)), (unit, m)))
+    # (the rest is looked for only when a tumor was named once: most notes name none)
+    if not named or (cfg.none_treated and _any(text, engine, cfg.none_treated)):
+        return {}
+    acts = (
+        {(id(u), m.sentence_index) for u, m in text.affirmed(engine, cfg.treatment)}
+        if cfg.treatment
+        else set()
+    )
+    plural = [(id(u), m.sentence_index) for u, m in text.affirmed(engine, cfg.plural or "")]
+    if any(p in acts for p in plural):
+        return {}
+    treated = [(seg, x) for seg, x in named if (id(x[0]), x[1].sentence_index) in acts]
+    if not treated and plural:
+        return {}
+    out: dict[str, _Named] = {}
+    for seg, x in treated or named:
+        out.setdefault(seg, x)
+    return out
+
+
+def _any(text: TextIndex, engine: ContextEngine, target: str) -> bool:
+    return next(text.affirmed(engine, target), None) is not None
+
+
+_ROMAN = {
+    "i": "1",
+    "ii": "2",
+    "iii": "3",
+    "iv": "4",
+    "iva": "4a",
+    "ivb": "4b",
+    "v": "5",
+    "vi": "6",
+    "vii": "7",
+    "viii": "8",
+}
 
 
 def tumor_max_size_cm(pack: Pack, case: Case, text: TextIndex) -> Fact:

@@ -25,6 +25,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
+_ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
 _Head = tuple[str | None, str | None, str | None]  # heading, role, organ
@@ -90,6 +91,7 @@ class Outliner:
         closes: list[str],
         reason: str,
         own_organ: str | None = None,
+        ruling_roles: frozenset[str] = frozenset(),
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -104,6 +106,9 @@ class Outliner:
         self._closes = [re.compile(p, re.I) for p in closes]
         self._reason = reason
         self._own_organ = own_organ
+        # roles that rule what they head (a plan, options discussed): a label of ordinary
+        # case ending its line opens such a section ("Options discussed with the patient:")
+        self._ruling_roles = ruling_roles
         own = [w for o, ws in organs.items() if o == own_organ for w in ws]
         self._own = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
@@ -117,9 +122,20 @@ class Outliner:
         outer: _Head = (None, None, None)  # the section a field stands in
         head: _Head = outer
         field = False
+        listing: int | None = None  # the indent of a list's opening label ("Options:")
         start = pos = 0
-        for line in text.splitlines(keepends=True):
+        lines = text.splitlines(keepends=True)
+        for i, line in enumerate(lines):
             found = self._heading(line)
+            if found is not None and not found[3] and _empty_field(line, lines[i + 1 :]):
+                found = (*found[:3], True, False)
+            if listing is not None and found is None:
+                # a list runs over its items and their indented lines, to a blank line or
+                # a line of prose set no further in than its label ("He chose MWA.")
+                body = line.strip()
+                indent = len(line) - len(line.lstrip())
+                if not body or (indent <= listing and not _ITEM.match(body)):
+                    found = (*outer, False, False)
             if head[2] is not None and field:
                 # an organ's field ("Adrenal: ...") runs on over its own labelled lines
                 # ("Two freeze-thaw cycles: ...") until a line names the liver again
@@ -132,26 +148,28 @@ class Outliner:
                 start = pos
                 if found is not None:
                     head, field = found[:3], found[3]
-                    if not field:
+                    listing = len(line) - len(line.lstrip()) if found[4] else None
+                    if not field and not found[4]:
                         outer = head
                 else:
-                    head, field = outer, False
+                    head, field, listing = outer, False, None
             pos += len(line)
         sections.append(Section(start, len(text), *head))
         kept = tuple(s for s in sections if s.end > s.start)
         return Outline(kept, self._copied(text), tuple(s.start for s in kept))
 
-    def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool] | None:
-        """(heading, role, organ, field) when the line opens a section, else None; `field`:
-        a label with its value on the line ("Consent: obtained", "PMH: HTN"), whose
-        section ends at the next label or blank line."""
+    def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool, bool] | None:
+        """(heading, role, organ, field, listing) when the line opens a section, else None;
+        `field`: a label with its value on the line ("Consent: obtained", "PMH: HTN"), whose
+        section ends at the next label or blank line; `listing`: a label of ordinary case
+        that opens a list ("Options discussed with the patient:"), whose section is its items."""
         body = line.strip()
         if not body or len(body) > 200:
             return None
         if _RULE.match(body):
-            return None, None, None, False  # a rule line ("-----") closes the section above
+            return None, None, None, False, False  # a rule line ("-----") closes the section above
         deco = _DECORATED.match(body)
-        field = False
+        field = listing = False
         if deco:
             label = deco.group(1).strip(" :")
         else:
@@ -165,17 +183,29 @@ class Outliner:
                 return None
             known = _norm(label) in self._known or _norm(_bare(label)) in self._known
             organ_field = m is not None and self._organ_of(label) is not None
-            if not (known or organ_field or _capitals(label)):
+            # a label of ordinary case ending its line heads a section only when it has a
+            # role that rules what it heads ("Options discussed with the patient:")
+            ruling = (
+                m is not None
+                and not body[m.end() :].strip()
+                and self._role_of(label) in self._ruling_roles
+            )
+            if not (known or organ_field or _capitals(label) or ruling):
                 return None
+            listing = ruling and not (known or organ_field or _capitals(label))
             field = m is not None and bool(body[m.end() :].strip())
         words = tuple(_WORD.findall(label.lower()))
         if not words or len(words) > 8:
             return None
         role = self._known.get(_norm(label)) or self._known.get(_norm(_bare(label)))
         if role is None:
-            role = next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
+            role = self._role_of(label)
         organ = self._organ_of(label)
-        return label, role, None if organ == self._own_organ else organ, field
+        return label, role, None if organ == self._own_organ else organ, field, listing
+
+    def _role_of(self, label: str) -> str | None:
+        words = tuple(_WORD.findall(label.lower()))
+        return next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
 
     def _organ_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))
@@ -190,22 +220,29 @@ class Outliner:
                 line_start = text.rfind("\n", 0, m.start()) + 1
                 line_end = text.find("\n", m.end())
                 line_end = len(text) if line_end < 0 else line_end + 1
-                end = self._close(text, line_end)
+                # "HPI (pulled forward from 1/5 clinic note): 3.1 cm HCC": the copy is that
+                # line (and lines set further in), not what follows it
+                inline = re.search(r":[ \t]*\S", text[m.end() : line_end]) is not None
+                indent = len(text[line_start:line_end]) - len(text[line_start:line_end].lstrip())
+                end = self._close(text, line_end, indent if inline else None)
                 date = _DATE.search(text, m.start(), min(end, m.end() + 80))
                 reason = self._reason + (f" ({date.group(0)})" if date else "")
                 out.append(Copied(line_start, end, reason))
         return tuple(sorted(out, key=lambda c: c.start))
 
-    def _close(self, text: str, after: int) -> int:
+    def _close(self, text: str, after: int, inline: int | None = None) -> int:
         """Where a copied block ends: its closing line, else the end of its quoted lines
-        (or of its paragraph when nothing is quoted)."""
+        (or of its paragraph when nothing is quoted; or, for a copy that opens on its own
+        line's text, of the lines set further in than that line, `inline` its indent)."""
         closing = [m for rx in self._closes if (m := rx.search(text, after))]
         pos, quoted = after, False
         for line in text[after:].splitlines(keepends=True):
             if _QUOTED.match(line):
                 quoted = True
-            elif quoted or not line.strip():
-                break
+            else:
+                shallow = inline is not None and len(line) - len(line.lstrip()) <= inline
+                if quoted or not line.strip() or shallow:
+                    break
             pos += len(line)
         if closing:
             first = min(closing, key=lambda m: m.start())
@@ -213,6 +250,24 @@ class Outliner:
             end = text.find("\n", first.end())
             return len(text) if end < 0 else end + 1
         return pos
+
+
+def _empty_field(line: str, after: list[str]) -> bool:
+    """A label of ordinary case left empty on a form ("  Alternatives Discussed:" followed by
+    the form's next label, or by a heading set further left): it heads nothing."""
+    body = line.strip()
+    label = _LABEL.match(body)
+    if label is None or body[label.end() :].strip() or _capitals(label.group(1)):
+        return False
+    indent = len(line) - len(line.lstrip())
+    following = next((x for x in after if x.strip()), None)
+    if following is None:
+        return True
+    inset = len(following) - len(following.lstrip())
+    if inset < indent:
+        return True
+    nxt = after[0]
+    return bool(nxt.strip()) and inset == indent and _LABEL.match(nxt.strip()) is not None
 
 
 def _lead(line: str) -> str:

@@ -60,8 +60,10 @@ class Scope:
             _compile_all(copied.closes if copied else [], "text.scope.copied.closes"),
             copied.reason if copied else "",
             sc.own_organ,
+            frozenset(name for name, sec in cfg.sections.items() if sec.status is not None),
         )
         self._copied_status = copied.status if copied else "historical"
+        self._copied_skip = frozenset(copied.skip if copied else ())
         self._organ_elements = frozenset(sc.organ_elements)
         self._cues: list[_Cue] = []
         for name, rule in sc.cues.items():
@@ -177,7 +179,7 @@ class Scope:
         self, doc: Document, outline: Outline, element: str, m: Mention, at: int
     ) -> tuple[str, str] | None:
         copied = outline.copied_at(at)
-        if copied is not None:
+        if copied is not None and element not in self._copied_skip:
             return self._copied_status, copied.reason
         section = outline.section_at(at)
         if section is not None:
@@ -218,13 +220,17 @@ class Scope:
             return None
         if "today" not in outline.memo:
             label = self._service_date.search(doc.low)
-            outline.memo["today"] = _date(label.group(1)) if label else None
+            # a note that writes one date day first ("23/09/2025") writes them all so
+            outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
+            outline.memo["today"] = (
+                _date(label.group(1), outline.memo["dayfirst"] is True) if label else None
+            )
         today = outline.memo["today"]
         if not isinstance(today, tuple):
             return None
         for regex in patterns:
             for found in regex.finditer(low):
-                when = _date(found.group("date") or "")
+                when = _date(found.group("date") or "", outline.memo.get("dayfirst") is True)
                 if when is not None and _before(when, today):
                     return found
         return None
@@ -282,15 +288,21 @@ _DATE_ANY = r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\
 _DATE_GROUP = f"(?P<date>{_DATE_ANY})"
 
 
-def _date(text: str) -> tuple[int, int | None, int | None] | None:
-    """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"."""
+_DAY_FIRST = re.compile(r"\b(?:1[3-9]|2\d|3[01])/(?:0?[1-9]|1[0-2])/(?:19|20)?\d\d\b")
+
+
+def _date(text: str, dayfirst: bool = False) -> tuple[int, int | None, int | None] | None:
+    """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"; day first
+    ("23/09/2025") when the note writes its dates so."""
     parts = re.split(r"[/-]", text.strip())
     try:
         if len(parts) == 3 and len(parts[0]) == 4:
             return int(parts[0]), int(parts[1]), int(parts[2])
         if len(parts) == 3:
             year = int(parts[2])
-            return (year + 2000 if year < 100 else year), int(parts[0]), int(parts[1])
+            first, second = int(parts[0]), int(parts[1])
+            month, day = (second, first) if dayfirst or first > 12 else (first, second)
+            return (year + 2000 if year < 100 else year), month, day
         if len(parts) == 2:
             return int(parts[1]), int(parts[0]), None
         if len(parts) == 1 and len(parts[0]) == 4:

@@ -97,6 +97,8 @@ class CopiedBlock(_Strict):
     closes: list[str] = []
     status: Status = "historical"
     reason: str = "copied from an earlier note"
+    # elements a copied block still documents (the reason a copied H&P gives for the ablation)
+    skip: list[str] = []
 
 
 class ScopeConfig(_Strict):

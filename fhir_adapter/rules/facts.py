@@ -18,13 +18,15 @@ from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
 from fhir_adapter.pack.facts import FACTS
 from fhir_adapter.pack.load import Pack
+from fhir_adapter.payers.facts import PAYER
 from fhir_adapter.text.engine import Mention
 from fhir_adapter.text.index import TextIndex, TextUnit, mention_evidence
 
 CLINICAL = Derivers()
 
-# clinical first: a billing deriver (the modifiers' matchers) may read any fact before it
-_ALL = (CLINICAL, BILLING, REVIEW)
+# clinical first: a billing deriver (the modifiers' matchers) may read any fact before it;
+# the payer facts last (every tumor's size reads the count)
+_ALL = (CLINICAL, BILLING, REVIEW, PAYER)
 
 
 def derive_facts(pack: Pack, ctx: Context) -> dict[str, Fact]:

@@ -15,6 +15,7 @@ from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.pack import Pack, load_pack
 from fhir_adapter.parallel import fork_map
+from fhir_adapter.payers import Payers
 from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources import ResourceStore
 from fhir_adapter.writeback import CaseOutput, build_output
@@ -37,11 +38,13 @@ def evaluate_store(
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> list[CaseOutput]:
     """Evaluate every case in `store`, in a stable order (the same for any `workers`).
 
     `on_progress(done, total)` is called as cases complete; `charges` (a chargemaster,
-    code -> amount) prices the Claims' lines.
+    code -> amount) prices the Claims' lines; `payers` are the payer overlays (default:
+    the shipped ones).
     """
     pack = pack or load_pack()
     if block_on is not None and block_on not in pack.model.severity_order:
@@ -55,7 +58,7 @@ def evaluate_store(
         if part.owns(key)
     )
     total = len(keys)
-    job = EvalJob(stores, pack, keys, block_on, stamp, charges)
+    job = EvalJob(stores, pack, keys, block_on, stamp, charges, payers)
     if workers > 1 and total >= 2 * workers:
         return _evaluate_parallel(job, workers, on_progress)
     outputs = []
@@ -73,10 +76,12 @@ def evaluate_one(
     block_on: str | None,
     stamp: str,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> CaseOutput:
     store.begin_case(procedure)
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
-    output = build_output(pack, case, evaluate_case(pack, case, block_on), stamp, charges)
+    evaluation = evaluate_case(pack, case, block_on, payers)
+    output = build_output(pack, case, evaluation, stamp, charges)
     # the case's memo (its text index) points back at the case: with the cyclic GC paused
     # for speed, that cycle would keep every case of the run alive
     case.derived.clear()
@@ -94,6 +99,7 @@ class EvalJob:
     block_on: str | None
     stamp: str
     charges: Mapping[str, float] | None
+    payers: Payers | None = None
 
 
 # cases per task: small enough that the two workers finish together, large enough that
@@ -117,7 +123,9 @@ def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[CaseOutput]:
         procedure = case_procedure(store, job.pack, key)
         if procedure is not None:
             outputs.append(
-                evaluate_one(store, job.pack, procedure, job.block_on, job.stamp, job.charges)
+                evaluate_one(
+                    store, job.pack, procedure, job.block_on, job.stamp, job.charges, job.payers
+                )
             )
     return outputs
 
@@ -173,6 +181,7 @@ def evaluate_paths(
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> list[CaseOutput]:
     """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them."""
     pack = pack or load_pack()
@@ -186,6 +195,7 @@ def evaluate_paths(
             workers=workers,
             on_progress=on_progress,
             charges=charges,
+            payers=payers,
         )
 
 
@@ -223,6 +233,7 @@ def run_on_server(
     now: str | None = None,
     on_case: Callable[[ServerResult], None] | None = None,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> list[ServerResult]:
     """Evaluate the 47382 Procedures on a server and write back one transaction per case."""
     from fhir_adapter.findings import Evaluation
@@ -251,7 +262,7 @@ def run_on_server(
                     client.transaction(withdraw)
                 continue
             gathered = source.gather(procedure, included, output_queries(system, token))
-            evaluation = evaluate_case(pack, gathered.case, block_on)
+            evaluation = evaluate_case(pack, gathered.case, block_on, payers)
             output = build_output(pack, gathered.case, evaluation, stamp, charges)
             transaction = plan_write(output, gathered.existing, client.base_url)
             written = False

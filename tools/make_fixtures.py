@@ -1786,6 +1786,177 @@ def v42() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+# Payer overlays (mappings/payers/): the same clinical case under each payer, and cases
+# that fail or leave open one criterion. Each `payer` section is written by hand from the
+# policy text (README "Payer policies"), never computed by the adapter.
+
+SAME_NOTE = (
+    "Percutaneous radiofrequency ablation of a single 4.5 cm hepatocellular carcinoma in "
+    "segment VI under CT guidance. The tumor is unresectable because of its central location "
+    "abutting the right hepatic vein. All lesions are amenable to ablation. Staging CT shows "
+    "no extrahepatic disease. The tumor involves about 5% of the liver volume. "
+    "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
+    "Post-ablation CT showed complete ablation with an adequate margin. No complications."
+)
+
+
+def payer_builder(slug: str, payer: str, note: str, size_cm: float) -> CaseBuilder:
+    """The fixture case with this payer's name on the Coverage's payor, this note and size."""
+    b = CaseBuilder(slug)
+    b.payer["name"] = payer
+    b.procedure["note"] = [{"text": note}]
+    b.tumor["component"][0]["valueQuantity"]["value"] = size_cm
+    return b
+
+
+def payer_expect(
+    b: CaseBuilder,
+    outcome: str,
+    findings: list[str],
+    policy: str,
+    verdict: str | None,
+    criteria: dict[str, str],
+) -> dict[str, Any]:
+    out = expect(
+        f"Procedure/{b.procedure['id']}",
+        outcome,
+        findings,
+        claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
+        if outcome == "claim"
+        else None,
+    )
+    out["payer"] = {"policy": policy, "verdict": verdict, "criteria": criteria}
+    return out
+
+
+SAME_CASE = [
+    # payer name, policy, outcome, findings, verdict, criteria by hand
+    (
+        "bcbsa",
+        "Blue Cross Blue Shield of Massachusetts",
+        "bcbsa-7.01.91",
+        "claim",
+        [],
+        "covered",
+        {"modality": "met", "histology": "met", "inoperable": "met", "milan": "met",
+         "net-systemic-therapy-failed": "not-applicable"},
+    ),
+    (
+        "aetna",
+        "Aetna Better Health",
+        "aetna-cpb-0274",
+        "issues",
+        ["payer-criteria-not-met"],
+        "not-covered",
+        {"modality": "met", "histology": "met", "liver-only": "met", "all-ablatable": "met",
+         "not-surgical-candidate": "met", "size": "not-met", "liver-share": "met"},
+    ),
+    (
+        "anthem",
+        "Anthem Blue Cross",
+        "anthem-cg-surg-78",
+        "claim",
+        [],
+        "covered",
+        {"modality": "met", "histology": "met", "surgical-candidacy": "met", "size": "met",
+         "extrahepatic": "met", "all-foci-treatable": "met", "net-functioning": "not-applicable"},
+    ),
+    (
+        "highmark",
+        "Highmark Blue Cross Blue Shield",
+        "highmark-s-141-019",
+        "claim",
+        [],
+        "covered",
+        {"modality": "met", "histology": "met", "non-surgical-candidate": "met",
+         "hcc-indication": "met", "crc-size": "not-applicable",
+         "crc-extrahepatic": "not-applicable", "crc-all-foci": "not-applicable"},
+    ),
+    ("medicare", "Medicare Part B", "medicare", "claim", [], "covered", {"modality": "met"}),
+]
+
+
+def _same_case(tag: str) -> Any:
+    _, payer, policy, outcome, findings, verdict, criteria = next(
+        c for c in SAME_CASE if c[0] == tag
+    )
+
+    def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        b = payer_builder(f"v43-same-case-{tag}", payer, SAME_NOTE, 4.5)
+        return b.collection(), [payer_expect(b, outcome, findings, policy, verdict, criteria)]
+
+    return build
+
+
+for _tag, _payer, _policy, *_ in SAME_CASE:
+    case(
+        f"v43-same-case-{_tag}",
+        f"One clinical case (a single 4.5 cm unresectable HCC, liver-only, all foci ablatable, "
+        f"5 % of the liver) under {_payer}: judged by {_policy}",
+        ["the payer overlay is chosen by the payor Organization's name",
+         "Aetna's 4 cm limit fails where BCBSA (5 cm), Anthem (5 cm) and Highmark (<= 3 nodules) pass"],
+    )(_same_case(_tag))
+
+
+@case(
+    "v44-payer-bcbsa-large",
+    "A 6.5 cm HCC treated palliatively under a Blue Cross plan: outside Milan",
+    ["BCBSA 7.01.91 milan not met (one tumor > 5 cm, no transplant listing): no Claim"],
+)
+def v44() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    note = SAME_NOTE.replace("4.5 cm", "6.5 cm")
+    b = payer_builder("v44-payer-bcbsa-large", "Blue Cross of Idaho", note, 6.5)
+    crit = {"modality": "met", "histology": "met", "inoperable": "met", "milan": "not-met",
+            "net-systemic-therapy-failed": "not-applicable"}
+    return b.collection(), [
+        payer_expect(
+            b,
+            "issues",
+            ["payer-criteria-not-met", "modifier-22-review"],
+            "bcbsa-7.01.91",
+            "not-covered",
+            crit,
+        )
+    ]
+
+
+DECLINED_NOTE = (
+    "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
+    "segment VI under CT guidance. The patient declined surgical resection. "
+    "All lesions are amenable to ablation. Staging CT shows no extrahepatic disease. "
+    "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
+    "Post-ablation CT showed complete ablation with an adequate margin. No complications."
+)
+
+
+@case(
+    "v45-payer-declined-bcbsa",
+    "An operable HCC whose patient declined resection, under a Blue Cross plan",
+    ["BCBSA 7.01.91 needs inoperability: a refusal alone leaves it undocumented (a query)"],
+)
+def v45() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = payer_builder("v45-payer-declined-bcbsa", "BlueCross BlueShield of Tennessee", DECLINED_NOTE, 2.1)
+    crit = {"modality": "met", "histology": "met", "inoperable": "undocumented", "milan": "met",
+            "net-systemic-therapy-failed": "not-applicable"}
+    return b.collection(), [
+        payer_expect(
+            b, "claim", ["payer-criteria-undocumented"], "bcbsa-7.01.91", "conditional", crit
+        )
+    ]
+
+
+@case(
+    "v46-payer-declined-anthem",
+    "The same declined-resection case under Anthem: unwilling to have resection is covered",
+    ["Anthem CG-SURG-78 accepts a patient unwilling to have resection"],
+)
+def v46() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = payer_builder("v46-payer-declined-anthem", "Anthem Health Plans", DECLINED_NOTE, 2.1)
+    crit = {"modality": "met", "histology": "met", "surgical-candidacy": "met", "size": "met",
+            "extrahepatic": "met", "all-foci-treatable": "met", "net-functioning": "not-applicable"}
+    return b.collection(), [payer_expect(b, "claim", [], "anthem-cg-surg-78", "covered", crit)]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*"):

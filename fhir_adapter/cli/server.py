@@ -15,6 +15,7 @@ from fhir_adapter.cli.options import (
     env_option,
     fhir_date_or_datetime,
     fhir_instant_or_day,
+    load_payer_options,
     load_rules_and_charges,
 )
 
@@ -93,6 +94,7 @@ def run_command(args: argparse.Namespace) -> int:
     from fhir_adapter.pipeline import run_on_server
 
     pack, charges = load_rules_and_charges(args)
+    payers = load_payer_options(args, pack)
     client = connect(args)
     progress = Progress()
     try:
@@ -106,6 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             on_case=progress.tick,
             charges=charges,
+            payers=payers,
         )
     finally:
         progress.done()

@@ -464,6 +464,11 @@ def _fact_matcher(
             return []
         if hi is not None and fact.value > hi:
             return []
-        return list(fact.evidence)
+        evidence = list(fact.evidence)
+        if not any(counts(e) for e in evidence):
+            # known by what it rules out ("no extrahepatic disease": absent) or by nothing
+            # that is evidence of its own: the value itself is what was found
+            evidence.append(Evidence(ctx.case.key, "fact", None, f"{name}: {fact.value}"))
+        return evidence
 
     return match

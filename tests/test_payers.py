@@ -248,3 +248,58 @@ def test_bad_overlay_is_named_by_file_and_line(
 def test_unknown_forced_payer_is_refused(pack: Pack) -> None:
     with pytest.raises(PackError, match="--payer 'nope': no such payer policy"):
         load_payers(pack, forced="nope")
+
+
+def _coverage_parts(pack: Pack, out: Any) -> dict[str, Any]:
+    """The CRD coverage-information an order-sign hook would record for this evaluation."""
+    from types import SimpleNamespace
+
+    from fhir_adapter.hooks import handlers
+
+    e = out.evaluation
+    case = SimpleNamespace(
+        coverage=[{"resourceType": "Coverage", "id": "cov-1"}],
+        ref=lambda r: f"{r['resourceType']}/{r['id']}",
+    )
+    order = {"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft"}
+    shown = {f.code for f in e.findings}
+    action = handlers._coverage_action(
+        pack, order, case, shown, "order-sign", True, e.payer_policy, e.payer_criteria
+    )
+    assert action is not None
+    [ext] = action["resource"]["extension"]
+    return {p["url"]: next(v for k, v in p.items() if k != "url") for p in ext["extension"]}
+
+
+@pytest.mark.parametrize(
+    ("name", "covered", "pa_needed", "reason"),
+    [
+        ("v43-same-case-bcbsa", "covered", "conditional", None),
+        ("v43-same-case-aetna", "not-covered", None, None),
+        ("v45-payer-declined-bcbsa", "conditional", "conditional", "inoperable"),
+    ],
+)
+def test_cds_coverage_information_follows_the_payer(
+    pack: Pack, name: str, covered: str, pa_needed: str | None, reason: str | None
+) -> None:
+    [out] = evaluate_paths([CASES / f"{name}.json"], pack, now=NOW)
+    parts = _coverage_parts(pack, out)
+    assert parts["covered"] == covered
+    assert parts.get("pa-needed") == pa_needed
+    assert parts["doc-needed"] == "clinical"
+    if reason is None:
+        assert "reason" not in parts and "info-needed" not in parts
+    else:
+        assert reason in parts["reason"]["text"] and parts["info-needed"] == "OTH"
+
+
+def test_cds_prior_auth_needed_then_satisfied(tmp_path: Path, pack: Pack) -> None:
+    (tmp_path / "example-health.yaml").write_text(PA_OVERLAY)
+    payers = load_payers(pack, [tmp_path])
+    case = _example_health_case()
+    [missing] = evaluate_store(store_of(case), pack, now=NOW, payers=payers)
+    assert _coverage_parts(pack, missing)["pa-needed"] == "auth-needed"
+    approved = case + _authorization("47382", "A1")
+    [done] = evaluate_store(store_of(approved), pack, now=NOW, payers=payers)
+    parts = _coverage_parts(pack, done)
+    assert parts["pa-needed"] == "satisfied" and parts["satisfied-pa-id"] == "AUTH-4711"

@@ -120,7 +120,10 @@ class Pack:
         return self.model.severity_order.index(severity)  # type: ignore[arg-type]
 
     def finding_codes(self) -> list[str]:
-        return [r.finding for r in self.rules]
+        """Every finding code the pack may raise: its rules' and its payer overlays'."""
+        payer = self.model.payer_findings
+        extra = [payer.not_met, payer.undocumented, payer.prior_auth_missing] if payer else []
+        return [r.finding for r in self.rules] + [f.finding for f in extra]
 
 
 def default_pack_path() -> Path:

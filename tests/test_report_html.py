@@ -541,7 +541,7 @@ def test_controls_are_labelled_and_badges_have_enough_contrast(
         ".filter(e => !e.labels || e.labels.length === 0).map(e => e.id)"
     )
     assert unlabelled == []
-    assert page.locator("#cases thead th[scope=col]").count() == 8
+    assert page.locator("#cases thead th[scope=col]").count() == 9
     assert page.locator("#cases tbody th[scope=row]").count() > 0
     worst, checked = page.evaluate(CONTRAST_JS, ".sev, .outcome, dt, th, td, a")
     assert worst >= 4.5 and checked > 100, (worst, checked)

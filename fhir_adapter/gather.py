@@ -150,6 +150,11 @@ class ServerSource:
                     f"Procedure?subject={patient}&date=le{date}&_include=Procedure:performer"
                 )
             queries.append(f"Coverage?beneficiary={patient}&_include=Coverage:payor")
+            # prior authorizations, with the requests they answer (payers.prior_auth)
+            queries.append(
+                f"ClaimResponse?patient={patient}&use=preauthorization"
+                "&_include=ClaimResponse:request"
+            )
         for performer in procedure.get("performer") or []:
             actor = _ref_id((performer or {}).get("actor"), "Practitioner")
             if actor:

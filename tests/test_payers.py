@@ -21,7 +21,9 @@ from .conftest import CASES, by_id, fixture_names, load_bundle, load_expected, s
 
 NOW = "2026-11-27T12:00:00+00:00"
 
-PAYER_FIXTURES = [n for n in fixture_names() if any("payer" in c for c in load_expected(n)["cases"])]
+PAYER_FIXTURES = [
+    n for n in fixture_names() if any("payer" in c for c in load_expected(n)["cases"])
+]
 
 
 def test_payer_fixtures_exist() -> None:
@@ -114,19 +116,31 @@ def _authorization(code: str, action: str) -> list[dict[str, Any]]:
         "resourceType": "Claim",
         "id": "pa-req",
         "status": "active",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                             "code": "professional"}]},
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                    "code": "professional",
+                }
+            ]
+        },
         "use": "preauthorization",
         "patient": {"reference": "Patient/ex1-hcc-ct-pt"},
         "created": "2026-10-01",
         "provider": {"reference": "Practitioner/ex1-hcc-ct-dr"},
         "priority": {"coding": [{"code": "normal"}]},
-        "insurance": [{"sequence": 1, "focal": True,
-                       "coverage": {"reference": "Coverage/ex1-hcc-ct-cov"}}],
-        "item": [{"sequence": 1,
-                  "productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt",
-                                                   "code": code}]},
-                  "servicedPeriod": {"start": "2026-10-01", "end": "2026-12-31"}}],
+        "insurance": [
+            {"sequence": 1, "focal": True, "coverage": {"reference": "Coverage/ex1-hcc-ct-cov"}}
+        ],
+        "item": [
+            {
+                "sequence": 1,
+                "productOrService": {
+                    "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]
+                },
+                "servicedPeriod": {"start": "2026-10-01", "end": "2026-12-31"},
+            }
+        ],
     }
     response = {
         "resourceType": "ClaimResponse",
@@ -139,22 +153,42 @@ def _authorization(code: str, action: str) -> list[dict[str, Any]]:
         "insurer": {"reference": "Organization/ex1-hcc-ct-payer"},
         "request": {"reference": "Claim/pa-req"},
         "outcome": "complete",
-        "item": [{
-            "itemSequence": 1,
-            "adjudication": [{
-                "category": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adjudication",
-                                         "code": "submitted"}]},
-                "extension": [{
-                    "url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewAction",
-                    "extension": [
-                        {"url": "number", "valueString": "AUTH-4711"},
-                        {"url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewActionCode",
-                         "valueCodeableConcept": {"coding": [{"system": "https://codesystem.x12.org/005010/306",
-                                                              "code": action}]}},
-                    ],
-                }],
-            }],
-        }],
+        "item": [
+            {
+                "itemSequence": 1,
+                "adjudication": [
+                    {
+                        "category": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/adjudication",
+                                    "code": "submitted",
+                                }
+                            ]
+                        },
+                        "extension": [
+                            {
+                                "url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewAction",
+                                "extension": [
+                                    {"url": "number", "valueString": "AUTH-4711"},
+                                    {
+                                        "url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewActionCode",
+                                        "valueCodeableConcept": {
+                                            "coding": [
+                                                {
+                                                    "system": "https://codesystem.x12.org/005010/306",
+                                                    "code": action,
+                                                }
+                                            ]
+                                        },
+                                    },
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
     }
     return [claim, response]
 
@@ -191,7 +225,7 @@ def test_authorization_outside_its_period_does_not_count(pack: Pack, tmp_path: P
     request, response = _authorization("47382", "A6")
     request["item"][0]["servicedPeriod"] = {"start": "2026-11-01", "end": "2026-11-30"}
     [out] = evaluate_store(
-        store_of(_example_health_case() + [request, response]), pack, now=NOW, payers=payers
+        store_of([*_example_health_case(), request, response]), pack, now=NOW, payers=payers
     )
     [finding] = out.evaluation.findings
     assert finding.code == "prior-auth-missing"
@@ -226,12 +260,18 @@ def test_bad_overlay_directory_exits_2_naming_the_file(tmp_path: Path, capsys: A
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (PA_OVERLAY.replace("prior_authorization: required", "prior_authorization: maybe"),
-         "example-health.yaml:7:1: invalid payer overlay: prior_authorization"),
-        (PA_OVERLAY.replace("name: histology", "name: histologie"),
-         "example-health.yaml:10:5: invalid payer overlay: criterion 'histology': unknown fact 'histologie'"),
-        (PA_OVERLAY.replace("source: \"[PAYER-POLICIES]\"\n", "", 1),
-         "example-health.yaml: invalid payer overlay: source: Field required"),
+        (
+            PA_OVERLAY.replace("prior_authorization: required", "prior_authorization: maybe"),
+            "example-health.yaml:7:1: invalid payer overlay: prior_authorization",
+        ),
+        (
+            PA_OVERLAY.replace("name: histology", "name: histologie"),
+            "example-health.yaml:10:5: invalid payer overlay: criterion 'histology': unknown fact 'histologie'",
+        ),
+        (
+            PA_OVERLAY.replace('source: "[PAYER-POLICIES]"\n', "", 1),
+            "example-health.yaml: invalid payer overlay: source: Field required",
+        ),
         (PA_OVERLAY + "extra: 1\n", "example-health.yaml:15:1: invalid payer overlay: extra"),
     ],
 )

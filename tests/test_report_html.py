@@ -860,7 +860,9 @@ def test_payer_name_policy_filter_and_criteria_in_the_case_view(
         page.select_option("#f-payer", payer)
         assert shown_procedures(page) == [k for k, p in named.items() if p == payer], payer
     page.click("#f-reset")
-    [aetna] = [o for o in outputs if o.evaluation.procedure.startswith("Procedure/v43-same-case-aetna")]
+    [aetna] = [
+        o for o in outputs if o.evaluation.procedure.startswith("Procedure/v43-same-case-aetna")
+    ]
     i = outputs.index(aetna)
     cell = page.locator(f'#cases tr[data-case="{i}"] td').nth(3)
     assert cell.inner_text().split("\n") == ["Aetna Better Health", "aetna-cpb-0274"]

@@ -1838,8 +1838,13 @@ SAME_CASE = [
         "claim",
         [],
         "covered",
-        {"modality": "met", "histology": "met", "inoperable": "met", "milan": "met",
-         "net-systemic-therapy-failed": "not-applicable"},
+        {
+            "modality": "met",
+            "histology": "met",
+            "inoperable": "met",
+            "milan": "met",
+            "net-systemic-therapy-failed": "not-applicable",
+        },
     ),
     (
         "aetna",
@@ -1848,8 +1853,15 @@ SAME_CASE = [
         "issues",
         ["payer-criteria-not-met"],
         "not-covered",
-        {"modality": "met", "histology": "met", "liver-only": "met", "all-ablatable": "met",
-         "not-surgical-candidate": "met", "size": "not-met", "liver-share": "met"},
+        {
+            "modality": "met",
+            "histology": "met",
+            "liver-only": "met",
+            "all-ablatable": "met",
+            "not-surgical-candidate": "met",
+            "size": "not-met",
+            "liver-share": "met",
+        },
     ),
     (
         "anthem",
@@ -1858,8 +1870,15 @@ SAME_CASE = [
         "claim",
         [],
         "covered",
-        {"modality": "met", "histology": "met", "surgical-candidacy": "met", "size": "met",
-         "extrahepatic": "met", "all-foci-treatable": "met", "net-functioning": "not-applicable"},
+        {
+            "modality": "met",
+            "histology": "met",
+            "surgical-candidacy": "met",
+            "size": "met",
+            "extrahepatic": "met",
+            "all-foci-treatable": "met",
+            "net-functioning": "not-applicable",
+        },
     ),
     (
         "highmark",
@@ -1868,9 +1887,15 @@ SAME_CASE = [
         "claim",
         [],
         "covered",
-        {"modality": "met", "histology": "met", "non-surgical-candidate": "met",
-         "hcc-indication": "met", "crc-size": "not-applicable",
-         "crc-extrahepatic": "not-applicable", "crc-all-foci": "not-applicable"},
+        {
+            "modality": "met",
+            "histology": "met",
+            "non-surgical-candidate": "met",
+            "hcc-indication": "met",
+            "crc-size": "not-applicable",
+            "crc-extrahepatic": "not-applicable",
+            "crc-all-foci": "not-applicable",
+        },
     ),
     ("medicare", "Medicare Part B", "medicare", "claim", [], "covered", {"modality": "met"}),
 ]
@@ -1893,8 +1918,10 @@ for _tag, _payer, _policy, *_ in SAME_CASE:
         f"v43-same-case-{_tag}",
         f"One clinical case (a single 4.5 cm unresectable HCC, liver-only, all foci ablatable, "
         f"5 % of the liver) under {_payer}: judged by {_policy}",
-        ["the payer overlay is chosen by the payor Organization's name",
-         "Aetna's 4 cm limit fails where BCBSA (5 cm), Anthem (5 cm) and Highmark (<= 3 nodules) pass"],
+        [
+            "the payer overlay is chosen by the payor Organization's name",
+            "Aetna's 4 cm limit fails where BCBSA (5 cm), Anthem (5 cm) and Highmark (<= 3 nodules) pass",
+        ],
     )(_same_case(_tag))
 
 
@@ -1906,8 +1933,13 @@ for _tag, _payer, _policy, *_ in SAME_CASE:
 def v44() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     note = SAME_NOTE.replace("4.5 cm", "6.5 cm")
     b = payer_builder("v44-payer-bcbsa-large", "Blue Cross of Idaho", note, 6.5)
-    crit = {"modality": "met", "histology": "met", "inoperable": "met", "milan": "not-met",
-            "net-systemic-therapy-failed": "not-applicable"}
+    crit = {
+        "modality": "met",
+        "histology": "met",
+        "inoperable": "met",
+        "milan": "not-met",
+        "net-systemic-therapy-failed": "not-applicable",
+    }
     return b.collection(), [
         payer_expect(
             b,
@@ -1935,9 +1967,16 @@ DECLINED_NOTE = (
     ["BCBSA 7.01.91 needs inoperability: a refusal alone leaves it undocumented (a query)"],
 )
 def v45() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    b = payer_builder("v45-payer-declined-bcbsa", "BlueCross BlueShield of Tennessee", DECLINED_NOTE, 2.1)
-    crit = {"modality": "met", "histology": "met", "inoperable": "undocumented", "milan": "met",
-            "net-systemic-therapy-failed": "not-applicable"}
+    b = payer_builder(
+        "v45-payer-declined-bcbsa", "BlueCross BlueShield of Tennessee", DECLINED_NOTE, 2.1
+    )
+    crit = {
+        "modality": "met",
+        "histology": "met",
+        "inoperable": "undocumented",
+        "milan": "met",
+        "net-systemic-therapy-failed": "not-applicable",
+    }
     return b.collection(), [
         payer_expect(
             b, "claim", ["payer-criteria-undocumented"], "bcbsa-7.01.91", "conditional", crit
@@ -1952,8 +1991,15 @@ def v45() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 )
 def v46() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     b = payer_builder("v46-payer-declined-anthem", "Anthem Health Plans", DECLINED_NOTE, 2.1)
-    crit = {"modality": "met", "histology": "met", "surgical-candidacy": "met", "size": "met",
-            "extrahepatic": "met", "all-foci-treatable": "met", "net-functioning": "not-applicable"}
+    crit = {
+        "modality": "met",
+        "histology": "met",
+        "surgical-candidacy": "met",
+        "size": "met",
+        "extrahepatic": "met",
+        "all-foci-treatable": "met",
+        "net-functioning": "not-applicable",
+    }
     return b.collection(), [payer_expect(b, "claim", [], "anthem-cg-surg-78", "covered", crit)]
 
 

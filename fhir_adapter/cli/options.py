@@ -269,9 +269,7 @@ def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORM
         action="append",
         help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
     )
-    env_option(
-        p, "--payer", "PAYER", metavar="ID", help="judge every case by this payer policy id"
-    )
+    env_option(p, "--payer", "PAYER", metavar="ID", help="judge every case by this payer policy id")
 
 
 def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, float] | None]:

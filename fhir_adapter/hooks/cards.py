@@ -267,7 +267,11 @@ def coverage_information(
     assertion = uuid.uuid5(
         uuid.NAMESPACE_URL,
         f"{CRD_COVERAGE_INFO}|{order}|{coverage}|{covered}|{pa_needed}|{doc_needed}"
-        + (f"|{info_needed}|{reason}|{satisfied_pa_id}" if info_needed or reason or satisfied_pa_id else ""),
+        + (
+            f"|{info_needed}|{reason}|{satisfied_pa_id}"
+            if info_needed or reason or satisfied_pa_id
+            else ""
+        ),
     )
     parts: list[dict[str, Any]] = [
         {"url": "coverage", "valueReference": {"reference": coverage}},

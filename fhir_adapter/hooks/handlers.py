@@ -334,7 +334,7 @@ def _coverage_action(
         covered, pa_needed = "covered", "conditional"
     authorization = (policy or {}).get("authorization")
     if pa_needed is not None and verdict is not None:
-        pa_needed = _PA_NEEDED.get((policy or {}).get("prior_authorization"), pa_needed)
+        pa_needed = _PA_NEEDED.get(str((policy or {}).get("prior_authorization")), pa_needed)
         if pa_needed == "auth-needed" and authorization:
             pa_needed = "satisfied"
     open_ = [c for c in criteria or [] if c.get("result") == "undocumented"]

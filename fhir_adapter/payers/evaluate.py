@@ -51,7 +51,9 @@ def evaluate_payer(pack: Pack, payers: Payers, ctx: Context, result: Evaluation)
             _finding(spec, overlay, row["id"], row["text"], value, row["evidence"])
         )
     results = {row["result"] for row, _ in rows}
-    verdict = NOT_COVERED if NOT_MET in results else CONDITIONAL if UNDOCUMENTED in results else COVERED
+    verdict = (
+        NOT_COVERED if NOT_MET in results else CONDITIONAL if UNDOCUMENTED in results else COVERED
+    )
     authorization = prior_auth(pack, overlay, ctx.case)
     result.payer_policy = {
         **overlay.summary(),

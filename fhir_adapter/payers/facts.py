@@ -211,7 +211,9 @@ def _pugh_class(letter: str | None, score: float | None) -> str | None:
         return letter.upper()
     if score is None:
         return None
-    return "A" if 5 <= score <= 6 else "B" if 7 <= score <= 9 else "C" if 10 <= score <= 15 else None
+    return (
+        "A" if 5 <= score <= 6 else "B" if 7 <= score <= 9 else "C" if 10 <= score <= 15 else None
+    )
 
 
 def child_pugh(pack: Pack, ctx: Context, cfg: PayerFacts, sources: tuple[str, ...]) -> Fact:
@@ -230,7 +232,9 @@ def child_pugh(pack: Pack, ctx: Context, cfg: PayerFacts, sources: tuple[str, ..
         letter = text.strip()[:1] if text.strip()[:1].upper() in "ABC" and text.strip() else None
         found = _pugh_class(letter, score)
         if found:
-            return Fact(found, (Evidence(case.ref(obs), "Observation.value", None, f"class {found}"),))
+            return Fact(
+                found, (Evidence(case.ref(obs), "Observation.value", None, f"class {found}"),)
+            )
     for unit, m in ctx.text.affirmed(pack.engine, cfg.child_pugh.patterns, sources):
         hit = _CLASS.search(m.words)
         if hit:

@@ -73,7 +73,7 @@ def judge(node: Node, ctx: Context) -> Judged:
     if node.leaf is not None:
         return _judge_leaf(node.leaf, ctx)
     parts = [judge(c, ctx) for c in node.children]
-    decisive = False if node.op == "all" else True
+    decisive = node.op != "all"  # what settles it: one failure for all, one success for any
     hit = [p for p in parts if p.verdict is decisive]
     if hit:
         return Judged(decisive, _ev(hit), _why(hit))
@@ -98,9 +98,9 @@ def _judge_leaf(leaf: Leaf, ctx: Context) -> Judged:
         return Judged(True, hits, [leaf.label])
     if leaf.fact is not None:
         fact = ctx.facts.get(leaf.fact)
-        value = None if fact is None else fact.value
-        if value is None:
+        if fact is None or fact.value is None:
             return Judged(None, list(found), [f"{leaf.fact} is not documented"])
+        value = fact.value
         shown = ", ".join(f"{v:g}" for v in value) if isinstance(value, list) else value
         if isinstance(shown, float):
             shown = f"{shown:g}"

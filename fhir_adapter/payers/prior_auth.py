@@ -83,7 +83,8 @@ def _items_for(
     asked = {
         i.get("sequence"): i
         for i in request.get("item") or []
-        if isinstance(i, dict) and any(c.get("code") == code for c in codings(i.get("productOrService")))
+        if isinstance(i, dict)
+        and any(c.get("code") == code for c in codings(i.get("productOrService")))
     }
     for item in response.get("item") or []:
         if isinstance(item, dict) and item.get("itemSequence") in asked:
@@ -108,7 +109,9 @@ def _review_action(cfg: PriorAuthorization, item: dict[str, Any]) -> tuple[str |
             code = number = None
             for sub in ext.get("extension") or []:
                 if sub.get("url") in (cfg.review_action_code, "code"):
-                    code = next((c.get("code") for c in codings(sub.get("valueCodeableConcept"))), None)
+                    code = next(
+                        (c.get("code") for c in codings(sub.get("valueCodeableConcept"))), None
+                    )
                 elif sub.get("url") == "number":
                     number = sub.get("valueString")
             return code, number

@@ -247,7 +247,8 @@ def case_view(
     coverage = (claim["coverage"][0] if claim and claim["coverage"] else "") or _first_ref(
         coverage_evidence, ("Coverage/",)
     )
-    policy = row.get("payer_policy") if isinstance(row.get("payer_policy"), dict) else {}
+    found = row.get("payer_policy")
+    policy: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     # the payor Organization's name, as the payer overlays matched it, before its reference
     payer = policy.get("payer") or row.get("payer") or (claim["insurer"] if claim else "")
     if not payer:

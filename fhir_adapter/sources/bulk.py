@@ -409,9 +409,7 @@ def screen_ids(
             "Coverage": with_patients,
             "Procedure": with_patients,
             "ClaimResponse": with_patients,
-        }.get(
-            rtype, with_performers if rtype == "PractitionerRole" else anchor_ids
-        )
+        }.get(rtype, with_performers if rtype == "PractitionerRole" else anchor_ids)
         own_ids = needed_by_type.get(rtype, frozenset())
     return ref_ids, own_ids
 

@@ -343,3 +343,41 @@ def test_cds_prior_auth_needed_then_satisfied(tmp_path: Path, pack: Pack) -> Non
     [done] = evaluate_store(store_of(approved), pack, now=NOW, payers=payers)
     parts = _coverage_parts(pack, done)
     assert parts["pa-needed"] == "satisfied" and parts["satisfied-pa-id"] == "AUTH-4711"
+
+
+def test_every_shipped_criterion_cites_its_policy(pack: Pack) -> None:
+    for overlay in load_payers(pack).overlays:
+        tag = overlay.model.source
+        assert all(c.source == tag for c in overlay.model.criteria), overlay.id
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "listed", "verdict"),
+    [
+        (None, 6.5, "absent", False),  # one tumor over 5 cm fails Milan whatever the count
+        (None, 2.0, "absent", None),  # a small tumor, but how many?
+        (1, 4.8, "absent", True),
+        (3, 2.9, "absent", None),  # three small ones: each one's size is needed (no total)
+        (4, 2.0, "absent", False),
+        (None, None, "present", True),  # a bridge to transplant settles it
+    ],
+)
+def test_milan_in_three_values(
+    pack: Pack, count: int | None, size: float | None, listed: str, verdict: bool | None
+) -> None:
+    """BCBSA's Milan criterion judged on facts alone: Kleene's logic decides what it can."""
+    from types import SimpleNamespace
+
+    from fhir_adapter.pack.context import Context, Fact
+    from fhir_adapter.payers.load import Node, judge
+
+    [bcbsa] = [o for o in load_payers(pack).overlays if o.id == "bcbsa-7.01.91"]
+    [milan] = [c for c in bcbsa.criteria if c.id == "milan"]
+    facts = {
+        "tumor_count": Fact(count),
+        "tumor_max_size_cm": Fact(size),
+        "tumor_total_diameter_cm": Fact(None),
+        "transplant_listed": Fact(listed),
+    }
+    ctx = Context(SimpleNamespace(key="Procedure/p"), None, facts)  # type: ignore[arg-type]
+    assert judge(Node("all", milan.met), ctx).verdict is verdict

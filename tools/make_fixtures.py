@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -2092,6 +2093,11 @@ def payer_bundle(
 MET, NOT, UND, NA = "met", "not-met", "undocumented", "not-applicable"
 
 
+def results(base: dict[str, str], **over: str) -> dict[str, str]:
+    """The criteria results `base`, with those named in `over` (`_` for `-`) replaced."""
+    return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+
+
 @case(
     "v47-payer-aetna-criteria",
     "Aetna CPB 0274 criterion by criterion: met, not met, undocumented",
@@ -2103,8 +2109,9 @@ MET, NOT, UND, NA = "met", "not-met", "undocumented", "not-applicable"
 def v47() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     full = [S_UNRES, S_ALLFOCI, S_NOEHD, S_SHARE5]
 
-    def crit(**over: str) -> dict[str, str]:
-        base = {
+    crit = partial(
+        results,
+        {
             "modality": MET,
             "histology": MET,
             "liver-only": MET,
@@ -2112,8 +2119,8 @@ def v47() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "not-surgical-candidate": MET,
             "size": MET,
             "liver-share": MET,
-        }
-        return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+        },
+    )
 
     other = {
         k: NA
@@ -2235,15 +2242,16 @@ def v47() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ],
 )
 def v48() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    def crit(**over: str) -> dict[str, str]:
-        base = {
+    crit = partial(
+        results,
+        {
             "modality": MET,
             "histology": MET,
             "inoperable": MET,
             "milan": MET,
             "net-systemic-therapy-failed": NA,
-        }
-        return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+        },
+    )
 
     net = "a single 2.1 cm neuroendocrine liver metastasis"
     return payer_bundle(
@@ -2330,8 +2338,9 @@ def v48() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ],
 )
 def v49() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    def crit(**over: str) -> dict[str, str]:
-        base = {
+    crit = partial(
+        results,
+        {
             "modality": MET,
             "histology": MET,
             "surgical-candidacy": MET,
@@ -2339,8 +2348,8 @@ def v49() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "extrahepatic": MET,
             "all-foci-treatable": MET,
             "net-functioning": NA,
-        }
-        return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+        },
+    )
 
     one = f"a single 2.1 cm {HCC}"
     net = "a single 2.1 cm neuroendocrine liver metastasis"
@@ -2485,18 +2494,20 @@ def v49() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def v50() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     crc_na = {"crc-size": NA, "crc-extrahepatic": NA, "crc-all-foci": NA}
 
-    def crit(**over: str) -> dict[str, str]:
-        base = {
+    crit = partial(
+        results,
+        {
             "modality": MET,
             "histology": MET,
             "non-surgical-candidate": MET,
             "hcc-indication": MET,
             **crc_na,
-        }
-        return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+        },
+    )
 
-    def crc(**over: str) -> dict[str, str]:
-        base = {
+    crc = partial(
+        results,
+        {
             "modality": MET,
             "histology": MET,
             "non-surgical-candidate": NA,
@@ -2504,8 +2515,8 @@ def v50() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "crc-size": MET,
             "crc-extrahepatic": MET,
             "crc-all-foci": MET,
-        }
-        return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+        },
+    )
 
     one = f"a single 2.1 cm {HCC}"
     bridge = [S_UNRES, S_LISTED, "Child-Pugh B7.", S_NOEHD, "The portal vein is patent."]

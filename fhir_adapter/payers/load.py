@@ -21,7 +21,7 @@ from fhir_adapter.errors import PackError
 from fhir_adapter.files import read_text
 from fhir_adapter.findings import Evidence
 from fhir_adapter.pack.context import Context
-from fhir_adapter.pack.load import MatchFn, Pack, compile_matcher
+from fhir_adapter.pack.load import MatchFn, Pack, compile_matcher, default_pack_path
 from fhir_adapter.pack.schema import (
     NOUNS,
     CodesMatcher,
@@ -154,12 +154,11 @@ class Payers:
 
 
 def shipped_dir() -> Path:
-    """mappings/payers/ from the source tree, else from the installed package."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here.parent / "mappings", here / "_data" / "mappings"):
-        if (candidate / "payers").is_dir():
-            return candidate / "payers"
-    raise PackError("the bundled payer overlays mappings/payers/ are missing from this install")
+    """mappings/payers/, beside the bundled rule pack (source tree or installed package)."""
+    found = default_pack_path().parent / "payers"
+    if not found.is_dir():
+        raise PackError(f"{found}: the bundled payer overlays are missing from this install")
+    return found
 
 
 def load_payers(

@@ -381,3 +381,11 @@ def test_milan_in_three_values(
     }
     ctx = Context(SimpleNamespace(key="Procedure/p"), None, facts)  # type: ignore[arg-type]
     assert judge(Node("all", milan.met), ctx).verdict is verdict
+
+
+def test_an_undocumented_criterion_says_what_is_missing(pack: Pack) -> None:
+    [out] = evaluate_paths([CASES / "v45-payer-declined-bcbsa.json"], pack, now=NOW)
+    [finding] = out.evaluation.findings
+    assert (finding.code, finding.criterion) == ("payer-criteria-undocumented", "inoperable")
+    assert "A documented refusal of surgery alone" in finding.message  # the overlay's query
+    assert [e.note for e in finding.evidence] == ["not_resection_candidate is not documented"]

@@ -129,6 +129,9 @@ def _criterion(
         return row, ""
     j: Judged = judge(Node("all", met), ctx)
     result = MET if j.verdict is True else NOT_MET if j.verdict is False else UNDOCUMENTED
-    row.update(result=result, reasons=j.reasons, evidence=j.evidence[:8])
+    evidence = j.evidence[:8]
+    if result == UNDOCUMENTED:  # what the record left open, for the coder's query
+        evidence += [Evidence(ctx.case.key, "Procedure", None, why) for why in j.reasons]
+    row.update(result=result, reasons=j.reasons, evidence=evidence)
     ask = query or f"please document {text} ({'; '.join(j.reasons)})"
     return row, ask

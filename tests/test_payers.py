@@ -389,3 +389,45 @@ def test_an_undocumented_criterion_says_what_is_missing(pack: Pack) -> None:
     assert (finding.code, finding.criterion) == ("payer-criteria-undocumented", "inoperable")
     assert "A documented refusal of surgery alone" in finding.message  # the overlay's query
     assert [e.note for e in finding.evidence] == ["not_resection_candidate is not documented"]
+
+
+PLAN_OVERLAY = """\
+policy: aetna-medicare-gold
+title: Aetna Medicare Advantage Gold liver ablation
+source: "[PAYER-POLICIES]"
+date: "2026-12-01"
+applies_to:
+  names: ['\\baetna\\b']
+  coverage_class: [{type: plan, value: GOLD-MA}]
+prior_authorization: not-required
+modalities: ["47382"]
+"""
+
+
+def test_a_plan_limited_overlay_wins_for_its_plan_only(tmp_path: Path, pack: Pack) -> None:
+    """Coverage.class decides where a policy differs by plan; other plans of the payer keep
+    the payer's own overlay."""
+    (tmp_path / "aetna-gold.yaml").write_text(PLAN_OVERLAY)
+    payers = load_payers(pack, [tmp_path])
+    resources = [copy.deepcopy(e["resource"]) for e in load_bundle("v43-same-case-aetna")["entry"]]
+    [plain] = evaluate_store(store_of(resources), pack, now=NOW, payers=payers)
+    assert plain.evaluation.payer_policy["id"] == "aetna-cpb-0274"  # type: ignore[index]
+    coverage = by_id(resources, "v43-same-case-aetna-cov")
+    coverage["class"] = [
+        {
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/coverage-class",
+                        "code": "plan",
+                    }
+                ]
+            },
+            "value": "GOLD-MA",
+        }
+    ]
+    [gold] = evaluate_store(store_of(resources), pack, now=NOW, payers=payers)
+    policy = gold.evaluation.payer_policy
+    assert policy is not None and policy["id"] == "aetna-medicare-gold"
+    assert policy["matched_by"] == "name 'Aetna Better Health', Coverage.class GOLD-MA"
+    assert gold.evaluation.outcome == "claim"  # no criteria of its own: the 4 cm limit is Aetna's

@@ -2071,11 +2071,15 @@ def no_size(b: CaseBuilder) -> None:
 Variant = tuple[str, str, float, list[str], Any, str, str, list[str], str | None, dict[str, str]]
 
 
-def payer_bundle(
-    slug: str, payer: str, policy: str, variants: list[Variant]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One Bundle of cases under `payer`; each variant: (suffix, what was ablated, size,
-    other sentences, an edit of the builder or None, diagnosis on the Claim, outcome,
+# a server takes at most 50 updates in one transaction (Medplum): three cases a Bundle
+PAYER_CASES_PER_BUNDLE = 3
+
+Chunk = tuple[list[CaseBuilder], list[dict[str, Any]]]
+
+
+def payer_bundle(slug: str, payer: str, policy: str, variants: list[Variant]) -> list[Chunk]:
+    """Cases under `payer`, three to a Bundle; each variant: (suffix, what was ablated, size,
+    other sentences, an edit of the builder or None, diagnoses on the Claim, outcome,
     findings, verdict, criteria)."""
     builders, expected = [], []
     for suffix, what, size, sentences, edit, dx, outcome, findings, verdict, crit in variants:
@@ -2087,7 +2091,22 @@ def payer_bundle(
         if out.get("claim"):
             out["claim"]["diagnoses"] = dx.split()
         expected.append(out)
-    return merged(slug, *builders), expected
+    n = PAYER_CASES_PER_BUNDLE
+    return [(builders[i : i + n], expected[i : i + n]) for i in range(0, len(builders), n)]
+
+
+def payer_cases(slug: str, description: str, exercises: list[str]) -> Any:
+    """Register a function's payer cases as Bundles `<slug>-1`, `<slug>-2`, ..."""
+
+    def register(fn: Any) -> Any:
+        for i, (builders, expected) in enumerate(fn(), start=1):
+            bundle = merged(f"{slug}-{i}", *builders)
+            CASES.append(
+                (f"{slug}-{i}", description, exercises, lambda b=bundle, e=expected: (b, e))
+            )
+        return fn
+
+    return register
 
 
 MET, NOT, UND, NA = "met", "not-met", "undocumented", "not-applicable"
@@ -2098,7 +2117,7 @@ def results(base: dict[str, str], **over: str) -> dict[str, str]:
     return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
 
 
-@case(
+@payer_cases(
     "v47-payer-aetna-criteria",
     "Aetna CPB 0274 criterion by criterion: met, not met, undocumented",
     [
@@ -2106,7 +2125,7 @@ def results(base: dict[str, str], **over: str) -> dict[str, str]:
         "ablatable, not a surgical candidate, each lesion <= 4 cm, < 50 % of the liver"
     ],
 )
-def v47() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def v47() -> list[Chunk]:
     full = [S_UNRES, S_ALLFOCI, S_NOEHD, S_SHARE5]
 
     crit = partial(
@@ -2233,7 +2252,7 @@ def v47() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
 
 
-@case(
+@payer_cases(
     "v48-payer-bcbsa-criteria",
     "BCBSA 7.01.91 criterion by criterion: met, not met, undocumented",
     [
@@ -2241,7 +2260,7 @@ def v47() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "neuroendocrine metastases only when systemic therapy failed to control symptoms"
     ],
 )
-def v48() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def v48() -> list[Chunk]:
     crit = partial(
         results,
         {
@@ -2329,7 +2348,7 @@ def v48() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
 
 
-@case(
+@payer_cases(
     "v49-payer-anthem-criteria",
     "Anthem CG-SURG-78 criterion by criterion: met, not met, undocumented",
     [
@@ -2337,7 +2356,7 @@ def v48() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "foci treatable, functioning neuroendocrine tumors only"
     ],
 )
-def v49() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def v49() -> list[Chunk]:
     crit = partial(
         results,
         {
@@ -2483,7 +2502,7 @@ def v49() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
 
 
-@case(
+@payer_cases(
     "v50-payer-highmark-criteria",
     "Highmark S-141-019 criterion by criterion: met, not met, undocumented",
     [
@@ -2491,7 +2510,7 @@ def v49() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "the bridge-to-transplant branch (Child-Pugh, size, portal vein), colorectal limits"
     ],
 )
-def v50() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def v50() -> list[Chunk]:
     crc_na = {"crc-size": NA, "crc-extrahepatic": NA, "crc-all-foci": NA}
 
     crit = partial(

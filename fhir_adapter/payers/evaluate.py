@@ -9,8 +9,9 @@ from fhir_adapter.findings import Evaluation, Evidence, Finding
 from fhir_adapter.pack.context import Context
 from fhir_adapter.pack.load import Pack
 from fhir_adapter.pack.schema import PayerFinding
-from fhir_adapter.payers.load import CompiledOverlay, Judged, Node, Payers, judge
-from fhir_adapter.payers.match import choose
+from fhir_adapter.payers.load import CompiledOverlay, Judged, Node, judge
+from fhir_adapter.payers.match import Choice
+from fhir_adapter.payers.prior_auth import prior_auth
 
 MET, NOT_MET, UNDOCUMENTED, NOT_APPLICABLE = "met", "not-met", "undocumented", "not-applicable"
 COVERED, NOT_COVERED, CONDITIONAL = "covered", "not-covered", "conditional"
@@ -22,12 +23,10 @@ class _Fields(dict[str, str]):
         return "{" + key + "}"
 
 
-def evaluate_payer(pack: Pack, payers: Payers, ctx: Context, result: Evaluation) -> None:
-    """Set the case's payer_policy and payer_criteria, and add one finding per criterion
-    not met or undocumented (and prior-auth-missing, see payers.prior_auth)."""
-    from fhir_adapter.payers.prior_auth import prior_auth
-
-    choice = choose(payers, ctx.case)
+def evaluate_payer(pack: Pack, choice: Choice, ctx: Context, result: Evaluation) -> None:
+    """Set the case's payer_policy and payer_criteria by the overlay chosen for its payer
+    (payers.match), and add one finding per criterion not met or undocumented (and
+    prior-auth-missing, see payers.prior_auth)."""
     overlay = choice.overlay
     if overlay is None:
         result.payer_policy = {

@@ -10,7 +10,8 @@ from fhir_adapter.pack.context import Context, found
 from fhir_adapter.pack.load import CompiledRule, Pack
 from fhir_adapter.payers import Payers, load_payers
 from fhir_adapter.payers.evaluate import evaluate_payer
-from fhir_adapter.rules.facts import derive_facts
+from fhir_adapter.payers.match import choose
+from fhir_adapter.rules.facts import derive_facts, names_payer_facts
 from fhir_adapter.text.index import counts, text_index
 
 
@@ -34,7 +35,8 @@ def evaluate_case(
     _drop_conditions(pack, case)
     text = text_index(case, pack.engine)
     ctx = Context(case, text)
-    derive_facts(pack, ctx)
+    choice = choose(payers if payers is not None else shipped_payers(pack), case)
+    derive_facts(pack, ctx, payer=choice.overlay is not None or names_payer_facts(pack))
     result = Evaluation(
         procedure=case.label,
         patient=case.patient_ref,
@@ -76,7 +78,7 @@ def evaluate_case(
         else:
             result.criteria.append(Criterion(rule.finding, True, tuple(evidence)))
 
-    evaluate_payer(pack, payers if payers is not None else shipped_payers(pack), ctx, result)
+    evaluate_payer(pack, choice, ctx, result)
     result.blocked = any(pack.severity_rank(f.severity) >= threshold for f in result.findings)
     return result
 

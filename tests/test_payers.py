@@ -431,3 +431,47 @@ def test_a_plan_limited_overlay_wins_for_its_plan_only(tmp_path: Path, pack: Pac
     assert policy is not None and policy["id"] == "aetna-medicare-gold"
     assert policy["matched_by"] == "name 'Aetna Better Health', Coverage.class GOLD-MA"
     assert gold.evaluation.outcome == "claim"  # no criteria of its own: the 4 cm limit is Aetna's
+
+
+@pytest.mark.parametrize("form", ["bundle", "ndjson"])
+def test_prior_authorization_read_from_files(tmp_path: Path, pack: Pack, form: str) -> None:
+    """The file loader keeps the patient's ClaimResponses and the requests they answer."""
+    (tmp_path / "example-health.yaml").write_text(PA_OVERLAY)
+    payers = load_payers(pack, [tmp_path])
+    resources = [*_example_health_case(), *_authorization("47382", "A1")]
+    data = tmp_path / "data"
+    data.mkdir()
+    if form == "bundle":
+        entries = [{"resource": r} for r in resources]
+        bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+        (data / "case.json").write_text(json.dumps(bundle))
+    else:
+        for r in resources:
+            with (data / f"{r['resourceType']}.ndjson").open("a") as f:
+                f.write(json.dumps(r) + "\n")
+    [out] = evaluate_paths([data], pack, now=NOW, payers=payers)
+    assert out.evaluation.findings == []
+    assert out.evaluation.payer_policy["authorization"] == "AUTH-4711"  # type: ignore[index]
+
+
+def test_a_listed_comorbidity_is_no_inoperability_a_stated_reason_is(pack: Pack) -> None:
+    """COPD on the encounter's list says nothing about resection; as the Procedure's reason
+    it documents why not (as necessity-rationale-missing reads it)."""
+    resources = [
+        copy.deepcopy(e["resource"]) for e in load_bundle("v45-payer-declined-bcbsa")["entry"]
+    ]
+    dx = copy.deepcopy(by_id(resources, "v45-payer-declined-bcbsa-dx"))
+    dx["id"] = "v45-copd"
+    dx["code"] = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J44.9"}]}
+    encounter = by_id(resources, "v45-payer-declined-bcbsa-enc")
+    encounter["diagnosis"].append({"condition": {"reference": "Condition/v45-copd"}, "rank": 2})
+    resources.append(dx)
+
+    def inoperable() -> str:
+        [out] = evaluate_store(store_of(resources), pack, now=NOW)
+        return next(c["result"] for c in out.evaluation.payer_criteria if c["id"] == "inoperable")
+
+    assert inoperable() == "undocumented"
+    procedure = by_id(resources, "v45-payer-declined-bcbsa-rfa")
+    procedure["reasonReference"].append({"reference": "Condition/v45-copd"})
+    assert inoperable() == "met"

@@ -405,6 +405,9 @@ class StatusFact(_Strict):
     a negated `patterns` mention does, unknown otherwise (ConText decides what counts)."""
 
     valueset: ValueSetName | None = None
+    # where its codes count: any Condition of the case, or only a reason the Procedure states
+    # (Procedure.reason: COPD on the problem list is no reason not to resect)
+    coded_in: Literal["conditions", "reasons"] = "conditions"
     patterns: PatternName | None = None
     absent_patterns: PatternName | None = None
     # a negated `patterns` mention ("no extrahepatic disease") documents absence

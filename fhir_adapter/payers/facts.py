@@ -68,22 +68,23 @@ def _sources(cfg: PayerFacts) -> tuple[str, ...]:
     return tuple(cfg.in_ or TEXT_SOURCES)
 
 
-def diagnoses(pack: Pack, case: Case) -> list[Resource]:
-    """The case's Conditions that may document a fact: not provisional, differential or
-    refuted (a suspected metastasis is no extrahepatic disease)."""
+def diagnoses(pack: Pack, case: Case, *, reasons: bool = False) -> list[Resource]:
+    """The case's Conditions that may document a fact (with `reasons`, only those stated as
+    the reason): not provisional, differential or refuted (a suspected metastasis is no
+    extrahepatic disease)."""
     dx = pack.model.facts.diagnoses
     uncertain = set(dx.uncertain_verification) if dx is not None else set()
     seen: dict[int, Resource] = {}
-    for c in [*case.reason_conditions, *case.conditions]:
+    for c in case.reason_conditions if reasons else [*case.reason_conditions, *case.conditions]:
         if verification_code(c) not in uncertain:
             seen.setdefault(id(c), c)
     return list(seen.values())
 
 
-def coded(pack: Pack, case: Case, vs: ValueSet) -> list[Evidence]:
+def coded(pack: Pack, case: Case, vs: ValueSet, *, reasons: bool = False) -> list[Evidence]:
     """Evidence of the diagnoses with a code in `vs`."""
     out = []
-    for c in diagnoses(pack, case):
+    for c in diagnoses(pack, case, reasons=reasons):
         for coding in codings(c.get("code")):
             if vs.contains(coding.get("system"), coding.get("code")):
                 note = f"{coding.get('code')} {coding.get('display') or ''}".strip()
@@ -134,7 +135,10 @@ def histology(pack: Pack, ctx: Context, cfg: PayerFacts, sources: tuple[str, ...
 def status_fact(pack: Pack, ctx: Context, cfg: StatusFact, sources: tuple[str, ...]) -> Fact:
     """present (a code, an affirmed mention), absent (an affirmed absence pattern, or a
     negated mention where the pack says so), else unknown; present wins a disagreement."""
-    found = coded(pack, ctx.case, pack.valuesets[cfg.valueset]) if cfg.valueset else []
+    reasons = cfg.coded_in == "reasons"
+    found = (
+        coded(pack, ctx.case, pack.valuesets[cfg.valueset], reasons=reasons) if cfg.valueset else []
+    )
     negated: list[Evidence] = []
     if cfg.patterns is not None:
         affirmed, negated = _mentions(pack, ctx, cfg.patterns, sources)

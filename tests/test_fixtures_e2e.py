@@ -105,7 +105,10 @@ def test_every_finding_code_is_exercised_and_absent_elsewhere(pack: Pack) -> Non
     assert set(produced) == set(pack.finding_codes()) - {"coding-edit-ptp", "prior-auth-missing"}
     # each code appears in a few fixtures only (service-not-billed in three: a paracentesis, a
     # biopsy and guidance in a narrative), and several cases have none at all
-    assert all(len(names) <= 3 for names in produced.values())
+    # (not counting the payer fixtures: each overlay's cases are the same clinical case in
+    # turn, and a large tumor or a transplant listing brings its own low findings along)
+    payer_cases = {n for n in fixture_names() if "payer" in load_expected(n)["cases"][0]}
+    assert all(len(names - payer_cases) <= 3 for names in produced.values())
     assert clean >= 5
 
 

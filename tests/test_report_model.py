@@ -91,9 +91,7 @@ def test_blocked_cases_show_the_date_and_payer_of_the_case(outputs: list[CaseOut
             and r["period"].get("start", "") <= performed[:10] <= r["period"].get("end", "9999")
         ]
         no_coverage = any(f.code == "coverage-missing" for f in out.evaluation.findings)
-        assert view["payer"] == (
-            NO_COVERAGE if no_coverage else _payer_name(resources, payors[0])
-        )
+        assert view["payer"] == (NO_COVERAGE if no_coverage else _payer_name(resources, payors[0]))
         payers_seen.add(view["payer"])
     assert {NO_COVERAGE, "Acme Health Plan", "Aetna Better Health"} <= payers_seen
 

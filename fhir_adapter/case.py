@@ -37,6 +37,7 @@ COLLECTIONS = (
     "organizations",
     "locations",
     "coverage",
+    "authorizations",
 )
 
 
@@ -105,6 +106,10 @@ class Case:
     organizations: list[Resource] = field(default_factory=list)
     locations: list[Resource] = field(default_factory=list)
     coverage: list[Resource] = field(default_factory=list)
+    # the patient's prior-authorization answers (ClaimResponse) and, by their key, the
+    # requests (Claim use preauthorization) they answer
+    authorizations: list[Resource] = field(default_factory=list)
+    authorization_requests: dict[str, Resource] = field(default_factory=dict)
     # the procedure's performers in order; the pack chooses the rendering one
     # (billing.decide.rendering), by performer.function
     performers: list[Performer] = field(default_factory=list)
@@ -541,6 +546,14 @@ def _gather_coverage(store: ResourceStore, case: Case) -> None:
     for cov in active:
         case._refs[id(cov)] = store.key_of(cov)
         case._by_ref.setdefault(store.key_of(cov), cov)
+    for response in store.referrers(case.patient_ref, "ClaimResponse"):
+        key = store.key_of(response)
+        case._refs[id(response)] = key
+        case._by_ref.setdefault(key, response)
+        case.authorizations.append(response)
+        request = store.resolve(response.get("request"), response)
+        if request is not None and request.get("resourceType") == "Claim":
+            case.authorization_requests[key] = request
     case.coverage = active[:1]
     if case.coverage:
         payors = case.coverage[0].get("payor") or []

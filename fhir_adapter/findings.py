@@ -57,14 +57,23 @@ class Finding:
     evidence: tuple[Evidence, ...] = ()
     actcode: str | None = None
     source: str | None = None
+    # a payer overlay's finding: its policy id and the criterion it is about (the stable
+    # place prior-authorization answers read them from)
+    policy: str | None = None
+    criterion: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity,
             "message": self.message,
             "evidence": [e.to_json() for e in self.evidence],
         }
+        if self.policy is not None:
+            out["policy"] = self.policy
+        if self.criterion is not None:
+            out["criterion"] = self.criterion
+        return out
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated (module docstring)
@@ -120,6 +129,10 @@ class Evaluation:
     unresolved: list[str] = field(default_factory=list)
     # the code sets this case was checked against, e.g. {"icd10cm": "ICD-10-CM FY2025 (...)"}
     code_sets: dict[str, str] = field(default_factory=dict)
+    # the payer policy the case was judged by ({id, title, source, ...}; id "generic" when
+    # no overlay matches its payer) and each of its criteria's result
+    payer_policy: dict[str, Any] | None = None
+    payer_criteria: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -132,7 +145,16 @@ class Evaluation:
             "patient": self.patient,
             "encounter": self.encounter,
             "findings": [
-                [f.code, f.severity, f.message, _ev(f.evidence), f.actcode, f.source]
+                [
+                    f.code,
+                    f.severity,
+                    f.message,
+                    _ev(f.evidence),
+                    f.actcode,
+                    f.source,
+                    f.policy,
+                    f.criterion,
+                ]
                 for f in self.findings
             ],
             "modifiers": [[m.code, m.reason, _ev(m.evidence)] for m in self.modifiers],
@@ -141,6 +163,8 @@ class Evaluation:
             "blocked": self.blocked,
             "unresolved": self.unresolved,
             "code_sets": self.code_sets,
+            "payer_policy": self.payer_policy,
+            "payer_criteria": self.payer_criteria,
         }
 
     @classmethod
@@ -149,13 +173,18 @@ class Evaluation:
             d["procedure"],
             d["patient"],
             d["encounter"],
-            [Finding(c, s, m, _unev(e), a, src) for c, s, m, e, a, src in d["findings"]],
+            [
+                Finding(c, s, m, _unev(e), a, src, pol, cri)
+                for c, s, m, e, a, src, pol, cri in d["findings"]
+            ],
             [Modifier(c, r, _unev(e)) for c, r, e in d["modifiers"]],
             [Criterion(r, p, _unev(e), x) for r, p, e, x in d["criteria"]],
             d["place_of_service"],
             d["blocked"],
             d["unresolved"],
             dict(d.get("code_sets") or {}),
+            d.get("payer_policy"),
+            list(d.get("payer_criteria") or []),
         )
 
 

@@ -197,6 +197,11 @@ class ServerSource:
                     f"Procedure?subject={patient}&date=le{date}&_include=Procedure:performer"
                 )
             queries.append(f"Coverage?beneficiary={patient}&_include=Coverage:payor")
+            # prior authorizations, with the requests they answer (payers.prior_auth)
+            queries.append(
+                f"ClaimResponse?patient={patient}&use=preauthorization"
+                "&_include=ClaimResponse:request"
+            )
             # completed prior-authorization questionnaires: their answers are evidence
             # (sources.questionnaire), found through the order the procedure is based on
             if procedure.get("basedOn"):

@@ -18,6 +18,7 @@ from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
 from fhir_adapter.errors import AdapterError
 from fhir_adapter.pack import Pack, load_pack
 from fhir_adapter.parallel import fork_map
+from fhir_adapter.payers import Payers
 from fhir_adapter.rules import evaluate_case
 from fhir_adapter.sources import ResourceStore
 from fhir_adapter.text.index import scope_of
@@ -41,11 +42,13 @@ def evaluate_store(
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> list[CaseOutput]:
     """Evaluate every case in `store`, in a stable order (the same for any `workers`).
 
     `on_progress(done, total)` is called as cases complete; `charges` (a chargemaster,
-    code -> amount) prices the Claims' lines.
+    code -> amount) prices the Claims' lines; `payers` are the payer overlays (default:
+    the shipped ones).
     """
     pack = pack or load_pack()
     if block_on is not None and block_on not in pack.model.severity_order:
@@ -59,7 +62,7 @@ def evaluate_store(
         if part.owns(key)
     )
     total = len(keys)
-    job = EvalJob(stores, pack, keys, block_on, stamp, charges)
+    job = EvalJob(stores, pack, keys, block_on, stamp, charges, payers)
     if workers > 1 and total >= 2 * workers:
         prepare(pack)  # done already when the load forked workers: then it costs nothing
         return _evaluate_parallel(job, workers, on_progress)
@@ -92,10 +95,12 @@ def evaluate_one(
     block_on: str | None,
     stamp: str,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> CaseOutput:
     store.begin_case(procedure)
     case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
-    output = build_output(pack, case, evaluate_case(pack, case, block_on), stamp, charges)
+    evaluation = evaluate_case(pack, case, block_on, payers)
+    output = build_output(pack, case, evaluation, stamp, charges)
     # the case's memo (its text index) points back at the case: with the cyclic GC paused
     # for speed, that cycle would keep every case of the run alive
     case.derived.clear()
@@ -113,6 +118,7 @@ class EvalJob:
     block_on: str | None
     stamp: str
     charges: Mapping[str, float] | None
+    payers: Payers | None = None
 
 
 # cases per task: small enough that the two workers finish together, large enough that
@@ -136,7 +142,9 @@ def _evaluate_slice(job: EvalJob, bounds: tuple[int, int]) -> list[CaseOutput]:
         procedure = case_procedure(store, job.pack, key)
         if procedure is not None:
             outputs.append(
-                evaluate_one(store, job.pack, procedure, job.block_on, job.stamp, job.charges)
+                evaluate_one(
+                    store, job.pack, procedure, job.block_on, job.stamp, job.charges, job.payers
+                )
             )
     return outputs
 
@@ -193,6 +201,7 @@ def evaluate_paths(
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> list[CaseOutput]:
     """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them."""
     pack = pack or load_pack()
@@ -206,6 +215,7 @@ def evaluate_paths(
             workers=workers,
             on_progress=on_progress,
             charges=charges,
+            payers=payers,
         )
 
 
@@ -246,6 +256,7 @@ def run_on_server(
     concurrency: int = 1,
     write_to: FhirClient | None = None,
     lookup_earlier: bool = True,
+    payers: Payers | None = None,
 ) -> list[ServerResult]:
     """Evaluate the 47382 Procedures on a server and write back one transaction per case.
 
@@ -266,6 +277,7 @@ def run_on_server(
         charges,
         dry_run,
         lookup_earlier,
+        payers,
     )
     results: list[ServerResult] = []
     voided: list[str] = []
@@ -317,6 +329,7 @@ class _ServerJob:
     charges: Mapping[str, float] | None
     dry_run: bool
     lookup_earlier: bool
+    payers: Payers | None = None
 
     def one(self, item: tuple[dict[str, Any], list[dict[str, Any]]]) -> ServerResult | str:
         """The case's result, or the key of a voided Procedure (whose earlier output is
@@ -344,7 +357,7 @@ class _ServerJob:
                 self.write_to.write(withdraw)
             return key
         gathered = source.gather(procedure, included, queries, outputs)
-        evaluation = evaluate_case(pack, gathered.case, self.block_on)
+        evaluation = evaluate_case(pack, gathered.case, self.block_on, self.payers)
         output = build_output(pack, gathered.case, evaluation, self.stamp, self.charges)
         output.reads = gathered.reads
         transaction = plan_write(output, gathered.existing, self.write_to.base_url)

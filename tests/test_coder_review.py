@@ -88,7 +88,7 @@ def test_a_role_naming_its_practitioner_by_urn_keeps_the_taxonomy(pack: Pack) ->
 
 def test_a_count_the_note_states_against_the_coded_segments(pack: Pack) -> None:
     got = notes(
-        output("v43-documentation-conflicts", "Procedure/v43-count-rfa", pack),
+        output("v51-documentation-conflicts", "Procedure/v51-count-rfa", pack),
         "documentation-conflict",
     )
     query, note = got
@@ -99,7 +99,7 @@ def test_a_count_the_note_states_against_the_coded_segments(pack: Pack) -> None:
 
 def test_a_lobe_the_note_states_against_the_coded_lobe(pack: Pack) -> None:
     got = notes(
-        output("v43-documentation-conflicts", "Procedure/v43-lobe-rfa", pack),
+        output("v51-documentation-conflicts", "Procedure/v51-lobe-rfa", pack),
         "documentation-conflict",
     )
     query, note = got

@@ -379,7 +379,7 @@ def test_412_when_the_fhir_server_cannot_be_reached(ehr: Ehr) -> None:
 # support it. "covered" when both hold; "conditional" while either is missing or unknown;
 # "not-covered" in another setting; None when no Coverage is active on the date (nothing
 # to assert). Fixtures without a completed 47382 Procedure (v01, v02, v28, v32) have no row.
-ORDER_COVERED: dict[str, str | None] = {
+ORDER_COVERED: dict[str, str | dict[str, str] | None] = {
     "ex1-hcc-ct": "covered",  # Location POS 22, C22.0
     "ex2-crc-mets-us": "covered",  # Location POS 24, C78.7
     "ex3-large-palliative": "covered",  # no POS coding, inpatient encounter (IMP: 21), C22.0
@@ -419,7 +419,69 @@ ORDER_COVERED: dict[str, str | None] = {
     "v40-global-group": "covered",  # both Procedures: POS 22, C22.0
     "v41-global-unknown": "covered",  # POS 22, C22.0 (the earlier 50592 is no case)
     "v42-code-set-year": "covered",  # both: POS 22, C22.0, Coverage of their own year
-    "v43-documentation-conflicts": "covered",  # both Procedures: POS 22, C22.0
+    "v51-documentation-conflicts": "covered",  # both Procedures: POS 22, C22.0
+    # The payer cases: an order-sign request brings the patient, Coverage, Conditions and
+    # encounter, no note and no size Observation: what only they state is unknown to the
+    # overlay (conditional); the coded histology decides (a lung primary, a NET for Highmark).
+    "v43-same-case-aetna": "conditional",  # the 4.5 cm is in an Observation an order does not read
+    "v43-same-case-anthem": "conditional",  # an order has no note: not a candidate, extrahepatic disease, foci unknown
+    "v43-same-case-bcbsa": "conditional",  # inoperability is in the note only
+    "v43-same-case-highmark": "conditional",  # not a surgical candidate: in the note only
+    "v43-same-case-medicare": "covered",  # no criteria of its own
+    "v44-payer-bcbsa-large": "conditional",  # the 6.5 cm is not known to the order
+    "v45-payer-declined-bcbsa": "conditional",
+    "v46-payer-declined-anthem": "conditional",  # the refusal is in the note only
+    "v47-payer-aetna-criteria-1": {
+        "v47-aetna-meets-rfa": "conditional",
+        "v47-aetna-lung-primary-rfa": "not-covered",
+        "v47-aetna-extrahepatic-rfa": "conditional",
+    },
+    "v47-payer-aetna-criteria-2": {
+        "v47-aetna-no-staging-rfa": "conditional",
+        "v47-aetna-foci-unstated-rfa": "conditional",
+        "v47-aetna-declined-rfa": "conditional",
+    },
+    "v47-payer-aetna-criteria-3": {
+        "v47-aetna-no-size-rfa": "conditional",
+        "v47-aetna-share-60-rfa": "conditional",
+        "v47-aetna-share-unstated-rfa": "conditional",
+    },
+    "v48-payer-bcbsa-criteria-1": {
+        "v48-bcbsa-lung-primary-rfa": "not-covered",
+        "v48-bcbsa-bridge-rfa": "conditional",
+        "v48-bcbsa-no-size-rfa": "conditional",
+    },
+    "v48-payer-bcbsa-criteria-2": {
+        "v48-bcbsa-net-refractory-rfa": "conditional",
+        "v48-bcbsa-net-unstated-rfa": "conditional",
+    },
+    "v49-payer-anthem-criteria-1": {
+        "v49-anthem-lung-primary-rfa": "not-covered",
+        "v49-anthem-listed-only-rfa": "conditional",
+        "v49-anthem-large-rfa": "conditional",
+    },
+    "v49-payer-anthem-criteria-2": {
+        "v49-anthem-extrahepatic-rfa": "conditional",
+        "v49-anthem-no-staging-rfa": "conditional",
+        "v49-anthem-untreatable-rfa": "conditional",
+    },
+    "v49-payer-anthem-criteria-3": {
+        "v49-anthem-foci-unstated-rfa": "conditional",
+        "v49-anthem-net-functioning-rfa": "conditional",
+        "v49-anthem-net-nonfunctioning-rfa": "conditional",
+    },
+    "v49-payer-anthem-criteria-4": {"v49-anthem-net-unstated-rfa": "conditional"},
+    "v50-payer-highmark-criteria-1": {
+        "v50-highmark-net-rfa": "not-covered",
+        "v50-highmark-declined-rfa": "conditional",
+        "v50-highmark-bridge-rfa": "conditional",
+    },
+    "v50-payer-highmark-criteria-2": {
+        "v50-highmark-bridge-child-pugh-c-rfa": "conditional",
+        "v50-highmark-four-nodules-rfa": "conditional",
+        "v50-highmark-crc-rfa": "conditional",
+    },
+    "v50-payer-highmark-criteria-3": {"v50-highmark-crc-large-rfa": "conditional"},
 }
 
 
@@ -457,6 +519,8 @@ def test_order_sign_shows_what_would_block_the_claim(
                 assert f"ServiceRequest/{order['id']}" in card["detail"]
         actions = result.get("systemActions", [])
         expected = ORDER_COVERED[name]
+        if isinstance(expected, dict):  # a Bundle of cases under one payer: one each
+            expected = expected[proc["id"]]
         if expected is None:
             assert "coverage-missing" in want
             assert actions == []  # no Coverage to name in the CRD extension

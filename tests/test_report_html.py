@@ -159,9 +159,9 @@ def test_every_case_finding_modifier_and_snippet_is_visible(
         row = page.locator(f'#cases tbody tr[data-case="{i}"]')
         expect(row).to_be_visible()
         cells = row.locator("td")
-        assert cells.nth(4).inner_text() == e.outcome
-        assert cells.nth(5).inner_text().split(", ") == ([m.code for m in e.modifiers] or ["—"])
-        finding_cell = cells.nth(6)
+        assert cells.nth(5).inner_text() == e.outcome
+        assert cells.nth(6).inner_text().split(", ") == ([m.code for m in e.modifiers] or ["—"])
+        finding_cell = cells.nth(7)
         assert finding_cell.locator(".finding-code").all_inner_texts() == [
             f.code for f in e.findings
         ]
@@ -541,7 +541,7 @@ def test_controls_are_labelled_and_badges_have_enough_contrast(
         ".filter(e => !e.labels || e.labels.length === 0).map(e => e.id)"
     )
     assert unlabelled == []
-    assert page.locator("#cases thead th[scope=col]").count() == 8
+    assert page.locator("#cases thead th[scope=col]").count() == 9
     assert page.locator("#cases tbody th[scope=row]").count() > 0
     worst, checked = page.evaluate(CONTRAST_JS, ".sev, .outcome, dt, th, td, a")
     assert worst >= 4.5 and checked > 100, (worst, checked)
@@ -730,7 +730,7 @@ def test_a_findings_message_is_in_the_worklist_for_screen_readers(
     flagged = [(i, o) for i, o in enumerate(outputs) if o.evaluation.findings]
     assert flagged
     for i, out in flagged:
-        cell = page.locator(f'#cases tbody tr[data-case="{i}"] td').nth(6)
+        cell = page.locator(f'#cases tbody tr[data-case="{i}"] td').nth(7)
         snapshot = cell.aria_snapshot()
         for f, item in zip(out.evaluation.findings, cell.locator("li").all(), strict=True):
             assert f.message in snapshot, (f.code, snapshot)
@@ -844,3 +844,32 @@ def test_the_worklist_fits_the_window_and_shows_every_finding_code_whole(
     shown = {c["code"] for c in layout["codes"]}
     assert shown == {f.code for o in outputs for f in o.evaluation.findings}
     assert [c for c in layout["codes"] if c["lines"] != 1 or not c["inside"]] == []
+
+
+def test_payer_name_policy_filter_and_criteria_in_the_case_view(
+    tmp_path: Path, outputs: list[CaseOutput], open_page: Any
+) -> None:
+    """Each row names the payer (Organization.name) and the policy that judged it; the payer
+    filter keeps exactly that payer's cases; the case view lists every criterion."""
+    page, _ = open_page(write_page(tmp_path, outputs))
+    show_all_rows(page)
+    named = {
+        o.evaluation.procedure: (o.evaluation.payer_policy or {}).get("payer") for o in outputs
+    }
+    for payer in sorted({p for p in named.values() if p}):
+        page.select_option("#f-payer", payer)
+        assert shown_procedures(page) == [k for k, p in named.items() if p == payer], payer
+    page.click("#f-reset")
+    [aetna] = [
+        o for o in outputs if o.evaluation.procedure.startswith("Procedure/v43-same-case-aetna")
+    ]
+    i = outputs.index(aetna)
+    cell = page.locator(f'#cases tr[data-case="{i}"] td').nth(3)
+    assert cell.inner_text().split("\n") == ["Aetna Better Health", "aetna-cpb-0274"]
+    page.goto(page.url.split("#")[0] + f"#case-{i}")
+    rows = page.locator("#case-payer-criteria + table tbody tr")
+    criteria = aetna.evaluation.payer_criteria
+    assert rows.count() == len(criteria)
+    got = page.locator("#case-payer-criteria + table tbody tr td:nth-child(2)").all_inner_texts()
+    assert got == [c["result"] for c in criteria]
+    assert "not-met" in got

@@ -247,3 +247,30 @@ def test_a_procedure_entered_in_error_withdraws_what_was_written(
         assert len(after) == len(live) and all(i["status"] == "cancelled" for i in after)
         with pytest.raises(AdapterError, match="entered in error, so not a case"):
             run_on_server(target, procedure_ids=["v12-doc-gaps-rfa"])
+
+
+def test_prior_authorization_on_the_server_reaches_the_claim(
+    server: TestServer, tmp_path: Any
+) -> None:
+    """A payer overlay requiring prior authorization, against the server: prior-auth-missing
+    until the approved ClaimResponse (and the request it answers) is stored there; then its
+    number is the Claim's preAuthRef."""
+    from fhir_adapter import load_pack
+    from fhir_adapter.payers import load_payers
+
+    from .test_payers import PA_OVERLAY, _authorization, _example_health_case
+
+    (tmp_path / "example-health.yaml").write_text(PA_OVERLAY)
+    pack = load_pack()
+    payers = load_payers(pack, [tmp_path])
+    with FhirClient(server.base) as client:
+        for resource in _example_health_case():
+            _put(client, resource)
+        [missing] = run_on_server(client, pack, payers=payers)
+        assert [f.code for f in missing.output.evaluation.findings] == ["prior-auth-missing"]
+        for resource in _authorization("47382", "A1"):
+            _put(client, resource)
+        [approved] = run_on_server(client, pack, payers=payers)
+        assert approved.output.evaluation.findings == []
+        [claim] = [c for c in _all(client, "Claim") if c.get("use") == "claim"]
+        assert claim["insurance"][0]["preAuthRef"] == ["AUTH-4711"]

@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -1628,32 +1629,32 @@ def v38() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 @case(
-    "v43-documentation-conflicts",
+    "v51-documentation-conflicts",
     "The note's tumor count and lobe against the structured record",
     [
         "documentation-conflict: segments VI and VII coded, a single tumor in the note",
         "documentation-conflict: the right lobe coded, the left lobe in the note",
     ],
 )
-def v43() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    count = CaseBuilder("v43-count")
+def v51() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    count = CaseBuilder("v51-count")
     count.procedure["bodySite"] = [
         cc(SCT, "277960005", "Couinaud hepatic segment VI"),
         cc(SCT, "277961009", "Couinaud hepatic segment VII"),
     ]
-    lobe = CaseBuilder("v43-lobe")
+    lobe = CaseBuilder("v51-lobe")
     lobe.procedure["bodySite"] = [cc(SCT, "72481006", "Right lobe of liver structure")]
     lobe.procedure["note"] = [{"text": GOOD_NOTE.replace("segment VI", "the left lobe")}]
     lines = [(RFA, []), ("77013", ["26"])]
-    return merged("v43-documentation-conflicts", count, lobe), [
+    return merged("v51-documentation-conflicts", count, lobe), [
         expect(
-            "Procedure/v43-count-rfa",
+            "Procedure/v51-count-rfa",
             "claim",
             ["documentation-conflict"],
             claim=claim(count, lines, ["C22.0"], "22"),
         ),
         expect(
-            "Procedure/v43-lobe-rfa",
+            "Procedure/v51-lobe-rfa",
             "claim",
             ["documentation-conflict"],
             claim=claim(lobe, lines, ["C22.0"], "22"),
@@ -1818,6 +1819,858 @@ def v42() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             claim=claim(old, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
         ),
     ]
+
+
+# Payer overlays (mappings/payers/): the same clinical case under each payer, and cases
+# that fail or leave open one criterion. Each `payer` section is written by hand from the
+# policy text (README "Payer policies"), never computed by the adapter.
+
+SAME_NOTE = (
+    "Percutaneous radiofrequency ablation of a single 4.5 cm hepatocellular carcinoma in "
+    "segment VI under CT guidance. The tumor is unresectable because of its central location "
+    "abutting the right hepatic vein. All lesions are amenable to ablation. Staging CT shows "
+    "no extrahepatic disease. The tumor involves about 5% of the liver volume. "
+    "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
+    "Post-ablation CT showed complete ablation with an adequate margin. No complications."
+)
+
+
+def payer_builder(slug: str, payer: str, note: str, size_cm: float) -> CaseBuilder:
+    """The fixture case with this payer's name on the Coverage's payor, this note and size."""
+    b = CaseBuilder(slug)
+    b.payer["name"] = payer
+    b.procedure["note"] = [{"text": note}]
+    b.tumor["component"][0]["valueQuantity"]["value"] = size_cm
+    return b
+
+
+def payer_expect(
+    b: CaseBuilder,
+    outcome: str,
+    findings: list[str],
+    policy: str,
+    verdict: str | None,
+    criteria: dict[str, str],
+) -> dict[str, Any]:
+    out = expect(
+        f"Procedure/{b.procedure['id']}",
+        outcome,
+        findings,
+        claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22")
+        if outcome == "claim"
+        else None,
+    )
+    out["payer"] = {"policy": policy, "verdict": verdict, "criteria": criteria}
+    return out
+
+
+SAME_CASE = [
+    # payer name, policy, outcome, findings, verdict, criteria by hand
+    (
+        "bcbsa",
+        "Blue Cross Blue Shield of Massachusetts",
+        "bcbsa-7.01.91",
+        "claim",
+        [],
+        "covered",
+        {
+            "modality": "met",
+            "histology": "met",
+            "inoperable": "met",
+            "milan": "met",
+            "net-systemic-therapy-failed": "not-applicable",
+        },
+    ),
+    (
+        "aetna",
+        "Aetna Better Health",
+        "aetna-cpb-0274",
+        "issues",
+        ["payer-criteria-not-met"],
+        "not-covered",
+        {
+            "modality": "met",
+            "histology": "met",
+            "liver-only": "met",
+            "all-ablatable": "met",
+            "not-surgical-candidate": "met",
+            "size": "not-met",
+            "liver-share": "met",
+        },
+    ),
+    (
+        "anthem",
+        "Anthem Blue Cross",
+        "anthem-cg-surg-78",
+        "claim",
+        [],
+        "covered",
+        {
+            "modality": "met",
+            "histology": "met",
+            "surgical-candidacy": "met",
+            "size": "met",
+            "extrahepatic": "met",
+            "all-foci-treatable": "met",
+            "net-functioning": "not-applicable",
+        },
+    ),
+    (
+        "highmark",
+        "Highmark Blue Cross Blue Shield",
+        "highmark-s-141-019",
+        "claim",
+        [],
+        "covered",
+        {
+            "modality": "met",
+            "histology": "met",
+            "non-surgical-candidate": "met",
+            "hcc-indication": "met",
+            "crc-size": "not-applicable",
+            "crc-extrahepatic": "not-applicable",
+            "crc-all-foci": "not-applicable",
+        },
+    ),
+    ("medicare", "Medicare Part B", "medicare", "claim", [], "covered", {"modality": "met"}),
+]
+
+
+def _same_case(tag: str) -> Any:
+    _, payer, policy, outcome, findings, verdict, criteria = next(
+        c for c in SAME_CASE if c[0] == tag
+    )
+
+    def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        b = payer_builder(f"v43-same-case-{tag}", payer, SAME_NOTE, 4.5)
+        return b.collection(), [payer_expect(b, outcome, findings, policy, verdict, criteria)]
+
+    return build
+
+
+for _tag, _payer, _policy, *_ in SAME_CASE:
+    case(
+        f"v43-same-case-{_tag}",
+        f"One clinical case (a single 4.5 cm unresectable HCC, liver-only, all foci ablatable, "
+        f"5 % of the liver) under {_payer}: judged by {_policy}",
+        [
+            "the payer overlay is chosen by the payor Organization's name",
+            "Aetna's 4 cm limit fails where BCBSA (5 cm), Anthem (5 cm) and Highmark (<= 3 nodules) pass",
+        ],
+    )(_same_case(_tag))
+
+
+@case(
+    "v44-payer-bcbsa-large",
+    "A 6.5 cm HCC treated palliatively under a Blue Cross plan: outside Milan",
+    ["BCBSA 7.01.91 milan not met (one tumor > 5 cm, no transplant listing): no Claim"],
+)
+def v44() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    note = SAME_NOTE.replace("4.5 cm", "6.5 cm")
+    b = payer_builder("v44-payer-bcbsa-large", "Blue Cross of Idaho", note, 6.5)
+    crit = {
+        "modality": "met",
+        "histology": "met",
+        "inoperable": "met",
+        "milan": "not-met",
+        "net-systemic-therapy-failed": "not-applicable",
+    }
+    return b.collection(), [
+        payer_expect(
+            b,
+            "issues",
+            ["payer-criteria-not-met", "modifier-22-review"],
+            "bcbsa-7.01.91",
+            "not-covered",
+            crit,
+        )
+    ]
+
+
+DECLINED_NOTE = (
+    "Percutaneous radiofrequency ablation of a single 2.1 cm hepatocellular carcinoma in "
+    "segment VI under CT guidance. The patient declined surgical resection. "
+    "All lesions are amenable to ablation. Staging CT shows no extrahepatic disease. "
+    "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
+    "Post-ablation CT showed complete ablation with an adequate margin. No complications."
+)
+
+
+@case(
+    "v45-payer-declined-bcbsa",
+    "An operable HCC whose patient declined resection, under a Blue Cross plan",
+    ["BCBSA 7.01.91 needs inoperability: a refusal alone leaves it undocumented (a query)"],
+)
+def v45() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = payer_builder(
+        "v45-payer-declined-bcbsa", "BlueCross BlueShield of Tennessee", DECLINED_NOTE, 2.1
+    )
+    crit = {
+        "modality": "met",
+        "histology": "met",
+        "inoperable": "undocumented",
+        "milan": "met",
+        "net-systemic-therapy-failed": "not-applicable",
+    }
+    return b.collection(), [
+        payer_expect(
+            b, "claim", ["payer-criteria-undocumented"], "bcbsa-7.01.91", "conditional", crit
+        )
+    ]
+
+
+@case(
+    "v46-payer-declined-anthem",
+    "The same declined-resection case under Anthem: unwilling to have resection is covered",
+    ["Anthem CG-SURG-78 accepts a patient unwilling to have resection"],
+)
+def v46() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = payer_builder("v46-payer-declined-anthem", "Anthem Health Plans", DECLINED_NOTE, 2.1)
+    crit = {
+        "modality": "met",
+        "histology": "met",
+        "surgical-candidacy": "met",
+        "size": "met",
+        "extrahepatic": "met",
+        "all-foci-treatable": "met",
+        "net-functioning": "not-applicable",
+    }
+    return b.collection(), [payer_expect(b, "claim", [], "anthem-cg-surg-78", "covered", crit)]
+
+
+# Each overlay's criteria one at a time: met, not met, undocumented. One Bundle per overlay,
+# a patient per case; the sentences a case's note is made of are named below.
+
+S_UNRES = (
+    "The tumor is unresectable because of its central location abutting the right hepatic vein."
+)
+S_DECLINED = "The patient declined surgical resection."
+S_LISTED = "He is listed for liver transplant."
+S_ALLFOCI = "All lesions are amenable to ablation."
+S_UNTREATABLE = "A second lesion in segment 8 is not amenable to ablation."
+S_NOEHD = "Staging CT shows no extrahepatic disease."
+S_EHD = "Staging CT shows extrahepatic disease in the lung."
+S_SHARE5 = "The tumor involves about 5% of the liver volume."
+S_SHARE60 = "The tumor involves about 60% of the liver volume."
+S_TAIL = (
+    "RF energy was applied at 150 W for 12 minutes with a 3 cm electrode. "
+    "Post-ablation CT showed complete ablation with an adequate margin. No complications."
+)
+HCC = "hepatocellular carcinoma"
+
+
+def ablation_note(what: str, *sentences: str) -> str:
+    """The procedure sentence (`what` was ablated in segment VI under CT), then the others."""
+    return " ".join(
+        [
+            f"Percutaneous radiofrequency ablation of {what} in segment VI under CT guidance.",
+            *sentences,
+            S_TAIL,
+        ]
+    )
+
+
+def lung_primary(b: CaseBuilder) -> None:
+    """A liver metastasis of a lung cancer: C78.7 beside C34.90 (other-metastasis)."""
+    b.condition["code"] = cc(
+        ICD, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct"
+    )
+    condition(
+        b,
+        "primary",
+        "C34.90",
+        "Malignant neoplasm of unspecified part of unspecified bronchus or lung",
+        "confirmed",
+    )
+
+
+def colorectal_primary(b: CaseBuilder) -> None:
+    b.condition["code"] = cc(
+        ICD, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct"
+    )
+    condition(b, "primary", "C18.7", "Malignant neoplasm of sigmoid colon", "confirmed")
+
+
+def neuroendocrine(b: CaseBuilder) -> None:
+    """Secondary carcinoid tumor of the liver (C7B.02) of a duodenal primary (C7A.010)."""
+    b.condition["code"] = cc(ICD, "C7B.02", "Secondary carcinoid tumors of liver")
+    condition(b, "primary", "C7A.010", "Malignant carcinoid tumor of the duodenum", "confirmed")
+
+
+def no_size(b: CaseBuilder) -> None:
+    """No tumor-size Observation (and the note gives no size either)."""
+    b.drop.add(b.tumor["id"])
+
+
+Variant = tuple[str, str, float, list[str], Any, str, str, list[str], str | None, dict[str, str]]
+
+
+# a server takes at most 50 updates in one transaction (Medplum): three cases a Bundle
+PAYER_CASES_PER_BUNDLE = 3
+
+Chunk = tuple[list[CaseBuilder], list[dict[str, Any]]]
+
+
+def payer_bundle(slug: str, payer: str, policy: str, variants: list[Variant]) -> list[Chunk]:
+    """Cases under `payer`, three to a Bundle; each variant: (suffix, what was ablated, size,
+    other sentences, an edit of the builder or None, diagnoses on the Claim, outcome,
+    findings, verdict, criteria)."""
+    builders, expected = [], []
+    for suffix, what, size, sentences, edit, dx, outcome, findings, verdict, crit in variants:
+        b = payer_builder(f"{slug}-{suffix}", payer, ablation_note(what, *sentences), size)
+        if edit is not None:
+            edit(b)
+        builders.append(b)
+        out = payer_expect(b, outcome, findings, policy, verdict, crit)
+        if out.get("claim"):
+            out["claim"]["diagnoses"] = dx.split()
+        expected.append(out)
+    n = PAYER_CASES_PER_BUNDLE
+    return [(builders[i : i + n], expected[i : i + n]) for i in range(0, len(builders), n)]
+
+
+def payer_cases(slug: str, description: str, exercises: list[str]) -> Any:
+    """Register a function's payer cases as Bundles `<slug>-1`, `<slug>-2`, ..."""
+
+    def register(fn: Any) -> Any:
+        for i, (builders, expected) in enumerate(fn(), start=1):
+            bundle = merged(f"{slug}-{i}", *builders)
+            CASES.append(
+                (f"{slug}-{i}", description, exercises, lambda b=bundle, e=expected: (b, e))
+            )
+        return fn
+
+    return register
+
+
+MET, NOT, UND, NA = "met", "not-met", "undocumented", "not-applicable"
+
+
+def results(base: dict[str, str], **over: str) -> dict[str, str]:
+    """The criteria results `base`, with those named in `over` (`_` for `-`) replaced."""
+    return {**base, **{k.replace("_", "-"): v for k, v in over.items()}}
+
+
+@payer_cases(
+    "v47-payer-aetna-criteria",
+    "Aetna CPB 0274 criterion by criterion: met, not met, undocumented",
+    [
+        "histology (a lung primary's metastasis is experimental), liver-only disease, every tumor "
+        "ablatable, not a surgical candidate, each lesion <= 4 cm, < 50 % of the liver"
+    ],
+)
+def v47() -> list[Chunk]:
+    full = [S_UNRES, S_ALLFOCI, S_NOEHD, S_SHARE5]
+
+    crit = partial(
+        results,
+        {
+            "modality": MET,
+            "histology": MET,
+            "liver-only": MET,
+            "all-ablatable": MET,
+            "not-surgical-candidate": MET,
+            "size": MET,
+            "liver-share": MET,
+        },
+    )
+
+    other = {
+        k: NA
+        for k in ("liver-only", "all-ablatable", "not-surgical-candidate", "size", "liver-share")
+    }
+    one = f"a single 2.1 cm {HCC}"
+    return payer_bundle(
+        "v47-aetna",
+        "Aetna Life Insurance Company",
+        "aetna-cpb-0274",
+        [
+            ("meets", one, 2.1, full, None, "C22.0", "claim", [], "covered", crit()),
+            (
+                "lung-primary",
+                "a single 2.1 cm liver metastasis",
+                2.1,
+                [*full, "The primary is a lung adenocarcinoma."],
+                lung_primary,
+                "C78.7 C34.90",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                {"modality": MET, "histology": NOT, **other},
+            ),
+            (
+                "extrahepatic",
+                one,
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_EHD, S_SHARE5],
+                None,
+                "C22.0",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                crit(liver_only=NOT),
+            ),
+            (
+                "no-staging",
+                one,
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_SHARE5],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(liver_only=UND),
+            ),
+            (
+                "foci-unstated",
+                one,
+                2.1,
+                [S_UNRES, S_NOEHD, S_SHARE5],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(all_ablatable=UND),
+            ),
+            (
+                "declined",
+                one,
+                2.1,
+                [S_DECLINED, S_ALLFOCI, S_NOEHD, S_SHARE5],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(not_surgical_candidate=UND),
+            ),
+            (
+                "no-size",
+                f"a single {HCC}",
+                2.1,
+                full,
+                no_size,
+                "C22.0",
+                "claim",
+                ["doc-tumor-size", "payer-criteria-undocumented"],
+                "conditional",
+                crit(size=UND),
+            ),
+            (
+                "share-60",
+                one,
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_NOEHD, S_SHARE60],
+                None,
+                "C22.0",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                crit(liver_share=NOT),
+            ),
+            (
+                "share-unstated",
+                one,
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_NOEHD],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(liver_share=UND),
+            ),
+        ],
+    )
+
+
+@payer_cases(
+    "v48-payer-bcbsa-criteria",
+    "BCBSA 7.01.91 criterion by criterion: met, not met, undocumented",
+    [
+        "histology, Milan met by a bridge to transplant or undocumented without a size, "
+        "neuroendocrine metastases only when systemic therapy failed to control symptoms"
+    ],
+)
+def v48() -> list[Chunk]:
+    crit = partial(
+        results,
+        {
+            "modality": MET,
+            "histology": MET,
+            "inoperable": MET,
+            "milan": MET,
+            "net-systemic-therapy-failed": NA,
+        },
+    )
+
+    net = "a single 2.1 cm neuroendocrine liver metastasis"
+    return payer_bundle(
+        "v48-bcbsa",
+        "Blue Cross Blue Shield of Michigan",
+        "bcbsa-7.01.91",
+        [
+            (
+                "lung-primary",
+                "a single 2.1 cm liver metastasis",
+                2.1,
+                [S_UNRES, "The primary is a lung adenocarcinoma."],
+                lung_primary,
+                "C78.7 C34.90",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                {
+                    "modality": MET,
+                    "histology": NOT,
+                    "inoperable": NA,
+                    "milan": NA,
+                    "net-systemic-therapy-failed": NA,
+                },
+            ),
+            (
+                "bridge",
+                f"a single 6.5 cm {HCC}",
+                6.5,
+                [S_UNRES, S_LISTED],
+                None,
+                "C22.0",
+                "claim",
+                ["diagnosis-not-coded", "modifier-22-review"],
+                "covered",
+                crit(),
+            ),
+            (
+                "no-size",
+                f"a single {HCC}",
+                2.1,
+                [S_UNRES],
+                no_size,
+                "C22.0",
+                "claim",
+                ["doc-tumor-size", "payer-criteria-undocumented"],
+                "conditional",
+                crit(milan=UND),
+            ),
+            (
+                "net-refractory",
+                net,
+                2.1,
+                [S_UNRES, "Hormonal symptoms persist despite lanreotide therapy."],
+                neuroendocrine,
+                "C7B.02 C7A.010",
+                "claim",
+                [],
+                "covered",
+                crit(milan=NA, net_systemic_therapy_failed=MET),
+            ),
+            (
+                "net-unstated",
+                net,
+                2.1,
+                [S_UNRES],
+                neuroendocrine,
+                "C7B.02 C7A.010",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(milan=NA, net_systemic_therapy_failed=UND),
+            ),
+        ],
+    )
+
+
+@payer_cases(
+    "v49-payer-anthem-criteria",
+    "Anthem CG-SURG-78 criterion by criterion: met, not met, undocumented",
+    [
+        "histology, poor candidate or unwilling, each lesion <= 5 cm, extrahepatic disease, all "
+        "foci treatable, functioning neuroendocrine tumors only"
+    ],
+)
+def v49() -> list[Chunk]:
+    crit = partial(
+        results,
+        {
+            "modality": MET,
+            "histology": MET,
+            "surgical-candidacy": MET,
+            "size": MET,
+            "extrahepatic": MET,
+            "all-foci-treatable": MET,
+            "net-functioning": NA,
+        },
+    )
+
+    one = f"a single 2.1 cm {HCC}"
+    net = "a single 2.1 cm neuroendocrine liver metastasis"
+    full = [S_UNRES, S_ALLFOCI, S_NOEHD]
+    return payer_bundle(
+        "v49-anthem",
+        "Anthem Blue Cross and Blue Shield",
+        "anthem-cg-surg-78",
+        [
+            (
+                "lung-primary",
+                "a single 2.1 cm liver metastasis",
+                2.1,
+                [*full, "The primary is a lung adenocarcinoma."],
+                lung_primary,
+                "C78.7 C34.90",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                crit(histology=NOT),
+            ),
+            (
+                "listed-only",
+                one,
+                2.1,
+                [S_LISTED, S_ALLFOCI, S_NOEHD],
+                None,
+                "C22.0",
+                "claim",
+                ["diagnosis-not-coded", "payer-criteria-undocumented"],
+                "conditional",
+                crit(surgical_candidacy=UND),
+            ),
+            (
+                "large",
+                f"a single 6.5 cm {HCC}",
+                6.5,
+                full,
+                None,
+                "C22.0",
+                "issues",
+                ["modifier-22-review", "payer-criteria-not-met"],
+                "not-covered",
+                crit(size=NOT),
+            ),
+            (
+                "extrahepatic",
+                one,
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_EHD],
+                None,
+                "C22.0",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                crit(extrahepatic=NOT),
+            ),
+            (
+                "no-staging",
+                one,
+                2.1,
+                [S_UNRES, S_ALLFOCI],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(extrahepatic=UND),
+            ),
+            (
+                "untreatable",
+                one,
+                2.1,
+                [S_UNRES, S_UNTREATABLE, S_NOEHD],
+                None,
+                "C22.0",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                crit(all_foci_treatable=NOT),
+            ),
+            (
+                "foci-unstated",
+                one,
+                2.1,
+                [S_UNRES, S_NOEHD],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(all_foci_treatable=UND),
+            ),
+            (
+                "net-functioning",
+                net,
+                2.1,
+                [*full, "It is a functioning neuroendocrine tumor."],
+                neuroendocrine,
+                "C7B.02 C7A.010",
+                "claim",
+                [],
+                "covered",
+                crit(net_functioning=MET),
+            ),
+            (
+                "net-nonfunctioning",
+                net,
+                2.1,
+                [*full, "It is a non-functioning neuroendocrine tumor."],
+                neuroendocrine,
+                "C7B.02 C7A.010",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                crit(net_functioning=NOT),
+            ),
+            (
+                "net-unstated",
+                net,
+                2.1,
+                full,
+                neuroendocrine,
+                "C7B.02 C7A.010",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(net_functioning=UND),
+            ),
+        ],
+    )
+
+
+@payer_cases(
+    "v50-payer-highmark-criteria",
+    "Highmark S-141-019 criterion by criterion: met, not met, undocumented",
+    [
+        "HCC or colorectal only, not a surgical candidate, <= 3 nodules with all foci treatable or "
+        "the bridge-to-transplant branch (Child-Pugh, size, portal vein), colorectal limits"
+    ],
+)
+def v50() -> list[Chunk]:
+    crc_na = {"crc-size": NA, "crc-extrahepatic": NA, "crc-all-foci": NA}
+
+    crit = partial(
+        results,
+        {
+            "modality": MET,
+            "histology": MET,
+            "non-surgical-candidate": MET,
+            "hcc-indication": MET,
+            **crc_na,
+        },
+    )
+
+    crc = partial(
+        results,
+        {
+            "modality": MET,
+            "histology": MET,
+            "non-surgical-candidate": NA,
+            "hcc-indication": NA,
+            "crc-size": MET,
+            "crc-extrahepatic": MET,
+            "crc-all-foci": MET,
+        },
+    )
+
+    one = f"a single 2.1 cm {HCC}"
+    bridge = [S_UNRES, S_LISTED, "Child-Pugh B7.", S_NOEHD, "The portal vein is patent."]
+    crc_one = "a single 2.1 cm colorectal liver metastasis"
+    return payer_bundle(
+        "v50-highmark",
+        "Highmark Inc.",
+        "highmark-s-141-019",
+        [
+            (
+                "net",
+                "a single 2.1 cm neuroendocrine liver metastasis",
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_NOEHD],
+                neuroendocrine,
+                "C7B.02 C7A.010",
+                "issues",
+                ["payer-criteria-not-met"],
+                "not-covered",
+                {
+                    "modality": MET,
+                    "histology": NOT,
+                    "non-surgical-candidate": NA,
+                    "hcc-indication": NA,
+                    **crc_na,
+                },
+            ),
+            (
+                "declined",
+                one,
+                2.1,
+                [S_DECLINED, S_ALLFOCI],
+                None,
+                "C22.0",
+                "claim",
+                ["payer-criteria-undocumented"],
+                "conditional",
+                crit(non_surgical_candidate=UND),
+            ),
+            (
+                "bridge",
+                f"a single 5.5 cm {HCC}",
+                5.5,
+                bridge,
+                None,
+                "C22.0",
+                "claim",
+                ["diagnosis-not-coded", "modifier-22-review"],
+                "covered",
+                crit(),
+            ),
+            (
+                "bridge-child-pugh-c",
+                f"a single 5.5 cm {HCC}",
+                5.5,
+                [S_UNRES, S_LISTED, "Child-Pugh C10.", S_NOEHD, "The portal vein is patent."],
+                None,
+                "C22.0",
+                "claim",
+                ["diagnosis-not-coded", "modifier-22-review", "payer-criteria-undocumented"],
+                "conditional",
+                crit(hcc_indication=UND),
+            ),
+            (
+                "four-nodules",
+                f"four {HCC}s, the largest 2.1 cm,",
+                2.1,
+                [S_UNRES, S_ALLFOCI],
+                None,
+                "C22.0",
+                "issues",
+                ["modifier-22-review", "payer-criteria-not-met"],
+                "not-covered",
+                crit(hcc_indication=NOT),
+            ),
+            (
+                "crc",
+                crc_one,
+                2.1,
+                [S_UNRES, S_ALLFOCI, S_NOEHD],
+                colorectal_primary,
+                "C78.7 C18.7",
+                "claim",
+                [],
+                "covered",
+                crc(),
+            ),
+            (
+                "crc-large",
+                "a single 5.5 cm colorectal liver metastasis",
+                5.5,
+                [S_UNRES, S_ALLFOCI, S_NOEHD],
+                colorectal_primary,
+                "C78.7 C18.7",
+                "issues",
+                ["modifier-22-review", "payer-criteria-not-met"],
+                "not-covered",
+                crc(crc_size=NOT),
+            ),
+        ],
+    )
 
 
 def main() -> None:

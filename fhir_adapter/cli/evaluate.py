@@ -12,6 +12,7 @@ from fhir_adapter.cli.options import (
     add_report_options,
     emit,
     env_option,
+    load_payer_options,
     load_rules_and_charges,
 )
 
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     pack, charges = load_rules_and_charges(args)
     if args.engine == "spark":
         return _evaluate_spark(args, pack, charges)
+    payers = load_payer_options(args, pack)
     if args.out:  # before any work: a wrong directory is found in a second, not an hour
         from fhir_adapter.outdir import check_output_directory
 
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=workers,
                 on_progress=progress.update,
                 charges=charges,
+                payers=payers,
             )
     finally:
         progress.done()
@@ -156,8 +159,17 @@ def _evaluate_spark(
 
     if len(args.paths) != 1 or not args.out:
         raise AdapterError("--engine spark takes one input (directory or URI) and needs --out")
-    if args.skip_bad_lines or args.force:
-        flag = "--skip-bad-lines" if args.skip_bad_lines else "--force"
+    if args.skip_bad_lines or args.force or args.payers or args.payer:
+        flag = next(
+            f
+            for f, v in (
+                ("--skip-bad-lines", args.skip_bad_lines),
+                ("--force", args.force),
+                ("--payers", args.payers),
+                ("--payer", args.payer),
+            )
+            if v
+        )
         raise AdapterError(f"{flag} works with the local engine only")
     result = evaluate_on_spark(
         args.paths[0],

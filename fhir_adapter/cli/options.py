@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from fhir_adapter.client.auth import FhirAuth
     from fhir_adapter.client.rest import FhirClient
     from fhir_adapter.pack import Pack
+    from fhir_adapter.payers import Payers
     from fhir_adapter.writeback import CaseOutput
 
 EXIT_USAGE = 2
@@ -270,6 +271,15 @@ def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORM
         metavar="FILE",
         help="chargemaster (CSV code,amount or a JSON/YAML mapping) pricing the Claim lines",
     )
+    env_option(
+        p,
+        "--payers",
+        "PAYERS",
+        metavar="DIR",
+        action="append",
+        help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
+    )
+    env_option(p, "--payer", "PAYER", metavar="ID", help="judge every case by this payer policy id")
 
 
 def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, float] | None]:
@@ -278,6 +288,13 @@ def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, fl
     from fhir_adapter.writeback.charges import load_charges
 
     return load_pack(args.rules), load_charges(args.charges) if args.charges else None
+
+
+def load_payer_options(args: argparse.Namespace, pack: Pack) -> Payers:
+    """The bundled payer overlays, those of `--payers`, and the one `--payer` forces."""
+    from fhir_adapter.payers import load_payers
+
+    return load_payers(pack, args.payers or (), forced=args.payer)
 
 
 def make_auth(args: argparse.Namespace, *, write: bool = False) -> FhirAuth | None:

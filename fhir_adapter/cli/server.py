@@ -15,6 +15,7 @@ from fhir_adapter.cli.options import (
     env_option,
     fhir_date_or_datetime,
     fhir_instant_or_day,
+    load_payer_options,
     load_rules_and_charges,
 )
 
@@ -148,6 +149,7 @@ def run_command(args: argparse.Namespace) -> int:
         from fhir_adapter.client.rest import check_base_url
 
         check_base_url(args.write_base_url, "--write-base-url")
+    payers = load_payer_options(args, pack)
     client = connect(args)
     writer = None
     progress = Progress()
@@ -169,6 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             write_to=writer,
             lookup_earlier=not args.out,
+            payers=payers,
         )
     finally:
         progress.done()

@@ -254,6 +254,9 @@ def coverage_information(
     doc_needed: str | None,
     date: str,
     billing_code: dict[str, str],
+    info_needed: str | None = None,
+    reason: str | None = None,
+    satisfied_pa_id: str | None = None,
 ) -> dict[str, Any]:
     """The Da Vinci CRD coverage-information extension (STU2 value sets: CRD temp codes).
 
@@ -263,7 +266,12 @@ def coverage_information(
     """
     assertion = uuid.uuid5(
         uuid.NAMESPACE_URL,
-        f"{CRD_COVERAGE_INFO}|{order}|{coverage}|{covered}|{pa_needed}|{doc_needed}",
+        f"{CRD_COVERAGE_INFO}|{order}|{coverage}|{covered}|{pa_needed}|{doc_needed}"
+        + (
+            f"|{info_needed}|{reason}|{satisfied_pa_id}"
+            if info_needed or reason or satisfied_pa_id
+            else ""
+        ),
     )
     parts: list[dict[str, Any]] = [
         {"url": "coverage", "valueReference": {"reference": coverage}},
@@ -273,6 +281,12 @@ def coverage_information(
         parts.append({"url": "pa-needed", "valueCode": pa_needed})
     if doc_needed is not None:
         parts.append({"url": "doc-needed", "valueCode": doc_needed})
+    if info_needed is not None:
+        parts.append({"url": "info-needed", "valueCode": info_needed})
+    if reason is not None:
+        parts.append({"url": "reason", "valueCodeableConcept": {"text": reason}})
+    if satisfied_pa_id is not None:
+        parts.append({"url": "satisfied-pa-id", "valueString": satisfied_pa_id})
     parts += [
         {"url": "billingCode", "valueCoding": billing_code},
         {"url": "date", "valueDate": date},

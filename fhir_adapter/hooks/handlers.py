@@ -296,7 +296,14 @@ def order_check(
             result.append(cards.finding_card(pack, finding, order_ref, rename))
         setting_known = output.evaluation.place_of_service is not None
         action = _coverage_action(
-            pack, order, case, {f.code for f in shown}, request.hook, setting_known
+            pack,
+            order,
+            case,
+            {f.code for f in shown},
+            request.hook,
+            setting_known,
+            output.evaluation.payer_policy,
+            output.evaluation.payer_criteria,
         )
         if action is not None:
             if on_coverage is not None and doc_needed_here(request.hook):
@@ -314,6 +321,10 @@ def doc_needed_here(hook: str) -> bool:
     return hook != "order-select"
 
 
+# an overlay's prior_authorization setting -> CRD pa-needed
+_PA_NEEDED = {"required": "auth-needed", "not-required": "no-auth", "unknown": "conditional"}
+
+
 def _coverage_action(
     pack: Pack,
     order: dict[str, Any],
@@ -321,19 +332,37 @@ def _coverage_action(
     shown: set[str],
     hook: str,
     setting_known: bool = True,
+    policy: dict[str, Any] | None = None,
+    criteria: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """`update` of the draft order with the CRD coverage-information extension, when the
-    patient has a Coverage to name and the order does not carry this assertion already."""
+    patient has a Coverage to name and the order does not carry this assertion already.
+    The payer's overlay (payers.evaluate) decides covered and pa-needed where it has one;
+    its undocumented criteria are the reason documentation or information is needed."""
     if not case.coverage:
         return None
     coverage_ref = case.ref(case.coverage[0])
-    if "place-of-service-not-covered" in shown:
+    verdict = (policy or {}).get("verdict")
+    if "place-of-service-not-covered" in shown or verdict == "not-covered":
         covered, pa_needed = "not-covered", None
-    elif "diagnosis-unsupported" in shown or not setting_known:
+    elif "diagnosis-unsupported" in shown or not setting_known or verdict == "conditional":
         # no supporting diagnosis yet, or no setting known: covered only if it is a covered one
         covered, pa_needed = "conditional", "conditional"
     else:
         covered, pa_needed = "covered", "conditional"
+    authorization = (policy or {}).get("authorization")
+    if pa_needed is not None and verdict is not None:
+        pa_needed = _PA_NEEDED.get(str((policy or {}).get("prior_authorization")), pa_needed)
+        if pa_needed == "auth-needed" and authorization:
+            pa_needed = "satisfied"
+    open_ = [c for c in criteria or [] if c.get("result") == "undocumented"]
+    reason = (
+        f"{(policy or {}).get('title')}: not documented: "
+        + "; ".join(f"{c['id']} ({c['text']})" for c in open_)
+        if open_
+        else None
+    )
+    info_needed = "location" if not setting_known else "OTH" if open_ else None
     order_ref = f"{order['resourceType']}/{order['id']}"
     ext = cards.coverage_information(
         order=order_ref,
@@ -344,6 +373,9 @@ def _coverage_action(
         doc_needed="clinical" if doc_needed_here(hook) else None,
         date=dt.datetime.now(dt.UTC).date().isoformat(),
         billing_code={"system": pack.procedure_system, "code": pack.procedure_code},
+        info_needed=info_needed,
+        reason=reason,
+        satisfied_pa_id=authorization if pa_needed == "satisfied" else None,
     )
     existing = [e for e in order.get("extension") or [] if isinstance(e, dict)]
     if any(cards.same_assertion(e, ext) for e in existing):

@@ -37,4 +37,18 @@ FACTS: dict[str, tuple[str, ...]] = {
     "additional_code_notes": _DIAGNOSIS_SOURCES,
     "services_not_billed": ("session_procedures",),
     "documentation_conflicts": (),
+    # what payer policies decide on (fhir_adapter.payers.facts; pack: facts.payer)
+    "histology": _DIAGNOSIS_SOURCES,
+    "tumor_sizes_cm": ("observations",),
+    "tumor_total_diameter_cm": ("observations",),
+    "extrahepatic_disease": _DIAGNOSIS_SOURCES,
+    "child_pugh": ("observations",),
+    "transplant_listed": _DIAGNOSIS_SOURCES,
+    "portal_vein_occlusion": _DIAGNOSIS_SOURCES,
+    "liver_share_pct": ("observations",),
+    "not_resection_candidate": ("reason_conditions",),
+    "resection_declined": (),
+    "all_foci_treatable": (),
+    "net_functioning": _DIAGNOSIS_SOURCES,
+    "net_symptoms_after_systemic": (),
 }

@@ -91,6 +91,8 @@ class Pack:
     # the pack's YAML with its includes merged, written out only when asked for (Spark
     # ships it to executors; a local run never needs it, and writing it costs ~50 ms)
     _source: str | Callable[[], str] = field(default="", repr=False)
+    # what later steps compile against this pack once (the shipped payer overlays)
+    compiled: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def source_text(self) -> str:
@@ -118,7 +120,10 @@ class Pack:
         return self.model.severity_order.index(severity)  # type: ignore[arg-type]
 
     def finding_codes(self) -> list[str]:
-        return [r.finding for r in self.rules]
+        """Every finding code the pack may raise: its rules' and its payer overlays'."""
+        payer = self.model.payer_findings
+        extra = [payer.not_met, payer.undocumented, payer.prior_auth_missing] if payer else []
+        return [r.finding for r in self.rules] + [f.finding for f in extra]
 
 
 def default_pack_path() -> Path:
@@ -294,31 +299,37 @@ class _Compiler:
         return vs
 
     def _matcher(self, m: Matcher, pack: Pack, looks: list[str]) -> MatchFn:
-        """One closure per matcher; names were resolved by the schema's validator."""
-        if isinstance(m, CodesMatcher):
-            looks.extend(m.codes.from_)
-            return _codes_matcher(
-                tuple(m.codes.from_), tuple(m.codes.path), pack.valuesets[m.codes.valueset]
-            )
-        if isinstance(m, TextMatcher):
-            sources = tuple(m.text.in_ or TEXT_SOURCES)
-            looks.extend(sources)
-            return _text_matcher(sources, m.text.patterns, pack.engine)
-        if isinstance(m, FhirPathMatcher):
-            looks.extend(m.fhirpath.from_)
-            return _fhirpath_matcher(tuple(m.fhirpath.from_), m.fhirpath.expression, self.fail)
-        if isinstance(m, ValueMatcher):
-            v = m.value
-            looks.extend(v.from_)
-            if v.in_ is not None:
-                return _value_matcher(tuple(v.from_), tuple(v.path), frozenset(v.in_))
-            return _value_matcher(
-                tuple(v.from_), tuple(v.path), frozenset(v.not_in or ()), absent=True
-            )
-        fact = m.fact
-        looks.extend(FACTS.get(fact.name, ()))
-        vs = pack.valuesets[fact.valueset] if fact.valueset is not None else None
-        return _fact_matcher(fact.name, vs, fact.min, fact.max)
+        return compile_matcher(m, pack, looks, self.fail)
+
+
+def compile_matcher(
+    m: Matcher, pack: Pack, looks: list[str], fail: Callable[[str], PackError]
+) -> MatchFn:
+    """One closure per matcher (names were resolved by the schema's validator); `looks`
+    gathers the collections it searches. Payer overlays compile theirs here too, so a
+    criterion speaks the pack's matcher language."""
+    if isinstance(m, CodesMatcher):
+        looks.extend(m.codes.from_)
+        return _codes_matcher(
+            tuple(m.codes.from_), tuple(m.codes.path), pack.valuesets[m.codes.valueset]
+        )
+    if isinstance(m, TextMatcher):
+        sources = tuple(m.text.in_ or TEXT_SOURCES)
+        looks.extend(sources)
+        return _text_matcher(sources, m.text.patterns, pack.engine)
+    if isinstance(m, FhirPathMatcher):
+        looks.extend(m.fhirpath.from_)
+        return _fhirpath_matcher(tuple(m.fhirpath.from_), m.fhirpath.expression, fail)
+    if isinstance(m, ValueMatcher):
+        v = m.value
+        looks.extend(v.from_)
+        if v.in_ is not None:
+            return _value_matcher(tuple(v.from_), tuple(v.path), frozenset(v.in_))
+        return _value_matcher(tuple(v.from_), tuple(v.path), frozenset(v.not_in or ()), absent=True)
+    fact = m.fact
+    looks.extend(FACTS.get(fact.name, ()))
+    vs = pack.valuesets[fact.valueset] if fact.valueset is not None else None
+    return _fact_matcher(fact.name, vs, fact.min, fact.max, fact.below, frozenset(fact.in_ or ()))
 
 
 def _at(ctx: Context, resource: dict[str, Any], label: str, note: str) -> Evidence:
@@ -427,7 +438,16 @@ def _value_matcher(
     return match
 
 
-def _fact_matcher(name: str, vs: ValueSet | None, lo: float | None, hi: float | None) -> MatchFn:
+def _fact_matcher(
+    name: str,
+    vs: ValueSet | None,
+    lo: float | None,
+    hi: float | None,
+    below: float | None = None,
+    among: frozenset[str] = frozenset(),
+) -> MatchFn:
+    bounded = lo is not None or hi is not None or below is not None
+
     def match(ctx: Context) -> list[Evidence]:
         fact = ctx.facts.get(name)
         if fact is None:
@@ -437,12 +457,21 @@ def _fact_matcher(name: str, vs: ValueSet | None, lo: float | None, hi: float | 
             return [e for e in fact.evidence if not counts(e)]
         if vs is not None and not vs.contains(fact.system, str(fact.value)):
             return []
-        if (lo is not None or hi is not None) and not isinstance(fact.value, int | float):
+        if among and str(fact.value) not in among:
+            return []
+        if bounded and (isinstance(fact.value, bool) or not isinstance(fact.value, int | float)):
+            return []
+        if below is not None and fact.value >= below:
             return []
         if lo is not None and fact.value < lo:
             return []
         if hi is not None and fact.value > hi:
             return []
-        return list(fact.evidence)
+        evidence = list(fact.evidence)
+        if not any(counts(e) for e in evidence):
+            # known by what it rules out ("no extrahepatic disease": absent) or by nothing
+            # that is evidence of its own: the value itself is what was found
+            evidence.append(Evidence(ctx.case.key, "fact", None, f"{name}: {fact.value}"))
+        return evidence
 
     return match

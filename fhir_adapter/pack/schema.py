@@ -120,12 +120,16 @@ class ValueMatch(_Strict):
 
 
 class FactMatch(_Strict):
-    """A fact the engine derives (place of service, coverage, tumor count...)."""
+    """A fact the engine derives (place of service, coverage, tumor count...): found when it
+    is known and, if given, in `valueset`, one of `in`, at least `min`, at most `max` and
+    less than `below` (payer policies write "< 3 cm" as well as "<= 5 cm")."""
 
     name: FactName
     valueset: ValueSetName | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
     min: float | None = None
     max: float | None = None
+    below: float | None = None
 
 
 class CodesMatcher(_Strict):
@@ -244,6 +248,9 @@ class ProcedureDef(_Strict):
 class Canonical(_Strict):
     finding_system: str
     identifier_system: str
+    # a payer finding's policy and criterion, as DetectedIssue.code codings
+    payer_policy_system: str | None = None
+    payer_criterion_system: str | None = None
 
 
 class ClassInference(_Strict):
@@ -396,6 +403,94 @@ class DocumentationConflicts(_Strict):
     count_patterns: PatternName | None = None
 
 
+class Histology(_Strict):
+    """One histology a payer policy names: coded by `valueset` (beside a `with_primary` code
+    when given: C78.7 is a colorectal metastasis only beside a colorectal primary), else
+    stated in the text (`patterns`, affirmed)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    valueset: ValueSetName | None = None
+    with_primary: ValueSetName | None = None
+    patterns: PatternName | None = None
+    # tried only when no other histology is coded or stated (C78.7 of an unnamed primary)
+    last_resort: bool = False
+
+
+class StatusFact(_Strict):
+    """A yes/no fact a policy needs: `present` when a code of `valueset` or an affirmed
+    `patterns` mention documents it, `absent` when an affirmed `absent_patterns` mention or
+    a negated `patterns` mention does, unknown otherwise (ConText decides what counts)."""
+
+    valueset: ValueSetName | None = None
+    # where its codes count: any Condition of the case, or only a reason the Procedure states
+    # (Procedure.reason: COPD on the problem list is no reason not to resect)
+    coded_in: Literal["conditions", "reasons"] = "conditions"
+    patterns: PatternName | None = None
+    absent_patterns: PatternName | None = None
+    # a negated `patterns` mention ("no extrahepatic disease") documents absence
+    negated_is_absent: bool = True
+    # what a record that says nothing means: unknown (ask), or absent (an ablation is no
+    # bridge to transplant unless the record says so)
+    unstated: Literal["unknown", "absent"] = "unknown"
+
+
+class ChildPughFact(_Strict):
+    """Child-Pugh class: a score Observation (5-6 A, 7-9 B, 10-15 C, or a coded class), else
+    an affirmed text mention ("Child-Pugh B7")."""
+
+    observations: ValueSetName
+    patterns: PatternName
+
+
+class PayerFacts(_Strict):
+    """Where the facts payer policies decide on are found (fhir_adapter.payers.facts)."""
+
+    source: str
+    in_: TextSources | None = Field(default=None, alias="in")
+    histology: list[Histology] = Field(min_length=1)
+    extrahepatic_disease: StatusFact
+    portal_vein_occlusion: StatusFact
+    transplant_listed: StatusFact
+    not_resection_candidate: StatusFact
+    resection_declined: StatusFact
+    all_foci_treatable: StatusFact
+    net_functioning: StatusFact
+    net_symptoms_after_systemic: StatusFact
+    child_pugh: ChildPughFact
+    liver_share: PatternName
+
+
+class PayerFinding(_Strict):
+    finding: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    severity: Severity
+    actcode: str | None = None
+    # the finding's message; {policy}, {criterion}, {text}, {value} are filled in
+    message: str
+    source: str
+
+
+class PriorAuthorization(_Strict):
+    """What an approved prior authorization looks like (fhir_adapter.payers.prior_auth):
+    a ClaimResponse with `use` preauthorization whose review action is approved, else
+    whose outcome is complete with a preAuthRef."""
+
+    source: str
+    review_action: str  # the PAS extension URL on item.adjudication
+    review_action_code: str  # its code sub-extension
+    approved: list[str] = Field(min_length=1)  # X12 306 codes: certified in total, modified
+    outcomes: list[str] = Field(min_length=1)  # ClaimResponse.outcome values that decide
+    period_extensions: list[str] = []  # item extensions holding the authorized period
+
+
+class PayerFindings(_Strict):
+    """The findings a payer overlay raises (fhir_adapter.payers.evaluate)."""
+
+    not_met: PayerFinding
+    undocumented: PayerFinding
+    prior_auth_missing: PayerFinding
+    prior_authorization: PriorAuthorization
+
+
 class Facts(_Strict):
     tumor_count: CountFact
     tumor_max_size_cm: SizeFact
@@ -408,6 +503,7 @@ class Facts(_Strict):
     services_not_billed: ServicesNotBilled | None = None
     documentation_conflicts: DocumentationConflicts | None = None
     global_period: GlobalPeriodFacts | None = None
+    payer: PayerFacts | None = None
 
 
 class CodingDef(_Strict):
@@ -503,6 +599,7 @@ class PackModel(_Strict):
     default_block_on: Severity = "high"
     rules: list[Rule] = Field(min_length=1)
     modifiers: list[ModifierRule] = []
+    payer_findings: PayerFindings | None = None
 
     def names(self) -> dict[str, set[str]]:
         """What each kind of `Ref` may name: the pack's own entries and the engine's registries."""
@@ -521,7 +618,7 @@ class PackModel(_Strict):
     def _references_resolve(self) -> PackModel:
         names = self.names()
         problems = []
-        for where, kind, value in _references(self, "pack"):
+        for where, kind, value in references(self, "pack"):
             if kind == "systems" and ("://" in value or value.startswith("urn:")):
                 continue  # a full system URL needs no alias
             if value not in names[kind]:
@@ -569,7 +666,7 @@ def _ref_in(annotation: Any) -> Ref | None:
     return None
 
 
-def _references(model: BaseModel, where: str) -> Iterator[tuple[str, str, str]]:
+def references(model: BaseModel, where: str) -> Iterator[tuple[str, str, str]]:
     """(where, kind, name) for every Ref-typed value in a model tree."""
     label = getattr(model, "label", None)
     here = label() if callable(label) else where
@@ -589,4 +686,4 @@ def _references(model: BaseModel, where: str) -> Iterator[tuple[str, str, str]]:
             children = [(f"{noun} {k!r}", v) for k, v in value.items()]
         for child_where, child in children:
             if isinstance(child, BaseModel):
-                yield from _references(child, child_where)
+                yield from references(child, child_where)

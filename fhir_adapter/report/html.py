@@ -47,6 +47,7 @@ COLUMNS = (
     ("patient", "Patient"),
     ("date", "Date of service"),
     ("performer", "Performer"),
+    ("payer", "Payer (policy)"),
     ("pos", "Setting (POS)"),
     ("outcome", "Outcome"),
     ("modifiers", "Modifiers"),
@@ -138,6 +139,11 @@ def _packed(case: dict[str, Any], s: _Strings) -> dict[str, Any]:
         for m in case["modifiers"]
     ]
     packed["criteria"] = [[s(c["rule"]), int(c["passed"]), c["evidence"]] for c in case["criteria"]]
+    packed["payer_criteria"] = [
+        [s(c["id"]), s(c["text"]), s(c["source"]), c["result"], s(c["reasons"]), c["evidence"]]
+        for c in case["payer_criteria"]
+    ]
+    packed["policy_title"] = s(case["policy_title"])
     if case["claim"]:
         claim = packed["claim"] = dict(case["claim"])
         claim["lines"] = [{**ln, "display": s(ln["display"])} for ln in claim["lines"]]
@@ -348,6 +354,7 @@ def _render(
             "code_sets": _code_sets(rows, code_sets),
         },
         severities=order,
+        payers=sorted({c["payer"] for c in cases}),
         columns=COLUMNS,
         page_sizes=PAGE_SIZES,
         page_size=PAGE_SIZE,

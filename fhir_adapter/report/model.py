@@ -247,7 +247,10 @@ def case_view(
     coverage = (claim["coverage"][0] if claim and claim["coverage"] else "") or _first_ref(
         coverage_evidence, ("Coverage/",)
     )
-    payer = row.get("payer") or (claim["insurer"] if claim else "")
+    found = row.get("payer_policy")
+    policy: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    # the payor Organization's name, as the payer overlays matched it, before its reference
+    payer = policy.get("payer") or row.get("payer") or (claim["insurer"] if claim else "")
     if not payer:
         failed = any(f["code"] == "coverage-missing" for f in findings)
         payer = NO_COVERAGE if failed else UNKNOWN_PAYER
@@ -261,6 +264,10 @@ def case_view(
         "date": str(date or ""),
         "performer": str(performer or ""),
         "payer": str(payer),
+        "policy": str(policy.get("id") or ""),
+        "policy_title": str(policy.get("title") or ""),
+        "policy_source": str(policy.get("source") or ""),
+        "policy_verdict": str(policy.get("verdict") or ""),
         "coverage": str(coverage),
         "findings": findings,
         "modifiers": [
@@ -279,6 +286,18 @@ def case_view(
                 "evidence": evidence(c.get("evidence")),
             }
             for c in (row.get("criteria") or [] if criteria else [])
+            if isinstance(c, dict)
+        ],
+        "payer_criteria": [
+            {
+                "id": str(c.get("id") or ""),
+                "text": str(c.get("text") or ""),
+                "source": str(c.get("source") or ""),
+                "result": str(c.get("result") or ""),
+                "reasons": "; ".join(str(r) for r in c.get("reasons") or []),
+                "evidence": evidence(c.get("evidence")),
+            }
+            for c in (row.get("payer_criteria") or [] if criteria else [])
             if isinstance(c, dict)
         ],
         "claim": claim,

@@ -8,12 +8,26 @@ from fhir_adapter.case import Case
 from fhir_adapter.findings import Criterion, Evaluation, Evidence, Finding
 from fhir_adapter.pack.context import Context, found
 from fhir_adapter.pack.load import CompiledRule, Pack
-from fhir_adapter.rules.facts import derive_facts
+from fhir_adapter.payers import Payers, load_payers
+from fhir_adapter.payers.evaluate import evaluate_payer
+from fhir_adapter.payers.match import choose
+from fhir_adapter.rules.facts import derive_facts, names_payer_facts
 from fhir_adapter.text.index import counts, text_index
 
 
-def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evaluation:
-    """Evaluate `case`; findings at or above `block_on` (default: the pack's) block the Claim."""
+def shipped_payers(pack: Pack) -> Payers:
+    """The overlays in mappings/payers/, compiled once per pack."""
+    found = pack.compiled.get("payers")
+    if not isinstance(found, Payers):
+        found = pack.compiled["payers"] = load_payers(pack)
+    return found
+
+
+def evaluate_case(
+    pack: Pack, case: Case, block_on: str | None = None, payers: Payers | None = None
+) -> Evaluation:
+    """Evaluate `case`; findings at or above `block_on` (default: the pack's) block the Claim.
+    The case's payer is judged by its overlay among `payers` (default: the shipped ones)."""
     threshold = pack.severity_rank(block_on or pack.model.default_block_on)
     # what an earlier evaluation of this case worked out (another pack, or the case since
     # changed) is not this one's: the memo starts empty, and the Claim builder reuses it
@@ -21,7 +35,8 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
     _drop_conditions(pack, case)
     text = text_index(case, pack.engine)
     ctx = Context(case, text)
-    derive_facts(pack, ctx)
+    choice = choose(payers if payers is not None else shipped_payers(pack), case)
+    derive_facts(pack, ctx, payer=choice.overlay is not None or names_payer_facts(pack))
     result = Evaluation(
         procedure=case.label,
         patient=case.patient_ref,
@@ -63,6 +78,7 @@ def evaluate_case(pack: Pack, case: Case, block_on: str | None = None) -> Evalua
         else:
             result.criteria.append(Criterion(rule.finding, True, tuple(evidence)))
 
+    evaluate_payer(pack, choice, ctx, result)
     result.blocked = any(pack.severity_rank(f.severity) >= threshold for f in result.findings)
     return result
 

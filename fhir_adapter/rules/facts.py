@@ -19,22 +19,40 @@ from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
 from fhir_adapter.pack.facts import FACTS
 from fhir_adapter.pack.load import Pack
-from fhir_adapter.pack.schema import CountFact
+from fhir_adapter.pack.schema import CountFact, references
+from fhir_adapter.payers.facts import PAYER
 from fhir_adapter.text.engine import ContextEngine, Mention
 from fhir_adapter.text.index import TextIndex, TextUnit, mention_evidence
 
 CLINICAL = Derivers()
 
-# clinical first: a billing deriver (the modifiers' matchers) may read any fact before it
-_ALL = (CLINICAL, BILLING, REVIEW)
+# clinical first: a billing deriver (the modifiers' matchers) may read any fact before it;
+# the payer facts last (every tumor's size reads the count)
+_ALL = (CLINICAL, BILLING, REVIEW, PAYER)
 
 
-def derive_facts(pack: Pack, ctx: Context) -> dict[str, Fact]:
+def derive_facts(pack: Pack, ctx: Context, *, payer: bool = True) -> dict[str, Fact]:
     """Every fact for the case, each deriver run once, in registration order
-    (a deriver may read the facts registered before it in `ctx.facts`)."""
+    (a deriver may read the facts registered before it in `ctx.facts`). The payer facts
+    only with `payer`: when a payer overlay judges the case or a pack rule names one
+    (reading their text costs about a third of a case's time)."""
     for derivers in _ALL:
-        derivers.derive(pack, ctx)
+        if payer or derivers is not PAYER:
+            derivers.derive(pack, ctx)
     return ctx.facts
+
+
+def names_payer_facts(pack: Pack) -> bool:
+    """Whether a rule or modifier of the pack names a payer fact (then it is always derived)."""
+    found = pack.compiled.get("names_payer_facts")
+    if not isinstance(found, bool):
+        payer = set(PAYER.names())
+        found = pack.compiled["names_payer_facts"] = any(
+            kind == "facts" and name in payer
+            for part in (*pack.model.rules, *pack.model.modifiers)
+            for _, kind, name in references(part, "pack")
+        )
+    return found
 
 
 @CLINICAL.provides("tumor_count", "tumor_max_size_cm")

@@ -273,7 +273,15 @@ class ScanJob:
 
 # Resource types whose references pass 3 follows (report results, locations, payors...).
 FOLLOWED = frozenset(
-    {"Encounter", "DiagnosticReport", "PractitionerRole", "Coverage", "Condition", "Procedure"}
+    {
+        "Encounter",
+        "DiagnosticReport",
+        "PractitionerRole",
+        "Coverage",
+        "Condition",
+        "Procedure",
+        "ClaimResponse",
+    }
 )
 
 
@@ -389,7 +397,8 @@ def screen_ids(
 ) -> tuple[frozenset[bytes], frozenset[bytes]]:
     """(reference ids, own ids) worth parsing a line for, given its file's resource type.
 
-    A patient reference only matters for Coverage and Procedures (the patient's other
+    A patient reference only matters for Coverage, ClaimResponse (prior authorizations)
+    and Procedures (the patient's other
     Procedures: units per date of service, global periods), a performer reference only
     for PractitionerRole.
     """
@@ -398,9 +407,11 @@ def screen_ids(
         ref_ids = with_patients | with_performers
         own_ids: frozenset[bytes] = frozenset().union(*needed_by_type.values())
     else:
-        ref_ids = {"Coverage": with_patients, "Procedure": with_patients}.get(
-            rtype, with_performers if rtype == "PractitionerRole" else anchor_ids
-        )
+        ref_ids = {
+            "Coverage": with_patients,
+            "Procedure": with_patients,
+            "ClaimResponse": with_patients,
+        }.get(rtype, with_performers if rtype == "PractitionerRole" else anchor_ids)
         own_ids = needed_by_type.get(rtype, frozenset())
     return ref_ids, own_ids
 
@@ -434,7 +445,7 @@ def plan_hits(plan: Plan, resource: dict[str, Any], refs: frozenset[str]) -> set
     hits |= refs & plan.anchors
     if rtype == "PractitionerRole":
         hits |= refs & plan.performers
-    if rtype in ("Coverage", "Procedure"):
+    if rtype in ("Coverage", "Procedure", "ClaimResponse"):
         hits |= refs & plan.patients
     return hits
 

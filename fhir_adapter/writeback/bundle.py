@@ -88,6 +88,8 @@ class CaseOutput:
             "criteria": [c.to_json() for c in e.criteria],
             "unresolved_references": list(e.unresolved),
             "code_sets": dict(e.code_sets),
+            "payer_policy": e.payer_policy,
+            "payer_criteria": list(e.payer_criteria),
             "resources": list(self.resources),
         }
         if self.reads is not None:
@@ -124,7 +126,12 @@ def build_output(
         out.full_urls.append(claim_url)
     for finding in evaluation.findings:
         value = f"issue-{token}-{finding.code}"
-        out.resources.append(_detected_issue(pack, case, finding, system, value, now, claim_url))
+        if finding.criterion is not None:  # one issue per criterion of a payer's policy
+            value += f"-{finding.policy}-{finding.criterion}"
+        url = (evaluation.payer_policy or {}).get("url")
+        out.resources.append(
+            _detected_issue(pack, case, finding, system, value, now, claim_url, url)
+        )
         out.full_urls.append(full_url(value))
     for resource in out.resources:
         resource["identifier"].append(case_identifier(system, token))
@@ -140,6 +147,7 @@ def _detected_issue(
     value: str,
     now: str,
     claim_url: str | None,
+    policy_url: str | None = None,
 ) -> dict[str, Any]:
     codings = [
         {
@@ -150,6 +158,12 @@ def _detected_issue(
     ]
     if finding.actcode:
         codings.append({"system": pack.system("actcode"), "code": finding.actcode})
+    canonical = pack.model.canonical
+    if finding.policy and canonical.payer_policy_system:
+        codings.append({"system": canonical.payer_policy_system, "code": finding.policy})
+    if finding.policy and finding.criterion and canonical.payer_criterion_system:
+        code = f"{finding.policy}#{finding.criterion}"
+        codings.append({"system": canonical.payer_criterion_system, "code": code})
     implicated = [case.reference_json(case.key) or {"reference": case.key}]
     if claim_url:
         implicated.append({"reference": claim_url})
@@ -178,4 +192,6 @@ def _detected_issue(
         issue["patient"] = case.reference_json(case.patient_ref)
     if refs:
         issue["evidence"] = [{"detail": [{"reference": r} for r in refs]}]
+    if finding.policy and policy_url:
+        issue["reference"] = policy_url  # the authority for the issue: the payer's policy
     return issue

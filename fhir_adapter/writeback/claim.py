@@ -148,6 +148,10 @@ def build_claim(
     claim["insurance"] = [
         {"sequence": 1, "focal": True, "coverage": case.reference_json(case.ref(case.coverage[0]))}
     ]
+    # the approved prior authorization the payer overlay found (payers.prior_auth)
+    authorization = (evaluation.payer_policy or {}).get("authorization")
+    if authorization:
+        claim["insurance"][0]["preAuthRef"] = [authorization]
     claim["item"] = items
     if charges is not None and all("net" in item for item in items):
         total = sum(item["net"]["value"] for item in items)

@@ -42,7 +42,7 @@
   // noted piece of evidence. Built on the first search, so that opening the page stays fast.
   function searchText(c) {
     if (c._text === undefined) {
-      var parts = [c.procedure, c.patient, c.encounter, c.performer, c.payer, c.date, c.pos, c.outcome, c._mods];
+      var parts = [c.procedure, c.patient, c.encounter, c.performer, c.payer, c.policy, c.date, c.pos, c.outcome, c._mods];
       var add = function (rows) { rows.forEach(function (r) { if (r[2] >= 0) { parts.push(S[r[2]]); } if (r[3] >= 0) { parts.push(S[r[3]]); } }); };
       c.findings.forEach(function (f) { parts.push(f.code, f.message); add(f.ev); });
       c.modifiers.forEach(function (m) { parts.push(m.code, m.reason); add(m.ev); });
@@ -53,7 +53,7 @@
   }
 
   var $ = function (id) { return document.getElementById(id); };
-  var state = { q: "", outcome: "", code: "", severity: "", sort: "", dir: 1, page: 0, size: Number($("f-size").value) };
+  var state = { q: "", outcome: "", code: "", severity: "", payer: "", sort: "", dir: 1, page: 0, size: Number($("f-size").value) };
   var view = cases;
 
   function el(tag, text, cls) {
@@ -74,6 +74,7 @@
     patient: function (c) { return c.patient; },
     date: function (c) { return c.date; },
     performer: function (c) { return c.performer; },
+    payer: function (c) { return c.payer + "\n" + c.policy; },
     pos: function (c) { return c.pos; },
     outcome: function (c) { return c.outcome; },
     modifiers: function (c) { return c._mods; },
@@ -84,6 +85,7 @@
     var q = state.q.trim().toLowerCase();
     view = cases.filter(function (c) {
       if (state.outcome && c.outcome !== state.outcome) { return false; }
+      if (state.payer && c.payer !== state.payer) { return false; }
       if (state.code === "-" && c.findings.length) { return false; }
       if (state.code && state.code !== "-" && c._codes.indexOf(state.code) < 0) { return false; }
       if (state.severity && !c.findings.some(function (f) { return f.severity === state.severity; })) { return false; }
@@ -112,9 +114,13 @@
     a.href = "#case-" + c.i;
     th.appendChild(a);
     tr.appendChild(th);
-    [[c.patient], [c.date, "date"], [c.performer], [c.pos]].forEach(function (v) {
+    [[c.patient], [c.date, "date"], [c.performer]].forEach(function (v) {
       tr.appendChild(el("td", v[0] || "—", v[1]));
     });
+    var payer = el("td", c.payer || "—");
+    if (c.policy) { payer.appendChild(el("span", c.policy, "policy")); }
+    tr.appendChild(payer);
+    tr.appendChild(el("td", c.pos || "—"));
     var out = el("td");
     out.appendChild(outcomeBadge(c.outcome));
     tr.appendChild(out);
@@ -167,12 +173,12 @@
     clearTimeout(typing);
     typing = setTimeout(function () { state.q = $("f-q").value; update(); }, 120);
   });
-  ["outcome", "code", "severity"].forEach(function (name) {
+  ["outcome", "code", "severity", "payer"].forEach(function (name) {
     $("f-" + name).addEventListener("change", function () { state[name] = this.value; update(); });
   });
   $("f-size").addEventListener("change", function () { state.size = Number(this.value); state.page = 0; renderList(); });
   $("f-reset").addEventListener("click", function () {
-    ["q", "outcome", "code", "severity"].forEach(function (name) { state[name] = ""; $("f-" + name).value = ""; });
+    ["q", "outcome", "code", "severity", "payer"].forEach(function (name) { state[name] = ""; $("f-" + name).value = ""; });
     update();
   });
   document.querySelectorAll("#cases thead button.sort").forEach(function (button) {
@@ -319,7 +325,8 @@
       ["Outcome", c.outcome === "claim" ? "claim — ready to bill" : "issues — blocked"],
       ["Patient", c.patient], ["Encounter", c.encounter], ["Date of service", c.date],
       ["Performer", c.performer], ["Place of service", c.pos],
-      ["Payer", c.payer], ["Coverage", c.coverage],
+      ["Payer", c.payer], ["Payer policy", S[c.policy_title] + (c.policy_source ? " " + c.policy_source : "") + (c.policy_verdict ? " — " + c.policy_verdict : "")],
+      ["Coverage", c.coverage],
       ["Unresolved references", c.unresolved.join(", ")]
     ]);
     parts.push(head);
@@ -341,6 +348,16 @@
         return [el("code", S[k[0]]), el("span", passed ? "✓ pass" : "✗ fail", "outcome " + (passed ? "verdict-pass" : "verdict-fail")), evidenceList(evidence(k[2]))];
       })));
     parts.push(cs);
+
+    if (c.payer_criteria.length) {
+      parts.push(listSection("Payer policy criteria", "case-payer-criteria", c.payer_criteria,
+        "Each criterion of " + S[c.policy_title] + ", its result and evidence",
+        ["Criterion", "Result", "Policy says", "Why", "Evidence"],
+        function (k) {
+          return [el("code", S[k[0]]), el("span", k[3], "outcome verdict-" + (k[3] === "met" ? "pass" : k[3] === "not-met" ? "fail" : "open")),
+            S[k[1]] + " " + S[k[2]], S[k[4]], evidenceList(evidence(k[5]))];
+        }, "No criteria."));
+    }
 
     var cl = section("Claim", "case-claim");
     if (c.claim) {

@@ -19,7 +19,6 @@ import requests
 from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.conformance import check, check_element
-from fhir_adapter.pack import load_pack
 from fhir_adapter.pas.dtr import answer
 from fhir_adapter.pas.record import PreauthRecords
 
@@ -279,9 +278,9 @@ def test_the_authorization_number_goes_on_the_claim_evaluate_writes(
     _, ehr, root = loop
     stored = [r for r in _claim_responses(ehr, "pa-pended") if _action(r) == "A1"]
     assert stored, "run with test_the_whole_loop first (it makes the decision)"
-    claim = _evaluated_claim("pa-pended", stored[0], root, capsys)
-    if "prior-auth-missing" not in load_pack().finding_codes():
-        pytest.skip("this pack has no prior-auth-missing finding (payer criteria not merged yet)")
+    with FhirClient(ehr.base) as client:  # the request the answer refers to, as recorded
+        request = client.read(*stored[0]["request"]["reference"].split("/"))
+    claim = _evaluated_claim("pa-pended", [stored[0], request], root, capsys)
     assert claim["insurance"][0]["preAuthRef"] == [stored[0]["preAuthRef"]]
 
 
@@ -304,13 +303,15 @@ def _done(name: str, based_on: bool) -> dict[str, Any]:
 
 
 def _evaluated_claim(
-    name: str, stored: dict[str, Any], root: Path, capsys: pytest.CaptureFixture[str]
+    name: str, stored: list[dict[str, Any]], root: Path, capsys: pytest.CaptureFixture[str]
 ) -> dict[str, Any]:
-    """The Claim `evaluate` writes once the ordered procedure is recorded as done."""
+    """The Claim `evaluate` writes once the ordered procedure is recorded as done, with the
+    `stored` resources of the EHR beside it."""
     bundle = json.loads((FIXTURES / f"{name}.json").read_text())
     done = _done(name, based_on=True)
-    response = {k: v for k, v in stored.items() if k != "meta"}
-    bundle["entry"] += [{"resource": done}, {"resource": response}]
+    bundle["entry"] += [{"resource": done}] + [
+        {"resource": {k: v for k, v in r.items() if k != "meta"}} for r in stored
+    ]
     for entry in bundle["entry"]:
         entry.pop("fullUrl", None)
     path = root / f"{name}-done.json"

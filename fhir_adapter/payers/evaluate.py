@@ -35,6 +35,7 @@ def evaluate_payer(pack: Pack, choice: Choice, ctx: Context, result: Evaluation)
             "source": None,
             "payer": choice.payer_name,
             "matched_by": choice.matched_by,
+            "authorization": prior_auth(pack, None, ctx.case).number,
         }
         return
     rows = [_modality(pack, overlay)] + [

@@ -24,10 +24,11 @@ class Authorization:
     evidence: tuple[Evidence, ...]
 
 
-def prior_auth(pack: Pack, overlay: CompiledOverlay, case: Case) -> Authorization:
-    """The first approved authorization in the record (its number goes on the Claim); when
-    the policy requires one and none is approved, `missing`, with what was looked at."""
-    required = overlay.model.prior_authorization == "required"
+def prior_auth(pack: Pack, overlay: CompiledOverlay | None, case: Case) -> Authorization:
+    """The first approved authorization in the record (its number goes on the Claim, whether
+    or not a policy asks for one); when the policy requires one and none is approved,
+    `missing`, with what was looked at."""
+    required = overlay is not None and overlay.model.prior_authorization == "required"
     cfg = pack.model.payer_findings.prior_authorization if pack.model.payer_findings else None
     looked: list[Evidence] = []
     if cfg is not None:

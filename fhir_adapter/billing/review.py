@@ -272,11 +272,18 @@ def _coded_sites(pack: Pack, case: Case, crosswalk: str) -> set[str]:
     }
 
 
-def _stated_per_note(
-    pack: Pack, ctx: Context, sources: tuple[str, ...], find: Callable[[str], Iterable[str]]
-) -> Iterable[dict[str, Evidence]]:
-    """Per note, each value `find` reads in the note's affirmed location sentences, with the
-    first sentence stating it."""
+def _site_conflict(
+    pack: Pack,
+    ctx: Context,
+    sources: tuple[str, ...],
+    find: Callable[[str], Iterable[str]],
+    coded: set[str],
+    query: str,
+    what: str,
+) -> list[Evidence]:
+    """The Procedure's site and the note's, for the first note whose sites (each value
+    `find` reads in its affirmed location sentences) are all other than the coded ones: a
+    note naming the coded site and another lesion's does not disagree."""
     cfg = pack.model.facts.documentation_conflicts
     assert cfg is not None
     index = text_index(ctx.case, pack.engine)
@@ -285,27 +292,21 @@ def _stated_per_note(
         stated = by_unit.setdefault((e.reference, e.path), {})
         for value in find(e.snippet or ""):  # the sentence: every value in it
             stated.setdefault(value, e)
-    return by_unit.values()
-
-
-def _disagreement(
-    ctx: Context, coded: set[str], stated: dict[str, Evidence], query: str, what: str
-) -> list[Evidence]:
-    """The Procedure's value and the note's, when a note's values are all other than the
-    coded ones (a note naming the coded value and another lesion's does not disagree)."""
-    if not stated or set(stated) & coded:
-        return []
-    first = min(stated)
-    return [
-        Evidence(ctx.case.key, "Procedure.bodySite", None, query.format(note=first)),
-        dataclasses.replace(stated[first], note=f"the note's {what}"),
-    ]
+    for stated in by_unit.values():
+        if stated and not set(stated) & coded:
+            first = min(stated)
+            return [
+                Evidence(ctx.case.key, "Procedure.bodySite", None, query.format(note=first)),
+                dataclasses.replace(stated[first], note=f"the note's {what}"),
+            ]
+    return []
 
 
 def _segment_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[Evidence]:
     cfg = pack.model.facts.documentation_conflicts
     assert cfg is not None
-    coded = {f"{int(n):02d}" for n in _coded_sites(pack, ctx.case, cfg.segments)}
+    # Roman numerals I-VIII sort as their numbers do
+    coded = {_roman(int(n)) for n in _coded_sites(pack, ctx.case, cfg.segments)}
     if not coded:
         return []
 
@@ -313,23 +314,19 @@ def _segment_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> lis
         for m in _SEGMENT.finditer(sentence):
             for one in _ONE.finditer(m.group(1)):
                 raw = one.group(0).lower()
-                yield f"{int(raw) if raw.isdigit() else _ROMAN[raw]:02d}"
+                yield _roman(int(raw)) if raw.isdigit() else raw.upper()
 
-    structured = ", ".join(_roman(int(n)) for n in sorted(coded))
-    for stated in _stated_per_note(pack, ctx, sources, segments):
-        roman = {_roman(int(n)): e for n, e in stated.items()}
-        found = _disagreement(
-            ctx,
-            {_roman(int(n)) for n in coded},
-            roman,
-            f"The Procedure records segment {structured}; the note states segment {{note}}. "
-            "Query to the performing physician: please document the segment(s) treated in "
-            "this session.",
-            "segment",
-        )
-        if found:
-            return found
-    return []
+    return _site_conflict(
+        pack,
+        ctx,
+        sources,
+        segments,
+        coded,
+        f"The Procedure records segment {', '.join(sorted(coded))}; the note states segment "
+        "{note}. Query to the performing physician: please document the segment(s) treated "
+        "in this session.",
+        "segment",
+    )
 
 
 def _lobe_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[Evidence]:
@@ -349,20 +346,17 @@ def _lobe_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[E
     def lobes(sentence: str) -> Iterable[str]:
         return {lobe for lobe, rx in words if rx.search(sentence)}
 
-    structured = " and ".join(sorted(coded))
-    for stated in _stated_per_note(pack, ctx, sources, lobes):
-        found = _disagreement(
-            ctx,
-            coded,
-            stated,
-            f"The Procedure's body site lies in the {structured} lobe; the note states the "
-            "{note} lobe. Query to the performing physician: please document the location "
-            "of the tumor(s) treated in this session.",
-            "lobe",
-        )
-        if found:
-            return found
-    return []
+    return _site_conflict(
+        pack,
+        ctx,
+        sources,
+        lobes,
+        coded,
+        f"The Procedure's body site lies in the {' and '.join(sorted(coded))} lobe; the note "
+        "states the {note} lobe. Query to the performing physician: please document the "
+        "location of the tumor(s) treated in this session.",
+        "lobe",
+    )
 
 
 def _count_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[Evidence]:

@@ -475,3 +475,55 @@ def test_a_listed_comorbidity_is_no_inoperability_a_stated_reason_is(pack: Pack)
     procedure = by_id(resources, "v45-payer-declined-bcbsa-rfa")
     procedure["reasonReference"].append({"reference": "Condition/v45-copd"})
     assert inoperable() == "met"
+
+
+def test_the_cds_service_judges_by_the_overlays_of_serve_payers(tmp_path: Path) -> None:
+    """`serve --payers DIR`: an order-sign call for a patient of the added payer, which
+    requires prior authorization, is answered auth-needed; without the directory the
+    payer matches no overlay and authorization stays conditional."""
+    from fhir_adapter.testing.hooks import draft_order, order_context
+
+    from .test_hooks_harness import EHR_ISS, Ehr, SigningKey, hook_body, inline_service
+
+    overlays = tmp_path / "payers"
+    overlays.mkdir()
+    (overlays / "example-health.yaml").write_text(PA_OVERLAY)
+    resources = _example_health_case()
+    proc = by_id(resources, "ex1-hcc-ct-rfa")
+    patient, encounter = by_id(resources, "ex1-hcc-ct-pt"), by_id(resources, "ex1-hcc-ct-enc")
+
+    def searchset(*found: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": r} for r in found],
+        }
+
+    prefetch = {
+        "patient": patient,
+        "coverage": searchset(
+            by_id(resources, "ex1-hcc-ct-cov"), by_id(resources, "ex1-hcc-ct-payer")
+        ),
+        "conditions": searchset(*[r for r in resources if r["resourceType"] == "Condition"]),
+        "encounter": searchset(encounter),
+    }
+    body = hook_body("order-sign", order_context(proc, [draft_order(proc)]), prefetch=prefetch)
+    key = SigningKey("ES384")
+    answers = {}
+    for name, config in (("with", {"payer_dirs": (overlays,)}), ("without", {})):
+        service = inline_service(tmp_path / f"{name}.sqlite3", (EHR_ISS, key), **config)
+        try:
+            resp = Ehr(service, key).hook("cpt-47382-order-sign", body)
+        finally:
+            service.stop()
+        assert resp.status_code == 200, resp.text
+        [action] = [
+            a
+            for card in resp.json()["cards"]
+            for s in card.get("suggestions") or []
+            for a in s["actions"]
+        ] or resp.json()["systemActions"]
+        [ext] = [e for e in action["resource"]["extension"] if "coverage-information" in e["url"]]
+        answers[name] = {p["url"]: p.get("valueCode") for p in ext["extension"]}
+    assert answers["with"]["pa-needed"] == "auth-needed"
+    assert answers["without"]["pa-needed"] == "conditional"

@@ -42,6 +42,14 @@ def register(sub: Any) -> None:
     )
     env_option(serve, "--feedback-db", "FEEDBACK_DB", DEFAULT_DB, metavar="PATH")
     env_option(serve, "--rules", "RULES", metavar="YAML", help="rule pack (default: bundled)")
+    env_option(
+        serve,
+        "--payers",
+        "PAYERS",
+        metavar="DIR",
+        action="append",
+        help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
+    )
     env_option(serve, "--block-on", "BLOCK_ON", choices=SEVERITIES)
     env_option(
         serve,
@@ -230,6 +238,7 @@ def serve_command(args: argparse.Namespace) -> int:
         time_budget=args.time_budget,
         payer_db=args.payer_db if args.payer else None,
         preauth_db=args.preauth_db,
+        payer_dirs=tuple(args.payers or ()),
     )
     _listen(args.host, args.port).close()  # before announcing: the port may be taken
     app = create_app(config)

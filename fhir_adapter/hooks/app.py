@@ -57,6 +57,7 @@ from fhir_adapter.hooks.services import (
     discovery_document,
 )
 from fhir_adapter.pack import Pack, load_pack
+from fhir_adapter.payers import load_payers
 
 log = logging.getLogger("fhir_adapter.hooks")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -115,6 +116,8 @@ class HookConfig:
     payer_db: str | Path | None = None
     # the provider's record of its prior-authorization requests (notifications received)
     preauth_db: str | Path | None = None
+    # directories of payer overlays added to the shipped ones (`serve --payers`)
+    payer_dirs: tuple[str | Path, ...] = ()
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -150,6 +153,8 @@ class HookService:
     def __init__(self, config: HookConfig) -> None:
         self.config = config
         self.pack = config.pack or load_pack(config.rules)
+        # checked before the service answers anything: a bad overlay is one line at start
+        self.payers = load_payers(self.pack, config.payer_dirs) if config.payer_dirs else None
         fetcher = JwksFetcher(verify=config.jwks_ca_bundle or True)
         self.feedback = FeedbackStore(config.feedback_db)
         self.verifier = JwtVerifier(
@@ -299,6 +304,7 @@ class HookService:
             config.fhir_timeout,
             config.fhir_deadline,
             config.fhir_max_bytes,
+            payers=self.payers,
         )
         try:
             with time_budget(budget):

@@ -34,6 +34,7 @@ from fhir_adapter.sources.store import ResourceStore
 if TYPE_CHECKING:
     from fhir_adapter.case import Case
     from fhir_adapter.client.rest import FhirClient
+    from fhir_adapter.payers import Payers
 
 
 @dataclass
@@ -239,6 +240,8 @@ class HookData:
     _client: FhirClient | None = None
     fetched_keys: list[str] = field(default_factory=list)
     reads: int = 0
+    # the payer overlays cases are judged by (default: the shipped ones)
+    payers: Payers | None = None
     given: dict[str, list[Entry]] = field(init=False)
 
     def __post_init__(self) -> None:

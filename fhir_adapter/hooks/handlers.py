@@ -53,7 +53,7 @@ def _evaluate(
         case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
     if not setting_from_encounter:
         _setting_from_order_only(store, case)
-    evaluation = evaluate_case(pack, case, block_on)
+    evaluation = evaluate_case(pack, case, block_on, data.payers)
     return case, build_output(pack, case, evaluation, now_iso())
 
 
@@ -115,7 +115,7 @@ def _discharge_from_server(
                 check_deadline()
                 gathered = source.gather(procedure, included)
                 data.reads += gathered.reads
-                evaluation = evaluate_case(pack, gathered.case, block_on)
+                evaluation = evaluate_case(pack, gathered.case, block_on, data.payers)
                 outputs.append(build_output(pack, gathered.case, evaluation, now_iso()))
     except ServerError as exc:
         raise PreconditionFailed(f"reading the encounter's procedures: {exc}") from None

@@ -200,7 +200,7 @@ def load_overlay(pack: Pack, path: Path) -> CompiledOverlay:
 
 def overlay_from_text(pack: Pack, text: str, origin: str) -> CompiledOverlay:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise PackError(yaml_error_line(origin, exc)) from None
     problem = shape_problem(text)
@@ -229,9 +229,10 @@ def _compile(pack: Pack, model: Overlay, origin: str, text: str) -> CompiledOver
     names["patterns"] = set(pack.engine.cfg.targets) | set(pack.engine.cfg.patterns)
     criteria = []
     for i, crit in enumerate(model.criteria):
-        at = located(origin, text, ["criteria", i])
+        # located only for an error: it parses the text again, in pure Python
 
-        def fail(message: str, at: str = at, cid: str = crit.id) -> PackError:
+        def fail(message: str, i: int = i, cid: str = crit.id) -> PackError:
+            at = located(origin, text, ["criteria", i])
             return PackError(f"{at}: invalid payer overlay: criterion {cid!r}: {message}")
 
         for cond in [*crit.when, *crit.met]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fhir_adapter.deadline import check_deadline
+from fhir_adapter.text.document import Outline
 from fhir_adapter.text.prefilter import opens_with_boundary, required_literals
 from fhir_adapter.text.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
@@ -149,6 +150,10 @@ class Document:
     elements: frozenset[str] | None = None
     keywords: frozenset[str] | None = None
     found: dict[str, list[Mention]] = field(default_factory=dict)
+    # the scope reader's outline of the text and its rulings per element (text.index):
+    # made once per text, so a short text shared by many cases is ruled once
+    outline: Outline | None = None
+    scoped: dict[str, list[Mention]] = field(default_factory=dict)
     # cues looked at: in classification, and against each pattern cue while finding them
     # (a deterministic measure of the work, which tests hold to linear growth)
     work: int = 0

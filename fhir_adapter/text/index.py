@@ -26,7 +26,6 @@ from typing import Any
 from fhir_adapter.case import Case
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.findings import Evidence
-from fhir_adapter.text.document import Outline
 from fhir_adapter.text.engine import ContextEngine, Document, Mention
 from fhir_adapter.text.scope import Scope
 
@@ -60,7 +59,6 @@ class TextUnit:
     text: str  # at most the pack's text.max_chars characters
     doc: Document | None = None
     length: int = 0  # the characters the narrative had (more than len(text) when it was cut)
-    outline: Outline | None = None
 
 
 class TextIndex:
@@ -130,13 +128,19 @@ def scope_of(engine: ContextEngine) -> Scope:
 def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -> list[Mention]:
     """An element's mentions in a unit, classified sentence by sentence, then scoped by the
     whole text (its sections, copied blocks, other organs, scope cues)."""
+    ruled = doc.scoped.get(element)
+    if ruled is not None:
+        return ruled
     found = engine.mentions(doc, element)
     if not any(m.affirmed or (m.cue or "").endswith(":") for m in found):
-        return found  # nothing a scope rule could change
-    scope = scope_of(engine)
-    if unit.outline is None:
-        unit.outline = scope.outline(unit.text)
-    return scope.rule(doc, unit.outline, element, found)
+        ruled = found  # nothing a scope rule could change
+    else:
+        scope = scope_of(engine)
+        if doc.outline is None:
+            doc.outline = scope.outline(doc.text)
+        ruled = scope.rule(doc, doc.outline, element, found)
+    doc.scoped[element] = ruled
+    return ruled
 
 
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:
@@ -157,11 +161,14 @@ def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
 
 def _where(unit: TextUnit, m: Mention) -> str | None:
     """The section a mention stands in, as the note heads it (else the engine's name)."""
-    sentences = unit.doc.sentences if unit.doc is not None else None
-    if unit.outline is None or not sentences or m.sentence_index >= len(sentences):
+    doc = unit.doc
+    if doc is None or doc.outline is None:
+        return m.section
+    sentences = doc.sentences
+    if not sentences or m.sentence_index >= len(sentences):
         return m.section
     at = sentences[m.sentence_index].start + m.start
-    return unit.outline.where(at) or m.section
+    return doc.outline.where(at) or m.section
 
 
 def find_evidence(

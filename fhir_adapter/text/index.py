@@ -68,6 +68,8 @@ class TextIndex:
         self._case = case
         self.max_chars = max_chars
         self._units: dict[str, list[TextUnit]] = {}
+        # per source, each unit with its document and the elements it may mention
+        self._read: dict[str, list[tuple[TextUnit, Document, frozenset[str]]]] = {}
         self._mentions: dict[tuple[str, str], list[tuple[TextUnit, Mention]]] = {}
         self._combined: dict[tuple[str, tuple[str, ...]], list[tuple[TextUnit, Mention]]] = {}
         self.evidence: dict[tuple[str, tuple[str, ...], int], list[Evidence]] = {}
@@ -94,17 +96,29 @@ class TextIndex:
             found = self._mentions.get((element, source))
             if found is None:
                 found = []
-                for unit in self.units(source):
-                    doc = unit.doc
-                    if doc is None:
-                        doc = unit.doc = engine.document(unit.text)
-                    if element in engine.candidates(doc):
-                        ruled = scoped(engine, unit, doc, element)
-                        found.extend((unit, m) for m in ruled)
+                for unit, doc, elements in self._prepared(engine, source):
+                    if element in elements:
+                        found.extend((unit, m) for m in scoped(engine, unit, doc, element))
                 self._mentions[(element, source)] = found
             combined.extend(found)
         self._combined[(element, sources)] = combined
         return combined
+
+    def _prepared(
+        self, engine: ContextEngine, source: str
+    ) -> list[tuple[TextUnit, Document, frozenset[str]]]:
+        """A source's units, each with its document and candidate elements (made once: every
+        element asked about walks this list)."""
+        read = self._read.get(source)
+        if read is None:
+            read = []
+            for unit in self.units(source):
+                doc = unit.doc
+                if doc is None:
+                    doc = unit.doc = engine.document(unit.text)
+                read.append((unit, doc, engine.candidates(doc)))
+            self._read[source] = read
+        return read
 
     def affirmed(
         self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES

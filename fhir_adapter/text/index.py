@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import html
 import re
 import weakref
@@ -235,8 +236,10 @@ def counts(evidence: Evidence) -> bool:
     return evidence.status is None or evidence.status == "affirmed"
 
 
+@functools.lru_cache(maxsize=4096)
 def snippet(sentence: str, start: int, end: int) -> tuple[str, tuple[int, int]]:
-    """The sentence with whitespace collapsed, cut to a window around [start, end); new span."""
+    """The sentence with whitespace collapsed, cut to a window around [start, end); new span.
+    (Remembered: a text shared by many cases is quoted in each case's evidence.)"""
     pre = _SPACE.sub(" ", sentence[:start])
     mid = _SPACE.sub(" ", sentence[start:end])
     text = pre + mid + _SPACE.sub(" ", sentence[end:])

@@ -276,6 +276,8 @@ def _taken_back(
 ) -> tuple[str, str] | None:
     """Ruled out when a later sentence takes back the words it stands in (or it is that
     sentence, quoting what was wrong)."""
+    if not retracted:  # most notes take nothing back
+        return None
     sentence = _SPACES.sub(" ", m.sentence.lower())
     mention = _SPACES.sub(" ", m.words.lower())
     for start, end, words in retracted:

@@ -10,17 +10,29 @@ from fhir_adapter.fhir.systems import ICD10CM
 
 
 def codings(value: Any) -> Iterator[dict[str, Any]]:
-    """The Codings inside a CodeableConcept, a Coding, or lists of either."""
-    if isinstance(value, list):
-        for item in value:
-            yield from codings(item)
-    elif isinstance(value, dict):
-        if isinstance(value.get("coding"), list):
-            for coding in value["coding"]:
-                if isinstance(coding, dict):
-                    yield coding
-        elif "code" in value or "system" in value:
-            yield value
+    """The Codings inside a CodeableConcept, a Coding, or lists of either.
+
+    A list, not a generator per level: every rule and fact asks this of every resource."""
+    if isinstance(value, dict):
+        return iter(_of_concept(value))
+    if not isinstance(value, list):
+        return iter(())
+    out: list[dict[str, Any]] = []
+    for item in value:
+        if isinstance(item, dict):
+            out.extend(_of_concept(item))
+        elif isinstance(item, list):
+            out.extend(codings(item))
+    return iter(out)
+
+
+def _of_concept(value: dict[str, Any]) -> list[dict[str, Any]]:
+    coding = value.get("coding")
+    if isinstance(coding, list):
+        return [c for c in coding if isinstance(c, dict)]
+    if "code" in value or "system" in value:
+        return [value]
+    return []
 
 
 def first_code(value: Any) -> str | None:

@@ -442,8 +442,9 @@ class CompactStore(ResourceStore):
 
     def referrers(self, target: str, rtype: str | None = None) -> list[Resource]:
         out = super().referrers(target, rtype)
+        prefix = f"{rtype}/" if rtype is not None else ""
         for key in self._raw_reverse.get(target, ()):
-            if rtype is not None and not key.startswith(f"{rtype}/"):
+            if not key.startswith(prefix):
                 continue
             found = self.get(key)
             if found is not None:

@@ -307,7 +307,8 @@ def _left_in_file(chunk: Chunk, offset: int, line: bytes, record: Kept) -> Kept:
     needs them (a gzipped file cannot be read at an offset: its lines travel)."""
     if chunk.gzipped:
         return record
-    return record._replace(line=b"", source=chunk.path, offset=offset, length=len(line))
+    # built directly: NamedTuple._replace goes through a dict, for every line kept
+    return Kept(b"", record.key, record.targets, record.forward, chunk.path, offset, len(line))
 
 
 def is_complete_object(line: bytes) -> bool:

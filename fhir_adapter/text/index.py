@@ -69,8 +69,10 @@ class TextIndex:
         self._case = case
         self.max_chars = max_chars
         self._units: dict[str, list[TextUnit]] = {}
-        # per source, each unit with its document and the elements it may mention
-        self._read: dict[str, list[tuple[TextUnit, Document, frozenset[str]]]] = {}
+        # per source, each unit with its document and the elements it may mention, and
+        # the elements any of them may mention
+        self._read: dict[str, tuple[list[tuple[TextUnit, Document, frozenset[str]]], set[str]]]
+        self._read = {}
         self._mentions: dict[tuple[str, str], list[tuple[TextUnit, Mention]]] = {}
         self._combined: dict[tuple[str, tuple[str, ...]], list[tuple[TextUnit, Mention]]] = {}
         self.evidence: dict[tuple[str, tuple[str, ...], int], list[Evidence]] = {}
@@ -97,9 +99,11 @@ class TextIndex:
             found = self._mentions.get((element, source))
             if found is None:
                 found = []
-                for unit, doc, elements in self._prepared(engine, source):
-                    if element in elements:
-                        found.extend((unit, m) for m in scoped(engine, unit, doc, element))
+                read, anywhere = self._prepared(engine, source)
+                if element in anywhere:
+                    for unit, doc, elements in read:
+                        if element in elements:
+                            found.extend((unit, m) for m in scoped(engine, unit, doc, element))
                 self._mentions[(element, source)] = found
             combined.extend(found)
         self._combined[(element, sources)] = combined
@@ -107,19 +111,23 @@ class TextIndex:
 
     def _prepared(
         self, engine: ContextEngine, source: str
-    ) -> list[tuple[TextUnit, Document, frozenset[str]]]:
-        """A source's units, each with its document and candidate elements (made once: every
-        element asked about walks this list)."""
-        read = self._read.get(source)
-        if read is None:
+    ) -> tuple[list[tuple[TextUnit, Document, frozenset[str]]], set[str]]:
+        """A source's units, each with its document and candidate elements, and their union
+        (made once: every element asked about looks here; one absent from the union skips
+        the units)."""
+        prepared = self._read.get(source)
+        if prepared is None:
             read = []
+            anywhere: set[str] = set()
             for unit in self.units(source):
                 doc = unit.doc
                 if doc is None:
                     doc = unit.doc = engine.document(unit.text)
-                read.append((unit, doc, engine.candidates(doc)))
-            self._read[source] = read
-        return read
+                elements = engine.candidates(doc)
+                anywhere |= elements
+                read.append((unit, doc, elements))
+            prepared = self._read[source] = (read, anywhere)
+        return prepared
 
     def affirmed(
         self, engine: ContextEngine, element: str, sources: tuple[str, ...] = TEXT_SOURCES

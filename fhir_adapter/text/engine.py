@@ -459,13 +459,17 @@ class ContextEngine:
             raise VocabularyError(f"{where}: no terms or patterns")
         requires = None
         if t.requires is not None:
-            if t.requires not in self.cfg.lexicons:
-                raise VocabularyError(
-                    f"{where}: requires unknown lexicon {t.requires!r}",
-                    (*patterns_at[:2], "requires"),
-                )
+            names = [t.requires] if isinstance(t.requires, str) else t.requires
+            for name in names:
+                if name not in self.cfg.lexicons:
+                    raise VocabularyError(
+                        f"{where}: requires unknown lexicon {name!r}",
+                        (*patterns_at[:2], "requires"),
+                    )
             entries = [
-                tuple(w.lower() for w in _TOKEN.findall(e)) for e in self.cfg.lexicons[t.requires]
+                tuple(w.lower() for w in _TOKEN.findall(e))
+                for name in names
+                for e in self.cfg.lexicons[name]
             ]
             requires = _Lexicon(
                 frozenset(e[0] for e in entries if len(e) == 1),

@@ -43,7 +43,8 @@ class TargetDef(_Strict):
     keywords: Entries = []
     terms: Entries = []
     patterns: Entries = []
-    requires: str | None = None
+    # a lexicon (or several, any of which will do) one of whose words the sentence must hold
+    requires: str | Entries | None = None
 
 
 class ModifierDef(_Strict):

@@ -62,6 +62,14 @@ def test_evidence_says_why_a_mention_was_ruled_out(pack: Pack) -> None:
     assert any("kidney, not liver" in e or "kidney" in e for e in evidence), evidence
 
 
+def test_treated_counts_that_differ_say_so(pack: Pack) -> None:
+    note = next(i for n, i in excerpts() if n == "counts-and-results[19]")["note"]
+    evaluation = evaluate_case(pack, note_case(pack, note))
+    finding = next(f for f in evaluation.findings if f.code == "doc-tumor-count")
+    notes = [e.note for e in finding.evidence]
+    assert "counts differ (2 vs 3), counts of the lesions treated, none a correction" in notes
+
+
 def test_affirmed_evidence_names_its_section(pack: Pack) -> None:
     note = "PROCEDURE:\nRFA of the segment 7 tumor.\n\nFINDINGS:\nAblation 12 min at 150 W.\n"
     evaluation = evaluate_case(pack, note_case(pack, note))

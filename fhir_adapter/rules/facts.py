@@ -22,7 +22,7 @@ from fhir_adapter.pack.load import Pack
 from fhir_adapter.pack.schema import CountFact, references
 from fhir_adapter.payers.facts import PAYER
 from fhir_adapter.text.engine import ContextEngine, Mention
-from fhir_adapter.text.index import TextIndex, TextUnit, mention_evidence
+from fhir_adapter.text.index import TextIndex, TextUnit, amends, mention_evidence
 
 CLINICAL = Derivers()
 
@@ -106,11 +106,19 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
         evidence.append(Evidence(case.key, "Procedure.bodySite", None, f"{len(sites)} segment(s)"))
     # Text, as a coder counts: the counts stated must agree (MRI three, CT two, and nothing
     # says which were treated: not documented), unless a count of the lesions treated
-    # today settles it (the last one stated: an addendum corrects the note).
+    # today settles it. Treated counts that differ (the fellow's three, the attending's
+    # two) settle nothing, unless the last one stands where the note corrects itself
+    # (an addendum, "should read").
     # (the treated count is looked for only when the counts stated do not settle it alone)
     counted = _counts(pack, text, cfg.patterns)
+    seen = "none stated as treated"
     if cfg.treated and len({n for _, _, n in counted}) != 1:
-        counted = _counts(pack, text, cfg.treated)[-1:] or counted
+        treated = _counts(pack, text, cfg.treated)
+        if len({n for _, _, n in treated}) > 1:
+            unit, m, _ = treated[-1]
+            treated = treated[-1:] if amends(pack.engine, unit, m) else treated
+            seen = "counts of the lesions treated, none a correction"
+        counted = treated or counted
     values = sorted({n for _, _, n in counted})
     if not values and not best and cfg.single and cfg.plural:
         single = _single_sites(pack, text, cfg)
@@ -122,8 +130,11 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
         best = max(best, values[0])
     elif values:
         first = mention_evidence(counted[0][0], counted[0][1])
-        note = "counts differ (" + " vs ".join(str(v) for v in values) + "), none stated as treated"
-        evidence.append(Evidence(first.reference, first.path, first.snippet, note))
+        note = "counts differ (" + " vs ".join(str(v) for v in values) + f"), {seen}"
+        # not evidence of a count: the finding shows it as what ruled the count out
+        evidence.append(
+            Evidence(first.reference, first.path, first.snippet, note, "uncertain", note)
+        )
     return Fact(best if best else None, tuple(evidence[:_EVIDENCE_MAX]))
 
 
@@ -131,9 +142,22 @@ _EVIDENCE_MAX = 5  # a long note may state a count on every line: five show it
 
 
 def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, Mention, int]]:
-    """The affirmed count mentions of a target, with their whole numbers (1-50)."""
+    """The affirmed count mentions of a target, with their whole numbers (1-50); a count
+    inside a longer one of the same sentence is part of it ("1 of 2 known lesions ablated"
+    is one count, not also "2 known lesions ablated")."""
+    found = list(text.affirmed(pack.engine, patterns))
     out = []
-    for unit, m in text.affirmed(pack.engine, patterns):
+    for unit, m in found:
+        if any(
+            o is not m
+            and u is unit
+            and o.sentence_index == m.sentence_index
+            and o.start <= m.start
+            and m.end <= o.end
+            and o.end - o.start > m.end - m.start
+            for u, o in found
+        ):
+            continue
         n = pack.engine.number(m.words)
         if n is not None and 0 < n <= 50 and n == int(n):
             out.append((unit, m, int(n)))

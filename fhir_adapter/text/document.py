@@ -271,9 +271,9 @@ def _empty_field(line: str, after: list[str]) -> bool:
 
 
 def _lead(line: str) -> str:
-    """A heading line's words before a date, a parenthesis or a wide gap
-    ("ADDENDUM - IR PROCEDURE  02/17/2026 14:30  (Dr. A. Sandoval)")."""
-    return re.split(r"\s*\(|\s{2,}|\s+\d{1,2}/\d", line, maxsplit=1)[0].strip(" -:")
+    """A heading line's words before a date, a time, a parenthesis or a wide gap
+    ("ADDENDUM - IR PROCEDURE  02/17/2026 14:30  (Dr. A. Sandoval)", "ADDENDUM 17:05: ...")."""
+    return re.split(r"\s*\(|\s{2,}|\s+\d{1,2}[/:]\d", line, maxsplit=1)[0].strip(" -:")
 
 
 def _capitals(text: str) -> bool:

@@ -139,6 +139,16 @@ def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -
     return scope.rule(doc, unit.outline, element, found)
 
 
+def amends(engine: ContextEngine, unit: TextUnit, m: Mention) -> bool:
+    """Whether a mention stands where its note corrects itself (an addendum, a correction)."""
+    if unit.doc is None:
+        return False
+    scope = scope_of(engine)
+    if unit.outline is None:
+        unit.outline = scope.outline(unit.text)
+    return scope.amends(unit.doc, unit.outline, m)
+
+
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:
     """The case's TextIndex for an engine, built once: the rules and the Claim builder share
     its mentions (another pack's engine finds other mentions: it gets its own)."""

@@ -109,6 +109,7 @@ class Scope:
             else None
         )
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
+        self._amending = [tuple(_TOKEN.findall(w.lower())) for w in sc.amending]
 
     def outline(self, text: str) -> Outline:
         return self._outliner.outline(text)
@@ -139,6 +140,17 @@ class Scope:
                         m = replace(m, status=ruling[0], cue=ruling[1])
             out.append(m)
         return out
+
+    def amends(self, doc: Document, outline: Outline, m: Mention) -> bool:
+        """Whether a mention stands where the note corrects itself: a section headed as an
+        addendum or a correction, or a sentence that takes back what was said."""
+        sentences = doc.sentences or []
+        if m.sentence_index < len(sentences):
+            section = outline.section_at(sentences[m.sentence_index].start + m.start)
+            words = tuple(_TOKEN.findall((section.heading or "").lower())) if section else ()
+            if any(_run(words, w) for w in self._amending):
+                return True
+        return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
 
     def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
         """(start, end, quoted words) of each sentence that takes back what the note said."""
@@ -269,6 +281,11 @@ class Scope:
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
+
+
+def _run(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))
 
 
 def _taken_back(

@@ -165,7 +165,9 @@ def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, 
 
 
 _Named = tuple[TextUnit, Mention]
-_SEGMENT = re.compile(r"\b(?:segments?|seg\.?|s)\s*([1-8][ab]?|iv[ab]?|vi{0,3}|i{1,3})\b")
+_SEGMENT = re.compile(
+    r"\b(?:(?:segments?|seg\.?|s)\s*([1-8][ab]?|iv[ab]?|vi{0,3}|i{1,3})\b|(caudate))"
+)
 
 
 def _single_sites(pack: Pack, text: TextIndex, cfg: CountFact) -> dict[str, _Named]:
@@ -179,7 +181,8 @@ def _single_sites(pack: Pack, text: TextIndex, cfg: CountFact) -> dict[str, _Nam
     for unit, m in text.affirmed(engine, cfg.single or ""):
         site = _SEGMENT.search(m.words.lower())
         if site is not None:
-            named.append((_ROMAN.get(site.group(1), site.group(1)), (unit, m)))
+            seg = "1" if site.group(2) else site.group(1)  # the caudate lobe is segment 1
+            named.append((_ROMAN.get(seg, seg), (unit, m)))
     # (the rest is looked for only when a tumor was named once: most notes name none)
     if not named or (cfg.none_treated and _any(text, engine, cfg.none_treated)):
         return {}

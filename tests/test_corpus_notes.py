@@ -62,6 +62,14 @@ def test_evidence_says_why_a_mention_was_ruled_out(pack: Pack) -> None:
     assert any("kidney, not liver" in e or "kidney" in e for e in evidence), evidence
 
 
+def test_a_paragraph_about_another_organ_says_so(pack: Pack) -> None:
+    note = next(i for n, i in excerpts() if n == "organs[2]")["note"]
+    evidence = _finding_evidence(pack, note, "doc-energy")
+    assert 'other|lung, not liver (paragraph "Prone for the lung component.")|ruled out' in (
+        evidence
+    ), evidence
+
+
 def test_treated_counts_that_differ_say_so(pack: Pack) -> None:
     note = next(i for n, i in excerpts() if n == "counts-and-results[19]")["note"]
     evaluation = evaluate_case(pack, note_case(pack, note))

@@ -25,6 +25,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
+_PARAGRAPH = re.compile(r"[^\n]+(?:\n[ \t]*\S[^\n]*)*")  # lines up to a blank line
 _ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
@@ -58,12 +59,17 @@ class Outline:
     sections: tuple[Section, ...]
     copied: tuple[Copied, ...]
     starts: tuple[int, ...] = ()
+    # paragraphs about another organ (`heading` their opening words), outside the sections
+    organ_paragraphs: tuple[Section, ...] = ()
     # what the scope rules found in this text, worked out once and shared by every element
     memo: dict[object, object] = field(default_factory=dict, compare=False)
 
     def section_at(self, pos: int) -> Section | None:
         i = bisect.bisect_right(self.starts, pos) - 1
         return self.sections[i] if i >= 0 and pos < self.sections[i].end else None
+
+    def organ_paragraph_at(self, pos: int) -> Section | None:
+        return next((p for p in self.organ_paragraphs if p.start <= pos < p.end), None)
 
     def copied_at(self, pos: int) -> Copied | None:
         return next((c for c in self.copied if c.start <= pos < c.end), None)
@@ -92,6 +98,7 @@ class Outliner:
         reason: str,
         own_organ: str | None = None,
         ruling_roles: frozenset[str] = frozenset(),
+        own_marks: re.Pattern[str] | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -113,6 +120,7 @@ class Outliner:
         self._own = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
         )
+        self._own_marks = own_marks
 
     def outline(self, text: str) -> Outline:
         if "\n" not in text and not _capitals(_lead(text)) and ":" not in text:
@@ -156,7 +164,32 @@ class Outliner:
             pos += len(line)
         sections.append(Section(start, len(text), *head))
         kept = tuple(s for s in sections if s.end > s.start)
-        return Outline(kept, self._copied(text), tuple(s.start for s in kept))
+        return Outline(
+            kept, self._copied(text), tuple(s.start for s in kept), self._organ_paragraphs(text)
+        )
+
+    def _organ_paragraphs(self, text: str) -> tuple[Section, ...]:
+        """Paragraphs whose first line names another organ and that never name the own organ
+        beyond doubt (`own_marks`): "Prone for the lung component. ... Ablation 60 W x 4 min."
+        is the lung's, whatever its lung segment or lobe."""
+        if self._own_marks is None:
+            return ()
+        out: list[Section] = []
+        for para in _PARAGRAPH.finditer(text):
+            start = para.start()
+            first, _, rest = para.group(0).partition("\n")
+            found = self._heading(first)
+            if found is not None and not found[3] and rest.strip():
+                # a heading alone on its line ("Procedure:"): the paragraph is what it heads
+                start += len(first) + 1
+                first = rest.lstrip().partition("\n")[0]
+            organ = self._organ_of(first)
+            if organ is None or organ == self._own_organ:
+                continue
+            if self._own_marks.search(text[start : para.end()].lower()) is None:
+                opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
+                out.append(Section(start, para.end(), opening, None, organ))
+        return tuple(out)
 
     def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool, bool] | None:
         """(heading, role, organ, field, listing) when the line opens a section, else None;

@@ -61,6 +61,9 @@ class Scope:
             copied.reason if copied else "",
             sc.own_organ,
             frozenset(name for name, sec in cfg.sections.items() if sec.status is not None),
+            _compile("|".join(f"(?:{p})" for p in sc.own_marks), "text.scope.own_marks")
+            if sc.own_marks
+            else None,
         )
         self._copied_status = copied.status if copied else "historical"
         self._copied_skip = frozenset(copied.skip if copied else ())
@@ -193,6 +196,10 @@ class Scope:
         copied = outline.copied_at(at)
         if copied is not None and element not in self._copied_skip:
             return self._copied_status, copied.reason
+        if element in self._organ_elements:
+            paragraph = outline.organ_paragraph_at(at)
+            if paragraph is not None:
+                return "other", f'{paragraph.organ}, not liver (paragraph "{paragraph.heading}")'
         section = outline.section_at(at)
         if section is not None:
             ruling = self._section_ruling(section, element, m)

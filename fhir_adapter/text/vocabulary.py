@@ -113,6 +113,10 @@ class ScopeConfig(_Strict):
     organs: dict[str, list[str]] = {}
     organ_elements: list[str] = []
     own_organ: str | None = None  # the organ the pack's procedure treats (one of `organs`)
+    # regular expressions that name the own organ beyond doubt (a lung has segments and
+    # lobes too): a paragraph that opens on another organ and holds none of them is that
+    # organ's ("Prone for the lung component. ... Ablation 60 W x 4 min.")
+    own_marks: list[str] = []
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
     cues: dict[str, ScopeCue] = {}

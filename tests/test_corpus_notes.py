@@ -14,6 +14,7 @@ from fhir_adapter.rules import evaluate_case
 from fhir_adapter.testing.corpus import RULES, documented_elements, note_case
 from fhir_adapter.text.scope import Scope, ScopeError
 from fhir_adapter.text.vocabulary import TextConfig
+from fhir_adapter.writeback.bundle import build_output
 
 NOTES = Path(__file__).parent / "corpus-notes"
 
@@ -68,6 +69,35 @@ def test_a_paragraph_about_another_organ_says_so(pack: Pack) -> None:
     assert 'other|lung, not liver (paragraph "Prone for the lung component.")|ruled out' in (
         evidence
     ), evidence
+
+
+@pytest.mark.parametrize(
+    ("note", "why"),
+    [
+        (
+            "RFA of the segment 6 HCC, 200 W x 12 min.\n"
+            "The 1.5 cm segment 2 lesion was not treated today (no safe window).\n",
+            'other|a lesion not treated in this session ("was not treated")|ruled out',
+        ),
+        (
+            "RFA of the segment 6 HCC, 200 W x 12 min. "
+            "Cryoablation of the 2.8 cm left upper pole renal mass.\n",
+            "other|another organ's lesion, not the liver's (\"renal mass\")|ruled out",
+        ),
+    ],
+    ids=["deferred", "another-organ"],
+)
+def test_a_lesion_ruled_out_says_why(pack: Pack, note: str, why: str) -> None:
+    assert why in _finding_evidence(pack, note, "doc-tumor-size")
+    # the DetectedIssue written for the case says it too
+    case = note_case(pack, note)
+    output = build_output(pack, case, evaluate_case(pack, case), "2026-10-15T00:00:00Z")
+    [issue] = [
+        r
+        for r in output.resources
+        if r["resourceType"] == "DetectedIssue" and r["code"]["text"] == "doc-tumor-size"
+    ]
+    assert why.split("|")[1] in issue["detail"], issue["detail"]
 
 
 def test_treated_counts_that_differ_say_so(pack: Pack) -> None:

@@ -166,6 +166,7 @@ class Mention:
     cue: str | None
     section: str | None
     sentence_index: int = 0
+    reason: str | None = None  # the ruling modifier's `reason`, for the evidence
 
     @property
     def affirmed(self) -> bool:
@@ -267,6 +268,7 @@ class ContextEngine:
                     self._unit_of[s.lower()] = canonical
         self._macros = self._build_macros()
         self._fillers = frozenset(f.lower() for f in cfg.fillers)
+        self._reasons = {name: mod.reason for name, mod in cfg.modifiers.items() if mod.reason}
         self._stops: dict[str, frozenset[str]] = {}
         for name, mod in cfg.modifiers.items():
             words: set[str] = set()
@@ -845,7 +847,15 @@ class ContextEngine:
         rel_start, rel_end = start - s.start, end - s.start
         if best is not None:
             return Mention(
-                element, text, rel_start, rel_end, best.category, best.text, s.section, idx
+                element,
+                text,
+                rel_start,
+                rel_end,
+                best.category,
+                best.text,
+                s.section,
+                idx,
+                self._reasons.get(best.name),
             )
         rule = s.rule
         if (

@@ -162,7 +162,8 @@ def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
         where = _where(unit, m)
         note = f"section: {where}" if where else None
         return Evidence(unit.reference, unit.path, text, note, "affirmed", None, span)
-    return Evidence(unit.reference, unit.path, text, "ruled out", m.status, m.cue, span)
+    cue = f'{m.reason} ("{m.cue}")' if m.reason else m.cue
+    return Evidence(unit.reference, unit.path, text, "ruled out", m.status, cue, span)
 
 
 def _where(unit: TextUnit, m: Mention) -> str | None:

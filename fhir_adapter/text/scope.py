@@ -132,7 +132,7 @@ class Scope:
             if m.sentence_index < len(sentences):
                 at = sentences[m.sentence_index].start + m.start
                 if self._superseded(doc, outline, m, at):
-                    m = replace(m, status="affirmed", cue=None, section=None)
+                    m = replace(m, status="affirmed", cue=None, section=None, reason=None)
                 if m.affirmed:
                     ruling = (
                         _taken_back(retracted, m, at)
@@ -140,7 +140,7 @@ class Scope:
                         or note_wide
                     )
                     if ruling is not None:
-                        m = replace(m, status=ruling[0], cue=ruling[1])
+                        m = replace(m, status=ruling[0], cue=ruling[1], reason=None)
             out.append(m)
         return out
 

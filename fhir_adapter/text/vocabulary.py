@@ -58,6 +58,9 @@ class ModifierDef(_Strict):
     only: Entries = []
     skip: Entries = []
     stops: Entries = []
+    # what the evidence says a mention it rules out is ("a lesion not treated in this
+    # session"), before the cue's words; without it, the cue's words alone
+    reason: str | None = Field(default=None, min_length=1)
 
 
 class SectionDef(_Strict):

@@ -121,6 +121,11 @@ class Outliner:
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
         )
         self._own_marks = own_marks
+        others = [w for o, ws in organs.items() if o != own_organ for w in ws]
+        self._others = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in others) + r")\b" if others else r"(?!)",
+            re.I,
+        )
 
     def outline(self, text: str) -> Outline:
         if "\n" not in text and not _capitals(_lead(text)) and ":" not in text:
@@ -172,8 +177,8 @@ class Outliner:
         """Paragraphs whose first line names another organ and that never name the own organ
         beyond doubt (`own_marks`): "Prone for the lung component. ... Ablation 60 W x 4 min."
         is the lung's, whatever its lung segment or lobe."""
-        if self._own_marks is None:
-            return ()
+        if self._own_marks is None or self._others.search(text) is None:
+            return ()  # most notes name no other organ: nothing to look for
         out: list[Section] = []
         for para in _PARAGRAPH.finditer(text):
             start = para.start()
@@ -183,7 +188,7 @@ class Outliner:
                 # a heading alone on its line ("Procedure:"): the paragraph is what it heads
                 start += len(first) + 1
                 first = rest.lstrip().partition("\n")[0]
-            organ = self._organ_of(first)
+            organ = self._organ_of(first) if self._others.search(first) else None
             if organ is None or organ == self._own_organ:
                 continue
             if self._own_marks.search(text[start : para.end()].lower()) is None:

@@ -146,17 +146,22 @@ def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, 
     inside a longer one of the same sentence is part of it ("1 of 2 known lesions ablated"
     is one count, not also "2 known lesions ablated")."""
     found = list(text.affirmed(pack.engine, patterns))
+    # one sweep over the mentions in order of where they start (widest first): a mention
+    # that ends no later than one before it in its sentence lies inside that one
+    inside: set[int] = set()
+    group: tuple[int, int] | None = None
+    reach = -1
+    for unit, m in sorted(
+        found, key=lambda x: (id(x[0]), x[1].sentence_index, x[1].start, -x[1].end)
+    ):
+        if (id(unit), m.sentence_index) != group:
+            group, reach = (id(unit), m.sentence_index), -1
+        if m.end <= reach:
+            inside.add(id(m))
+        reach = max(reach, m.end)
     out = []
     for unit, m in found:
-        if any(
-            o is not m
-            and u is unit
-            and o.sentence_index == m.sentence_index
-            and o.start <= m.start
-            and m.end <= o.end
-            and o.end - o.start > m.end - m.start
-            for u, o in found
-        ):
+        if id(m) in inside:
             continue
         n = pack.engine.number(m.words)
         if n is not None and 0 < n <= 50 and n == int(n):

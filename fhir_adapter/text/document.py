@@ -69,7 +69,11 @@ class Outline:
         return self.sections[i] if i >= 0 and pos < self.sections[i].end else None
 
     def organ_paragraph_at(self, pos: int) -> Section | None:
-        return next((p for p in self.organ_paragraphs if p.start <= pos < p.end), None)
+        paragraphs = self.organ_paragraphs  # in order, none overlapping
+        if not paragraphs:
+            return None
+        i = bisect.bisect_right(paragraphs, pos, key=lambda p: p.start) - 1
+        return paragraphs[i] if i >= 0 and pos < paragraphs[i].end else None
 
     def copied_at(self, pos: int) -> Copied | None:
         return next((c for c in self.copied if c.start <= pos < c.end), None)

@@ -107,7 +107,7 @@ class Scope:
         self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
         self._service_date = (
-            _compile(rf"(?:{labels})\s*[:=-]?\s*({_DATE_ANY})", "text.scope.service_date")
+            _compile(rf"(?:{labels})\s*[:=(-]?\s*({_DATE_ANY})", "text.scope.service_date")
             if labels
             else None
         )

@@ -308,8 +308,25 @@ def _taken_back(
     return None
 
 
-_DATE_ANY = r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d)\b"
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
+    )
+}
+_DATE_ANY = (
+    r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d"
+    # "January 12, 2026", "12 Jan 2026", "JUN 12, 2025", "March 2025"
+    rf"|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d\d|\d{{1,2}}\s+{_MONTH},?\s+(?:19|20)\d\d"
+    rf"|\b{_MONTH},?\s+(?:19|20)\d\d"
+    r"|(?:19|20)\d\d)\b"
+)
 _DATE_GROUP = f"(?P<date>{_DATE_ANY})"
+_NAMED_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b")
 
 
 _DAY_FIRST = re.compile(r"\b(?:1[3-9]|2\d|3[01])/(?:0?[1-9]|1[0-2])/(?:19|20)?\d\d\b")
@@ -318,6 +335,13 @@ _DAY_FIRST = re.compile(r"\b(?:1[3-9]|2\d|3[01])/(?:0?[1-9]|1[0-2])/(?:19|20)?\d
 def _date(text: str, dayfirst: bool = False) -> tuple[int, int | None, int | None] | None:
     """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"; day first
     ("23/09/2025") when the note writes its dates so."""
+    named = _NAMED_MONTH.search(text.lower())
+    if named is not None:
+        numbers = [int(n) for n in re.findall(r"\d+", text)]
+        year = next((n for n in numbers if n >= 1900), None)
+        day = next((n for n in numbers if n < 32), None)
+        month = _MONTHS[named.group(1)]
+        return (year, month, day) if year is not None else None
     parts = re.split(r"[/-]", text.strip())
     try:
         if len(parts) == 3 and len(parts[0]) == 4:

@@ -152,6 +152,7 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
             "{date}",
         ),
         ({"own_organ": "liver"}, "own_organ"),
+        ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],
 )
 def test_scope_rules_are_checked_when_loaded(

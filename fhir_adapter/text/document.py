@@ -247,11 +247,11 @@ class Outliner:
 
     def _role_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))
-        return next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
+        return next((r for r, ws in self._roles if any(has_phrase(words, w) for w in ws)), None)
 
     def _organ_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))
-        return next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
+        return next((o for o, ws in self._organs if any(has_phrase(words, w) for w in ws)), None)
 
     def _copied(self, text: str) -> tuple[Copied, ...]:
         out: list[Copied] = []
@@ -332,6 +332,7 @@ def _norm(h: str) -> str:
     return " ".join(_WORD.findall(h.lower()))
 
 
-def _has(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+def has_phrase(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    """Whether `phrase` occurs in `words` as a run of whole words."""
     n = len(phrase)
     return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))

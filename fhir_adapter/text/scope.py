@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from fhir_adapter.text.document import Outline, Outliner, Section
+from fhir_adapter.text.document import Outline, Outliner, Section, has_phrase
 from fhir_adapter.text.engine import Document, Mention
 from fhir_adapter.text.vocabulary import ScopeCue, SectionDef, TextConfig
 
@@ -151,7 +151,7 @@ class Scope:
         if m.sentence_index < len(sentences):
             section = outline.section_at(sentences[m.sentence_index].start + m.start)
             words = tuple(_TOKEN.findall((section.heading or "").lower())) if section else ()
-            if any(_run(words, w) for w in self._amending):
+            if any(has_phrase(words, w) for w in self._amending):
                 return True
         return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
 
@@ -288,11 +288,6 @@ class Scope:
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
-
-
-def _run(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))
 
 
 def _taken_back(

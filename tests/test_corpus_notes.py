@@ -14,6 +14,7 @@ from fhir_adapter.rules import evaluate_case
 from fhir_adapter.testing.corpus import RULES, documented_elements, note_case
 from fhir_adapter.text.scope import Scope, ScopeError
 from fhir_adapter.text.vocabulary import TextConfig
+from fhir_adapter.writeback.bundle import build_output
 
 NOTES = Path(__file__).parent / "corpus-notes"
 
@@ -62,6 +63,51 @@ def test_evidence_says_why_a_mention_was_ruled_out(pack: Pack) -> None:
     assert any("kidney, not liver" in e or "kidney" in e for e in evidence), evidence
 
 
+def test_a_paragraph_about_another_organ_says_so(pack: Pack) -> None:
+    note = next(i for n, i in excerpts() if n == "organs[2]")["note"]
+    evidence = _finding_evidence(pack, note, "doc-energy")
+    assert 'other|lung, not liver (paragraph "Prone for the lung component.")|ruled out' in (
+        evidence
+    ), evidence
+
+
+@pytest.mark.parametrize(
+    ("note", "why"),
+    [
+        (
+            "RFA of the segment 6 HCC, 200 W x 12 min.\n"
+            "The 1.5 cm segment 2 lesion was not treated today (no safe window).\n",
+            'other|a lesion not treated in this session ("was not treated")|ruled out',
+        ),
+        (
+            "RFA of the segment 6 HCC, 200 W x 12 min. "
+            "Cryoablation of the 2.8 cm left upper pole renal mass.\n",
+            "other|another organ's lesion, not the liver's (\"renal mass\")|ruled out",
+        ),
+    ],
+    ids=["deferred", "another-organ"],
+)
+def test_a_lesion_ruled_out_says_why(pack: Pack, note: str, why: str) -> None:
+    assert why in _finding_evidence(pack, note, "doc-tumor-size")
+    # the DetectedIssue written for the case says it too
+    case = note_case(pack, note)
+    output = build_output(pack, case, evaluate_case(pack, case), "2026-10-15T00:00:00Z")
+    [issue] = [
+        r
+        for r in output.resources
+        if r["resourceType"] == "DetectedIssue" and r["code"]["text"] == "doc-tumor-size"
+    ]
+    assert why.split("|")[1] in issue["detail"], issue["detail"]
+
+
+def test_treated_counts_that_differ_say_so(pack: Pack) -> None:
+    note = next(i for n, i in excerpts() if n == "counts-and-results[19]")["note"]
+    evaluation = evaluate_case(pack, note_case(pack, note))
+    finding = next(f for f in evaluation.findings if f.code == "doc-tumor-count")
+    notes = [e.note for e in finding.evidence]
+    assert "counts differ (2 vs 3), counts of the lesions treated, none a correction" in notes
+
+
 def test_affirmed_evidence_names_its_section(pack: Pack) -> None:
     note = "PROCEDURE:\nRFA of the segment 7 tumor.\n\nFINDINGS:\nAblation 12 min at 150 W.\n"
     evaluation = evaluate_case(pack, note_case(pack, note))
@@ -106,6 +152,7 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
             "{date}",
         ),
         ({"own_organ": "liver"}, "own_organ"),
+        ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],
 )
 def test_scope_rules_are_checked_when_loaded(

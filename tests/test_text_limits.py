@@ -226,3 +226,25 @@ def test_xhtml_of_unclosed_openings_or_endless_spaces_is_read(markup: str) -> No
     # A megabyte each: a lazy regex per opening (or per space) would run for hours.
     text = xhtml_text(f"<div>{markup}</div>")
     assert text.strip() == ("x" if markup.startswith("x") else "")
+
+
+# Shapes that the whole-note rules read (counts compared, paragraphs about another organ,
+# template fields, copied blocks): the case's evaluation, not only its sentences.
+NOTE_SHAPES = {
+    "counts": "Lesion: segment 6, 2.2 cm, single | 1 of 2 known lesions ablated today | ",
+    "organ paragraphs": "Prone for the lung component. Ablation 60 W x 4 min.\n\n",
+    "fields": "Not a resection candidate: *** | residual was left | Size: 1.9 cm\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(NOTE_SHAPES))
+def test_whole_note_work_doubles_with_the_text(pack: Pack, shape: str) -> None:
+    unit = NOTE_SHAPES[shape]
+
+    def evaluate(size: int) -> None:
+        evaluate_case(pack, note_case(pack, run_on(unit, size)))
+
+    evaluate(2_500)
+    small = calls(lambda: evaluate(6_000))
+    large = calls(lambda: evaluate(12_000))
+    assert large <= 2.5 * small, (shape, small, large)

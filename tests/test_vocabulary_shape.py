@@ -85,6 +85,14 @@ MISTAKES = [
     pytest.param(
         CONTEXT, "  family:", "  family:\n    cues: [mother\n      - father]", "folded", id="cue"
     ),
+    # a lexicon that does not exist, among the ones a target requires
+    pytest.param(
+        TARGETS,
+        "    requires: [lesion, lesion-site]",
+        "    requires: [lesion, lesion-sites]",
+        "requires unknown lexicon 'lesion-sites'",
+        id="requires-unknown",
+    ),
     # a key written twice: the second silently replaced the first
     pytest.param(
         TARGETS,

@@ -22,7 +22,7 @@ from fhir_adapter.pack.load import Pack
 from fhir_adapter.pack.schema import CountFact, references
 from fhir_adapter.payers.facts import PAYER
 from fhir_adapter.text.engine import ContextEngine, Mention
-from fhir_adapter.text.index import TextIndex, TextUnit, mention_evidence
+from fhir_adapter.text.index import TextIndex, TextUnit, amends, mention_evidence
 
 CLINICAL = Derivers()
 
@@ -106,11 +106,19 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
         evidence.append(Evidence(case.key, "Procedure.bodySite", None, f"{len(sites)} segment(s)"))
     # Text, as a coder counts: the counts stated must agree (MRI three, CT two, and nothing
     # says which were treated: not documented), unless a count of the lesions treated
-    # today settles it (the last one stated: an addendum corrects the note).
+    # today settles it. Treated counts that differ (the fellow's three, the attending's
+    # two) settle nothing, unless the last one stands where the note corrects itself
+    # (an addendum, "should read").
     # (the treated count is looked for only when the counts stated do not settle it alone)
     counted = _counts(pack, text, cfg.patterns)
+    seen = "none stated as treated"
     if cfg.treated and len({n for _, _, n in counted}) != 1:
-        counted = _counts(pack, text, cfg.treated)[-1:] or counted
+        treated = _counts(pack, text, cfg.treated)
+        if len({n for _, _, n in treated}) > 1:
+            unit, m, _ = treated[-1]
+            treated = treated[-1:] if amends(pack.engine, unit, m) else treated
+            seen = "counts of the lesions treated, none a correction"
+        counted = treated or counted
     values = sorted({n for _, _, n in counted})
     if not values and not best and cfg.single and cfg.plural:
         single = _single_sites(pack, text, cfg)
@@ -122,8 +130,11 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
         best = max(best, values[0])
     elif values:
         first = mention_evidence(counted[0][0], counted[0][1])
-        note = "counts differ (" + " vs ".join(str(v) for v in values) + "), none stated as treated"
-        evidence.append(Evidence(first.reference, first.path, first.snippet, note))
+        note = "counts differ (" + " vs ".join(str(v) for v in values) + f"), {seen}"
+        # not evidence of a count: the finding shows it as what ruled the count out
+        evidence.append(
+            Evidence(first.reference, first.path, first.snippet, note, "uncertain", note)
+        )
     return Fact(best if best else None, tuple(evidence[:_EVIDENCE_MAX]))
 
 
@@ -131,9 +142,27 @@ _EVIDENCE_MAX = 5  # a long note may state a count on every line: five show it
 
 
 def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, Mention, int]]:
-    """The affirmed count mentions of a target, with their whole numbers (1-50)."""
+    """The affirmed count mentions of a target, with their whole numbers (1-50); a count
+    inside a longer one of the same sentence is part of it ("1 of 2 known lesions ablated"
+    is one count, not also "2 known lesions ablated")."""
+    found = list(text.affirmed(pack.engine, patterns))
+    # one sweep over the mentions in order of where they start (widest first): a mention
+    # that ends no later than one before it in its sentence lies inside that one
+    inside: set[int] = set()
+    group: tuple[int, int] | None = None
+    reach = -1
+    for unit, m in sorted(
+        found, key=lambda x: (id(x[0]), x[1].sentence_index, x[1].start, -x[1].end)
+    ):
+        if (id(unit), m.sentence_index) != group:
+            group, reach = (id(unit), m.sentence_index), -1
+        if m.end <= reach:
+            inside.add(id(m))
+        reach = max(reach, m.end)
     out = []
-    for unit, m in text.affirmed(pack.engine, patterns):
+    for unit, m in found:
+        if id(m) in inside:
+            continue
         n = pack.engine.number(m.words)
         if n is not None and 0 < n <= 50 and n == int(n):
             out.append((unit, m, int(n)))
@@ -141,7 +170,9 @@ def _counts(pack: Pack, text: TextIndex, patterns: str) -> list[tuple[TextUnit, 
 
 
 _Named = tuple[TextUnit, Mention]
-_SEGMENT = re.compile(r"\b(?:segments?|seg\.?|s)\s*([1-8][ab]?|iv[ab]?|vi{0,3}|i{1,3})\b")
+_SEGMENT = re.compile(
+    r"\b(?:(?:segments?|seg\.?|s)\s*([1-8][ab]?|iv[ab]?|vi{0,3}|i{1,3})\b|(caudate))"
+)
 
 
 def _single_sites(pack: Pack, text: TextIndex, cfg: CountFact) -> dict[str, _Named]:
@@ -155,7 +186,8 @@ def _single_sites(pack: Pack, text: TextIndex, cfg: CountFact) -> dict[str, _Nam
     for unit, m in text.affirmed(engine, cfg.single or ""):
         site = _SEGMENT.search(m.words.lower())
         if site is not None:
-            named.append((_ROMAN.get(site.group(1), site.group(1)), (unit, m)))
+            seg = "1" if site.group(2) else site.group(1)  # the caudate lobe is segment 1
+            named.append((_ROMAN.get(seg, seg), (unit, m)))
     # (the rest is looked for only when a tumor was named once: most notes name none)
     if not named or (cfg.none_treated and _any(text, engine, cfg.none_treated)):
         return {}

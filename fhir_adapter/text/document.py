@@ -25,6 +25,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
+_PARAGRAPH = re.compile(r"[^\n]+(?:\n[ \t]*\S[^\n]*)*")  # lines up to a blank line
 _ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
@@ -58,12 +59,21 @@ class Outline:
     sections: tuple[Section, ...]
     copied: tuple[Copied, ...]
     starts: tuple[int, ...] = ()
+    # paragraphs about another organ (`heading` their opening words), outside the sections
+    organ_paragraphs: tuple[Section, ...] = ()
     # what the scope rules found in this text, worked out once and shared by every element
     memo: dict[object, object] = field(default_factory=dict, compare=False)
 
     def section_at(self, pos: int) -> Section | None:
         i = bisect.bisect_right(self.starts, pos) - 1
         return self.sections[i] if i >= 0 and pos < self.sections[i].end else None
+
+    def organ_paragraph_at(self, pos: int) -> Section | None:
+        paragraphs = self.organ_paragraphs  # in order, none overlapping
+        if not paragraphs:
+            return None
+        i = bisect.bisect_right(paragraphs, pos, key=lambda p: p.start) - 1
+        return paragraphs[i] if i >= 0 and pos < paragraphs[i].end else None
 
     def copied_at(self, pos: int) -> Copied | None:
         return next((c for c in self.copied if c.start <= pos < c.end), None)
@@ -92,6 +102,7 @@ class Outliner:
         reason: str,
         own_organ: str | None = None,
         ruling_roles: frozenset[str] = frozenset(),
+        own_marks: re.Pattern[str] | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -112,6 +123,12 @@ class Outliner:
         own = [w for o, ws in organs.items() if o == own_organ for w in ws]
         self._own = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
+        )
+        self._own_marks = own_marks
+        others = [w for o, ws in organs.items() if o != own_organ for w in ws]
+        self._others = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in others) + r")\b" if others else r"(?!)",
+            re.I,
         )
 
     def outline(self, text: str) -> Outline:
@@ -156,7 +173,32 @@ class Outliner:
             pos += len(line)
         sections.append(Section(start, len(text), *head))
         kept = tuple(s for s in sections if s.end > s.start)
-        return Outline(kept, self._copied(text), tuple(s.start for s in kept))
+        return Outline(
+            kept, self._copied(text), tuple(s.start for s in kept), self._organ_paragraphs(text)
+        )
+
+    def _organ_paragraphs(self, text: str) -> tuple[Section, ...]:
+        """Paragraphs whose first line names another organ and that never name the own organ
+        beyond doubt (`own_marks`): "Prone for the lung component. ... Ablation 60 W x 4 min."
+        is the lung's, whatever its lung segment or lobe."""
+        if self._own_marks is None or self._others.search(text) is None:
+            return ()  # most notes name no other organ: nothing to look for
+        out: list[Section] = []
+        for para in _PARAGRAPH.finditer(text):
+            start = para.start()
+            first, _, rest = para.group(0).partition("\n")
+            found = self._heading(first)
+            if found is not None and not found[3] and rest.strip():
+                # a heading alone on its line ("Procedure:"): the paragraph is what it heads
+                start += len(first) + 1
+                first = rest.lstrip().partition("\n")[0]
+            organ = self._organ_of(first) if self._others.search(first) else None
+            if organ is None or organ == self._own_organ:
+                continue
+            if self._own_marks.search(text[start : para.end()].lower()) is None:
+                opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
+                out.append(Section(start, para.end(), opening, None, organ))
+        return tuple(out)
 
     def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool, bool] | None:
         """(heading, role, organ, field, listing) when the line opens a section, else None;
@@ -205,11 +247,11 @@ class Outliner:
 
     def _role_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))
-        return next((r for r, ws in self._roles if any(_has(words, w) for w in ws)), None)
+        return next((r for r, ws in self._roles if any(has_phrase(words, w) for w in ws)), None)
 
     def _organ_of(self, label: str) -> str | None:
         words = tuple(_WORD.findall(label.lower()))
-        return next((o for o, ws in self._organs if any(_has(words, w) for w in ws)), None)
+        return next((o for o, ws in self._organs if any(has_phrase(words, w) for w in ws)), None)
 
     def _copied(self, text: str) -> tuple[Copied, ...]:
         out: list[Copied] = []
@@ -271,9 +313,9 @@ def _empty_field(line: str, after: list[str]) -> bool:
 
 
 def _lead(line: str) -> str:
-    """A heading line's words before a date, a parenthesis or a wide gap
-    ("ADDENDUM - IR PROCEDURE  02/17/2026 14:30  (Dr. A. Sandoval)")."""
-    return re.split(r"\s*\(|\s{2,}|\s+\d{1,2}/\d", line, maxsplit=1)[0].strip(" -:")
+    """A heading line's words before a date, a time, a parenthesis or a wide gap
+    ("ADDENDUM - IR PROCEDURE  02/17/2026 14:30  (Dr. A. Sandoval)", "ADDENDUM 17:05: ...")."""
+    return re.split(r"\s*\(|\s{2,}|\s+\d{1,2}[/:]\d", line, maxsplit=1)[0].strip(" -:")
 
 
 def _capitals(text: str) -> bool:
@@ -290,6 +332,7 @@ def _norm(h: str) -> str:
     return " ".join(_WORD.findall(h.lower()))
 
 
-def _has(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+def has_phrase(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    """Whether `phrase` occurs in `words` as a run of whole words."""
     n = len(phrase)
     return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))

@@ -171,6 +171,7 @@ class Mention:
     cue: str | None
     section: str | None
     sentence_index: int = 0
+    reason: str | None = None  # the ruling modifier's `reason`, for the evidence
 
     @property
     def affirmed(self) -> bool:
@@ -272,6 +273,7 @@ class ContextEngine:
                     self._unit_of[s.lower()] = canonical
         self._macros = self._build_macros()
         self._fillers = frozenset(f.lower() for f in cfg.fillers)
+        self._reasons = {name: mod.reason for name, mod in cfg.modifiers.items() if mod.reason}
         self._stops: dict[str, frozenset[str]] = {}
         for name, mod in cfg.modifiers.items():
             words: set[str] = set()
@@ -464,13 +466,17 @@ class ContextEngine:
             raise VocabularyError(f"{where}: no terms or patterns")
         requires = None
         if t.requires is not None:
-            if t.requires not in self.cfg.lexicons:
-                raise VocabularyError(
-                    f"{where}: requires unknown lexicon {t.requires!r}",
-                    (*patterns_at[:2], "requires"),
-                )
+            names = [t.requires] if isinstance(t.requires, str) else t.requires
+            for name in names:
+                if name not in self.cfg.lexicons:
+                    raise VocabularyError(
+                        f"{where}: requires unknown lexicon {name!r}",
+                        (*patterns_at[:2], "requires"),
+                    )
             entries = [
-                tuple(w.lower() for w in _TOKEN.findall(e)) for e in self.cfg.lexicons[t.requires]
+                tuple(w.lower() for w in _TOKEN.findall(e))
+                for name in names
+                for e in self.cfg.lexicons[name]
             ]
             requires = _Lexicon(
                 frozenset(e[0] for e in entries if len(e) == 1),
@@ -846,7 +852,15 @@ class ContextEngine:
         rel_start, rel_end = start - s.start, end - s.start
         if best is not None:
             return Mention(
-                element, text, rel_start, rel_end, best.category, best.text, s.section, idx
+                element,
+                text,
+                rel_start,
+                rel_end,
+                best.category,
+                best.text,
+                s.section,
+                idx,
+                self._reasons.get(best.name),
             )
         rule = s.rule
         if (

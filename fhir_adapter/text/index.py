@@ -166,6 +166,16 @@ def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -
     return ruled
 
 
+def amends(engine: ContextEngine, unit: TextUnit, m: Mention) -> bool:
+    """Whether a mention stands where its note corrects itself (an addendum, a correction)."""
+    if unit.doc is None:
+        return False
+    scope = scope_of(engine)
+    if unit.outline is None:
+        unit.outline = scope.outline(unit.text)
+    return scope.amends(unit.doc, unit.outline, m)
+
+
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:
     """The case's TextIndex for an engine, built once: the rules and the Claim builder share
     its mentions (another pack's engine finds other mentions: it gets its own)."""
@@ -179,7 +189,8 @@ def mention_evidence(unit: TextUnit, m: Mention) -> Evidence:
         where = _where(unit, m)
         note = f"section: {where}" if where else None
         return Evidence(unit.reference, unit.path, text, note, "affirmed", None, span)
-    return Evidence(unit.reference, unit.path, text, "ruled out", m.status, m.cue, span)
+    cue = f'{m.reason} ("{m.cue}")' if m.reason else m.cue
+    return Evidence(unit.reference, unit.path, text, "ruled out", m.status, cue, span)
 
 
 def _where(unit: TextUnit, m: Mention) -> str | None:

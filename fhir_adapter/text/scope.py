@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from fhir_adapter.text.document import Outline, Outliner, Section
+from fhir_adapter.text.document import Outline, Outliner, Section, has_phrase
 from fhir_adapter.text.engine import Document, Mention
 from fhir_adapter.text.vocabulary import ScopeCue, SectionDef, TextConfig
 
@@ -61,6 +61,9 @@ class Scope:
             copied.reason if copied else "",
             sc.own_organ,
             frozenset(name for name, sec in cfg.sections.items() if sec.status is not None),
+            _compile("|".join(f"(?:{p})" for p in sc.own_marks), "text.scope.own_marks")
+            if sc.own_marks
+            else None,
         )
         self._copied_status = copied.status if copied else "historical"
         self._copied_skip = frozenset(copied.skip if copied else ())
@@ -104,11 +107,12 @@ class Scope:
         self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
         self._service_date = (
-            _compile(rf"(?:{labels})\s*[:=-]?\s*({_DATE_ANY})", "text.scope.service_date")
+            _compile(rf"(?:{labels})\s*[:=(-]?\s*({_DATE_ANY})", "text.scope.service_date")
             if labels
             else None
         )
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
+        self._amending = [tuple(_TOKEN.findall(w.lower())) for w in sc.amending]
 
     def outline(self, text: str) -> Outline:
         return self._outliner.outline(text)
@@ -128,7 +132,7 @@ class Scope:
             if m.sentence_index < len(sentences):
                 at = sentences[m.sentence_index].start + m.start
                 if self._superseded(doc, outline, m, at):
-                    m = replace(m, status="affirmed", cue=None, section=None)
+                    m = replace(m, status="affirmed", cue=None, section=None, reason=None)
                 if m.affirmed:
                     ruling = (
                         _taken_back(retracted, m, at)
@@ -136,9 +140,20 @@ class Scope:
                         or note_wide
                     )
                     if ruling is not None:
-                        m = replace(m, status=ruling[0], cue=ruling[1])
+                        m = replace(m, status=ruling[0], cue=ruling[1], reason=None)
             out.append(m)
         return out
+
+    def amends(self, doc: Document, outline: Outline, m: Mention) -> bool:
+        """Whether a mention stands where the note corrects itself: a section headed as an
+        addendum or a correction, or a sentence that takes back what was said."""
+        sentences = doc.sentences or []
+        if m.sentence_index < len(sentences):
+            section = outline.section_at(sentences[m.sentence_index].start + m.start)
+            words = tuple(_TOKEN.findall((section.heading or "").lower())) if section else ()
+            if any(has_phrase(words, w) for w in self._amending):
+                return True
+        return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
 
     def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
         """(start, end, quoted words) of each sentence that takes back what the note said."""
@@ -181,6 +196,10 @@ class Scope:
         copied = outline.copied_at(at)
         if copied is not None and element not in self._copied_skip:
             return self._copied_status, copied.reason
+        if element in self._organ_elements:
+            paragraph = outline.organ_paragraph_at(at)
+            if paragraph is not None:
+                return "other", f'{paragraph.organ}, not liver (paragraph "{paragraph.heading}")'
         section = outline.section_at(at)
         if section is not None:
             ruling = self._section_ruling(section, element, m)
@@ -286,8 +305,25 @@ def _taken_back(
     return None
 
 
-_DATE_ANY = r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d|(?:19|20)\d\d)\b"
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
+    )
+}
+_DATE_ANY = (
+    r"(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}/(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d"
+    # "January 12, 2026", "12 Jan 2026", "JUN 12, 2025", "March 2025"
+    rf"|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d\d|\d{{1,2}}\s+{_MONTH},?\s+(?:19|20)\d\d"
+    rf"|\b{_MONTH},?\s+(?:19|20)\d\d"
+    r"|(?:19|20)\d\d)\b"
+)
 _DATE_GROUP = f"(?P<date>{_DATE_ANY})"
+_NAMED_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b")
 
 
 _DAY_FIRST = re.compile(r"\b(?:1[3-9]|2\d|3[01])/(?:0?[1-9]|1[0-2])/(?:19|20)?\d\d\b")
@@ -296,6 +332,13 @@ _DAY_FIRST = re.compile(r"\b(?:1[3-9]|2\d|3[01])/(?:0?[1-9]|1[0-2])/(?:19|20)?\d
 def _date(text: str, dayfirst: bool = False) -> tuple[int, int | None, int | None] | None:
     """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"; day first
     ("23/09/2025") when the note writes its dates so."""
+    named = _NAMED_MONTH.search(text.lower())
+    if named is not None:
+        numbers = [int(n) for n in re.findall(r"\d+", text)]
+        year = next((n for n in numbers if n >= 1900), None)
+        day = next((n for n in numbers if n < 32), None)
+        month = _MONTHS[named.group(1)]
+        return (year, month, day) if year is not None else None
     parts = re.split(r"[/-]", text.strip())
     try:
         if len(parts) == 3 and len(parts[0]) == 4:

@@ -43,7 +43,8 @@ class TargetDef(_Strict):
     keywords: Entries = []
     terms: Entries = []
     patterns: Entries = []
-    requires: str | None = None
+    # a lexicon (or several, any of which will do) one of whose words the sentence must hold
+    requires: str | Entries | None = None
 
 
 class ModifierDef(_Strict):
@@ -57,6 +58,9 @@ class ModifierDef(_Strict):
     only: Entries = []
     skip: Entries = []
     stops: Entries = []
+    # what the evidence says a mention it rules out is ("a lesion not treated in this
+    # session"), before the cue's words; without it, the cue's words alone
+    reason: str | None = Field(default=None, min_length=1)
 
 
 class SectionDef(_Strict):
@@ -112,12 +116,19 @@ class ScopeConfig(_Strict):
     organs: dict[str, list[str]] = {}
     organ_elements: list[str] = []
     own_organ: str | None = None  # the organ the pack's procedure treats (one of `organs`)
+    # regular expressions that name the own organ beyond doubt (a lung has segments and
+    # lobes too): a paragraph that opens on another organ and holds none of them is that
+    # organ's ("Prone for the lung component. ... Ablation 60 W x 4 min.")
+    own_marks: list[str] = []
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
     cues: dict[str, ScopeCue] = {}
     # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
     # error"): the words it quotes no longer count where they stood before it.
     corrections: list[str] = []
+    # words of a heading whose section corrects what the note said before it ("ADDENDUM"):
+    # of two counts of the lesions treated that differ, only such a section's settles it
+    amending: list[str] = []
 
 
 class TextConfig(_Strict):

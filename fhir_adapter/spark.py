@@ -366,15 +366,25 @@ def _read_lines(session: Any, input_uri: str) -> Any:
     ).filter(~F.col("blank"))
 
 
-def _screen_keys(lines: Any) -> Any:
-    """Per line the keys the plan's table is joined on: `a:` + each reference id (anchors,
-    any type), `p:` (patients, only from Coverage and Procedure), `f:` (performers, only
-    from PractitionerRole), `o:Type/id` (the line's own key). The same screen as the local
-    engine's `screen_ids` + `line_screen`, by id only: Python then decides exactly."""
+def _indexed(lines: Any) -> Any:
+    """The lines with what every pass screens on, worked out by the JVM once: the top-level
+    resourceType and id, and the id at the end of each reference."""
     from pyspark.sql import functions as F
 
-    rtype, rid = F.col("rtype"), F.col("rid")
-    refs = F.regexp_extract_all("value", F.lit(_REF_ID), 1)
+    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
+    refs = F.regexp_extract_all("value", F.lit(_REF_ID), 1).alias("refs")
+    return typed.select(*LINE_COLUMNS, "rtype", "rid", refs)
+
+
+def _screen_keys(lines: Any) -> Any:
+    """Per indexed line the keys the plan's table is joined on: `a:` + each reference id
+    (anchors, any type), `p:` (patients, only from Coverage and Procedure), `f:`
+    (performers, only from PractitionerRole), `o:Type/id` (the line's own key). The same
+    screen as the local engine's `screen_ids` + `line_screen`, by id only: Python then
+    decides exactly."""
+    from pyspark.sql import functions as F
+
+    rtype, rid, refs = F.col("rtype"), F.col("rid"), F.col("refs")
 
     def tagged(tag: str) -> Any:
         return F.transform(refs, lambda x: F.concat(F.lit(tag), x))
@@ -386,18 +396,16 @@ def _screen_keys(lines: Any) -> Any:
         F.when(rtype == "PractitionerRole", tagged("f:")).otherwise(none),
         F.array(F.concat(F.lit("o:"), rtype, F.lit("/"), rid)),
     )
-    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
-    return typed.select(*LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")).filter(
+    return lines.select(*LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")).filter(
         F.col("screen").isNotNull()
     )
 
 
 def _own_keys(lines: Any) -> Any:
-    """Each line with its own `Type/id` (top-level resourceType and id, parsed in the JVM)."""
+    """Each indexed line with its own `Type/id`."""
     from pyspark.sql import functions as F
 
-    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
-    return typed.select(*LINE_COLUMNS, F.concat("rtype", F.lit("/"), "rid").alias("key"))
+    return lines.select(*LINE_COLUMNS, F.concat("rtype", F.lit("/"), "rid").alias("key"))
 
 
 def _plan_keys(plan: Plan) -> list[str]:
@@ -426,7 +434,6 @@ def _evaluate_on_spark(
     spark: Any,
     charges: Mapping[str, float] | None,
 ) -> SparkResult:
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from fhir_adapter.pipeline import now_iso
@@ -435,28 +442,39 @@ def _evaluate_on_spark(
     stamp = now or now_iso()
     session = spark or _session(master)
     system, code = pack.procedure_system, pack.procedure_code
-    lines = _read_lines(session, input_uri)
-    persisted: list[Any] = []
-    # Shuffles of kept lines are small: as many partitions as cores, not Spark's 200 (each
-    # a task), for the length of this call.
-    shuffles = "spark.sql.shuffle.partitions"
-    previous = session.conf.get(shuffles)
-    session.conf.set(shuffles, str(2 * session.sparkContext.defaultParallelism))
+    cores = session.sparkContext.defaultParallelism
+    held: list[Any] = []
 
+    def checkpoint(frame: Any) -> Any:
+        """`frame` computed once and held by the executors: every later pass reads it, and
+        its plan is a scan of the result (the plans of later passes stay small: planning
+        and describing them cost more than running them when each carried the whole
+        lineage)."""
+        held.append(frame.localCheckpoint(eager=True))
+        return held[-1]
+
+    # For the length of this call: the export read in a few splits per core (balanced work
+    # even where one file is most of it), and shuffles of kept lines, which are small, in
+    # as many partitions as cores, not Spark's 200 (each a task).
+    settings = {
+        "spark.sql.files.minPartitionNum": str(3 * cores),
+        "spark.sql.shuffle.partitions": str(2 * cores),
+    }
+    previous = {name: session.conf.get(name, None) for name in settings}
+    for name, value in settings.items():
+        session.conf.set(name, value)
     try:
-
-        def keep(frame: Any) -> Any:
-            persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
-            return frame
+        # The export is read and parsed by the JVM once; the three passes scan what it kept.
+        lines = checkpoint(_indexed(_read_lines(session, input_uri)))
 
         # Pass 1: every line's structural check, and the cases. The bare code: a padded one
         # ("47382 ") counts too, as in the local engine.
         # A line the JVM cannot parse goes to Python too, which names the error.
         coded = F.col("value").contains(code) & F.coalesce(
-            F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
+            F.col("rtype") == "Procedure", F.lit(True)
         )
         first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
-        cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
+        cases = checkpoint(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
         seeds = cases.select("key", "forward", "patient").collect()
         if not seeds:
             return SparkResult(0, 0, "", "")
@@ -473,17 +491,16 @@ def _evaluate_on_spark(
 
         # Pass 2: what the cases point at and what points at them, screened in the JVM
         # (a broadcast join on the plan's ids), decided and keyed by case in Python.
-        screened = _screen_keys(lines)
         plan_table = session.createDataFrame([(k,) for k in _plan_keys(plan)], "screen string")
-        candidates = _to_python(screened.join(F.broadcast(plan_table), "screen"))
-        second = keep(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
+        candidates = _to_python(_screen_keys(lines).join(F.broadcast(plan_table), "screen"))
+        second = checkpoint(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet.
-        held = cases.select("case", "key").union(second.select("case", "key"))
+        owns = cases.select("case", "key").union(second.select("case", "key"))
         wanted = (
             second.filter(F.split("key", "/").getItem(0).isin(*sorted(FOLLOWED)))
             .select("case", F.explode("forward").alias("key"))
-            .join(held, ["case", "key"], "left_anti")
+            .join(owns, ["case", "key"], "left_anti")
             .distinct()
         )
 
@@ -491,10 +508,11 @@ def _evaluate_on_spark(
             return _needed(rows, shared.value[2])
 
         owned = _own_keys(lines).join(F.broadcast(wanted), "key")
-        third = keep(_map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS))
-        gathered = cases.unionByName(second).unionByName(third)
+        third = _map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS)
+        gathered = checkpoint(cases.unionByName(second).unionByName(third))
 
-        # Partition by patient and evaluate each partition with the same compiled pack.
+        # Evaluate each case with the same compiled pack, the cases in ranges of their keys
+        # (the order of the output: each partition is written as one part file, in order).
         pack_text = pack.source_text
         prices = dict(charges) if charges is not None else None  # shipped with the closure
 
@@ -502,25 +520,34 @@ def _evaluate_on_spark(
             return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
 
         kept = (
-            gathered.unionByName(_roles_back(gathered))
-            .repartition(4 * session.sparkContext.defaultParallelism, "patient")
-            .sortWithinPartitions("patient", "case", "file", "pos")
+            checkpoint(gathered.unionByName(_roles_back(gathered)))
+            .repartitionByRange(4 * cores, "case")
+            .sortWithinPartitions("case", "file", "pos")
         )
-        # sorted once, kept: both writers and the counts read it
-        evaluated = keep(_map_in_arrow(kept, evaluate, REPORT_COLUMNS).orderBy("case"))
-        reports = f"{out_uri.rstrip('/')}/reports"
-        bundles = f"{out_uri.rstrip('/')}/bundles"
-        evaluated.select("report").write.text(reports)
-        evaluated.select("bundle").write.text(bundles)
+        evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
         counts = evaluated.agg(
             F.count(F.lit(1)).alias("cases"),
             F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
         ).first()
+        reports = f"{out_uri.rstrip('/')}/reports"
+        bundles = f"{out_uri.rstrip('/')}/bundles"
+        evaluated.select("report").write.text(reports)
+        evaluated.select("bundle").write.text(bundles)
         return SparkResult(int(counts["cases"]), int(counts["claims"]), reports, bundles)
     finally:
-        session.conf.set(shuffles, previous)
-        for frame in persisted:
-            frame.unpersist()
+        for name, value in previous.items():
+            if value is None:
+                session.conf.unset(name)
+            else:
+                session.conf.set(name, value)
+        for frame in held:
+            _release(frame)
+
+
+def _release(frame: Any) -> None:
+    """A local checkpoint's blocks freed now, not at the driver's next garbage collection
+    (a long-lived session runs many evaluations)."""
+    frame._jdf.queryExecution().analyzed().rdd().unpersist(False)
 
 
 def _roles_back(gathered: Any) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ BAD_LINE = "a line of the export is not a complete JSON object (truncated or cor
 
 # The raw-line screens of sources/bulk.py, in Java's regex dialect: the id at the end of
 # every reference (a superset of what `forward_keys` finds: Python decides exactly).
+_HEAD_TYPE = r'^\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"'
+_ID = r'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"'
+_SCREENABLE = re.compile(r"(?:[A-Za-z]{1,64}/)?[A-Za-z0-9\-.]{1,64}")
 _REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"'
 
 # What crosses from the JVM to Python: a line, where it stands in the export (the file's
@@ -190,12 +194,7 @@ def _attributed(
 ) -> Iterator[dict[str, Any]]:
     """Pass 2 and 3, Python side: a row per case a screened line belongs to, decided by
     the local engine's `plan_hits` (Spark's screen is a superset)."""
-    last: tuple[int, int] | None = None
     for row in rows:
-        where = (row["file"], row["pos"])
-        if where == last:  # one line met through two of its references
-            continue
-        last = where
         line: bytes = row["line"]
         resource = _parse_line(line, None)
         refs = forward_keys(line)
@@ -367,61 +366,61 @@ def _read_lines(session: Any, input_uri: str) -> Any:
 
 
 def _indexed(lines: Any) -> Any:
-    """The lines with what every pass screens on, worked out by the JVM once: the top-level
-    resourceType and id, and the id at the end of each reference."""
+    """The lines with what every pass screens on, found by the JVM once with regexes (a
+    JSON parser costs more than the whole read): the resourceType (from the line's head,
+    where exports write it; parsed only where it is not there), the ids (`"id"` at any
+    depth, the local engine's own-id screen) and the id at the end of each reference."""
     from pyspark.sql import functions as F
 
-    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
-    refs = F.regexp_extract_all("value", F.lit(_REF_ID), 1).alias("refs")
-    return typed.select(*LINE_COLUMNS, "rtype", "rid", refs)
-
-
-def _screen_keys(lines: Any) -> Any:
-    """Per indexed line the keys the plan's table is joined on: `a:` + each reference id
-    (anchors, any type), `p:` (patients, only from Coverage and Procedure), `f:`
-    (performers, only from PractitionerRole), `o:Type/id` (the line's own key). The same
-    screen as the local engine's `screen_ids` + `line_screen`, by id only: Python then
-    decides exactly."""
-    from pyspark.sql import functions as F
-
-    rtype, rid, refs = F.col("rtype"), F.col("rid"), F.col("refs")
-
-    def tagged(tag: str) -> Any:
-        return F.transform(refs, lambda x: F.concat(F.lit(tag), x))
-
-    none = F.array().cast("array<string>")
-    keys = F.concat(
-        tagged("a:"),
-        F.when(rtype.isin("Coverage", "Procedure"), tagged("p:")).otherwise(none),
-        F.when(rtype == "PractitionerRole", tagged("f:")).otherwise(none),
-        F.array(F.concat(F.lit("o:"), rtype, F.lit("/"), rid)),
-    )
-    return lines.select(*LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")).filter(
-        F.col("screen").isNotNull()
+    head = F.regexp_extract("value", _HEAD_TYPE, 1)
+    rtype = F.when(head != "", head).otherwise(F.get_json_object("value", "$.resourceType"))
+    return lines.select(
+        *LINE_COLUMNS,
+        rtype.alias("rtype"),
+        F.array_distinct(F.regexp_extract_all("value", F.lit(_ID), 1)).alias("ids"),
+        F.regexp_extract_all("value", F.lit(_REF_ID), 1).alias("refs"),
     )
 
 
-def _own_keys(lines: Any) -> Any:
-    """Each indexed line with its own `Type/id`."""
+def _among(values: Iterable[str]) -> str:
+    """A SQL `IN (...)` of string literals (false when empty), one expression however many:
+    Spark's optimizer makes it a hash set, so each test costs one lookup. Only ids the JVM
+    screens can capture can match, and they need no escaping."""
+    kept = sorted({v for v in values if _SCREENABLE.fullmatch(v)})
+    return f"IN ({', '.join(repr(v) for v in kept)})" if kept else "IN (NULL)"
+
+
+def _plan_screen(plan: Plan) -> str:
+    """The local engine's `screen_ids` + `line_screen` as a filter on indexed lines (ids
+    only: Python then decides exactly): a reference to an anchor (any type), to a patient
+    (Coverage, Procedure, ClaimResponse), to a performer (PractitionerRole), or an own id
+    the plan needs, by type (a line of no known type: any of them)."""
+
+    def ids(keys: Iterable[str]) -> str:
+        return _among(k.rsplit("/", 1)[-1] for k in keys)
+
+    by_patient = "rtype IS NULL OR rtype IN ('Coverage', 'Procedure', 'ClaimResponse')"
+    by_performer = "rtype IS NULL OR rtype = 'PractitionerRole'"
+    refs = (
+        f"exists(refs, x -> x {ids(plan.anchors)}"
+        f" OR (({by_patient}) AND x {ids(plan.patients)})"
+        f" OR (({by_performer}) AND x {ids(plan.performers)}))"
+    )
+    own = (
+        f"exists(ids, x -> concat(rtype, '/', x) {_among(plan.needed)}"
+        f" OR (rtype IS NULL AND x {ids(plan.needed)}))"
+    )
+    return f"{refs} OR {own}"
+
+
+def _owned(lines: Any, wanted: Sequence[str]) -> Any:
+    """The indexed lines that may be one of the `wanted` Type/id keys, with each such key
+    they may be (Python keeps a line only under its own)."""
     from pyspark.sql import functions as F
 
-    return lines.select(*LINE_COLUMNS, F.concat("rtype", F.lit("/"), "rid").alias("key"))
-
-
-def _plan_keys(plan: Plan) -> list[str]:
-    """The screen keys of a plan (see `_screen_keys`)."""
-
-    def ids(tag: str, keys: Iterable[str]) -> list[str]:
-        return [tag + k.rsplit("/", 1)[-1] for k in keys]
-
-    return sorted(
-        {
-            *ids("a:", plan.anchors),
-            *ids("p:", plan.patients),
-            *ids("f:", plan.performers),
-            *("o:" + k for k in plan.needed),
-        }
-    )
+    among = _among(wanted)
+    may_be = F.expr(f"filter(transform(ids, x -> concat(rtype, '/', x)), k -> k {among})")
+    return lines.select(*LINE_COLUMNS, F.explode(may_be).alias("key"))
 
 
 def _evaluate_on_spark(
@@ -490,9 +489,8 @@ def _evaluate_on_spark(
             return _attributed(rows, *shared.value)
 
         # Pass 2: what the cases point at and what points at them, screened in the JVM
-        # (a broadcast join on the plan's ids), decided and keyed by case in Python.
-        plan_table = session.createDataFrame([(k,) for k in _plan_keys(plan)], "screen string")
-        candidates = _to_python(_screen_keys(lines).join(F.broadcast(plan_table), "screen"))
+        # (hash sets of the plan's ids), decided and keyed by case in Python.
+        candidates = _to_python(lines.filter(F.expr(_plan_screen(plan))))
         second = checkpoint(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet.
@@ -507,7 +505,8 @@ def _evaluate_on_spark(
         def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             return _needed(rows, shared.value[2])
 
-        owned = _own_keys(lines).join(F.broadcast(wanted), "key")
+        keys = [row["key"] for row in wanted.select("key").distinct().collect()]
+        owned = _owned(lines, keys).join(F.broadcast(wanted), "key")
         third = _map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS)
         gathered = checkpoint(cases.unionByName(second).unionByName(third))
 
@@ -558,9 +557,11 @@ def _roles_back(gathered: Any) -> Any:
     from pyspark.sql import functions as F
 
     kept = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
-    pool = gathered.select(*kept).dropDuplicates(["file", "pos"])
-    roles = pool.filter(F.col("key").startswith("PractitionerRole/")).select(
-        "*", F.explode("targets").alias("target")
+    roles = (
+        gathered.filter(F.col("key").startswith("PractitionerRole/"))
+        .select(*kept)
+        .dropDuplicates(["file", "pos"])
+        .select("*", F.explode("targets").alias("target"))
     )
     practitioners = (
         gathered.filter(F.col("key").startswith("Practitioner/"))
@@ -569,6 +570,12 @@ def _roles_back(gathered: Any) -> Any:
     )
     back = practitioners.join(roles, "target").select("case", "patient", *kept)
     pointed = back.select("case", "patient", F.explode("forward").alias("key")).distinct()
+    # only the lines pointed at are deduplicated (not every gathered line: a shuffle of them all)
+    pool = (
+        gathered.join(pointed.select("key").distinct(), "key", "left_semi")
+        .select(*kept)
+        .dropDuplicates(["file", "pos"])
+    )
     followed = pointed.join(pool, "key").select("case", "patient", *kept)
     return back.unionByName(followed)
 

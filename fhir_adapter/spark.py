@@ -406,9 +406,10 @@ def _plan_screen(plan: Plan) -> str:
         f" OR (({by_patient}) AND x {ids(plan.patients)})"
         f" OR (({by_performer}) AND x {ids(plan.performers)}))"
     )
+    # the id first: a key is built only for the few ids that may be needed
     own = (
-        f"exists(ids, x -> concat(rtype, '/', x) {_among(plan.needed)}"
-        f" OR (rtype IS NULL AND x {ids(plan.needed)}))"
+        f"exists(ids, x -> x {ids(plan.needed)}"
+        f" AND (rtype IS NULL OR concat(rtype, '/', x) {_among(plan.needed)}))"
     )
     return f"{refs} OR {own}"
 
@@ -418,8 +419,9 @@ def _owned(lines: Any, wanted: Sequence[str]) -> Any:
     they may be (Python keeps a line only under its own)."""
     from pyspark.sql import functions as F
 
-    among = _among(wanted)
-    may_be = F.expr(f"filter(transform(ids, x -> concat(rtype, '/', x)), k -> k {among})")
+    ids = _among(k.rsplit("/", 1)[-1] for k in wanted)
+    keys = f"transform(filter(ids, x -> x {ids}), x -> concat(rtype, '/', x))"
+    may_be = F.expr(f"filter({keys}, k -> k {_among(wanted)})")
     return lines.select(*LINE_COLUMNS, F.explode(may_be).alias("key"))
 
 
@@ -495,7 +497,7 @@ def _evaluate_on_spark(
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet.
         owns = cases.select("case", "key").union(second.select("case", "key"))
-        wanted = (
+        wanted = checkpoint(
             second.filter(F.split("key", "/").getItem(0).isin(*sorted(FOLLOWED)))
             .select("case", F.explode("forward").alias("key"))
             .join(owns, ["case", "key"], "left_anti")
@@ -518,8 +520,9 @@ def _evaluate_on_spark(
         def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
 
+        back = _roles_back(gathered)
         kept = (
-            checkpoint(gathered.unionByName(_roles_back(gathered)))
+            (gathered if back is None else checkpoint(gathered.unionByName(back)))
             .repartitionByRange(4 * cores, "case")
             .sortWithinPartitions("case", "file", "pos")
         )
@@ -553,31 +556,55 @@ def _roles_back(gathered: Any) -> Any:
     """For each case, the PractitionerRoles gathered for any case that point at a
     Practitioner it holds, with what those roles point at (their organization): the
     local engine holds them in its one store, so a colleague named only as Practitioner
-    on an earlier Procedure has the group and specialty there too."""
+    on an earlier Procedure has the group and specialty there too.
+
+    Worked out on the driver from the few lines involved (staff and their
+    organizations): as a chain of joins over the gathered lines, Spark's work per stage
+    cost more than the lines did. None when no case gains anything."""
     from pyspark.sql import functions as F
 
-    kept = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
-    roles = (
-        gathered.filter(F.col("key").startswith("PractitionerRole/"))
-        .select(*kept)
-        .dropDuplicates(["file", "pos"])
-        .select("*", F.explode("targets").alias("target"))
+    key = F.col("key")
+    is_role = key.startswith("PractitionerRole/")
+    staff = gathered.filter(key.startswith("Practitioner/") | is_role).select(
+        "case",
+        "patient",
+        "key",
+        "file",
+        "pos",
+        "targets",
+        "forward",
+        F.when(is_role, F.col("line")).alias("line"),
     )
-    practitioners = (
-        gathered.filter(F.col("key").startswith("Practitioner/"))
-        .select("case", "patient", F.col("key").alias("target"))
-        .distinct()
+    rows = staff.collect()
+    roles: dict[str, dict[tuple[int, int], Any]] = {}  # Practitioner -> its roles' lines
+    for row in rows:
+        if row["line"] is not None:
+            for target in row["targets"]:
+                roles.setdefault(target, {})[(row["file"], row["pos"])] = row
+    back: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+    pointed: dict[str, set[tuple[str, str]]] = {}  # what the roles point at -> cases
+    for row in rows:
+        if row["line"] is None:
+            for (file, pos), role in roles.get(row["key"], {}).items():
+                back[(row["case"], file, pos)] = _kept_tuple(row["case"], row["patient"], role)
+                for forward in role["forward"]:
+                    pointed.setdefault(forward, set()).add((row["case"], row["patient"]))
+    if pointed:
+        columns = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
+        pool = gathered.filter(key.isin(*sorted(pointed))).select(*columns).collect()
+        for line in {(r["file"], r["pos"]): r for r in pool}.values():
+            for case, patient in pointed[line["key"]]:
+                back[(case, line["file"], line["pos"])] = _kept_tuple(case, patient, line)
+    if not back:
+        return None
+    return gathered.sparkSession.createDataFrame(
+        [back[k] for k in sorted(back)], _spark_schema(KEPT_COLUMNS)
     )
-    back = practitioners.join(roles, "target").select("case", "patient", *kept)
-    pointed = back.select("case", "patient", F.explode("forward").alias("key")).distinct()
-    # only the lines pointed at are deduplicated (not every gathered line: a shuffle of them all)
-    pool = (
-        gathered.join(pointed.select("key").distinct(), "key", "left_semi")
-        .select(*kept)
-        .dropDuplicates(["file", "pos"])
-    )
-    followed = pointed.join(pool, "key").select("case", "patient", *kept)
-    return back.unionByName(followed)
+
+
+def _kept_tuple(case: str, patient: str, row: Any) -> tuple[Any, ...]:
+    """A gathered line's row, for another case."""
+    return (case, patient, *(row[name] for name, _ in KEPT_COLUMNS[2:]))
 
 
 def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[Any]]:

@@ -1,15 +1,18 @@
 """Evaluate a Bulk Data NDJSON export on Apache Spark with the very same rule pack.
 
-The JVM does what it can without Python: Spark's text reader reads the lines,
-Spark SQL checks each is one JSON object, keeps the Procedure lines that mention
-the code and, once the cases are known, screens every line on its resource type,
-id and reference ids against the cases' plan (a broadcast join). Only the
-candidates cross to Python, as Arrow batches (`mapInArrow`), where the local
-engine's own functions (`plan_hits`, `kept_record`) decide exactly which case
-each belongs to. The kept lines are repartitioned by patient and each partition
-is evaluated in Python by the same `assemble` / `evaluate_case` / `build_output`
-code the local engine uses, with the pack compiled there from the driver's YAML
-text. No rule exists twice.
+The JVM does what it can without Python: Spark's text reader reads the lines once,
+regexes find each line's resourceType, ids and reference ids, and the result is held
+(a local checkpoint) for the three passes. Spark SQL checks each line is one JSON
+object, keeps the Procedure lines that mention the code and, once the cases are
+known, screens every line on its type, ids and reference ids against hash sets of
+the cases' plan. Only the candidates cross to Python, as Arrow batches
+(`mapInArrow`), where the local engine's own functions (`plan_hits`, `kept_record`)
+decide exactly which case each belongs to. Each pass's result is held as well: later
+passes read it, and their plans stay small (planning a plan that carries the whole
+lineage cost more than running it). The kept lines are range-partitioned by case and
+each partition is evaluated in Python by the same `assemble` / `evaluate_case` /
+`build_output` code the local engine uses, with the pack compiled there from the
+driver's YAML text. No rule exists twice.
 
 Each case gathers what the local engine's three passes would give it: pass 3
 (what the gathered resources point at) is worked out per case, so a colleague's
@@ -17,7 +20,8 @@ PractitionerRole that another case already holds still reaches this one.
 
 Output: `OUT/reports` (one JSON report row per case, the same object as the
 `cases[]` of `--format json`) and `OUT/bundles` (one transaction Bundle per
-line), written by Spark's text writer, ordered by procedure.
+line), written by Spark's text writer, ordered by procedure (the evaluated
+partitions are in that order already: each is one part file).
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ _REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"
 # rank in the local engine's reading order, then its position there: a later copy of a
 # resource replaces an earlier one), and which file (named when the line is bad).
 LINE_COLUMNS = ("value", "file", "pos", "path")
-# What a kept line carries to the evaluation: the case and patient it is partitioned by.
+# What a kept line carries to the evaluation: the case it is grouped by, and its patient.
 KEPT_COLUMNS = (
     ("case", "string"),
     ("patient", "string"),
@@ -180,7 +184,7 @@ def _coded_cases(
 
 
 def _patient_of(resource: Mapping[str, Any], fallback: str) -> str:
-    """The case's patient (what the evaluation is partitioned by)."""
+    """The case's patient (carried with each of its lines)."""
     subject = resource.get("subject")
     ref = subject.get("reference") if isinstance(subject, dict) else None
     return (tail_key(ref) if isinstance(ref, str) else None) or fallback
@@ -227,7 +231,7 @@ def _evaluate_rows(
     stamp: str,
     charges: Mapping[str, float] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Executor side: the rows of a partition, sorted by patient, case and export order;
+    """Executor side: the rows of a partition, sorted by case and export order;
     one store per case, evaluated by the local engine's own code."""
     from fhir_adapter.pipeline import case_procedure, evaluate_one
     from fhir_adapter.sources.store import CompactStore
@@ -597,9 +601,17 @@ def _roles_back(gathered: Any) -> Any:
                 back[(case, line["file"], line["pos"])] = _kept_tuple(case, patient, line)
     if not back:
         return None
-    return gathered.sparkSession.createDataFrame(
-        [back[k] for k in sorted(back)], _spark_schema(KEPT_COLUMNS)
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    # as an Arrow table: the JVM reads it as is (a list of rows goes through Python workers)
+    schema = _spark_schema(KEPT_COLUMNS)
+    names = [name for name, _ in KEPT_COLUMNS]
+    table = pa.Table.from_pylist(
+        [dict(zip(names, back[k], strict=True)) for k in sorted(back)],
+        schema=to_arrow_schema(schema),
     )
+    return gathered.sparkSession.createDataFrame(table, schema)
 
 
 def _kept_tuple(case: str, patient: str, row: Any) -> tuple[Any, ...]:

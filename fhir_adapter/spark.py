@@ -1,15 +1,18 @@
 """Evaluate a Bulk Data NDJSON export on Apache Spark with the very same rule pack.
 
-The JVM does what it can without Python: Spark's text reader reads the lines,
-Spark SQL checks each is one JSON object, keeps the Procedure lines that mention
-the code and, once the cases are known, screens every line on its resource type,
-id and reference ids against the cases' plan (a broadcast join). Only the
-candidates cross to Python, as Arrow batches (`mapInArrow`), where the local
-engine's own functions (`plan_hits`, `kept_record`) decide exactly which case
-each belongs to. The kept lines are repartitioned by patient and each partition
-is evaluated in Python by the same `assemble` / `evaluate_case` / `build_output`
-code the local engine uses, with the pack compiled there from the driver's YAML
-text. No rule exists twice.
+The JVM does what it can without Python: Spark's text reader reads the lines once,
+regexes find each line's resourceType, ids and reference ids, and the result is held
+(a local checkpoint) for the three passes. Spark SQL checks each line is one JSON
+object, keeps the Procedure lines that mention the code and, once the cases are
+known, screens every line on its type, ids and reference ids against hash sets of
+the cases' plan. Only the candidates cross to Python, as Arrow batches
+(`mapInArrow`), where the local engine's own functions (`plan_hits`, `kept_record`)
+decide exactly which case each belongs to. Each pass's result is held as well: later
+passes read it, and their plans stay small (planning a plan that carries the whole
+lineage cost more than running it). The kept lines are range-partitioned by case and
+each partition is evaluated in Python by the same `assemble` / `evaluate_case` /
+`build_output` code the local engine uses, with the pack compiled there from the
+driver's YAML text. No rule exists twice.
 
 Each case gathers what the local engine's three passes would give it: pass 3
 (what the gathered resources point at) is worked out per case, so a colleague's
@@ -17,13 +20,15 @@ PractitionerRole that another case already holds still reaches this one.
 
 Output: `OUT/reports` (one JSON report row per case, the same object as the
 `cases[]` of `--format json`) and `OUT/bundles` (one transaction Bundle per
-line), written by Spark's text writer, ordered by procedure.
+line), written by Spark's text writer, ordered by procedure (the evaluated
+partitions are in that order already: each is one part file).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,13 +85,16 @@ BAD_LINE = "a line of the export is not a complete JSON object (truncated or cor
 
 # The raw-line screens of sources/bulk.py, in Java's regex dialect: the id at the end of
 # every reference (a superset of what `forward_keys` finds: Python decides exactly).
+_HEAD_TYPE = r'^\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"'
+_ID = r'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"'
+_SCREENABLE = re.compile(r"(?:[A-Za-z]{1,64}/)?[A-Za-z0-9\-.]{1,64}")
 _REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"'
 
 # What crosses from the JVM to Python: a line, where it stands in the export (the file's
 # rank in the local engine's reading order, then its position there: a later copy of a
 # resource replaces an earlier one), and which file (named when the line is bad).
 LINE_COLUMNS = ("value", "file", "pos", "path")
-# What a kept line carries to the evaluation: the case and patient it is partitioned by.
+# What a kept line carries to the evaluation: the case it is grouped by, and its patient.
 KEPT_COLUMNS = (
     ("case", "string"),
     ("patient", "string"),
@@ -176,7 +184,7 @@ def _coded_cases(
 
 
 def _patient_of(resource: Mapping[str, Any], fallback: str) -> str:
-    """The case's patient (what the evaluation is partitioned by)."""
+    """The case's patient (carried with each of its lines)."""
     subject = resource.get("subject")
     ref = subject.get("reference") if isinstance(subject, dict) else None
     return (tail_key(ref) if isinstance(ref, str) else None) or fallback
@@ -190,12 +198,7 @@ def _attributed(
 ) -> Iterator[dict[str, Any]]:
     """Pass 2 and 3, Python side: a row per case a screened line belongs to, decided by
     the local engine's `plan_hits` (Spark's screen is a superset)."""
-    last: tuple[int, int] | None = None
     for row in rows:
-        where = (row["file"], row["pos"])
-        if where == last:  # one line met through two of its references
-            continue
-        last = where
         line: bytes = row["line"]
         resource = _parse_line(line, None)
         refs = forward_keys(line)
@@ -228,7 +231,7 @@ def _evaluate_rows(
     stamp: str,
     charges: Mapping[str, float] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Executor side: the rows of a partition, sorted by patient, case and export order;
+    """Executor side: the rows of a partition, sorted by case and export order;
     one store per case, evaluated by the local engine's own code."""
     from fhir_adapter.pipeline import case_procedure, evaluate_one
     from fhir_adapter.sources.store import CompactStore
@@ -366,54 +369,64 @@ def _read_lines(session: Any, input_uri: str) -> Any:
     ).filter(~F.col("blank"))
 
 
-def _screen_keys(lines: Any) -> Any:
-    """Per line the keys the plan's table is joined on: `a:` + each reference id (anchors,
-    any type), `p:` (patients, only from Coverage and Procedure), `f:` (performers, only
-    from PractitionerRole), `o:Type/id` (the line's own key). The same screen as the local
-    engine's `screen_ids` + `line_screen`, by id only: Python then decides exactly."""
+def _indexed(lines: Any) -> Any:
+    """The lines with what every pass screens on, found by the JVM once with regexes (a
+    JSON parser costs more than the whole read): the resourceType (from the line's head,
+    where exports write it; parsed only where it is not there), the ids (`"id"` at any
+    depth, the local engine's own-id screen) and the id at the end of each reference."""
     from pyspark.sql import functions as F
 
-    rtype, rid = F.col("rtype"), F.col("rid")
-    refs = F.regexp_extract_all("value", F.lit(_REF_ID), 1)
-
-    def tagged(tag: str) -> Any:
-        return F.transform(refs, lambda x: F.concat(F.lit(tag), x))
-
-    none = F.array().cast("array<string>")
-    keys = F.concat(
-        tagged("a:"),
-        F.when(rtype.isin("Coverage", "Procedure"), tagged("p:")).otherwise(none),
-        F.when(rtype == "PractitionerRole", tagged("f:")).otherwise(none),
-        F.array(F.concat(F.lit("o:"), rtype, F.lit("/"), rid)),
-    )
-    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
-    return typed.select(*LINE_COLUMNS, F.explode(F.array_distinct(keys)).alias("screen")).filter(
-        F.col("screen").isNotNull()
+    head = F.regexp_extract("value", _HEAD_TYPE, 1)
+    rtype = F.when(head != "", head).otherwise(F.get_json_object("value", "$.resourceType"))
+    return lines.select(
+        *LINE_COLUMNS,
+        rtype.alias("rtype"),
+        F.array_distinct(F.regexp_extract_all("value", F.lit(_ID), 1)).alias("ids"),
+        F.regexp_extract_all("value", F.lit(_REF_ID), 1).alias("refs"),
     )
 
 
-def _own_keys(lines: Any) -> Any:
-    """Each line with its own `Type/id` (top-level resourceType and id, parsed in the JVM)."""
+def _among(values: Iterable[str]) -> str:
+    """A SQL `IN (...)` of string literals (false when empty), one expression however many:
+    Spark's optimizer makes it a hash set, so each test costs one lookup. Only ids the JVM
+    screens can capture can match, and they need no escaping."""
+    kept = sorted({v for v in values if _SCREENABLE.fullmatch(v)})
+    return f"IN ({', '.join(repr(v) for v in kept)})" if kept else "IN (NULL)"
+
+
+def _plan_screen(plan: Plan) -> str:
+    """The local engine's `screen_ids` + `line_screen` as a filter on indexed lines (ids
+    only: Python then decides exactly): a reference to an anchor (any type), to a patient
+    (Coverage, Procedure, ClaimResponse), to a performer (PractitionerRole), or an own id
+    the plan needs, by type (a line of no known type: any of them)."""
+
+    def ids(keys: Iterable[str]) -> str:
+        return _among(k.rsplit("/", 1)[-1] for k in keys)
+
+    by_patient = "rtype IS NULL OR rtype IN ('Coverage', 'Procedure', 'ClaimResponse')"
+    by_performer = "rtype IS NULL OR rtype = 'PractitionerRole'"
+    refs = (
+        f"exists(refs, x -> x {ids(plan.anchors)}"
+        f" OR (({by_patient}) AND x {ids(plan.patients)})"
+        f" OR (({by_performer}) AND x {ids(plan.performers)}))"
+    )
+    # the id first: a key is built only for the few ids that may be needed
+    own = (
+        f"exists(ids, x -> x {ids(plan.needed)}"
+        f" AND (rtype IS NULL OR concat(rtype, '/', x) {_among(plan.needed)}))"
+    )
+    return f"{refs} OR {own}"
+
+
+def _owned(lines: Any, wanted: Sequence[str]) -> Any:
+    """The indexed lines that may be one of the `wanted` Type/id keys, with each such key
+    they may be (Python keeps a line only under its own)."""
     from pyspark.sql import functions as F
 
-    typed = lines.select("*", F.json_tuple("value", "resourceType", "id").alias("rtype", "rid"))
-    return typed.select(*LINE_COLUMNS, F.concat("rtype", F.lit("/"), "rid").alias("key"))
-
-
-def _plan_keys(plan: Plan) -> list[str]:
-    """The screen keys of a plan (see `_screen_keys`)."""
-
-    def ids(tag: str, keys: Iterable[str]) -> list[str]:
-        return [tag + k.rsplit("/", 1)[-1] for k in keys]
-
-    return sorted(
-        {
-            *ids("a:", plan.anchors),
-            *ids("p:", plan.patients),
-            *ids("f:", plan.performers),
-            *("o:" + k for k in plan.needed),
-        }
-    )
+    ids = _among(k.rsplit("/", 1)[-1] for k in wanted)
+    keys = f"transform(filter(ids, x -> x {ids}), x -> concat(rtype, '/', x))"
+    may_be = F.expr(f"filter({keys}, k -> k {_among(wanted)})")
+    return lines.select(*LINE_COLUMNS, F.explode(may_be).alias("key"))
 
 
 def _evaluate_on_spark(
@@ -426,7 +439,6 @@ def _evaluate_on_spark(
     spark: Any,
     charges: Mapping[str, float] | None,
 ) -> SparkResult:
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from fhir_adapter.pipeline import now_iso
@@ -435,28 +447,39 @@ def _evaluate_on_spark(
     stamp = now or now_iso()
     session = spark or _session(master)
     system, code = pack.procedure_system, pack.procedure_code
-    lines = _read_lines(session, input_uri)
-    persisted: list[Any] = []
-    # Shuffles of kept lines are small: as many partitions as cores, not Spark's 200 (each
-    # a task), for the length of this call.
-    shuffles = "spark.sql.shuffle.partitions"
-    previous = session.conf.get(shuffles)
-    session.conf.set(shuffles, str(2 * session.sparkContext.defaultParallelism))
+    cores = session.sparkContext.defaultParallelism
+    held: list[Any] = []
 
+    def checkpoint(frame: Any) -> Any:
+        """`frame` computed once and held by the executors: every later pass reads it, and
+        its plan is a scan of the result (the plans of later passes stay small: planning
+        and describing them cost more than running them when each carried the whole
+        lineage)."""
+        held.append(frame.localCheckpoint(eager=True))
+        return held[-1]
+
+    # For the length of this call: the export read in a few splits per core (balanced work
+    # even where one file is most of it), and shuffles of kept lines, which are small, in
+    # as many partitions as cores, not Spark's 200 (each a task).
+    settings = {
+        "spark.sql.files.minPartitionNum": str(3 * cores),
+        "spark.sql.shuffle.partitions": str(2 * cores),
+    }
+    previous = {name: session.conf.get(name, None) for name in settings}
+    for name, value in settings.items():
+        session.conf.set(name, value)
     try:
-
-        def keep(frame: Any) -> Any:
-            persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
-            return frame
+        # The export is read and parsed by the JVM once; the three passes scan what it kept.
+        lines = checkpoint(_indexed(_read_lines(session, input_uri)))
 
         # Pass 1: every line's structural check, and the cases. The bare code: a padded one
         # ("47382 ") counts too, as in the local engine.
         # A line the JVM cannot parse goes to Python too, which names the error.
         coded = F.col("value").contains(code) & F.coalesce(
-            F.get_json_object("value", "$.resourceType") == "Procedure", F.lit(True)
+            F.col("rtype") == "Procedure", F.lit(True)
         )
         first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
-        cases = keep(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
+        cases = checkpoint(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
         seeds = cases.select("key", "forward", "patient").collect()
         if not seeds:
             return SparkResult(0, 0, "", "")
@@ -472,78 +495,128 @@ def _evaluate_on_spark(
             return _attributed(rows, *shared.value)
 
         # Pass 2: what the cases point at and what points at them, screened in the JVM
-        # (a broadcast join on the plan's ids), decided and keyed by case in Python.
-        screened = _screen_keys(lines)
-        plan_table = session.createDataFrame([(k,) for k in _plan_keys(plan)], "screen string")
-        candidates = _to_python(screened.join(F.broadcast(plan_table), "screen"))
-        second = keep(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
+        # (hash sets of the plan's ids), decided and keyed by case in Python.
+        candidates = _to_python(lines.filter(F.expr(_plan_screen(plan))))
+        second = checkpoint(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet.
-        held = cases.select("case", "key").union(second.select("case", "key"))
-        wanted = (
+        owns = cases.select("case", "key").union(second.select("case", "key"))
+        wanted = checkpoint(
             second.filter(F.split("key", "/").getItem(0).isin(*sorted(FOLLOWED)))
             .select("case", F.explode("forward").alias("key"))
-            .join(held, ["case", "key"], "left_anti")
+            .join(owns, ["case", "key"], "left_anti")
             .distinct()
         )
 
         def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             return _needed(rows, shared.value[2])
 
-        owned = _own_keys(lines).join(F.broadcast(wanted), "key")
-        third = keep(_map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS))
-        gathered = cases.unionByName(second).unionByName(third)
+        keys = [row["key"] for row in wanted.select("key").distinct().collect()]
+        owned = _owned(lines, keys).join(F.broadcast(wanted), "key")
+        third = _map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS)
+        gathered = checkpoint(cases.unionByName(second).unionByName(third))
 
-        # Partition by patient and evaluate each partition with the same compiled pack.
+        # Evaluate each case with the same compiled pack, the cases in ranges of their keys
+        # (the order of the output: each partition is written as one part file, in order).
         pack_text = pack.source_text
         prices = dict(charges) if charges is not None else None  # shipped with the closure
 
         def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
 
+        back = _roles_back(gathered)
         kept = (
-            gathered.unionByName(_roles_back(gathered))
-            .repartition(4 * session.sparkContext.defaultParallelism, "patient")
-            .sortWithinPartitions("patient", "case", "file", "pos")
+            (gathered if back is None else checkpoint(gathered.unionByName(back)))
+            .repartitionByRange(4 * cores, "case")
+            .sortWithinPartitions("case", "file", "pos")
         )
-        # sorted once, kept: both writers and the counts read it
-        evaluated = keep(_map_in_arrow(kept, evaluate, REPORT_COLUMNS).orderBy("case"))
-        reports = f"{out_uri.rstrip('/')}/reports"
-        bundles = f"{out_uri.rstrip('/')}/bundles"
-        evaluated.select("report").write.text(reports)
-        evaluated.select("bundle").write.text(bundles)
+        evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
         counts = evaluated.agg(
             F.count(F.lit(1)).alias("cases"),
             F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
         ).first()
+        reports = f"{out_uri.rstrip('/')}/reports"
+        bundles = f"{out_uri.rstrip('/')}/bundles"
+        evaluated.select("report").write.text(reports)
+        evaluated.select("bundle").write.text(bundles)
         return SparkResult(int(counts["cases"]), int(counts["claims"]), reports, bundles)
     finally:
-        session.conf.set(shuffles, previous)
-        for frame in persisted:
-            frame.unpersist()
+        for name, value in previous.items():
+            if value is None:
+                session.conf.unset(name)
+            else:
+                session.conf.set(name, value)
+        for frame in held:
+            _release(frame)
+
+
+def _release(frame: Any) -> None:
+    """A local checkpoint's blocks freed now, not at the driver's next garbage collection
+    (a long-lived session runs many evaluations)."""
+    frame._jdf.queryExecution().analyzed().rdd().unpersist(False)
 
 
 def _roles_back(gathered: Any) -> Any:
     """For each case, the PractitionerRoles gathered for any case that point at a
     Practitioner it holds, with what those roles point at (their organization): the
     local engine holds them in its one store, so a colleague named only as Practitioner
-    on an earlier Procedure has the group and specialty there too."""
+    on an earlier Procedure has the group and specialty there too.
+
+    Worked out on the driver from the few lines involved (staff and their
+    organizations): as a chain of joins over the gathered lines, Spark's work per stage
+    cost more than the lines did. None when no case gains anything."""
     from pyspark.sql import functions as F
 
-    kept = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
-    pool = gathered.select(*kept).dropDuplicates(["file", "pos"])
-    roles = pool.filter(F.col("key").startswith("PractitionerRole/")).select(
-        "*", F.explode("targets").alias("target")
+    key = F.col("key")
+    is_role = key.startswith("PractitionerRole/")
+    staff = gathered.filter(key.startswith("Practitioner/") | is_role).select(
+        "case",
+        "patient",
+        "key",
+        "file",
+        "pos",
+        "targets",
+        "forward",
+        F.when(is_role, F.col("line")).alias("line"),
     )
-    practitioners = (
-        gathered.filter(F.col("key").startswith("Practitioner/"))
-        .select("case", "patient", F.col("key").alias("target"))
-        .distinct()
+    rows = staff.collect()
+    roles: dict[str, dict[tuple[int, int], Any]] = {}  # Practitioner -> its roles' lines
+    for row in rows:
+        if row["line"] is not None:
+            for target in row["targets"]:
+                roles.setdefault(target, {})[(row["file"], row["pos"])] = row
+    back: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+    pointed: dict[str, set[tuple[str, str]]] = {}  # what the roles point at -> cases
+    for row in rows:
+        if row["line"] is None:
+            for (file, pos), role in roles.get(row["key"], {}).items():
+                back[(row["case"], file, pos)] = _kept_tuple(row["case"], row["patient"], role)
+                for forward in role["forward"]:
+                    pointed.setdefault(forward, set()).add((row["case"], row["patient"]))
+    if pointed:
+        columns = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
+        pool = gathered.filter(key.isin(*sorted(pointed))).select(*columns).collect()
+        for line in {(r["file"], r["pos"]): r for r in pool}.values():
+            for case, patient in pointed[line["key"]]:
+                back[(case, line["file"], line["pos"])] = _kept_tuple(case, patient, line)
+    if not back:
+        return None
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    # as an Arrow table: the JVM reads it as is (a list of rows goes through Python workers)
+    schema = _spark_schema(KEPT_COLUMNS)
+    names = [name for name, _ in KEPT_COLUMNS]
+    table = pa.Table.from_pylist(
+        [dict(zip(names, back[k], strict=True)) for k in sorted(back)],
+        schema=to_arrow_schema(schema),
     )
-    back = practitioners.join(roles, "target").select("case", "patient", *kept)
-    pointed = back.select("case", "patient", F.explode("forward").alias("key")).distinct()
-    followed = pointed.join(pool, "key").select("case", "patient", *kept)
-    return back.unionByName(followed)
+    return gathered.sparkSession.createDataFrame(table, schema)
+
+
+def _kept_tuple(case: str, patient: str, row: Any) -> tuple[Any, ...]:
+    """A gathered line's row, for another case."""
+    return (case, patient, *(row[name] for name, _ in KEPT_COLUMNS[2:]))
 
 
 def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[Any]]:

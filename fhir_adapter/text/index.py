@@ -168,12 +168,13 @@ def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -
 
 def amends(engine: ContextEngine, unit: TextUnit, m: Mention) -> bool:
     """Whether a mention stands where its note corrects itself (an addendum, a correction)."""
-    if unit.doc is None:
+    doc = unit.doc
+    if doc is None:
         return False
     scope = scope_of(engine)
-    if unit.outline is None:
-        unit.outline = scope.outline(unit.text)
-    return scope.amends(unit.doc, unit.outline, m)
+    if doc.outline is None:
+        doc.outline = scope.outline(doc.text)
+    return scope.amends(doc, doc.outline, m)
 
 
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:

@@ -88,6 +88,8 @@ class Scope:
             source = source.replace("{date}", _DATE_ANY)
             if rule.reach == "before":
                 source = f"(?:{source})\\s*$"
+            elif rule.reach == "previous":
+                source = f"^(?:[-*\u2022]\\s*)?(?:{source})"
             self._cues.append(
                 _Cue(
                     name,
@@ -97,7 +99,8 @@ class Scope:
                     dated,
                 )
             )
-        self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
+        self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
+        self._previous_cues = [c for c in self._cues if c.rule.reach == "previous"]
         # a cue of words is looked for only in a sentence holding its first word
         self._first_words = {
             c.name: frozenset(w.lower().split()[0] for w in c.rule.cues if w.split())
@@ -128,6 +131,7 @@ class Scope:
             retracted = outline.memo["retracted"] = self._retracted(doc)
         assert isinstance(retracted, list)
         out: list[Mention] = []
+        named = {m.sentence_index for m in mentions} if self._previous_cues else set()
         for m in mentions:
             if m.sentence_index < len(sentences):
                 at = sentences[m.sentence_index].start + m.start
@@ -137,6 +141,7 @@ class Scope:
                     ruling = (
                         _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at)
+                        or (self._pointed_back(doc, element, m, named) if named else None)
                         or note_wide
                     )
                     if ruling is not None:
@@ -231,6 +236,23 @@ class Scope:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
+    def _pointed_back(
+        self, doc: Document, element: str, m: Mention, named: set[int]
+    ) -> tuple[str, str] | None:
+        """A ruling from one of the next few sentences that opens by pointing back at the
+        lesion last named ("This lesion was NOT ablated today"), none of them naming another."""
+        sentences = doc.sentences or []
+        cues = [c for c in self._previous_cues if c.reaches(element)]
+        for i in range(m.sentence_index + 1, min(m.sentence_index + 1 + _BACK, len(sentences))):
+            if i in named:
+                return None  # the sentence names a lesion of its own: it points at that one
+            low = doc.low[sentences[i].start : sentences[i].end]
+            for cue in cues:
+                found = cue.regex.match(low)
+                if found is not None:
+                    return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
+        return None
+
     def _earlier(
         self, doc: Document, outline: Outline, patterns: tuple[re.Pattern[str], ...], low: str
     ) -> re.Match[str] | None:
@@ -284,6 +306,8 @@ class Scope:
             return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
         return None
 
+
+_BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may stand
 
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")

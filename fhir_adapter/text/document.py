@@ -206,12 +206,17 @@ class Outliner:
         section ends at the next label or blank line; `listing`: a label of ordinary case
         that opens a list ("Options discussed with the patient:"), whose section is its items."""
         body = line.strip()
-        if not body or len(body) > 200:
+        # a long line is prose, unless another organ's label opens it ("Kidney: small renal
+        # mass; urology ... partial nephrectomy not recommended ...")
+        long = len(body) > 200
+        if not body or (long and self._others.search(body[:40]) is None):
             return None
         if _RULE.match(body):
             return None, None, None, False, False  # a rule line ("-----") closes the section above
         deco = _DECORATED.match(body)
         field = listing = False
+        if deco and long:
+            return None
         if deco:
             label = deco.group(1).strip(" :")
         else:
@@ -232,7 +237,9 @@ class Outliner:
                 and not body[m.end() :].strip()
                 and self._role_of(label) in self._ruling_roles
             )
-            if not (known or organ_field or _capitals(label) or ruling):
+            if not (known or organ_field or _capitals(label) or ruling) or (
+                long and not organ_field
+            ):
                 return None
             listing = ruling and not (known or organ_field or _capitals(label))
             field = m is not None and bool(body[m.end() :].strip())

@@ -26,6 +26,7 @@ _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n[ \t]*\S[^\n]*)*")  # lines up to a blank line
+_BULLET = re.compile(r"[-*\u2022][ \t]+")
 _ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
@@ -140,6 +141,7 @@ class Outliner:
         head: _Head = outer
         field = False
         listing: int | None = None  # the indent of a list's opening label ("Options:")
+        item: int | None = None  # the indent of a bulleted organ field ("- KIDNEY: ...")
         start = pos = 0
         lines = text.splitlines(keepends=True)
         for i, line in enumerate(lines):
@@ -155,8 +157,13 @@ class Outliner:
                     found = (*outer, False, False)
             if head[2] is not None and field:
                 # an organ's field ("Adrenal: ...") runs on over its own labelled lines
-                # ("Two freeze-thaw cycles: ...") until a line names the liver again
-                ends_field = not line.strip() or self._own.search(line) is not None
+                # ("Two freeze-thaw cycles: ...") until a line names the liver again; a
+                # bulleted one ("- KIDNEY: ...") over its item, to a line set no further in
+                ends_field = (
+                    not line.strip()
+                    or self._own.search(line) is not None
+                    or (item is not None and len(line) - len(line.lstrip()) <= item)
+                )
             else:
                 ends_field = field and (not line.strip() or bool(_LABEL.match(line.strip())))
             if found is not None or ends_field:
@@ -165,6 +172,12 @@ class Outliner:
                 start = pos
                 if found is not None:
                     head, field = found[:3], found[3]
+                    if field and head[1] is None:
+                        # a field with no role of its own ("Liver: RFA 200 W in two weeks"
+                        # under PLAN) is read in the section it stands in
+                        head = (head[0], outer[1], head[2])
+                    bulleted = _BULLET.match(line.lstrip()) is not None and field
+                    item = len(line) - len(line.lstrip()) if bulleted and head[2] else None
                     listing = len(line) - len(line.lstrip()) if found[4] else None
                     if not field and not found[4]:
                         outer = head
@@ -206,17 +219,29 @@ class Outliner:
         section ends at the next label or blank line; `listing`: a label of ordinary case
         that opens a list ("Options discussed with the patient:"), whose section is its items."""
         body = line.strip()
-        if not body or len(body) > 200:
+        # a long line is prose, unless another organ's label opens it ("Kidney: small renal
+        # mass; urology ... partial nephrectomy not recommended ...")
+        long = len(body) > 200
+        if not body or (long and self._others.search(body[:40]) is None):
             return None
         if _RULE.match(body):
             return None, None, None, False, False  # a rule line ("-----") closes the section above
         deco = _DECORATED.match(body)
         field = listing = False
+        if deco and long:
+            return None
         if deco:
             label = deco.group(1).strip(" :")
         else:
             body = _NUMBERED.sub("", body)
             m = _LABEL.match(body)
+            bullet = _BULLET.match(body) if m is None else None
+            if bullet is not None:
+                # a bulleted organ label ("- KIDNEY: cryoablation of the renal mass") opens
+                # that organ's field; other bulleted labels stay items of their section
+                item = _LABEL.match(body[bullet.end() :])
+                if item is not None and self._organ_of(item.group(1)) is not None:
+                    body, m = body[bullet.end() :], item
             if m:
                 label = m.group(1).strip()
             elif _capitals(_lead(body)):
@@ -232,7 +257,9 @@ class Outliner:
                 and not body[m.end() :].strip()
                 and self._role_of(label) in self._ruling_roles
             )
-            if not (known or organ_field or _capitals(label) or ruling):
+            if not (known or organ_field or _capitals(label) or ruling) or (
+                long and not organ_field
+            ):
                 return None
             listing = ruling and not (known or organ_field or _capitals(label))
             field = m is not None and bool(body[m.end() :].strip())

@@ -46,6 +46,8 @@ _MACRO = re.compile(r"\{([A-Za-z_][\w-]*)\}")
 _SENTENCE = re.compile(
     r"[.!?][ \t\r\f\v]*\n"
     r"|[.!?][ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
+    # a quotation that ends its sentence: 'said: "No enhancing nodularity." Complete ...'
+    r"|[.!?][\"\u201d')\]][ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
     r"|[:;][ \t]*\n"
     r"|\n[ \t]*\n"
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"

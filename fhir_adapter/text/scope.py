@@ -32,6 +32,7 @@ class _Cue:
     regex: re.Pattern[str]
     unless: re.Pattern[str] | None
     dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
+    anywhere: re.Pattern[str] | None = None  # a `previous` cue found anywhere in a text
 
     def reaches(self, element: str) -> bool:
         return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
@@ -86,8 +87,11 @@ class Scope:
                 if "{date}" in a
             )
             source = source.replace("{date}", _DATE_ANY)
+            anywhere = _compile(source, where) if rule.reach == "previous" else None
             if rule.reach == "before":
                 source = f"(?:{source})\\s*$"
+            elif rule.reach == "previous":
+                source = f"^(?:[-*\u2022]\\s*)?(?:{source})"
             self._cues.append(
                 _Cue(
                     name,
@@ -95,9 +99,11 @@ class Scope:
                     _compile(source, where),
                     _compile(unless, f"{where}.unless") if unless else None,
                     dated,
+                    anywhere,
                 )
             )
-        self._sentence_cues = [c for c in self._cues if c.rule.reach != "note"]
+        self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
+        self._previous_cues = [c for c in self._cues if c.rule.reach == "previous"]
         # a cue of words is looked for only in a sentence holding its first word
         self._first_words = {
             c.name: frozenset(w.lower().split()[0] for w in c.rule.cues if w.split())
@@ -128,6 +134,8 @@ class Scope:
             retracted = outline.memo["retracted"] = self._retracted(doc)
         assert isinstance(retracted, list)
         out: list[Mention] = []
+        back = self._pointing_back(doc, outline, element)
+        named = {m.sentence_index for m in mentions} if back else set()
         for m in mentions:
             if m.sentence_index < len(sentences):
                 at = sentences[m.sentence_index].start + m.start
@@ -137,6 +145,7 @@ class Scope:
                     ruling = (
                         _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at)
+                        or (self._pointed_back(doc, back, m, named) if back else None)
                         or note_wide
                     )
                     if ruling is not None:
@@ -231,6 +240,34 @@ class Scope:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
+    def _pointing_back(self, doc: Document, outline: Outline, element: str) -> list[_Cue]:
+        """The pointing-back cues that reach the element and are found in the text at all
+        (most notes hold none: their mentions are not looked at one by one)."""
+        found = outline.memo.get("back")
+        if found is None:
+            found = outline.memo["back"] = [
+                c for c in self._previous_cues if c.anywhere and c.anywhere.search(doc.low)
+            ]
+        assert isinstance(found, list)
+        return [c for c in found if c.reaches(element)]
+
+    @staticmethod
+    def _pointed_back(
+        doc: Document, cues: list[_Cue], m: Mention, named: set[int]
+    ) -> tuple[str, str] | None:
+        """A ruling from one of the next few sentences that opens by pointing back at the
+        lesion last named ("This lesion was NOT ablated today"), none of them naming another."""
+        sentences = doc.sentences or []
+        for i in range(m.sentence_index + 1, min(m.sentence_index + 1 + _BACK, len(sentences))):
+            if i in named:
+                return None  # the sentence names a lesion of its own: it points at that one
+            low = doc.low[sentences[i].start : sentences[i].end]
+            for cue in cues:
+                found = cue.regex.match(low)
+                if found is not None:
+                    return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
+        return None
+
     def _earlier(
         self, doc: Document, outline: Outline, patterns: tuple[re.Pattern[str], ...], low: str
     ) -> re.Match[str] | None:
@@ -284,6 +321,8 @@ class Scope:
             return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
         return None
 
+
+_BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may stand
 
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")

@@ -84,8 +84,10 @@ class ScopeCue(_Strict):
     skip: list[str] = []
     # `sentence`: the sentence holding the cue; `before`: the mention the cue ends right
     # before ("[ ] Cryo", an unticked box); `note`: every mention in the text, once the
-    # cue is found anywhere in it (a session stopped before any energy was delivered)
-    reach: Literal["sentence", "before", "note"] = "sentence"
+    # cue is found anywhere in it (a session stopped before any energy was delivered);
+    # `previous`: the lesion named a few sentences before the one the cue opens
+    # ("... segment 3 lesion, 1.4 cm. This lesion was NOT ablated today")
+    reach: Literal["sentence", "before", "note", "previous"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
     # the cue holds only when the date it names ({date} in a pattern) is before the

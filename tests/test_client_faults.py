@@ -387,3 +387,40 @@ def test_an_export_manifest_type_cannot_write_outside_the_directory(tmp_path: An
     with pytest.raises(ExportError, match=r"manifest output\[0\] type '\.\./\.\./escaped'"):
         BulkExport(client, tmp_path / "out", sleep=lambda _s: None).run()
     assert list(tmp_path.glob("escaped*")) == []
+
+
+def _searchset(ids: list[str], nxt: str | None = None) -> dict[str, Any]:
+    page: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": {"resourceType": "Observation", "id": i}} for i in ids],
+    }
+    if nxt:
+        page["link"] = [{"relation": "next", "url": nxt}]
+    return page
+
+
+@responses.activate
+def test_a_batch_entry_next_link_is_followed_on_the_same_origin_only() -> None:
+    """The test server sends no `next` in a batch entry (see test_server_paging); servers
+    that do must have it followed, with the same origin rule as a plain search."""
+    client = _client()
+    first = _searchset(["a", "b"], f"{BASE}/Observation?_page=2")
+    reply = {
+        "resourceType": "Bundle",
+        "type": "batch-response",
+        "entry": [{"response": {"status": "200 OK"}, "resource": first}],
+    }
+    responses.add(responses.POST, f"{BASE}/", json=reply)
+    responses.add(responses.GET, f"{BASE}/Observation?_page=2", json=_searchset(["c"]))
+    [whole] = client.batch_get(["Observation?encounter=Encounter/1"])
+    assert whole is not None
+    assert [e["resource"]["id"] for e in whole["entry"]] == ["a", "b", "c"]
+    assert "link" not in whole
+
+    first["link"] = [{"relation": "next", "url": "https://evil.example.test/Observation"}]
+    responses.replace(responses.POST, f"{BASE}/", json=reply)
+    evil = responses.add(responses.GET, "https://evil.example.test/Observation", json={})
+    with pytest.raises(PagingError, match="another origin"):
+        client.batch_get(["Observation?encounter=Encounter/1"])
+    assert evil.call_count == 0

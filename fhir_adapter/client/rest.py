@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import parse_qsl, urlencode, urljoin
 
 import orjson
 import requests
@@ -495,15 +495,21 @@ class FhirClient:
             )
         else:
             page = self.request("GET", f"{rtype}?{query}" if query else rtype, expect="Bundle")
+        yield page
+        yield from self.pages_after(page)
+
+    def pages_after(self, page: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The searchset pages after `page` (a search's first page, or a batch entry's),
+        following `next` (absolute, or relative to the base URL) only within the base
+        URL's origin."""
         seen: set[str] = set()
         pages = 1
         while True:
-            yield page
             nxt = next(
                 (
                     link.get("url")
                     for link in page.get("link") or []
-                    if link.get("relation") == "next"
+                    if isinstance(link, dict) and link.get("relation") == "next"
                 ),
                 None,
             )
@@ -529,6 +535,7 @@ class FhirClient:
                     f"more than {self.max_pages} pages; raise max_pages to read them all"
                 )
             page = self.request("GET", nxt, expect="Bundle")
+            yield page
 
     def search(
         self, rtype: str, params: Sequence[tuple[str, str]] = ()
@@ -557,12 +564,35 @@ class FhirClient:
         }
         reply = self.request("POST", "", body=bundle, idempotent=True, expect="Bundle")
         out: list[tuple[str, dict[str, Any] | None]] = []
-        for entry in reply.get("entry") or []:
+        for url, entry in zip(urls, reply.get("entry") or [], strict=False):
             status = str(((entry or {}).get("response") or {}).get("status", ""))
             resource = (entry or {}).get("resource")
-            out.append((status, resource if isinstance(resource, dict) else None))
+            if not isinstance(resource, dict):
+                resource = None
+            elif status.startswith("2") and resource.get("type") == "searchset":
+                resource = self.whole_searchset(resource, url)
+            out.append((status, resource))
         out.extend([("", None)] * (len(urls) - len(out)))
         return out[: len(urls)]
+
+    def whole_searchset(self, first: dict[str, Any], url: str) -> dict[str, Any]:
+        """A batch entry's searchset with every page: a batch answers a search with its
+        first page, and the rest would be lost without a word. Its `next` link is
+        followed; a server that sends none but a `total` above the matches it sent
+        (Medplum does) is asked `url` again as a plain, paged search."""
+        later = list(self.pages_after(first))
+        if later:
+            pages = [first, *later]
+        elif _more_than_sent(first):
+            rtype, _, query = url.partition("?")
+            pages = list(self.search_pages(rtype, parse_qsl(query, keep_blank_values=True)))
+        else:
+            return first
+        whole = {k: v for k, v in first.items() if k not in ("link", "entry")}
+        whole["entry"] = [
+            e for page in pages for e in page.get("entry") or [] if isinstance(e, dict)
+        ]
+        return whole
 
     def same_origin(self, url: str) -> bool:
         """Whether an absolute URL goes to the base URL's origin (where the token may go),
@@ -701,3 +731,16 @@ def connection_failure(exc: Exception) -> str:
     if "refused" in text.lower():
         return "cannot connect (connection refused)"
     return f"cannot connect ({type(exc).__name__})"
+
+
+def _more_than_sent(page: dict[str, Any]) -> bool:
+    """Whether a searchset's `total` counts more matches than the page holds."""
+    total = page.get("total")
+    if not isinstance(total, int) or isinstance(total, bool):
+        return False
+    matches = sum(
+        1
+        for e in page.get("entry") or []
+        if isinstance(e, dict) and ((e.get("search") or {}).get("mode") or "match") == "match"
+    )
+    return total > matches

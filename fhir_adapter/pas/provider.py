@@ -89,7 +89,7 @@ def order_from_server(
     patient = (order.get("subject") or {}).get("reference")
     if isinstance(patient, str) and patient.startswith("Patient/"):
         extra.append(f"QuestionnaireResponse?subject={quote(patient)}&status=completed")
-    for result in client.batch_get(extra):
+    for result in source.reader.get_many(extra):  # as a batch, or one by one where refused
         for entry in (result or {}).get("entry") or []:
             resource = (entry or {}).get("resource")
             if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":

@@ -15,7 +15,7 @@ import pytest
 from fhir_adapter.cli import main
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.pipeline import run_on_server
-from fhir_adapter.testing.catalog import load_fixtures
+from fhir_adapter.testing.catalog import list_fixtures, load_fixtures
 
 from .fhir_server.harness import TestServer
 from .fhir_server.proxy import LimitedProxy
@@ -81,6 +81,25 @@ def test_a_server_that_lists_features_and_refuses_them_is_read_the_plain_way(
         assert case["outcome"] == want["outcome"]
     with FhirClient(server.base) as client:  # written entry by entry
         assert len(_stored(client, "DetectedIssue")) == sum(len(r["findings"]) for r in direct)
+
+
+def test_fixtures_load_without_transactions(server: TestServer, limited: LimitedProxy) -> None:
+    """Fixtures loaded into a server that takes no transaction Bundle (as `fixtures load`
+    does): entry by entry (PUTs by id), and loading again stores no second copy."""
+    wanted = {
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for case in list_fixtures()
+        if case.name in FEW
+        for e in case.transaction()["entry"]
+    }
+    with FhirClient(limited.base) as client:
+        assert load_fixtures(client, FEW) == len(FEW)
+        assert load_fixtures(client, FEW) == len(FEW)
+    assert limited.counts["POST"] == 0  # never a transaction
+    with FhirClient(server.base) as client:
+        for rtype in ("Procedure", "Observation", "Condition"):
+            stored = sorted(r["id"] for r in _stored(client, rtype))
+            assert stored == sorted(rid for t, rid in wanted if t == rtype)
 
 
 def test_concurrency_gives_the_same_output_in_the_same_order(

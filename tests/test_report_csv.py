@@ -120,3 +120,21 @@ def test_ordinary_text_is_left_alone(outputs: list[CaseOutput], value: str) -> N
     row["patient"] = value
     (parsed, *_) = parse(render_csv([row]))
     assert parsed["patient"] == value
+
+
+def test_the_payer_policy_and_its_verdict_have_columns() -> None:
+    """Which payer policy judged the case, and its verdict, as the JSON and HTML reports say."""
+    outputs = evaluate_paths(sorted(CASES.glob("v43-same-case-*.json")))
+    rows = parse(render_csv(outputs))
+    got = {(r["procedure"], r["policy"], r["policy_verdict"]) for r in rows}
+    want = {
+        (
+            o.evaluation.procedure,
+            (o.evaluation.payer_policy or {}).get("id", ""),
+            (o.evaluation.payer_policy or {}).get("verdict") or "",
+        )
+        for o in outputs
+    }
+    assert got == want
+    assert {"aetna-cpb-0274", "bcbsa-7.01.91"} <= {r["policy"] for r in rows}
+

@@ -154,28 +154,26 @@ def test_every_case_finding_modifier_and_snippet_is_visible(
     page, _ = open_page(write_page(tmp_path, outputs, report_pack))
     show_all_rows(page)
     assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
-    for i, out in enumerate(outputs):
+    # one round trip for the whole table (a locator call per cell costs seconds)
+    rows = page.locator("#cases tbody tr").evaluate_all(_ROWS_JS)
+    assert [r["case"] for r in rows] == [str(i) for i in range(len(outputs))]
+    for row, out in zip(rows, outputs, strict=True):
         e = out.evaluation
-        row = page.locator(f'#cases tbody tr[data-case="{i}"]')
-        expect(row).to_be_visible()
-        cells = row.locator("td")
-        assert cells.nth(5).inner_text() == e.outcome
-        assert cells.nth(6).inner_text().split(", ") == ([m.code for m in e.modifiers] or ["—"])
-        finding_cell = cells.nth(7)
-        assert finding_cell.locator(".finding-code").all_inner_texts() == [
-            f.code for f in e.findings
-        ]
+        assert row["visible"], e.procedure
+        assert row["cells"][5] == e.outcome
+        assert row["cells"][6].split(", ") == ([m.code for m in e.modifiers] or ["—"])
+        assert row["codes"] == [f.code for f in e.findings]
 
     assert sum(len(o.evaluation.findings) for o in outputs) > 0
     assert any(o.evaluation.modifiers for o in outputs)
-    for i, out in enumerate(outputs):
+    # every case opened from its link and closed with "back", inside the page (one round
+    # trip; Playwright's own click per case costs most of a minute on the test machine)
+    shown_cases = page.evaluate(_CASES_JS, list(range(len(outputs))))
+    for out, shown in zip(outputs, shown_cases, strict=True):
         e = out.evaluation
-        page.locator(f'#cases tbody tr[data-case="{i}"] th a').click()
-        case = page.locator("#case")
-        expect(case).to_be_visible()
-        expect(page.locator("#worklist")).to_be_hidden()
-        expect(page.locator("#case-h")).to_have_text(f"Case {e.procedure}")
-        text = case.inner_text()
+        assert shown["heading"] == f"Case {e.procedure}"
+        assert shown["caseShown"] and not shown["worklistShown"] and shown["backShown"]
+        text = shown["text"]
         for f in e.findings:
             assert f.code in text and f.message in text
         for m in e.modifiers:
@@ -184,19 +182,57 @@ def test_every_case_finding_modifier_and_snippet_is_visible(
             assert c.rule in text
         for snippet in snippets(out):
             assert snippet in text, (e.procedure, snippet)
-        assert len(page.locator("#case-criteria + table tbody tr").all()) == len(e.criteria)
-        verdicts = page.locator("#case-criteria + table tbody tr td:nth-child(2)").all_inner_texts()
-        assert verdicts == ["✓ pass" if c.passed else "✗ fail" for c in e.criteria]
-        claim_lines = page.locator("#case-claim ~ table").first
+        assert shown["verdicts"] == ["✓ pass" if c.passed else "✗ fail" for c in e.criteria]
         claims = [r for r in out.resources if r["resourceType"] == "Claim"]
         if claims:
-            codes = claim_lines.locator("tbody tr td:nth-child(2)").all_inner_texts()
             expected = [i["productOrService"]["coding"][0]["code"] for i in claims[0]["item"]]
-            assert codes == expected
-        issues = page.locator("#case-issues + table tbody tr td:first-child").all_inner_texts()
-        assert issues == [f.code for f in e.findings]
-        page.locator("#case a.back").click()
-        expect(page.locator("#worklist")).to_be_visible()
+            assert shown["claim"] == expected
+        assert shown["issues"] == [f.code for f in e.findings]
+    # and once the Playwright way, as a user does
+    page.locator('#cases tbody tr[data-case="0"] th a').click()
+    expect(page.locator("#case-h")).to_have_text(f"Case {outputs[0].evaluation.procedure}")
+    page.locator("#case a.back").click()
+    expect(page.locator("#worklist")).to_be_visible()
+
+
+_ROWS_JS = """trs => trs.map(tr => {
+  const tds = [...tr.querySelectorAll(':scope > td')];
+  return {
+    case: tr.dataset.case,
+    visible: tr.getClientRects().length > 0,
+    cells: tds.map(td => td.innerText),
+    codes: [...tds[7].querySelectorAll('.finding-code')].map(c => c.innerText),
+  };
+})"""
+
+_CASES_JS = """async ids => {
+  const shown = el => !!el && el.getClientRects().length > 0;
+  const until = async ok => {
+    for (let t = 0; t < 500 && !ok(); t++) await new Promise(r => setTimeout(r, 10));
+    if (!ok()) throw new Error('the page did not change');
+  };
+  const texts = sel => [...document.querySelectorAll(sel)].map(e => e.innerText);
+  const out = [];
+  for (const i of ids) {
+    document.querySelector(`#cases tbody tr[data-case="${i}"] th a`).click();
+    await until(() => shown(document.querySelector('#case')) && location.hash === `#case-${i}`);
+    const claim = document.querySelector('#case-claim ~ table');
+    out.push({
+      heading: document.querySelector('#case-h').innerText,
+      caseShown: shown(document.querySelector('#case')),
+      worklistShown: shown(document.querySelector('#worklist')),
+      backShown: shown(document.querySelector('#case a.back')),
+      text: document.querySelector('#case').innerText,
+      verdicts: texts('#case-criteria + table tbody tr td:nth-child(2)'),
+      claim: claim ? [...claim.querySelectorAll('tbody tr td:nth-child(2)')].map(e => e.innerText) : [],
+      issues: texts('#case-issues + table tbody tr td:first-child'),
+      marks: texts('#case mark'),
+    });
+    document.querySelector('#case a.back').click();
+    await until(() => shown(document.querySelector('#worklist')));
+  }
+  return out;
+}"""
 
 
 def test_filtering_by_finding_code_shows_exactly_the_cases_with_it(
@@ -519,15 +555,9 @@ def test_ruled_out_mentions_are_marked_and_spans_highlighted(
     if spans:
         page.go_back()
         show_all_rows(page)
-        found = []
-        for i in range(1, len(outputs) + 1):
-            link = page.locator(f'#cases tbody tr[data-case="{i}"] th a')
-            name = link.inner_text()
-            link.click()
-            # the case view is drawn on hashchange: wait for this case, not the last one
-            expect(page.locator("#case-h")).to_contain_text(name)
-            found += page.locator("#case mark").all_inner_texts()
-            page.go_back()
+        shown = page.evaluate(_CASES_JS, list(range(1, len(outputs) + 1)))
+        assert [c["heading"] for c in shown] == [f"Case {o.evaluation.procedure}" for o in outputs]
+        found = [mark for case in shown for mark in case["marks"]]
         for text, (start, end) in spans:
             assert text[start:end] in found
 

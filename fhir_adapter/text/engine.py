@@ -184,6 +184,7 @@ class Mention:
         return self.sentence[self.start : self.end]
 
 
+_COUNT = r"(?<!\d\.)\d{1,2}(?!\d|\.\d)"  # a small whole number, not a decimal's digits
 _NO_CUES = _Layout([0], [0], [], [], [], [], [], [], [])
 
 
@@ -385,7 +386,8 @@ class ContextEngine:
         word_alt = "|".join(re.escape(w) for w in words)
         macros = {
             "number": f"(?:{_DIGITS}|{word_alt})" if words else _DIGITS,
-            "count": rf"(?:\d{{1,2}}(?!\d|\.\d)|{word_alt})" if words else r"\d{1,2}(?!\d|\.\d)",
+            # (not the digits after a decimal point: "C78.7")
+            "count": rf"(?:{_COUNT}|{word_alt})" if words else _COUNT,
         }
         no_negation = r"(?!\b(?:not|no|never|without|cannot|incomplete\w*|failed|unable)\b)"
         # one character of the same clause: a period ends it, unless it is a decimal point
@@ -506,7 +508,7 @@ class ContextEngine:
     def _split_leading_number(self, pattern: str, where: str) -> tuple[str, str] | None:
         """A pattern opening with {number} or {count}, as a digits and a words pattern."""
         body = pattern[2:] if pattern.startswith("\\b") else pattern
-        for macro, digits in (("{number}", _DIGITS), ("{count}", r"\d{1,2}(?!\d|\.\d)")):
+        for macro, digits in (("{number}", _DIGITS), ("{count}", _COUNT)):
             if body.startswith(macro) and self.numbers:
                 rest = body[len(macro) :]
                 words = "|".join(re.escape(w) for w in sorted(self.numbers, key=len, reverse=True))

@@ -119,6 +119,7 @@ class Scope:
         )
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
         self._amending = [tuple(_TOKEN.findall(w.lower())) for w in sc.amending]
+        self._same_value = sc.same_value
 
     def outline(self, text: str) -> Outline:
         return self._outliner.outline(text)
@@ -151,6 +152,9 @@ class Scope:
                     if ruling is not None:
                         m = replace(m, status=ruling[0], cue=ruling[1], reason=None)
             out.append(m)
+        same = self._same_value
+        if same is not None and element in same.elements:
+            return _same_value(out, same.reasons)
         return out
 
     def amends(self, doc: Document, outline: Outline, m: Mention) -> bool:
@@ -327,6 +331,29 @@ _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may s
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
+
+
+def _same_value(mentions: list[Mention], reasons: list[str]) -> list[Mention]:
+    """The mentions, each affirmed one ruled out when the same value ("2.8 cm") stands
+    elsewhere in the note ruled out as another lesion's (one of `reasons`)."""
+    ruled: dict[str, str] = {}
+    for m in mentions:
+        why = m.reason or m.cue or ""
+        if not m.affirmed:
+            reason = next((r for r in reasons if why.startswith(r)), None)
+            if reason is not None:
+                ruled.setdefault(_SPACES.sub(" ", m.words.lower()), reason)
+    if not ruled:  # most notes rule no lesion out
+        return mentions
+    out = []
+    for m in mentions:
+        value = _SPACES.sub(" ", m.words.lower())
+        if m.affirmed and value in ruled:
+            m = replace(
+                m, status="other", cue=f'{ruled[value]} (the same "{value}" elsewhere)', reason=None
+            )
+        out.append(m)
+    return out
 
 
 def _taken_back(

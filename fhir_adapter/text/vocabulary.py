@@ -107,6 +107,16 @@ class CopiedBlock(_Strict):
     skip: list[str] = []
 
 
+class SameValue(_Strict):
+    """A value ruled out as another lesion's (one not treated today, another organ's) rules
+    out the same value written elsewhere in the note: a worksheet's "2.8 cm" that the note
+    later says is the size of the tumor not treated today."""
+
+    elements: list[str] = Field(min_length=1)
+    # the rulings that make a value another lesion's (a ruling's reason opens with one)
+    reasons: list[str] = Field(min_length=1)
+
+
 class ScopeConfig(_Strict):
     """How a whole note is read: its headings' roles, copied blocks, other organs, scope cues."""
 
@@ -131,6 +141,7 @@ class ScopeConfig(_Strict):
     # words of a heading whose section corrects what the note said before it ("ADDENDUM"):
     # of two counts of the lesions treated that differ, only such a section's settles it
     amending: list[str] = []
+    same_value: SameValue | None = None
 
 
 class TextConfig(_Strict):

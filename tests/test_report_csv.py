@@ -137,4 +137,3 @@ def test_the_payer_policy_and_its_verdict_have_columns() -> None:
     }
     assert got == want
     assert {"aetna-cpb-0274", "bcbsa-7.01.91"} <= {r["policy"] for r in rows}
-

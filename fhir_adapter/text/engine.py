@@ -309,6 +309,7 @@ class ContextEngine:
             self._index_modifier(name, mod)
         for lst in self._cue_index.values():
             lst.sort(key=lambda item: -len(item[0]))
+        self._cue_screen = _screen([p.regex for p in self._cue_patterns])
         self._sections: dict[str, _SectionRule] = {}
         headers: list[str] = []
         for name, sec in cfg.sections.items():
@@ -669,7 +670,12 @@ class ContextEngine:
         # modifiers), so its ends are in order too, and a pattern's match finds the cues
         # it overlaps by bisection
         ends = [c.end for c in found]
-        for pattern in self._cue_patterns:
+        screen = self._cue_screen
+        # one search for every pattern at once: in nearly every sentence none matches
+        patterns = self._cue_patterns
+        if screen is not None and screen.search(doc.low, s.start, s.end) is None:
+            patterns = []
+        for pattern in patterns:
             name = pattern.name
             for m in pattern.finditer(doc.low, s.start, s.end):
                 m_start, m_end = m.span()
@@ -998,6 +1004,27 @@ class ContextEngine:
                     for v in values:
                         yield v * factors[canonical]
                     values = []
+
+
+# what would make an alternation of several patterns mean something else than each alone:
+# a group referred to by number or name (a backreference, a conditional group)
+_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+
+
+def _screen(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that matches in a stretch of text exactly where one of `regexes` does (an
+    alternation matches at a place iff one of its branches does): a search that finds
+    nothing proves that none of them matches there. None when there is nothing to screen
+    or the patterns cannot be joined (flags, group references): then each is run."""
+    sources = [rx.pattern for rx in regexes]
+    if len(sources) < 2 or any(rx.flags & ~re.UNICODE for rx in regexes):
+        return None
+    if any(_GROUP_REFERENCE.search(source) for source in sources):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{source})" for source in sources))
+    except re.error:
+        return None
 
 
 def _cannot_match(required: frozenset[str] | None, low: str) -> bool:

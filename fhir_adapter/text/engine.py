@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from fhir_adapter.deadline import check_deadline
 from fhir_adapter.text.document import Outline
-from fhir_adapter.text.prefilter import opens_with_boundary, required_literals
+from fhir_adapter.text.prefilter import opens_with_boundary, required_sets
 from fhir_adapter.text.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
@@ -319,7 +319,7 @@ class ContextEngine:
                 )
                 headers.append(h)
         alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
-        self._compiled: dict[str, tuple[re.Pattern[str], frozenset[str] | None]] = {}
+        self._compiled: dict[str, tuple[re.Pattern[str], tuple[frozenset[str], ...]]] = {}
         self._checked: dict[str, re.Pattern[str]] = {}  # patterns compiled to check them
         self._header = (
             re.compile(rf"[ \t]*(?:[-*#]+[ \t]*)?({alternation})[ \t]*(?::|\n|$)[ \t]*", re.I)
@@ -350,14 +350,14 @@ class ContextEngine:
         # short texts recur across cases (code texts, values): prepared and matched once
         self._shared: dict[str, Document] = {}
 
-    def compiled(self, source: str) -> tuple[re.Pattern[str], frozenset[str] | None]:
+    def compiled(self, source: str) -> tuple[re.Pattern[str], tuple[frozenset[str], ...]]:
         """A target's regex and its prefilter, made on first use: compiling the whole
         vocabulary up front was most of the cost of evaluating one file. (A term is built
         by escaping; a pattern was compiled when it was checked, in the form that runs.)"""
         found = self._compiled.get(source)
         if found is None:
             regex = self._checked.pop(source, None) or re.compile(source)
-            found = self._compiled[source] = (regex, required_literals(source))
+            found = self._compiled[source] = (regex, required_sets(source))
         return found
 
     def compile_all(self) -> None:
@@ -741,7 +741,7 @@ class ContextEngine:
         ready = self._compiled
         for source, bounded in parts:
             regex, required = ready.get(source) or self.compiled(source)
-            if required is not None and _cannot_match(required, low):
+            if required and _cannot_match(required, low):
                 continue
             # one scan of the whole text per term/pattern whose keyword it has
             for m in regex.finditer(low):
@@ -1027,14 +1027,16 @@ def _screen(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
         return None
 
 
-def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
-    """The prefilter: none of the strings a regex cannot match without is in the text."""
-    if required is None:
-        return False
-    for r in required:  # noqa: SIM110 (a generator per term and text cost more)
-        if r in low:
-            return False
-    return True
+def _cannot_match(required: tuple[frozenset[str], ...], low: str) -> bool:
+    """The prefilter: for one of the sets of strings a regex cannot match without, none of
+    them is in the text."""
+    for strings in required:
+        for r in strings:
+            if r in low:
+                break
+        else:
+            return True
+    return False
 
 
 # a few short texts: a pattern that matches none of them, or only some of them, is

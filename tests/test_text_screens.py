@@ -1,14 +1,12 @@
-"""The text engine's one-pass screens: a screen may only ever skip work that finds nothing."""
+"""The text engine's prefilter of pattern cues: it may only ever skip work that finds nothing."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
 
 from fhir_adapter.pack import Pack
-from fhir_adapter.text.engine import _screen
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -20,12 +18,11 @@ def corpus_texts() -> list[str]:
     return texts
 
 
-def test_cue_screen_agrees_with_every_cue_pattern(pack: Pack) -> None:
+def test_cue_prefilter_never_hides_a_pattern_cue(pack: Pack) -> None:
     """Over every sentence of the corpus, and sentences made to hold each kind of pattern
-    cue, the screen finds nothing exactly where no pattern cue finds anything."""
+    cue: a pattern that matches in a sentence is among those the text's prefilter kept,
+    and a text without a pattern's words keeps it out."""
     engine = pack.engine
-    screen = engine._cue_screen
-    assert screen is not None
     texts = [
         *corpus_texts(),
         "The tumor abutting the gallbladder was ablated.",
@@ -39,25 +36,22 @@ def test_cue_screen_agrees_with_every_cue_pattern(pack: Pack) -> None:
     for text in texts:
         doc = engine.document(text)
         for s in engine.sentences(doc):
-            any_pattern = any(p.regex.search(doc.low, s.start, s.end) for p in engine._cue_patterns)
-            assert (screen.search(doc.low, s.start, s.end) is not None) == any_pattern, text
-            hits += any_pattern
+            engine.cues(doc, s)
+            kept = doc.cue_patterns
+            assert kept is not None
+            for p in engine._cue_patterns:
+                if p.regex.search(doc.low, s.start, s.end):
+                    hits += 1
+                    assert p in kept, (p.name, text)
     assert hits >= 6  # the made-up sentences do hold pattern cues
+    doc = engine.document("Uneventful procedure.")
+    engine.cues(doc, engine.sentences(doc)[0])
+    assert doc.cue_patterns is not None
+    assert len(doc.cue_patterns) < len(engine._cue_patterns)
 
 
 def test_pattern_cue_still_rules_a_mention_out(pack: Pack) -> None:
-    """A sentence holding a pattern cue is still read with it (the screen lets it by): the
-    pattern's "lung nodules" outranks the word cue "lung" it overlaps."""
+    """A sentence holding a pattern cue is still read with it: the pattern's
+    "lung nodules" outranks the word cue "lung" it overlaps."""
     found = pack.engine.classify("Two lung nodules were ablated.", "tumor-count")
     assert [(m.status, m.cue) for m in found] == [("other", "lung nodules")]
-
-
-def test_screen_refuses_what_an_alternation_would_change() -> None:
-    one = re.compile("a+b")
-    assert _screen([one]) is None  # one pattern: nothing to save
-    assert _screen([one, re.compile(r"(x)\1")]) is None  # group numbers shift
-    assert _screen([one, re.compile(r"(?P<n>x)(?P=n)")]) is None
-    assert _screen([one, re.compile("(?i)x")]) is None  # a global flag
-    joined = _screen([one, re.compile(r"(?<!\w)cd\b")])
-    assert joined is not None
-    assert joined.search("xx aab") and joined.search("cd") and not joined.search("acd")

@@ -159,6 +159,8 @@ class Document:
     # cues looked at: in classification, and against each pattern cue while finding them
     # (a deterministic measure of the work, which tests hold to linear growth)
     work: int = 0
+    # the pattern cues the prefilter lets by for this text (the rest cannot match in it)
+    cue_patterns: list[_CuePattern] | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
@@ -194,6 +196,8 @@ class _CuePattern(NamedTuple):
     regex: re.Pattern[str]
     bounded: bool
     name: str
+    # the prefilter: a text holding no string of one of these sets holds no match
+    required: tuple[frozenset[str], ...] = ()
 
     def finditer(self, low: str, start: int, end: int) -> Iterator[re.Match[str]]:
         """The matches the pattern with its \\b would give in low[start:end], empty ones aside."""
@@ -309,7 +313,6 @@ class ContextEngine:
             self._index_modifier(name, mod)
         for lst in self._cue_index.values():
             lst.sort(key=lambda item: -len(item[0]))
-        self._cue_screen = _screen([p.regex for p in self._cue_patterns])
         self._sections: dict[str, _SectionRule] = {}
         headers: list[str] = []
         for name, sec in cfg.sections.items():
@@ -538,7 +541,9 @@ class ContextEngine:
             # start (10x slower): the rest runs alone, the boundary is checked at each match
             bounded = opens_with_boundary(source)
             rest = source[2:] if bounded else source
-            self._cue_patterns.append(_CuePattern(re.compile(rest), bounded, name))
+            self._cue_patterns.append(
+                _CuePattern(re.compile(rest), bounded, name, required_sets(rest))
+            )
 
     # -- documents ----------------------------------------------------------
     def document(self, text: str) -> Document:
@@ -670,11 +675,15 @@ class ContextEngine:
         # modifiers), so its ends are in order too, and a pattern's match finds the cues
         # it overlaps by bisection
         ends = [c.end for c in found]
-        screen = self._cue_screen
-        # one search for every pattern at once: in nearly every sentence none matches
-        patterns = self._cue_patterns
-        if screen is not None and screen.search(doc.low, s.start, s.end) is None:
-            patterns = []
+        # the pattern cues are prefiltered once per text, not per sentence: most texts
+        # hold none of the words most of them need
+        patterns = doc.cue_patterns
+        if patterns is None:
+            patterns = doc.cue_patterns = [
+                p
+                for p in self._cue_patterns
+                if not (p.required and _cannot_match(p.required, doc.low))
+            ]
         for pattern in patterns:
             name = pattern.name
             for m in pattern.finditer(doc.low, s.start, s.end):
@@ -1004,27 +1013,6 @@ class ContextEngine:
                     for v in values:
                         yield v * factors[canonical]
                     values = []
-
-
-# what would make an alternation of several patterns mean something else than each alone:
-# a group referred to by number or name (a backreference, a conditional group)
-_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
-
-
-def _screen(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
-    """One regex that matches in a stretch of text exactly where one of `regexes` does (an
-    alternation matches at a place iff one of its branches does): a search that finds
-    nothing proves that none of them matches there. None when there is nothing to screen
-    or the patterns cannot be joined (flags, group references): then each is run."""
-    sources = [rx.pattern for rx in regexes]
-    if len(sources) < 2 or any(rx.flags & ~re.UNICODE for rx in regexes):
-        return None
-    if any(_GROUP_REFERENCE.search(source) for source in sources):
-        return None
-    try:
-        return re.compile("|".join(f"(?:{source})" for source in sources))
-    except re.error:
-        return None
 
 
 def _cannot_match(required: tuple[frozenset[str], ...], low: str) -> bool:

@@ -55,3 +55,27 @@ def test_pattern_cue_still_rules_a_mention_out(pack: Pack) -> None:
     "lung nodules" outranks the word cue "lung" it overlaps."""
     found = pack.engine.classify("Two lung nodules were ablated.", "tumor-count")
     assert [(m.status, m.cue) for m in found] == [("other", "lung nodules")]
+
+
+def test_number_word_parts_run_only_where_a_number_word_stands(pack: Pack) -> None:
+    """The words form of a number pattern ("two lesions") can only match where a number
+    word stands as a word of its own: over the corpus, wherever one matches (its leading
+    word boundary included) the text is known to hold one; "zone" and "done" do not."""
+    engine = pack.engine
+    spelled = [p for t in engine.targets.values() for p in t.parts if p.spelled]
+    assert spelled  # the shipped vocabulary has number patterns
+    matched = 0
+    for text in corpus_texts():
+        doc = engine.document(text)
+        engine.candidates(doc)
+        for part in spelled:
+            regex, _ = engine.compiled(part.source)
+            for m in regex.finditer(doc.low):
+                if m.start() == 0 or not (doc.low[m.start() - 1].isalnum()):
+                    matched += 1
+                    assert doc.number_word, text
+    assert matched > 20
+    doc = engine.document("The ablation zone was done; none remained.")
+    engine.candidates(doc)
+    assert not doc.number_word
+    assert engine.classify("Two lesions were ablated.", "tumor-count")

@@ -161,6 +161,9 @@ class Document:
     work: int = 0
     # the pattern cues the prefilter lets by for this text (the rest cannot match in it)
     cue_patterns: list[_CuePattern] | None = None
+    # whether a number word of the vocabulary stands in the text as a word of its own
+    # (known with its keywords; until then, as if it did)
+    number_word: bool = True
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
@@ -226,6 +229,9 @@ class Part(NamedTuple):
 
     source: str
     bounded: bool  # the leading word boundary is checked by the caller (see _lower_part)
+    # every match opens with a number word standing as a word of its own ("two lesions",
+    # not the "one" of "zone"): a text without one as a word cannot hold a match
+    spelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +278,10 @@ class ContextEngine:
     def __init__(self, cfg: TextConfig) -> None:
         self.cfg = cfg
         self.numbers = {k.lower(): v for k, v in cfg.numbers.items()}
+        # number words as a text's words show them (letters only), else None: not known
+        self._number_words = (
+            frozenset(self.numbers) if all(w.isalpha() for w in self.numbers) else None
+        )
         self._unit_of: dict[str, str] = {}
         for kind in cfg.units.values():
             for canonical, spellings in kind.items():
@@ -496,7 +506,11 @@ class ContextEngine:
         if keywords:
             for i, alt in enumerate(alternatives):
                 low = _source_text(alt)
-                parts.append(_lower_part(alt))
+                part = _lower_part(alt)
+                if i in own_keys and part.bounded and self._number_words is not None:
+                    # "\b(?:one|two|...)\b ...": the words alternative of a number pattern
+                    part = part._replace(spelled=True)
+                parts.append(part)
                 for k in own_keys.get(i) or [k for k in keywords if k in low]:
                     by_keyword.setdefault(k, []).append(i)
         return _Target(
@@ -748,7 +762,10 @@ class ContextEngine:
         checked: dict[int, bool] = {}
         classified = 0
         ready = self._compiled
-        for source, bounded in parts:
+        number_word = doc.number_word
+        for source, bounded, spelled in parts:
+            if spelled and not number_word:
+                continue
             regex, required = ready.get(source) or self.compiled(source)
             if required and _cannot_match(required, low):
                 continue
@@ -791,7 +808,10 @@ class ContextEngine:
         if doc.elements is None:
             cache = self._word_keywords
             found: set[str] = set()
-            for word in set(_WORD.findall(doc.low)):
+            words = set(_WORD.findall(doc.low))
+            numbers = self._number_words
+            doc.number_word = numbers is None or not numbers.isdisjoint(words)
+            for word in words:
                 hit = cache.get(word)
                 if hit is None:
                     if len(cache) > 200_000:

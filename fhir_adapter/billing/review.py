@@ -337,11 +337,7 @@ def _lobe_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[E
     coded = _coded_sites(pack, ctx.case, cfg.lobe_of)
     if not coded:
         return []
-    words = [
-        (lobe, re.compile(r"\b" + r"\s+".join(map(re.escape, w.split())) + r"\b", re.I))
-        for lobe, phrases in cfg.lobe_words.items()
-        for w in phrases
-    ]
+    words = _lobe_words(pack)
 
     def lobes(sentence: str) -> Iterable[str]:
         return {lobe for lobe, rx in words if rx.search(sentence)}
@@ -410,6 +406,32 @@ def _count_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[
     ]
 
 
+def _lobe_words(pack: Pack) -> list[tuple[str, re.Pattern[str]]]:
+    """(lobe, regex of one of its phrases) for documentation_conflicts.lobe_words, compiled
+    once per pack rather than once per case."""
+    found = pack.compiled.get("review.lobe_words")
+    if not isinstance(found, list):
+        cfg = pack.model.facts.documentation_conflicts
+        found = pack.compiled["review.lobe_words"] = [
+            (lobe, re.compile(r"\b" + r"\s+".join(map(re.escape, w.split())) + r"\b", re.I))
+            for lobe, phrases in (cfg.lobe_words.items() if cfg is not None else ())
+            for w in phrases
+        ]
+    return found
+
+
+def _size_not_with(pack: Pack) -> re.Pattern[str]:
+    """documentation_conflicts.size_not_with as one regex, compiled once per pack."""
+    found = pack.compiled.get("review.size_not_with")
+    if not isinstance(found, re.Pattern):
+        cfg = pack.model.facts.documentation_conflicts
+        words = cfg.size_not_with if cfg is not None else []
+        found = pack.compiled["review.size_not_with"] = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.I
+        )
+    return found
+
+
 def _roman(n: int) -> str:
     return next(k.upper() for k, v in _ROMAN.items() if v == n)
 
@@ -441,7 +463,7 @@ def _size_conflict(pack: Pack, ctx: Context, sources: tuple[str, ...]) -> list[E
         return []
     index = text_index(case, pack.engine)
     best: tuple[float, Evidence] | None = None
-    other = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in cfg.size_not_with) + r")\b", re.I)
+    other = _size_not_with(pack)
     for e in affirmed_evidence(index, pack.engine, cfg.size_patterns, sources, limit=5):
         if cfg.size_not_with and other.search(e.snippet or ""):
             continue

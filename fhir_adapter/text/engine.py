@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from fhir_adapter.deadline import check_deadline
 from fhir_adapter.text.document import Outline
-from fhir_adapter.text.prefilter import opens_with_boundary, required_literals
+from fhir_adapter.text.prefilter import opens_with_boundary, required_sets
 from fhir_adapter.text.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s-]")
@@ -159,6 +159,11 @@ class Document:
     # cues looked at: in classification, and against each pattern cue while finding them
     # (a deterministic measure of the work, which tests hold to linear growth)
     work: int = 0
+    # the pattern cues the prefilter lets by for this text (the rest cannot match in it)
+    cue_patterns: list[_CuePattern] | None = None
+    # whether a number word of the vocabulary stands in the text as a word of its own
+    # (known with its keywords; until then, as if it did)
+    number_word: bool = True
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
@@ -195,6 +200,8 @@ class _CuePattern(NamedTuple):
     regex: re.Pattern[str]
     bounded: bool
     name: str
+    # the prefilter: a text holding no string of one of these sets holds no match
+    required: tuple[frozenset[str], ...] = ()
 
     def finditer(self, low: str, start: int, end: int) -> Iterator[re.Match[str]]:
         """The matches the pattern with its \\b would give in low[start:end], empty ones aside."""
@@ -223,6 +230,9 @@ class Part(NamedTuple):
 
     source: str
     bounded: bool  # the leading word boundary is checked by the caller (see _lower_part)
+    # every match opens with a number word standing as a word of its own ("two lesions",
+    # not the "one" of "zone"): a text without one as a word cannot hold a match
+    spelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +279,10 @@ class ContextEngine:
     def __init__(self, cfg: TextConfig) -> None:
         self.cfg = cfg
         self.numbers = {k.lower(): v for k, v in cfg.numbers.items()}
+        # number words as a text's words show them (letters only), else None: not known
+        self._number_words = (
+            frozenset(self.numbers) if all(w.isalpha() for w in self.numbers) else None
+        )
         self._unit_of: dict[str, str] = {}
         for kind in cfg.units.values():
             for canonical, spellings in kind.items():
@@ -319,7 +333,7 @@ class ContextEngine:
                 )
                 headers.append(h)
         alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
-        self._compiled: dict[str, tuple[re.Pattern[str], frozenset[str] | None]] = {}
+        self._compiled: dict[str, tuple[re.Pattern[str], tuple[frozenset[str], ...]]] = {}
         self._checked: dict[str, re.Pattern[str]] = {}  # patterns compiled to check them
         self._header = (
             re.compile(rf"[ \t]*(?:[-*#]+[ \t]*)?({alternation})[ \t]*(?::|\n|$)[ \t]*", re.I)
@@ -350,14 +364,14 @@ class ContextEngine:
         # short texts recur across cases (code texts, values): prepared and matched once
         self._shared: dict[str, Document] = {}
 
-    def compiled(self, source: str) -> tuple[re.Pattern[str], frozenset[str] | None]:
+    def compiled(self, source: str) -> tuple[re.Pattern[str], tuple[frozenset[str], ...]]:
         """A target's regex and its prefilter, made on first use: compiling the whole
         vocabulary up front was most of the cost of evaluating one file. (A term is built
         by escaping; a pattern was compiled when it was checked, in the form that runs.)"""
         found = self._compiled.get(source)
         if found is None:
             regex = self._checked.pop(source, None) or re.compile(source)
-            found = self._compiled[source] = (regex, required_literals(source))
+            found = self._compiled[source] = (regex, required_sets(source))
         return found
 
     def compile_all(self) -> None:
@@ -494,7 +508,11 @@ class ContextEngine:
         if keywords:
             for i, alt in enumerate(alternatives):
                 low = _source_text(alt)
-                parts.append(_lower_part(alt))
+                part = _lower_part(alt)
+                if i in own_keys and part.bounded and self._number_words is not None:
+                    # "\b(?:one|two|...)\b ...": the words alternative of a number pattern
+                    part = part._replace(spelled=True)
+                parts.append(part)
                 for k in own_keys.get(i) or [k for k in keywords if k in low]:
                     by_keyword.setdefault(k, []).append(i)
         return _Target(
@@ -539,7 +557,9 @@ class ContextEngine:
             # start (10x slower): the rest runs alone, the boundary is checked at each match
             bounded = opens_with_boundary(source)
             rest = source[2:] if bounded else source
-            self._cue_patterns.append(_CuePattern(re.compile(rest), bounded, name))
+            self._cue_patterns.append(
+                _CuePattern(re.compile(rest), bounded, name, required_sets(rest))
+            )
 
     # -- documents ----------------------------------------------------------
     def document(self, text: str) -> Document:
@@ -671,7 +691,16 @@ class ContextEngine:
         # modifiers), so its ends are in order too, and a pattern's match finds the cues
         # it overlaps by bisection
         ends = [c.end for c in found]
-        for pattern in self._cue_patterns:
+        # the pattern cues are prefiltered once per text, not per sentence: most texts
+        # hold none of the words most of them need
+        patterns = doc.cue_patterns
+        if patterns is None:
+            patterns = doc.cue_patterns = [
+                p
+                for p in self._cue_patterns
+                if not (p.required and _cannot_match(p.required, doc.low))
+            ]
+        for pattern in patterns:
             name = pattern.name
             for m in pattern.finditer(doc.low, s.start, s.end):
                 m_start, m_end = m.span()
@@ -735,9 +764,12 @@ class ContextEngine:
         checked: dict[int, bool] = {}
         classified = 0
         ready = self._compiled
-        for source, bounded in parts:
+        number_word = doc.number_word
+        for source, bounded, spelled in parts:
+            if spelled and not number_word:
+                continue
             regex, required = ready.get(source) or self.compiled(source)
-            if required is not None and _cannot_match(required, low):
+            if required and _cannot_match(required, low):
                 continue
             # one scan of the whole text per term/pattern whose keyword it has
             for m in regex.finditer(low):
@@ -778,7 +810,10 @@ class ContextEngine:
         if doc.elements is None:
             cache = self._word_keywords
             found: set[str] = set()
-            for word in set(_WORD.findall(doc.low)):
+            words = set(_WORD.findall(doc.low))
+            numbers = self._number_words
+            doc.number_word = numbers is None or not numbers.isdisjoint(words)
+            for word in words:
                 hit = cache.get(word)
                 if hit is None:
                     if len(cache) > 200_000:
@@ -1002,14 +1037,16 @@ class ContextEngine:
                     values = []
 
 
-def _cannot_match(required: frozenset[str] | None, low: str) -> bool:
-    """The prefilter: none of the strings a regex cannot match without is in the text."""
-    if required is None:
-        return False
-    for r in required:  # noqa: SIM110 (a generator per term and text cost more)
-        if r in low:
-            return False
-    return True
+def _cannot_match(required: tuple[frozenset[str], ...], low: str) -> bool:
+    """The prefilter: for one of the sets of strings a regex cannot match without, none of
+    them is in the text."""
+    for strings in required:
+        for r in strings:
+            if r in low:
+                break
+        else:
+            return True
+    return False
 
 
 # a few short texts: a pattern that matches none of them, or only some of them, is

@@ -36,22 +36,43 @@ _MIN_USEFUL = 3  # shorter strings are in nearly every text: no better than runn
 
 def required_literals(pattern: str, flags: int = 0) -> frozenset[str] | None:
     """Strings one of which is in every match of `pattern`; None when unknown or useless."""
+    found = required_sets(pattern, flags)
+    return found[0] if found else None
+
+
+def required_sets(pattern: str, flags: int = 0) -> tuple[frozenset[str], ...]:
+    """Every useful set of strings one of which is in every match of `pattern` (the parts of
+    its top-level sequence: each is in every match, so a text must hold one string of each
+    set), the most selective first; empty when none is known.
+
+    A text that holds "guidance" but none of the imaging words a guidance pattern opens
+    with is ruled out by the second set where the best one alone lets it by."""
     if _sre is None or _c is None or flags & re.IGNORECASE:
-        return None
+        return ()
     try:
         tree = _sre.parse(pattern, flags)
     except Exception:  # any surprise from a private parser: run the pattern unfiltered
-        return None
+        return ()
     if tree.state.flags & re.IGNORECASE:
-        return None
-    found = _sequence(list(tree))
-    if not found or min(len(s) for s in found) < _MIN_USEFUL:
-        return None
-    return frozenset(found)
+        return ()
+    useful = [c for c in _candidates(list(tree)) if min(len(s) for s in c) >= _MIN_USEFUL]
+    # stable: between equally selective sets, the first in the pattern comes first
+    return tuple(frozenset(c) for c in sorted(useful, key=_selectivity, reverse=True))
+
+
+def _selectivity(strings: set[str]) -> tuple[int, int]:
+    """The most selective set: the longest shortest string, then the fewest strings."""
+    return min(len(s) for s in strings), -len(strings)
 
 
 def _sequence(items: list[tuple[Any, Any]]) -> set[str] | None:
     """The best required set of a sequence: one of its literal runs or one of its parts."""
+    candidates = _candidates(items)
+    return max(candidates, key=_selectivity) if candidates else None
+
+
+def _candidates(items: list[tuple[Any, Any]]) -> list[set[str]]:
+    """The required sets of a sequence: each of its literal runs and parts that has one."""
     candidates: list[set[str]] = []
     run: list[str] = []
 
@@ -99,10 +120,7 @@ def _sequence(items: list[tuple[Any, Any]]) -> set[str] | None:
         else:  # a class, any character, a back-reference...: the run ends here
             close()
     close()
-    if not candidates:
-        return None
-    # the most selective: the longest shortest string, then the fewest strings
-    return max(candidates, key=lambda c: (min(len(s) for s in c), -len(c)))
+    return candidates
 
 
 def _exact(items: list[tuple[Any, Any]]) -> str | None:

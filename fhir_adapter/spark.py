@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,17 @@ from fhir_adapter.errors import AdapterError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.pack import Pack, load_pack
-from fhir_adapter.sources.bulk import FOLLOWED, Kept, Plan, forward_keys, kept_record, plan_hits
+from fhir_adapter.sources.bulk import (
+    FOLLOWED,
+    Chunk,
+    Kept,
+    Plan,
+    forward_keys,
+    kept_record,
+    line_screen,
+    plan_hits,
+    screen_ids,
+)
 from fhir_adapter.sources.files import check_resource
 
 
@@ -83,13 +92,6 @@ def _session(master: str) -> Any:
 
 BAD_LINE = "a line of the export is not a complete JSON object (truncated or corrupt)"
 
-# The raw-line screens of sources/bulk.py, in Java's regex dialect: the id at the end of
-# every reference (a superset of what `forward_keys` finds: Python decides exactly).
-_HEAD_TYPE = r'^\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"'
-_ID = r'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"'
-_SCREENABLE = re.compile(r"(?:[A-Za-z]{1,64}/)?[A-Za-z0-9\-.]{1,64}")
-_REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"'
-
 # What crosses from the JVM to Python: a line, where it stands in the export (the file's
 # rank in the local engine's reading order, then its position there: a later copy of a
 # resource replaces an earlier one), and which file (named when the line is bad).
@@ -108,6 +110,8 @@ KEPT_COLUMNS = (
 REPORT_COLUMNS = (("case", "string"), ("report", "string"), ("bundle", "string"), ("claim", "bool"))
 # Rows per Arrow batch written back from Python (bounded memory for big partitions).
 BATCH_ROWS = 512
+# A raw-line screen: a line's bytes and its file's rank -> whether to parse it.
+Screen = Callable[[bytes, int], bool]
 
 
 def _parse_line(line: bytes, path: str | None) -> dict[str, Any]:
@@ -196,8 +200,8 @@ def _attributed(
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
 ) -> Iterator[dict[str, Any]]:
-    """Pass 2 and 3, Python side: a row per case a screened line belongs to, decided by
-    the local engine's `plan_hits` (Spark's screen is a superset)."""
+    """Pass 2, Python side: a row per case a screened line belongs to, decided by the
+    local engine's `plan_hits`."""
     for row in rows:
         line: bytes = row["line"]
         resource = _parse_line(line, None)
@@ -276,17 +280,45 @@ def _map_in_arrow(
     frame: Any,
     func: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]],
     columns: Sequence[tuple[str, str]],
+    keep: Callable[[], Screen] | None = None,
 ) -> Any:
-    """`frame` through a row function in Python, as Arrow batches both ways."""
+    """`frame` through a row function in Python, as Arrow batches both ways; with `keep`
+    (made once per task), only the rows whose line it accepts become rows."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     schema = _spark_schema(columns)
     arrow = to_arrow_schema(schema)
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
-        return _batches(func(_rows(batches)), arrow)
+        rows = _rows(batches) if keep is None else _screened(batches, keep())
+        return _batches(func(rows), arrow)
 
     return frame.mapInArrow(run, schema)
+
+
+def _screened(batches: Iterable[Any], keep: Screen) -> Iterator[dict[str, Any]]:
+    """The rows of Arrow record batches whose line `keep` accepts (the others are only
+    ever bytes: on a sparse export that is almost every line)."""
+    for batch in batches:
+        lines = batch.column("line").to_pylist()
+        files = batch.column("file").to_pylist()
+        picked = [i for i, pair in enumerate(zip(lines, files, strict=True)) if keep(*pair)]
+        if picked:
+            yield from batch.take(picked).to_pylist()
+
+
+def _file_screens(ids: tuple[Any, ...], types: Mapping[int, str | None]) -> Screen:
+    """The local engine's own raw-line screen (`screen_ids`, `line_screen`) for each file,
+    specialised to the type its name announces, as that engine does per chunk."""
+    screens: dict[int, Callable[[bytes], bool]] = {}
+
+    def keep(line: bytes, file: int) -> bool:
+        screen = screens.get(file)
+        if screen is None:
+            screen = screens[file] = line_screen(*screen_ids(ids, types.get(file)))
+        return screen(line)
+
+    return keep
 
 
 def evaluate_on_spark(
@@ -344,9 +376,11 @@ def _ndjson_inputs(input_uri: str) -> list[str] | None:
     return files
 
 
-def _read_lines(session: Any, input_uri: str) -> Any:
+def _read_lines(session: Any, input_uri: str) -> tuple[Any, dict[int, str | None]]:
     """The export's non-blank lines as a DataFrame (the line, its file's rank, position,
-    and the file's URI where the line is not one JSON object), read by Spark itself."""
+    and the file's URI where the line is not one JSON object), read by Spark itself; and
+    the resource type each file's name announces, by rank (None: any), which the local
+    engine's passes go by as well."""
     from pyspark.sql import functions as F
 
     files = _ndjson_inputs(input_uri)
@@ -357,76 +391,21 @@ def _read_lines(session: Any, input_uri: str) -> Any:
         rank = {u: order.get(unquote(urlparse(u).path), len(order)) for u in uris}
     else:
         rank = {u: i for i, u in enumerate(sorted(uris, key=lambda u: unquote(urlparse(u).path)))}
+    types: dict[int, str | None] = {}
+    for uri, n in rank.items():
+        named = Chunk(unquote(urlparse(uri).path), 0, -1).rtype
+        types[n] = named if types.get(n, named) == named else None
     ranks = F.create_map(*[F.lit(x) for pair in rank.items() for x in pair])
     body = F.expr(r"btrim(value, ' \t\r\n')")
     whole = body.startswith("{") & body.endswith("}")
-    return raw.select(
+    lines = raw.select(
         F.col("value"),
         F.element_at(ranks, F.input_file_name()).cast("int").alias("file"),
         F.monotonically_increasing_id().alias("pos"),
         F.when(~whole, F.input_file_name()).alias("path"),
         (body == "").alias("blank"),
     ).filter(~F.col("blank"))
-
-
-def _indexed(lines: Any) -> Any:
-    """The lines with what every pass screens on, found by the JVM once with regexes (a
-    JSON parser costs more than the whole read): the resourceType (from the line's head,
-    where exports write it; parsed only where it is not there), the ids (`"id"` at any
-    depth, the local engine's own-id screen) and the id at the end of each reference."""
-    from pyspark.sql import functions as F
-
-    head = F.regexp_extract("value", _HEAD_TYPE, 1)
-    rtype = F.when(head != "", head).otherwise(F.get_json_object("value", "$.resourceType"))
-    return lines.select(
-        *LINE_COLUMNS,
-        rtype.alias("rtype"),
-        F.array_distinct(F.regexp_extract_all("value", F.lit(_ID), 1)).alias("ids"),
-        F.regexp_extract_all("value", F.lit(_REF_ID), 1).alias("refs"),
-    )
-
-
-def _among(values: Iterable[str]) -> str:
-    """A SQL `IN (...)` of string literals (false when empty), one expression however many:
-    Spark's optimizer makes it a hash set, so each test costs one lookup. Only ids the JVM
-    screens can capture can match, and they need no escaping."""
-    kept = sorted({v for v in values if _SCREENABLE.fullmatch(v)})
-    return f"IN ({', '.join(repr(v) for v in kept)})" if kept else "IN (NULL)"
-
-
-def _plan_screen(plan: Plan) -> str:
-    """The local engine's `screen_ids` + `line_screen` as a filter on indexed lines (ids
-    only: Python then decides exactly): a reference to an anchor (any type), to a patient
-    (Coverage, Procedure, ClaimResponse), to a performer (PractitionerRole), or an own id
-    the plan needs, by type (a line of no known type: any of them)."""
-
-    def ids(keys: Iterable[str]) -> str:
-        return _among(k.rsplit("/", 1)[-1] for k in keys)
-
-    by_patient = "rtype IS NULL OR rtype IN ('Coverage', 'Procedure', 'ClaimResponse')"
-    by_performer = "rtype IS NULL OR rtype = 'PractitionerRole'"
-    refs = (
-        f"exists(refs, x -> x {ids(plan.anchors)}"
-        f" OR (({by_patient}) AND x {ids(plan.patients)})"
-        f" OR (({by_performer}) AND x {ids(plan.performers)}))"
-    )
-    # the id first: a key is built only for the few ids that may be needed
-    own = (
-        f"exists(ids, x -> x {ids(plan.needed)}"
-        f" AND (rtype IS NULL OR concat(rtype, '/', x) {_among(plan.needed)}))"
-    )
-    return f"{refs} OR {own}"
-
-
-def _owned(lines: Any, wanted: Sequence[str]) -> Any:
-    """The indexed lines that may be one of the `wanted` Type/id keys, with each such key
-    they may be (Python keeps a line only under its own)."""
-    from pyspark.sql import functions as F
-
-    ids = _among(k.rsplit("/", 1)[-1] for k in wanted)
-    keys = f"transform(filter(ids, x -> x {ids}), x -> concat(rtype, '/', x))"
-    may_be = F.expr(f"filter({keys}, k -> k {_among(wanted)})")
-    return lines.select(*LINE_COLUMNS, F.explode(may_be).alias("key"))
+    return lines.drop("blank"), types
 
 
 def _evaluate_on_spark(
@@ -469,15 +448,17 @@ def _evaluate_on_spark(
     for name, value in settings.items():
         session.conf.set(name, value)
     try:
-        # The export is read and parsed by the JVM once; the three passes scan what it kept.
-        lines = checkpoint(_indexed(_read_lines(session, input_uri)))
+        # The export is read by the JVM once and held as it is (lines, no parsing): the
+        # three passes scan what it holds, in the same positions.
+        read, types = _read_lines(session, input_uri)
+        lines = checkpoint(read)
 
-        # Pass 1: every line's structural check, and the cases. The bare code: a padded one
-        # ("47382 ") counts too, as in the local engine.
-        # A line the JVM cannot parse goes to Python too, which names the error.
-        coded = F.col("value").contains(code) & F.coalesce(
-            F.col("rtype") == "Procedure", F.lit(True)
-        )
+        # Pass 1: every line's structural check, and the cases, in the files the local
+        # engine's pass 1 reads. The bare code: a padded one ("47382 ") counts too, as in
+        # the local engine. A line the JVM finds is not one object goes to Python too,
+        # which names the error.
+        procedures = sorted(n for n, t in types.items() if t in (None, "Procedure"))
+        coded = F.col("file").isin(*procedures) & F.col("value").contains(code)
         first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
         cases = checkpoint(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
         seeds = cases.select("key", "forward", "patient").collect()
@@ -488,33 +469,42 @@ def _evaluate_on_spark(
         )
         patients = {s["key"]: s["patient"] for s in seeds}
         shared = session.sparkContext.broadcast(
-            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients)
+            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients, plan.id_bytes())
         )
 
         def attribute(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _attributed(rows, *shared.value)
+            return _attributed(rows, *shared.value[:3])
 
-        # Pass 2: what the cases point at and what points at them, screened in the JVM
-        # (hash sets of the plan's ids), decided and keyed by case in Python.
-        candidates = _to_python(lines.filter(F.expr(_plan_screen(plan))))
-        second = checkpoint(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
+        def screen() -> Screen:
+            return _file_screens(shared.value[3], types)
 
-        # Pass 3, per case: what its gathered resources point at and it does not hold yet.
-        owns = cases.select("case", "key").union(second.select("case", "key"))
-        wanted = checkpoint(
-            second.filter(F.split("key", "/").getItem(0).isin(*sorted(FOLLOWED)))
-            .select("case", F.explode("forward").alias("key"))
-            .join(owns, ["case", "key"], "left_anti")
-            .distinct()
-        )
+        # Pass 2: what the cases point at and what points at them, every line screened on
+        # its bytes by the local engine's screens in Python (cheaper than the JVM's
+        # regexes and the Arrow copy together), decided and keyed by case there too.
+        second = checkpoint(_map_in_arrow(_to_python(lines), attribute, KEPT_COLUMNS, screen))
 
-        def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _needed(rows, shared.value[2])
+        # Pass 3, per case: what its gathered resources point at and it does not hold yet,
+        # worked out on the driver (a few rows per case), looked for in the files of those
+        # types.
+        wanted = _wanted(cases.unionByName(second).select("case", "key", "forward").toArrow())
+        gathered = cases.unionByName(second)
+        if wanted:
+            final = session.sparkContext.broadcast(
+                (wanted, patients, Plan(needed=set(wanted)).id_bytes())
+            )
 
-        keys = [row["key"] for row in wanted.select("key").distinct().collect()]
-        owned = _owned(lines, keys).join(F.broadcast(wanted), "key")
-        third = _map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS)
-        gathered = checkpoint(cases.unionByName(second).unionByName(third))
+            def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+                return _needed(rows, *final.value[:2])
+
+            def owned() -> Screen:
+                return _file_screens(final.value[2], types)
+
+            kinds = {key.split("/", 1)[0] for key in wanted}
+            files = sorted(n for n, t in types.items() if t is None or t in kinds)
+            lookup = _to_python(lines.filter(F.col("file").isin(*files)))
+            third = _map_in_arrow(lookup, needed, KEPT_COLUMNS, owned)
+            gathered = gathered.unionByName(third)
+        gathered = checkpoint(gathered)
 
         # Evaluate each case with the same compiled pack, the cases in ranges of their keys
         # (the order of the output: each partition is written as one part file, in order).
@@ -627,16 +617,34 @@ def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], I
 
 
 def _needed(
-    rows: Iterable[dict[str, Any]], patients: Mapping[str, str]
+    rows: Iterable[dict[str, Any]], wanted: Mapping[str, Sequence[str]], patients: Mapping[str, str]
 ) -> Iterator[dict[str, Any]]:
-    """Pass 3, Python side: a line whose own key a case wants, kept for that case (the
-    JVM's key is checked against the one the local engine would give it)."""
+    """Pass 3, Python side: a line whose own key cases want, kept for each of them."""
     for row in rows:
         line: bytes = row["line"]
-        resource = _parse_line(line, None)
-        kept = kept_record(line, resource)
-        if kept.key == row["key"]:
-            yield _kept_row(row["case"], patients[row["case"]], row, kept)
+        kept = kept_record(line, _parse_line(line, None))
+        for case in wanted.get(kept.key, ()):
+            yield _kept_row(case, patients[case], row, kept)
+
+
+def _wanted(table: Any) -> dict[str, list[str]]:
+    """Pass 3's plan, from the (case, key, forward) columns of what passes 1 and 2 kept:
+    each key some case's gathered resources (of the FOLLOWED types) point at and that case
+    does not hold, with the cases that want it."""
+    cases = table.column("case").to_pylist()
+    keys = table.column("key").to_pylist()
+    forwards = table.column("forward").to_pylist()
+    held: dict[str, set[str]] = {}
+    pointed: dict[str, set[str]] = {}
+    for case, key, forward in zip(cases, keys, forwards, strict=True):
+        held.setdefault(case, set()).add(key)
+        if forward and key.split("/", 1)[0] in FOLLOWED:
+            pointed.setdefault(case, set()).update(forward)
+    wanted: dict[str, list[str]] = {}
+    for case in sorted(pointed):
+        for key in sorted(pointed[case] - held[case]):
+            wanted.setdefault(key, []).append(case)
+    return wanted
 
 
 def read_reports(directory: str) -> list[dict[str, Any]]:

@@ -461,7 +461,7 @@ def _evaluate_on_spark(
         coded = F.col("file").isin(*procedures) & F.col("value").contains(code)
         first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
         cases = checkpoint(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
-        seeds = cases.select("key", "forward", "patient").collect()
+        seeds = cases.select("key", "forward", "patient").toArrow().to_pylist()
         if not seeds:
             return SparkResult(0, 0, "", "")
         plan, cases_of = Plan.for_cases(
@@ -569,7 +569,7 @@ def _roles_back(gathered: Any) -> Any:
         "forward",
         F.when(is_role, F.col("line")).alias("line"),
     )
-    rows = staff.collect()
+    rows = staff.toArrow().to_pylist()  # as Arrow: Row objects cost seconds at 100k
     roles: dict[str, dict[tuple[int, int], Any]] = {}  # Practitioner -> its roles' lines
     for row in rows:
         if row["line"] is not None:
@@ -585,8 +585,8 @@ def _roles_back(gathered: Any) -> Any:
                     pointed.setdefault(forward, set()).add((row["case"], row["patient"]))
     if pointed:
         columns = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
-        pool = gathered.filter(key.isin(*sorted(pointed))).select(*columns).collect()
-        for line in {(r["file"], r["pos"]): r for r in pool}.values():
+        pool = gathered.filter(key.isin(*sorted(pointed))).select(*columns).toArrow()
+        for line in {(r["file"], r["pos"]): r for r in pool.to_pylist()}.values():
             for case, patient in pointed[line["key"]]:
                 back[(case, line["file"], line["pos"])] = _kept_tuple(case, patient, line)
     if not back:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,19 +202,32 @@ def _attributed(
     plan: Plan,
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
+    coding: tuple[str, str, Collection[int]],
 ) -> Iterator[dict[str, Any]]:
     """Pass 2, Python side: a row per case a screened line belongs to, decided by the
-    local engine's `plan_hits`."""
+    local engine's `plan_hits`; and, as pass 1 keeps them, the case Procedures' own
+    coded lines in the files it reads (`coding`: system, code, those files' ranks)."""
+    system, code, procedure_files = coding
     for row in rows:
         line: bytes = row["line"]
+        if row["path"] is not None:  # Spark SQL found it is not one object
+            raise AdapterError(f"{BAD_LINE}: {row['path']}: {line[:80]!r}")
         resource = _parse_line(line, None)
         refs = forward_keys(line)
         hits = plan_hits(plan, resource, refs)
-        if not hits:
-            continue
-        kept = kept_record(line, resource, refs)
-        for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
-            yield _kept_row(case, patients[case], row, kept)
+        cases = {c for hit in hits for c in cases_of.get(hit, ())}
+        key = f"{resource['resourceType']}/{resource.get('id')}"
+        if (
+            key in patients
+            and row["file"] in procedure_files
+            and resource["resourceType"] == "Procedure"
+            and has_coding(resource, ("code",), system, code)
+        ):
+            cases.add(key)
+        if cases:
+            kept = kept_record(line, resource, refs)
+            for case in sorted(cases):
+                yield _kept_row(case, patients[case], row, kept)
 
 
 _PACKS: dict[str, Pack] = {}
@@ -300,12 +313,18 @@ def _map_in_arrow(
 
 
 def _screened(batches: Iterable[Any], keep: Screen) -> Iterator[dict[str, Any]]:
-    """The rows of Arrow record batches whose line `keep` accepts (the others are only
-    ever bytes: on a sparse export that is almost every line)."""
+    """The rows of Arrow record batches whose line `keep` accepts, and the lines that are
+    not one object (the others are only ever bytes: on a sparse export that is almost
+    every line)."""
     for batch in batches:
         lines = batch.column("line").to_pylist()
         files = batch.column("file").to_pylist()
-        picked = [i for i, pair in enumerate(zip(lines, files, strict=True)) if keep(*pair)]
+        wholes = batch.column("path").is_null().to_pylist()
+        picked = [
+            i
+            for i, (line, file, whole) in enumerate(zip(lines, files, wholes, strict=True))
+            if not whole or keep(line, file)
+        ]
         if picked:
             yield from batch.take(picked).to_pylist()
 
@@ -354,8 +373,7 @@ def evaluate_on_spark(
         if BAD_LINE in text:
             named = text.split(f"{BAD_LINE}: ", 1)[1].split(": ", 1)[0]
             raise AdapterError(
-                f"{named if named.startswith(('file:', '/')) else input_uri}: {BAD_LINE}; "
-                "Spark cannot name the line: evaluate the files locally to find it"
+                _bad_line_message(named if named.startswith(("file:", "/")) else input_uri)
             ) from None
         raise
 
@@ -379,15 +397,21 @@ def _ndjson_inputs(input_uri: str) -> list[str] | None:
     return files
 
 
-def _read_lines(session: Any, input_uri: str) -> tuple[Any, dict[int, str | None]]:
+def _read_lines(
+    session: Any, input_uri: str, kinds: Collection[str | None] | None = None
+) -> tuple[Any, dict[int, str | None]]:
     """The export's non-blank lines as a DataFrame (the line, its file's rank, position,
     and the file's URI where the line is not one JSON object), read by Spark itself; and
     the resource type each file's name announces, by rank (None: any), which the local
-    engine's passes go by as well."""
+    engine's passes go by as well. With `kinds`, a local export's files of other types
+    are not read (their lines' positions are then not those of a whole read)."""
     from pyspark.sql import functions as F
 
     files = _ndjson_inputs(input_uri)
-    raw = session.read.text(files if files is not None else input_uri)
+    chosen = files
+    if files is not None and kinds is not None:
+        chosen = [f for f in files if Chunk(f, 0, -1).rtype in kinds] or files
+    raw = session.read.text(chosen if chosen is not None else input_uri)
     uris = raw.inputFiles()
     if files is not None:
         order = {os.path.abspath(f): i for i, f in enumerate(files)}
@@ -462,41 +486,47 @@ def _evaluate_on_spark(
         # and reading the 100k export (2.5 s) costs less than holding it (16 s).
         lines, types = _read_lines(session, input_uri)
 
-        # Pass 1: every line's structural check, and the cases, in the files the local
-        # engine's pass 1 reads. The bare code: a padded one ("47382 ") counts too, as in
-        # the local engine. A line the JVM finds is not one object goes to Python too,
-        # which names the error.
-        procedures = sorted(n for n, t in types.items() if t in (None, "Procedure"))
+        # Pass 1: the cases, from the files the local engine's pass 1 reads (only those
+        # are read: the case lines the evaluation uses come from pass 2, in the whole
+        # read's positions). The bare code: a padded one ("47382 ") counts too, as in the
+        # local engine. A line the JVM finds is not one object goes to Python too, which
+        # names the error.
+        listed = (None, "Procedure")
+        procedures = sorted(n for n, t in types.items() if t in listed)
         coded = F.col("file").isin(*procedures) & F.col("value").contains(code)
-        first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
-        cases = checkpoint(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
-        seeds = cases.select("key", "forward", "patient").toArrow().to_pylist()
+        read = _read_lines(session, input_uri, listed)[0]
+        first = _to_python(read.filter(F.col("path").isNotNull() | coded))
+        found = _map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS)
+        seeds = found.select("key", "forward", "patient").toArrow().to_pylist()
         if not seeds:
+            _check_lines(lines)
             return SparkResult(0, 0, "", "")
         plan, cases_of = Plan.for_cases(
             [Kept(b"", s["key"], (), tuple(s["forward"])) for s in seeds]
         )
         patients = {s["key"]: s["patient"] for s in seeds}
+        coding = (system, code, frozenset(procedures))
         shared = session.sparkContext.broadcast(
-            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients, plan.id_bytes())
+            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients, coding, _ids(plan))
         )
 
         def attribute(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _attributed(rows, *shared.value[:3])
+            return _attributed(rows, *shared.value[:4])
 
         def screen() -> Screen:
-            return _file_screens(shared.value[3], types)
+            return _file_screens(shared.value[4], types)
 
-        # Pass 2: what the cases point at and what points at them, every line screened on
-        # its bytes by the local engine's screens in Python (cheaper than the JVM's
-        # regexes and the Arrow copy together), decided and keyed by case there too.
+        # Pass 2: what the cases point at and what points at them, and the case lines
+        # themselves, every line screened on its bytes by the local engine's screens in
+        # Python (cheaper than the JVM's regexes and the Arrow copy together), decided
+        # and keyed by case there too.
         second = checkpoint(_map_in_arrow(_to_python(lines), attribute, KEPT_COLUMNS, screen))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet,
         # worked out on the driver (a few rows per case), looked for in the files of those
         # types.
-        wanted = _wanted(cases.unionByName(second).select("case", "key", "forward").toArrow())
-        gathered = cases.unionByName(second)
+        wanted = _wanted(second.select("case", "key", "forward").toArrow())
+        gathered = second
         if wanted:
             final = session.sparkContext.broadcast(
                 (wanted, patients, Plan(needed=set(wanted)).id_bytes())
@@ -634,6 +664,30 @@ def _needed(
         kept = kept_record(line, _parse_line(line, None))
         for case in wanted.get(kept.key, ()):
             yield _kept_row(case, patients[case], row, kept)
+
+
+def _ids(plan: Plan) -> tuple[Any, ...]:
+    """The plan's screen ids (`Plan.id_bytes`), with the cases' own ids among the
+    Procedures' needed ones: pass 2 keeps the case lines too."""
+    anchors, with_patients, with_performers, needed = plan.id_bytes()
+    cases = frozenset(
+        k.rsplit("/", 1)[-1].encode() for k in plan.anchors if k.startswith("Procedure/")
+    )
+    needed = {**needed, "Procedure": needed.get("Procedure", frozenset()) | cases}
+    return anchors, with_patients, with_performers, needed
+
+
+def _check_lines(lines: Any) -> None:
+    """Every line's structural check, when no pass reads them all (no case was found)."""
+    from pyspark.sql import functions as F
+
+    bad = lines.filter(F.col("path").isNotNull()).select("path").limit(1).toArrow()
+    if bad.num_rows:
+        raise AdapterError(_bad_line_message(bad.column("path")[0].as_py()))
+
+
+def _bad_line_message(named: str) -> str:
+    return f"{named}: {BAD_LINE}; Spark cannot name the line: evaluate the files locally to find it"
 
 
 def _wanted(table: Any) -> dict[str, list[str]]:

@@ -558,6 +558,7 @@ def _evaluate_on_spark(
             (gathered if back is None else checkpoint(gathered.unionByName(back)))
             .repartitionByRange(4 * cores, "case")
             .sortWithinPartitions("case", "file", "pos")
+            .select("case", "key", "line", "targets")  # what the evaluation reads
         )
         evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
         counts = evaluated.agg(

@@ -1,18 +1,19 @@
 """Evaluate a Bulk Data NDJSON export on Apache Spark with the very same rule pack.
 
-The JVM does what it can without Python: Spark's text reader reads the lines once,
-regexes find each line's resourceType, ids and reference ids, and the result is held
-(a local checkpoint) for the three passes. Spark SQL checks each line is one JSON
-object, keeps the Procedure lines that mention the code and, once the cases are
-known, screens every line on its type, ids and reference ids against hash sets of
-the cases' plan. Only the candidates cross to Python, as Arrow batches
-(`mapInArrow`), where the local engine's own functions (`plan_hits`, `kept_record`)
-decide exactly which case each belongs to. Each pass's result is held as well: later
-passes read it, and their plans stay small (planning a plan that carries the whole
-lineage cost more than running it). The kept lines are range-partitioned by case and
-each partition is evaluated in Python by the same `assemble` / `evaluate_case` /
-`build_output` code the local engine uses, with the pack compiled there from the
-driver's YAML text. No rule exists twice.
+The JVM reads: Spark's text reader gives each line, its file and a position, and
+checks the line is one JSON object (trimming only the lines that need it). Each of the
+three passes reads the export again (cheaper than holding it), and the lines cross to
+Python as Arrow batches (`mapInArrow`): pass 1 only the lines of the Procedure files
+that mention the code, pass 2 every line, pass 3 the files of the types still wanted.
+There the local engine's own functions screen each line on its bytes (`screen_ids`,
+`line_screen`, per file type, as that engine does per chunk) and decide exactly which
+case a line belongs to (`plan_hits`, `kept_record`): on the JVM, the regexes and
+hash-set screens cost several times the Arrow copy and Python's screen together. Each
+pass's (small) result is held as a local checkpoint, so later passes' plans stay
+small. The kept lines are range-partitioned by case and each partition is evaluated
+in Python by the same `assemble` / `evaluate_case` / `build_output` code the local
+engine uses, with the pack compiled there from the driver's YAML text. No rule exists
+twice.
 
 Each case gathers what the local engine's three passes would give it: pass 3
 (what the gathered resources point at) is worked out per case, so a colleague's
@@ -28,9 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,17 @@ from fhir_adapter.errors import AdapterError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.pack import Pack, load_pack
-from fhir_adapter.sources.bulk import FOLLOWED, Kept, Plan, forward_keys, kept_record, plan_hits
+from fhir_adapter.sources.bulk import (
+    FOLLOWED,
+    Chunk,
+    Kept,
+    Plan,
+    forward_keys,
+    kept_record,
+    line_screen,
+    plan_hits,
+    screen_ids,
+)
 from fhir_adapter.sources.files import check_resource
 
 
@@ -81,14 +91,9 @@ def _session(master: str) -> Any:
         ) from None
 
 
+# What the JVM finds a line to be (the local engine's structural check).
+WHOLE, BLANK, CUT = 0, 1, 2
 BAD_LINE = "a line of the export is not a complete JSON object (truncated or corrupt)"
-
-# The raw-line screens of sources/bulk.py, in Java's regex dialect: the id at the end of
-# every reference (a superset of what `forward_keys` finds: Python decides exactly).
-_HEAD_TYPE = r'^\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"'
-_ID = r'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"'
-_SCREENABLE = re.compile(r"(?:[A-Za-z]{1,64}/)?[A-Za-z0-9\-.]{1,64}")
-_REF_ID = r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z0-9\-.]{1,64})(?:/_history/[^"]*)?"'
 
 # What crosses from the JVM to Python: a line, where it stands in the export (the file's
 # rank in the local engine's reading order, then its position there: a later copy of a
@@ -108,6 +113,8 @@ KEPT_COLUMNS = (
 REPORT_COLUMNS = (("case", "string"), ("report", "string"), ("bundle", "string"), ("claim", "bool"))
 # Rows per Arrow batch written back from Python (bounded memory for big partitions).
 BATCH_ROWS = 512
+# A raw-line screen: a line's bytes and its file's rank -> whether to parse it.
+Screen = Callable[[bytes, int], bool]
 
 
 def _parse_line(line: bytes, path: str | None) -> dict[str, Any]:
@@ -195,19 +202,32 @@ def _attributed(
     plan: Plan,
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
+    coding: tuple[str, str, Collection[int]],
 ) -> Iterator[dict[str, Any]]:
-    """Pass 2 and 3, Python side: a row per case a screened line belongs to, decided by
-    the local engine's `plan_hits` (Spark's screen is a superset)."""
+    """Pass 2, Python side: a row per case a screened line belongs to, decided by the
+    local engine's `plan_hits`; and, as pass 1 keeps them, the case Procedures' own
+    coded lines in the files it reads (`coding`: system, code, those files' ranks)."""
+    system, code, procedure_files = coding
     for row in rows:
         line: bytes = row["line"]
+        if row["path"] is not None:  # Spark SQL found it is not one object
+            raise AdapterError(f"{BAD_LINE}: {row['path']}: {line[:80]!r}")
         resource = _parse_line(line, None)
         refs = forward_keys(line)
         hits = plan_hits(plan, resource, refs)
-        if not hits:
-            continue
-        kept = kept_record(line, resource, refs)
-        for case in sorted({c for hit in hits for c in cases_of.get(hit, ())}):
-            yield _kept_row(case, patients[case], row, kept)
+        cases = {c for hit in hits for c in cases_of.get(hit, ())}
+        key = f"{resource['resourceType']}/{resource.get('id')}"
+        if (
+            key in patients
+            and row["file"] in procedure_files
+            and resource["resourceType"] == "Procedure"
+            and has_coding(resource, ("code",), system, code)
+        ):
+            cases.add(key)
+        if cases:
+            kept = kept_record(line, resource, refs)
+            for case in sorted(cases):
+                yield _kept_row(case, patients[case], row, kept)
 
 
 _PACKS: dict[str, Pack] = {}
@@ -276,17 +296,51 @@ def _map_in_arrow(
     frame: Any,
     func: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]],
     columns: Sequence[tuple[str, str]],
+    keep: Callable[[], Screen] | None = None,
 ) -> Any:
-    """`frame` through a row function in Python, as Arrow batches both ways."""
+    """`frame` through a row function in Python, as Arrow batches both ways; with `keep`
+    (made once per task), only the rows whose line it accepts become rows."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     schema = _spark_schema(columns)
     arrow = to_arrow_schema(schema)
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
-        return _batches(func(_rows(batches)), arrow)
+        rows = _rows(batches) if keep is None else _screened(batches, keep())
+        return _batches(func(rows), arrow)
 
     return frame.mapInArrow(run, schema)
+
+
+def _screened(batches: Iterable[Any], keep: Screen) -> Iterator[dict[str, Any]]:
+    """The rows of Arrow record batches whose line `keep` accepts, and the lines that are
+    not one object (the others are only ever bytes: on a sparse export that is almost
+    every line)."""
+    for batch in batches:
+        lines = batch.column("line").to_pylist()
+        files = batch.column("file").to_pylist()
+        wholes = batch.column("path").is_null().to_pylist()
+        picked = [
+            i
+            for i, (line, file, whole) in enumerate(zip(lines, files, wholes, strict=True))
+            if not whole or keep(line, file)
+        ]
+        if picked:
+            yield from batch.take(picked).to_pylist()
+
+
+def _file_screens(ids: tuple[Any, ...], types: Mapping[int, str | None]) -> Screen:
+    """The local engine's own raw-line screen (`screen_ids`, `line_screen`) for each file,
+    specialised to the type its name announces, as that engine does per chunk."""
+    screens: dict[int, Callable[[bytes], bool]] = {}
+
+    def keep(line: bytes, file: int) -> bool:
+        screen = screens.get(file)
+        if screen is None:
+            screen = screens[file] = line_screen(*screen_ids(ids, types.get(file)))
+        return screen(line)
+
+    return keep
 
 
 def evaluate_on_spark(
@@ -319,8 +373,7 @@ def evaluate_on_spark(
         if BAD_LINE in text:
             named = text.split(f"{BAD_LINE}: ", 1)[1].split(": ", 1)[0]
             raise AdapterError(
-                f"{named if named.startswith(('file:', '/')) else input_uri}: {BAD_LINE}; "
-                "Spark cannot name the line: evaluate the files locally to find it"
+                _bad_line_message(named if named.startswith(("file:", "/")) else input_uri)
             ) from None
         raise
 
@@ -344,89 +397,48 @@ def _ndjson_inputs(input_uri: str) -> list[str] | None:
     return files
 
 
-def _read_lines(session: Any, input_uri: str) -> Any:
+def _read_lines(
+    session: Any, input_uri: str, kinds: Collection[str | None] | None = None
+) -> tuple[Any, dict[int, str | None]]:
     """The export's non-blank lines as a DataFrame (the line, its file's rank, position,
-    and the file's URI where the line is not one JSON object), read by Spark itself."""
+    and the file's URI where the line is not one JSON object), read by Spark itself; and
+    the resource type each file's name announces, by rank (None: any), which the local
+    engine's passes go by as well. With `kinds`, a local export's files of other types
+    are not read (their lines' positions are then not those of a whole read)."""
     from pyspark.sql import functions as F
 
     files = _ndjson_inputs(input_uri)
-    raw = session.read.text(files if files is not None else input_uri)
+    chosen = files
+    if files is not None and kinds is not None:
+        chosen = [f for f in files if Chunk(f, 0, -1).rtype in kinds] or files
+    raw = session.read.text(chosen if chosen is not None else input_uri)
     uris = raw.inputFiles()
     if files is not None:
         order = {os.path.abspath(f): i for i, f in enumerate(files)}
         rank = {u: order.get(unquote(urlparse(u).path), len(order)) for u in uris}
     else:
         rank = {u: i for i, u in enumerate(sorted(uris, key=lambda u: unquote(urlparse(u).path)))}
+    types: dict[int, str | None] = {}
+    for uri, n in rank.items():
+        named = Chunk(unquote(urlparse(uri).path), 0, -1).rtype
+        types[n] = named if types.get(n, named) == named else None
     ranks = F.create_map(*[F.lit(x) for pair in rank.items() for x in pair])
-    body = F.expr(r"btrim(value, ' \t\r\n')")
-    whole = body.startswith("{") & body.endswith("}")
-    return raw.select(
-        F.col("value"),
+    # As the local engine: a line that starts with "{" and ends with "}" is whole; only
+    # the others are trimmed (trimming every line cost most of the read).
+    value, body = F.col("value"), F.expr(r"btrim(value, ' \t\r\n')")
+    state = F.when(value.startswith("{") & value.endswith("}"), F.lit(WHOLE)).otherwise(
+        F.when(body == "", F.lit(BLANK))
+        .when(body.startswith("{") & body.endswith("}"), F.lit(WHOLE))
+        .otherwise(F.lit(CUT))
+    )
+    lines = raw.select(
+        value,
         F.element_at(ranks, F.input_file_name()).cast("int").alias("file"),
         F.monotonically_increasing_id().alias("pos"),
-        F.when(~whole, F.input_file_name()).alias("path"),
-        (body == "").alias("blank"),
-    ).filter(~F.col("blank"))
-
-
-def _indexed(lines: Any) -> Any:
-    """The lines with what every pass screens on, found by the JVM once with regexes (a
-    JSON parser costs more than the whole read): the resourceType (from the line's head,
-    where exports write it; parsed only where it is not there), the ids (`"id"` at any
-    depth, the local engine's own-id screen) and the id at the end of each reference."""
-    from pyspark.sql import functions as F
-
-    head = F.regexp_extract("value", _HEAD_TYPE, 1)
-    rtype = F.when(head != "", head).otherwise(F.get_json_object("value", "$.resourceType"))
-    return lines.select(
-        *LINE_COLUMNS,
-        rtype.alias("rtype"),
-        F.array_distinct(F.regexp_extract_all("value", F.lit(_ID), 1)).alias("ids"),
-        F.regexp_extract_all("value", F.lit(_REF_ID), 1).alias("refs"),
-    )
-
-
-def _among(values: Iterable[str]) -> str:
-    """A SQL `IN (...)` of string literals (false when empty), one expression however many:
-    Spark's optimizer makes it a hash set, so each test costs one lookup. Only ids the JVM
-    screens can capture can match, and they need no escaping."""
-    kept = sorted({v for v in values if _SCREENABLE.fullmatch(v)})
-    return f"IN ({', '.join(repr(v) for v in kept)})" if kept else "IN (NULL)"
-
-
-def _plan_screen(plan: Plan) -> str:
-    """The local engine's `screen_ids` + `line_screen` as a filter on indexed lines (ids
-    only: Python then decides exactly): a reference to an anchor (any type), to a patient
-    (Coverage, Procedure, ClaimResponse), to a performer (PractitionerRole), or an own id
-    the plan needs, by type (a line of no known type: any of them)."""
-
-    def ids(keys: Iterable[str]) -> str:
-        return _among(k.rsplit("/", 1)[-1] for k in keys)
-
-    by_patient = "rtype IS NULL OR rtype IN ('Coverage', 'Procedure', 'ClaimResponse')"
-    by_performer = "rtype IS NULL OR rtype = 'PractitionerRole'"
-    refs = (
-        f"exists(refs, x -> x {ids(plan.anchors)}"
-        f" OR (({by_patient}) AND x {ids(plan.patients)})"
-        f" OR (({by_performer}) AND x {ids(plan.performers)}))"
-    )
-    # the id first: a key is built only for the few ids that may be needed
-    own = (
-        f"exists(ids, x -> x {ids(plan.needed)}"
-        f" AND (rtype IS NULL OR concat(rtype, '/', x) {_among(plan.needed)}))"
-    )
-    return f"{refs} OR {own}"
-
-
-def _owned(lines: Any, wanted: Sequence[str]) -> Any:
-    """The indexed lines that may be one of the `wanted` Type/id keys, with each such key
-    they may be (Python keeps a line only under its own)."""
-    from pyspark.sql import functions as F
-
-    ids = _among(k.rsplit("/", 1)[-1] for k in wanted)
-    keys = f"transform(filter(ids, x -> x {ids}), x -> concat(rtype, '/', x))"
-    may_be = F.expr(f"filter({keys}, k -> k {_among(wanted)})")
-    return lines.select(*LINE_COLUMNS, F.explode(may_be).alias("key"))
+        state.alias("state"),
+    ).filter(F.col("state") != BLANK)
+    path = F.when(F.col("state") == CUT, F.input_file_name()).alias("path")
+    return lines.select(*LINE_COLUMNS[:3], path), types
 
 
 def _evaluate_on_spark(
@@ -469,52 +481,69 @@ def _evaluate_on_spark(
     for name, value in settings.items():
         session.conf.set(name, value)
     try:
-        # The export is read and parsed by the JVM once; the three passes scan what it kept.
-        lines = checkpoint(_indexed(_read_lines(session, input_uri)))
+        # The export's lines as the JVM reads them (no parsing), read again by each pass:
+        # the same files in the same splits give every line the same position each time,
+        # and reading the 100k export (2.5 s) costs less than holding it (16 s).
+        lines, types = _read_lines(session, input_uri)
 
-        # Pass 1: every line's structural check, and the cases. The bare code: a padded one
-        # ("47382 ") counts too, as in the local engine.
-        # A line the JVM cannot parse goes to Python too, which names the error.
-        coded = F.col("value").contains(code) & F.coalesce(
-            F.col("rtype") == "Procedure", F.lit(True)
-        )
-        first = _to_python(lines.filter(F.col("path").isNotNull() | coded))
-        cases = checkpoint(_map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS))
-        seeds = cases.select("key", "forward", "patient").collect()
+        # Pass 1: the cases, from the files the local engine's pass 1 reads (only those
+        # are read: the case lines the evaluation uses come from pass 2, in the whole
+        # read's positions). The bare code: a padded one ("47382 ") counts too, as in the
+        # local engine. A line the JVM finds is not one object goes to Python too, which
+        # names the error.
+        listed = (None, "Procedure")
+        procedures = sorted(n for n, t in types.items() if t in listed)
+        coded = F.col("file").isin(*procedures) & F.col("value").contains(code)
+        read = _read_lines(session, input_uri, listed)[0]
+        first = _to_python(read.filter(F.col("path").isNotNull() | coded))
+        found = _map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS)
+        seeds = found.select("key", "forward", "patient").toArrow().to_pylist()
         if not seeds:
+            _check_lines(lines)
             return SparkResult(0, 0, "", "")
         plan, cases_of = Plan.for_cases(
             [Kept(b"", s["key"], (), tuple(s["forward"])) for s in seeds]
         )
         patients = {s["key"]: s["patient"] for s in seeds}
+        coding = (system, code, frozenset(procedures))
         shared = session.sparkContext.broadcast(
-            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients)
+            (plan, {k: sorted(v) for k, v in cases_of.items()}, patients, coding, _ids(plan))
         )
 
         def attribute(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _attributed(rows, *shared.value)
+            return _attributed(rows, *shared.value[:4])
 
-        # Pass 2: what the cases point at and what points at them, screened in the JVM
-        # (hash sets of the plan's ids), decided and keyed by case in Python.
-        candidates = _to_python(lines.filter(F.expr(_plan_screen(plan))))
-        second = checkpoint(_map_in_arrow(candidates, attribute, KEPT_COLUMNS))
+        def screen() -> Screen:
+            return _file_screens(shared.value[4], types)
 
-        # Pass 3, per case: what its gathered resources point at and it does not hold yet.
-        owns = cases.select("case", "key").union(second.select("case", "key"))
-        wanted = checkpoint(
-            second.filter(F.split("key", "/").getItem(0).isin(*sorted(FOLLOWED)))
-            .select("case", F.explode("forward").alias("key"))
-            .join(owns, ["case", "key"], "left_anti")
-            .distinct()
-        )
+        # Pass 2: what the cases point at and what points at them, and the case lines
+        # themselves, every line screened on its bytes by the local engine's screens in
+        # Python (cheaper than the JVM's regexes and the Arrow copy together), decided
+        # and keyed by case there too.
+        second = checkpoint(_map_in_arrow(_to_python(lines), attribute, KEPT_COLUMNS, screen))
 
-        def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _needed(rows, shared.value[2])
+        # Pass 3, per case: what its gathered resources point at and it does not hold yet,
+        # worked out on the driver (a few rows per case), looked for in the files of those
+        # types.
+        wanted = _wanted(second.select("case", "key", "forward").toArrow())
+        gathered = second
+        if wanted:
+            final = session.sparkContext.broadcast(
+                (wanted, patients, Plan(needed=set(wanted)).id_bytes())
+            )
 
-        keys = [row["key"] for row in wanted.select("key").distinct().collect()]
-        owned = _owned(lines, keys).join(F.broadcast(wanted), "key")
-        third = _map_in_arrow(_to_python(owned, "case", "key"), needed, KEPT_COLUMNS)
-        gathered = checkpoint(cases.unionByName(second).unionByName(third))
+            def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+                return _needed(rows, *final.value[:2])
+
+            def owned() -> Screen:
+                return _file_screens(final.value[2], types)
+
+            kinds = {key.split("/", 1)[0] for key in wanted}
+            files = sorted(n for n, t in types.items() if t is None or t in kinds)
+            lookup = _to_python(lines.filter(F.col("file").isin(*files)))
+            third = _map_in_arrow(lookup, needed, KEPT_COLUMNS, owned)
+            gathered = gathered.unionByName(third)
+        gathered = checkpoint(gathered)
 
         # Evaluate each case with the same compiled pack, the cases in ranges of their keys
         # (the order of the output: each partition is written as one part file, in order).
@@ -529,6 +558,7 @@ def _evaluate_on_spark(
             (gathered if back is None else checkpoint(gathered.unionByName(back)))
             .repartitionByRange(4 * cores, "case")
             .sortWithinPartitions("case", "file", "pos")
+            .select("case", "key", "line", "targets")  # what the evaluation reads
         )
         evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
         counts = evaluated.agg(
@@ -579,7 +609,7 @@ def _roles_back(gathered: Any) -> Any:
         "forward",
         F.when(is_role, F.col("line")).alias("line"),
     )
-    rows = staff.collect()
+    rows = staff.toArrow().to_pylist()  # as Arrow: Row objects cost seconds at 100k
     roles: dict[str, dict[tuple[int, int], Any]] = {}  # Practitioner -> its roles' lines
     for row in rows:
         if row["line"] is not None:
@@ -595,8 +625,8 @@ def _roles_back(gathered: Any) -> Any:
                     pointed.setdefault(forward, set()).add((row["case"], row["patient"]))
     if pointed:
         columns = [name for name, _ in KEPT_COLUMNS if name not in ("case", "patient")]
-        pool = gathered.filter(key.isin(*sorted(pointed))).select(*columns).collect()
-        for line in {(r["file"], r["pos"]): r for r in pool}.values():
+        pool = gathered.filter(key.isin(*sorted(pointed))).select(*columns).toArrow()
+        for line in {(r["file"], r["pos"]): r for r in pool.to_pylist()}.values():
             for case, patient in pointed[line["key"]]:
                 back[(case, line["file"], line["pos"])] = _kept_tuple(case, patient, line)
     if not back:
@@ -627,16 +657,58 @@ def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], I
 
 
 def _needed(
-    rows: Iterable[dict[str, Any]], patients: Mapping[str, str]
+    rows: Iterable[dict[str, Any]], wanted: Mapping[str, Sequence[str]], patients: Mapping[str, str]
 ) -> Iterator[dict[str, Any]]:
-    """Pass 3, Python side: a line whose own key a case wants, kept for that case (the
-    JVM's key is checked against the one the local engine would give it)."""
+    """Pass 3, Python side: a line whose own key cases want, kept for each of them."""
     for row in rows:
         line: bytes = row["line"]
-        resource = _parse_line(line, None)
-        kept = kept_record(line, resource)
-        if kept.key == row["key"]:
-            yield _kept_row(row["case"], patients[row["case"]], row, kept)
+        kept = kept_record(line, _parse_line(line, None))
+        for case in wanted.get(kept.key, ()):
+            yield _kept_row(case, patients[case], row, kept)
+
+
+def _ids(plan: Plan) -> tuple[Any, ...]:
+    """The plan's screen ids (`Plan.id_bytes`), with the cases' own ids among the
+    Procedures' needed ones: pass 2 keeps the case lines too."""
+    anchors, with_patients, with_performers, needed = plan.id_bytes()
+    cases = frozenset(
+        k.rsplit("/", 1)[-1].encode() for k in plan.anchors if k.startswith("Procedure/")
+    )
+    needed = {**needed, "Procedure": needed.get("Procedure", frozenset()) | cases}
+    return anchors, with_patients, with_performers, needed
+
+
+def _check_lines(lines: Any) -> None:
+    """Every line's structural check, when no pass reads them all (no case was found)."""
+    from pyspark.sql import functions as F
+
+    bad = lines.filter(F.col("path").isNotNull()).select("path").limit(1).toArrow()
+    if bad.num_rows:
+        raise AdapterError(_bad_line_message(bad.column("path")[0].as_py()))
+
+
+def _bad_line_message(named: str) -> str:
+    return f"{named}: {BAD_LINE}; Spark cannot name the line: evaluate the files locally to find it"
+
+
+def _wanted(table: Any) -> dict[str, list[str]]:
+    """Pass 3's plan, from the (case, key, forward) columns of what passes 1 and 2 kept:
+    each key some case's gathered resources (of the FOLLOWED types) point at and that case
+    does not hold, with the cases that want it."""
+    cases = table.column("case").to_pylist()
+    keys = table.column("key").to_pylist()
+    forwards = table.column("forward").to_pylist()
+    held: dict[str, set[str]] = {}
+    pointed: dict[str, set[str]] = {}
+    for case, key, forward in zip(cases, keys, forwards, strict=True):
+        held.setdefault(case, set()).add(key)
+        if forward and key.split("/", 1)[0] in FOLLOWED:
+            pointed.setdefault(case, set()).update(forward)
+    wanted: dict[str, list[str]] = {}
+    for case in sorted(pointed):
+        for key in sorted(pointed[case] - held[case]):
+            wanted.setdefault(key, []).append(case)
+    return wanted
 
 
 def read_reports(directory: str) -> list[dict[str, Any]]:

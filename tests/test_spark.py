@@ -165,6 +165,17 @@ def test_missing_input_and_an_export_without_cases_on_spark(
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--engine", "spark", str(data), "--out", str(tmp_path / "o")]) == 0
     assert "0 case(s)" in capsys.readouterr().err
+    # no case, so no pass reads every file (pass 1 reads only the Procedure files): a cut
+    # line outside them is still found
+    (data / "Procedure.ndjson").write_bytes(
+        b'{"resourceType":"Procedure","id":"x","status":"completed",'
+        b'"subject":{"reference":"Patient/p"}}\n'
+    )
+    with (data / "Patient.ndjson").open("ab") as fh:
+        fh.write(b'{"resourceType": "Patient", "id": "cut\n')
+    assert main(["evaluate", "--engine", "spark", str(data), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "Patient.ndjson" in err and "not a complete JSON object" in err
 
 
 def _case_lines(path: Path) -> list[bytes]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,17 @@ def load_expected(name: str) -> dict[str, Any]:
 
 def store_of(resources: list[dict[str, Any]]) -> ResourceStore:
     return ResourceStore(Loaded(r, None, "test") for r in resources)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`serve` run in-process configures the root logger on the captured stderr; later
+    log records (py4j's, at garbage collection) would go to that closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

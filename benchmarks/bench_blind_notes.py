@@ -51,7 +51,9 @@ def score_set(pack: Pack, notes: list[tuple[str, dict[str, Any]]]) -> dict[str, 
     whole = 0
     for name, data in notes:
         wrong = []
-        found = documented_elements(pack, data["note"])
+        # the session's date, as a case's Procedure.performed[x] gives it
+        date = data.get("date_of_service")
+        found = documented_elements(pack, data["note"], str(date) if date else None)
         for element, expected in sorted(data["elements"].items()):
             got = found[element]
             total[element] += 1

@@ -37,7 +37,9 @@ def test_the_excerpts_are_labelled() -> None:
 
 @pytest.mark.parametrize(("name", "item"), excerpts(), ids=[n for n, _ in excerpts()])
 def test_excerpt(pack: Pack, name: str, item: dict[str, Any]) -> None:
-    found = documented_elements(pack, item["note"])
+    # `date`: the case's date of service (Procedure.performed), where the excerpt needs one
+    date = item.get("date")
+    found = documented_elements(pack, item["note"], str(date) if date else None)
     wrong = {e: found[e] for e, want in item["elements"].items() if found[e] is not want}
     assert not wrong, f"{name}: {wrong} ({item['why']})"
 
@@ -151,6 +153,12 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
             {"cues": {"d": {"status": "negated", "reason": "r", "dated": True, "cues": ["x"]}}},
             "{date}",
         ),
+        (
+            {"cues": {"d": {"status": "negated", "reason": "r", "dated": "after", "cues": ["x"]}}},
+            "{date}",
+        ),
+        ({"dated_entries": {"opens": "({date}", "holds": ["rfa"]}}, "dated_entries.opens"),
+        ({"dated_entries": {"opens": "{date}:", "holds": ["(rfa"]}}, "dated_entries.holds"),
         ({"own_organ": "liver"}, "own_organ"),
         ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],
@@ -162,3 +170,22 @@ def test_scope_rules_are_checked_when_loaded(
     with pytest.raises(ScopeError) as err:
         Scope(cfg)
     assert message in str(err.value)
+
+
+def test_a_note_shared_by_cases_of_other_dates_is_scoped_per_date(pack: Pack) -> None:
+    """A short text is prepared once and shared; what its dated words rule out depends on
+    each case's date of service, so one case's ruling never leaks into another's."""
+    note = "RFA of the 2.1 cm segment 6 HCC on 03/02/2026, 150 W x 12 min."
+    that_day = documented_elements(pack, note, "2026-03-02")
+    later = documented_elements(pack, note, "2026-06-01")
+    again = documented_elements(pack, note, "2026-03-02")
+    assert that_day["energy-applied"] and that_day["tumor-size"]
+    assert not later["energy-applied"] and not later["tumor-size"]
+    assert again == that_day
+
+
+def test_an_unknown_key_of_dated_entries_is_refused() -> None:
+    with pytest.raises(ValueError, match="dated_entries"):
+        TextConfig.model_validate(
+            {"scope": {"dated_entries": {"opens": "{date}:", "holds": ["rfa"], "when": "x"}}}
+        )

@@ -36,8 +36,9 @@ def load_sentences(directory: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def note_case(pack: Pack, text: str) -> Case:
-    """A minimal completed 47382 case whose only narrative is `text` (Procedure.note)."""
+def note_case(pack: Pack, text: str, date: str | None = None) -> Case:
+    """A minimal completed 47382 case whose only narrative is `text` (Procedure.note),
+    performed on `date` (ISO; without one, the note's own date of service is the session's)."""
     store = ResourceStore()
     store.add({"resourceType": "Patient", "id": "p"})
     procedure = {
@@ -46,9 +47,10 @@ def note_case(pack: Pack, text: str) -> Case:
         "status": "completed",
         "code": {"coding": [{"system": pack.procedure_system, "code": pack.procedure_code}]},
         "subject": {"reference": "Patient/p"},
-        "performedDateTime": "2026-10-15",
         "note": [{"text": text}],
     }
+    if date:
+        procedure["performedDateTime"] = date
     store.add(procedure)
     return assemble(store, procedure, pack.procedure_system, pack.procedure_code)
 
@@ -58,9 +60,10 @@ def documented(pack: Pack, element: str, text: str) -> bool:
     return documented_elements(pack, text)[element]
 
 
-def documented_elements(pack: Pack, text: str) -> dict[str, bool]:
-    """Every element at once: whether the pack finds it documented in `text` (one evaluation)."""
-    ev = evaluate_case(pack, note_case(pack, text))
+def documented_elements(pack: Pack, text: str, date: str | None = None) -> dict[str, bool]:
+    """Every element at once: whether the pack finds it documented in `text`, the note of
+    a session on `date` (one evaluation)."""
+    ev = evaluate_case(pack, note_case(pack, text, date))
     fired = {f.code for f in ev.findings}
     # a requirement waived by its `unless` (nothing was ablated, so no energy is asked for)
     # does not make the element documented

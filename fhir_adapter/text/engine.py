@@ -155,7 +155,9 @@ class Document:
     # the scope reader's outline of the text and its rulings per element (text.index):
     # made once per text, so a short text shared by many cases is ruled once
     outline: Outline | None = None
-    scoped: dict[str, list[Mention]] = field(default_factory=dict)
+    # an element's mentions as the scope rules left them, per date of service (a short text
+    # is shared by cases of other dates)
+    scoped: dict[tuple[str, str | None], list[Mention]] = field(default_factory=dict)
     # cues looked at: in classification, and against each pattern cue while finding them
     # (a deterministic measure of the work, which tests hold to linear growth)
     work: int = 0

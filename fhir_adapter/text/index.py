@@ -68,6 +68,9 @@ class TextIndex:
     def __init__(self, case: Case, max_chars: int | None = None) -> None:
         self._case = case
         self.max_chars = max_chars
+        # the session's date: a dated mention before it is an earlier session's, when the
+        # note itself names no date of service
+        self.service_date = case.date
         self._units: dict[str, list[TextUnit]] = {}
         # per source, each unit with its document and the elements it may mention, and
         # the elements any of them may mention
@@ -103,7 +106,10 @@ class TextIndex:
                 if element in anywhere:
                     for unit, doc, elements in read:
                         if element in elements:
-                            found.extend((unit, m) for m in scoped(engine, unit, doc, element))
+                            found.extend(
+                                (unit, m)
+                                for m in scoped(engine, unit, doc, element, self.service_date)
+                            )
                 self._mentions[(element, source)] = found
             combined.extend(found)
         self._combined[(element, sources)] = combined
@@ -148,10 +154,18 @@ def scope_of(engine: ContextEngine) -> Scope:
     return scope
 
 
-def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -> list[Mention]:
+def scoped(
+    engine: ContextEngine,
+    unit: TextUnit,
+    doc: Document,
+    element: str,
+    service_date: str | None = None,
+) -> list[Mention]:
     """An element's mentions in a unit, classified sentence by sentence, then scoped by the
-    whole text (its sections, copied blocks, other organs, scope cues)."""
-    ruled = doc.scoped.get(element)
+    whole text (its sections, copied blocks, other organs, scope cues) and the session's
+    date (`service_date`, ISO, when the note names none)."""
+    key = (element, service_date)
+    ruled = doc.scoped.get(key)
     if ruled is not None:
         return ruled
     found = engine.mentions(doc, element)
@@ -161,8 +175,8 @@ def scoped(engine: ContextEngine, unit: TextUnit, doc: Document, element: str) -
         scope = scope_of(engine)
         if doc.outline is None:
             doc.outline = scope.outline(doc.text)
-        ruled = scope.rule(doc, doc.outline, element, found)
-    doc.scoped[element] = ruled
+        ruled = scope.rule(doc, doc.outline, element, found, service_date)
+    doc.scoped[key] = ruled
     return ruled
 
 

@@ -77,10 +77,8 @@ class Scope:
                 raise ScopeError(f"{where}: no cues or patterns")
             unless = "|".join(f"(?:{p})" for p in rule.unless)
             source = "|".join(f"(?:{a})" for a in alternatives)
-            if rule.dated != ("{date}" in source):
-                raise ScopeError(
-                    f"{where}: `dated: true` and a {{date}} in its patterns go together"
-                )
+            if bool(rule.dated) != ("{date}" in source):
+                raise ScopeError(f"{where}: `dated` and a {{date}} in its patterns go together")
             dated = tuple(
                 _compile(a.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY), where)
                 for a in alternatives
@@ -117,6 +115,15 @@ class Scope:
             if labels
             else None
         )
+        entries = sc.dated_entries
+        self._entries = entries
+        self._entry_opens = self._entry_holds = None
+        if entries is not None:
+            where = "text.scope.dated_entries"
+            opens = entries.opens.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY)
+            self._entry_opens = _compile(rf"(?m)^[ \t]*(?:{opens})", f"{where}.opens")
+            holds = "|".join(f"(?:{p})" for p in entries.holds)
+            self._entry_holds = _compile(holds, f"{where}.holds")
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
         self._amending = [tuple(_TOKEN.findall(w.lower())) for w in sc.amending]
         self._same_value = sc.same_value
@@ -125,9 +132,16 @@ class Scope:
         return self._outliner.outline(text)
 
     def rule(
-        self, doc: Document, outline: Outline, element: str, mentions: list[Mention]
+        self,
+        doc: Document,
+        outline: Outline,
+        element: str,
+        mentions: list[Mention],
+        service_date: str | None = None,
     ) -> list[Mention]:
-        """The mentions, each affirmed one ruled out when a scope rule holds for it."""
+        """The mentions, each affirmed one ruled out when a scope rule holds for it; a
+        dated cue is judged against the note's own date of service, else `service_date`
+        (the case's, ISO)."""
         sentences = doc.sentences or []
         note_wide = self._note_wide(doc, outline, element)
         retracted = outline.memo.get("retracted")
@@ -145,7 +159,7 @@ class Scope:
                 if m.affirmed:
                     ruling = (
                         _taken_back(retracted, m, at)
-                        or self._ruling(doc, outline, element, m, at)
+                        or self._ruling(doc, outline, element, m, at, service_date)
                         or (self._pointed_back(doc, back, m, named) if back else None)
                         or note_wide
                     )
@@ -204,11 +218,20 @@ class Scope:
         )
 
     def _ruling(
-        self, doc: Document, outline: Outline, element: str, m: Mention, at: int
+        self,
+        doc: Document,
+        outline: Outline,
+        element: str,
+        m: Mention,
+        at: int,
+        service_date: str | None = None,
     ) -> tuple[str, str] | None:
         copied = outline.copied_at(at)
         if copied is not None and element not in self._copied_skip:
             return self._copied_status, copied.reason
+        entry = self._entry_ruling(doc, outline, element, at, service_date)
+        if entry is not None:
+            return entry
         if element in self._organ_elements:
             paragraph = outline.organ_paragraph_at(at)
             if paragraph is not None:
@@ -239,7 +262,7 @@ class Scope:
                 before = cue.rule.reach == "before"
                 found = cue.regex.search(low[: m.start]) if before else cue.regex.search(low)
                 if found is not None and cue.rule.dated:
-                    found = self._earlier(doc, outline, cue.dated, low)
+                    found = self._dated(doc, outline, cue, low, service_date)
                 if found is not None:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
@@ -272,28 +295,91 @@ class Scope:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
-    def _earlier(
-        self, doc: Document, outline: Outline, patterns: tuple[re.Pattern[str], ...], low: str
+    def _dated(
+        self,
+        doc: Document,
+        outline: Outline,
+        cue: _Cue,
+        low: str,
+        service_date: str | None = None,
     ) -> re.Match[str] | None:
-        """A dated cue's match whose date is before the note's date of service, if any."""
-        if self._service_date is None:
+        """A dated cue's match whose date is before the date of service (after it, for a
+        cue `dated: after`), if any."""
+        today = self._today(doc, outline, service_date)
+        if today is None:
             return None
+        after = cue.rule.dated == "after"
+        for regex in cue.dated:
+            for found in regex.finditer(low):
+                when = _date(found.group("date") or "", outline.memo.get("dayfirst") is True)
+                if when is not None and (_before(today, when) if after else _before(when, today)):
+                    return found
+        return None
+
+    def _today(self, doc: Document, outline: Outline, service_date: str | None) -> _Day | None:
+        """The date of service: the case's (ISO) when it has one, else the note's own (a POD1
+        note is dated the day after the session it tells of)."""
         if "today" not in outline.memo:
-            label = self._service_date.search(doc.low)
+            label = self._service_date.search(doc.low) if self._service_date else None
             # a note that writes one date day first ("23/09/2025") writes them all so
             outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
             outline.memo["today"] = (
                 _date(label.group(1), outline.memo["dayfirst"] is True) if label else None
             )
-        today = outline.memo["today"]
-        if not isinstance(today, tuple):
+        today = _date(service_date[:10]) if service_date else outline.memo["today"]
+        return today if isinstance(today, tuple) else None
+
+    def _entry_ruling(
+        self, doc: Document, outline: Outline, element: str, at: int, service_date: str | None
+    ) -> tuple[str, str] | None:
+        """The ruling of a dated list's entry that holds the mention and tells of a
+        treatment on another day than the date of service."""
+        entries = self._entries
+        if entries is None or element in entries.skip:
             return None
-        for regex in patterns:
-            for found in regex.finditer(low):
-                when = _date(found.group("date") or "", outline.memo.get("dayfirst") is True)
-                if when is not None and _before(when, today):
-                    return found
+        found = outline.memo.get("entries")
+        if found is None:
+            found = outline.memo["entries"] = self._dated_entries(doc, outline)
+        assert isinstance(found, list)
+        for start, end, when, written in found:
+            if start <= at < end:
+                today = self._today(doc, outline, service_date)
+                if today is None:
+                    return None
+                if _before(when, today):
+                    return "historical", f"{entries.before} ({written})"
+                if _before(today, when):
+                    return "hypothetical", f"{entries.after} ({written})"
+                return None
         return None
+
+    def _dated_entries(self, doc: Document, outline: Outline) -> list[tuple[int, int, _Day, str]]:
+        """(start, end, date, the date as written) of each entry of a dated list that tells of a treatment: its
+        opening line and the lines set further in under it."""
+        opens, holds = self._entry_opens, self._entry_holds
+        if opens is None or holds is None:
+            return []
+        self._today(doc, outline, None)  # the note's way of writing dates (day first or not)
+        dayfirst = outline.memo.get("dayfirst") is True
+        low, out = doc.low, []
+        for m in opens.finditer(low):
+            when = _date(m.group("date"), dayfirst)
+            if when is None:
+                continue
+            start = m.start()
+            indent = len(low[start : m.end()]) - len(low[start : m.end()].lstrip(" \t"))
+            end = low.find("\n", m.end())
+            end = len(low) if end < 0 else end
+            while end < len(low):  # the lines under it, set further in
+                nxt = low.find("\n", end + 1)
+                nxt = len(low) if nxt < 0 else nxt
+                line = low[end + 1 : nxt]
+                if not line.strip() or len(line) - len(line.lstrip(" \t")) <= indent:
+                    break
+                end = nxt
+            if holds.search(low, start, end):
+                out.append((start, end, when, doc.text[m.start("date") : m.end("date")]))
+        return out
 
     def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
         if section.organ is not None and element in self._organ_elements:
@@ -395,7 +481,10 @@ _NAMED_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[
 _DAY_FIRST = re.compile(r"\b(?:1[3-9]|2\d|3[01])/(?:0?[1-9]|1[0-2])/(?:19|20)?\d\d\b")
 
 
-def _date(text: str, dayfirst: bool = False) -> tuple[int, int | None, int | None] | None:
+_Day = tuple[int, int | None, int | None]
+
+
+def _date(text: str, dayfirst: bool = False) -> _Day | None:
     """(year, month, day) of "04/14/2026", "11/2024", "2026-04-14" or "2019"; day first
     ("23/09/2025") when the note writes its dates so."""
     named = _NAMED_MONTH.search(text.lower())
@@ -423,7 +512,7 @@ def _date(text: str, dayfirst: bool = False) -> tuple[int, int | None, int | Non
     return None
 
 
-def _before(a: tuple[int, int | None, int | None], b: tuple[int, int | None, int | None]) -> bool:
+def _before(a: _Day, b: _Day) -> bool:
     """Whether date `a` is before `b`, at the precision both have."""
     for x, y in zip(a, b, strict=True):
         if x is None or y is None:

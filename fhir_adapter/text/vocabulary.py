@@ -90,9 +90,10 @@ class ScopeCue(_Strict):
     reach: Literal["sentence", "before", "note", "previous"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
-    # the cue holds only when the date it names ({date} in a pattern) is before the
-    # note's date of service ("RFA of a 2.8 cm HCC on 01/12/2026", today 04/14/2026)
-    dated: bool = False
+    # `true`: the cue holds only when the date it names ({date} in a pattern) is before
+    # the date of service ("RFA of a 2.8 cm HCC on 01/12/2026", today 04/14/2026);
+    # `after`: only when it is after it ("12/02/2025 re-ablation", today 07/22/2025)
+    dated: bool | Literal["after"] = False
 
 
 class CopiedBlock(_Strict):
@@ -117,6 +118,21 @@ class SameValue(_Strict):
     reasons: list[str] = Field(min_length=1)
 
 
+class DatedEntries(_Strict):
+    """The entries of a dated list (a line that opens with its date, with the lines set
+    further in under it) that tell of a treatment: each is that date's session, so what it
+    holds is not the billed session's when its date is another day."""
+
+    # what opens an entry, at the start of a line; `{date}` stands for the entry's date
+    opens: str = Field(min_length=1)
+    # an entry counts only when it holds one of these (a treatment, not an imaging study)
+    holds: list[str] = Field(min_length=1)
+    before: str = "an entry dated before the date of service"
+    after: str = "an entry dated after the date of service"
+    # elements such an entry still documents (a board's dated reason for the ablation)
+    skip: list[str] = []
+
+
 class ScopeConfig(_Strict):
     """How a whole note is read: its headings' roles, copied blocks, other organs, scope cues."""
 
@@ -134,6 +150,7 @@ class ScopeConfig(_Strict):
     own_marks: list[str] = []
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
+    dated_entries: DatedEntries | None = None
     cues: dict[str, ScopeCue] = {}
     # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
     # error"): the words it quotes no longer count where they stood before it.

@@ -104,6 +104,7 @@ class Outliner:
         own_organ: str | None = None,
         ruling_roles: frozenset[str] = frozenset(),
         own_marks: re.Pattern[str] | None = None,
+        reported: re.Pattern[str] | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -126,6 +127,7 @@ class Outliner:
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
         )
         self._own_marks = own_marks
+        self._reported = reported
         others = [w for o, ws in organs.items() if o != own_organ for w in ws]
         self._others = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in others) + r")\b" if others else r"(?!)",
@@ -148,6 +150,12 @@ class Outliner:
             found = self._heading(line)
             if found is not None and not found[3] and _empty_field(line, lines[i + 1 :]):
                 found = (*found[:3], True, False)
+            if found is not None and found[3] and found[1] != "findings" and self._reported:
+                # a field that reports a study already had ("Follow-up: CT 08/27/2024 - no
+                # residual enhancement") is a finding, whatever its label's role
+                value = line.partition(":")[2]
+                if self._reported.match(value.lower()):
+                    found = (found[0], "findings", found[2], True, False)
             if listing is not None and found is None:
                 # a list runs over its items and their indented lines, to a blank line or
                 # a line of prose set no further in than its label ("He chose MWA.")

@@ -104,6 +104,7 @@ class Outliner:
         own_organ: str | None = None,
         ruling_roles: frozenset[str] = frozenset(),
         own_marks: re.Pattern[str] | None = None,
+        reported: re.Pattern[str] | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -126,6 +127,7 @@ class Outliner:
             r"\b(?:" + "|".join(re.escape(w) for w in own) + r")\b" if own else r"(?!)", re.I
         )
         self._own_marks = own_marks
+        self._reported = reported
         others = [w for o, ws in organs.items() if o != own_organ for w in ws]
         self._others = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in others) + r")\b" if others else r"(?!)",
@@ -148,6 +150,12 @@ class Outliner:
             found = self._heading(line)
             if found is not None and not found[3] and _empty_field(line, lines[i + 1 :]):
                 found = (*found[:3], True, False)
+            if found is not None and found[3] and found[1] != "findings" and self._reported:
+                # a field that reports a study already had ("Follow-up: CT 08/27/2024 - no
+                # residual enhancement") is a finding, whatever its label's role
+                value = line.partition(":")[2]
+                if self._reported.match(value.lower()):
+                    found = (found[0], "findings", found[2], True, False)
             if listing is not None and found is None:
                 # a list runs over its items and their indented lines, to a blank line or
                 # a line of prose set no further in than its label ("He chose MWA.")
@@ -197,7 +205,10 @@ class Outliner:
         if self._own_marks is None or self._others.search(text) is None:
             return ()  # most notes name no other organ: nothing to look for
         out: list[Section] = []
+        rows = self._organ_rows(text) if "|" in text else []
         for para in _PARAGRAPH.finditer(text):
+            if rows and any(r.start <= para.start() < r.end for r in rows):
+                continue  # a table: its rows are read one by one
             start = para.start()
             first, _, rest = para.group(0).partition("\n")
             found = self._heading(first)
@@ -211,7 +222,37 @@ class Outliner:
             if self._own_marks.search(text[start : para.end()].lower()) is None:
                 opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
                 out.append(Section(start, para.end(), opening, None, organ))
-        return tuple(out)
+        paragraphs = list(out)
+        for row in rows:
+            if row.organ is not None and not any(p.start <= row.start < p.end for p in paragraphs):
+                out.append(row)
+        return tuple(sorted(out, key=lambda s: s.start))
+
+    def _organ_rows(self, text: str) -> list[Section]:
+        """The rows of a `|` table, each with the other organ one of its cells names alone
+        ("A-24-0198 | 2024-05-29 | Kidney | Cryo | ..."): such a row is that organ's, unless
+        it names the liver beyond doubt. A row is a line of three cells or more; a table's
+        rows that name no other organ come back with no organ (read as usual)."""
+        out: list[Section] = []
+        pos = 0
+        for line in text.splitlines(keepends=True):
+            start, pos = pos, pos + len(line)
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) < 3:
+                continue
+            organ = None
+            for cell in cells:
+                words = _WORD.findall(cell.lower())
+                if 0 < len(words) <= 3 and self._others.search(cell):
+                    found = self._organ_of(cell)
+                    if found is not None and found != self._own_organ:
+                        organ = found
+                        break
+            assert self._own_marks is not None
+            if organ is not None and self._own_marks.search(line.lower()) is not None:
+                organ = None
+            out.append(Section(start, pos, cells[0][:60] or None, None, organ))
+        return out
 
     def _heading(self, line: str) -> tuple[str | None, str | None, str | None, bool, bool] | None:
         """(heading, role, organ, field, listing) when the line opens a section, else None;

@@ -342,6 +342,17 @@ class ContextEngine:
             if headers
             else None
         )
+        # a header's value that reports a study already had: read as findings (scope.reported)
+        reported = cfg.scope.reported
+        self._reported = re.compile("|".join(f"(?:{p})" for p in reported)) if reported else None
+        findings = cfg.sections.get("findings")
+        self._findings_rule = (
+            _SectionRule(
+                "findings", findings.status, frozenset(findings.only), frozenset(findings.skip)
+            )
+            if findings is not None
+            else None
+        )
         self.targets: dict[str, _Target] = {
             name: self._compile_target(name, t, ("targets", name, "patterns"))
             for name, t in cfg.targets.items()
@@ -627,6 +638,14 @@ class ContextEngine:
             hm = self._header.match(text, start, end) if maybe and self._header else None
             if hm is not None and self._is_header(hm, end):
                 rule = self._sections.get(_norm_header(hm.group(1)))
+                if (
+                    rule is not None
+                    and rule.status is not None
+                    and self._reported is not None
+                    and ":" in hm.group(0)
+                    and self._reported.match(text[hm.end() : end].lower())
+                ):
+                    rule = self._findings_rule  # "Follow-up: CT 08/27/2024 - no residual"
                 section = rule.name if rule else None
                 header = hm.group(1)
                 start = hm.end()

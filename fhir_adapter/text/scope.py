@@ -65,6 +65,9 @@ class Scope:
             _compile("|".join(f"(?:{p})" for p in sc.own_marks), "text.scope.own_marks")
             if sc.own_marks
             else None,
+            _compile("|".join(f"(?:{p})" for p in sc.reported), "text.scope.reported")
+            if sc.reported
+            else None,
         )
         self._copied_status = copied.status if copied else "historical"
         self._copied_skip = frozenset(copied.skip if copied else ())

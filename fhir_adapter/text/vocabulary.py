@@ -159,6 +159,10 @@ class ScopeConfig(_Strict):
     # of two counts of the lesions treated that differ, only such a section's settles it
     amending: list[str] = []
     same_value: SameValue | None = None
+    # what a field's value opens with when it reports a study already had ("Follow-up: CT
+    # 08/27/2024 - no residual enhancement"): the field is then a finding, whatever role
+    # its label gives (regular expressions on the lower-cased value)
+    reported: list[str] = []
 
 
 class TextConfig(_Strict):

@@ -151,6 +151,10 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
             {"cues": {"d": {"status": "negated", "reason": "r", "dated": True, "cues": ["x"]}}},
             "{date}",
         ),
+        (
+            {"cues": {"s": {"status": "negated", "reason": "r", "cues": ["x"], "spares": ["y"]}}},
+            "`spares` is for a cue of `reach: note`",
+        ),
         ({"own_organ": "liver"}, "own_organ"),
         ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],

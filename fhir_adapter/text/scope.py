@@ -33,6 +33,7 @@ class _Cue:
     unless: re.Pattern[str] | None
     dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
     anywhere: re.Pattern[str] | None = None  # a `previous` cue found anywhere in a text
+    spares: re.Pattern[str] | None = None  # the mentions a note-wide cue leaves alone
 
     def reaches(self, element: str) -> bool:
         return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
@@ -76,6 +77,9 @@ class Scope:
             if not alternatives:
                 raise ScopeError(f"{where}: no cues or patterns")
             unless = "|".join(f"(?:{p})" for p in rule.unless)
+            spares = "|".join(f"(?:{p})" for p in rule.spares)
+            if spares and rule.reach != "note":
+                raise ScopeError(f"{where}: `spares` is for a cue of `reach: note`")
             source = "|".join(f"(?:{a})" for a in alternatives)
             if rule.dated != ("{date}" in source):
                 raise ScopeError(
@@ -100,6 +104,7 @@ class Scope:
                     _compile(unless, f"{where}.unless") if unless else None,
                     dated,
                     anywhere,
+                    _compile(spares, f"{where}.spares") if spares else None,
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
@@ -147,7 +152,7 @@ class Scope:
                         _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at)
                         or (self._pointed_back(doc, back, m, named) if back else None)
-                        or note_wide
+                        or next((r for r, spares in note_wide if not _spared(spares, m)), None)
                     )
                     if ruling is not None:
                         m = replace(m, status=ruling[0], cue=ruling[1], reason=None)
@@ -309,7 +314,12 @@ class Scope:
             return sec.status, f"{section.heading}:"
         return None
 
-    def _note_wide(self, doc: Document, outline: Outline, element: str) -> tuple[str, str] | None:
+    def _note_wide(
+        self, doc: Document, outline: Outline, element: str
+    ) -> list[tuple[tuple[str, str], re.Pattern[str] | None]]:
+        """Each note-wide cue found in the text that reaches the element: its ruling, and the
+        mentions it spares."""
+        out: list[tuple[tuple[str, str], re.Pattern[str] | None]] = []
         for cue in self._note_cues:
             if not cue.reaches(element):
                 continue
@@ -322,8 +332,14 @@ class Scope:
             found = outline.memo[key]
             if not isinstance(found, re.Match):
                 continue
-            return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
-        return None
+            reason = f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
+            out.append(((cue.rule.status, reason), cue.spares))
+        return out
+
+
+def _spared(spares: re.Pattern[str] | None, m: Mention) -> bool:
+    """Whether a note-wide cue leaves this mention alone (its words carry a value)."""
+    return spares is not None and spares.search(m.words.lower()) is not None
 
 
 _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may stand

@@ -90,6 +90,9 @@ class ScopeCue(_Strict):
     reach: Literal["sentence", "before", "note", "previous"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
+    # a note-wide cue leaves alone the mentions whose own words match one of these (lower
+    # case): "see procedure log" rules out a track ablation, not the "150 W" beside it
+    spares: list[str] = []
     # the cue holds only when the date it names ({date} in a pattern) is before the
     # note's date of service ("RFA of a 2.8 cm HCC on 01/12/2026", today 04/14/2026)
     dated: bool = False

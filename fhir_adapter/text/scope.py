@@ -160,6 +160,8 @@ class Scope:
         same = self._same_value
         if same is not None and element in same.elements:
             return _same_value(out, same.reasons)
+        if same is not None and element in same.denied:
+            return _same_value(out, [], denied=frozenset(c.lower() for c in same.denied_by))
         return out
 
     def amends(self, doc: Document, outline: Outline, m: Mention) -> bool:
@@ -349,13 +351,18 @@ _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
 
 
-def _same_value(mentions: list[Mention], reasons: list[str]) -> list[Mention]:
+def _same_value(
+    mentions: list[Mention], reasons: list[str], denied: frozenset[str] = frozenset()
+) -> list[Mention]:
     """The mentions, each affirmed one ruled out when the same value ("2.8 cm") stands
-    elsewhere in the note ruled out as another lesion's (one of `reasons`)."""
+    elsewhere in the note ruled out as another lesion's (one of `reasons`), or, with
+    `denied`, denied outright ("No cryoablation was performed")."""
     ruled: dict[str, str] = {}
     for m in mentions:
         why = m.reason or m.cue or ""
-        if not m.affirmed:
+        if denied and m.status == "negated" and why.lower() in denied:
+            ruled.setdefault(_SPACES.sub(" ", m.words.lower()), f'denied in the note ("{why}")')
+        elif not m.affirmed:
             reason = next((r for r in reasons if why.startswith(r)), None)
             if reason is not None:
                 ruled.setdefault(_SPACES.sub(" ", m.words.lower()), reason)
@@ -365,9 +372,9 @@ def _same_value(mentions: list[Mention], reasons: list[str]) -> list[Mention]:
     for m in mentions:
         value = _SPACES.sub(" ", m.words.lower())
         if m.affirmed and value in ruled:
-            m = replace(
-                m, status="other", cue=f'{ruled[value]} (the same "{value}" elsewhere)', reason=None
-            )
+            status = "negated" if denied else "other"
+            cue = f'{ruled[value]} (the same "{value}" elsewhere)'
+            m = replace(m, status=status, cue=cue, reason=None)
         out.append(m)
     return out
 

@@ -118,6 +118,12 @@ class SameValue(_Strict):
     elements: list[str] = Field(min_length=1)
     # the rulings that make a value another lesion's (a ruling's reason opens with one)
     reasons: list[str] = Field(min_length=1)
+    # elements whose words, once the note denies them outright ("No cryoablation was
+    # performed"), are denied wherever else they stand (a payer's letter quoting "hepatic
+    # cryoablation")
+    denied: list[str] = []
+    # the cues that deny outright ("no", "not"); not a verdict on one lesion ("not possible")
+    denied_by: list[str] = []
 
 
 class ScopeConfig(_Strict):

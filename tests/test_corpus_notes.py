@@ -155,6 +155,20 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
             {"cues": {"s": {"status": "negated", "reason": "r", "cues": ["x"], "spares": ["y"]}}},
             "`spares` is for a cue of `reach: note`",
         ),
+        (
+            {
+                "cues": {
+                    "f": {
+                        "status": "negated",
+                        "reason": "r",
+                        "reach": "note",
+                        "cues": ["x"],
+                        "followed_by": ["y"],
+                    }
+                }
+            },
+            "`followed_by` is for a cue of `reach: sentence`",
+        ),
         ({"own_organ": "liver"}, "own_organ"),
         ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],

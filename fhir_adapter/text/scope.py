@@ -34,6 +34,7 @@ class _Cue:
     dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
     anywhere: re.Pattern[str] | None = None  # a `previous` cue found anywhere in a text
     spares: re.Pattern[str] | None = None  # the mentions a note-wide cue leaves alone
+    followed_by: re.Pattern[str] | None = None  # what must follow a sentence cue's sentence
 
     def reaches(self, element: str) -> bool:
         return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
@@ -80,6 +81,9 @@ class Scope:
             spares = "|".join(f"(?:{p})" for p in rule.spares)
             if spares and rule.reach != "note":
                 raise ScopeError(f"{where}: `spares` is for a cue of `reach: note`")
+            followed = "|".join(f"(?:{p})" for p in rule.followed_by)
+            if followed and rule.reach != "sentence":
+                raise ScopeError(f"{where}: `followed_by` is for a cue of `reach: sentence`")
             source = "|".join(f"(?:{a})" for a in alternatives)
             if rule.dated != ("{date}" in source):
                 raise ScopeError(
@@ -105,6 +109,7 @@ class Scope:
                     dated,
                     anywhere,
                     _compile(spares, f"{where}.spares") if spares else None,
+                    _compile(followed, f"{where}.followed_by") if followed else None,
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
@@ -247,6 +252,10 @@ class Scope:
                 found = cue.regex.search(low[: m.start]) if before else cue.regex.search(low)
                 if found is not None and cue.rule.dated:
                     found = self._earlier(doc, outline, cue.dated, low)
+                if found is not None and cue.followed_by is not None:
+                    end = (doc.sentences or [])[m.sentence_index].end
+                    if cue.followed_by.match(doc.low, end) is None:
+                        found = None
                 if found is not None:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None

@@ -90,6 +90,9 @@ class ScopeCue(_Strict):
     reach: Literal["sentence", "before", "note", "previous"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
+    # a sentence cue holds only when the text right after its sentence starts with one of
+    # these: a label "Technical success:" followed by a blank line is left empty
+    followed_by: list[str] = []
     # a note-wide cue leaves alone the mentions whose own words match one of these (lower
     # case): "see procedure log" rules out a track ablation, not the "150 W" beside it
     spares: list[str] = []

@@ -157,7 +157,11 @@ class Scope:
                         _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at)
                         or (self._pointed_back(doc, back, m, named) if back else None)
-                        or next((r for r, spares in note_wide if not _spared(spares, m)), None)
+                        or (
+                            next((r for r, spares in note_wide if not _spared(spares, m)), None)
+                            if note_wide
+                            else None
+                        )
                     )
                     if ruling is not None:
                         m = replace(m, status=ruling[0], cue=ruling[1], reason=None)
@@ -329,23 +333,24 @@ class Scope:
         self, doc: Document, outline: Outline, element: str
     ) -> list[tuple[tuple[str, str], re.Pattern[str] | None]]:
         """Each note-wide cue found in the text that reaches the element: its ruling, and the
-        mentions it spares."""
-        out: list[tuple[tuple[str, str], re.Pattern[str] | None]] = []
-        for cue in self._note_cues:
-            if not cue.reaches(element):
-                continue
-            key = ("note", cue.name)
-            if key not in outline.memo:
-                hit = cue.regex.search(doc.low)
-                if hit is not None and cue.unless is not None and cue.unless.search(doc.low):
-                    hit = None
-                outline.memo[key] = hit
-            found = outline.memo[key]
-            if not isinstance(found, re.Match):
-                continue
-            reason = f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
-            out.append(((cue.rule.status, reason), cue.spares))
-        return out
+        mentions it spares (the cues are looked for once per text; most texts hold none)."""
+        found = outline.memo.get("note")
+        if found is None:
+            found = outline.memo["note"] = [
+                (cue, hit)
+                for cue in self._note_cues
+                for hit in [cue.regex.search(doc.low)]
+                if hit is not None and (cue.unless is None or cue.unless.search(doc.low) is None)
+            ]
+        assert isinstance(found, list)
+        return [
+            (
+                (cue.rule.status, f'{cue.rule.reason} ("{doc.text[hit.start() : hit.end()]}")'),
+                cue.spares,
+            )
+            for cue, hit in found
+            if cue.reaches(element)
+        ]
 
 
 def _spared(spares: re.Pattern[str] | None, m: Mention) -> bool:

@@ -32,7 +32,7 @@ class _Cue:
     regex: re.Pattern[str]
     unless: re.Pattern[str] | None
     dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
-    anywhere: re.Pattern[str] | None = None  # a `previous` cue found anywhere in a text
+    anywhere: re.Pattern[str] | None = None  # a previous/before cue, unanchored
     spares: re.Pattern[str] | None = None  # the mentions a note-wide cue leaves alone
     followed_by: re.Pattern[str] | None = None  # what must follow a sentence cue's sentence
 
@@ -95,7 +95,8 @@ class Scope:
                 if "{date}" in a
             )
             source = source.replace("{date}", _DATE_ANY)
-            anywhere = _compile(source, where) if rule.reach == "previous" else None
+            # a `previous` cue found anywhere in a text; a `before` cue anywhere in a sentence
+            anywhere = _compile(source, where) if rule.reach in ("previous", "before") else None
             if rule.reach == "before":
                 source = f"(?:{source})\\s*$"
             elif rule.reach == "previous":
@@ -243,7 +244,7 @@ class Scope:
             present = outline.memo[key] = [
                 c
                 for c in self._sentence_cues
-                if c.rule.reach == "before"
+                if (c.rule.reach == "before" and c.anywhere is not None and c.anywhere.search(low))
                 or (
                     (c.rule.patterns or not self._first_words[c.name].isdisjoint(words))
                     and c.regex.search(low)

@@ -169,6 +169,7 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
             },
             "`followed_by` is for a cue of `reach: sentence`",
         ),
+        ({"latest_treatment": ["rfa"]}, "text.scope.latest_treatment: each pattern holds a {date}"),
         ({"own_organ": "liver"}, "own_organ"),
         ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],

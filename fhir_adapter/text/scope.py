@@ -114,6 +114,18 @@ class Scope:
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
+        self._line_cues = [c for c in self._cues if c.rule.reach == "line"]
+        for p in sc.latest_treatment:
+            if "{date}" not in p:
+                raise ScopeError("text.scope.latest_treatment: each pattern holds a {date}")
+        self._latest = tuple(
+            _compile(p.replace("{date}", _DATE_GROUP, 1), "text.scope.latest_treatment")
+            for p in sc.latest_treatment
+        )
+        latest_unless = "|".join(f"(?:{p})" for p in sc.latest_treatment_unless)
+        self._latest_unless = (
+            _compile(latest_unless, "text.scope.latest_treatment_unless") if latest_unless else None
+        )
         self._previous_cues = [c for c in self._cues if c.rule.reach == "previous"]
         # a cue of words is looked for only in a sentence holding its first word
         self._first_words = {
@@ -263,6 +275,27 @@ class Scope:
                         found = None
                 if found is not None:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
+        lines = outline.memo.get("line")
+        if lines is None:
+            lines = outline.memo["line"] = [c for c in self._line_cues if c.regex.search(doc.low)]
+        # most texts hold no dated line at all
+        return self._line_ruling(doc, outline, element, m, lines) if lines else None
+
+    def _line_ruling(
+        self, doc: Document, outline: Outline, element: str, m: Mention, lines: object
+    ) -> tuple[str, str] | None:
+        """A line cue found on the line (or table row) that holds the mention's sentence."""
+        assert isinstance(lines, list)
+        cues = [c for c in lines if c.reaches(element)]
+        s = (doc.sentences or [])[m.sentence_index]
+        end = doc.low.find("\n", s.end)
+        low = doc.low[doc.low.rfind("\n", 0, s.start) + 1 : end if end >= 0 else len(doc.low)]
+        for cue in cues:
+            found = cue.regex.search(low)
+            if found is not None and cue.rule.dated:
+                found = self._earlier(doc, outline, cue.dated, low)
+            if found is not None:
+                return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
     def _pointing_back(self, doc: Document, outline: Outline, element: str) -> list[_Cue]:
@@ -304,7 +337,9 @@ class Scope:
             # a note that writes one date day first ("23/09/2025") writes them all so
             outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
             outline.memo["today"] = (
-                _date(label.group(1), outline.memo["dayfirst"] is True) if label else None
+                _date(label.group(1), outline.memo["dayfirst"] is True)
+                if label
+                else self._latest_treatment(doc, outline.memo["dayfirst"] is True)
             )
         today = outline.memo["today"]
         if not isinstance(today, tuple):
@@ -315,6 +350,26 @@ class Scope:
                 if when is not None and _before(when, today):
                     return found
         return None
+
+    def _latest_treatment(
+        self, doc: Document, dayfirst: bool
+    ) -> tuple[int, int | None, int | None] | None:
+        """The latest date of a treatment the note dates (not a planned one), if it dates two
+        or more: the session a record of several sessions bills."""
+        dates = []
+        for regex in self._latest:
+            for found in regex.finditer(doc.low):
+                start = doc.low.rfind("\n", 0, found.start()) + 1
+                end = doc.low.find("\n", found.end())
+                line = doc.low[start : end if end >= 0 else len(doc.low)]
+                if self._latest_unless is not None and self._latest_unless.search(line):
+                    continue
+                when = _date(found.group("date") or "", dayfirst)
+                if when is not None and when[1] is not None:
+                    dates.append(when)
+        if len(set(dates)) < 2:
+            return None
+        return max(dates, key=lambda d: (d[0], d[1] or 0, d[2] or 0))
 
     def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
         if section.organ is not None and element in self._organ_elements:

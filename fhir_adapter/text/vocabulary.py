@@ -87,7 +87,9 @@ class ScopeCue(_Strict):
     # cue is found anywhere in it (a session stopped before any energy was delivered);
     # `previous`: the lesion named a few sentences before the one the cue opens
     # ("... segment 3 lesion, 1.4 cm. This lesion was NOT ablated today")
-    reach: Literal["sentence", "before", "note", "previous"] = "sentence"
+    # `line`: the whole line (or table row) holding the mention's sentence (a timeline's
+    # "10/04/2022  Cryo - L2. CT-guided, 2 probes" is dated in each of its sentences)
+    reach: Literal["sentence", "before", "note", "previous", "line"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
     # a sentence cue holds only when the text right after its sentence starts with one of
@@ -146,6 +148,12 @@ class ScopeConfig(_Strict):
     own_marks: list[str] = []
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
+    # A note without a date of service that dates several treatments (a lesion-tracking
+    # sheet, a timeline) bills its latest: each of these patterns holds a {date} of a
+    # treatment, and the latest found (not on a line with one of `latest_treatment_unless`,
+    # a plan) stands for the date of service
+    latest_treatment: list[str] = []
+    latest_treatment_unless: list[str] = []
     cues: dict[str, ScopeCue] = {}
     # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
     # error"): the words it quotes no longer count where they stood before it.

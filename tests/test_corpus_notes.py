@@ -159,6 +159,25 @@ def test_outline_headings_fields_and_copied_blocks(pack: Pack) -> None:
         ),
         ({"dated_entries": {"opens": "({date}", "holds": ["rfa"]}}, "dated_entries.opens"),
         ({"dated_entries": {"opens": "{date}:", "holds": ["(rfa"]}}, "dated_entries.holds"),
+        (
+            {"cues": {"s": {"status": "negated", "reason": "r", "cues": ["x"], "spares": ["y"]}}},
+            "`spares` is for a cue of `reach: note`",
+        ),
+        (
+            {
+                "cues": {
+                    "f": {
+                        "status": "negated",
+                        "reason": "r",
+                        "reach": "note",
+                        "cues": ["x"],
+                        "followed_by": ["y"],
+                    }
+                }
+            },
+            "`followed_by` is for a cue of `reach: sentence`",
+        ),
+        ({"latest_treatment": ["rfa"]}, "text.scope.latest_treatment: each pattern holds a {date}"),
         ({"own_organ": "liver"}, "own_organ"),
         ({"own_marks": ["(liver"]}, "text.scope.own_marks: bad regular expression"),
     ],

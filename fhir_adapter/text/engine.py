@@ -45,12 +45,15 @@ _MACRO = re.compile(r"\{([A-Za-z_][\w-]*)\}")
 # the next ".", "!", "?" or newline instead of trying each branch at each character.
 _SENTENCE = re.compile(
     r"[.!?][ \t\r\f\v]*\n"
-    r"|[.!?][ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
+    # (a form's dot leader, "Guidance ........ CT", runs on to its value)
+    r"|[.!?](?<!\.\.\.)[ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
     # a quotation that ends its sentence: 'said: "No enhancing nodularity." Complete ...'
     r"|[.!?][\"\u201d')\]][ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
     r"|[:;][ \t]*\n"
     r"|\n[ \t]*\n"
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
+    # the next field of a form whose labels run to their values on dot leaders
+    r"|\n(?=[^\n.]{1,60}\.{3,}[ \t]*\S)"
 )
 _SHARED_MAX = 200
 _BLOCK = 65_536  # characters tokenized between two deadline checks

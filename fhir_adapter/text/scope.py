@@ -32,7 +32,9 @@ class _Cue:
     regex: re.Pattern[str]
     unless: re.Pattern[str] | None
     dated: tuple[re.Pattern[str], ...] = ()  # each {date} pattern, its date a named group
-    anywhere: re.Pattern[str] | None = None  # a `previous` cue found anywhere in a text
+    anywhere: re.Pattern[str] | None = None  # a previous/before cue, unanchored
+    spares: re.Pattern[str] | None = None  # the mentions a note-wide cue leaves alone
+    followed_by: re.Pattern[str] | None = None  # what must follow a sentence cue's sentence
 
     def reaches(self, element: str) -> bool:
         return (not self.rule.only or element in self.rule.only) and element not in self.rule.skip
@@ -79,6 +81,12 @@ class Scope:
             if not alternatives:
                 raise ScopeError(f"{where}: no cues or patterns")
             unless = "|".join(f"(?:{p})" for p in rule.unless)
+            spares = "|".join(f"(?:{p})" for p in rule.spares)
+            if spares and rule.reach != "note":
+                raise ScopeError(f"{where}: `spares` is for a cue of `reach: note`")
+            followed = "|".join(f"(?:{p})" for p in rule.followed_by)
+            if followed and rule.reach != "sentence":
+                raise ScopeError(f"{where}: `followed_by` is for a cue of `reach: sentence`")
             source = "|".join(f"(?:{a})" for a in alternatives)
             if bool(rule.dated) != ("{date}" in source):
                 raise ScopeError(f"{where}: `dated` and a {{date}} in its patterns go together")
@@ -88,7 +96,8 @@ class Scope:
                 if "{date}" in a
             )
             source = source.replace("{date}", _DATE_ANY)
-            anywhere = _compile(source, where) if rule.reach == "previous" else None
+            # a `previous` cue found anywhere in a text; a `before` cue anywhere in a sentence
+            anywhere = _compile(source, where) if rule.reach in ("previous", "before") else None
             if rule.reach == "before":
                 source = f"(?:{source})\\s*$"
             elif rule.reach == "previous":
@@ -101,9 +110,23 @@ class Scope:
                     _compile(unless, f"{where}.unless") if unless else None,
                     dated,
                     anywhere,
+                    _compile(spares, f"{where}.spares") if spares else None,
+                    _compile(followed, f"{where}.followed_by") if followed else None,
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
+        self._line_cues = [c for c in self._cues if c.rule.reach == "line"]
+        for p in sc.latest_treatment:
+            if "{date}" not in p:
+                raise ScopeError("text.scope.latest_treatment: each pattern holds a {date}")
+        self._latest = tuple(
+            _compile(p.replace("{date}", _DATE_GROUP, 1), "text.scope.latest_treatment")
+            for p in sc.latest_treatment
+        )
+        latest_unless = "|".join(f"(?:{p})" for p in sc.latest_treatment_unless)
+        self._latest_unless = (
+            _compile(latest_unless, "text.scope.latest_treatment_unless") if latest_unless else None
+        )
         self._previous_cues = [c for c in self._cues if c.rule.reach == "previous"]
         # a cue of words is looked for only in a sentence holding its first word
         self._first_words = {
@@ -164,7 +187,11 @@ class Scope:
                         _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at, service_date)
                         or (self._pointed_back(doc, back, m, named) if back else None)
-                        or note_wide
+                        or (
+                            next((r for r, spares in note_wide if not _spared(spares, m)), None)
+                            if note_wide
+                            else None
+                        )
                     )
                     if ruling is not None:
                         m = replace(m, status=ruling[0], cue=ruling[1], reason=None)
@@ -172,6 +199,8 @@ class Scope:
         same = self._same_value
         if same is not None and element in same.elements:
             return _same_value(out, same.reasons)
+        if same is not None and element in same.denied:
+            return _same_value(out, [], denied=frozenset(c.lower() for c in same.denied_by))
         return out
 
     def amends(self, doc: Document, outline: Outline, m: Mention) -> bool:
@@ -253,7 +282,7 @@ class Scope:
             present = outline.memo[key] = [
                 c
                 for c in self._sentence_cues
-                if c.rule.reach == "before"
+                if (c.rule.reach == "before" and c.anywhere is not None and c.anywhere.search(low))
                 or (
                     (c.rule.patterns or not self._first_words[c.name].isdisjoint(words))
                     and c.regex.search(low)
@@ -266,8 +295,39 @@ class Scope:
                 found = cue.regex.search(low[: m.start]) if before else cue.regex.search(low)
                 if found is not None and cue.rule.dated:
                     found = self._dated(doc, outline, cue, low, service_date)
+                if found is not None and cue.followed_by is not None:
+                    end = (doc.sentences or [])[m.sentence_index].end
+                    if cue.followed_by.match(doc.low, end) is None:
+                        found = None
                 if found is not None:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
+        lines = outline.memo.get("line")
+        if lines is None:
+            lines = outline.memo["line"] = [c for c in self._line_cues if c.regex.search(doc.low)]
+        # most texts hold no dated line at all
+        return self._line_ruling(doc, outline, element, m, lines, service_date) if lines else None
+
+    def _line_ruling(
+        self,
+        doc: Document,
+        outline: Outline,
+        element: str,
+        m: Mention,
+        lines: object,
+        service_date: str | None = None,
+    ) -> tuple[str, str] | None:
+        """A line cue found on the line (or table row) that holds the mention's sentence."""
+        assert isinstance(lines, list)
+        cues = [c for c in lines if c.reaches(element)]
+        s = (doc.sentences or [])[m.sentence_index]
+        end = doc.low.find("\n", s.end)
+        low = doc.low[doc.low.rfind("\n", 0, s.start) + 1 : end if end >= 0 else len(doc.low)]
+        for cue in cues:
+            found = cue.regex.search(low)
+            if found is not None and cue.rule.dated:
+                found = self._dated(doc, outline, cue, low, service_date)
+            if found is not None:
+                return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         return None
 
     def _pointing_back(self, doc: Document, outline: Outline, element: str) -> list[_Cue]:
@@ -327,7 +387,9 @@ class Scope:
             # a note that writes one date day first ("23/09/2025") writes them all so
             outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
             outline.memo["today"] = (
-                _date(label.group(1), outline.memo["dayfirst"] is True) if label else None
+                _date(label.group(1), outline.memo["dayfirst"] is True)
+                if label
+                else self._latest_treatment(doc, outline.memo["dayfirst"] is True)
             )
         today = _date(service_date[:10]) if service_date else outline.memo["today"]
         return today if isinstance(today, tuple) else None
@@ -384,6 +446,26 @@ class Scope:
                 out.append((start, end, when, doc.text[m.start("date") : m.end("date")]))
         return out
 
+    def _latest_treatment(
+        self, doc: Document, dayfirst: bool
+    ) -> tuple[int, int | None, int | None] | None:
+        """The latest date of a treatment the note dates (not a planned one), if it dates two
+        or more: the session a record of several sessions bills."""
+        dates = []
+        for regex in self._latest:
+            for found in regex.finditer(doc.low):
+                start = doc.low.rfind("\n", 0, found.start()) + 1
+                end = doc.low.find("\n", found.end())
+                line = doc.low[start : end if end >= 0 else len(doc.low)]
+                if self._latest_unless is not None and self._latest_unless.search(line):
+                    continue
+                when = _date(found.group("date") or "", dayfirst)
+                if when is not None and when[1] is not None:
+                    dates.append(when)
+        if len(set(dates)) < 2:
+            return None
+        return max(dates, key=lambda d: (d[0], d[1] or 0, d[2] or 0))
+
     def _section_ruling(self, section: Section, element: str, m: Mention) -> tuple[str, str] | None:
         if section.organ is not None and element in self._organ_elements:
             return "other", f'{section.organ}, not liver (under "{section.heading}")'
@@ -398,21 +480,33 @@ class Scope:
             return sec.status, f"{section.heading}:"
         return None
 
-    def _note_wide(self, doc: Document, outline: Outline, element: str) -> tuple[str, str] | None:
-        for cue in self._note_cues:
-            if not cue.reaches(element):
-                continue
-            key = ("note", cue.name)
-            if key not in outline.memo:
-                hit = cue.regex.search(doc.low)
-                if hit is not None and cue.unless is not None and cue.unless.search(doc.low):
-                    hit = None
-                outline.memo[key] = hit
-            found = outline.memo[key]
-            if not isinstance(found, re.Match):
-                continue
-            return cue.rule.status, f'{cue.rule.reason} ("{doc.text[found.start() : found.end()]}")'
-        return None
+    def _note_wide(
+        self, doc: Document, outline: Outline, element: str
+    ) -> list[tuple[tuple[str, str], re.Pattern[str] | None]]:
+        """Each note-wide cue found in the text that reaches the element: its ruling, and the
+        mentions it spares (the cues are looked for once per text; most texts hold none)."""
+        found = outline.memo.get("note")
+        if found is None:
+            found = outline.memo["note"] = [
+                (cue, hit)
+                for cue in self._note_cues
+                for hit in [cue.regex.search(doc.low)]
+                if hit is not None and (cue.unless is None or cue.unless.search(doc.low) is None)
+            ]
+        assert isinstance(found, list)
+        return [
+            (
+                (cue.rule.status, f'{cue.rule.reason} ("{doc.text[hit.start() : hit.end()]}")'),
+                cue.spares,
+            )
+            for cue, hit in found
+            if cue.reaches(element)
+        ]
+
+
+def _spared(spares: re.Pattern[str] | None, m: Mention) -> bool:
+    """Whether a note-wide cue leaves this mention alone (its words carry a value)."""
+    return spares is not None and spares.search(m.words.lower()) is not None
 
 
 _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may stand
@@ -422,13 +516,18 @@ _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
 
 
-def _same_value(mentions: list[Mention], reasons: list[str]) -> list[Mention]:
+def _same_value(
+    mentions: list[Mention], reasons: list[str], denied: frozenset[str] = frozenset()
+) -> list[Mention]:
     """The mentions, each affirmed one ruled out when the same value ("2.8 cm") stands
-    elsewhere in the note ruled out as another lesion's (one of `reasons`)."""
+    elsewhere in the note ruled out as another lesion's (one of `reasons`), or, with
+    `denied`, denied outright ("No cryoablation was performed")."""
     ruled: dict[str, str] = {}
     for m in mentions:
         why = m.reason or m.cue or ""
-        if not m.affirmed:
+        if denied and m.status == "negated" and why.lower() in denied:
+            ruled.setdefault(_SPACES.sub(" ", m.words.lower()), f'denied in the note ("{why}")')
+        elif not m.affirmed:
             reason = next((r for r in reasons if why.startswith(r)), None)
             if reason is not None:
                 ruled.setdefault(_SPACES.sub(" ", m.words.lower()), reason)
@@ -438,9 +537,9 @@ def _same_value(mentions: list[Mention], reasons: list[str]) -> list[Mention]:
     for m in mentions:
         value = _SPACES.sub(" ", m.words.lower())
         if m.affirmed and value in ruled:
-            m = replace(
-                m, status="other", cue=f'{ruled[value]} (the same "{value}" elsewhere)', reason=None
-            )
+            status = "negated" if denied else "other"
+            cue = f'{ruled[value]} (the same "{value}" elsewhere)'
+            m = replace(m, status=status, cue=cue, reason=None)
         out.append(m)
     return out
 

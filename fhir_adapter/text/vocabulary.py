@@ -87,9 +87,17 @@ class ScopeCue(_Strict):
     # cue is found anywhere in it (a session stopped before any energy was delivered);
     # `previous`: the lesion named a few sentences before the one the cue opens
     # ("... segment 3 lesion, 1.4 cm. This lesion was NOT ablated today")
-    reach: Literal["sentence", "before", "note", "previous"] = "sentence"
+    # `line`: the whole line (or table row) holding the mention's sentence (a timeline's
+    # "10/04/2022  Cryo - L2. CT-guided, 2 probes" is dated in each of its sentences)
+    reach: Literal["sentence", "before", "note", "previous", "line"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
+    # a sentence cue holds only when the text right after its sentence starts with one of
+    # these: a label "Technical success:" followed by a blank line is left empty
+    followed_by: list[str] = []
+    # a note-wide cue leaves alone the mentions whose own words match one of these (lower
+    # case): "see procedure log" rules out a track ablation, not the "150 W" beside it
+    spares: list[str] = []
     # `true`: the cue holds only when the date it names ({date} in a pattern) is before
     # the date of service ("RFA of a 2.8 cm HCC on 01/12/2026", today 04/14/2026);
     # `after`: only when it is after it ("12/02/2025 re-ablation", today 07/22/2025)
@@ -116,6 +124,12 @@ class SameValue(_Strict):
     elements: list[str] = Field(min_length=1)
     # the rulings that make a value another lesion's (a ruling's reason opens with one)
     reasons: list[str] = Field(min_length=1)
+    # elements whose words, once the note denies them outright ("No cryoablation was
+    # performed"), are denied wherever else they stand (a payer's letter quoting "hepatic
+    # cryoablation")
+    denied: list[str] = []
+    # the cues that deny outright ("no", "not"); not a verdict on one lesion ("not possible")
+    denied_by: list[str] = []
 
 
 class DatedEntries(_Strict):
@@ -151,6 +165,12 @@ class ScopeConfig(_Strict):
     # labels of the note's date of service ("DOS:", "Date of service:"); the date follows
     service_date: list[str] = []
     dated_entries: DatedEntries | None = None
+    # A note without a date of service that dates several treatments (a lesion-tracking
+    # sheet, a timeline) bills its latest: each of these patterns holds a {date} of a
+    # treatment, and the latest found (not on a line with one of `latest_treatment_unless`,
+    # a plan) stands for the date of service
+    latest_treatment: list[str] = []
+    latest_treatment_unless: list[str] = []
     cues: dict[str, ScopeCue] = {}
     # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
     # error"): the words it quotes no longer count where they stood before it.

@@ -161,6 +161,7 @@ class Document:
     # an element's mentions as the scope rules left them, per date of service (a short text
     # is shared by cases of other dates)
     scoped: dict[tuple[str, str | None], list[Mention]] = field(default_factory=dict)
+    dated: bool | None = None  # whether the text writes a date (known once it is scoped)
     # cues looked at: in classification, and against each pattern cue while finding them
     # (a deterministic measure of the work, which tests hold to linear growth)
     work: int = 0

@@ -164,6 +164,11 @@ def scoped(
     """An element's mentions in a unit, classified sentence by sentence, then scoped by the
     whole text (its sections, copied blocks, other organs, scope cues) and the session's
     date (`service_date`, ISO, when the note names none)."""
+    if service_date is not None:
+        if doc.dated is None:
+            doc.dated = scope_of(engine).dated(doc)
+        if not doc.dated:
+            service_date = None  # nothing in the text is placed against it
     key = (element, service_date)
     ruled = doc.scoped.get(key)
     if ruled is not None:

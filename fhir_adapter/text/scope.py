@@ -157,6 +157,12 @@ class Scope:
     def outline(self, text: str) -> Outline:
         return self._outliner.outline(text)
 
+    @staticmethod
+    def dated(doc: Document) -> bool:
+        """Whether a text writes a date at all: one that does not is ruled alike on every
+        date of service."""
+        return _ANY_DATE.search(doc.low) is not None
+
     def rule(
         self,
         doc: Document,
@@ -261,9 +267,13 @@ class Scope:
         copied = outline.copied_at(at)
         if copied is not None and element not in self._copied_skip:
             return self._copied_status, copied.reason
-        entry = self._entry_ruling(doc, outline, element, at, service_date)
-        if entry is not None:
-            return entry
+        entries = outline.memo.get("entries")
+        if entries is None:
+            entries = outline.memo["entries"] = self._dated_entries(doc, outline)
+        if entries:  # most texts hold no dated list
+            entry = self._entry_ruling(doc, outline, element, at, service_date, entries)
+            if entry is not None:
+                return entry
         if element in self._organ_elements:
             paragraph = outline.organ_paragraph_at(at)
             if paragraph is not None:
@@ -395,16 +405,19 @@ class Scope:
         return today if isinstance(today, tuple) else None
 
     def _entry_ruling(
-        self, doc: Document, outline: Outline, element: str, at: int, service_date: str | None
+        self,
+        doc: Document,
+        outline: Outline,
+        element: str,
+        at: int,
+        service_date: str | None,
+        found: object,
     ) -> tuple[str, str] | None:
         """The ruling of a dated list's entry that holds the mention and tells of a
         treatment on another day than the date of service."""
         entries = self._entries
         if entries is None or element in entries.skip:
             return None
-        found = outline.memo.get("entries")
-        if found is None:
-            found = outline.memo["entries"] = self._dated_entries(doc, outline)
         assert isinstance(found, list)
         for start, end, when, written in found:
             if start <= at < end:
@@ -577,6 +590,7 @@ _DATE_ANY = (
     r"|(?:19|20)\d\d)\b"
 )
 _DATE_GROUP = f"(?P<date>{_DATE_ANY})"
+_ANY_DATE = re.compile(_DATE_ANY)
 _NAMED_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b")
 
 

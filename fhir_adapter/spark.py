@@ -544,8 +544,6 @@ class _LineSource(_Source):
         _check_lines(self.lines)
 
 
-# A task's share of a local export: byte ranges of its files (the local engine's chunks).
-CHUNK_COLUMNS = (("file", "int"), ("path", "string"), ("start", "long"), ("end", "long"))
 # Tasks per core reading a local export: enough for a core that finishes early (or is
 # slowed by other work) to take more, few enough that a task's start is not felt.
 TASKS_PER_CORE = 8
@@ -568,38 +566,48 @@ class _ChunkSource(_Source):
         self.chunks = [(rank[c.path], c) for c in chunks]
         self.tasks = max(1, TASKS_PER_CORE * cores)
 
-    def _frame(self, kinds: Collection[str | None] | None = None) -> Any:
-        """The chunks (of the files of `kinds`, by name) as rows, dealt out to the tasks
-        largest first so that each task has as many bytes to read."""
+    def _read(
+        self,
+        kinds: Collection[str | None] | None,
+        func: Callable[[Iterable[tuple[int, Chunk]]], Iterable[dict[str, Any]]],
+    ) -> Any:
+        """`func` over the chunks (of the files of `kinds`, by name), as tasks of a frame
+        of task numbers (the JVM makes it: no Python runs to feed the tasks); the chunks
+        are dealt out largest first so that each task has as many bytes to read."""
         chunks = [(n, c) for n, c in self.chunks if kinds is None or c.rtype in kinds]
         chunks.sort(key=lambda nc: -_chunk_bytes(nc[1]))
         tasks = max(1, min(self.tasks, len(chunks)))
-        dealt = [chunks[i::tasks] for i in range(tasks)]
-        rows = [(n, c.path, c.start, c.end) for share in dealt for n, c in share]
-        rdd = self.session.sparkContext.parallelize(rows, tasks)
-        return self.session.createDataFrame(rdd, _spark_schema(CHUNK_COLUMNS))
+        shares = [[(n, c.path, c.start, c.end) for n, c in chunks[i::tasks]] for i in range(tasks)]
+
+        def run(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+            return func(
+                (n, Chunk(path, start, end))
+                for row in rows
+                for n, path, start, end in shares[row["id"]]
+            )
+
+        return _map_in_arrow(self.session.range(0, tasks, 1, tasks), run, KEPT_COLUMNS)
 
     def cases(self, system: str, code: str) -> Any:
-        def run(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _read_cases(rows, system, code)
+        def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+            return _read_cases(chunks, system, code)
 
-        return _map_in_arrow(self._frame((None, "Procedure")), run, KEPT_COLUMNS)
+        return self._read((None, "Procedure"), run)
 
     def related(self, shared: Shared) -> Any:
-        def run(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _read_related(rows, *shared.value)
+        def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+            return _read_related(chunks, *shared.value)
 
-        return _map_in_arrow(self._frame(), run, KEPT_COLUMNS)
+        return self._read(None, run)
 
     def needed(self, final: Final, kinds: Collection[str]) -> Any:
-        def run(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _read_needed(rows, *final.value)
+        def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+            return _read_needed(chunks, *final.value)
 
-        return _map_in_arrow(self._frame((None, *kinds)), run, KEPT_COLUMNS)
+        return self._read((None, *kinds), run)
 
     def check(self) -> None:
-        chunks = self._frame()
-        chunks.mapInArrow(_checked, chunks.schema).count()
+        self._read(None, _checked).count()
 
 
 def _chunk_bytes(chunk: Chunk) -> int:
@@ -609,12 +617,6 @@ def _chunk_bytes(chunk: Chunk) -> int:
         return os.path.getsize(chunk.path) - chunk.start
     except OSError:
         return 0
-
-
-def _chunks(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, Chunk]]:
-    """The (file rank, chunk) of each row of CHUNK_COLUMNS."""
-    for row in rows:
-        yield row["file"], Chunk(row["path"], row["start"], row["end"])
 
 
 # A bad line the Python workers found, as the local engine names it: the driver gives the
@@ -629,7 +631,7 @@ def _input_errors(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         raise AdapterError(f"{INPUT_MARK}{exc}{INPUT_END}") from None
 
 
-def _read_cases(rows: Iterable[dict[str, Any]], system: str, code: str) -> Iterator[Any]:
+def _read_cases(chunks: Iterable[tuple[int, Chunk]], system: str, code: str) -> Iterator[Any]:
     """Pass 1, read in Python: the lines of the Procedure files that mention the code,
     every line checked (the local engine's `scan_procedures`); those coded system|code
     are the cases."""
@@ -637,7 +639,7 @@ def _read_cases(rows: Iterable[dict[str, Any]], system: str, code: str) -> Itera
     def run() -> Iterator[dict[str, Any]]:
         job = ScanJob(needle=code.encode(), system=system, code=code)
         needle = job.needle
-        for file, chunk in _chunks(rows):
+        for file, chunk in chunks:
             out = ScanResult()
             for offset, line in whole_lines(job, chunk, out, wanted=lambda ln: needle in ln):
                 resource = admit_line(job, chunk, offset, line, out)
@@ -653,7 +655,7 @@ def _read_cases(rows: Iterable[dict[str, Any]], system: str, code: str) -> Itera
 
 
 def _read_related(
-    rows: Iterable[dict[str, Any]],
+    chunks: Iterable[tuple[int, Chunk]],
     plan: Plan,
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
@@ -666,7 +668,7 @@ def _read_related(
 
     def run() -> Iterator[dict[str, Any]]:
         job = ScanJob()
-        for file, chunk in _chunks(rows):
+        for file, chunk in chunks:
             out = ScanResult()
             screen = line_screen(*screen_ids(ids, chunk.rtype))
             report = chunk.rtype != "Procedure"
@@ -682,7 +684,7 @@ def _read_related(
 
 
 def _read_needed(
-    rows: Iterable[dict[str, Any]],
+    chunks: Iterable[tuple[int, Chunk]],
     wanted: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
     ids: tuple[Any, ...],
@@ -691,7 +693,7 @@ def _read_needed(
 
     def run() -> Iterator[dict[str, Any]]:
         job = ScanJob()
-        for file, chunk in _chunks(rows):
+        for file, chunk in chunks:
             out = ScanResult()
             screen = line_screen(*screen_ids(ids, chunk.rtype))
             for offset, line in whole_lines(job, chunk, out, False, screen):
@@ -706,17 +708,17 @@ def _read_needed(
     return _input_errors(run())
 
 
-def _checked(batches: Iterator[Any]) -> Iterator[Any]:
+def _checked(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
     """The structural check of every line but the Procedure files' (which pass 1
     checked), when no case was found; no rows."""
-    job = ScanJob()
-    try:
-        for batch in batches:
-            for _, chunk in _chunks(batch.to_pylist()):
-                check_lines(job, chunk)
-    except InputError as exc:
-        raise AdapterError(f"{INPUT_MARK}{exc}{INPUT_END}") from None
-    return iter(())
+
+    def run() -> Iterator[dict[str, Any]]:
+        job = ScanJob()
+        for _, chunk in chunks:
+            check_lines(job, chunk)
+        yield from ()
+
+    return _input_errors(run())
 
 
 def _evaluate_on_spark(
@@ -797,8 +799,8 @@ def _evaluate_on_spark(
                 (wanted, patients, Plan(needed=set(wanted)).id_bytes())
             )
             kinds = {key.split("/", 1)[0] for key in wanted}
-            gathered = gathered.unionByName(source.needed(final, kinds))
-        gathered = checkpoint(gathered)
+            # held on its own: a union of held results is read as it is, not copied again
+            gathered = gathered.unionByName(checkpoint(source.needed(final, kinds)))
 
         # Evaluate each case with the same compiled pack, the cases in ranges of their keys
         # (the order of the output: each partition is written as one part file, in order).
@@ -810,7 +812,7 @@ def _evaluate_on_spark(
 
         back = _roles_back(gathered)
         kept = (
-            (gathered if back is None else checkpoint(gathered.unionByName(back)))
+            (gathered if back is None else gathered.unionByName(back))
             .repartitionByRange(4 * cores, "case")
             .sortWithinPartitions("case", "file", "pos")
             .select("case", "key", "line", "targets")  # what the evaluation reads

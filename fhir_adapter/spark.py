@@ -276,7 +276,7 @@ def _evaluate_rows(
 ) -> Iterator[dict[str, Any]]:
     """Executor side: the rows of a partition, sorted by case and export order;
     one store per case, evaluated by the local engine's own code."""
-    from fhir_adapter.pipeline import case_procedure, evaluate_one
+    from fhir_adapter.pipeline import case_procedure, evaluate_one, gc_paused
     from fhir_adapter.sources.store import CompactStore
 
     pack = _executor_pack(pack_text)
@@ -295,15 +295,18 @@ def _evaluate_rows(
 
     current: str | None = None
     store = CompactStore()
-    for row in rows:
-        if row["case"] != current:
-            if current is not None and (done := evaluate(current, store)) is not None:
-                yield done
-            current, store = row["case"], CompactStore()
-        # in export order, so that a later copy of a resource replaces an earlier one
-        store.add_indexed(row["line"], row["key"], row["targets"])
-    if current is not None and (done := evaluate(current, store)) is not None:
-        yield done
+    # the cyclic GC paused, as the local engine pauses it (its passes over the many
+    # acyclic dicts of a case cost more than the case's evaluation)
+    with gc_paused():
+        for row in rows:
+            if row["case"] != current:
+                if current is not None and (done := evaluate(current, store)) is not None:
+                    yield done
+                current, store = row["case"], CompactStore()
+            # in export order, so that a later copy of a resource replaces an earlier one
+            store.add_indexed(row["line"], row["key"], row["targets"])
+        if current is not None and (done := evaluate(current, store)) is not None:
+            yield done
 
 
 def _to_python(frame: Any, *extra: str) -> Any:

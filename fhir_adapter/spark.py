@@ -1,19 +1,22 @@
 """Evaluate a Bulk Data NDJSON export on Apache Spark with the very same rule pack.
 
-The JVM reads: Spark's text reader gives each line, its file and a position, and
-checks the line is one JSON object (trimming only the lines that need it). Each of the
-three passes reads the export again (cheaper than holding it), and the lines cross to
-Python as Arrow batches (`mapInArrow`): pass 1 only the lines of the Procedure files
-that mention the code, pass 2 every line, pass 3 the files of the types still wanted.
-There the local engine's own functions screen each line on its bytes (`screen_ids`,
-`line_screen`, per file type, as that engine does per chunk) and decide exactly which
-case a line belongs to (`plan_hits`, `kept_record`): on the JVM, the regexes and
-hash-set screens cost several times the Arrow copy and Python's screen together. Each
-pass's (small) result is held as a local checkpoint, so later passes' plans stay
-small. The kept lines are range-partitioned by case and each partition is evaluated
-in Python by the same `assemble` / `evaluate_case` / `build_output` code the local
-engine uses, with the pack compiled there from the driver's YAML text. No rule exists
-twice.
+A local export (a file or directory) is read by the Python workers themselves: Spark
+hands each task a share of the local engine's newline-aligned byte ranges of the
+files, and the task runs that engine's own loop on them (`whole_lines`: the structural
+check of every line, the screen of its bytes, `screen_ids` / `line_screen` per file
+type; `plan_hits`, `kept_record` for the few lines parsed), so no line of the export
+crosses from the JVM to Python, and a bad line is named by file and line. A glob or a
+remote URI (hdfs://, s3a://) is read by Spark's text reader instead: the JVM checks each
+line is one JSON object (trimming only the lines that need it) and the lines cross to
+Python as Arrow batches (`mapInArrow`), where the same screens pick the few to parse.
+Either way, pass 1 reads only the Procedure files for the lines that mention the code,
+pass 2 every file, pass 3 the files of the types still wanted; a line's position is
+its file's rank in the local engine's reading order, then its place in the file (a
+later copy of a resource replaces an earlier one). Each pass's (small) result is held
+as a local checkpoint, so later passes' plans stay small. The kept lines are
+range-partitioned by case and each partition is evaluated in Python by the same
+`assemble` / `evaluate_case` / `build_output` code the local engine uses, with the
+pack compiled there from the driver's YAML text. No rule exists twice.
 
 Each case gathers what the local engine's three passes would give it: pass 3
 (what the gathered resources point at) is worked out per case, so a colleague's
@@ -38,7 +41,7 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
-from fhir_adapter.errors import AdapterError, SparkUnavailable
+from fhir_adapter.errors import AdapterError, InputError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.pack import Pack, load_pack
@@ -47,11 +50,17 @@ from fhir_adapter.sources.bulk import (
     Chunk,
     Kept,
     Plan,
+    ScanJob,
+    ScanResult,
+    admit_line,
+    check_lines,
+    chunks_of,
     forward_keys,
     kept_record,
     line_screen,
     plan_hits,
     screen_ids,
+    whole_lines,
 )
 from fhir_adapter.sources.files import check_resource
 
@@ -204,30 +213,44 @@ def _attributed(
     patients: Mapping[str, str],
     coding: tuple[str, str, Collection[int]],
 ) -> Iterator[dict[str, Any]]:
-    """Pass 2, Python side: a row per case a screened line belongs to, decided by the
-    local engine's `plan_hits`; and, as pass 1 keeps them, the case Procedures' own
-    coded lines in the files it reads (`coding`: system, code, those files' ranks)."""
-    system, code, procedure_files = coding
+    """Pass 2, Python side, of lines the JVM read: a row per case a screened line
+    belongs to (`_cases_of_line`)."""
     for row in rows:
         line: bytes = row["line"]
         if row["path"] is not None:  # Spark SQL found it is not one object
             raise AdapterError(f"{BAD_LINE}: {row['path']}: {line[:80]!r}")
         resource = _parse_line(line, None)
-        refs = forward_keys(line)
-        hits = plan_hits(plan, resource, refs)
-        cases = {c for hit in hits for c in cases_of.get(hit, ())}
-        key = f"{resource['resourceType']}/{resource.get('id')}"
-        if (
-            key in patients
-            and row["file"] in procedure_files
-            and resource["resourceType"] == "Procedure"
-            and has_coding(resource, ("code",), system, code)
-        ):
-            cases.add(key)
-        if cases:
-            kept = kept_record(line, resource, refs)
-            for case in sorted(cases):
-                yield _kept_row(case, patients[case], row, kept)
+        yield from _cases_of_line(line, resource, row, plan, cases_of, patients, coding)
+
+
+def _cases_of_line(
+    line: bytes,
+    resource: dict[str, Any],
+    where: Mapping[str, Any],
+    plan: Plan,
+    cases_of: Mapping[str, Sequence[str]],
+    patients: Mapping[str, str],
+    coding: tuple[str, str, Collection[int]],
+) -> Iterator[dict[str, Any]]:
+    """A row per case a parsed line belongs to (`where`: its file and position), decided
+    by the local engine's `plan_hits`; and the case Procedures' own coded lines in the
+    files pass 1 reads (`coding`: system, code, those files' ranks)."""
+    system, code, procedure_files = coding
+    refs = forward_keys(line)
+    hits = plan_hits(plan, resource, refs)
+    cases = {c for hit in hits for c in cases_of.get(hit, ())}
+    key = f"{resource['resourceType']}/{resource.get('id')}"
+    if (
+        key in patients
+        and where["file"] in procedure_files
+        and resource["resourceType"] == "Procedure"
+        and has_coding(resource, ("code",), system, code)
+    ):
+        cases.add(key)
+    if cases:
+        kept = kept_record(line, resource, refs)
+        for case in sorted(cases):
+            yield _kept_row(case, patients[case], where, kept)
 
 
 _PACKS: dict[str, Pack] = {}
@@ -253,7 +276,7 @@ def _evaluate_rows(
 ) -> Iterator[dict[str, Any]]:
     """Executor side: the rows of a partition, sorted by case and export order;
     one store per case, evaluated by the local engine's own code."""
-    from fhir_adapter.pipeline import case_procedure, evaluate_one
+    from fhir_adapter.pipeline import case_procedure, evaluate_one, gc_paused
     from fhir_adapter.sources.store import CompactStore
 
     pack = _executor_pack(pack_text)
@@ -272,15 +295,18 @@ def _evaluate_rows(
 
     current: str | None = None
     store = CompactStore()
-    for row in rows:
-        if row["case"] != current:
-            if current is not None and (done := evaluate(current, store)) is not None:
-                yield done
-            current, store = row["case"], CompactStore()
-        # in export order, so that a later copy of a resource replaces an earlier one
-        store.add_indexed(row["line"], row["key"], row["targets"])
-    if current is not None and (done := evaluate(current, store)) is not None:
-        yield done
+    # the cyclic GC paused, as the local engine pauses it (its passes over the many
+    # acyclic dicts of a case cost more than the case's evaluation)
+    with gc_paused():
+        for row in rows:
+            if row["case"] != current:
+                if current is not None and (done := evaluate(current, store)) is not None:
+                    yield done
+                current, store = row["case"], CompactStore()
+            # in export order, so that a later copy of a resource replaces an earlier one
+            store.add_indexed(row["line"], row["key"], row["targets"])
+        if current is not None and (done := evaluate(current, store)) is not None:
+            yield done
 
 
 def _to_python(frame: Any, *extra: str) -> Any:
@@ -370,6 +396,8 @@ def evaluate_on_spark(
         raise
     except Exception as exc:  # Py4J/PySpark wrap what the executors raised
         text = str(exc)
+        if INPUT_MARK in text:
+            raise AdapterError(text.split(INPUT_MARK, 1)[1].split(INPUT_END, 1)[0]) from None
         if BAD_LINE in text:
             named = text.split(f"{BAD_LINE}: ", 1)[1].split(": ", 1)[0]
             raise AdapterError(
@@ -441,6 +469,261 @@ def _read_lines(
     return lines.select(*LINE_COLUMNS[:3], path), types
 
 
+# A broadcast (pass 2's): the plan, the cases each plan key serves, each case's
+# patient, (system, code, ranks of the files pass 1 reads), the screens' ids.
+Shared = Any
+# A broadcast (pass 3's): the keys still wanted -> the cases, each case's patient, ids.
+Final = Any
+
+
+class _Source:
+    """Where each pass's kept lines come from, as rows of KEPT_COLUMNS."""
+
+    procedures: list[int]  # ranks of the files pass 1 reads (named for Procedure or none)
+
+    def cases(self, system: str, code: str) -> Any:
+        raise NotImplementedError
+
+    def related(self, shared: Shared) -> Any:
+        raise NotImplementedError
+
+    def needed(self, final: Final, kinds: Collection[str]) -> Any:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Every line's structural check, when no pass reads them all (no case was found)."""
+        raise NotImplementedError
+
+
+class _LineSource(_Source):
+    """A glob or remote URI (hdfs://, s3a://): Spark's text reader reads the lines and
+    checks each is one JSON object; they cross to Python as Arrow batches, where the
+    local engine's screens pick the few worth parsing. Each pass reads the files again:
+    the same files in the same splits give every line the same position each time."""
+
+    def __init__(self, session: Any, input_uri: str) -> None:
+        self.session, self.input_uri = session, input_uri
+        self.lines, self.types = _read_lines(session, input_uri)
+        self.procedures = sorted(n for n, t in self.types.items() if t in (None, "Procedure"))
+
+    def cases(self, system: str, code: str) -> Any:
+        # only the files pass 1 reads, for the lines that mention the code (their
+        # positions are not a whole read's: the case lines evaluated come from pass 2); a
+        # line the JVM finds is not one object goes to Python too, which names the error
+        from pyspark.sql import functions as F
+
+        coded = F.col("file").isin(*self.procedures) & F.col("value").contains(code)
+        read = _read_lines(self.session, self.input_uri, (None, "Procedure"))[0]
+        first = _to_python(read.filter(F.col("path").isNotNull() | coded))
+        return _map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS)
+
+    def related(self, shared: Shared) -> Any:
+        types = self.types
+
+        def attribute(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            return _attributed(rows, *shared.value[:4])
+
+        def screen() -> Screen:
+            return _file_screens(shared.value[4], types)
+
+        return _map_in_arrow(_to_python(self.lines), attribute, KEPT_COLUMNS, screen)
+
+    def needed(self, final: Final, kinds: Collection[str]) -> Any:
+        from pyspark.sql import functions as F
+
+        types = self.types
+
+        def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            return _needed(rows, *final.value[:2])
+
+        def owned() -> Screen:
+            return _file_screens(final.value[2], types)
+
+        files = sorted(n for n, t in types.items() if t is None or t in kinds)
+        lookup = _to_python(self.lines.filter(F.col("file").isin(*files)))
+        return _map_in_arrow(lookup, needed, KEPT_COLUMNS, owned)
+
+    def check(self) -> None:
+        _check_lines(self.lines)
+
+
+# Tasks per core reading a local export: enough for a core that finishes early (or is
+# slowed by other work) to take more, few enough that a task's start is not felt.
+TASKS_PER_CORE = 8
+
+
+class _ChunkSource(_Source):
+    """A local file or directory: the Python workers read the files themselves, in the
+    local engine's newline-aligned byte ranges, with its own loop (`whole_lines`: the
+    structural check of every line, the screen on its bytes, a bad line named by file
+    and line). The JVM only hands out the ranges and gathers the few lines kept; no line
+    is copied from the JVM to Python. A line's position is its byte offset in its file."""
+
+    def __init__(self, session: Any, files: Sequence[str], cores: int) -> None:
+        self.session = session
+        # absolute: an executor of a cluster does not run in the driver's directory
+        files = [os.path.abspath(f) for f in files]
+        rank = {f: i for i, f in enumerate(files)}
+        chunks = chunks_of([Path(f) for f in files])
+        self.procedures = sorted({rank[c.path] for c in chunks if c.rtype in (None, "Procedure")})
+        self.chunks = [(rank[c.path], c) for c in chunks]
+        self.tasks = max(1, TASKS_PER_CORE * cores)
+
+    def _read(
+        self,
+        kinds: Collection[str | None] | None,
+        func: Callable[[Iterable[tuple[int, Chunk]]], Iterable[dict[str, Any]]],
+    ) -> Any:
+        """`func` over the chunks (of the files of `kinds`, by name), as tasks of a frame
+        of task numbers (the JVM makes it: no Python runs to feed the tasks); the chunks
+        are dealt out largest first so that each task has as many bytes to read."""
+        chunks = [(n, c) for n, c in self.chunks if kinds is None or c.rtype in kinds]
+        chunks.sort(key=lambda nc: -_chunk_bytes(nc[1]))
+        tasks = max(1, min(self.tasks, len(chunks)))
+        shares = [[(n, c.path, c.start, c.end) for n, c in chunks[i::tasks]] for i in range(tasks)]
+
+        def run(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+            return func(
+                (n, Chunk(path, start, end))
+                for row in rows
+                for n, path, start, end in shares[row["id"]]
+            )
+
+        return _map_in_arrow(self.session.range(0, tasks, 1, tasks), run, KEPT_COLUMNS)
+
+    def cases(self, system: str, code: str) -> Any:
+        def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+            return _read_cases(chunks, system, code)
+
+        return self._read((None, "Procedure"), run)
+
+    def related(self, shared: Shared) -> Any:
+        def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+            return _read_related(chunks, *shared.value)
+
+        return self._read(None, run)
+
+    def needed(self, final: Final, kinds: Collection[str]) -> Any:
+        def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+            return _read_needed(chunks, *final.value)
+
+        return self._read((None, *kinds), run)
+
+    def check(self) -> None:
+        self._read(None, _checked).count()
+
+
+def _chunk_bytes(chunk: Chunk) -> int:
+    if chunk.end != -1:
+        return chunk.end - chunk.start
+    try:
+        return os.path.getsize(chunk.path) - chunk.start
+    except OSError:
+        return 0
+
+
+# A bad line the Python workers found, as the local engine names it: the driver gives the
+# text between the marks as the error (Spark wraps what a worker raised in its own).
+INPUT_MARK, INPUT_END = "<<input error: ", " :input error>>"
+
+
+def _input_errors(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    try:
+        yield from rows
+    except InputError as exc:
+        raise AdapterError(f"{INPUT_MARK}{exc}{INPUT_END}") from None
+
+
+def _read_cases(chunks: Iterable[tuple[int, Chunk]], system: str, code: str) -> Iterator[Any]:
+    """Pass 1, read in Python: the lines of the Procedure files that mention the code,
+    every line checked (the local engine's `scan_procedures`); those coded system|code
+    are the cases."""
+
+    def run() -> Iterator[dict[str, Any]]:
+        job = ScanJob(needle=code.encode(), system=system, code=code)
+        needle = job.needle
+        for file, chunk in chunks:
+            out = ScanResult()
+            for offset, line in whole_lines(job, chunk, out, wanted=lambda ln: needle in ln):
+                resource = admit_line(job, chunk, offset, line, out)
+                if resource is not None and (
+                    resource["resourceType"] == "Procedure"
+                    and has_coding(resource, ("code",), system, code)
+                ):
+                    kept = kept_record(line, resource)
+                    where = {"file": file, "pos": offset}
+                    yield _kept_row(kept.key, _patient_of(resource, kept.key), where, kept)
+
+    return _input_errors(run())
+
+
+def _read_related(
+    chunks: Iterable[tuple[int, Chunk]],
+    plan: Plan,
+    cases_of: Mapping[str, Sequence[str]],
+    patients: Mapping[str, str],
+    coding: tuple[str, str, Collection[int]],
+    ids: tuple[Any, ...],
+) -> Iterator[dict[str, Any]]:
+    """Pass 2, read in Python: every line checked (but the Procedure files', which pass 1
+    checked) and screened on its bytes for its file's type, the candidates parsed and
+    kept for the cases they belong to (the local engine's `scan_related`)."""
+
+    def run() -> Iterator[dict[str, Any]]:
+        job = ScanJob()
+        for file, chunk in chunks:
+            out = ScanResult()
+            screen = line_screen(*screen_ids(ids, chunk.rtype))
+            report = chunk.rtype != "Procedure"
+            for offset, line in whole_lines(job, chunk, out, report, screen):
+                resource = admit_line(job, chunk, offset, line, out)
+                if resource is not None:
+                    where = {"file": file, "pos": offset}
+                    yield from _cases_of_line(
+                        line, resource, where, plan, cases_of, patients, coding
+                    )
+
+    return _input_errors(run())
+
+
+def _read_needed(
+    chunks: Iterable[tuple[int, Chunk]],
+    wanted: Mapping[str, Sequence[str]],
+    patients: Mapping[str, str],
+    ids: tuple[Any, ...],
+) -> Iterator[dict[str, Any]]:
+    """Pass 3, read in Python: a line whose own key cases want, kept for each of them."""
+
+    def run() -> Iterator[dict[str, Any]]:
+        job = ScanJob()
+        for file, chunk in chunks:
+            out = ScanResult()
+            screen = line_screen(*screen_ids(ids, chunk.rtype))
+            for offset, line in whole_lines(job, chunk, out, False, screen):
+                resource = admit_line(job, chunk, offset, line, out)
+                if resource is None:
+                    continue
+                kept = kept_record(line, resource)
+                for case in wanted.get(kept.key, ()):
+                    where = {"file": file, "pos": offset}
+                    yield _kept_row(case, patients[case], where, kept)
+
+    return _input_errors(run())
+
+
+def _checked(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
+    """The structural check of every line but the Procedure files' (which pass 1
+    checked), when no case was found; no rows."""
+
+    def run() -> Iterator[dict[str, Any]]:
+        job = ScanJob()
+        for _, chunk in chunks:
+            check_lines(job, chunk)
+        yield from ()
+
+    return _input_errors(run())
+
+
 def _evaluate_on_spark(
     input_uri: str,
     out_uri: str,
@@ -481,46 +764,33 @@ def _evaluate_on_spark(
     for name, value in settings.items():
         session.conf.set(name, value)
     try:
-        # The export's lines as the JVM reads them (no parsing), read again by each pass:
-        # the same files in the same splits give every line the same position each time,
-        # and reading the 100k export (2.5 s) costs less than holding it (16 s).
-        lines, types = _read_lines(session, input_uri)
+        files = _ndjson_inputs(input_uri)
+        source: _Source = (
+            _ChunkSource(session, files, cores)
+            if files is not None
+            else _LineSource(session, input_uri)
+        )
 
-        # Pass 1: the cases, from the files the local engine's pass 1 reads (only those
-        # are read: the case lines the evaluation uses come from pass 2, in the whole
-        # read's positions). The bare code: a padded one ("47382 ") counts too, as in the
-        # local engine. A line the JVM finds is not one object goes to Python too, which
-        # names the error.
-        listed = (None, "Procedure")
-        procedures = sorted(n for n, t in types.items() if t in listed)
-        coded = F.col("file").isin(*procedures) & F.col("value").contains(code)
-        read = _read_lines(session, input_uri, listed)[0]
-        first = _to_python(read.filter(F.col("path").isNotNull() | coded))
-        found = _map_in_arrow(first, _case_rows(system, code), KEPT_COLUMNS)
+        # Pass 1: the cases, from the files the local engine's pass 1 reads. The bare
+        # code: a padded one ("47382 ") counts too, as in the local engine.
+        found = source.cases(system, code)
         seeds = found.select("key", "forward", "patient").toArrow().to_pylist()
         if not seeds:
-            _check_lines(lines)
+            source.check()
             return SparkResult(0, 0, "", "")
         plan, cases_of = Plan.for_cases(
             [Kept(b"", s["key"], (), tuple(s["forward"])) for s in seeds]
         )
         patients = {s["key"]: s["patient"] for s in seeds}
-        coding = (system, code, frozenset(procedures))
+        coding = (system, code, frozenset(source.procedures))
         shared = session.sparkContext.broadcast(
             (plan, {k: sorted(v) for k, v in cases_of.items()}, patients, coding, _ids(plan))
         )
 
-        def attribute(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _attributed(rows, *shared.value[:4])
-
-        def screen() -> Screen:
-            return _file_screens(shared.value[4], types)
-
         # Pass 2: what the cases point at and what points at them, and the case lines
         # themselves, every line screened on its bytes by the local engine's screens in
-        # Python (cheaper than the JVM's regexes and the Arrow copy together), decided
-        # and keyed by case there too.
-        second = checkpoint(_map_in_arrow(_to_python(lines), attribute, KEPT_COLUMNS, screen))
+        # Python, decided and keyed by case there too.
+        second = checkpoint(source.related(shared))
 
         # Pass 3, per case: what its gathered resources point at and it does not hold yet,
         # worked out on the driver (a few rows per case), looked for in the files of those
@@ -531,19 +801,9 @@ def _evaluate_on_spark(
             final = session.sparkContext.broadcast(
                 (wanted, patients, Plan(needed=set(wanted)).id_bytes())
             )
-
-            def needed(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-                return _needed(rows, *final.value[:2])
-
-            def owned() -> Screen:
-                return _file_screens(final.value[2], types)
-
             kinds = {key.split("/", 1)[0] for key in wanted}
-            files = sorted(n for n, t in types.items() if t is None or t in kinds)
-            lookup = _to_python(lines.filter(F.col("file").isin(*files)))
-            third = _map_in_arrow(lookup, needed, KEPT_COLUMNS, owned)
-            gathered = gathered.unionByName(third)
-        gathered = checkpoint(gathered)
+            # held on its own: a union of held results is read as it is, not copied again
+            gathered = gathered.unionByName(checkpoint(source.needed(final, kinds)))
 
         # Evaluate each case with the same compiled pack, the cases in ranges of their keys
         # (the order of the output: each partition is written as one part file, in order).
@@ -555,7 +815,7 @@ def _evaluate_on_spark(
 
         back = _roles_back(gathered)
         kept = (
-            (gathered if back is None else checkpoint(gathered.unionByName(back)))
+            (gathered if back is None else gathered.unionByName(back))
             .repartitionByRange(4 * cores, "case")
             .sortWithinPartitions("case", "file", "pos")
             .select("case", "key", "line", "targets")  # what the evaluation reads

@@ -131,6 +131,24 @@ def test_cli_engine_spark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert table_locally.count("\n") > len(rows)
 
 
+def test_a_glob_is_read_by_spark_itself_with_the_same_answers(spark: Any, tmp_path: Path) -> None:
+    """A glob (as a remote URI) is listed and read by Spark's text reader, not by the
+    Python workers: the same rows as the local engine's on the directory, and a cut
+    line is still named by its file."""
+    from fhir_adapter.errors import AdapterError
+
+    data = tmp_path / "export"
+    generate(data, 150, seed=7)
+    result = evaluate_on_spark(str(data / "*.ndjson"), str(tmp_path / "out"), spark=spark, now=NOW)
+    local = _local(data)
+    assert result.cases == len(local) > 5
+    assert read_reports(result.reports) == local
+    with (data / "Encounter.ndjson").open("ab") as fh:
+        fh.write(b'{"resourceType": "Encounter", "id": "cut\n')
+    with pytest.raises(AdapterError, match=r"Encounter\.ndjson: .*not a complete JSON object"):
+        evaluate_on_spark(str(data / "*.ndjson"), str(tmp_path / "o2"), spark=spark, now=NOW)
+
+
 def test_truncated_line_and_used_out_dir_are_clear_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -144,6 +162,9 @@ def test_truncated_line_and_used_out_dir_are_clear_errors(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "not a complete JSON object" in err and "Traceback" not in err
+    # the Python workers read a local export's files themselves: the line is named, as
+    # the local engine names it
+    assert f"{obs}:2: " in err
     used = tmp_path / "used"
     used.mkdir()
     (used / "reports").mkdir()
@@ -175,7 +196,7 @@ def test_missing_input_and_an_export_without_cases_on_spark(
         fh.write(b'{"resourceType": "Patient", "id": "cut\n')
     assert main(["evaluate", "--engine", "spark", str(data), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
-    assert "Patient.ndjson" in err and "not a complete JSON object" in err
+    assert "Patient.ndjson:2: " in err and "not a complete JSON object" in err
 
 
 def _case_lines(path: Path) -> list[bytes]:

@@ -317,7 +317,7 @@ def is_complete_object(line: bytes) -> bool:
     return body.startswith(b"{") and body.endswith(b"}")
 
 
-def _whole_lines(
+def whole_lines(
     job: ScanJob,
     chunk: Chunk,
     out: ScanResult,
@@ -382,8 +382,8 @@ def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:
     if chunk.rtype not in (None, "Procedure"):
         return out
     needle = job.needle
-    for offset, line in _whole_lines(job, chunk, out, wanted=lambda line: needle in line):
-        resource = _admit(job, chunk, offset, line, out)
+    for offset, line in whole_lines(job, chunk, out, wanted=lambda line: needle in line):
+        resource = admit_line(job, chunk, offset, line, out)
         if resource is None:
             continue
         if resource["resourceType"] == "Procedure" and has_coding(
@@ -460,8 +460,8 @@ def scan_related(job: ScanJob, chunk: Chunk) -> ScanResult:
     ref_ids, own_ids = screen_ids(job.ids, chunk.rtype)
     # Pass 1 already checked Procedure files; pass 3 revisits lines pass 2 reported.
     report = job.check_all and chunk.rtype != "Procedure"
-    for offset, line in _whole_lines(job, chunk, out, report, line_screen(ref_ids, own_ids)):
-        resource = _admit(job, chunk, offset, line, out)
+    for offset, line in whole_lines(job, chunk, out, report, line_screen(ref_ids, own_ids)):
+        resource = admit_line(job, chunk, offset, line, out)
         if resource is None:
             continue
         refs = forward_keys(line)
@@ -481,12 +481,12 @@ def check_lines(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Only the structural check (when no case was found, nothing else reads the files)."""
     out = ScanResult()
     if chunk.rtype != "Procedure":
-        for _ in _whole_lines(job, chunk, out, wanted=_nothing):
+        for _ in whole_lines(job, chunk, out, wanted=_nothing):
             pass
     return out
 
 
-def _admit(
+def admit_line(
     job: ScanJob, chunk: Chunk, offset: int, line: bytes, out: ScanResult
 ) -> dict[str, Any] | None:
     """The parsed resource; a line that looked whole but does not parse is a bad line too."""

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fhir_adapter import ResourceStore, evaluate_store, load_pack
+from fhir_adapter import CaseOutput, ResourceStore, evaluate_paths, evaluate_store, load_pack
 from fhir_adapter.pack import Pack
 from fhir_adapter.sources.files import Loaded
 
@@ -51,6 +51,14 @@ def _root_logging_restored() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def pack() -> Pack:
     return load_pack()
+
+
+@pytest.fixture(scope="session")
+def fixture_outputs() -> list[CaseOutput]:
+    """Every fixture evaluated once, as `evaluate_paths` does by default (stamped with the
+    time of the run), for the modules that read the same outputs: each takes its own copy
+    (`copy.deepcopy`), so that none sees what another changed."""
+    return evaluate_paths([CASES])
 
 
 @pytest.fixture

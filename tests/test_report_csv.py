@@ -19,8 +19,8 @@ from .conftest import CASES
 
 
 @pytest.fixture(scope="module")
-def outputs() -> list[CaseOutput]:
-    return evaluate_paths([CASES])
+def outputs(fixture_outputs: list[CaseOutput]) -> list[CaseOutput]:
+    return copy.deepcopy(fixture_outputs)
 
 
 def parse(text: str) -> list[dict[str, str]]:

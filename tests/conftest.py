@@ -3,6 +3,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,15 @@ def pack() -> Pack:
     return load_pack()
 
 
+REPORT_NOW = "2026-10-15T09:00:00+00:00"
+
+
 @pytest.fixture(scope="session")
 def fixture_outputs() -> list[CaseOutput]:
-    """Every fixture evaluated once, as `evaluate_paths` does by default (stamped with the
-    time of the run), for the modules that read the same outputs: each takes its own copy
-    (`copy.deepcopy`), so that none sees what another changed."""
-    return evaluate_paths([CASES])
+    """Every fixture evaluated once (at REPORT_NOW), for the report modules, which read the
+    same outputs: each takes its own copy (`copy.deepcopy`), so that none sees what
+    another changed."""
+    return evaluate_paths([CASES], now=REPORT_NOW)
 
 
 @pytest.fixture
@@ -129,3 +134,40 @@ def pool_always(monkeypatch: pytest.MonkeyPatch) -> None:
     from fhir_adapter.sources import bulk
 
     monkeypatch.setattr(bulk, "PARALLEL_MIN_BYTES", 0)
+
+
+SPARK_MASTER = "local[2]"
+
+
+@pytest.fixture(scope="session")
+def _spark_stopped_at_the_end() -> Iterator[None]:
+    yield
+    from pyspark.sql import SparkSession
+
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+
+
+@pytest.fixture
+def spark(_spark_stopped_at_the_end: None) -> Any:
+    """One local[2] Spark session for every in-process Spark test (a JVM and its Python
+    workers take long to start): the active one, or a new one when none is (a test that
+    needs another master stops it). `--engine spark` run in-process reuses it too."""
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from pyspark.sql import SparkSession
+
+    # the workers must run this interpreter (its packages), as fhir_adapter.spark arranges
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None and active.sparkContext.master == SPARK_MASTER:
+        return active
+    session = (
+        SparkSession.builder.master(SPARK_MASTER)
+        .appName("fhir-adapter-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session

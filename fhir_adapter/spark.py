@@ -74,12 +74,24 @@ class SparkResult:
 
 
 def _session(master: str) -> Any:
+    """The session to run on: the one already active in this process when it is on
+    `master` (as it is, its settings kept: no second JVM to start), else a new one. A
+    session active on another master is an error (Spark holds one per process; the
+    builder would hand it back and the run would go elsewhere than asked)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SparkUnavailable(
             "PySpark is not installed: pip install 'fhir-adapter[spark]' (needs Java 17)"
         ) from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        if active.sparkContext.master != master:
+            raise SparkUnavailable(
+                f"a Spark session on {active.sparkContext.master!r} is active in this "
+                f"process: stop it to run on {master!r}"
+            )
+        return active
     builder = (
         SparkSession.builder.master(master)
         .appName("fhir-adapter")

@@ -3,6 +3,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fhir_adapter import ResourceStore, evaluate_store, load_pack
+from fhir_adapter import CaseOutput, ResourceStore, evaluate_paths, evaluate_store, load_pack
 from fhir_adapter.pack import Pack
 from fhir_adapter.sources.files import Loaded
 
@@ -51,6 +53,17 @@ def _root_logging_restored() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def pack() -> Pack:
     return load_pack()
+
+
+REPORT_NOW = "2026-10-15T09:00:00+00:00"
+
+
+@pytest.fixture(scope="session")
+def fixture_outputs() -> list[CaseOutput]:
+    """Every fixture evaluated once (at REPORT_NOW), for the report modules, which read the
+    same outputs: each takes its own copy (`copy.deepcopy`), so that none sees what
+    another changed."""
+    return evaluate_paths([CASES], now=REPORT_NOW)
 
 
 @pytest.fixture
@@ -121,3 +134,40 @@ def pool_always(monkeypatch: pytest.MonkeyPatch) -> None:
     from fhir_adapter.sources import bulk
 
     monkeypatch.setattr(bulk, "PARALLEL_MIN_BYTES", 0)
+
+
+SPARK_MASTER = "local[2]"
+
+
+@pytest.fixture(scope="session")
+def _spark_stopped_at_the_end() -> Iterator[None]:
+    yield
+    from pyspark.sql import SparkSession
+
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+
+
+@pytest.fixture
+def spark(_spark_stopped_at_the_end: None) -> Any:
+    """One local[2] Spark session for every in-process Spark test (a JVM and its Python
+    workers take long to start): the active one, or a new one when none is (a test that
+    needs another master stops it). `--engine spark` run in-process reuses it too."""
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from pyspark.sql import SparkSession
+
+    # the workers must run this interpreter (its packages), as fhir_adapter.spark arranges
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None and active.sparkContext.master == SPARK_MASTER:
+        return active
+    session = (
+        SparkSession.builder.master(SPARK_MASTER)
+        .appName("fhir-adapter-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session

@@ -80,3 +80,25 @@ def test_every_fixture_loads_in_one_transaction_of_at_most_fifty_writes() -> Non
 
     sizes = {case.name: len(case.transaction()["entry"]) for case in list_fixtures()}
     assert sizes and max(sizes.values()) <= 50, {k: v for k, v in sizes.items() if v > 50}
+
+
+def test_written_fixtures_can_be_a_few_named_ones(tmp_path: Path) -> None:
+    """Only the named fixtures' resources and summaries; a name that is no fixture is an
+    error, not an empty directory."""
+    from fhir_adapter.testing.catalog import write_fixtures
+
+    names = ["ex1-hcc-ct", "v06-two-in-session"]
+    write_fixtures(tmp_path, "ndjson", names)
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [f"{n}.expected.yaml" for n in names]
+    wanted = {c.name: c for c in list_fixtures() if c.name in names}
+    ids = {r["id"] for c in wanted.values() for r in c.server_resources()}
+    written = {
+        json.loads(line)["id"]
+        for p in tmp_path.glob("*.ndjson")
+        for line in p.read_text().splitlines()
+    }
+    assert written == ids
+    found = {o.evaluation.procedure for o in evaluate_paths([tmp_path])}
+    assert found == {c["procedure"] for w in wanted.values() for c in w.expected}
+    with pytest.raises(ValueError, match="no-such-fixture"):
+        write_fixtures(tmp_path / "x", "ndjson", ["ex1-hcc-ct", "no-such-fixture"])

@@ -16,6 +16,7 @@ from fhir_adapter import ResourceStore, evaluate_paths, evaluate_store, read_pat
 from fhir_adapter.cli import main
 from fhir_adapter.fhir.systems import CPT
 from fhir_adapter.pack import Pack
+from fhir_adapter.testing.catalog import write_fixtures
 
 from .conftest import CASES, findings_of, fixture_names, load_bundle
 
@@ -199,9 +200,17 @@ def test_a_file_cut_after_a_nested_brace_is_found(tmp_path: Path) -> None:
 
 
 def test_a_byte_order_mark_is_not_a_bad_line(tmp_path: Path, pack: Pack) -> None:
-    export = _export_of_fixtures(tmp_path)
+    """A BOM before each file's first line (a case's own resource in each of these
+    fixtures): the same reports, no bad line. A few fixtures: it is per file, not per case."""
+    export = tmp_path / "export"
+    write_fixtures(export, "ndjson", ("ex1-hcc-ct", "v06-two-in-session", "v26-global-period"))
+    for meta in export.glob("*.yaml"):
+        meta.unlink()
     clean = _reports([export], pack)
-    for f in export.glob("*.ndjson"):
+    assert len(clean) >= 3
+    files = list(export.glob("*.ndjson"))
+    assert len(files) >= 5
+    for f in files:
         f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
     assert _reports([export], pack) == clean
 

@@ -13,7 +13,7 @@ from fhir_adapter import evaluate_paths
 from fhir_adapter.cli import main
 from fhir_adapter.client.auth import BearerAuth
 from fhir_adapter.client.export import BulkExport, retry_after_seconds
-from fhir_adapter.client.rest import FhirClient
+from fhir_adapter.client.rest import BudgetRetry, FhirClient
 from fhir_adapter.errors import ExportError
 from fhir_adapter.testing.catalog import list_fixtures, load_fixtures
 
@@ -319,11 +319,20 @@ def test_a_new_export_replaces_the_earlier_ones_files(server: TestServer, tmp_pa
 
 @pytest.mark.server
 def test_export_of_a_group_that_does_not_exist(
-    server: TestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: TestServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The server's 500 is one line: the job the user asked for, the status, its words."""
+    """The server's 500 is one line: the job the user asked for, the status, its words.
+    It is retried first (with backoff: the waits are recorded, not slept)."""
+    waits: list[float] = []
+    monkeypatch.setattr(
+        BudgetRetry, "_sleep_backoff", lambda retry: waits.append(retry.get_backoff_time())
+    )
     out = tmp_path / "export"
     assert main(["export", "--base-url", server.base, "--out", str(out), "--group", "nope"]) == 2
+    assert len(waits) >= 2 and waits == sorted(waits) and waits[-1] > 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("fhir-adapter: error: the export Group/nope/$export failed: ")
     assert "(HTTP 500): " in err and "Not found" in err

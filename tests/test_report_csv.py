@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import shutil
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +17,12 @@ from fhir_adapter.cli import main
 from fhir_adapter.report import render_csv
 from fhir_adapter.report.csv import HEADER
 
-from .conftest import CASES
+from .conftest import CASES, load_expected
 
 
 @pytest.fixture(scope="module")
-def outputs() -> list[CaseOutput]:
-    return evaluate_paths([CASES])
+def outputs(fixture_outputs: list[CaseOutput]) -> list[CaseOutput]:
+    return copy.deepcopy(fixture_outputs)
 
 
 def parse(text: str) -> list[dict[str, str]]:
@@ -81,10 +83,20 @@ def test_quotes_commas_newlines_and_formulas_survive_a_spreadsheet(
     assert parsed["evidence"] == "Procedure/x Procedure.note"
 
 
-def test_cli_format_csv(outputs: list[CaseOutput], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evaluate", str(CASES), "--format", "csv"]) == 1
+def test_cli_format_csv(
+    outputs: list[CaseOutput], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The CLI prints what render_csv renders (a few fixtures: claims, findings, two in one
+    session; every fixture's rows are the other tests')."""
+    names = ("ex1-hcc-ct", "v06-two-in-session", "v12-doc-gaps")
+    for name in names:
+        shutil.copy(CASES / f"{name}.json", tmp_path)
+    assert main(["evaluate", str(tmp_path), "--format", "csv"]) == 1
     printed = parse(capsys.readouterr().out)
-    assert [r["procedure"] for r in printed] == [r["procedure"] for r in parse(render_csv(outputs))]
+    wanted = {c["procedure"] for name in names for c in load_expected(name)["cases"]}
+    expected = parse(render_csv([o for o in outputs if o.evaluation.procedure in wanted]))
+    assert len(wanted) >= len(names) and {r["procedure"] for r in expected} == wanted
+    assert [r["procedure"] for r in printed] == [r["procedure"] for r in expected]
 
 
 @pytest.mark.parametrize(

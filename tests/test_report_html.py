@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from fhir_adapter.cli import main
 from fhir_adapter.pack import Pack
 from fhir_adapter.report import render_html
 
-from .conftest import CASES, ROOT
+from .conftest import CASES, REPORT_NOW, ROOT, load_expected
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs it")
 expect = playwright_api.expect
@@ -46,7 +47,7 @@ ARGS = [
     "--no-first-run",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost",
 ]
-NOW = "2026-10-15T09:00:00+00:00"
+NOW = REPORT_NOW  # the time the fixtures are evaluated at (conftest)
 GENERATED = datetime(2026, 10, 15, 9, 5, tzinfo=UTC)
 PAYLOADS = (
     "<script>window.__pwned=1</script>",
@@ -120,8 +121,8 @@ def report_pack() -> Pack:
 
 
 @pytest.fixture(scope="module")
-def outputs(report_pack: Pack) -> list[CaseOutput]:
-    return evaluate_paths([CASES], report_pack, now=NOW)
+def outputs(fixture_outputs: list[CaseOutput]) -> list[CaseOutput]:
+    return copy.deepcopy(fixture_outputs)
 
 
 def write_page(tmp_path: Path, outputs: list[Any], pack: Pack | None = None) -> Path:
@@ -623,14 +624,24 @@ def test_print_hides_the_controls_and_keeps_the_tables(
 def test_cli_writes_the_page_beside_the_bundles_and_on_stdout(
     tmp_path: Path, outputs: list[CaseOutput], open_page: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # a few fixtures (claims, findings, two in one session): the page of every fixture is
+    # the other tests'
+    names = ("ex1-hcc-ct", "v06-two-in-session", "v12-doc-gaps")
+    given = tmp_path / "in"
+    given.mkdir()
+    for name in names:
+        shutil.copy(CASES / f"{name}.json", given)
     out = tmp_path / "out"
-    assert main(["evaluate", str(CASES), "--out", str(out), "--format", "html"]) == 1
+    assert main(["evaluate", str(given), "--out", str(out), "--format", "html"]) == 1
     stdout = capsys.readouterr().out
     assert stdout.startswith("<!doctype html>")
+    wanted = {c["procedure"] for name in names for c in load_expected(name)["cases"]}
+    expected = [o.evaluation.procedure for o in outputs if o.evaluation.procedure in wanted]
+    assert len(expected) == len(wanted) >= len(names)
     page, _ = open_page(out / "report.html")
     show_all_rows(page)
-    assert shown_procedures(page) == [o.evaluation.procedure for o in outputs]
-    assert re.search(rf"<title>[^<]* {len(outputs)} case\(s\)</title>", stdout)
+    assert shown_procedures(page) == expected
+    assert re.search(rf"<title>[^<]* {len(expected)} case\(s\)</title>", stdout)
 
 
 @pytest.mark.server
@@ -668,8 +679,12 @@ def _showcase(output: CaseOutput) -> tuple[bool, ...]:
     )
 
 
+SPARK_PAGE_FIXTURES = ("ex1-hcc-ct", "v03-laparoscopic", "v06-two-in-session", "v12-doc-gaps")
+
+
 @pytest.mark.spark
 def test_spark_engine_writes_the_page_beside_reports_and_bundles(
+    spark: Any,
     tmp_path: Path,
     open_page: Any,
     capsys: pytest.CaptureFixture[str],
@@ -680,14 +695,17 @@ def test_spark_engine_writes_the_page_beside_reports_and_bundles(
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     from fhir_adapter.testing.catalog import write_fixtures
 
+    # a few fixtures (claims, blocked cases, two in one session): every fixture on Spark as
+    # locally is test_spark's; this one is about the page the run writes
     ndjson = tmp_path / "fixtures"
-    write_fixtures(ndjson, "ndjson")
+    write_fixtures(ndjson, "ndjson", SPARK_PAGE_FIXTURES)
     for meta in ndjson.glob("*.yaml"):
         meta.unlink()
     out = tmp_path / "out"
     args = ["evaluate", "--engine", "spark", str(ndjson), "--out", str(out), "--format", "csv"]
     assert main(args) == 1
     local = [o.evaluation.procedure for o in evaluate_paths([ndjson])]
+    assert len(local) >= len(SPARK_PAGE_FIXTURES)
     printed = capsys.readouterr().out.splitlines()[1:]
     assert list(dict.fromkeys(line.split(",")[0] for line in printed)) == sorted(local)
     page, _ = open_page(out / "report.html")

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from fhir_adapter import CaseOutput, evaluate_paths, read_paths
+from fhir_adapter import CaseOutput, read_paths
 from fhir_adapter.report.model import NO_COVERAGE, UNKNOWN_PAYER, case_view, evidence_dicts
 
 from .conftest import CASES
 
 
 @pytest.fixture(scope="module")
-def outputs() -> list[CaseOutput]:
-    return evaluate_paths([CASES])
+def outputs(fixture_outputs: list[CaseOutput]) -> list[CaseOutput]:
+    return copy.deepcopy(fixture_outputs)
 
 
 def _claim(output: CaseOutput) -> dict[str, Any] | None:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
 
-from fhir_adapter import CaseOutput, evaluate_paths
+from fhir_adapter import CaseOutput
 from fhir_adapter.report import render_table
 from fhir_adapter.report.text import render_table_rows
 
-from .conftest import CASES
-
 
 @pytest.fixture(scope="module")
-def outputs() -> list[CaseOutput]:
-    return evaluate_paths([CASES])
+def outputs(fixture_outputs: list[CaseOutput]) -> list[CaseOutput]:
+    return copy.deepcopy(fixture_outputs)
 
 
 @pytest.mark.parametrize("width", [80, 100, 120, 160, 240])

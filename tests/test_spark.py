@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +23,13 @@ from .conftest import CASES  # noqa: E402
 NOW = "2026-11-27T00:00:00+00:00"
 
 
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    # the workers must run this interpreter (its packages), as fhir_adapter.spark arranges
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("fhir-adapter-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
 def _local(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(orjson.dumps(o.report())) for o in evaluate_paths([path], now=NOW)]
 
 
 def test_generated_export_matches_local(spark: Any, tmp_path: Path) -> None:
     data = tmp_path / "export"
-    generate(data, 600, seed=11)
+    generate(data, 300, seed=11)
     result = evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
     local = _local(data)
     assert result.cases == len(local) > 20
@@ -93,7 +71,7 @@ def test_every_fixture_matches_local_with_the_chargemaster(spark: Any, tmp_path:
     assert len(totals) >= 15 and all(t > 0 for t in totals)
 
 
-def test_cli_engine_spark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_engine_spark(spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "export"
     generate(data, 150, seed=3)
     code = main(
@@ -111,13 +89,14 @@ def test_cli_engine_spark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ]
     )
     rows = read_reports(str(tmp_path / "out" / "reports"))
-    local = _local(data)
-    assert [r["procedure"] for r in rows] == [r["procedure"] for r in local]
-    assert code == (1 if any(r["outcome"] == "issues" for r in local) else 0)
     # --format json: the local engine's document, code-set releases included
     on_spark = orjson.loads(capsys.readouterr().out)
-    assert main(["evaluate", str(data), "--format", "json"]) == code
+    local_code = main(["evaluate", str(data), "--format", "json"])
     locally = orjson.loads(capsys.readouterr().out)
+    local = locally["cases"]
+    assert len(rows) > 5
+    assert [r["procedure"] for r in rows] == [r["procedure"] for r in local]
+    assert code == local_code == (1 if any(r["outcome"] == "issues" for r in local) else 0)
     assert list(on_spark) == list(locally) == ["code_sets", "cases"]
     assert on_spark["code_sets"] == locally["code_sets"]
     assert on_spark["cases"] == rows
@@ -150,7 +129,7 @@ def test_a_glob_is_read_by_spark_itself_with_the_same_answers(spark: Any, tmp_pa
 
 
 def test_truncated_line_and_used_out_dir_are_clear_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "export"
     generate(data, 40, seed=5)
@@ -175,7 +154,10 @@ def test_truncated_line_and_used_out_dir_are_clear_errors(
 
 
 def test_missing_input_and_an_export_without_cases_on_spark(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    spark: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert main(["evaluate", "--engine", "spark", str(tmp_path / "nope"), "--out", "o"]) == 2
     assert "no such file or directory" in capsys.readouterr().err
@@ -209,12 +191,17 @@ def _case_lines(path: Path) -> list[bytes]:
     return lines
 
 
+# Cases enough for the two copies and for others that stay cases (a claim, findings,
+# two in one session): the rule is per line, not per fixture set.
+LATER_COPY_FIXTURES = ("ex1-hcc-ct", "v06-two-in-session", "v12-doc-gaps", "v26-global-period")
+
+
 def test_a_later_copy_decides_on_spark_as_locally(spark: Any, tmp_path: Path) -> None:
     """A later file's copy of a case Procedure replaces the earlier one on both engines:
     entered in error (one case), or no longer coded (another), it is no case (the rows
     arrive in any order after grouping)."""
     ndjson = tmp_path / "fixtures"
-    write_fixtures(ndjson, "ndjson")
+    write_fixtures(ndjson, "ndjson", LATER_COPY_FIXTURES)
     for meta in ndjson.glob("*.yaml"):
         meta.unlink()
     voided, recoded = _case_lines(ndjson)[:2]
@@ -226,6 +213,7 @@ def test_a_later_copy_decides_on_spark_as_locally(spark: Any, tmp_path: Path) ->
     keys = {f"Procedure/{orjson.loads(line)['id']}" for line in (voided, recoded)}
     local = _local(ndjson)
     assert len(keys) == 2 and not keys & {r["procedure"] for r in local}
+    assert len(local) >= 3  # cases remain beside the two that are no longer cases
     result = evaluate_on_spark(str(ndjson), str(tmp_path / "out"), spark=spark, now=NOW)
     assert read_reports(result.reports) == local
 
@@ -282,5 +270,28 @@ def test_a_bad_line_leaves_the_session_as_it_was(spark: Any, tmp_path: Path) -> 
         with pytest.raises(AdapterError, match="not a complete JSON object"):
             evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
         assert spark.conf.get("spark.sql.shuffle.partitions") == "7"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+def test_the_cli_runs_on_the_active_session_of_its_master(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--engine spark` in a process with a session on the same master runs on it as it
+    is (no second JVM, the caller's settings kept); on another master it says so rather
+    than running where it was not asked to."""
+    data = tmp_path / "export"
+    generate(data, 60, seed=3)
+    spark.conf.set("spark.sql.shuffle.partitions", "5")
+    try:
+        argv = ["evaluate", "--engine", "spark", "--spark-master", spark.sparkContext.master]
+        assert main([*argv, str(data), "--out", str(tmp_path / "out")]) in (0, 1)
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "5"
+        assert read_reports(str(tmp_path / "out" / "reports"))
+        other = ["evaluate", "--engine", "spark", "--spark-master", "local[1]", str(data)]
+        assert main([*other, "--out", str(tmp_path / "other")]) == 2
+        err = capsys.readouterr().err
+        assert "is active in this process" in err and "local[1]" in err
+        assert not (tmp_path / "other").exists()
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "4")

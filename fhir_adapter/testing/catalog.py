@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,11 +137,17 @@ def list_fixtures() -> list[FixtureCase]:
     return out
 
 
-def write_fixtures(directory: Path, form: str = "bundle") -> list[Path]:
-    """Write every fixture as `bundle` (as stored), `transaction` or `ndjson` (one file per type)."""
+def write_fixtures(
+    directory: Path, form: str = "bundle", names: Collection[str] | None = None
+) -> list[Path]:
+    """Write every fixture (or those `names` lists) as `bundle` (as stored), `transaction`
+    or `ndjson` (one file per type)."""
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    cases = list_fixtures()
+    cases = [c for c in list_fixtures() if names is None or c.name in names]
+    if names is not None and len(cases) != len(set(names)):
+        known = {c.name for c in cases}
+        raise ValueError(f"no such fixture: {', '.join(sorted(set(names) - known))}")
     if form == "ndjson":
         by_type: dict[str, list[bytes]] = defaultdict(list)
         for case in cases:

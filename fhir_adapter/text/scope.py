@@ -172,8 +172,7 @@ class Scope:
         service_date: str | None = None,
     ) -> list[Mention]:
         """The mentions, each affirmed one ruled out when a scope rule holds for it; a
-        dated cue is judged against the note's own date of service, else `service_date`
-        (the case's, ISO)."""
+        dated cue is judged against `service_date` (the case's, ISO), else the note's own."""
         sentences = doc.sentences or []
         note_wide = self._note_wide(doc, outline, element)
         retracted = outline.memo.get("retracted")
@@ -382,9 +381,10 @@ class Scope:
         if today is None:
             return None
         after = cue.rule.dated == "after"
+        dayfirst = self._dayfirst(doc, outline)
         for regex in cue.dated:
             for found in regex.finditer(low):
-                when = _date(found.group("date") or "", outline.memo.get("dayfirst") is True)
+                when = _date(found.group("date") or "", dayfirst)
                 if when is not None and (_before(today, when) if after else _before(when, today)):
                     return found
         return None
@@ -392,17 +392,25 @@ class Scope:
     def _today(self, doc: Document, outline: Outline, service_date: str | None) -> _Day | None:
         """The date of service: the case's (ISO) when it has one, else the note's own (a POD1
         note is dated the day after the session it tells of)."""
+        if service_date:
+            return _date(service_date[:10])
         if "today" not in outline.memo:
             label = self._service_date.search(doc.low) if self._service_date else None
-            # a note that writes one date day first ("23/09/2025") writes them all so
-            outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
+            dayfirst = self._dayfirst(doc, outline)
             outline.memo["today"] = (
-                _date(label.group(1), outline.memo["dayfirst"] is True)
-                if label
-                else self._latest_treatment(doc, outline.memo["dayfirst"] is True)
+                _date(label.group(1), dayfirst) if label else self._latest_treatment(doc, dayfirst)
             )
-        today = _date(service_date[:10]) if service_date else outline.memo["today"]
+        today = outline.memo["today"]
         return today if isinstance(today, tuple) else None
+
+    @staticmethod
+    def _dayfirst(doc: Document, outline: Outline) -> bool:
+        """Whether the note writes its dates day first: one that writes one date so
+        ("23/09/2025") writes them all so."""
+        dayfirst = outline.memo.get("dayfirst")
+        if dayfirst is None:
+            dayfirst = outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
+        return dayfirst is True
 
     def _entry_ruling(
         self,
@@ -432,13 +440,12 @@ class Scope:
         return None
 
     def _dated_entries(self, doc: Document, outline: Outline) -> list[tuple[int, int, _Day, str]]:
-        """(start, end, date, the date as written) of each entry of a dated list that tells of a treatment: its
-        opening line and the lines set further in under it."""
+        """(start, end, date, the date as written) of each entry of a dated list that tells
+        of a treatment: its opening line and the lines set further in under it."""
         opens, holds = self._entry_opens, self._entry_holds
         if opens is None or holds is None:
             return []
-        self._today(doc, outline, None)  # the note's way of writing dates (day first or not)
-        dayfirst = outline.memo.get("dayfirst") is True
+        dayfirst = self._dayfirst(doc, outline)
         low, out = doc.low, []
         for m in opens.finditer(low):
             when = _date(m.group("date"), dayfirst)
@@ -459,9 +466,7 @@ class Scope:
                 out.append((start, end, when, doc.text[m.start("date") : m.end("date")]))
         return out
 
-    def _latest_treatment(
-        self, doc: Document, dayfirst: bool
-    ) -> tuple[int, int | None, int | None] | None:
+    def _latest_treatment(self, doc: Document, dayfirst: bool) -> _Day | None:
         """The latest date of a treatment the note dates (not a planned one), if it dates two
         or more: the session a record of several sessions bills."""
         dates = []

@@ -27,6 +27,10 @@ _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n[ \t]*\S[^\n]*)*")  # lines up to a blank line
 _BULLET = re.compile(r"[-*\u2022][ \t]+")
+# a list item: its numbered, lettered or bulleted line and the lines set further in under it
+_LIST_ITEM = re.compile(
+    r"(?m)^([ \t]*)(?:\(?(?:\d{1,2}|[a-z])[.)]|[-*\u2022])[ \t]+(\S[^\n]*)(?:\n\1[ \t]+\S[^\n]*)*"
+)
 _ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
@@ -201,7 +205,8 @@ class Outliner:
     def _organ_paragraphs(self, text: str) -> tuple[Section, ...]:
         """Paragraphs whose first line names another organ and that never name the own organ
         beyond doubt (`own_marks`): "Prone for the lung component. ... Ablation 60 W x 4 min."
-        is the lung's, whatever its lung segment or lobe."""
+        is the lung's, whatever its lung segment or lobe; so is a list item (its numbered,
+        lettered or bulleted line and the lines set further in under it) that does."""
         if self._own_marks is None or self._others.search(text) is None:
             return ()  # most notes name no other organ: nothing to look for
         out: list[Section] = []
@@ -222,6 +227,22 @@ class Outliner:
             if self._own_marks.search(text[start : para.end()].lower()) is None:
                 opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
                 out.append(Section(start, para.end(), opening, None, organ))
+        # a list item that opens on another organ ("1. CT-guided cryoablation, LEFT kidney
+        # lower pole mass 2.6 cm" over its lines "2 cryoprobes ... 10 min freeze") is that
+        # organ's, though the paragraph holding it names the liver in another item
+        for item in _LIST_ITEM.finditer(text):
+            if any(p.start <= item.start() < p.end for p in out) or (
+                rows and any(r.start <= item.start() < r.end for r in rows)
+            ):
+                continue
+            first = item.group(2)
+            organ = self._organ_of(first) if self._others.search(first) else None
+            if organ is None or organ == self._own_organ:
+                continue
+            if self._own_marks.search(item.group(0).lower()) is None:
+                opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
+                out.append(Section(item.start(), item.end(), opening, None, organ))
+        out.sort(key=lambda s: s.start)
         paragraphs = list(out)
         for row in rows:
             if row.organ is not None and not any(p.start <= row.start < p.end for p in paragraphs):

@@ -115,7 +115,7 @@ class Scope:
                 )
             )
         self._sentence_cues = [c for c in self._cues if c.rule.reach in ("sentence", "before")]
-        self._line_cues = [c for c in self._cues if c.rule.reach == "line"]
+        self._line_cues = [c for c in self._cues if c.rule.reach in ("line", "block")]
         for p in sc.latest_treatment:
             if "{date}" not in p:
                 raise ScopeError("text.scope.latest_treatment: each pattern holds a {date}")
@@ -325,13 +325,18 @@ class Scope:
         lines: object,
         service_date: str | None = None,
     ) -> tuple[str, str] | None:
-        """A line cue found on the line (or table row) that holds the mention's sentence."""
+        """A line cue found on the line (or table row) that holds the mention's sentence; a
+        block cue on that line or the lines above it in its paragraph."""
         assert isinstance(lines, list)
         cues = [c for c in lines if c.reaches(element)]
         s = (doc.sentences or [])[m.sentence_index]
         end = doc.low.find("\n", s.end)
-        low = doc.low[doc.low.rfind("\n", 0, s.start) + 1 : end if end >= 0 else len(doc.low)]
+        end = end if end >= 0 else len(doc.low)
+        start = doc.low.rfind("\n", 0, s.start) + 1
+        line = doc.low[start:end]
+        block = doc.low[_paragraph_start(doc.low, start) : end]
         for cue in cues:
+            low = block if cue.rule.reach == "block" else line
             found = cue.regex.search(low)
             if found is not None and cue.rule.dated:
                 found = self._dated(doc, outline, cue, low, service_date)
@@ -532,6 +537,18 @@ _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may s
 _QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
 _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
+
+
+def _paragraph_start(text: str, line_start: int) -> int:
+    """Where the paragraph holding the line that starts at `line_start` begins: after the
+    nearest blank (or whitespace-only) line above it, else at the text's start."""
+    pos = line_start
+    while pos > 0:
+        above = text.rfind("\n", 0, pos - 1) + 1
+        if not text[above : pos - 1].strip():
+            return pos
+        pos = above
+    return 0
 
 
 def _same_value(

@@ -88,8 +88,10 @@ class ScopeCue(_Strict):
     # `previous`: the lesion named a few sentences before the one the cue opens
     # ("... segment 3 lesion, 1.4 cm. This lesion was NOT ablated today")
     # `line`: the whole line (or table row) holding the mention's sentence (a timeline's
-    # "10/04/2022  Cryo - L2. CT-guided, 2 probes" is dated in each of its sentences)
-    reach: Literal["sentence", "before", "note", "previous", "line"] = "sentence"
+    # "10/04/2022  Cryo - L2. CT-guided, 2 probes" is dated in each of its sentences);
+    # `block`: the lines of the paragraph holding the mention, from its first line down to
+    # the mention's own (a study's dated heading over the findings it lists)
+    reach: Literal["sentence", "before", "note", "previous", "line", "block"] = "sentence"
     # a note-wide cue holds unless one of these is found too ("one lesion ablated today")
     unless: list[str] = []
     # a sentence cue holds only when the text right after its sentence starts with one of

@@ -56,9 +56,12 @@ $(CHROMIUM):
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    chromium fonts-liberation fonts-dejavu-core
 
-## Run the whole test suite (Spark and browser tests included).
+## Run the whole test suite (Spark and browser tests included), a test file per worker
+## process at a time (each worker starts its own test server and Spark session when it
+## needs them; a file's tests run in their order). TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(NODE_DEPS) $(CHROMIUM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Only the HTML report's browser tests.
 test-browser: $(STAMP) $(CHROMIUM)

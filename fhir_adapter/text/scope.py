@@ -133,6 +133,8 @@ class Scope:
             c.name: frozenset(w.lower().split()[0] for w in c.rule.cues if w.split())
             for c in self._sentence_cues
         }
+        struck = "|".join(f"(?:{p})" for p in sc.struck)
+        self._struck = _compile(struck, "text.scope.struck") if struck else None
         corrections = "|".join(f"(?:{p})" for p in sc.corrections)
         self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
@@ -179,6 +181,10 @@ class Scope:
         if retracted is None:
             retracted = outline.memo["retracted"] = self._retracted(doc)
         assert isinstance(retracted, list)
+        struck = outline.memo.get("struck")
+        if struck is None:
+            struck = outline.memo["struck"] = self._struck_spans(doc)
+        assert isinstance(struck, list)
         out: list[Mention] = []
         back = self._pointing_back(doc, outline, element)
         named = {m.sentence_index for m in mentions} if back else set()
@@ -189,7 +195,8 @@ class Scope:
                     m = replace(m, status="affirmed", cue=None, section=None, reason=None)
                 if m.affirmed:
                     ruling = (
-                        _taken_back(retracted, m, at)
+                        _struck_out(struck, at, at + m.end - m.start)
+                        or _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at, service_date)
                         or (self._pointed_back(doc, back, m, named) if back else None)
                         or (
@@ -218,6 +225,12 @@ class Scope:
             if any(has_phrase(words, w) for w in self._amending):
                 return True
         return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
+
+    def _struck_spans(self, doc: Document) -> list[tuple[int, int]]:
+        """(start, end) of each span of text the note marks as deleted."""
+        if self._struck is None:
+            return []
+        return [(m.start(), m.end()) for m in self._struck.finditer(doc.low)]
 
     def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
         """(start, end, quoted words) of each sentence that takes back what the note said."""
@@ -560,6 +573,15 @@ def _same_value(
             m = replace(m, status=status, cue=cue, reason=None)
         out.append(m)
     return out
+
+
+def _struck_out(struck: list[tuple[int, int]], at: int, until: int) -> tuple[str, str] | None:
+    """Ruled out when the mention stands in text the note struck through, or takes in some
+    ("Energy: [deleted: 200 W for 12 minutes]")."""
+    for start, end in struck:  # most notes strike nothing
+        if at < end and start < until:
+            return "negated", "struck through in the note (deleted text)"
+    return None
 
 
 def _taken_back(

@@ -175,6 +175,10 @@ class ScopeConfig(_Strict):
     # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
     # error"): the words it quotes no longer count where they stood before it.
     corrections: list[str] = []
+    # Text the note marks as deleted ("~~Ablation was performed at 100 W~~", "<del>...</del>",
+    # a tracked change's "[deleted: ...]"): each regular expression matches one struck span,
+    # and nothing in it is documented.
+    struck: list[str] = []
     # words of a heading whose section corrects what the note said before it ("ADDENDUM"):
     # of two counts of the lesions treated that differ, only such a section's settles it
     amending: list[str] = []

@@ -193,10 +193,6 @@ class Scope:
         if retracted is None:
             retracted = outline.memo["retracted"] = self._retracted(doc)
         assert isinstance(retracted, list)
-        struck = outline.memo.get("struck")
-        if struck is None:
-            struck = outline.memo["struck"] = self._struck_spans(doc)
-        assert isinstance(struck, list)
         out: list[Mention] = []
         back = self._pointing_back(doc, outline, element)
         named = {m.sentence_index for m in mentions} if back else set()
@@ -207,8 +203,7 @@ class Scope:
                     m = replace(m, status="affirmed", cue=None, section=None, reason=None)
                 if m.affirmed:
                     ruling = (
-                        _struck_out(struck, at, at + m.end - m.start)
-                        or _taken_back(retracted, m, at)
+                        _taken_back(retracted, m, at)
                         or self._ruling(doc, outline, element, m, at, service_date)
                         or (self._pointed_back(doc, back, m, named) if back else None)
                         or (
@@ -238,17 +233,16 @@ class Scope:
                 return True
         return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
 
-    def _struck_spans(self, doc: Document) -> list[tuple[int, int]]:
-        """(start, end) of each span of text the note marks as deleted."""
-        if self._struck is None:
-            return []
-        return [(m.start(), m.end()) for m in self._struck.finditer(doc.low)]
-
     def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
-        """(start, end, quoted words) of each sentence that takes back what the note said."""
+        """(start, end, quoted words) of each sentence that takes back what the note said,
+        and (start, end, "") of each span of text the note marks as deleted."""
+        out = (
+            [(m.start(), m.end(), "") for m in self._struck.finditer(doc.low)]
+            if self._struck is not None
+            else []
+        )
         if self._corrections is None or self._corrections.search(doc.low) is None:
-            return []
-        out = []
+            return out
         for s in doc.sentences or []:
             low = doc.low[s.start : s.end]
             if self._corrections.search(low):
@@ -636,25 +630,21 @@ def _entry_end(low: str, start: int, opened: int) -> int:
     return end
 
 
-def _struck_out(struck: list[tuple[int, int]], at: int, until: int) -> tuple[str, str] | None:
-    """Ruled out when the mention stands in text the note struck through, or takes in some
-    ("Energy: [deleted: 200 W for 12 minutes]")."""
-    for start, end in struck:  # most notes strike nothing
-        if at < end and start < until:
-            return "negated", "struck through in the note (deleted text)"
-    return None
-
-
 def _taken_back(
     retracted: list[tuple[int, int, str]], m: Mention, at: int
 ) -> tuple[str, str] | None:
     """Ruled out when a later sentence takes back the words it stands in (or it is that
-    sentence, quoting what was wrong)."""
+    sentence, quoting what was wrong), or when it stands in text the note struck through, or
+    takes in some ("Energy: [deleted: 200 W for 12 minutes]")."""
     if not retracted:  # most notes take nothing back
         return None
     sentence = _SPACES.sub(" ", m.sentence.lower())
     mention = _SPACES.sub(" ", m.words.lower())
     for start, end, words in retracted:
+        if not words:  # a struck span
+            if at < end and start < at + m.end - m.start:
+                return "negated", "struck through in the note (deleted text)"
+            continue
         if (start <= at < end and mention in words) or (at < start and words in sentence):
             return "negated", f'corrected later in the note ("{words}" was an error)'
     return None

@@ -31,6 +31,13 @@ _BULLET = re.compile(r"[-*\u2022][ \t]+")
 _LIST_ITEM = re.compile(
     r"(?m)^([ \t]*)(?:\(?(?:\d{1,2}|[a-z])[.)]|[-*\u2022])[ \t]+(\S[^\n]*)(?:\n\1[ \t]+\S[^\n]*)*"
 )
+# an entry of a running case note opened by its date and time ("14/09/2023 -- PROCEDURE NOTE
+# (Radiology Suite 2)", "2025-03-02 1800hrs - WARD ROUND"): the heading is what follows
+_DATED_LEAD = re.compile(
+    r"^(?:\d{1,2}/\d{1,2}/\d{2,4}|(?:19|20)\d\d-\d\d-\d\d)[ \t]*"
+    r"(?:(?:--|-|\u2013|\u2014|:)[ \t]*)?(?:\d{3,4}[ \t]*h(?:rs?)?|\d{1,2}:\d\d)?[ \t]*"
+    r"(?:--|-|\u2013|\u2014|:)[ \t]*"
+)
 _ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
@@ -295,7 +302,7 @@ class Outliner:
         if deco:
             label = deco.group(1).strip(" :")
         else:
-            body = _NUMBERED.sub("", body)
+            body = _DATED_LEAD.sub("", _NUMBERED.sub("", body))
             m = _LABEL.match(body)
             bullet = _BULLET.match(body) if m is None else None
             if bullet is not None:

@@ -263,6 +263,9 @@ class _Lexicon:
         words = [t[2] for t in tokens]
         if not self.words.isdisjoint(words):
             return True
+        # a machine export's key holds its words joined by "_" ("LESION_1_SIZE_CM=2.2")
+        if any(not self.words.isdisjoint(w.split("_")) for w in words if "_" in w):
+            return True
         return any(
             tuple(words[i : i + len(p)]) == p
             for p in self.phrases

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from fhir_adapter.text.document import Outline, Outliner, Section, has_phrase
 from fhir_adapter.text.engine import Document, Mention
-from fhir_adapter.text.vocabulary import ScopeCue, SectionDef, TextConfig
+from fhir_adapter.text.vocabulary import LaterStudies, ScopeCue, SectionDef, TextConfig
 
 
 class ScopeError(ValueError):
@@ -133,6 +133,8 @@ class Scope:
             c.name: frozenset(w.lower().split()[0] for w in c.rule.cues if w.split())
             for c in self._sentence_cues
         }
+        struck = "|".join(f"(?:{p})" for p in sc.struck)
+        self._struck = _compile(struck, "text.scope.struck") if struck else None
         corrections = "|".join(f"(?:{p})" for p in sc.corrections)
         self._corrections = _compile(corrections, "text.scope.corrections") if corrections else None
         labels = "|".join(f"(?:{p})" for p in sc.service_date)
@@ -144,12 +146,24 @@ class Scope:
         entries = sc.dated_entries
         self._entries = entries
         self._entry_opens = self._entry_holds = None
+        self._studies: LaterStudies | None = None
+        self._study_opens: re.Pattern[str] | None = None
         if entries is not None:
             where = "text.scope.dated_entries"
             opens = entries.opens.replace("{date}", _DATE_GROUP, 1).replace("{date}", _DATE_ANY)
             self._entry_opens = _compile(rf"(?m)^[ \t]*(?:{opens})", f"{where}.opens")
             holds = "|".join(f"(?:{p})" for p in entries.holds)
             self._entry_holds = _compile(holds, f"{where}.holds")
+        studies = entries.later_studies if entries is not None else None
+        self._studies = studies
+        if studies is not None:
+            if "{date}" not in studies.opens:
+                raise ScopeError("text.scope.dated_entries.later_studies.opens: it holds a {date}")
+            # (the study's date is the first one its opening words hold, in either order)
+            opens = studies.opens.replace("{date}", _DATE_ANY)
+            self._study_opens = _compile(
+                rf"(?m)^[ \t]*(?:{opens})", "text.scope.dated_entries.later_studies.opens"
+            )
         self._note_cues = [c for c in self._cues if c.rule.reach == "note"]
         self._amending = [tuple(_TOKEN.findall(w.lower())) for w in sc.amending]
         self._same_value = sc.same_value
@@ -220,10 +234,15 @@ class Scope:
         return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
 
     def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:
-        """(start, end, quoted words) of each sentence that takes back what the note said."""
+        """(start, end, quoted words) of each sentence that takes back what the note said,
+        and (start, end, "") of each span of text the note marks as deleted."""
+        out = (
+            [(m.start(), m.end(), "") for m in self._struck.finditer(doc.low)]
+            if self._struck is not None
+            else []
+        )
         if self._corrections is None or self._corrections.search(doc.low) is None:
-            return []
-        out = []
+            return out
         for s in doc.sentences or []:
             low = doc.low[s.start : s.end]
             if self._corrections.search(low):
@@ -273,6 +292,14 @@ class Scope:
             entry = self._entry_ruling(doc, outline, element, at, service_date, entries)
             if entry is not None:
                 return entry
+        if self._studies is not None and element in self._studies.only:
+            studies = outline.memo.get("studies")
+            if studies is None:
+                studies = outline.memo["studies"] = self._study_entries(doc, outline)
+            if studies:  # most texts list no dated study
+                study = self._study_ruling(doc, outline, at, service_date, studies)
+                if study is not None:
+                    return study
         if element in self._organ_elements:
             paragraph = outline.organ_paragraph_at(at)
             if paragraph is not None:
@@ -444,6 +471,40 @@ class Scope:
                 return None
         return None
 
+    def _study_ruling(
+        self,
+        doc: Document,
+        outline: Outline,
+        at: int,
+        service_date: str | None,
+        found: object,
+    ) -> tuple[str, str] | None:
+        """The ruling of a dated list's entry of an imaging study after the date of service
+        that holds the mention."""
+        assert isinstance(found, list) and self._studies is not None
+        for start, end, when, written in found:
+            if start <= at < end:
+                today = self._today(doc, outline, service_date)
+                if today is not None and _before(today, when):
+                    return "other", f"{self._studies.reason} ({written})"
+                return None
+        return None
+
+    def _study_entries(self, doc: Document, outline: Outline) -> list[tuple[int, int, _Day, str]]:
+        """(start, end, date, the date as written) of each entry of a dated list that
+        reports an imaging study: its opening line and the lines set further in under it."""
+        if self._study_opens is None:
+            return []
+        dayfirst = self._dayfirst(doc, outline)
+        out = []
+        for m in self._study_opens.finditer(doc.low):
+            written = _ANY_DATE.search(doc.low, m.start(), m.end())
+            when = _date(written.group(0), dayfirst) if written else None
+            if written is not None and when is not None:
+                end = _entry_end(doc.low, m.start(), m.end())
+                out.append((m.start(), end, when, doc.text[written.start() : written.end()]))
+        return out
+
     def _dated_entries(self, doc: Document, outline: Outline) -> list[tuple[int, int, _Day, str]]:
         """(start, end, date, the date as written) of each entry of a dated list that tells
         of a treatment: its opening line and the lines set further in under it."""
@@ -457,16 +518,7 @@ class Scope:
             if when is None:
                 continue
             start = m.start()
-            indent = len(low[start : m.end()]) - len(low[start : m.end()].lstrip(" \t"))
-            end = low.find("\n", m.end())
-            end = len(low) if end < 0 else end
-            while end < len(low):  # the lines under it, set further in
-                nxt = low.find("\n", end + 1)
-                nxt = len(low) if nxt < 0 else nxt
-                line = low[end + 1 : nxt]
-                if not line.strip() or len(line) - len(line.lstrip(" \t")) <= indent:
-                    break
-                end = nxt
+            end = _entry_end(low, start, m.end())
             if holds.search(low, start, end):
                 out.append((start, end, when, doc.text[m.start("date") : m.end("date")]))
         return out
@@ -579,16 +631,37 @@ def _same_value(
     return out
 
 
+def _entry_end(low: str, start: int, opened: int) -> int:
+    """Where an entry of a list ends: its opening line (from `start`, opened up to
+    `opened`) and the lines set further in under it."""
+    indent = len(low[start:opened]) - len(low[start:opened].lstrip(" \t"))
+    end = low.find("\n", opened)
+    end = len(low) if end < 0 else end
+    while end < len(low):  # the lines under it, set further in
+        nxt = low.find("\n", end + 1)
+        nxt = len(low) if nxt < 0 else nxt
+        line = low[end + 1 : nxt]
+        if not line.strip() or len(line) - len(line.lstrip(" \t")) <= indent:
+            break
+        end = nxt
+    return end
+
+
 def _taken_back(
     retracted: list[tuple[int, int, str]], m: Mention, at: int
 ) -> tuple[str, str] | None:
     """Ruled out when a later sentence takes back the words it stands in (or it is that
-    sentence, quoting what was wrong)."""
+    sentence, quoting what was wrong), or when it stands in text the note struck through, or
+    takes in some ("Energy: [deleted: 200 W for 12 minutes]")."""
     if not retracted:  # most notes take nothing back
         return None
     sentence = _SPACES.sub(" ", m.sentence.lower())
     mention = _SPACES.sub(" ", m.words.lower())
     for start, end, words in retracted:
+        if not words:  # a struck span
+            if at < end and start < at + m.end - m.start:
+                return "negated", "struck through in the note (deleted text)"
+            continue
         if (start <= at < end and mention in words) or (at < start and words in sentence):
             return "negated", f'corrected later in the note ("{words}" was an error)'
     return None

@@ -134,6 +134,19 @@ class SameValue(_Strict):
     denied_by: list[str] = []
 
 
+class LaterStudies(_Strict):
+    """The entries of a dated list that report an imaging study ("- MRI liver 01/12/2024:
+    ...", "- 08/2024 MRI: new multifocal disease ..."): one dated after the date of service
+    shows the liver after the session, so the sizes, sites and counts it gives are not the
+    treated tumor's."""
+
+    # what opens such an entry, at the start of a line; `{date}` stands for the study's date
+    opens: str = Field(min_length=1)
+    # the elements it does not document when dated after the date of service
+    only: list[str] = Field(min_length=1)
+    reason: str = "a study after the session"
+
+
 class DatedEntries(_Strict):
     """The entries of a dated list (a line that opens with its date, with the lines set
     further in under it) that tell of a treatment: each is that date's session, so what it
@@ -147,6 +160,7 @@ class DatedEntries(_Strict):
     after: str = "an entry dated after the date of service"
     # elements such an entry still documents (a board's dated reason for the ablation)
     skip: list[str] = []
+    later_studies: LaterStudies | None = None
 
 
 class ScopeConfig(_Strict):
@@ -177,6 +191,10 @@ class ScopeConfig(_Strict):
     # A sentence that takes back what the note said ("The \"12 min, 100 W\" above was an
     # error"): the words it quotes no longer count where they stood before it.
     corrections: list[str] = []
+    # Text the note marks as deleted ("~~Ablation was performed at 100 W~~", "<del>...</del>",
+    # a tracked change's "[deleted: ...]"): each regular expression matches one struck span,
+    # and nothing in it is documented.
+    struck: list[str] = []
     # words of a heading whose section corrects what the note said before it ("ADDENDUM"):
     # of two counts of the lesions treated that differ, only such a section's settles it
     amending: list[str] = []

@@ -120,12 +120,15 @@ BAD_LINE = "a line of the export is not a complete JSON object (truncated or cor
 # rank in the local engine's reading order, then its position there: a later copy of a
 # resource replaces an earlier one), and which file (named when the line is bad).
 LINE_COLUMNS = ("value", "file", "pos", "path")
-# What a kept line carries to the evaluation: the case it is grouped by, and its patient.
+# What a kept line carries to the evaluation: the case it is grouped by, and its patient;
+# the line's bytes, or none when the evaluation reads them back from a local export's
+# file (`size` bytes at `pos`: the JVM holds and shuffles a few dozen bytes per line).
 KEPT_COLUMNS = (
     ("case", "string"),
     ("patient", "string"),
     ("file", "int"),
     ("pos", "long"),
+    ("size", "int"),
     ("line", "binary"),
     ("key", "string"),
     ("targets", "strings"),
@@ -181,13 +184,17 @@ def _spark_schema(columns: Sequence[tuple[str, str]]) -> Any:
     return T.StructType([T.StructField(name, kinds[kind]) for name, kind in columns])
 
 
-def _kept_row(case: str, patient: str, row: Mapping[str, Any], kept: Kept) -> dict[str, Any]:
+def _kept_row(
+    case: str, patient: str, row: Mapping[str, Any], kept: Kept, left: bool = False
+) -> dict[str, Any]:
+    """A kept line's row; `left`: its bytes stay in its file (`size` bytes at `pos`)."""
     return {
         "case": case,
         "patient": patient,
         "file": row["file"],
         "pos": row["pos"],
-        "line": kept.line,
+        "size": len(kept.line),
+        "line": None if left else kept.line,
         "key": kept.key,
         "targets": list(kept.targets),
         "forward": list(kept.forward),
@@ -243,10 +250,12 @@ def _cases_of_line(
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
     coding: tuple[str, str, Collection[int]],
+    left: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """A row per case a parsed line belongs to (`where`: its file and position), decided
     by the local engine's `plan_hits`; and the case Procedures' own coded lines in the
-    files pass 1 reads (`coding`: system, code, those files' ranks)."""
+    files pass 1 reads (`coding`: system, code, those files' ranks). `left`: the line's
+    bytes stay in its file."""
     system, code, procedure_files = coding
     refs = forward_keys(line)
     hits = plan_hits(plan, resource, refs)
@@ -262,7 +271,7 @@ def _cases_of_line(
     if cases:
         kept = kept_record(line, resource, refs)
         for case in sorted(cases):
-            yield _kept_row(case, patients[case], where, kept)
+            yield _kept_row(case, patients[case], where, kept, left)
 
 
 _PACKS: dict[str, Pack] = {}
@@ -285,13 +294,17 @@ def _evaluate_rows(
     block_on: str | None,
     stamp: str,
     charges: Mapping[str, float] | None = None,
+    paths: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
     """Executor side: the rows of a partition, sorted by case and export order;
-    one store per case, evaluated by the local engine's own code."""
+    one store per case, evaluated by the local engine's own code. A row without its
+    line's bytes is read back from its file (`paths`, by rank) at its position, as the
+    local engine's store reads the lines it left in their files."""
     from fhir_adapter.pipeline import case_procedure, evaluate_one, gc_paused
-    from fhir_adapter.sources.store import CompactStore
+    from fhir_adapter.sources.store import CompactStore, LineFiles
 
     pack = _executor_pack(pack_text)
+    files = LineFiles()  # one descriptor per file for the whole task
 
     def evaluate(case_key: str, store: CompactStore) -> dict[str, Any] | None:
         procedure = case_procedure(store, pack, case_key)
@@ -316,7 +329,10 @@ def _evaluate_rows(
                     yield done
                 current, store = row["case"], CompactStore()
             # in export order, so that a later copy of a resource replaces an earlier one
-            store.add_indexed(row["line"], row["key"], row["targets"])
+            line = row["line"]
+            if line is None:
+                line = files.read(files.locate(paths[row["file"]], row["pos"], row["size"]))
+            store.add_indexed(line, row["key"], row["targets"])
         if current is not None and (done := evaluate(current, store)) is not None:
             yield done
 
@@ -492,6 +508,8 @@ class _Source:
     """Where each pass's kept lines come from, as rows of KEPT_COLUMNS."""
 
     procedures: list[int]  # ranks of the files pass 1 reads (named for Procedure or none)
+    # by rank, the files whose kept lines the evaluation reads back (none: lines travel)
+    paths: Sequence[str] = ()
 
     def cases(self, system: str, code: str) -> Any:
         raise NotImplementedError
@@ -576,6 +594,7 @@ class _ChunkSource(_Source):
         # absolute: an executor of a cluster does not run in the driver's directory
         files = [os.path.abspath(f) for f in files]
         rank = {f: i for i, f in enumerate(files)}
+        self.paths = files
         chunks = chunks_of([Path(f) for f in files])
         self.procedures = sorted({rank[c.path] for c in chunks if c.rtype in (None, "Procedure")})
         self.chunks = [(rank[c.path], c) for c in chunks]
@@ -664,7 +683,8 @@ def _read_cases(chunks: Iterable[tuple[int, Chunk]], system: str, code: str) -> 
                 ):
                     kept = kept_record(line, resource)
                     where = {"file": file, "pos": offset}
-                    yield _kept_row(kept.key, _patient_of(resource, kept.key), where, kept)
+                    patient = _patient_of(resource, kept.key)
+                    yield _kept_row(kept.key, patient, where, kept, not chunk.gzipped)
 
     return _input_errors(run())
 
@@ -687,12 +707,13 @@ def _read_related(
             out = ScanResult()
             screen = line_screen(*screen_ids(ids, chunk.rtype))
             report = chunk.rtype != "Procedure"
+            left = not chunk.gzipped  # the evaluation reads the line back from the file
             for offset, line in whole_lines(job, chunk, out, report, screen):
                 resource = admit_line(job, chunk, offset, line, out)
                 if resource is not None:
                     where = {"file": file, "pos": offset}
                     yield from _cases_of_line(
-                        line, resource, where, plan, cases_of, patients, coding
+                        line, resource, where, plan, cases_of, patients, coding, left
                     )
 
     return _input_errors(run())
@@ -718,7 +739,7 @@ def _read_needed(
                 kept = kept_record(line, resource)
                 for case in wanted.get(kept.key, ()):
                     where = {"file": file, "pos": offset}
-                    yield _kept_row(case, patients[case], where, kept)
+                    yield _kept_row(case, patients[case], where, kept, not chunk.gzipped)
 
     return _input_errors(run())
 
@@ -821,16 +842,17 @@ def _evaluate_on_spark(
         # (the order of the output: each partition is written as one part file, in order).
         pack_text = pack.source_text
         prices = dict(charges) if charges is not None else None  # shipped with the closure
+        paths = list(source.paths)
 
         def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
+            return _input_errors(_evaluate_rows(rows, pack_text, block_on, stamp, prices, paths))
 
         back = _roles_back(gathered)
         kept = (
             (gathered if back is None else gathered.unionByName(back))
             .repartitionByRange(4 * cores, "case")
             .sortWithinPartitions("case", "file", "pos")
-            .select("case", "key", "line", "targets")  # what the evaluation reads
+            .select("case", "key", "file", "pos", "size", "line", "targets")  # what it reads
         )
         evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
         counts = evaluated.agg(
@@ -877,20 +899,22 @@ def _roles_back(gathered: Any) -> Any:
         "key",
         "file",
         "pos",
+        "size",
         "targets",
         "forward",
         F.when(is_role, F.col("line")).alias("line"),
+        is_role.alias("role"),
     )
     rows = staff.toArrow().to_pylist()  # as Arrow: Row objects cost seconds at 100k
     roles: dict[str, dict[tuple[int, int], Any]] = {}  # Practitioner -> its roles' lines
     for row in rows:
-        if row["line"] is not None:
+        if row["role"]:
             for target in row["targets"]:
                 roles.setdefault(target, {})[(row["file"], row["pos"])] = row
     back: dict[tuple[str, int, int], tuple[Any, ...]] = {}
     pointed: dict[str, set[tuple[str, str]]] = {}  # what the roles point at -> cases
     for row in rows:
-        if row["line"] is None:
+        if not row["role"]:
             for (file, pos), role in roles.get(row["key"], {}).items():
                 back[(row["case"], file, pos)] = _kept_tuple(row["case"], row["patient"], role)
                 for forward in role["forward"]:

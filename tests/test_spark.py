@@ -128,6 +128,24 @@ def test_a_glob_is_read_by_spark_itself_with_the_same_answers(spark: Any, tmp_pa
         evaluate_on_spark(str(data / "*.ndjson"), str(tmp_path / "o2"), spark=spark, now=NOW)
 
 
+def test_gzipped_files_beside_plain_ones_on_spark_as_locally(spark: Any, tmp_path: Path) -> None:
+    """A local export's lines are read back from their files by the evaluation (the JVM
+    holds only where they are); a gzipped file cannot be read at an offset, so its lines
+    travel as bytes: with both kinds in one export, the local engine's rows."""
+    import gzip
+
+    data = tmp_path / "export"
+    generate(data, 120, seed=13)
+    for name in ("Encounter.ndjson", "Practitioner.ndjson"):
+        plain = data / name
+        (data / f"{name}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    local = _local(data)
+    assert len(local) > 5
+    result = evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
+    assert read_reports(result.reports) == local
+
+
 def test_truncated_line_and_used_out_dir_are_clear_errors(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

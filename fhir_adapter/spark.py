@@ -849,8 +849,11 @@ def _evaluate_on_spark(
 
         back = _roles_back(gathered)
         kept = (
-            (gathered if back is None else gathered.unionByName(back))
-            .repartitionByRange(4 * cores, "case")
+            _in_case_ranges(
+                gathered if back is None else gathered.unionByName(back),
+                sorted(patients),
+                EVALUATION_TASKS_PER_CORE * cores,
+            )
             .sortWithinPartitions("case", "file", "pos")
             .select("case", "key", "file", "pos", "size", "line", "targets")  # what it reads
         )
@@ -872,6 +875,42 @@ def _evaluate_on_spark(
                 session.conf.set(name, value)
         for frame in held:
             _release(frame)
+
+
+# Evaluation tasks per core (ranges of cases: each range's reports are one part file).
+EVALUATION_TASKS_PER_CORE = 4
+
+
+def _in_case_ranges(frame: Any, cases: Sequence[str], parts: int) -> Any:
+    """`frame` partitioned in `parts` ranges of its sorted `case` keys, in key order, each
+    range as many cases: `repartitionByRange` without its sample of the rows (a job of
+    its own over every gathered line): the driver knows every case already.
+
+    Spark places a row by the hash of its partitioning column (its `hash` function,
+    modulo the partition count): each range is given a number whose hash places it in
+    the partition of its rank, found by Spark itself (a query of constants). Should no
+    number be found for some rank, `repartitionByRange` does it."""
+    from pyspark.sql import functions as F
+
+    parts = max(1, min(parts, len(cases)))
+    if parts == 1:
+        return frame.repartition(1)
+    candidates = range(16 * parts)
+    where = frame.sparkSession.range(0, len(candidates), 1, 1).select(
+        F.col("id"), F.pmod(F.hash(F.col("id")), F.lit(parts)).alias("part")
+    )
+    number: dict[int, int] = {}
+    for row in where.toArrow().to_pylist():
+        number.setdefault(row["part"], row["id"])
+    if len(number) < parts:
+        return frame.repartitionByRange(parts, "case")
+    case = F.col("case")
+    # the numbers as the type Spark found their hash for (`range` makes longs)
+    ranks = [F.lit(number[i]).cast("long") for i in range(parts)]
+    rank = F.when(case < F.lit(cases[len(cases) // parts]), ranks[0])
+    for i in range(1, parts - 1):
+        rank = rank.when(case < F.lit(cases[len(cases) * (i + 1) // parts]), ranks[i])
+    return frame.repartition(parts, rank.otherwise(ranks[-1]))
 
 
 def _release(frame: Any) -> None:

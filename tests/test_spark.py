@@ -313,3 +313,31 @@ def test_the_cli_runs_on_the_active_session_of_its_master(
         assert not (tmp_path / "other").exists()
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+def test_cases_are_evaluated_in_ranges_of_their_keys_in_key_order(spark: Any) -> None:
+    """The evaluation's partitions are ranges of the sorted case keys (each partition's
+    reports are one part file: the output is in key order), as many cases each, placed
+    without a sample of the rows."""
+    from pyspark.sql import functions as F
+
+    from fhir_adapter.spark import _in_case_ranges
+
+    cases = sorted(f"Procedure/p{n:03d}" for n in range(0, 300, 7))
+    rows = [(case, line) for case in reversed(cases) for line in range(3)]
+    frame = spark.createDataFrame(rows, "case string, line int")
+    for parts in (1, 4, 5):
+        placed = (
+            _in_case_ranges(frame, cases, parts)
+            .select("case", F.spark_partition_id().alias("part"))
+            .toArrow()
+            .to_pylist()
+        )
+        assert len(placed) == len(rows)
+        ranges: dict[int, set[str]] = {}
+        for row in placed:
+            ranges.setdefault(row["part"], set()).add(row["case"])
+        assert sorted(ranges) == list(range(parts))
+        in_order = [sorted(ranges[part]) for part in range(parts)]
+        assert [case for part in in_order for case in part] == cases
+        assert max(map(len, in_order)) - min(map(len, in_order)) <= 1

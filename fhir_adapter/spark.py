@@ -13,8 +13,11 @@ Either way, pass 1 reads only the Procedure files for the lines that mention the
 pass 2 every file, pass 3 the files of the types still wanted; a line's position is
 its file's rank in the local engine's reading order, then its place in the file (a
 later copy of a resource replaces an earlier one). Each pass's (small) result is held
-as a local checkpoint, so later passes' plans stay small. The kept lines are
-range-partitioned by case and each partition is evaluated in Python by the same
+as a local checkpoint, so later passes' plans stay small; of a local export's lines only
+where each is (file, offset, length) is held and shuffled, and the evaluation reads the
+line back from its file (a gzipped file's lines, and a glob's, travel as bytes). The
+kept lines are partitioned in ranges of case keys the driver works out (it knows every
+case: no sample job) and each partition is evaluated in Python by the same
 `assemble` / `evaluate_case` / `build_output` code the local engine uses, with the
 pack compiled there from the driver's YAML text. No rule exists twice.
 
@@ -778,12 +781,12 @@ def _evaluate_on_spark(
     cores = session.sparkContext.defaultParallelism
     held: list[Any] = []
 
-    def checkpoint(frame: Any) -> Any:
+    def checkpoint(frame: Any, eager: bool = True) -> Any:
         """`frame` computed once and held by the executors: every later pass reads it, and
         its plan is a scan of the result (the plans of later passes stay small: planning
         and describing them cost more than running them when each carried the whole
-        lineage)."""
-        held.append(frame.localCheckpoint(eager=True))
+        lineage). Not `eager`: computed and held by the first action that reads it."""
+        held.append(frame.localCheckpoint(eager=eager))
         return held[-1]
 
     # For the length of this call: the export read in a few splits per core (balanced work
@@ -857,15 +860,17 @@ def _evaluate_on_spark(
             .sortWithinPartitions("case", "file", "pos")
             .select("case", "key", "file", "pos", "size", "line", "targets")  # what it reads
         )
-        evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
-        counts = evaluated.agg(
-            F.count(F.lit(1)).alias("cases"),
-            F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
-        ).first()
+        # evaluated by the first write, which holds the result for the second and the counts
+        # (no action of its own to evaluate it)
+        evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS), eager=False)
         reports = f"{out_uri.rstrip('/')}/reports"
         bundles = f"{out_uri.rstrip('/')}/bundles"
         evaluated.select("report").write.text(reports)
         evaluated.select("bundle").write.text(bundles)
+        counts = evaluated.agg(
+            F.count(F.lit(1)).alias("cases"),
+            F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
+        ).first()
         return SparkResult(int(counts["cases"]), int(counts["claims"]), reports, bundles)
     finally:
         for name, value in previous.items():

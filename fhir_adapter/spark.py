@@ -17,7 +17,8 @@ as a local checkpoint, so later passes' plans stay small; of a local export's li
 where each is (file, offset, length) is held and shuffled, and the evaluation reads the
 line back from its file (a gzipped file's lines, and a glob's, travel as bytes). The
 kept lines are partitioned in ranges of case keys the driver works out (it knows every
-case: no sample job) and each partition is evaluated in Python by the same
+case: no sample job); each partition's lines go into one store in export order, as
+the local engine's go into its one, and its cases are evaluated in Python by the same
 `assemble` / `evaluate_case` / `build_output` code the local engine uses, with the
 pack compiled there from the driver's YAML text. No rule exists twice.
 
@@ -299,15 +300,17 @@ def _evaluate_rows(
     charges: Mapping[str, float] | None = None,
     paths: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Executor side: the rows of a partition, sorted by case and export order;
-    one store per case, evaluated by the local engine's own code. A row without its
-    line's bytes is read back from its file (`paths`, by rank) at its position, as the
-    local engine's store reads the lines it left in their files."""
+    """Executor side: the rows of a partition (a range of cases), in export order, into
+    one store, as the local engine holds the export's kept lines in one (what a case
+    gathered is all it needs of it; a line several cases gathered is stored once, and
+    the reference data they share is parsed once), then each case, in key order,
+    evaluated by the local engine's own code. A row without its line's bytes stays in
+    its file (`paths`, by rank), read back when a case asks, as the local engine's
+    store reads the lines it left in their files."""
     from fhir_adapter.pipeline import case_procedure, evaluate_one, gc_paused
-    from fhir_adapter.sources.store import CompactStore, LineFiles
+    from fhir_adapter.sources.store import CompactStore
 
     pack = _executor_pack(pack_text)
-    files = LineFiles()  # one descriptor per file for the whole task
 
     def evaluate(case_key: str, store: CompactStore) -> dict[str, Any] | None:
         procedure = case_procedure(store, pack, case_key)
@@ -321,23 +324,27 @@ def _evaluate_rows(
             "claim": not output.evaluation.blocked,
         }
 
-    current: str | None = None
     store = CompactStore()
+    cases: set[str] = set()
     # the cyclic GC paused, as the local engine pauses it (its passes over the many
     # acyclic dicts of a case cost more than the case's evaluation)
     with gc_paused():
-        for row in rows:
-            if row["case"] != current:
-                if current is not None and (done := evaluate(current, store)) is not None:
-                    yield done
-                current, store = row["case"], CompactStore()
+
+        def lines() -> Iterator[Kept]:
             # in export order, so that a later copy of a resource replaces an earlier one
-            line = row["line"]
-            if line is None:
-                line = files.read(files.locate(paths[row["file"]], row["pos"], row["size"]))
-            store.add_indexed(line, row["key"], row["targets"])
-        if current is not None and (done := evaluate(current, store)) is not None:
-            yield done
+            for row in rows:
+                cases.add(row["case"])
+                line, targets = row["line"], tuple(row["targets"])
+                if line is None:
+                    path = paths[row["file"]]
+                    yield Kept(b"", row["key"], targets, (), path, row["pos"], row["size"])
+                else:
+                    yield Kept(line, row["key"], targets, ())
+
+        store.add_lines(lines())
+        for case in sorted(cases):
+            if (done := evaluate(case, store)) is not None:
+                yield done
 
 
 def _to_python(frame: Any, *extra: str) -> Any:
@@ -857,7 +864,7 @@ def _evaluate_on_spark(
                 sorted(patients),
                 EVALUATION_TASKS_PER_CORE * cores,
             )
-            .sortWithinPartitions("case", "file", "pos")
+            .sortWithinPartitions("file", "pos")
             .select("case", "key", "file", "pos", "size", "line", "targets")  # what it reads
         )
         # evaluated by the first write, which holds the result for the second and the counts

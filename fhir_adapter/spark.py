@@ -13,8 +13,12 @@ Either way, pass 1 reads only the Procedure files for the lines that mention the
 pass 2 every file, pass 3 the files of the types still wanted; a line's position is
 its file's rank in the local engine's reading order, then its place in the file (a
 later copy of a resource replaces an earlier one). Each pass's (small) result is held
-as a local checkpoint, so later passes' plans stay small. The kept lines are
-range-partitioned by case and each partition is evaluated in Python by the same
+as a local checkpoint, so later passes' plans stay small; of a local export's lines only
+where each is (file, offset, length) is held and shuffled, and the evaluation reads the
+line back from its file (a gzipped file's lines, and a glob's, travel as bytes). The
+kept lines are partitioned in ranges of case keys the driver works out (it knows every
+case: no sample job); each partition's lines go into one store in export order, as
+the local engine's go into its one, and its cases are evaluated in Python by the same
 `assemble` / `evaluate_case` / `build_output` code the local engine uses, with the
 pack compiled there from the driver's YAML text. No rule exists twice.
 
@@ -120,12 +124,15 @@ BAD_LINE = "a line of the export is not a complete JSON object (truncated or cor
 # rank in the local engine's reading order, then its position there: a later copy of a
 # resource replaces an earlier one), and which file (named when the line is bad).
 LINE_COLUMNS = ("value", "file", "pos", "path")
-# What a kept line carries to the evaluation: the case it is grouped by, and its patient.
+# What a kept line carries to the evaluation: the case it is grouped by, and its patient;
+# the line's bytes, or none when the evaluation reads them back from a local export's
+# file (`size` bytes at `pos`: the JVM holds and shuffles a few dozen bytes per line).
 KEPT_COLUMNS = (
     ("case", "string"),
     ("patient", "string"),
     ("file", "int"),
     ("pos", "long"),
+    ("size", "int"),
     ("line", "binary"),
     ("key", "string"),
     ("targets", "strings"),
@@ -181,13 +188,17 @@ def _spark_schema(columns: Sequence[tuple[str, str]]) -> Any:
     return T.StructType([T.StructField(name, kinds[kind]) for name, kind in columns])
 
 
-def _kept_row(case: str, patient: str, row: Mapping[str, Any], kept: Kept) -> dict[str, Any]:
+def _kept_row(
+    case: str, patient: str, row: Mapping[str, Any], kept: Kept, left: bool = False
+) -> dict[str, Any]:
+    """A kept line's row; `left`: its bytes stay in its file (`size` bytes at `pos`)."""
     return {
         "case": case,
         "patient": patient,
         "file": row["file"],
         "pos": row["pos"],
-        "line": kept.line,
+        "size": len(kept.line),
+        "line": None if left else kept.line,
         "key": kept.key,
         "targets": list(kept.targets),
         "forward": list(kept.forward),
@@ -243,10 +254,12 @@ def _cases_of_line(
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
     coding: tuple[str, str, Collection[int]],
+    left: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """A row per case a parsed line belongs to (`where`: its file and position), decided
     by the local engine's `plan_hits`; and the case Procedures' own coded lines in the
-    files pass 1 reads (`coding`: system, code, those files' ranks)."""
+    files pass 1 reads (`coding`: system, code, those files' ranks). `left`: the line's
+    bytes stay in its file."""
     system, code, procedure_files = coding
     refs = forward_keys(line)
     hits = plan_hits(plan, resource, refs)
@@ -262,7 +275,7 @@ def _cases_of_line(
     if cases:
         kept = kept_record(line, resource, refs)
         for case in sorted(cases):
-            yield _kept_row(case, patients[case], where, kept)
+            yield _kept_row(case, patients[case], where, kept, left)
 
 
 _PACKS: dict[str, Pack] = {}
@@ -285,9 +298,15 @@ def _evaluate_rows(
     block_on: str | None,
     stamp: str,
     charges: Mapping[str, float] | None = None,
+    paths: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Executor side: the rows of a partition, sorted by case and export order;
-    one store per case, evaluated by the local engine's own code."""
+    """Executor side: the rows of a partition (a range of cases), in export order, into
+    one store, as the local engine holds the export's kept lines in one (what a case
+    gathered is all it needs of it; a line several cases gathered is stored once, and
+    the reference data they share is parsed once), then each case, in key order,
+    evaluated by the local engine's own code. A row without its line's bytes stays in
+    its file (`paths`, by rank), read back when a case asks, as the local engine's
+    store reads the lines it left in their files."""
     from fhir_adapter.pipeline import case_procedure, evaluate_one, gc_paused
     from fhir_adapter.sources.store import CompactStore
 
@@ -305,20 +324,27 @@ def _evaluate_rows(
             "claim": not output.evaluation.blocked,
         }
 
-    current: str | None = None
     store = CompactStore()
+    cases: set[str] = set()
     # the cyclic GC paused, as the local engine pauses it (its passes over the many
     # acyclic dicts of a case cost more than the case's evaluation)
     with gc_paused():
-        for row in rows:
-            if row["case"] != current:
-                if current is not None and (done := evaluate(current, store)) is not None:
-                    yield done
-                current, store = row["case"], CompactStore()
+
+        def lines() -> Iterator[Kept]:
             # in export order, so that a later copy of a resource replaces an earlier one
-            store.add_indexed(row["line"], row["key"], row["targets"])
-        if current is not None and (done := evaluate(current, store)) is not None:
-            yield done
+            for row in rows:
+                cases.add(row["case"])
+                line, targets = row["line"], tuple(row["targets"])
+                if line is None:
+                    path = paths[row["file"]]
+                    yield Kept(b"", row["key"], targets, (), path, row["pos"], row["size"])
+                else:
+                    yield Kept(line, row["key"], targets, ())
+
+        store.add_lines(lines())
+        for case in sorted(cases):
+            if (done := evaluate(case, store)) is not None:
+                yield done
 
 
 def _to_python(frame: Any, *extra: str) -> Any:
@@ -492,6 +518,8 @@ class _Source:
     """Where each pass's kept lines come from, as rows of KEPT_COLUMNS."""
 
     procedures: list[int]  # ranks of the files pass 1 reads (named for Procedure or none)
+    # by rank, the files whose kept lines the evaluation reads back (none: lines travel)
+    paths: Sequence[str] = ()
 
     def cases(self, system: str, code: str) -> Any:
         raise NotImplementedError
@@ -576,6 +604,7 @@ class _ChunkSource(_Source):
         # absolute: an executor of a cluster does not run in the driver's directory
         files = [os.path.abspath(f) for f in files]
         rank = {f: i for i, f in enumerate(files)}
+        self.paths = files
         chunks = chunks_of([Path(f) for f in files])
         self.procedures = sorted({rank[c.path] for c in chunks if c.rtype in (None, "Procedure")})
         self.chunks = [(rank[c.path], c) for c in chunks]
@@ -664,7 +693,8 @@ def _read_cases(chunks: Iterable[tuple[int, Chunk]], system: str, code: str) -> 
                 ):
                     kept = kept_record(line, resource)
                     where = {"file": file, "pos": offset}
-                    yield _kept_row(kept.key, _patient_of(resource, kept.key), where, kept)
+                    patient = _patient_of(resource, kept.key)
+                    yield _kept_row(kept.key, patient, where, kept, not chunk.gzipped)
 
     return _input_errors(run())
 
@@ -687,12 +717,13 @@ def _read_related(
             out = ScanResult()
             screen = line_screen(*screen_ids(ids, chunk.rtype))
             report = chunk.rtype != "Procedure"
+            left = not chunk.gzipped  # the evaluation reads the line back from the file
             for offset, line in whole_lines(job, chunk, out, report, screen):
                 resource = admit_line(job, chunk, offset, line, out)
                 if resource is not None:
                     where = {"file": file, "pos": offset}
                     yield from _cases_of_line(
-                        line, resource, where, plan, cases_of, patients, coding
+                        line, resource, where, plan, cases_of, patients, coding, left
                     )
 
     return _input_errors(run())
@@ -718,7 +749,7 @@ def _read_needed(
                 kept = kept_record(line, resource)
                 for case in wanted.get(kept.key, ()):
                     where = {"file": file, "pos": offset}
-                    yield _kept_row(case, patients[case], where, kept)
+                    yield _kept_row(case, patients[case], where, kept, not chunk.gzipped)
 
     return _input_errors(run())
 
@@ -757,12 +788,12 @@ def _evaluate_on_spark(
     cores = session.sparkContext.defaultParallelism
     held: list[Any] = []
 
-    def checkpoint(frame: Any) -> Any:
+    def checkpoint(frame: Any, eager: bool = True) -> Any:
         """`frame` computed once and held by the executors: every later pass reads it, and
         its plan is a scan of the result (the plans of later passes stay small: planning
         and describing them cost more than running them when each carried the whole
-        lineage)."""
-        held.append(frame.localCheckpoint(eager=True))
+        lineage). Not `eager`: computed and held by the first action that reads it."""
+        held.append(frame.localCheckpoint(eager=eager))
         return held[-1]
 
     # For the length of this call: the export read in a few splits per core (balanced work
@@ -821,26 +852,32 @@ def _evaluate_on_spark(
         # (the order of the output: each partition is written as one part file, in order).
         pack_text = pack.source_text
         prices = dict(charges) if charges is not None else None  # shipped with the closure
+        paths = list(source.paths)
 
         def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _evaluate_rows(rows, pack_text, block_on, stamp, prices)
+            return _input_errors(_evaluate_rows(rows, pack_text, block_on, stamp, prices, paths))
 
         back = _roles_back(gathered)
         kept = (
-            (gathered if back is None else gathered.unionByName(back))
-            .repartitionByRange(4 * cores, "case")
-            .sortWithinPartitions("case", "file", "pos")
-            .select("case", "key", "line", "targets")  # what the evaluation reads
+            _in_case_ranges(
+                gathered if back is None else gathered.unionByName(back),
+                sorted(patients),
+                EVALUATION_TASKS_PER_CORE * cores,
+            )
+            .sortWithinPartitions("file", "pos")
+            .select("case", "key", "file", "pos", "size", "line", "targets")  # what it reads
         )
-        evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS))
-        counts = evaluated.agg(
-            F.count(F.lit(1)).alias("cases"),
-            F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
-        ).first()
+        # evaluated by the first write, which holds the result for the second and the counts
+        # (no action of its own to evaluate it)
+        evaluated = checkpoint(_map_in_arrow(kept, evaluate, REPORT_COLUMNS), eager=False)
         reports = f"{out_uri.rstrip('/')}/reports"
         bundles = f"{out_uri.rstrip('/')}/bundles"
         evaluated.select("report").write.text(reports)
         evaluated.select("bundle").write.text(bundles)
+        counts = evaluated.agg(
+            F.count(F.lit(1)).alias("cases"),
+            F.coalesce(F.sum(F.col("claim").cast("int")), F.lit(0)).alias("claims"),
+        ).first()
         return SparkResult(int(counts["cases"]), int(counts["claims"]), reports, bundles)
     finally:
         for name, value in previous.items():
@@ -850,6 +887,42 @@ def _evaluate_on_spark(
                 session.conf.set(name, value)
         for frame in held:
             _release(frame)
+
+
+# Evaluation tasks per core (ranges of cases: each range's reports are one part file).
+EVALUATION_TASKS_PER_CORE = 4
+
+
+def _in_case_ranges(frame: Any, cases: Sequence[str], parts: int) -> Any:
+    """`frame` partitioned in `parts` ranges of its sorted `case` keys, in key order, each
+    range as many cases: `repartitionByRange` without its sample of the rows (a job of
+    its own over every gathered line): the driver knows every case already.
+
+    Spark places a row by the hash of its partitioning column (its `hash` function,
+    modulo the partition count): each range is given a number whose hash places it in
+    the partition of its rank, found by Spark itself (a query of constants). Should no
+    number be found for some rank, `repartitionByRange` does it."""
+    from pyspark.sql import functions as F
+
+    parts = max(1, min(parts, len(cases)))
+    if parts == 1:
+        return frame.repartition(1)
+    candidates = range(16 * parts)
+    where = frame.sparkSession.range(0, len(candidates), 1, 1).select(
+        F.col("id"), F.pmod(F.hash(F.col("id")), F.lit(parts)).alias("part")
+    )
+    number: dict[int, int] = {}
+    for row in where.toArrow().to_pylist():
+        number.setdefault(row["part"], row["id"])
+    if len(number) < parts:
+        return frame.repartitionByRange(parts, "case")
+    case = F.col("case")
+    # the numbers as the type Spark found their hash for (`range` makes longs)
+    ranks = [F.lit(number[i]).cast("long") for i in range(parts)]
+    rank = F.when(case < F.lit(cases[len(cases) // parts]), ranks[0])
+    for i in range(1, parts - 1):
+        rank = rank.when(case < F.lit(cases[len(cases) * (i + 1) // parts]), ranks[i])
+    return frame.repartition(parts, rank.otherwise(ranks[-1]))
 
 
 def _release(frame: Any) -> None:
@@ -877,20 +950,22 @@ def _roles_back(gathered: Any) -> Any:
         "key",
         "file",
         "pos",
+        "size",
         "targets",
         "forward",
         F.when(is_role, F.col("line")).alias("line"),
+        is_role.alias("role"),
     )
     rows = staff.toArrow().to_pylist()  # as Arrow: Row objects cost seconds at 100k
     roles: dict[str, dict[tuple[int, int], Any]] = {}  # Practitioner -> its roles' lines
     for row in rows:
-        if row["line"] is not None:
+        if row["role"]:
             for target in row["targets"]:
                 roles.setdefault(target, {})[(row["file"], row["pos"])] = row
     back: dict[tuple[str, int, int], tuple[Any, ...]] = {}
     pointed: dict[str, set[tuple[str, str]]] = {}  # what the roles point at -> cases
     for row in rows:
-        if row["line"] is None:
+        if not row["role"]:
             for (file, pos), role in roles.get(row["key"], {}).items():
                 back[(row["case"], file, pos)] = _kept_tuple(row["case"], row["patient"], role)
                 for forward in role["forward"]:

@@ -128,6 +128,24 @@ def test_a_glob_is_read_by_spark_itself_with_the_same_answers(spark: Any, tmp_pa
         evaluate_on_spark(str(data / "*.ndjson"), str(tmp_path / "o2"), spark=spark, now=NOW)
 
 
+def test_gzipped_files_beside_plain_ones_on_spark_as_locally(spark: Any, tmp_path: Path) -> None:
+    """A local export's lines are read back from their files by the evaluation (the JVM
+    holds only where they are); a gzipped file cannot be read at an offset, so its lines
+    travel as bytes: with both kinds in one export, the local engine's rows."""
+    import gzip
+
+    data = tmp_path / "export"
+    generate(data, 120, seed=13)
+    for name in ("Encounter.ndjson", "Practitioner.ndjson"):
+        plain = data / name
+        (data / f"{name}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    local = _local(data)
+    assert len(local) > 5
+    result = evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
+    assert read_reports(result.reports) == local
+
+
 def test_truncated_line_and_used_out_dir_are_clear_errors(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -295,3 +313,31 @@ def test_the_cli_runs_on_the_active_session_of_its_master(
         assert not (tmp_path / "other").exists()
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+def test_cases_are_evaluated_in_ranges_of_their_keys_in_key_order(spark: Any) -> None:
+    """The evaluation's partitions are ranges of the sorted case keys (each partition's
+    reports are one part file: the output is in key order), as many cases each, placed
+    without a sample of the rows."""
+    from pyspark.sql import functions as F
+
+    from fhir_adapter.spark import _in_case_ranges
+
+    cases = sorted(f"Procedure/p{n:03d}" for n in range(0, 300, 7))
+    rows = [(case, line) for case in reversed(cases) for line in range(3)]
+    frame = spark.createDataFrame(rows, "case string, line int")
+    for parts in (1, 4, 5):
+        placed = (
+            _in_case_ranges(frame, cases, parts)
+            .select("case", F.spark_partition_id().alias("part"))
+            .toArrow()
+            .to_pylist()
+        )
+        assert len(placed) == len(rows)
+        ranges: dict[int, set[str]] = {}
+        for row in placed:
+            ranges.setdefault(row["part"], set()).add(row["case"])
+        assert sorted(ranges) == list(range(parts))
+        in_order = [sorted(ranges[part]) for part in range(parts)]
+        assert [case for part in in_order for case in part] == cases
+        assert max(map(len, in_order)) - min(map(len, in_order)) <= 1

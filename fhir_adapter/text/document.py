@@ -101,6 +101,9 @@ class Outline:
         return section.heading + (f" ({section.role})" if section.role else "")
 
 
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
 class Outliner:
     """Headings and roles compiled once per vocabulary; `outline` splits one text."""
 
@@ -116,6 +119,7 @@ class Outliner:
         ruling_roles: frozenset[str] = frozenset(),
         own_marks: re.Pattern[str] | None = None,
         reported: re.Pattern[str] | None = None,
+        disowns: list[str] | None = None,
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
         self._roles = [
@@ -128,6 +132,7 @@ class Outliner:
         ]
         self._opens = [re.compile(p, re.I) for p in opens]
         self._closes = [re.compile(p, re.I) for p in closes]
+        self._disowns = [re.compile(p, re.I) for p in disowns or []]
         self._reason = reason
         self._own_organ = own_organ
         # roles that rule what they head (a plan, options discussed): a label of ordinary
@@ -351,9 +356,25 @@ class Outliner:
 
     def _copied(self, text: str) -> tuple[Copied, ...]:
         out: list[Copied] = []
+        # a sentence that disowns the text above it ("the procedure details above were
+        # carried forward from my note of 10/14/2024"): all before its paragraph is copied,
+        # and the sentence itself opens no copy of what follows it
+        said: list[tuple[int, int]] = []
+        for rx in self._disowns:
+            for m in rx.finditer(text):
+                said.append((m.start(), m.end()))
+        if said:
+            at = max(s for s, _ in said)
+            blank = [b.end() for b in _BLANK_LINE.finditer(text, 0, at)]
+            end = blank[-1] if blank else text.rfind("\n", 0, at) + 1
+            if end > 0:
+                date = _DATE.search(text, at, min(len(text), at + 200))
+                out.append(Copied(0, end, self._reason + (f" ({date.group(0)})" if date else "")))
         for rx in self._opens:
             for m in rx.finditer(text):
                 if any(c.start <= m.start() < c.end for c in out):
+                    continue
+                if any(s <= m.start() < e for s, e in said):
                     continue
                 line_start = text.rfind("\n", 0, m.start()) + 1
                 line_end = text.find("\n", m.end())

@@ -70,6 +70,7 @@ class Scope:
             _compile("|".join(f"(?:{p})" for p in sc.reported), "text.scope.reported")
             if sc.reported
             else None,
+            disowns=_compile_all(copied.disowns if copied else [], "text.scope.copied.disowns"),
         )
         self._copied_status = copied.status if copied else "historical"
         self._copied_skip = frozenset(copied.skip if copied else ())

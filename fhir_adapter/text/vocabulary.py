@@ -112,6 +112,10 @@ class CopiedBlock(_Strict):
 
     opens: list[str] = Field(min_length=1)
     closes: list[str] = []
+    # a later sentence that says the text above it was copied from another note ("the
+    # indication and procedure details above were carried forward from my note of
+    # 10/14/2024"): everything before its paragraph is copied
+    disowns: list[str] = []
     status: Status = "historical"
     reason: str = "copied from an earlier note"
     # elements a copied block still documents (the reason a copied H&P gives for the ablation)

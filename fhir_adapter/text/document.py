@@ -102,6 +102,12 @@ class Outline:
 
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_FIRST_CLAUSE = re.compile(r"(?<=[.;:])\s")
+
+
+def _opening(first_line: str) -> str:
+    """What names an organ's paragraph or list item as a heading: its first clause, short."""
+    return _FIRST_CLAUSE.split(first_line.strip(), maxsplit=1)[0][:60]
 
 
 class Outliner:
@@ -237,8 +243,7 @@ class Outliner:
             if organ is None or organ == self._own_organ:
                 continue
             if self._own_marks.search(text[start : para.end()].lower()) is None:
-                opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
-                out.append(Section(start, para.end(), opening, None, organ))
+                out.append(Section(start, para.end(), _opening(first), None, organ))
         # a list item that opens on another organ ("1. CT-guided cryoablation, LEFT kidney
         # lower pole mass 2.6 cm" over its lines "2 cryoprobes ... 10 min freeze") is that
         # organ's, though the paragraph holding it names the liver in another item
@@ -252,8 +257,7 @@ class Outliner:
             if organ is None or organ == self._own_organ:
                 continue
             if self._own_marks.search(item.group(0).lower()) is None:
-                opening = re.split(r"(?<=[.;:])\s", first.strip(), maxsplit=1)[0][:60]
-                out.append(Section(item.start(), item.end(), opening, None, organ))
+                out.append(Section(item.start(), item.end(), _opening(first), None, organ))
         out.sort(key=lambda s: s.start)
         paragraphs = list(out)
         for row in rows:

@@ -111,7 +111,10 @@ def test_concurrency_gives_the_same_output_in_the_same_order(
     with FhirClient(limited.base) as client:
         one = _rows(client, concurrency=1)
     assert limited.max_in_flight == 1
-    # the per-host cap: eight cases at once, never more than three requests in flight
+    # the per-host cap: eight cases at once, never more than three requests in flight.
+    # Each answer is held 0.1 s so that the cases' reads overlap even on a loaded machine
+    # (at 5 ms a busy machine could start the third before the first was answered).
+    limited.latency = 0.1
     with FhirClient(limited.base, max_in_flight=3) as client:
         eight = _rows(client, concurrency=8)
     assert len(one) == 6 and one == eight

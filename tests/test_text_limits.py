@@ -162,6 +162,52 @@ def test_the_attack_text_reads_the_same_as_clauses_or_sentences(pack: Pack) -> N
     assert reading(pack, as_sentences)[:2] == reading(pack, as_one_run)[:2]
 
 
+# Long runs without a letter or digit between a note's paragraphs: a ruler pasted many times,
+# blank padding, a signature line of underscores.
+BARE_RUNS = ("-" * 30_000, "\n" + " \n" * 10_000, "_" * 5_000 + "*" * 5_000)
+
+
+def test_a_long_run_without_words_is_stepped_over_and_the_note_reads_the_same(
+    pack: Pack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long text is scanned between its runs of 2,000 or more characters without a letter
+    or digit (a pattern opening on a lookbehind would otherwise be tried at each of their
+    positions); it reads exactly as when scanned whole."""
+    paragraph = ". ".join(NOTE) + "."
+    text = "\n".join([paragraph, BARE_RUNS[0], paragraph, BARE_RUNS[1], paragraph, BARE_RUNS[2]])
+    text += "\nDr. Ames"
+    assert len(pack.engine.document(text).spans) == len(BARE_RUNS) + 1
+    stepped = reading(pack, text)
+    whole = ((0, len(text)),)
+    for module in ("fhir_adapter.text.engine", "fhir_adapter.text.document"):
+        monkeypatch.setattr(f"{module}.stretches", lambda t: ((0, len(t)),))
+    pack.engine.forget()
+    assert pack.engine.document(text).spans == whole
+    assert reading(pack, text) == stepped
+    assert {status for (_, _, status) in stepped[2]} >= {"affirmed", "negated", "historical"}
+
+
+def test_a_word_longer_than_any_word_is_read_as_nothing(pack: Pack) -> None:
+    """A pasted number of 20,000 digits or "word" of 40,000 letters is blanked out of the
+    scanned text (patterns opening on \\d+ or \\w* would be tried from each of its
+    positions to its end); the note reads as it does without it, its offsets kept."""
+    paragraph = ". ".join(NOTE) + "."
+    plain = reading(pack, paragraph + "\n\n" + paragraph)
+    for blob in ("7" * 20_000, "x" * 40_000, "segment7" * 5):
+        text = paragraph + "\n\n" + blob + "\n\n" + paragraph
+        doc = pack.engine.document(text)
+        assert len(doc.low) == len(text) and doc.low.count("\0") == len(blob)
+        assert reading(pack, text) == plain
+    kept = "esophagogastroduodenoscopy 1234567890123456"  # 26 letters, 16 digits: words
+    assert "\0" not in pack.engine.document(kept).low
+
+
+def test_an_ordinary_text_is_scanned_whole(pack: Pack) -> None:
+    text = ". ".join(NOTE * 40) + "\n" + "-" * 80 + "\n" + "_" * 3_000
+    assert len(text) < 50_000
+    assert pack.engine.document(text).spans == ((0, len(text)),)
+
+
 @pytest.fixture(scope="module")
 def capped_pack() -> Pack:
     path = default_pack_path()

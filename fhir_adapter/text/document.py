@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 _DECORATED = re.compile(r"^[-=*#_~]{2,}\s*([^-=*#_~].*?)\s*[-=*#_~]{2,}$")
@@ -42,6 +43,50 @@ _ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|\(?[a-hA-H][.)]|[-*\u2022])")
 
 
 _Head = tuple[str | None, str | None, str | None]  # heading, role, organ
+
+
+# A run of this many characters without a letter or a digit (a ruler of dashes pasted a
+# thousand times, a megabyte of padding) holds nothing the vocabulary reads, yet a pattern
+# that opens on a lookbehind is tried at each of its positions. A long text is therefore
+# scanned stretch by stretch between such runs; each stretch reaches _MARGIN characters
+# into the run on either side, so a lookaround sees what it would in the whole text.
+_BARE = re.compile(r"[\W_]+")
+_BARE_RUN = 2_000
+_MARGIN = 200
+_LONG = 50_000  # shorter texts are scanned whole, as they always were
+
+
+def stretches(text: str) -> tuple[tuple[int, int], ...]:
+    """The [start, end) stretches of `text` worth scanning: the whole of an ordinary text."""
+    if len(text) < _LONG:
+        return ((0, len(text)),)
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for run in _BARE.finditer(text):
+        if run.end() - run.start() >= _BARE_RUN:
+            out.append((pos, run.start() + _MARGIN))
+            pos = run.end() - _MARGIN
+    out.append((pos, len(text)))
+    return tuple(out)
+
+
+def scan(
+    regex: re.Pattern[str], text: str, spans: tuple[tuple[int, int], ...]
+) -> Iterator[re.Match[str]]:
+    """`regex.finditer(text)` over the stretches `spans` (from `stretches`)."""
+    for start, end in spans:
+        yield from regex.finditer(text, start, end)
+
+
+def scan_first(
+    regex: re.Pattern[str], text: str, spans: tuple[tuple[int, int], ...]
+) -> re.Match[str] | None:
+    """`regex.search(text)` over the stretches `spans` (from `stretches`)."""
+    for start, end in spans:
+        found = regex.search(text, start, end)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,8 +409,9 @@ class Outliner:
         # carried forward from my note of 10/14/2024"): all before its paragraph is copied,
         # and the sentence itself opens no copy of what follows it
         said: list[tuple[int, int]] = []
+        spans = stretches(text)
         for rx in self._disowns:
-            for m in rx.finditer(text):
+            for m in scan(rx, text, spans):
                 said.append((m.start(), m.end()))
         if said:
             at = max(s for s, _ in said)
@@ -375,7 +421,7 @@ class Outliner:
                 date = _DATE.search(text, at, min(len(text), at + 200))
                 out.append(Copied(0, end, self._reason + (f" ({date.group(0)})" if date else "")))
         for rx in self._opens:
-            for m in rx.finditer(text):
+            for m in scan(rx, text, spans):
                 if any(c.start <= m.start() < c.end for c in out):
                     continue
                 if any(s <= m.start() < e for s, e in said):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fhir_adapter.deadline import check_deadline
-from fhir_adapter.text.document import Outline
+from fhir_adapter.text.document import Outline, scan, scan_first, stretches
 from fhir_adapter.text.prefilter import opens_with_boundary, required_sets
 from fhir_adapter.text.vocabulary import STATUSES, ModifierDef, TargetDef, TextConfig
 
@@ -170,6 +170,16 @@ class Document:
     # whether a number word of the vocabulary stands in the text as a word of its own
     # (known with its keywords; until then, as if it did)
     number_word: bool = True
+    # the stretches worth scanning (document.stretches: the whole of an ordinary text), and
+    # what they hold, joined, for the prefilter's substring tests
+    spans: tuple[tuple[int, int], ...] = ()
+    held: str = ""
+
+    def __post_init__(self) -> None:
+        self.spans = stretches(self.low)
+        self.held = (
+            self.low if len(self.spans) == 1 else "\n".join(self.low[a:b] for a, b in self.spans)
+        )
 
 
 @dataclass(slots=True, unsafe_hash=True)  # never mutated: see fhir_adapter.findings
@@ -601,6 +611,8 @@ class ContextEngine:
         low = text.lower()
         if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep offsets
             low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+        if _LONG_WORD.search(low) is not None:
+            low = _LONG_WORD.sub(_blank, low)
         return Document(text, low)
 
     def sentences(self, doc: Document) -> list[Sentence]:
@@ -726,7 +738,7 @@ class ContextEngine:
             patterns = doc.cue_patterns = [
                 p
                 for p in self._cue_patterns
-                if not (p.required and _cannot_match(p.required, doc.low))
+                if not (p.required and _cannot_match(p.required, doc.held))
             ]
         for pattern in patterns:
             name = pattern.name
@@ -777,7 +789,7 @@ class ContextEngine:
         if not target.keywords:
             # No keywords (a plain pattern group): one search of the text is the screen.
             regex, required = self.compiled(target.source)
-            if _cannot_match(required, low) or regex.search(low) is None:
+            if _cannot_match(required, doc.held) or scan_first(regex, low, doc.spans) is None:
                 return []
             parts = [Part(target.source, False)]
         else:
@@ -797,10 +809,10 @@ class ContextEngine:
             if spelled and not number_word:
                 continue
             regex, required = ready.get(source) or self.compiled(source)
-            if required and _cannot_match(required, low):
+            if required and _cannot_match(required, doc.held):
                 continue
             # one scan of the whole text per term/pattern whose keyword it has
-            for m in regex.finditer(low):
+            for m in scan(regex, low, doc.spans):
                 span = (m.start(), m.end())
                 idx = bisect.bisect_right(starts, span[0]) - 1
                 if idx < 0 or span[0] == span[1] or span in seen:
@@ -838,7 +850,7 @@ class ContextEngine:
         if doc.elements is None:
             cache = self._word_keywords
             found: set[str] = set()
-            words = set(_WORD.findall(doc.low))
+            words = set(_WORD.findall(doc.held))
             numbers = self._number_words
             doc.number_word = numbers is None or not numbers.isdisjoint(words)
             for word in words:
@@ -1063,6 +1075,17 @@ class ContextEngine:
                     for v in values:
                         yield v * factors[canonical]
                     values = []
+
+
+# A "word" of more than 32 characters ("esophagogastroduodenoscopy" has 26: a pasted blob,
+# a run of one letter) or a number of more than 16 digits says nothing, yet `\d+...` and `\w*...` patterns are
+# tried from each of its positions to its end: quadratic in its length. The scanned text
+# holds NULs in its place (offsets kept), and the cost of a text is linear in its length.
+_LONG_WORD = re.compile(r"\w{33,}|\d{17,}")
+
+
+def _blank(m: re.Match[str]) -> str:
+    return "\0" * (m.end() - m.start())
 
 
 def _cannot_match(required: tuple[frozenset[str], ...], low: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from fhir_adapter.text.document import Outline, Outliner, Section, has_phrase
+from fhir_adapter.text.document import Outline, Outliner, Section, has_phrase, scan, scan_first
 from fhir_adapter.text.engine import Document, Mention
 from fhir_adapter.text.vocabulary import LaterStudies, ScopeCue, SectionDef, TextConfig
 
@@ -176,7 +176,7 @@ class Scope:
     def dated(doc: Document) -> bool:
         """Whether a text writes a date at all: one that does not is ruled alike on every
         date of service."""
-        return _ANY_DATE.search(doc.low) is not None
+        return scan_first(_ANY_DATE, doc.low, doc.spans) is not None
 
     def rule(
         self,
@@ -238,11 +238,11 @@ class Scope:
         """(start, end, quoted words) of each sentence that takes back what the note said,
         and (start, end, "") of each span of text the note marks as deleted."""
         out = (
-            [(m.start(), m.end(), "") for m in self._struck.finditer(doc.low)]
+            [(m.start(), m.end(), "") for m in scan(self._struck, doc.low, doc.spans)]
             if self._struck is not None
             else []
         )
-        if self._corrections is None or self._corrections.search(doc.low) is None:
+        if self._corrections is None or scan_first(self._corrections, doc.low, doc.spans) is None:
             return out
         for s in doc.sentences or []:
             low = doc.low[s.start : s.end]
@@ -340,7 +340,9 @@ class Scope:
                     return cue.rule.status, f'{cue.rule.reason} ("{found.group(0)}")'
         lines = outline.memo.get("line")
         if lines is None:
-            lines = outline.memo["line"] = [c for c in self._line_cues if c.regex.search(doc.low)]
+            lines = outline.memo["line"] = [
+                c for c in self._line_cues if scan_first(c.regex, doc.low, doc.spans)
+            ]
         # most texts hold no dated line at all
         return self._line_ruling(doc, outline, element, m, lines, service_date) if lines else None
 
@@ -378,7 +380,9 @@ class Scope:
         found = outline.memo.get("back")
         if found is None:
             found = outline.memo["back"] = [
-                c for c in self._previous_cues if c.anywhere and c.anywhere.search(doc.low)
+                c
+                for c in self._previous_cues
+                if c.anywhere and scan_first(c.anywhere, doc.low, doc.spans)
             ]
         assert isinstance(found, list)
         return [c for c in found if c.reaches(element)]
@@ -428,7 +432,9 @@ class Scope:
         if service_date:
             return _date(service_date[:10])
         if "today" not in outline.memo:
-            label = self._service_date.search(doc.low) if self._service_date else None
+            label = (
+                scan_first(self._service_date, doc.low, doc.spans) if self._service_date else None
+            )
             dayfirst = self._dayfirst(doc, outline)
             outline.memo["today"] = (
                 _date(label.group(1), dayfirst) if label else self._latest_treatment(doc, dayfirst)
@@ -442,7 +448,9 @@ class Scope:
         ("23/09/2025") writes them all so."""
         dayfirst = outline.memo.get("dayfirst")
         if dayfirst is None:
-            dayfirst = outline.memo["dayfirst"] = _DAY_FIRST.search(doc.low) is not None
+            dayfirst = outline.memo["dayfirst"] = (
+                scan_first(_DAY_FIRST, doc.low, doc.spans) is not None
+            )
         return dayfirst is True
 
     def _entry_ruling(
@@ -498,7 +506,7 @@ class Scope:
             return []
         dayfirst = self._dayfirst(doc, outline)
         out = []
-        for m in self._study_opens.finditer(doc.low):
+        for m in scan(self._study_opens, doc.low, doc.spans):
             written = _ANY_DATE.search(doc.low, m.start(), m.end())
             when = _date(written.group(0), dayfirst) if written else None
             if written is not None and when is not None:
@@ -514,7 +522,7 @@ class Scope:
             return []
         dayfirst = self._dayfirst(doc, outline)
         low, out = doc.low, []
-        for m in opens.finditer(low):
+        for m in scan(opens, low, doc.spans):
             when = _date(m.group("date"), dayfirst)
             if when is None:
                 continue
@@ -529,7 +537,7 @@ class Scope:
         or more: the session a record of several sessions bills."""
         dates = []
         for regex in self._latest:
-            for found in regex.finditer(doc.low):
+            for found in scan(regex, doc.low, doc.spans):
                 start = doc.low.rfind("\n", 0, found.start()) + 1
                 end = doc.low.find("\n", found.end())
                 line = doc.low[start : end if end >= 0 else len(doc.low)]
@@ -566,8 +574,9 @@ class Scope:
             found = outline.memo["note"] = [
                 (cue, hit)
                 for cue in self._note_cues
-                for hit in [cue.regex.search(doc.low)]
-                if hit is not None and (cue.unless is None or cue.unless.search(doc.low) is None)
+                for hit in [scan_first(cue.regex, doc.low, doc.spans)]
+                if hit is not None
+                and (cue.unless is None or scan_first(cue.unless, doc.low, doc.spans) is None)
             ]
         assert isinstance(found, list)
         return [

@@ -58,10 +58,11 @@ $(CHROMIUM):
 
 ## Run the whole test suite (Spark and browser tests included), a test file per worker
 ## process at a time (each worker starts its own test server and Spark session when it
-## needs them; a file's tests run in their order). TEST_WORKERS=0 runs them in one process.
+## needs them; a file's tests run in their order), the files that run Spark first
+## (tests/conftest.py). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(NODE_DEPS) $(CHROMIUM)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## Only the HTML report's browser tests.
 test-browser: $(STAMP) $(CHROMIUM)

@@ -171,3 +171,17 @@ def spark(_spark_stopped_at_the_end: None) -> Any:
     )
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files that run Spark first, the rest in their order: `make test` hands files to
+    its workers in this order (`--dist loadfile --no-loadscope-reorder`), so the longest
+    files (a JVM to warm up, a standalone cluster to start) do not start last."""
+    spark_files = {item.path for item in items if item.get_closest_marker("spark") is not None}
+    first = {"test_spark.py": 0, "test_spark_cluster.py": 1}
+
+    def rank(item: pytest.Item) -> int:
+        return first.get(item.path.name, 2) if item.path in spark_files else 3
+
+    items.sort(key=rank)  # stable: each file's tests keep their order

@@ -81,11 +81,13 @@ def jvm_threads() -> dict[str, float]:
                     text = f.read()
             except OSError:
                 continue
-            name = "".join(c for c in text[text.index("(") + 1 : text.rindex(")")] if not c.isdigit())
+            name = "".join(
+                c for c in text[text.index("(") + 1 : text.rindex(")")] if not c.isdigit()
+            )
             fields = text.rsplit(")", 1)[1].split()
-            out[name.strip(" -#")] = out.get(name.strip(" -#"), 0.0) + (
-                int(fields[11]) + int(fields[12])
-            ) / TICK
+            out[name.strip(" -#")] = (
+                out.get(name.strip(" -#"), 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+            )
     return out
 
 
@@ -100,13 +102,13 @@ def main() -> None:
     from pyspark.sql import DataFrameWriter, SparkSession
     from pyspark.sql.classic.dataframe import DataFrame
 
-    from fhir_adapter.spark import evaluate_on_spark
+    from fhir_adapter.spark import evaluate_on_spark, session_builder
 
     t0, c0 = time.perf_counter(), cpu_now()
     builder = (
-        SparkSession.builder.master(args.master)
+        session_builder(args.master)
         .appName("profile")
-        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "true")  # for the stages (REST API)
         .config("spark.driver.memory", "4g")
     )
     for setting in args.conf:

@@ -1001,12 +1001,15 @@ def _roles_back(gathered: Any) -> Any:
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    # as an Arrow table: the JVM reads it as is (a list of rows goes through Python workers)
+    # as an Arrow table: the JVM reads it as is (a list of rows goes through Python workers);
+    # built column by column (a dict per row cost the driver seconds at 100k, before the
+    # evaluation could start)
     schema = _spark_schema(KEPT_COLUMNS)
-    names = [name for name, _ in KEPT_COLUMNS]
-    table = pa.Table.from_pylist(
-        [dict(zip(names, back[k], strict=True)) for k in sorted(back)],
-        schema=to_arrow_schema(schema),
+    arrow = to_arrow_schema(schema)
+    by_column = zip(*(back[k] for k in sorted(back)), strict=True)
+    table = pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(by_column, arrow, strict=True)],
+        schema=arrow,
     )
     return gathered.sparkSession.createDataFrame(table, schema)
 

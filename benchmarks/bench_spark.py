@@ -2,7 +2,8 @@
 (run with `make bench`; not part of the test suite).
 
 Three timings: the local engine on 2 workers (the baseline), Spark `local[1]` and
-Spark `local[2]`. Each Spark run is timed from a started session (the JVM start, a few
+Spark `local[2]`. Each Spark run is timed from a started session, started with the
+settings the command line starts one with (`session_builder`; the JVM start, a few
 seconds, is left out: on a cluster it is paid once), so the Python workers' first
 import of the package and compile of the pack are in. Results go to
 benchmarks/results-spark.json and the Spark section of benchmarks/README.md.
@@ -24,10 +25,9 @@ from bench import ROOT, child, export_for, run_child
 SPARK_CHILD = r"""
 import json, os, sys, tempfile, time
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors need this venv's packages
-from pyspark.sql import SparkSession
-from fhir_adapter.spark import evaluate_on_spark
-spark = (SparkSession.builder.master(sys.argv[2]).appName("bench")
-         .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+from fhir_adapter.spark import evaluate_on_spark, session_builder
+# the session the command line starts (its settings timed too), with the driver's memory
+spark = (session_builder(sys.argv[2]).appName("bench")
          .config("spark.driver.memory", "4g").getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
 t = time.perf_counter()

@@ -96,6 +96,29 @@ def _session(master: str) -> Any:
                 f"process: stop it to run on {master!r}"
             )
         return active
+    builder = session_builder(master)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # a JVM that would not start, an unknown master URL
+        raise SparkUnavailable(
+            f"Spark would not start with master {master!r}: {type(exc).__name__}"
+        ) from None
+
+
+# The JVM of a local master (the driver and the executor in one) compiles with the JIT's
+# first tier only: the JVM's part of a run is short-lived plans and shuffles of a few
+# dozen bytes a kept line, never hot for long, and the optimising tier's compiler threads
+# cost more CPU than it saved (17 s of a local[1] run's 32 s of JVM CPU at 10,000
+# patients, against 4 s for the executor's task threads), CPU a run on every core of the
+# machine takes from its tasks.
+LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
+def session_builder(master: str) -> Any:
+    """The builder of the session a run starts on `master` when none is active (also
+    what the benchmark starts, so that it times these settings)."""
+    from pyspark.sql import SparkSession
+
     builder = (
         SparkSession.builder.master(master)
         .appName("fhir-adapter")
@@ -103,17 +126,14 @@ def _session(master: str) -> Any:
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if master.startswith("local"):
+        builder = builder.config("spark.driver.extraJavaOptions", LOCAL_JVM_OPTIONS)
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
         # Workers on this machine run the driver's interpreter, so they see the packages
         # installed with it (the ICD-10-CM tabular among them), not whatever `python3` is
         # on PATH; PySpark reads only the environment for this.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    try:
-        return builder.getOrCreate()
-    except Exception as exc:  # a JVM that would not start, an unknown master URL
-        raise SparkUnavailable(
-            f"Spark would not start with master {master!r}: {type(exc).__name__}"
-        ) from None
+    return builder
 
 
 # What the JVM finds a line to be (the local engine's structural check).
@@ -981,12 +1001,15 @@ def _roles_back(gathered: Any) -> Any:
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    # as an Arrow table: the JVM reads it as is (a list of rows goes through Python workers)
+    # as an Arrow table: the JVM reads it as is (a list of rows goes through Python workers);
+    # built column by column (a dict per row cost the driver seconds at 100k, before the
+    # evaluation could start)
     schema = _spark_schema(KEPT_COLUMNS)
-    names = [name for name, _ in KEPT_COLUMNS]
-    table = pa.Table.from_pylist(
-        [dict(zip(names, back[k], strict=True)) for k in sorted(back)],
-        schema=to_arrow_schema(schema),
+    arrow = to_arrow_schema(schema)
+    by_column = zip(*(back[k] for k in sorted(back)), strict=True)
+    table = pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(by_column, arrow, strict=True)],
+        schema=arrow,
     )
     return gathered.sparkSession.createDataFrame(table, schema)
 

@@ -315,6 +315,19 @@ def test_the_cli_runs_on_the_active_session_of_its_master(
         spark.conf.set("spark.sql.shuffle.partitions", "4")
 
 
+def test_a_local_session_compiles_with_the_first_jit_tier_only() -> None:
+    """A session the adapter starts on a local master has its JVM compile with the JIT's
+    first tier only (its optimising compiler cost more CPU than it saved, taken from
+    the tasks); on a cluster the JVMs are left as they are configured."""
+    from fhir_adapter.spark import LOCAL_JVM_OPTIONS, session_builder
+
+    assert "TieredStopAtLevel=1" in LOCAL_JVM_OPTIONS
+    for master in ("local[1]", "local[2]", "local[*]"):
+        options = session_builder(master)._options
+        assert options["spark.driver.extraJavaOptions"] == LOCAL_JVM_OPTIONS
+    assert "spark.driver.extraJavaOptions" not in session_builder("spark://host:7077")._options
+
+
 def test_cases_are_evaluated_in_ranges_of_their_keys_in_key_order(spark: Any) -> None:
     """The evaluation's partitions are ranges of the sorted case keys (each partition's
     reports are one part file: the output is in key order), as many cases each, placed

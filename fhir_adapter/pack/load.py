@@ -169,9 +169,7 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
         raise PackError(f"{origin}: {exc}") from None
     if origins:
         merged = raw
-        source = lambda: yaml.safe_dump(  # noqa: E731
-            merged, sort_keys=False, allow_unicode=True, width=float("inf")
-        )  # never folded: a folded line could read as a list item to check_shape
+        source = lambda: _merged_text(merged)  # noqa: E731
     try:
         model = PackModel.model_validate(raw)
     except ValidationError as exc:
@@ -179,6 +177,18 @@ def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = N
     pack = _Compiler(model, pack_file, origins).compile()
     pack._source = source
     return pack
+
+
+def _merged_text(merged: Any) -> str:
+    """A merged pack's YAML (what Spark ships to its executors), written by libyaml when
+    present: the pure-Python emitter took a second for the shipped pack, on the driver
+    before any task starts. Never folded: a folded line could read as a list item to
+    check_shape."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text: str = yaml.dump(
+        merged, Dumper=dumper, sort_keys=False, allow_unicode=True, width=2**31 - 1
+    )
+    return text
 
 
 def _describe(exc: ValidationError, raw: Any, origin: str, text: str, origins: Origins) -> str:

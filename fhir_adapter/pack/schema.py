@@ -281,6 +281,9 @@ class CountFact(_Strict):
     # a treatment in the sentence ("RFA of", "was ablated"): the tumors named there were
     # treated, the ones named elsewhere were only seen
     treatment: PatternName | None = None
+    # one tumor said to be the only one treated, without a number ("only the segment VI
+    # metastasis was ablated today"): a treated count of one
+    alone: PatternName | None = None
 
 
 class SizeFact(_Strict):

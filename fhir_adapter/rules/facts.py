@@ -114,6 +114,8 @@ def tumor_count(pack: Pack, case: Case, text: TextIndex) -> Fact:
     seen = "none stated as treated"
     if cfg.treated and len({n for _, _, n in counted}) != 1:
         treated = _counts(pack, text, cfg.treated)
+        if cfg.alone:
+            treated += [(unit, m, 1) for unit, m in text.affirmed(pack.engine, cfg.alone)]
         if len({n for _, _, n in treated}) > 1:
             unit, m, _ = treated[-1]
             treated = treated[-1:] if amends(pack.engine, unit, m) else treated

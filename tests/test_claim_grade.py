@@ -15,6 +15,7 @@ import pytest
 
 from fhir_adapter import evaluate_paths
 from fhir_adapter.billing import icd10cm
+from fhir_adapter.pack import load_pack
 
 from .conftest import CASES, fixture_names, load_bundle
 
@@ -49,9 +50,12 @@ def test_npi_check_digit_reference_values() -> None:
 
 
 def written_claims() -> list[tuple[str, dict[str, Any]]]:
+    """Every fixture's Claims, for the parametrization (so at collection, in every test
+    worker): one compiled pack for all of them, not one per fixture."""
     out = []
+    pack = load_pack()
     for name in fixture_names():
-        for output in evaluate_paths([CASES / f"{name}.json"], now=NOW):
+        for output in evaluate_paths([CASES / f"{name}.json"], pack, now=NOW):
             out += [(name, r) for r in output.resources if r["resourceType"] == "Claim"]
     return out
 

@@ -147,6 +147,30 @@ class Outline:
 
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+# a part of a note named in quotes ("the "Procedure Details" paragraph", 'the 'HPI' section')
+_NAMED_PART = re.compile(r"[\"\u201c\u201d']([A-Za-z][A-Za-z /&-]{1,38}[A-Za-z])[\"\u201c\u201d']")
+
+
+def _named_part(text: str, at: int, before: int) -> tuple[int, int] | None:
+    """(start, end) of the part of `text` before `before` that the sentence at `at` names
+    in quotes by its heading (a line opening on it, then a colon or the line's end)."""
+    # the sentence's words before the disowning words, and its line's after them
+    opens = max(text.rfind(". ", 0, at) + 2, text.rfind(":", 0, at) + 1, at - 120, 0)
+    line_end = text.find("\n", at)
+    named = _NAMED_PART.search(text, opens, len(text) if line_end < 0 else line_end)
+    if named is None:
+        return None
+    head = re.compile(
+        r"(?:^|\n)[ \t]*" + re.escape(named.group(1)) + r"[ \t]*(?::|\n)", re.IGNORECASE
+    )
+    found = [h for h in head.finditer(text, 0, before)]
+    if not found:
+        return None
+    start = found[-1].start() + (text[found[-1].start()] == "\n")
+    blank = _BLANK_LINE.search(text, found[-1].end(), before)
+    return start, blank.end() if blank else before
+
+
 _FIRST_CLAUSE = re.compile(r"(?<=[.;:])\s")
 
 
@@ -419,7 +443,12 @@ class Outliner:
             end = blank[-1] if blank else text.rfind("\n", 0, at) + 1
             if end > 0:
                 date = _DATE.search(text, at, min(len(text), at + 200))
-                out.append(Copied(0, end, self._reason + (f" ({date.group(0)})" if date else "")))
+                reason = self._reason + (f" ({date.group(0)})" if date else "")
+                # the sentence names the part it disowns by its heading ('The "Procedure
+                # Details" paragraph above was carried forward from ...'): that part only,
+                # from its heading to the next blank line
+                part = _named_part(text, at, end)
+                out.append(Copied(*(part or (0, end)), reason))
         for rx in self._opens:
             for m in scan(rx, text, spans):
                 if any(c.start <= m.start() < c.end for c in out):

@@ -163,7 +163,7 @@ def _named_part(text: str, at: int, before: int) -> tuple[int, int] | None:
     head = re.compile(
         r"(?:^|\n)[ \t]*" + re.escape(named.group(1)) + r"[ \t]*(?::|\n)", re.IGNORECASE
     )
-    found = [h for h in head.finditer(text, 0, before)]
+    found = list(head.finditer(text, 0, before))
     if not found:
         return None
     start = found[-1].start() + (text[found[-1].start()] == "\n")
@@ -225,10 +225,12 @@ class Outliner:
             re.I,
         )
 
-    def outline(self, text: str) -> Outline:
+    def outline(self, text: str, spans: tuple[tuple[int, int], ...] | None = None) -> Outline:
+        """`spans`: the stretches of `text` worth scanning, when its reader worked them out."""
+        spans = spans or stretches(text)
         if "\n" not in text and not _capitals(_lead(text)) and ":" not in text:
             # one line of prose (a code's text, a short note): one section, nothing copied
-            return Outline((Section(0, len(text), None, None),), self._copied(text), (0,))
+            return Outline((Section(0, len(text), None, None),), self._copied(text, spans), (0,))
         sections: list[Section] = []
         outer: _Head = (None, None, None)  # the section a field stands in
         head: _Head = outer
@@ -286,7 +288,10 @@ class Outliner:
         sections.append(Section(start, len(text), *head))
         kept = tuple(s for s in sections if s.end > s.start)
         return Outline(
-            kept, self._copied(text), tuple(s.start for s in kept), self._organ_paragraphs(text)
+            kept,
+            self._copied(text, spans),
+            tuple(s.start for s in kept),
+            self._organ_paragraphs(text),
         )
 
     def _organ_paragraphs(self, text: str) -> tuple[Section, ...]:
@@ -427,13 +432,12 @@ class Outliner:
         words = tuple(_WORD.findall(label.lower()))
         return next((o for o, ws in self._organs if any(has_phrase(words, w) for w in ws)), None)
 
-    def _copied(self, text: str) -> tuple[Copied, ...]:
+    def _copied(self, text: str, spans: tuple[tuple[int, int], ...]) -> tuple[Copied, ...]:
         out: list[Copied] = []
         # a sentence that disowns the text above it ("the procedure details above were
         # carried forward from my note of 10/14/2024"): all before its paragraph is copied,
         # and the sentence itself opens no copy of what follows it
         said: list[tuple[int, int]] = []
-        spans = stretches(text)
         for rx in self._disowns:
             for m in scan(rx, text, spans):
                 said.append((m.start(), m.end()))

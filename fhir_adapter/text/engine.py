@@ -1078,9 +1078,10 @@ class ContextEngine:
 
 
 # A "word" of more than 32 characters ("esophagogastroduodenoscopy" has 26: a pasted blob,
-# a run of one letter) or a number of more than 16 digits says nothing, yet `\d+...` and `\w*...` patterns are
-# tried from each of its positions to its end: quadratic in its length. The scanned text
-# holds NULs in its place (offsets kept), and the cost of a text is linear in its length.
+# a run of one letter) or a number of more than 16 digits says nothing, yet `\d+...` and
+# `\w*...` patterns are tried from each of its positions to its end: quadratic in its
+# length. The scanned text holds NULs in its place (offsets kept), and the cost of a text
+# is linear in its length.
 _LONG_WORD = re.compile(r"\w{33,}|\d{17,}")
 
 

@@ -178,9 +178,7 @@ def scoped(
         ruled = found  # nothing a scope rule could change
     else:
         scope = scope_of(engine)
-        if doc.outline is None:
-            doc.outline = scope.outline(doc.text)
-        ruled = scope.rule(doc, doc.outline, element, found, service_date)
+        ruled = scope.rule(doc, scope.outline_of(doc), element, found, service_date)
     doc.scoped[key] = ruled
     return ruled
 
@@ -191,9 +189,7 @@ def amends(engine: ContextEngine, unit: TextUnit, m: Mention) -> bool:
     if doc is None:
         return False
     scope = scope_of(engine)
-    if doc.outline is None:
-        doc.outline = scope.outline(doc.text)
-    return scope.amends(doc, doc.outline, m)
+    return scope.amends(doc, scope.outline_of(doc), m)
 
 
 def text_index(case: Case, engine: ContextEngine) -> TextIndex:

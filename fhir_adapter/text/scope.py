@@ -169,8 +169,14 @@ class Scope:
         self._amending = [tuple(_TOKEN.findall(w.lower())) for w in sc.amending]
         self._same_value = sc.same_value
 
-    def outline(self, text: str) -> Outline:
-        return self._outliner.outline(text)
+    def outline(self, text: str, spans: tuple[tuple[int, int], ...] | None = None) -> Outline:
+        return self._outliner.outline(text, spans)
+
+    def outline_of(self, doc: Document) -> Outline:
+        """A text's outline, made once and kept with it (over the stretches its reader scans)."""
+        if doc.outline is None:
+            doc.outline = self.outline(doc.text, doc.spans)
+        return doc.outline
 
     @staticmethod
     def dated(doc: Document) -> bool:

@@ -49,6 +49,7 @@ from fhir_adapter.errors import AdapterError, InputError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.pack import Pack, load_pack
+from fhir_adapter.payers.load import Payers, PayerTexts, payers_from_texts
 from fhir_adapter.sources.bulk import (
     FOLLOWED,
     Chunk,
@@ -299,6 +300,7 @@ def _cases_of_line(
 
 
 _PACKS: dict[str, Pack] = {}
+_PAYERS: dict[tuple[str, PayerTexts], Payers] = {}
 
 
 def _executor_pack(pack_text: str) -> Pack:
@@ -312,6 +314,18 @@ def _executor_pack(pack_text: str) -> Pack:
     return pack
 
 
+def _executor_payers(pack_text: str, texts: PayerTexts | None) -> Payers | None:
+    """The driver's payer overlays, compiled once per Python worker against its pack;
+    None (no overlays given to the run) judges by the shipped ones, as locally."""
+    if texts is None:
+        return None
+    payers = _PAYERS.get((pack_text, texts))
+    if payers is None:
+        _PAYERS.clear()
+        payers = _PAYERS[pack_text, texts] = payers_from_texts(_executor_pack(pack_text), texts)
+    return payers
+
+
 def _evaluate_rows(
     rows: Iterable[dict[str, Any]],
     pack_text: str,
@@ -319,6 +333,7 @@ def _evaluate_rows(
     stamp: str,
     charges: Mapping[str, float] | None = None,
     paths: Sequence[str] = (),
+    payer_texts: PayerTexts | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Executor side: the rows of a partition (a range of cases), in export order, into
     one store, as the local engine holds the export's kept lines in one (what a case
@@ -331,12 +346,13 @@ def _evaluate_rows(
     from fhir_adapter.sources.store import CompactStore
 
     pack = _executor_pack(pack_text)
+    payers = _executor_payers(pack_text, payer_texts)
 
     def evaluate(case_key: str, store: CompactStore) -> dict[str, Any] | None:
         procedure = case_procedure(store, pack, case_key)
         if procedure is None:
             return None
-        output = evaluate_one(store, pack, procedure, block_on, stamp, charges)
+        output = evaluate_one(store, pack, procedure, block_on, stamp, charges, payers)
         return {
             "case": case_key,
             "report": orjson.dumps(output.report()).decode(),
@@ -437,9 +453,11 @@ def evaluate_on_spark(
     now: str | None = None,
     spark: Any = None,
     charges: Mapping[str, float] | None = None,
+    payers: Payers | None = None,
 ) -> SparkResult:
     """Run the evaluation of an NDJSON export (directory, glob or URI) on Spark;
-    `charges` (a chargemaster, code -> amount) prices the Claims' lines.
+    `charges` (a chargemaster, code -> amount) prices the Claims' lines; `payers` are the
+    payer overlays (default: the shipped ones), shipped to the executors as their YAML.
 
     A corrupt line or an output directory that already holds results is an
     AdapterError, not a Spark stack trace.
@@ -449,7 +467,9 @@ def evaluate_on_spark(
     if local and local_out.is_dir() and any(local_out.iterdir()):
         raise AdapterError(f"{out_uri} already holds files; give an empty or new --out")
     try:
-        return _evaluate_on_spark(input_uri, out_uri, master, pack, block_on, now, spark, charges)
+        return _evaluate_on_spark(
+            input_uri, out_uri, master, pack, block_on, now, spark, charges, payers
+        )
     except AdapterError:
         raise
     except Exception as exc:  # Py4J/PySpark wrap what the executors raised
@@ -796,6 +816,7 @@ def _evaluate_on_spark(
     now: str | None,
     spark: Any,
     charges: Mapping[str, float] | None,
+    payers: Payers | None,
 ) -> SparkResult:
     from pyspark.sql import functions as F
 
@@ -873,9 +894,12 @@ def _evaluate_on_spark(
         pack_text = pack.source_text
         prices = dict(charges) if charges is not None else None  # shipped with the closure
         paths = list(source.paths)
+        payer_texts = payers.texts() if payers is not None else None
 
         def evaluate(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            return _input_errors(_evaluate_rows(rows, pack_text, block_on, stamp, prices, paths))
+            return _input_errors(
+                _evaluate_rows(rows, pack_text, block_on, stamp, prices, paths, payer_texts)
+            )
 
         back = _roles_back(gathered)
         kept = (

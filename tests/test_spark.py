@@ -354,3 +354,50 @@ def test_cases_are_evaluated_in_ranges_of_their_keys_in_key_order(spark: Any) ->
         in_order = [sorted(ranges[part]) for part in range(parts)]
         assert [case for part in in_order for case in part] == cases
         assert max(map(len, in_order)) - min(map(len, in_order)) <= 1
+
+
+PRIOR_AUTH_OVERLAY = """\
+policy: example-health-ablation
+title: Example Health liver ablation policy
+source: "[PAYER-POLICIES]"
+date: "2026-12-01"
+applies_to:
+  identifiers: [{system: "http://example.org/payer-id", value: EXH01}]
+prior_authorization: required
+modalities: ["47382"]
+criteria:
+  - id: histology
+    text: HCC only
+    source: "[PAYER-POLICIES]"
+    met:
+      - fact: {name: histology, in: [hcc]}
+"""
+
+
+def test_payer_overlays_of_the_command_line_reach_the_executors(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    """`--payers DIR --payer ID` on Spark: every case judged by the added overlay, which
+    only the driver can read, exactly as the local engine judges it."""
+    import fhir_adapter.pipeline
+
+    monkeypatch.setattr(fhir_adapter.pipeline, "now_iso", lambda: NOW)  # one stamp for both
+    ndjson = tmp_path / "fixtures"
+    write_fixtures(ndjson, "ndjson")
+    for meta in ndjson.glob("*.yaml"):
+        meta.unlink()
+    overlays = tmp_path / "overlays"
+    overlays.mkdir()
+    (overlays / "example-health.yaml").write_text(PRIOR_AUTH_OVERLAY)
+    options = ["--payers", str(overlays), "--payer", "example-health-ablation"]
+    options += ["--format", "json"]
+    local_code = main(["evaluate", str(ndjson), *options])
+    local = orjson.loads(capsys.readouterr().out)["cases"]
+    out = tmp_path / "out"
+    code = main(["evaluate", "--engine", "spark", str(ndjson), "--out", str(out), *options])
+    on_spark = orjson.loads(capsys.readouterr().out)["cases"]
+    assert on_spark == local and code == local_code
+    assert len(local) >= 21
+    assert {r["payer_policy"]["id"] for r in local} == {"example-health-ablation"}
+    assert all(r["payer_policy"]["matched_by"] == "--payer" for r in local)
+    assert sum("prior-auth-missing" in {f["code"] for f in r["findings"]} for r in local) >= 15

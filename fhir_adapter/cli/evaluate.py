@@ -159,17 +159,8 @@ def _evaluate_spark(
 
     if len(args.paths) != 1 or not args.out:
         raise AdapterError("--engine spark takes one input (directory or URI) and needs --out")
-    if args.skip_bad_lines or args.force or args.payers or args.payer:
-        flag = next(
-            f
-            for f, v in (
-                ("--skip-bad-lines", args.skip_bad_lines),
-                ("--force", args.force),
-                ("--payers", args.payers),
-                ("--payer", args.payer),
-            )
-            if v
-        )
+    if args.skip_bad_lines or args.force:
+        flag = "--skip-bad-lines" if args.skip_bad_lines else "--force"
         raise AdapterError(f"{flag} works with the local engine only")
     result = evaluate_on_spark(
         args.paths[0],
@@ -178,6 +169,7 @@ def _evaluate_spark(
         pack=pack,
         block_on=args.block_on,
         charges=charges,
+        payers=load_payer_options(args, pack),
     )
     if result.cases and Path(result.reports).is_dir():
         from fhir_adapter.report import (

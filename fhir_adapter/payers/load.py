@@ -128,6 +128,7 @@ class CompiledOverlay:
     path: str
     criteria: list[CompiledCriterion]
     names: list[re.Pattern[str]]
+    text: str  # the YAML it was compiled from: what another process compiles it again from
 
     @property
     def id(self) -> str:
@@ -151,6 +152,26 @@ class Payers:
 
     overlays: list[CompiledOverlay] = field(default_factory=list)
     forced: CompiledOverlay | None = None
+
+    def texts(self) -> PayerTexts:
+        """What these overlays were compiled from, in order, and the forced one's id: all
+        another process needs to compile the same overlays (`payers_from_texts`), without
+        reading files it may not have."""
+        forced = self.forced.id if self.forced is not None else None
+        return tuple((o.path, o.text) for o in self.overlays), forced
+
+
+PayerTexts = tuple[tuple[tuple[str, str], ...], str | None]
+
+
+def payers_from_texts(pack: Pack, texts: PayerTexts) -> Payers:
+    """The overlays `Payers.texts()` gave, compiled again against `pack`."""
+    sources, forced = texts
+    overlays = [overlay_from_text(pack, text, origin) for origin, text in sources]
+    chosen = next((o for o in overlays if o.id == forced), None)
+    if forced is not None and chosen is None:
+        raise PackError(f"--payer {forced!r}: no such payer policy among the overlays given")
+    return Payers(overlays, chosen)
 
 
 def shipped_dir() -> Path:
@@ -264,7 +285,7 @@ def _compile(pack: Pack, model: Overlay, origin: str, text: str) -> CompiledOver
         except re.error as exc:
             at = located(origin, text, ["applies_to", "names", j])
             raise PackError(f"{at}: invalid payer overlay: bad name pattern: {exc}") from None
-    return CompiledOverlay(model, origin, criteria, patterns)
+    return CompiledOverlay(model, origin, criteria, patterns, text)
 
 
 def _matchers(cond: Condition) -> Iterable[Matcher]:

@@ -937,6 +937,11 @@ def _evaluate_on_spark(
 EVALUATION_TASKS_PER_CORE = 4
 
 
+# numbers tried per partition for one whose hash lands there (16 leave one out with a
+# chance of about (1 - 1/parts) ** (16 * parts), under e**-16)
+RANK_CANDIDATES_PER_PART = 16
+
+
 def _in_case_ranges(frame: Any, cases: Sequence[str], parts: int) -> Any:
     """`frame` partitioned in `parts` ranges of its sorted `case` keys, in key order, each
     range as many cases: `repartitionByRange` without its sample of the rows (a job of
@@ -951,7 +956,7 @@ def _in_case_ranges(frame: Any, cases: Sequence[str], parts: int) -> Any:
     parts = max(1, min(parts, len(cases)))
     if parts == 1:
         return frame.repartition(1)
-    candidates = range(16 * parts)
+    candidates = range(RANK_CANDIDATES_PER_PART * parts)
     where = frame.sparkSession.range(0, len(candidates), 1, 1).select(
         F.col("id"), F.pmod(F.hash(F.col("id")), F.lit(parts)).alias("part")
     )

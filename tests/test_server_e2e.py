@@ -124,6 +124,17 @@ def test_changed_evaluation_updates_in_place(server: TestServer, read_base: str)
         ex1 = client.read("Procedure", "ex1-hcc-ct-rfa")
         ex1["status"] = "in-progress"
         _put(client, ex1)
+        # Taken entry by entry (a server without transactions), any prefix of ex1's write
+        # is safe: its Claim is withdrawn first, before the issue that blocks it is raised.
+        planned = {
+            r.output.evaluation.procedure: r.transaction
+            for r in run_on_server(target, dry_run=True)
+        }
+        steps = [
+            (e["resource"]["resourceType"], e["resource"]["status"])
+            for e in planned["Procedure/ex1-hcc-ct-rfa"]["entry"]
+        ]
+        assert steps[0] == ("Claim", "cancelled") and steps.count(("Claim", "cancelled")) == 1
         results = run_on_server(target)
         assert all(r.written for r in results)
         after = {i["identifier"][0]["value"]: i for i in _all(client, "DetectedIssue")}

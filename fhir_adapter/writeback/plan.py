@@ -67,6 +67,10 @@ def plan_write(
                 "ifNoneExist": f"identifier={ident['system']}|{ident['value']}",
             }
         entries.append({"fullUrl": url, "resource": resource, "request": request})
+    # A server without transactions takes these one by one, and a run can stop between any
+    # two: a Claim withdrawn goes first (no prefix leaves a Claim the case no longer
+    # supports), a finding withdrawn last (no prefix loses a finding that still holds).
+    withdrawn_claims: list[dict[str, Any]] = []
     for resource in existing:
         idents = [f"{i.get('system')}|{i.get('value')}" for i in resource.get("identifier") or []]
         if not idents or idents[0] in wanted or resource.get("status") == "cancelled":
@@ -80,13 +84,13 @@ def plan_write(
         version = (resource.get("meta") or {}).get("versionId")
         if version:
             request["ifMatch"] = f'W/"{version}"'
-        entries.append(
-            {
-                "fullUrl": f"{base_url.rstrip('/')}/{resource['resourceType']}/{resource['id']}",
-                "resource": stale,
-                "request": request,
-            }
-        )
+        withdrawn = {
+            "fullUrl": f"{base_url.rstrip('/')}/{resource['resourceType']}/{resource['id']}",
+            "resource": stale,
+            "request": request,
+        }
+        (withdrawn_claims if stale["resourceType"] == "Claim" else entries).append(withdrawn)
+    entries[:0] = withdrawn_claims
     if not entries:
         return None
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}

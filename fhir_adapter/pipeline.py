@@ -16,7 +16,7 @@ from fhir_adapter.billing import icd10cm
 from fhir_adapter.billing.decide import payment_tables
 from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
 from fhir_adapter.errors import AdapterError
-from fhir_adapter.pack import Pack, load_pack
+from fhir_adapter.pack import Pack, cached_pack
 from fhir_adapter.parallel import fork_map
 from fhir_adapter.payers import Payers
 from fhir_adapter.rules import evaluate_case
@@ -50,7 +50,7 @@ def evaluate_store(
     code -> amount) prices the Claims' lines; `payers` are the payer overlays (default:
     the shipped ones).
     """
-    pack = pack or load_pack()
+    pack = pack or cached_pack()
     if block_on is not None and block_on not in pack.model.severity_order:
         raise ValueError(f"block_on must be one of {pack.model.severity_order}")
     stamp = now or now_iso()
@@ -180,7 +180,7 @@ def load_store(
     """
     from fhir_adapter.sources.bulk import load_for_cases
 
-    pack = pack or load_pack()
+    pack = pack or cached_pack()
     with gc_paused():
         return load_for_cases(
             [Path(p) for p in paths],
@@ -203,8 +203,10 @@ def evaluate_paths(
     charges: Mapping[str, float] | None = None,
     payers: Payers | None = None,
 ) -> list[CaseOutput]:
-    """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them."""
-    pack = pack or load_pack()
+    """Read files/directories (JSON, Bundles, NDJSON exports) and evaluate every case in them.
+
+    Without `pack`, the bundled one, compiled once per process until mappings/ changes."""
+    pack = pack or cached_pack()
     store = load_store(paths, pack, workers=workers)
     with gc_paused():
         return evaluate_store(
@@ -267,7 +269,7 @@ def run_on_server(
     """
     from fhir_adapter.gather import ServerSource
 
-    pack = pack or load_pack()
+    pack = pack or cached_pack()
     job = _ServerJob(
         pack,
         ServerSource(client, pack.procedure_system, pack.procedure_code),

@@ -48,7 +48,7 @@ import orjson
 from fhir_adapter.errors import AdapterError, InputError, SparkUnavailable
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.references import tail_key
-from fhir_adapter.pack import Pack, load_pack
+from fhir_adapter.pack import Pack, cached_pack
 from fhir_adapter.payers.load import Payers, PayerTexts, payers_from_texts
 from fhir_adapter.sources.bulk import (
     FOLLOWED,
@@ -822,7 +822,7 @@ def _evaluate_on_spark(
 
     from fhir_adapter.pipeline import now_iso
 
-    pack = pack or load_pack()
+    pack = pack or cached_pack()
     stamp = now or now_iso()
     session = spark or _session(master)
     system, code = pack.procedure_system, pack.procedure_code

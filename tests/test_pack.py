@@ -295,3 +295,25 @@ def test_the_merged_pack_is_written_by_libyaml_and_reads_back_the_same(
     text = pack.source_text
     assert yaml.load(text, Loader=yaml.CSafeLoader)["procedure"]["code"] == pack.procedure_code
     assert pack_from_text(text, "<shipped>").model == pack.model
+
+
+def test_a_pack_named_by_nobody_is_compiled_once_until_its_files_change(tmp_path: Path) -> None:
+    """`evaluate_paths`/`evaluate_store` without a pack use `cached_pack()`: the same
+    compiled pack while mappings/ is unchanged, a new one after an edit there (an
+    included file's too), so an edit always takes effect."""
+    import shutil
+
+    from fhir_adapter.pack import cached_pack
+
+    mappings = tmp_path / "mappings"
+    shutil.copytree(default_pack_path().parent, mappings)
+    path = mappings / default_pack_path().name
+    first = cached_pack(path)
+    assert cached_pack(path) is first
+    assert cached_pack() is cached_pack()  # the bundled one
+    path.write_text(path.read_text() + "\n# an edit to the pack\n")
+    second = cached_pack(path)
+    assert second is not first and cached_pack(path) is second
+    included = sorted((mappings / "text").glob("*.yaml"))[0]
+    included.write_text(included.read_text() + "\n# an edit to an included file\n")
+    assert cached_pack(path) is not second

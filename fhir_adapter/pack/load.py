@@ -146,6 +146,30 @@ def load_pack(path: str | os.PathLike[str] | None = None) -> Pack:
     return pack_from_text(text, str(p), p.parent)
 
 
+_CACHED: dict[Path, tuple[tuple[tuple[str, int, int], ...], Pack]] = {}
+
+
+def cached_pack(path: str | os.PathLike[str] | None = None) -> Pack:
+    """`load_pack(path)`, compiled once per process while the YAML files in and below its
+    directory are unchanged (same size and modification time): what a caller that names
+    no pack gets, so a loop over `evaluate_paths` does not compile it every time, and an
+    edit to `mappings/` still takes effect on the next call."""
+    p = Path(path) if path is not None else default_pack_path()
+    key = p.resolve()
+    try:
+        stamp = tuple(
+            (str(f), st.st_mtime_ns, st.st_size)
+            for f in sorted(key.parent.rglob("*.yaml"))
+            for st in (f.stat(),)
+        )
+    except OSError:  # a file going away as it is listed: no cache, load_pack says what is wrong
+        return load_pack(p)
+    held = _CACHED.get(key)
+    if held is None or held[0] != stamp:
+        held = _CACHED[key] = (stamp, load_pack(p))
+    return held[1]
+
+
 def pack_from_text(text: str, origin: str = "<rule pack>", base: Path | None = None) -> Pack:
     """Validate and compile a pack's YAML text (how Spark executors get the driver's pack).
 

@@ -57,6 +57,25 @@ def pack() -> Pack:
 
 REPORT_NOW = "2026-10-15T09:00:00+00:00"
 
+# a payer overlay of a plan no shipped overlay knows (Example Health, payer id EXH01):
+# prior authorization required, HCC only
+PA_OVERLAY = """\
+policy: example-health-ablation
+title: Example Health liver ablation policy
+source: "[PAYER-POLICIES]"
+date: "2026-12-01"
+applies_to:
+  identifiers: [{system: "http://example.org/payer-id", value: EXH01}]
+prior_authorization: required
+modalities: ["47382"]
+criteria:
+  - id: histology
+    text: HCC only
+    source: "[PAYER-POLICIES]"
+    met:
+      - fact: {name: histology, in: [hcc]}
+"""
+
 
 @pytest.fixture(scope="session")
 def fixture_outputs() -> list[CaseOutput]:

@@ -17,7 +17,15 @@ from fhir_adapter.pack import Pack
 from fhir_adapter.payers import load_payers
 from fhir_adapter.writeback.validate import validate_resource
 
-from .conftest import CASES, by_id, fixture_names, load_bundle, load_expected, store_of
+from .conftest import (
+    CASES,
+    PA_OVERLAY,
+    by_id,
+    fixture_names,
+    load_bundle,
+    load_expected,
+    store_of,
+)
 
 NOW = "2026-11-27T12:00:00+00:00"
 
@@ -82,24 +90,6 @@ def test_no_matching_overlay_says_generic(pack: Pack) -> None:
     assert policy is not None and policy["id"] == "generic"
     assert policy["matched_by"] == "no payer overlay matches Acme Health Plan"
     assert not out.evaluation.payer_criteria
-
-
-PA_OVERLAY = """\
-policy: example-health-ablation
-title: Example Health liver ablation policy
-source: "[PAYER-POLICIES]"
-date: "2026-12-01"
-applies_to:
-  identifiers: [{system: "http://example.org/payer-id", value: EXH01}]
-prior_authorization: required
-modalities: ["47382"]
-criteria:
-  - id: histology
-    text: HCC only
-    source: "[PAYER-POLICIES]"
-    met:
-      - fact: {name: histology, in: [hcc]}
-"""
 
 
 def _example_health_case() -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.spark
 
 from fhir_adapter.spark import evaluate_on_spark, read_reports  # noqa: E402
 
-from .conftest import CASES  # noqa: E402
+from .conftest import CASES, PA_OVERLAY  # noqa: E402
 
 NOW = "2026-11-27T00:00:00+00:00"
 
@@ -364,24 +364,6 @@ def test_cases_are_evaluated_in_ranges_of_their_keys_in_key_order(
             assert max(map(len, in_order)) - min(map(len, in_order)) <= 1
 
 
-PRIOR_AUTH_OVERLAY = """\
-policy: example-health-ablation
-title: Example Health liver ablation policy
-source: "[PAYER-POLICIES]"
-date: "2026-12-01"
-applies_to:
-  identifiers: [{system: "http://example.org/payer-id", value: EXH01}]
-prior_authorization: required
-modalities: ["47382"]
-criteria:
-  - id: histology
-    text: HCC only
-    source: "[PAYER-POLICIES]"
-    met:
-      - fact: {name: histology, in: [hcc]}
-"""
-
-
 def test_payer_overlays_of_the_command_line_reach_the_executors(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
@@ -396,7 +378,7 @@ def test_payer_overlays_of_the_command_line_reach_the_executors(
         meta.unlink()
     overlays = tmp_path / "overlays"
     overlays.mkdir()
-    (overlays / "example-health.yaml").write_text(PRIOR_AUTH_OVERLAY)
+    (overlays / "example-health.yaml").write_text(PA_OVERLAY)
     options = ["--payers", str(overlays), "--payer", "example-health-ablation"]
     options += ["--format", "json"]
     local_code = main(["evaluate", str(ndjson), *options])

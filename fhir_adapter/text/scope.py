@@ -603,7 +603,9 @@ def _spared(spares: re.Pattern[str] | None, m: Mention) -> bool:
 _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may stand
 
 # (a quotation may wrap onto the next line, not past a blank one)
-_QUOTED = re.compile(r"[\"\u201c\u201d]((?:[^\"\u201c\u201d\n]|\n(?![ \t]*\n)){3,80})[\"\u201c\u201d]")
+_QUOTED = re.compile(
+    r"[\"\u201c\u201d]((?:[^\"\u201c\u201d\n]|\n(?![ \t]*\n)){3,80})[\"\u201c\u201d]"
+)
 _SPACES = re.compile(r"\s+")
 _TOKEN = re.compile(r"[\w/-]+")
 

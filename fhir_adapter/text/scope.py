@@ -206,7 +206,11 @@ class Scope:
         for m in mentions:
             if m.sentence_index < len(sentences):
                 at = sentences[m.sentence_index].start + m.start
-                if self._superseded(doc, outline, m, at):
+                if self._superseded(doc, outline, m, at) or (
+                    m.status == "historical"
+                    and (m.cue or "").endswith(":")
+                    and self._session_entry(doc, outline, at, service_date)
+                ):
                     m = replace(m, status="affirmed", cue=None, section=None, reason=None)
                 if m.affirmed:
                     ruling = (
@@ -314,7 +318,9 @@ class Scope:
         section = outline.section_at(at)
         if section is not None:
             ruling = self._section_ruling(section, element, m)
-            if ruling is not None:
+            if ruling is not None and not (
+                ruling[0] == "historical" and self._session_entry(doc, outline, at, service_date)
+            ):
                 return ruling
         low = m.sentence.lower()
         # which cues a sentence holds is worked out once per sentence, for every element
@@ -458,6 +464,23 @@ class Scope:
                 scan_first(_DAY_FIRST, doc.low, doc.spans) is not None
             )
         return dayfirst is True
+
+    def _session_entry(
+        self, doc: Document, outline: Outline, at: int, service_date: str | None
+    ) -> bool:
+        """Whether a place stands in an entry of a dated list that tells of a treatment on
+        the date of service (an oncology note's history, "- 03/14/2024: Percutaneous RFA of
+        both residual lesions (seg IVa and seg VI)", for the session of 03/14/2024): that
+        entry is the session billed, not the history its heading makes it."""
+        entries = outline.memo.get("entries")
+        if entries is None:
+            entries = outline.memo["entries"] = self._dated_entries(doc, outline)
+        assert isinstance(entries, list)
+        for start, end, when, _ in entries:
+            if start <= at < end:
+                today = self._today(doc, outline, service_date)
+                return today is not None and None not in when and when == today
+        return False
 
     def _entry_ruling(
         self,

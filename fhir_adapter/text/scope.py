@@ -259,7 +259,8 @@ class Scope:
             if self._corrections.search(low):
                 for q in _QUOTED.finditer(low):
                     words = _SPACES.sub(" ", q.group(1)).strip()
-                    if len(words) >= 3:
+                    # (a short quotation counts when it is a count or a label: '"x3"', '"#2"')
+                    if len(words) >= 3 or _SHORT_QUOTE.fullmatch(words):
                         out.append((s.start, s.end, words))
         return out
 
@@ -627,9 +628,10 @@ _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may s
 
 # (a quotation may wrap onto the next line, not past a blank one)
 _QUOTED = re.compile(
-    r"[\"\u201c\u201d]((?:[^\"\u201c\u201d\n]|\n(?![ \t]*\n)){3,80})[\"\u201c\u201d]"
+    r"[\"\u201c\u201d]((?:[^\"\u201c\u201d\n]|\n(?![ \t]*\n)){2,80})[\"\u201c\u201d]"
 )
 _SPACES = re.compile(r"\s+")
+_SHORT_QUOTE = re.compile(r"[a-z#]\d|\d[a-z]")
 _TOKEN = re.compile(r"[\w/-]+")
 
 

@@ -54,6 +54,9 @@ _SENTENCE = re.compile(
     r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
     # the next field of a form whose labels run to their values on dot leaders
     r"|\n(?=[^\n.]{1,60}\.{3,}[ \t]*\S)"
+    # the next field on the same line, set apart by a wide gap: "LESIONS PLANNED: 3      LESIONS
+    # TREATED: 2      NOT TREATED: 1"
+    r"|[ \t]{3,}(?=[A-Z][A-Za-z /&#-]{1,40}:[ \t]*\S)"
 )
 _SHARED_MAX = 200
 _BLOCK = 65_536  # characters tokenized between two deadline checks

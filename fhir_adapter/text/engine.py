@@ -51,9 +51,13 @@ _SENTENCE = re.compile(
     r"|[.!?][\"\u201d')\]][ \t]+(?=[A-Z0-9(\"'\[\u2022*-])"
     r"|[:;][ \t]*\n"
     r"|\n[ \t]*\n"
-    r"|\n(?=[ \t]*(?:[-*\u2022]|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
+    # (not a table's ruler, "---+------+---", which joins its header to its rows)
+    r"|\n(?=[ \t]*(?:[-*\u2022](?!-*[+|])|\d+[.)][ \t]|[A-Z][A-Za-z /&-]{1,40}:))"
     # the next field of a form whose labels run to their values on dot leaders
     r"|\n(?=[^\n.]{1,60}\.{3,}[ \t]*\S)"
+    # the next field on the same line, set apart by a wide gap: "LESIONS PLANNED: 3      LESIONS
+    # TREATED: 2      NOT TREATED: 1"
+    r"|[ \t]{3,}(?=[A-Z][A-Za-z /&#-]{1,40}:[ \t]*\S)"
 )
 _SHARED_MAX = 200
 _BLOCK = 65_536  # characters tokenized between two deadline checks
@@ -642,10 +646,19 @@ class ContextEngine:
             # the punctuation stays with its sentence
             bounds.append((cut + 1 if text[cut] in ".!?:;" else cut, m.end()))
         bounds.append((len(text), len(text)))
+        inline = False  # the sentence is the next field on its line: no heading
         for cut_start, cut_end in bounds:
             check_deadline()
             start, end = pos, cut_start
             pos = cut_end
+            after_gap, inline = (
+                inline,
+                (
+                    0 < cut_start < len(text)
+                    and text[cut_start] in " \t"
+                    and text[cut_start - 1] not in ".!?:;"
+                ),
+            )
             while start < end and text[start].isspace():
                 start += 1
             while end > start and text[end - 1].isspace():
@@ -654,6 +667,8 @@ class ContextEngine:
                 continue
             # a header is a short line or ends in a colon near the start: test only those
             maybe = end - start <= 60 or ":" in text[start : start + 60]
+            if after_gap:
+                maybe = False
             hm = self._header.match(text, start, end) if maybe and self._header else None
             if hm is not None and self._is_header(hm, end):
                 rule = self._sections.get(_norm_header(hm.group(1)))

@@ -206,7 +206,11 @@ class Scope:
         for m in mentions:
             if m.sentence_index < len(sentences):
                 at = sentences[m.sentence_index].start + m.start
-                if self._superseded(doc, outline, m, at):
+                if self._superseded(doc, outline, m, at) or (
+                    m.status == "historical"
+                    and (m.cue or "").endswith(":")
+                    and self._in_session_history(doc, outline, element, at, service_date)
+                ):
                     m = replace(m, status="affirmed", cue=None, section=None, reason=None)
                 if m.affirmed:
                     ruling = (
@@ -255,7 +259,8 @@ class Scope:
             if self._corrections.search(low):
                 for q in _QUOTED.finditer(low):
                     words = _SPACES.sub(" ", q.group(1)).strip()
-                    if len(words) >= 3:
+                    # (a short quotation counts when it is a count or a label: '"x3"', '"#2"')
+                    if len(words) >= 3 or _SHORT_QUOTE.fullmatch(words):
                         out.append((s.start, s.end, words))
         return out
 
@@ -314,7 +319,10 @@ class Scope:
         section = outline.section_at(at)
         if section is not None:
             ruling = self._section_ruling(section, element, m)
-            if ruling is not None:
+            if ruling is not None and not (
+                ruling[0] == "historical"
+                and self._in_session_history(doc, outline, element, at, service_date)
+            ):
                 return ruling
         low = m.sentence.lower()
         # which cues a sentence holds is worked out once per sentence, for every element
@@ -459,6 +467,66 @@ class Scope:
             )
         return dayfirst is True
 
+    def _in_session_history(
+        self, doc: Document, outline: Outline, element: str, at: int, service_date: str | None
+    ) -> bool:
+        """Whether a history's heading should not rule out a mention: it stands in the entry
+        of the session billed, or it is a size in the study that entry's list dates within
+        two months before it ("- 02/20/2024 CT: Residual seg IVa 1.3 cm and seg VI 0.9 cm"
+        over "- 03/14/2024: Percutaneous RFA of both residual lesions")."""
+        if self._session_entry(doc, outline, at, service_date):
+            return True
+        return element == "tumor-size" and self._lead_up_study(doc, outline, at, service_date)
+
+    def _lead_up_study(
+        self, doc: Document, outline: Outline, at: int, service_date: str | None
+    ) -> bool:
+        entries = outline.memo.get("entries")
+        if entries is None:
+            entries = outline.memo["entries"] = self._dated_entries(doc, outline)
+        assert isinstance(entries, list)
+        today = self._today(doc, outline, service_date) if entries else None
+        if today is None or None in today:
+            return False
+        if not any(when == today and start > at for start, _, when, _ in entries):
+            return False
+        listed = outline.memo.get("listed")
+        if listed is None:
+            listed = outline.memo["listed"] = self._list_entries(doc, outline)
+        assert isinstance(listed, list)
+        for start, end, when in listed:
+            if start <= at < end:
+                months = (today[0] - when[0]) * 12 + (today[1] or 0) - (when[1] or 0)
+                return when[1] is not None and _before(when, today) and months <= 2
+        return False
+
+    def _list_entries(self, doc: Document, outline: Outline) -> list[tuple[int, int, _Day]]:
+        """(start, end, date) of each entry of a dated list, whatever it tells of."""
+        dayfirst = self._dayfirst(doc, outline)
+        out = []
+        for m in scan(_LIST_DATED, doc.low, doc.spans):
+            when = _date(m.group("date"), dayfirst)
+            if when is not None:
+                out.append((m.start(), _entry_end(doc.low, m.start(), m.end()), when))
+        return out
+
+    def _session_entry(
+        self, doc: Document, outline: Outline, at: int, service_date: str | None
+    ) -> bool:
+        """Whether a place stands in an entry of a dated list that tells of a treatment on
+        the date of service (an oncology note's history, "- 03/14/2024: Percutaneous RFA of
+        both residual lesions (seg IVa and seg VI)", for the session of 03/14/2024): that
+        entry is the session billed, not the history its heading makes it."""
+        entries = outline.memo.get("entries")
+        if entries is None:
+            entries = outline.memo["entries"] = self._dated_entries(doc, outline)
+        assert isinstance(entries, list)
+        for start, end, when, _ in entries:
+            if start <= at < end:
+                today = self._today(doc, outline, service_date)
+                return today is not None and None not in when and when == today
+        return False
+
     def _entry_ruling(
         self,
         doc: Document,
@@ -602,8 +670,12 @@ def _spared(spares: re.Pattern[str] | None, m: Mention) -> bool:
 
 _BACK = 3  # how many sentences on a pointing-back cue ("This lesion ...") may stand
 
-_QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d\n]{3,80})[\"\u201c\u201d]")
+# (a quotation may wrap onto the next line, not past a blank one)
+_QUOTED = re.compile(
+    r"[\"\u201c\u201d]((?:[^\"\u201c\u201d\n]|\n(?![ \t]*\n)){2,80})[\"\u201c\u201d]"
+)
 _SPACES = re.compile(r"\s+")
+_SHORT_QUOTE = re.compile(r"[a-z#]\d|\d[a-z]")
 _TOKEN = re.compile(r"[\w/-]+")
 
 
@@ -702,6 +774,8 @@ _DATE_ANY = (
 )
 _DATE_GROUP = f"(?P<date>{_DATE_ANY})"
 _ANY_DATE = re.compile(_DATE_ANY)
+# a list's line that opens on its date after a bullet or a number: "- 02/20/2024 CT C/A/P: ..."
+_LIST_DATED = re.compile(rf"(?m)^[ \t]*(?:\(?\d{{1,2}}[.)][ \t]*|[-*\u2022][ \t]*){_DATE_GROUP}")
 _NAMED_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b")
 
 

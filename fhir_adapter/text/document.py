@@ -98,6 +98,9 @@ class Section:
     heading: str | None
     role: str | None
     organ: str | None = None  # another organ the section is about ("-- KIDNEY --")
+    # a field's: the heading of the section it stands in ("AMENDED IMPRESSION" over
+    # "2. NUMBER OF LESIONS: ONE lesion was treated")
+    outer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +272,7 @@ class Outliner:
                 ends_field = field and (not line.strip() or bool(_LABEL.match(line.strip())))
             if found is not None or ends_field:
                 if pos > start:
-                    sections.append(Section(start, pos, *head))
+                    sections.append(Section(start, pos, *head, outer[0] if field else None))
                 start = pos
                 if found is not None:
                     head, field = found[:3], found[3]
@@ -285,7 +288,7 @@ class Outliner:
                 else:
                     head, field, listing = outer, False, None
             pos += len(line)
-        sections.append(Section(start, len(text), *head))
+        sections.append(Section(start, len(text), *head, outer[0] if field else None))
         kept = tuple(s for s in sections if s.end > s.start)
         return Outline(
             kept,

@@ -239,9 +239,12 @@ class Scope:
         sentences = doc.sentences or []
         if m.sentence_index < len(sentences):
             section = outline.section_at(sentences[m.sentence_index].start + m.start)
-            words = tuple(_TOKEN.findall((section.heading or "").lower())) if section else ()
-            if any(has_phrase(words, w) for w in self._amending):
-                return True
+            # (a field's own label, or the heading of the section it stands in: "2. NUMBER OF
+            # LESIONS: ONE lesion was treated" under "AMENDED IMPRESSION")
+            for heading in (section.heading, section.outer) if section else ():
+                words = tuple(_TOKEN.findall((heading or "").lower()))
+                if any(has_phrase(words, w) for w in self._amending):
+                    return True
         return self._corrections is not None and bool(self._corrections.search(m.sentence.lower()))
 
     def _retracted(self, doc: Document) -> list[tuple[int, int, str]]:

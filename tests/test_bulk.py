@@ -251,7 +251,10 @@ def test_a_case_procedure_in_a_file_named_for_another_type_is_still_a_case(
     data = tmp_path / "export"
     shutil.copytree(export, data)
     _, procedure = _case_procedure_line(export)
+    # another procedure (its own id and no business identifier: one shared would make
+    # the two one procedure told two ways)
     twin = {**procedure, "id": "rfa-misfiled"}
+    twin.pop("identifier", None)
     with (data / "Encounter.ndjson").open("ab") as f:
         f.write(orjson.dumps(twin) + b"\n")
     streamed = evaluate_paths([data], pack, now=NOW)

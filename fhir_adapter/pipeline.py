@@ -95,8 +95,8 @@ def one_per_procedure(outputs: list[CaseOutput]) -> list[CaseOutput]:
             raise InputError(
                 f"{earlier.evaluation.procedure} and {output.evaluation.procedure} are one "
                 f"procedure (identifier {business}) but say different things (findings, "
-                "Claim or what they point at): make the copies agree, or evaluate the files "
-                "separately"
+                "Claim or what they point at): nothing is written; remove the wrong copy or "
+                "make them agree"
             )
     return kept
 

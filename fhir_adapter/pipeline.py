@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fhir_adapter.billing import icd10cm
 from fhir_adapter.billing.decide import payment_tables
 from fhir_adapter.case import assemble, coded_procedure, find_procedure_keys
-from fhir_adapter.errors import AdapterError
+from fhir_adapter.errors import AdapterError, InputError
 from fhir_adapter.pack import Pack, cached_pack
 from fhir_adapter.parallel import fork_map
 from fhir_adapter.payers import Payers
@@ -65,13 +67,48 @@ def evaluate_store(
     job = EvalJob(stores, pack, keys, block_on, stamp, charges, payers)
     if workers > 1 and total >= 2 * workers:
         prepare(pack)  # done already when the load forked workers: then it costs nothing
-        return _evaluate_parallel(job, workers, on_progress)
+        return one_per_procedure(_evaluate_parallel(job, workers, on_progress))
     outputs = []
     for i in range(total):
         outputs.extend(_evaluate_slice(job, (i, i + 1)))
         if on_progress is not None and ((i + 1) % 64 == 0 or i + 1 == total):
             on_progress(i + 1, total)
-    return outputs
+    return one_per_procedure(outputs)
+
+
+def one_per_procedure(outputs: list[CaseOutput]) -> list[CaseOutput]:
+    """One output per procedure: cases whose Procedures carry the same business identifier
+    (system and value) are one procedure, whatever file or id they came under. Where every
+    copy says the same (the same findings and Claim), the first in reading order is kept;
+    where they differ, nothing is written for any of them: an InputError names both."""
+    first: dict[str, CaseOutput] = {}
+    kept = []
+    for output in outputs:
+        business = output.procedure_identifier
+        if business is None:
+            kept.append(output)
+            continue
+        earlier = first.setdefault(business, output)
+        if earlier is output:
+            kept.append(output)
+        elif _told(earlier) != _told(output):
+            raise InputError(
+                f"{earlier.evaluation.procedure} and {output.evaluation.procedure} are one "
+                f"procedure (identifier {business}) but say different things (findings, "
+                "Claim or what they point at): nothing is written; remove the wrong copy or "
+                "make them agree"
+            )
+    return kept
+
+
+def _told(output: CaseOutput) -> bytes:
+    """What a case concluded and writes, without the label of the file it came from."""
+    concluded = output.evaluation.to_dict()
+    del concluded["procedure"]
+    return orjson.dumps(
+        [concluded, output.resources, output.date_of_service, output.payer],
+        option=orjson.OPT_SORT_KEYS,
+    )
 
 
 def prepare(pack: Pack) -> None:

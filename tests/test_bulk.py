@@ -251,10 +251,131 @@ def test_a_case_procedure_in_a_file_named_for_another_type_is_still_a_case(
     data = tmp_path / "export"
     shutil.copytree(export, data)
     _, procedure = _case_procedure_line(export)
+    # another procedure (its own id and no business identifier: one shared would make
+    # the two one procedure told two ways)
     twin = {**procedure, "id": "rfa-misfiled"}
+    twin.pop("identifier", None)
     with (data / "Encounter.ndjson").open("ab") as f:
         f.write(orjson.dumps(twin) + b"\n")
     streamed = evaluate_paths([data], pack, now=NOW)
     whole = evaluate_store(ResourceStore(read_paths([data])), pack, now=NOW)
     assert "Procedure/rfa-misfiled" in [o.evaluation.procedure for o in whole]
     assert _reports(streamed) == _reports(whole)
+
+
+REFUTED = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            "code": "refuted",
+        }
+    ]
+}
+
+
+def _two_copies_of_the_diagnosis(
+    folder: Path, stale_file: str, current: dict[str, Any] | None, stale: dict[str, Any] | None
+) -> tuple[Path, Path]:
+    """ex1 as NDJSON, one file per type, and a second copy of its diagnosis (refuted) in
+    `stale_file`; `current` and `stale` are the two copies' `meta` (None: none)."""
+    from .conftest import load_bundle
+
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for entry in load_bundle("ex1-hcc-ct")["entry"]:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+    [diagnosis] = [c for c in by_type["Condition"] if c["id"] == "ex1-hcc-ct-dx"]
+    old = {**diagnosis, "verificationStatus": REFUTED}
+    if current is not None:
+        diagnosis["meta"] = current
+    if stale is not None:
+        old["meta"] = stale
+    folder.mkdir()
+    for rtype, resources in by_type.items():
+        (folder / f"{rtype}.ndjson").write_bytes(
+            b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        )
+    data = orjson.dumps(old) + b"\n"
+    path = folder / stale_file
+    path.write_bytes(gzip.compress(data) if stale_file.endswith(".gz") else data)
+    current_file = folder / "Condition.ndjson"
+    line = 1 + [c["id"] for c in by_type["Condition"]].index("ex1-hcc-ct-dx")
+    return path, current_file.with_name(f"{current_file.name}:{line}")
+
+
+NEWER = {"versionId": "7", "lastUpdated": "2026-11-01T00:00:00Z"}
+OLDER = {"versionId": "2", "lastUpdated": "2025-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("stale_file", "current", "stale"),
+    [
+        # the stale copy read after the current one, and before it
+        ("Condition.old.ndjson", NEWER, OLDER),
+        ("Condition.0.ndjson", NEWER, OLDER),
+        ("Condition.old.ndjson.gz", NEWER, OLDER),
+        # only versionId, or only lastUpdated (as instants: +02:00 is earlier than Z)
+        ("Condition.old.ndjson", {"versionId": "10"}, {"versionId": "9"}),
+        ("Condition.0.ndjson", {"versionId": "10"}, {"versionId": "9"}),
+        (
+            "Condition.old.ndjson",
+            {"lastUpdated": "2026-11-01T01:30:00+00:00"},
+            {"lastUpdated": "2026-11-01T02:00:00+02:00"},
+        ),
+    ],
+)
+def test_the_newer_of_two_copies_wins_whatever_the_file_order(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    stale_file: str,
+    current: dict[str, Any],
+    stale: dict[str, Any],
+) -> None:
+    """Two NDJSON files hold different versions of one Condition: the one its meta says is
+    newer (confirmed) decides, wherever the stale one (refuted) sorts, and stderr says
+    which was used, naming both copies' file:line, once."""
+    from fhir_adapter.cli import main
+
+    path, used = _two_copies_of_the_diagnosis(tmp_path / "nd", stale_file, current, stale)
+    assert main(["evaluate", str(path.parent), "--workers", "1", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    [row] = orjson.loads(out)["cases"]
+    assert row["outcome"] == "claim" and not row["findings"]
+    notes = [line for line in err.splitlines() if "Condition/ex1-hcc-ct-dx" in line]
+    assert len(notes) == 1
+    assert f"using {used}, the newer" in notes[0] and f"{path}:1" in notes[0]
+
+
+def test_copies_that_do_not_say_which_is_newer_go_by_reading_order(
+    tmp_path: Path, pack: Pack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No meta (or one copy without it): the later file in reading order decides, as
+    before, and stderr says so: here the refuted copy, so the diagnosis is unsupported."""
+    from fhir_adapter.cli import main
+
+    path, used = _two_copies_of_the_diagnosis(tmp_path / "nd", "Condition.old.ndjson", NEWER, None)
+    assert main(["evaluate", str(path.parent), "--workers", "1", "--format", "json"]) == 1
+    out, err = capsys.readouterr()
+    [row] = orjson.loads(out)["cases"]
+    assert "diagnosis-unsupported" in {f["code"] for f in row["findings"]}
+    [note] = [line for line in err.splitlines() if "Condition/ex1-hcc-ct-dx" in line]
+    assert f"using {path}:1, the later in reading order" in note and str(used) in note
+    # the same answer however many workers screen the files
+    [again] = evaluate_paths([path.parent], pack, now=NOW, workers=2)
+    assert again.evaluation.outcome == row["outcome"]
+
+
+def test_newer_copy_reads_meta_as_fhir_means_it() -> None:
+    from fhir_adapter.sources.store import newer_copy
+
+    def meta(**m: str) -> dict[str, Any]:
+        return {"resourceType": "Condition", "id": "c", "meta": m}
+
+    assert newer_copy(meta(versionId="9"), meta(versionId="10")) == (True, "versionId 10")
+    assert newer_copy(meta(versionId="10"), meta(versionId="9")) == (False, "versionId 10")
+    # versionId is opaque unless both are whole numbers; a date without a zone is no instant
+    assert newer_copy(meta(versionId="b"), meta(versionId="a")) is None
+    assert newer_copy(meta(lastUpdated="2026-01-02"), meta(lastUpdated="2026-01-01")) is None
+    assert newer_copy(meta(), {"resourceType": "Condition", "id": "c"}) is None
+    # the same lastUpdated: versionId decides
+    same = "2026-01-01T00:00:00Z"
+    assert newer_copy(meta(lastUpdated=same, versionId="3"), meta(lastUpdated=same, versionId="4"))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter import evaluate_store
+from fhir_adapter.errors import InputError
 from fhir_adapter.pack import Pack
 
 from .conftest import by_id, findings_of, store_of
@@ -1242,6 +1243,11 @@ def test_a_procedure_entered_in_error_is_not_a_case(pack: Pack, good_case: Resou
     assert data["procedure"]["void_status"] == ["entered-in-error"]
     data["procedure"]["void_status"] = []
     lenient = pack_from_text(yaml.safe_dump(data), "<test pack>", Path(pack.path).parent)
+    # the duplicate carries the real one's business identifier: one procedure told two
+    # ways (completed, and not), so neither is billed and the run stops
+    with pytest.raises(InputError, match="are one procedure"):
+        findings_of(lenient, good_case)
+    del voided["identifier"]
     found = findings_of(lenient, good_case)
     assert "procedure-not-completed" in found[f"Procedure/{P}-rfa-voided"]
 

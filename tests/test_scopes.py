@@ -73,12 +73,15 @@ def _write(path: Path, resources: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _two_patients(tmp_path: Path) -> tuple[Path, Path]:
+def _two_patients(tmp_path: Path, one_procedure: bool = False) -> tuple[Path, Path]:
     """Two per-patient Bundles with the same ids throughout and the very same Procedure
     text: the second patient has another name, a surgeon with an invalid NPI and a
-    Coverage that lapsed."""
+    Coverage that lapsed. The second Procedure has a business identifier of its own
+    (two procedures), unless `one_procedure` (then the files tell one procedure two ways)."""
     first = [e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]]
     second = copy.deepcopy(first)
+    if not one_procedure:
+        by_id(second, "ex1-hcc-ct-rfa")["identifier"][0]["value"] = "ex1-hcc-ct-rfa-other"
     by_id(second, "ex1-hcc-ct-pt")["name"] = [{"family": "Other", "given": ["Patient"]}]
     by_id(second, "ex1-hcc-ct-dr")["identifier"][0]["value"] = OTHER_NPI
     by_id(second, "ex1-hcc-ct-cov")["period"] = {"start": "2020-01-01", "end": "2020-12-31"}
@@ -128,7 +131,7 @@ def test_cases_sharing_an_id_get_their_own_files_and_report_rows(
         "Procedure/ex1-hcc-ct-rfa (b.json)",
     ]
     names = sorted(p.name for p in out.glob("Procedure-*.json"))
-    assert len(names) == 2 and names[0] != names[1]
+    assert names == ["Procedure-ex1-hcc-ct-rfa-a.json", "Procedure-ex1-hcc-ct-rfa-b.json"]
     html = (out / "report.html").read_text()
     assert "ex1-hcc-ct-rfa (a.json)" in html and "ex1-hcc-ct-rfa (b.json)" in html
     assert main([*args[:2], "--workers", "1", "--format", "csv"]) == 1
@@ -152,6 +155,62 @@ def test_a_resource_only_another_file_holds_is_still_found(pack: Pack, tmp_path:
     assert "Location/ex1-hcc-ct-loc" not in theirs.evaluation.unresolved
     assert theirs.evaluation.place_of_service == "22"
     assert {"coverage-missing", "provider-npi-invalid"} <= _codes(theirs)
+
+
+def _without_full_urls(bundle: dict[str, Any]) -> dict[str, Any]:
+    for entry in bundle["entry"]:
+        entry.pop("fullUrl", None)
+    return bundle
+
+
+def test_one_procedure_in_two_extracts_is_one_claim(
+    pack: Pack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two extracts holding the same Procedure (one business identifier) without fullUrls:
+    their stubs stay apart, but the procedure is one, so it is billed once, under the
+    Claim identifier that either file alone gives."""
+    data = orjson.dumps(_without_full_urls(load_bundle("ex1-hcc-ct")), option=orjson.OPT_INDENT_2)
+    folder = tmp_path / "twof"
+    folder.mkdir()
+    (folder / "a.json").write_bytes(data)
+    (folder / "b.json").write_bytes(data)
+    [alone] = evaluate_paths([folder / "b.json"], pack, now=NOW)
+    [output] = evaluate_paths([folder], pack, now=NOW)
+    assert output.evaluation.procedure == "Procedure/ex1-hcc-ct-rfa (a.json)"
+    assert output.evaluation.outcome == "claim"
+    assert output.resources == alone.resources
+    out = tmp_path / "out"
+    args = ["evaluate", str(folder), "--out", str(out), "--workers", "1", "--format", "json"]
+    assert main(args) == 0
+    assert len(json.loads(capsys.readouterr().out)["cases"]) == 1
+    assert [p.name for p in out.glob("Procedure-*")] == ["Procedure-ex1-hcc-ct-rfa-a.json"]
+
+
+def test_one_procedure_two_files_tell_differently_stops_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same business identifier in two files whose cases conclude differently (another
+    patient, surgeon and Coverage): exit 2 naming both files, and nothing written."""
+    a, _ = _two_patients(tmp_path, one_procedure=True)
+    out = tmp_path / "out"
+    code = main(["evaluate", str(a.parent), "--out", str(out), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Procedure/ex1-hcc-ct-rfa (a.json)" in err and "(b.json)" in err
+    assert "procedure-id|ex1-hcc-ct-rfa" in err.replace("http://example.org/", "")
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not list(out.glob("Procedure-*"))
+
+
+def test_two_ids_for_one_procedure_in_one_file_stop_the_run(pack: Pack, tmp_path: Path) -> None:
+    """One file giving one business identifier to two Procedure ids: which is billed is not
+    known, so neither is (two Claims would bill it twice)."""
+    resources = [e["resource"] for e in load_bundle("ex1-hcc-ct")["entry"]]
+    twin = copy.deepcopy(by_id(resources, "ex1-hcc-ct-rfa"))
+    twin["id"] = "ex1-hcc-ct-rfa-twin"
+    path = _write(tmp_path / "twins.json", [*resources, twin])
+    with pytest.raises(InputError, match="Procedure/ex1-hcc-ct-rfa and Procedure/ex1-hcc"):
+        evaluate_paths([path], pack, now=NOW)
 
 
 def test_files_holding_the_same_resources_alike_are_one_case(pack: Pack, tmp_path: Path) -> None:

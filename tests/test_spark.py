@@ -236,6 +236,39 @@ def test_a_later_copy_decides_on_spark_as_locally(spark: Any, tmp_path: Path) ->
     assert read_reports(result.reports) == local
 
 
+def test_the_newer_copy_by_meta_decides_on_spark_as_locally(spark: Any, tmp_path: Path) -> None:
+    """Copies whose meta says which is newer: the newer decides on both engines, wherever
+    the files sort (an older voided copy read later leaves the case a case; a newer
+    voided copy read earlier makes it none)."""
+    ndjson = tmp_path / "fixtures"
+    write_fixtures(ndjson, "ndjson", LATER_COPY_FIXTURES)
+    for meta in ndjson.glob("*.yaml"):
+        meta.unlink()
+    kept, dropped = _case_lines(ndjson)[:2]
+    procedures = ndjson / "Procedure.ndjson"
+    current = {"versionId": "5", "lastUpdated": "2026-06-01T00:00:00Z"}
+    stamped = {line: _with_meta(line, current) for line in (kept, dropped)}
+    text = procedures.read_bytes()
+    for line, new in stamped.items():
+        text = text.replace(line, new)
+    procedures.write_bytes(text)
+    older = {"versionId": "4", "lastUpdated": "2026-01-01T00:00:00Z"}
+    newer = {"versionId": "6", "lastUpdated": "2026-09-01T00:00:00Z"}
+    voided = [line.replace(b'"completed"', b'"entered-in-error"') for line in (kept, dropped)]
+    (ndjson / "Procedure.zzz.ndjson").write_bytes(_with_meta(voided[0], older) + b"\n")
+    (ndjson / "Procedure.0.ndjson").write_bytes(_with_meta(voided[1], newer) + b"\n")
+    key_kept, key_dropped = (f"Procedure/{orjson.loads(line)['id']}" for line in (kept, dropped))
+    local = _local(ndjson)
+    cases = {r["procedure"] for r in local}
+    assert key_kept in cases and key_dropped not in cases
+    result = evaluate_on_spark(str(ndjson), str(tmp_path / "out"), spark=spark, now=NOW)
+    assert read_reports(result.reports) == local
+
+
+def _with_meta(line: bytes, meta: dict[str, str]) -> bytes:
+    return orjson.dumps({**orjson.loads(line), "meta": meta})
+
+
 def test_every_case_entered_in_error_is_no_case_on_spark(spark: Any, tmp_path: Path) -> None:
     data = tmp_path / "export"
     generate(data, 60, seed=3)

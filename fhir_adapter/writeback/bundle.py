@@ -17,7 +17,12 @@ from fhir_adapter.fhir.references import reference_label
 from fhir_adapter.findings import Evaluation, Finding
 from fhir_adapter.pack.load import Pack
 from fhir_adapter.writeback.claim import build_claim
-from fhir_adapter.writeback.identity import case_identifier, case_token, full_url
+from fhir_adapter.writeback.identity import (
+    business_identifier,
+    case_identifier,
+    case_token,
+    full_url,
+)
 
 
 @dataclass
@@ -34,6 +39,8 @@ class CaseOutput:
     # read from a FHIR server: the requests it took to gather the case (the JSON
     # report's `reads`); None for files, and not carried by `to_bytes`
     reads: int | None = None
+    # the Procedure's business identifier (`system|value`), when it has one
+    procedure_identifier: str | None = None
 
     def bundle(self, method: str = "create") -> dict[str, Any]:
         """A transaction; `create` posts with ifNoneExist, `upsert` PUTs conditionally."""
@@ -59,13 +66,22 @@ class CaseOutput:
                 self.case_identifier,
                 self.date_of_service,
                 self.payer,
+                self.procedure_identifier,
             ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CaseOutput:
-        evaluation, resources, full_urls, ident, date, payer = orjson.loads(data)
-        return cls(Evaluation.from_dict(evaluation), resources, full_urls, ident, date, payer)
+        evaluation, resources, full_urls, ident, date, payer, business = orjson.loads(data)
+        return cls(
+            Evaluation.from_dict(evaluation),
+            resources,
+            full_urls,
+            ident,
+            date,
+            payer,
+            procedure_identifier=business,
+        )
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         """Pickled as `to_bytes`: a worker's outputs cross to the parent in the compact
@@ -114,6 +130,7 @@ def build_output(
     out = CaseOutput(evaluation)
     out.date_of_service = case.date
     out.payer = reference_label(case.reference_json(case.insurer_ref)) or None
+    out.procedure_identifier = business_identifier(case.procedure)
     token = case_token(case.procedure, case.key, case.source)
     system = pack.model.canonical.identifier_system
     claim_url = None

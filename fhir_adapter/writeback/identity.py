@@ -15,19 +15,27 @@ from typing import Any
 NAMESPACE = uuid.UUID("6f0c2d5e-47a3-4b82-9c1e-47382a0d0e11")
 
 
-def procedure_identity(procedure: dict[str, Any], key: str) -> str:
+def business_identifier(procedure: dict[str, Any]) -> str | None:
+    """`system|value` of the Procedure's first identifier that has both: what names the
+    procedure wherever a copy of it comes from."""
     for ident in procedure.get("identifier") or []:
         if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
             return f"{ident['system']}|{ident['value']}"
-    return key
+    return None
+
+
+def procedure_identity(procedure: dict[str, Any], key: str) -> str:
+    return business_identifier(procedure) or key
 
 
 def case_token(procedure: dict[str, Any], key: str, source: str | None = None) -> str:
     """A short stable token for the case (hex of a SHA-256); `source`, the file of a
-    Procedure whose key another file gives a different resource, keeps the two apart."""
-    identity = procedure_identity(procedure, key)
-    if source is not None:
-        identity += f" in {source}"
+    Procedure whose key another file gives a different resource, keeps the two apart,
+    unless the Procedure has a business identifier: copies of one procedure in two files
+    make one token (and one Claim), see `pipeline.one_per_procedure`."""
+    identity = business_identifier(procedure)
+    if identity is None:
+        identity = key if source is None else f"{key} in {source}"
     return hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 

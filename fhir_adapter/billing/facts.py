@@ -47,6 +47,24 @@ def _references(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     )
 
 
+@provides("other_patient")
+def _other_patient(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The resources reached from the case that name another Patient than its Procedure
+    (left out of the case: case.other_patient), each beside the Procedure's own subject."""
+    case = ctx.case
+    evidence: list[Evidence] = []
+    for ref, path, patient in case.other_patient:
+        evidence.append(
+            Evidence(ref, path, None, f"names {patient}, not the Procedure's {case.patient_ref}")
+        )
+        evidence.append(
+            Evidence(
+                case.key, "Procedure.subject", None, f"names {case.patient_ref}, not {patient}"
+            )
+        )
+    return (evidence_fact(list(dict.fromkeys(evidence))),)
+
+
 @provides("facility")
 def _facility(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     """The Location the service was performed at (Claim.facility, CMS-1500 box 32)."""

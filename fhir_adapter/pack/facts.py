@@ -17,6 +17,7 @@ FACTS: dict[str, tuple[str, ...]] = {
     "provider": (),
     "earlier_same_session": (),
     "rendering_unclear": (),
+    "other_patient": (),
     "facility": (),
     "tumor_count": (),
     "tumor_max_size_cm": (),

@@ -134,3 +134,56 @@ def test_same_patient_written_otherwise_is_no_mismatch(pack: Pack) -> None:
     out = _evaluate(pack, rs)
     assert "patient-mismatch" not in _codes(out)
     assert _claim(out) is not None
+
+
+def _undated(rs: Resources) -> None:
+    for r in rs:
+        if r["resourceType"] == "Procedure":
+            r.pop("performedDateTime", None)
+            r.pop("performedPeriod", None)
+    by_id(rs, f"{P}-enc").pop("period", None)
+
+
+@pytest.mark.parametrize(
+    "performed",
+    [
+        {},
+        {"performedString": "14 Oct 2026, morning list"},
+        {"performedString": "2026-10-14"},
+        {"performedDateTime": "2026-10"},  # a month is no date of service
+        {"performedPeriod": {"end": "2026-10-14T11:00:00Z"}},
+    ],
+)
+def test_no_date_of_service_no_claim(pack: Pack, performed: dict[str, Any]) -> None:
+    rs = _resources(P)
+    _undated(rs)
+    by_id(rs, f"{P}-rfa").update(performed)
+    out = _evaluate(pack, rs)
+    assert out.evaluation.blocked
+    assert _claim(out) is None
+    [finding] = [f for f in out.evaluation.findings if f.code == "date-of-service-missing"]
+    assert finding.severity == "high"
+    assert finding.source
+    assert "date of service" in finding.message
+
+
+@pytest.mark.parametrize(
+    "dated",
+    [
+        lambda rs: by_id(rs, f"{P}-enc").update(period={"start": "2026-10-14T08:00:00Z"}),
+        lambda rs: by_id(rs, f"{P}-rfa").update(
+            performedPeriod={"start": "2026-10-14T09:00:00Z", "end": "2026-10-14T10:00:00Z"}
+        ),
+    ],
+)
+def test_a_date_on_the_encounter_or_the_period_is_the_date_of_service(
+    pack: Pack, dated: Any
+) -> None:
+    rs = _resources(P)
+    _undated(rs)
+    dated(rs)
+    out = _evaluate(pack, rs)
+    assert "date-of-service-missing" not in _codes(out)
+    claim = _claim(out)
+    assert claim is not None
+    assert {i["servicedDate"] for i in claim["item"]} == {"2026-10-14"}

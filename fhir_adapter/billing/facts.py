@@ -65,6 +65,24 @@ def _other_patient(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     return (evidence_fact(list(dict.fromkeys(evidence))),)
 
 
+@provides("date_of_service")
+def _date_of_service(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The day the service was performed (Claim.item.servicedDate, CMS-1500 box 24A):
+    Procedure.performedDateTime or performedPeriod.start, else Encounter.period.start, to
+    the day (a free-text performedString or a month alone is no date of service)."""
+    case = ctx.case
+    if case.date is None:
+        return (Fact(None),)
+    procedure = case.procedure
+    if isinstance(procedure.get("performedDateTime"), str):
+        ref, path = case.key, "Procedure.performedDateTime"
+    elif isinstance((procedure.get("performedPeriod") or {}).get("start"), str):
+        ref, path = case.key, "Procedure.performedPeriod.start"
+    else:
+        ref, path = case.encounter_ref or case.key, "Encounter.period.start"
+    return (Fact(case.date, (Evidence(ref, path, None, case.date),)),)
+
+
 @provides("facility")
 def _facility(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     """The Location the service was performed at (Claim.facility, CMS-1500 box 32)."""

@@ -187,3 +187,46 @@ def test_a_date_on_the_encounter_or_the_period_is_the_date_of_service(
     claim = _claim(out)
     assert claim is not None
     assert {i["servicedDate"] for i in claim["item"]} == {"2026-10-14"}
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        None,
+        {"identifier": {"system": "urn:oid:2.16.840.1.113883.19.5", "value": "MRN-0042"}},
+        {"reference": "Group/g1"},
+        {"display": "Jane Doe"},
+        {"reference": "Device/pump-1"},
+    ],
+)
+def test_a_procedure_without_a_patient_gets_no_claim(pack: Pack, subject: Any) -> None:
+    rs = _resources(P)
+    for r in rs:
+        if r["resourceType"] == "Procedure":
+            r.pop("subject", None)
+            if subject is not None:
+                r["subject"] = copy.deepcopy(subject)
+    rs.append({"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
+    out = _evaluate(pack, rs)
+    assert out.evaluation.blocked
+    assert _claim(out) is None
+    [finding] = [f for f in out.evaluation.findings if f.code == "patient-unidentified"]
+    assert finding.severity == "high"
+    assert "patient" in finding.message.lower()
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        {"reference": f"http://example.org/fhir/Patient/{P}-pt"},
+        {"reference": f"Patient/{P}-pt", "display": "Jane Doe"},
+    ],
+)
+def test_a_patient_reference_written_otherwise_identifies_the_patient(
+    pack: Pack, subject: Any
+) -> None:
+    rs = _resources(P)
+    by_id(rs, f"{P}-rfa")["subject"] = subject
+    out = _evaluate(pack, rs)
+    assert "patient-unidentified" not in _codes(out)
+    assert _claim(out) is not None

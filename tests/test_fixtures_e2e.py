@@ -102,13 +102,14 @@ def test_every_finding_code_is_exercised_and_absent_elsewhere(pack: Pack) -> Non
     # (tests/test_rules.py::test_ptp_modifier_indicator adds one); no shipped payer overlay
     # asserts prior authorization (no source names a rule for 47382): prior-auth-missing
     # needs one (tests/test_payers.py adds one in a --payers directory); what the case may
-    # use (another patient's resources) and a case with no date of service are pinned by
-    # tests/test_case_patient.py, on ex1 edited
+    # use (another patient's resources), a case with no date of service and one with no
+    # patient are pinned by tests/test_case_patient.py, on ex1 edited
     unexercised = {
         "coding-edit-ptp",
         "prior-auth-missing",
         "patient-mismatch",
         "date-of-service-missing",
+        "patient-unidentified",
     }
     assert set(produced) == set(pack.finding_codes()) - unexercised
     # each code appears in a few fixtures only (service-not-billed in three: a paracentesis, a

@@ -16,6 +16,7 @@ from fhir_adapter.billing.modifiers import decide_modifiers
 from fhir_adapter.case import Case, Performer
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import Resource
+from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.findings import Evidence
 from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
@@ -63,6 +64,23 @@ def _other_patient(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
             )
         )
     return (evidence_fact(list(dict.fromkeys(evidence))),)
+
+
+@provides("patient")
+def _patient(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The Patient the service was given to (Claim.patient): Procedure.subject when it
+    is a reference to a Patient (found, or written `Patient/id`). Missing, an identifier
+    or a display alone, a Group, Device or Location is none."""
+    case = ctx.case
+    ref = case.patient_ref
+    if case.patient is not None:
+        is_patient = case.patient.get("resourceType") == "Patient"
+    else:
+        tail = tail_key(ref) if ref else None
+        is_patient = bool(tail and tail.startswith("Patient/"))
+    if not ref or not is_patient:
+        return (Fact(None),)
+    return (Fact(ref, (Evidence(ref, "Procedure.subject"),)),)
 
 
 @provides("date_of_service")

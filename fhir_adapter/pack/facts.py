@@ -18,6 +18,7 @@ FACTS: dict[str, tuple[str, ...]] = {
     "earlier_same_session": (),
     "rendering_unclear": (),
     "other_patient": (),
+    "patient": ("patient",),
     "date_of_service": ("procedure", "encounter"),
     "facility": (),
     "tumor_count": (),

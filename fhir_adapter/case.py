@@ -194,14 +194,19 @@ class Case:
 _PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
 
 
-def named_patient(store: ResourceStore, resource: Resource) -> tuple[str, str] | None:
+def named_patient(
+    store: ResourceStore, resource: Resource, known: str | None = None
+) -> tuple[str, str] | None:
     """(element, Patient key) for the first element by which `resource` names a Patient;
-    None when it names none (no subject, or a Group, Device or Location one)."""
+    None when it names none (no subject, or a Group, Device or Location one). `known`: a
+    key already known to be a Patient's (read without resolving it again)."""
     for element in _PATIENT_ELEMENTS:
         ref = resource.get(element)
         key = store.canonical(ref) if ref is not None else None
         if key is None:
             continue
+        if key == known:
+            return element, key
         target = store.resolve(ref, resource)
         if target is not None:
             rtype = target.get("resourceType")
@@ -219,21 +224,16 @@ class _Builder:
         self.case = case
         self._seen: dict[str, set[int]] = {}
         self._foreign: set[int] = set()
-        own = store.resolve(case.procedure.get("subject"), case.procedure)
-        own_key = store.canonical(case.procedure.get("subject"))
         # the patient others are compared with: only when the Procedure names a Patient
-        if own_key is not None and (own is None or own.get("resourceType") == "Patient"):
-            named = named_patient(store, case.procedure)
-            self._patient = named[1] if named else None
-        else:
-            self._patient = None
+        named = named_patient(store, case.procedure)
+        self._patient = named[1] if named else None
 
     def foreign(self, resource: Resource) -> bool:
         """Whether `resource` names another Patient than the case's Procedure; such a
         resource is noted (once) in case.other_patient and is no evidence of the case."""
         if self._patient is None or resource is self.case.procedure:
             return False
-        named = named_patient(self.store, resource)
+        named = named_patient(self.store, resource, self._patient)
         if named is None or named[1] == self._patient:
             return False
         if id(resource) not in self._foreign:
@@ -589,7 +589,7 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
 
 
 def _names_other(store: ResourceStore, resource: Resource, patient: str) -> bool:
-    named = named_patient(store, resource)
+    named = named_patient(store, resource, patient)
     return named is not None and named[1] != patient
 
 

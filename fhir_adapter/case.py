@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 from fhir_adapter.fhir.codings import has_coding
 from fhir_adapter.fhir.elements import Resource
-from fhir_adapter.fhir.references import reference_string
+from fhir_adapter.fhir.references import reference_string, tail_key
 from fhir_adapter.fhir.systems import NPI, NUCC
 from fhir_adapter.sources.store import ResourceStore
 
@@ -119,6 +119,10 @@ class Case:
     insurer_ref: str | None = None
     # reference strings that pointed nowhere, by the collection they were meant for
     unresolved: dict[str, list[str]] = field(default_factory=dict)
+    # resources reached from the case that name another Patient than the Procedure does
+    # (subject, patient, beneficiary): left out of the case, as (their reference, the
+    # element that names the patient, that patient), for a finding to name
+    other_patient: list[tuple[str, str, str]] = field(default_factory=list)
     _refs: dict[int, str] = field(default_factory=dict, repr=False)
     _by_ref: dict[str, Resource] = field(default_factory=dict, repr=False)
     # the performer keys of each gathered Procedure (see _actor_keys), by id()
@@ -185,11 +189,63 @@ class Case:
         return {"reference": ref}
 
 
+# The elements by which a resource names the patient it is about (FHIR R4: subject on
+# clinical resources, patient on claims and their responses, beneficiary on Coverage).
+_PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+
+
+def named_patient(
+    store: ResourceStore, resource: Resource, known: str | None = None
+) -> tuple[str, str] | None:
+    """(element, Patient key) for the first element by which `resource` names a Patient;
+    None when it names none (no subject, or a Group, Device or Location one). `known`: a
+    key already known to be a Patient's (read without resolving it again)."""
+    for element in _PATIENT_ELEMENTS:
+        ref = resource.get(element)
+        key = store.canonical(ref) if ref is not None else None
+        if key is None:
+            continue
+        if key == known:
+            return element, key
+        target = store.resolve(ref, resource)
+        if target is not None:
+            rtype = target.get("resourceType")
+        else:
+            tail = tail_key(key)
+            rtype = tail.split("/", 1)[0] if tail else None
+        if rtype == "Patient":
+            return element, key
+    return None
+
+
 class _Builder:
     def __init__(self, store: ResourceStore, case: Case) -> None:
         self.store = store
         self.case = case
         self._seen: dict[str, set[int]] = {}
+        self._foreign: set[int] = set()
+        # the patient others are compared with: only when the Procedure names a Patient
+        named = named_patient(store, case.procedure)
+        self._patient = named[1] if named else None
+
+    def foreign(self, resource: Resource) -> bool:
+        """Whether `resource` names another Patient than the case's Procedure; such a
+        resource is noted (once) in case.other_patient and is no evidence of the case."""
+        if self._patient is None or resource is self.case.procedure:
+            return False
+        named = named_patient(self.store, resource, self._patient)
+        if named is None or named[1] == self._patient:
+            return False
+        if id(resource) not in self._foreign:
+            self._foreign.add(id(resource))
+            try:
+                key = self.store.key_of(resource)
+            except KeyError:
+                key = f"{resource.get('resourceType')}/{resource.get('id', '?')}"
+            self.case.other_patient.append(
+                (key, f"{resource.get('resourceType')}.{named[0]}", named[1])
+            )
+        return True
 
     def follow(self, ref: Any, container: Resource | None, *into: str) -> Resource | None:
         """Resolve a reference, remembering a dangling one under each collection in `into`."""
@@ -223,7 +279,7 @@ class _Builder:
         if resource.get("resourceType") not in types:
             return
         seen = self._seen.setdefault(into, set())
-        if id(resource) in seen:
+        if id(resource) in seen or self.foreign(resource):
             return
         seen.add(id(resource))
         self.remember(resource)
@@ -277,6 +333,9 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
     case.patient_ref = store.canonical(procedure.get("subject"))
     case.encounter = b.follow(procedure.get("encounter"), procedure, "encounter")
     case.encounter_ref = store.canonical(procedure.get("encounter"))
+    if case.encounter is not None and b.foreign(case.encounter):
+        # another patient's encounter: none of its diagnoses, places or documents are ours
+        case.encounter = case.encounter_ref = None
     case.date = service_date(procedure, case.encounter)
     enc = case.encounter or {}
 
@@ -343,7 +402,7 @@ def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, 
     _record_scopes(store, case, case.procedure)
     own_key = performed_sort_key(case.procedure, case.key)
     for other in others:
-        if other is case.procedure or other.get("status") in _NOT_DONE:
+        if other is case.procedure or other.get("status") in _NOT_DONE or b.foreign(other):
             continue
         actors = case._actors[id(other)] = frozenset(_actor_keys(store, other))
         b.add("session_procedures", other, "Procedure")
@@ -374,7 +433,7 @@ def _gather_patient_history(
         return
     counted = {id(p) for p in case.same_code_earlier}
     for other in store.referrers(case.patient_ref, "Procedure"):
-        if other is case.procedure or other.get("status") in _NOT_DONE:
+        if other is case.procedure or other.get("status") in _NOT_DONE or b.foreign(other):
             continue
         day = service_date(other, None)
         if day is None or day > case.date:
@@ -529,13 +588,20 @@ def _gather_people_and_places(case: Case, b: _Builder) -> None:
     b.follow(enc.get("serviceProvider"), enc)
 
 
+def _names_other(store: ResourceStore, resource: Resource, patient: str) -> bool:
+    named = named_patient(store, resource, patient)
+    return named is not None and named[1] != patient
+
+
 def _gather_coverage(store: ResourceStore, case: Case) -> None:
     """The Coverage of the patient that is active on the date of service."""
     if not case.patient_ref:
         return
     active = []
     for cov in store.referrers(case.patient_ref, "Coverage"):
-        if cov.get("status", "active") != "active":
+        # the patient's own: a Coverage that names them only as its subscriber or policy
+        # holder insures its beneficiary, another person
+        if cov.get("status", "active") != "active" or _names_other(store, cov, case.patient_ref):
             continue
         period = cov.get("period") or {}
         start, end = str(period.get("start", ""))[:10], str(period.get("end", ""))[:10]
@@ -547,6 +613,8 @@ def _gather_coverage(store: ResourceStore, case: Case) -> None:
         case._refs[id(cov)] = store.key_of(cov)
         case._by_ref.setdefault(store.key_of(cov), cov)
     for response in store.referrers(case.patient_ref, "ClaimResponse"):
+        if _names_other(store, response, case.patient_ref):
+            continue
         key = store.key_of(response)
         case._refs[id(response)] = key
         case._by_ref.setdefault(key, response)

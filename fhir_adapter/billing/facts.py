@@ -16,6 +16,7 @@ from fhir_adapter.billing.modifiers import decide_modifiers
 from fhir_adapter.case import Case, Performer
 from fhir_adapter.fhir.codings import codings
 from fhir_adapter.fhir.elements import Resource
+from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.findings import Evidence
 from fhir_adapter.pack.context import Context, Fact, evidence_fact
 from fhir_adapter.pack.derivers import Derivers
@@ -45,6 +46,59 @@ def _references(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
         ),
         rendering_unclear(pack, case),
     )
+
+
+@provides("other_patient")
+def _other_patient(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The resources reached from the case that name another Patient than its Procedure
+    (left out of the case: case.other_patient), each beside the Procedure's own subject."""
+    case = ctx.case
+    evidence: list[Evidence] = []
+    for ref, path, patient in case.other_patient:
+        evidence.append(
+            Evidence(ref, path, None, f"names {patient}, not the Procedure's {case.patient_ref}")
+        )
+        evidence.append(
+            Evidence(
+                case.key, "Procedure.subject", None, f"names {case.patient_ref}, not {patient}"
+            )
+        )
+    return (evidence_fact(list(dict.fromkeys(evidence))),)
+
+
+@provides("patient")
+def _patient(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The Patient the service was given to (Claim.patient): Procedure.subject when it
+    is a reference to a Patient (found, or written `Patient/id`). Missing, an identifier
+    or a display alone, a Group, Device or Location is none."""
+    case = ctx.case
+    ref = case.patient_ref
+    if case.patient is not None:
+        is_patient = case.patient.get("resourceType") == "Patient"
+    else:
+        tail = tail_key(ref) if ref else None
+        is_patient = bool(tail and tail.startswith("Patient/"))
+    if not ref or not is_patient:
+        return (Fact(None),)
+    return (Fact(ref, (Evidence(ref, "Procedure.subject"),)),)
+
+
+@provides("date_of_service")
+def _date_of_service(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The day the service was performed (Claim.item.servicedDate, CMS-1500 box 24A):
+    Procedure.performedDateTime or performedPeriod.start, else Encounter.period.start, to
+    the day (a free-text performedString or a month alone is no date of service)."""
+    case = ctx.case
+    if case.date is None:
+        return (Fact(None),)
+    procedure = case.procedure
+    if isinstance(procedure.get("performedDateTime"), str):
+        ref, path = case.key, "Procedure.performedDateTime"
+    elif isinstance((procedure.get("performedPeriod") or {}).get("start"), str):
+        ref, path = case.key, "Procedure.performedPeriod.start"
+    else:
+        ref, path = case.encounter_ref or case.key, "Encounter.period.start"
+    return (Fact(case.date, (Evidence(ref, path, None, case.date),)),)
 
 
 @provides("facility")

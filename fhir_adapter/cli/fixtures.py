@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import add_server_options, connect, env_option
+from fhir_adapter.cli.options import add_server_options, connect, env_option, format_option
 
 
 def register(sub: Any) -> None:
@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     fx = sub.add_parser("fixtures", help="the bundled 47382 test cases with known answers")
     fx_sub = fx.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
     fx_list = fx_sub.add_parser("list", help="each case, what it exercises, its expected result")
-    env_option(fx_list, "--format", default="table", choices=("table", "json"))
+    format_option(fx_list, "FIXTURES_FORMAT", ("table", "json"))
     fx_write = fx_sub.add_parser("write", help="write the fixtures into DIR")
     fx_write.add_argument("directory", metavar="DIR")
     env_option(

@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import SEVERITIES, env_option
+from fhir_adapter.cli.options import SEVERITIES, SharedName, env_option, format_option, is_on_off
 
 DEFAULT_DB = "fhir-adapter-feedback.sqlite3"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -76,6 +76,8 @@ def register(sub: Any) -> None:
     env_option(
         pas,
         "--payer",
+        "SERVE_PAYER",
+        shared=SharedName("PAYER", is_on_off, "on or off"),
         action="store_true",
         help="also be a PAS payer at /fhir: Claim/$submit, Claim/$inquire, Subscription, "
         "deciding with the same rules (calls carry the same JWT as hook calls)",
@@ -120,7 +122,7 @@ def register(sub: Any) -> None:
         "overridden, and the override reasons given.",
     )
     env_option(fb, "--feedback-db", "FEEDBACK_DB", DEFAULT_DB, metavar="PATH")
-    env_option(fb, "--format", "FORMAT", "table", choices=("table", "json"))
+    format_option(fb, "FEEDBACK_FORMAT", ("table", "json"))
     fb.set_defaults(handler=feedback_command)
 
 

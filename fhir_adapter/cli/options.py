@@ -328,7 +328,7 @@ def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORM
         "PAYERS",
         metavar="DIR",
         action="append",
-        help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
+        help="a directory of payer overlays (*.yaml, *.yml) added to the bundled ones (repeatable)",
     )
     env_option(
         p,

@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
         "PAYERS",
         metavar="DIR",
         action="append",
-        help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
+        help="a directory of payer overlays (*.yaml, *.yml) added to the bundled ones (repeatable)",
     )
     env_option(serve, "--block-on", "BLOCK_ON", choices=SEVERITIES)
     env_option(

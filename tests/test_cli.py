@@ -155,6 +155,29 @@ def test_synth_refuses_fewer_than_one_patient(
     assert not (tmp_path / "x").exists()
 
 
+def test_a_pipe_or_device_is_named_for_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not 'no such file or directory': inputs are read more than once, which a pipe
+    cannot be, so it is refused for what it is, given alone or inside a directory."""
+    import os
+
+    pipe = tmp_path / "cases.ndjson"
+    os.mkfifo(pipe)
+    for given in (pipe, tmp_path):
+        assert main(["evaluate", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert f"{pipe}: a named pipe (FIFO), not a file or directory" in err, err
+    assert main(["evaluate", os.devnull]) == 2
+    assert "a character device" in capsys.readouterr().err
+    (tmp_path / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    pipe.unlink()
+    assert main(["evaluate", str(tmp_path / "gone.json")]) == 2
+    assert "a symbolic link to" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such file or directory" in capsys.readouterr().err
+
+
 def _pack_with(edit: dict[str, str]) -> str:
     """The bundled pack with whole lines replaced (`old line` -> `new line`, first match)."""
     from fhir_adapter.pack import default_pack_path

@@ -8,6 +8,8 @@ and the models cost ~59x the parse (see shared/reference/measured-here.md).
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +49,46 @@ def read_paths(paths: Iterable[str | Path]) -> Iterator[Loaded]:
         elif p.is_file():
             yield from read_file(p)
         else:
-            raise InputError("no such file or directory", source=str(p))
+            raise InputError(not_a_file(p), source=str(p))
+
+
+def not_a_file(path: Path) -> str:
+    """What `path` is, when it is neither a regular file nor a directory, as words for an
+    error: every input is read more than once (screened, then read back), which a pipe
+    or a device cannot be."""
+    try:
+        mode = path.stat().st_mode  # what a link leads to
+    except OSError:
+        if path.is_symlink():
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        return "no such file or directory"
+    what = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    return f"{what}, not a file or directory: save the data to a file and give that"
 
 
 def input_files(directory: Path) -> list[Path]:
-    """The files under a directory, sorted, leaving out hidden ones (state, .part files)."""
-    return sorted(
-        child
-        for child in directory.rglob("*")
-        if child.is_file()
-        and not any(part.startswith(".") for part in child.relative_to(directory).parts)
-    )
+    """The files under a directory, sorted, leaving out hidden ones (state, .part files);
+    an input's name (`.json`, `.ndjson`...) on a pipe, device or dangling link is an error
+    rather than passed over."""
+    out = []
+    for child in sorted(directory.rglob("*")):
+        if any(part.startswith(".") for part in child.relative_to(directory).parts):
+            continue
+        if child.is_file():
+            out.append(child)
+        elif not child.is_dir() and _is_input(child):
+            raise InputError(not_a_file(child), source=str(child))
+    return out
 
 
 def _is_input(path: Path) -> bool:

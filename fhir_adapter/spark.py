@@ -361,7 +361,6 @@ def _evaluate_rows(
         }
 
     store = CompactStore()
-    store.order = {path: rank for rank, path in enumerate(paths)}  # which copy is later
     cases: set[str] = set()
     # the cyclic GC paused, as the local engine pauses it (its passes over the many
     # acyclic dicts of a case cost more than the case's evaluation)

@@ -91,7 +91,6 @@ def _workers(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from fhir_adapter.errors import printable
     from fhir_adapter.pipeline import evaluate_store, gc_paused, load_store
 
     pack, charges = load_rules_and_charges(args)
@@ -137,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
         page = render_html(outputs, pack=pack, source=args.paths)
         write_bundles(outputs, args.out, report_html=page, force=args.force)
     code = emit(outputs, args.format, pack=pack, source=args.paths, meta=meta, html=page)
-    for notice in store.notices:
-        print(f"fhir-adapter: note: {printable(notice)}", file=sys.stderr)
     if store.bad_lines:
         shown = ", ".join(store.bad_lines[:5]) + (" ..." if len(store.bad_lines) > 5 else "")
         print(

@@ -221,7 +221,6 @@ class Kept(NamedTuple):
     source: str = ""  # the file, when the line is left there
     offset: int = -1  # its byte offset there (-1: `line` holds the bytes)
     length: int = 0
-    at: int = -1  # a line kept as bytes (a gzipped file's): its offset there, for messages
 
 
 @dataclass(frozen=True)
@@ -308,7 +307,7 @@ def _left_in_file(chunk: Chunk, offset: int, line: bytes, record: Kept) -> Kept:
     """The record without its bytes, which the store reads back from the file when a case
     needs them (a gzipped file cannot be read at an offset: its lines travel)."""
     if chunk.gzipped:
-        return record._replace(source=chunk.path, at=offset)
+        return record
     # built directly: NamedTuple._replace goes through a dict, for every line kept
     return Kept(b"", record.key, record.targets, record.forward, chunk.path, offset, len(line))
 
@@ -664,7 +663,6 @@ def load_for_cases(
         scoped = Scopes(scopes, len(scopes) - 1 if ndjson_files else None)
         if scoped.contested:
             scoped.bad_lines = store.bad_lines
-            scoped.notices = store.notices
             return scoped
     # no id names two things: one store means the same, and costs less
     for items in read:
@@ -716,7 +714,6 @@ def _load_ndjson(
     store = CompactStore()
     if not ndjson_files:
         return store
-    store.order = {str(path): rank for rank, path in enumerate(ndjson_files)}
     chunks = chunks_of(ndjson_files, chunk_bytes)
     # the bare code: a padded one ("47382 ") counts too, as it does in has_coding
     job = ScanJob(needle=code.encode(), system=system, code=code, skip_bad=skip_bad_lines)

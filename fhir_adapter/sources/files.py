@@ -25,6 +25,7 @@ JSON_SUFFIXES = (".json", ".json.gz")
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 # Bundle entries that legitimately carry no resource.
 _RESOURCELESS_METHODS = {"DELETE", "GET", "HEAD"}
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +117,16 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"cannot read file: {exc}", source=str(path)) from None
 
 
+def _without_bom(data: bytes) -> bytes:
+    """The bytes after a UTF-8 byte order mark, which editors on Windows write (NDJSON
+    read by `sources.bulk` drops it too)."""
+    return data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+
+
 def read_json_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
     """One JSON document: a resource or a Bundle."""
     try:
-        value = orjson.loads(data)
+        value = orjson.loads(_without_bom(data))
     except orjson.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON (column {exc.colno}): {exc.msg}", source=origin, line=exc.lineno
@@ -129,7 +136,7 @@ def read_json_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
 
 def read_ndjson_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
     """One resource per line, as Bulk Data writes them; blank lines are allowed."""
-    for lineno, line in enumerate(data.splitlines(), start=1):
+    for lineno, line in enumerate(_without_bom(data).splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -11,8 +11,6 @@ scope; sources.scopes puts several side by side.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import gzip
 import os
 import weakref
 from collections import defaultdict
@@ -39,9 +37,6 @@ class ResourceStore:
         self._reverse: dict[str, list[str]] | None = None
         self._anon = 0
         self.bad_lines: list[str] = []  # file:line of NDJSON lines skipped as corrupt
-        # what the run should say on stderr: which of two different copies of one resource
-        # was used, and why (see `CompactStore.add_indexed`)
-        self.notices: list[str] = []
         self._coded: dict[tuple[str, str], frozenset[str]] = {}
         for item in loaded:
             self.add(item.resource, item.full_url)
@@ -239,8 +234,6 @@ class IndexedLine(Protocol):
     def offset(self) -> int: ...
     @property
     def length(self) -> int: ...
-    @property
-    def at(self) -> int: ...  # a line kept as bytes: its offset in `source` (-1: unknown)
 
 
 class Located(NamedTuple):
@@ -323,35 +316,16 @@ class CompactStore(ResourceStore):
         # reference data many cases point at (a practitioner, the hospital): parsed once
         # for the whole run, not once per case
         self._shared: dict[str, Resource] = {}
-        # where lines kept as bytes (gzipped files') are, for messages
-        self._at: dict[str, tuple[str, int]] = {}
-        self._noticed: set[tuple[str, Any, Any]] = set()
-        # each file's rank in reading order: which of two copies is the later one
-        self.order: dict[str, int] = {}
 
     def __len__(self) -> int:
         return super().__len__() + len(self._raw)
 
-    def add_indexed(
-        self,
-        line: bytes | Located,
-        key: str,
-        targets: Iterable[str],
-        at: tuple[str, int] | None = None,
-    ) -> str:
-        """Store a line whose key and reverse-index targets were worked out elsewhere; `at`,
-        where a line kept as bytes is (its file and offset), for messages. A different copy
-        of a stored key replaces it when it is newer (`newer_copy`), or, where the copies
-        do not say, when it comes later in reading order; either way `notices` says so."""
+    def add_indexed(self, line: bytes | Located, key: str, targets: Iterable[str]) -> str:
+        """Store a line whose key and reverse-index targets were worked out elsewhere."""
         previous = self._raw.get(key)
         if previous is not None:
-            if previous == line:
-                return key  # the same line met again (e.g. in two passes)
-            old, new = self._bytes(previous), self._bytes(line)
-            if old == new:
-                return key  # the same resource met again
-            if not self._supersedes(key, (previous, old), (line, new, at)):
-                return key
+            if previous == line or self._bytes(previous) == self._bytes(line):
+                return key  # the same resource met again (e.g. in two passes)
             for target in self._targets_of.pop(key, ()):
                 self._raw_reverse[target].remove(key)
         elif not super().has(key):
@@ -359,64 +333,7 @@ class CompactStore(ResourceStore):
         self._live.pop(key, None)
         self._shared.pop(key, None)
         self._insert(key, line, tuple(targets))
-        if at is not None and isinstance(line, bytes):
-            self._at[key] = at
-        else:
-            self._at.pop(key, None)
         return key
-
-    def _supersedes(
-        self,
-        key: str,
-        stored: tuple[bytes | Located, bytes],
-        met: tuple[bytes | Located, bytes, tuple[str, int] | None],
-    ) -> bool:
-        """Whether `met`, a different copy of `key`, replaces the `stored` one, noting which
-        one is used and why (once per pair of copies)."""
-        first = self._position(key, stored[0], None)
-        second = self._position(key, met[0], met[2])
-        verdict = newer_copy(orjson.loads(stored[1]), orjson.loads(met[1]))
-        if verdict is not None:
-            wins, why = verdict[0], f"the newer by its meta.{verdict[1]}"
-        else:
-            why = "the later in reading order (neither copy's meta.lastUpdated or versionId"
-            why += " says which is newer)"
-            # lines are added in reading order, but a pass may meet an earlier one again
-            if first is not None and second is not None and self.order:
-                wins = self._rank(second) > self._rank(first)
-            else:
-                wins = True
-        used, other = (second, first) if wins else (first, second)
-        if (key, used, other) not in self._noticed:
-            self._noticed.add((key, used, other))
-            place = self._place(used)
-            self.notices.append(
-                f"{key} differs in {place} and {self._place(other)}; using {place}, {why}"
-            )
-        return wins
-
-    def _position(
-        self, key: str, line: bytes | Located, at: tuple[str, int] | None
-    ) -> tuple[str, int] | None:
-        if isinstance(line, Located):
-            return self._files.path(line), line.offset
-        return at if at is not None else self._at.get(key)
-
-    def _rank(self, where: tuple[str, int]) -> tuple[int, int]:
-        return self.order.get(where[0], len(self.order)), where[1]
-
-    def _place(self, where: tuple[str, int] | None) -> str:
-        """`file:line` of a copy (a line number only for this message)."""
-        if where is None:
-            return "an earlier line"
-        path, offset = where
-        opener: Any = gzip.open if path.lower().endswith(".gz") else open
-        try:
-            with opener(path, "rb") as fh:
-                line = fh.read(offset).count(b"\n") + 1
-        except OSError:
-            return path
-        return f"{path}:{line}"
 
     def add_lines(self, lines: Iterable[IndexedLine]) -> None:
         """`add_indexed` for many lines at once, the key met for the first time taking the
@@ -425,14 +342,11 @@ class CompactStore(ResourceStore):
         for item in lines:
             key = item.key
             line = item.line if item.offset < 0 else locate(item.source, item.offset, item.length)
-            at = (item.source, item.at) if item.at >= 0 else None
             if key in raw or key in whole:
-                self.add_indexed(line, key, item.targets, at)  # met again, or replacing
+                self.add_indexed(line, key, item.targets)  # met again, or replacing
             else:
                 by_type[key.split("/", 1)[0]].append(key)
                 self._insert(key, line, item.targets)
-                if at is not None:
-                    self._at[key] = at
 
     def _insert(self, key: str, line: bytes | Located, targets: tuple[str, ...]) -> None:
         self._raw[key] = line
@@ -536,36 +450,3 @@ class CompactStore(ResourceStore):
             if found is not None:
                 out.append(found)
         return out
-
-
-def newer_copy(stored: Resource, met: Resource) -> tuple[bool, str] | None:
-    """Whether `met` is newer than `stored` by their `meta`, and what says so: their
-    `lastUpdated` instants when both have one and they differ, else their `versionId`s
-    when both are whole numbers and differ; None when nothing says."""
-    a, b = stored.get("meta"), met.get("meta")
-    if not isinstance(a, dict) or not isinstance(b, dict):
-        return None
-    then, now = _instant(a.get("lastUpdated")), _instant(b.get("lastUpdated"))
-    if then is not None and now is not None and then != now:
-        newer = now > then
-        return newer, f"lastUpdated {(b if newer else a)['lastUpdated']}"
-    old, new = _version(a.get("versionId")), _version(b.get("versionId"))
-    if old is not None and new is not None and old != new:
-        return new > old, f"versionId {max(old, new)}"
-    return None
-
-
-def _version(value: Any) -> int | None:
-    """A versionId that is a whole number (FHIR leaves its form to the server)."""
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
-
-
-def _instant(value: Any) -> dt.datetime | None:
-    """A FHIR instant (it always has a time zone), or None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None

@@ -185,6 +185,7 @@ def publish(
     *,
     force: bool = False,
     last: Iterable[str] = (),
+    option: str = "--out",
 ) -> list[Path]:
     """Run `write(staging)`, then make its files the whole of our output in `directory`.
 
@@ -194,7 +195,7 @@ def publish(
     fails, and a directory this run made for it is removed again.
     """
     target = Path(directory)
-    previous = check_output_directory(target, kind, force=force)
+    previous = check_output_directory(target, kind, option=option, force=force)
     made = not target.exists()
     try:
         target.mkdir(parents=True, exist_ok=not made)

@@ -489,13 +489,13 @@ def _ndjson_inputs(input_uri: str) -> list[str] | None:
     """A local directory becomes its NDJSON files in the local engine's reading order (no
     sidecar YAML, no hidden files); a file is itself; a glob or remote URI is None (Spark
     lists it, in path order)."""
-    from fhir_adapter.sources.files import NDJSON_SUFFIXES, input_files
+    from fhir_adapter.sources.files import NDJSON_SUFFIXES, input_files, not_a_file
 
     local = Path(input_uri.removeprefix("file://"))
     if "://" in input_uri.removeprefix("file://") or any(c in input_uri for c in "*?[{"):
         return None
-    if not local.exists():
-        raise AdapterError(f"{input_uri}: no such file or directory")
+    if not local.is_dir() and not local.is_file():
+        raise AdapterError(f"{input_uri}: {not_a_file(local)}")
     if not local.is_dir():
         return [str(local)]
     files = [str(f) for f in input_files(local) if f.name.lower().endswith(NDJSON_SUFFIXES)]

@@ -123,6 +123,61 @@ def test_unwritable_output_is_exit_2(tmp_path: Path) -> None:
     assert _run("evaluate", CLEAN, "--workers", "-1").returncode == 2
 
 
+def test_synth_replaces_its_own_export_and_refuses_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mix = tmp_path / "mix"
+    assert main(["synth", str(mix), "--patients", "3", "--seed", "1", "--gzip"]) == 0
+    assert main(["synth", str(mix), "--patients", "3", "--seed", "2"]) == 0
+    names = sorted(p.name for p in mix.iterdir() if not p.name.startswith("."))
+    assert names and all(n.endswith(".ndjson") for n in names)  # no .ndjson.gz left beside
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    assert main(["synth", str(other), "--patients", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "synth DIR" in err and "mine.txt" in err and "--force" in err
+    assert sorted(p.name for p in other.iterdir()) == ["mine.txt"]
+    assert main(["synth", str(other), "--patients", "3", "--force"]) == 0
+    assert (other / "mine.txt").read_text() == "keep" and (other / "Patient.ndjson").exists()
+
+
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_synth_refuses_fewer_than_one_patient(
+    count: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", str(tmp_path / "x"), "--patients", count])
+    assert exc.value.code == 2 and "--patients" in capsys.readouterr().err
+    monkeypatch.setenv("FHIR_ADAPTER_PATIENTS", count)
+    assert main(["synth", str(tmp_path / "x")]) == 2
+    assert "FHIR_ADAPTER_PATIENTS" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_pipe_or_device_is_named_for_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not 'no such file or directory': inputs are read more than once, which a pipe
+    cannot be, so it is refused for what it is, given alone or inside a directory."""
+    import os
+
+    pipe = tmp_path / "cases.ndjson"
+    os.mkfifo(pipe)
+    for given in (pipe, tmp_path):
+        assert main(["evaluate", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert f"{pipe}: a named pipe (FIFO), not a file or directory" in err, err
+    assert main(["evaluate", os.devnull]) == 2
+    assert "a character device" in capsys.readouterr().err
+    (tmp_path / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    pipe.unlink()
+    assert main(["evaluate", str(tmp_path / "gone.json")]) == 2
+    assert "a symbolic link to" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such file or directory" in capsys.readouterr().err
+
+
 def _pack_with(edit: dict[str, str]) -> str:
     """The bundled pack with whole lines replaced (`old line` -> `new line`, first match)."""
     from fhir_adapter.pack import default_pack_path

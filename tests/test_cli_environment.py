@@ -179,3 +179,63 @@ def test_the_flag_wins_over_the_variable(monkeypatch: pytest.MonkeyPatch) -> Non
     assert parse(["evaluate", CLEAN, "--workers", "1"]).workers == 1
     assert parse(["run", "--procedure", "c"]).procedure == ["c"]
     assert parse(["evaluate", CLEAN]).workers == 3
+
+
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("FHIR_ADAPTER_"):
+            monkeypatch.delenv(name)
+
+
+def test_a_variable_of_several_meanings_has_a_name_for_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--payer` is a policy id (evaluate, run), a URL (preauth), a flag (serve): each has
+    its own variable, and the shared FHIR_ADAPTER_PAYER is read only where its value fits."""
+    _clean_environment(monkeypatch)
+    monkeypatch.setenv("FHIR_ADAPTER_PAYER_POLICY", "aetna-cpb-0274")
+    monkeypatch.setenv("FHIR_ADAPTER_PAYER_URL", "https://payer.example.org/fhir")
+    monkeypatch.setenv("FHIR_ADAPTER_SERVE_PAYER", "on")
+    assert parse(["evaluate", CLEAN]).payer == "aetna-cpb-0274"
+    assert parse(["preauth", "--service-request", "sr"]).payer == "https://payer.example.org/fhir"
+    assert parse(["serve"]).payer is True
+    _clean_environment(monkeypatch)
+    for value in ("aetna-cpb-0274", "http://127.0.0.1:8080/fhir", "on", "cigna-0052"):
+        monkeypatch.setenv("FHIR_ADAPTER_PAYER", value)
+        policy = parse(["evaluate", CLEAN]).payer
+        assert policy == (value if value in ("aetna-cpb-0274", "cigna-0052") else None)
+        assert parse(["serve"]).payer is (value == "on")
+        if value.startswith("http"):
+            assert parse(["preauth", "--service-request", "sr"]).payer == value
+        else:
+            with pytest.raises(OptionError, match=r"FHIR_ADAPTER_PAYER_URL\) is required; "):
+                parse(["preauth", "--service-request", "sr"])
+
+
+def test_a_value_from_a_variable_is_blamed_on_it() -> None:
+    proc = _cli(
+        {"FHIR_ADAPTER_PAYER_URL": "aetna-cpb-0274"},
+        "preauth",
+        str(CASES.parent / "prior-auth" / "pa-met.json"),
+        "--service-request",
+        "pa-met-sr",
+    )
+    assert proc.returncode == 2 and "FHIR_ADAPTER_PAYER_URL: the base URL" in proc.stderr
+    assert "--base-url" not in proc.stderr
+    proc = _cli({"FHIR_ADAPTER_BASE_URL": "fhir.example.org"}, "run", "--dry-run")
+    assert proc.returncode == 2 and "FHIR_ADAPTER_BASE_URL: the base URL" in proc.stderr
+
+
+def test_a_format_another_command_takes_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clean_environment(monkeypatch)
+    monkeypatch.setenv("FHIR_ADAPTER_FORMAT", "csv")
+    assert parse(["evaluate", CLEAN]).format == "csv"
+    assert parse(["feedback"]).format == "table"
+    assert parse(["fixtures", "list"]).format == "table"
+    monkeypatch.setenv("FHIR_ADAPTER_FORMAT", "json")
+    assert parse(["feedback"]).format == "json"
+    monkeypatch.setenv("FHIR_ADAPTER_FEEDBACK_FORMAT", "table")
+    assert parse(["feedback"]).format == "table"
+    monkeypatch.setenv("FHIR_ADAPTER_FEEDBACK_FORMAT", "csv")
+    with pytest.raises(OptionError, match=r"^FHIR_ADAPTER_FEEDBACK_FORMAT='csv' is not one of"):
+        parse(["feedback"])

@@ -215,6 +215,31 @@ def test_a_byte_order_mark_is_not_a_bad_line(tmp_path: Path, pack: Pack) -> None
     assert _reports([export], pack) == clean
 
 
+@pytest.mark.parametrize("form", ["bundle", "transaction"])
+def test_a_byte_order_mark_before_a_json_file_is_accepted_too(
+    form: str, tmp_path: Path, pack: Pack
+) -> None:
+    """As for NDJSON: a BOM (an editor on Windows) before a JSON Bundle, plain or gzipped,
+    and before a single resource, gives the same reports."""
+    import gzip
+
+    export = tmp_path / "json"
+    write_fixtures(export, form, ("ex1-hcc-ct", "v06-two-in-session"))
+    for meta in export.glob("*.yaml"):
+        meta.unlink()
+    clean = _reports([export], pack)
+    files = sorted(export.glob("*.json"))
+    assert len(clean) >= 2 and len(files) == 2
+    files[0].write_bytes(b"\xef\xbb\xbf" + files[0].read_bytes())
+    zipped = files[1].with_suffix(".json.gz")
+    zipped.write_bytes(gzip.compress(b"\xef\xbb\xbf" + files[1].read_bytes()))
+    files[1].unlink()
+    assert _reports([export], pack) == clean
+    single = tmp_path / "patient.json"
+    single.write_bytes(b'\xef\xbb\xbf{"resourceType": "Patient", "id": "p1"}')
+    assert [r.resource["id"] for r in read_paths([single])] == ["p1"]
+
+
 @pytest.mark.parametrize(
     "variable_or_flag", [("FHIR_ADAPTER_TIMEOUT", "-5"), ("--timeout", "0"), ("--timeout", "nan")]
 )

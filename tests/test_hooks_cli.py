@@ -248,3 +248,32 @@ def test_a_p256_key_is_added_with_a_warning_that_serve_needs_allow_es256(
     _private, p384 = _key_pair(tmp_path)
     assert _add(tmp_path / "other.json", "--public-key", str(p384)) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_serve_on_port_0_announces_the_port_it_listens_on(tmp_path: Path) -> None:
+    """`--port 0`: the system chooses the port, and the address printed is the one served."""
+    import re
+
+    clients = tmp_path / "trusted-clients.json"
+    clients.write_text('{"clients": []}')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+    cmd = [sys.executable, "-m", "fhir_adapter.cli", "serve", "--port", "0"]
+    cmd += ["--trusted-clients", str(clients), "--feedback-db", str(tmp_path / "f.db")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        found = re.search(r"discovery at (http://127\.0\.0\.1:(\d+)/cds-services)$", line.strip())
+        assert found is not None and found.group(2) != "0", line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = requests.get(found.group(1), timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200 and answer.json()["services"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

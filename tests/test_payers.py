@@ -263,6 +263,21 @@ def test_bad_overlay_directory_exits_2_naming_the_file(tmp_path: Path, capsys: A
             "example-health.yaml: invalid payer overlay: source: Field required",
         ),
         (PA_OVERLAY + "extra: 1\n", "example-health.yaml:15:1: invalid payer overlay: extra"),
+        (
+            PA_OVERLAY.replace("in: [hcc]", "in: [hccc]"),
+            "example-health.yaml:14:38: invalid payer overlay: criterion 'histology': fact "
+            "histology is never 'hccc'; it takes hcc, colorectal-metastasis, net-metastasis, "
+            "other-metastasis",
+        ),
+        (
+            PA_OVERLAY.replace(
+                "- fact: {name: histology, in: [hcc]}",
+                "- any:\n        - fact: {name: histology, in: [hcc]}\n"
+                "        - fact: {name: extrahepatic_disease, in: [absent, none]}",
+            ),
+            "example-health.yaml:16:59: invalid payer overlay: criterion 'histology': fact "
+            "extrahepatic_disease is never 'none'; it takes present, absent",
+        ),
     ],
 )
 def test_bad_overlay_is_named_by_file_and_line(
@@ -273,6 +288,32 @@ def test_bad_overlay_is_named_by_file_and_line(
         load_payers(pack, [tmp_path])
     assert str(err.value).startswith(str(tmp_path / expected.split(":", 1)[0]))
     assert expected.split("example-health.yaml", 1)[1] in str(err.value)
+
+
+def test_one_policy_id_in_two_user_files_is_refused(tmp_path: Path, pack: Pack) -> None:
+    """Which file wins must not depend on their names: both are named, whichever is read
+    first; a user's file with a shipped policy id still replaces the shipped one."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "a.yaml").write_text(PA_OVERLAY)
+    (first / "b.yaml").write_text(PA_OVERLAY.replace("title: Example", "title: Other"))
+    with pytest.raises(PackError) as err:
+        load_payers(pack, [first])
+    assert str(first / "a.yaml") in str(err.value) and str(first / "b.yaml") in str(err.value)
+    (first / "b.yaml").rename(second / "b.yaml")
+    with pytest.raises(PackError, match="example-health-ablation"):
+        load_payers(pack, [first, second])
+    assert len(load_payers(pack, [first, first]).overlays) == len(load_payers(pack).overlays) + 1
+    shipped = next(o for o in load_payers(pack).overlays if o.id == "aetna-cpb-0274")
+    (second / "b.yaml").write_text(Path(shipped.path).read_text().replace("title:", "title: Mine"))
+    [mine] = [o for o in load_payers(pack, [second]).overlays if o.id == "aetna-cpb-0274"]
+    assert mine.path == str(second / "b.yaml")
+
+
+def test_yml_overlays_are_read_too(tmp_path: Path, pack: Pack) -> None:
+    (tmp_path / "example-health.yml").write_text(PA_OVERLAY)
+    assert "example-health-ablation" in {o.id for o in load_payers(pack, [tmp_path]).overlays}
 
 
 def test_unknown_forced_payer_is_refused(pack: Pack) -> None:

@@ -720,6 +720,12 @@ def test_chargemaster_formats(tmp_path: Any, name: str, text: str, want: dict[st
         ("cm.csv", "4738,100\n", "not a CPT/HCPCS code"),
         ("cm.json", "[1, 2]", "mapping of code to amount"),
         ("cm.csv", "47382,-5\n", "not an amount"),
+        # a code listed twice: which charge was meant is not to be guessed
+        ("cm.csv", "47382,100\n47382,900\n", r"cm.csv:2: 47382 is charged twice \(line 1"),
+        ("cm.csv", "code,amount\n77013-26,10\n47382,1\n77013 26,12\n", r"cm.csv:4: 77013-26"),
+        ("cm.json", '{"47382": 100,\n "47382": 900}', r"cm.json:2:2: the key '47382' is written"),
+        ("cm.yaml", "47382: 100\n'47382': 900\n", "cm.yaml:2:1: the key '47382'"),
+        ("cm.yaml", "g0001: 100\nG0001: 900\n", "cm.yaml:2:1: G0001 is charged twice"),
     ],
 )
 def test_chargemaster_errors_name_the_line(

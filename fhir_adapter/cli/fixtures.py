@@ -6,15 +6,19 @@ import argparse
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import add_server_options, connect, env_option
+from fhir_adapter.cli.options import add_server_options, connect, env_option, format_option
 
 
 def register(sub: Any) -> None:
     syn = sub.add_parser(
         "synth", help="write a seeded synthetic Bulk Data NDJSON export (for benchmarks)"
     )
-    syn.add_argument("directory", metavar="DIR")
-    env_option(syn, "--patients", type=int, default="1000")
+    syn.add_argument(
+        "directory",
+        metavar="DIR",
+        help="a new or empty directory, or one an earlier synth wrote (its files are replaced)",
+    )
+    env_option(syn, "--patients", type=_at_least_one, default="1000", help="at least 1")
     env_option(syn, "--seed", type=int, default="47382")
     env_option(syn, "--gzip", action="store_true")
     env_option(
@@ -23,12 +27,18 @@ def register(sub: Any) -> None:
         action="store_true",
         help="one 47382 case per patient and nothing else (a cohort export)",
     )
+    env_option(
+        syn,
+        "--force",
+        action="store_true",
+        help="write into a DIR that holds other files (they are left alone)",
+    )
     syn.set_defaults(handler=synth_command)
 
     fx = sub.add_parser("fixtures", help="the bundled 47382 test cases with known answers")
     fx_sub = fx.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
     fx_list = fx_sub.add_parser("list", help="each case, what it exercises, its expected result")
-    env_option(fx_list, "--format", default="table", choices=("table", "json"))
+    format_option(fx_list, "FIXTURES_FORMAT", ("table", "json"))
     fx_write = fx_sub.add_parser("write", help="write the fixtures into DIR")
     fx_write.add_argument("directory", metavar="DIR")
     env_option(
@@ -44,10 +54,31 @@ def register(sub: Any) -> None:
     fx.set_defaults(handler=fixtures_command)
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
 def synth_command(args: argparse.Namespace) -> int:
+    """The export replaces what an earlier synth wrote in DIR (a `--gzip` run leaves no
+    plain NDJSON of the last one beside it); a DIR holding other files is refused unless
+    `--force`, as for `evaluate --out`."""
+    from pathlib import Path
+
+    from fhir_adapter.outdir import publish
     from fhir_adapter.testing.synth import generate
 
-    counts = generate(args.directory, args.patients, args.seed, args.gzip, dense=args.dense)
+    counts: dict[str, int] = {}
+
+    def write(staging: Path) -> None:
+        counts.update(generate(staging, args.patients, args.seed, args.gzip, dense=args.dense))
+
+    publish(args.directory, "synth", write, force=args.force, option="synth DIR")
     print(f"wrote {sum(counts.values())} resources to {args.directory}", file=sys.stderr)
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.errors import AdapterError
@@ -40,23 +40,43 @@ def env_name_of(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_").upper()
 
 
+class SharedName:
+    """A variable name several commands read with different meanings (an older name kept
+    working): a command reads it only when the value has the shape its option takes."""
+
+    def __init__(self, name: str, fits: Callable[[str], bool], shape: str) -> None:
+        self.name, self.fits, self.shape = name, fits, shape
+
+
+def looks_like_url(raw: str) -> bool:
+    return raw.strip().lower().startswith(("http://", "https://"))
+
+
+def is_on_off(raw: str) -> bool:
+    return raw.strip().lower() in TRUE_WORDS | FALSE_WORDS
+
+
 def env_option(
     p: argparse.ArgumentParser | Any,
     flag: str,
     env_name: str | None = None,
     default: Any = None,
+    *,
+    shared: SharedName | None = None,
     **kw: Any,
 ) -> argparse.Action:
     """An option that may also come from FHIR_ADAPTER_<env_name> (default: from the flag).
 
     Flags (`action="store_true"`) read 1/true/yes/on and 0/false/no/off; repeatable
-    options (`action="append"`) read a comma-separated list.
+    options (`action="append"`) read a comma-separated list. `shared`: an older name
+    read when FHIR_ADAPTER_<env_name> is not set and its value fits this option.
     """
     name = env_name or env_name_of(flag)
     required = kw.pop("required", False)
     kw["help"] = " ".join(filter(None, [kw.get("help"), f"[${ENV_PREFIX}{name}]"]))
     action: Any = p.add_argument(flag, default=None, **kw)
     action.env_name = name
+    action.env_shared = shared
     action.env_required = required
     if default is None and kw.get("action") == "store_true":
         default = False
@@ -72,6 +92,8 @@ def apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace)
     Raises OptionError naming the variable when its value would be refused
     as the flag's; two variables for options that exclude each other are refused too.
     """
+    sources: dict[str, str] = {}
+    args.env_sources = sources
     for chosen in _chosen_parsers(parser, args):
         from_env: dict[argparse.Action, str] = {}
         given = {a for a in chosen._actions if getattr(a, "env_name", None) and _is_set(args, a)}
@@ -79,14 +101,17 @@ def apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace)
             name = getattr(action, "env_name", None)
             if name is None or action in given:
                 continue
-            raw = os.environ.get(ENV_PREFIX + name)
+            own, (name, raw, unread) = name, _variable(action, name)
             if raw is not None and not _excluded_by(chosen, action, given):
                 setattr(args, action.dest, _from_environment(action, name, raw))
                 from_env[action] = name
+                sources[action.dest] = ENV_PREFIX + name
             else:
                 setattr(args, action.dest, _converted_default(action))
             if getattr(action, "env_required", False) and getattr(args, action.dest) is None:
-                raise OptionError(f"{action.option_strings[0]} (or {ENV_PREFIX}{name}) is required")
+                raise OptionError(
+                    f"{action.option_strings[0]} (or {ENV_PREFIX}{own}) is required" + unread
+                )
         for group in chosen._mutually_exclusive_groups:
             clash = [
                 n for a, n in from_env.items() if a in group._group_actions and _truthy(args, a)
@@ -94,6 +119,32 @@ def apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace)
             if len(clash) > 1:
                 names = " and ".join(ENV_PREFIX + n for n in clash)
                 raise OptionError(f"{names} are both set; they exclude each other")
+
+
+def _variable(action: argparse.Action, name: str) -> tuple[str, str | None, str]:
+    """The variable `action` reads (its own name, else a shared older name whose value
+    fits), its value, and words for a required option's error about a shared name whose
+    value was not read because it does not fit."""
+    raw = os.environ.get(ENV_PREFIX + name)
+    shared: SharedName | None = getattr(action, "env_shared", None)
+    if raw is not None or shared is None:
+        return name, raw, ""
+    older = os.environ.get(ENV_PREFIX + shared.name)
+    if older is None:
+        return name, None, ""
+    if shared.fits(older):
+        return shared.name, older, ""
+    return (
+        name,
+        None,
+        (f"; {ENV_PREFIX}{shared.name}={older!r} is not read for it, not being {shared.shape}"),
+    )
+
+
+def option_source(args: argparse.Namespace, dest: str, flag: str) -> str:
+    """What to blame for the value of `dest`: the variable it came from, else its flag."""
+    sources: dict[str, str] = getattr(args, "env_sources", {})
+    return sources.get(dest, flag)
 
 
 def _chosen_parsers(
@@ -277,9 +328,33 @@ def add_report_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORM
         "PAYERS",
         metavar="DIR",
         action="append",
-        help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
+        help="a directory of payer overlays (*.yaml, *.yml) added to the bundled ones (repeatable)",
     )
-    env_option(p, "--payer", "PAYER", metavar="ID", help="judge every case by this payer policy id")
+    env_option(
+        p,
+        "--payer",
+        "PAYER_POLICY",
+        metavar="ID",
+        shared=SharedName("PAYER", _policy_like, "a policy id"),
+        help="judge every case by this payer policy id",
+    )
+
+
+def _policy_like(raw: str) -> bool:
+    return not looks_like_url(raw) and not is_on_off(raw)
+
+
+def format_option(p: argparse.ArgumentParser, env_name: str, formats: Sequence[str]) -> None:
+    """`--format` of a command that does not take every report format: its own variable,
+    and FHIR_ADAPTER_FORMAT only when set to one of its formats."""
+    env_option(
+        p,
+        "--format",
+        env_name,
+        "table",
+        choices=tuple(formats),
+        shared=SharedName("FORMAT", lambda raw: raw in formats, "one of " + ", ".join(formats)),
+    )
 
 
 def load_rules_and_charges(args: argparse.Namespace) -> tuple[Pack, dict[str, float] | None]:
@@ -342,13 +417,14 @@ def warn(message: str) -> None:
 
 def connect(args: argparse.Namespace, *, write: bool = False) -> FhirClient:
     """The client of `--base-url` (or, `write=True`, of `--write-base-url`)."""
-    from fhir_adapter.client.rest import FhirClient
+    from fhir_adapter.client.rest import FhirClient, check_base_url
     from fhir_adapter.errors import AdapterError
 
     flag = "--write-base-url" if write else "--base-url"
     base_url = args.write_base_url if write else args.base_url
     if not base_url:
         raise AdapterError(f"{flag} (or FHIR_ADAPTER_{env_name_of(flag)}) is required")
+    check_base_url(base_url, option_source(args, flag.lstrip("-").replace("-", "_"), flag))
     return FhirClient(
         base_url,
         make_auth(args, write=write),

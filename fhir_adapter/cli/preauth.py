@@ -7,7 +7,14 @@ import os
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import SEVERITIES, add_server_options, env_option, positive_seconds
+from fhir_adapter.cli.options import (
+    SEVERITIES,
+    SharedName,
+    add_server_options,
+    env_option,
+    looks_like_url,
+    positive_seconds,
+)
 
 
 def register(sub: Any) -> None:
@@ -20,7 +27,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="FHIR JSON files (without --base-url)")
     env_option(p, "--service-request", "SERVICE_REQUEST", metavar="ID", required=True)
-    env_option(p, "--payer", "PAYER", metavar="URL", required=True, help="the payer's FHIR base")
+    env_option(
+        p,
+        "--payer",
+        "PAYER_URL",
+        metavar="URL",
+        required=True,
+        shared=SharedName("PAYER", looks_like_url, "an http(s) URL"),
+        help="the payer's FHIR base",
+    )
     env_option(
         p,
         "--payer-auth",
@@ -95,7 +110,8 @@ def _payer_auth(args: argparse.Namespace) -> Any:
 
 
 def preauth_command(args: argparse.Namespace) -> int:
-    from fhir_adapter.cli.options import connect
+    from fhir_adapter.cli.options import connect, option_source
+    from fhir_adapter.client.rest import check_base_url
     from fhir_adapter.errors import AdapterError, printable
     from fhir_adapter.pack import load_pack
     from fhir_adapter.pas.client import PayerClient
@@ -115,6 +131,7 @@ def preauth_command(args: argparse.Namespace) -> int:
         )
     pack = load_pack(args.rules)
     supporting = read_supporting(args.questionnaire_response or [])
+    check_base_url(args.payer, option_source(args, "payer", "--payer"))
     payer = PayerClient(args.payer, _payer_auth(args), deadline=args.payer_timeout)
     ehr = None
     if args.base_url:

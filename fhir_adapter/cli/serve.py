@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import socket
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import SEVERITIES, env_option
+from fhir_adapter.cli.options import SEVERITIES, SharedName, env_option, format_option, is_on_off
 
 DEFAULT_DB = "fhir-adapter-feedback.sqlite3"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -48,7 +49,7 @@ def register(sub: Any) -> None:
         "PAYERS",
         metavar="DIR",
         action="append",
-        help="a directory of payer overlays (*.yaml) added to the bundled ones (repeatable)",
+        help="a directory of payer overlays (*.yaml, *.yml) added to the bundled ones (repeatable)",
     )
     env_option(serve, "--block-on", "BLOCK_ON", choices=SEVERITIES)
     env_option(
@@ -76,6 +77,8 @@ def register(sub: Any) -> None:
     env_option(
         pas,
         "--payer",
+        "SERVE_PAYER",
+        shared=SharedName("PAYER", is_on_off, "on or off"),
         action="store_true",
         help="also be a PAS payer at /fhir: Claim/$submit, Claim/$inquire, Subscription, "
         "deciding with the same rules (calls carry the same JWT as hook calls)",
@@ -120,7 +123,7 @@ def register(sub: Any) -> None:
         "overridden, and the override reasons given.",
     )
     env_option(fb, "--feedback-db", "FEEDBACK_DB", DEFAULT_DB, metavar="PATH")
-    env_option(fb, "--format", "FORMAT", "table", choices=("table", "json"))
+    format_option(fb, "FEEDBACK_FORMAT", ("table", "json"))
     fb.set_defaults(handler=feedback_command)
 
 
@@ -193,7 +196,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from fhir_adapter.client.urls import is_loopback_host, sent_url
     from fhir_adapter.errors import AdapterError
     from fhir_adapter.hooks import HookConfig, create_app
-    from fhir_adapter.hooks.limits import ServeLimits, uvicorn_options
+    from fhir_adapter.hooks.limits import ServeLimits, uvicorn_config
     from fhir_adapter.hooks.security import DEFAULT_ALGORITHMS, TrustedClients
 
     if not args.trusted_clients:
@@ -222,8 +225,6 @@ def serve_command(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         keep_alive=args.keep_alive,
     )
-    # Without --public-url, aud is checked against the local address each call came in on.
-    public = args.public_url or f"http://{args.host}:{args.port}"
     config = HookConfig(
         trusted_clients=TrustedClients.load(args.trusted_clients),
         public_url=args.public_url,
@@ -240,22 +241,35 @@ def serve_command(args: argparse.Namespace) -> int:
         preauth_db=args.preauth_db,
         payer_dirs=tuple(args.payers or ()),
     )
-    _listen(args.host, args.port).close()  # before announcing: the port may be taken
-    app = create_app(config)
+    # bound before announcing (the port may be taken), and served as bound: with --port 0
+    # the system chooses the port, and the address printed is the one it chose
+    listening = _listen(args.host, args.port)
+    port = listening.getsockname()[1]
+    # Without --public-url, aud is checked against the local address each call came in on.
+    public = args.public_url or f"http://{args.host}:{port}"
+    try:
+        app = create_app(config)
+    except BaseException:
+        listening.close()
+        raise
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", force=True
     )
     print(f"fhir-adapter: CDS Hooks discovery at {public}/cds-services", file=sys.stderr)
     if args.payer:
         print(f"fhir-adapter: PAS payer at {public}/fhir (Claim/$submit)", file=sys.stderr)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=None,  # the root logger's, at --log-level
-        **uvicorn_options(limits),
+    server = uvicorn.Server(
+        uvicorn_config(
+            app,
+            args.host,
+            port,
+            limits,
+            log_level=args.log_level,
+            log_config=None,  # the root logger's, at --log-level
+        )
     )
+    with contextlib.suppress(KeyboardInterrupt), listening:  # as uvicorn.run ends on Ctrl-C
+        server.run(sockets=[listening])
     return 0
 
 

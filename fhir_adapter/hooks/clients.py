@@ -93,7 +93,7 @@ def add_client(
     doc: dict[str, Any] = {"clients": []}
     if target.exists():
         TrustedClients.load(target)  # a broken file is reported as `serve` would
-        doc = json.loads(target.read_text(encoding="utf-8"))
+        doc = json.loads(target.read_text(encoding="utf-8-sig"))
     if (jwks_url is None) == (public_key is None):
         raise ConfigError("give exactly one of --jwks-url and --public-key")
     entry = next((c for c in doc["clients"] if c.get("iss") == iss), None)

@@ -84,7 +84,7 @@ class TrustedClients:
     def load(cls, path: str | Path) -> TrustedClients:
         p = Path(path)
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
+            doc = json.loads(p.read_text(encoding="utf-8-sig"))
         except OSError as exc:
             raise ConfigError(
                 f"{p}: cannot read the trusted-clients file: {exc.strerror}"

@@ -48,7 +48,7 @@ def read_supporting(paths: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for path in paths:
         try:
-            resource = json.loads(Path(path).read_text(encoding="utf-8"))
+            resource = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         except OSError as exc:
             raise InputError(f"cannot read it ({exc.strerror})", source=path) from None
         except ValueError as exc:

@@ -38,6 +38,22 @@ _STATUS_FACTS = (
 )
 
 
+CHILD_PUGH_CLASSES = ("A", "B", "C")
+
+
+def closed_values(pack: Pack, name: str) -> list[str] | None:
+    """The values fact `name` can take, where they are a closed list (the histologies the
+    pack names, present/absent, a Child-Pugh class); None for the others."""
+    cfg = pack.model.facts.payer
+    if name == "histology" and cfg is not None:
+        return [h.name for h in cfg.histology]
+    if name in _STATUS_FACTS:
+        return [PRESENT, ABSENT]
+    if name == "child_pugh":
+        return list(CHILD_PUGH_CLASSES)
+    return None
+
+
 @PAYER.provides("histology", *_STATUS_FACTS)
 def _documented(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
     cfg = pack.model.facts.payer

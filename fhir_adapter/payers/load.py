@@ -30,6 +30,7 @@ from fhir_adapter.pack.schema import (
     TextMatcher,
     references,
 )
+from fhir_adapter.payers.facts import closed_values
 from fhir_adapter.payers.schema import AllOf, AnyOf, Condition, Overlay
 from fhir_adapter.text.index import counts
 from fhir_adapter.yaml_errors import located, shape_problem, yaml_error_line
@@ -189,17 +190,32 @@ def load_payers(
     forced: str | None = None,
     shipped: bool = True,
 ) -> Payers:
-    """The shipped overlays, then those in `dirs` (a later one with the same policy id
-    replaces the earlier); `forced` names the policy every case is judged by."""
-    paths: list[Path] = []
-    for d in ([shipped_dir()] if shipped else []) + [Path(x) for x in dirs]:
+    """The shipped overlays, then those in `dirs` (`*.yaml` and `*.yml`); one in `dirs`
+    with a shipped policy id replaces the shipped one, two of `dirs` with the same policy
+    id are an error naming both; `forced` names the policy every case is judged by."""
+    paths: list[tuple[Path, bool]] = []
+    seen: set[Path] = set()
+    places = [(shipped_dir(), True)] if shipped else []
+    for d, ours in places + [(Path(x), False) for x in dirs]:
         if not d.is_dir():
             raise PackError(f"{d}: payer overlay directory not found")
-        paths.extend(sorted(d.glob("*.yaml")))
+        for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+            if path.resolve() not in seen:  # a directory given twice is read once
+                seen.add(path.resolve())
+                paths.append((path, ours))
     by_id: dict[str, CompiledOverlay] = {}
-    for path in paths:
+    replaceable: set[str] = set()
+    for path, ours in paths:
         overlay = load_overlay(pack, path)
-        by_id.pop(overlay.id, None)
+        earlier = by_id.pop(overlay.id, None)
+        if earlier is not None and overlay.id not in replaceable:
+            raise PackError(
+                f"{path}: payer policy {overlay.id!r} is also in {earlier.path}; each policy "
+                "id may be in one file (one in a --payers directory replaces a shipped one)"
+            )
+        replaceable.discard(overlay.id)
+        if ours:
+            replaceable.add(overlay.id)
         by_id[overlay.id] = overlay
     payers = Payers(list(by_id.values()))
     if forced is not None:
@@ -256,6 +272,10 @@ def _compile(pack: Pack, model: Overlay, origin: str, text: str) -> CompiledOver
             at = located(origin, text, ["criteria", i])
             return PackError(f"{at}: invalid payer overlay: criterion {cid!r}: {message}")
 
+        for key in ("when", "met"):
+            for j, cond in enumerate(getattr(crit, key)):
+                for at_path, matcher in _placed(cond, ["criteria", i, key, j]):
+                    _check_fact_values(pack, matcher, at_path, origin, text, crit.id)
         for cond in [*crit.when, *crit.met]:
             for matcher in _matchers(cond):
                 for _, kind, value in references(matcher, "criterion"):
@@ -297,6 +317,34 @@ def _matchers(cond: Condition) -> Iterable[Matcher]:
             yield from _matchers(c)
     else:
         yield cond
+
+
+def _placed(cond: Condition, path: list[str | int]) -> Iterable[tuple[list[str | int], Matcher]]:
+    """Each matcher of `cond` with its path in the overlay's YAML."""
+    if isinstance(cond, AllOf | AnyOf):
+        key = "all" if isinstance(cond, AllOf) else "any"
+        for k, c in enumerate(cond.all if isinstance(cond, AllOf) else cond.any):
+            yield from _placed(c, [*path, key, k])
+    else:
+        yield path, cond
+
+
+def _check_fact_values(
+    pack: Pack, matcher: Matcher, path: list[str | int], origin: str, text: str, cid: str
+) -> None:
+    """A fact's `in` value the fact never takes would make the criterion never apply."""
+    if not isinstance(matcher, FactMatcher) or not matcher.fact.in_:
+        return
+    takes = closed_values(pack, matcher.fact.name)
+    if takes is None:
+        return
+    for k, value in enumerate(matcher.fact.in_):
+        if value not in takes:
+            at = located(origin, text, [*path, "fact", "in", k])
+            raise PackError(
+                f"{at}: invalid payer overlay: criterion {cid!r}: fact {matcher.fact.name} "
+                f"is never {value!r}; it takes {', '.join(takes)}"
+            )
 
 
 def _node(cond: Condition, pack: Pack, fail: Any) -> Node:

@@ -39,6 +39,7 @@ from fhir_adapter.sources.files import (
     Loaded,
     check_resource,
     input_files,
+    not_a_file,
     read_file,
 )
 from fhir_adapter.sources.scopes import Scope, Scopes, json_lines, scope_label
@@ -135,7 +136,7 @@ def classify(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
         elif p.is_file():
             children = [p]
         else:
-            raise InputError("no such file or directory", source=str(p))
+            raise InputError(not_a_file(p), source=str(p))
         for child in children:
             name = child.name.lower()
             if name.endswith(NDJSON_SUFFIXES):

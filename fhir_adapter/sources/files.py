@@ -8,6 +8,8 @@ and the models cost ~59x the parse (see shared/reference/measured-here.md).
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ JSON_SUFFIXES = (".json", ".json.gz")
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 # Bundle entries that legitimately carry no resource.
 _RESOURCELESS_METHODS = {"DELETE", "GET", "HEAD"}
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +50,46 @@ def read_paths(paths: Iterable[str | Path]) -> Iterator[Loaded]:
         elif p.is_file():
             yield from read_file(p)
         else:
-            raise InputError("no such file or directory", source=str(p))
+            raise InputError(not_a_file(p), source=str(p))
+
+
+def not_a_file(path: Path) -> str:
+    """What `path` is, when it is neither a regular file nor a directory, as words for an
+    error: every input is read more than once (screened, then read back), which a pipe
+    or a device cannot be."""
+    try:
+        mode = path.stat().st_mode  # what a link leads to
+    except OSError:
+        if path.is_symlink():
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        return "no such file or directory"
+    what = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    return f"{what}, not a file or directory: save the data to a file and give that"
 
 
 def input_files(directory: Path) -> list[Path]:
-    """The files under a directory, sorted, leaving out hidden ones (state, .part files)."""
-    return sorted(
-        child
-        for child in directory.rglob("*")
-        if child.is_file()
-        and not any(part.startswith(".") for part in child.relative_to(directory).parts)
-    )
+    """The files under a directory, sorted, leaving out hidden ones (state, .part files);
+    an input's name (`.json`, `.ndjson`...) on a pipe, device or dangling link is an error
+    rather than passed over."""
+    out = []
+    for child in sorted(directory.rglob("*")):
+        if any(part.startswith(".") for part in child.relative_to(directory).parts):
+            continue
+        if child.is_file():
+            out.append(child)
+        elif not child.is_dir() and _is_input(child):
+            raise InputError(not_a_file(child), source=str(child))
+    return out
 
 
 def _is_input(path: Path) -> bool:
@@ -85,10 +117,16 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"cannot read file: {exc}", source=str(path)) from None
 
 
+def _without_bom(data: bytes) -> bytes:
+    """The bytes after a UTF-8 byte order mark, which editors on Windows write (NDJSON
+    read by `sources.bulk` drops it too)."""
+    return data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+
+
 def read_json_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
     """One JSON document: a resource or a Bundle."""
     try:
-        value = orjson.loads(data)
+        value = orjson.loads(_without_bom(data))
     except orjson.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON (column {exc.colno}): {exc.msg}", source=origin, line=exc.lineno
@@ -98,7 +136,7 @@ def read_json_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
 
 def read_ndjson_bytes(data: bytes, origin: str) -> Iterator[Loaded]:
     """One resource per line, as Bulk Data writes them; blank lines are allowed."""
-    for lineno, line in enumerate(data.splitlines(), start=1):
+    for lineno, line in enumerate(_without_bom(data).splitlines(), start=1):
         if not line.strip():
             continue
         try:

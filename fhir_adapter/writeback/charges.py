@@ -2,7 +2,8 @@
 
 Accepted as CSV (code, amount; a header row is optional; `$` and thousands separators
 are allowed) or as a JSON/YAML mapping of code to amount. A code may carry the
-modifier its charge is for (`77013-26`), used before the code's own charge.
+modifier its charge is for (`77013-26`), used before the code's own charge. A code
+listed twice is an error naming the line: which charge was meant is not for us to guess.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from fhir_adapter.errors import AdapterError
-from fhir_adapter.yaml_errors import located, yaml_error_line
+from fhir_adapter.yaml_errors import located, shape_problem, yaml_error_line
 
 # a code, optionally with the modifier its charge is for ("77013-26": the professional part)
 _CODE = re.compile(r"^([0-9A-Z]{5})(?:[- ]([0-9A-Z]{2}))?$")
@@ -43,14 +44,23 @@ def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
             raise AdapterError(yaml_error_line(str(p), exc)) from None
         if not isinstance(raw, dict):
             raise AdapterError(f"{p}: a chargemaster is a mapping of code to amount")
+        problem = shape_problem(text)  # a code written twice: the parsers keep the last
+        if problem is not None:
+            raise AdapterError(f"{p}:{problem[0]}:{problem[1]}: {problem[2]}")
         charges: dict[str, float] = {}
+        given: dict[str, Any] = {}
         for k, v in raw.items():
-            try:
-                charges[_code(k)] = _amount(k, v)
-            except ValueError as exc:  # JSON is YAML too: its positions are found the same way
+            try:  # JSON is YAML too: its positions are found the same way
+                code = _code(k)
+                if code in given:
+                    raise ValueError(f"{code} is charged twice ({given[code]!r} and {k!r})")
+                given[code] = k
+                charges[code] = _amount(k, v)
+            except ValueError as exc:
                 raise AdapterError(f"{located(str(p), text, [k])}: {exc}") from None
         return charges
     out: dict[str, float] = {}
+    first_line: dict[str, int] = {}
     for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         cells = [c.strip() for c in row]
         if not any(cells) or cells[0].startswith("#"):
@@ -60,7 +70,11 @@ def load_charges(path: str | os.PathLike[str]) -> dict[str, float]:
         if n == 1 and not _CODE.match(cells[0].upper()) and not _NUMBER.match(cells[1]):
             continue  # header
         try:
-            out[_code(cells[0])] = _amount(cells[0], cells[1])
+            code = _code(cells[0])
+            if code in first_line:
+                raise ValueError(f"{code} is charged twice (line {first_line[code]} and here)")
+            first_line[code] = n
+            out[code] = _amount(cells[0], cells[1])
         except ValueError as exc:
             raise AdapterError(f"{p}:{n}: {exc}") from None
     return out

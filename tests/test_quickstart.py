@@ -171,7 +171,7 @@ def test_the_quick_start_runs_as_written(checkout: Path, background: list[Backgr
                 seen = job.wait_for("fhir-adapter run --base-url")
                 printed_run.append(seen[-1].strip())
             else:
-                job.wait_for("Uvicorn running on")
+                job.wait_for("Application startup complete")
             continue
         check = next((fn for needle, fn in checks if needle in code), None)
         assert check is not None, f"a Quick start block with no check here: {written!r}"

@@ -367,3 +367,47 @@ def test_a_malformed_procedure_that_may_be_a_case_is_named(
         assert len(warned) == 1, proc.stderr
         assert warned[0].startswith("fhir-adapter: warning: ") and where in warned[0]
         assert says in warned[0] and "not read as a case" in warned[0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda a: a.update(contentType="application/pdf"), "content type application/pdf"),
+        (lambda a: a.update(contentType="image/png", size=2048), "content type image/png"),
+        (lambda a: a.pop("data"), "no data and no url"),
+        (
+            lambda a: a.update(url="https://docs.example.org/opnote.txt") or a.pop("data"),
+            "by url only (https://docs.example.org/opnote.txt)",
+        ),
+        (lambda a: a.update(data="%%% not base64 %%%"), "data is not base64"),
+    ],
+)
+def test_an_attachment_not_read_is_named(edit: Any, says: str, pack: Pack) -> None:
+    """The note attached with a content type the reader does not read (a PDF, an image),
+    or with nothing to read: the case is not documented, and a finding of its own names
+    the attachment and why it was not read, so a coder knows where to look."""
+    bundle = load_bundle("ex2-crc-mets-us")
+    for e in bundle["entry"]:
+        if e["resource"]["resourceType"] == "DocumentReference":
+            edit(e["resource"]["content"][0]["attachment"])
+    store = ResourceStore()
+    for e in bundle["entry"]:
+        store.add(e["resource"])
+    (out,) = evaluate_store(store, pack, now=NOW)
+    findings = {f.code: f for f in out.evaluation.findings}
+    assert out.evaluation.outcome != "claim"
+    unread = findings["attachment-not-read"]
+    (ev,) = unread.evidence
+    assert ev.reference == "DocumentReference/ex2-crc-mets-us-opnote"
+    assert ev.path == "DocumentReference.content[0].attachment"
+    assert ev.note is not None and says in ev.note
+    if "size" in says or "image/png" in says:
+        assert "2,048 bytes" in ev.note
+
+
+def test_a_read_attachment_is_not_named(pack: Pack) -> None:
+    store = ResourceStore()
+    for e in load_bundle("ex2-crc-mets-us")["entry"]:
+        store.add(e["resource"])
+    (out,) = evaluate_store(store, pack, now=NOW)
+    assert "attachment-not-read" not in {f.code for f in out.evaluation.findings}

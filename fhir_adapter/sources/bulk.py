@@ -255,7 +255,8 @@ class ScanResult:
     bad: list[BadLine] = field(default_factory=list)
     # case Procedures met outside the files pass 1 reads (a file named for another type)
     cases: list[str] = field(default_factory=list)
-    # Procedures that mention the code and are no case for how it is written: where, why
+    # Procedures that may be cases but hold the code in a form that is no coding of it
+    # (codings.miscoded): where, why
     miscoded: list[tuple[BadLine, str]] = field(default_factory=list)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.codings import Systems, has_coding
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string, tail_key
 from fhir_adapter.fhir.systems import NPI, NUCC
@@ -286,13 +286,13 @@ class _Builder:
         getattr(self.case, into).append(resource)
 
 
-def find_procedures(store: ResourceStore, system: str, code: str) -> list[Resource]:
+def find_procedures(store: ResourceStore, system: Systems, code: str) -> list[Resource]:
     """Procedures carrying system|code, in a stable order (by key)."""
     found = [p for p in store.of_type("Procedure", code) if has_coding(p, ("code",), system, code)]
     return sorted(found, key=store.key_of)
 
 
-def find_procedure_keys(store: ResourceStore, system: str, code: str) -> list[str]:
+def find_procedure_keys(store: ResourceStore, system: Systems, code: str) -> list[str]:
     """The keys of `find_procedures`, in its order, without parsing the lines a loader
     already found coded (`store.coded_keys`): a dense export's parent process would
     otherwise parse every case before handing them to the workers. A key may name a
@@ -308,7 +308,7 @@ def find_procedure_keys(store: ResourceStore, system: str, code: str) -> list[st
     return sorted(noted | whole)
 
 
-def coded_procedure(store: ResourceStore, key: str, system: str, code: str) -> Resource | None:
+def coded_procedure(store: ResourceStore, key: str, system: Systems, code: str) -> Resource | None:
     """The Procedure under `key` if it is (still) coded system|code."""
     found = store.get(key)
     if found is None or found.get("resourceType") != "Procedure":
@@ -316,13 +316,13 @@ def coded_procedure(store: ResourceStore, key: str, system: str, code: str) -> R
     return found if has_coding(found, ("code",), system, code) else None
 
 
-def assemble_cases(store: ResourceStore, system: str, code: str) -> Iterator[Case]:
+def assemble_cases(store: ResourceStore, system: Systems, code: str) -> Iterator[Case]:
     """Every case in the store, one per Procedure coded system|code."""
     for procedure in find_procedures(store, system, code):
         yield assemble(store, procedure, system, code)
 
 
-def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) -> Case:
+def assemble(store: ResourceStore, procedure: Resource, system: Systems, code: str) -> Case:
     """Gather the evidence for one Procedure (see Case for what is gathered)."""
     key = store.key_of(procedure)
     case = Case(key=key, procedure=procedure, source=store.source_of(key))
@@ -385,7 +385,9 @@ def assemble(store: ResourceStore, procedure: Resource, system: str, code: str) 
     return case
 
 
-def _gather_session(store: ResourceStore, case: Case, b: _Builder, system: str, code: str) -> None:
+def _gather_session(
+    store: ResourceStore, case: Case, b: _Builder, system: Systems, code: str
+) -> None:
     """Other Procedures of the same session: same encounter, else same patient and day."""
     if case.encounter_ref:
         others: Iterable[Resource] = store.referrers(case.encounter_ref, "Procedure")
@@ -421,7 +423,7 @@ def _gather_patient_history(
     store: ResourceStore,
     case: Case,
     b: _Builder,
-    system: str,
+    system: Systems,
     code: str,
     mine: set[str],
     own_key: tuple[str, str],

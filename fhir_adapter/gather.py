@@ -26,6 +26,7 @@ from fhir_adapter.client.reads import Reader
 from fhir_adapter.client.rest import FhirClient
 from fhir_adapter.client.urls import redact_url
 from fhir_adapter.errors import ServerError
+from fhir_adapter.fhir.codings import Systems
 from fhir_adapter.fhir.references import reference_string, tail_key
 from fhir_adapter.sources.questionnaire import add_questionnaire_evidence
 from fhir_adapter.sources.store import ResourceStore
@@ -82,7 +83,7 @@ def bundle_resources(results: Sequence[dict[str, Any] | None]) -> list[dict[str,
 class ServerSource:
     """Finds the Procedures coded system|code on a server and gathers each case."""
 
-    def __init__(self, client: FhirClient, system: str, code: str) -> None:
+    def __init__(self, client: FhirClient, system: Systems, code: str) -> None:
         self.client = client
         self.system = system
         self.code = code
@@ -100,7 +101,9 @@ class ServerSource:
         page_size: int = 50,
     ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
         """(matched Procedures, included resources) for each page of the search."""
-        params: list[tuple[str, str]] = [("code", f"{self.system}|{self.code}")]
+        systems = (self.system,) if isinstance(self.system, str) else self.system
+        # one token per URI the system is written under (FHIR search: a comma is "or")
+        params = [("code", ",".join(f"{s}|{self.code}" for s in systems))]
         if ids:
             params.append(("_id", ",".join(ids)))
         if patient:

@@ -60,7 +60,7 @@ def evaluate_store(
     keys = sorted(
         (key, i)
         for i, part in enumerate(stores)
-        for key in find_procedure_keys(part, pack.procedure_system, pack.procedure_code)
+        for key in find_procedure_keys(part, pack.procedure_systems, pack.procedure_code)
         if part.owns(key)
     )
     total = len(keys)
@@ -135,7 +135,7 @@ def evaluate_one(
     payers: Payers | None = None,
 ) -> CaseOutput:
     store.begin_case(procedure)
-    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    case = assemble(store, procedure, pack.procedure_systems, pack.procedure_code)
     evaluation = evaluate_case(pack, case, block_on, payers)
     output = build_output(pack, case, evaluation, stamp, charges)
     # the case's memo (its text index) points back at the case: with the cyclic GC paused
@@ -168,7 +168,7 @@ def case_procedure(store: ResourceStore, pack: Pack, key: str) -> dict[str, Any]
     (a later copy may have replaced it) and not void (entered in error). Every engine that
     evaluates by key asks this, so they agree on what a case is."""
     store.begin_case()
-    procedure = coded_procedure(store, key, pack.procedure_system, pack.procedure_code)
+    procedure = coded_procedure(store, key, pack.procedure_systems, pack.procedure_code)
     return None if procedure is None or pack.voids(procedure) else procedure
 
 
@@ -221,7 +221,7 @@ def load_store(
     with gc_paused():
         return load_for_cases(
             [Path(p) for p in paths],
-            pack.procedure_system,
+            pack.procedure_systems,
             pack.procedure_code,
             workers=workers,
             skip_bad_lines=skip_bad_lines,
@@ -309,7 +309,7 @@ def run_on_server(
     pack = pack or cached_pack()
     job = _ServerJob(
         pack,
-        ServerSource(client, pack.procedure_system, pack.procedure_code),
+        ServerSource(client, pack.procedure_systems, pack.procedure_code),
         write_to or client,
         block_on,
         now or now_iso(),

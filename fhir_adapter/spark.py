@@ -46,7 +46,7 @@ from urllib.parse import unquote, urlparse
 import orjson
 
 from fhir_adapter.errors import AdapterError, InputError, SparkUnavailable
-from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.codings import Systems, has_coding
 from fhir_adapter.fhir.references import tail_key
 from fhir_adapter.pack import Pack, cached_pack
 from fhir_adapter.payers.load import Payers, PayerTexts, payers_from_texts
@@ -227,7 +227,7 @@ def _kept_row(
 
 
 def _coded_cases(
-    rows: Iterable[dict[str, Any]], system: str, code: str
+    rows: Iterable[dict[str, Any]], system: Systems, code: str
 ) -> Iterator[dict[str, Any]]:
     """Pass 1, Python side: the lines Spark SQL let through are bad lines (an error) or
     Procedures mentioning the code; those coded system|code are the cases."""
@@ -255,7 +255,7 @@ def _attributed(
     plan: Plan,
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
-    coding: tuple[str, str, Collection[int]],
+    coding: tuple[Systems, str, Collection[int]],
 ) -> Iterator[dict[str, Any]]:
     """Pass 2, Python side, of lines the JVM read: a row per case a screened line
     belongs to (`_cases_of_line`)."""
@@ -274,7 +274,7 @@ def _cases_of_line(
     plan: Plan,
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
-    coding: tuple[str, str, Collection[int]],
+    coding: tuple[Systems, str, Collection[int]],
     left: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """A row per case a parsed line belongs to (`where`: its file and position), decided
@@ -562,7 +562,7 @@ class _Source:
     # by rank, the files whose kept lines the evaluation reads back (none: lines travel)
     paths: Sequence[str] = ()
 
-    def cases(self, system: str, code: str) -> Any:
+    def cases(self, system: Systems, code: str) -> Any:
         raise NotImplementedError
 
     def related(self, shared: Shared) -> Any:
@@ -587,7 +587,7 @@ class _LineSource(_Source):
         self.lines, self.types = _read_lines(session, input_uri)
         self.procedures = sorted(n for n, t in self.types.items() if t in (None, "Procedure"))
 
-    def cases(self, system: str, code: str) -> Any:
+    def cases(self, system: Systems, code: str) -> Any:
         # only the files pass 1 reads, for the lines that mention the code (their
         # positions are not a whole read's: the case lines evaluated come from pass 2); a
         # line the JVM finds is not one object goes to Python too, which names the error
@@ -673,7 +673,7 @@ class _ChunkSource(_Source):
 
         return _map_in_arrow(self.session.range(0, tasks, 1, tasks), run, KEPT_COLUMNS)
 
-    def cases(self, system: str, code: str) -> Any:
+    def cases(self, system: Systems, code: str) -> Any:
         def run(chunks: Iterable[tuple[int, Chunk]]) -> Iterator[dict[str, Any]]:
             return _read_cases(chunks, system, code)
 
@@ -716,7 +716,7 @@ def _input_errors(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         raise AdapterError(f"{INPUT_MARK}{exc}{INPUT_END}") from None
 
 
-def _read_cases(chunks: Iterable[tuple[int, Chunk]], system: str, code: str) -> Iterator[Any]:
+def _read_cases(chunks: Iterable[tuple[int, Chunk]], system: Systems, code: str) -> Iterator[Any]:
     """Pass 1, read in Python: the lines of the Procedure files that mention the code,
     every line checked (the local engine's `scan_procedures`); those coded system|code
     are the cases."""
@@ -745,7 +745,7 @@ def _read_related(
     plan: Plan,
     cases_of: Mapping[str, Sequence[str]],
     patients: Mapping[str, str],
-    coding: tuple[str, str, Collection[int]],
+    coding: tuple[Systems, str, Collection[int]],
     ids: tuple[Any, ...],
 ) -> Iterator[dict[str, Any]]:
     """Pass 2, read in Python: every line checked (but the Procedure files', which pass 1
@@ -826,7 +826,7 @@ def _evaluate_on_spark(
     pack = pack or cached_pack()
     stamp = now or now_iso()
     session = spark or _session(master)
-    system, code = pack.procedure_system, pack.procedure_code
+    system, code = pack.procedure_systems, pack.procedure_code
     cores = session.sparkContext.defaultParallelism
     held: list[Any] = []
 
@@ -1049,7 +1049,7 @@ def _kept_tuple(case: str, patient: str, row: Any) -> tuple[Any, ...]:
     return (case, patient, *(row[name] for name, _ in KEPT_COLUMNS[2:]))
 
 
-def _case_rows(system: str, code: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[Any]]:
+def _case_rows(system: Systems, code: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[Any]]:
     def run(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         return _coded_cases(rows, system, code)
 

@@ -307,3 +307,132 @@ def test_a_padded_code_is_a_case_when_streamed_as_when_loaded(tmp_path: Path, pa
     whole = ResourceStore(read_paths([export]))
     loaded = [o.evaluation.procedure for o in evaluate_store(whole, pack, now=NOW)]
     assert streamed == loaded and len(loaded) >= 30
+
+
+CPT_OID = "urn:oid:2.16.840.1.113883.6.12"
+
+
+def _summary(outputs: list[Any]) -> list[tuple[Any, ...]]:
+    """Each case's outcome, finding codes, and the codings of its Claim's lines."""
+    out = []
+    for o in outputs:
+        report = orjson.loads(orjson.dumps(o.report()))
+        claims = [r for r in o.resources if r["resourceType"] == "Claim"]
+        lines = [
+            (c["system"], c["code"])
+            for claim in claims
+            for item in claim.get("item", [])
+            for c in item["productOrService"]["coding"]
+        ]
+        codes = sorted(f["code"] for f in report["findings"])
+        out.append((report["outcome"], codes, lines))
+    return out
+
+
+def test_cpt_written_as_its_oid_is_cpt(tmp_path: Path, pack: Pack) -> None:
+    """Documents converted from C-CDA write CPT as its OID (urn:oid:2.16.840.1.113883.6.12):
+    the Procedure is a case, its other CPT codes are checked (PTP, guidance) and the Claim
+    is the one the URL gives, whether the file is a Bundle or an NDJSON export."""
+    text = Path(CLEAN).read_text()
+    assert text.count(CPT) >= 2
+    oid = tmp_path / "oid.json"
+    oid.write_text(text.replace(CPT, CPT_OID))
+    want = _summary(evaluate_paths([CLEAN], pack, now=NOW))
+    assert want and want[0][2]
+    assert _summary(evaluate_paths([oid], pack, now=NOW)) == want
+    export = tmp_path / "export"
+    export.mkdir()
+    for e in json.loads(oid.read_text())["entry"]:
+        with (export / f"{e['resource']['resourceType']}.ndjson").open("a") as fh:
+            fh.write(json.dumps(e["resource"]) + "\n")
+    assert _summary(evaluate_paths([export], pack, now=NOW)) == want
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda c: c["coding"][0].update(code=47382), "coding[0].code is a number"),
+        (lambda c: c.update(coding="bad"), "Procedure.code.coding is a string"),
+        (
+            lambda c: c["coding"][0].update(system="http://www.ama-assn.org/go/cpt/"),
+            "coded 47382 in system 'http://www.ama-assn.org/go/cpt/'",
+        ),
+    ],
+)
+def test_a_malformed_procedure_that_may_be_a_case_is_named(
+    tmp_path: Path, edit: Any, says: str
+) -> None:
+    """A Procedure whose code holds 47382 in a form that is not a CPT coding is no case,
+    and the run says so, naming the file (and line in NDJSON), not just 'none found'."""
+    bundle = json.loads(Path(CLEAN).read_text())
+    for e in bundle["entry"]:
+        if e["resource"]["id"] == "ex1-hcc-ct-rfa":
+            edit(e["resource"]["code"])
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(bundle, indent=1))
+    export = tmp_path / "export"
+    export.mkdir()
+    for e in bundle["entry"]:
+        with (export / f"{e['resource']['resourceType']}.ndjson").open("a") as fh:
+            fh.write(json.dumps(e["resource"]) + "\n")
+    line = next(
+        n
+        for n, text in enumerate((export / "Procedure.ndjson").read_text().splitlines(), 1)
+        if "ex1-hcc-ct-rfa" in text
+    )
+    for path, where in ((single, f"{single}:"), (export, f"Procedure.ndjson:{line}: ")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fhir_adapter.cli", "evaluate", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        warned = [x for x in proc.stderr.splitlines() if "Procedure/ex1-hcc-ct-rfa" in x]
+        assert len(warned) == 1, proc.stderr
+        assert warned[0].startswith("fhir-adapter: warning: ") and where in warned[0]
+        assert says in warned[0] and "not read as a case" in warned[0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda a: a.update(contentType="application/pdf"), "content type application/pdf"),
+        (lambda a: a.update(contentType="image/png", size=2048), "content type image/png"),
+        (lambda a: a.pop("data"), "no data and no url"),
+        (
+            lambda a: a.update(url="https://docs.example.org/opnote.txt") or a.pop("data"),
+            "by url only (https://docs.example.org/opnote.txt)",
+        ),
+        (lambda a: a.update(data="%%% not base64 %%%"), "data is not base64"),
+    ],
+)
+def test_an_attachment_not_read_is_named(edit: Any, says: str, pack: Pack) -> None:
+    """The note attached with a content type the reader does not read (a PDF, an image),
+    or with nothing to read: the case is not documented, and a finding of its own names
+    the attachment and why it was not read, so a coder knows where to look."""
+    bundle = load_bundle("ex2-crc-mets-us")
+    for e in bundle["entry"]:
+        if e["resource"]["resourceType"] == "DocumentReference":
+            edit(e["resource"]["content"][0]["attachment"])
+    store = ResourceStore()
+    for e in bundle["entry"]:
+        store.add(e["resource"])
+    (out,) = evaluate_store(store, pack, now=NOW)
+    findings = {f.code: f for f in out.evaluation.findings}
+    assert out.evaluation.outcome != "claim"
+    unread = findings["attachment-not-read"]
+    (ev,) = unread.evidence
+    assert ev.reference == "DocumentReference/ex2-crc-mets-us-opnote"
+    assert ev.path == "DocumentReference.content[0].attachment"
+    assert ev.note is not None and says in ev.note
+    if "size" in says or "image/png" in says:
+        assert "2,048 bytes" in ev.note
+
+
+def test_a_read_attachment_is_not_named(pack: Pack) -> None:
+    store = ResourceStore()
+    for e in load_bundle("ex2-crc-mets-us")["entry"]:
+        store.add(e["resource"])
+    (out,) = evaluate_store(store, pack, now=NOW)
+    assert "attachment-not-read" not in {f.code for f in out.evaluation.findings}

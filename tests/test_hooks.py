@@ -420,6 +420,7 @@ ORDER_COVERED: dict[str, str | dict[str, str] | None] = {
     "v41-global-unknown": "covered",  # POS 22, C22.0 (the earlier 50592 is no case)
     "v42-code-set-year": "covered",  # both: POS 22, C22.0, Coverage of their own year
     "v51-documentation-conflicts": "covered",  # both Procedures: POS 22, C22.0
+    "v52-attachment-not-read": "covered",  # POS 22, C22.0 (its PDF report is not read)
     # The payer cases: an order-sign request brings the patient, Coverage, Conditions and
     # encounter, no note and no size Observation: what only they state is unknown to the
     # overlay (conditional); the coded histology decides (a lung primary, a NET for Highmark).

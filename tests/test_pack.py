@@ -147,6 +147,26 @@ def _rule(raw: dict[str, Any], code: str) -> dict[str, Any]:
             lambda r: r["valuesets"]["cpt-surgery-other"]["include"][0]["ranges"].append(["1"]),
             "List should have at least 2 items",
         ),
+        (
+            lambda r: r["system_aliases"].update(cpx=["urn:oid:2.16.840.1.113883.6.12"]),
+            "system_aliases: unknown system alias 'cpx'",
+        ),
+        (
+            lambda r: r["system_aliases"]["cpt"].append("2.16.840.1.113883.6.12"),
+            "system_aliases.cpt: '2.16.840.1.113883.6.12' is not a URI",
+        ),
+        (
+            lambda r: r["system_aliases"]["cpt"].append(r["systems"]["icd10cm"]),
+            "is the URL of a system in `systems`",
+        ),
+        (
+            lambda r: r["system_aliases"].update(hcpcs=r["system_aliases"]["cpt"]),
+            "is an alias of 'cpt' already",
+        ),
+        (
+            lambda r: r["system_aliases"].update(cpt="urn:oid:2.16.840.1.113883.6.12"),
+            "system_aliases.cpt: Input should be a valid list",
+        ),
     ],
 )
 def test_broken_pack_names_file_and_rule(tmp_path: Path, breakage: Any, message: str) -> None:

@@ -285,3 +285,25 @@ def test_prior_authorization_on_the_server_reaches_the_claim(
         assert approved.output.evaluation.findings == []
         [claim] = [c for c in _all(client, "Claim") if c.get("use") == "claim"]
         assert claim["insurance"][0]["preAuthRef"] == ["AUTH-4711"]
+
+
+def test_a_procedure_coded_with_cpts_oid_is_found_on_the_server(
+    server: TestServer, read_base: str
+) -> None:
+    """CPT written as its OID (documents converted from C-CDA): the search asks for both
+    URIs, and the case is the one the URL gives."""
+    with FhirClient(server.base) as client, FhirClient(read_base) as target:
+        load_fixtures(client, ["ex1-hcc-ct"])
+        want = run_on_server(target, dry_run=True)
+        assert [r.output.evaluation.outcome for r in want] == ["claim"]
+        for pid in ("ex1-hcc-ct-rfa", "ex1-hcc-ct-guide"):
+            proc = client.read("Procedure", pid)
+            proc["code"]["coding"][0]["system"] = "urn:oid:2.16.840.1.113883.6.12"
+            _put(client, proc)
+        got = run_on_server(target, dry_run=True)
+        assert [r.output.evaluation.procedure for r in got] == ["Procedure/ex1-hcc-ct-rfa"]
+        assert [r.output.evaluation.outcome for r in got] == ["claim"]
+        claim = next(x for x in got[0].output.resources if x["resourceType"] == "Claim")
+        assert [c["system"] for i in claim["item"] for c in i["productOrService"]["coding"]] == [
+            "http://www.ama-assn.org/go/cpt"
+        ] * 2

@@ -424,3 +424,20 @@ def test_payer_overlays_of_the_command_line_reach_the_executors(
     assert {r["payer_policy"]["id"] for r in local} == {"example-health-ablation"}
     assert all(r["payer_policy"]["matched_by"] == "--payer" for r in local)
     assert sum("prior-auth-missing" in {f["code"] for f in r["findings"]} for r in local) >= 15
+
+
+def test_cpt_written_as_its_oid_is_read_as_cpt_on_spark(spark: Any, tmp_path: Path) -> None:
+    """CPT's OID (documents converted from C-CDA) is CPT to Spark's screens as locally."""
+    data = tmp_path / "export"
+    generate(data, 40, seed=5)
+    want = [r["outcome"] for r in _local(data)]
+    for f in data.glob("*.ndjson"):
+        text = f.read_text()
+        f.write_text(
+            text.replace("http://www.ama-assn.org/go/cpt", "urn:oid:2.16.840.1.113883.6.12")
+        )
+    result = evaluate_on_spark(str(data), str(tmp_path / "out"), spark=spark, now=NOW)
+    local = _local(data)
+    assert [r["outcome"] for r in local] == want and len(want) > 2
+    assert result.cases == len(local)
+    assert read_reports(result.reports) == local

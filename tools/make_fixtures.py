@@ -1662,6 +1662,45 @@ def v51() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
 
 
+@case(
+    "v52-attachment-not-read",
+    "The note documents the case; the operative report is attached as a PDF, which is not "
+    "read: a finding names it, so a coder knows where to look",
+    ["attachment-not-read (moderate, the Claim still goes out): content type and size named"],
+)
+def v52() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    b = CaseBuilder("v52-attachment-not-read")
+    report = "OPERATIVE REPORT (scanned): percutaneous radiofrequency ablation, segment VI."
+    doc = {
+        "resourceType": "DocumentReference",
+        "id": f"{b.slug}-opreport",
+        "status": "current",
+        "type": cc(LOINC, "28570-0", "Procedure note"),
+        "subject": ref(b.patient),
+        "date": WHEN,
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/pdf",
+                    "data": b64(report),
+                    "size": len(report),
+                    "title": "Operative report",
+                }
+            }
+        ],
+        "context": {"encounter": [ref(b.encounter)], "related": [ref(b.procedure)]},
+    }
+    b.extra.append(doc)
+    return b.collection(), [
+        expect(
+            "Procedure/v52-attachment-not-read-rfa",
+            "claim",
+            ["attachment-not-read"],
+            claim=claim(b, [(RFA, []), ("77013", ["26"])], ["C22.0"], "22"),
+        )
+    ]
+
+
 GROUP_NPI = "1523456782"  # a valid NPI (Luhn check digit over 80840 + the first nine)
 
 

@@ -312,6 +312,8 @@ def guidance_plan(pack: Pack, case: Case) -> GuidancePlan:
                     keep = {
                         k: str(coding[k]).strip() for k in ("system", "display") if coding.get(k)
                     }
+                    if "system" in keep:  # the Claim names the system by its URL, not an alias
+                        keep["system"] = pack.canonical_system(keep["system"])
                     plan.billed = GuidanceLine({**keep, "code": code}, case.ref(proc))
                 elif plan.billed.coding["code"] != code:
                     note = (
@@ -465,7 +467,8 @@ def global_periods(pack: Pack, case: Case) -> GlobalPeriods:
             continue
         for coding in codings(proc.get("code")):
             code = coding.get("code")
-            if coding.get("system") != pack.procedure_system or not isinstance(code, str):
+            system = pack.canonical_system(coding.get("system"))
+            if system != pack.procedure_system or not isinstance(code, str):
                 continue
             code = code.strip()
             row = table.pfs_row(code)

@@ -171,7 +171,11 @@ def services_not_billed(pack: Pack, case: Case) -> list[Evidence]:
             continue
         for coding in codings(proc.get("code")):
             code = str(coding.get("code") or "").strip()
-            if coding.get("system") != cpt or code in seen or code == pack.procedure_code:
+            if (
+                pack.canonical_system(coding.get("system")) != cpt
+                or code in seen
+                or code == pack.procedure_code
+            ):
                 continue
             if not reportable.contains(cpt, code):
                 continue

@@ -14,6 +14,7 @@ from fhir_adapter.cli.options import (
     env_option,
     load_payer_options,
     load_rules_and_charges,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ def _workers(text: str) -> int:
     return value
 
 
+# Procedures named one by one when they hold the code in a form that is no coding of it
+MISCODED_SHOWN = 20
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -136,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
 
         page = render_html(outputs, pack=pack, source=args.paths)
         write_bundles(outputs, args.out, report_html=page, force=args.force)
+    for line in store.miscoded[:MISCODED_SHOWN]:
+        warn(f"{line}: not read as a case")
+    if len(store.miscoded) > MISCODED_SHOWN:
+        more = len(store.miscoded) - MISCODED_SHOWN
+        warn(f"{more} more Procedure(s) hold the code in a form that is no coding of it")
     code = emit(outputs, args.format, pack=pack, source=args.paths, meta=meta, html=page)
     for notice in store.notices:
         print(f"fhir-adapter: note: {printable(notice)}", file=sys.stderr)

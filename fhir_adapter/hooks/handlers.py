@@ -48,9 +48,9 @@ def _evaluate(
     setting_from_encounter: bool = True,
 ) -> tuple[Case, CaseOutput]:
     check_deadline()
-    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    case = assemble(store, procedure, pack.procedure_systems, pack.procedure_code)
     if case.unresolved and data.resolve_leftovers(store, case):
-        case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+        case = assemble(store, procedure, pack.procedure_systems, pack.procedure_code)
     if not setting_from_encounter:
         _setting_from_order_only(store, case)
     evaluation = evaluate_case(pack, case, block_on, data.payers)
@@ -82,7 +82,7 @@ def encounter_discharge(
         outputs = _discharge_from_server(pack, data, encounter_key, block_on)
     else:
         store = data.prefetched_store()
-        for procedure in find_procedures(store, pack.procedure_system, pack.procedure_code):
+        for procedure in find_procedures(store, pack.procedure_systems, pack.procedure_code):
             if store.canonical(procedure.get("encounter")) != encounter_key or pack.voids(
                 procedure
             ):
@@ -104,7 +104,7 @@ def _discharge_from_server(
 ) -> list[CaseOutput]:
     """Nothing prefetched: the same reads as `run` (a search page, then ≤ 2 batches per case)."""
     client = data.client("the encounter's procedures")
-    source = ServerSource(client, pack.procedure_system, pack.procedure_code)
+    source = ServerSource(client, pack.procedure_systems, pack.procedure_code)
     outputs = []
     try:
         for procedures, included in source.procedure_pages(encounter=encounter_key):
@@ -203,7 +203,7 @@ def _as_procedure(order: dict[str, Any], request: HookRequest, pack: Pack) -> di
         return None
     patient = request.context.get("patientId")
     encounter = request.context.get("encounterId")
-    system, code = pack.procedure_system, pack.procedure_code
+    system, code = pack.procedure_systems, pack.procedure_code
     proc: dict[str, Any] = {
         "resourceType": "Procedure",
         "id": f"{ORDER_PREFIX}{rid}",
@@ -230,7 +230,7 @@ def _as_procedure(order: dict[str, Any], request: HookRequest, pack: Pack) -> di
             or has_coding(order, ("reasonCode",), system, code)
         ):
             return None
-        proc["code"] = {"coding": [{"system": system, "code": code}]}
+        proc["code"] = {"coding": [{"system": pack.procedure_system, "code": code}]}
         for participant in order.get("participant") or []:
             ref = reference_string((participant or {}).get("actor"))
             if ref and ref.split("/")[-2:-1] in (["Practitioner"], ["PractitionerRole"]):

@@ -35,6 +35,7 @@ FACTS: dict[str, tuple[str, ...]] = {
     "excludes1_pairs": _DIAGNOSIS_SOURCES,
     "modifier_conflicts": (),
     "text_truncated": (),
+    "attachments_unread": ("documents", "reports"),
     "facility_npi": (),
     "uncoded_diagnoses": _DIAGNOSIS_SOURCES,
     "additional_code_notes": _DIAGNOSIS_SOURCES,

@@ -7,6 +7,7 @@ evaluating a case never parses YAML, regex or FHIRPath again.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,24 @@ class Pack:
         return self.systems[self.model.procedure.system]
 
     @property
+    def procedure_systems(self) -> tuple[str, ...]:
+        """The procedure's code system as data may write it: its URL, then its aliases."""
+        return self.systems_named(self.model.procedure.system)
+
+    def systems_named(self, alias: str) -> tuple[str, ...]:
+        """A system's URL and the other URIs (`system_aliases`) that name it."""
+        return (self.system(alias), *self.model.system_aliases.get(alias, ()))
+
+    def canonical_system(self, uri: Any) -> Any:
+        """The system URL an alias URI (CPT's OID) stands for; any other value unchanged."""
+        return self.alias_urls.get(uri, uri) if isinstance(uri, str) else uri
+
+    @functools.cached_property
+    def alias_urls(self) -> dict[str, str]:
+        """Each alias URI, and the URL of the system it names."""
+        return alias_urls(self.model)
+
+    @property
     def procedure_code(self) -> str:
         return self.model.procedure.code
 
@@ -124,6 +143,15 @@ class Pack:
         payer = self.model.payer_findings
         extra = [payer.not_met, payer.undocumented, payer.prior_auth_missing] if payer else []
         return [r.finding for r in self.rules] + [f.finding for f in extra]
+
+
+def alias_urls(model: PackModel) -> dict[str, str]:
+    """Each alias URI of the pack's `system_aliases`, and the URL of the system it names."""
+    return {
+        uri: model.systems[name]
+        for name, aliases in model.system_aliases.items()
+        for uri in aliases
+    }
 
 
 def default_pack_path() -> Path:
@@ -315,7 +343,7 @@ class _Compiler:
     def _valueset(self, name: str) -> ValueSet:
         self.where = f"value set {name!r}"
         d = self.model.valuesets[name]
-        vs = ValueSet(name)
+        vs = ValueSet(name, aliases=alias_urls(self.model))
         for group in d.include:
             system = self._system(group.system)
             vs.codes.setdefault(system, set()).update(

@@ -592,6 +592,9 @@ class PackModel(_Strict):
     procedure: ProcedureDef
     canonical: Canonical
     systems: dict[str, str]
+    # other URIs data writes a system under (CPT's OID in documents converted from C-CDA):
+    # read as that system wherever codes are compared
+    system_aliases: dict[str, list[str]] = {}
     valuesets: dict[str, ValueSetDef]
     claim: ClaimConfig
     crosswalks: dict[str, dict[str, str]] = {}
@@ -631,6 +634,7 @@ class PackModel(_Strict):
                     else f" (one of {', '.join(sorted(names[kind]))})"
                 )
                 problems.append(f"{where}: unknown {NOUNS[kind]} {value!r}{listed}")
+        problems += self._alias_problems()
         seen: set[str] = set()
         for rule in self.rules:
             if rule.finding in seen:
@@ -648,6 +652,27 @@ class PackModel(_Strict):
         if problems:
             raise ValueError("; ".join(dict.fromkeys(problems)))
         return self
+
+    def _alias_problems(self) -> list[str]:
+        problems = []
+        urls = set(self.systems.values())
+        named: dict[str, str] = {}
+        for name, aliases in self.system_aliases.items():
+            if name not in self.systems:
+                problems.append(
+                    f"system_aliases: unknown system alias {name!r} "
+                    f"(one of {', '.join(sorted(self.systems))})"
+                )
+            for uri in aliases:
+                where = f"system_aliases.{name}: {uri!r}"
+                if not (uri.startswith("urn:") or "://" in uri) or uri != uri.strip():
+                    problems.append(f"{where} is not a URI (urn:oid:... or http...)")
+                elif uri in urls:
+                    problems.append(f"{where} is the URL of a system in `systems`")
+                elif uri in named:
+                    problems.append(f"{where} is an alias of {named[uri]!r} already")
+                named.setdefault(uri, name)
+        return problems
 
 
 def _ref_of(field: FieldInfo) -> Ref | None:

@@ -15,6 +15,8 @@ class ValueSet:
     codes: dict[str, set[str]] = field(default_factory=dict)
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     excluded: dict[str, set[str]] = field(default_factory=dict)
+    # alias URI (CPT's OID) -> the URL of the system it names (the pack's system_aliases)
+    aliases: dict[str, str] = field(default_factory=dict)
     # answers given, by (system, code): cases ask about the same few codes again and again
     _answers: dict[tuple[str, str], bool] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -23,6 +25,7 @@ class ValueSet:
     def contains(self, system: str | None, code: str | None) -> bool:
         if not system or not isinstance(code, str):
             return False
+        system = self.aliases.get(system, system)
         key = (system, code)
         answer = self._answers.get(key)
         if answer is None:

@@ -162,7 +162,7 @@ def decide_request(
 ) -> tuple[Decision, dict[str, Any]]:
     """The decision on a checked request and its PAS response Bundle."""
     store, procedure = request_store(bundle, claim)
-    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    case = assemble(store, procedure, pack.procedure_systems, pack.procedure_code)
     evaluation = evaluate_case(pack, case, block_on)
     claim_key = f"Claim/{claim.get('id')}"
     service_date = str(procedure.get("performedDateTime") or now)[:10]

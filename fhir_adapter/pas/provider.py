@@ -81,7 +81,7 @@ def order_from_server(
     answers about the order."""
     order = client.read("ServiceRequest", order_id)
     procedure = planned_procedure(order, pack)
-    source = ServerSource(client, pack.procedure_system, pack.procedure_code)
+    source = ServerSource(client, pack.procedure_systems, pack.procedure_code)
     gathered = source.gather(procedure, [order])
     store = gathered.store
     about = f"ServiceRequest/{order_id}"

@@ -58,7 +58,7 @@ def planned_procedure(order: dict[str, Any], pack: Pack) -> dict[str, Any]:
     oid = order.get("id")
     if order.get("resourceType") != "ServiceRequest" or not isinstance(oid, str):
         raise PreauthError("the order is not a ServiceRequest with an id")
-    if not has_coding(order, ("code",), pack.procedure_system, pack.procedure_code):
+    if not has_coding(order, ("code",), pack.procedure_systems, pack.procedure_code):
         raise PreauthError(
             f"ServiceRequest/{oid} does not order CPT {pack.procedure_code} "
             f"({pack.procedure_system})"
@@ -134,7 +134,7 @@ def evaluate_order(
         if resource.get("resourceType") == "QuestionnaireResponse":
             for derived in evidence_from(resource, store.key_of(resource), anchors=[order_ref]):
                 store.add(derived)
-    case = assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    case = assemble(store, procedure, pack.procedure_systems, pack.procedure_code)
     evaluation = evaluate_case(pack, case, block_on)
     return OrderCase(order, procedure, case, evaluation, store, base, list(supporting))
 

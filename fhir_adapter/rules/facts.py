@@ -22,7 +22,13 @@ from fhir_adapter.pack.load import Pack
 from fhir_adapter.pack.schema import CountFact, references
 from fhir_adapter.payers.facts import PAYER
 from fhir_adapter.text.engine import ContextEngine, Mention
-from fhir_adapter.text.index import TextIndex, TextUnit, amends, mention_evidence
+from fhir_adapter.text.index import (
+    TextIndex,
+    TextUnit,
+    amends,
+    mention_evidence,
+    unread_attachments,
+)
 
 CLINICAL = Derivers()
 
@@ -74,6 +80,19 @@ def _text_truncated(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
             f"{u.source} text of {u.length:,} characters: the first {cap:,} were read",
         )
         for u in ctx.text.truncated()
+    ]
+    return (evidence_fact(evidence),)
+
+
+@CLINICAL.provides("attachments_unread")
+def _attachments_unread(pack: Pack, ctx: Context) -> tuple[Fact, ...]:
+    """The case's attached documents and reports whose text is not read (a PDF, an image,
+    a url never fetched, nothing to read): what they document was not checked."""
+    case = ctx.case
+    evidence = [
+        Evidence(case.ref(resource), path, None, f"not read: {why}")
+        for resource in (*case.documents, *case.reports)
+        for path, why in unread_attachments(resource)
     ]
     return (evidence_fact(evidence),)
 

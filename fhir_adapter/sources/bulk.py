@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from fhir_adapter.errors import InputError
-from fhir_adapter.fhir.codings import has_coding
+from fhir_adapter.fhir.codings import Systems, has_coding, miscoded
 from fhir_adapter.fhir.references import reverse_targets, tail_key
 from fhir_adapter.fhir.resource_types import RESOURCE_TYPES
 from fhir_adapter.parallel import fork_map
@@ -257,6 +257,9 @@ class ScanResult:
     bad: list[BadLine] = field(default_factory=list)
     # case Procedures met outside the files pass 1 reads (a file named for another type)
     cases: list[str] = field(default_factory=list)
+    # Procedures that may be cases but hold the code in a form that is no coding of it
+    # (codings.miscoded): where, why
+    miscoded: list[tuple[BadLine, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ class ScanJob:
     """What one pass looks for; handed to each worker once, by the pool's initializer."""
 
     needle: bytes = b""
-    system: str = ""
+    system: Systems = ""
     code: str = ""
     plan: Plan | None = None
     ids: tuple[Any, ...] = ()
@@ -378,20 +381,54 @@ def _parses(line: bytes) -> bool:
     return True
 
 
+# A code or coding no code can be read from (a number, a list or null where FHIR has a
+# string; a coding that is not a list of objects): such a Procedure may be a case, so
+# pass 1 parses it to say so (codings.miscoded), whether or not it mentions the code.
+ODD_CODE = re.compile(rb'"coding"\s*:\s*(?:[^\s\[]|\[\s*[^\s{\]])|"code"\s*:\s*[^\s{"]')
+
+
 def scan_procedures(job: ScanJob, chunk: Chunk) -> ScanResult:
     """Pass 1: Procedures coded system|code (as raw lines: cheaper to ship than dicts)."""
     out = ScanResult()
     if chunk.rtype not in (None, "Procedure"):
         return out
     needle = job.needle
-    for offset, line in whole_lines(job, chunk, out, wanted=lambda line: needle in line):
+
+    def wanted(line: bytes) -> bool:
+        return needle in line or ODD_CODE.search(line) is not None
+
+    for offset, line in whole_lines(job, chunk, out, wanted=wanted):
         resource = admit_line(job, chunk, offset, line, out)
         if resource is None:
             continue
-        if resource["resourceType"] == "Procedure" and has_coding(
-            resource, ("code",), job.system, job.code
-        ):
+        if resource["resourceType"] != "Procedure":
+            continue
+        if has_coding(resource, ("code",), job.system, job.code):
             out.kept.append(_left_in_file(chunk, offset, line, kept_record(line, resource)))
+        else:
+            why = miscoded(resource.get("code"), job.system, job.code)
+            if why is not None:
+                out.miscoded.append((BadLine(chunk.path, offset), f"{_key(resource)}: {why}"))
+    return out
+
+
+def _key(resource: dict[str, Any]) -> str:
+    return f"{resource['resourceType']}/{resource.get('id')}"
+
+
+def miscoded_in(loaded: Iterable[Loaded], system: Systems, code: str, path: Path) -> list[str]:
+    """The Procedures of a JSON file that `miscoded` finds, as "file[:line]: key: why"."""
+    out = []
+    for item in loaded:
+        resource = item.resource
+        if resource["resourceType"] != "Procedure" or has_coding(resource, ("code",), system, code):
+            continue
+        why = miscoded(resource.get("code"), system, code)
+        if why is not None:
+            key = _key(resource)
+            lines = json_lines(path, key) if resource.get("id") else []
+            where = f"{path}:{lines[0]}" if lines else str(path)
+            out.append(f"{where}: {key}: {why}")
     return out
 
 
@@ -552,6 +589,7 @@ def run_pass(
             total.kept.extend(done.kept)
             total.bad.extend(done.bad)
             total.cases.extend(done.cases)
+            total.miscoded.extend(done.miscoded)
             if on_part is not None:
                 on_part(done)
             settled += 1
@@ -590,7 +628,7 @@ def _chunk_size(chunk: Chunk) -> int:
     return size * 4 if chunk.gzipped else size
 
 
-def json_cases(stores: Iterable[ResourceStore], system: str, code: str) -> list[Kept]:
+def json_cases(stores: Iterable[ResourceStore], system: Systems, code: str) -> list[Kept]:
     """Case Procedures read from JSON files, as plan seeds (so NDJSON beside them joins in)."""
     out = []
     for store in stores:
@@ -619,7 +657,7 @@ def _questionnaire_evidence(items: list[Loaded]) -> list[Loaded]:
 
 def load_for_cases(
     paths: Iterable[str | os.PathLike[str]],
-    system: str,
+    system: Systems,
     code: str,
     *,
     workers: int = 1,
@@ -655,6 +693,8 @@ def load_for_cases(
     store = _load_ndjson(
         ndjson_files, json_stores, system, code, workers, chunk_bytes, skip_bad_lines, meanwhile
     )
+    for path, items in zip(json_files, read, strict=True):
+        store.miscoded += miscoded_in(items, system, code, path)
     if len(scopes) + bool(ndjson_files) > 1:
         labels = [s.label for s in scopes]
         if len(set(labels)) < len(labels):  # one name under two directories given
@@ -665,6 +705,7 @@ def load_for_cases(
         if scoped.contested:
             scoped.bad_lines = store.bad_lines
             scoped.notices = store.notices
+            scoped.miscoded = store.miscoded
             return scoped
     # no id names two things: one store means the same, and costs less
     for items in read:
@@ -705,7 +746,7 @@ def _export_label(files: Sequence[Path]) -> str:
 def _load_ndjson(
     ndjson_files: Sequence[Path],
     json_stores: Sequence[ResourceStore],
-    system: str,
+    system: Systems,
     code: str,
     workers: int,
     chunk_bytes: int,
@@ -728,6 +769,9 @@ def _load_ndjson(
         scan_procedures, replace(job, types=frozenset({"Procedure"})), chunks, workers, index
     )
     bad = list(first.bad)
+    odd = sorted(first.miscoded, key=lambda m: (m[0].path, m[0].offset))  # where_all's order
+    at = where_all([b for b, _ in odd])
+    store.miscoded = [f"{w}: {why}" for w, (_, why) in zip(at, odd, strict=True)]
     cases = first.kept + json_cases(json_stores, system, code)
     if not cases:
         bad += run_pass(check_lines, job, chunks, workers).bad

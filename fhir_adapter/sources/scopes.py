@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from fhir_adapter.errors import InputError
+from fhir_adapter.fhir.codings import Systems
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string, tail_key
 from fhir_adapter.sources.store import ResourceStore
@@ -230,10 +231,10 @@ class ScopeView(ResourceStore):
     def stored_keys(self) -> Iterator[str]:
         return self.own.stored_keys()
 
-    def note_coded(self, system: str, code: str, keys: Iterable[str]) -> None:
+    def note_coded(self, system: Systems, code: str, keys: Iterable[str]) -> None:
         self.own.note_coded(system, code, keys)
 
-    def coded_keys(self, system: str, code: str) -> frozenset[str] | None:
+    def coded_keys(self, system: Systems, code: str) -> frozenset[str] | None:
         return self.own.coded_keys(system, code)
 
     def whole_resources(self) -> Iterator[Resource]:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from fhir_adapter.errors import InputError
+from fhir_adapter.fhir.codings import Systems
 from fhir_adapter.fhir.elements import Resource
 from fhir_adapter.fhir.references import reference_string, reverse_targets, tail_key
 from fhir_adapter.sources.files import Loaded
@@ -42,7 +43,10 @@ class ResourceStore:
         # what the run should say on stderr: which of two different copies of one resource
         # was used, and why (see `CompactStore.add_indexed`)
         self.notices: list[str] = []
-        self._coded: dict[tuple[str, str], frozenset[str]] = {}
+        # Procedures that hold the case's code in a form that is no coding of it (a number,
+        # a string for a list, another system): "file[:line]: key: why", for a warning
+        self.miscoded: list[str] = []
+        self._coded: dict[tuple[Systems, str], frozenset[str]] = {}
         for item in loaded:
             self.add(item.resource, item.full_url)
 
@@ -114,12 +118,12 @@ class ResourceStore:
         """`file:line` of a stored resource when the store knows it (for messages)."""
         return None
 
-    def note_coded(self, system: str, code: str, keys: Iterable[str]) -> None:
+    def note_coded(self, system: Systems, code: str, keys: Iterable[str]) -> None:
         """Record which stored lines a loader found to be Procedures coded system|code
         (it parsed them anyway): finding the cases then needs no parsing."""
         self._coded[(system, code)] = frozenset(keys)
 
-    def coded_keys(self, system: str, code: str) -> frozenset[str] | None:
+    def coded_keys(self, system: Systems, code: str) -> frozenset[str] | None:
         """The keys `note_coded` recorded, or None: nobody looked. Only stored lines are
         covered; resources added whole are not, and a later line with the same key may
         have replaced a noted one (callers check the resource they get)."""

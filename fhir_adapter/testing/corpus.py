@@ -52,7 +52,7 @@ def note_case(pack: Pack, text: str, date: str | None = None) -> Case:
     if date:
         procedure["performedDateTime"] = date
     store.add(procedure)
-    return assemble(store, procedure, pack.procedure_system, pack.procedure_code)
+    return assemble(store, procedure, pack.procedure_systems, pack.procedure_code)
 
 
 def documented(pack: Pack, element: str, text: str) -> bool:

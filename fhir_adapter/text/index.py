@@ -412,18 +412,70 @@ def _drop_hidden(markup: str) -> str:
     return "".join(out)
 
 
+# the attachments whose text is read (others are named by `attachment_unread`)
+READ_TYPES = ("text/plain", "text/html", "application/xhtml")
+
+
 def attachment_text(attachment: Any) -> str | None:
     """Inline text/plain or text/html attachment data, decoded; None otherwise."""
     if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), str):
         return None
     ctype = str(attachment.get("contentType") or "text/plain").lower()
-    if not ctype.startswith(("text/plain", "text/html", "application/xhtml")):
+    if not ctype.startswith(READ_TYPES):
         return None
     try:
         raw = base64.b64decode(attachment["data"], validate=False)
     except (binascii.Error, ValueError):
         return None
     return decode_text(raw, ctype)
+
+
+def attachment_unread(attachment: Any) -> str | None:
+    """Why `attachment_text` reads nothing of an attachment (its content type, no data, a
+    url only, data that is not base64), with its size where it gives one; None when it
+    is read."""
+    if not isinstance(attachment, dict):
+        return "it is not an Attachment"
+    size = attachment.get("size")
+    sized = f" ({size:,} bytes)" if type(size) is int else ""
+    ctype = attachment.get("contentType")
+    data, url = attachment.get("data"), attachment.get("url")
+    if isinstance(ctype, str) and not ctype.lower().startswith(READ_TYPES):
+        return (
+            f"content type {ctype}{sized}: only text/plain, text/html and "
+            "application/xhtml+xml attachments are read"
+        )
+    if isinstance(data, str) and data:
+        try:
+            base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            return f"its data is not base64{sized}"
+        return None
+    if data is not None and not isinstance(data, str):
+        return f"its data is not a base64 string{sized}"
+    if isinstance(url, str) and url:
+        return (
+            f"given by url only ({url}){sized}: its content was not fetched (from files no "
+            "url is fetched; from a server, only one on the server's own origin)"
+        )
+    return "it has no data and no url"
+
+
+def unread_attachments(resource: Resource) -> Iterator[tuple[str, str]]:
+    """(element path, why) of each attachment of a DocumentReference or DiagnosticReport
+    whose text is not read."""
+    rtype = resource.get("resourceType")
+    if rtype == "DocumentReference":
+        for i, content in enumerate(resource.get("content") or []):
+            if isinstance(content, dict) and "attachment" in content:
+                why = attachment_unread(content["attachment"])
+                if why is not None:
+                    yield f"DocumentReference.content[{i}].attachment", why
+    elif rtype == "DiagnosticReport":
+        for i, att in enumerate(resource.get("presentedForm") or []):
+            why = attachment_unread(att)
+            if why is not None:
+                yield f"DiagnosticReport.presentedForm[{i}]", why
 
 
 def decode_text(raw: bytes, content_type: str) -> str:

@@ -26,6 +26,8 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
+# where a field's first sentence ends with more text after it on its line
+_FIELD_SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=[A-Z0-9(\"'\[])")
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n[ \t]*\S[^\n]*)*")  # lines up to a blank line
 _BULLET = re.compile(r"[-*\u2022][ \t]+")
 # a list item: its numbered, lettered or bulleted line and the lines set further in under it
@@ -195,8 +197,12 @@ class Outliner:
         own_marks: re.Pattern[str] | None = None,
         reported: re.Pattern[str] | None = None,
         disowns: list[str] | None = None,
+        sentence_roles: frozenset[str] = frozenset(),
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
+        # roles whose field heads its first sentence only ("Family history: father with HCC.
+        # RF energy was applied ...": the energy is the patient's)
+        self._sentence_roles = sentence_roles
         self._roles = [
             (role, [tuple(_WORD.findall(w.lower())) for w in words])
             for role, words in roles.items()
@@ -282,6 +288,14 @@ class Outliner:
                     listing = len(line) - len(line.lstrip()) if found[4] else None
                     if not field and not found[4]:
                         outer = head
+                    elif field and head[1] in self._sentence_roles:
+                        cut = _FIELD_SENTENCE_END.search(line, line.find(":") + 1)
+                        if cut is not None:
+                            # the field is its first sentence; the rest of its line is read in
+                            # the section around it
+                            sections.append(Section(pos, pos + cut.start(), *head))
+                            start = pos + cut.start()
+                            head, field = outer, False
                 else:
                     head, field, listing = outer, False, None
             pos += len(line)

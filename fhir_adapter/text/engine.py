@@ -290,6 +290,9 @@ class _SectionRule:
     status: str | None
     only: frozenset[str]
     skip: frozenset[str]
+    # a header given with its value heads that sentence only ("Family history: father with
+    # HCC." does not reach the prose after it on the line)
+    sentence_only: bool = False
 
 
 class ContextEngine:
@@ -348,7 +351,11 @@ class ContextEngine:
         for name, sec in cfg.sections.items():
             for h in sec.headers:
                 self._sections[_norm_header(h)] = _SectionRule(
-                    name, sec.status, frozenset(sec.only), frozenset(sec.skip)
+                    name,
+                    sec.status,
+                    frozenset(sec.only),
+                    frozenset(sec.skip),
+                    sec.reach == "sentence",
                 )
                 headers.append(h)
         alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
@@ -655,7 +662,9 @@ class ContextEngine:
             # a header is a short line or ends in a colon near the start: test only those
             maybe = end - start <= 60 or ":" in text[start : start + 60]
             hm = self._header.match(text, start, end) if maybe and self._header else None
+            around: tuple[str | None, str | None, _SectionRule | None] | None = None
             if hm is not None and self._is_header(hm, end):
+                outer = (section, header, rule)
                 rule = self._sections.get(_norm_header(hm.group(1)))
                 if (
                     rule is not None
@@ -670,15 +679,21 @@ class ContextEngine:
                 start = hm.end()
                 if start >= end:
                     continue
+                if rule is not None and rule.sentence_only:
+                    around = outer  # the section in force again after this sentence
             elif maybe and _GENERIC_HEADER.match(text, start, end):
                 # a header we do not know ends the last one
                 section, header, rule = None, None, None
             if end - start <= self.cfg.max_sentence_chars:
                 out.append(Sentence(start, end, section, header, rule))
-                continue
-            whole = Sentence(start, end, section, header, rule)
-            for piece_start, piece_end in _pieces(text, start, end, self.cfg.max_sentence_chars):
-                out.append(Sentence(piece_start, piece_end, section, header, rule, whole=whole))
+            else:
+                whole = Sentence(start, end, section, header, rule)
+                for piece_start, piece_end in _pieces(
+                    text, start, end, self.cfg.max_sentence_chars
+                ):
+                    out.append(Sentence(piece_start, piece_end, section, header, rule, whole=whole))
+            if around is not None:
+                section, header, rule = around
         doc.sentences = out
         doc.sentence_starts = [s.start for s in out]
         return out

@@ -243,6 +243,9 @@ class Outliner:
         field = False
         listing: int | None = None  # the indent of a list's opening label ("Options:")
         item: int | None = None  # the indent of a bulleted organ field ("- KIDNEY: ...")
+        # a field that heads its first sentence only ("Family history: father with HCC."):
+        # its line's indent and its heading, for the lines set further in under it
+        held: tuple[int, _Head] | None = None
         start = pos = 0
         lines = text.splitlines(keepends=True)
         for i, line in enumerate(lines):
@@ -262,6 +265,18 @@ class Outliner:
                 indent = len(line) - len(line.lstrip())
                 if not body or (indent <= listing and not _ITEM.match(body)):
                     found = (*outer, False, False)
+            if held is not None:
+                deeper = (
+                    found is None
+                    and bool(line.strip())
+                    and len(line) - len(line.lstrip(" \t")) > held[0]
+                )
+                if deeper != (head == held[1]):
+                    if pos > start:
+                        sections.append(Section(start, pos, *head))
+                    start, head = pos, held[1] if deeper else outer
+                if not deeper:
+                    held = None
             if head[2] is not None and field:
                 # an organ's field ("Adrenal: ...") runs on over its own labelled lines
                 # ("Two freeze-thaw cycles: ...") until a line names the liver again; a
@@ -289,13 +304,14 @@ class Outliner:
                     if not field and not found[4]:
                         outer = head
                     elif field and head[1] in self._sentence_roles:
+                        # the field is its first sentence, or its line: what follows is read in
+                        # the section around it
                         cut = _FIELD_SENTENCE_END.search(line, line.find(":") + 1)
-                        if cut is not None:
-                            # the field is its first sentence; the rest of its line is read in
-                            # the section around it
-                            sections.append(Section(pos, pos + cut.start(), *head))
-                            start = pos + cut.start()
-                            head, field = outer, False
+                        end = pos + (cut.start() if cut is not None else len(line))
+                        sections.append(Section(pos, end, *head))
+                        held = (len(line) - len(line.lstrip(" \t")), head)
+                        start = end
+                        head, field = outer, False
                 else:
                     head, field, listing = outer, False, None
             pos += len(line)

@@ -26,6 +26,8 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{1,2}/\d{4}\b|\b(?:19|20)\d\d-\d\d-\d\d\b")
 _RULE = re.compile(r"^[-=*_~#]{5,}$")
 _QUOTED = re.compile(r"^\s*(?:\||>)")
+# where a field's first sentence ends with more text after it on its line
+_FIELD_SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=[A-Z0-9(\"'\[])")
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n[ \t]*\S[^\n]*)*")  # lines up to a blank line
 _BULLET = re.compile(r"[-*\u2022][ \t]+")
 # a list item: its numbered, lettered or bulleted line and the lines set further in under it
@@ -198,8 +200,12 @@ class Outliner:
         own_marks: re.Pattern[str] | None = None,
         reported: re.Pattern[str] | None = None,
         disowns: list[str] | None = None,
+        sentence_roles: frozenset[str] = frozenset(),
     ) -> None:
         self._known = {_norm(h): role for h, role in known.items()}
+        # roles whose field heads its first sentence only ("Family history: father with HCC.
+        # RF energy was applied ...": the energy is the patient's)
+        self._sentence_roles = sentence_roles
         self._roles = [
             (role, [tuple(_WORD.findall(w.lower())) for w in words])
             for role, words in roles.items()
@@ -240,6 +246,9 @@ class Outliner:
         field = False
         listing: int | None = None  # the indent of a list's opening label ("Options:")
         item: int | None = None  # the indent of a bulleted organ field ("- KIDNEY: ...")
+        # a field that heads its first sentence only ("Family history: father with HCC."):
+        # its line's indent and its heading, for the lines set further in under it
+        held: tuple[int, _Head] | None = None
         start = pos = 0
         lines = text.splitlines(keepends=True)
         for i, line in enumerate(lines):
@@ -259,6 +268,18 @@ class Outliner:
                 indent = len(line) - len(line.lstrip())
                 if not body or (indent <= listing and not _ITEM.match(body)):
                     found = (*outer, False, False)
+            if held is not None:
+                deeper = (
+                    found is None
+                    and bool(line.strip())
+                    and len(line) - len(line.lstrip(" \t")) > held[0]
+                )
+                if deeper != (head == held[1]):
+                    if pos > start:
+                        sections.append(Section(start, pos, *head))
+                    start, head = pos, held[1] if deeper else outer
+                if not deeper:
+                    held = None
             if head[2] is not None and field:
                 # an organ's field ("Adrenal: ...") runs on over its own labelled lines
                 # ("Two freeze-thaw cycles: ...") until a line names the liver again; a
@@ -285,6 +306,15 @@ class Outliner:
                     listing = len(line) - len(line.lstrip()) if found[4] else None
                     if not field and not found[4]:
                         outer = head
+                    elif field and head[1] in self._sentence_roles:
+                        # the field is its first sentence, or its line: what follows is read in
+                        # the section around it
+                        cut = _FIELD_SENTENCE_END.search(line, line.find(":") + 1)
+                        end = pos + (cut.start() if cut is not None else len(line))
+                        sections.append(Section(pos, end, *head))
+                        held = (len(line) - len(line.lstrip(" \t")), head)
+                        start = end
+                        head, field = outer, False
                 else:
                     head, field, listing = outer, False, None
             pos += len(line)

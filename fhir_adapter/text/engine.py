@@ -294,6 +294,9 @@ class _SectionRule:
     status: str | None
     only: frozenset[str]
     skip: frozenset[str]
+    # a header given with its value heads that sentence only ("Family history: father with
+    # HCC." does not reach the prose after it on the line)
+    sentence_only: bool = False
 
 
 class ContextEngine:
@@ -352,7 +355,11 @@ class ContextEngine:
         for name, sec in cfg.sections.items():
             for h in sec.headers:
                 self._sections[_norm_header(h)] = _SectionRule(
-                    name, sec.status, frozenset(sec.only), frozenset(sec.skip)
+                    name,
+                    sec.status,
+                    frozenset(sec.only),
+                    frozenset(sec.skip),
+                    sec.reach == "sentence",
                 )
                 headers.append(h)
         alternation = "|".join(_term_regex(h, {}) for h in sorted(headers, key=len, reverse=True))
@@ -628,6 +635,9 @@ class ContextEngine:
         section: str | None = None
         header: str | None = None
         rule: _SectionRule | None = None
+        # a header that heads its sentence only: its line's indent and its section, for the
+        # lines set further in under it
+        held: tuple[int, str | None, str | None, _SectionRule | None] | None = None
         pos = 0
         if len(text) < 60 and not _BREAK_CHARS.search(text):
             # a code's text, a short value: one sentence, no header
@@ -671,6 +681,8 @@ class ContextEngine:
                 maybe = False
             hm = self._header.match(text, start, end) if maybe and self._header else None
             if hm is not None and self._is_header(hm, end):
+                held = None
+                outer = (section, header, rule)
                 rule = self._sections.get(_norm_header(hm.group(1)))
                 if (
                     rule is not None
@@ -685,18 +697,61 @@ class ContextEngine:
                 start = hm.end()
                 if start >= end:
                     continue
+                if rule is not None and rule.sentence_only:
+                    # a header given with its value heads its sentence, or its line, and the
+                    # lines set further in under it; what follows is read in the section
+                    # around it ("Family history: father with HCC. RF energy was applied ...")
+                    indent = _indent(text, text.rfind("\n", 0, hm.start()) + 1)
+                    held = (indent, section, header, rule)
+                    section, header, rule = outer
+                    line_end = text.find("\n", start, end)
+                    while line_end >= 0 and _indent(text, line_end + 1) > indent:
+                        line_end = text.find("\n", line_end + 1, end)
+                    if line_end < 0:
+                        self._add_sentence(out, text, start, end, *held[1:])
+                        continue
+                    # the sentence runs on past its line ("FH: noncontributory" over "RF
+                    # energy was applied at 150 W ..."): the rest is read in the section around
+                    cut = line_end
+                    while cut > start and text[cut - 1].isspace():
+                        cut -= 1
+                    self._add_sentence(out, text, start, cut, *held[1:])
+                    held = None
+                    start = line_end + 1
+                    while start < end and text[start].isspace():
+                        start += 1
             elif maybe and _GENERIC_HEADER.match(text, start, end):
                 # a header we do not know ends the last one
                 section, header, rule = None, None, None
-            if end - start <= self.cfg.max_sentence_chars:
-                out.append(Sentence(start, end, section, header, rule))
-                continue
-            whole = Sentence(start, end, section, header, rule)
-            for piece_start, piece_end in _pieces(text, start, end, self.cfg.max_sentence_chars):
-                out.append(Sentence(piece_start, piece_end, section, header, rule, whole=whole))
+                held = None
+            elif held is not None:
+                if _indent(text, text.rfind("\n", 0, start) + 1) > held[0]:
+                    self._add_sentence(out, text, start, end, *held[1:])
+                    continue
+                held = None
+            if start < end:
+                self._add_sentence(out, text, start, end, section, header, rule)
         doc.sentences = out
         doc.sentence_starts = [s.start for s in out]
         return out
+
+    def _add_sentence(
+        self,
+        out: list[Sentence],
+        text: str,
+        start: int,
+        end: int,
+        section: str | None,
+        header: str | None,
+        rule: _SectionRule | None,
+    ) -> None:
+        """A sentence, or an over-long one's pieces, each reading the whole sentence."""
+        if end - start <= self.cfg.max_sentence_chars:
+            out.append(Sentence(start, end, section, header, rule))
+            return
+        whole = Sentence(start, end, section, header, rule)
+        for piece_start, piece_end in _pieces(text, start, end, self.cfg.max_sentence_chars):
+            out.append(Sentence(piece_start, piece_end, section, header, rule, whole=whole))
 
     @staticmethod
     def _is_header(m: re.Match[str], end: int) -> bool:
@@ -1163,6 +1218,14 @@ def _pieces(text: str, start: int, end: int, longest: int) -> Iterator[tuple[int
             start += 1
     if start < end:
         yield start, end
+
+
+def _indent(text: str, line_start: int) -> int:
+    """How far the line starting at `line_start` is set in (spaces and tabs)."""
+    end = line_start
+    while end < len(text) and text[end] in " \t":
+        end += 1
+    return end - line_start
 
 
 def _abbreviation(before: str) -> bool:

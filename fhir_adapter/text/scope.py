@@ -71,6 +71,9 @@ class Scope:
             if sc.reported
             else None,
             disowns=_compile_all(copied.disowns if copied else [], "text.scope.copied.disowns"),
+            sentence_roles=frozenset(
+                name for name, sec in cfg.sections.items() if sec.reach == "sentence"
+            ),
         )
         self._copied_status = copied.status if copied else "historical"
         self._copied_skip = frozenset(copied.skip if copied else ())

@@ -70,6 +70,10 @@ class SectionDef(_Strict):
     status: Status | None = None
     only: Entries = []
     skip: Entries = []
+    # `sentence`: a header given with its value ("Family history: father with HCC.") heads
+    # that sentence only, the text after it being read in the section around it (a header
+    # alone on its line still heads the lines under it)
+    reach: Literal["sentence"] | None = None
 
 
 class ScopeCue(_Strict):

@@ -15,6 +15,7 @@ from fhir_adapter.cli.options import (
     load_payer_options,
     load_rules_and_charges,
     warn,
+    whole_number,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def register(sub: Any) -> None:
         "--workers",
         "WORKERS",
         "0",
-        type=_workers,
+        type=whole_number(0, rule="0 (all cores) or more"),
         help="parallel processes (default 0: all cores)",
     )
     env_option(
@@ -77,16 +78,6 @@ def register(sub: Any) -> None:
         help="also validate every written resource against the FHIR R4B models",
     )
     ev.set_defaults(handler=run)
-
-
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 (all cores) or more")
-    return value
 
 
 # Procedures named one by one when they hold the code in a form that is no coding of it

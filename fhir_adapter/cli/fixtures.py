@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from fhir_adapter.cli.options import add_server_options, connect, env_option, format_option
+from fhir_adapter.cli.options import (
+    add_server_options,
+    connect,
+    env_option,
+    format_option,
+    whole_number,
+)
 
 
 def register(sub: Any) -> None:
@@ -18,7 +24,7 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="a new or empty directory, or one an earlier synth wrote (its files are replaced)",
     )
-    env_option(syn, "--patients", type=_at_least_one, default="1000", help="at least 1")
+    env_option(syn, "--patients", type=whole_number(1), default="1000", help="at least 1")
     env_option(syn, "--seed", type=int, default="47382")
     env_option(syn, "--gzip", action="store_true")
     env_option(
@@ -52,16 +58,6 @@ def register(sub: Any) -> None:
     fx_load = fx_sub.add_parser("load", help="load every fixture into a server (idempotent)")
     add_server_options(fx_load)
     fx.set_defaults(handler=fixtures_command)
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
 
 
 def synth_command(args: argparse.Namespace) -> int:

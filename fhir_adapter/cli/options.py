@@ -218,6 +218,23 @@ def _one_value(action: argparse.Action, variable: str, raw: str) -> Any:
     return value
 
 
+def whole_number(low: int, high: int | None = None, rule: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` (to `high`); `rule` says the range in
+    the message when the bounds alone do not ("0 (all cores) or more")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            said = rule or (f"{low} to {high}" if high is not None else f"at least {low}")
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {said}")
+        return value
+
+    return parse
+
+
 def positive_seconds(text: str) -> float:
     """A finite number of seconds above zero (requests rejects the rest with a traceback)."""
     import math

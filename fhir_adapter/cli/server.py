@@ -17,6 +17,7 @@ from fhir_adapter.cli.options import (
     fhir_instant_or_day,
     load_payer_options,
     load_rules_and_charges,
+    whole_number,
 )
 
 
@@ -53,7 +54,7 @@ def register(sub: Any) -> None:
         "--concurrency",
         "CONCURRENCY",
         "4",
-        type=_concurrency,
+        type=whole_number(1, 64),
         help="cases read, evaluated and written at once (default 4; at most 8 requests in "
         "flight to one server); the output is the same as with 1",
     )
@@ -120,16 +121,6 @@ def register(sub: Any) -> None:
     env_option(level, "--patient-level", action="store_true", help="Patient/$export")
     env_option(exp, "--cancel", action="store_true", help="cancel the export under way in DIR")
     exp.set_defaults(handler=export_command)
-
-
-def _concurrency(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 to 64")
-    return value
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -153,12 +153,17 @@ class Outline:
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 # a part of a note named in quotes ("the "Procedure Details" paragraph", 'the 'HPI' section')
-_NAMED_PART = re.compile(r"[\"\u201c\u201d']([A-Za-z][A-Za-z /&-]{1,38}[A-Za-z])[\"\u201c\u201d']")
+_NAMED_PART = re.compile(
+    r"[\"\u201c\u201d']([A-Za-z][A-Za-z /&-]{1,38}[A-Za-z])[\"\u201c\u201d']"
+    # or unquoted before the word for a part: "The TECHNIQUE paragraph of this report"
+    r"|\b(?i:the)\s+([A-Za-z][A-Za-z /&-]{0,38}?[A-Za-z])\s+(?i:paragraph|section|portion)\b"
+)
 
 
 def _named_part(text: str, at: int, before: int) -> tuple[int, int] | None:
     """(start, end) of the part of `text` before `before` that the sentence at `at` names
-    in quotes by its heading (a line opening on it, then a colon or the line's end)."""
+    by its heading, in quotes or before "paragraph" or "section" (a line opening on it, then a
+    colon or the line's end)."""
     # the sentence's words before the disowning words, and its line's after them
     opens = max(text.rfind(". ", 0, at) + 2, text.rfind(":", 0, at) + 1, at - 120, 0)
     line_end = text.find("\n", at)
@@ -166,7 +171,8 @@ def _named_part(text: str, at: int, before: int) -> tuple[int, int] | None:
     if named is None:
         return None
     head = re.compile(
-        r"(?:^|\n)[ \t]*" + re.escape(named.group(1)) + r"[ \t]*(?::|\n)", re.IGNORECASE
+        r"(?:^|\n)[ \t]*" + re.escape(named.group(1) or named.group(2)) + r"[ \t]*(?::|\n)",
+        re.IGNORECASE,
     )
     found = list(head.finditer(text, 0, before))
     if not found:

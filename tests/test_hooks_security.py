@@ -482,7 +482,11 @@ def test_serve_beyond_loopback_needs_an_https_public_url(
     import uvicorn
 
     ran: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
+
+    def served(server: uvicorn.Server, sockets: Any = None) -> None:
+        ran.append(vars(server.config))  # what it would serve with, not served
+
+    monkeypatch.setattr(uvicorn.Server, "run", served)
     clients = trusted_clients_file(tmp_path / "c.json", [{"iss": "a", "jku": "https://x/j"}])
     args = ["serve", "--trusted-clients", str(clients), "--host", host, "--port", "0"]
     args += ["--feedback-db", str(tmp_path / "f.sqlite3")]
